@@ -1,0 +1,45 @@
+# onnxedge — the two commands a user needs: `make export` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+OUT    ?= build/smile_cnn
+STAMP  := $(VENV)/.onnxedge-installed
+
+.PHONY: export test check lint format parity bench clean venv
+
+venv: $(STAMP)
+
+# One environment with the export side and the dev tools; torch pinned through constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[export,dev]'
+	touch $@
+
+export: $(STAMP)
+	$(BIN)/onnxedge export --model smile_cnn --head avgpool --exporter dynamo --out $(OUT)
+	$(BIN)/onnxedge check $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+check: $(STAMP) lint
+	$(BIN)/onnxedge check $(OUT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+parity: $(STAMP)
+	$(BIN)/onnxedge parity $(OUT)
+
+bench: $(STAMP)
+	$(BIN)/onnxedge bench $(OUT) --json build/bench.json --markdown build/bench.md --plot build/bench.png
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache *.egg-info

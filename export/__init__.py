@@ -1,0 +1,1 @@
+"""Export-side graph transforms of onnxedge."""

@@ -1,0 +1,141 @@
+"""torch.nn.Module -> onnx.ModelProto with a dynamic batch axis, with either exporter.
+
+The sequence follows timm's: eval mode, export, `onnx.checker.check_model(full_check=True)`; the
+numerical comparison with ONNX Runtime happens in the pipeline after the graph passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+
+import onnx
+import onnx_ir as ir
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
+
+EXPORTERS = ("dynamo", "torchscript")
+BATCH_DIM = "batch"
+DYNAMO_MIN_OPSET = 18  # the dynamo exporter builds opset 18 graphs and cannot go lower reliably
+TORCHSCRIPT_OPSETS = range(9, 21)
+
+
+def check_opset(exporter: str, opset: int) -> None:
+    if exporter not in EXPORTERS:
+        raise OnnxEdgeError(
+            f"unknown exporter {exporter!r}; expected one of: {', '.join(EXPORTERS)}"
+        )
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise OnnxEdgeError(
+            f"the dynamo exporter needs opset >= {DYNAMO_MIN_OPSET}, found --opset {opset}; "
+            "use --exporter torchscript for older opsets"
+        )
+    if exporter == "torchscript" and opset not in TORCHSCRIPT_OPSETS:
+        raise OnnxEdgeError(
+            f"the torchscript exporter supports opsets {TORCHSCRIPT_OPSETS.start}-"
+            f"{TORCHSCRIPT_OPSETS.stop - 1}, found --opset {opset}"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporters print progress and warnings about optional packages; keep the CLI readable."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def export_module(
+    module: object,
+    input_shape: Sequence[int],
+    *,
+    exporter: str = "dynamo",
+    opset: int = 18,
+    input_name: str = "input",
+    output_name: str = "prob",
+    example_batch: int = 2,
+) -> onnx.ModelProto:
+    """Export an eval-mode module whose input is ``[batch, *input_shape]``.
+
+    The batch dim of the input and the output is the one symbol ``batch``. An example batch of 2
+    keeps the exporters from specialising on 1.
+    """
+    import torch
+
+    check_opset(exporter, opset)
+    module.eval()
+    example = torch.zeros(example_batch, *input_shape)
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            if exporter == "dynamo":
+                program = torch.onnx.export(
+                    module,
+                    (example,),
+                    input_names=[input_name],
+                    output_names=[output_name],
+                    dynamic_shapes=({0: torch.export.Dim(BATCH_DIM, min=1, max=65536)},),
+                    opset_version=opset,
+                    dynamo=True,
+                    optimize=True,
+                    verbose=False,
+                )
+                model = program.model_proto
+            else:
+                buffer = io.BytesIO()
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    buffer,
+                    input_names=[input_name],
+                    output_names=[output_name],
+                    dynamic_axes={input_name: {0: BATCH_DIM}, output_name: {0: BATCH_DIM}},
+                    opset_version=opset,
+                    dynamo=False,
+                    do_constant_folding=True,
+                )
+                model = onnx.load_from_string(buffer.getvalue())
+    except OnnxEdgeError:
+        raise
+    except Exception as e:
+        raise OnnxEdgeError(f"torch.onnx.export ({exporter}) failed: {first_line(e)}") from None
+    actual = graph_opset(model)
+    if actual != opset:
+        raise OnnxEdgeError(
+            f"the {exporter} exporter produced opset {actual} instead of the requested {opset}"
+        )
+    model = unify_batch_dim(model)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def graph_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    raise OnnxEdgeError("the model imports no default-domain opset")
+
+
+def unify_batch_dim(model: onnx.ModelProto, symbol: str = BATCH_DIM) -> onnx.ModelProto:
+    """Name dim 0 of every graph input and output ``symbol`` where it is dynamic.
+
+    Exporters sometimes give the output's batch dim another name (``s0``, ``unk__0``) or none; the
+    bundle promises one shared symbol. Static dims are left as they are (and `check` flags them).
+    """
+    ir_model = ir.from_proto(model)
+    values = [*ir_model.graph.inputs, *ir_model.graph.outputs]
+    for value in values:
+        shape = value.shape
+        if shape is None or len(shape) == 0 or isinstance(shape[0], int):
+            continue
+        value.shape = ir.Shape([ir.SymbolicDim(symbol), *shape[1:]])
+    return ir.to_proto(ir_model)

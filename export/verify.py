@@ -1,0 +1,125 @@
+"""Numerical verification of each export step: the graph after a step computes what it did before.
+
+Every transform (simplify, the GAP lowering) is checked against its input graph, and the final graph
+against PyTorch, under ONNX Runtime's CPU EP on the same random inputs at batch 1 and a batch > 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxedge.runtime.check import graph_inputs
+from onnxedge.runtime.compare import Comparison, compare_arrays
+from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.session import SessionConfig, make_session
+
+DEFAULT_BATCHES = (1, 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepVerification:
+    """The outcome of comparing a graph after a step with its reference, per batch size."""
+
+    step: str
+    comparisons: tuple[tuple[int, Comparison], ...]
+
+    def __bool__(self) -> bool:
+        return all(c for _, c in self.comparisons)
+
+    @property
+    def max_abs_error(self) -> float:
+        return max((c.max_abs_error for _, c in self.comparisons), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "passed": bool(self),
+            "batches": [b for b, _ in self.comparisons],
+            "max_abs_error": self.max_abs_error,
+        }
+
+    def raise_if_failed(self) -> None:
+        if not self:
+            batch, worst = max(self.comparisons, key=lambda bc: bc[1].max_abs_error)
+            raise OnnxEdgeError(
+                f"{self.step} changed the model's output: at batch {batch} max abs error "
+                f"{worst.max_abs_error:.3g} exceeds atol {worst.atol:g} + rtol {worst.rtol:g}"
+                + (f" ({worst.detail})" if worst.detail else "")
+            )
+
+
+def input_shape(model: onnx.ModelProto, batch: int, fill: int = 224) -> tuple[str, list[int]]:
+    """The first real input's name and a concrete shape: dim 0 -> ``batch``, other free dims ->
+    ``fill``."""
+    inputs = graph_inputs(model.graph)
+    if not inputs:
+        raise OnnxEdgeError("the model has no graph inputs to feed")
+    value = inputs[0]
+    dims = []
+    for i, d in enumerate(value.type.tensor_type.shape.dim):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(d.dim_value)  # a static dim, the batch too, is fed as it is
+        else:
+            dims.append(batch if i == 0 else fill)
+    return value.name, dims
+
+
+def random_inputs(model: onnx.ModelProto, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    name, shape = input_shape(model, batch)
+    rng = np.random.default_rng(seed + batch)
+    return {name: rng.random(shape, dtype=np.float32)}
+
+
+def run_cpu(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = make_session(model.SerializeToString(), SessionConfig(provider="cpu"))
+    return session.run(None, feeds)
+
+
+def verify_onnx_step(
+    step: str,
+    before: onnx.ModelProto,
+    after: onnx.ModelProto,
+    *,
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> StepVerification:
+    """Compare every output of ``after`` with ``before`` on the same random inputs."""
+    results = []
+    for batch in batches:
+        feeds = random_inputs(before, batch)
+        ref, new = run_cpu(before, feeds), run_cpu(after, feeds)
+        if len(ref) != len(new):
+            raise OnnxEdgeError(f"{step} changed the number of outputs: {len(ref)} -> {len(new)}")
+        worst = max(
+            (compare_arrays(n, r, atol=atol, rtol=rtol) for r, n in zip(ref, new, strict=True)),
+            key=lambda c: (not c.passed, c.max_abs_error),
+        )
+        results.append((batch, worst))
+    return StepVerification(step, tuple(results))
+
+
+def verify_against_torch(
+    module: Any,
+    model: onnx.ModelProto,
+    *,
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> StepVerification:
+    """Compare the ONNX graph under ORT's CPU EP with the eval-mode torch module."""
+    import torch
+
+    results = []
+    for batch in batches:
+        feeds = random_inputs(model, batch)
+        (x,) = feeds.values()
+        with torch.no_grad():
+            expected = module(torch.from_numpy(x)).numpy()
+        (actual,) = run_cpu(model, feeds)[:1]
+        results.append((batch, compare_arrays(actual, expected, atol=atol, rtol=rtol)))
+    return StepVerification("export (ONNX Runtime CPU vs PyTorch)", tuple(results))

@@ -1,0 +1,97 @@
+"""A small registry of exportable models, by name.
+
+The registry itself never imports torch: a spec names its factory as ``"module:function"`` and the
+factory is imported only when a model is built. So ``onnxedge export --model typo`` answers at once,
+and adding a model is one `register_model` call in its own module, with no change to the exporter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from onnxedge.runtime.errors import OnnxEdgeError
+
+# How images become the model's input. The runtime (`onnxedge.runtime.preprocess`) implements
+# exactly this, and the golden images are made with it, so the two cannot drift apart.
+SQUARE_CROP_64 = {
+    "color": "RGB",
+    "crop": "center-square",  # the largest centred square (CelebA 178x218 -> 178x178, as the book)
+    "resize": [64, 64],  # [height, width]
+    "interpolation": "bilinear",  # PIL.Image.Resampling.BILINEAR, applied after the crop
+    "scale": 1.0 / 255.0,  # uint8 -> float32 in [0, 1], as torchvision's ToTensor
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+    "layout": "NCHW",
+    "dtype": "float32",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What the exporter needs to know about a model, without building it."""
+
+    name: str
+    factory: str  # "module:function", called as factory(head=...) -> torch.nn.Module
+    input_shape: tuple[int, int, int]  # C, H, W; the batch dim is always dynamic
+    heads: tuple[str, ...]
+    default_head: str
+    preprocessing: Mapping[str, Any]
+    labels: Mapping[str, Any]
+    description: str = ""
+
+    def resolve_head(self, head: str | None) -> str:
+        """The head to use: ``head``, or the default when None; an unknown name is an error."""
+        head = head or self.default_head
+        if head not in self.heads:
+            raise OnnxEdgeError(
+                f"unknown head {head!r} for model {self.name!r}; expected one of: "
+                + ", ".join(self.heads)
+            )
+        return head
+
+    def build(self, head: str | None = None) -> Any:
+        """Build the torch module with the given GAP head (weights as initialised)."""
+        head = self.resolve_head(head)
+        module_name, _, attr = self.factory.partition(":")
+        factory = getattr(importlib.import_module(module_name), attr)
+        return factory(head=head)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def available_models() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise OnnxEdgeError(
+            f"unknown model {name!r}; expected one of: {', '.join(available_models())}"
+        ) from None
+
+
+register_model(
+    ModelSpec(
+        name="smile_cnn",
+        factory="onnxedge.models.smile_cnn:smile_cnn",
+        input_shape=(3, 64, 64),
+        heads=("avgpool", "adaptive", "mean"),
+        default_head="avgpool",
+        preprocessing=SQUARE_CROP_64,
+        labels={"threshold": 0.5, "positive": "smiling", "negative": "not smiling"},
+        description="CelebA smile classifier: four 3x3 convs, GAP head, Linear(256, 1), sigmoid",
+    )
+)

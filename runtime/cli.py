@@ -1,0 +1,96 @@
+"""The `onnxedge` command. It only parses options and calls the library.
+
+Subcommands are loaded lazily by name, so the group loads (and ``--help`` works) where torch is
+absent: the export-side commands import torch only when they run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from typing import Any
+
+import click
+from onnxedge.runtime.errors import OnnxEdgeError
+
+# name -> "module:attribute" of the click command.
+COMMANDS = {
+    "export": "onnxedge.export.cli:export_cmd",
+    "simplify": "onnxedge.export.cli:simplify_cmd",
+    "check": "onnxedge.runtime.cli:check_cmd",
+    "parity": "onnxedge.runtime.parity_cli:parity_cmd",
+    "bench": "onnxedge.runtime.bench_cli:bench_cmd",
+    "predict": "onnxedge.runtime.predict_cli:predict_cmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands live in other modules and are imported on first use.
+
+    A user error (`OnnxEdgeError`) from any command becomes one line on stderr and exit status 1.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(n for n, t in COMMANDS.items() if _module_exists(t.partition(":")[0]))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not _module_exists(target.partition(":")[0]):
+            return None
+        module_name, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OnnxEdgeError as e:
+            click.echo(f"onnxedge: error: {e}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("onnxedge: interrupted", err=True)
+            ctx.exit(130)
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="onnxedge")
+def main(verbose: int) -> None:
+    """Export GAP-head CNN classifiers to ONNX and prove they still are the model on the edge."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@click.command("check")
+@click.argument("target", type=click.Path(path_type=str))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report.")
+def check_cmd(target: str, json_path: str | None) -> None:
+    """Check MODEL.onnx or BUNDLE_DIR: full ONNX check, symbolic batch dim, GlobalAveragePool head.
+
+    Exits 0 only if every check passes; prints one line per check.
+    """
+    import json
+
+    from onnxedge.runtime.bundle import atomic_write_bytes
+    from onnxedge.runtime.check import check_path
+
+    report = check_path(target)
+    for item in report.items:
+        click.echo(str(item))
+    if json_path:
+        atomic_write_bytes(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    if not report:
+        click.echo(
+            f"FAILED | {len(report.failures)} of {len(report.items)} checks failed", err=True
+        )
+        sys.exit(1)

@@ -1,0 +1,20 @@
+"""Error types. A user error is `OnnxEdgeError`: the CLI prints its message on one line and exits 1.
+
+Anything else that escapes is a bug in onnxedge and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class OnnxEdgeError(Exception):
+    """Bad input from the user: a message that says what was expected and what was found."""
+
+
+class BundleError(OnnxEdgeError):
+    """A bundle directory is missing, incomplete, or does not match its manifest."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, for one-line error reports."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

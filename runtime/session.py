@@ -1,0 +1,105 @@
+"""ONNX Runtime sessions: which execution providers can run here, and building a session on one.
+
+Building a session, running it and comparing results are separate pieces (as in Polygraphy's
+loaders, runners and comparators); this module only builds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
+
+log = logging.getLogger(__name__)
+
+# Short names users type -> ONNX Runtime provider names.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def _ort() -> Any:
+    import onnxruntime as ort  # imported here so that `onnxedge --help` stays fast
+
+    return ort
+
+
+def provider_name(short: str) -> str:
+    key = short.strip().lower()
+    if key in PROVIDERS:
+        return PROVIDERS[key]
+    if short in PROVIDERS.values():
+        return short
+    raise OnnxEdgeError(
+        f"unknown execution provider {short!r}; expected one of: {', '.join(PROVIDERS)}"
+    )
+
+
+def available_providers() -> list[str]:
+    """The providers this onnxruntime build offers (offered is not the same as loadable)."""
+    return list(_ort().get_available_providers())
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionConfig:
+    provider: str = "cpu"
+    threads: int | None = None  # intra-op threads; None lets ORT use one per physical core
+    graph_optimization: str = "all"  # disable | basic | extended | all
+    provider_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def make_session(model: str | Path | bytes, config: SessionConfig | None = None) -> Any:
+    """An `onnxruntime.InferenceSession` on exactly the requested provider.
+
+    ONNX Runtime falls back to the CPU EP silently when a provider fails to load; here that is an
+    error naming what was requested and what is available, so a "CUDA" result is never a CPU one.
+    """
+    config = config or SessionConfig()
+    ort = _ort()
+    name = provider_name(config.provider)
+    offered = ort.get_available_providers()
+    if name not in offered:
+        raise OnnxEdgeError(f"requested {name}, available: {', '.join(offered)}")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if config.threads is not None:
+        options.intra_op_num_threads = config.threads
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, _OPT_LEVELS[config.graph_optimization]
+    )
+    providers: list[Any] = (
+        [(name, dict(config.provider_options))] if config.provider_options else [name]
+    )
+    if name != "CPUExecutionProvider":
+        providers.append("CPUExecutionProvider")  # for the few nodes a GPU EP leaves to the CPU
+    source = str(model) if isinstance(model, Path) else model
+    try:
+        session = ort.InferenceSession(source, sess_options=options, providers=providers)
+    except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
+        raise OnnxEdgeError(
+            f"onnxruntime cannot load the model on {name}: {first_line(e)}"
+        ) from None
+    if session.get_providers()[0] != name:
+        raise OnnxEdgeError(
+            f"requested {name}, but onnxruntime could not load it and fell back to "
+            f"{session.get_providers()[0]} (available: {', '.join(offered)})"
+        )
+    return session
+
+
+def run(session: Any, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[Any]:
+    return session.run(list(outputs) if outputs else None, dict(feeds))
