@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import onnx
 import onnx_ir as ir
+
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
 EXPORTERS = ("dynamo", "torchscript")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+
 from onnxedge.export.exporter import check_opset, export_module, graph_opset
 from onnxedge.export.simplify import simplify_model, symbolic_dims
 from onnxedge.export.verify import StepVerification, verify_against_torch, verify_onnx_step

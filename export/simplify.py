@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import onnx
+
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+
 from onnxedge.runtime.check import graph_inputs
 from onnxedge.runtime.compare import Comparison, compare_arrays
 from onnxedge.runtime.errors import OnnxEdgeError

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.hashing import sha256_file
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
 # Ops that pass a tensor on without mixing spatial positions: walked through in both searches.

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import click
+
 from onnxedge.runtime.errors import OnnxEdgeError
 
 # name -> "module:attribute" of the click command.
