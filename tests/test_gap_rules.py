@@ -1,0 +1,603 @@
+"""Tests of the GAP-head canonicalisation (`onnxedge.export.gap`).
+
+Every case is a tiny model in ONNX text. Each test checks the exact op list after the rewrite, the
+number of rewrites, `onnx.checker` (full check), the graph signature (symbolic batch included) and
+numerical equality with the original under ONNX Runtime at batch 1 and 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import onnx.parser
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnxscript.rewriter import MatchingTracer
+
+from onnxedge.export import gap
+from onnxedge.export.gap import (
+    CanonicalizeGapHeadPass,
+    GapRewrite,
+    canonicalize_gap_head,
+    gap_rules,
+)
+
+_ATOL = 1e-6
+_BATCHES = (1, 3)
+# 1x1 conv, 3 -> 4 channels: the feature map [batch, 4, 8, 8] the heads below pool.
+_CONV_W = "float[4,3,1,1] w = {0.5, -1.0, 0.25, 1.5, 0.75, -0.5, -0.25, 1.0, 2.0, 0.1, -0.3, 0.6}"
+_FC_W = "float[4,2] wfc = {0.5, -1.0, 0.25, 1.5, 0.75, -0.5, -0.25, 1.0}"
+_X = "float[batch,3,8,8] x"
+
+
+def _model(
+    body: str,
+    *,
+    opset: int,
+    ir_version: int = 8,
+    x: str = _X,
+    y: str = "float[batch,4] y",
+    extra_inputs: str = "",
+    inits: tuple[str, ...] = (),
+) -> onnx.ModelProto:
+    """A model `y = head(Conv(x, w))`; `body` uses `f` ([batch, 4, 8, 8]) and defines `y`."""
+    inputs = ", ".join(filter(None, [x, extra_inputs]))
+    initializers = ", ".join([_CONV_W, *inits])
+    text = f"""
+        <ir_version: {ir_version}, opset_import: ["" : {opset}]>
+        head ({inputs}) => ({y}) <{initializers}> {{
+            f = Conv(x, w)
+            {body}
+        }}
+    """
+    return onnx.parser.parse_model(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    id: str
+    model: onnx.ModelProto
+    ops: list[str]  # exact op types after the rewrite
+    rewrites: int
+
+
+# Values of the int64 graph inputs, by name.
+_INT64_FEEDS = {"axes": [2, 3], "shape_in": [0, 0, 8, 8]}
+
+
+def _feeds(model: onnx.ModelProto, batch: int) -> dict[str, np.ndarray]:
+    """Random float inputs at `batch` (symbolic dims of size 8 otherwise), int64 ones by name."""
+    rng = np.random.default_rng(batch)
+    feeds: dict[str, np.ndarray] = {}
+    initializers = {i.name for i in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        if tensor_type.elem_type == onnx.TensorProto.INT64:
+            feeds[value.name] = np.array(_INT64_FEEDS[value.name], dtype=np.int64)
+            continue
+        shape = [
+            d.dim_value if d.HasField("dim_value") else (batch if i == 0 else 8)
+            for i, d in enumerate(tensor_type.shape.dim)
+        ]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        feeds[value.name] = (rng.standard_normal(shape) * 3).astype(dtype)
+    return feeds
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _batches(model: onnx.ModelProto) -> tuple[int, ...]:
+    dim0 = model.graph.input[0].type.tensor_type.shape.dim
+    if dim0 and dim0[0].HasField("dim_value"):
+        return (dim0[0].dim_value,)
+    return _BATCHES
+
+
+def assert_same_outputs(original: onnx.ModelProto, rewritten: onnx.ModelProto) -> None:
+    """Both models give the same outputs (atol 1e-6) under ONNX Runtime at every test batch."""
+    for batch in _batches(original):
+        feeds = _feeds(original, batch)
+        expected, actual = _run(original, feeds), _run(rewritten, feeds)
+        assert len(expected) == len(actual)
+        for want, got in zip(expected, actual, strict=True):
+            assert want.shape == got.shape, f"batch {batch}: shape {got.shape} != {want.shape}"
+            np.testing.assert_allclose(got, want, rtol=0, atol=_ATOL, err_msg=f"batch {batch}")
+
+
+def _ops(model: onnx.ModelProto) -> list[str]:
+    return [node.op_type for node in model.graph.node]
+
+
+def _signature(model: onnx.ModelProto) -> tuple[list[bytes], list[bytes], list]:
+    graph = model.graph
+    return (
+        [v.SerializeToString() for v in graph.input],
+        [v.SerializeToString() for v in graph.output],
+        [(o.domain, o.version) for o in model.opset_import],
+    )
+
+
+def _check_case(case: Case) -> gap.GapResult:
+    original_bytes = case.model.SerializeToString()
+    result = canonicalize_gap_head(case.model)
+    assert case.model.SerializeToString() == original_bytes, "input proto was modified"
+    assert _ops(result.model) == case.ops
+    assert len(result.rewrites) == case.rewrites
+    assert result.modified == bool(case.rewrites)
+    assert _signature(result.model) == _signature(case.model)
+    onnx.checker.check_model(result.model, full_check=True)
+    assert_same_outputs(case.model, result.model)
+    return result
+
+
+# Case 1: ReduceMean over the spatial axes, every form the exporters produce.
+REDUCE_MEAN_CASES = [
+    # opset 13: axes as an attribute
+    Case(
+        "op13-attr-23-keep1-flatten",
+        _model("m = ReduceMean<axes=[2, 3], keepdims=1>(f)\ny = Flatten<axis=1>(m)", opset=13),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op13-attr-32-keep0",
+        _model("y = ReduceMean<axes=[3, 2], keepdims=0>(f)", opset=13),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op13-attr-neg-keepabsent-reshape",
+        _model(
+            "m = ReduceMean<axes=[-2, -1]>(f)\ny = Reshape(m, shape)",
+            opset=13,
+            inits=("int64[2] shape = {0, -1}",),
+        ),
+        ["Conv", "GlobalAveragePool", "Reshape"],
+        1,
+    ),
+    Case(
+        "op13-attr-mixed-keep0-gemm",
+        _model(
+            "p = ReduceMean<axes=[-1, 2], keepdims=0>(f)\ny = Gemm(p, wfc)",
+            opset=13,
+            y="float[batch,2] y",
+            inits=(_FC_W,),
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten", "Gemm"],
+        1,
+    ),
+    Case(
+        "op13-attr-keep1-output-4d",
+        _model("y = ReduceMean<axes=[2, 3]>(f)", opset=13, y="float[batch,4,1,1] y"),
+        ["Conv", "GlobalAveragePool"],
+        1,
+    ),
+    # opset 18: axes as an input (Constant node or initializer)
+    Case(
+        "op18-const-23-keep1-flatten",
+        _model(
+            "axes = Constant<value = int64[2] {2, 3}>()\n"
+            "m = ReduceMean<keepdims=1>(f, axes)\ny = Flatten<axis=1>(m)",
+            opset=18,
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op18-init-neg-keep0",
+        _model(
+            "y = ReduceMean<keepdims=0>(f, axes)",
+            opset=18,
+            ir_version=9,
+            inits=("int64[2] axes = {-2, -1}",),
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op18-init-32-keepabsent-reshape",
+        _model(
+            "m = ReduceMean(f, axes)\ny = Reshape(m, shape)",
+            opset=18,
+            inits=("int64[2] axes = {3, 2}", "int64[2] shape = {0, -1}"),
+        ),
+        ["Conv", "GlobalAveragePool", "Reshape"],
+        1,
+    ),
+    Case(
+        "op18-const-mixed-keep0-gemm",
+        _model(
+            "axes = Constant<value = int64[2] {-1, 2}>()\n"
+            "p = ReduceMean<keepdims=0>(f, axes)\ny = Gemm(p, wfc)",
+            opset=18,
+            y="float[batch,2] y",
+            inits=(_FC_W,),
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten", "Gemm"],
+        1,
+    ),
+    Case(
+        "op18-noop-flag-with-axes",  # noop_with_empty_axes only matters for empty axes
+        _model(
+            "y = ReduceMean<keepdims=0, noop_with_empty_axes=1>(f, axes)",
+            opset=18,
+            inits=("int64[2] axes = {2, 3}",),
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op21-ir10-const-2neg1-keep1-flatten",
+        _model(
+            "axes = Constant<value = int64[2] {2, -1}>()\n"
+            "m = ReduceMean(f, axes)\ny = Flatten<axis=1>(m)",
+            opset=21,
+            ir_version=10,
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op18-static-batch-two-heads",
+        _model(
+            "a = ReduceMean<keepdims=0>(f, axes)\n"
+            "b = ReduceMean<keepdims=0>(f, axes)\ny = Add(a, b)",
+            opset=18,
+            x="float[2,3,8,8] x",
+            y="float[2,4] y",
+            inits=("int64[2] axes = {2, 3}",),
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten", "GlobalAveragePool", "Flatten", "Add"],
+        2,
+    ),
+]
+
+# Case 2: AveragePool whose kernel covers the whole static spatial extent.
+AVERAGE_POOL_CASES = [
+    Case(
+        "op13-8x8-flatten",
+        _model("p = AveragePool<kernel_shape=[8, 8]>(f)\ny = Flatten<axis=1>(p)", opset=13),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op18-8x8-strides8-reshape",
+        _model(
+            "p = AveragePool<kernel_shape=[8, 8], strides=[8, 8]>(f)\ny = Reshape(p, shape)",
+            opset=18,
+            inits=("int64[2] shape = {0, -1}",),
+        ),
+        ["Conv", "GlobalAveragePool", "Reshape"],
+        1,
+    ),
+    Case(
+        "op17-zero-pads-ceil-stride3-count-pad",
+        _model(
+            "p = AveragePool<kernel_shape=[8, 8], pads=[0, 0, 0, 0], strides=[3, 3], "
+            "ceil_mode=1, count_include_pad=1>(f)\ny = Flatten<axis=1>(p)",
+            opset=17,
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op19-valid-dilations1",
+        _model(
+            'p = AveragePool<kernel_shape=[8, 8], auto_pad="VALID", dilations=[1, 1]>(f)\n'
+            "y = Flatten<axis=1>(p)",
+            opset=19,
+            ir_version=9,
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op13-same-upper-stride8",  # SAME with stride >= input pads nothing
+        _model(
+            'p = AveragePool<kernel_shape=[8, 8], auto_pad="SAME_UPPER", strides=[8, 8]>(f)\n'
+            "y = Flatten<axis=1>(p)",
+            opset=13,
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op13-non-square-8x6",
+        _model(
+            "p = AveragePool<kernel_shape=[8, 6]>(f)\ny = Flatten<axis=1>(p)",
+            opset=13,
+            x="float[batch,3,8,6] x",
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op13-1d-kernel8",
+        onnx.parser.parse_model(
+            """
+            <ir_version: 8, opset_import: ["" : 13]>
+            head (float[batch,4,8] x) => (float[batch,4,1] y) {
+                y = AveragePool<kernel_shape=[8]>(x)
+            }
+            """
+        ),
+        ["GlobalAveragePool"],
+        1,
+    ),
+]
+
+# Case 3: not a global average, left exactly as it is.
+UNCHANGED_CASES = [
+    Case(
+        "avgpool-partial-2x2",
+        _model(
+            "p = AveragePool<kernel_shape=[2, 2], strides=[2, 2]>(f)\ny = Flatten<axis=1>(p)",
+            opset=13,
+            y="float[batch,64] y",
+        ),
+        ["Conv", "AveragePool", "Flatten"],
+        0,
+    ),
+    Case(
+        "avgpool-padded",
+        _model(
+            "p = AveragePool<kernel_shape=[8, 8], pads=[1, 1, 1, 1]>(f)\ny = Flatten<axis=1>(p)",
+            opset=13,
+            y="float[batch,36] y",
+        ),
+        ["Conv", "AveragePool", "Flatten"],
+        0,
+    ),
+    Case(
+        "avgpool-same-upper-stride1",
+        _model(
+            'p = AveragePool<kernel_shape=[8, 8], auto_pad="SAME_UPPER">(f)\n'
+            "y = Flatten<axis=1>(p)",
+            opset=13,
+            y="float[batch,256] y",
+        ),
+        ["Conv", "AveragePool", "Flatten"],
+        0,
+    ),
+    Case(
+        "avgpool-dynamic-hw",
+        _model(
+            "p = AveragePool<kernel_shape=[8, 8]>(f)\ny = Flatten<axis=1>(p)",
+            opset=13,
+            x="float[batch,3,h,w] x",
+            y="float[batch,d] y",
+        ),
+        ["Conv", "AveragePool", "Flatten"],
+        0,
+    ),
+    Case(
+        "reducemax-spatial",
+        _model("y = ReduceMax<axes=[2, 3], keepdims=0>(f)", opset=13),
+        ["Conv", "ReduceMax"],
+        0,
+    ),
+    Case(
+        "reducemean-channels",
+        _model(
+            "m = ReduceMean<axes=[1]>(f)\ny = Flatten<axis=1>(m)", opset=13, y="float[batch,64] y"
+        ),
+        ["Conv", "ReduceMean", "Flatten"],
+        0,
+    ),
+    Case(
+        "reducemean-one-spatial-axis",
+        _model(
+            "y = ReduceMean<keepdims=0>(f, axes)",
+            opset=18,
+            y="float[batch,4,8] y",
+            inits=("int64[1] axes = {3}",),
+        ),
+        ["Conv", "ReduceMean"],
+        0,
+    ),
+    Case(
+        "reducemean-nchw-axes-023",
+        _model("y = ReduceMean<axes=[0, 2, 3], keepdims=0>(f)", opset=13, y="float[4] y"),
+        ["Conv", "ReduceMean"],
+        0,
+    ),
+    Case(
+        "reducemean-axes-graph-input",
+        _model(
+            "y = ReduceMean<keepdims=0>(f, axes)",
+            opset=18,
+            extra_inputs="int64[2] axes",
+            y="float[batch,4] y",
+        ),
+        ["Conv", "ReduceMean"],
+        0,
+    ),
+    Case(
+        "reducemean-axes-overridable-initializer",
+        _model(
+            "y = ReduceMean<keepdims=0>(f, axes)",
+            opset=18,
+            extra_inputs="int64[2] axes",
+            inits=("int64[2] axes = {2, 3}",),
+        ),
+        ["Conv", "ReduceMean"],
+        0,
+    ),
+    Case(
+        "reducemean-axes-computed",
+        _model(
+            "s = Shape(f)\nrank = Size(s)\naxes = Sub(rank, two_one)\n"
+            "y = ReduceMean<keepdims=0>(f, axes)",
+            opset=18,
+            inits=("int64[2] two_one = {2, 1}",),
+        ),
+        ["Conv", "Shape", "Size", "Sub", "ReduceMean"],
+        0,
+    ),
+    Case(
+        "reducemean-empty-axes-all",
+        _model("y = ReduceMean<keepdims=0>(f)", opset=13, y="float y"),
+        ["Conv", "ReduceMean"],
+        0,
+    ),
+    Case(
+        "reducemean-empty-axes-noop",
+        _model(
+            "m = ReduceMean<noop_with_empty_axes=1>(f)\ny = Flatten<axis=1>(m)",
+            opset=18,
+            y="float[batch,256] y",
+        ),
+        ["Conv", "ReduceMean", "Flatten"],
+        0,
+    ),
+    Case(
+        "reducemean-unknown-rank",  # a Reshape to a run-time shape of unknown length
+        _model(
+            "m = Reshape(f, shape_in)\ny = ReduceMean<axes=[2, 3], keepdims=0>(m)",
+            opset=13,
+            extra_inputs="int64[k] shape_in",
+        ),
+        ["Conv", "Reshape", "ReduceMean"],
+        0,
+    ),
+    Case(
+        "reducemean-rank3-last-axes",  # a LayerNorm-style mean, not a pooling head
+        onnx.parser.parse_model(
+            """
+            <ir_version: 8, opset_import: ["" : 13]>
+            head (float[batch,8,16] x) => (float[batch,1,1] y) {
+                y = ReduceMean<axes=[1, 2]>(x)
+            }
+            """
+        ),
+        ["ReduceMean"],
+        0,
+    ),
+    Case(
+        "reducemean-int32",  # GlobalAveragePool takes floats only
+        onnx.parser.parse_model(
+            """
+            <ir_version: 8, opset_import: ["" : 13]>
+            head (int32[batch,4,8,8] x) => (int32[batch,4] y) {
+                y = ReduceMean<axes=[2, 3], keepdims=0>(x)
+            }
+            """
+        ),
+        ["ReduceMean"],
+        0,
+    ),
+    Case(
+        "already-global-average-pool",
+        _model("p = GlobalAveragePool(f)\ny = Flatten<axis=1>(p)", opset=17),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        0,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", REDUCE_MEAN_CASES, ids=lambda c: c.id)
+def test_reduce_mean_becomes_global_average_pool(case: Case) -> None:
+    result = _check_case(case)
+    assert all(r.op_type == "ReduceMean" for r in result.rewrites)
+    assert all(r.rule == "ReduceMeanToGlobalAveragePool" for r in result.rewrites)
+    # The axes constants/initializers are gone with their last user.
+    assert "axes" not in {i.name for i in result.model.graph.initializer}
+
+
+@pytest.mark.parametrize("case", AVERAGE_POOL_CASES, ids=lambda c: c.id)
+def test_full_average_pool_becomes_global_average_pool(case: Case) -> None:
+    result = _check_case(case)
+    assert [(r.op_type, r.rule) for r in result.rewrites] == [
+        ("AveragePool", "AveragePoolToGlobalAveragePool")
+    ]
+
+
+@pytest.mark.parametrize("case", UNCHANGED_CASES, ids=lambda c: c.id)
+def test_not_a_global_average_is_left_alone(case: Case) -> None:
+    result = _check_case(case)
+    assert not result.modified
+    assert _ops(result.model) == _ops(case.model)
+
+
+def test_symbolic_batch_survives() -> None:
+    case = REDUCE_MEAN_CASES[1]
+    result = canonicalize_gap_head(case.model)
+    for value in (result.model.graph.input[0], result.model.graph.output[0]):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert_same_outputs(case.model, result.model)
+
+
+def test_rewrites_are_reported_by_name_or_position() -> None:
+    named = _model(
+        "m = ReduceMean<axes=[2, 3], keepdims=0>(f)\ny = Identity(m)",
+        opset=13,
+    )
+    named.graph.node[1].name = "node_mean"
+    (rewrite,) = canonicalize_gap_head(named).rewrites
+    assert rewrite == GapRewrite(
+        "node_mean", "ReduceMean", "ReduceMeanToGlobalAveragePool", "keepdims=0, +Flatten"
+    )
+    assert str(rewrite) == ("ReduceMean 'node_mean' -> GlobalAveragePool (keepdims=0, +Flatten)")
+    (pool,) = canonicalize_gap_head(AVERAGE_POOL_CASES[0].model).rewrites
+    assert str(pool) == "AveragePool 'AveragePool#1' -> GlobalAveragePool (kernel 8x8)"
+
+
+@pytest.mark.parametrize("case", REDUCE_MEAN_CASES + AVERAGE_POOL_CASES, ids=lambda c: c.id)
+def test_idempotent(case: Case) -> None:
+    once = canonicalize_gap_head(case.model)
+    twice = canonicalize_gap_head(once.model)
+    assert twice.rewrites == ()
+    assert _ops(twice.model) == _ops(once.model)
+
+
+def test_unknown_rank_failure_says_why() -> None:
+    model = ir.serde.deserialize_model(
+        next(c for c in UNCHANGED_CASES if c.id == "reducemean-unknown-rank").model
+    )
+    ir.passes.common.ShapeInferencePass()(model)  # even with inference, the rank stays unknown
+    tracer = MatchingTracer()
+    gap_rules().apply_to_model(model, tracer=tracer)
+    reasons = [
+        info.match_result.reason
+        for rule, infos in tracer.best_matches_map.items()
+        if rule.name == "ReduceMeanToGlobalAveragePool"
+        for info in infos
+    ]
+    assert reasons
+    assert all("rank" in reason and "unknown" in reason for reason in reasons)
+
+
+def test_pass_on_ir_model_reports_rewrites() -> None:
+    model = ir.serde.deserialize_model(REDUCE_MEAN_CASES[0].model)
+    ir.passes.common.ShapeInferencePass()(model)
+    gap_pass = CanonicalizeGapHeadPass()
+    result = gap_pass(model)
+    assert isinstance(result, ir.passes.PassResult)
+    assert result.modified
+    assert result.model is model
+    assert [r.op_type for r in gap_pass.rewrites] == ["ReduceMean"]
+    assert not gap_pass(model).modified
+    assert gap_pass.rewrites == ()
+
+
+def test_wrong_replacement_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numeric comparison can fail: a GlobalMaxPool in place of the mean is caught."""
+
+    def wrong_rewrite(self, op, x, mean):
+        return op.Flatten(op.GlobalMaxPool(x), axis=1)
+
+    monkeypatch.setattr(gap.ReduceMeanToGlobalAveragePool, "rewrite", wrong_rewrite)
+    case = REDUCE_MEAN_CASES[1]
+    result = canonicalize_gap_head(case.model)
+    assert _ops(result.model) == ["Conv", "GlobalMaxPool", "Flatten"]
+    onnx.checker.check_model(result.model, full_check=True)
+    with pytest.raises(AssertionError):
+        assert_same_outputs(case.model, result.model)
