@@ -1,1 +1,1 @@
-"""Export-side graph transforms of onnxedge."""
+"""The export side of onnxedge (`onnxedge.export`): PyTorch to a simplified, checked ONNX bundle."""

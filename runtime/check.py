@@ -45,6 +45,9 @@ class CheckItem:
     passed: bool
     detail: str
 
+    def __bool__(self) -> bool:
+        return self.passed
+
     def __str__(self) -> str:
         return f"{'PASSED' if self.passed else 'FAILED'} | {self.name} | {self.detail}"
 
@@ -55,7 +58,7 @@ class CheckReport:
     items: tuple[CheckItem, ...]
 
     def __bool__(self) -> bool:
-        return all(self.items)
+        return all(i.passed for i in self.items)
 
     @property
     def passed(self) -> bool:

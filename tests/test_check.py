@@ -1,0 +1,138 @@
+"""`onnxedge check` passes on a lowered graph and fails, naming the node, on anything else."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnx.parser
+import pytest
+from click.testing import CliRunner
+
+from onnxedge.export.exporter import export_module
+from onnxedge.models import get_model_spec
+from onnxedge.runtime.check import check_model
+from onnxedge.runtime.cli import main
+
+# A classifier "exported elsewhere": other input name, size and opset, a ReduceMean head with
+# axes as an attribute, a MatMul + Add classifier and a softmax.
+ELSEWHERE = """
+<ir_version: 8, opset_import: ["" : 13]>
+elsewhere (float[N, 3, 32, 32] images) => (float[N, 10] scores)
+    <float[8, 3, 3, 3] w, float[8, 10] fc_w, float[10] fc_b> {
+    conv = Conv <pads = [1, 1, 1, 1]> (images, w)
+    act = Relu (conv)
+    pooled = ReduceMean <axes = [-1, -2], keepdims = 0> (act)
+    logits = MatMul (pooled, fc_w)
+    biased = Add (logits, fc_b)
+    scores = Softmax <axis = 1> (biased)
+}
+"""
+
+
+def elsewhere_model() -> onnx.ModelProto:
+    model = onnx.parser.parse_model(ELSEWHERE)
+    rng = np.random.default_rng(0)
+    model.graph.initializer.extend(
+        onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+        for name, shape in (("w", (8, 3, 3, 3)), ("fc_w", (8, 10)), ("fc_b", (10,)))
+    )
+    return model
+
+
+def raw_export(head: str, exporter: str = "dynamo", opset: int = 18) -> onnx.ModelProto:
+    spec = get_model_spec("smile_cnn")
+    return export_module(spec.build(head), spec.input_shape, exporter=exporter, opset=opset)
+
+
+def run_check(path) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["check", str(path)])
+    return result.exit_code, result.output
+
+
+def test_check_passes_on_bundle(smile_bundle):
+    code, out = run_check(smile_bundle)
+    assert code == 0, out
+    assert out.count("PASSED |") == 3 and "FAILED" not in out
+
+
+@pytest.mark.parametrize(
+    "head,exporter,found",
+    [
+        ("avgpool", "dynamo", "AveragePool"),
+        ("adaptive", "dynamo", "ReduceMean"),
+        ("mean", "dynamo", "ReduceMean"),
+        ("avgpool", "torchscript", "AveragePool"),
+    ],
+)
+def test_check_fails_on_unlowered_head(tmp_path, head, exporter, found):
+    path = tmp_path / "raw.onnx"
+    onnx.save(raw_export(head, exporter, 18 if exporter == "dynamo" else 17), str(path))
+    code, out = run_check(path)
+    assert code == 1, out
+    failed = [line for line in out.splitlines() if line.startswith("FAILED | gap_head")]
+    assert len(failed) == 1, out
+    assert f"with {found}" in failed[0] and "expected a single GlobalAveragePool" in failed[0]
+    assert "PASSED | onnx" in out and "PASSED | batch" in out
+
+
+def test_check_fails_on_static_batch(tmp_path):
+    model = raw_export("adaptive", "torchscript", 17)  # already GlobalAveragePool
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    report = check_model(model)
+    (failure,) = report.failures
+    assert failure.name == "batch"
+    assert "expected a symbolic dim 0, found 4" in failure.detail
+
+
+def test_check_fails_on_two_batch_symbols(tmp_path):
+    model = raw_export("adaptive", "torchscript", 17)
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "other"
+    (failure,) = check_model(model).failures
+    assert failure.name == "batch" and "one shared symbolic dim 0" in failure.detail
+
+
+def test_check_fails_on_invalid_graph():
+    model = raw_export("adaptive", "torchscript", 17)
+    model.graph.node[0].input[0] = "no_such_tensor"
+    report = check_model(model)
+    assert not report
+    assert report.failures[0].name == "onnx"
+
+
+def test_check_on_a_model_exported_elsewhere(tmp_path):
+    src = tmp_path / "elsewhere.onnx"
+    onnx.save(elsewhere_model(), str(src))
+    code, out = run_check(src)
+    assert code == 1 and "with ReduceMean" in out, out
+    assert "classifier (MatMul" in out
+
+    dst = tmp_path / "lowered.onnx"
+    result = CliRunner().invoke(main, ["simplify", str(src), "-o", str(dst)])
+    assert result.exit_code == 0, result.output
+    assert "1 GAP rewrite(s)" in result.output
+    lowered = onnx.load(str(dst))
+    assert lowered.graph.input[0].name == "images"
+    assert lowered.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    assert [n.op_type for n in lowered.graph.node].count("GlobalAveragePool") == 1
+    code, out = run_check(dst)
+    assert code == 0, out
+
+
+def test_check_json_report(smile_bundle, tmp_path):
+    report_path = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["check", str(smile_bundle), "--json", str(report_path)])
+    assert result.exit_code == 0
+    report = json.loads(report_path.read_text())
+    assert report["passed"] is True
+    assert [c["name"] for c in report["checks"]] == ["onnx", "batch", "gap_head"]
+
+
+def test_check_rejects_a_bundle_whose_model_changed(bundle_copy):
+    model = bundle_copy / "model.onnx"
+    model.write_bytes(model.read_bytes() + b"\0")
+    code, out = run_check(bundle_copy)
+    assert code == 1
+    assert "does not match the manifest" in out and "Traceback" not in out
