@@ -52,6 +52,8 @@ class SessionConfig:
     threads: int | None = None  # intra-op threads; None lets ORT use one per physical core
     graph_optimization: str = "all"  # disable | basic | extended | all
     provider_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # SessionOptions.add_session_config_entry, e.g. {"session.intra_op.allow_spinning": "0"}
+    config_entries: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 _OPT_LEVELS = {
@@ -81,6 +83,8 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None)
     options.graph_optimization_level = getattr(
         ort.GraphOptimizationLevel, _OPT_LEVELS[config.graph_optimization]
     )
+    for key, value in config.config_entries.items():
+        options.add_session_config_entry(key, str(value))
     providers: list[Any] = (
         [(name, dict(config.provider_options))] if config.provider_options else [name]
     )
