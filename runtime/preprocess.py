@@ -1,64 +1,144 @@
 """Image preprocessing exactly as a bundle's manifest states it.
 
-The golden images of `onnxedge export --images` and `onnxedge predict` both go through
-`preprocess_image`, so what parity checks is what the device computes.
+The golden images of `onnxedge export --images`, `onnxedge parity` and `onnxedge predict` all go
+through `load_image` / `preprocess_image`, so what parity checks is what the device computes.
 
 The manifest's ``preprocessing`` block (see `onnxedge.models.registry.SQUARE_CROP_64`):
 ``color`` RGB; ``crop`` ``center-square`` (the largest centred square) or ``none``; ``resize``
 [H, W] with ``interpolation`` (a PIL resampling filter name); ``scale`` then ``mean``/``std`` per
 channel; ``layout`` NCHW; ``dtype`` float32.
+
+Decisions that the manifest does not spell out, the same on every path (see docs/RUNTIME.md):
+
+1. EXIF orientation is applied (`PIL.ImageOps.exif_transpose`): a phone photo taken upright is
+   classified upright.
+2. Every PIL mode becomes 8-bit RGB as a user would expect (`to_rgb`): transparency is composited
+   onto white; 16-bit and 32-bit grayscale are scaled, not clipped; CMYK goes through PIL.
+   ICC profiles are not applied (as PIL and torchvision do not when the model was trained).
+3. Animated or multi-frame files: the first frame.
+4. Files are refused, not half-loaded: truncated data is an error (PIL's
+   ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False), and so is an image of more than `MAX_PIXELS`
+   pixels (a decompression bomb for a 64x64 model), checked from the header before decoding.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
+
+log = logging.getLogger(__name__)
+
+# The largest image `load_image` decodes: 64 megapixels, about 192 MB as 8-bit RGB. A 64x64 model
+# gains nothing from more, and PIL's own guard only warns at 89 MP and refuses at 179 MP.
+MAX_PIXELS = 64_000_000
+
+# File name endings `onnxedge predict` treats as images when it walks a directory.
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+)
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+_ORIENTATION = 0x0112  # the EXIF tag
+_HIGH_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_WITH_ALPHA = ("RGBA", "LA", "RGBa", "La", "PA")
+
+
+class ImageReadError(OnnxEdgeError):
+    """One image file that cannot be used; ``reason`` says what was expected and what was found."""
+
+    def __init__(self, path: Any, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 def to_rgb(image: Any) -> Any:
     """Convert any PIL mode to 8-bit RGB as a user would expect.
 
-    Palette and LA/RGBA-like images are composited onto white (transparent pixels are not black);
-    16-bit and 32-bit grayscale are scaled to 8 bits rather than clipped; CMYK goes through PIL.
+    1. ``RGB`` without transparency: unchanged.
+    2. ``I;16*`` (16-bit grayscale): scaled by 255/65535. ``I`` (32-bit): the same when any value
+       exceeds 255 (16-bit data, as TIFF and old PIL deliver it), else taken as 8-bit.
+       ``F``: [0, 1] data scaled by 255 when its maximum is at most 1, else taken as 0..255;
+       NaN becomes 0. A grayscale transparency colour becomes white.
+    3. Palette, alpha modes and ``L``/``RGB`` with a transparency colour: composited onto white,
+       so transparent pixels are white, not black (or whatever colour they hide).
+    4. Everything else (``1``, ``L``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``): PIL's conversion.
     """
     from PIL import Image
 
     mode = image.mode
-    if mode == "RGB":
+    has_trns = "transparency" in image.info
+    if mode == "RGB" and not has_trns:  # 1.
         return image
-    if mode == "P":
-        image = image.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
-        array = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(array, mode="L").convert("RGB")
-    if mode == "F":
-        array = np.asarray(image, dtype=np.float64)
-        peak = 1.0 if array.max(initial=0) <= 1.0 else 255.0
-        array = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(array, mode="L").convert("RGB")
-    if mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+    if mode in _HIGH_BIT_GRAY or mode == "F":  # 2.
+        gray = _gray_to_8bit(image)
+        trns = image.info.get("transparency")
+        if isinstance(trns, (int, float)) and not isinstance(trns, bool):
+            transparent = np.asarray(image) == trns
+            gray = np.where(transparent, np.uint8(255), gray)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "P" or mode in _WITH_ALPHA or has_trns:  # 3.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image.convert("RGB")  # 4.
+
+
+def _gray_to_8bit(image: Any) -> np.ndarray:
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        array = np.nan_to_num(array, nan=0.0, posinf=255.0, neginf=0.0)
+        peak = 1.0 if array.max(initial=0.0) <= 1.0 else 255.0
+    elif image.mode.startswith("I;16") or array.max(initial=0.0) > 255:
+        peak = 65535.0
+    else:
+        peak = 255.0
+    return np.clip(np.floor(array / peak * 255.0 + 0.5), 0, 255).astype(np.uint8)
+
+
+def exif_upright(image: Any) -> Any:
+    """The image turned as its EXIF orientation tag says (a copy), or the image itself."""
+    try:
+        orientation = image.getexif().get(_ORIENTATION, 1)
+    except Exception:  # a malformed EXIF block: PIL raises many types; the pixels are still fine
+        log.debug("ignoring an unreadable EXIF block", exc_info=True)
+        return image
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        from PIL import ImageOps
+
+        return ImageOps.exif_transpose(image)
+    return image
 
 
 def preprocess_image(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
-    """A PIL image -> float32 array [C, H, W] as ``spec`` (the manifest's preprocessing) says."""
+    """A PIL image -> float32 array [C, H, W] as ``spec`` (the manifest's preprocessing) says.
+
+    EXIF orientation is applied, then `to_rgb`, the crop, the resize, the scaling.
+    """
     from PIL import Image
 
     if spec.get("color", "RGB") != "RGB":
         raise OnnxEdgeError(f"unsupported preprocessing color {spec.get('color')!r}; expected RGB")
-    image = to_rgb(image)
+    if spec.get("layout", "NCHW") != "NCHW":
+        raise OnnxEdgeError(f"unsupported layout {spec.get('layout')!r}; expected NCHW")
+    image = to_rgb(exif_upright(image))
     crop = spec.get("crop", "none")
     if crop == "center-square":
         width, height = image.size
@@ -80,27 +160,85 @@ def preprocess_image(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
     mean = np.asarray(spec.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
     std = np.asarray(spec.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
     array = (array - mean) / std
-    if spec.get("layout", "NCHW") != "NCHW":
-        raise OnnxEdgeError(f"unsupported layout {spec.get('layout')!r}; expected NCHW")
     return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
 
 
-def load_image(path: Any, spec: Mapping[str, Any]) -> np.ndarray:
-    """Open an image file and preprocess it; a file that is not a usable image is an
-    `OnnxEdgeError` naming the file and what was wrong."""
-    from PIL import Image, UnidentifiedImageError
+def load_image(
+    path: Any, spec: Mapping[str, Any], *, max_pixels: int | None = MAX_PIXELS
+) -> np.ndarray:
+    """Open an image file and preprocess it -> float32 array [C, H, W].
 
+    A file that is not a usable image is an `ImageReadError` (an `OnnxEdgeError`) naming the file
+    and what was wrong: missing, not a regular file, empty, not an image, truncated, more than
+    ``max_pixels`` pixels (None: only PIL's own limit), or in a mode that cannot become RGB.
+    """
+    from PIL import Image
+
+    _check_regular_file(path)
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageReadError(path, _too_large(width, height, max_pixels))
             image.load()
-            return preprocess_image(image, spec)
-    except Image.DecompressionBombError as e:
-        raise OnnxEdgeError(f"{path}: refused, the image is too large ({e})") from None
-    except UnidentifiedImageError:
-        raise OnnxEdgeError(
-            f"{path}: expected an image file, found no image format PIL reads"
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # PIL's own guard, from the header: an error above 2x Image.MAX_IMAGE_PIXELS, and a
+        # warning above 1x that callers (the predict command) may turn into an error.
+        raise ImageReadError(path, f"refused as a decompression bomb: {e}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageReadError(path, "expected an image file, found no format PIL reads") from None
+    except OSError as e:  # truncated data, broken chunks, unreadable files
+        raise ImageReadError(path, f"cannot decode the image: {e.strerror or e}") from None
+    except Exception as e:  # PIL's decoders raise SyntaxError, ValueError, struct.error, ...
+        raise ImageReadError(
+            path, f"cannot decode the image: {type(e).__name__}: {first_line(e)}"
         ) from None
-    except IsADirectoryError:
-        raise OnnxEdgeError(f"{path}: expected an image file, found a directory") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise OnnxEdgeError(f"{path}: cannot read the image: {e}") from None
+    try:
+        rgb = to_rgb(exif_upright(image))
+    except (ValueError, OSError) as e:  # a mode PIL cannot convert
+        raise ImageReadError(
+            path, f"cannot convert the {image.mode} image to RGB: {first_line(e)}"
+        ) from None
+    return preprocess_image(rgb, spec)
+
+
+def _too_large(width: int, height: int, max_pixels: int) -> str:
+    return (
+        f"refused: {width}x{height} is {width * height:,} pixels, more than the limit of "
+        f"{max_pixels:,} (a decompression bomb, or a photo far larger than the model needs)"
+    )
+
+
+def _check_regular_file(path: Any) -> None:
+    """Only regular files are opened: a FIFO named like an image would block forever."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return  # a file object: the caller opened it
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageReadError(path, "expected an image file, found nothing there") from None
+    except OSError as e:
+        raise ImageReadError(path, f"cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageReadError(path, "expected an image file, found a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageReadError(path, f"expected an image file, found {_kind(st.st_mode)}")
+    if st.st_size == 0:
+        raise ImageReadError(path, "expected an image file, found an empty file (0 bytes)")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "something that is not a regular file"
+
+
+def is_image_name(path: str | Path) -> bool:
+    """Whether a file name ends in one of `IMAGE_EXTENSIONS` (case-insensitive)."""
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
