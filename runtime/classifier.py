@@ -273,7 +273,7 @@ class Classifier:
 
     def predict_files(
         self,
-        paths: Iterable[str | Path],
+        paths: Iterable[str | Path | ImageReadError],
         *,
         batch_size: int = 32,
         threshold: float | None = None,
@@ -282,18 +282,23 @@ class Classifier:
         """One `FileResult` per path, in order, streamed: ``paths`` is consumed lazily and at most
         ``batch_size`` preprocessed images are held at once, however many paths there are.
 
-        A file that cannot be used gets a result with its ``error`` and the others go on.
+        A file that cannot be used gets a result with its ``error`` and the others go on; an item
+        that is already an `ImageReadError` (a directory `find_images` could not list) passes
+        through as such a result, in its place.
         """
         if batch_size < 1:
             raise ValueError(f"expected a batch size of at least 1, got {batch_size}")
         threshold = self.threshold if threshold is None else _check_threshold(threshold)
         pending: list[tuple[str, np.ndarray | str]] = []
         for path in paths:
-            name = os.fspath(path)
-            try:
-                pending.append((name, load_image(path, self.preprocessing, max_pixels=max_pixels)))
-            except ImageReadError as e:
-                pending.append((name, e.reason))
+            if isinstance(path, ImageReadError):
+                pending.append((os.fspath(path.path), path.reason))
+            else:
+                try:
+                    image = load_image(path, self.preprocessing, max_pixels=max_pixels)
+                    pending.append((os.fspath(path), image))
+                except ImageReadError as e:
+                    pending.append((os.fspath(path), e.reason))
             if len(pending) >= batch_size:
                 yield from self._run_pending(pending, threshold)
                 pending = []

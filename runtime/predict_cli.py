@@ -1,0 +1,211 @@
+"""`onnxedge predict BUNDLE PATH...`: classify image files on the device, without torch.
+
+The command parses options and calls the library (`Classifier.predict_files`); the file walk is
+`find_images`. Files stream through in batches, so memory stays flat however many there are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
+
+import click
+
+from onnxedge.runtime.classifier import PROVIDER_CHOICES, FileResult
+from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.preprocess import MAX_PIXELS, ImageReadError, is_image_name
+
+
+def find_images(paths: Iterable[str]) -> Iterator[str | ImageReadError]:
+    """The files to classify, lazily and in a stable order.
+
+    1. A path that is a directory is walked: entries in name order, files of a directory before
+       its subdirectories; hidden entries (``.name``) skipped; symlinked directories not followed.
+    2. In a walk, a file is taken when its name ends in an image extension
+       (`onnxedge.runtime.preprocess.IMAGE_EXTENSIONS`, any case); an entry named like an image
+       that is a directory is yielded too, so that it is reported rather than silently entered.
+    3. Any other path (a file, or nothing at all) is yielded as given, whatever its extension.
+    4. A directory that cannot be listed is yielded as an `ImageReadError`.
+    """
+    for given in paths:
+        if os.path.isdir(given):
+            yield from _walk(given)
+        else:
+            yield given
+
+
+def _walk(top: str) -> Iterator[str | ImageReadError]:
+    errors: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(top, onerror=errors.append):
+        yield from _drain(errors)
+        named_like_images = [d for d in dirnames if is_image_name(d) and not d.startswith(".")]
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and d not in named_like_images
+        )
+        files = [f for f in filenames if is_image_name(f) and not f.startswith(".")]
+        for name in sorted(files + named_like_images):
+            yield os.path.join(dirpath, name)
+    yield from _drain(errors)
+
+
+def _drain(errors: list[OSError]) -> Iterator[ImageReadError]:
+    while errors:
+        e = errors.pop(0)
+        yield ImageReadError(e.filename, f"cannot list the directory: {e.strerror or e}")
+
+
+def _display(name: str) -> str:
+    """A file name that can be printed whatever bytes it holds (undecodable bytes escaped)."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def format_result(result: FileResult, *, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(result.to_dict())
+    if result.prediction is None:
+        return f"{_display(result.file)}\tERROR\t{result.error}"
+    p = result.prediction
+    return f"{_display(result.file)}\t{p.probability:.4f}\t{p.label}"
+
+
+@click.command("predict")
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Images per ONNX Runtime call.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Probability at or above which an image is positive [default: the manifest's].",
+)
+@click.option(
+    "--provider",
+    type=click.Choice(PROVIDER_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Execution provider; auto: CUDA when it loads, else CPU.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ONNX Runtime intra-op threads [default: one per physical core].",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=MAX_PIXELS,
+    show_default=True,
+    help="Refuse images larger than this (decompression bombs).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal).")
+def predict_cmd(
+    bundle: str,
+    paths: tuple[str, ...],
+    batch_size: int,
+    threshold: float | None,
+    provider: str,
+    threads: int | None,
+    max_pixels: int,
+    as_json: bool,
+    no_progress: bool,
+) -> None:
+    """Classify image files with BUNDLE's model: one line per file.
+
+    PATH is an image file or a directory (walked for image files). Each line is
+    FILE<TAB>PROBABILITY<TAB>LABEL, or FILE<TAB>ERROR<TAB>MESSAGE for a file that cannot be used;
+    with --json, {"file", "probability", "label", "positive"} or {"file", "error"}. A summary goes
+    to stderr. Exits 1 if any file failed, after all the others were classified.
+    """
+    from PIL import Image
+
+    from onnxedge.runtime.classifier import Classifier
+
+    # PIL warns (once per call site) about images above its own limit; here that is an error for
+    # that file, and a --max-pixels above PIL's limit raises it so that the option governs.
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+    classifier = Classifier.from_bundle(bundle, provider=provider, threads=threads)
+    results = classifier.predict_files(
+        find_images(paths), batch_size=batch_size, threshold=threshold, max_pixels=max_pixels
+    )
+    show_progress = not no_progress and sys.stderr.isatty()
+    try:
+        total, failed = _emit(results, as_json=as_json, show_progress=show_progress)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as command-line tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+    if total == 0:
+        raise OnnxEdgeError(
+            "expected image files, found none in: " + ", ".join(_display(p) for p in paths)
+        )
+    click.echo(
+        f"{total} file{'s' if total != 1 else ''}: {total - failed} classified, {failed} failed "
+        f"({classifier.provider})",
+        err=True,
+    )
+    if failed:
+        sys.exit(1)
+
+
+def _emit(results: Iterable[FileResult], *, as_json: bool, show_progress: bool) -> tuple[int, int]:
+    total = failed = 0
+    with _progress(show_progress) as (out, advance):
+        for result in results:
+            out.write(format_result(result, as_json=as_json) + "\n")
+            out.flush()  # a line per file as it is known, also through a pipe
+            total += 1
+            failed += not result
+            advance(total, failed)
+    return total, failed
+
+
+class _progress:
+    """A rich progress line on stderr (when asked), yielding (stdout, advance)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __enter__(self) -> tuple[TextIO, Any]:
+        if not self.enabled:
+            return sys.stdout, lambda total, failed: None
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        # When stdout is the same terminal, rich prints our lines above the bar; otherwise they
+        # go straight to stdout (a file or a pipe) and only the bar is drawn on stderr.
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.fields[done]} files, {task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            redirect_stdout=sys.stdout.isatty(),
+            transient=True,
+        )
+        self.bar.__enter__()
+        task = self.bar.add_task("predict", total=None, done=0, failed=0)
+
+        def advance(total: int, failed: int) -> None:
+            self.bar.update(task, done=total, failed=failed)
+
+        return sys.stdout, advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
