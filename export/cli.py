@@ -57,6 +57,12 @@ def _progress(msg: str) -> None:
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("build/smile_cnn"), show_default=True
 )
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A directory of real images to add to the golden data for `onnxedge parity`.",
+)
 def export_cmd(
     model_name: str,
     head: str | None,
@@ -65,6 +71,7 @@ def export_cmd(
     checkpoint: Path | None,
     seed: int,
     out: Path,
+    images: Path | None,
 ) -> None:
     """Export a model to a bundle: simplified, GAP head lowered, checked, with a manifest."""
     require_export_side("torch", "onnxscript", "onnx_ir", "onnxsim")
@@ -81,13 +88,14 @@ def export_cmd(
         checkpoint=checkpoint,
         seed=seed,
         out=out,
+        images=images,
     )
     result = export_bundle(request, progress=_progress)
     for rewrite in result.lowering.rewrites:
         click.echo(f"rewrote {rewrite}")
     for item in result.lowering.check.items:
         click.echo(str(item))
-    click.echo(f"wrote {result.out}/model.onnx and manifest.json")
+    click.echo(f"wrote {result.out}/model.onnx, golden.npz and manifest.json")
     if not result.lowering.check:
         sys.exit(1)
 

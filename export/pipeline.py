@@ -23,6 +23,7 @@ from onnxedge.export.verify import StepVerification, verify_against_torch, verif
 from onnxedge.runtime.bundle import MODEL, BundleWriter, atomic_write_bytes
 from onnxedge.runtime.check import CheckReport, check_model, graph_inputs, load_model
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.parity import GOLDEN
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class ExportRequest:
     checkpoint: Path | None = None
     seed: int = 0
     out: Path = Path("build/smile_cnn")
+    images: Path | None = None  # real images for the golden data (`onnxedge export --images`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +122,7 @@ class ExportResult:
 
 def export_bundle(request: ExportRequest, progress: Progress | None = None) -> ExportResult:
     """Export a registered model to a bundle directory (written atomically)."""
+    from onnxedge.export.golden import make_golden
     from onnxedge.models import get_model_spec
     from onnxedge.models.weights import load_checkpoint, seeded
 
@@ -129,6 +132,10 @@ def export_bundle(request: ExportRequest, progress: Progress | None = None) -> E
     check_opset(request.exporter, request.opset)
     if request.checkpoint is not None and not Path(request.checkpoint).is_file():
         raise OnnxEdgeError(f"expected a checkpoint file, found nothing at {request.checkpoint}")
+    if request.images is not None and not Path(request.images).is_dir():
+        raise OnnxEdgeError(
+            f"--images: expected a directory of images, found no directory at {request.images}"
+        )
 
     say(f"building {spec.name} (head {head})")
     module, provenance = seeded(lambda: spec.build(head), request.seed)
@@ -144,6 +151,8 @@ def export_bundle(request: ExportRequest, progress: Progress | None = None) -> E
     say("comparing ONNX Runtime (CPU) with PyTorch")
     torch_step = verify_against_torch(module, lowering.model)
     torch_step.raise_if_failed()
+    say("computing the golden data for `onnxedge parity`")
+    golden = make_golden(module, lowering.model, spec.preprocessing, images_dir=request.images)
 
     data = lowering.model.SerializeToString(deterministic=True)
     manifest: dict[str, Any] = {
@@ -166,6 +175,7 @@ def export_bundle(request: ExportRequest, progress: Progress | None = None) -> E
     say(f"writing the bundle to {request.out}")
     with BundleWriter(request.out) as writer:
         manifest["model_sha256"] = writer.write_bytes(MODEL, data)
+        manifest["golden"] = golden.manifest_block(writer.write_bytes(GOLDEN, golden.data))
         writer.manifest.update(manifest)
     return ExportResult(out=Path(request.out), manifest=writer.manifest, lowering=lowering)
 
