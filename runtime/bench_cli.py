@@ -1,0 +1,231 @@
+"""`onnxedge bench`: parses options, runs `onnxedge.runtime.bench`, writes the outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from onnxedge.runtime.bench import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_PROVIDERS,
+    PEERS,
+    BenchSettings,
+    ProgressFn,
+    TimingPlan,
+    benchmark,
+    command_line,
+)
+from onnxedge.runtime.bundle import atomic_write_bytes
+from onnxedge.runtime.errors import OnnxEdgeError
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, found {value!r}") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise click.BadParameter(f"expected batch sizes >= 1, found {value!r}")
+    return tuple(dict.fromkeys(sizes))
+
+
+def _name_list(choices: tuple[str, ...], allow_none: bool):
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(v.strip().lower() for v in value.split(",") if v.strip()))
+        if allow_none and names == ("none",):
+            return ()
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            extra = " (or none)" if allow_none else ""
+            raise click.BadParameter(
+                f"expected some of {', '.join(choices)}{extra}, found {value!r}"
+            )
+        return names
+
+    return parse
+
+
+def _check_writable(path: Path | None) -> None:
+    """Refuse before a run of minutes an output path that cannot be written."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise OnnxEdgeError(f"cannot write {path}: expected a file path, found a directory")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise OnnxEdgeError(f"cannot write {path}: {parent} is not a writable directory")
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = progress.add_task("preparing", total=None)
+
+    def update(description: str, done: int, total: int) -> None:
+        progress.update(task, description=description, completed=done, total=total)
+
+    with progress:
+        yield update
+
+
+@click.command("bench")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--providers",
+    default=",".join(DEFAULT_PROVIDERS),
+    show_default=True,
+    callback=_name_list(("cpu", "cuda", "tensorrt"), allow_none=False),
+    help="ORT execution providers; one that cannot load here is reported as skipped.",
+)
+@click.option(
+    "--batch-sizes",
+    default=",".join(map(str, DEFAULT_BATCH_SIZES)),
+    show_default=True,
+    callback=_int_list,
+)
+@click.option(
+    "--peers",
+    default=",".join(PEERS),
+    show_default=True,
+    callback=_name_list(tuple(PEERS), allow_none=True),
+    help="PyTorch peers timed in the same run (eager fp32, channels-last, torch.compile), or none.",
+)
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option(
+    "--iters", type=click.IntRange(min=1), default=None, help="Timed runs per engine x batch."
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Time budget per engine x batch (default 2, with --min-iters runs at least).",
+)
+@click.option("--min-iters", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Interleaved rounds in which the engines take turns.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Intra-op threads for ORT and PyTorch alike [default: physical cores].",
+)
+@click.option(
+    "--spinning/--no-spinning",
+    default=True,
+    show_default=True,
+    help="ORT CPU EP intra-op thread spinning.",
+)
+@click.option("--tf32/--no-tf32", default=False, show_default=True, help="TF32 on the GPU.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The bundle's checkpoint, for the PyTorch peers of a bundle exported from one.",
+)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+@click.option("--markdown", "md_path", type=click.Path(path_type=Path), default=None)
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="PNG.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (none anyway off a TTY).")
+def bench_cmd(
+    bundle: Path,
+    providers: tuple[str, ...],
+    batch_sizes: tuple[int, ...],
+    peers: tuple[str, ...],
+    warmup: int,
+    iters: int | None,
+    seconds: float | None,
+    min_iters: int,
+    rounds: int,
+    threads: int | None,
+    spinning: bool,
+    tf32: bool,
+    seed: int,
+    checkpoint: Path | None,
+    json_path: Path | None,
+    md_path: Path | None,
+    plot_path: Path | None,
+    no_progress: bool,
+) -> None:
+    """Latency and throughput of BUNDLE under ONNX Runtime, with PyTorch peers in the same run.
+
+    Prints the Markdown report and one MET / MISSED / NOT MEASURED line per target. Exits 0 when
+    at least one engine was measured (targets are figures, not tests).
+    """
+    if iters is not None and seconds is not None:
+        raise click.UsageError("give --iters or --seconds, not both")
+    if plot_path is not None:
+        from onnxedge.runtime.bench_plot import require_matplotlib
+
+        require_matplotlib()
+    for path in (json_path, md_path, plot_path):
+        _check_writable(path)
+    plan = TimingPlan(
+        warmup=warmup,
+        iters=iters,
+        seconds=None if iters is not None else (seconds or 2.0),
+        min_iters=min_iters,
+        rounds=rounds,
+    )
+    settings = BenchSettings(
+        providers=providers,
+        batch_sizes=batch_sizes,
+        peers=peers,
+        plan=plan,
+        threads=threads,
+        seed=seed,
+        checkpoint=str(checkpoint) if checkpoint else None,
+        tf32=tf32,
+        spinning=spinning,
+    )
+    show = not no_progress and sys.stderr.isatty()
+    with _progress(show) as on_progress:
+        report = benchmark(bundle, settings, command=command_line(), on_progress=on_progress)
+
+    markdown = report.to_markdown()
+    if json_path is not None:
+        atomic_write_bytes(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    if md_path is not None:
+        atomic_write_bytes(md_path, markdown.encode())
+    if plot_path is not None and report:
+        from onnxedge.runtime.bench_plot import render_png
+
+        atomic_write_bytes(plot_path, render_png(report))
+    click.echo(markdown)
+    for target in report.targets:
+        click.echo(str(target))
+    if not report:
+        by_reason: dict[str, list[str]] = {}
+        for r in report.rows:
+            labels = by_reason.setdefault(r.reason, [])
+            if r.info.label not in labels:
+                labels.append(r.info.label)
+        reason, labels = next(iter(by_reason.items()))
+        more = f" (and {len(by_reason) - 1} other reasons)" if len(by_reason) > 1 else ""
+        raise OnnxEdgeError(f"no engine could be measured: {', '.join(labels)}: {reason}{more}")
