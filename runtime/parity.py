@@ -392,9 +392,15 @@ def _golden_meta(path: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]
             f"{path}: expected golden format {GOLDEN_FORMAT!r} version {GOLDEN_VERSION}, found "
             f"{found!r} version {meta.get('format_version') if isinstance(meta, dict) else None!r}"
         )
-    for field in ("batch_sizes", "preprocessing"):
-        if field not in meta:
-            raise BundleError(f"{path}: its meta has no {field!r}")
+    sizes = meta.get("batch_sizes")
+    if (
+        not isinstance(sizes, list)
+        or not sizes
+        or not all(isinstance(b, int) and b > 0 for b in sizes)
+    ):
+        raise BundleError(f"{path}: expected a list of batch sizes in its meta, found {sizes!r}")
+    if not isinstance(meta.get("preprocessing"), dict):
+        raise BundleError(f"{path}: expected the preprocessing in its meta, found none")
     return meta
 
 
@@ -952,7 +958,7 @@ def _ort_complaint(lines: Sequence[str]) -> str:
     """onnxruntime's own words for why a provider did not load, on one line."""
     said: list[str] = []
     for line in lines:
-        match = _ORT_LINE.search(line)
+        match = _ORT_LINE.search(_ANSI.sub("", line))
         if not match:
             continue
         message = match.group(1).strip()

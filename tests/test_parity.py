@@ -482,3 +482,32 @@ def test_usage_errors_exit_2(smile_bundle, args):
     result = invoke("parity", smile_bundle, *args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_onnxruntimes_reason_for_not_loading_a_provider_is_kept():
+    log = [
+        "\x1b[1;31m2026-11-24 14:11:31.5 [E:onnxruntime:Default, provider_bridge_ort.cc:2458 "
+        "operator()] /src/provider_bridge_ort.cc:2043 onnxruntime::ProviderLibrary::Get() "
+        "[ONNXRuntimeError] : 1 : FAIL : Failed to load library /x/capi/"
+        "libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared "
+        "object file: No such file or directory\x1b[m",
+        "2026-11-24 14:11:31.5 [W:onnxruntime:Default, onnxruntime_pybind_state.cc:1295 "
+        "CreateExecutionProviderFactoryInstance] Failed to create CUDAExecutionProvider. "
+        "Require cuDNN 9.* and CUDA 13.*. Please install all dependencies as mentioned in ...",
+    ]
+    assert parity._ort_complaint(log) == (
+        "Failed to load library libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: "
+        "cannot open shared object file: No such file or directory; Failed to create "
+        "CUDAExecutionProvider. Require cuDNN 9.* and CUDA 13.*."
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(NO_GPU, reason="needs an NVIDIA GPU")
+def test_cuda_passes_with_tf32_off_and_on(smile_bundle, tmp_path):
+    out = tmp_path / "p.json"
+    result = invoke("parity", smile_bundle, "--require", "cuda", "--tf32", "both", "--json", out)
+    assert result.exit_code == 0, result.output
+    rows = [r for r in json.loads(out.read_text())["rows"] if r["provider"] == "cuda"]
+    assert sorted({r["tf32"] for r in rows}) == ["off", "on"]
+    assert all(r["status"] == "passed" for r in rows)
