@@ -6,6 +6,7 @@ The command parses options and calls the library (`Classifier.predict_files`); t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -128,15 +129,7 @@ def predict_cmd(
     with --json, {"file", "probability", "label", "positive"} or {"file", "error"}. A summary goes
     to stderr. Exits 1 if any file failed, after all the others were classified.
     """
-    from PIL import Image
-
     from onnxedge.runtime.classifier import Classifier
-
-    # PIL warns (once per call site) about images above its own limit; here that is an error for
-    # that file, and a --max-pixels above PIL's limit raises it so that the option governs.
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels
 
     classifier = Classifier.from_bundle(bundle, provider=provider, threads=threads)
     results = classifier.predict_files(
@@ -144,7 +137,8 @@ def predict_cmd(
     )
     show_progress = not no_progress and sys.stderr.isatty()
     try:
-        total, failed = _emit(results, as_json=as_json, show_progress=show_progress)
+        with _pil_limit(max_pixels):
+            total, failed = _emit(results, as_json=as_json, show_progress=show_progress)
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as command-line tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -161,6 +155,24 @@ def predict_cmd(
     )
     if failed:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _pil_limit(max_pixels: int) -> Iterator[None]:
+    """PIL's own decompression-bomb guard, for the duration of the command: its warning (above
+    ``Image.MAX_IMAGE_PIXELS``) becomes an error for that file, and a ``--max-pixels`` above its
+    limit raises the limit so that the option governs. Both are restored afterwards."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        if saved is not None and max_pixels > saved:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _emit(results: Iterable[FileResult], *, as_json: bool, show_progress: bool) -> tuple[int, int]:

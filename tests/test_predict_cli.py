@@ -175,6 +175,7 @@ def test_bomb_warning_is_an_error_not_a_warning(smile_bundle, tmp_path):
 
 
 def test_max_pixels_option(smile_bundle, tmp_path):
+    pil_limit = Image.MAX_IMAGE_PIXELS
     path = good_image(tmp_path / "x.png", 0, size=(100, 100))
     code, records, _ = predict_json(smile_bundle, path, "--max-pixels", "9999")
     assert code == 1 and "more than the limit of 9,999" in records[0]["error"]
@@ -185,6 +186,7 @@ def test_max_pixels_option(smile_bundle, tmp_path):
     code, records, _ = predict_json(smile_bundle, tmp_path / "big.png", "--max-pixels", "500000000")
     assert code == 1
     assert "bomb" not in records[0]["error"] and "cannot decode" in records[0]["error"]
+    assert pil_limit == Image.MAX_IMAGE_PIXELS  # the command leaves PIL as it found it
 
 
 def test_undecodable_file_names_are_printed(smile_bundle, tmp_path):
