@@ -55,6 +55,8 @@ def test_predict_without_torch(smile_bundle, tmp_path):
     result = run_without_torch(["predict", smile_bundle, tmp_path / "images", "--json"])
     assert result.returncode == 1, result.stderr  # the broken file
     assert "Traceback" not in result.stderr
+    # provider auto tried CUDA with ONNX Runtime's log muted: no "[E:onnxruntime..." lines
+    assert "[E:onnxruntime" not in result.stderr and "[W:onnxruntime" not in result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["file"] for r in records] == [str(p) for p in paths] + [
         str(tmp_path / "images" / "broken.jpg")
