@@ -30,7 +30,13 @@ def render_png(report: BenchReport, *, dpi: int = 120) -> bytes:
     """The plot as PNG bytes (the caller writes them atomically)."""
     require_matplotlib()
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FixedLocator, NullLocator
+    from matplotlib.ticker import (
+        FixedLocator,
+        FuncFormatter,
+        LogLocator,
+        NullFormatter,
+        NullLocator,
+    )
 
     series: dict[str, list[tuple[int, float, float]]] = {}
     families: dict[str, str] = {}
@@ -45,7 +51,7 @@ def render_png(report: BenchReport, *, dpi: int = 120) -> bytes:
     if not series:
         raise OnnxEdgeError("nothing to plot: no engine was measured")
 
-    fig = Figure(figsize=(12, 5), layout="constrained")
+    fig = Figure(figsize=(12, 5.5), layout="constrained")
     ax_lat, ax_thr = fig.subplots(1, 2)
     batches = sorted({b for points in series.values() for b, _, _ in points})
     for label, points in sorted(series.items()):
@@ -63,11 +69,17 @@ def render_png(report: BenchReport, *, dpi: int = 120) -> bytes:
         ax.xaxis.set_major_locator(FixedLocator(batches))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([str(b) for b in batches])
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    ax_thr.legend(fontsize="small", loc="best")
+    handles, labels = ax_thr.get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize="small"
+    )
     m = report.machine
     b = report.bundle
     gpus = ", ".join(m.get("gpus") or []) or "no GPU"
