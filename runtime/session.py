@@ -98,9 +98,12 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None)
             f"onnxruntime cannot load the model on {name}: {first_line(e)}"
         ) from None
     if session.get_providers()[0] != name:
+        # Offered by the build is not loadable: the CUDA EP is offered by onnxruntime-gpu
+        # whether or not CUDA and cuDNN can be found.
+        usable = ", ".join(session.get_providers())
         raise OnnxEdgeError(
-            f"requested {name}, but onnxruntime could not load it and fell back to "
-            f"{session.get_providers()[0]} (available: {', '.join(offered)})"
+            f"requested {name}, but onnxruntime could not load it (its log says why) and fell "
+            f"back; available: {usable} (this build offers: {', '.join(offered)})"
         )
     return session
 
