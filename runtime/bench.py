@@ -77,6 +77,8 @@ _PROVIDER_DEVICE = {
     "TensorrtExecutionProvider": "cuda",
 }
 _UNTIMED_PER_ROUND = 1
+# A 1-minute load average before the run above this many per usable core marks the run as busy.
+BUSY_LOAD_PER_CORE = 0.25
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,10 +412,11 @@ def ort_engines(
     A provider that cannot load becomes `SkippedEngine` rows with ONNX Runtime's reason.
     """
     engines: list[AnyEngine] = []
+    spin = "1" if spinning else "0"
     cpu_settings = {
         "intra_op_num_threads": threads,
         "graph_optimization_level": "ORT_ENABLE_ALL",
-        "session.intra_op.allow_spinning": "1" if spinning else "0",
+        "session.intra_op.allow_spinning": spin,
         "execution_mode": "ORT_SEQUENTIAL",
     }
     for short in dict.fromkeys(providers):
@@ -424,11 +427,7 @@ def ort_engines(
                 provider="cpu",
                 threads=threads,
                 graph_optimization="all",
-                config_entries={
-                    "session.intra_op.allow_spinning": cpu_settings[
-                        "session.intra_op.allow_spinning"
-                    ]
-                },
+                config_entries={"session.intra_op.allow_spinning": spin},
             )
             info = EngineInfo(
                 ORT,
@@ -1223,6 +1222,21 @@ class BenchReport:
         return any(self.rows)
 
     @property
+    def warnings(self) -> list[str]:
+        """What makes these figures less trustworthy than they look."""
+        out = []
+        load = self.machine.get("load_average_before")
+        cores = self.machine.get("usable_cores") or 1
+        if load and load[0] > BUSY_LOAD_PER_CORE * cores:
+            out.append(
+                f"the machine was busy before the run (1-minute load {load[0]:g} on {cores} "
+                "usable cores): other jobs took CPU time from the engines, unequally (PyTorch's "
+                "OpenMP threads stall more under contention than ONNX Runtime's pool here), so "
+                "these figures and ratios are not comparable with a run on a quiet machine"
+            )
+        return out
+
+    @property
     def ratios(self) -> list[Ratio]:
         return compute_ratios(self.rows)
 
@@ -1234,6 +1248,7 @@ class BenchReport:
         return {
             "tool": "onnxedge bench",
             "date": self.date,
+            "warnings": self.warnings,
             "command": self.command,
             "bundle": dict(self.bundle),
             "machine": dict(self.machine),
@@ -1353,6 +1368,7 @@ def render_markdown(report: BenchReport) -> str:
         f"# onnxedge bench: {b.get('model')} ({b.get('head')} head, {b.get('exporter')}, "
         f"opset {b.get('opset')})",
         "",
+        *[f"> **Warning:** {w}.\n" for w in report.warnings],
         f"- Date: {report.date}",
         f"- Command: `{report.command}`" if report.command else "- Command: (library call)",
         f"- Machine: {m.get('cpu')}, {m.get('physical_cores')} physical cores "

@@ -220,6 +220,8 @@ def bench_cmd(
     click.echo(markdown)
     for target in report.targets:
         click.echo(str(target))
+    for warning in report.warnings:
+        click.echo(f"onnxedge: warning: {warning}", err=True)
     if not report:
         by_reason: dict[str, list[str]] = {}
         for r in report.rows:

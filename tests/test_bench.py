@@ -487,3 +487,23 @@ def test_settings_reject_unknown_names():
         BenchSettings(peers=("jax",))
     with pytest.raises(OnnxEdgeError, match="unknown execution provider"):
         BenchSettings(providers=("tpu",))
+
+
+@pytest.mark.parametrize(("load", "warned"), [(0.1, False), (0.5, False), (1.8, True)])
+def test_a_busy_machine_is_flagged(load, warned):
+    from onnxedge.runtime.bench import BenchReport
+
+    rows = (_row(ORT, "cpu", E2E, 1, 1.0), _row("torch-eager", "cpu", E2E, 1, 3.0))
+    report = BenchReport(
+        bundle={"model": "m"},
+        settings=BenchSettings(threads=2),
+        machine={"cpu": "test", "usable_cores": 2, "load_average_before": [load, 0.0, 0.0]},
+        versions={},
+        date="2026-01-01T00:00:00+00:00",
+        command="onnxedge bench x",
+        engines=(),
+        rows=rows,
+    )
+    assert bool(report.warnings) == warned
+    assert ("**Warning:** the machine was busy" in report.to_markdown()) == warned
+    assert report.to_dict()["warnings"] == report.warnings
