@@ -507,3 +507,8 @@ def test_a_busy_machine_is_flagged(load, warned):
     assert bool(report.warnings) == warned
     assert ("**Warning:** the machine was busy" in report.to_markdown()) == warned
     assert report.to_dict()["warnings"] == report.warnings
+
+
+def test_tf32_loosens_the_output_check_only_when_asked():
+    assert BenchSettings().check_atol == pytest.approx(1e-4)
+    assert BenchSettings(tf32=True).check_atol == pytest.approx(1e-2)
