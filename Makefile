@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 export: $(STAMP)
 	$(BIN)/onnxedge export --model smile_cnn --head avgpool --exporter dynamo --out $(OUT)
 	$(BIN)/onnxedge check $(OUT)
+	$(BIN)/onnxedge parity $(OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

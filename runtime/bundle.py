@@ -39,6 +39,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 suits secrets, not shared artifacts
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
