@@ -23,7 +23,6 @@ imported by name only where torch is importable (`peer_engines`).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import importlib
@@ -33,13 +32,11 @@ import logging
 import math
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -483,14 +480,10 @@ def ort_engines(
                     },
                 ),
             }
-            with _native_stderr() as ort_log:
-                try:
-                    probe = make_session(model, config)
-                except OnnxEdgeError as e:
-                    probe, reason = None, str(e)
-            if probe is None:
-                reason += _load_error(ort_log)
-                engines.extend(SkippedEngine(i, reason) for i in infos.values())
+            try:
+                probe = make_session(model, config)
+            except OnnxEdgeError as e:
+                engines.extend(SkippedEngine(i, str(e)) for i in infos.values())
                 continue
             engines.append(OrtEngine(infos[E2E], model, config, session=probe))
             engines.append(
@@ -514,41 +507,6 @@ def ort_engines(
             )
             engines.append(_try_engine(info, lambda i=info, c=config: OrtEngine(i, model, c)))
     return engines
-
-
-@contextlib.contextmanager
-def _native_stderr() -> Iterator[list[str]]:
-    """Capture what native code (ONNX Runtime's logger) writes to fd 2 inside the block; the list
-    is filled when the block ends and the lines are logged at INFO level (shown with -v)."""
-    lines: list[str] = []
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield lines
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = re.sub(r"\x1b\[[0-9;]*m", "", tmp.read().decode(errors="replace"))
-            lines.extend(line for line in text.splitlines() if line.strip())
-            for line in lines:
-                log.info("onnxruntime: %s", line)
-
-
-def _load_error(ort_log: Sequence[str]) -> str:
-    """The library ONNX Runtime failed to load, from its log, as a suffix for the reason."""
-    for line in ort_log:
-        match = re.search(r"Failed to load library \S*?([^/\s]+) with error: (.*)", line)
-        if match:
-            return f"; onnxruntime: {match.group(1)} failed to load: {match.group(2).strip()}"
-    return ""
 
 
 def _try_engine(info: EngineInfo, build: Callable[[], Engine]) -> AnyEngine:

@@ -39,7 +39,6 @@ from onnxedge.runtime.session import SessionConfig, available_providers, make_se
 log = logging.getLogger(__name__)
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
-_ORT_DEFAULT_LOG_SEVERITY = 2  # warning: ONNX Runtime's default for its process-wide logger
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,33 +329,13 @@ def _session_for(model: Path, provider: str, threads: int | None) -> tuple[Any, 
     if key == "auto":
         if "CUDAExecutionProvider" in available_providers():
             try:
-                with _quiet_ort():
-                    session = make_session(model, SessionConfig(provider="cuda", threads=threads))
+                session = make_session(model, SessionConfig(provider="cuda", threads=threads))
                 return session, "CUDAExecutionProvider"
             except OnnxEdgeError as e:
                 log.info("provider auto: the CUDA EP did not load (%s); using the CPU", e)
         key = "cpu"
     session = make_session(model, SessionConfig(provider=key, threads=threads))
     return session, session.get_providers()[0]
-
-
-class _quiet_ort:
-    """Mute ONNX Runtime's process-wide logger while ``auto`` tries the CUDA EP, whose failure to
-    load is expected on a machine without a GPU and is otherwise printed as an error. Left alone
-    when this module logs at DEBUG (``onnxedge -vv``)."""
-
-    def __enter__(self) -> None:
-        self.active = not log.isEnabledFor(logging.DEBUG)
-        if self.active:
-            import onnxruntime as ort
-
-            ort.set_default_logger_severity(4)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.active:
-            import onnxruntime as ort
-
-            ort.set_default_logger_severity(_ORT_DEFAULT_LOG_SEVERITY)
 
 
 def check_external_data(bundle: Bundle) -> list[str]:

@@ -23,19 +23,14 @@ Only numpy, onnx and onnxruntime (and PIL for the preprocessing check) are neede
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
 import io
 import json
 import logging
-import os
-import re
-import sys
-import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -815,20 +810,8 @@ def run_parity(
 
 def _open_sessions(target: Target, model_bytes: bytes, checked_bytes: bytes) -> _Sessions:
     config = target.session_config()
-    if target.provider == "cpu":
-        return _Sessions(make_session(model_bytes, config), make_session(checked_bytes, config))
-    # A GPU provider that fails to load says why only in onnxruntime's log on stderr: keep it.
-    with _captured_stderr() as captured:
-        try:
-            shipped = make_session(model_bytes, config)
-            checked = make_session(checked_bytes, config)
-        except OnnxEdgeError as e:
-            error = e
-        else:
-            error = None
-    if error is not None:
-        said = _ort_complaint(captured)
-        raise OnnxEdgeError(f"{error}" + (f"; onnxruntime says: {said}" if said else "")) from None
+    shipped = make_session(model_bytes, config)
+    checked = make_session(checked_bytes, config)
     _check_tf32_setting(target, shipped)
     return _Sessions(shipped, checked)
 
@@ -916,56 +899,3 @@ def _rows_outside(
     rows = [f"{i} ({kinds[i]})" for i in np.flatnonzero(~ok.all(axis=1))]
     more = f", and {len(rows) - most} more" if len(rows) > most else ""
     return ", ".join(rows[:most]) + more
-
-
-# --- onnxruntime's log ------------------------------------------------------------------------
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_ORT_LINE = re.compile(r"\[[EW]:onnxruntime:[^\]]*\]\s*(.*)")
-_LIBRARY_PATH = re.compile(r"(?<!\S)/\S*/([^/\s]+\.so[.\d]*)")
-
-
-@contextlib.contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """Collect what native code writes to file descriptor 2 inside the block (onnxruntime logs
-    there); lines that are not onnxruntime's are passed on to stderr afterwards."""
-    lines: list[str] = []
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield lines  # no usable fd 2: nothing to capture
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = _ANSI.sub("", tmp.read().decode("utf-8", errors="replace"))
-    for line in text.splitlines():
-        if ":onnxruntime:" in line:
-            lines.append(line)
-        elif line.strip():
-            print(line, file=sys.stderr)
-
-
-def _ort_complaint(lines: Sequence[str]) -> str:
-    """onnxruntime's own words for why a provider did not load, on one line."""
-    said: list[str] = []
-    for line in lines:
-        match = _ORT_LINE.search(_ANSI.sub("", line))
-        if not match:
-            continue
-        message = match.group(1).strip()
-        if " : FAIL : " in message:
-            message = message.rsplit(" : FAIL : ", 1)[1]
-        message = message.split(" Please install", 1)[0].strip()
-        message = _LIBRARY_PATH.sub(r"\1", message)
-        if message and message not in said:
-            said.append(message)
-    return "; ".join(said)

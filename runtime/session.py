@@ -6,9 +6,14 @@ loaders, runners and comparators); this module only builds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,22 +96,89 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None)
     if name != "CPUExecutionProvider":
         providers.append("CPUExecutionProvider")  # for the few nodes a GPU EP leaves to the CPU
     source = str(model) if isinstance(model, Path) else model
-    try:
-        session = ort.InferenceSession(source, sess_options=options, providers=providers)
-    except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
-        raise OnnxEdgeError(
-            f"onnxruntime cannot load the model on {name}: {first_line(e)}"
-        ) from None
+    # A GPU provider that fails to load says why only in onnxruntime's log on stderr: capture it
+    # so that the reason lands in the one-line error instead of above it.
+    capture = captured_native_stderr() if name != "CPUExecutionProvider" else _no_capture()
+    session, error = None, None
+    with capture as ort_log:
+        try:
+            session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
+            error = f"onnxruntime cannot load the model on {name}: {first_line(e)}"
+    for line in ort_log:
+        log.debug("onnxruntime: %s", line)
+    said = ort_complaint(ort_log)
+    suffix = f"; onnxruntime says: {said}" if said else ""
+    if session is None:
+        raise OnnxEdgeError(f"{error}{suffix}")
     if session.get_providers()[0] != name:
         # Offered by the build is not loadable: the CUDA EP is offered by onnxruntime-gpu
         # whether or not CUDA and cuDNN can be found.
         usable = ", ".join(session.get_providers())
         raise OnnxEdgeError(
-            f"requested {name}, but onnxruntime could not load it (its log says why) and fell "
-            f"back; available: {usable} (this build offers: {', '.join(offered)})"
+            f"requested {name}, but onnxruntime could not load it and fell back; available: "
+            f"{usable} (this build offers: {', '.join(offered)}){suffix}"
         )
     return session
 
 
 def run(session: Any, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[Any]:
     return session.run(list(outputs) if outputs else None, dict(feeds))
+
+
+# --- onnxruntime's log ------------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ORT_LINE = re.compile(r"\[[EW]:onnxruntime:[^\]]*\]\s*(.*)")
+_LIBRARY_PATH = re.compile(r"(?<!\S)/\S*/([^/\s]+\.so[.\d]*)")
+
+
+@contextlib.contextmanager
+def captured_native_stderr() -> Iterator[list[str]]:
+    """Collect what native code writes to file descriptor 2 inside the block (onnxruntime logs
+    there); lines that are not onnxruntime's are passed on to stderr afterwards."""
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield lines  # no usable fd 2: nothing to capture
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = _ANSI.sub("", tmp.read().decode("utf-8", errors="replace"))
+    for line in text.splitlines():
+        if ":onnxruntime:" in line:
+            lines.append(line)
+        elif line.strip():
+            print(line, file=sys.stderr)
+
+
+def ort_complaint(lines: Sequence[str]) -> str:
+    """onnxruntime's own words for why a provider did not load, on one line."""
+    said: list[str] = []
+    for line in lines:
+        match = _ORT_LINE.search(_ANSI.sub("", line))
+        if not match:
+            continue
+        message = match.group(1).strip()
+        if " : FAIL : " in message:
+            message = message.rsplit(" : FAIL : ", 1)[1]
+        message = message.split(" Please install", 1)[0].strip()
+        message = _LIBRARY_PATH.sub(r"\1", message)
+        if message and message not in said:
+            said.append(message)
+    return "; ".join(said)
+
+
+@contextlib.contextmanager
+def _no_capture() -> Iterator[list[str]]:
+    yield []

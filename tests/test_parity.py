@@ -29,6 +29,7 @@ from onnxedge.runtime.parity import (
     make_targets,
     run_parity,
 )
+from onnxedge.runtime.session import ort_complaint
 
 # Where a GPU might be, the CUDA rows may run: the no-GPU expectations are checked only without one.
 NO_GPU = not Path("/dev/nvidiactl").exists()
@@ -495,7 +496,7 @@ def test_onnxruntimes_reason_for_not_loading_a_provider_is_kept():
         "CreateExecutionProviderFactoryInstance] Failed to create CUDAExecutionProvider. "
         "Require cuDNN 9.* and CUDA 13.*. Please install all dependencies as mentioned in ...",
     ]
-    assert parity._ort_complaint(log) == (
+    assert ort_complaint(log) == (
         "Failed to load library libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: "
         "cannot open shared object file: No such file or directory; Failed to create "
         "CUDAExecutionProvider. Require cuDNN 9.* and CUDA 13.*."
