@@ -3,30 +3,12 @@ a command runs, so this module loads where torch is absent."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import click
 
-from onnxedge.runtime.errors import OnnxEdgeError
-
-
-def require_export_side(*modules: str) -> None:
-    """Fail with one line, not an ImportError, where the `export` extra is not installed."""
-    missing = [m for m in modules if _missing(m)]
-    if missing:
-        raise OnnxEdgeError(
-            f"this command needs the export side ({', '.join(missing)} not installed here); "
-            "install it with: pip install 'onnxedge[export]'"
-        )
-
-
-def _missing(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is None
-    except (ImportError, ValueError):
-        return True
+from onnxedge.runtime.deps import require_modules
 
 
 def _progress(msg: str) -> None:
@@ -74,7 +56,7 @@ def export_cmd(
     images: Path | None,
 ) -> None:
     """Export a model to a bundle: simplified, GAP head lowered, checked, with a manifest."""
-    require_export_side("torch", "onnxscript", "onnx_ir", "onnxsim")
+    require_modules("torch", "onnxscript", "onnx_ir", "onnxsim", needed_by="onnxedge export")
     from onnxedge.export.pipeline import ExportRequest, export_bundle
     from onnxedge.models import get_model_spec
 
@@ -110,7 +92,12 @@ def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool) -> None:
     Keeps dynamic dims; each step is verified numerically; reports what was rewritten and the
     result of `onnxedge check` on the output.
     """
-    require_export_side("onnxscript", "onnx_ir", *(() if no_onnxsim else ("onnxsim",)))
+    require_modules(
+        "onnxscript",
+        "onnx_ir",
+        *(() if no_onnxsim else ("onnxsim",)),
+        needed_by="onnxedge simplify",
+    )
     from onnxedge.export.pipeline import simplify_file
 
     result = simplify_file(src, dst, simplify=not no_onnxsim, progress=_progress)

@@ -7,7 +7,7 @@ against PyTorch, under ONNX Runtime's CPU EP on the same random inputs at batch 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,6 +80,34 @@ def run_cpu(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.nda
     return session.run(None, feeds)
 
 
+def _verify_step(
+    step: str,
+    model: onnx.ModelProto,
+    outputs: Callable[[dict[str, np.ndarray]], tuple[list[np.ndarray], list[np.ndarray]]],
+    batches: Sequence[int],
+    atol: float,
+    rtol: float,
+) -> StepVerification:
+    """At each batch size, feed the same random inputs to both sides (``outputs`` returns
+    (actual, expected)) and keep the worst output's comparison."""
+    results = []
+    for batch in batches:
+        actual, expected = outputs(random_inputs(model, batch))
+        if len(actual) != len(expected):
+            raise OnnxEdgeError(
+                f"{step} changed the number of outputs: {len(expected)} -> {len(actual)}"
+            )
+        worst = max(
+            (
+                compare_arrays(a, e, atol=atol, rtol=rtol)
+                for a, e in zip(actual, expected, strict=True)
+            ),
+            key=lambda c: (not c.passed, c.max_abs_error),
+        )
+        results.append((batch, worst))
+    return StepVerification(step, tuple(results))
+
+
 def verify_onnx_step(
     step: str,
     before: onnx.ModelProto,
@@ -90,18 +118,14 @@ def verify_onnx_step(
     rtol: float = 1e-5,
 ) -> StepVerification:
     """Compare every output of ``after`` with ``before`` on the same random inputs."""
-    results = []
-    for batch in batches:
-        feeds = random_inputs(before, batch)
-        ref, new = run_cpu(before, feeds), run_cpu(after, feeds)
-        if len(ref) != len(new):
-            raise OnnxEdgeError(f"{step} changed the number of outputs: {len(ref)} -> {len(new)}")
-        worst = max(
-            (compare_arrays(n, r, atol=atol, rtol=rtol) for r, n in zip(ref, new, strict=True)),
-            key=lambda c: (not c.passed, c.max_abs_error),
-        )
-        results.append((batch, worst))
-    return StepVerification(step, tuple(results))
+    return _verify_step(
+        step,
+        before,
+        lambda feeds: (run_cpu(after, feeds), run_cpu(before, feeds)),
+        batches,
+        atol,
+        rtol,
+    )
 
 
 def verify_against_torch(
@@ -112,15 +136,13 @@ def verify_against_torch(
     atol: float = 1e-5,
     rtol: float = 1e-5,
 ) -> StepVerification:
-    """Compare the ONNX graph under ORT's CPU EP with the eval-mode torch module."""
+    """Compare the ONNX graph's first output under ORT's CPU EP with the eval-mode torch module."""
     import torch
 
-    results = []
-    for batch in batches:
-        feeds = random_inputs(model, batch)
+    def outputs(feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         (x,) = feeds.values()
         with torch.no_grad():
             expected = module(torch.from_numpy(x)).numpy()
-        (actual,) = run_cpu(model, feeds)[:1]
-        results.append((batch, compare_arrays(actual, expected, atol=atol, rtol=rtol)))
-    return StepVerification("export (ONNX Runtime CPU vs PyTorch)", tuple(results))
+        return run_cpu(model, feeds)[:1], [expected]
+
+    return _verify_step("export (ONNX Runtime CPU vs PyTorch)", model, outputs, batches, atol, rtol)

@@ -44,6 +44,7 @@ import numpy as np
 
 from onnxedge.runtime.bundle import MODEL, Bundle
 from onnxedge.runtime.compare import compare_arrays
+from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.session import SessionConfig, available_providers, make_session, provider_name
 
@@ -516,14 +517,6 @@ def _try_engine(info: EngineInfo, build: Callable[[], Engine]) -> AnyEngine:
         return SkippedEngine(info, str(e))
 
 
-def torch_available() -> bool:
-    """Whether torch can be imported here, without importing it."""
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def peer_engines(
     manifest: Mapping[str, Any],
     peers: Sequence[str],
@@ -537,7 +530,7 @@ def peer_engines(
     `SkippedEngine` per peer x device x mode with the reason."""
     if not peers:
         return []
-    if not torch_available():
+    if not module_available("torch"):
         reason = (
             "torch is not installed here (the PyTorch peers need the export side: "
             "pip install 'onnxedge[export]')"
@@ -1164,7 +1157,7 @@ def versions() -> dict[str, str | None]:
         "onnxruntime": _ort_version(),
         "numpy": np.__version__,
         "onnx": dist("onnx"),
-        "torch": dist("torch") if torch_available() else None,
+        "torch": dist("torch") if module_available("torch") else None,
     }
 
 

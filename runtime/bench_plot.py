@@ -3,10 +3,10 @@ scales. Imported only when ``--plot`` is given; matplotlib is not a runtime depe
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from typing import TYPE_CHECKING
 
+from onnxedge.runtime.deps import require_modules
 from onnxedge.runtime.errors import OnnxEdgeError
 
 if TYPE_CHECKING:
@@ -15,15 +15,11 @@ if TYPE_CHECKING:
 
 def require_matplotlib() -> None:
     """Fail with one line before a long run, rather than with an ImportError after it."""
-    try:
-        found = importlib.util.find_spec("matplotlib") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise OnnxEdgeError(
-            "--plot needs matplotlib, which is not installed here; install it "
-            "(pip install matplotlib, or pip install 'onnxedge[export]') or leave out --plot"
-        )
+    require_modules(
+        "matplotlib",
+        needed_by="--plot",
+        install="pip install matplotlib (or 'onnxedge[export]'), or leave out --plot",
+    )
 
 
 def render_png(report: BenchReport, *, dpi: int = 120) -> bytes:

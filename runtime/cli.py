@@ -7,13 +7,13 @@ absent: the export-side commands import torch only when they run.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import sys
 from typing import Any
 
 import click
 
+from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.errors import OnnxEdgeError
 
 # name -> "module:attribute" of the click command.
@@ -34,11 +34,11 @@ class LazyGroup(click.Group):
     """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(n for n, t in COMMANDS.items() if _module_exists(t.partition(":")[0]))
+        return sorted(n for n, t in COMMANDS.items() if module_available(t.partition(":")[0]))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
-        if target is None or not _module_exists(target.partition(":")[0]):
+        if target is None or not module_available(target.partition(":")[0]):
             return None
         module_name, _, attr = target.partition(":")
         return getattr(importlib.import_module(module_name), attr)
@@ -52,13 +52,6 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("onnxedge: interrupted", err=True)
             ctx.exit(130)
-
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_assertions import assert_one_line_error
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
@@ -23,15 +24,6 @@ from onnxedge.runtime.errors import OnnxEdgeError
 
 def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("onnxedge: error:")]
-    assert len(errors) == 1, result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def test_manifest_records_the_export(smile_bundle):

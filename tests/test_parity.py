@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from cli_assertions import assert_one_line_error
 from click.testing import CliRunner
 from onnx import numpy_helper
 from torchless import run_without_torch
@@ -46,15 +47,6 @@ def row_lines(output: str) -> list[str]:
         for line in output.splitlines()
         if line.split(" | ")[0] in ("PASSED", "FAILED", "SKIPPED") and " | batch " in line
     ]
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("onnxedge: error:")]
-    assert len(errors) == 1, result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 def manifest_of(bundle: Path) -> dict:

@@ -1,0 +1,16 @@
+"""Assertions shared by the CLI tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def assert_one_line_error(result: Any, *fragments: str) -> None:
+    """A click `Result` of a user error: exit 1, exactly one `onnxedge: error:` line holding every
+    fragment, and no traceback."""
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("onnxedge: error:")]
+    assert len(errors) == 1, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]

@@ -1,0 +1,76 @@
+"""Each export step's numerical verification can fail: a step that changes the output is caught."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx
+import pytest
+
+from onnxedge.export import gap
+from onnxedge.export.pipeline import ExportRequest, export_bundle
+from onnxedge.export.verify import verify_against_torch, verify_onnx_step
+from onnxedge.runtime.errors import OnnxEdgeError
+
+
+def _with_global_max_pool(model: onnx.ModelProto) -> onnx.ModelProto:
+    broken = onnx.ModelProto()
+    broken.CopyFrom(model)
+    for node in broken.graph.node:
+        if node.op_type == "GlobalAveragePool":
+            node.op_type = "GlobalMaxPool"
+    return broken
+
+
+def test_a_lowering_that_changes_the_output_stops_the_export(tmp_path, monkeypatch):
+    real = gap.canonicalize_gap_head
+
+    def wrong_lowering(model):
+        result = real(model)
+        return dataclasses.replace(result, model=_with_global_max_pool(result.model))
+
+    monkeypatch.setattr(gap, "canonicalize_gap_head", wrong_lowering)
+    with pytest.raises(OnnxEdgeError, match=r"GAP lowering changed the model's output: at batch"):
+        export_bundle(ExportRequest(out=tmp_path / "b"))
+    assert not (tmp_path / "b").exists()
+
+
+def test_verify_onnx_step_passes_on_identity_and_fails_on_a_change(smile_bundle):
+    model = onnx.load(str(smile_bundle / "model.onnx"))
+    assert verify_onnx_step("identity", model, model)
+    step = verify_onnx_step("max instead of mean", model, _with_global_max_pool(model))
+    assert not step and step.max_abs_error > 1e-5
+    with pytest.raises(OnnxEdgeError, match="max instead of mean changed the model's output"):
+        step.raise_if_failed()
+
+
+def test_verify_against_torch_fails_for_another_module(smile_bundle):
+    from onnxedge.models import get_model_spec
+    from onnxedge.models.weights import seeded
+
+    model = onnx.load(str(smile_bundle / "model.onnx"))
+    build = get_model_spec("smile_cnn").build
+    same, _ = seeded(build, 0)
+    other, _ = seeded(build, 1)
+    assert verify_against_torch(same.eval(), model)
+    assert not verify_against_torch(other.eval(), model)
+
+
+def test_simplify_that_loses_the_batch_symbol_is_refused(monkeypatch):
+    import onnxsim
+
+    from onnxedge.export.simplify import simplify_model
+
+    graph = onnx.parser.parse_graph("g (float[N, 4] x) => (float[N, 4] y) { y = Relu (x) }")
+    model = onnx.helper.make_model(graph)
+
+    def static_batch(m, **kwargs):
+        out = onnx.ModelProto()
+        out.CopyFrom(m)
+        for value in (*out.graph.input, *out.graph.output):
+            value.type.tensor_type.shape.dim[0].dim_value = 1
+        return out, True
+
+    monkeypatch.setattr(onnxsim, "simplify", static_batch)
+    with pytest.raises(OnnxEdgeError, match=r"onnxsim changed the graph's input/output dims"):
+        simplify_model(model)
