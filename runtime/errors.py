@@ -10,6 +10,11 @@ class OnnxEdgeError(Exception):
     """Bad input from the user: a message that says what was expected and what was found."""
 
 
+class ProviderUnavailable(OnnxEdgeError):
+    """The requested execution provider cannot run here (not offered, or it failed to load and
+    onnxruntime fell back). Reports mark such a provider skipped; any other load error fails."""
+
+
 class BundleError(OnnxEdgeError):
     """A bundle directory is missing, incomplete, or does not match its manifest."""
 

@@ -13,11 +13,12 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable, first_line
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None)
     name = provider_name(config.provider)
     offered = ort.get_available_providers()
     if name not in offered:
-        raise OnnxEdgeError(f"requested {name}, available: {', '.join(offered)}")
+        raise ProviderUnavailable(f"requested {name}, available: {', '.join(offered)}")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if config.threads is not None:
@@ -115,15 +116,11 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None)
         # Offered by the build is not loadable: the CUDA EP is offered by onnxruntime-gpu
         # whether or not CUDA and cuDNN can be found.
         usable = ", ".join(session.get_providers())
-        raise OnnxEdgeError(
+        raise ProviderUnavailable(
             f"requested {name}, but onnxruntime could not load it and fell back; available: "
             f"{usable} (this build offers: {', '.join(offered)}){suffix}"
         )
     return session
-
-
-def run(session: Any, feeds: Mapping[str, Any], outputs: Sequence[str] | None = None) -> list[Any]:
-    return session.run(list(outputs) if outputs else None, dict(feeds))
 
 
 # --- onnxruntime's log ------------------------------------------------------------------------
@@ -133,10 +130,25 @@ _ORT_LINE = re.compile(r"\[[EW]:onnxruntime:[^\]]*\]\s*(.*)")
 _LIBRARY_PATH = re.compile(r"(?<!\S)/\S*/([^/\s]+\.so[.\d]*)")
 
 
+# fd 2 is process-wide: one capture at a time, or a second one would save the first's temporary
+# file as "stderr" and restore it, losing the real one.
+_CAPTURE_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def captured_native_stderr() -> Iterator[list[str]]:
     """Collect what native code writes to file descriptor 2 inside the block (onnxruntime logs
-    there); lines that are not onnxruntime's are passed on to stderr afterwards."""
+    there); lines that are not onnxruntime's are passed on to stderr afterwards.
+
+    Captures are serialised by a lock; while one is open, what other threads write to fd 2 is
+    held back until it ends.
+    """
+    with _CAPTURE_LOCK, _capture_fd2() as lines:
+        yield lines
+
+
+@contextlib.contextmanager
+def _capture_fd2() -> Iterator[list[str]]:
     lines: list[str] = []
     try:
         sys.stderr.flush()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import onnxruntime as ort
 import pytest
 
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
 from onnxedge.runtime.session import SessionConfig, make_session, provider_name
 
 
@@ -22,7 +26,7 @@ def test_unknown_provider_names_the_known_ones():
 def test_cuda_that_cannot_load_is_an_error_with_onnxruntimes_reason(smile_bundle, capfd):
     try:
         make_session(smile_bundle / "model.onnx", SessionConfig(provider="cuda"))
-    except OnnxEdgeError as e:
+    except ProviderUnavailable as e:
         message = str(e)
     else:
         pytest.skip("the CUDA EP loads here: this test is for machines without a usable GPU")
@@ -33,3 +37,37 @@ def test_cuda_that_cannot_load_is_an_error_with_onnxruntimes_reason(smile_bundle
         # Offered but not loadable: onnxruntime's own reason is in the message, not on stderr.
         assert "onnxruntime says: " in message
         assert ":onnxruntime:" not in capfd.readouterr().err
+
+
+def test_a_model_that_cannot_load_is_not_a_missing_provider(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(OnnxEdgeError) as err:
+        make_session(broken, SessionConfig(provider="cpu"))
+    assert not isinstance(err.value, ProviderUnavailable)
+    assert "onnxruntime cannot load the model on CPUExecutionProvider" in str(err.value)
+
+
+def test_overlapping_captures_leave_stderr_working():
+    """Two threads capturing fd 2 at once must not lose the real stderr (the lock serialises)."""
+    code = textwrap.dedent(
+        """
+        import os, threading, time
+        from onnxedge.runtime.session import captured_native_stderr
+
+        def capture():
+            with captured_native_stderr():
+                os.write(2, b"[W:onnxruntime:x] captured\\n")
+                time.sleep(0.2)
+
+        threads = [threading.Thread(target=capture) for _ in range(2)]
+        threads[0].start(); time.sleep(0.05); threads[1].start()
+        for t in threads:
+            t.join()
+        os.write(2, b"VISIBLE\\n")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stderr.splitlines() == ["VISIBLE"]
