@@ -3,7 +3,8 @@
 A bundle is complete exactly when its ``manifest.json`` exists: `BundleWriter` builds the directory
 under a temporary name beside the target, writes the manifest last and renames the directory into
 place, so an export that fails or is killed midway never leaves a directory that looks complete.
-Every file the manifest lists carries its sha256, and `Bundle.open` verifies them before use.
+Every file the manifest lists carries its sha256: `Bundle.open` validates the manifest and
+verifies ``model.onnx``; each other file is verified when it is used (`Bundle.file`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +156,60 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output as the manifest states it; string dims are symbolic."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+
+    @classmethod
+    def from_manifest(cls, block: Any, what: str) -> TensorSpec:
+        try:
+            name, shape, dtype = block["name"], block["shape"], block["dtype"]
+            if not isinstance(name, str) or not isinstance(dtype, str):
+                raise TypeError
+            dims = tuple(d if isinstance(d, str) else _positive_int(d) for d in shape)
+        except (KeyError, TypeError, ValueError):
+            raise BundleError(
+                f"the manifest's {what!r} block: expected name, shape and dtype, found {block!r}"
+            ) from None
+        return cls(name=name, shape=dims, dtype=dtype)
+
+    def describe(self) -> str:
+        dims = ", ".join("N" if isinstance(d, str) else str(d) for d in self.shape)
+        return f"{self.dtype} array of shape [{dims}]"
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(value)
+    return value
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
 class Bundle:
-    """A bundle on disk whose manifest has been read (and, by default, its files verified)."""
+    """A bundle on disk whose manifest has been read and validated (and, by default, its
+    ``model.onnx`` verified against its sha256; other files are verified by `file` when used).
+
+    ``input``/``output`` are the manifest's `TensorSpec`s, ``labels`` its labels (with
+    ``threshold`` in [0, 1]) and ``preprocessing`` what `onnxedge.runtime.preprocess` applies.
+    """
 
     path: Path
     manifest: Mapping[str, Any]
+    input: TensorSpec
+    output: TensorSpec
+    labels: Mapping[str, Any]
+    preprocessing: Mapping[str, Any]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.labels["threshold"])
 
     @classmethod
     def open(cls, path: str | Path, *, verify: bool = True) -> Bundle:
@@ -176,23 +226,41 @@ class Bundle:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise BundleError(f"cannot read {manifest_path}: {e}") from None
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        if not isinstance(manifest, dict) or found != FORMAT:
-            raise BundleError(
-                f"{manifest_path} is not an onnxedge manifest: expected format {FORMAT!r}, "
-                f"found {found!r}"
-            )
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise BundleError(
-                f"{manifest_path}: expected format_version {FORMAT_VERSION}, "
-                f"found {manifest.get('format_version')!r}"
-            )
-        if MODEL not in manifest.get("files", {}):
-            raise BundleError(f"{manifest_path} lists no {MODEL}")
-        bundle = cls(path=path, manifest=manifest)
+        bundle = cls.from_manifest(path, manifest, source=str(manifest_path))
         if verify:
             bundle.verify(MODEL)
         return bundle
+
+    @classmethod
+    def from_manifest(cls, path: Path, manifest: Any, *, source: str = MANIFEST) -> Bundle:
+        """Validate a manifest's structure; each failure names the field, what was expected and
+        what was found."""
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        if not isinstance(manifest, dict) or found != FORMAT:
+            raise BundleError(
+                f"{source} is not an onnxedge manifest: expected format {FORMAT!r}, found {found!r}"
+            )
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise BundleError(
+                f"{source}: expected format_version {FORMAT_VERSION}, "
+                f"found {manifest.get('format_version')!r}"
+            )
+        _check_files(manifest.get("files"), source)
+        labels = manifest.get("labels")
+        if not isinstance(labels, dict) or not (
+            _number(labels.get("threshold")) and 0.0 <= labels["threshold"] <= 1.0
+        ):
+            raise BundleError(
+                f"{source}: expected labels with a threshold in [0, 1], found {labels!r}"
+            )
+        return cls(
+            path=path,
+            manifest=manifest,
+            input=TensorSpec.from_manifest(manifest.get("input"), "input"),
+            output=TensorSpec.from_manifest(manifest.get("output"), "output"),
+            labels=labels,
+            preprocessing=_check_preprocessing(manifest.get("preprocessing"), source),
+        )
 
     @property
     def model_path(self) -> Path:
@@ -205,7 +273,7 @@ class Bundle:
         return self.path / name
 
     def verify(self, name: str) -> None:
-        entry = self.manifest.get("files", {}).get(name)
+        entry = self.manifest["files"].get(name)
         if entry is None:
             raise BundleError(f"{self.path / MANIFEST} lists no {name}")
         target = self.path / name
@@ -221,5 +289,42 @@ class Bundle:
                 f"found {actual[:16]}…"
             )
 
-    def iter_files(self) -> Iterator[str]:
-        yield from self.manifest.get("files", {})
+
+def _check_files(files: Any, source: str) -> None:
+    if not isinstance(files, dict) or MODEL not in files:
+        raise BundleError(
+            f"{source}: expected 'files' mapping each file to its sha256, with {MODEL}; "
+            f"found {type(files).__name__ if not isinstance(files, dict) else sorted(files)}"
+        )
+    for name, entry in files.items():
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if not (isinstance(digest, str) and len(digest) == 64):
+            raise BundleError(
+                f"{source}: files[{name!r}]: expected a sha256 (64 hex digits), found {entry!r}"
+            )
+
+
+def _check_preprocessing(spec: Any, source: str) -> Mapping[str, Any]:
+    """The structure `onnxedge.runtime.preprocess` relies on; it checks the values it supports."""
+    problems = []
+    if not isinstance(spec, dict):
+        problems.append(f"a mapping, found {spec!r}")
+    else:
+        resize = spec.get("resize")
+        if not (
+            isinstance(resize, list)
+            and len(resize) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)
+        ):
+            problems.append(f"resize as [height, width], found {resize!r}")
+        for key, default in (("mean", [0.0, 0.0, 0.0]), ("std", [1.0, 1.0, 1.0])):
+            value = spec.get(key, default)
+            if not (isinstance(value, list) and len(value) == 3 and all(map(_number, value))):
+                problems.append(f"{key} as three numbers, found {value!r}")
+            elif key == "std" and 0 in value:
+                problems.append(f"std without zeros, found {value!r}")
+        if not _number(spec.get("scale", 1.0 / 255.0)):
+            problems.append(f"scale as a number, found {spec.get('scale')!r}")
+    if problems:
+        raise BundleError(f"{source}: expected preprocessing with {problems[0]}")
+    return spec

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle import Bundle, TensorSpec
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError, first_line
 from onnxedge.runtime.preprocess import (
     MAX_PIXELS,
@@ -71,32 +71,6 @@ class FileResult:
         return {"file": self.file, **self.prediction.to_dict()}
 
 
-@dataclasses.dataclass(frozen=True)
-class TensorSpec:
-    """A model input or output as the manifest states it; string dims are symbolic."""
-
-    name: str
-    shape: tuple[int | str, ...]
-    dtype: str
-
-    @classmethod
-    def from_manifest(cls, block: Any, what: str) -> TensorSpec:
-        try:
-            name, shape, dtype = block["name"], block["shape"], block["dtype"]
-            if not isinstance(name, str) or not isinstance(dtype, str):
-                raise TypeError
-            dims = tuple(d if isinstance(d, str) else int(d) for d in shape)
-        except (KeyError, TypeError, ValueError):
-            raise BundleError(
-                f"the manifest's {what!r} block: expected name, shape and dtype, found {block!r}"
-            ) from None
-        return cls(name=name, shape=dims, dtype=dtype)
-
-    def describe(self) -> str:
-        dims = ", ".join("N" if isinstance(d, str) else str(d) for d in self.shape)
-        return f"{self.dtype} array of shape [{dims}]"
-
-
 def _label_names(labels: Mapping[str, Any]) -> tuple[str, str]:
     return str(labels.get("positive", "positive")), str(labels.get("negative", "negative"))
 
@@ -129,12 +103,12 @@ class Classifier:
         self.manifest = manifest
         self.path = path
         self.provider = provider
-        self.input_spec = TensorSpec.from_manifest(manifest.get("input"), "input")
-        self.output_spec = TensorSpec.from_manifest(manifest.get("output"), "output")
-        self.preprocessing: Mapping[str, Any] = manifest.get("preprocessing") or {}
-        self.labels: Mapping[str, Any] = manifest.get("labels") or {}
-        default = self.labels.get("threshold", 0.5) if threshold is None else threshold
-        self.threshold = _check_threshold(default)
+        spec = Bundle.from_manifest(path or Path("."), manifest)  # validated, as in Bundle.open
+        self.input_spec: TensorSpec = spec.input
+        self.output_spec: TensorSpec = spec.output
+        self.preprocessing: Mapping[str, Any] = spec.preprocessing
+        self.labels: Mapping[str, Any] = spec.labels
+        self.threshold = _check_threshold(spec.threshold if threshold is None else threshold)
         self._check_session()
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -42,14 +43,26 @@ def test_atomic_write_into_a_file_path_is_a_user_error(tmp_path):
         atomic_write_bytes(blocker / "report.json", b"data")
 
 
+MINIMAL = {
+    "input": {"name": "input", "shape": ["batch", 3, 64, 64], "dtype": "float32"},
+    "output": {"name": "prob", "shape": ["batch", 1], "dtype": "float32"},
+    "labels": {"threshold": 0.5},
+    "preprocessing": {"resize": [64, 64]},
+}
+
+
 def test_bundle_is_complete_only_with_its_manifest(tmp_path):
     out = tmp_path / "b"
     with BundleWriter(out) as writer:
+        writer.manifest.update(MINIMAL)
         writer.write_bytes("model.onnx", b"model bytes")
         assert not out.exists()  # built under a temporary name until the end
         assert not (writer.tmp_dir / "manifest.json").exists()
     bundle = Bundle.open(out)
     assert bundle.manifest["files"]["model.onnx"]["bytes"] == len(b"model bytes")
+    assert bundle.input.name == "input" and bundle.input.shape == ("batch", 3, 64, 64)
+    assert bundle.output.describe() == "float32 array of shape [N, 1]"
+    assert bundle.threshold == 0.5
 
 
 @pytest.mark.parametrize(
@@ -72,7 +85,34 @@ def test_bundle_open_refuses_bad_manifests(tmp_path, manifest, message):
 def test_bundle_open_refuses_a_changed_file(tmp_path):
     out = tmp_path / "b"
     with BundleWriter(out) as writer:
+        writer.manifest.update(MINIMAL)
         writer.write_bytes("model.onnx", b"model bytes")
     (out / "model.onnx").write_bytes(b"model bytez")
     with pytest.raises(BundleError, match="does not match the manifest"):
         Bundle.open(out)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"files": ["model.onnx"]}, "expected 'files' mapping each file to its sha256"),
+        ({"files": {"model.onnx": {"bytes": 3}}}, r"files\['model.onnx'\]: expected a sha256"),
+        ({"labels": {"threshold": "high"}}, "expected labels with a threshold in"),
+        ({"labels": None}, "expected labels with a threshold in"),
+        ({"input": "x"}, "the manifest's 'input' block: expected name, shape and dtype"),
+        ({"output": {"name": "prob", "shape": ["N", 0], "dtype": "float32"}}, "'output' block"),
+        ({"preprocessing": {"resize": [64]}}, r"expected preprocessing with resize as \[height"),
+        ({"preprocessing": {"resize": [64, 64], "std": [1, 0, 1]}}, "std without zeros"),
+        ({"preprocessing": None}, "expected preprocessing with a mapping"),
+    ],
+)
+def test_bundle_open_refuses_a_malformed_manifest(smile_bundle, tmp_path, change, message):
+    import json
+    import shutil
+
+    copy = Path(shutil.copytree(smile_bundle, tmp_path / "b"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest.update(change)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message):
+        Bundle.open(copy)
