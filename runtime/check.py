@@ -163,34 +163,59 @@ def _data_inputs(node: onnx.NodeProto, initializers: set[str]) -> list[str]:
     return [i for i in node.input if i and i not in initializers]
 
 
-def _walk_back(
+class _CycleError(Exception):
+    def __init__(self, node: onnx.NodeProto) -> None:
+        super().__init__(node.name)
+        self.node = node
+
+
+def walk_back(
     start: str,
     producers: dict[str, onnx.NodeProto],
     initializers: set[str],
     through: Iterable[str],
-    stop: Iterable[str],
-) -> tuple[onnx.NodeProto | None, list[onnx.NodeProto]]:
-    """Follow the data input upstream through ``through`` ops to the first op in ``stop`` or one
-    not in ``through``; returns that node (None at a graph input) and the nodes passed."""
+    stop: Iterable[str] = (),
+) -> onnx.NodeProto | None:
+    """Follow the data input upstream from tensor ``start`` through ``through`` ops to the first
+    op in ``stop`` or not in ``through``; None where the walk reaches a graph input.
+
+    A graph with a cycle (invalid ONNX, but files can hold anything) raises `_CycleError`
+    instead of looping forever.
+    """
     through, stop = set(through), set(stop)
-    path: list[onnx.NodeProto] = []
+    seen: set[int] = set()
     tensor = start
     while tensor in producers:
         node = producers[tensor]
-        path.append(node)
+        if id(node) in seen:
+            raise _CycleError(node)
+        seen.add(id(node))
         if node.op_type in stop or node.op_type not in through:
-            return node, path
+            return node
         data = _data_inputs(node, initializers)
         if node.op_type in {"Add", "Mul"} and len(data) != 1:
-            return node, path  # an elementwise op joining two branches: not a bias or scale
+            return node  # an elementwise op joining two branches: not a bias or scale
         if not data:
-            return None, path
+            return None
         tensor = data[0]
-    return None, path
+    return None
 
 
 def _check_gap_head(model: onnx.GraphProto | onnx.ModelProto) -> CheckItem:
     graph = model.graph if isinstance(model, onnx.ModelProto) else model
+    try:
+        return _find_gap_head(graph)
+    except _CycleError as e:
+        index = {id(n): i for i, n in enumerate(graph.node)}
+        return CheckItem(
+            "gap_head",
+            False,
+            f"walking back from output {graph.output[0].name!r} went round a cycle through "
+            f"{e.node.op_type} node {_node_label(e.node, index)}; expected an acyclic graph",
+        )
+
+
+def _find_gap_head(graph: onnx.GraphProto) -> CheckItem:
     if not graph.output:
         return CheckItem("gap_head", False, "the graph has no outputs")
     producers = _producers(graph)
@@ -199,7 +224,7 @@ def _check_gap_head(model: onnx.GraphProto | onnx.ModelProto) -> CheckItem:
     index = {id(n): i for i, n in enumerate(graph.node)}
     output = graph.output[0].name
 
-    classifier, _ = _walk_back(output, producers, inits, _OUTPUT_SIDE, _CLASSIFIERS | _POOLS)
+    classifier = walk_back(output, producers, inits, _OUTPUT_SIDE, _CLASSIFIERS | _POOLS)
     if classifier is None:
         return CheckItem(
             "gap_head", False, f"walking back from output {output!r} found no classifier op"
@@ -221,7 +246,7 @@ def _check_gap_head(model: onnx.GraphProto | onnx.ModelProto) -> CheckItem:
             return CheckItem(
                 "gap_head", False, f"classifier {classifier.op_type} has no data input"
             )
-        pool, _ = _walk_back(data[0], producers, inits, _TRANSPARENT, _POOLS)
+        pool = walk_back(data[0], producers, inits, _TRANSPARENT, _POOLS)
         target = f"the classifier ({classifier.op_type} {_node_label(classifier, index)})"
         if pool is None:
             return CheckItem(

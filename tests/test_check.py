@@ -136,3 +136,19 @@ def test_check_rejects_a_bundle_whose_model_changed(bundle_copy):
     code, out = run_check(bundle_copy)
     assert code == 1
     assert "does not match the manifest" in out and "Traceback" not in out
+
+
+def test_check_fails_on_a_cycle_instead_of_hanging(tmp_path):
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 13]>
+        cyclic (float[N, 4] x) => (float[N, 4] y) {
+            a = Identity (y)
+            y = Identity (a)
+        }
+        """
+    )
+    report = check_model(model)
+    gap = next(i for i in report.items if i.name == "gap_head")
+    assert not gap and "went round a cycle through Identity node" in gap.detail
+    assert not next(i for i in report.items if i.name == "onnx")
