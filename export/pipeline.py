@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import logging
 import platform
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from onnxedge.export.simplify import simplify_model, symbolic_dims
 from onnxedge.export.verify import StepVerification, verify_against_torch, verify_onnx_step
 from onnxedge.runtime.bundle import MODEL, BundleWriter, atomic_write_bytes
 from onnxedge.runtime.check import CheckReport, check_model, graph_inputs, load_model
+from onnxedge.runtime.deps import onnxruntime_version, package_version
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.parity import GOLDEN
 
@@ -71,18 +71,10 @@ def lower_graph(
 
 
 def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for dist in ("onnxedge", "torch", "onnx", "onnxscript", "onnx-ir", "onnxsim"):
-        versions[dist] = _version(dist)
-    versions["onnxruntime"] = _version("onnxruntime-gpu") or _version("onnxruntime")
-    return {k: v for k, v in versions.items() if v}
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return ""
+    dists = ("onnxedge", "torch", "onnx", "onnxscript", "onnx-ir", "onnxsim")
+    found = {dist: package_version(dist) for dist in dists}
+    found["onnxruntime"] = onnxruntime_version()
+    return {"python": platform.python_version(), **{k: v for k, v in found.items() if v}}
 
 
 def io_spec(model: onnx.ModelProto) -> dict[str, Any]:

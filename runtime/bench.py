@@ -26,8 +26,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import importlib
-import importlib.metadata
-import importlib.util
 import logging
 import math
 import os
@@ -44,7 +42,7 @@ import numpy as np
 
 from onnxedge.runtime.bundle import MODEL, Bundle
 from onnxedge.runtime.compare import compare_arrays
-from onnxedge.runtime.deps import module_available
+from onnxedge.runtime.deps import module_available, onnxruntime_version, package_version
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.session import SessionConfig, available_providers, make_session, provider_name
 
@@ -75,6 +73,9 @@ _PROVIDER_DEVICE = {
     "TensorrtExecutionProvider": "cuda",
 }
 _UNTIMED_PER_ROUND = 1
+# A target is judged (met or missed) only from at least this many timed runs of each engine it
+# compares; fewer give an "indicative" figure. Also the default of --min-iters.
+MIN_RUNS_TO_JUDGE = 10
 # A 1-minute load average before the run above this many per usable core marks the run as busy.
 BUSY_LOAD_PER_CORE = 0.25
 
@@ -143,7 +144,7 @@ class TimingPlan:
     warmup: int = 3
     iters: int | None = None
     seconds: float | None = 2.0
-    min_iters: int = 10
+    min_iters: int = MIN_RUNS_TO_JUDGE
     rounds: int = 4
     max_iters: int = 100_000
 
@@ -390,12 +391,6 @@ class OrtEngine:
         self._session = None
 
 
-def _ort_version() -> str:
-    import onnxruntime as ort
-
-    return ort.__version__
-
-
 def ort_engines(
     model: Path, providers: Sequence[str], *, threads: int, tf32: bool, spinning: bool = True
 ) -> list[AnyEngine]:
@@ -527,21 +522,34 @@ def peer_engines(
     tf32: bool = False,
 ) -> list[AnyEngine]:
     """The PyTorch peers, from `onnxedge.models.peers` where torch is importable; elsewhere one
-    `SkippedEngine` per peer x device x mode with the reason."""
+    `SkippedEngine` per peer x device x mode with the reason.
+
+    Installed is not importable: a torch wheel whose native libraries are missing (a Jetson wheel
+    without its CUDA libraries) raises OSError on import, so the import itself is guarded too.
+    """
     if not peers:
         return []
-    if not module_available("torch"):
-        reason = (
-            "torch is not installed here (the PyTorch peers need the export side: "
-            "pip install 'onnxedge[export]')"
-        )
+
+    def skipped(reason: str) -> list[AnyEngine]:
         return [
             SkippedEngine(peer_info(p, d, m), reason)
             for d in devices
             for p in peers
             for m in peer_modes(d)
         ]
-    module = importlib.import_module("onnxedge.models.peers")
+
+    if not module_available("torch"):
+        return skipped(
+            "torch is not installed here (the PyTorch peers need the export side: "
+            "pip install 'onnxedge[export]')"
+        )
+    try:
+        module = importlib.import_module("onnxedge.models.peers")
+    except (ImportError, OSError) as e:
+        log.debug("importing the PyTorch peers failed", exc_info=True)
+        return skipped(
+            f"torch is installed but cannot be imported here: {type(e).__name__}: {first_line(e)}"
+        )
     return module.build_peers(
         manifest, peers=peers, devices=devices, threads=threads, checkpoint=checkpoint, tf32=tf32
     )
@@ -578,6 +586,10 @@ class BenchSettings:
             provider_name(p)
         if self.threads is not None and self.threads < 1:
             raise OnnxEdgeError(f"expected --threads >= 1, found {self.threads}")
+        if self.seed < 0:
+            raise OnnxEdgeError(
+                f"expected --seed >= 0 (numpy seeds are non-negative), found {self.seed}"
+            )
 
     @property
     def resolved_threads(self) -> int:
@@ -932,12 +944,13 @@ TARGETS = (
 
 @dataclasses.dataclass(frozen=True)
 class TargetResult:
-    """A target's outcome: ``met``, ``missed`` (by how much) or ``not measured`` (why).
+    """A target's outcome: ``met``, ``missed`` (by how much), ``indicative`` (measured, but from
+    fewer than `MIN_RUNS_TO_JUDGE` timed runs: a figure, not a verdict) or ``not measured`` (why).
     Truthy only when met."""
 
     name: str
     description: str
-    status: str  # "met" | "missed" | "not measured"
+    status: str  # "met" | "missed" | "indicative" | "not measured"
     required: float
     unit: str  # "x" (ratio) or "ms" (p50 latency)
     measured: float | None
@@ -971,7 +984,11 @@ def _find(rows: Sequence[BenchRow], engine: str, device: str, mode: str, batch: 
     return None
 
 
-def evaluate_target(target: Target, rows: Sequence[BenchRow]) -> TargetResult:
+def evaluate_target(
+    target: Target, rows: Sequence[BenchRow], *, min_runs: int = MIN_RUNS_TO_JUDGE
+) -> TargetResult:
+    """Judge ``target`` from the rows: met or missed only when every row it uses has at least
+    ``min_runs`` timed runs; from fewer, the figure is reported as ``indicative``."""
     unit = "ms" if target.peer is None else "x"
 
     def result(status: str, detail: str, measured: float | None = None, batch=None):
@@ -1010,6 +1027,14 @@ def evaluate_target(target: Target, rows: Sequence[BenchRow]) -> TargetResult:
         return result("not measured", _why_missing(rows, target, batch), batch=batch)
     if target.peer is None:
         p50 = ort_row.stats.p50_ms
+        if ort_row.stats.runs < min_runs:
+            return result(
+                "indicative",
+                f"{_too_few(ort_row.stats.runs, min_runs)}: p50 {p50 * 1e3:.1f} µs against ≤ "
+                f"{target.required * 1e3:.0f} µs at batch {batch}",
+                p50,
+                batch,
+            )
         if p50 <= target.required:
             return result(
                 "met",
@@ -1032,6 +1057,14 @@ def evaluate_target(target: Target, rows: Sequence[BenchRow]) -> TargetResult:
         f"ORT {ort_row.stats.throughput:,.0f} img/s, {target.peer} "
         f"{peer_row.stats.throughput:,.0f} img/s at batch {batch}"
     )
+    runs = min(ort_row.stats.runs, peer_row.stats.runs)
+    if runs < min_runs:
+        return result(
+            "indicative",
+            f"{_too_few(runs, min_runs)}: {ratio:.2f}× against ≥ {target.required:g}× ({figures})",
+            ratio,
+            batch,
+        )
     if ratio >= target.required:
         return result("met", f"{ratio:.2f}× ≥ {target.required:g}× ({figures})", ratio, batch)
     return result(
@@ -1041,6 +1074,10 @@ def evaluate_target(target: Target, rows: Sequence[BenchRow]) -> TargetResult:
         ratio,
         batch,
     )
+
+
+def _too_few(runs: int, min_runs: int) -> str:
+    return f"not enough runs to judge ({runs} < {min_runs})"
 
 
 def _why_missing(rows: Sequence[BenchRow], target: Target, batch: int | None) -> str:
@@ -1065,9 +1102,12 @@ def _why_missing(rows: Sequence[BenchRow], target: Target, batch: int | None) ->
 
 
 def evaluate_targets(
-    rows: Sequence[BenchRow], targets: Sequence[Target] = TARGETS
+    rows: Sequence[BenchRow],
+    targets: Sequence[Target] = TARGETS,
+    *,
+    min_runs: int = MIN_RUNS_TO_JUDGE,
 ) -> list[TargetResult]:
-    return [evaluate_target(t, rows) for t in targets]
+    return [evaluate_target(t, rows, min_runs=min_runs) for t in targets]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1145,19 +1185,14 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str | None]:
-    def dist(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
+    """Versions from the installed distributions' metadata (nothing is imported)."""
     return {
-        "onnxedge": dist("onnxedge"),
+        "onnxedge": package_version("onnxedge"),
         "python": platform.python_version(),
-        "onnxruntime": _ort_version(),
+        "onnxruntime": onnxruntime_version(),
         "numpy": np.__version__,
-        "onnx": dist("onnx"),
-        "torch": dist("torch") if module_available("torch") else None,
+        "onnx": package_version("onnx"),
+        "torch": package_version("torch") if module_available("torch") else None,
     }
 
 
@@ -1188,9 +1223,10 @@ class BenchReport:
         if load and load[0] > BUSY_LOAD_PER_CORE * cores:
             out.append(
                 f"the machine was busy before the run (1-minute load {load[0]:g} on {cores} "
-                "usable cores): other jobs took CPU time from the engines, unequally (PyTorch's "
-                "OpenMP threads stall more under contention than ONNX Runtime's pool here), so "
-                "these figures and ratios are not comparable with a run on a quiet machine"
+                "usable cores): other jobs took CPU time from the engines, not necessarily in "
+                "equal shares, so these figures and ratios are not comparable with a run on a "
+                "quiet machine (on the development machine, contention slowed PyTorch's OpenMP "
+                "threads far more than ONNX Runtime's pool; see docs/BENCHMARKS.md)"
             )
         return out
 

@@ -14,6 +14,7 @@ import click
 from onnxedge.runtime.bench import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_PROVIDERS,
+    MIN_RUNS_TO_JUDGE,
     PEERS,
     BenchSettings,
     ProgressFn,
@@ -22,33 +23,11 @@ from onnxedge.runtime.bench import (
     command_line,
 )
 from onnxedge.runtime.bundle import atomic_write_bytes
+from onnxedge.runtime.cli_options import name_list, positive_ints, provider_list
 from onnxedge.runtime.errors import OnnxEdgeError
 
-
-def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, found {value!r}") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise click.BadParameter(f"expected batch sizes >= 1, found {value!r}")
-    return tuple(dict.fromkeys(sizes))
-
-
-def _name_list(choices: tuple[str, ...], allow_none: bool):
-    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-        names = tuple(dict.fromkeys(v.strip().lower() for v in value.split(",") if v.strip()))
-        if allow_none and names == ("none",):
-            return ()
-        unknown = [n for n in names if n not in choices]
-        if unknown or not names:
-            extra = " (or none)" if allow_none else ""
-            raise click.BadParameter(
-                f"expected some of {', '.join(choices)}{extra}, found {value!r}"
-            )
-        return names
-
-    return parse
+# numpy's SeedSequence takes any non-negative integer; a negative seed is a usage error.
+_SEED = click.IntRange(min=0)
 
 
 def _check_writable(path: Path | None) -> None:
@@ -95,20 +74,20 @@ def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
     "--providers",
     default=",".join(DEFAULT_PROVIDERS),
     show_default=True,
-    callback=_name_list(("cpu", "cuda", "tensorrt"), allow_none=False),
+    callback=provider_list(),
     help="ORT execution providers; one that cannot load here is reported as skipped.",
 )
 @click.option(
     "--batch-sizes",
     default=",".join(map(str, DEFAULT_BATCH_SIZES)),
     show_default=True,
-    callback=_int_list,
+    callback=positive_ints,
 )
 @click.option(
     "--peers",
     default=",".join(PEERS),
     show_default=True,
-    callback=_name_list(tuple(PEERS), allow_none=True),
+    callback=name_list(tuple(PEERS), what="peer", allow_none=True),
     help="PyTorch peers timed in the same run (eager fp32, channels-last, torch.compile), or none.",
 )
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
@@ -121,7 +100,14 @@ def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
     default=None,
     help="Time budget per engine x batch (default 2, with --min-iters runs at least).",
 )
-@click.option("--min-iters", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--min-iters",
+    type=click.IntRange(min=1),
+    default=MIN_RUNS_TO_JUDGE,
+    show_default=True,
+    help=f"With --seconds: timed runs at least. A target is judged (met or missed) only from "
+    f"{MIN_RUNS_TO_JUDGE} or more runs of each engine; from fewer it is INDICATIVE.",
+)
 @click.option(
     "--rounds",
     type=click.IntRange(min=1),
@@ -142,7 +128,7 @@ def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
     help="ORT CPU EP intra-op thread spinning.",
 )
 @click.option("--tf32/--no-tf32", default=False, show_default=True, help="TF32 on the GPU.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs.")
+@click.option("--seed", type=_SEED, default=0, show_default=True, help="Seed of the inputs.")
 @click.option(
     "--checkpoint",
     type=click.Path(path_type=Path),
@@ -175,8 +161,9 @@ def bench_cmd(
 ) -> None:
     """Latency and throughput of BUNDLE under ONNX Runtime, with PyTorch peers in the same run.
 
-    Prints the Markdown report and one MET / MISSED / NOT MEASURED line per target. Exits 0 when
-    at least one engine was measured (targets are figures, not tests).
+    Prints the Markdown report and one MET / MISSED / INDICATIVE / NOT MEASURED line per target
+    (INDICATIVE: fewer than 10 timed runs, too few to judge). Exits 0 when at least one engine was
+    measured (targets are figures, not tests).
     """
     if iters is not None and seconds is not None:
         raise click.UsageError("give --iters or --seconds, not both")

@@ -1,11 +1,14 @@
-"""Which optional modules are installed here, asked without importing them.
+"""Which optional modules are installed here, and at which version, asked without importing them.
 
 The runtime installs without the export side (torch, onnxscript, onnxsim) and without matplotlib;
-commands that need them say so in one line instead of failing with an ImportError.
+commands that need them say so in one line instead of failing with an ImportError. Versions come
+from the installed distributions' metadata, so recording them in a report imports nothing (and
+cannot fail the way importing a broken torch wheel can).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 
 from onnxedge.runtime.errors import OnnxEdgeError
@@ -28,3 +31,25 @@ def require_modules(*names: str, needed_by: str, install: str = EXPORT_EXTRA_HIN
         raise OnnxEdgeError(
             f"{needed_by} needs {', '.join(missing)}, not installed here; install with: {install}"
         )
+
+
+def package_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist`` (a pip name), or None where it is not
+    installed; nothing is imported."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+# The distributions that provide the `onnxruntime` module, in the order they are asked for.
+ONNXRUNTIME_DISTS = ("onnxruntime-gpu", "onnxruntime")
+
+
+def onnxruntime_version() -> str | None:
+    """The version of the installed onnxruntime build (``onnxruntime-gpu`` or ``onnxruntime``)."""
+    for dist in ONNXRUNTIME_DISTS:
+        version = package_version(dist)
+        if version:
+            return version
+    return None
