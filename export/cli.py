@@ -34,7 +34,11 @@ def _progress(msg: str) -> None:
     help="Weights: .safetensors or a state_dict (.pt/.pth, loaded with weights_only=True).",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Init seed without a checkpoint."
+    "--seed",
+    type=click.IntRange(0, 2**63 - 1),
+    default=0,
+    show_default=True,
+    help="Init seed without a checkpoint.",
 )
 @click.option(
     "--out", type=click.Path(path_type=Path), default=Path("build/smile_cnn"), show_default=True
@@ -78,19 +82,18 @@ def export_cmd(
     for item in result.lowering.check.items:
         click.echo(str(item))
     click.echo(f"wrote {result.out}/model.onnx, golden.npz and manifest.json")
-    if not result.lowering.check:
-        sys.exit(1)
 
 
 @click.command("simplify")
 @click.argument("src", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "dst", type=click.Path(path_type=Path), required=True)
+@click.option("-o", "--out", "dst", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--no-onnxsim", is_flag=True, help="Only lower the GAP head; skip onnxsim.")
 def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool) -> None:
     """Simplify any ONNX model with onnxsim and lower its GAP head to GlobalAveragePool.
 
     Keeps dynamic dims; each step is verified numerically; reports what was rewritten and the
-    result of `onnxedge check` on the output.
+    result of `onnxedge check` on the output. The output is written either way; the exit status
+    is 1 when it does not pass the check (for example a model without a GAP head).
     """
     require_modules(
         "onnxscript",
@@ -108,3 +111,6 @@ def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool) -> None:
         click.echo(f"verified {step.step}: max abs error {step.max_abs_error:.3g}")
     for item in result.check.items:
         click.echo(str(item))
+    if not result.check:
+        click.echo(f"FAILED | {dst} was written, but it does not pass onnxedge check", err=True)
+        sys.exit(1)

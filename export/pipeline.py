@@ -22,7 +22,7 @@ from onnxedge.export.verify import StepVerification, verify_against_torch, verif
 from onnxedge.runtime.bundle import MODEL, BundleWriter, atomic_write_bytes
 from onnxedge.runtime.check import CheckReport, check_model, graph_inputs, load_model
 from onnxedge.runtime.deps import onnxruntime_version, package_version
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity import GOLDEN
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ def export_bundle(request: ExportRequest, progress: Progress | None = None) -> E
         raise OnnxEdgeError(
             f"--images: expected a directory of images, found no directory at {request.images}"
         )
+    BundleWriter(request.out).check_target()  # before the slow part, not after it
 
     say(f"building {spec.name} (head {head})")
     module, provenance = seeded(lambda: spec.build(head), request.seed)
@@ -143,6 +144,9 @@ def export_bundle(request: ExportRequest, progress: Progress | None = None) -> E
     say("comparing ONNX Runtime (CPU) with PyTorch")
     torch_step = verify_against_torch(module, lowering.model)
     torch_step.raise_if_failed()
+    if not lowering.check:
+        (first, *_) = lowering.check.failures
+        raise OnnxEdgeError(f"the exported graph fails onnxedge check, no bundle written: {first}")
     say("computing the golden data for `onnxedge parity`")
     golden = make_golden(module, lowering.model, spec.preprocessing, images_dir=request.images)
 
@@ -167,7 +171,8 @@ def export_bundle(request: ExportRequest, progress: Progress | None = None) -> E
     say(f"writing the bundle to {request.out}")
     with BundleWriter(request.out) as writer:
         manifest["model_sha256"] = writer.write_bytes(MODEL, data)
-        manifest["golden"] = golden.manifest_block(writer.write_bytes(GOLDEN, golden.data))
+        writer.write_bytes(GOLDEN, golden.data)
+        manifest["golden"] = golden.manifest_block()
         writer.manifest.update(manifest)
     return ExportResult(out=Path(request.out), manifest=writer.manifest, lowering=lowering)
 
@@ -180,7 +185,7 @@ def simplify_file(
     try:
         onnx.checker.check_model(model, full_check=False)
     except Exception as e:
-        raise OnnxEdgeError(f"{src} is not a valid ONNX model: {str(e).splitlines()[0]}") from None
+        raise OnnxEdgeError(f"{src} is not a valid ONNX model: {first_line(e)}") from None
     result = lower_graph(model, simplify=simplify, progress=progress)
     atomic_write_bytes(dst, result.model.SerializeToString(deterministic=True))
     return result

@@ -15,7 +15,7 @@ import onnx
 
 from onnxedge.runtime.check import graph_inputs
 from onnxedge.runtime.compare import Comparison, compare_arrays
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.session import SessionConfig, make_session
 
 DEFAULT_BATCHES = (1, 5)
@@ -45,7 +45,8 @@ class StepVerification:
 
     def raise_if_failed(self) -> None:
         if not self:
-            batch, worst = max(self.comparisons, key=lambda bc: bc[1].max_abs_error)
+            failed = [(b, c) for b, c in self.comparisons if not c]
+            batch, worst = max(failed, key=lambda bc: bc[1].max_abs_error)
             raise OnnxEdgeError(
                 f"{self.step} changed the model's output: at batch {batch} max abs error "
                 f"{worst.max_abs_error:.3g} exceeds atol {worst.atol:g} + rtol {worst.rtol:g}"
@@ -53,31 +54,58 @@ class StepVerification:
             )
 
 
-def input_shape(model: onnx.ModelProto, batch: int, fill: int = 224) -> tuple[str, list[int]]:
-    """The first real input's name and a concrete shape: dim 0 -> ``batch``, other free dims ->
-    ``fill``."""
-    inputs = graph_inputs(model.graph)
-    if not inputs:
-        raise OnnxEdgeError("the model has no graph inputs to feed")
-    value = inputs[0]
+def concrete_shape(value: onnx.ValueInfoProto, batch: int, fill: int = 224) -> list[int]:
+    """A shape to feed: static dims as they are, a free dim 0 -> ``batch``, other free dims ->
+    ``fill`` (an image side, for classifiers exported with dynamic H and W)."""
     dims = []
     for i, d in enumerate(value.type.tensor_type.shape.dim):
         if d.HasField("dim_value") and d.dim_value > 0:
             dims.append(d.dim_value)  # a static dim, the batch too, is fed as it is
         else:
             dims.append(batch if i == 0 else fill)
-    return value.name, dims
+    return dims
 
 
 def random_inputs(model: onnx.ModelProto, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    name, shape = input_shape(model, batch)
+    """Random values for every graph input, each of its own element type: floats in [0, 1),
+    integers in [0, 4), booleans."""
+    inputs = graph_inputs(model.graph)
+    if not inputs:
+        raise OnnxEdgeError("the model has no graph inputs to feed")
     rng = np.random.default_rng(seed + batch)
-    return {name: rng.random(shape, dtype=np.float32)}
+    feeds = {}
+    for value in inputs:
+        shape = concrete_shape(value, batch)
+        elem_type = value.type.tensor_type.elem_type
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+        except (KeyError, TypeError, ValueError):
+            dtype = None
+        if dtype is not None and dtype.kind == "f":
+            feeds[value.name] = rng.random(shape).astype(dtype)
+        elif dtype is not None and dtype.kind in "iu":
+            feeds[value.name] = rng.integers(0, 4, shape).astype(dtype)
+        elif dtype is not None and dtype.kind == "b":
+            feeds[value.name] = rng.random(shape) < 0.5
+        else:
+            type_name = onnx.TensorProto.DataType.Name(elem_type) if elem_type else "no type"
+            raise OnnxEdgeError(
+                f"cannot make test inputs for input {value.name!r}: expected a float, integer "
+                f"or bool tensor, found {type_name}"
+            )
+    return feeds
 
 
 def run_cpu(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     session = make_session(model.SerializeToString(), SessionConfig(provider="cpu"))
-    return session.run(None, feeds)
+    try:
+        return session.run(None, feeds)
+    except Exception as e:  # ORT's own error types
+        shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feeds.items())
+        raise OnnxEdgeError(
+            f"onnxruntime cannot run the model on random inputs ({shapes}) to verify it: "
+            f"{first_line(e)}"
+        ) from None
 
 
 def _verify_step(

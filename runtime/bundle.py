@@ -31,6 +31,8 @@ MODEL = "model.onnx"
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
     path = Path(path)
+    if path.is_dir():
+        raise OnnxEdgeError(f"cannot write {path}: expected a file name, found a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -43,6 +45,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 suits secrets, not shared artifacts
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -73,7 +79,9 @@ class BundleWriter:
         self.files: dict[str, dict[str, Any]] = {}
         self._tmp: Path | None = None
 
-    def __enter__(self) -> BundleWriter:
+    def check_target(self) -> None:
+        """Refuse early an ``out`` that is not a bundle to replace, or where nothing can be
+        written; `__enter__` does the same, so this only saves a slow export from failing late."""
         if self.out.exists() and not _replaceable(self.out):
             raise OnnxEdgeError(
                 f"refusing to overwrite {self.out}: expected a missing or empty directory or an "
@@ -81,6 +89,16 @@ class BundleWriter:
             )
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent)
+            os.rmdir(probe)
+        except OSError as e:
+            raise OnnxEdgeError(
+                f"cannot write the bundle to {self.out}: {e.strerror or e}"
+            ) from None
+
+    def __enter__(self) -> BundleWriter:
+        self.check_target()
+        try:
             self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
         except OSError as e:
             raise OnnxEdgeError(
@@ -118,7 +136,7 @@ class BundleWriter:
         try:
             self.manifest["files"] = dict(sorted(self.files.items()))
             (tmp / MANIFEST).write_bytes(manifest_json(self.manifest))
-            for path in tmp.iterdir():
+            for path in (p for p in tmp.rglob("*") if p.is_file()):
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
             os.chmod(tmp, 0o755)

@@ -30,7 +30,7 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(bundle_mod.os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(OnnxEdgeError, match=r"cannot write .*report.json: No space left on device"):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["report.json"]
@@ -116,3 +116,8 @@ def test_bundle_open_refuses_a_malformed_manifest(smile_bundle, tmp_path, change
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=message):
         Bundle.open(copy)
+
+
+def test_atomic_write_onto_a_directory_is_a_user_error(tmp_path):
+    with pytest.raises(OnnxEdgeError, match="expected a file name, found a directory"):
+        atomic_write_bytes(tmp_path, b"data")

@@ -152,3 +152,33 @@ def test_check_fails_on_a_cycle_instead_of_hanging(tmp_path):
     gap = next(i for i in report.items if i.name == "gap_head")
     assert not gap and "went round a cycle through Identity node" in gap.detail
     assert not next(i for i in report.items if i.name == "onnx")
+
+
+TWO_INPUTS = """
+<ir_version: 8, opset_import: ["" : 18]>
+two (float[N, 3, 8, 8] image, int64[N, 1] bucket) => (float[N, 3] out) {
+    axes = Constant <value = int64[2] {2, 3}> ()
+    pooled = ReduceMean <keepdims = 0> (image, axes)
+    scale = Cast <to = 1> (bucket)
+    out = Mul (pooled, scale)
+}
+"""
+
+
+def test_simplify_feeds_every_input_with_its_own_type(tmp_path):
+    src, dst = tmp_path / "two.onnx", tmp_path / "out.onnx"
+    onnx.save(onnx.parser.parse_model(TWO_INPUTS), str(src))
+    result = CliRunner().invoke(main, ["simplify", str(src), "-o", str(dst)])
+    assert "Traceback" not in result.output
+    assert "1 GAP rewrite(s)" in result.output, result.output
+    assert "verified GAP lowering" in result.output
+    # No classifier op: written, but it does not pass the check, so the exit status says so.
+    assert result.exit_code == 1 and "FAILED | gap_head" in result.output
+    assert dst.is_file()
+
+
+def test_simplify_output_must_be_a_file(tmp_path):
+    src = tmp_path / "elsewhere.onnx"
+    onnx.save(elsewhere_model(), str(src))
+    result = CliRunner().invoke(main, ["simplify", str(src), "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "is a directory" in result.output

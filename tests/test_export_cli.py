@@ -159,3 +159,33 @@ def test_real_process_prints_one_line_and_no_traceback(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"onnxedge: error: expected an ONNX file, found nothing at {Path(tmp_path / 'absent.onnx')}"
     ]
+
+
+def test_out_of_range_seed_is_a_usage_error(tmp_path):
+    result = invoke("export", "--seed", "99999999999999999999", "--out", str(tmp_path / "b"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_bad_out_is_refused_before_the_export_runs(tmp_path, monkeypatch):
+    precious = tmp_path / "photos"
+    precious.mkdir()
+    (precious / "holiday.jpg").write_bytes(b"...")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the model was exported before --out was checked")
+
+    monkeypatch.setattr(pipeline, "export_module", must_not_run)
+    with pytest.raises(OnnxEdgeError, match="refusing to overwrite"):
+        export_bundle(ExportRequest(out=precious))
+
+
+def test_a_graph_that_fails_the_check_writes_no_bundle(tmp_path, monkeypatch):
+    from onnxedge.runtime.check import CheckItem, CheckReport
+
+    def failing_check(model, **kwargs):
+        return CheckReport("<model>", (CheckItem("gap_head", False, "simulated failure"),))
+
+    monkeypatch.setattr(pipeline, "check_model", failing_check)
+    with pytest.raises(OnnxEdgeError, match="fails onnxedge check, no bundle written: FAILED"):
+        export_bundle(ExportRequest(out=tmp_path / "b"))
+    assert not (tmp_path / "b").exists()
