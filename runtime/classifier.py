@@ -82,6 +82,11 @@ def _check_threshold(threshold: float) -> float:
     return value
 
 
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"expected a batch size of at least 1, got {batch_size}")
+
+
 class Classifier:
     """A verified bundle's model on one ONNX Runtime execution provider.
 
@@ -233,6 +238,7 @@ class Classifier:
         `predict_files` reports such files one by one instead.
         """
         threshold = self.threshold if threshold is None else _check_threshold(threshold)
+        _check_batch_size(batch_size)
         results: list[Prediction] = []
         chunk: list[np.ndarray] = []
         for image in images:
@@ -259,8 +265,7 @@ class Classifier:
         that is already an `ImageReadError` (a directory `find_images` could not list) passes
         through as such a result, in its place.
         """
-        if batch_size < 1:
-            raise ValueError(f"expected a batch size of at least 1, got {batch_size}")
+        _check_batch_size(batch_size)
         threshold = self.threshold if threshold is None else _check_threshold(threshold)
         pending: list[tuple[str, np.ndarray | str]] = []
         for path in paths:

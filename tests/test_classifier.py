@@ -362,3 +362,9 @@ def test_predict_files_streams(clf, tmp_path):
 def test_predict_files_batch_size_must_be_positive(clf):
     with pytest.raises(ValueError, match="batch size of at least 1, got 0"):
         list(clf.predict_files([], batch_size=0))
+
+
+def test_predict_images_refuses_a_batch_size_below_one(smile_bundle):
+    clf = Classifier.from_bundle(smile_bundle, provider="cpu")
+    with pytest.raises(ValueError, match="expected a batch size of at least 1, got 0"):
+        clf.predict_images([np.zeros((64, 64, 3), dtype=np.uint8)], batch_size=0)
