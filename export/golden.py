@@ -15,7 +15,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import onnx
 import torch
 
+from onnxedge.models.weights import module_from_manifest
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
@@ -36,9 +38,13 @@ from onnxedge.runtime.parity import (
     find_logits_tensor,
     golden_inputs,
     golden_npz_bytes,
-    preprocessing_sha256,
 )
-from onnxedge.runtime.preprocess import load_image
+from onnxedge.runtime.preprocess import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    is_image_name,
+    load_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,30 +109,53 @@ def compute_reference(
     )
 
 
+def find_image_files(directory: Path) -> Iterator[Path]:
+    """The image files under ``directory``, lazily, in the order `onnxedge predict` walks a
+    directory: names sorted, a directory's files before its subdirectories, hidden entries
+    (``.name``) skipped, a file taken when `is_image_name` says so, symlinked directories not
+    followed."""
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(f for f in filenames if is_image_name(f) and not f.startswith(".")):
+            yield Path(dirpath, name)
+
+
 def read_images(
-    directory: str | Path, preprocessing: Mapping[str, Any]
+    directory: str | Path, preprocessing: Mapping[str, Any], *, limit: int | None = None
 ) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
-    """Every readable image in ``directory`` (sorted by name), preprocessed with the runtime's
-    `load_image`, the same path `onnxedge predict` takes. A file that is not a usable image is
-    skipped with a warning; returns (images, "name: why" for each skipped file)."""
+    """The image files under ``directory`` (walked as `find_image_files` says), preprocessed with
+    the runtime's `load_image`, the path `onnxedge predict` takes, until ``limit`` were read (None:
+    all). Each image is named by its path relative to ``directory``. A file that is not a usable
+    image is skipped with a warning; returns (images, "name: reason" for each skipped file)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise OnnxEdgeError(
             f"--images: expected a directory of images, found no directory at {directory}"
         )
-    images, skipped = [], []
-    for path in sorted(p for p in directory.iterdir() if not p.name.startswith(".")):
-        if path.is_dir():
-            continue
+    images: list[tuple[str, np.ndarray]] = []
+    skipped: list[str] = []
+    candidates = find_image_files(directory)
+    for path in candidates:
+        if limit is not None and len(images) >= limit:
+            more = 1 + sum(1 for _ in candidates)
+            log.warning(
+                "--images: the golden data has room for %d images; using the first %d, leaving "
+                "%d more unread (in name order)",
+                limit,
+                limit,
+                more,
+            )
+            break
+        name = path.relative_to(directory).as_posix()
         try:
-            images.append((path.name, load_image(path, preprocessing)))
-        except OnnxEdgeError as e:
-            log.warning("skipped %s", e)
-            skipped.append(f"{path.name}: {e}")
+            images.append((name, load_image(path, preprocessing)))
+        except ImageReadError as e:
+            log.warning("--images: skipped %s: %s", name, e.reason)
+            skipped.append(f"{name}: {e.reason}")
     if not images:
         raise OnnxEdgeError(
-            f"--images: expected image files in {directory}, found none readable "
-            f"({len(skipped)} skipped)"
+            f"--images: expected image files ({', '.join(IMAGE_EXTENSIONS)}) in {directory}, "
+            f"found none readable ({len(skipped)} skipped)"
         )
     return images, skipped
 
@@ -136,10 +165,12 @@ class GoldenFile:
     """``golden.npz`` and what the manifest records about it."""
 
     data: bytes
-    block: Mapping[str, Any]  # the manifest's "golden" block, without the sha256
+    block: Mapping[str, Any]  # what the manifest's "golden" block records besides the file name
 
-    def manifest_block(self, sha256: str) -> dict[str, Any]:
-        return {"file": GOLDEN, "sha256": sha256, **self.block}
+    def manifest_block(self) -> dict[str, Any]:
+        """The manifest's ``golden`` block. The file's sha256 is not in it: the manifest's
+        ``files`` entry for it is the one record (verified by `Bundle.file`)."""
+        return {"file": GOLDEN, **self.block}
 
 
 def make_golden(
@@ -156,17 +187,13 @@ def make_golden(
     images: list[tuple[str, np.ndarray]] = []
     skipped: list[str] = []
     if images_dir is not None:
-        images, skipped = read_images(images_dir, preprocessing)
         room = max(batch_sizes) - 1 - len(STRUCTURED_KINDS)  # structured first, then >= 1 random
-        if len(images) > room:
-            log.warning(
-                "--images: the largest golden batch has room for %d images; using the first %d "
-                "of %d (sorted by name)",
-                room,
-                room,
-                len(images),
+        if room < 1:
+            raise OnnxEdgeError(
+                f"--images: the largest golden batch ({max(batch_sizes)}) has no room for images "
+                f"after the {len(STRUCTURED_KINDS)} structured rows and one random row"
             )
-            images = images[:room]
+        images, skipped = read_images(images_dir, preprocessing, limit=room)
     description = f"PyTorch {torch.__version__}, float64 copy of the module"
     reference = compute_reference(
         module,
@@ -198,47 +225,8 @@ def make_golden(
         "images_skipped": skipped,
         "logits": logits_name,
         "reference": description,
-        "preprocessing_sha256": preprocessing_sha256(preprocessing),
     }
     return GoldenFile(data=golden_npz_bytes(reference, meta), block=block)
-
-
-def rebuild_module(manifest: Mapping[str, Any], checkpoint: str | Path | None = None) -> Any:
-    """The torch module a bundle was exported from: its registered model and head, with the seeded
-    initialisation or ``checkpoint`` (whose sha256 must be the manifest's)."""
-    from onnxedge.models import get_model_spec
-    from onnxedge.models.weights import load_checkpoint, seeded
-
-    spec = get_model_spec(str(manifest.get("model")))
-    head = spec.resolve_head(manifest.get("head"))
-    weights = manifest.get("weights", {})
-    module, _ = seeded(lambda: spec.build(head), int(weights.get("seed") or 0))
-    if weights.get("source") == "checkpoint":
-        if checkpoint is None:
-            raise OnnxEdgeError(
-                f"this bundle was exported from the checkpoint {weights.get('path')!r} (sha256 "
-                f"{str(weights.get('sha256'))[:16]}…): pass it with --checkpoint PATH"
-            )
-        provenance = load_checkpoint(module, checkpoint)
-        if provenance.sha256 != weights.get("sha256"):
-            raise OnnxEdgeError(
-                f"checkpoint {checkpoint} is not the one this bundle was exported from: expected "
-                f"sha256 {str(weights.get('sha256'))[:16]}…, found {str(provenance.sha256)[:16]}…"
-            )
-    elif checkpoint is not None:
-        raise OnnxEdgeError(
-            f"this bundle's weights come from seed {weights.get('seed')}, not a checkpoint; "
-            "leave out --checkpoint"
-        )
-    exported_with = manifest.get("versions", {}).get("torch")
-    if exported_with and exported_with != torch.__version__:
-        log.warning(
-            "the bundle was exported with torch %s, this is torch %s: a seeded initialisation "
-            "may differ",
-            exported_with,
-            torch.__version__,
-        )
-    return module.eval()
 
 
 def live_reference(
@@ -254,7 +242,7 @@ def live_reference(
     """
     from onnxedge.models import get_model_spec
 
-    module = rebuild_module(manifest, checkpoint)
+    module = module_from_manifest(manifest, checkpoint)
     spec = get_model_spec(str(manifest.get("model")))
     golden = manifest.get("golden", {})
     seed = int(golden.get("seed", GOLDEN_SEED)) if isinstance(golden, Mapping) else GOLDEN_SEED

@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from onnxedge.models.registry import get_model_spec
-from onnxedge.models.weights import load_checkpoint, seeded
+from onnxedge.models.weights import CannotRebuild, module_from_manifest
 from onnxedge.runtime.bench import (
     E2E,
     PEERS,
@@ -47,7 +46,6 @@ from onnxedge.runtime.bench import (
     peer_info,
     peer_modes,
 )
-from onnxedge.runtime.errors import OnnxEdgeError
 
 log = logging.getLogger(__name__)
 
@@ -63,39 +61,10 @@ class PeerUnavailable(Exception):
 
 def build_model(manifest: Mapping[str, Any], checkpoint: str | Path | None) -> torch.nn.Module:
     """The bundle's model in PyTorch, with the bundle's weights, in eval mode without grads."""
-    name = manifest.get("model")
     try:
-        spec = get_model_spec(str(name))
-    except OnnxEdgeError:
-        raise PeerUnavailable(
-            f"model {name!r} is not in onnxedge's registry, so it cannot be rebuilt in PyTorch"
-        ) from None
-    head = manifest.get("head")
-    weights = manifest.get("weights") or {}
-    source = weights.get("source")
-    if source == "seed":
-        if checkpoint is not None:
-            raise OnnxEdgeError(
-                f"--checkpoint given, but the bundle's weights come from seed {weights.get('seed')}"
-                ", not a checkpoint"
-            )
-        model, _ = seeded(lambda: spec.build(head), int(weights.get("seed", 0)))
-    elif source == "checkpoint":
-        if checkpoint is None:
-            raise PeerUnavailable(
-                f"the bundle's weights come from checkpoint {weights.get('path')!r}; pass "
-                "--checkpoint PATH to time the PyTorch peers"
-            )
-        model = spec.build(head)
-        provenance = load_checkpoint(model, checkpoint)
-        if weights.get("sha256") and provenance.sha256 != weights["sha256"]:
-            raise OnnxEdgeError(
-                f"--checkpoint {checkpoint}: expected the bundle's checkpoint (sha256 "
-                f"{str(weights['sha256'])[:16]}…), found sha256 {str(provenance.sha256)[:16]}…"
-            )
-    else:
-        raise PeerUnavailable(f"the manifest does not say where the weights came from ({source!r})")
-    model.eval()
+        model = module_from_manifest(manifest, checkpoint)
+    except CannotRebuild as e:
+        raise PeerUnavailable(str(e)) from None
     for p in model.parameters():
         p.requires_grad_(False)
     return model

@@ -1,5 +1,7 @@
 """Weights: from a checkpoint (safetensors, or a state_dict loaded with ``weights_only=True``) or a
-seeded initialisation. Either way the result records where the weights came from.
+seeded initialisation. Either way the result records where the weights came from, and
+`module_from_manifest` rebuilds a bundle's module from that record (for parity's live reference and
+the bench's PyTorch peers).
 
 A full pickle is never loaded: ``torch.load(weights_only=True)`` refuses arbitrary objects.
 """
@@ -7,14 +9,18 @@ A full pickle is never loaded: ``torch.load(weights_only=True)`` refuses arbitra
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from onnxedge.models.registry import get_model_spec
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.hashing import sha256_file
+
+log = logging.getLogger(__name__)
 
 # Keys under which training scripts commonly nest the state_dict.
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
@@ -103,3 +109,96 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> WeightsProvenan
     return WeightsProvenance(
         source="checkpoint", path=Path(path).name, format=fmt, sha256=sha256_file(path)
     )
+
+
+class CannotRebuild(OnnxEdgeError):
+    """A manifest that does not give what rebuilding its module here needs: a model that is not in
+    the registry, no ``weights`` block (or one with no known source), or a checkpoint bundle whose
+    checkpoint was not passed. Callers that can do without the module (the bench's PyTorch peers)
+    skip on it; every other error of `module_from_manifest` is the user's to fix."""
+
+
+def module_from_manifest(
+    manifest: Mapping[str, Any], checkpoint: str | Path | None = None
+) -> torch.nn.Module:
+    """The torch module a bundle was exported from, in eval mode: the registered model and head
+    its manifest names, with the weights its ``weights`` block records.
+
+    1. ``{"source": "seed", "seed": N}``: the seeded initialisation (`seeded`); passing a
+       ``checkpoint`` is an error. A bundle exported with another torch may initialise
+       differently: that is logged as a warning.
+    2. ``{"source": "checkpoint", "sha256": ...}``: ``checkpoint`` is required, and its sha256
+       must be the manifest's, checked before the file is read.
+    3. A model not in the registry, no ``weights`` block, an unknown source, a seed that is not an
+       integer, a checkpoint block without a sha256, or no ``checkpoint`` where one is needed:
+       `CannotRebuild`.
+    """
+    name = manifest.get("model")
+    try:
+        spec = get_model_spec(str(name))
+    except OnnxEdgeError:
+        raise CannotRebuild(
+            f"model {name!r} is not in onnxedge's registry, so it cannot be rebuilt in PyTorch"
+        ) from None
+    head = spec.resolve_head(manifest.get("head"))
+    weights = manifest.get("weights")
+    if not isinstance(weights, Mapping):
+        raise CannotRebuild(
+            "the manifest has no 'weights' block saying where the weights came from (a seed or a "
+            "checkpoint), so the module cannot be rebuilt; re-export the bundle"
+        )
+    source = weights.get("source")
+    if source == "seed":
+        seed = weights.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise CannotRebuild(
+                f"the manifest's weights come from a seed, but it records no integer seed "
+                f"(found {seed!r})"
+            )
+        if checkpoint is not None:
+            raise OnnxEdgeError(
+                f"--checkpoint given, but this bundle's weights come from seed {seed}, not a "
+                "checkpoint; leave out --checkpoint"
+            )
+        module, _ = seeded(lambda: spec.build(head), seed)
+        _warn_on_other_torch(manifest)
+    elif source == "checkpoint":
+        expected = weights.get("sha256")
+        if not isinstance(expected, str) or not expected:
+            raise CannotRebuild(
+                f"the manifest's weights come from the checkpoint {weights.get('path')!r} but "
+                "record no sha256, so no checkpoint can be verified as that one"
+            )
+        if checkpoint is None:
+            raise CannotRebuild(
+                f"this bundle was exported from the checkpoint {weights.get('path')!r} (sha256 "
+                f"{expected[:16]}…): pass it with --checkpoint PATH"
+            )
+        if not Path(checkpoint).is_file():
+            raise OnnxEdgeError(f"expected a checkpoint file, found nothing at {checkpoint}")
+        found = sha256_file(checkpoint)
+        if found != expected:
+            raise OnnxEdgeError(
+                f"checkpoint {checkpoint} is not the one this bundle was exported from: expected "
+                f"sha256 {expected[:16]}…, found {found[:16]}…"
+            )
+        module = spec.build(head)
+        load_checkpoint(module, checkpoint)
+    else:
+        raise CannotRebuild(
+            f"the manifest does not say where the weights came from: expected source 'seed' or "
+            f"'checkpoint', found {source!r}"
+        )
+    return module.eval()
+
+
+def _warn_on_other_torch(manifest: Mapping[str, Any]) -> None:
+    versions = manifest.get("versions")
+    exported_with = versions.get("torch") if isinstance(versions, Mapping) else None
+    if exported_with and exported_with != torch.__version__:
+        log.warning(
+            "the bundle was exported with torch %s, this is torch %s: a seeded initialisation "
+            "may differ",
+            exported_with,
+            torch.__version__,
+        )

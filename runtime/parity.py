@@ -9,14 +9,17 @@ The pieces, kept apart as in Polygraphy (loader, runner, comparator):
    probabilities and pre-sigmoid values (logits) in float64 (the truth) and float32.
 2. The preprocessing. `check_preprocessing` fails when the bundle's manifest states another
    preprocessing than the reference was made with, or when this runtime's `preprocess_image`,
-   applied as the manifest states, no longer makes the reference's structured inputs bit for bit.
-3. The graphs. Probabilities come from the shipped ``model.onnx`` as it is; the logits from a
-   check-only copy made in memory (`with_logits_output`) that also outputs the Sigmoid's input,
-   because a saturated sigmoid hides errors that the logits show.
+   applied as the manifest states, no longer makes the reference's structured inputs bit for bit;
+   where there is nothing to re-make (a live reference, no structured rows) it is skipped.
+3. The graphs. Probabilities come from the shipped ``model.onnx`` as it is, loaded from its path
+   (external data resolves as on the device); the logits from a check-only copy made in memory
+   (`with_logits_output`) that also outputs the Sigmoid's input, because a saturated sigmoid hides
+   errors that the logits show.
 4. The run. `run_parity` builds a session per provider (and TF32 setting on CUDA) with
-   `make_session`; a provider that cannot run here gives `SKIPPED` rows with the reason, never a
-   pass. Each provider x batch size is a `ParityRow`: max abs / max rel / mean abs error on
-   probabilities and logits, 0.5-threshold label agreement, the tolerances used.
+   `make_session`; a provider that cannot run here (`ProviderUnavailable`) gives `SKIPPED` rows
+   with the reason, never a pass, and any other load error `FAILED` rows. Each provider x batch
+   size is a `ParityRow`: max abs / max rel / mean abs error on probabilities and logits,
+   0.5-threshold label agreement, the tolerances used, the TF32 setting as onnxruntime reported it.
 
 Only numpy, onnx and onnxruntime (and PIL for the preprocessing check) are needed: no torch.
 """
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -38,9 +40,10 @@ import numpy as np
 import onnx
 
 from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.classifier import check_external_data
 from onnxedge.runtime.compare import Comparison, compare_arrays
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError, first_line
-from onnxedge.runtime.preprocess import preprocess_image
+from onnxedge.runtime.errors import BundleError, OnnxEdgeError, ProviderUnavailable, first_line
+from onnxedge.runtime.preprocess import normalize, preprocess_image
 from onnxedge.runtime.session import SessionConfig, make_session, provider_name
 
 log = logging.getLogger(__name__)
@@ -119,10 +122,6 @@ class Target:
     provider: str  # short name: cpu, cuda
     tf32: str | None = None  # "off" | "on" on CUDA; None where it does not apply
 
-    @property
-    def tf32_label(self) -> str:
-        return f"tf32 {self.tf32}" if self.tf32 else "tf32 n/a"
-
     def session_config(self) -> SessionConfig:
         options = {"use_tf32": "1" if self.tf32 == "on" else "0"} if self.tf32 else {}
         return SessionConfig(provider=self.provider, provider_options=options)
@@ -200,12 +199,7 @@ def random_rows(
     height, width = (int(v) for v in preprocessing["resize"])
     rng = np.random.default_rng([seed, batch])
     pixels = rng.random((count, height, width, 3), dtype=np.float32) * np.float32(255.0)
-    # The same float32 arithmetic as `preprocess_image` after the resize.
-    array = pixels * np.float32(preprocessing.get("scale", 1.0 / 255.0))
-    mean = np.asarray(preprocessing.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
-    std = np.asarray(preprocessing.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
-    array = (array - mean) / std
-    return np.ascontiguousarray(array.transpose(0, 3, 1, 2), dtype=np.float32)
+    return normalize(pixels, preprocessing)
 
 
 def golden_inputs(
@@ -233,10 +227,6 @@ def golden_inputs(
     rows.append(random_rows(batch - len(fixed), preprocessing, batch=batch, seed=seed))
     kinds = tuple(kind for kind, _ in fixed) + (RANDOM_KIND,) * (batch - len(fixed))
     return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32), kinds
-
-
-def preprocessing_sha256(preprocessing: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_canonical_json(preprocessing)).hexdigest()
 
 
 def _canonical_json(value: Any) -> bytes:
@@ -332,13 +322,7 @@ def load_golden(bundle: Bundle) -> Reference:
             "an older onnxedge?); re-export it, or use --reference live where torch is installed"
         )
     name = str(block["file"])
-    listed = bundle.manifest.get("files", {}).get(name, {}).get("sha256")
-    if listed is not None and block.get("sha256") not in (None, listed):
-        raise BundleError(
-            f"{bundle.path}/manifest.json contradicts itself: the golden block gives {name} "
-            f"sha256 {str(block['sha256'])[:16]}…, the file list {listed[:16]}…"
-        )
-    path = bundle.file(name)  # verifies the sha256
+    path = bundle.file(name)  # verifies the sha256 against the manifest's file list
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -347,11 +331,11 @@ def load_golden(bundle: Bundle) -> Reference:
             f"cannot read {path}: expected a numpy .npz archive, found: {first_line(e)}"
         ) from None
     meta = _golden_meta(path, arrays)
-    stated = bundle.manifest.get("input", {}).get("shape", [])
+    stated = bundle.input.shape
     if len(stated) < 2 or not all(isinstance(d, int) for d in stated[1:]):
         raise BundleError(
-            f"{bundle.path}/manifest.json: expected the input shape as [batch, C, H, W], "
-            f"found {stated!r}"
+            f"{bundle.path}/manifest.json: expected the input shape as [batch, C, H, W] with "
+            f"fixed C, H, W, found {list(stated)!r}"
         )
     input_shape = [int(d) for d in stated[1:]]
     batches = {}
@@ -472,35 +456,38 @@ def with_logits_output(model: onnx.ModelProto, logits_name: str) -> onnx.ModelPr
 # --- preprocessing ----------------------------------------------------------------------------
 
 
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+
 @dataclasses.dataclass(frozen=True)
 class PreprocessingCheck:
-    """The bundle's preprocessing against the one the reference was made with."""
+    """The bundle's preprocessing against the one the reference was made with. Truthy only when
+    it was checked and passed; ``skipped`` says that nothing could be re-made (never a pass)."""
 
-    passed: bool
+    status: str  # passed | failed | skipped
     detail: str
 
     def __bool__(self) -> bool:
-        return self.passed
+        return self.status == PASSED
 
     def __str__(self) -> str:
-        return f"{'PASSED' if self.passed else 'FAILED'} | preprocessing | {self.detail}"
+        return f"{self.status.upper()} | preprocessing | {self.detail}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"status": self.status, "passed": bool(self), "detail": self.detail}
 
 
-def check_preprocessing(manifest: Mapping[str, Any], reference: Reference) -> PreprocessingCheck:
-    """Two checks, both must hold:
+def check_preprocessing(stated: Mapping[str, Any], reference: Reference) -> PreprocessingCheck:
+    """The manifest's preprocessing (``stated``) against the reference's:
 
-    1. the manifest's ``preprocessing`` equals the one the reference was made with;
-    2. this runtime's `preprocess_image`, applied as the manifest states, makes every structured
-       input of the reference bit for bit (what the device computes is what was referenced).
+    1. it must equal the one the reference was made with, else FAILED;
+    2. this runtime's `preprocess_image`, applied as stated, must make every structured input of
+       the reference bit for bit (what the device computes is what was referenced), else FAILED;
+    3. where 2. re-made nothing, it is SKIPPED with the reason, never PASSED: a reference with no
+       structured rows, or a live reference, whose rows this same `preprocess_image` just made.
     """
-    stated = manifest.get("preprocessing")
-    if not isinstance(stated, Mapping):
-        return PreprocessingCheck(False, "the manifest states no preprocessing")
     ours, theirs = (
-        json.loads(_canonical_json(stated)),
+        json.loads(_canonical_json(dict(stated))),
         json.loads(_canonical_json(dict(reference.preprocessing))),
     )
     if ours != theirs:
@@ -510,9 +497,16 @@ def check_preprocessing(manifest: Mapping[str, Any], reference: Reference) -> Pr
             if ours.get(k) != theirs.get(k)
         ]
         return PreprocessingCheck(
-            False,
+            FAILED,
             f"the manifest's preprocessing differs from the one the {reference.source} reference "
             f"was made with: {'; '.join(diffs)}",
+        )
+    same = f"the manifest's preprocessing is the {reference.source} reference's"
+    if reference.source == "live":  # 3.
+        return PreprocessingCheck(
+            SKIPPED,
+            f"{same}, but the live reference's rows were made by this runtime's preprocess_image "
+            "itself, so re-making them checks nothing (the golden reference checks it)",
         )
     checked = 0
     for size in reference.batch_sizes:
@@ -523,7 +517,7 @@ def check_preprocessing(manifest: Mapping[str, Any], reference: Reference) -> Pr
             try:
                 remade = structured_input(kind, stated)
             except OnnxEdgeError as e:
-                return PreprocessingCheck(False, f"cannot apply the manifest's preprocessing: {e}")
+                return PreprocessingCheck(FAILED, f"cannot apply the manifest's preprocessing: {e}")
             if remade.shape != batch.inputs[row].shape or not np.array_equal(
                 remade, batch.inputs[row]
             ):
@@ -533,19 +527,24 @@ def check_preprocessing(manifest: Mapping[str, Any], reference: Reference) -> Pr
                     else f"shape {list(remade.shape)} vs {list(batch.inputs[row].shape)}"
                 )
                 return PreprocessingCheck(
-                    False,
+                    FAILED,
                     f"the manifest's preprocessing, applied by this runtime, does not make the "
                     f"reference's {kind!r} input (batch {size}, row {row}): max abs difference "
                     f"{err}",
                 )
             checked += 1
-    remade = (
-        f"the {checked} structured rows, re-made by this runtime's preprocess_image as the "
-        "manifest states, match bit for bit"
-        if checked
-        else "the reference holds no structured rows to re-make"
+    if not checked:  # 3.
+        return PreprocessingCheck(
+            SKIPPED,
+            f"{same}, but the reference (batch sizes "
+            f"{', '.join(map(str, reference.batch_sizes))}) holds no structured rows to re-make, "
+            "so this runtime's preprocess_image was not checked",
+        )
+    return PreprocessingCheck(
+        PASSED,
+        f"{same}; the {checked} structured rows, re-made by this runtime's preprocess_image as "
+        "the manifest states, match bit for bit",
     )
-    return PreprocessingCheck(True, f"the manifest's preprocessing is the reference's; {remade}")
 
 
 # --- rows and the report ----------------------------------------------------------------------
@@ -575,9 +574,6 @@ def label_agreement(
     return LabelAgreement(int((~flipped).sum()), int(a.size), bad)
 
 
-PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
-
-
 @dataclasses.dataclass(frozen=True)
 class ParityRow:
     """One provider (and TF32 setting) at one batch size. Truthy only when it ran and passed."""
@@ -587,6 +583,8 @@ class ParityRow:
     status: str  # passed | failed | skipped
     tolerances: Tolerances
     tf32: str | None = None
+    # Whether onnxruntime reported the TF32 setting it runs with (None: no session, or no TF32).
+    tf32_confirmed: bool | None = None
     prob: Comparison | None = None
     logits: Comparison | None = None
     labels: LabelAgreement | None = None
@@ -605,7 +603,13 @@ class ParityRow:
 
     @property
     def tf32_label(self) -> str:
-        return f"tf32 {self.tf32}" if self.tf32 else "tf32 n/a"
+        """``tf32 on``/``tf32 off`` as onnxruntime reported it; where it did not report it, the
+        setting is only what was requested, and the label says so."""
+        if not self.tf32:
+            return "tf32 n/a"
+        if self.ran and not self.tf32_confirmed:
+            return f"tf32 {self.tf32} (requested, not confirmed by onnxruntime)"
+        return f"tf32 {self.tf32}"
 
     def __str__(self) -> str:
         head = f"{self.status.upper()} | {self.provider} | batch {self.batch} | {self.tf32_label}"
@@ -625,6 +629,8 @@ class ParityRow:
             "provider_name": provider_name(self.provider),
             "batch": self.batch,
             "tf32": self.tf32,
+            "tf32_confirmed": self.tf32_confirmed,
+            "tf32_label": self.tf32_label,
             "status": self.status,
             "required": self.required,
             "reason": self.reason,
@@ -662,8 +668,8 @@ def _comparison_dict(c: Comparison | None) -> dict[str, Any] | None:
 @dataclasses.dataclass(frozen=True)
 class ParityReport:
     """Every row, the preprocessing check and the reference used. Truthy when the preprocessing
-    check passed, at least one row ran, and no row failed (a required provider that was skipped
-    is a failed row)."""
+    check did not fail (a skipped one is reported as skipped, not passed), at least one row ran,
+    and no row failed (a required provider that was skipped is a failed row)."""
 
     bundle: str
     reference: str
@@ -671,7 +677,7 @@ class ParityReport:
     rows: tuple[ParityRow, ...]
 
     def __bool__(self) -> bool:
-        return bool(self.preprocessing) and self.ran > 0 and self.failed == 0
+        return self.preprocessing.status != FAILED and self.ran > 0 and self.failed == 0
 
     @property
     def passed(self) -> bool:
@@ -696,7 +702,7 @@ class ParityReport:
     def summary(self) -> str:
         text = (
             f"parity: {self._count(PASSED)} passed, {self.failed} failed, {self.skipped} skipped"
-            f"; preprocessing {'passed' if self.preprocessing else 'FAILED'}"
+            f"; preprocessing {self.preprocessing.status.replace(FAILED, 'FAILED')}"
         )
         if self.ran == 0:
             text += "; nothing ran, which is not a pass"
@@ -724,10 +730,15 @@ class ParityReport:
 # --- running ----------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
+# onnxruntime's session config key for where a model loaded from bytes finds its external data.
+_EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
+
+
+@dataclasses.dataclass(frozen=True)
 class _Sessions:
     shipped: Any
     checked: Any
+    tf32_confirmed: bool | None  # None where the target has no TF32 setting
 
 
 def run_parity(
@@ -739,18 +750,25 @@ def run_parity(
     overrides: ToleranceOverrides | None = None,
     required: Sequence[str] = (),
 ) -> ParityReport:
-    """Run ``model.onnx`` on every target at every batch size and compare with ``reference``."""
+    """Run ``model.onnx`` on every target at every batch size and compare with ``reference``.
+
+    1. A target whose provider cannot run here (`ProviderUnavailable`) gives SKIPPED rows with the
+       reason (FAILED where it is required).
+    2. Any other failure to make its sessions (onnxruntime cannot load the model, a TF32 setting
+       it did not take) gives FAILED rows: a model that does not load is not "not tested".
+    3. External data: the shipped model is loaded from its path, so its external data resolves
+       as on the device; the in-memory logits copy is told the bundle's directory. Either way
+       the external files must lie inside the bundle and match the manifest
+       (`check_external_data`).
+    """
     sizes = tuple(batch_sizes) if batch_sizes else reference.batch_sizes
     # The preprocessing check re-makes the structured rows of every batch the reference holds.
-    preprocessing = check_preprocessing(bundle.manifest, reference)
+    preprocessing = check_preprocessing(bundle.preprocessing, reference)
     reference = reference.select(sizes)
-    manifest = bundle.manifest
-    input_name = manifest.get("input", {}).get("name", "input")
-    threshold = float(manifest.get("labels", {}).get("threshold", 0.5))
+    check_external_data(bundle)
 
-    model_bytes = bundle.model_path.read_bytes()
     try:
-        model = onnx.load_from_string(model_bytes)
+        model = onnx.load(str(bundle.model_path), load_external_data=False)
     except Exception as e:
         raise BundleError(f"{bundle.model_path} is not an ONNX model: {first_line(e)}") from None
     found = find_logits_tensor(model)
@@ -767,25 +785,26 @@ def run_parity(
         tolerances = target.tolerances(overrides)
         is_required = target.provider in required
         try:
-            sessions = _open_sessions(target, model_bytes, checked_bytes)
+            sessions = _open_sessions(target, bundle, checked_bytes)
         except OnnxEdgeError as e:
-            reason = str(e)
-            for size in sizes:
-                if is_required:
-                    status, why = FAILED, f"required, but it did not run: {reason}"
-                else:
-                    status, why = SKIPPED, reason
-                rows.append(
-                    ParityRow(
-                        target.provider,
-                        size,
-                        status,
-                        tolerances,
-                        tf32=target.tf32,
-                        reason=why,
-                        required=is_required,
-                    )
+            if isinstance(e, ProviderUnavailable) and not is_required:  # 1.
+                status, why = SKIPPED, str(e)
+            elif isinstance(e, ProviderUnavailable):
+                status, why = FAILED, f"required, but it did not run: {e}"
+            else:  # 2.
+                status, why = FAILED, f"cannot run the model here: {e}"
+            rows += [
+                ParityRow(
+                    target.provider,
+                    size,
+                    status,
+                    tolerances,
+                    tf32=target.tf32,
+                    reason=why,
+                    required=is_required,
                 )
+                for size in sizes
+            ]
             continue
         for size in sizes:
             rows.append(
@@ -793,10 +812,10 @@ def run_parity(
                     target,
                     sessions,
                     reference.batches[size],
-                    input_name=input_name,
+                    input_name=bundle.input.name,
                     logits_name=logits_name,
                     tolerances=tolerances,
-                    threshold=threshold,
+                    threshold=bundle.threshold,
                     required=is_required,
                 )
             )
@@ -808,26 +827,31 @@ def run_parity(
     )
 
 
-def _open_sessions(target: Target, model_bytes: bytes, checked_bytes: bytes) -> _Sessions:
+def _open_sessions(target: Target, bundle: Bundle, checked_bytes: bytes) -> _Sessions:
     config = target.session_config()
-    shipped = make_session(model_bytes, config)
-    checked = make_session(checked_bytes, config)
-    _check_tf32_setting(target, shipped)
-    return _Sessions(shipped, checked)
+    shipped = make_session(bundle.model_path, config)  # 3.: a path, as the device loads it
+    entries = {**config.config_entries, _EXTERNAL_DATA_FOLDER: str(bundle.model_path.parent)}
+    checked = make_session(checked_bytes, dataclasses.replace(config, config_entries=entries))
+    confirmed = [_tf32_confirmed(target, session) for session in (shipped, checked)]
+    return _Sessions(shipped, checked, None if target.tf32 is None else all(confirmed))
 
 
-def _check_tf32_setting(target: Target, session: Any) -> None:
-    """The report states the TF32 setting that ran: make sure ORT took the one requested."""
+def _tf32_confirmed(target: Target, session: Any) -> bool:
+    """Whether onnxruntime reports running with the TF32 setting requested (False where it does
+    not report ``use_tf32``); an error where it reports another one."""
     if target.tf32 is None:
-        return
+        return False
     options = session.get_provider_options().get(provider_name(target.provider), {})
     effective = options.get("use_tf32")
     wanted = "1" if target.tf32 == "on" else "0"
-    if effective is not None and str(effective) != wanted:
+    if effective is None:
+        return False
+    if str(effective) != wanted:
         raise OnnxEdgeError(
             f"asked onnxruntime for use_tf32={wanted} on {target.provider}, it runs with "
             f"use_tf32={effective}"
         )
+    return True
 
 
 def _run_row(
@@ -843,7 +867,13 @@ def _run_row(
 ) -> ParityRow:
     feeds = {input_name: ref.inputs}
     row = ParityRow(
-        target.provider, ref.batch, FAILED, tolerances, tf32=target.tf32, required=required
+        target.provider,
+        ref.batch,
+        FAILED,
+        tolerances,
+        tf32=target.tf32,
+        tf32_confirmed=sessions.tf32_confirmed,
+        required=required,
     )
     try:
         prob = sessions.shipped.run(None, feeds)[0]

@@ -6,64 +6,21 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
+from onnxedge.runtime.cli_options import positive_ints, provider_list
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
     PARITY_PROVIDERS,
+    Reference,
     ToleranceOverrides,
     make_targets,
 )
-
-
-def _split(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _providers(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
-    if value is None:
-        return PARITY_PROVIDERS
-    names = [v.lower() for v in _split(value)]
-    if not names:
-        raise click.BadParameter("expected a comma-separated list such as cpu,cuda")
-    for name in names:
-        if name not in PARITY_PROVIDERS:
-            raise click.BadParameter(
-                f"unknown provider {name!r}; expected one of: {', '.join(PARITY_PROVIDERS)}"
-            )
-    return tuple(dict.fromkeys(names))
-
-
-def _required(
-    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
-) -> tuple[str, ...]:
-    names = [n.lower() for v in value for n in _split(v)]
-    for name in names:
-        if name not in PARITY_PROVIDERS:
-            raise click.BadParameter(
-                f"unknown provider {name!r}; expected one of: {', '.join(PARITY_PROVIDERS)}"
-            )
-    return tuple(dict.fromkeys(names))
-
-
-def _batch_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    sizes = []
-    for item in _split(value):
-        try:
-            size = int(item)
-        except ValueError:
-            raise click.BadParameter(
-                f"expected positive integers such as 1,2,7,64, found {item!r}"
-            ) from None
-        if size < 1:
-            raise click.BadParameter(f"expected positive integers such as 1,2,7,64, found {size}")
-        sizes.append(size)
-    if not sizes:
-        raise click.BadParameter("expected at least one batch size")
-    return tuple(dict.fromkeys(sizes))
-
 
 _NON_NEGATIVE = click.FloatRange(min=0.0)
 
@@ -73,20 +30,20 @@ _NON_NEGATIVE = click.FloatRange(min=0.0)
 @click.option(
     "--providers",
     default=None,
-    callback=_providers,
+    callback=provider_list(PARITY_PROVIDERS, default=PARITY_PROVIDERS),
     help="Comma-separated: cpu, cuda. Default: both; one that cannot run here is SKIPPED.",
 )
 @click.option(
     "--batch-sizes",
     default=",".join(map(str, DEFAULT_BATCH_SIZES)),
     show_default=True,
-    callback=_batch_sizes,
+    callback=positive_ints,
     help="Comma-separated batch sizes (the golden data holds 1,2,7,64).",
 )
 @click.option(
     "--require",
     multiple=True,
-    callback=_required,
+    callback=provider_list(PARITY_PROVIDERS, allow_empty=True),
     help="A provider that must run: a skipped row of it is a failure. Repeatable.",
 )
 @click.option(
@@ -133,8 +90,8 @@ def parity_cmd(
     """Check that BUNDLE's model.onnx computes under ONNX Runtime what the PyTorch model computed.
 
     One line per provider x batch size: PASSED, FAILED, or SKIPPED with the reason (a provider
-    that cannot run here). Exits 0 only if every row that ran passed (at least one did) and the
-    preprocessing matches the reference; 1 otherwise.
+    that cannot run here; a model that cannot load is FAILED). Exits 0 only if every row that ran
+    passed (at least one did) and the preprocessing check did not fail; 1 otherwise.
     """
     from onnxedge.runtime.bundle import Bundle, atomic_write_bytes
     from onnxedge.runtime.parity import load_golden, run_parity
@@ -164,14 +121,16 @@ def parity_cmd(
         sys.exit(1)
 
 
-def _live_reference(manifest, batch_sizes, checkpoint):  # type: ignore[no-untyped-def]
-    from onnxedge.runtime.errors import OnnxEdgeError
-
+def _live_reference(
+    manifest: Mapping[str, Any], batch_sizes: Sequence[int], checkpoint: Path | None
+) -> Reference:
     try:
         from onnxedge.export.golden import live_reference
-    except ImportError as e:
+    except (ImportError, OSError) as e:
+        # OSError: a torch that is installed but cannot load its native libraries (a Jetson wheel
+        # without its CUDA libraries, a CUDA build on a machine without them).
         raise OnnxEdgeError(
-            f"--reference live needs torch ({e}); install onnxedge[export], or use the golden "
-            "reference (the default)"
+            f"--reference live needs torch, which cannot be imported here ({first_line(e)}); "
+            "install onnxedge[export], or use the golden reference (the default)"
         ) from None
     return live_reference(manifest, batch_sizes, checkpoint=checkpoint)

@@ -156,11 +156,19 @@ def preprocess_image(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
     resample = getattr(Image.Resampling, name.upper())
     if image.size != (width, height):
         image = image.resize((width, height), resample=resample)
-    array = np.asarray(image, dtype=np.float32) * np.float32(spec.get("scale", 1.0 / 255.0))
+    return normalize(np.asarray(image), spec)
+
+
+def normalize(pixels: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
+    """Pixels [..., H, W, C] (uint8, or float in 0..255) -> float32 [..., C, H, W]: ``scale``,
+    then ``(x - mean) / std`` per channel, in float32, as ``spec`` (the manifest's
+    preprocessing) says. The last step of `preprocess_image`, and how parity's random golden rows
+    are made from continuous pixel values."""
+    array = np.asarray(pixels, dtype=np.float32) * np.float32(spec.get("scale", 1.0 / 255.0))
     mean = np.asarray(spec.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
     std = np.asarray(spec.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
     array = (array - mean) / std
-    return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
+    return np.ascontiguousarray(np.moveaxis(array, -1, -3), dtype=np.float32)
 
 
 def load_image(

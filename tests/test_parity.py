@@ -17,7 +17,7 @@ from torchless import run_without_torch
 from onnxedge.runtime import parity
 from onnxedge.runtime.bundle import Bundle
 from onnxedge.runtime.cli import main
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
 from onnxedge.runtime.hashing import sha256_file
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
@@ -30,7 +30,8 @@ from onnxedge.runtime.parity import (
     make_targets,
     run_parity,
 )
-from onnxedge.runtime.session import ort_complaint
+from onnxedge.runtime.preprocess import normalize, preprocess_image
+from onnxedge.runtime.session import SessionConfig, ort_complaint
 
 # Where a GPU might be, the CUDA rows may run: the no-GPU expectations are checked only without one.
 NO_GPU = not Path("/dev/nvidiactl").exists()
@@ -64,8 +65,6 @@ def rehash(bundle: Path, name: str) -> None:
     manifest["files"][name]["sha256"] = digest
     if name == "model.onnx":
         manifest["model_sha256"] = digest
-    if name == GOLDEN:
-        manifest["golden"]["sha256"] = digest
     write_manifest(bundle, manifest)
 
 
@@ -85,6 +84,12 @@ def first_conv_weight(bundle: Path) -> str:
     return next(n.input[1] for n in model.graph.node if n.op_type == "Conv")
 
 
+def parity_spec() -> dict:
+    from onnxedge.models.registry import SQUARE_CROP_64
+
+    return dict(SQUARE_CROP_64)
+
+
 def library_run(bundle: Path, **kw) -> parity.ParityReport:
     opened = Bundle.open(bundle)
     kw.setdefault("targets", CPU)
@@ -98,16 +103,23 @@ def test_golden_data_is_in_the_bundle_and_the_manifest(smile_bundle):
     manifest = manifest_of(smile_bundle)
     block = manifest["golden"]
     assert block["file"] == GOLDEN
-    assert (
-        block["sha256"] == manifest["files"][GOLDEN]["sha256"] == sha256_file(smile_bundle / GOLDEN)
-    )
+    assert manifest["files"][GOLDEN]["sha256"] == sha256_file(smile_bundle / GOLDEN)
+    # Recorded once: the file's sha256 in `files` only; the preprocessing in golden.npz's meta.
+    assert "sha256" not in block and "preprocessing_sha256" not in block
     assert block["batch_sizes"] == list(DEFAULT_BATCH_SIZES)
     assert set(block["inputs"]) == {*STRUCTURED_KINDS, "random"}
-    assert block["preprocessing_sha256"] == parity.preprocessing_sha256(manifest["preprocessing"])
     model = onnx.load(str(smile_bundle / "model.onnx"))
     assert block["logits"] == parity.find_logits_tensor(model)
     assert len(model.graph.output) == 1  # the shipped graph keeps its one output
     assert (smile_bundle / GOLDEN).stat().st_size < 8 * 2**20
+
+
+def test_a_stale_golden_sha256_of_an_older_export_is_ignored(bundle_copy):
+    """Older exports also wrote golden.sha256: the files entry is the one that is verified."""
+    manifest = manifest_of(bundle_copy)
+    manifest["golden"]["sha256"] = "0" * 64
+    write_manifest(bundle_copy, manifest)
+    assert library_run(bundle_copy, batch_sizes=(1,))
 
 
 def test_golden_batches_hold_structured_and_random_rows(smile_bundle):
@@ -148,6 +160,19 @@ def test_golden_file_is_reproducible():
     # module itself is left in the mode it was in.
     assert made[0] == made[1]
     assert module.training
+
+
+def test_random_rows_and_preprocess_image_share_normalize():
+    from PIL import Image
+
+    spec = {**parity_spec(), "scale": 1 / 255, "mean": [0.5, 0.25, 0.0], "std": [0.5, 2.0, 1.0]}
+    pixels = np.random.default_rng([parity.GOLDEN_SEED, 3]).random((3, 64, 64, 3), np.float32)
+    rows = parity.random_rows(3, spec, batch=3)
+    np.testing.assert_array_equal(rows, normalize(pixels * np.float32(255.0), spec))
+    expected = (pixels.astype(np.float64) - [0.5, 0.25, 0.0]) / [0.5, 2.0, 1.0]
+    np.testing.assert_allclose(rows, expected.transpose(0, 3, 1, 2), rtol=0, atol=1e-6)
+    image = Image.fromarray((pixels[0] * 255).astype(np.uint8))
+    np.testing.assert_array_equal(preprocess_image(image, spec), normalize(np.asarray(image), spec))
 
 
 # --- it passes ----------------------------------------------------------------------------------
@@ -192,6 +217,54 @@ def test_live_reference_computes_any_batch_size(smile_bundle):
         ["PASSED", "cpu", "batch 9"],
     ]
     assert "reference: live: smile_cnn (seed 0)" in result.output
+    # its rows were made by this runtime's preprocess_image: re-making them checks nothing
+    assert "SKIPPED | preprocessing | the manifest's preprocessing is the live reference's" in (
+        result.output
+    )
+    assert "PASSED | preprocessing" not in result.output
+    assert "preprocessing skipped" in result.output
+
+
+def test_preprocessing_with_no_structured_rows_is_skipped_not_passed(smile_bundle):
+    opened = Bundle.open(smile_bundle)
+    only_random = load_golden(opened).select((1,))  # batch 1 is one random row
+    report = run_parity(opened, only_random, targets=CPU)
+    assert report.preprocessing.status == "skipped" and not report.preprocessing
+    assert str(report.preprocessing).startswith("SKIPPED | preprocessing | ")
+    assert "holds no structured rows to re-make" in report.preprocessing.detail
+    assert report.to_dict()["preprocessing"]["passed"] is False
+    assert report, "the rows ran and passed; a check not made fails nothing"
+
+
+def test_a_changed_preprocessing_fails_with_the_live_reference_too(bundle_copy):
+    manifest = manifest_of(bundle_copy)
+    manifest["preprocessing"]["interpolation"] = "nearest"
+    write_manifest(bundle_copy, manifest)
+    result = invoke(
+        "parity", bundle_copy, "--reference", "live", "--providers", "cpu", "--batch-sizes", "2"
+    )
+    assert result.exit_code == 1, result.output
+    assert "FAILED | preprocessing | the manifest's preprocessing differs" in result.output
+
+
+def test_a_torch_that_fails_to_load_is_a_clear_error(smile_bundle, monkeypatch):
+    """A torch wheel whose native libraries are missing raises OSError on import, not
+    ImportError (Jetson wheels without their CUDA libraries)."""
+    import sys
+
+    class BrokenTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "onnxedge.export.golden":
+                raise OSError("libcudart.so.12: cannot open shared object file")
+            return None
+
+    monkeypatch.delitem(sys.modules, "onnxedge.export.golden", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [BrokenTorch(), *sys.meta_path])
+    assert_one_line_error(
+        invoke("parity", smile_bundle, "--reference", "live"),
+        "--reference live needs torch, which cannot be imported here",
+        "libcudart.so.12",
+    )
 
 
 def test_live_reference_checks_the_checkpoint(bundle_copy, tmp_path):
@@ -265,7 +338,9 @@ def test_a_provider_that_cannot_load_is_skipped_never_passed(smile_bundle, monke
 
     def no_cuda(model, config=None):
         if config is not None and config.provider == "cuda":
-            raise OnnxEdgeError("requested CUDAExecutionProvider, available: CPUExecutionProvider")
+            raise ProviderUnavailable(
+                "requested CUDAExecutionProvider, available: CPUExecutionProvider"
+            )
         return real(model, config)
 
     monkeypatch.setattr(parity, "make_session", no_cuda)
@@ -285,6 +360,156 @@ def test_a_provider_that_cannot_load_is_skipped_never_passed(smile_bundle, monke
     assert not required and required.failed == 2
     only_cuda = library_run(smile_bundle, targets=make_targets(["cuda"]), batch_sizes=(1,))
     assert not only_cuda and only_cuda.ran == 0
+
+
+def test_a_model_onnxruntime_cannot_load_fails_never_skipped(bundle_copy):
+    """onnx reads it, onnxruntime refuses it: that is a FAILED row (exit 1), not "cannot run
+    here"; on a GPU machine a model failing on the CPU and loading on CUDA would otherwise pass."""
+    model = onnx.load(str(bundle_copy / "model.onnx"))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.op_type = "NoSuchOp"
+    onnx.save(model, str(bundle_copy / "model.onnx"))
+    rehash(bundle_copy, "model.onnx")
+    result = invoke("parity", bundle_copy, "--providers", "cpu", "--batch-sizes", "1,7")
+    assert result.exit_code == 1, result.output
+    rows = row_lines(result.output)
+    assert [line.split(" | ")[:3] for line in rows] == [
+        ["FAILED", "cpu", "batch 1"],
+        ["FAILED", "cpu", "batch 7"],
+    ]
+    assert all("cannot run the model here" in line and "NoSuchOp" in line for line in rows)
+    assert "parity: 0 passed, 2 failed, 0 skipped" in result.output
+
+
+def test_only_an_unavailable_provider_is_skipped(smile_bundle, monkeypatch):
+    """make_session's other errors (a load failure) fail the rows of that provider."""
+    real = parity.make_session
+
+    def cuda_cannot_load(model, config=None):
+        if config is not None and config.provider == "cuda":
+            raise OnnxEdgeError("onnxruntime cannot load the model on CUDAExecutionProvider: x")
+        return real(model, config)
+
+    monkeypatch.setattr(parity, "make_session", cuda_cannot_load)
+    report = library_run(smile_bundle, targets=make_targets(["cpu", "cuda"]), batch_sizes=(1,))
+    assert [(r.provider, r.status) for r in report.rows] == [("cpu", "passed"), ("cuda", "failed")]
+    assert not report and "cannot load the model on CUDAExecutionProvider" in report.rows[1].reason
+
+
+def to_external_data(bundle: Path) -> None:
+    """Move the model's weights to ``weights.bin`` beside it, listed in the manifest."""
+    model = onnx.load(str(bundle / "model.onnx"))
+    onnx.save(
+        model,
+        str(bundle / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+    )
+    manifest = manifest_of(bundle)
+    manifest["files"]["weights.bin"] = {"sha256": sha256_file(bundle / "weights.bin")}
+    write_manifest(bundle, manifest)
+    rehash(bundle, "model.onnx")
+
+
+def test_a_bundle_with_external_data_runs(bundle_copy):
+    to_external_data(bundle_copy)
+    assert (bundle_copy / "model.onnx").stat().st_size < 10_000  # the weights are elsewhere
+    result = invoke("parity", bundle_copy, "--providers", "cpu", "--batch-sizes", "1,7")
+    assert result.exit_code == 0, result.output
+    assert [line.split(" | ")[:3] for line in row_lines(result.output)] == [
+        ["PASSED", "cpu", "batch 1"],
+        ["PASSED", "cpu", "batch 7"],
+    ]
+
+
+def test_external_data_is_verified_and_confined_to_the_bundle(bundle_copy, tmp_path):
+    to_external_data(bundle_copy)
+    data = bytearray((bundle_copy / "weights.bin").read_bytes())
+    data[0] ^= 1
+    (bundle_copy / "weights.bin").write_bytes(bytes(data))
+    assert_one_line_error(
+        invoke("parity", bundle_copy, "--providers", "cpu"),
+        "weights.bin",
+        "does not match the manifest",
+    )
+    # the same weights outside the bundle, named by a path that leaves it
+    (bundle_copy / "weights.bin").rename(tmp_path / "weights.bin")
+    model = onnx.load(str(bundle_copy / "model.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../weights.bin"
+    onnx.save(model, str(bundle_copy / "model.onnx"))
+    rehash(bundle_copy, "model.onnx")
+    assert_one_line_error(
+        invoke("parity", bundle_copy, "--providers", "cpu"), "outside the bundle", "refusing"
+    )
+
+
+# --- TF32: what ran, as onnxruntime reports it ----------------------------------------------------
+
+
+class _ReportsOptions:
+    """A CPU session that reports ``options`` as its CUDA provider options."""
+
+    def __init__(self, session, options):
+        self._session = session
+        self._options = options
+
+    def run(self, *args, **kw):
+        return self._session.run(*args, **kw)
+
+    def get_provider_options(self):
+        return {"CUDAExecutionProvider": self._options}
+
+
+def cuda_on_the_cpu(monkeypatch, report_options) -> None:
+    """CUDA targets get CPU sessions whose provider options are ``report_options(requested)``."""
+    real = parity.make_session
+
+    def fake(model, config=None):
+        if config is None or config.provider != "cuda":
+            return real(model, config)
+        cpu = SessionConfig(provider="cpu", config_entries=config.config_entries)
+        return _ReportsOptions(real(model, cpu), report_options(dict(config.provider_options)))
+
+    monkeypatch.setattr(parity, "make_session", fake)
+
+
+@pytest.mark.parametrize(
+    ("report_options", "status", "label", "confirmed"),
+    [
+        (lambda asked: asked, "passed", "tf32 on", True),
+        (lambda asked: {}, "passed", "tf32 on (requested, not confirmed by onnxruntime)", False),
+        (lambda asked: {"use_tf32": "0"}, "failed", "tf32 on", None),
+    ],
+    ids=["reported", "not-reported", "reported-otherwise"],
+)
+def test_tf32_is_labelled_as_onnxruntime_reports_it(
+    smile_bundle, monkeypatch, tmp_path, report_options, status, label, confirmed
+):
+    cuda_on_the_cpu(monkeypatch, report_options)
+    out = tmp_path / "p.json"
+    result = invoke(
+        "parity",
+        smile_bundle,
+        "--providers",
+        "cuda",
+        "--tf32",
+        "on",
+        "--batch-sizes",
+        "1",
+        "--json",
+        out,
+    )
+    (line,) = row_lines(result.output)
+    assert line.startswith(f"{status.upper()} | cuda | batch 1 | {label} |"), line
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["status"], row["tf32"], row["tf32_label"]) == (status, "on", label)
+    assert row["tf32_confirmed"] is confirmed
+    if status == "failed":
+        assert "asked onnxruntime for use_tf32=1 on cuda, it runs with use_tf32=0" in line
 
 
 # --- it bites -----------------------------------------------------------------------------------

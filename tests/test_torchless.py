@@ -1,5 +1,6 @@
-"""The runtime works where torch and the export side cannot be imported: `predict`, `check`,
-`parity` from golden data, and the Python API, each in a subprocess with them blocked."""
+"""The runtime works where torch and the export side cannot be imported: `predict`, `check` and
+the Python API, each in a subprocess with them blocked (`parity` from golden data:
+tests/test_parity.py)."""
 
 from __future__ import annotations
 
@@ -76,16 +77,6 @@ def test_check_without_torch(smile_bundle):
     result = run_without_torch(["check", smile_bundle])
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("PASSED |") == 3
-
-
-def test_parity_from_golden_data_without_torch(smile_bundle):
-    if importlib.util.find_spec("onnxedge.runtime.parity_cli") is None:
-        pytest.skip("onnxedge.runtime.parity_cli is not written yet")
-    assert (smile_bundle / "golden.npz").is_file()
-    result = run_without_torch(["parity", smile_bundle, "--providers", "cpu"])
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"^PASSED \| cpu \|", result.stdout, re.M), result.stdout
-    assert "FAILED" not in result.stdout
 
 
 def test_python_api_without_torch(smile_bundle, tmp_path):
