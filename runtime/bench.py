@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from onnxedge.runtime.bundle import MODEL, Bundle
+from onnxedge.runtime.bundle import MODEL, Bundle, TensorSpec
 from onnxedge.runtime.compare import compare_arrays
 from onnxedge.runtime.deps import module_available, onnxruntime_version, package_version
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
@@ -1269,7 +1269,7 @@ def benchmark(
     settings = settings or BenchSettings()
     bundle = Bundle.open(bundle_path)
     manifest = bundle.manifest
-    shape = _input_shape(manifest)
+    shape = _sample_shape(bundle.input)
     threads = settings.resolved_threads
     load_before = load_average()
     engines: list[AnyEngine] = []
@@ -1318,22 +1318,20 @@ def benchmark(
     )
 
 
-def _input_shape(manifest: Mapping[str, Any]) -> tuple[int, ...]:
-    spec = manifest.get("input") or {}
-    shape = spec.get("shape")
-    if spec.get("dtype") != "float32":
+def _sample_shape(spec: TensorSpec) -> tuple[int, ...]:
+    """The shape of one sample of the bundle's input (`Bundle` has validated the spec): what
+    `make_input` stacks batch-size times. Bench feeds float32 with every dim but the batch fixed."""
+    if spec.dtype != "float32":
         raise OnnxEdgeError(
-            f"bench times float32 inputs; the manifest's input dtype is {spec.get('dtype')!r}"
+            f"bench times float32 inputs; the model's input {spec.name!r} is {spec.describe()}"
         )
-    if (
-        not isinstance(shape, list)
-        or len(shape) < 2
-        or not all(isinstance(d, int) and d > 0 for d in shape[1:])
-    ):
+    dims = spec.shape[1:]
+    if not dims or any(isinstance(d, str) for d in dims):
         raise OnnxEdgeError(
-            f"expected the manifest's input shape as [batch, fixed dims...], found {shape!r}"
+            "bench needs the input's dims fixed except the batch dim (the first); the model's "
+            f"input {spec.name!r} has shape {list(spec.shape)}"
         )
-    return tuple(shape[1:])
+    return tuple(int(d) for d in dims)
 
 
 # --------------------------------------------------------------------------------------------

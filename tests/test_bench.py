@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from cli_assertions import assert_one_line_error
 from click.testing import CliRunner
 from PIL import Image
 from torchless import run_without_torch
@@ -481,6 +482,30 @@ def test_not_a_bundle_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("onnxedge: error: expected a bundle directory")
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"dtype": "float16"},
+            "bench times float32 inputs; the model's input 'input' is float16 array of shape "
+            "[N, 3, 64, 64]",
+        ),
+        (
+            {"shape": ["batch", 3, "height", 64]},
+            "dims fixed except the batch dim (the first); the model's input 'input' has shape "
+            "['batch', 3, 'height', 64]",
+        ),
+        ({"shape": ["batch"]}, "the model's input 'input' has shape ['batch']"),
+    ],
+)
+def test_an_input_bench_cannot_feed_is_one_line(bundle_copy, change, message):
+    path = bundle_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["input"].update(change)
+    path.write_text(json.dumps(manifest))
+    assert_one_line_error(CliRunner().invoke(main, ["bench", str(bundle_copy), *SHORT]), message)
 
 
 def test_unwritable_output_fails_before_running(smile_bundle, tmp_path):
