@@ -729,3 +729,5 @@ def test_cuda_passes_with_tf32_off_and_on(smile_bundle, tmp_path):
     rows = [r for r in json.loads(out.read_text())["rows"] if r["provider"] == "cuda"]
     assert sorted({r["tf32"] for r in rows}) == ["off", "on"]
     assert all(r["status"] == "passed" for r in rows)
+    # onnxruntime's CUDA EP reports use_tf32 in its provider options: the setting is confirmed
+    assert all(r["tf32_confirmed"] is True for r in rows), [r["line"] for r in rows]
