@@ -170,7 +170,7 @@ def export_bundle(request: ExportRequest, progress: Progress | None = None) -> E
     }
     say(f"writing the bundle to {request.out}")
     with BundleWriter(request.out) as writer:
-        manifest["model_sha256"] = writer.write_bytes(MODEL, data)
+        writer.write_bytes(MODEL, data)  # its sha256 goes into the manifest's "files"
         writer.write_bytes(GOLDEN, golden.data)
         manifest["golden"] = golden.manifest_block()
         writer.manifest.update(manifest)

@@ -151,7 +151,7 @@ def _check_batch(model: onnx.ModelProto) -> CheckItem:
     return CheckItem("batch", True, f"dim 0 of every input and output is {symbols.pop()!r}")
 
 
-def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+def producers_of(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in graph.node for out in node.output if out}
 
 
@@ -163,9 +163,11 @@ def _data_inputs(node: onnx.NodeProto, initializers: set[str]) -> list[str]:
     return [i for i in node.input if i and i not in initializers]
 
 
-class _CycleError(Exception):
+class GraphCycleError(OnnxEdgeError):
+    """A walk through the graph came back to a node: the graph has a cycle."""
+
     def __init__(self, node: onnx.NodeProto) -> None:
-        super().__init__(node.name)
+        super().__init__(f"the graph has a cycle through {node.op_type} node {node.name!r}")
         self.node = node
 
 
@@ -179,7 +181,7 @@ def walk_back(
     """Follow the data input upstream from tensor ``start`` through ``through`` ops to the first
     op in ``stop`` or not in ``through``; None where the walk reaches a graph input.
 
-    A graph with a cycle (invalid ONNX, but files can hold anything) raises `_CycleError`
+    A graph with a cycle (invalid ONNX, but files can hold anything) raises `GraphCycleError`
     instead of looping forever.
     """
     through, stop = set(through), set(stop)
@@ -188,7 +190,7 @@ def walk_back(
     while tensor in producers:
         node = producers[tensor]
         if id(node) in seen:
-            raise _CycleError(node)
+            raise GraphCycleError(node)
         seen.add(id(node))
         if node.op_type in stop or node.op_type not in through:
             return node
@@ -205,7 +207,7 @@ def _check_gap_head(model: onnx.GraphProto | onnx.ModelProto) -> CheckItem:
     graph = model.graph if isinstance(model, onnx.ModelProto) else model
     try:
         return _find_gap_head(graph)
-    except _CycleError as e:
+    except GraphCycleError as e:
         index = {id(n): i for i, n in enumerate(graph.node)}
         return CheckItem(
             "gap_head",
@@ -218,7 +220,7 @@ def _check_gap_head(model: onnx.GraphProto | onnx.ModelProto) -> CheckItem:
 def _find_gap_head(graph: onnx.GraphProto) -> CheckItem:
     if not graph.output:
         return CheckItem("gap_head", False, "the graph has no outputs")
-    producers = _producers(graph)
+    producers = producers_of(graph)
     inits = {i.name for i in graph.initializer}
     inits |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
     index = {id(n): i for i, n in enumerate(graph.node)}

@@ -40,6 +40,7 @@ import numpy as np
 import onnx
 
 from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.check import producers_of, walk_back
 from onnxedge.runtime.classifier import check_external_data
 from onnxedge.runtime.compare import Comparison, compare_arrays
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError, ProviderUnavailable, first_line
@@ -419,20 +420,13 @@ _PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 
 def find_logits_tensor(model: onnx.ModelProto, output: str | None = None) -> str:
     """The name of the tensor that feeds the Sigmoid producing the graph's (first) output."""
-    producers = {out: node for node in model.graph.node for out in node.output if out}
     name = output or model.graph.output[0].name
-    tensor, seen = name, []
-    while tensor in producers:
-        node = producers[tensor]
-        seen.append(node.op_type)
-        if node.op_type == "Sigmoid":
-            return node.input[0]
-        if node.op_type not in _PASS_THROUGH or not node.input:
-            break
-        tensor = node.input[0]
+    node = walk_back(name, producers_of(model.graph), set(), _PASS_THROUGH, stop={"Sigmoid"})
+    if node is not None and node.op_type == "Sigmoid":
+        return node.input[0]
     raise OnnxEdgeError(
         f"expected the output {name!r} to come from a Sigmoid, found "
-        f"{' <- '.join(seen) if seen else 'no node producing it'}"
+        + (f"{node.op_type} node {node.name!r}" if node is not None else "no Sigmoid before it")
     )
 
 

@@ -63,8 +63,6 @@ def rehash(bundle: Path, name: str) -> None:
     manifest = manifest_of(bundle)
     digest = sha256_file(bundle / name)
     manifest["files"][name]["sha256"] = digest
-    if name == "model.onnx":
-        manifest["model_sha256"] = digest
     write_manifest(bundle, manifest)
 
 
@@ -731,3 +729,25 @@ def test_cuda_passes_with_tf32_off_and_on(smile_bundle, tmp_path):
     assert all(r["status"] == "passed" for r in rows)
     # onnxruntime's CUDA EP reports use_tf32 in its provider options: the setting is confirmed
     assert all(r["tf32_confirmed"] is True for r in rows), [r["line"] for r in rows]
+
+
+def test_find_logits_tensor_on_a_cycle_is_an_error_not_a_hang():
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 13]>
+        cyclic (float[N, 1] x) => (float[N, 1] y) {
+            a = Identity (y)
+            y = Identity (a)
+        }
+        """
+    )
+    with pytest.raises(OnnxEdgeError, match="the graph has a cycle through Identity node"):
+        parity.find_logits_tensor(model)
+    relu = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 13]>
+        relu (float[N, 1] x) => (float[N, 1] y) { y = Relu (x) }
+        """
+    )
+    with pytest.raises(OnnxEdgeError, match="come from a Sigmoid, found Relu node"):
+        parity.find_logits_tensor(relu)
