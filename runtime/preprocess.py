@@ -180,8 +180,14 @@ def load_image(
     and what was wrong: missing, not a regular file, empty, not an image, truncated, more than
     ``max_pixels`` pixels (None: only PIL's own limit), or in a mode that cannot become RGB.
     """
-    from PIL import Image
+    from PIL import Image, ImageFile
 
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Process-wide in PIL: with it, a truncated file loads with its missing rows black.
+        raise OnnxEdgeError(
+            "PIL's ImageFile.LOAD_TRUNCATED_IMAGES is True in this process: truncated images "
+            "would load with missing rows; expected it False (PIL's default)"
+        )
     _check_regular_file(path)
     try:
         with Image.open(path) as image:

@@ -263,8 +263,13 @@ def refused(path: Path, **kw: object) -> str:
     return info.value.reason
 
 
-def test_truncated_images_are_not_half_loaded():
-    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+def test_truncated_images_are_not_half_loaded_even_if_pil_is_told_to(tmp_path, monkeypatch):
+    path = tmp_path / "cut.png"
+    data = noise_bytes("PNG")
+    path.write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(OnnxEdgeError, match="LOAD_TRUNCATED_IMAGES is True in this process"):
+        load_image(path, SPEC)
 
 
 @pytest.mark.parametrize("fmt,suffix", [("PNG", ".png"), ("JPEG", ".jpg")])
