@@ -60,6 +60,10 @@ class ModelSpec:
         return factory(head=head)
 
 
+# The GAP heads of smile_cnn (models/smile_cnn.py builds them); here so that the registry stays
+# torch-free.
+SMILE_CNN_HEADS = ("avgpool", "adaptive", "mean")
+
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
@@ -88,7 +92,7 @@ register_model(
         name="smile_cnn",
         factory="onnxedge.models.smile_cnn:smile_cnn",
         input_shape=(3, 64, 64),
-        heads=("avgpool", "adaptive", "mean"),
+        heads=SMILE_CNN_HEADS,
         default_head="avgpool",
         preprocessing=SQUARE_CROP_64,
         labels={"threshold": 0.5, "positive": "smiling", "negative": "not smiling"},

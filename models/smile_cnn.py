@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-HEADS = ("avgpool", "adaptive", "mean")
+from onnxedge.models.registry import SMILE_CNN_HEADS as HEADS
 
 
 class SpatialMean(nn.Module):
