@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,18 +28,27 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.bundle import Bundle, TensorSpec
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError, first_line
+from onnxedge.runtime.bundle_verify import external_data_files, read_model
+from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 from onnxedge.runtime.preprocess import (
     MAX_PIXELS,
     ImageReadError,
     load_image,
     preprocess_image,
 )
-from onnxedge.runtime.session import SessionConfig, available_providers, make_session
+from onnxedge.runtime.session import (
+    MAX_THREADS,
+    SessionConfig,
+    available_providers,
+    make_session,
+)
 
 log = logging.getLogger(__name__)
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
+# Images per ONNX Runtime call, for arrays as for files: smile_cnn's activations take about 0.6 MB
+# an image, so a call's memory stays bounded however large the batch handed in.
+DEFAULT_BATCH_SIZE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,16 +85,62 @@ def _label_names(labels: Mapping[str, Any]) -> tuple[str, str]:
     return str(labels.get("positive", "positive")), str(labels.get("negative", "negative"))
 
 
-def _check_threshold(threshold: float) -> float:
-    value = float(threshold)
-    if not (0.0 <= value <= 1.0):
+def _check_threshold(threshold: Any) -> float:
+    """A real number in [0, 1] (NaN is not); a bool or a string is not a threshold."""
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, numbers.Real)
+        or not (0.0 <= threshold <= 1.0)
+    ):
         raise ValueError(f"expected a threshold in [0, 1], got {threshold!r}")
-    return value
+    return float(threshold)
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ValueError(f"expected a batch size of at least 1, got {batch_size}")
+def _check_count(
+    value: Any, what: str, *, optional: bool = False, maximum: int | None = None
+) -> int | None:
+    """An integer >= 1 (and <= ``maximum``; or None where ``optional``), as the CLI's
+    ``IntRange`` options."""
+    if value is None and optional:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < 1
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f"from 1 to {maximum}" if maximum is not None else "of at least 1"
+        also = " or None" if optional else ""
+        raise ValueError(f"expected {what} {bound}{also}, got {value!r}")
+    return int(value)
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    return _check_count(batch_size, "a batch size")  # type: ignore[return-value]
+
+
+def _check_max_pixels(max_pixels: Any) -> int | None:
+    return _check_count(max_pixels, "max_pixels", optional=True)
+
+
+class ModelOutputError(OnnxEdgeError):
+    """The model gave something that is not a probability in [0, 1] (NaN, an infinity, a value
+    outside the range) for some images: ``rows`` says which. No label is given to them."""
+
+    def __init__(self, message: str, rows: Sequence[int]) -> None:
+        super().__init__(message)
+        self.rows = tuple(rows)
+
+
+def _not_probabilities(values: np.ndarray) -> np.ndarray:
+    """Where ``values`` are not probabilities: NaN, infinite, or outside [0, 1]."""
+    with np.errstate(invalid="ignore"):
+        return ~((values >= 0.0) & (values <= 1.0))
+
+
+def _describe_bad(values: np.ndarray, rows: np.ndarray, most: int = 4) -> str:
+    shown = ", ".join(f"row {i}: {values[i]:g}" for i in rows[:most])
+    return shown + (f", and {len(rows) - most} more" if len(rows) > most else "")
 
 
 class Classifier:
@@ -127,15 +183,21 @@ class Classifier:
     ) -> Classifier:
         """Open a bundle and build its session.
 
-        1. `Bundle.open` verifies the manifest and the sha256 of ``model.onnx``.
-        2. Every tensor stored as ONNX external data must lie inside the bundle directory (no
-           absolute paths, no ``..``, no symlink out) and be listed, and verified, in the manifest.
-        3. ``provider``: ``cpu``, ``cuda`` (an error naming the available providers when the CUDA
+        1. `Bundle.open`, the one reader: every path the manifest names inside the bundle, the
+           sha256 of ``model.onnx`` and of its external data (each listed), the model's input and
+           output as the manifest states them.
+        2. ``provider``: ``cpu``, ``cuda`` (an error naming the available providers when the CUDA
            EP cannot load), or ``auto`` (CUDA when it loads, else CPU). ``threads``: ONNX Runtime's
-           intra-op threads (None: one per physical core).
+           intra-op threads, an integer >= 1 (None: one per physical core).
+
+        Arguments are checked before the bundle is read: a bad ``threads`` or ``threshold`` is a
+        `ValueError`, as the command line refuses them.
         """
+        _provider_key(provider)
+        threads = _check_count(threads, "threads", optional=True, maximum=MAX_THREADS)
+        if threshold is not None:
+            _check_threshold(threshold)
         bundle = Bundle.open(path)
-        check_external_data(bundle)
         session, used = _session_for(bundle.model_path, provider, threads)
         log.info("%s runs on %s", bundle.path, used)
         return cls(session, bundle.manifest, provider=used, threshold=threshold, path=bundle.path)
@@ -161,6 +223,11 @@ class Classifier:
 
     def validate(self, batch: Any) -> np.ndarray:
         """``batch`` if it is what the model takes, else a `ValueError` naming the spec and it."""
+        return np.ascontiguousarray(self._checked(batch))
+
+    def _checked(self, batch: Any, chunk: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """`validate` without the copy; the finiteness check runs ``chunk`` rows at a time, so
+        its temporaries stay small however large the batch."""
         spec = self.input_spec
         expected = f"expected a {spec.describe()} (input {spec.name!r})"
         if not isinstance(batch, np.ndarray):
@@ -173,36 +240,73 @@ class Classifier:
                 raise ValueError(f"{expected}, got a {found} (axis {axis} is {have})")
         if batch.dtype != np.dtype(spec.dtype):
             raise ValueError(f"{expected}, got a {found}")
-        if batch.size and not np.isfinite(batch).all():
-            nan = int(np.isnan(batch).sum())
-            inf = int(np.isinf(batch).sum())
-            raise ValueError(
-                f"{expected} with finite values, got {nan} NaN and {inf} inf values in a {found}"
-            )
-        return np.ascontiguousarray(batch)
+        if batch.dtype.kind in "fc" and batch.size:
+            nan = inf = 0
+            for start in range(0, len(batch), chunk):
+                part = batch[start : start + chunk]
+                nan += int(np.isnan(part).sum())
+                inf += int(np.isinf(part).sum())
+            if nan or inf:
+                raise ValueError(
+                    f"{expected} with finite values, got {nan} NaN and {inf} inf values in a "
+                    f"{found}"
+                )
+        return batch
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """The model's output for a validated batch, one probability per image: float64 [N]."""
-        batch = self.validate(batch)
-        if batch.shape[0] == 0:
-            return np.zeros((0,), dtype=np.float64)
-        (out,) = self.session.run([self.output_spec.name], {self.input_spec.name: batch})
-        out = np.asarray(out)
-        if out.shape != (batch.shape[0], 1):
-            raise OnnxEdgeError(
-                f"the model's output {self.output_spec.name!r}: expected shape "
-                f"[{batch.shape[0]}, 1], found {list(out.shape)}"
-            )
-        return out[:, 0].astype(np.float64)
+    def _outputs(self, batch: Any, batch_size: int) -> np.ndarray:
+        """The model's output for a batch, one value per image (float64 [N]), run ``batch_size``
+        images at a time; not yet checked to be probabilities."""
+        batch = self._checked(batch, batch_size)
+        out = np.empty((batch.shape[0],), dtype=np.float64)
+        for start in range(0, len(batch), batch_size):
+            part = np.ascontiguousarray(batch[start : start + batch_size])
+            (result,) = self.session.run([self.output_spec.name], {self.input_spec.name: part})
+            result = np.asarray(result)
+            if result.shape != (part.shape[0], 1):
+                raise OnnxEdgeError(
+                    f"the model's output {self.output_spec.name!r}: expected shape "
+                    f"[{part.shape[0]}, 1], found {list(result.shape)}"
+                )
+            out[start : start + len(part)] = result[:, 0]
+        return out
 
-    def predict_array(self, batch: np.ndarray, threshold: float | None = None) -> list[Prediction]:
+    def probabilities(
+        self, batch: np.ndarray, *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> np.ndarray:
+        """The model's output for a batch, one probability per image: float64 [N].
+
+        The batch is checked as `validate` does and run ``batch_size`` images at a time, so
+        memory stays bounded for any N. An output that is not a probability in [0, 1] (NaN, an
+        infinity) is a `ModelOutputError` naming the rows.
+        """
+        out = self._outputs(batch, _check_batch_size(batch_size))
+        bad = np.flatnonzero(_not_probabilities(out))
+        if len(bad):
+            raise ModelOutputError(
+                f"the model's output {self.output_spec.name!r} is not a probability in [0, 1] "
+                f"for {len(bad)} of {len(out)} images ({_describe_bad(out, bad)}); no label "
+                "is given to them",
+                rows=bad.tolist(),
+            )
+        return out
+
+    def predict_array(
+        self,
+        batch: np.ndarray,
+        threshold: float | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> list[Prediction]:
         """Predictions for a preprocessed batch, float32 [N, 3, 64, 64] (as the manifest says).
 
         A wrong rank, shape or dtype, or a NaN/inf value, is a `ValueError` naming the expected
-        spec and what it got; an empty batch gives an empty list without running the model.
+        spec and what it got; an empty batch gives an empty list without running the model. The
+        model runs ``batch_size`` images at a time (memory stays bounded for any N); an output
+        that is not a probability is a `ModelOutputError`, never a labelled prediction.
         """
         threshold = self.threshold if threshold is None else _check_threshold(threshold)
-        return [self._prediction(p, threshold) for p in self.probabilities(batch)]
+        probabilities = self.probabilities(batch, batch_size=batch_size)
+        return [self._prediction(p, threshold) for p in probabilities]
 
     def _prediction(self, probability: float, threshold: float) -> Prediction:
         positive_name, negative_name = _label_names(self.labels)
@@ -218,6 +322,7 @@ class Classifier:
 
     def preprocess(self, image: Any, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
         """A file path or a PIL image -> float32 [3, H, W] as the manifest's preprocessing says."""
+        max_pixels = _check_max_pixels(max_pixels)
         if isinstance(image, (str, bytes, os.PathLike)):
             return load_image(image, self.preprocessing, max_pixels=max_pixels)
         if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
@@ -229,7 +334,7 @@ class Classifier:
         images: Iterable[Any],
         threshold: float | None = None,
         *,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_pixels: int | None = MAX_PIXELS,
     ) -> list[Prediction]:
         """Predictions for file paths and/or PIL images, in order.
@@ -238,35 +343,48 @@ class Classifier:
         `predict_files` reports such files one by one instead.
         """
         threshold = self.threshold if threshold is None else _check_threshold(threshold)
-        _check_batch_size(batch_size)
+        batch_size = _check_batch_size(batch_size)
+        max_pixels = _check_max_pixels(max_pixels)
         results: list[Prediction] = []
         chunk: list[np.ndarray] = []
         for image in images:
             chunk.append(self.preprocess(image, max_pixels=max_pixels))
             if len(chunk) >= batch_size:
-                results += self.predict_array(np.stack(chunk), threshold)
+                results += self.predict_array(np.stack(chunk), threshold, batch_size=batch_size)
                 chunk = []
         if chunk:
-            results += self.predict_array(np.stack(chunk), threshold)
+            results += self.predict_array(np.stack(chunk), threshold, batch_size=batch_size)
         return results
 
     def predict_files(
         self,
         paths: Iterable[str | Path | ImageReadError],
         *,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         threshold: float | None = None,
         max_pixels: int | None = MAX_PIXELS,
     ) -> Iterator[FileResult]:
         """One `FileResult` per path, in order, streamed: ``paths`` is consumed lazily and at most
         ``batch_size`` preprocessed images are held at once, however many paths there are.
 
-        A file that cannot be used gets a result with its ``error`` and the others go on; an item
-        that is already an `ImageReadError` (a directory `find_images` could not list) passes
-        through as such a result, in its place.
+        A file that cannot be used gets a result with its ``error`` and the others go on; so does
+        one for which the model's output is not a probability (NaN, an infinity). An item that is
+        already an `ImageReadError` (a directory `find_images` could not list) passes through as
+        such a result, in its place. The arguments are checked at the call, not at the first
+        result.
         """
-        _check_batch_size(batch_size)
+        batch_size = _check_batch_size(batch_size)
         threshold = self.threshold if threshold is None else _check_threshold(threshold)
+        max_pixels = _check_max_pixels(max_pixels)
+        return self._stream_files(paths, batch_size, threshold, max_pixels)
+
+    def _stream_files(
+        self,
+        paths: Iterable[str | Path | ImageReadError],
+        batch_size: int,
+        threshold: float,
+        max_pixels: int | None,
+    ) -> Iterator[FileResult]:
         pending: list[tuple[str, np.ndarray | str]] = []
         for path in paths:
             if isinstance(path, ImageReadError):
@@ -287,24 +405,37 @@ class Classifier:
         self, pending: Sequence[tuple[str, np.ndarray | str]], threshold: float
     ) -> Iterator[FileResult]:
         arrays = [a for _, a in pending if isinstance(a, np.ndarray)]
-        predictions = iter(self.predict_array(np.stack(arrays), threshold) if arrays else [])
+        outputs = iter(self._outputs(np.stack(arrays), len(arrays)) if arrays else [])
         for name, item in pending:
-            if isinstance(item, np.ndarray):
-                yield FileResult(file=name, prediction=next(predictions))
-            else:
+            if not isinstance(item, np.ndarray):
                 yield FileResult(file=name, error=item)
+                continue
+            value = next(outputs)
+            if _not_probabilities(np.float64(value)):
+                yield FileResult(
+                    file=name,
+                    error=f"the model's output {self.output_spec.name!r} is {value:g}, not a "
+                    "probability in [0, 1]; no label is given",
+                )
+            else:
+                yield FileResult(file=name, prediction=self._prediction(value, threshold))
 
 
 # -- loading ------------------------------------------------------------------------------------
 
 
-def _session_for(model: Path, provider: str, threads: int | None) -> tuple[Any, str]:
-    """(session, provider name used) for ``provider`` in `PROVIDER_CHOICES`."""
-    key = provider.strip().lower()
+def _provider_key(provider: Any) -> str:
+    key = provider.strip().lower() if isinstance(provider, str) else None
     if key not in PROVIDER_CHOICES:
         raise OnnxEdgeError(
             f"unknown provider {provider!r}; expected one of: {', '.join(PROVIDER_CHOICES)}"
         )
+    return key
+
+
+def _session_for(model: Path, provider: str, threads: int | None) -> tuple[Any, str]:
+    """(session, provider name used) for ``provider`` in `PROVIDER_CHOICES`."""
+    key = _provider_key(provider)
     if key == "auto":
         if "CUDAExecutionProvider" in available_providers():
             try:
@@ -318,87 +449,17 @@ def _session_for(model: Path, provider: str, threads: int | None) -> tuple[Any, 
 
 
 def check_external_data(bundle: Bundle) -> list[str]:
-    """Refuse ONNX external data outside the bundle; verify what is inside against the manifest.
-
-    Reads the model without its external data and looks at every tensor (initializers, sparse
-    initializers, tensor attributes, in subgraphs too). Returns the external files it verified.
-    """
-    import onnx
-
-    try:
-        model = onnx.load(str(bundle.model_path), load_external_data=False)
-    except Exception as e:
-        raise BundleError(
-            f"{bundle.model_path} is not an ONNX model: protobuf says: {first_line(e)}"
-        ) from None
-    root = bundle.path.resolve()
-    verified: list[str] = []
-    for tensor in _model_tensors(model):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), None)
-        where = f"{bundle.model_path}: tensor {tensor.name!r} stores its data externally"
-        if not location:
-            raise BundleError(f"{where}, but names no location")
-        if os.path.isabs(location) or Path(location).is_absolute() or location.startswith("\\"):
-            raise BundleError(
-                f"{where} at the absolute path {location!r}; expected a file inside the bundle"
-            )
-        target = (root / location).resolve()
-        if not target.is_relative_to(root):
-            raise BundleError(
-                f"{where} at {location!r}, which resolves to {target}, outside the bundle "
-                f"{root}; refusing to read it"
-            )
-        name = target.relative_to(root).as_posix()
-        if name not in verified:
-            if name not in bundle.manifest.get("files", {}):
-                raise BundleError(
-                    f"{where} in {name!r}, which the manifest does not list, so its sha256 "
-                    "cannot be verified"
-                )
-            bundle.verify(name)
-            verified.append(name)
-    return verified
-
-
-def _model_tensors(model: Any) -> Iterator[Any]:
-    yield from _all_tensors(model.graph)
-    for function in model.functions:
-        yield from _node_tensors(function.node)
-
-
-def _all_tensors(graph: Any) -> Iterator[Any]:
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    yield from _node_tensors(graph.node)
-
-
-def _node_tensors(nodes: Any) -> Iterator[Any]:
-    import onnx
-
-    for node in nodes:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
-            elif attr.type == onnx.AttributeProto.TENSORS:
-                yield from attr.tensors
-            elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
-                yield attr.sparse_tensor.values
-                yield attr.sparse_tensor.indices
-            elif attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_tensors(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _all_tensors(sub)
+    """The external-data files of the bundle's model, each confined to the bundle, listed and
+    verified: what `Bundle.open` has already checked (`bundle.external_data`), checked again."""
+    return list(external_data_files(bundle, read_model(bundle.model_path)))
 
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "PROVIDER_CHOICES",
     "Classifier",
     "FileResult",
+    "ModelOutputError",
     "Prediction",
     "TensorSpec",
     "check_external_data",

@@ -52,6 +52,11 @@ def available_providers() -> list[str]:
     return list(_ort().get_available_providers())
 
 
+# The most intra-op threads a session may be given: more is a typo (ONNX Runtime would start them
+# all, and refuses anything above 2**31 - 1 with a TypeError).
+MAX_THREADS = 1024
+
+
 @dataclasses.dataclass(frozen=True)
 class SessionConfig:
     provider: str = "cpu"
@@ -60,6 +65,13 @@ class SessionConfig:
     provider_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # SessionOptions.add_session_config_entry, e.g. {"session.intra_op.allow_spinning": "0"}
     config_entries: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        t = self.threads
+        if t is not None and (
+            isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= MAX_THREADS
+        ):
+            raise ValueError(f"expected threads from 1 to {MAX_THREADS} or None, got {t!r}")
 
 
 _OPT_LEVELS = {

@@ -92,7 +92,7 @@ def test_manifest_input_name_must_match_the_model(bundle_copy):
     manifest["input"]["name"] = "pixels"
     (bundle_copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(
-        BundleError, match="input 'pixels' does not match the model's inputs: input"
+        BundleError, match="input 'pixels' does not match the model's inputs: 'input'"
     ):
         Classifier.from_bundle(bundle_copy, provider="cpu")
 

@@ -1,0 +1,244 @@
+"""What `Bundle.open` verifies before anything runs; `onnxedge.runtime.bundle` calls these.
+
+1. Names: every path the manifest lists is relative, with no ``..``, ``.`` or empty part and no
+   backslash (`check_file_names`, from the manifest's text alone).
+2. Confinement: each one resolves inside the bundle directory, symlinks followed, before it is
+   opened or hashed (`confined`); it must be a regular file (a named pipe would block).
+3. Hashes: a file's sha256 matches the manifest (`verify_sha256`).
+4. The model (`verify_model`): read without its external data; every tensor stored externally
+   lies inside the bundle and is listed and verified (`external_data_files`); the graph's one
+   input and one output agree with the manifest's (`check_io`).
+
+A file outside the bundle is never opened, so no message can carry its contents or its hash; it
+is named by path only.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PureWindowsPath
+from typing import TYPE_CHECKING, Any
+
+from onnxedge.runtime.errors import BundleError, first_line
+from onnxedge.runtime.hashing import sha256_file
+
+if TYPE_CHECKING:
+    import onnx
+
+    from onnxedge.runtime.bundle import Bundle, TensorSpec
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def check_file_names(files: Mapping[str, Any], source: str) -> None:
+    """1.: each name of the manifest's ``files`` is a relative POSIX path inside the bundle, and
+    each entry carries a sha256 (64 lowercase hex digits)."""
+    for name, entry in files.items():
+        problem = name_problem(name)
+        if problem:
+            raise BundleError(
+                f"{source}: files[{name!r}]: expected a relative path inside the bundle, found "
+                f"{problem}"
+            )
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
+            raise BundleError(
+                f"{source}: files[{name!r}]: expected a sha256 (64 hex digits), found {entry!r}"
+            )
+
+
+def name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name a file inside a bundle, or None when it can."""
+    if not isinstance(name, str) or not name:
+        return f"{name!r}"
+    if "\0" in name:
+        return "a NUL byte"
+    if name.startswith("/") or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
+        return "an absolute path"
+    if "\\" in name:
+        return "a backslash (bundles name files with '/')"
+    parts = name.split("/")
+    if ".." in parts:
+        return "'..'"
+    if any(p in ("", ".") for p in parts):
+        return "an empty or '.' part"
+    return None
+
+
+def confined(root: Path, name: str, *, what: str = "the manifest names") -> Path:
+    """2.: ``root / name`` with symlinks resolved, if it stays inside ``root``; else an error that
+    names both paths (and nothing of what lies outside)."""
+    real_root = root.resolve()
+    target = (real_root / name).resolve()
+    if target == real_root or not target.is_relative_to(real_root):
+        raise BundleError(
+            f"{root / name}: {what} {name!r}, which resolves to {target}, outside the bundle "
+            f"{real_root}; refusing to read it"
+        )
+    return target
+
+
+def regular_file(
+    path: Path, display: Path, *, why: str = "the manifest lists it"
+) -> os.stat_result:
+    """The stat of a regular file at ``path``; anything else is a `BundleError`."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BundleError(f"{display} is missing ({why})") from None
+    except OSError as e:
+        raise BundleError(f"cannot read {display}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise BundleError(f"{display}: expected a file ({why}), found {kind}")
+    return st
+
+
+def verify_sha256(path: Path, expected: str, display: Path) -> None:
+    """3.: the sha256 of a confined regular file against the manifest's."""
+    regular_file(path, display)
+    try:
+        actual = sha256_file(path)
+    except OSError as e:
+        raise BundleError(f"cannot read {display}: {e.strerror or e}") from None
+    if actual != expected:
+        raise BundleError(
+            f"{display} does not match the manifest: expected sha256 {expected[:16]}…, "
+            f"found {actual[:16]}…"
+        )
+
+
+def verify_model(bundle: Bundle) -> tuple[str, ...]:
+    """4.: ``model.onnx`` (already hash-verified) read without its external data; returns the
+    external-data files it uses, each verified."""
+    model = read_model(bundle.model_path)
+    files = external_data_files(bundle, model)
+    check_io(model, bundle.input, bundle.output, source=bundle.model_path)
+    return files
+
+
+def read_model(path: Path) -> onnx.ModelProto:
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError, and whatever else a garbage file raises
+        raise BundleError(f"{path} is not an ONNX model: protobuf says: {first_line(e)}") from None
+
+
+def external_data_files(bundle: Bundle, model: onnx.ModelProto) -> tuple[str, ...]:
+    """Every tensor stored as external data (initializers, sparse ones, tensor attributes, in
+    subgraphs and functions too) lies inside the bundle, listed and verified: the names used."""
+    import onnx
+
+    root = bundle.path.resolve()
+    verified: list[str] = []
+    for tensor in model_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+        where = f"{bundle.model_path}: tensor {tensor.name!r} stores its data externally"
+        if not location:
+            raise BundleError(f"{where}, but names no location")
+        if os.path.isabs(location) or PureWindowsPath(location).is_absolute():
+            raise BundleError(
+                f"{where} at the absolute path {location!r}; expected a file inside the bundle"
+            )
+        if location.startswith("\\") or "\0" in location:
+            raise BundleError(f"{where} at {location!r}; expected a file inside the bundle")
+        target = (root / location).resolve()
+        if target == root or not target.is_relative_to(root):
+            raise BundleError(
+                f"{where} at {location!r}, which resolves to {target}, outside the bundle "
+                f"{root}; refusing to read it"
+            )
+        name = target.relative_to(root).as_posix()
+        if name in verified:
+            continue
+        if name not in bundle.manifest["files"]:
+            raise BundleError(
+                f"{where} in {name!r}, which the manifest does not list, so its sha256 "
+                "cannot be verified"
+            )
+        bundle.verify(name)
+        verified.append(name)
+    return tuple(verified)
+
+
+def check_io(
+    model: onnx.ModelProto, input: TensorSpec, output: TensorSpec, *, source: Path
+) -> None:
+    """The graph's inputs (initializers aside) are exactly the manifest's one input, its outputs
+    exactly its one output, each with the stated element type, rank and static dims. A dim the
+    manifest names (symbolic) must not be static in the model."""
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    for what, spec, values in (
+        ("input", input, [v for v in graph.input if v.name not in initializers]),
+        ("output", output, list(graph.output)),
+    ):
+        names = [v.name for v in values]
+        if names != [spec.name]:
+            raise BundleError(
+                f"{source}: the manifest's {what} {spec.name!r} does not match the model's "
+                f"{what}s: {', '.join(map(repr, names)) or 'none'}"
+            )
+        found = _describe_value(values[0])  # rank, static dims and element type, as the spec's
+        if found != spec.describe():
+            raise BundleError(
+                f"{source}: {what} {spec.name!r}: the manifest says {spec.describe()}, the model "
+                f"has {found}"
+            )
+
+
+def _describe_value(value: onnx.ValueInfoProto) -> str:
+    """Like `TensorSpec.describe`: ``float32 array of shape [N, 3, 64, 64]``, ``?`` for a dim
+    with neither a value nor a name, ``unknown shape`` when the model states none."""
+    import onnx
+
+    if not value.type.HasField("tensor_type"):
+        return f"a {value.type.WhichOneof('value') or 'value of no type'}, not a tensor"
+    tensor = value.type.tensor_type
+    try:
+        dtype = str(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+    except Exception:
+        dtype = f"element type {tensor.elem_type}"
+    if not tensor.HasField("shape"):
+        return f"{dtype} array of unknown shape"
+    dims = ", ".join(str(d.dim_value) if d.HasField("dim_value") else "N" for d in tensor.shape.dim)
+    return f"{dtype} array of shape [{dims}]"
+
+
+def model_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes: Any) -> Iterator[onnx.TensorProto]:
+    import onnx
+
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.TENSORS:
+                yield from attr.tensors
+            elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graph_tensors(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _graph_tensors(sub)
