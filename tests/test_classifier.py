@@ -368,3 +368,143 @@ def test_predict_images_refuses_a_batch_size_below_one(smile_bundle):
     clf = Classifier.from_bundle(smile_bundle, provider="cpu")
     with pytest.raises(ValueError, match="expected a batch size of at least 1, got 0"):
         clf.predict_images([np.zeros((64, 64, 3), dtype=np.uint8)], batch_size=0)
+
+
+# -- issue 9: outputs that are not probabilities, chunks, arguments ------------------------------
+
+
+class StubSession:
+    """Stands in for an ONNX Runtime session: returns ``values`` (one per row, cycling) and
+    records the rows of each call."""
+
+    def __init__(self, clf: Classifier, values: list[float]) -> None:
+        self._clf = clf
+        self.values = values
+        self.calls: list[int] = []
+
+    def get_inputs(self):
+        return self._clf.session.get_inputs()
+
+    def get_outputs(self):
+        return self._clf.session.get_outputs()
+
+    def run(self, names, feeds):
+        (x,) = feeds.values()
+        self.calls.append(len(x))
+        column = [self.values[i % len(self.values)] for i in range(len(x))]
+        return [np.asarray(column, dtype=np.float32)[:, None]]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1.5, -0.25])
+def test_an_output_that_is_not_a_probability_is_an_error_not_a_label(clf, bad):
+    from onnxedge.runtime.classifier import ModelOutputError
+
+    stub = Classifier(StubSession(clf, [0.25, bad, 0.75]), clf.manifest, provider="stub")
+    with pytest.raises(ModelOutputError, match=r"is not a probability in \[0, 1\] for 2 of 6 "):
+        stub.predict_array(batch(6))
+    try:
+        stub.probabilities(batch(6))
+    except ModelOutputError as e:
+        assert e.rows == (1, 4) and "no label is given" in str(e)
+    assert [p.probability for p in stub.predict_array(batch(1))] == [0.25]
+
+
+def test_predict_files_reports_a_non_finite_output_for_that_file_only(clf, tmp_path):
+    paths = write_images(tmp_path)
+    stub = Classifier(StubSession(clf, [0.25, np.nan]), clf.manifest, provider="stub")
+    results = list(stub.predict_files(paths, batch_size=2))
+    assert [bool(r) for r in results] == [True, False, True, False, True]
+    assert results[1].error == (
+        "the model's output 'prob' is nan, not a probability in [0, 1]; no label is given"
+    )
+    assert results[1].prediction is None
+
+
+def test_a_model_with_nan_weights_labels_nothing(bundle_copy, tmp_path):
+    """The real thing: a bundle whose weights hold a NaN (its sha256 re-recorded)."""
+    from onnxedge.runtime.classifier import ModelOutputError
+
+    model = onnx.load(str(bundle_copy / MODEL))
+    bias = next(t for t in model.graph.initializer if onnx.numpy_helper.to_array(t).size == 1)
+    bias.CopyFrom(onnx.numpy_helper.from_array(np.array([np.nan], np.float32), bias.name))
+    (bundle_copy / MODEL).write_bytes(model.SerializeToString())
+    rehash(bundle_copy, MODEL)
+    nan_clf = Classifier.from_bundle(bundle_copy, provider="cpu", threads=1)
+    with pytest.raises(ModelOutputError, match="for 3 of 3 images"):
+        nan_clf.predict_array(batch(3))
+    results = list(nan_clf.predict_files(write_images(tmp_path)[:2]))
+    assert [r.error for r in results] == [
+        "the model's output 'prob' is nan, not a probability in [0, 1]; no label is given"
+    ] * 2
+
+
+def test_predict_array_runs_in_chunks_with_the_same_results(clf):
+    stub = StubSession(clf, [0.5])
+    Classifier(stub, clf.manifest, provider="stub").predict_array(batch(70), batch_size=32)
+    assert stub.calls == [32, 32, 6]
+    x = batch(70, seed=3)
+    np.testing.assert_array_equal(
+        clf.probabilities(x, batch_size=8), clf.probabilities(x, batch_size=70)
+    )
+    assert [p.probability for p in clf.predict_array(x)] == list(clf.probabilities(x))
+
+
+def test_a_large_batch_never_reaches_the_model_whole(clf):
+    """10,000 images (as a broadcast view: no 491 MB in the test) go through in calls of the
+    default batch size, so what the model allocates per call is bounded."""
+    from onnxedge.runtime.classifier import DEFAULT_BATCH_SIZE
+
+    stub = StubSession(clf, [0.5])
+    many = np.broadcast_to(batch(1), (10_000, 3, 64, 64))
+    predictions = Classifier(stub, clf.manifest, provider="stub").predict_array(many)
+    assert len(predictions) == 10_000
+    assert max(stub.calls) == DEFAULT_BATCH_SIZE and sum(stub.calls) == 10_000
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"threads": 0}, r"expected threads from 1 to 1024 or None, got 0"),
+        ({"threads": -2}, r"got -2"),
+        ({"threads": 1.5}, r"got 1\.5"),
+        ({"threads": True}, r"got True"),
+        ({"threads": "4"}, r"got '4'"),
+        ({"threads": 2**31}, r"got 2147483648"),
+        ({"threshold": float("nan")}, r"expected a threshold in \[0, 1\], got nan"),
+        ({"threshold": "0.5"}, r"expected a threshold in \[0, 1\], got '0\.5'"),
+        ({"threshold": True}, r"got True"),
+        ({"threshold": float("inf")}, r"got inf"),
+    ],
+)
+def test_from_bundle_checks_its_arguments_before_reading_the_bundle(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Classifier.from_bundle(tmp_path / "no bundle here", provider="cpu", **kwargs)
+
+
+def test_an_unknown_provider_of_any_type_is_one_error(tmp_path):
+    for provider in (None, 3, "tpu"):
+        with pytest.raises(OnnxEdgeError, match="unknown provider"):
+            Classifier.from_bundle(tmp_path, provider=provider)
+
+
+@pytest.mark.parametrize(
+    "method,kwargs,message",
+    [
+        ("predict_files", {"batch_size": 0}, "expected a batch size of at least 1, got 0"),
+        ("predict_files", {"batch_size": 2.5}, "got 2.5"),
+        ("predict_files", {"max_pixels": 0}, "expected max_pixels of at least 1 or None, got 0"),
+        ("predict_files", {"threshold": -0.1}, r"expected a threshold in \[0, 1\]"),
+        ("predict_images", {"max_pixels": "big"}, "got 'big'"),
+        ("predict_images", {"batch_size": np.int64(0)}, "batch size of at least 1, got"),
+        ("predict_array", {"batch_size": 0}, "got 0"),
+    ],
+)
+def test_method_arguments_are_checked_at_the_call(clf, method, kwargs, message):
+    args = (batch(1),) if method == "predict_array" else ([],)
+    with pytest.raises(ValueError, match=message):
+        getattr(clf, method)(*args, **kwargs)  # no iteration needed: checked before the first
+
+
+def test_numpy_numbers_are_arguments_too(clf):
+    x = batch(3)
+    assert clf.predict_array(x, np.float32(0.5), batch_size=np.int64(2)) == clf.predict_array(x)
