@@ -5,9 +5,12 @@ Three checks, each a `CheckItem` that names the node and what it found when it f
 1. ``onnx``: `onnx.checker.check_model(full_check=True)` (structure and strict shape inference).
 2. ``batch``: dim 0 of every graph input and output is one shared symbolic dim.
 3. ``gap_head``: the op that pools the last feature map into the classifier is one
-   ``GlobalAveragePool``. Found by walking back from the first output, through activations and
-   shape-only ops, to the classifier (Gemm, MatMul, or a 1x1 Conv), then from the classifier's data
-   input back to the op that produced it. Works on any image classifier, not only ours.
+   ``GlobalAveragePool``, found by `onnxedge.runtime.head.find_head`: walking back from the first
+   output through the classifier (Gemm, MatMul or a 1x1 Conv) and any pre-logits layers (1x1
+   convs, linear layers, activations such as hard-swish written out, dropout, flatten/reshape,
+   normalisations) on every path to the op that reduces H and W. It passes when every path ends at
+   the same ``GlobalAveragePool``; the other global means of the graph (squeeze-excitation blocks
+   pool inside the network) are named in its line. Works on any image classifier, not only ours.
 
 The checks only read the model; none modifies it.
 """
@@ -22,21 +25,18 @@ from typing import Any
 import onnx
 
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.head import (
+    SHAPE_OPS,
+    GraphCycleError,
+    Head,
+    find_head,
+    is_spatial_pool,
+    tensor_ranks,
+)
 
-# Ops that pass a tensor on without mixing spatial positions: walked through in both searches.
-_TRANSPARENT = {
-    "Identity",
-    "Flatten",
-    "Reshape",
-    "Squeeze",
-    "Unsqueeze",
-    "Cast",
-    "Dropout",
-}
-# Ops between the classifier and the output.
-_OUTPUT_SIDE = _TRANSPARENT | {"Sigmoid", "Softmax", "LogSoftmax", "Add", "Mul", "Relu", "Clip"}
-_CLASSIFIERS = {"Gemm", "MatMul", "Conv"}
-_POOLS = {"GlobalAveragePool", "AveragePool", "ReduceMean", "GlobalMaxPool", "MaxPool", "ReduceMax"}
+__all__ = ["CheckItem", "CheckReport", "GraphCycleError", "check_model", "check_path", "walk_back"]
+
+_GLOBAL_MEAN_LISTED = 6  # how many of the other global means the gap_head line names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,14 +163,6 @@ def _data_inputs(node: onnx.NodeProto, initializers: set[str]) -> list[str]:
     return [i for i in node.input if i and i not in initializers]
 
 
-class GraphCycleError(OnnxEdgeError):
-    """A walk through the graph came back to a node: the graph has a cycle."""
-
-    def __init__(self, node: onnx.NodeProto) -> None:
-        super().__init__(f"the graph has a cycle through {node.op_type} node {node.name!r}")
-        self.node = node
-
-
 def walk_back(
     start: str,
     producers: dict[str, onnx.NodeProto],
@@ -205,69 +197,119 @@ def walk_back(
 
 def _check_gap_head(model: onnx.GraphProto | onnx.ModelProto) -> CheckItem:
     graph = model.graph if isinstance(model, onnx.ModelProto) else model
+    if not graph.output:
+        return CheckItem("gap_head", False, "the graph has no outputs")
+    nodes = list(graph.node)  # held: protobuf wrappers keep their id() only while alive
+    index = {id(n): i for i, n in enumerate(nodes)}
     try:
-        return _find_gap_head(graph)
+        ranks = tensor_ranks(model)
+        head = find_head(graph, ranks)
     except GraphCycleError as e:
-        index = {id(n): i for i, n in enumerate(graph.node)}
         return CheckItem(
             "gap_head",
             False,
             f"walking back from output {graph.output[0].name!r} went round a cycle through "
             f"{e.node.op_type} node {_node_label(e.node, index)}; expected an acyclic graph",
         )
+    return _judge_head(head, graph, index, ranks)
 
 
-def _find_gap_head(graph: onnx.GraphProto) -> CheckItem:
-    if not graph.output:
-        return CheckItem("gap_head", False, "the graph has no outputs")
-    producers = producers_of(graph)
-    inits = {i.name for i in graph.initializer}
-    inits |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    index = {id(n): i for i, n in enumerate(graph.node)}
-    output = graph.output[0].name
+def _judge_head(
+    head: Head, graph: onnx.GraphProto, index: dict[int, int], ranks: dict[str, int]
+) -> CheckItem:
+    """Check 3. of the module docstring: one GlobalAveragePool, and every path from the output
+    back to the feature map goes through it."""
 
-    classifier = walk_back(output, producers, inits, _OUTPUT_SIDE, _CLASSIFIERS | _POOLS)
-    if classifier is None:
-        return CheckItem(
-            "gap_head", False, f"walking back from output {output!r} found no classifier op"
-        )
-    if classifier.op_type in _POOLS:
-        # Pool after the classifier (e.g. a 1x1 Conv classifier then GAP, as in SqueezeNet).
-        pool = classifier
-        target = "the output"
-    elif classifier.op_type not in _CLASSIFIERS:
-        return CheckItem(
-            "gap_head",
-            False,
-            f"walking back from output {output!r} reached {classifier.op_type} node "
-            f"{_node_label(classifier, index)}; expected a Gemm, MatMul or Conv classifier",
-        )
-    else:
-        data = _data_inputs(classifier, inits)
-        if not data:
-            return CheckItem(
-                "gap_head", False, f"classifier {classifier.op_type} has no data input"
-            )
-        pool = walk_back(data[0], producers, inits, _TRANSPARENT, _POOLS)
-        target = f"the classifier ({classifier.op_type} {_node_label(classifier, index)})"
-        if pool is None:
+    def label(node: onnx.NodeProto) -> str:
+        return _node_label(node, index)
+
+    classifier = head.classifier
+    target = (
+        f"the classifier ({classifier.op_type} {label(classifier)})"
+        if classifier is not None
+        else "the output"
+    )
+    if head.stops:
+        stop = head.stops[0]
+        if stop.node is None:
             return CheckItem(
                 "gap_head",
                 False,
-                f"{target} reads a graph input directly; expected a GlobalAveragePool before it",
+                f"{target} reads the graph input {stop.tensor!r} without a pool in between; "
+                "expected a GlobalAveragePool before it",
             )
+        if classifier is None and not head.pools:
+            return CheckItem(
+                "gap_head",
+                False,
+                f"walking back from output {head.output!r} found no classifier op: it reached "
+                f"{stop.node.op_type} node {label(stop.node)} ({stop.why}); expected a Gemm, "
+                "MatMul or 1x1 Conv classifier after a GlobalAveragePool",
+            )
+        return CheckItem(
+            "gap_head",
+            False,
+            f"walking back from {target} reached {stop.node.op_type} node {label(stop.node)} "
+            f"({stop.why}{_describe(stop.node)}) before any pool; expected only pre-logits layers "
+            "(1x1 Conv, Gemm/MatMul, activations, dropout, flatten/reshape) between a "
+            "GlobalAveragePool and the output",
+        )
+    if not head.pools:
+        return CheckItem(
+            "gap_head", False, f"walking back from output {head.output!r} found no pooling op"
+        )
+    if len(head.pools) > 1:
+        listing = ", ".join(f"{p.op_type} {label(p)}" for p in head.pools)
+        return CheckItem(
+            "gap_head",
+            False,
+            f"{len(head.pools)} pools feed {target}: {listing}; expected a single "
+            "GlobalAveragePool",
+        )
+    (pool,) = head.pools
     if pool.op_type != "GlobalAveragePool":
         return CheckItem(
             "gap_head",
             False,
-            f"node {_node_label(pool, index)} pools the last feature map into {target} with "
+            f"node {label(pool)} pools the last feature map into {target} with "
             f"{pool.op_type}{_describe(pool)}; expected a single GlobalAveragePool",
         )
-    return CheckItem(
-        "gap_head",
-        True,
-        f"GlobalAveragePool {_node_label(pool, index)} pools the last feature map into {target}",
-    )
+    detail = f"GlobalAveragePool {label(pool)} pools the last feature map into {target}"
+    ops = list(dict.fromkeys(n.op_type for n in head.pre_logits if n.op_type not in SHAPE_OPS))
+    if ops:
+        detail += f" through pre-logits layers ({', '.join(ops)})"
+    return CheckItem("gap_head", True, detail + _other_means(graph, pool, index, ranks))
+
+
+def _other_means(
+    graph: onnx.GraphProto, pool: onnx.NodeProto, index: dict[int, int], ranks: dict[str, int]
+) -> str:
+    """The other global means of the graph (squeeze-excitation blocks pool inside the network),
+    named, and spatial means still spelled as ReduceMean."""
+    others = [n for n in graph.node if n.op_type == "GlobalAveragePool" and n is not pool]
+    unlowered = [
+        n
+        for n in graph.node
+        if n.op_type == "ReduceMean" and is_spatial_pool(n, graph, ranks) and n is not pool
+    ]
+    if not others and not unlowered:
+        return ""
+    text = ""
+    if others:
+        names = ", ".join(_node_label(n, index) for n in others[:_GLOBAL_MEAN_LISTED])
+        more = (
+            f" and {len(others) - _GLOBAL_MEAN_LISTED} more"
+            if len(others) > _GLOBAL_MEAN_LISTED
+            else ""
+        )
+        text += (
+            f"; {len(others)} other GlobalAveragePool(s) inside the network (not the head): "
+            f"{names}{more}"
+        )
+    if unlowered:
+        names = ", ".join(_node_label(n, index) for n in unlowered[:_GLOBAL_MEAN_LISTED])
+        text += f"; spatial ReduceMean not lowered to GlobalAveragePool: {names}"
+    return text
 
 
 def _describe(node: onnx.NodeProto) -> str:
