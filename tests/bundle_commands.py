@@ -1,0 +1,71 @@
+"""The commands of the `onnxedge` group that read a bundle, found from the group itself (so a new
+command is found without being listed here), and an argument list that runs each one quickly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from onnxedge.runtime.cli import main
+
+# Commands that read no bundle. A new command is a bundle command unless it is added here.
+NOT_BUNDLE_COMMANDS = {
+    "export": "writes a bundle (its --out), reads none",
+    "simplify": "reads and writes .onnx files, not bundles",
+}
+# Options that keep a bundle command short when the bundle is good; any command not named here
+# gets its required arguments only.
+FAST_OPTIONS = {
+    "parity": ["--providers", "cpu"],
+    "bench": [
+        "--providers",
+        "cpu",
+        "--peers",
+        "none",
+        "--batch-sizes",
+        "1",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--no-progress",
+    ],
+    "predict": ["--provider", "cpu", "--no-progress"],
+}
+BUNDLE_ARGUMENTS = ("bundle", "target")
+
+
+def group_commands() -> dict[str, click.Command]:
+    ctx = click.Context(main)
+    return {name: main.get_command(ctx, name) for name in main.list_commands(ctx)}
+
+
+def bundle_commands() -> list[str]:
+    return sorted(set(group_commands()) - set(NOT_BUNDLE_COMMANDS))
+
+
+def bundle_argument(command: click.Command) -> click.Argument | None:
+    """The command's first positional argument, if it is named as a bundle."""
+    arguments = [p for p in command.params if isinstance(p, click.Argument)]
+    if arguments and arguments[0].name in BUNDLE_ARGUMENTS:
+        return arguments[0]
+    return None
+
+
+def argv(name: str, bundle: Path, images: Path) -> list[str]:
+    """``onnxedge NAME BUNDLE ...``: each further required argument or option gets ``images`` (a
+    directory holding one PNG) or, where a directory is not accepted, the PNG in it."""
+    command = group_commands()[name]
+    image = next(images.iterdir())
+    args: list[str] = [name, str(bundle)]
+    for param in command.params[1:]:
+        if not param.required:
+            continue
+        value = image
+        if isinstance(param.type, click.Path) and param.type.dir_okay:
+            value = images
+        if isinstance(param, click.Option):
+            args.append(param.opts[0])
+        args.append(str(value))
+    return [*args, *FAST_OPTIONS.get(name, [])]
