@@ -429,7 +429,7 @@ def test_peers_are_skipped_when_torch_is_installed_but_cannot_be_imported(
     smile_bundle, tmp_path, monkeypatch, error
 ):
     """A torch wheel without its native libraries (Jetson) raises OSError on import."""
-    from onnxedge.runtime import bench
+    from onnxedge.runtime.bench import engines
 
     real_import = importlib.import_module
 
@@ -438,7 +438,7 @@ def test_peers_are_skipped_when_torch_is_installed_but_cannot_be_imported(
             raise error
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(bench.importlib, "import_module", broken_import)
+    monkeypatch.setattr(engines.importlib, "import_module", broken_import)
     out = tmp_path / "b.json"
     args = ["bench", str(smile_bundle), *SHORT, "--batch-sizes", "1", "--providers", "cpu"]
     result = CliRunner().invoke(main, [*args, "--peers", "eager,compile", "--json", str(out)])
@@ -519,13 +519,13 @@ def test_unwritable_output_fails_before_running(smile_bundle, tmp_path):
 
 
 def test_nothing_measurable_is_an_error(smile_bundle, monkeypatch):
-    from onnxedge.runtime import bench
+    from onnxedge.runtime.bench import run
 
     def no_ort(model, providers, **kw):
         info = EngineInfo(ORT, ORT, "cpu", E2E, "CPUExecutionProvider")
         return [SkippedEngine(info, "made unavailable by the test")]
 
-    monkeypatch.setattr(bench, "ort_engines", no_ort)
+    monkeypatch.setattr(run, "ort_engines", no_ort)
     result = CliRunner().invoke(main, ["bench", str(smile_bundle), *SHORT, "--peers", "none"])
     assert result.exit_code == 1
     assert "no engine could be measured" in result.output

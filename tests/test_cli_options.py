@@ -1,4 +1,4 @@
-"""The shared option callbacks (`onnxedge.runtime.cli_options`): what they accept, and that bad
+"""The shared option callbacks (`onnxedge.runtime.cli.options`): what they accept, and that bad
 input is a usage error (exit 2) saying what was expected and what was found."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from onnxedge.runtime.cli_options import name_list, positive_ints, provider_list, split_commas
+from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list, split_commas
 
 
 @click.command()

@@ -30,6 +30,8 @@ from onnxedge.runtime.parity import (
     make_targets,
     run_parity,
 )
+from onnxedge.runtime.parity import reference as parity_reference
+from onnxedge.runtime.parity import run as parity_run
 from onnxedge.runtime.preprocess import normalize, preprocess_image
 from onnxedge.runtime.session import SessionConfig, ort_complaint
 
@@ -332,7 +334,7 @@ def test_nothing_ran_is_not_a_pass(smile_bundle):
 
 def test_a_provider_that_cannot_load_is_skipped_never_passed(smile_bundle, monkeypatch):
     """The same on every machine: CUDA is made to fail to load."""
-    real = parity.make_session
+    real = parity_run.make_session
 
     def no_cuda(model, config=None):
         if config is not None and config.provider == "cuda":
@@ -341,7 +343,7 @@ def test_a_provider_that_cannot_load_is_skipped_never_passed(smile_bundle, monke
             )
         return real(model, config)
 
-    monkeypatch.setattr(parity, "make_session", no_cuda)
+    monkeypatch.setattr(parity_run, "make_session", no_cuda)
     targets = make_targets(["cpu", "cuda"], "both")
     report = library_run(smile_bundle, targets=targets, batch_sizes=(1, 7))
     cuda = [r for r in report.rows if r.provider == "cuda"]
@@ -381,14 +383,14 @@ def test_a_model_onnxruntime_cannot_load_fails_never_skipped(bundle_copy):
 
 def test_only_an_unavailable_provider_is_skipped(smile_bundle, monkeypatch):
     """make_session's other errors (a load failure) fail the rows of that provider."""
-    real = parity.make_session
+    real = parity_run.make_session
 
     def cuda_cannot_load(model, config=None):
         if config is not None and config.provider == "cuda":
             raise OnnxEdgeError("onnxruntime cannot load the model on CUDAExecutionProvider: x")
         return real(model, config)
 
-    monkeypatch.setattr(parity, "make_session", cuda_cannot_load)
+    monkeypatch.setattr(parity_run, "make_session", cuda_cannot_load)
     report = library_run(smile_bundle, targets=make_targets(["cpu", "cuda"]), batch_sizes=(1,))
     assert [(r.provider, r.status) for r in report.rows] == [("cpu", "passed"), ("cuda", "failed")]
     assert not report and "cannot load the model on CUDAExecutionProvider" in report.rows[1].reason
@@ -464,7 +466,7 @@ class _ReportsOptions:
 
 def cuda_on_the_cpu(monkeypatch, report_options) -> None:
     """CUDA targets get CPU sessions whose provider options are ``report_options(requested)``."""
-    real = parity.make_session
+    real = parity_run.make_session
 
     def fake(model, config=None):
         if config is None or config.provider != "cuda":
@@ -472,7 +474,7 @@ def cuda_on_the_cpu(monkeypatch, report_options) -> None:
         cpu = SessionConfig(provider="cpu", config_entries=config.config_entries)
         return _ReportsOptions(real(model, cpu), report_options(dict(config.provider_options)))
 
-    monkeypatch.setattr(parity, "make_session", fake)
+    monkeypatch.setattr(parity_run, "make_session", fake)
 
 
 @pytest.mark.parametrize(
@@ -573,12 +575,12 @@ def test_a_changed_preprocessing_fails(bundle_copy):
 
 def test_preprocessing_that_computes_differently_fails(smile_bundle, monkeypatch):
     """Same spec, but the runtime's preprocess_image no longer makes the reference's inputs."""
-    real = parity.preprocess_image
+    real = parity_reference.preprocess_image
 
     def nearest(image, spec):
         return real(image, {**spec, "interpolation": "nearest"})
 
-    monkeypatch.setattr(parity, "preprocess_image", nearest)
+    monkeypatch.setattr(parity_reference, "preprocess_image", nearest)
     report = library_run(smile_bundle, batch_sizes=(1,))
     assert not report and not report.preprocessing
     assert "does not make the reference's 'gradient-" in report.preprocessing.detail

@@ -19,7 +19,7 @@ from test_preprocess import mode_files, noise_bytes, png_claiming
 from onnxedge.runtime.bundle import MODEL
 from onnxedge.runtime.classifier import Classifier
 from onnxedge.runtime.cli import main
-from onnxedge.runtime.predict_cli import find_images
+from onnxedge.runtime.cli.predict import find_images
 
 
 def predict(*args: object) -> tuple[int, list[str], str]:

@@ -1,18 +1,13 @@
-"""Export-side subcommands: `onnxedge export` and `onnxedge simplify`. Torch is imported only when
-a command runs, so this module loads where torch is absent."""
+"""`onnxedge export`: a registered model to a bundle. Torch is imported only when it runs."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
+from onnxedge.runtime.cli.output import echo_progress
 from onnxedge.runtime.deps import require_modules
-
-
-def _progress(msg: str) -> None:
-    click.echo(f"  {msg}", err=True)
 
 
 @click.command("export")
@@ -76,41 +71,9 @@ def export_cmd(
         out=out,
         images=images,
     )
-    result = export_bundle(request, progress=_progress)
+    result = export_bundle(request, progress=echo_progress)
     for rewrite in result.lowering.rewrites:
         click.echo(f"rewrote {rewrite}")
     for item in result.lowering.check.items:
         click.echo(str(item))
     click.echo(f"wrote {result.out}/model.onnx, golden.npz and manifest.json")
-
-
-@click.command("simplify")
-@click.argument("src", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "dst", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--no-onnxsim", is_flag=True, help="Only lower the GAP head; skip onnxsim.")
-def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool) -> None:
-    """Simplify any ONNX model with onnxsim and lower its GAP head to GlobalAveragePool.
-
-    Keeps dynamic dims; each step is verified numerically; reports what was rewritten and the
-    result of `onnxedge check` on the output. The output is written either way; the exit status
-    is 1 when it does not pass the check (for example a model without a GAP head).
-    """
-    require_modules(
-        "onnxscript",
-        "onnx_ir",
-        *(() if no_onnxsim else ("onnxsim",)),
-        needed_by="onnxedge simplify",
-    )
-    from onnxedge.export.pipeline import simplify_file
-
-    result = simplify_file(src, dst, simplify=not no_onnxsim, progress=_progress)
-    for rewrite in result.rewrites:
-        click.echo(f"rewrote {rewrite}")
-    click.echo(f"{len(result.rewrites)} GAP rewrite(s); wrote {dst}")
-    for step in result.verifications:
-        click.echo(f"verified {step.step}: max abs error {step.max_abs_error:.3g}")
-    for item in result.check.items:
-        click.echo(str(item))
-    if not result.check:
-        click.echo(f"FAILED | {dst} was written, but it does not pass onnxedge check", err=True)
-        sys.exit(1)

@@ -1,7 +1,11 @@
-"""The `onnxedge` command. It only parses options and calls the library.
+"""The `onnxedge` command: a click group whose subcommands live one per module and are imported by
+name only when used.
 
-Subcommands are loaded lazily by name, so the group loads (and ``--help`` works) where torch is
-absent: the export-side commands import torch only when they run.
+So the group loads (and ``--help`` works) where torch is absent: the export-side commands import
+torch only when they run. Each command only parses options and calls the library; a user error
+(`OnnxEdgeError`) from any of them becomes one line on stderr and exit status 1.
+
+A new command is one line in `COMMANDS`: its name and ``"module:attribute"`` of a click command.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from onnxedge.runtime.errors import OnnxEdgeError
 
 # name -> "module:attribute" of the click command.
 COMMANDS = {
-    "export": "onnxedge.export.cli:export_cmd",
-    "simplify": "onnxedge.export.cli:simplify_cmd",
-    "check": "onnxedge.runtime.cli:check_cmd",
-    "parity": "onnxedge.runtime.parity_cli:parity_cmd",
-    "bench": "onnxedge.runtime.bench_cli:bench_cmd",
-    "predict": "onnxedge.runtime.predict_cli:predict_cmd",
+    "export": "onnxedge.export.cli.export:export_cmd",
+    "simplify": "onnxedge.export.cli.simplify:simplify_cmd",
+    "check": "onnxedge.runtime.cli.check:check_cmd",
+    "parity": "onnxedge.runtime.cli.parity:parity_cmd",
+    "bench": "onnxedge.runtime.cli.bench:bench_cmd",
+    "predict": "onnxedge.runtime.cli.predict:predict_cmd",
 }
 
 
@@ -65,26 +69,4 @@ def main(verbose: int) -> None:
     )
 
 
-@click.command("check")
-@click.argument("target", type=click.Path(path_type=str))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report.")
-def check_cmd(target: str, json_path: str | None) -> None:
-    """Check MODEL.onnx or BUNDLE_DIR: full ONNX check, symbolic batch dim, GlobalAveragePool head.
-
-    Exits 0 only if every check passes; prints one line per check.
-    """
-    import json
-
-    from onnxedge.runtime.bundle import atomic_write_bytes
-    from onnxedge.runtime.check import check_path
-
-    report = check_path(target)
-    for item in report.items:
-        click.echo(str(item))
-    if json_path:
-        atomic_write_bytes(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
-    if not report:
-        click.echo(
-            f"FAILED | {len(report.failures)} of {len(report.items)} checks failed", err=True
-        )
-        sys.exit(1)
+__all__ = ["COMMANDS", "LazyGroup", "main"]

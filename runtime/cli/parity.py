@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from onnxedge.runtime.cli_options import positive_ints, provider_list
+from onnxedge.runtime.cli.options import positive_ints, provider_list
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,

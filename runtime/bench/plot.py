@@ -10,7 +10,7 @@ from onnxedge.runtime.deps import require_modules
 from onnxedge.runtime.errors import OnnxEdgeError
 
 if TYPE_CHECKING:
-    from onnxedge.runtime.bench import BenchReport
+    from onnxedge.runtime.bench.report import BenchReport
 
 
 def require_matplotlib() -> None:

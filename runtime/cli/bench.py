@@ -23,7 +23,7 @@ from onnxedge.runtime.bench import (
     command_line,
 )
 from onnxedge.runtime.bundle import atomic_write_bytes
-from onnxedge.runtime.cli_options import name_list, positive_ints, provider_list
+from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
 from onnxedge.runtime.errors import OnnxEdgeError
 
 # numpy's SeedSequence takes any non-negative integer; a negative seed is a usage error.
@@ -168,7 +168,7 @@ def bench_cmd(
     if iters is not None and seconds is not None:
         raise click.UsageError("give --iters or --seconds, not both")
     if plot_path is not None:
-        from onnxedge.runtime.bench_plot import require_matplotlib
+        from onnxedge.runtime.bench.plot import require_matplotlib
 
         require_matplotlib()
     for path in (json_path, md_path, plot_path):
@@ -201,7 +201,7 @@ def bench_cmd(
     if md_path is not None:
         atomic_write_bytes(md_path, markdown.encode())
     if plot_path is not None and report:
-        from onnxedge.runtime.bench_plot import render_png
+        from onnxedge.runtime.bench.plot import render_png
 
         atomic_write_bytes(plot_path, render_png(report))
     click.echo(markdown)

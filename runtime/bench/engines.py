@@ -1,0 +1,153 @@
+"""What the benchmark times: an engine's description (`EngineInfo`), the `Engine` and `Runner`
+protocols every engine follows, `SkippedEngine` for one that cannot run here, and the PyTorch
+peers, imported by name from `onnxedge.models.peers` only where torch is importable."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from onnxedge.runtime.deps import module_available
+from onnxedge.runtime.errors import first_line
+
+log = logging.getLogger(__name__)
+
+ORT = "onnxruntime"
+PYTORCH = "pytorch"
+E2E = "end-to-end"  # host arrays in, host arrays out
+RESIDENT = "device-resident"  # inputs and outputs already on the device (IO binding)
+GRAPH = "cuda-graph"  # device-resident, replayed as one captured CUDA graph
+
+# --peers name -> engine name in the report.
+PEERS = {
+    "eager": "torch-eager",
+    "channels-last": "torch-channels-last",
+    "compile": "torch-compile",
+}
+# The peer mode an ORT mode is compared with.
+PEER_MODE = {E2E: E2E, RESIDENT: RESIDENT, GRAPH: RESIDENT}
+PROVIDER_DEVICE = {
+    "CPUExecutionProvider": "cpu",
+    "CUDAExecutionProvider": "cuda",
+    "TensorrtExecutionProvider": "cuda",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineInfo:
+    """What an engine is: its name, device, mode and the settings it runs with."""
+
+    engine: str  # "onnxruntime", "torch-eager", "torch-channels-last", "torch-compile", ...
+    family: str  # ORT or PYTORCH
+    device: str  # "cpu" or "cuda"
+    mode: str  # E2E, RESIDENT or GRAPH
+    provider: str  # the ORT execution provider, or the torch device
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.device} {self.mode}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, **dataclasses.asdict(self)}
+
+
+class Runner(Protocol):
+    """One engine prepared for one input. `run` is the timed call; the rest is not timed."""
+
+    extras: Mapping[str, Any]  # figures measured while preparing, e.g. {"compile_s": 12.3}
+
+    def run(self) -> None: ...
+
+    def output(self) -> np.ndarray: ...  # a host copy of the first output of the last run
+
+    def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    info: EngineInfo
+
+    def prepare(self, x: np.ndarray) -> Runner: ...
+
+    def close(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedEngine:
+    """An engine that cannot run here, and why."""
+
+    info: EngineInfo
+    reason: str
+
+    def close(self) -> None:
+        pass
+
+
+AnyEngine = Engine | SkippedEngine
+
+
+def peer_info(
+    peer: str, device: str, mode: str, settings: Mapping[str, Any] | None = None
+) -> EngineInfo:
+    """The `EngineInfo` of a PyTorch peer (`peer` is a --peers name)."""
+    return EngineInfo(
+        engine=PEERS[peer],
+        family=PYTORCH,
+        device=device,
+        mode=mode,
+        provider=f"torch {device}",
+        settings=dict(settings or {}),
+    )
+
+
+def peer_modes(device: str) -> tuple[str, ...]:
+    """The modes a peer is timed in: end-to-end on the CPU; on a GPU also device-resident."""
+    return (E2E,) if device == "cpu" else (E2E, RESIDENT)
+
+
+def peer_engines(
+    manifest: Mapping[str, Any],
+    peers: Sequence[str],
+    devices: Sequence[str],
+    *,
+    threads: int,
+    checkpoint: str | None = None,
+    tf32: bool = False,
+) -> list[AnyEngine]:
+    """The PyTorch peers, from `onnxedge.models.peers` where torch is importable; elsewhere one
+    `SkippedEngine` per peer x device x mode with the reason.
+
+    Installed is not importable: a torch wheel whose native libraries are missing (a Jetson wheel
+    without its CUDA libraries) raises OSError on import, so the import itself is guarded too.
+    """
+    if not peers:
+        return []
+
+    def skipped(reason: str) -> list[AnyEngine]:
+        return [
+            SkippedEngine(peer_info(p, d, m), reason)
+            for d in devices
+            for p in peers
+            for m in peer_modes(d)
+        ]
+
+    if not module_available("torch"):
+        return skipped(
+            "torch is not installed here (the PyTorch peers need the export side: "
+            "pip install 'onnxedge[export]')"
+        )
+    try:
+        module = importlib.import_module("onnxedge.models.peers")
+    except (ImportError, OSError) as e:
+        log.debug("importing the PyTorch peers failed", exc_info=True)
+        return skipped(
+            f"torch is installed but cannot be imported here: {type(e).__name__}: {first_line(e)}"
+        )
+    return module.build_peers(
+        manifest, peers=peers, devices=devices, threads=threads, checkpoint=checkpoint, tf32=tf32
+    )

@@ -1,0 +1,132 @@
+"""The benchmark report as Markdown: the figures with how they were made."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from onnxedge.runtime.bench.report import BenchReport
+
+
+def _ms(v: float) -> str:
+    if v < 10:
+        return f"{v:.3f}"
+    if v < 100:
+        return f"{v:.2f}"
+    return f"{v:.1f}"
+
+
+def _rate(v: float) -> str:
+    return f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
+
+
+def render_markdown(report: BenchReport) -> str:
+    b = report.bundle
+    m = report.machine
+    s = report.settings.to_dict()
+    v = report.versions
+    gpus = ", ".join(m.get("gpus") or []) or "none detected"
+    lines = [
+        f"# onnxedge bench: {b.get('model')} ({b.get('head')} head, {b.get('exporter')}, "
+        f"opset {b.get('opset')})",
+        "",
+        *[f"> **Warning:** {w}.\n" for w in report.warnings],
+        f"- Date: {report.date}",
+        f"- Command: `{report.command}`" if report.command else "- Command: (library call)",
+        f"- Machine: {m.get('cpu')}, {m.get('physical_cores')} physical cores "
+        f"({m.get('logical_cores')} logical, {m.get('usable_cores')} usable); GPU: {gpus}",
+        f"- Load average (1, 5, 15 min): {m.get('load_average_before')} before, "
+        f"{m.get('load_average_after')} after (the load before counts other jobs sharing "
+        "the CPU; the load after includes this run)",
+        f"- Versions: onnxruntime {v.get('onnxruntime')}, torch {v.get('torch') or 'not installed'}"
+        f", numpy {v.get('numpy')}, python {v.get('python')}",
+        f"- Threads: {s['threads']} ({s['threads_source']}); {s['thread_note']}",
+        f"- Timing: {s['timing']['description']}; batch sizes interleaved in order, every engine "
+        "on the same input",
+        f"- Statistics: percentiles by {s['percentile_method']}; throughput = {s['throughput']}",
+        "",
+        "## Latency and throughput",
+        "",
+        "| batch | engine | device | mode | p50 ms | p90 ms | p99 ms | mean ms | min ms "
+        "| images/s | runs | warm-up* |",
+        "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    measured = [r for r in report.rows if r.stats is not None]
+    for r in sorted(measured, key=lambda r: r.batch_size):
+        st = r.stats
+        assert st is not None
+        lines.append(
+            f"| {r.batch_size} | {r.info.engine} | {r.info.device} | {r.info.mode} | "
+            f"{_ms(st.p50_ms)} | {_ms(st.p90_ms)} | {_ms(st.p99_ms)} | {_ms(st.mean_ms)} | "
+            f"{_ms(st.min_ms)} | {_rate(st.throughput)} | {st.runs} | {st.warmup} |"
+        )
+    lines += [
+        "",
+        "\\* untimed runs: the warm-up plus one at the start of each round.",
+    ]
+    ratios = report.ratios
+    lines += ["", "## ORT / PyTorch throughput ratios", ""]
+    if ratios:
+        lines += [
+            "Throughput ratio (what the targets use) and, for comparison, the p50 latency ratio, "
+            "which stalls caused by other jobs on the machine move less.",
+            "",
+            "| batch | onnxruntime | peer | ORT / peer throughput | peer / ORT p50 |",
+            "| ---: | --- | --- | ---: | ---: |",
+        ]
+        lines += [
+            f"| {q.batch_size} | {q.ort} | {q.peer} | {q.ratio:.2f}× | {q.p50_ratio:.2f}× |"
+            for q in sorted(ratios, key=lambda q: q.batch_size)
+        ]
+    else:
+        lines.append("No ratio: no batch size has both an ORT row and a PyTorch row measured.")
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| target | result | detail |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {t.description} | {t.status} | {t.detail} |" for t in report.targets]
+    compiled = [r for r in measured if "compile_s" in r.extras]
+    if compiled:
+        lines += [
+            "",
+            "## torch.compile: compile time (not in the latency figures)",
+            "",
+            "The wall time of the first call at each batch size: dynamo tracing, inductor code "
+            "generation and the C++/Triton build (inductor's on-disk cache shortens repeat runs).",
+            "",
+            "| batch | device | mode | compile s |",
+            "| ---: | --- | --- | ---: |",
+        ]
+        lines += [
+            f"| {r.batch_size} | {r.info.device} | {r.info.mode} | {r.extras['compile_s']:.2f} |"
+            for r in compiled
+        ]
+    not_run = [r for r in report.rows if r.stats is None]
+    if not_run:
+        lines += ["", "## Not measured", ""]
+        grouped: dict[tuple[str, str, str], list[int]] = {}
+        for r in not_run:
+            grouped.setdefault((r.info.label, r.status, r.reason), []).append(r.batch_size)
+        for (label, status, reason), batches in grouped.items():
+            lines.append(
+                f"- {status.upper()} | {label} | batch {', '.join(map(str, batches))} | {reason}"
+            )
+    lines += ["", "## Engine settings", ""]
+    for e in report.engines:
+        settings = ", ".join(f"{k}={_setting(val)}" for k, val in e.settings.items())
+        lines.append(f"- {e.label} ({e.provider}): {settings}")
+    checked = [r for r in report.rows if r.check]
+    if checked:
+        lines += ["", "## Output check (before timing)", ""]
+        lines += [f"- batch {r.batch_size}, {r.info.label}: {r.check}" for r in checked]
+    return "\n".join(lines) + "\n"
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+    return str(value)

@@ -1,0 +1,269 @@
+"""The ONNX Runtime engines: one per execution provider and mode, each with its session options
+on purpose (`ort_engines`), host arrays in and out or IO binding on the device."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxedge.runtime.bench.engines import (
+    E2E,
+    GRAPH,
+    ORT,
+    PROVIDER_DEVICE,
+    RESIDENT,
+    AnyEngine,
+    Engine,
+    EngineInfo,
+    Runner,
+    SkippedEngine,
+)
+from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.session import SessionConfig, make_session, provider_name
+
+_NP_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+class _OrtHostRunner:
+    """ORT with host arrays in and out: `session.run` copies inputs and outputs itself."""
+
+    def __init__(self, session: Any, x: np.ndarray) -> None:
+        self._session = session
+        self._feeds = {session.get_inputs()[0].name: x}
+        self._last: list[Any] | None = None
+        self.extras: Mapping[str, Any] = {}
+
+    def run(self) -> None:
+        self._last = self._session.run(None, self._feeds)
+
+    def output(self) -> np.ndarray:
+        if self._last is None:
+            self.run()
+        assert self._last is not None
+        return np.asarray(self._last[0])
+
+    def close(self) -> None:
+        self._last = None
+
+
+class _OrtBoundRunner:
+    """ORT with IO binding: the input is copied to the device once, outside the timing, and the
+    outputs are preallocated there, so a timed call moves no data between host and device.
+
+    The output shapes come from the graph (the symbolic batch dim set to the batch size), not from
+    a trial run: with a CUDA graph the first run is the capture, and it must see the bound buffers.
+    """
+
+    def __init__(self, session: Any, x: np.ndarray, device: str, *, own_session: bool) -> None:
+        import onnxruntime as ort
+
+        self._session = session
+        self._own = own_session
+        device_id = 0
+        self._input = ort.OrtValue.ortvalue_from_numpy(x, device, device_id)
+        self._binding = session.io_binding()
+        self._binding.bind_ortvalue_input(session.get_inputs()[0].name, self._input)
+        self._outputs = []
+        for out in session.get_outputs():
+            shape = _static_shape(out.shape, x.shape[0], out.name)
+            dtype = _NP_DTYPES.get(out.type)
+            if dtype is None:
+                raise OnnxEdgeError(f"output {out.name!r}: unsupported type {out.type}")
+            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, device, device_id)
+            self._binding.bind_ortvalue_output(out.name, value)
+            self._outputs.append(value)
+        self.extras: Mapping[str, Any] = {}
+
+    def run(self) -> None:
+        self._session.run_with_iobinding(self._binding)
+        self._binding.synchronize_outputs()
+
+    def output(self) -> np.ndarray:
+        return np.asarray(self._binding.copy_outputs_to_cpu()[0])
+
+    def close(self) -> None:
+        self._binding.clear_binding_inputs()
+        self._binding.clear_binding_outputs()
+        self._outputs.clear()
+        if self._own:
+            self._session = None
+
+
+def _static_shape(shape: Sequence[Any], batch: int, name: str) -> list[int]:
+    dims = []
+    for i, d in enumerate(shape):
+        if isinstance(d, int) and d >= 0:
+            dims.append(d)
+        elif i == 0:
+            dims.append(batch)
+        else:
+            raise OnnxEdgeError(
+                f"output {name!r} has a symbolic dim {d!r} other than the batch dim; "
+                "IO binding needs its shape before the run"
+            )
+    return dims
+
+
+class OrtEngine:
+    """An ONNX Runtime engine: one session per engine, or one per batch size for a CUDA graph
+    (a graph is captured for fixed shapes and fixed buffers)."""
+
+    def __init__(
+        self,
+        info: EngineInfo,
+        model: Path,
+        config: SessionConfig,
+        *,
+        session: Any = None,
+        per_batch_session: bool = False,
+        min_warmup: int = 0,
+    ) -> None:
+        self.info = info
+        self._model = model
+        self._config = config
+        self._per_batch = per_batch_session
+        self.min_warmup = min_warmup
+        self._session = None
+        if not per_batch_session:
+            self._session = session if session is not None else make_session(model, config)
+
+    def prepare(self, x: np.ndarray) -> Runner:
+        session = make_session(self._model, self._config) if self._per_batch else self._session
+        if self.info.mode == E2E:
+            return _OrtHostRunner(session, x)
+        device = "cpu" if self.info.device == "cpu" else "cuda"
+        return _OrtBoundRunner(session, x, device, own_session=self._per_batch)
+
+    def close(self) -> None:
+        self._session = None
+
+
+def ort_engines(
+    model: Path, providers: Sequence[str], *, threads: int, tf32: bool, spinning: bool = True
+) -> list[AnyEngine]:
+    """The ORT engines for the requested providers, each with its session options on purpose:
+
+    - CPU EP: ``intra_op_num_threads`` = ``threads``, ``ORT_ENABLE_ALL`` (with the NCHWc layout
+      transform for AVX2/AVX-512 convs), intra-op spinning as ORT's default (on).
+    - CUDA EP: end-to-end (host arrays), device-resident (IO binding) and a CUDA graph (IO
+      binding, one session per batch size); ``cudnn_conv_algo_search=EXHAUSTIVE`` (shapes are
+      fixed per session and the search runs in the warm-up), TF32 off unless ``tf32``.
+    - TensorRT EP: end-to-end only.
+    A provider that cannot load becomes `SkippedEngine` rows with ONNX Runtime's reason.
+    """
+    engines: list[AnyEngine] = []
+    spin = "1" if spinning else "0"
+    cpu_settings = {
+        "intra_op_num_threads": threads,
+        "graph_optimization_level": "ORT_ENABLE_ALL",
+        "session.intra_op.allow_spinning": spin,
+        "execution_mode": "ORT_SEQUENTIAL",
+    }
+    for short in dict.fromkeys(providers):
+        name = provider_name(short)
+        device = PROVIDER_DEVICE.get(name, "cuda")
+        if name == "CPUExecutionProvider":
+            config = SessionConfig(
+                provider="cpu",
+                threads=threads,
+                graph_optimization="all",
+                config_entries={"session.intra_op.allow_spinning": spin},
+            )
+            info = EngineInfo(
+                ORT,
+                ORT,
+                "cpu",
+                E2E,
+                name,
+                {**cpu_settings, "io_binding": False, "cuda_graph": False},
+            )
+            engines.append(_try_engine(info, lambda i=info, c=config: OrtEngine(i, model, c)))
+        elif name == "CUDAExecutionProvider":
+            options = {
+                "device_id": "0",
+                "cudnn_conv_algo_search": "EXHAUSTIVE",
+                "use_tf32": "1" if tf32 else "0",
+                "do_copy_in_default_stream": "1",
+            }
+            config = SessionConfig(
+                provider="cuda", threads=threads, graph_optimization="all", provider_options=options
+            )
+            graph_config = dataclasses.replace(
+                config, provider_options={**options, "enable_cuda_graph": "1"}
+            )
+            base = {
+                "graph_optimization_level": "ORT_ENABLE_ALL",
+                "provider_options": options,
+                "tf32": tf32,
+            }
+            infos = {
+                E2E: EngineInfo(
+                    ORT, ORT, device, E2E, name, {**base, "io_binding": False, "cuda_graph": False}
+                ),
+                RESIDENT: EngineInfo(
+                    ORT,
+                    ORT,
+                    device,
+                    RESIDENT,
+                    name,
+                    {**base, "io_binding": True, "cuda_graph": False},
+                ),
+                GRAPH: EngineInfo(
+                    ORT,
+                    ORT,
+                    device,
+                    GRAPH,
+                    name,
+                    {
+                        **base,
+                        "provider_options": graph_config.provider_options,
+                        "io_binding": True,
+                        "cuda_graph": True,
+                        "session": "one per batch size (a graph is captured for fixed shapes)",
+                    },
+                ),
+            }
+            try:
+                probe = make_session(model, config)
+            except OnnxEdgeError as e:
+                engines.extend(SkippedEngine(i, str(e)) for i in infos.values())
+                continue
+            engines.append(OrtEngine(infos[E2E], model, config, session=probe))
+            engines.append(
+                _try_engine(
+                    infos[RESIDENT],
+                    lambda i=infos[RESIDENT], c=config: OrtEngine(i, model, c),
+                )
+            )
+            engines.append(
+                OrtEngine(infos[GRAPH], model, graph_config, per_batch_session=True, min_warmup=2)
+            )
+        else:
+            config = SessionConfig(provider=short, threads=threads, graph_optimization="all")
+            info = EngineInfo(
+                f"{ORT}-{short.lower()}",
+                ORT,
+                device,
+                E2E,
+                name,
+                {"graph_optimization_level": "ORT_ENABLE_ALL", "io_binding": False},
+            )
+            engines.append(_try_engine(info, lambda i=info, c=config: OrtEngine(i, model, c)))
+    return engines
+
+
+def _try_engine(info: EngineInfo, build: Callable[[], Engine]) -> AnyEngine:
+    try:
+        return build()
+    except OnnxEdgeError as e:
+        return SkippedEngine(info, str(e))

@@ -1,0 +1,91 @@
+"""`benchmark`: open a bundle, build the engines, time them and return the report."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from onnxedge.runtime.bench.engines import AnyEngine, peer_engines
+from onnxedge.runtime.bench.machine import load_average, machine_info, versions
+from onnxedge.runtime.bench.ort import ort_engines
+from onnxedge.runtime.bench.report import BenchReport
+from onnxedge.runtime.bench.settings import BenchSettings
+from onnxedge.runtime.bench.timing import ProgressFn, run_benchmark
+from onnxedge.runtime.bundle import MODEL, Bundle, TensorSpec
+from onnxedge.runtime.errors import OnnxEdgeError
+
+
+def benchmark(
+    bundle_path: str | Path,
+    settings: BenchSettings | None = None,
+    *,
+    command: str = "",
+    on_progress: ProgressFn | None = None,
+) -> BenchReport:
+    """Open the bundle, build the engines, time them, and return the report."""
+    settings = settings or BenchSettings()
+    bundle = Bundle.open(bundle_path)
+    manifest = bundle.manifest
+    shape = _sample_shape(bundle.input)
+    threads = settings.resolved_threads
+    load_before = load_average()
+    engines: list[AnyEngine] = []
+    try:
+        engines += ort_engines(
+            bundle.model_path,
+            settings.providers,
+            threads=threads,
+            tf32=settings.tf32,
+            spinning=settings.spinning,
+        )
+        engines += peer_engines(
+            manifest,
+            settings.peers,
+            settings.devices,
+            threads=threads,
+            checkpoint=settings.checkpoint,
+            tf32=settings.tf32,
+        )
+        rows = run_benchmark(engines, shape, settings, on_progress=on_progress)
+    finally:
+        for e in engines:
+            e.close()
+    return BenchReport(
+        bundle={
+            "path": str(bundle.path),
+            "model": manifest.get("model"),
+            "head": manifest.get("head"),
+            "exporter": manifest.get("exporter"),
+            "opset": manifest.get("opset"),
+            "weights": manifest.get("weights"),
+            "input": manifest.get("input"),
+            "model_sha256": manifest.get("files", {}).get(MODEL, {}).get("sha256"),
+        },
+        settings=settings,
+        machine={
+            **machine_info(),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+        },
+        versions=versions(),
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command=command,
+        engines=tuple(e.info for e in engines),
+        rows=tuple(rows),
+    )
+
+
+def _sample_shape(spec: TensorSpec) -> tuple[int, ...]:
+    """The shape of one sample of the bundle's input (`Bundle` has validated the spec): what
+    `make_input` stacks batch-size times. Bench feeds float32 with every dim but the batch fixed."""
+    if spec.dtype != "float32":
+        raise OnnxEdgeError(
+            f"bench times float32 inputs; the model's input {spec.name!r} is {spec.describe()}"
+        )
+    dims = spec.shape[1:]
+    if not dims or any(isinstance(d, str) for d in dims):
+        raise OnnxEdgeError(
+            "bench needs the input's dims fixed except the batch dim (the first); the model's "
+            f"input {spec.name!r} has shape {list(spec.shape)}"
+        )
+    return tuple(int(d) for d in dims)

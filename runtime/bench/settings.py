@@ -1,0 +1,150 @@
+"""What a benchmark run is asked to do: the engines and batch sizes (`BenchSettings`) and how many
+timed runs (`TimingPlan`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from onnxedge.runtime.bench.engines import PEERS, PROVIDER_DEVICE
+from onnxedge.runtime.bench.machine import default_threads
+from onnxedge.runtime.bench.stats import PERCENTILE_METHOD, THROUGHPUT_DEFINITION
+from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.session import provider_name
+
+DEFAULT_BATCH_SIZES = (1, 8, 64, 256)
+DEFAULT_PROVIDERS = ("cpu", "cuda")
+UNTIMED_PER_ROUND = 1
+# A target is judged (met or missed) only from at least this many timed runs of each engine it
+# compares; fewer give an "indicative" figure. Also the default of --min-iters.
+MIN_RUNS_TO_JUDGE = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class TimingPlan:
+    """How many runs: a fixed count (``iters``) or a time budget per engine x batch (``seconds``,
+    with at least ``min_iters`` runs), split into ``rounds`` in which the engines take turns."""
+
+    warmup: int = 3
+    iters: int | None = None
+    seconds: float | None = 2.0
+    min_iters: int = MIN_RUNS_TO_JUDGE
+    rounds: int = 4
+    max_iters: int = 100_000
+
+    def __post_init__(self) -> None:
+        if (self.iters is None) == (self.seconds is None):
+            raise OnnxEdgeError("expected exactly one of --iters and --seconds")
+        if self.iters is not None and self.iters < 1:
+            raise OnnxEdgeError(f"expected --iters >= 1, found {self.iters}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise OnnxEdgeError(f"expected --seconds > 0, found {self.seconds}")
+        if self.warmup < 0:
+            raise OnnxEdgeError(f"expected --warmup >= 0, found {self.warmup}")
+        if self.rounds < 1 or self.min_iters < 1:
+            raise OnnxEdgeError("expected --rounds and --min-iters >= 1")
+
+    @property
+    def effective_rounds(self) -> int:
+        return min(self.rounds, self.iters) if self.iters is not None else self.rounds
+
+    def quota(self, round_index: int) -> tuple[int, int, float | None]:
+        """(min runs, max runs, time budget in s or None) for one engine's turn in a round."""
+        n = self.effective_rounds
+        if self.iters is not None:
+            count = self.iters // n + (1 if round_index < self.iters % n else 0)
+            return count, count, None
+        assert self.seconds is not None
+        return (
+            math.ceil(self.min_iters / n),
+            max(1, math.ceil(self.max_iters / n)),
+            self.seconds / n,
+        )
+
+    def describe(self) -> str:
+        if self.iters is not None:
+            what = f"{self.iters} timed runs"
+        else:
+            what = f"{self.seconds:g} s of timed runs (at least {self.min_iters})"
+        return (
+            f"{self.warmup} warm-up runs, then {what} per engine x batch size, in "
+            f"{self.effective_rounds} interleaved rounds, each starting with "
+            f"{UNTIMED_PER_ROUND} untimed run"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "description": self.describe()}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSettings:
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    peers: tuple[str, ...] = tuple(PEERS)
+    plan: TimingPlan = dataclasses.field(default_factory=TimingPlan)
+    threads: int | None = None  # None: the physical cores this process may use
+    seed: int = 0
+    checkpoint: str | None = None
+    tf32: bool = False
+    spinning: bool = True
+    atol: float = 1e-4  # output check against the reference engine (probabilities in [0, 1])
+    rtol: float = 1e-3
+    tf32_atol: float = 1e-2  # TF32 convolutions carry ~10 mantissa bits
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise OnnxEdgeError(f"expected batch sizes >= 1, found {list(self.batch_sizes)}")
+        unknown = [p for p in self.peers if p not in PEERS]
+        if unknown:
+            raise OnnxEdgeError(
+                f"unknown peer {unknown[0]!r}; expected some of: {', '.join(PEERS)} (or none)"
+            )
+        for p in self.providers:
+            provider_name(p)
+        if self.threads is not None and self.threads < 1:
+            raise OnnxEdgeError(f"expected --threads >= 1, found {self.threads}")
+        if self.seed < 0:
+            raise OnnxEdgeError(
+                f"expected --seed >= 0 (numpy seeds are non-negative), found {self.seed}"
+            )
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads if self.threads is not None else default_threads()
+
+    @property
+    def check_atol(self) -> float:
+        """The output check's atol: looser where TF32 is allowed on the GPU."""
+        return max(self.atol, self.tf32_atol) if self.tf32 else self.atol
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        devs = (PROVIDER_DEVICE.get(provider_name(p), "cuda") for p in self.providers)
+        return tuple(dict.fromkeys(devs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "providers": [provider_name(p) for p in self.providers],
+            "batch_sizes": list(self.batch_sizes),
+            "peers": [PEERS[p] for p in self.peers],
+            "timing": self.plan.to_dict(),
+            "threads": self.resolved_threads,
+            "threads_source": "--threads" if self.threads is not None else "physical cores",
+            "thread_note": "ORT intra_op_num_threads and torch.set_num_threads get the same count",
+            "seed": self.seed,
+            "input": "float32, uniform in [0, 1), one array per batch size from the seed, "
+            "the same for every engine",
+            "tf32": self.tf32,
+            "intra_op_spinning": self.spinning,
+            "output_check": {
+                "reference": "the first engine that runs at each batch size (ORT's CPU EP "
+                "when cpu is among the providers)",
+                "atol": self.check_atol,
+                "rtol": self.rtol,
+            },
+            "percentile_method": f"numpy.percentile(method={PERCENTILE_METHOD!r})",
+            "throughput": THROUGHPUT_DEFINITION,
+            "clock": "time.perf_counter_ns around each call; device modes synchronise before "
+            "returning",
+        }

@@ -1,0 +1,150 @@
+"""``golden.npz``: the reference `onnxedge export` stores in a bundle, written byte for byte
+reproducibly (`golden_npz_bytes`) and read back with every array checked (`load_golden`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.errors import BundleError, first_line
+from onnxedge.runtime.parity.reference import GOLDEN_SEED, Reference, ReferenceBatch, canonical_json
+
+GOLDEN = "golden.npz"
+GOLDEN_FORMAT = "onnxedge-golden"
+GOLDEN_VERSION = 1
+
+
+def _key(batch: int, what: str) -> str:
+    return f"{what}_b{batch}"
+
+
+def golden_npz_bytes(reference: Reference, meta: Mapping[str, Any]) -> bytes:
+    """``golden.npz`` for a reference: an uncompressed npz, no pickled objects, byte-identical for
+    identical contents (fixed timestamps, fixed order)."""
+    arrays: dict[str, np.ndarray] = {
+        "meta": np.frombuffer(canonical_json(dict(meta)), dtype=np.uint8)
+    }
+    for size in reference.batch_sizes:
+        b = reference.batches[size]
+        arrays[_key(size, "inputs")] = np.asarray(b.inputs, dtype=np.float32)
+        arrays[_key(size, "kinds")] = np.asarray(b.kinds, dtype=np.str_)
+        arrays[_key(size, "prob") + "_f64"] = np.asarray(b.prob, dtype=np.float64)
+        arrays[_key(size, "logits") + "_f64"] = np.asarray(b.logits, dtype=np.float64)
+        arrays[_key(size, "prob") + "_f32"] = np.asarray(b.prob_f32, dtype=np.float32)
+        arrays[_key(size, "logits") + "_f32"] = np.asarray(b.logits_f32, dtype=np.float32)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def load_golden(bundle: Bundle) -> Reference:
+    """The golden reference of a bundle; its file's sha256 is checked against the manifest.
+
+    A bundle without golden data, a missing, altered or unreadable file, or one that lacks what
+    the manifest says it holds is a `BundleError` naming the file and what was wrong.
+    """
+    block = bundle.manifest.get("golden")
+    if not isinstance(block, Mapping) or "file" not in block:
+        raise BundleError(
+            f"{bundle.path} has no golden data: its manifest has no 'golden' block (exported by "
+            "an older onnxedge?); re-export it, or use --reference live where torch is installed"
+        )
+    name = str(block["file"])
+    path = bundle.file(name)  # verifies the sha256 against the manifest's file list
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise BundleError(
+            f"cannot read {path}: expected a numpy .npz archive, found: {first_line(e)}"
+        ) from None
+    meta = _golden_meta(path, arrays)
+    stated = bundle.input.shape
+    if len(stated) < 2 or not all(isinstance(d, int) for d in stated[1:]):
+        raise BundleError(
+            f"{bundle.path}/manifest.json: expected the input shape as [batch, C, H, W] with "
+            f"fixed C, H, W, found {list(stated)!r}"
+        )
+    input_shape = [int(d) for d in stated[1:]]
+    batches = {}
+    for size in meta["batch_sizes"]:
+        batches[int(size)] = _golden_batch(path, arrays, int(size), input_shape)
+    if list(block.get("batch_sizes", meta["batch_sizes"])) != list(meta["batch_sizes"]):
+        raise BundleError(
+            f"{path} holds batch sizes {meta['batch_sizes']}, the manifest says "
+            f"{block.get('batch_sizes')}"
+        )
+    logits_name = block.get("logits", meta.get("logits"))
+    return Reference(
+        source="golden",
+        description=f"{name} (sha256 {bundle.manifest['files'][name]['sha256'][:12]}…, "
+        f"{meta.get('reference', 'PyTorch')})",
+        preprocessing=meta["preprocessing"],
+        batches=batches,
+        logits_name=str(logits_name) if logits_name else None,
+        seed=int(meta.get("seed", GOLDEN_SEED)),
+    )
+
+
+def _golden_meta(path: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    if "meta" not in arrays:
+        raise BundleError(f"{path} is not golden data: expected a 'meta' entry, found none")
+    try:
+        meta = json.loads(arrays["meta"].astype(np.uint8).tobytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path}: its 'meta' entry is not JSON: {first_line(e)}") from None
+    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    if found != GOLDEN_FORMAT or meta.get("format_version") != GOLDEN_VERSION:
+        raise BundleError(
+            f"{path}: expected golden format {GOLDEN_FORMAT!r} version {GOLDEN_VERSION}, found "
+            f"{found!r} version {meta.get('format_version') if isinstance(meta, dict) else None!r}"
+        )
+    sizes = meta.get("batch_sizes")
+    if (
+        not isinstance(sizes, list)
+        or not sizes
+        or not all(isinstance(b, int) and b > 0 for b in sizes)
+    ):
+        raise BundleError(f"{path}: expected a list of batch sizes in its meta, found {sizes!r}")
+    if not isinstance(meta.get("preprocessing"), dict):
+        raise BundleError(f"{path}: expected the preprocessing in its meta, found none")
+    return meta
+
+
+def _golden_batch(
+    path: Path, arrays: Mapping[str, np.ndarray], size: int, input_shape: list[int]
+) -> ReferenceBatch:
+    def get(key: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        if key not in arrays:
+            raise BundleError(f"{path} lacks {key!r} (batch {size} is listed in its meta)")
+        array = arrays[key]
+        if array.dtype != dtype or tuple(array.shape) != shape:
+            raise BundleError(
+                f"{path}: {key!r} should be {np.dtype(dtype).name} {list(shape)}, found "
+                f"{array.dtype.name} {list(array.shape)}"
+            )
+        return array
+
+    shape_in = (size, *input_shape)
+    kinds_key = _key(size, "kinds")
+    if kinds_key not in arrays or arrays[kinds_key].shape != (size,):
+        raise BundleError(f"{path} lacks {kinds_key!r} with {size} entries")
+    return ReferenceBatch(
+        inputs=get(_key(size, "inputs"), np.float32, tuple(shape_in)),
+        kinds=tuple(str(k) for k in arrays[kinds_key]),
+        prob=get(_key(size, "prob") + "_f64", np.float64, (size, 1)),
+        logits=get(_key(size, "logits") + "_f64", np.float64, (size, 1)),
+        prob_f32=get(_key(size, "prob") + "_f32", np.float32, (size, 1)),
+        logits_f32=get(_key(size, "logits") + "_f32", np.float32, (size, 1)),
+    )

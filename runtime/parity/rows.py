@@ -1,0 +1,130 @@
+"""One parity row (`ParityRow`: a provider and TF32 setting at one batch size) and the
+0.5-threshold label agreement it reports."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from onnxedge.runtime.compare import Comparison
+from onnxedge.runtime.parity.tolerances import Tolerance, Tolerances
+from onnxedge.runtime.session import provider_name
+
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelAgreement:
+    """The 0.5-threshold labels of actual against reference probabilities."""
+
+    agree: int
+    total: int
+    flips_outside_tolerance: tuple[int, ...]  # rows whose label flipped though the reference
+    # probability is farther from the threshold than the tolerance
+
+    def __bool__(self) -> bool:
+        return not self.flips_outside_tolerance
+
+
+def label_agreement(
+    actual: np.ndarray, expected: np.ndarray, *, threshold: float, tolerance: Tolerance
+) -> LabelAgreement:
+    a = np.asarray(actual, dtype=np.float64).reshape(-1)
+    e = np.asarray(expected, dtype=np.float64).reshape(-1)
+    flipped = (a >= threshold) != (e >= threshold)
+    near = np.abs(e - threshold) <= tolerance.atol + tolerance.rtol * np.abs(e)
+    bad = tuple(int(i) for i in np.flatnonzero(flipped & ~near))
+    return LabelAgreement(int((~flipped).sum()), int(a.size), bad)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityRow:
+    """One provider (and TF32 setting) at one batch size. Truthy only when it ran and passed."""
+
+    provider: str
+    batch: int
+    status: str  # passed | failed | skipped
+    tolerances: Tolerances
+    tf32: str | None = None
+    # Whether onnxruntime reported the TF32 setting it runs with (None: no session, or no TF32).
+    tf32_confirmed: bool | None = None
+    prob: Comparison | None = None
+    logits: Comparison | None = None
+    labels: LabelAgreement | None = None
+    # Informational: the same outputs against PyTorch's float32 reference.
+    prob_vs_f32: Comparison | None = None
+    logits_vs_f32: Comparison | None = None
+    reason: str = ""  # why it failed or was skipped
+    required: bool = False
+
+    def __bool__(self) -> bool:
+        return self.status == PASSED
+
+    @property
+    def ran(self) -> bool:
+        return self.prob is not None
+
+    @property
+    def tf32_label(self) -> str:
+        """``tf32 on``/``tf32 off`` as onnxruntime reported it; where it did not report it, the
+        setting is only what was requested, and the label says so."""
+        if not self.tf32:
+            return "tf32 n/a"
+        if self.ran and not self.tf32_confirmed:
+            return f"tf32 {self.tf32} (requested, not confirmed by onnxruntime)"
+        return f"tf32 {self.tf32}"
+
+    def __str__(self) -> str:
+        head = f"{self.status.upper()} | {self.provider} | batch {self.batch} | {self.tf32_label}"
+        if not self.ran:
+            return f"{head} | {self.reason}"
+        parts = [head, _describe("prob", self.prob), _describe("logits", self.logits)]
+        if self.labels is not None:
+            parts.append(f"labels {self.labels.agree}/{self.labels.total} agree")
+        if self.reason:
+            parts.append(self.reason)
+        return " | ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "line": str(self),
+            "provider": self.provider,
+            "provider_name": provider_name(self.provider),
+            "batch": self.batch,
+            "tf32": self.tf32,
+            "tf32_confirmed": self.tf32_confirmed,
+            "tf32_label": self.tf32_label,
+            "status": self.status,
+            "required": self.required,
+            "reason": self.reason,
+            "tolerances": self.tolerances.to_dict(),
+            "prob": _comparison_dict(self.prob),
+            "logits": _comparison_dict(self.logits),
+            "labels": None
+            if self.labels is None
+            else {
+                "threshold_agree": self.labels.agree,
+                "total": self.labels.total,
+                "flips_outside_tolerance": list(self.labels.flips_outside_tolerance),
+            },
+            "vs_float32_reference": {
+                "prob": _comparison_dict(self.prob_vs_f32),
+                "logits": _comparison_dict(self.logits_vs_f32),
+            },
+        }
+
+
+def _describe(name: str, c: Comparison | None) -> str:
+    if c is None:
+        return f"{name} n/a"
+    text = (
+        f"{name} max_abs {c.max_abs_error:.2g} max_rel {c.max_rel_error:.2g} "
+        f"mean_abs {c.mean_abs_error:.2g} (atol {c.atol:g}, rtol {c.rtol:g})"
+    )
+    return text + (f" {c.detail}" if c.detail else "")
+
+
+def _comparison_dict(c: Comparison | None) -> dict[str, Any] | None:
+    return None if c is None else c.to_dict()

@@ -1,0 +1,222 @@
+"""`run_parity`: ``model.onnx`` on every target at every batch size, against the reference."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.classifier import check_external_data
+from onnxedge.runtime.compare import compare_arrays
+from onnxedge.runtime.errors import BundleError, OnnxEdgeError, ProviderUnavailable, first_line
+from onnxedge.runtime.parity.graph import find_logits_tensor, with_logits_output
+from onnxedge.runtime.parity.preprocessing import check_preprocessing
+from onnxedge.runtime.parity.reference import Reference, ReferenceBatch
+from onnxedge.runtime.parity.report import ParityReport
+from onnxedge.runtime.parity.rows import FAILED, PASSED, SKIPPED, ParityRow, label_agreement
+from onnxedge.runtime.parity.tolerances import Target, Tolerance, ToleranceOverrides, Tolerances
+from onnxedge.runtime.session import make_session, provider_name
+
+# onnxruntime's session config key for where a model loaded from bytes finds its external data.
+_EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sessions:
+    shipped: Any
+    checked: Any
+    tf32_confirmed: bool | None  # None where the target has no TF32 setting
+
+
+def run_parity(
+    bundle: Bundle,
+    reference: Reference,
+    *,
+    targets: Sequence[Target],
+    batch_sizes: Sequence[int] | None = None,
+    overrides: ToleranceOverrides | None = None,
+    required: Sequence[str] = (),
+) -> ParityReport:
+    """Run ``model.onnx`` on every target at every batch size and compare with ``reference``.
+
+    1. A target whose provider cannot run here (`ProviderUnavailable`) gives SKIPPED rows with the
+       reason (FAILED where it is required).
+    2. Any other failure to make its sessions (onnxruntime cannot load the model, a TF32 setting
+       it did not take) gives FAILED rows: a model that does not load is not "not tested".
+    3. External data: the shipped model is loaded from its path, so its external data resolves
+       as on the device; the in-memory logits copy is told the bundle's directory. Either way
+       the external files must lie inside the bundle and match the manifest
+       (`check_external_data`).
+    """
+    sizes = tuple(batch_sizes) if batch_sizes else reference.batch_sizes
+    # The preprocessing check re-makes the structured rows of every batch the reference holds.
+    preprocessing = check_preprocessing(bundle.preprocessing, reference)
+    reference = reference.select(sizes)
+    check_external_data(bundle)
+
+    try:
+        model = onnx.load(str(bundle.model_path), load_external_data=False)
+    except Exception as e:
+        raise BundleError(f"{bundle.model_path} is not an ONNX model: {first_line(e)}") from None
+    found = find_logits_tensor(model)
+    logits_name = reference.logits_name or found
+    if logits_name != found:
+        raise BundleError(
+            f"the golden data was recorded for the pre-sigmoid tensor {logits_name!r}, but in "
+            f"{bundle.model_path} the Sigmoid's input is {found!r}"
+        )
+    checked_bytes = with_logits_output(model, logits_name).SerializeToString()
+
+    rows: list[ParityRow] = []
+    for target in targets:
+        tolerances = target.tolerances(overrides)
+        is_required = target.provider in required
+        try:
+            sessions = _open_sessions(target, bundle, checked_bytes)
+        except OnnxEdgeError as e:
+            if isinstance(e, ProviderUnavailable) and not is_required:  # 1.
+                status, why = SKIPPED, str(e)
+            elif isinstance(e, ProviderUnavailable):
+                status, why = FAILED, f"required, but it did not run: {e}"
+            else:  # 2.
+                status, why = FAILED, f"cannot run the model here: {e}"
+            rows += [
+                ParityRow(
+                    target.provider,
+                    size,
+                    status,
+                    tolerances,
+                    tf32=target.tf32,
+                    reason=why,
+                    required=is_required,
+                )
+                for size in sizes
+            ]
+            continue
+        for size in sizes:
+            rows.append(
+                _run_row(
+                    target,
+                    sessions,
+                    reference.batches[size],
+                    input_name=bundle.input.name,
+                    logits_name=logits_name,
+                    tolerances=tolerances,
+                    threshold=bundle.threshold,
+                    required=is_required,
+                )
+            )
+    return ParityReport(
+        bundle=str(bundle.path),
+        reference=reference.description,
+        preprocessing=preprocessing,
+        rows=tuple(rows),
+    )
+
+
+def _open_sessions(target: Target, bundle: Bundle, checked_bytes: bytes) -> _Sessions:
+    config = target.session_config()
+    shipped = make_session(bundle.model_path, config)  # 3.: a path, as the device loads it
+    entries = {**config.config_entries, _EXTERNAL_DATA_FOLDER: str(bundle.model_path.parent)}
+    checked = make_session(checked_bytes, dataclasses.replace(config, config_entries=entries))
+    confirmed = [_tf32_confirmed(target, session) for session in (shipped, checked)]
+    return _Sessions(shipped, checked, None if target.tf32 is None else all(confirmed))
+
+
+def _tf32_confirmed(target: Target, session: Any) -> bool:
+    """Whether onnxruntime reports running with the TF32 setting requested (False where it does
+    not report ``use_tf32``); an error where it reports another one."""
+    if target.tf32 is None:
+        return False
+    options = session.get_provider_options().get(provider_name(target.provider), {})
+    effective = options.get("use_tf32")
+    wanted = "1" if target.tf32 == "on" else "0"
+    if effective is None:
+        return False
+    if str(effective) != wanted:
+        raise OnnxEdgeError(
+            f"asked onnxruntime for use_tf32={wanted} on {target.provider}, it runs with "
+            f"use_tf32={effective}"
+        )
+    return True
+
+
+def _run_row(
+    target: Target,
+    sessions: _Sessions,
+    ref: ReferenceBatch,
+    *,
+    input_name: str,
+    logits_name: str,
+    tolerances: Tolerances,
+    threshold: float,
+    required: bool,
+) -> ParityRow:
+    feeds = {input_name: ref.inputs}
+    row = ParityRow(
+        target.provider,
+        ref.batch,
+        FAILED,
+        tolerances,
+        tf32=target.tf32,
+        tf32_confirmed=sessions.tf32_confirmed,
+        required=required,
+    )
+    try:
+        prob = sessions.shipped.run(None, feeds)[0]
+        logits = sessions.checked.run([logits_name], feeds)[0]
+    except Exception as e:  # onnxruntime's own error types
+        return dataclasses.replace(row, reason=f"onnxruntime failed: {first_line(e)}")
+    prob_c = compare_arrays(prob, ref.prob, atol=tolerances.prob.atol, rtol=tolerances.prob.rtol)
+    logits_c = compare_arrays(
+        logits, ref.logits, atol=tolerances.logits.atol, rtol=tolerances.logits.rtol
+    )
+    labels = (
+        label_agreement(prob, ref.prob, threshold=threshold, tolerance=tolerances.prob)
+        if prob_c.shape_ok
+        else None
+    )
+    failures = []
+    for name, comparison, actual, expected, tolerance in (
+        ("prob", prob_c, prob, ref.prob, tolerances.prob),
+        ("logits", logits_c, logits, ref.logits, tolerances.logits),
+    ):
+        if comparison:
+            continue
+        if not comparison.shape_ok:
+            failures.append(f"{name}: {comparison.detail}")
+        else:
+            rows = _rows_outside(actual, expected, tolerance, ref.kinds)
+            failures.append(f"{name} outside the tolerance in rows {rows}")
+    if labels is not None and not labels:
+        failures.append(f"labels flipped in rows {list(labels.flips_outside_tolerance)}")
+    return dataclasses.replace(
+        row,
+        status=FAILED if failures else PASSED,
+        prob=prob_c,
+        logits=logits_c,
+        labels=labels,
+        prob_vs_f32=compare_arrays(
+            prob, ref.prob_f32, atol=tolerances.prob.atol, rtol=tolerances.prob.rtol
+        ),
+        logits_vs_f32=compare_arrays(
+            logits, ref.logits_f32, atol=tolerances.logits.atol, rtol=tolerances.logits.rtol
+        ),
+        reason="; ".join(failures),
+    )
+
+
+def _rows_outside(
+    actual: np.ndarray, expected: np.ndarray, tol: Tolerance, kinds: Sequence[str], most: int = 4
+) -> str:
+    """Which rows broke the tolerance, and what they are: ``0 (zeros), 5 (random), …``."""
+    a = np.asarray(actual, dtype=np.float64).reshape(len(kinds), -1)
+    e = np.asarray(expected, dtype=np.float64).reshape(len(kinds), -1)
+    ok = np.isfinite(a) & (np.abs(a - e) <= tol.atol + tol.rtol * np.abs(e))
+    rows = [f"{i} ({kinds[i]})" for i in np.flatnonzero(~ok.all(axis=1))]
+    more = f", and {len(rows) - most} more" if len(rows) > most else ""
+    return ", ".join(rows[:most]) + more

@@ -1,0 +1,105 @@
+"""Where parity runs (`Target`: a provider and its TF32 setting) and the tolerances it holds
+there; why these numbers: docs/PARITY.md."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.session import SessionConfig
+
+PARITY_PROVIDERS = ("cpu", "cuda")
+TF32_SETTINGS = ("off", "on")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """Elementwise ``|actual - expected| <= atol + rtol * |expected|``."""
+
+    atol: float
+    rtol: float
+
+    def __str__(self) -> str:
+        return f"atol {self.atol:g}, rtol {self.rtol:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    prob: Tolerance
+    logits: Tolerance
+    basis: str  # where they come from: "default for cpu", "default for cuda with tf32 off", ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prob": dataclasses.asdict(self.prob),
+            "logits": dataclasses.asdict(self.logits),
+            "basis": self.basis,
+        }
+
+
+# Why these numbers: docs/PARITY.md. Keyed by provider and TF32 setting (None: does not apply).
+DEFAULT_TOLERANCES: dict[tuple[str, str | None], tuple[Tolerance, Tolerance]] = {
+    ("cpu", None): (Tolerance(1e-5, 1e-4), Tolerance(1e-5, 1e-4)),
+    ("cuda", "off"): (Tolerance(1e-4, 1e-3), Tolerance(1e-4, 1e-3)),
+    ("cuda", "on"): (Tolerance(5e-3, 1e-2), Tolerance(2e-2, 1e-2)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ToleranceOverrides:
+    """What the user passed with --atol/--rtol (probabilities) and --logit-atol/--logit-rtol."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    logit_atol: float | None = None
+    logit_rtol: float | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in dataclasses.astuple(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One provider to run on, with its TF32 setting where it has one (CUDA)."""
+
+    provider: str  # short name: cpu, cuda
+    tf32: str | None = None  # "off" | "on" on CUDA; None where it does not apply
+
+    def session_config(self) -> SessionConfig:
+        options = {"use_tf32": "1" if self.tf32 == "on" else "0"} if self.tf32 else {}
+        return SessionConfig(provider=self.provider, provider_options=options)
+
+    def tolerances(self, overrides: ToleranceOverrides | None = None) -> Tolerances:
+        prob, logits = DEFAULT_TOLERANCES[(self.provider, self.tf32)]
+        basis = f"default for {self.provider}" + (f" with tf32 {self.tf32}" if self.tf32 else "")
+        o = overrides or ToleranceOverrides()
+        if o:
+            prob = Tolerance(_pick(o.atol, prob.atol), _pick(o.rtol, prob.rtol))
+            logits = Tolerance(_pick(o.logit_atol, logits.atol), _pick(o.logit_rtol, logits.rtol))
+            basis += ", overridden on the command line"
+        return Tolerances(prob, logits, basis)
+
+
+def _pick(override: float | None, default: float) -> float:
+    return default if override is None else float(override)
+
+
+def make_targets(providers: Sequence[str], tf32: str = "off") -> list[Target]:
+    """Targets for short provider names; ``tf32`` is off, on or both (CUDA only)."""
+    settings = TF32_SETTINGS if tf32 == "both" else (tf32,)
+    if any(s not in TF32_SETTINGS for s in settings):
+        raise OnnxEdgeError(f"unknown TF32 setting {tf32!r}; expected off, on or both")
+    targets: list[Target] = []
+    for short in providers:
+        if short not in PARITY_PROVIDERS:
+            raise OnnxEdgeError(
+                f"parity has no tolerances for provider {short!r}; expected one of: "
+                + ", ".join(PARITY_PROVIDERS)
+            )
+        if short == "cuda":
+            targets += [Target("cuda", s) for s in settings]
+        else:
+            targets.append(Target(short))
+    return list(dict.fromkeys(targets))
