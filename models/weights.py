@@ -111,6 +111,106 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> WeightsProvenan
     )
 
 
+CHECKPOINT_FORMAT = "onnxedge.checkpoint"
+CHECKPOINT_VERSION = 1
+_METADATA_KEY = "onnxedge"  # the safetensors metadata entry holding `CheckpointInfo` as JSON
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    """What `onnxedge train` records in a checkpoint's safetensors metadata, so that
+    `onnxedge export --checkpoint` needs nothing else: the model and head, what the classes are,
+    the preprocessing it was trained with, and how it was trained on which data."""
+
+    model: str
+    head: str
+    class_names: tuple[str, ...]  # index 0 negative, 1 positive
+    labels: Mapping[str, Any]  # the manifest's labels block: threshold, positive, negative
+    preprocessing: Mapping[str, Any]
+    epochs: int
+    best_epoch: int
+    best_val_accuracy: float
+    data: Mapping[str, Any]  # layout, class counts per split, listing_sha256
+    attribute: str | None = None
+    training: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            **dataclasses.asdict(self),
+            "class_names": list(self.class_names),
+        }
+
+    @classmethod
+    def from_dict(cls, block: Mapping[str, Any], source: str) -> CheckpointInfo:
+        if block.get("format") != CHECKPOINT_FORMAT:
+            raise OnnxEdgeError(
+                f"{source}: expected checkpoint metadata of format {CHECKPOINT_FORMAT!r}, found "
+                f"{block.get('format')!r}"
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]  # fmt: skip
+        missing = [name for name in required if name not in block]
+        if missing:
+            raise OnnxEdgeError(
+                f"{source}: the checkpoint metadata lacks {', '.join(missing)}; expected every "
+                f"field of {', '.join(required)}"
+            )
+        labels, preprocessing = block["labels"], block["preprocessing"]
+        if not isinstance(labels, Mapping) or not isinstance(preprocessing, Mapping):
+            raise OnnxEdgeError(
+                f"{source}: the checkpoint metadata's labels and preprocessing must be objects"
+            )
+        values = {name: block[name] for name in names if name in block}
+        values["class_names"] = tuple(str(n) for n in values["class_names"])
+        return cls(**values)
+
+
+def write_checkpoint(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], info: CheckpointInfo
+) -> None:
+    """Write ``tensors`` as safetensors with ``info`` in its metadata, atomically."""
+    import json
+
+    from safetensors.torch import save
+
+    from onnxedge.runtime.bundle import atomic_write_bytes
+
+    metadata = {_METADATA_KEY: json.dumps(info.to_dict(), sort_keys=True)}
+    atomic_write_bytes(path, save(dict(tensors), metadata=metadata))
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo | None:
+    """The `CheckpointInfo` of a safetensors checkpoint written by `onnxedge train`; None for a
+    checkpoint without it (another safetensors file, or a torch state_dict)."""
+    import json
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    if not path.is_file():
+        raise OnnxEdgeError(f"expected a checkpoint file, found nothing at {path}")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as e:
+        raise OnnxEdgeError(f"{path} is not a readable safetensors file: {first_line(e)}") from None
+    text = metadata.get(_METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        block = json.loads(text)
+    except ValueError as e:
+        raise OnnxEdgeError(f"{path}: its onnxedge metadata is not JSON: {first_line(e)}") from None
+    if not isinstance(block, Mapping):
+        raise OnnxEdgeError(f"{path}: expected its onnxedge metadata to be a JSON object")
+    return CheckpointInfo.from_dict(block, str(path))
+
+
 class CannotRebuild(OnnxEdgeError):
     """A manifest that does not give what rebuilding its module here needs: a model that is not in
     the registry, no ``weights`` block (or one with no known source), or a checkpoint bundle whose

@@ -180,6 +180,13 @@ def load_image(
     and what was wrong: missing, not a regular file, empty, not an image, truncated, more than
     ``max_pixels`` pixels (None: only PIL's own limit), or in a mode that cannot become RGB.
     """
+    return preprocess_image(open_image(path, max_pixels=max_pixels), spec)
+
+
+def open_image(path: Any, *, max_pixels: int | None = MAX_PIXELS) -> Any:
+    """Open an image file as an upright 8-bit RGB PIL image, refused as `load_image` says. The
+    training side crops it at random before `preprocess_image`; everything else uses
+    `load_image`."""
     from PIL import Image, ImageFile
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -215,7 +222,7 @@ def load_image(
         raise ImageReadError(
             path, f"cannot convert the {image.mode} image to RGB: {first_line(e)}"
         ) from None
-    return preprocess_image(rgb, spec)
+    return rgb
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> str:

@@ -1,0 +1,113 @@
+"""What the readers return: a labelled data set of image files, split into train, val and test.
+
+Torch-free, so that `onnxedge evaluate` and the quantisation gates run where only the runtime is
+installed; the training side wraps a `Split` in a ``torch.utils.data.Dataset``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from onnxedge.runtime.errors import OnnxEdgeError
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(OnnxEdgeError):
+    """A data folder that cannot be read as a labelled data set; the message says what was
+    expected and what was found."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split: image paths and their class indices (into `Dataset.class_names`), in order."""
+
+    name: str
+    paths: tuple[Path, ...]
+    labels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def counts(self, classes: int = 2) -> tuple[int, ...]:
+        """Images per class index."""
+        found = [0] * classes
+        for label in self.labels:
+            found[label] += 1
+        return tuple(found)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A labelled image data set read from ``root``.
+
+    ``layout``: ``celeba`` (CelebA's files), ``class-folders`` (``root/<split>/<class>/``) or
+    ``class-folders-hashed`` (``root/<class>/``, split by a hash of each file name).
+    ``class_names``: index 0 is the negative class, index 1 the positive one (what the model's
+    probability is about). ``attribute``: the CelebA attribute, or None for class folders.
+    """
+
+    root: Path
+    layout: str
+    class_names: tuple[str, ...]
+    splits: Mapping[str, Split]
+    attribute: str | None = None
+
+    def split(self, name: str) -> Split:
+        """The split ``name``; an error naming the splits this data set has."""
+        if name not in self.splits:
+            raise DataError(
+                f"{self.root}: no {name!r} split; this {self.layout} data set has: "
+                + ", ".join(self.splits)
+            )
+        return self.splits[name]
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        """A manifest's ``labels`` block for a binary classifier of this data set."""
+        return {"threshold": 0.5, "positive": self.class_names[1], "negative": self.class_names[0]}
+
+    def listing_sha256(self) -> str:
+        """sha256 of the listing (split, file name relative to the root, class name per image), so
+        a checkpoint records which data it was trained on without hashing the images."""
+        digest = hashlib.sha256()
+        for split in self.splits.values():
+            for path, label in zip(split.paths, split.labels, strict=True):
+                rel = path.relative_to(self.root).as_posix()
+                digest.update(f"{split.name}\t{rel}\t{self.class_names[label]}\n".encode())
+        return digest.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """What a checkpoint's metadata and an evaluation report record about the data."""
+        return {
+            "root": str(self.root),
+            "layout": self.layout,
+            "attribute": self.attribute,
+            "class_names": list(self.class_names),
+            "images": {
+                name: dict(zip(self.class_names, s.counts(len(self.class_names)), strict=True))
+                for name, s in self.splits.items()
+            },
+            "listing_sha256": self.listing_sha256(),
+        }
+
+
+def check_two_classes(names: tuple[str, ...], where: str) -> None:
+    """The smile model is a binary classifier: exactly two classes."""
+    if len(names) < 2:
+        raise DataError(
+            f"{where}: expected two classes, found only {', '.join(map(repr, names)) or 'none'}"
+        )
+    if len(names) > 2:
+        raise DataError(
+            f"{where}: expected two classes for a binary classifier, found {len(names)}: "
+            + ", ".join(names)
+        )

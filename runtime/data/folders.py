@@ -1,0 +1,120 @@
+"""Class folders: ``ROOT/<split>/<class>/*`` (splits train, val, test) or ``ROOT/<class>/*``.
+
+Class names are the folder names, sorted: index 0 is the negative class, index 1 the positive one
+(``not_smiling`` and ``smiling`` sort that way). Image files are the names `is_image_name` takes,
+directly inside a class folder; hidden entries (``.name``) are skipped, and so are other files.
+
+Without split folders, each image goes to a split by a hash of its file name (`hashed_split`):
+80% train, 10% val, 10% test, the same on every machine and whatever else is in the folder.
+
+Refused, each with one line: a class folder with no image, a single class, split folders beside
+other folders, split folders whose class folders differ, no class folder at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from onnxedge.runtime.data.dataset import SPLITS, DataError, Dataset, Split
+from onnxedge.runtime.preprocess import IMAGE_EXTENSIONS, is_image_name
+
+
+def has_split_folders(root: Path) -> bool:
+    return any((root / split).is_dir() for split in SPLITS)
+
+
+def hashed_split(file_name: str) -> str:
+    """train, val or test for a file name: the first 8 bytes of its sha256 modulo 10, 0-7 train,
+    8 val, 9 test."""
+    bucket = int.from_bytes(hashlib.sha256(file_name.encode()).digest()[:8], "big") % 10
+    return "train" if bucket < 8 else ("val" if bucket == 8 else "test")
+
+
+def read_class_folders(root: str | Path) -> Dataset:
+    """Read ``root`` as split folders of class folders, or as class folders split by hash."""
+    root = Path(root)
+    folders = _subfolders(root)
+    if has_split_folders(root):
+        others = [f for f in folders if f not in SPLITS]
+        if others:
+            raise DataError(
+                f"{root}: expected split folders ({', '.join(SPLITS)}) or class folders, found "
+                f"both: {', '.join(f for f in folders if f in SPLITS)} and {', '.join(others)}"
+            )
+        return _read_split_folders(root, folders)
+    if not folders:
+        raise DataError(
+            f"{root}: expected class folders (ROOT/<class>/*.jpg) or split folders "
+            f"(ROOT/train/<class>/...), found no folder"
+        )
+    names = tuple(folders)
+    _check_classes(names, root)
+    per_split: dict[str, tuple[list[Path], list[int]]] = {s: ([], []) for s in SPLITS}
+    for label, name in enumerate(names):
+        for path in _images(root / name):
+            paths, labels = per_split[hashed_split(path.name)]
+            paths.append(path)
+            labels.append(label)
+    splits = {s: Split(s, tuple(p), tuple(lab)) for s, (p, lab) in per_split.items() if p}
+    return Dataset(root=root, layout="class-folders-hashed", class_names=names, splits=splits)
+
+
+def _read_split_folders(root: Path, splits_found: list[str]) -> Dataset:
+    classes: tuple[str, ...] | None = None
+    first = ""
+    splits = {}
+    for split in (s for s in SPLITS if s in splits_found):
+        names = tuple(_subfolders(root / split))
+        _check_classes(names, root / split)
+        if classes is None:
+            classes, first = names, split
+        elif names != classes:
+            raise DataError(
+                f"{root}: expected the same class folders in every split, found "
+                f"{first}: {', '.join(classes)} but {split}: {', '.join(names)}"
+            )
+        paths: list[Path] = []
+        labels: list[int] = []
+        for label, name in enumerate(names):
+            found = _images(root / split / name)
+            paths += found
+            labels += [label] * len(found)
+        splits[split] = Split(split, tuple(paths), tuple(labels))
+    assert classes is not None  # has_split_folders said at least one split exists
+    return Dataset(root=root, layout="class-folders", class_names=classes, splits=splits)
+
+
+def _check_classes(names: tuple[str, ...], where: Path) -> None:
+    if len(names) < 2:
+        raise DataError(
+            f"{where}: expected a folder per class (two or more), found "
+            + (f"a single class {names[0]!r}" if names else "no class folder")
+        )
+
+
+def _subfolders(path: Path) -> list[str]:
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(f"{path}: cannot list: {e.strerror or e}") from None
+    return [e.name for e in entries if not e.name.startswith(".") and e.is_dir()]
+
+
+def _images(folder: Path) -> list[Path]:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as e:
+        raise DataError(f"{folder}: cannot list: {e.strerror or e}") from None
+    found = [
+        folder / n
+        for n in names
+        if not n.startswith(".") and is_image_name(n) and (folder / n).is_file()
+    ]
+    if not found:
+        raise DataError(
+            f"class folder {folder} holds no image file; expected files ending in "
+            + ", ".join(IMAGE_EXTENSIONS)
+        )
+    return found

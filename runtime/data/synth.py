@@ -1,0 +1,470 @@
+"""Synthetic faces in CelebA's layout: a data set the project can train on without any download.
+
+`write_faces` draws ``count`` faces into ``out/img_align_celeba/NNNNNN.jpg`` (178x218 JPEGs, as
+CelebA's aligned crops) and writes ``list_attr_celeba.txt`` and ``list_eval_partition.txt`` in
+CelebA's formats, so every reader of real CelebA reads them unchanged.
+
+What varies, each drawn from the image's own random stream (`numpy.random.default_rng([seed,
+index])`, so one seed gives identical bytes, image by image, whatever the worker count):
+
+1. The face: position, size, tilt, skin and hair colour, hair style (short, long, bald), eyes,
+   eyebrows, nose, glasses, an open or closed mouth of varied width and lip thickness.
+2. The picture: a background of two colours with 3-12 shapes of clutter, a shirt, directional
+   lighting and exposure, Gaussian blur, sensor noise and JPEG quality 55-95.
+3. The label: the mouth's curvature ``c`` in [-1, 1]. ``Smiling`` is ``c > 0`` (corners up). A
+   fraction `NEAR_FRACTION` of faces has ``|c|`` below `NEAR_LIMIT`, a mouth almost straight, so
+   that a weaker model, or a badly quantised one, loses accuracy there.
+
+Nothing else depends on ``c``, so nothing but the mouth's shape tells the classes apart. Other
+attributes that the drawing decides are filled in (``Eyeglasses``, ``Black_Hair``, ``Blond_Hair``,
+``Brown_Hair``, ``Gray_Hair``, ``Bald``, ``Mouth_Slightly_Open``, ``Pale_Skin``, ``Wearing_Hat``
+is never drawn); the attributes the drawing does not model are -1 for every face.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxedge.runtime.errors import OnnxEdgeError
+
+log = logging.getLogger(__name__)
+
+WIDTH, HEIGHT = 178, 218  # CelebA's aligned crops
+SUPERSAMPLE = 2  # drawn at twice the size, then reduced: smooth edges, sub-pixel mouth shapes
+SYNTH_VERSION = 1  # bumped whenever the drawing changes, so a set records what drew it
+MARKER = "synth.json"  # what `write_faces` writes next to CelebA's files; readers ignore it
+
+NEAR_FRACTION = 0.15  # faces whose mouth is almost straight
+NEAR_LIMIT = 0.3  # |curvature| below this is "near the decision line"
+MIN_CURVATURE = 0.05  # no face sits exactly on the line: every label is decidable in principle
+
+# CelebA's 40 attribute names, in its file's order.
+_CELEBA_HEADER = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
+    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee "
+    "Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes "
+    "No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling "
+    "Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace "
+    "Wearing_Necktie Young"
+)
+CELEBA_ATTRIBUTES = tuple(_CELEBA_HEADER.split())
+
+_SKIN = np.array(
+    [
+        (255, 224, 196),
+        (250, 210, 170),
+        (234, 189, 142),
+        (214, 160, 112),
+        (186, 128, 84),
+        (141, 90, 56),
+        (98, 62, 38),
+        (70, 44, 28),
+    ],
+    dtype=np.float64,
+)
+_HAIR = {
+    "Black_Hair": (28, 24, 22),
+    "Brown_Hair": (96, 62, 36),
+    "Blond_Hair": (222, 190, 124),
+    "Gray_Hair": (165, 165, 162),
+    "Red": (150, 62, 30),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Face:
+    """What was drawn for one image: the label and the attributes the drawing decides."""
+
+    curvature: float
+    attributes: dict[str, int]  # CelebA attribute name -> 1 or -1
+
+    @property
+    def smiling(self) -> bool:
+        return self.curvature > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthResult:
+    """What `write_faces` wrote."""
+
+    out: Path
+    count: int
+    seed: int
+    smiling: int  # faces with Smiling = 1
+    near: int  # faces with |curvature| < NEAR_LIMIT
+    splits: dict[str, int]  # train / val / test -> images
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "out": str(self.out)}
+
+
+# -- drawing ---------------------------------------------------------------------------------------
+
+
+class _Canvas:
+    """PIL drawing in face coordinates: rotation about the face centre, then supersampling."""
+
+    def __init__(self, image: Any, centre: tuple[float, float], angle: float) -> None:
+        from PIL import ImageDraw
+
+        self.draw = ImageDraw.Draw(image)
+        self.cx, self.cy = centre
+        self.cos, self.sin = math.cos(angle), math.sin(angle)
+
+    def _xy(self, x: float, y: float) -> tuple[float, float]:
+        dx, dy = x - self.cx, y - self.cy
+        rx = self.cx + dx * self.cos - dy * self.sin
+        ry = self.cy + dx * self.sin + dy * self.cos
+        return rx * SUPERSAMPLE, ry * SUPERSAMPLE
+
+    def polygon(self, points: list[tuple[float, float]], fill: Any) -> None:
+        self.draw.polygon([self._xy(x, y) for x, y in points], fill=_rgb(fill))
+
+    def line(self, points: list[tuple[float, float]], fill: Any, width: float) -> None:
+        w = max(1, round(width * SUPERSAMPLE))
+        xy = [self._xy(x, y) for x, y in points]
+        self.draw.line(xy, fill=_rgb(fill), width=w, joint="curve")
+        for end in (xy[0], xy[-1]):  # round caps
+            r = w / 2
+            self.draw.ellipse((end[0] - r, end[1] - r, end[0] + r, end[1] + r), fill=_rgb(fill))
+
+    def ellipse(
+        self, x: float, y: float, rx: float, ry: float, fill: Any, *, start: float = 0.0,
+        stop: float = 2 * math.pi, n: int = 40,
+    ) -> None:  # fmt: skip
+        self.polygon(_arc(x, y, rx, ry, start, stop, n), fill)
+
+    def outline(self, x: float, y: float, rx: float, ry: float, fill: Any, width: float) -> None:
+        points = _arc(x, y, rx, ry, 0.0, 2 * math.pi, 40)
+        self.line([*points, points[0]], fill, width)
+
+
+def _arc(
+    x: float, y: float, rx: float, ry: float, start: float, stop: float, n: int
+) -> list[tuple[float, float]]:
+    return [
+        (x + rx * math.cos(t), y + ry * math.sin(t)) for t in np.linspace(start, stop, n).tolist()
+    ]
+
+
+def _rgb(colour: Any) -> tuple[int, int, int]:
+    r, g, b = (round(min(255.0, max(0.0, float(v)))) for v in colour)
+    return r, g, b
+
+
+def _shade(colour: Any, factor: float) -> np.ndarray:
+    return np.clip(np.asarray(colour, dtype=np.float64) * factor, 0, 255)
+
+
+def _mouth_curve(
+    x: float, y: float, half_width: float, sag: float, n: int = 17
+) -> list[tuple[float, float]]:
+    """A parabola through the corners (x ± half_width, y - sag/2) and the middle (x, y + sag/2):
+    ``sag > 0`` lifts the corners (a smile), ``sag < 0`` drops them."""
+    ts = np.linspace(-1.0, 1.0, n)
+    return [(x + t * half_width, y + sag / 2 - sag * t * t) for t in ts.tolist()]
+
+
+def _curvature(rng: np.random.Generator) -> float:
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    if rng.random() < NEAR_FRACTION:
+        return sign * rng.uniform(MIN_CURVATURE, NEAR_LIMIT)
+    return sign * rng.uniform(NEAR_LIMIT, 1.0)
+
+
+def _ramp(width: int, height: int, theta: float) -> np.ndarray:
+    """float32 [height, width]: the signed distance from the centre along the direction theta."""
+    xs = (np.arange(width, dtype=np.float32) - width / 2) * np.float32(math.cos(theta))
+    ys = (np.arange(height, dtype=np.float32) - height / 2) * np.float32(math.sin(theta))
+    return ys[:, None] + xs[None, :]
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> Any:
+    from PIL import Image
+
+    a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    theta = rng.uniform(0, 2 * math.pi)
+    t = _ramp(width, height, theta)
+    t = (t - t.min()) / max(float(np.ptp(t)), 1e-9)
+    pixels = a.astype(np.float32) + (b - a).astype(np.float32) * t[..., None]
+    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    canvas = _Canvas(image, (0.0, 0.0), 0.0)
+    for _ in range(int(rng.integers(3, 13))):
+        colour = rng.uniform(0, 255, 3)
+        x, y = rng.uniform(-20, WIDTH + 20), rng.uniform(-20, HEIGHT + 20)
+        kind = rng.integers(3)
+        if kind == 0:
+            canvas.ellipse(x, y, rng.uniform(5, 45), rng.uniform(5, 45), colour)
+        elif kind == 1:
+            w, h, angle = rng.uniform(5, 60), rng.uniform(5, 60), rng.uniform(0, math.pi)
+            corners = [(-w, -h), (w, -h), (w, h), (-w, h)]
+            c, s = math.cos(angle), math.sin(angle)
+            canvas.polygon([(x + u * c - v * s, y + u * s + v * c) for u, v in corners], colour)
+        else:
+            x2, y2 = rng.uniform(-20, WIDTH + 20), rng.uniform(-20, HEIGHT + 20)
+            canvas.line([(x, y), (x2, y2)], colour, rng.uniform(1, 6))
+    return image
+
+
+def draw_face(seed: int, index: int) -> tuple[bytes, Face]:
+    """One face as JPEG bytes, and what was drawn; the same (seed, index) gives the same bytes."""
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng([seed, index])
+    big = (WIDTH * SUPERSAMPLE, HEIGHT * SUPERSAMPLE)
+    image = _background(rng, *big)
+
+    # 1. The face: CelebA's aligned crops put the eyes near y = 112 and the mouth near y = 150.
+    scale = rng.uniform(0.85, 1.15)
+    cx = WIDTH / 2 + float(np.clip(rng.normal(0, 5), -12, 12))
+    cy = 122 + float(np.clip(rng.normal(0, 5), -12, 12))
+    rx, ry = 40 * scale * rng.uniform(0.9, 1.1), 54 * scale * rng.uniform(0.92, 1.08)
+    canvas = _Canvas(image, (cx, cy), math.radians(rng.uniform(-12, 12)))
+
+    pale = rng.random() < 0.15
+    skin = _SKIN[0] if pale else _SKIN[int(rng.integers(1, len(_SKIN)))]
+    skin = np.clip(skin * rng.uniform(0.9, 1.08) + rng.normal(0, 6, 3), 0, 255)
+    hair_name = list(_HAIR)[int(rng.integers(len(_HAIR)))]
+    hair = np.clip(
+        np.asarray(_HAIR[hair_name]) * rng.uniform(0.8, 1.15) + rng.normal(0, 8, 3), 0, 255
+    )
+    style = ("short", "long", "bald")[int(rng.choice(3, p=[0.55, 0.35, 0.10]))]
+
+    if style == "long":
+        canvas.ellipse(cx, cy + 0.35 * ry, rx * 1.35, ry * 1.3, hair)
+    shirt = rng.uniform(0, 255, 3)
+    canvas.ellipse(cx, cy + 2.05 * ry, rx * 2.2, ry * 0.95, shirt)  # shoulders
+    canvas.polygon(
+        [(cx - 0.42 * rx, cy + 0.6 * ry), (cx + 0.42 * rx, cy + 0.6 * ry),
+         (cx + 0.5 * rx, cy + 1.3 * ry), (cx - 0.5 * rx, cy + 1.3 * ry)],
+        _shade(skin, 0.88),
+    )  # fmt: skip
+    for side in (-1, 1):  # ears
+        canvas.ellipse(
+            cx + side * rx * 0.97, cy + 0.02 * ry, rx * 0.16, ry * 0.2, _shade(skin, 0.93)
+        )
+    canvas.ellipse(cx, cy, rx, ry, skin)
+    if style != "bald":
+        fringe = cy - ry * rng.uniform(0.38, 0.62)
+        cap = _arc(cx, cy - 0.02 * ry, rx * 1.07, ry * 1.08, math.pi, 2 * math.pi, 30)
+        wave = rng.uniform(0, 4)
+        xs = np.linspace(cx + rx * 1.07, cx - rx * 1.07, 9).tolist()
+        edge = [(x, fringe + wave * math.sin(i * 1.3)) for i, x in enumerate(xs)]
+        canvas.polygon([*cap, *edge], hair)
+
+    # 2. Eyes, eyebrows, nose, glasses.
+    eye_y = cy - ry * rng.uniform(0.12, 0.2)
+    eye_dx = rx * rng.uniform(0.36, 0.44)
+    eye_r = rx * rng.uniform(0.1, 0.14)
+    iris = rng.uniform(20, 140, 3)
+    brow_lift = ry * rng.uniform(0.12, 0.2)
+    brow_tilt = rng.uniform(-0.12, 0.12)
+    for side in (-1, 1):
+        ex = cx + side * eye_dx
+        canvas.ellipse(ex, eye_y, eye_r * 1.4, eye_r, (245, 245, 240))
+        canvas.ellipse(ex + rng.uniform(-1, 1), eye_y, eye_r * 0.62, eye_r * 0.62, iris)
+        canvas.ellipse(ex, eye_y, eye_r * 0.3, eye_r * 0.3, (10, 10, 10))
+        by = eye_y - brow_lift
+        brow = [
+            (ex - side * eye_r * 1.5, by + side * brow_tilt * 10),
+            (ex + side * eye_r * 1.6, by - 2),
+        ]
+        canvas.line(brow, _shade(hair, 0.8), rng.uniform(1.5, 3.5))
+    nose_y = cy + ry * rng.uniform(0.18, 0.28)
+    nose_w = rx * rng.uniform(0.1, 0.16)
+    canvas.line(
+        [(cx, eye_y + eye_r), (cx + nose_w * 0.3, nose_y), (cx - nose_w, nose_y + 1)],
+        _shade(skin, 0.72), rng.uniform(1.0, 2.0),
+    )  # fmt: skip
+    glasses = rng.random() < 0.15
+    if glasses:
+        frame = rng.uniform(0, 80, 3)
+        for side in (-1, 1):
+            canvas.outline(cx + side * eye_dx, eye_y, eye_r * 2.0, eye_r * 1.6, frame, 1.6)
+        canvas.line(
+            [(cx - eye_dx + eye_r * 2, eye_y), (cx + eye_dx - eye_r * 2, eye_y)], frame, 1.6
+        )
+
+    # 3. The mouth: its curvature is the label.
+    curvature = _curvature(rng)
+    mouth_y = cy + ry * rng.uniform(0.5, 0.6)
+    half_width = rx * rng.uniform(0.3, 0.45)
+    sag = curvature * half_width * 0.65  # corners this far above (below) the middle
+    lip = np.clip(_shade(skin, rng.uniform(0.55, 0.75)) + np.array([30.0, -5.0, -5.0]), 0, 255)
+    thickness = rng.uniform(1.6, 3.6)
+    mouth_open = rng.random() < 0.3
+    upper = _mouth_curve(cx, mouth_y, half_width, sag)
+    if mouth_open:
+        gap = ry * rng.uniform(0.05, 0.12)
+        lower = _mouth_curve(cx, mouth_y + gap, half_width * 0.92, sag * 1.3)
+        inside = [*upper, *reversed(lower)]
+        canvas.polygon(inside, (70, 20, 25))
+        if rng.random() < 0.6:
+            teeth = _mouth_curve(cx, mouth_y + gap * 0.35, half_width * 0.8, sag)
+            canvas.line(teeth, (235, 232, 222), gap * 0.45)
+        canvas.line(lower, lip, thickness)
+    canvas.line(upper, lip, thickness)
+
+    # 4. The picture: reduce, light, blur, noise, JPEG.
+    image = image.resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS)
+    pixels = np.asarray(image, dtype=np.float64)
+    ramp = _ramp(WIDTH, HEIGHT, rng.uniform(0, 2 * math.pi)) / HEIGHT
+    light = rng.uniform(0.7, 1.25) * (1 + rng.uniform(0, 0.8) * ramp)
+    pixels = pixels * light[..., None] + rng.normal(0, rng.uniform(0, 7), pixels.shape)
+    image = Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), "RGB")
+    blur = rng.uniform(0, 1.3)
+    if blur > 0.25:
+        image = image.filter(ImageFilter.GaussianBlur(blur))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=int(rng.integers(55, 96)))
+
+    attributes = {name: -1 for name in CELEBA_ATTRIBUTES}
+    attributes["Smiling"] = 1 if curvature > 0 else -1
+    attributes["Mouth_Slightly_Open"] = 1 if mouth_open else -1
+    attributes["Eyeglasses"] = 1 if glasses else -1
+    attributes["Pale_Skin"] = 1 if pale else -1
+    attributes["Bald"] = 1 if style == "bald" else -1
+    if style != "bald" and hair_name in attributes:
+        attributes[hair_name] = 1
+    return buffer.getvalue(), Face(curvature=float(curvature), attributes=attributes)
+
+
+# -- the set ---------------------------------------------------------------------------------------
+
+
+def file_name(index: int, count: int) -> str:
+    """CelebA's names: 000001.jpg, ... (six digits, wider when the set needs more)."""
+    return f"{index + 1:0{max(6, len(str(count)))}d}.jpg"
+
+
+def partition(index: int, count: int) -> int:
+    """CelebA's partition codes: the first 80% train (0), the next 10% val (1), then test (2)."""
+    if index < int(count * 0.8):
+        return 0
+    return 1 if index < int(count * 0.9) else 2
+
+
+def _draw_chunk(args: tuple[int, int, int, int, str]) -> list[tuple[int, float, dict[str, int]]]:
+    seed, start, stop, count, directory = args
+    drawn = []
+    for index in range(start, stop):
+        data, face = draw_face(seed, index)
+        Path(directory, file_name(index, count)).write_bytes(data)
+        drawn.append((index, face.curvature, face.attributes))
+    return drawn
+
+
+def write_faces(
+    out: str | Path,
+    *,
+    count: int = 6000,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SynthResult:
+    """Draw ``count`` faces into ``out`` in CelebA's layout, atomically: the set is drawn in a
+    temporary directory beside ``out`` and renamed into place, so ``out`` is a complete set or
+    absent. An existing ``out`` is replaced only if it is empty or an earlier synthetic set (it
+    holds `MARKER`); anything else is refused. ``progress(done, count)`` is called as faces are
+    drawn; ``workers`` processes draw them (None: one per CPU, at most 4)."""
+    out = Path(out)
+    if count < 10:
+        raise OnnxEdgeError(
+            f"--count: expected at least 10 faces (train, val and test), got {count}"
+        )
+    if not 0 <= seed < 2**63:
+        raise OnnxEdgeError(f"--seed: expected an integer in [0, 2**63), got {seed}")
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MARKER).is_file())):
+        raise OnnxEdgeError(
+            f"--out: expected a new directory, an empty one or an earlier synthetic set, found "
+            f"{'a file' if not out.is_dir() else 'a directory with other files'} at {out}"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        images = tmp / "img_align_celeba"
+        images.mkdir()
+        faces = _draw_all(seed, count, images, workers, progress)
+        _write_lists(tmp, faces, count)
+        near = sum(abs(c) < NEAR_LIMIT for _, c, _ in faces)
+        smiling = sum(c > 0 for _, c, _ in faces)
+        splits = {
+            name: sum(partition(i, count) == code for i in range(count))
+            for code, name in enumerate(("train", "val", "test"))
+        }
+        marker = {
+            "what": "synthetic faces drawn by onnxedge (onnxedge data synth), not photographs",
+            "layout": "CelebA (img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt)",
+            "version": SYNTH_VERSION,
+            "seed": seed,
+            "count": count,
+            "smiling": smiling,
+            "near_decision_line": near,
+            "splits": splits,
+        }
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SynthResult(out=out, count=count, seed=seed, smiling=smiling, near=near, splits=splits)
+
+
+def _draw_all(
+    seed: int,
+    count: int,
+    directory: Path,
+    workers: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> list[tuple[int, float, dict[str, int]]]:
+    chunk = 50
+    tasks = [
+        (seed, s, min(s + chunk, count), count, str(directory)) for s in range(0, count, chunk)
+    ]
+    workers = workers or min(4, os.cpu_count() or 1)
+    faces: list[tuple[int, float, dict[str, int]]] = []
+    results: Iterator[list[tuple[int, float, dict[str, int]]]]
+    if workers > 1 and len(tasks) > 1:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_draw_chunk, tasks)
+    else:
+        pool = None
+        results = map(_draw_chunk, tasks)
+    try:
+        for drawn in results:
+            faces += drawn
+            if progress is not None:
+                progress(len(faces), count)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return sorted(faces)
+
+
+def _write_lists(
+    directory: Path, faces: list[tuple[int, float, dict[str, int]]], count: int
+) -> None:
+    """CelebA's text files: the count, the attribute names, then one row per image."""
+    rows = [str(count), " ".join(CELEBA_ATTRIBUTES) + " "]
+    for index, _, attributes in faces:
+        values = " ".join(f"{attributes[name]:2d}" for name in CELEBA_ATTRIBUTES)
+        rows.append(f"{file_name(index, count)} {values}")
+    (directory / "list_attr_celeba.txt").write_text("\n".join(rows) + "\n")
+    (directory / "list_eval_partition.txt").write_text(
+        "".join(f"{file_name(i, count)} {partition(i, count)}\n" for i in range(count))
+    )

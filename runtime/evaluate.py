@@ -1,0 +1,195 @@
+"""How well a bundle's model classifies a labelled split, measured where it runs: ONNX Runtime, no
+torch.
+
+`evaluate_bundle` reads the split (`onnxedge.runtime.data`), classifies its files with
+`Classifier.predict_files` (the device's preprocessing and batching, nothing of its own) and
+returns an `EvaluationResult`: accuracy, precision, recall, the confusion matrix, ROC AUC, images
+per class, and every file that could not be used with the reason. A bad image is counted and
+reported, never fatal; the metrics are over the images that were classified.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxedge.runtime.classifier import Classifier
+from onnxedge.runtime.data import Dataset, open_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedFile:
+    file: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"file": self.file, "reason": self.reason}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationResult:
+    """Binary classification metrics of one split; ``None`` where a metric is undefined (no
+    predicted positive for precision, one class only for ROC AUC).
+
+    ``confusion`` is ``[[tn, fp], [fn, tp]]``: rows are the true class (negative, positive),
+    columns the predicted one.
+    """
+
+    bundle: str
+    split: str
+    data: dict[str, Any]  # root, layout, attribute, listing_sha256
+    class_names: tuple[str, str]  # negative, positive
+    bundle_labels: tuple[str, str]  # the bundle's negative and positive label names
+    threshold: float
+    provider: str
+    images: dict[str, int]  # images listed per class
+    evaluated: int
+    accuracy: float | None
+    precision: float | None
+    recall: float | None
+    confusion: tuple[tuple[int, int], tuple[int, int]]
+    roc_auc: float | None
+    failed: tuple[FailedFile, ...]
+
+    def __bool__(self) -> bool:
+        """True when every listed image was classified."""
+        return not self.failed
+
+    @property
+    def labels_match(self) -> bool:
+        return tuple(n.lower() for n in self.bundle_labels) == tuple(
+            n.lower() for n in self.class_names
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        (tn, fp), (fn, tp) = self.confusion
+        return {
+            "accuracy": self.accuracy,
+            "precision": self.precision,
+            "recall": self.recall,
+            "roc_auc": self.roc_auc,
+            "confusion": {"tn": tn, "fp": fp, "fn": fn, "tp": tp, "matrix": [[tn, fp], [fn, tp]]},
+            "images": self.images,
+            "evaluated": self.evaluated,
+            "failed": [f.to_dict() for f in self.failed],
+            "split": self.split,
+            "class_names": list(self.class_names),
+            "bundle_labels": list(self.bundle_labels),
+            "threshold": self.threshold,
+            "bundle": self.bundle,
+            "provider": self.provider,
+            "data": self.data,
+        }
+
+
+def roc_auc(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> float | None:
+    """Area under the ROC curve: the probability that a random positive scores above a random
+    negative, ties counting one half (the Mann-Whitney U statistic). None with one class only."""
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    # Ranks from 1; tied scores share the mean of the ranks they span.
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    ranks = mean_rank[inverse]
+    u = ranks[labels].sum() - positives * (positives + 1) / 2.0
+    return float(u / (positives * negatives))
+
+
+def binary_metrics(
+    labels: Sequence[int] | np.ndarray, predicted: Sequence[bool] | np.ndarray
+) -> tuple[float | None, float | None, float | None, tuple[tuple[int, int], tuple[int, int]]]:
+    """(accuracy, precision, recall, [[tn, fp], [fn, tp]]) of boolean predictions."""
+    truth = np.asarray(labels, dtype=bool)
+    guess = np.asarray(predicted, dtype=bool)
+    tp = int((truth & guess).sum())
+    tn = int((~truth & ~guess).sum())
+    fp = int((~truth & guess).sum())
+    fn = int((truth & ~guess).sum())
+    total = tp + tn + fp + fn
+    accuracy = (tp + tn) / total if total else None
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    return accuracy, precision, recall, ((tn, fp), (fn, tp))
+
+
+def evaluate_bundle(
+    bundle: str | Path,
+    data: Dataset | str | Path,
+    *,
+    split: str = "test",
+    attribute: str | None = None,
+    provider: str = "auto",
+    threads: int | None = None,
+    batch_size: int = 64,
+    threshold: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """Classify ``split`` of ``data`` (a `Dataset`, or a folder `open_dataset` reads with
+    ``attribute``) with the bundle's model and measure it. ``progress(done, total)`` is called
+    after each file."""
+    dataset = data if isinstance(data, Dataset) else open_dataset(data, attribute)
+    chosen = dataset.split(split)
+    classifier = Classifier.from_bundle(bundle, provider=provider, threads=threads)
+    negative = str(classifier.labels.get("negative", "negative"))
+    positive = str(classifier.labels.get("positive", "positive"))
+    cut = classifier.threshold if threshold is None else float(threshold)
+
+    labels: list[int] = []
+    scores: list[float] = []
+    failed: list[FailedFile] = []
+    results = classifier.predict_files(chosen.paths, batch_size=batch_size, threshold=cut)
+    for done, (label, result) in enumerate(zip(chosen.labels, results, strict=True), start=1):
+        if result.prediction is None:
+            failed.append(FailedFile(result.file, result.error or "unknown error"))
+        else:
+            labels.append(label)
+            scores.append(result.prediction.probability)
+        if progress is not None:
+            progress(done, len(chosen))
+    probabilities = np.asarray(scores, dtype=np.float64)
+    accuracy, precision, recall, confusion = binary_metrics(labels, probabilities >= cut)
+    names = (dataset.class_names[0], dataset.class_names[1])
+    result = EvaluationResult(
+        bundle=str(bundle),
+        split=split,
+        data={
+            "root": str(dataset.root),
+            "layout": dataset.layout,
+            "attribute": dataset.attribute,
+            "listing_sha256": dataset.listing_sha256(),
+        },
+        class_names=names,
+        bundle_labels=(negative, positive),
+        threshold=cut,
+        provider=classifier.provider,
+        images=dict(zip(names, chosen.counts(), strict=True)),
+        evaluated=len(labels),
+        accuracy=accuracy,
+        precision=precision,
+        recall=recall,
+        confusion=confusion,
+        roc_auc=roc_auc(labels, probabilities),
+        failed=tuple(failed),
+    )
+    if not result.labels_match:
+        log.warning(
+            "the bundle's labels (%s / %s) are not the data's classes (%s / %s): the bundle's "
+            "positive class is taken to be %r",
+            negative,
+            positive,
+            *names,
+            names[1],
+        )
+    return result

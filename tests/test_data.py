@@ -1,0 +1,254 @@
+"""The data readers (CelebA's layout, class folders) and the synthetic faces, torch-free."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from onnxedge.runtime.data import DataError, detect_layout, open_dataset
+from onnxedge.runtime.data.celeba import ATTRIBUTES, IMAGES, PARTITION
+from onnxedge.runtime.data.folders import hashed_split
+from onnxedge.runtime.data.synth import CELEBA_ATTRIBUTES, MARKER, draw_face, write_faces
+from onnxedge.runtime.errors import OnnxEdgeError
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 synthetic faces in CelebA's layout (read-only: copy before changing)."""
+    return write_faces(tmp_path_factory.mktemp("synth") / "faces", count=20, seed=3, workers=1).out
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _image(path: Path, size: tuple[int, int] = (20, 24), colour: int = 128) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (colour, colour, colour)).save(path)
+
+
+def _celeba(root: Path, rows: list[tuple[str, int, int]], names: tuple[str, ...] = ("Smiling",)):
+    """A CelebA layout by hand: rows of (file, value of every attribute, partition code)."""
+    for file, _, _ in rows:
+        _image(root / IMAGES / file)
+    lines = [str(len(rows)), " ".join(names)]
+    lines += [f"{f} " + " ".join(f"{v:2d}" for _ in names) for f, v, _ in rows]
+    (root / ATTRIBUTES).write_text("\n".join(lines) + "\n")
+    (root / PARTITION).write_text("".join(f"{f} {code}\n" for f, _, code in rows))
+    return root
+
+
+_ROWS = [
+    (f"{i:06d}.jpg", 1 if i % 2 else -1, (0, 0, 0, 0, 1, 1, 2, 2)[i % 8]) for i in range(1, 17)
+]
+
+
+# -- synthetic faces -------------------------------------------------------------------------------
+
+
+def test_synth_same_seed_gives_identical_trees_and_other_seeds_differ(faces, tmp_path):
+    again = write_faces(tmp_path / "again", count=20, seed=3, workers=2).out  # other worker count
+    assert _tree(again) == _tree(faces)
+    other = write_faces(tmp_path / "other", count=20, seed=4, workers=1).out
+    assert _tree(other).keys() == _tree(faces).keys()
+    differing = [n for n, data in _tree(other).items() if data != _tree(faces)[n]]
+    assert len(differing) >= 20  # every image, and the attribute list
+
+
+def test_synth_writes_celeba_layout_that_the_reader_reads(faces):
+    with Image.open(faces / IMAGES / "000001.jpg") as image:
+        assert image.format == "JPEG" and image.size == (178, 218)
+    lines = (faces / ATTRIBUTES).read_text().splitlines()
+    assert lines[0] == "20" and tuple(lines[1].split()) == CELEBA_ATTRIBUTES
+    data = open_dataset(faces)
+    assert data.layout == "celeba" and data.attribute == "Smiling"
+    assert data.class_names == ("not smiling", "smiling")
+    assert {name: len(s) for name, s in data.splits.items()} == {"train": 16, "val": 2, "test": 2}
+    marker = json.loads((faces / MARKER).read_text())
+    assert sum(sum(s.labels) for s in data.splits.values()) == marker["smiling"]
+    assert "synthetic" in marker["what"]
+
+
+def test_synth_label_is_the_mouth_curvature_and_some_faces_are_near_the_line():
+    drawn = [draw_face(7, i)[1] for i in range(60)]
+    assert all(f.attributes["Smiling"] == (1 if f.curvature > 0 else -1) for f in drawn)
+    assert 15 < sum(f.smiling for f in drawn) < 45
+    assert any(abs(f.curvature) < 0.3 for f in drawn) and any(abs(f.curvature) > 0.6 for f in drawn)
+
+
+@pytest.mark.parametrize(
+    ("prepare", "fragment"),
+    [
+        (lambda p: p.write_text("x"), "found a file"),
+        (
+            lambda p: (p.mkdir(), (p / "keep.txt").write_text("mine")),
+            "a directory with other files",
+        ),
+    ],
+)
+def test_synth_refuses_to_replace_what_it_did_not_write(tmp_path, prepare, fragment):
+    out = tmp_path / "out"
+    prepare(out)
+    with pytest.raises(OnnxEdgeError, match=fragment):
+        write_faces(out, count=10, seed=0, workers=1)
+
+
+def test_synth_replaces_an_earlier_set(faces, tmp_path):
+    out = write_faces(tmp_path / "set", count=10, seed=0, workers=1).out
+    write_faces(out, count=12, seed=1, workers=1)
+    assert len(list((out / IMAGES).iterdir())) == 12
+    assert [p.name for p in tmp_path.iterdir()] == ["set"]  # no temporary directory left
+
+
+# -- CelebA's layout -------------------------------------------------------------------------------
+
+
+def test_celeba_reads_splits_and_attribute(tmp_path):
+    data = open_dataset(_celeba(tmp_path, _ROWS))
+    assert [len(data.split(s)) for s in ("train", "val", "test")] == [8, 4, 4]
+    train = data.split("train")
+    assert train.paths[0] == tmp_path / IMAGES / "000001.jpg" and train.labels[0] == 1
+    assert data.describe()["images"]["test"] == {"not smiling": 2, "smiling": 2}
+    assert len(data.listing_sha256()) == 64
+
+
+def test_celeba_in_a_nested_folder_as_the_archive_unpacks(tmp_path):
+    _celeba(tmp_path, _ROWS)
+    (tmp_path / IMAGES).rename(tmp_path / "inner")
+    (tmp_path / IMAGES).mkdir()
+    (tmp_path / "inner").rename(tmp_path / IMAGES / IMAGES)
+    assert open_dataset(tmp_path).split("train").paths[0].parent == tmp_path / IMAGES / IMAGES
+
+
+def _replace_line(path: Path, number: int, text: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[number - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragments"),
+    [
+        (lambda r: _replace_line(r / ATTRIBUTES, 1, "17"), ["line 1 says 17 images", "lists 16"]),
+        (lambda r: _replace_line(r / ATTRIBUTES, 1, "many"), ["line 1", "number of images"]),
+        (lambda r: _replace_line(r / ATTRIBUTES, 4, "000002.jpg 1 1"), ["line 4", "1 values"]),
+        (lambda r: _replace_line(r / ATTRIBUTES, 5, "000003.jpg  0"), ["line 5", "1 or -1", "'0'"]),
+        (lambda r: _replace_line(r / ATTRIBUTES, 5, "000001.jpg  1"), ["line 5", "listed twice"]),
+        (
+            lambda r: (r / IMAGES / "000005.jpg").unlink(),
+            ["names 1 image(s) (000005.jpg)", "not found"],
+        ),
+        (
+            lambda r: (r / PARTITION).write_text((r / PARTITION).read_text() + "000099.jpg 2\n"),
+            ["000099.jpg", "does not list"],
+        ),
+        (lambda r: _replace_line(r / PARTITION, 2, "000002.jpg 3"), ["line 2", "FILE 0|1|2"]),
+        (lambda r: (r / PARTITION).unlink(), [PARTITION, "missing"]),
+        (lambda r: (r / ATTRIBUTES).write_bytes(b"\xff\xfe"), ["not UTF-8"]),
+    ],
+)
+def test_celeba_malformed_is_one_clear_error(tmp_path, damage, fragments):
+    root = _celeba(tmp_path, _ROWS)
+    damage(root)
+    with pytest.raises(DataError) as caught:
+        open_dataset(root)
+    message = str(caught.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_celeba_unknown_attribute_names_the_close_match_and_the_known_ones(tmp_path):
+    root = _celeba(tmp_path, _ROWS, names=("Smiling", "Young"))
+    with pytest.raises(DataError, match=r"unknown attribute 'Smilng' \(did you mean 'Smiling'\?\)"):
+        open_dataset(root, attribute="Smilng")
+    assert open_dataset(root, attribute="Young").class_names == ("not young", "young")
+
+
+def test_celeba_single_class_attribute_is_refused(tmp_path):
+    rows = [(f, -1, code) for f, _, code in _ROWS]
+    with pytest.raises(DataError, match="'Smiling' is -1 for every partitioned image"):
+        open_dataset(_celeba(tmp_path, rows))
+
+
+def test_celeba_missing_split_is_refused(tmp_path):
+    rows = [(f, v, 0 if code == 1 else code) for f, v, code in _ROWS]
+    with pytest.raises(DataError, match="puts no image in val"):
+        open_dataset(_celeba(tmp_path, rows))
+
+
+# -- class folders ---------------------------------------------------------------------------------
+
+
+def _folders(root: Path, layout: dict[str, int]) -> Path:
+    for folder, count in layout.items():
+        for i in range(count):
+            _image(root / folder / f"img{i:03d}.png")
+    return root
+
+
+def test_split_class_folders(tmp_path):
+    root = _folders(tmp_path, {f"{s}/{c}": 3 for s in ("train", "val", "test") for c in ("b", "a")})
+    (root / "train" / "a" / "notes.txt").write_text("ignored")
+    (root / "train" / "a" / ".hidden.png").write_text("ignored")
+    data = open_dataset(root)
+    assert data.layout == "class-folders" and data.class_names == ("a", "b")
+    assert data.split("val").labels == (0, 0, 0, 1, 1, 1)
+    assert data.labels == {"threshold": 0.5, "positive": "b", "negative": "a"}
+
+
+def test_hashed_class_folders_split_80_10_10_by_file_name(tmp_path):
+    root = _folders(tmp_path, {"smiling": 150, "not_smiling": 150})
+    data = open_dataset(root)
+    assert data.layout == "class-folders-hashed"
+    assert data.class_names == ("not_smiling", "smiling")
+    sizes = {name: len(s) for name, s in data.splits.items()}
+    assert sum(sizes.values()) == 300
+    assert 210 <= sizes["train"] <= 270 and 15 <= sizes["val"] <= 45 and 15 <= sizes["test"] <= 45
+    for name, split in data.splits.items():
+        assert all(hashed_split(p.name) == name for p in split.paths)
+    assert open_dataset(root).listing_sha256() == data.listing_sha256()
+
+
+@pytest.mark.parametrize(
+    ("layout", "fragments"),
+    [
+        ({"smiling": 3, "not_smiling": 0}, ["class folder", "not_smiling", "holds no image"]),
+        ({"smiling": 3}, ["single class 'smiling'"]),
+        ({"train/a": 2, "train/b": 2, "extra/a": 1}, ["split folders", "both", "extra"]),
+        ({"train/a": 2, "train/b": 2, "val/a": 2, "val/c": 1}, ["same class folders", "val: a, c"]),
+        ({"a": 2, "b": 2, "c": 2}, ["two classes", "found 3"]),
+    ],
+)
+def test_class_folders_malformed_is_one_clear_error(tmp_path, layout, fragments):
+    for folder, count in layout.items():
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            _image(tmp_path / folder / f"{i}.jpg")
+    with pytest.raises(DataError) as caught:
+        open_dataset(tmp_path)
+    for fragment in fragments:
+        assert fragment in str(caught.value), str(caught.value)
+
+
+def test_layout_detection_and_what_it_refuses(tmp_path, faces):
+    assert detect_layout(faces) == "celeba"
+    _folders(tmp_path / "split", {"train/a": 1, "train/b": 1})
+    assert detect_layout(tmp_path / "split") == "class-folders"
+    _folders(tmp_path / "flat", {"a": 1, "b": 1})
+    assert detect_layout(tmp_path / "flat") == "class-folders-hashed"
+    with pytest.raises(DataError, match="found nothing at"):
+        open_dataset(tmp_path / "absent")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="found a file at"):
+        open_dataset(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="found no folder"):
+        open_dataset(tmp_path / "empty")
+    with pytest.raises(DataError, match="applies to CelebA's layout"):
+        open_dataset(tmp_path / "flat", attribute="Smiling")
+    with pytest.raises(DataError, match="no 'val' split; this class-folders data set has: train"):
+        open_dataset(tmp_path / "split").split("val")

@@ -1,0 +1,85 @@
+"""`evaluate_bundle`: metrics in numpy, the device's classifier on a split, bad files counted."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+
+import numpy as np
+import pytest
+
+from onnxedge.runtime.classifier import Classifier
+from onnxedge.runtime.data import open_dataset
+from onnxedge.runtime.data.celeba import IMAGES
+from onnxedge.runtime.data.synth import write_faces
+from onnxedge.runtime.evaluate import binary_metrics, evaluate_bundle, roc_auc
+
+
+def _pairwise_auc(labels, scores) -> float:
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_roc_auc_is_the_pairwise_probability_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 40)
+    scores = np.round(rng.random(40) + 0.3 * labels, 1)  # rounded: many ties
+    assert roc_auc(labels, scores) == pytest.approx(_pairwise_auc(labels, scores), abs=1e-12)
+
+
+def test_roc_auc_extremes_and_one_class():
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert roc_auc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5
+    assert roc_auc([1, 1], [0.2, 0.3]) is None
+
+
+def test_binary_metrics_counts():
+    accuracy, precision, recall, confusion = binary_metrics(
+        [1, 1, 1, 0, 0, 0, 0], [True, True, False, True, False, False, False]
+    )
+    assert confusion == ((3, 1), (1, 2))
+    assert accuracy == pytest.approx(5 / 7) and precision == pytest.approx(2 / 3)
+    assert recall == pytest.approx(2 / 3)
+    assert binary_metrics([0, 0], [False, False])[1:3] == (None, None)
+
+
+@pytest.fixture(scope="module")
+def faces_with_a_bad_file(tmp_path_factory):
+    root = write_faces(tmp_path_factory.mktemp("eval") / "faces", count=40, seed=5, workers=1).out
+    (root / IMAGES / "000038.jpg").write_bytes(b"not a jpeg")  # in the test split (37-40)
+    return root
+
+
+def test_evaluate_reports_metrics_and_counts_a_bad_file(smile_bundle, faces_with_a_bad_file):
+    data = open_dataset(faces_with_a_bad_file)
+    result = evaluate_bundle(smile_bundle, data, split="test", provider="cpu")
+    test = data.split("test")
+    assert sum(result.images.values()) == len(test) == 4
+    assert result.evaluated == 3 and not result
+    (failed,) = result.failed
+    assert failed.file.endswith("000038.jpg") and "no format PIL reads" in failed.reason
+    (tn, fp), (fn, tp) = result.confusion
+    assert tn + fp + fn + tp == 3
+    # The same numbers as the device's classifier gives file by file.
+    clf = Classifier.from_bundle(smile_bundle, provider="cpu")
+    good = [(p, y) for p, y in zip(test.paths, test.labels, strict=True) if p.name != "000038.jpg"]
+    probs = [clf.predict_images([p])[0].probability for p, _ in good]
+    labels = [y for _, y in good]
+    expected = binary_metrics(labels, np.asarray(probs) >= clf.threshold)[0]
+    assert result.accuracy == pytest.approx(expected)
+    assert result.roc_auc == roc_auc(labels, probs)
+    as_dict = result.to_dict()
+    assert as_dict["accuracy"] == result.accuracy and as_dict["failed"][0]["reason"]
+    assert as_dict["confusion"]["matrix"] == [[tn, fp], [fn, tp]]
+    assert result.labels_match  # the registry's labels are CelebA's Smiling classes
+
+
+def test_evaluate_takes_a_folder_and_a_split(smile_bundle, faces_with_a_bad_file, tmp_path):
+    root = shutil.copytree(faces_with_a_bad_file, tmp_path / "faces")
+    result = evaluate_bundle(smile_bundle, root, split="val", provider="cpu")
+    assert result.split == "val" and result.evaluated == 4 and result
+    assert result.data["layout"] == "celeba"
