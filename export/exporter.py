@@ -19,6 +19,8 @@ from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
 EXPORTERS = ("dynamo", "torchscript")
 BATCH_DIM = "batch"
+SPATIAL_DIMS = ("height", "width")  # the input's H and W with --dynamic-spatial
+DEFAULT_OPSET = 18
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter builds opset 18 graphs and cannot go lower reliably
 TORCHSCRIPT_OPSETS = range(9, 21)
 
@@ -65,11 +67,14 @@ def export_module(
     input_name: str = "input",
     output_name: str = "prob",
     example_batch: int = 2,
+    dynamic_spatial: bool = False,
 ) -> onnx.ModelProto:
     """Export an eval-mode module whose input is ``[batch, *input_shape]``.
 
     The batch dim of the input and the output is the one symbol ``batch``. An example batch of 2
-    keeps the exporters from specialising on 1.
+    keeps the exporters from specialising on 1. With ``dynamic_spatial`` the input's H and W are
+    the symbols ``height`` and ``width`` too (the exporter fails, in one line, on a model whose
+    graph cannot take other sizes).
     """
     import torch
 
@@ -84,7 +89,7 @@ def export_module(
                     (example,),
                     input_names=[input_name],
                     output_names=[output_name],
-                    dynamic_shapes=({0: torch.export.Dim(BATCH_DIM, min=1, max=65536)},),
+                    dynamic_shapes=(_dynamo_dims(dynamic_spatial),),
                     opset_version=opset,
                     dynamo=True,
                     optimize=True,
@@ -99,7 +104,17 @@ def export_module(
                     buffer,
                     input_names=[input_name],
                     output_names=[output_name],
-                    dynamic_axes={input_name: {0: BATCH_DIM}, output_name: {0: BATCH_DIM}},
+                    dynamic_axes={
+                        input_name: {
+                            0: BATCH_DIM,
+                            **(
+                                dict(zip((2, 3), SPATIAL_DIMS, strict=True))
+                                if dynamic_spatial
+                                else {}
+                            ),
+                        },
+                        output_name: {0: BATCH_DIM},
+                    },
                     opset_version=opset,
                     dynamo=False,
                     do_constant_folding=True,
@@ -117,6 +132,30 @@ def export_module(
     model = unify_batch_dim(model)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _dynamo_dims(dynamic_spatial: bool) -> dict[int, object]:
+    import torch
+
+    dims: dict[int, object] = {0: torch.export.Dim(BATCH_DIM, min=1, max=65536)}
+    if dynamic_spatial:
+        for axis, name in zip((2, 3), SPATIAL_DIMS, strict=True):
+            dims[axis] = torch.export.Dim(name, min=8, max=8192)
+    return dims
+
+
+def rename_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """The model with its (first) graph output called ``name``; the proto itself is not changed."""
+    if model.graph.output[0].name == name:
+        return model
+    ir_model = ir.from_proto(model)
+    taken = {v.name for node in ir_model.graph for v in node.outputs} | {
+        v.name for v in ir_model.graph.inputs
+    }
+    if name in taken:
+        raise OnnxEdgeError(f"cannot name the output {name!r}: the graph has a tensor of that name")
+    ir_model.graph.outputs[0].name = name
+    return ir.to_proto(ir_model)
 
 
 def graph_opset(model: onnx.ModelProto) -> int:

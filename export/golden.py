@@ -6,8 +6,9 @@ computes the same reference on the spot, for `onnxedge parity --reference live`.
 
 The references: the eval-mode module in float32 on the float32 inputs, and a float64 copy of it
 (``deepcopy(module).double()``) on the same inputs widened to float64 (exactly representable), which
-is the truth parity compares against. Probabilities are the module's output; the logits are the
-input of its last ``nn.Sigmoid``, caught with a forward hook, so they come from the same forward.
+is the truth parity compares against. Probabilities and logits are [N, K], as `forward_with_logits`
+gets them for each output kind (the smile model's: the output, and the input of its last
+``nn.Sigmoid`` caught with a forward hook, so they come from the same forward).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ import torch
 
 from onnxedge.models.weights import module_from_manifest
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.outputs import (
+    LOGIT,
+    LOGITS,
+    PROBABILITIES,
+    SIGMOID_PROBABILITY,
+    logits_tensor,
+    probabilities,
+)
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
     GOLDEN,
@@ -35,7 +44,6 @@ from onnxedge.runtime.parity import (
     STRUCTURED_KINDS,
     Reference,
     ReferenceBatch,
-    find_logits_tensor,
     golden_inputs,
     golden_npz_bytes,
 )
@@ -49,28 +57,55 @@ from onnxedge.runtime.preprocess import (
 log = logging.getLogger(__name__)
 
 
-def forward_with_logits(module: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, logits) of one forward pass; logits are the input of the last Sigmoid."""
-    sigmoids = [m for m in module.modules() if isinstance(m, torch.nn.Sigmoid)]
-    if not sigmoids:
-        raise OnnxEdgeError(
-            f"{type(module).__name__} has no nn.Sigmoid: golden data needs its pre-sigmoid values"
-        )
-    caught: list[torch.Tensor] = []
-    handle = sigmoids[-1].register_forward_hook(lambda _m, args, _out: caught.append(args[0]))
+def forward_with_logits(
+    module: torch.nn.Module, x: torch.Tensor, kind: str = SIGMOID_PROBABILITY
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, logits) [N, K] of one forward pass of a model whose output is of ``kind``
+    (`onnxedge.runtime.outputs`).
+
+    1. ``logit``/``logits``: the logits are the output; the probabilities its sigmoid or softmax.
+    2. ``sigmoid-probability``/``probabilities``: the probabilities are the output; the logits the
+       input of the ``nn.Sigmoid``/``nn.Softmax`` module that returned it, caught with a forward
+       hook in the same forward. Where no such module made the output (``torch.softmax`` in
+       ``forward``), they are recovered from the probabilities: ``log(p / (1 - p))``, or ``log p``
+       for a softmax (its logits up to a constant per row, which is how parity compares them).
+    """
+    final = torch.nn.Sigmoid if kind == SIGMOID_PROBABILITY else torch.nn.Softmax
+    caught: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, args, out: caught.append((args[0], out)))
+        for m in module.modules()
+        if kind in (SIGMOID_PROBABILITY, PROBABILITIES) and isinstance(m, final)
+    ]
     try:
         with torch.no_grad():
-            prob = module(x)
+            out = module(x)
     finally:
-        handle.remove()
-    return prob.numpy(), caught[-1].numpy()
+        for handle in hooks:
+            handle.remove()
+    output = out.numpy()
+    if kind in (LOGIT, LOGITS):  # 1.
+        return probabilities(output, kind), output
+    for before, after in reversed(caught):  # 2.
+        if after is out or (after.shape == out.shape and after.data_ptr() == out.data_ptr()):
+            return output, before.numpy()
+    p = output.astype(np.float64)
+    with np.errstate(divide="ignore"):
+        logits = np.log(p) - np.log1p(-p) if kind == SIGMOID_PROBABILITY else np.log(p)
+    return output, logits.astype(output.dtype)
 
 
 def reference_batch(
-    module: torch.nn.Module, module64: torch.nn.Module, inputs: np.ndarray, kinds: Sequence[str]
+    module: torch.nn.Module,
+    module64: torch.nn.Module,
+    inputs: np.ndarray,
+    kinds: Sequence[str],
+    output_kind: str = SIGMOID_PROBABILITY,
 ) -> ReferenceBatch:
-    prob32, logits32 = forward_with_logits(module, torch.from_numpy(inputs))
-    prob64, logits64 = forward_with_logits(module64, torch.from_numpy(inputs.astype(np.float64)))
+    prob32, logits32 = forward_with_logits(module, torch.from_numpy(inputs), output_kind)
+    prob64, logits64 = forward_with_logits(
+        module64, torch.from_numpy(inputs.astype(np.float64)), output_kind
+    )
     return ReferenceBatch(
         inputs=inputs,
         kinds=tuple(kinds),
@@ -91,6 +126,7 @@ def compute_reference(
     source: str = "golden",
     description: str = "",
     logits_name: str | None = None,
+    output_kind: str = SIGMOID_PROBABILITY,
 ) -> Reference:
     """The reference for ``module`` (eval mode is set on copies; ``module`` is left as it is)."""
     module32 = copy.deepcopy(module).eval()
@@ -98,7 +134,7 @@ def compute_reference(
     batches = {}
     for size in sorted(set(batch_sizes)):
         inputs, kinds = golden_inputs(size, preprocessing, images=images, seed=seed)
-        batches[size] = reference_batch(module32, module64, inputs, kinds)
+        batches[size] = reference_batch(module32, module64, inputs, kinds, output_kind)
     return Reference(
         source=source,
         description=description or f"PyTorch {torch.__version__} float64",
@@ -178,22 +214,34 @@ def make_golden(
     model: onnx.ModelProto,
     preprocessing: Mapping[str, Any],
     *,
+    kind: str = SIGMOID_PROBABILITY,
     images_dir: str | Path | None = None,
+    arrays: np.ndarray | None = None,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     seed: int = GOLDEN_SEED,
 ) -> GoldenFile:
-    """Golden data for the exported ``model`` of ``module``."""
-    logits_name = find_logits_tensor(model)
+    """Golden data for the exported ``model`` of ``module``, whose output is of ``kind``.
+
+    Real inputs join the synthetic ones: image files under ``images_dir`` (preprocessed as the
+    runtime does), or ``arrays``, already preprocessed float32 [N, C, H, W] inputs (named
+    ``input[i]``); as many as fit beside the structured rows and one random row.
+    """
+    logits_name = logits_tensor(model, kind)
     images: list[tuple[str, np.ndarray]] = []
     skipped: list[str] = []
+    room = max(batch_sizes) - 1 - len(STRUCTURED_KINDS)  # structured first, then >= 1 random
+    if (images_dir is not None or arrays is not None) and room < 1:
+        raise OnnxEdgeError(
+            f"{'--images' if images_dir is not None else 'golden_inputs'}: the largest golden "
+            f"batch ({max(batch_sizes)}) has no room for images after the "
+            f"{len(STRUCTURED_KINDS)} structured rows and one random row"
+        )
     if images_dir is not None:
-        room = max(batch_sizes) - 1 - len(STRUCTURED_KINDS)  # structured first, then >= 1 random
-        if room < 1:
-            raise OnnxEdgeError(
-                f"--images: the largest golden batch ({max(batch_sizes)}) has no room for images "
-                f"after the {len(STRUCTURED_KINDS)} structured rows and one random row"
-            )
         images, skipped = read_images(images_dir, preprocessing, limit=room)
+    if arrays is not None:
+        if len(arrays) > room:
+            log.warning("golden inputs: using the first %d of %d arrays", room, len(arrays))
+        images += [(f"input[{i}]", np.asarray(a)) for i, a in enumerate(arrays[:room])]
     description = f"PyTorch {torch.__version__}, float64 copy of the module"
     reference = compute_reference(
         module,
@@ -203,6 +251,7 @@ def make_golden(
         seed=seed,
         description=description,
         logits_name=logits_name,
+        output_kind=kind,
     )
     kinds = sorted({k for b in reference.batches.values() for k in b.kinds})
     meta = {
@@ -212,6 +261,7 @@ def make_golden(
         "seed": seed,
         "preprocessing": dict(preprocessing),
         "logits": logits_name,
+        "output_kind": kind,
         "reference": description,
         "images": [name for name, _ in images],
     }

@@ -1,8 +1,10 @@
-"""The way from a registered model to a bundle, and from any ONNX file to a lowered one.
+"""The way from an ``nn.Module`` to a bundle, and from any ONNX file to a lowered one.
 
-``export_bundle``: build -> weights -> eval -> torch.onnx.export -> full ONNX check -> onnxsim
-(verified) -> GAP lowering (verified) -> ORT-CPU vs PyTorch -> `onnxedge check` -> bundle.
-``simplify_file``: the same graph steps for an ONNX model exported elsewhere.
+``export_bundle`` (the Python API): eval -> probe the output -> torch.onnx.export -> full ONNX
+check -> onnxsim (verified) -> GAP lowering (verified) -> ORT-CPU vs PyTorch -> `onnxedge check`
+-> golden data -> bundle. ``export_model`` (`onnxedge export`): build a registered model or a
+user's factory, load its weights, then ``export_bundle``. ``simplify_file``: the same graph steps
+for an ONNX model exported elsewhere.
 """
 
 from __future__ import annotations
@@ -10,19 +12,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
-from onnxedge.export.exporter import check_opset, export_module, graph_opset
+from onnxedge.export.exporter import (
+    DEFAULT_OPSET,
+    check_opset,
+    export_module,
+    graph_opset,
+    rename_output,
+)
 from onnxedge.export.simplify import simplify_model, symbolic_dims
 from onnxedge.export.verify import StepVerification, verify_against_torch, verify_onnx_step
+from onnxedge.models.loader import is_factory_reference
+from onnxedge.models.registry import get_model_spec, image_preprocessing
 from onnxedge.runtime.bundle import MODEL, BundleWriter, atomic_write_bytes
 from onnxedge.runtime.check import CheckReport, check_model, graph_inputs, load_model
 from onnxedge.runtime.deps import onnxruntime_version, package_version
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.outputs import OUTPUT_NAMES, output_kind_of
 from onnxedge.runtime.parity import GOLDEN
 
 log = logging.getLogger(__name__)
@@ -95,32 +107,169 @@ def io_spec(model: onnx.ModelProto) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class ExportRequest:
+    """What `onnxedge export` asks for: a registered model, or a factory (``pkg.module:factory``
+    or ``path/to/file.py:factory``) called with ``model_args``."""
+
     model: str = "smile_cnn"
     head: str | None = None
     exporter: str = "dynamo"
-    opset: int = 18
+    opset: int = DEFAULT_OPSET
     checkpoint: Path | None = None
     seed: int = 0
     out: Path = Path("build/smile_cnn")
     images: Path | None = None  # real images for the golden data (`onnxedge export --images`)
+    model_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    input_shape: tuple[int, int, int] | None = None  # C, H, W; a registered model has its own
+    labels: Sequence[str] | None = None  # class names (`--labels FILE`)
+    preprocessing: Mapping[str, Any] | None = None  # overrides of the default preprocessing
+    dynamic_spatial: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportResult:
+    """A written bundle: where, its manifest, what the graph steps did, and every verification."""
+
     out: Path
     manifest: dict[str, Any]
     lowering: LoweringResult
+    verifications: tuple[StepVerification, ...]
+    output_kind: str
+
+    @property
+    def rewrites(self) -> tuple[str, ...]:
+        return self.lowering.rewrites
+
+    @property
+    def check(self) -> CheckReport:
+        return self.lowering.check
 
 
-def export_bundle(request: ExportRequest, progress: Progress | None = None) -> ExportResult:
-    """Export a registered model to a bundle directory (written atomically)."""
+def export_bundle(
+    module: Any,
+    progress_: Progress | None = None,
+    *,
+    input_shape: Sequence[int] | None = None,
+    out: str | Path | None = None,
+    exporter: str = "dynamo",
+    opset: int | None = None,
+    labels: Sequence[str] | Mapping[str, Any] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    golden_inputs: str | Path | np.ndarray | None = None,
+    dynamic_spatial: bool = False,
+    name: str | None = None,
+    weights: Any = None,
+    model_info: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Export an ``nn.Module`` image classifier to a bundle directory, written atomically.
+
+    The module takes ``[batch, *input_shape]`` (C, H, W; C = 3) and returns ``[batch, K]``: one
+    sigmoid probability, one logit, K logits or K softmax probabilities (`onnxedge.runtime.
+    outputs`). The steps: torch.onnx.export (``exporter``, ``opset``, default 18), the full ONNX
+    check, onnxsim and the GAP lowering, each verified under ONNX Runtime; the graph against
+    PyTorch (also at a second H x W with ``dynamic_spatial``); `onnxedge check`; golden data for
+    `onnxedge parity` (``golden_inputs``: a directory of images, or preprocessed float32 inputs
+    [N, C, H, W], added to the synthetic ones); the manifest.
+
+    ``labels``: class names (K of them; for one output, the negative and the positive class), or
+    the manifest's labels block. ``preprocessing``: keys that replace those of the default
+    (`onnxedge.models.registry.image_preprocessing`). ``name``, ``weights`` (a
+    `WeightsProvenance`) and ``model_info`` (``head``, ``factory``, ``model_args``) are recorded.
+    """
     from onnxedge.export.golden import make_golden
-    from onnxedge.models import get_model_spec
+
+    if isinstance(module, ExportRequest):  # the request form, until the CLI calls export_model
+        return export_model(module, progress_ or progress)
+    if input_shape is None or out is None:
+        raise TypeError("export_bundle() needs the keyword arguments input_shape and out")
+    say = progress or (lambda _msg: None)
+    shape = _input_shape(input_shape)
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    check_opset(exporter, opset)
+    spec = image_preprocessing(shape[1], shape[2], **dict(preprocessing or {}))
+    if not dynamic_spatial and list(spec["resize"]) != list(shape[1:]):
+        raise OnnxEdgeError(
+            f"the preprocessing resizes to {spec['resize']}, the model's input is {list(shape)}: "
+            "expected the same H, W (or --dynamic-spatial)"
+        )
+    images_dir, arrays = _golden_source(golden_inputs, shape)
+    BundleWriter(out).check_target()  # before the slow part, not after it
+
+    module.eval()
+    classes = probe_classes(module, shape)
+    labels_block = labels_for(labels, classes)
+    say(f"exporting with the {exporter} exporter at opset {opset}")
+    exported = export_module(
+        module, shape, exporter=exporter, opset=opset, dynamic_spatial=dynamic_spatial
+    )
+    kind = output_kind_of(exported, classes)
+    exported = rename_output(exported, OUTPUT_NAMES[kind])
+    lowering = lower_graph(exported, progress=say)
+    say("comparing ONNX Runtime (CPU) with PyTorch")
+    torch_steps = [verify_against_torch(module, lowering.model)]
+    if dynamic_spatial:
+        other = (shape[1] + 32, shape[2] + 64)
+        probe_classes(module, (shape[0], *other))
+        torch_steps.append(
+            verify_against_torch(
+                module,
+                lowering.model,
+                spatial=other,
+                step=f"dynamic H x W at {other[0]}x{other[1]}",
+            )
+        )
+    for step in torch_steps:
+        step.raise_if_failed()
+    if not lowering.check:
+        (first, *_) = lowering.check.failures
+        raise OnnxEdgeError(f"the exported graph fails onnxedge check, no bundle written: {first}")
+    say("computing the golden data for `onnxedge parity`")
+    golden = make_golden(
+        module, lowering.model, spec, kind=kind, images_dir=images_dir, arrays=arrays
+    )
+
+    verifications = (*lowering.verifications, *torch_steps)
+    io = io_spec(lowering.model)
+    io["output"]["kind"] = kind
+    manifest: dict[str, Any] = {
+        "model": name or type(module).__name__,
+        **dict(model_info or {}),
+        "exporter": exporter,
+        "opset": graph_opset(lowering.model),
+        **io,
+        "preprocessing": spec,
+        "labels": labels_block,
+        "weights": _weights_block(weights),
+        "graph": {
+            "nodes": [n.op_type for n in lowering.model.graph.node],
+            "gap_rewrites": list(lowering.rewrites),
+            "verified_steps": [v.to_dict() for v in verifications],
+        },
+        "check": lowering.check.to_dict(),
+        "versions": package_versions(),
+    }
+    data = lowering.model.SerializeToString(deterministic=True)
+    say(f"writing the bundle to {out}")
+    with BundleWriter(out) as writer:
+        writer.write_bytes(MODEL, data)  # its sha256 goes into the manifest's "files"
+        writer.write_bytes(GOLDEN, golden.data)
+        manifest["golden"] = golden.manifest_block()
+        writer.manifest.update(manifest)
+    return ExportResult(
+        out=Path(out),
+        manifest=writer.manifest,
+        lowering=lowering,
+        verifications=verifications,
+        output_kind=kind,
+    )
+
+
+def export_model(request: ExportRequest, progress: Progress | None = None) -> ExportResult:
+    """`onnxedge export`: build the registered model or the factory's, load its weights, and
+    `export_bundle` it."""
     from onnxedge.models.weights import load_checkpoint, seeded
 
     say = progress or (lambda _msg: None)
-    spec = get_model_spec(request.model)
-    head = spec.resolve_head(request.head)
     check_opset(request.exporter, request.opset)
     if request.checkpoint is not None and not Path(request.checkpoint).is_file():
         raise OnnxEdgeError(f"expected a checkpoint file, found nothing at {request.checkpoint}")
@@ -130,51 +279,163 @@ def export_bundle(request: ExportRequest, progress: Progress | None = None) -> E
         )
     BundleWriter(request.out).check_target()  # before the slow part, not after it
 
-    say(f"building {spec.name} (head {head})")
-    module, provenance = seeded(lambda: spec.build(head), request.seed)
+    if is_factory_reference(request.model):
+        from onnxedge.models.loader import build_module
+
+        if request.head is not None:
+            raise OnnxEdgeError("--head applies to registered models; pass --model-arg instead")
+        if request.input_shape is None:
+            raise OnnxEdgeError(f"--model {request.model} needs --input-shape C,H,W")
+        say(f"building {request.model}")
+        module, provenance = seeded(
+            lambda: build_module(request.model, request.model_args), request.seed
+        )
+        input_shape = tuple(request.input_shape)
+        name = request.model
+        info: dict[str, Any] = {"factory": request.model, "model_args": dict(request.model_args)}
+        preprocessing = dict(request.preprocessing or {})
+        labels: Any = request.labels
+    else:
+        spec = get_model_spec(request.model)
+        head = spec.resolve_head(request.head)
+        if request.model_args:
+            raise OnnxEdgeError(
+                f"--model-arg applies to a factory (module:factory), not the registered "
+                f"{spec.name!r}"
+            )
+        if request.input_shape is not None and tuple(request.input_shape) != spec.input_shape:
+            raise OnnxEdgeError(
+                f"{spec.name} takes input {list(spec.input_shape)}, found --input-shape "
+                f"{list(request.input_shape)}"
+            )
+        say(f"building {spec.name} (head {head})")
+        module, provenance = seeded(lambda: spec.build(head), request.seed)
+        input_shape = spec.input_shape
+        name = spec.name
+        info = {"head": head}
+        preprocessing = {**spec.preprocessing, **dict(request.preprocessing or {})}
+        labels = request.labels if request.labels is not None else dict(spec.labels)
     if request.checkpoint is not None:
         provenance = load_checkpoint(module, request.checkpoint)
-    module.eval()
-
-    say(f"exporting with the {request.exporter} exporter at opset {request.opset}")
-    exported = export_module(
-        module, spec.input_shape, exporter=request.exporter, opset=request.opset
+    return export_bundle(
+        module,
+        input_shape=input_shape,
+        out=request.out,
+        exporter=request.exporter,
+        opset=request.opset,
+        labels=labels,
+        preprocessing=preprocessing,
+        golden_inputs=request.images,
+        dynamic_spatial=request.dynamic_spatial,
+        name=name,
+        weights=provenance,
+        model_info=info,
+        progress=say,
     )
-    lowering = lower_graph(exported, progress=say)
-    say("comparing ONNX Runtime (CPU) with PyTorch")
-    torch_step = verify_against_torch(module, lowering.model)
-    torch_step.raise_if_failed()
-    if not lowering.check:
-        (first, *_) = lowering.check.failures
-        raise OnnxEdgeError(f"the exported graph fails onnxedge check, no bundle written: {first}")
-    say("computing the golden data for `onnxedge parity`")
-    golden = make_golden(module, lowering.model, spec.preprocessing, images_dir=request.images)
 
-    data = lowering.model.SerializeToString(deterministic=True)
-    manifest: dict[str, Any] = {
-        "model": spec.name,
-        "head": head,
-        "exporter": request.exporter,
-        "opset": graph_opset(lowering.model),
-        **io_spec(lowering.model),
-        "preprocessing": dict(spec.preprocessing),
-        "labels": dict(spec.labels),
-        "weights": provenance.to_dict(),
-        "graph": {
-            "nodes": [n.op_type for n in lowering.model.graph.node],
-            "gap_rewrites": list(lowering.rewrites),
-            "verified_steps": [v.to_dict() for v in (*lowering.verifications, torch_step)],
-        },
-        "check": lowering.check.to_dict(),
-        "versions": package_versions(),
-    }
-    say(f"writing the bundle to {request.out}")
-    with BundleWriter(request.out) as writer:
-        writer.write_bytes(MODEL, data)  # its sha256 goes into the manifest's "files"
-        writer.write_bytes(GOLDEN, golden.data)
-        manifest["golden"] = golden.manifest_block()
-        writer.manifest.update(manifest)
-    return ExportResult(out=Path(request.out), manifest=writer.manifest, lowering=lowering)
+
+def _input_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    dims = tuple(shape)
+    if len(dims) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+        raise OnnxEdgeError(f"expected the input shape as C, H, W (three integers), found {dims}")
+    if any(d < 1 for d in dims):
+        raise OnnxEdgeError(f"expected a positive input shape C, H, W, found {list(dims)}")
+    if dims[0] != 3:
+        raise OnnxEdgeError(
+            f"expected 3 input channels (RGB images, as the runtime preprocesses them), found "
+            f"input shape {list(dims)}"
+        )
+    return dims  # type: ignore[return-value]
+
+
+def probe_classes(module: Any, input_shape: Sequence[int]) -> int:
+    """Run ``module`` on a zero batch of 2; the K of its ``[batch, K]`` output, or one line saying
+    why the model does not fit (it rejects the shape, returns a tuple or another shape)."""
+    import torch
+
+    shape = [2, *input_shape]
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(shape))
+    except Exception as e:
+        raise OnnxEdgeError(
+            f"the model rejects an input of shape {shape}: {type(e).__name__}: {first_line(e)}"
+        ) from None
+    if not isinstance(out, torch.Tensor):
+        raise OnnxEdgeError(
+            f"expected the model to return one tensor [batch, K], found a {type(out).__name__}"
+        )
+    if out.dim() != 2 or out.shape[0] != 2:
+        raise OnnxEdgeError(
+            f"expected the model's output as [batch, K] (class scores per image), found "
+            f"{list(out.shape)} for an input of shape {shape}"
+        )
+    if not out.is_floating_point():
+        raise OnnxEdgeError(f"expected a floating-point output, found {out.dtype}")
+    return int(out.shape[1])
+
+
+def labels_for(labels: Sequence[str] | Mapping[str, Any] | None, classes: int) -> dict[str, Any]:
+    """The manifest's labels block for a model with ``classes`` outputs.
+
+    One output: ``{"threshold": 0.5, "positive": ..., "negative": ...}`` (names given as
+    [negative, positive]). K outputs: ``{"classes": [K names]}``, class_0 ... by default.
+    """
+    if isinstance(labels, Mapping):
+        block = dict(labels)
+        names = block.get("classes")
+        if classes > 1 and (not isinstance(names, list) or len(names) != classes):
+            raise OnnxEdgeError(
+                f"expected labels with {classes} class names for {classes} outputs, found {block}"
+            )
+        return block
+    if classes == 1:
+        names = list(labels) if labels is not None else ["negative", "positive"]
+        if len(names) != 2:
+            raise OnnxEdgeError(
+                f"expected 2 class names (negative, then positive) for a model with one output, "
+                f"found {len(names)}"
+            )
+        return {"threshold": 0.5, "positive": str(names[1]), "negative": str(names[0])}
+    names = list(labels) if labels is not None else [f"class_{i}" for i in range(classes)]
+    if len(names) != classes:
+        raise OnnxEdgeError(
+            f"expected {classes} class names (the model outputs {classes} scores), found "
+            f"{len(names)}"
+        )
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise OnnxEdgeError(f"expected distinct class names, found {duplicate!r} twice")
+    return {"classes": [str(n) for n in names]}
+
+
+def _golden_source(
+    source: str | Path | np.ndarray | None, shape: tuple[int, int, int]
+) -> tuple[Path | None, np.ndarray | None]:
+    if source is None:
+        return None, None
+    if isinstance(source, np.ndarray):
+        if source.ndim != 4 or tuple(source.shape[1:]) != shape or source.dtype != np.float32:
+            raise OnnxEdgeError(
+                f"golden_inputs: expected float32 [N, {', '.join(map(str, shape))}], found "
+                f"{source.dtype} {list(source.shape)}"
+            )
+        if not np.isfinite(source).all():
+            raise OnnxEdgeError("golden_inputs: expected finite values, found NaN or inf")
+        return None, source
+    if not Path(source).is_dir():
+        raise OnnxEdgeError(
+            f"--images: expected a directory of images, found no directory at {source}"
+        )
+    return Path(source), None
+
+
+def _weights_block(weights: Any) -> dict[str, Any]:
+    if weights is None:
+        return {"source": "module"}  # the weights the module had when it was passed in
+    if isinstance(weights, Mapping):
+        return dict(weights)
+    return weights.to_dict()
 
 
 def simplify_file(

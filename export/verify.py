@@ -54,28 +54,37 @@ class StepVerification:
             )
 
 
-def concrete_shape(value: onnx.ValueInfoProto, batch: int, fill: int = 224) -> list[int]:
-    """A shape to feed: static dims as they are, a free dim 0 -> ``batch``, other free dims ->
-    ``fill`` (an image side, for classifiers exported with dynamic H and W)."""
+def concrete_shape(
+    value: onnx.ValueInfoProto, batch: int, fill: int = 224, spatial: Sequence[int] | None = None
+) -> list[int]:
+    """A shape to feed: static dims as they are, a free dim 0 -> ``batch``, free dims 2 and 3 ->
+    ``spatial`` (H, W) where given, other free dims -> ``fill`` (an image side, for classifiers
+    exported with dynamic H and W)."""
     dims = []
     for i, d in enumerate(value.type.tensor_type.shape.dim):
         if d.HasField("dim_value") and d.dim_value > 0:
             dims.append(d.dim_value)  # a static dim, the batch too, is fed as it is
+        elif i == 0:
+            dims.append(batch)
+        elif spatial is not None and i in (2, 3):
+            dims.append(int(spatial[i - 2]))
         else:
-            dims.append(batch if i == 0 else fill)
+            dims.append(fill)
     return dims
 
 
-def random_inputs(model: onnx.ModelProto, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(
+    model: onnx.ModelProto, batch: int, seed: int = 0, spatial: Sequence[int] | None = None
+) -> dict[str, np.ndarray]:
     """Random values for every graph input, each of its own element type: floats in [0, 1),
-    integers in [0, 4), booleans."""
+    integers in [0, 4), booleans. ``spatial``: H, W for inputs whose H and W are free."""
     inputs = graph_inputs(model.graph)
     if not inputs:
         raise OnnxEdgeError("the model has no graph inputs to feed")
     rng = np.random.default_rng(seed + batch)
     feeds = {}
     for value in inputs:
-        shape = concrete_shape(value, batch)
+        shape = concrete_shape(value, batch, spatial=spatial)
         elem_type = value.type.tensor_type.elem_type
         try:
             dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
@@ -115,12 +124,13 @@ def _verify_step(
     batches: Sequence[int],
     atol: float,
     rtol: float,
+    spatial: Sequence[int] | None = None,
 ) -> StepVerification:
     """At each batch size, feed the same random inputs to both sides (``outputs`` returns
     (actual, expected)) and keep the worst output's comparison."""
     results = []
     for batch in batches:
-        actual, expected = outputs(random_inputs(model, batch))
+        actual, expected = outputs(random_inputs(model, batch, spatial=spatial))
         if len(actual) != len(expected):
             raise OnnxEdgeError(
                 f"{step} changed the number of outputs: {len(expected)} -> {len(actual)}"
@@ -163,8 +173,11 @@ def verify_against_torch(
     batches: Sequence[int] = DEFAULT_BATCHES,
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    spatial: Sequence[int] | None = None,
+    step: str = "export (ONNX Runtime CPU vs PyTorch)",
 ) -> StepVerification:
-    """Compare the ONNX graph's first output under ORT's CPU EP with the eval-mode torch module."""
+    """Compare the ONNX graph's first output under ORT's CPU EP with the eval-mode torch module
+    (``spatial``: the H, W to feed a graph whose H and W are free)."""
     import torch
 
     def outputs(feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -173,4 +186,4 @@ def verify_against_torch(
             expected = module(torch.from_numpy(x)).numpy()
         return run_cpu(model, feeds)[:1], [expected]
 
-    return _verify_step("export (ONNX Runtime CPU vs PyTorch)", model, outputs, batches, atol, rtol)
+    return _verify_step(step, model, outputs, batches, atol, rtol, spatial)

@@ -29,6 +29,39 @@ SQUARE_CROP_64 = {
 }
 
 
+PREPROCESSING_KEYS = frozenset(SQUARE_CROP_64)
+CROPS = ("none", "center-square")
+
+
+def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, Any]:
+    """The preprocessing of a model whose input is 3 x ``height`` x ``width``: RGB, no crop,
+    bilinear resize to H x W, scaled to [0, 1]; ``overrides`` replace any of these keys
+    (``crop``, ``resize``, ``interpolation``, ``scale``, ``mean``, ``std``)."""
+    spec: dict[str, Any] = {
+        **SQUARE_CROP_64,
+        "crop": "none",
+        "resize": [int(height), int(width)],
+    }
+    unknown = sorted(set(overrides) - PREPROCESSING_KEYS)
+    if unknown:
+        raise OnnxEdgeError(
+            f"unknown preprocessing key {unknown[0]!r}; expected some of: "
+            + ", ".join(sorted(PREPROCESSING_KEYS))
+        )
+    spec.update(overrides)
+    if spec["crop"] not in CROPS:
+        raise OnnxEdgeError(f"crop: expected one of {', '.join(CROPS)}, found {spec['crop']!r}")
+    for key in ("mean", "std"):
+        value = spec[key]
+        if not (isinstance(value, (list, tuple)) and len(value) == 3):
+            raise OnnxEdgeError(f"{key}: expected three numbers (R, G, B), found {value!r}")
+        spec[key] = [float(v) for v in value]
+    if 0.0 in spec["std"]:
+        raise OnnxEdgeError(f"std: expected no zeros, found {spec['std']}")
+    spec["resize"] = [int(v) for v in spec["resize"]]
+    return spec
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """What the exporter needs to know about a model, without building it."""

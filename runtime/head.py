@@ -220,16 +220,16 @@ def find_head(graph: onnx.GraphProto, ranks: dict[str, int], output: str | None 
     constants = constant_tensors(graph)
     inputs = {i.name for i in graph.input} - constants
     pools: dict[int, onnx.NodeProto] = {}
-    linear: list[onnx.NodeProto] = []
-    passed: list[onnx.NodeProto] = []
+    classifier: onnx.NodeProto | None = None
+    between: list[onnx.NodeProto] = []
     stops: list[Stop] = []
     state: dict[int, str] = {}  # id(node) -> "open" while its inputs are walked, then "done"
 
-    # An explicit stack of (tensor, node to close): deep heads must not hit Python's recursion
-    # limit, and a node met again while still "open" is a cycle.
-    stack: list[tuple[str | None, onnx.NodeProto | None]] = [(output, None)]
+    # An explicit stack of (tensor, below the classifier?, node to close): deep heads must not hit
+    # Python's recursion limit, and a node met again while still "open" is a cycle.
+    stack: list[tuple[str | None, bool, onnx.NodeProto | None]] = [(output, False, None)]
     while stack:
-        tensor, closing = stack.pop()
+        tensor, below, closing = stack.pop()
         if closing is not None:
             state[id(closing)] = "done"
             continue
@@ -251,13 +251,14 @@ def find_head(graph: onnx.GraphProto, ranks: dict[str, int], output: str | None 
                 stops.append(follow)
             state[id(node)] = "done"
             continue
-        (linear if node.op_type in _LINEAR else passed).append(node)
+        if below:
+            between.append(node)
+        elif node.op_type in _LINEAR and classifier is None:
+            classifier, below = node, True
         state[id(node)] = "open"
-        stack.append((None, node))
-        stack.extend((name, None) for name in reversed(follow))
-    classifier = linear[0] if linear else None
+        stack.append((None, below, node))
+        stack.extend((name, below, None) for name in reversed(follow))
     order = {id(n): i for i, n in enumerate(nodes)}
-    between = [n for n in (*linear[1:], *passed) if n is not classifier]
     return Head(
         output=output,
         pools=tuple(sorted(pools.values(), key=lambda n: order[id(n)])),

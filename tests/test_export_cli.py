@@ -31,7 +31,12 @@ def test_manifest_records_the_export(smile_bundle):
     assert manifest["model"] == "smile_cnn" and manifest["head"] == "avgpool"
     assert manifest["exporter"] == "dynamo" and manifest["opset"] == 18
     assert manifest["input"] == {"name": "input", "shape": ["batch", 3, 64, 64], "dtype": "float32"}
-    assert manifest["output"] == {"name": "prob", "shape": ["batch", 1], "dtype": "float32"}
+    assert manifest["output"] == {
+        "name": "prob",
+        "shape": ["batch", 1],
+        "dtype": "float32",
+        "kind": "sigmoid-probability",
+    }
     assert manifest["weights"] == {"source": "seed", "seed": 0}
     assert manifest["preprocessing"]["resize"] == [64, 64]
     assert manifest["check"]["passed"] is True
