@@ -146,10 +146,9 @@ class ExportResult:
 
 def export_bundle(
     module: Any,
-    progress_: Progress | None = None,
     *,
-    input_shape: Sequence[int] | None = None,
-    out: str | Path | None = None,
+    input_shape: Sequence[int],
+    out: str | Path,
     exporter: str = "dynamo",
     opset: int | None = None,
     labels: Sequence[str] | Mapping[str, Any] | None = None,
@@ -178,10 +177,6 @@ def export_bundle(
     """
     from onnxedge.export.golden import make_golden
 
-    if isinstance(module, ExportRequest):  # the request form, until the CLI calls export_model
-        return export_model(module, progress_ or progress)
-    if input_shape is None or out is None:
-        raise TypeError("export_bundle() needs the keyword arguments input_shape and out")
     say = progress or (lambda _msg: None)
     shape = _input_shape(input_shape)
     opset = DEFAULT_OPSET if opset is None else int(opset)

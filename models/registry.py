@@ -29,14 +29,16 @@ SQUARE_CROP_64 = {
 }
 
 
-PREPROCESSING_KEYS = frozenset(SQUARE_CROP_64)
+# channel_order ("RGB" or "BGR", the order the model takes) is only written where it is given.
+PREPROCESSING_KEYS = frozenset(SQUARE_CROP_64) | {"channel_order"}
 CROPS = ("none", "center-square")
+CHANNEL_ORDERS = ("RGB", "BGR")
 
 
 def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, Any]:
     """The preprocessing of a model whose input is 3 x ``height`` x ``width``: RGB, no crop,
     bilinear resize to H x W, scaled to [0, 1]; ``overrides`` replace any of these keys
-    (``crop``, ``resize``, ``interpolation``, ``scale``, ``mean``, ``std``)."""
+    (``crop``, ``resize``, ``interpolation``, ``scale``, ``mean``, ``std``, ``channel_order``)."""
     spec: dict[str, Any] = {
         **SQUARE_CROP_64,
         "crop": "none",
@@ -56,6 +58,8 @@ def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, 
         if not (isinstance(value, (list, tuple)) and len(value) == 3):
             raise OnnxEdgeError(f"{key}: expected three numbers (R, G, B), found {value!r}")
         spec[key] = [float(v) for v in value]
+    if spec.get("channel_order", "RGB") not in CHANNEL_ORDERS:
+        raise OnnxEdgeError(f"channel_order: expected RGB or BGR, found {spec['channel_order']!r}")
     if 0.0 in spec["std"]:
         raise OnnxEdgeError(f"std: expected no zeros, found {spec['std']}")
     spec["resize"] = [int(v) for v in spec["resize"]]

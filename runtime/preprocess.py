@@ -6,7 +6,8 @@ through `load_image` / `preprocess_image`, so what parity checks is what the dev
 The manifest's ``preprocessing`` block (see `onnxedge.models.registry.SQUARE_CROP_64`):
 ``color`` RGB; ``crop`` ``center-square`` (the largest centred square) or ``none``; ``resize``
 [H, W] with ``interpolation`` (a PIL resampling filter name); ``scale`` then ``mean``/``std`` per
-channel; ``layout`` NCHW; ``dtype`` float32.
+channel; ``channel_order`` RGB (default) or BGR, the order the model takes its channels in
+(``mean`` and ``std`` are in that order); ``layout`` NCHW; ``dtype`` float32.
 
 Decisions that the manifest does not spell out, the same on every path (see docs/RUNTIME.md):
 
@@ -156,7 +157,13 @@ def preprocess_image(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
     resample = getattr(Image.Resampling, name.upper())
     if image.size != (width, height):
         image = image.resize((width, height), resample=resample)
-    return normalize(np.asarray(image), spec)
+    pixels = np.asarray(image)
+    order = spec.get("channel_order", "RGB")
+    if order == "BGR":  # a model trained on OpenCV's channel order
+        pixels = pixels[..., ::-1]
+    elif order != "RGB":
+        raise OnnxEdgeError(f"unsupported channel_order {order!r}; expected RGB or BGR")
+    return normalize(pixels, spec)
 
 
 def normalize(pixels: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:

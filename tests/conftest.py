@@ -14,10 +14,10 @@ def smile_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Read-only for tests: copy it (`bundle_copy`) before changing anything in it.
     """
-    from onnxedge.export.pipeline import ExportRequest, export_bundle
+    from onnxedge.export.pipeline import ExportRequest, export_model
 
     out = tmp_path_factory.mktemp("bundles") / "smile_cnn"
-    export_bundle(ExportRequest(out=out))
+    export_model(ExportRequest(out=out))
     return out
 
 

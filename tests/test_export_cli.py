@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from onnxedge.export import pipeline
-from onnxedge.export.pipeline import ExportRequest, export_bundle
+from onnxedge.export.pipeline import ExportRequest, export_model
 from onnxedge.models import get_model_spec
 from onnxedge.models.weights import seeded
 from onnxedge.runtime.bundle import Bundle
@@ -49,7 +49,7 @@ def test_manifest_records_the_export(smile_bundle):
 
 
 def test_same_inputs_give_a_byte_identical_model(smile_bundle, tmp_path):
-    again = export_bundle(ExportRequest(out=tmp_path / "again"))
+    again = export_model(ExportRequest(out=tmp_path / "again"))
     assert (again.out / "model.onnx").read_bytes() == (smile_bundle / "model.onnx").read_bytes()
 
 
@@ -72,7 +72,7 @@ def test_a_failing_export_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "package_versions", broken)
     with pytest.raises(OnnxEdgeError):
-        export_bundle(ExportRequest(out=out))
+        export_model(ExportRequest(out=out))
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -87,7 +87,7 @@ def test_a_failing_export_keeps_the_previous_bundle(bundle_copy, monkeypatch):
 
     monkeypatch.setattr(pipeline.BundleWriter, "write_bytes", write_then_fail)
     with pytest.raises(KeyboardInterrupt):
-        export_bundle(ExportRequest(head="mean", out=bundle_copy))
+        export_model(ExportRequest(head="mean", out=bundle_copy))
     assert (bundle_copy / "model.onnx").read_bytes() == before
     Bundle.open(bundle_copy)
     assert [p.name for p in bundle_copy.parent.iterdir()] == [bundle_copy.name]
@@ -181,7 +181,7 @@ def test_a_bad_out_is_refused_before_the_export_runs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "export_module", must_not_run)
     with pytest.raises(OnnxEdgeError, match="refusing to overwrite"):
-        export_bundle(ExportRequest(out=precious))
+        export_model(ExportRequest(out=precious))
 
 
 def test_a_graph_that_fails_the_check_writes_no_bundle(tmp_path, monkeypatch):
@@ -192,5 +192,5 @@ def test_a_graph_that_fails_the_check_writes_no_bundle(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "check_model", failing_check)
     with pytest.raises(OnnxEdgeError, match="fails onnxedge check, no bundle written: FAILED"):
-        export_bundle(ExportRequest(out=tmp_path / "b"))
+        export_model(ExportRequest(out=tmp_path / "b"))
     assert not (tmp_path / "b").exists()

@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from onnxedge.export.pipeline import ExportRequest, export_bundle
+from onnxedge.export.pipeline import ExportRequest, export_model
 from onnxedge.runtime.check import check_path
 from onnxedge.runtime.session import SessionConfig, make_session
 
@@ -26,7 +26,7 @@ BATCHES = (1, 2, 9)
 @pytest.mark.parametrize("head", HEADS)
 def test_export_grid(tmp_path, head, exporter, opset):
     request = ExportRequest(head=head, exporter=exporter, opset=opset, out=tmp_path / "b")
-    result = export_bundle(request)
+    result = export_model(request)
     model = onnx.load(str(result.out / "model.onnx"))
 
     ops = [n.op_type for n in model.graph.node]

@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from onnxedge.export import gap
-from onnxedge.export.pipeline import ExportRequest, export_bundle
+from onnxedge.export.pipeline import ExportRequest, export_model
 from onnxedge.export.verify import verify_against_torch, verify_onnx_step
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -31,7 +31,7 @@ def test_a_lowering_that_changes_the_output_stops_the_export(tmp_path, monkeypat
 
     monkeypatch.setattr(gap, "canonicalize_gap_head", wrong_lowering)
     with pytest.raises(OnnxEdgeError, match=r"GAP lowering changed the model's output: at batch"):
-        export_bundle(ExportRequest(out=tmp_path / "b"))
+        export_model(ExportRequest(out=tmp_path / "b"))
     assert not (tmp_path / "b").exists()
 
 
