@@ -10,11 +10,12 @@ STAMP  := $(VENV)/.onnxedge-installed
 
 venv: $(STAMP)
 
-# One environment with the export side and the dev tools; torch pinned through constraints.txt.
+# One environment with the export side, the dev tools and the openvino engine (so CI runs its
+# tests rather than skipping them); torch pinned through constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[export,dev]'
+	$(PIP) install --quiet -c constraints.txt -e '.[export,dev,openvino]'
 	touch $@
 
 export: $(STAMP)
