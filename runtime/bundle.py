@@ -46,6 +46,7 @@ from onnxedge.runtime.bundle_verify import (
 )
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 from onnxedge.runtime.hashing import sha256_bytes, sha256_file
+from onnxedge.runtime.outputs import BINARY_KINDS, SIGMOID_PROBABILITY, manifest_kind
 
 log = logging.getLogger(__name__)
 
@@ -402,6 +403,29 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _check_labels(labels: Any, kind: str, output: TensorSpec, source: str) -> None:
+    """One output: a threshold in [0, 1]. K outputs: K distinct class names."""
+    if kind in BINARY_KINDS:
+        if not isinstance(labels, dict) or not (
+            _number(labels.get("threshold")) and 0.0 <= labels["threshold"] <= 1.0
+        ):
+            raise BundleError(
+                f"{source}: expected labels with a threshold in [0, 1], found {labels!r}"
+            )
+        return
+    classes = output.shape[-1] if output.shape else None
+    names = labels.get("classes") if isinstance(labels, dict) else None
+    if not (
+        isinstance(names, list)
+        and all(isinstance(n, str) for n in names)
+        and len(set(names)) == len(names) == classes
+    ):
+        raise BundleError(
+            f"{source}: expected labels with {classes} distinct class names for the {kind} "
+            f"output, found {labels!r}"
+        )
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -412,8 +436,9 @@ class Bundle:
     to the directory, ``model.onnx`` and its external data verified against their sha256 and its
     input and output against the manifest. Other files are verified by `file` when used.
 
-    ``input``/``output`` are the manifest's `TensorSpec`s, ``labels`` its labels (with
-    ``threshold`` in [0, 1]), ``preprocessing`` what `onnxedge.runtime.preprocess` applies, and
+    ``input``/``output`` are the manifest's `TensorSpec`s, ``output_kind`` what the output holds
+    (`onnxedge.runtime.outputs`), ``labels`` its labels (one output: a ``threshold`` in [0, 1];
+    K outputs: K ``classes``), ``preprocessing`` what `onnxedge.runtime.preprocess` applies, and
     ``external_data`` the external-data files the model uses (verified).
     """
 
@@ -424,10 +449,25 @@ class Bundle:
     labels: Mapping[str, Any]
     preprocessing: Mapping[str, Any]
     external_data: tuple[str, ...] = ()
+    output_kind: str = SIGMOID_PROBABILITY
 
     @property
     def threshold(self) -> float:
+        if "threshold" not in self.labels:
+            raise BundleError(
+                f"{self.path}: a {self.output_kind} model has class names, not a threshold"
+            )
         return float(self.labels["threshold"])
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names: K of them, or (negative, positive) for one output."""
+        if "classes" in self.labels:
+            return tuple(self.labels["classes"])
+        return (
+            str(self.labels.get("negative", "negative")),
+            str(self.labels.get("positive", "positive")),
+        )
 
     @classmethod
     def open(cls, path: str | Path) -> Bundle:
@@ -474,20 +514,21 @@ class Bundle:
                 f"found {manifest.get('format_version')!r}"
             )
         _check_files(manifest.get("files"), source)
+        output = TensorSpec.from_manifest(manifest.get("output"), "output")
+        try:
+            kind = manifest_kind(manifest.get("output"))
+        except OnnxEdgeError as e:
+            raise BundleError(f"{source}: {e}") from None
         labels = manifest.get("labels")
-        if not isinstance(labels, dict) or not (
-            _number(labels.get("threshold")) and 0.0 <= labels["threshold"] <= 1.0
-        ):
-            raise BundleError(
-                f"{source}: expected labels with a threshold in [0, 1], found {labels!r}"
-            )
+        _check_labels(labels, kind, output, source)
         return cls(
             path=path,
             manifest=manifest,
             input=TensorSpec.from_manifest(manifest.get("input"), "input"),
-            output=TensorSpec.from_manifest(manifest.get("output"), "output"),
+            output=output,
             labels=labels,
             preprocessing=_check_preprocessing(manifest.get("preprocessing"), source),
+            output_kind=kind,
         )
 
     @property

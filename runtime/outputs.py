@@ -70,26 +70,31 @@ def output_kind_of(model: onnx.ModelProto, classes: int) -> str:
 
 def final_activation(model: onnx.ModelProto, output: str | None = None) -> onnx.NodeProto | None:
     """The Sigmoid, Softmax or LogSoftmax that produces the output (through reshapes), if any."""
-    name = output or model.graph.output[0].name
-    node = walk_back(name, producers_of(model.graph), set(), _PASS_THROUGH, stop=_FINAL)
+    node = _last_op(model, output)
     return node if node is not None and node.op_type in _FINAL else None
 
 
-def logits_tensor(model: onnx.ModelProto, kind: str) -> str:
+def _last_op(model: onnx.ModelProto, output: str | None = None) -> onnx.NodeProto | None:
+    """The first op upstream of the output that is not a reshape (None: a graph input)."""
+    name = output or model.graph.output[0].name
+    return walk_back(name, producers_of(model.graph), set(), _PASS_THROUGH, stop=_FINAL)
+
+
+def logits_tensor(model: onnx.ModelProto, kind: str, output: str | None = None) -> str:
     """The tensor of ``model`` that holds the logits: the final Sigmoid's or Softmax's input, or
     the output itself for the logit kinds."""
-    output = model.graph.output[0].name
+    output = output or model.graph.output[0].name
     if kind in (LOGIT, LOGITS):
         return output
-    final = final_activation(model)
+    node = _last_op(model, output)
     wanted = "Sigmoid" if kind == SIGMOID_PROBABILITY else "Softmax"
-    if final is None or final.op_type != wanted:
-        found = f"{final.op_type} node {final.name!r}" if final is not None else "none"
+    if node is None or node.op_type != wanted:
+        found = f"{node.op_type} node {node.name!r}" if node is not None else "a graph input"
         raise OnnxEdgeError(
             f"expected the output {output!r} of a {kind} model to come from a {wanted}, found "
             f"{found}"
         )
-    return final.input[0]
+    return node.input[0]
 
 
 def manifest_kind(output: Mapping[str, Any] | None) -> str:

@@ -70,16 +70,16 @@ def load_golden(bundle: Bundle) -> Reference:
             f"cannot read {path}: expected a numpy .npz archive, found: {first_line(e)}"
         ) from None
     meta = _golden_meta(path, arrays)
-    stated = bundle.input.shape
-    if len(stated) < 2 or not all(isinstance(d, int) for d in stated[1:]):
+    input_shape = _golden_input_shape(bundle, meta)
+    classes = bundle.output.shape[-1] if bundle.output.shape else None
+    if not isinstance(classes, int):
         raise BundleError(
-            f"{bundle.path}/manifest.json: expected the input shape as [batch, C, H, W] with "
-            f"fixed C, H, W, found {list(stated)!r}"
+            f"{bundle.path}/manifest.json: expected the output shape as [batch, K] with a fixed "
+            f"K, found {list(bundle.output.shape)!r}"
         )
-    input_shape = [int(d) for d in stated[1:]]
     batches = {}
     for size in meta["batch_sizes"]:
-        batches[int(size)] = _golden_batch(path, arrays, int(size), input_shape)
+        batches[int(size)] = _golden_batch(path, arrays, int(size), input_shape, classes)
     if list(block.get("batch_sizes", meta["batch_sizes"])) != list(meta["batch_sizes"]):
         raise BundleError(
             f"{path} holds batch sizes {meta['batch_sizes']}, the manifest says "
@@ -95,6 +95,25 @@ def load_golden(bundle: Bundle) -> Reference:
         logits_name=str(logits_name) if logits_name else None,
         seed=int(meta.get("seed", GOLDEN_SEED)),
     )
+
+
+def _golden_input_shape(bundle: Bundle, meta: Mapping[str, Any]) -> list[int]:
+    """C, H, W of the golden inputs: the manifest's input shape, whose H and W, where they are
+    dynamic (``--dynamic-spatial``), are the size the preprocessing resizes to."""
+    stated = bundle.input.shape
+    resize = meta["preprocessing"].get("resize")
+    if len(stated) == 4 and isinstance(resize, list) and len(resize) == 2:
+        stated = (
+            stated[0],
+            stated[1],
+            *(d if isinstance(d, int) else r for d, r in zip(stated[2:], resize, strict=True)),
+        )
+    if len(stated) < 2 or not all(isinstance(d, int) for d in stated[1:]):
+        raise BundleError(
+            f"{bundle.path}/manifest.json: expected the input shape as [batch, C, H, W] with "
+            f"fixed C, H, W, found {list(stated)!r}"
+        )
+    return [int(d) for d in stated[1:]]
 
 
 def _golden_meta(path: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -123,7 +142,7 @@ def _golden_meta(path: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]
 
 
 def _golden_batch(
-    path: Path, arrays: Mapping[str, np.ndarray], size: int, input_shape: list[int]
+    path: Path, arrays: Mapping[str, np.ndarray], size: int, input_shape: list[int], classes: int
 ) -> ReferenceBatch:
     def get(key: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
         if key not in arrays:
@@ -143,8 +162,8 @@ def _golden_batch(
     return ReferenceBatch(
         inputs=get(_key(size, "inputs"), np.float32, tuple(shape_in)),
         kinds=tuple(str(k) for k in arrays[kinds_key]),
-        prob=get(_key(size, "prob") + "_f64", np.float64, (size, 1)),
-        logits=get(_key(size, "logits") + "_f64", np.float64, (size, 1)),
-        prob_f32=get(_key(size, "prob") + "_f32", np.float32, (size, 1)),
-        logits_f32=get(_key(size, "logits") + "_f32", np.float32, (size, 1)),
+        prob=get(_key(size, "prob") + "_f64", np.float64, (size, classes)),
+        logits=get(_key(size, "logits") + "_f64", np.float64, (size, classes)),
+        prob_f32=get(_key(size, "prob") + "_f32", np.float32, (size, classes)),
+        logits_f32=get(_key(size, "logits") + "_f32", np.float32, (size, classes)),
     )

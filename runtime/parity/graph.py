@@ -1,5 +1,6 @@
-"""The check-only graph: the Sigmoid's input (the logits) found in ``model.onnx`` and added as an
-output of an in-memory copy; the shipped graph keeps its one output."""
+"""The check-only graph: the logits (the final Sigmoid's or Softmax's input,
+`onnxedge.runtime.outputs.logits_tensor`) found in ``model.onnx`` and added as an output of an
+in-memory copy; the shipped graph keeps its one output."""
 
 from __future__ import annotations
 
@@ -7,23 +8,13 @@ import copy
 
 import onnx
 
-from onnxedge.runtime.check import producers_of, walk_back
 from onnxedge.runtime.errors import OnnxEdgeError
-
-# Ops that may sit between the Sigmoid and the graph output without changing values.
-_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+from onnxedge.runtime.outputs import SIGMOID_PROBABILITY, logits_tensor
 
 
 def find_logits_tensor(model: onnx.ModelProto, output: str | None = None) -> str:
     """The name of the tensor that feeds the Sigmoid producing the graph's (first) output."""
-    name = output or model.graph.output[0].name
-    node = walk_back(name, producers_of(model.graph), set(), _PASS_THROUGH, stop={"Sigmoid"})
-    if node is not None and node.op_type == "Sigmoid":
-        return node.input[0]
-    raise OnnxEdgeError(
-        f"expected the output {name!r} to come from a Sigmoid, found "
-        + (f"{node.op_type} node {node.name!r}" if node is not None else "no Sigmoid before it")
-    )
+    return logits_tensor(model, SIGMOID_PROBABILITY, output)
 
 
 def with_logits_output(model: onnx.ModelProto, logits_name: str) -> onnx.ModelProto:

@@ -1,5 +1,5 @@
-"""One parity row (`ParityRow`: a provider and TF32 setting at one batch size) and the
-0.5-threshold label agreement it reports."""
+"""One parity row (`ParityRow`: a provider and TF32 setting at one batch size) and the label
+agreement it reports: at the bundle's threshold for one output, of the top-1 class for K."""
 
 from __future__ import annotations
 
@@ -37,6 +37,23 @@ def label_agreement(
     near = np.abs(e - threshold) <= tolerance.atol + tolerance.rtol * np.abs(e)
     bad = tuple(int(i) for i in np.flatnonzero(flipped & ~near))
     return LabelAgreement(int((~flipped).sum()), int(a.size), bad)
+
+
+def top1_agreement(
+    actual: np.ndarray, expected: np.ndarray, *, tolerance: Tolerance
+) -> LabelAgreement:
+    """The top-1 classes of actual against reference probabilities [N, K]. A row whose top class
+    changed counts as a flip only where the reference's top class leads the new one by more than
+    twice the tolerance (a near tie may go either way)."""
+    a = np.asarray(actual, dtype=np.float64).reshape(len(expected), -1)
+    e = np.asarray(expected, dtype=np.float64).reshape(len(expected), -1)
+    rows = np.arange(len(e))
+    top_a, top_e = a.argmax(axis=1), e.argmax(axis=1)
+    flipped = top_a != top_e
+    lead = e[rows, top_e] - e[rows, top_a]
+    near = lead <= 2 * (tolerance.atol + tolerance.rtol * np.abs(e[rows, top_e]))
+    bad = tuple(int(i) for i in np.flatnonzero(flipped & ~near))
+    return LabelAgreement(int((~flipped).sum()), len(e), bad)
 
 
 @dataclasses.dataclass(frozen=True)

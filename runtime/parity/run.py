@@ -13,11 +13,26 @@ from onnxedge.runtime.bundle import Bundle
 from onnxedge.runtime.classifier import check_external_data
 from onnxedge.runtime.compare import compare_arrays
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError, ProviderUnavailable, first_line
-from onnxedge.runtime.parity.graph import find_logits_tensor, with_logits_output
+from onnxedge.runtime.outputs import (
+    BINARY_KINDS,
+    PROBABILITIES,
+    SIGMOID_PROBABILITY,
+    centred_logits,
+    logits_tensor,
+    probabilities,
+)
+from onnxedge.runtime.parity.graph import with_logits_output
 from onnxedge.runtime.parity.preprocessing import check_preprocessing
 from onnxedge.runtime.parity.reference import Reference, ReferenceBatch
 from onnxedge.runtime.parity.report import ParityReport
-from onnxedge.runtime.parity.rows import FAILED, PASSED, SKIPPED, ParityRow, label_agreement
+from onnxedge.runtime.parity.rows import (
+    FAILED,
+    PASSED,
+    SKIPPED,
+    ParityRow,
+    label_agreement,
+    top1_agreement,
+)
 from onnxedge.runtime.parity.tolerances import Target, Tolerance, ToleranceOverrides, Tolerances
 from onnxedge.runtime.session import make_session, provider_name
 
@@ -62,12 +77,13 @@ def run_parity(
         model = onnx.load(str(bundle.model_path), load_external_data=False)
     except Exception as e:
         raise BundleError(f"{bundle.model_path} is not an ONNX model: {first_line(e)}") from None
-    found = find_logits_tensor(model)
+    kind = bundle.output_kind
+    found = logits_tensor(model, kind)
     logits_name = reference.logits_name or found
     if logits_name != found:
         raise BundleError(
-            f"the golden data was recorded for the pre-sigmoid tensor {logits_name!r}, but in "
-            f"{bundle.model_path} the Sigmoid's input is {found!r}"
+            f"the golden data was recorded for the logits tensor {logits_name!r}, but in "
+            f"{bundle.model_path} the {kind} output's logits are {found!r}"
         )
     checked_bytes = with_logits_output(model, logits_name).SerializeToString()
 
@@ -106,7 +122,8 @@ def run_parity(
                     input_name=bundle.input.name,
                     logits_name=logits_name,
                     tolerances=tolerances,
-                    threshold=bundle.threshold,
+                    kind=kind,
+                    threshold=bundle.threshold if kind in BINARY_KINDS else None,
                     required=is_required,
                 )
             )
@@ -153,9 +170,13 @@ def _run_row(
     input_name: str,
     logits_name: str,
     tolerances: Tolerances,
-    threshold: float,
+    kind: str,
+    threshold: float | None,
     required: bool,
 ) -> ParityRow:
+    """One row. Probabilities come from the shipped output as its kind says (the output, or its
+    sigmoid or softmax); softmax inputs are compared centred (`centred_logits`). Labels: at
+    ``threshold`` for one output, the top-1 class for K (``threshold`` None)."""
     feeds = {input_name: ref.inputs}
     row = ParityRow(
         target.provider,
@@ -167,19 +188,29 @@ def _run_row(
         required=required,
     )
     try:
-        prob = sessions.shipped.run(None, feeds)[0]
+        output = sessions.shipped.run(None, feeds)[0]
         logits = sessions.checked.run([logits_name], feeds)[0]
     except Exception as e:  # onnxruntime's own error types
         return dataclasses.replace(row, reason=f"onnxruntime failed: {first_line(e)}")
+    prob = output if kind == SIGMOID_PROBABILITY else probabilities(output, kind)
+    if kind == PROBABILITIES:
+        logits = centred_logits(logits, kind)
+        ref = dataclasses.replace(
+            ref,
+            logits=centred_logits(ref.logits, kind),
+            logits_f32=centred_logits(ref.logits_f32, kind),
+        )
     prob_c = compare_arrays(prob, ref.prob, atol=tolerances.prob.atol, rtol=tolerances.prob.rtol)
     logits_c = compare_arrays(
         logits, ref.logits, atol=tolerances.logits.atol, rtol=tolerances.logits.rtol
     )
-    labels = (
-        label_agreement(prob, ref.prob, threshold=threshold, tolerance=tolerances.prob)
-        if prob_c.shape_ok
-        else None
-    )
+    labels = None
+    if prob_c.shape_ok:
+        labels = (
+            label_agreement(prob, ref.prob, threshold=threshold, tolerance=tolerances.prob)
+            if threshold is not None
+            else top1_agreement(prob, ref.prob, tolerance=tolerances.prob)
+        )
     failures = []
     for name, comparison, actual, expected, tolerance in (
         ("prob", prob_c, prob, ref.prob, tolerances.prob),

@@ -1,0 +1,131 @@
+"""A user's own model file through `onnxedge export --model file.py:factory` into bundles that pass
+`check` and `parity` with their own class names, for each output kind and a dynamic H x W; and
+parity fails on such a bundle when the model changed."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.cli import main
+from onnxedge.runtime.parity import load_golden, make_targets, run_parity
+
+USER_MODEL = """
+from torch import nn
+
+from onnxedge.models.families import mobilenetv3_like, squeeze_excite
+
+
+def birds(num_classes=3, final="logits"):
+    return mobilenetv3_like(num_classes=num_classes, width=8, final=final)
+
+
+def smiles(final="logits"):
+    return squeeze_excite(num_classes=1, width=8, final=final)
+"""
+
+
+@pytest.fixture(scope="module")
+def user_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "zoo_of_mine.py").write_text(textwrap.dedent(USER_MODEL))
+    (folder / "birds.txt").write_text("robin\n\nwren \nkestrel\n")
+    (folder / "smiles.txt").write_text("not smiling\nsmiling\n")
+    return folder
+
+
+def export(user_dir: Path, out: Path, factory: str, *args: str) -> dict:
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "--model",
+            f"{user_dir / 'zoo_of_mine.py'}:{factory}",
+            "--out",
+            str(out),
+            *args,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "PASSED | gap_head" in result.output
+    return json.loads((out / "manifest.json").read_text())
+
+
+def parity(bundle: Path):
+    opened = Bundle.open(bundle)
+    return run_parity(opened, load_golden(opened), targets=make_targets(["cpu"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "factory,args,kind,labels",
+    [
+        (
+            "birds",
+            ["--input-shape", "3,48,64", "--labels", "birds.txt"],
+            "logits",
+            {"classes": ["robin", "wren", "kestrel"]},
+        ),
+        (
+            "birds",
+            ["--input-shape", "3,64,64", "--model-arg", "final='softmax'", "--dynamic-spatial"],
+            "probabilities",
+            {"classes": ["class_0", "class_1", "class_2"]},
+        ),
+        (
+            "smiles",
+            ["--input-shape", "3,40,40", "--labels", "smiles.txt", "--exporter", "torchscript"],
+            "logit",
+            {"threshold": 0.5, "positive": "smiling", "negative": "not smiling"},
+        ),
+    ],
+)
+def test_user_model_file_to_a_bundle_that_passes_check_and_parity(
+    user_dir, tmp_path, factory, args, kind, labels
+):
+    args = [str(user_dir / a) if a.endswith(".txt") else a for a in args]
+    manifest = export(user_dir, tmp_path / "b", factory, *args)
+    assert manifest["output"]["kind"] == kind
+    assert manifest["labels"] == labels
+    assert manifest["factory"].endswith(f"zoo_of_mine.py:{factory}")
+
+    check = CliRunner().invoke(main, ["check", str(tmp_path / "b")])
+    assert check.exit_code == 0, check.output
+
+    report = parity(tmp_path / "b")
+    assert report, report.lines()
+    assert report.ran == 4 and report.preprocessing.status == "passed"
+    for row in report.rows:
+        assert row.labels is not None and row.labels.agree == row.batch
+        assert row.logits is not None and row.logits.max_abs_error < 1e-4
+
+
+@pytest.mark.slow
+def test_parity_fails_when_a_k_class_model_changed(user_dir, tmp_path):
+    bundle = tmp_path / "b"
+    export(user_dir, bundle, "birds", "--input-shape", "3,48,64")
+    model = onnx.load(str(bundle / "model.onnx"))
+    # Nudge the classifier's bias: the golden references no longer match.
+    classifier = [n for n in model.graph.node if n.op_type == "Conv"][-1]
+    bias = next(i for i in model.graph.initializer if i.name == classifier.input[2])
+    values = onnx.numpy_helper.to_array(bias).copy()
+    values[1] += 1e-3
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(bundle / "model.onnx"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    from onnxedge.runtime.hashing import sha256_file
+
+    manifest["files"]["model.onnx"]["sha256"] = sha256_file(bundle / "model.onnx")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    report = parity(bundle)
+    assert not report
+    assert all(r.status == "failed" for r in report.rows)
+    assert all("logits outside the tolerance" in r.reason for r in report.rows)
+    assert np.isclose(max(r.logits.max_abs_error for r in report.rows), 1e-3, rtol=0.01)
