@@ -29,6 +29,13 @@ import numpy as np
 
 from onnxedge.runtime.bundle import Bundle, TensorSpec
 from onnxedge.runtime.bundle_verify import external_data_files, read_model
+from onnxedge.runtime.engines import (
+    DEFAULT_PRECISION,
+    ONNXRUNTIME,
+    check_engine,
+    check_precision,
+    open_session,
+)
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 from onnxedge.runtime.preprocess import (
     MAX_PIXELS,
@@ -144,9 +151,10 @@ def _describe_bad(values: np.ndarray, rows: np.ndarray, most: int = 4) -> str:
 
 
 class Classifier:
-    """A verified bundle's model on one ONNX Runtime execution provider.
+    """A verified bundle's model on one ONNX Runtime execution provider, or on OpenVINO.
 
-    Build it with `from_bundle`. Attributes: ``provider`` (the ONNX Runtime provider it runs on),
+    Build it with `from_bundle`. Attributes: ``provider`` (the ONNX Runtime provider it runs on,
+    or the OpenVINO device and precision),
     ``input_spec``/``output_spec`` (`TensorSpec`), ``preprocessing`` and ``labels`` (from the
     manifest), ``threshold`` (the default for `Prediction.positive`).
     """
@@ -180,6 +188,8 @@ class Classifier:
         threads: int | None = None,
         *,
         threshold: float | None = None,
+        engine: str = ONNXRUNTIME,
+        precision: str = DEFAULT_PRECISION,
     ) -> Classifier:
         """Open a bundle and build its session.
 
@@ -189,16 +199,28 @@ class Classifier:
         2. ``provider``: ``cpu``, ``cuda`` (an error naming the available providers when the CUDA
            EP cannot load), or ``auto`` (CUDA when it loads, else CPU). ``threads``: ONNX Runtime's
            intra-op threads, an integer >= 1 (None: one per physical core).
+        3. ``engine``: ``onnxruntime`` (as above) or ``openvino`` (the CPU only, ``provider``
+           ``auto`` or ``cpu``; compiled at ``precision``, ``f32`` or ``bf16``, with ``threads``
+           and the LATENCY hint, `onnxedge.runtime.engines.openvino`); an engine that cannot run
+           here is an `EngineUnavailable` saying why. ``provider`` then names the engine and its
+           settings.
 
         Arguments are checked before the bundle is read: a bad ``threads`` or ``threshold`` is a
         `ValueError`, as the command line refuses them.
         """
         _provider_key(provider)
+        check_precision(engine, precision)
         threads = _check_count(threads, "threads", optional=True, maximum=MAX_THREADS)
         if threshold is not None:
             _check_threshold(threshold)
         bundle = Bundle.open(path)
-        session, used = _session_for(bundle.model_path, provider, threads)
+        if check_engine(engine) == ONNXRUNTIME:
+            session, used = _session_for(bundle.model_path, provider, threads)
+        else:  # 3.
+            session = open_session(
+                engine, bundle.model_path, provider=provider, threads=threads, precision=precision
+            )
+            used = session.describe()
         log.info("%s runs on %s", bundle.path, used)
         return cls(session, bundle.manifest, provider=used, threshold=threshold, path=bundle.path)
 

@@ -132,16 +132,20 @@ def evaluate_bundle(
     attribute: str | None = None,
     provider: str = "auto",
     threads: int | None = None,
+    engine: str = "onnxruntime",
+    precision: str = "f32",
     batch_size: int = 64,
     threshold: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationResult:
     """Classify ``split`` of ``data`` (a `Dataset`, or a folder `open_dataset` reads with
-    ``attribute``) with the bundle's model and measure it. ``progress(done, total)`` is called
-    after each file."""
+    ``attribute``) with the bundle's model on ``engine`` at ``precision`` (`Classifier.from_bundle`)
+    and measure it. ``progress(done, total)`` is called after each file."""
     dataset = data if isinstance(data, Dataset) else open_dataset(data, attribute)
     chosen = dataset.split(split)
-    classifier = Classifier.from_bundle(bundle, provider=provider, threads=threads)
+    classifier = Classifier.from_bundle(
+        bundle, provider=provider, threads=threads, engine=engine, precision=precision
+    )
     negative = str(classifier.labels.get("negative", "negative"))
     positive = str(classifier.labels.get("positive", "positive"))
     cut = classifier.threshold if threshold is None else float(threshold)

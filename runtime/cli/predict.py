@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import click
 
 from onnxedge.runtime.classifier import PROVIDER_CHOICES, FileResult
+from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.preprocess import MAX_PIXELS, ImageReadError, is_image_name
 
@@ -102,6 +103,7 @@ def format_result(result: FileResult, *, as_json: bool) -> str:
     default=None,
     help="ONNX Runtime intra-op threads [default: one per physical core].",
 )
+@engine_options
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
@@ -118,6 +120,8 @@ def predict_cmd(
     threshold: float | None,
     provider: str,
     threads: int | None,
+    engine: str,
+    precision: str,
     max_pixels: int,
     as_json: bool,
     no_progress: bool,
@@ -131,7 +135,10 @@ def predict_cmd(
     """
     from onnxedge.runtime.classifier import Classifier
 
-    classifier = Classifier.from_bundle(bundle, provider=provider, threads=threads)
+    check_engine_options(engine, precision)
+    classifier = Classifier.from_bundle(
+        bundle, provider=provider, threads=threads, engine=engine, precision=precision
+    )
     results = classifier.predict_files(
         find_images(paths), batch_size=batch_size, threshold=threshold, max_pixels=max_pixels
     )

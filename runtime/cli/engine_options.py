@@ -1,0 +1,62 @@
+"""The engine options that predict, parity and evaluate share (``--engine``, ``--precision``),
+and bench's ``--engines`` / ``--openvino-precisions`` callbacks, as reusable click pieces.
+
+``--precision`` is OpenVINO's inference precision: f32 (the default, computing what ONNX
+Runtime computes) or bf16 (asked for explicitly, reported as such). ONNX Runtime runs the model
+at the precision it is stored in, so ``--precision bf16`` with it is a usage error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from onnxedge.runtime.cli.options import name_list
+from onnxedge.runtime.engines import (
+    DEFAULT_PRECISION,
+    ENGINES,
+    ONNXRUNTIME,
+    PRECISIONS,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def engine_options(command: F) -> F:
+    """Add ``--engine`` and ``--precision`` to a command (parameters ``engine``, ``precision``)."""
+    command = click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        default=DEFAULT_PRECISION,
+        show_default=True,
+        help="OpenVINO's inference precision (bf16 only when asked; onnxruntime runs the model "
+        "as stored).",
+    )(command)
+    return click.option(
+        "--engine",
+        type=click.Choice(ENGINES),
+        default=ONNXRUNTIME,
+        show_default=True,
+        help="Inference engine; openvino needs onnxedge[openvino] and runs on the CPU.",
+    )(command)
+
+
+def check_engine_options(engine: str, precision: str) -> None:
+    """A usage error (exit 2) for a precision the engine does not take."""
+    if engine == ONNXRUNTIME and precision != DEFAULT_PRECISION:
+        raise click.UsageError(
+            f"--precision {precision} is OpenVINO's inference precision; onnxruntime runs the "
+            "model as stored (add --engine openvino)"
+        )
+
+
+def engine_list(default: tuple[str, ...] | None = None):
+    """``--engines onnxruntime,openvino``: names out of `ENGINES`."""
+    return name_list(ENGINES, what="engine", default=default)
+
+
+def precision_list():
+    """``--openvino-precisions f32,bf16``: names out of `PRECISIONS`."""
+    return name_list(PRECISIONS, what="precision")

@@ -1,0 +1,120 @@
+"""`--engine openvino` on the device's commands: the Classifier, predict and evaluate give what
+they give on ONNX Runtime, and an engine that cannot run is one line, never a result."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from cli_assertions import assert_one_line_error
+from click.testing import CliRunner
+from openvino_support import requires_openvino
+from PIL import Image
+
+from onnxedge.runtime.classifier import Classifier
+from onnxedge.runtime.cli import main
+from onnxedge.runtime.data.synth import write_faces
+from onnxedge.runtime.engines import EngineUnavailable
+from onnxedge.runtime.engines.openvino import loader
+from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.evaluate import evaluate_bundle
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engine_images")
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        pixels = rng.integers(0, 256, (80 + i, 70, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"img{i}.png")
+    return root
+
+
+@pytest.fixture
+def no_openvino(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    loader._core.cache_clear()
+    yield
+    loader._core.cache_clear()
+
+
+def _predict(*args: object):
+    return CliRunner().invoke(main, ["predict", *map(str, args)])
+
+
+@requires_openvino
+def test_classifier_on_openvino_matches_onnxruntime(smile_bundle):
+    ov = Classifier.from_bundle(smile_bundle, threads=1, engine="openvino")
+    ort = Classifier.from_bundle(smile_bundle, provider="cpu", threads=1)
+    assert ov.provider == "openvino CPU f32 (LATENCY, 1 threads)"
+    x = np.random.default_rng(0).random((37, 3, 64, 64), dtype=np.float32)
+    # chunks of 8 leave a last chunk of 5: the dynamic batch on OpenVINO
+    np.testing.assert_allclose(
+        ov.probabilities(x, batch_size=8), ort.probabilities(x), atol=1e-6, rtol=1e-5
+    )
+
+
+@requires_openvino
+def test_classifier_bf16_is_asked_for_and_reported(smile_bundle):
+    if loader.unavailable_reason(loader.OpenVinoConfig(precision="bf16")):
+        pytest.skip("this CPU cannot run OpenVINO in bf16")
+    clf = Classifier.from_bundle(smile_bundle, engine="openvino", precision="bf16", threads=1)
+    assert "bf16" in clf.provider
+
+
+def test_classifier_refuses_bad_engine_arguments_before_reading_the_bundle(tmp_path):
+    missing = tmp_path / "nothing"
+    with pytest.raises(OnnxEdgeError, match="unknown engine 'tvm'"):
+        Classifier.from_bundle(missing, engine="tvm")
+    with pytest.raises(OnnxEdgeError, match="precision 'bf16' is an OpenVINO setting"):
+        Classifier.from_bundle(missing, precision="bf16")
+
+
+def test_classifier_without_openvino_says_how_to_install(no_openvino, smile_bundle):
+    with pytest.raises(EngineUnavailable, match=r"pip install 'onnxedge\[openvino\]'"):
+        Classifier.from_bundle(smile_bundle, engine="openvino")
+
+
+@requires_openvino
+def test_predict_on_openvino_gives_onnxruntimes_lines(smile_bundle, images):
+    ort = _predict(smile_bundle, images, "--provider", "cpu", "--json")
+    ov = _predict(smile_bundle, images, "--engine", "openvino", "--json")
+    assert ort.exit_code == ov.exit_code == 0, ov.output
+    a = [json.loads(line) for line in ort.stdout.splitlines()]
+    b = [json.loads(line) for line in ov.stdout.splitlines()]
+    assert [r["file"] for r in a] == [r["file"] for r in b] and len(a) == 5
+    assert [r["label"] for r in a] == [r["label"] for r in b]
+    np.testing.assert_allclose(
+        [r["probability"] for r in b], [r["probability"] for r in a], atol=1e-6
+    )
+    assert "(openvino CPU f32" in ov.stderr
+
+
+def test_predict_without_openvino_is_one_line(no_openvino, smile_bundle, images):
+    result = _predict(smile_bundle, images, "--engine", "openvino")
+    assert_one_line_error(result, "the openvino engine is not installed here")
+    assert result.stdout == ""
+
+
+def test_predict_precision_is_for_openvino(smile_bundle, images):
+    result = _predict(smile_bundle, images, "--precision", "bf16")
+    assert result.exit_code == 2
+    assert "--precision bf16 is OpenVINO's inference precision" in result.output
+
+
+@requires_openvino
+def test_predict_openvino_on_cuda_is_an_error(smile_bundle, images):
+    result = _predict(smile_bundle, images, "--engine", "openvino", "--provider", "cuda")
+    assert_one_line_error(result, "the openvino engine runs on the CPU")
+
+
+@requires_openvino
+def test_evaluate_on_openvino_gives_the_same_metrics(smile_bundle, tmp_path):
+    root = write_faces(tmp_path / "faces", count=40, seed=7, workers=1).out
+    ort = evaluate_bundle(smile_bundle, root, split="test", provider="cpu")
+    ov = evaluate_bundle(smile_bundle, root, split="test", engine="openvino")
+    assert ov.provider.startswith("openvino CPU f32")
+    assert (ov.accuracy, ov.confusion, ov.roc_auc) == (ort.accuracy, ort.confusion, ort.roc_auc)
+    assert ov.evaluated == ort.evaluated > 0
