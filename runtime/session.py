@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 import re
@@ -34,6 +35,36 @@ def _ort() -> Any:
     import onnxruntime as ort  # imported here so that `onnxedge --help` stays fast
 
     return ort
+
+
+_PRELOAD_LOCK = threading.Lock()
+_preloaded = False
+
+
+def preload_gpu_libraries() -> None:
+    """Before the first GPU session: `onnxruntime.preload_dlls()` (onnxruntime 1.21+) loads the CUDA
+    and cuDNN libraries that pip installed (``pip install 'onnxedge[cuda]'``), so that a machine
+    with only an NVIDIA driver gets the CUDA EP. Once per process, and never fatal: where the
+    function is missing nothing happens, what it prints (on stdout, where a command's results go)
+    and any exception go to the debug log; a provider that still cannot load is reported by
+    `make_session`."""
+    global _preloaded
+    with _PRELOAD_LOCK:
+        if _preloaded:
+            return
+        _preloaded = True
+        preload = getattr(_ort(), "preload_dlls", None)
+        if preload is None:
+            return
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+                preload()
+        except Exception:
+            log.debug("onnxruntime.preload_dlls() failed", exc_info=True)
+        for line in said.getvalue().splitlines():
+            if line.strip():
+                log.debug("onnxruntime.preload_dlls: %s", _ANSI.sub("", line))
 
 
 def provider_name(short: str) -> str:
@@ -94,6 +125,8 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None)
     offered = ort.get_available_providers()
     if name not in offered:
         raise ProviderUnavailable(f"requested {name}, available: {', '.join(offered)}")
+    if name != "CPUExecutionProvider":
+        preload_gpu_libraries()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if config.threads is not None:

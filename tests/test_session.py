@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -71,3 +72,30 @@ def test_overlapping_captures_leave_stderr_working():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stderr.splitlines() == ["VISIBLE"]
+
+
+def test_gpu_libraries_preloaded_once_quietly_and_never_fatally(smile_bundle, monkeypatch, capfd):
+    """`onnxruntime.preload_dlls` (what `onnxedge[cuda]` relies on) is called before the first GPU
+    session only; what it prints stays off stdout and its failure does not change the outcome."""
+    from onnxedge.runtime import session
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build offers no CUDA EP (not onnxruntime-gpu)")
+    calls = []
+
+    def preload_dlls():
+        calls.append(1)
+        print("Please follow https://onnxruntime.ai/docs/install/ to install CUDA.")
+        raise OSError("libcudart.so.13: cannot open shared object file")
+
+    monkeypatch.setattr(session, "_preloaded", False)
+    monkeypatch.setattr(ort, "preload_dlls", preload_dlls, raising=False)
+    make_session(smile_bundle / "model.onnx", SessionConfig(provider="cpu"))
+    assert calls == []  # the CPU EP needs no GPU library
+    for _ in range(2):
+        # No usable GPU here: the same outcome as without the preload.
+        with contextlib.suppress(ProviderUnavailable):
+            make_session(smile_bundle / "model.onnx", SessionConfig(provider="cuda"))
+    assert calls == [1]
+    out = capfd.readouterr().out
+    assert "install CUDA" not in out and "libcudart" not in out

@@ -60,7 +60,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.version_option(package_name="onnxedge")
+@click.version_option(package_name="onnxedge", prog_name="onnxedge")
 def main(verbose: int) -> None:
     """Export GAP-head CNN classifiers to ONNX and prove they still are the model on the edge."""
     level = logging.WARNING - 10 * min(verbose, 2)
