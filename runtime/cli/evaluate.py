@@ -1,0 +1,166 @@
+"""`onnxedge evaluate BUNDLE --data DIR`: the command line of `onnxedge.runtime.evaluate`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from onnxedge.runtime.bundle import atomic_write_bytes
+from onnxedge.runtime.classifier import PROVIDER_CHOICES
+from onnxedge.runtime.data import SPLITS
+from onnxedge.runtime.evaluate import EvaluationResult, evaluate_bundle
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def format_result(result: EvaluationResult) -> list[str]:
+    """The text report: metrics, the confusion matrix, then one ERROR line per failed file."""
+    negative, positive = result.class_names
+    counts = ", ".join(f"{name} {n}" for name, n in result.images.items())
+    (tn, fp), (fn, tp) = result.confusion
+    corner = "true \\ predicted"
+    width = max(len(negative), len(positive), len(corner))
+    auc = "n/a (one class)" if result.roc_auc is None else f"{result.roc_auc:.4f}"
+    lines = [
+        f"split      {result.split}: {sum(result.images.values())} images ({counts}), "
+        f"{result.evaluated} evaluated, {len(result.failed)} failed",
+        f"accuracy   {_percent(result.accuracy)}",
+        f"precision  {_percent(result.precision)}   (positive: {positive!r})",
+        f"recall     {_percent(result.recall)}",
+        f"roc_auc    {auc}",
+        f"threshold  {result.threshold:g}   provider {result.provider}",
+        "confusion:",
+        f"  {corner:<{width}}  {negative:>{width}}  {positive:>{width}}",
+        f"  {negative:<{width}}  {tn:>{width}}  {fp:>{width}}",
+        f"  {positive:<{width}}  {fn:>{width}}  {tp:>{width}}",
+    ]
+    if not result.labels_match:
+        lines.append(
+            f"note: the bundle's labels are {result.bundle_labels[0]!r} / "
+            f"{result.bundle_labels[1]!r}; the data's classes {negative!r} / {positive!r}"
+        )
+    lines += [f"{f.file}\tERROR\t{f.reason}" for f in result.failed]
+    return lines
+
+
+@click.command("evaluate")
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="CelebA's layout or class folders (see `onnxedge data info`).",
+)
+@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
+@click.option("--attribute", default=None, help="CelebA attribute [default: Smiling].")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the result as JSON (accuracy is a top-level key).",
+)
+@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ONNX Runtime intra-op threads [default: one per physical core].",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Probability at or above which an image is positive [default: the manifest's].",
+)
+@click.option(
+    "--min-accuracy",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Exit 1 when the accuracy is below this (a gate for scripts and CI).",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal).")
+def evaluate_cmd(
+    bundle: str,
+    data_dir: Path,
+    split: str,
+    attribute: str | None,
+    json_path: Path | None,
+    provider: str,
+    threads: int | None,
+    batch_size: int,
+    threshold: float | None,
+    min_accuracy: float | None,
+    no_progress: bool,
+) -> None:
+    """Measure BUNDLE's model on a labelled split with ONNX Runtime (no torch): accuracy,
+    precision, recall, confusion matrix, ROC AUC, images per class.
+
+    An image that cannot be read is reported (FILE<TAB>ERROR<TAB>REASON) and counted; the metrics
+    are over the others. Exits 0 unless nothing could be evaluated or --min-accuracy is missed.
+    """
+    with _progress(not no_progress and sys.stderr.isatty()) as advance:
+        result = evaluate_bundle(
+            bundle,
+            data_dir,
+            split=split,
+            attribute=attribute,
+            provider=provider,
+            threads=threads,
+            batch_size=batch_size,
+            threshold=threshold,
+            progress=advance,
+        )
+    for line in format_result(result):
+        click.echo(line)
+    if json_path is not None:
+        atomic_write_bytes(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    if result.accuracy is None:
+        click.echo(f"FAILED | no image of the {split} split could be evaluated", err=True)
+        sys.exit(1)
+    if min_accuracy is not None:
+        verdict = "PASSED" if result.accuracy >= min_accuracy else "FAILED"
+        click.echo(
+            f"{verdict} | accuracy {_percent(result.accuracy)}, required {_percent(min_accuracy)}"
+        )
+        if verdict == "FAILED":
+            sys.exit(1)
+
+
+class _progress:
+    """A rich progress bar on stderr while the split is classified (when asked)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.bar = Progress(
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.bar.__enter__()
+        task = self.bar.add_task("evaluate", total=None)
+
+        def advance(done: int, total: int) -> None:
+            self.bar.update(task, completed=done, total=total)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)

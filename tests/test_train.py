@@ -1,0 +1,151 @@
+"""`onnxedge.models.train` on a tiny generated set: it learns, it is deterministic, its pixels are
+the device's, and its checkpoint carries what export needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from onnxedge.models import get_model_spec
+from onnxedge.models.train import TrainConfig, train
+from onnxedge.models.train_data import SplitDataset, square_box, training_image
+from onnxedge.models.weights import read_checkpoint_info, read_state_dict
+from onnxedge.runtime.cli import main
+from onnxedge.runtime.data import open_dataset
+from onnxedge.runtime.data.celeba import IMAGES
+from onnxedge.runtime.data.synth import write_faces
+from onnxedge.runtime.preprocess import load_image
+
+SPEC = get_model_spec("smile_cnn").preprocessing
+
+
+@pytest.fixture(scope="module")
+def tiny_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 synthetic faces: 32 train, 4 val, 4 test."""
+    return write_faces(tmp_path_factory.mktemp("train") / "faces", count=40, seed=11, workers=1).out
+
+
+def _config(data: Path, out: Path, **kw) -> TrainConfig:
+    settings = {"epochs": 2, "batch_size": 8, "workers": 0, "schedule": "constant"}
+    return TrainConfig(data=data, out=out, **{**settings, **kw})
+
+
+def _loss(state: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor) -> float:
+    model = get_model_spec("smile_cnn").build()
+    model.load_state_dict(state)
+    with torch.no_grad():
+        return float(torch.nn.functional.binary_cross_entropy(model.eval()(images), labels))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_faces, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "smile.safetensors"
+    return train(_config(tiny_faces, out, head="mean")), out
+
+
+def test_a_few_steps_change_the_weights_and_lower_the_loss(tiny_faces, trained):
+    result, out = trained
+    split = open_dataset(tiny_faces).split("train")
+    items = [SplitDataset(split, SPEC, augment=False)[i] for i in range(len(split))]
+    images = torch.stack([item[0] for item in items])
+    labels = torch.stack([item[1] for item in items])
+    torch.manual_seed(0)  # the initial weights of the run: seed 0, He initialisation
+    from onnxedge.models.train import init_weights
+
+    initial = get_model_spec("smile_cnn").build("mean")
+    init_weights(initial, "kaiming")
+    before = {k: v.clone() for k, v in initial.state_dict().items()}
+    after, _ = read_state_dict(out)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert set(changed) == set(before)  # every layer moved
+    assert _loss(after, images, labels) < _loss(before, images, labels)
+    assert [e.epoch for e in result.history] == [1, 2] and result.history[-1].steps == 8
+    assert all(e.seconds > 0 and 0 <= e.val_accuracy <= 1 for e in result.history)
+
+
+def test_checkpoint_metadata_says_what_export_needs(tiny_faces, trained):
+    result, out = trained
+    info = read_checkpoint_info(out)
+    data = open_dataset(tiny_faces)
+    assert info.model == "smile_cnn" and info.head == "mean" and info.attribute == "Smiling"
+    assert info.class_names == ("not smiling", "smiling")
+    assert info.labels == {"threshold": 0.5, "positive": "smiling", "negative": "not smiling"}
+    assert info.preprocessing == SPEC
+    assert info.epochs == 2 and info.best_epoch == result.best_epoch
+    assert info.best_val_accuracy == result.best_val_accuracy
+    assert info.data["listing_sha256"] == data.listing_sha256()
+    assert len(info.training["history"]) == 2
+
+
+def test_same_seed_same_metrics_whatever_the_workers(tiny_faces, trained, tmp_path):
+    first, _ = trained
+    again = train(_config(tiny_faces, tmp_path / "again.safetensors", head="mean", workers=1))
+    keys = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "steps")
+    assert [[getattr(e, k) for k in keys] for e in again.history] == [
+        [getattr(e, k) for k in keys] for e in first.history
+    ]
+    other = train(_config(tiny_faces, tmp_path / "o.safetensors", head="mean", seed=1, max_steps=2))
+    assert other.history[0].train_loss != first.history[0].train_loss
+
+
+def test_evaluation_pixels_are_the_devices_and_training_crops_are_squares(tiny_faces):
+    split = open_dataset(tiny_faces).split("val")
+    for i, path in enumerate(split.paths):
+        device = load_image(path, SPEC)
+        image, label, index, ok = SplitDataset(split, SPEC, augment=False)[i]
+        assert ok and index == i and float(label) == split.labels[i]
+        assert np.array_equal(image.numpy(), device)  # the same code, so the same bits
+
+    class Centre:  # a random crop that lands where the device crops, and no flip
+        def integers(self, low, high):
+            return (low + high - 1) // 2
+
+        def random(self):
+            return 0.9
+
+    device = load_image(split.paths[0], SPEC)
+    assert np.abs(training_image(split.paths[0], SPEC, Centre()) - device).max() <= 1 / 255
+    rng = np.random.default_rng(0)
+    boxes = {square_box((178, 218), rng) for _ in range(200)}
+    assert all(right - left == bottom - top == 178 for left, top, right, bottom in boxes)
+    assert {top for _, top, _, _ in boxes} == set(range(41))  # every vertical offset, as the book
+    assert square_box((178, 218), None) == (0, 20, 178, 198)  # CelebA's centre 178x178
+
+
+def test_augmented_items_flip_and_crop(tiny_faces):
+    split = open_dataset(tiny_faces).split("train")
+    data = SplitDataset(split, SPEC, augment=True, seed=0)
+    views = [data[(0, epoch)][0].numpy() for epoch in range(8)]
+    assert len({v.tobytes() for v in views}) > 1  # each epoch draws another crop or flip
+    assert np.array_equal(data[(0, 3)][0].numpy(), views[3])  # and the same one again
+
+
+def test_an_unreadable_training_image_is_skipped_and_named(tiny_faces, tmp_path):
+    import shutil
+
+    root = Path(shutil.copytree(tiny_faces, tmp_path / "faces"))
+    (root / IMAGES / "000002.jpg").write_bytes(b"broken")
+    result = train(_config(root, tmp_path / "c.safetensors", epochs=1))  # every image once
+    assert result.failed_files == (str(root / IMAGES / "000002.jpg"),)
+    assert result.history[0].steps == 4  # 31 readable images in batches of 8
+
+
+def test_train_command(tiny_faces, tmp_path):
+    out, report = tmp_path / "m.safetensors", tmp_path / "train.json"
+    result = CliRunner().invoke(
+        main,
+        ["train", "--data", str(tiny_faces), "--out", str(out), "--epochs", "2", "--max-steps", "3",
+         "--batch-size", "16", "--workers", "0", "--json", str(report)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("epoch 1/2  train loss") and "val loss" in lines[0]
+    assert f"wrote {out}" in result.output
+    history = json.loads(report.read_text())["history"]
+    assert len(history) == 2 and read_checkpoint_info(out).epochs == 2
+    assert "reached --max-steps 3" in result.output
