@@ -262,12 +262,15 @@ def export_bundle(
 def export_model(request: ExportRequest, progress: Progress | None = None) -> ExportResult:
     """`onnxedge export`: build the registered model or the factory's, load its weights, and
     `export_bundle` it."""
-    from onnxedge.models.weights import load_checkpoint, seeded
+    from onnxedge.models.weights import load_checkpoint, read_checkpoint_info, seeded
 
     say = progress or (lambda _msg: None)
     check_opset(request.exporter, request.opset)
     if request.checkpoint is not None and not Path(request.checkpoint).is_file():
         raise OnnxEdgeError(f"expected a checkpoint file, found nothing at {request.checkpoint}")
+    # A checkpoint from `onnxedge train` says its head, labels and preprocessing; what the request
+    # sets explicitly still wins.
+    trained = read_checkpoint_info(request.checkpoint) if request.checkpoint else None
     if request.images is not None and not Path(request.images).is_dir():
         raise OnnxEdgeError(
             f"--images: expected a directory of images, found no directory at {request.images}"
@@ -291,8 +294,13 @@ def export_model(request: ExportRequest, progress: Progress | None = None) -> Ex
         preprocessing = dict(request.preprocessing or {})
         labels: Any = request.labels
     else:
+        if trained is not None and trained.model != request.model:
+            raise OnnxEdgeError(
+                f"the checkpoint {request.checkpoint} was trained as model {trained.model!r}; "
+                f"expected --model {trained.model}, found {request.model!r}"
+            )
         spec = get_model_spec(request.model)
-        head = spec.resolve_head(request.head)
+        head = spec.resolve_head(request.head or (trained.head if trained else None))
         if request.model_args:
             raise OnnxEdgeError(
                 f"--model-arg applies to a factory (module:factory), not the registered "
@@ -310,6 +318,10 @@ def export_model(request: ExportRequest, progress: Progress | None = None) -> Ex
         info = {"head": head}
         preprocessing = {**spec.preprocessing, **dict(request.preprocessing or {})}
         labels = request.labels if request.labels is not None else dict(spec.labels)
+        if trained is not None:
+            info["training"] = trained.summary()
+            preprocessing = {**dict(trained.preprocessing), **dict(request.preprocessing or {})}
+            labels = request.labels if request.labels is not None else dict(trained.labels)
     if request.checkpoint is not None:
         provenance = load_checkpoint(module, request.checkpoint)
     return export_bundle(

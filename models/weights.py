@@ -142,6 +142,20 @@ class CheckpointInfo:
             "class_names": list(self.class_names),
         }
 
+    def summary(self) -> dict[str, Any]:
+        """What a bundle's manifest records about the training (``training``): no history."""
+        data = {k: self.data[k] for k in ("layout", "images", "listing_sha256") if k in self.data}
+        recipe = {k: v for k, v in self.training.items() if k != "history"}
+        return {
+            "attribute": self.attribute,
+            "class_names": list(self.class_names),
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": self.best_val_accuracy,
+            "data": data,
+            "recipe": recipe,
+        }
+
     @classmethod
     def from_dict(cls, block: Mapping[str, Any], source: str) -> CheckpointInfo:
         if block.get("format") != CHECKPOINT_FORMAT:

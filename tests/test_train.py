@@ -149,3 +149,19 @@ def test_train_command(tiny_faces, tmp_path):
     history = json.loads(report.read_text())["history"]
     assert len(history) == 2 and read_checkpoint_info(out).epochs == 2
     assert "reached --max-steps 3" in result.output
+
+
+def test_checkpoint_exports_with_its_head_labels_and_preprocessing(trained, tmp_path):
+    _, ckpt = trained
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(main, ["export", "--checkpoint", str(ckpt), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["head"] == "mean"  # from the checkpoint: no --head given
+    assert manifest["labels"]["positive"] == "smiling"
+    assert manifest["labels"]["negative"] == "not smiling"
+    assert manifest["preprocessing"] == SPEC
+    info = read_checkpoint_info(ckpt)
+    assert manifest["training"]["data"]["listing_sha256"] == info.data["listing_sha256"]
+    assert manifest["training"]["best_val_accuracy"] == info.best_val_accuracy
+    assert manifest["weights"]["source"] == "checkpoint"
