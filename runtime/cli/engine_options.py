@@ -57,6 +57,7 @@ def engine_list(default: tuple[str, ...] | None = None):
     return name_list(ENGINES, what="engine", default=default)
 
 
-def precision_list():
-    """``--openvino-precisions f32,bf16``: names out of `PRECISIONS`."""
-    return name_list(PRECISIONS, what="precision")
+def precision_list(default: tuple[str, ...] | None = None):
+    """``--precision f32,bf16`` (parity) or ``--openvino-precisions`` (bench): names out of
+    `PRECISIONS`."""
+    return name_list(PRECISIONS, what="precision", default=default)

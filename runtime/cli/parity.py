@@ -12,7 +12,9 @@ from typing import Any
 
 import click
 
-from onnxedge.runtime.cli.options import positive_ints, provider_list
+from onnxedge.runtime.cli.engine_options import engine_list, precision_list
+from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
+from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
@@ -41,10 +43,26 @@ _NON_NEGATIVE = click.FloatRange(min=0.0)
     help="Comma-separated batch sizes (the golden data holds 1,2,7,64).",
 )
 @click.option(
+    "--engine",
+    "engines",
+    default=None,
+    callback=engine_list(default=(ONNXRUNTIME,)),
+    help="Comma-separated: onnxruntime (on --providers), openvino (on the CPU). Default: "
+    "onnxruntime; one that cannot run here is SKIPPED.",
+)
+@click.option(
+    "--precision",
+    "precisions",
+    default=None,
+    callback=precision_list(default=("f32",)),
+    help="OpenVINO's inference precisions, each with its own tolerances: f32 (default), bf16.",
+)
+@click.option(
     "--require",
     multiple=True,
-    callback=provider_list(PARITY_PROVIDERS, allow_empty=True),
-    help="A provider that must run: a skipped row of it is a failure. Repeatable.",
+    callback=name_list((*PARITY_PROVIDERS, OPENVINO), what="provider", allow_empty=True),
+    help="A provider (or the engine openvino) that must run: a skipped row of it is a failure. "
+    "Repeatable.",
 )
 @click.option(
     "--tf32",
@@ -77,6 +95,8 @@ def parity_cmd(
     bundle: Path,
     providers: tuple[str, ...],
     batch_sizes: tuple[int, ...],
+    engines: tuple[str, ...],
+    precisions: tuple[str, ...],
     require: tuple[str, ...],
     tf32: str,
     atol: float | None,
@@ -87,18 +107,31 @@ def parity_cmd(
     checkpoint: Path | None,
     json_path: Path | None,
 ) -> None:
-    """Check that BUNDLE's model.onnx computes under ONNX Runtime what the PyTorch model computed.
+    """Check that BUNDLE's model.onnx computes under ONNX Runtime (and OpenVINO, with --engine)
+    what the PyTorch model computed.
 
-    One line per provider x batch size: PASSED, FAILED, or SKIPPED with the reason (a provider
-    that cannot run here; a model that cannot load is FAILED). Exits 0 only if every row that ran
-    passed (at least one did) and the preprocessing check did not fail; 1 otherwise.
+    One line per provider (or engine) x batch size: PASSED, FAILED, or SKIPPED with the reason (a
+    provider or engine that cannot run here; a model that cannot load is FAILED). Exits 0 only if
+    every row that ran passed (at least one did) and the preprocessing check did not fail; 1
+    otherwise.
     """
     from onnxedge.runtime.bundle import Bundle, atomic_write_bytes
     from onnxedge.runtime.parity import load_golden, run_parity
 
     if checkpoint is not None and reference != "live":
         raise click.UsageError("--checkpoint is for --reference live")
-    targets = make_targets(tuple(dict.fromkeys((*providers, *require))), tf32)
+    if OPENVINO in require:
+        engines = (*engines, OPENVINO)
+    if OPENVINO not in engines and precisions != ("f32",):
+        raise click.UsageError(
+            "--precision is OpenVINO's inference precision (add --engine openvino)"
+        )
+    targets = make_targets(
+        tuple(dict.fromkeys(p for p in (*providers, *require) if p != OPENVINO)),
+        tf32,
+        engines=engines,
+        precisions=precisions,
+    )
     opened = Bundle.open(bundle)
     if reference == "live":
         ref = _live_reference(opened.manifest, batch_sizes, checkpoint)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.compare import Comparison
+from onnxedge.runtime.engines.base import ONNXRUNTIME
 from onnxedge.runtime.parity.tolerances import Tolerance, Tolerances
 from onnxedge.runtime.session import provider_name
 
@@ -75,9 +76,18 @@ class ParityRow:
     logits_vs_f32: Comparison | None = None
     reason: str = ""  # why it failed or was skipped
     required: bool = False
+    engine: str = ONNXRUNTIME
+    precision: str | None = None  # OpenVINO's inference precision; None for onnxruntime
 
     def __bool__(self) -> bool:
         return self.status == PASSED
+
+    @property
+    def label(self) -> str:
+        """The row's name: the provider for onnxruntime (``cpu``), ``openvino cpu f32`` else."""
+        if self.engine == ONNXRUNTIME:
+            return self.provider
+        return f"{self.engine} {self.provider} {self.precision}"
 
     @property
     def ran(self) -> bool:
@@ -94,7 +104,7 @@ class ParityRow:
         return f"tf32 {self.tf32}"
 
     def __str__(self) -> str:
-        head = f"{self.status.upper()} | {self.provider} | batch {self.batch} | {self.tf32_label}"
+        head = f"{self.status.upper()} | {self.label} | batch {self.batch} | {self.tf32_label}"
         if not self.ran:
             return f"{head} | {self.reason}"
         parts = [head, _describe("prob", self.prob), _describe("logits", self.logits)]
@@ -109,6 +119,9 @@ class ParityRow:
             "line": str(self),
             "provider": self.provider,
             "provider_name": provider_name(self.provider),
+            "engine": self.engine,
+            "precision": self.precision,
+            "label": self.label,
             "batch": self.batch,
             "tf32": self.tf32,
             "tf32_confirmed": self.tf32_confirmed,

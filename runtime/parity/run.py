@@ -12,6 +12,7 @@ import onnx
 from onnxedge.runtime.bundle import Bundle
 from onnxedge.runtime.classifier import check_external_data
 from onnxedge.runtime.compare import compare_arrays
+from onnxedge.runtime.engines import ONNXRUNTIME, open_session
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError, ProviderUnavailable, first_line
 from onnxedge.runtime.outputs import (
     BINARY_KINDS,
@@ -66,6 +67,8 @@ def run_parity(
        as on the device; the in-memory logits copy is told the bundle's directory. Either way
        the external files must lie inside the bundle and match the manifest
        (`check_external_data`).
+    4. ``engine`` openvino targets (`Target.engine`) compile the shipped file with OpenVINO at
+       their precision; an OpenVINO that cannot run here is SKIPPED as in 1.
     """
     sizes = tuple(batch_sizes) if batch_sizes else reference.batch_sizes
     # The preprocessing check re-makes the structured rows of every batch the reference holds.
@@ -90,9 +93,10 @@ def run_parity(
     rows: list[ParityRow] = []
     for target in targets:
         tolerances = target.tolerances(overrides)
-        is_required = target.provider in required
+        key = target.provider if target.engine == ONNXRUNTIME else target.engine
+        is_required = key in required
         try:
-            sessions = _open_sessions(target, bundle, checked_bytes)
+            sessions = _open_sessions(target, bundle, checked_bytes, logits_name)
         except OnnxEdgeError as e:
             if isinstance(e, ProviderUnavailable) and not is_required:  # 1.
                 status, why = SKIPPED, str(e)
@@ -109,6 +113,8 @@ def run_parity(
                     tf32=target.tf32,
                     reason=why,
                     required=is_required,
+                    engine=target.engine,
+                    precision=target.precision,
                 )
                 for size in sizes
             ]
@@ -135,7 +141,22 @@ def run_parity(
     )
 
 
-def _open_sessions(target: Target, bundle: Bundle, checked_bytes: bytes) -> _Sessions:
+def _open_sessions(
+    target: Target, bundle: Bundle, checked_bytes: bytes, logits_name: str
+) -> _Sessions:
+    if target.engine != ONNXRUNTIME:
+        # 4. OpenVINO reads the shipped file twice; the checked copy exposes the logits tensor
+        # as an extra output (the same graph, no modified file).
+        def compiled(extra: Sequence[str]) -> Any:
+            return open_session(
+                target.engine,
+                bundle.model_path,
+                provider=target.provider,
+                precision=target.precision or "f32",
+                extra_outputs=extra,
+            )
+
+        return _Sessions(compiled(()), compiled((logits_name,)), None)
     config = target.session_config()
     shipped = make_session(bundle.model_path, config)  # 3.: a path, as the device loads it
     entries = {**config.config_entries, _EXTERNAL_DATA_FOLDER: str(bundle.model_path.parent)}
@@ -186,12 +207,14 @@ def _run_row(
         tf32=target.tf32,
         tf32_confirmed=sessions.tf32_confirmed,
         required=required,
+        engine=target.engine,
+        precision=target.precision,
     )
     try:
         output = sessions.shipped.run(None, feeds)[0]
         logits = sessions.checked.run([logits_name], feeds)[0]
     except Exception as e:  # onnxruntime's own error types
-        return dataclasses.replace(row, reason=f"onnxruntime failed: {first_line(e)}")
+        return dataclasses.replace(row, reason=f"{target.engine} failed: {first_line(e)}")
     prob = output if kind == SIGMOID_PROBABILITY else probabilities(output, kind)
     if kind == PROBABILITIES:
         logits = centred_logits(logits, kind)

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.session import SessionConfig
 
@@ -45,6 +46,12 @@ DEFAULT_TOLERANCES: dict[tuple[str, str | None], tuple[Tolerance, Tolerance]] = 
     ("cuda", "off"): (Tolerance(1e-4, 1e-3), Tolerance(1e-4, 1e-3)),
     ("cuda", "on"): (Tolerance(5e-3, 1e-2), Tolerance(2e-2, 1e-2)),
 }
+# OpenVINO on the CPU, keyed by its inference precision: f32 holds the CPU EP's tolerances (the
+# same arithmetic); bf16 four times TF32's, as bf16's unit roundoff (2**-9) is four times TF32's.
+OPENVINO_TOLERANCES: dict[str, tuple[Tolerance, Tolerance]] = {
+    "f32": DEFAULT_TOLERANCES[("cpu", None)],
+    "bf16": (Tolerance(2e-2, 4e-2), Tolerance(8e-2, 4e-2)),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,18 +69,31 @@ class ToleranceOverrides:
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One provider to run on, with its TF32 setting where it has one (CUDA)."""
+    """One provider to run on, with its TF32 setting where it has one (CUDA); or OpenVINO on the
+    CPU at an inference precision."""
 
     provider: str  # short name: cpu, cuda
     tf32: str | None = None  # "off" | "on" on CUDA; None where it does not apply
+    engine: str = ONNXRUNTIME
+    precision: str | None = None  # OpenVINO's inference precision; None for onnxruntime
+
+    @property
+    def label(self) -> str:
+        """How its rows are named: the provider for onnxruntime, ``openvino cpu f32`` else."""
+        if self.engine == ONNXRUNTIME:
+            return self.provider
+        return f"{self.engine} {self.provider} {self.precision}"
 
     def session_config(self) -> SessionConfig:
         options = {"use_tf32": "1" if self.tf32 == "on" else "0"} if self.tf32 else {}
         return SessionConfig(provider=self.provider, provider_options=options)
 
     def tolerances(self, overrides: ToleranceOverrides | None = None) -> Tolerances:
-        prob, logits = DEFAULT_TOLERANCES[(self.provider, self.tf32)]
-        basis = f"default for {self.provider}" + (f" with tf32 {self.tf32}" if self.tf32 else "")
+        if self.engine == ONNXRUNTIME:
+            prob, logits = DEFAULT_TOLERANCES[(self.provider, self.tf32)]
+        else:
+            prob, logits = OPENVINO_TOLERANCES[str(self.precision)]
+        basis = f"default for {self.label}" + (f" with tf32 {self.tf32}" if self.tf32 else "")
         o = overrides or ToleranceOverrides()
         if o:
             prob = Tolerance(_pick(o.atol, prob.atol), _pick(o.rtol, prob.rtol))
@@ -86,8 +106,15 @@ def _pick(override: float | None, default: float) -> float:
     return default if override is None else float(override)
 
 
-def make_targets(providers: Sequence[str], tf32: str = "off") -> list[Target]:
-    """Targets for short provider names; ``tf32`` is off, on or both (CUDA only)."""
+def make_targets(
+    providers: Sequence[str],
+    tf32: str = "off",
+    *,
+    engines: Sequence[str] = (ONNXRUNTIME,),
+    precisions: Sequence[str] = ("f32",),
+) -> list[Target]:
+    """Targets for short provider names; ``tf32`` is off, on or both (CUDA only). ``engines``:
+    onnxruntime gives those; openvino one CPU target per precision in ``precisions``."""
     settings = TF32_SETTINGS if tf32 == "both" else (tf32,)
     if any(s not in TF32_SETTINGS for s in settings):
         raise OnnxEdgeError(f"unknown TF32 setting {tf32!r}; expected off, on or both")
@@ -102,4 +129,14 @@ def make_targets(providers: Sequence[str], tf32: str = "off") -> list[Target]:
             targets += [Target("cuda", s) for s in settings]
         else:
             targets.append(Target(short))
+    if ONNXRUNTIME not in engines:
+        targets = []
+    if OPENVINO in engines:
+        for precision in precisions:
+            if precision not in OPENVINO_TOLERANCES:
+                raise OnnxEdgeError(
+                    f"parity has no tolerances for OpenVINO precision {precision!r}; expected one "
+                    f"of: {', '.join(OPENVINO_TOLERANCES)}"
+                )
+            targets.append(Target("cpu", engine=OPENVINO, precision=precision))
     return list(dict.fromkeys(targets))
