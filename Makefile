@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 OUT    ?= build/smile_cnn
 STAMP  := $(VENV)/.onnxedge-installed
 
-.PHONY: export test check lint format parity bench clean venv
+.PHONY: export test check lint format parity bench zoo clean venv
 
 venv: $(STAMP)
 
@@ -42,6 +42,14 @@ parity: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/onnxedge bench $(OUT) --json build/bench.json --markdown build/bench.md --plot build/bench.png
+
+# Not part of `make test`: real models (pytorchcv, random weights) and the hand-written families
+# through export, check, parity and bench; several minutes. pytorchcv with --no-deps: its metadata
+# asks for torchvision, which would bring another torch (see the zoo extra in pyproject.toml).
+ZOO_PYTORCHCV := pytorchcv==0.0.74
+zoo: $(STAMP)
+	$(PIP) install --quiet --no-deps '$(ZOO_PYTORCHCV)'
+	$(BIN)/python -m onnxedge.export.zoo --out docs/ZOO.md --bundles build/zoo
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache *.egg-info

@@ -34,8 +34,9 @@ from onnxedge.runtime.bundle import MODEL, BundleWriter, atomic_write_bytes
 from onnxedge.runtime.check import CheckReport, check_model, graph_inputs, load_model
 from onnxedge.runtime.deps import onnxruntime_version, package_version
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.head import find_head, tensor_ranks
 from onnxedge.runtime.outputs import OUTPUT_NAMES, output_kind_of
-from onnxedge.runtime.parity import GOLDEN
+from onnxedge.runtime.parity import DEFAULT_BATCH_SIZES, GOLDEN
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class ExportResult:
     lowering: LoweringResult
     verifications: tuple[StepVerification, ...]
     output_kind: str
+    exported_pool: str = ""  # the head's pooling op as the exporter wrote it, before the lowering
 
     @property
     def rewrites(self) -> tuple[str, ...]:
@@ -158,6 +160,7 @@ def export_bundle(
     name: str | None = None,
     weights: Any = None,
     model_info: Mapping[str, Any] | None = None,
+    golden_batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     progress: Progress | None = None,
 ) -> ExportResult:
     """Export an ``nn.Module`` image classifier to a bundle directory, written atomically.
@@ -174,6 +177,7 @@ def export_bundle(
     the manifest's labels block. ``preprocessing``: keys that replace those of the default
     (`onnxedge.models.registry.image_preprocessing`). ``name``, ``weights`` (a
     `WeightsProvenance`) and ``model_info`` (``head``, ``factory``, ``model_args``) are recorded.
+    ``golden_batch_sizes``: the batch sizes of the golden data (parity's rows).
     """
     from onnxedge.export.golden import make_golden
 
@@ -199,6 +203,7 @@ def export_bundle(
     )
     kind = output_kind_of(exported, classes)
     exported = rename_output(exported, OUTPUT_NAMES[kind])
+    exported_pool = _head_pools(exported)
     lowering = lower_graph(exported, progress=say)
     say("comparing ONNX Runtime (CPU) with PyTorch")
     torch_steps = [verify_against_torch(module, lowering.model)]
@@ -220,7 +225,13 @@ def export_bundle(
         raise OnnxEdgeError(f"the exported graph fails onnxedge check, no bundle written: {first}")
     say("computing the golden data for `onnxedge parity`")
     golden = make_golden(
-        module, lowering.model, spec, kind=kind, images_dir=images_dir, arrays=arrays
+        module,
+        lowering.model,
+        spec,
+        kind=kind,
+        images_dir=images_dir,
+        arrays=arrays,
+        batch_sizes=golden_batch_sizes,
     )
 
     verifications = (*lowering.verifications, *torch_steps)
@@ -256,6 +267,7 @@ def export_bundle(
         lowering=lowering,
         verifications=verifications,
         output_kind=kind,
+        exported_pool=exported_pool,
     )
 
 
@@ -339,6 +351,15 @@ def export_model(request: ExportRequest, progress: Progress | None = None) -> Ex
         model_info=info,
         progress=say,
     )
+
+
+def _head_pools(model: onnx.ModelProto) -> str:
+    """The op types of the pools `find_head` finds in ``model`` ("" where the walk finds none)."""
+    try:
+        head = find_head(model.graph, tensor_ranks(model))
+    except OnnxEdgeError:
+        return ""
+    return "+".join(p.op_type for p in head.pools)
 
 
 def _input_shape(shape: Sequence[int]) -> tuple[int, int, int]:

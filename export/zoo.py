@@ -1,0 +1,339 @@
+"""`make zoo`: real and hand-written CNN families through export, check, parity and a short bench.
+
+Each zoo entry is a factory (`ZooEntry`): pytorchcv's models, imported from their own modules
+(``pytorchcv.models.resnet:resnet18``; pytorchcv's ``model_provider`` imports torchvision, which
+does not work with the CPU build of torch), and the hand-written families of
+`onnxedge.models.families`. Every entry runs with random weights (a fixed seed) through
+
+1. `export_bundle` with each exporter (dynamo at opset 18, torchscript at 17): export, onnxsim and
+   the GAP lowering, each verified, ONNX Runtime against PyTorch, check, golden data;
+2. `check_path` on the bundle;
+3. `run_parity` on the CPU EP at the golden batch sizes;
+4. `benchmark`: ONNX Runtime's CPU EP at batch 1, a fixed number of timed runs;
+
+and the time of each step, the head's pool before and after the lowering, the largest error and
+the latency go into a Markdown table (``--out docs/ZOO.md``) with the command, date and CPU model.
+A step that fails is a FAILED row with its one-line reason; the other entries go on.
+
+    python -m onnxedge.export.zoo --out docs/ZOO.md [--only resnet18,convnext_like]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.util
+import logging
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
+
+log = logging.getLogger(__name__)
+
+GOLDEN_BATCHES = (1, 2, 7)
+BENCH_ITERS = 20
+EXPORTERS = (("dynamo", 18), ("torchscript", 17))
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    factory: str  # "module:function", called with ``args``
+    input_shape: tuple[int, int, int]
+    family: str  # what it stands for
+    args: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def source(self) -> str:
+        return "pytorchcv" if self.factory.startswith("pytorchcv.") else "hand-written"
+
+
+_IMAGENET = (3, 224, 224)
+_FAMILIES = "onnxedge.models.families"
+ZOO: tuple[ZooEntry, ...] = (
+    ZooEntry("resnet18", "pytorchcv.models.resnet:resnet18", _IMAGENET, "residual, AvgPool2d(7)"),
+    ZooEntry(
+        "efficientnet_b0",
+        "pytorchcv.models.efficientnet:efficientnet_b0",
+        _IMAGENET,
+        "depthwise, SiLU, SE blocks",
+    ),
+    ZooEntry(
+        "squeezenet_v1_1",
+        "pytorchcv.models.squeezenet:squeezenet_v1_1",
+        _IMAGENET,
+        "1x1-conv classifier before the pool",
+    ),
+    ZooEntry("densenet121", "pytorchcv.models.densenet:densenet121", _IMAGENET, "dense blocks"),
+    ZooEntry(
+        "regnety004", "pytorchcv.models.regnet:regnety004", _IMAGENET, "grouped convs, SE blocks"
+    ),
+    ZooEntry(
+        "mobilenetv3_small_w1",
+        "pytorchcv.models.mobilenetv3:mobilenetv3_small_w1",
+        _IMAGENET,
+        "hard-swish, SE, pre-logits 1x1 conv",
+    ),
+    ZooEntry(
+        "resnext14_16x4d",
+        "pytorchcv.models.resnext:resnext14_16x4d",
+        _IMAGENET,
+        "grouped convs",
+    ),
+    ZooEntry(
+        "convnext_like",
+        f"{_FAMILIES}:convnext_like",
+        (3, 128, 128),
+        "LayerNorm, GELU, x.mean((2, 3)) head",
+    ),
+    ZooEntry(
+        "depthwise_silu",
+        f"{_FAMILIES}:depthwise_silu",
+        (3, 96, 128),
+        "mean(keepdim) head, 1x1-conv classifier",
+    ),
+    ZooEntry(
+        "grouped_dilated", f"{_FAMILIES}:grouped_dilated", (3, 112, 112), "grouped, dilated convs"
+    ),
+    ZooEntry(
+        "mobilenetv3_like",
+        f"{_FAMILIES}:mobilenetv3_like",
+        (3, 128, 128),
+        "hard-swish written out, pre-logits head",
+    ),
+    ZooEntry("squeeze_excite", f"{_FAMILIES}:squeeze_excite", (3, 96, 96), "SE blocks"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooRow:
+    """One entry with one exporter: the figures, or where it failed and why."""
+
+    entry: ZooEntry
+    exporter: str
+    opset: int
+    status: str  # "passed" | "failed" | "skipped"
+    reason: str = ""
+    pool_before: str = ""
+    pool_after: str = ""
+    global_means: int = 0
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    max_error_vs_torch: float | None = None
+    parity_prob: float | None = None
+    parity_logits: float | None = None
+    p50_ms: float | None = None
+
+
+def run_entry(
+    entry: ZooEntry, exporter: str, opset: int, out_dir: Path, say: Callable[[str], None]
+) -> ZooRow:
+    """Export, check, parity and bench one entry with one exporter (all steps timed)."""
+    from onnxedge.export.pipeline import export_bundle
+    from onnxedge.models.loader import build_module
+    from onnxedge.models.weights import seeded
+    from onnxedge.runtime.bench import BenchSettings, TimingPlan, benchmark
+    from onnxedge.runtime.bundle import Bundle
+    from onnxedge.runtime.check import check_path
+    from onnxedge.runtime.parity import load_golden, make_targets, run_parity
+
+    row = ZooRow(entry, exporter, opset, "failed")
+    seconds: dict[str, float] = {}
+    step = "build"
+    try:
+        started = time.perf_counter()
+        module, provenance = seeded(lambda: build_module(entry.factory, dict(entry.args)), 0)
+        seconds["build"] = time.perf_counter() - started
+
+        step = "export"
+        say(f"{entry.name} ({exporter}): export")
+        started = time.perf_counter()
+        out = out_dir / f"{entry.name}-{exporter}"
+        result = export_bundle(
+            module,
+            input_shape=entry.input_shape,
+            out=out,
+            exporter=exporter,
+            opset=opset,
+            name=entry.name,
+            weights=provenance,
+            model_info={"factory": entry.factory},
+            golden_batch_sizes=GOLDEN_BATCHES,
+        )
+        seconds["export"] = time.perf_counter() - started
+        ops = result.manifest["graph"]["nodes"]
+        head = next(i for i in result.check.items if i.name == "gap_head")
+        row = dataclasses.replace(
+            row,
+            pool_before=result.exported_pool,
+            pool_after="GlobalAveragePool" if head else "?",
+            global_means=ops.count("GlobalAveragePool"),
+            max_error_vs_torch=max(
+                v.max_abs_error for v in result.verifications if "PyTorch" in v.step
+            ),
+        )
+
+        step = "check"
+        say(f"{entry.name} ({exporter}): check")
+        started = time.perf_counter()
+        report = check_path(out)
+        seconds["check"] = time.perf_counter() - started
+        if not report:
+            raise OnnxEdgeError(str(report.failures[0]))
+
+        step = "parity"
+        say(f"{entry.name} ({exporter}): parity")
+        started = time.perf_counter()
+        bundle = Bundle.open(out)
+        parity = run_parity(bundle, load_golden(bundle), targets=make_targets(["cpu"]))
+        seconds["parity"] = time.perf_counter() - started
+        ran = [r for r in parity.rows if r.ran]
+        row = dataclasses.replace(
+            row,
+            parity_prob=max(r.prob.max_abs_error for r in ran) if ran else None,
+            parity_logits=max(r.logits.max_abs_error for r in ran) if ran else None,
+        )
+        if not parity:
+            failed = next((r for r in parity.rows if not r), None)
+            raise OnnxEdgeError(f"parity: {failed.reason if failed else parity.summary}")
+
+        step = "bench"
+        say(f"{entry.name} ({exporter}): bench")
+        started = time.perf_counter()
+        settings = BenchSettings(
+            providers=("cpu",),
+            batch_sizes=(1,),
+            peers=(),
+            plan=TimingPlan(iters=BENCH_ITERS, seconds=None, rounds=1),
+        )
+        bench = benchmark(out, settings)
+        seconds["bench"] = time.perf_counter() - started
+        timed = [r for r in bench.rows if r and r.stats is not None]
+        if not timed:
+            raise OnnxEdgeError(f"bench: {bench.rows[0].reason if bench.rows else 'no rows'}")
+        row = dataclasses.replace(row, p50_ms=timed[0].stats.p50_ms)
+        return dataclasses.replace(row, status="passed", seconds=seconds)
+    except OnnxEdgeError as e:
+        return dataclasses.replace(row, reason=f"{step}: {e}", seconds=seconds)
+    except Exception as e:  # an entry's own bug must not stop the zoo; named in its row
+        return dataclasses.replace(
+            row, reason=f"{step}: {type(e).__name__}: {first_line(e)}", seconds=seconds
+        )
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def render(rows: Sequence[ZooRow], *, command: str, machine: str, date: str) -> str:
+    lines = [
+        "# The model zoo",
+        "",
+        "Random-weight models (seed 0) of each family through `export_bundle` (export, onnxsim "
+        "and the GAP lowering, each verified under ONNX Runtime, then against PyTorch), "
+        "`onnxedge check`, `onnxedge parity` (CPU EP, golden batches "
+        f"{', '.join(map(str, GOLDEN_BATCHES))}) and a short `onnxedge bench` (CPU EP, batch 1, "
+        f"{BENCH_ITERS} timed runs). Generated by `make zoo`; do not edit by hand.",
+        "",
+        f"- command: `{command}`",
+        f"- date: {date}",
+        f"- machine: {machine}",
+        "",
+        "Columns: the head's pool as the exporter wrote it and after the lowering; how many "
+        "`GlobalAveragePool` the shipped graph has (squeeze-excitation blocks pool inside the "
+        "network too); the seconds each step took; the largest absolute error of ONNX Runtime "
+        "against PyTorch in float32 (export) and of parity's probabilities and logits against "
+        "the float64 reference; the median latency.",
+        "",
+        "| model | source | exporter | input | head pool before → after | GAPs | export s "
+        "| check s | parity s | bench s | max err vs PyTorch | parity err prob / logits "
+        "| p50 ms (b1) | result |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- |",
+    ]
+    for r in rows:
+        s = r.seconds
+        result = "PASSED" if r.status == "passed" else f"{r.status.upper()}: {r.reason}"
+        result = result.replace("|", "\\|")
+        lines.append(
+            f"| {r.entry.name} | {r.entry.source} ({r.entry.family}) | {r.exporter} {r.opset} "
+            f"| {'×'.join(map(str, r.entry.input_shape))} "
+            f"| {r.pool_before or '–'} → {r.pool_after or '–'} | {r.global_means or '–'} "
+            f"| {_fmt(s.get('export'), '.1f')} | {_fmt(s.get('check'), '.2f')} "
+            f"| {_fmt(s.get('parity'), '.1f')} | {_fmt(s.get('bench'), '.1f')} "
+            f"| {_fmt(r.max_error_vs_torch, '.1e')} "
+            f"| {_fmt(r.parity_prob, '.1e')} / {_fmt(r.parity_logits, '.1e')} "
+            f"| {_fmt(r.p50_ms, '.2f')} | {result} |"
+        )
+    passed = sum(r.status == "passed" for r in rows)
+    lines += ["", f"{passed} of {len(rows)} rows passed.", ""]
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+        else:
+            name = platform.processor() or platform.machine()
+    except OSError:
+        name = platform.processor() or platform.machine()
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name}, {cores} cores, Python {platform.python_version()}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m onnxedge.export.zoo", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("docs/ZOO.md"), help="Markdown table")
+    parser.add_argument("--bundles", type=Path, default=Path("build/zoo"), help="bundle folder")
+    parser.add_argument("--only", default="", help="comma-separated entry names")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+    unknown = only - {e.name for e in ZOO}
+    if unknown:
+        parser.error(f"unknown zoo entries: {', '.join(sorted(unknown))}")
+    entries = [e for e in ZOO if not only or e.name in only]
+    has_pytorchcv = importlib.util.find_spec("pytorchcv") is not None
+
+    def say(msg: str) -> None:
+        print(f"  {msg}", file=sys.stderr, flush=True)
+
+    rows: list[ZooRow] = []
+    for entry in entries:
+        for exporter, opset in EXPORTERS:
+            if entry.source == "pytorchcv" and not has_pytorchcv:
+                reason = "pytorchcv is not installed (make zoo installs it with --no-deps)"
+                rows.append(ZooRow(entry, exporter, opset, "skipped", reason))
+                continue
+            row = run_entry(entry, exporter, opset, args.bundles, say)
+            say(f"{entry.name} ({exporter}): {row.status.upper()} {row.reason}")
+            rows.append(row)
+    command = "python -m onnxedge.export.zoo " + shlex.join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    text = render(
+        rows,
+        command=command.strip(),
+        machine=cpu_model(),
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+    )
+    from onnxedge.runtime.bundle import atomic_write_bytes
+
+    atomic_write_bytes(args.out, text.encode())
+    print(f"wrote {args.out}: {sum(r.status == 'passed' for r in rows)} of {len(rows)} passed")
+    return 0 if all(r.status != "failed" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
