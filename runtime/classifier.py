@@ -37,6 +37,12 @@ from onnxedge.runtime.engines import (
     open_session,
 )
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.outputs import (
+    BINARY_KINDS,
+    PROBABILITIES,
+    SIGMOID_PROBABILITY,
+)
+from onnxedge.runtime.outputs import probabilities as output_probabilities
 from onnxedge.runtime.preprocess import (
     MAX_PIXELS,
     ImageReadError,
@@ -60,15 +66,33 @@ DEFAULT_BATCH_SIZE = 32
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
-    """One image's result: ``positive`` is ``probability >= threshold``; ``label`` names it."""
+    """One image's result. One output: ``positive`` is ``probability >= threshold`` and ``label``
+    names it. K classes: ``label`` is the top class, ``probability`` its softmax probability,
+    ``class_index`` its index and ``probabilities`` every class's, in the manifest's order of
+    ``classes`` (``positive`` and ``threshold`` are None)."""
 
     probability: float
-    positive: bool
+    positive: bool | None
     label: str
-    threshold: float
+    threshold: float | None
+    class_index: int | None = None
+    probabilities: tuple[float, ...] = ()
+    classes: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"probability": self.probability, "label": self.label, "positive": self.positive}
+    def top(self, k: int | None = None) -> list[tuple[str, float]]:
+        """The ``k`` most probable classes (all with None), most probable first."""
+        order = sorted(range(len(self.probabilities)), key=lambda i: -self.probabilities[i])
+        return [(self.classes[i], self.probabilities[i]) for i in order[:k]]
+
+    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
+        if self.class_index is None:
+            return {"probability": self.probability, "label": self.label, "positive": self.positive}
+        return {
+            "probability": self.probability,
+            "label": self.label,
+            "class_index": self.class_index,
+            "probabilities": dict(self.top(top_k)),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +106,10 @@ class FileResult:
     def __bool__(self) -> bool:
         return self.error is None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
         if self.prediction is None:
             return {"file": self.file, "error": self.error}
-        return {"file": self.file, **self.prediction.to_dict()}
+        return {"file": self.file, **self.prediction.to_dict(top_k)}
 
 
 def _label_names(labels: Mapping[str, Any]) -> tuple[str, str]:
@@ -145,6 +169,12 @@ def _not_probabilities(values: np.ndarray) -> np.ndarray:
         return ~((values >= 0.0) & (values <= 1.0))
 
 
+def _first_bad(row: np.ndarray, what: str) -> float:
+    """The first value of a row of outputs that is not ``what`` (a probability, a finite logit)."""
+    bad = ~np.isfinite(row) if what == "a finite logit" else _not_probabilities(row)
+    return float(row[int(np.argmax(bad))])
+
+
 def _describe_bad(values: np.ndarray, rows: np.ndarray, most: int = 4) -> str:
     shown = ", ".join(f"row {i}: {values[i]:g}" for i in rows[:most])
     return shown + (f", and {len(rows) - most} more" if len(rows) > most else "")
@@ -155,8 +185,9 @@ class Classifier:
 
     Build it with `from_bundle`. Attributes: ``provider`` (the ONNX Runtime provider it runs on,
     or the OpenVINO device and precision),
-    ``input_spec``/``output_spec`` (`TensorSpec`), ``preprocessing`` and ``labels`` (from the
-    manifest), ``threshold`` (the default for `Prediction.positive`).
+    ``input_spec``/``output_spec`` (`TensorSpec`), ``output_kind`` (`onnxedge.runtime.outputs`),
+    ``preprocessing``, ``labels`` and ``classes`` (from the manifest), ``threshold`` (the default
+    for `Prediction.positive`; None for a K-class model, which gives its top class).
     """
 
     def __init__(
@@ -177,8 +208,26 @@ class Classifier:
         self.output_spec: TensorSpec = spec.output
         self.preprocessing: Mapping[str, Any] = spec.preprocessing
         self.labels: Mapping[str, Any] = spec.labels
-        self.threshold = _check_threshold(spec.threshold if threshold is None else threshold)
+        self.output_kind = spec.output_kind
+        self.classes: tuple[str, ...] = spec.classes
+        self.threshold: float | None = None
+        if self.output_kind in BINARY_KINDS:
+            self.threshold = _check_threshold(spec.threshold if threshold is None else threshold)
+        else:
+            self._threshold(threshold)
         self._check_session()
+
+    def _threshold(self, threshold: float | None) -> float | None:
+        """The threshold to use: the given one (checked), else the manifest's; None for K
+        classes, which take none."""
+        if self.output_kind not in BINARY_KINDS:
+            if threshold is not None:
+                raise OnnxEdgeError(
+                    f"a threshold applies to a model with one output; this one gives "
+                    f"{len(self.classes)} class probabilities ({self.output_kind})"
+                )
+            return None
+        return self.threshold if threshold is None else _check_threshold(threshold)
 
     @classmethod
     def from_bundle(
@@ -276,41 +325,70 @@ class Classifier:
         return batch
 
     def _outputs(self, batch: Any, batch_size: int) -> np.ndarray:
-        """The model's output for a batch, one value per image (float64 [N]), run ``batch_size``
-        images at a time; not yet checked to be probabilities."""
+        """The model's output for a batch, K values per image (float64 [N, K]), run
+        ``batch_size`` images at a time; not yet checked."""
         batch = self._checked(batch, batch_size)
-        out = np.empty((batch.shape[0],), dtype=np.float64)
+        k = len(self.classes) if self.output_kind not in BINARY_KINDS else 1
+        out = np.empty((batch.shape[0], k), dtype=np.float64)
         for start in range(0, len(batch), batch_size):
             part = np.ascontiguousarray(batch[start : start + batch_size])
             (result,) = self.session.run([self.output_spec.name], {self.input_spec.name: part})
             result = np.asarray(result)
-            if result.shape != (part.shape[0], 1):
+            if result.shape != (part.shape[0], k):
                 raise OnnxEdgeError(
                     f"the model's output {self.output_spec.name!r}: expected shape "
-                    f"[{part.shape[0]}, 1], found {list(result.shape)}"
+                    f"[{part.shape[0]}, {k}], found {list(result.shape)}"
                 )
-            out[start : start + len(part)] = result[:, 0]
+            out[start : start + len(part)] = result
         return out
+
+    def _class_probabilities(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+        """(probabilities [N, K], the rows whose output is unusable, what an output should be):
+        the output itself for the probability kinds (each in [0, 1]), else its sigmoid or
+        softmax (each logit finite)."""
+        if self.output_kind in (SIGMOID_PROBABILITY, PROBABILITIES):
+            return raw, _not_probabilities(raw).any(axis=1), "a probability in [0, 1]"
+        bad = ~np.isfinite(raw).all(axis=1)
+        prob = output_probabilities(np.where(bad[:, None], 0.0, raw), self.output_kind)
+        return prob, bad, "a finite logit"
+
+    def _prediction_rows(self, raw: np.ndarray, threshold: float | None) -> list[Any]:
+        """A `Prediction` per row of ``raw``, or for an unusable row the one-line reason."""
+        prob, bad, what = self._class_probabilities(raw)
+        results: list[Any] = []
+        for i, row in enumerate(prob):
+            if bad[i]:
+                value = raw[i, 0] if raw.shape[1] == 1 else _first_bad(raw[i], what)
+                results.append(
+                    f"the model's output {self.output_spec.name!r} is {value:g}, not {what}; "
+                    "no label is given"
+                )
+            else:
+                results.append(self._prediction(row, threshold))
+        return results
 
     def probabilities(
         self, batch: np.ndarray, *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> np.ndarray:
-        """The model's output for a batch, one probability per image: float64 [N].
+        """The model's output for a batch, one probability per image: float64 [N]; for a K-class
+        model the class probabilities, float64 [N, K] (a logits output's softmax).
 
         The batch is checked as `validate` does and run ``batch_size`` images at a time, so
         memory stays bounded for any N. An output that is not a probability in [0, 1] (NaN, an
         infinity) is a `ModelOutputError` naming the rows.
         """
-        out = self._outputs(batch, _check_batch_size(batch_size))
-        bad = np.flatnonzero(_not_probabilities(out))
+        raw = self._outputs(batch, _check_batch_size(batch_size))
+        prob, bad_rows, what = self._class_probabilities(raw)
+        bad = np.flatnonzero(bad_rows)
         if len(bad):
+            shown = raw[:, 0] if raw.shape[1] == 1 else np.array([_first_bad(r, what) for r in raw])
             raise ModelOutputError(
-                f"the model's output {self.output_spec.name!r} is not a probability in [0, 1] "
-                f"for {len(bad)} of {len(out)} images ({_describe_bad(out, bad)}); no label "
+                f"the model's output {self.output_spec.name!r} is not {what} "
+                f"for {len(bad)} of {len(raw)} images ({_describe_bad(shown, bad)}); no label "
                 "is given to them",
                 rows=bad.tolist(),
             )
-        return out
+        return prob[:, 0] if self.output_kind in BINARY_KINDS else prob
 
     def predict_array(
         self,
@@ -326,11 +404,25 @@ class Classifier:
         model runs ``batch_size`` images at a time (memory stays bounded for any N); an output
         that is not a probability is a `ModelOutputError`, never a labelled prediction.
         """
-        threshold = self.threshold if threshold is None else _check_threshold(threshold)
+        threshold = self._threshold(threshold)
         probabilities = self.probabilities(batch, batch_size=batch_size)
         return [self._prediction(p, threshold) for p in probabilities]
 
-    def _prediction(self, probability: float, threshold: float) -> Prediction:
+    def _prediction(self, probability: Any, threshold: float | None) -> Prediction:
+        """One image's prediction from its probability (one output) or class probabilities."""
+        if threshold is None:  # K classes: the top one
+            row = np.asarray(probability, dtype=np.float64).reshape(-1)
+            top = int(np.argmax(row))
+            return Prediction(
+                probability=float(row[top]),
+                positive=None,
+                label=self.classes[top],
+                threshold=None,
+                class_index=top,
+                probabilities=tuple(float(p) for p in row),
+                classes=self.classes,
+            )
+        probability = float(np.asarray(probability).reshape(-1)[0])
         positive_name, negative_name = _label_names(self.labels)
         positive = bool(probability >= threshold)
         return Prediction(
@@ -364,7 +456,7 @@ class Classifier:
         A file that is not a usable image raises `ImageReadError` (an `OnnxEdgeError`) naming it;
         `predict_files` reports such files one by one instead.
         """
-        threshold = self.threshold if threshold is None else _check_threshold(threshold)
+        threshold = self._threshold(threshold)
         batch_size = _check_batch_size(batch_size)
         max_pixels = _check_max_pixels(max_pixels)
         results: list[Prediction] = []
@@ -396,7 +488,7 @@ class Classifier:
         result.
         """
         batch_size = _check_batch_size(batch_size)
-        threshold = self.threshold if threshold is None else _check_threshold(threshold)
+        threshold = self._threshold(threshold)
         max_pixels = _check_max_pixels(max_pixels)
         return self._stream_files(paths, batch_size, threshold, max_pixels)
 
@@ -404,7 +496,7 @@ class Classifier:
         self,
         paths: Iterable[str | Path | ImageReadError],
         batch_size: int,
-        threshold: float,
+        threshold: float | None,
         max_pixels: int | None,
     ) -> Iterator[FileResult]:
         pending: list[tuple[str, np.ndarray | str]] = []
@@ -424,23 +516,23 @@ class Classifier:
             yield from self._run_pending(pending, threshold)
 
     def _run_pending(
-        self, pending: Sequence[tuple[str, np.ndarray | str]], threshold: float
+        self, pending: Sequence[tuple[str, np.ndarray | str]], threshold: float | None
     ) -> Iterator[FileResult]:
         arrays = [a for _, a in pending if isinstance(a, np.ndarray)]
-        outputs = iter(self._outputs(np.stack(arrays), len(arrays)) if arrays else [])
+        rows = iter(
+            self._prediction_rows(self._outputs(np.stack(arrays), len(arrays)), threshold)
+            if arrays
+            else []
+        )
         for name, item in pending:
             if not isinstance(item, np.ndarray):
                 yield FileResult(file=name, error=item)
                 continue
-            value = next(outputs)
-            if _not_probabilities(np.float64(value)):
-                yield FileResult(
-                    file=name,
-                    error=f"the model's output {self.output_spec.name!r} is {value:g}, not a "
-                    "probability in [0, 1]; no label is given",
-                )
+            result = next(rows)
+            if isinstance(result, str):
+                yield FileResult(file=name, error=result)
             else:
-                yield FileResult(file=name, prediction=self._prediction(value, threshold))
+                yield FileResult(file=name, prediction=result)
 
 
 # -- loading ------------------------------------------------------------------------------------

@@ -129,3 +129,86 @@ def test_parity_fails_when_a_k_class_model_changed(user_dir, tmp_path):
     assert all(r.status == "failed" for r in report.rows)
     assert all("logits outside the tolerance" in r.reason for r in report.rows)
     assert np.isclose(max(r.logits.max_abs_error for r in report.rows), 1e-3, rtol=0.01)
+
+
+@pytest.fixture(scope="module")
+def birds_bundle(user_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("birds") / "b"
+    export(
+        user_dir, out, "birds", "--input-shape", "3,48,64", "--labels", str(user_dir / "birds.txt")
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        pixels = rng.integers(0, 256, (60 + 10 * i, 80, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"bird{i}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_predict_gives_class_names_top_k_and_probabilities(birds_bundle, images):
+    from onnxedge.runtime.classifier import Classifier
+
+    clf = Classifier.from_bundle(birds_bundle, provider="cpu")
+    assert clf.classes == ("robin", "wren", "kestrel") and clf.threshold is None
+    expected = clf.predict_images(sorted(images.iterdir()))
+    for p in expected:
+        assert p.label == clf.classes[p.class_index]
+        assert p.probability == max(p.probabilities)
+        assert np.isclose(sum(p.probabilities), 1.0)
+
+    result = CliRunner().invoke(main, ["predict", str(birds_bundle), str(images), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["label"] for r in rows] == [p.label for p in expected]
+    assert all(set(r["probabilities"]) == {"robin", "wren", "kestrel"} for r in rows)
+    assert all(np.isclose(sum(r["probabilities"].values()), 1.0) for r in rows)
+
+    text = CliRunner().invoke(main, ["predict", str(birds_bundle), str(images), "--top-k", "2"])
+    assert text.exit_code == 0, text.output
+    first = text.stdout.splitlines()[0].split("\t")
+    top2 = expected[0].top(2)
+    assert first[1:] == [f"{top2[0][1]:.4f}", top2[0][0], f"{top2[1][0]}:{top2[1][1]:.4f}"]
+
+    top1 = CliRunner().invoke(
+        main, ["predict", str(birds_bundle), str(images), "--json", "--top-k", "1"]
+    )
+    assert all(len(json.loads(line)["probabilities"]) == 1 for line in top1.stdout.splitlines())
+
+    refused = CliRunner().invoke(
+        main, ["predict", str(birds_bundle), str(images), "--threshold", "0.3"]
+    )
+    assert refused.exit_code == 1 and "a threshold applies to a model with one output" in (
+        refused.output
+    )
+
+
+@pytest.mark.slow
+def test_a_logit_bundle_predicts_the_sigmoid_of_its_logit(user_dir, tmp_path, images):
+    from onnxedge.runtime.classifier import Classifier
+
+    bundle = tmp_path / "b"
+    export(
+        user_dir,
+        bundle,
+        "smiles",
+        "--input-shape",
+        "3,40,40",
+        "--labels",
+        str(user_dir / "smiles.txt"),
+    )
+    clf = Classifier.from_bundle(bundle, provider="cpu")
+    x = np.random.default_rng(0).random((4, 3, 40, 40), dtype=np.float32)
+    (logit,) = clf.session.run(None, {"input": x})
+    np.testing.assert_allclose(clf.probabilities(x), 1 / (1 + np.exp(-logit[:, 0])), rtol=1e-6)
+    labels = {p.label for p in clf.predict_array(x)}
+    assert labels <= {"smiling", "not smiling"}
+    refused = CliRunner().invoke(main, ["predict", str(bundle), str(images), "--top-k", "2"])
+    assert refused.exit_code == 2 and "--top-k applies to a model with K classes" in refused.output

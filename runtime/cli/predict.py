@@ -65,13 +65,18 @@ def _display(name: str) -> str:
     return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def format_result(result: FileResult, *, as_json: bool) -> str:
+def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None) -> str:
+    """One line: FILE, the (top) probability and label; for a K-class model with ``top_k``, the
+    next classes as LABEL:PROBABILITY columns (in JSON, ``probabilities`` limited to them)."""
     if as_json:
-        return json.dumps(result.to_dict())
+        return json.dumps(result.to_dict(top_k))
     if result.prediction is None:
         return f"{_display(result.file)}\tERROR\t{result.error}"
     p = result.prediction
-    return f"{_display(result.file)}\t{p.probability:.4f}\t{p.label}"
+    line = f"{_display(result.file)}\t{p.probability:.4f}\t{p.label}"
+    if top_k and p.class_index is not None:
+        line += "".join(f"\t{label}:{prob:.4f}" for label, prob in p.top(top_k)[1:])
+    return line
 
 
 @click.command("predict")
@@ -112,6 +117,13 @@ def format_result(result: FileResult, *, as_json: bool) -> str:
     help="Refuse images larger than this (decompression bombs).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="K-class models: the K most probable classes (text: extra LABEL:PROB columns; JSON: "
+    "'probabilities' limited to them) [default: top class in text, every class in JSON].",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal).")
 def predict_cmd(
     bundle: str,
@@ -124,14 +136,17 @@ def predict_cmd(
     precision: str,
     max_pixels: int,
     as_json: bool,
+    top_k: int | None,
     no_progress: bool,
 ) -> None:
     """Classify image files with BUNDLE's model: one line per file.
 
     PATH is an image file or a directory (walked for image files). Each line is
     FILE<TAB>PROBABILITY<TAB>LABEL, or FILE<TAB>ERROR<TAB>MESSAGE for a file that cannot be used;
-    with --json, {"file", "probability", "label", "positive"} or {"file", "error"}. A summary goes
-    to stderr. Exits 1 if any file failed, after all the others were classified.
+    with --json, {"file", "probability", "label", "positive"} or {"file", "error"}. For a model
+    with K classes the label is the top class and PROBABILITY its softmax probability; --json
+    gives {"file", "probability", "label", "class_index", "probabilities": {class: p}}. A summary
+    goes to stderr. Exits 1 if any file failed, after all the others were classified.
     """
     from onnxedge.runtime.classifier import Classifier
 
@@ -139,13 +154,20 @@ def predict_cmd(
     classifier = Classifier.from_bundle(
         bundle, provider=provider, threads=threads, engine=engine, precision=precision
     )
+    if top_k is not None and classifier.threshold is not None:
+        raise click.UsageError(
+            f"--top-k applies to a model with K classes; {bundle} has one output "
+            f"({classifier.output_kind})"
+        )
     results = classifier.predict_files(
         find_images(paths), batch_size=batch_size, threshold=threshold, max_pixels=max_pixels
     )
     show_progress = not no_progress and sys.stderr.isatty()
     try:
         with _pil_limit(max_pixels):
-            total, failed = _emit(results, as_json=as_json, show_progress=show_progress)
+            total, failed = _emit(
+                results, as_json=as_json, show_progress=show_progress, top_k=top_k
+            )
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as command-line tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -182,11 +204,13 @@ def _pil_limit(max_pixels: int) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _emit(results: Iterable[FileResult], *, as_json: bool, show_progress: bool) -> tuple[int, int]:
+def _emit(
+    results: Iterable[FileResult], *, as_json: bool, show_progress: bool, top_k: int | None = None
+) -> tuple[int, int]:
     total = failed = 0
     with _progress(show_progress) as (out, advance):
         for result in results:
-            out.write(format_result(result, as_json=as_json) + "\n")
+            out.write(format_result(result, as_json=as_json, top_k=top_k) + "\n")
             out.flush()  # a line per file as it is known, also through a pipe
             total += 1
             failed += not result
