@@ -309,7 +309,10 @@ def test_io_binding_runner_matches_host_runner_on_cpu(smile_bundle):
 @pytest.fixture(scope="module")
 def short_run(smile_bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
+    # ONNX Runtime and the peers only: the OpenVINO rows have their own tests
+    # (tests/test_bench_openvino.py)
     args = ["bench", str(smile_bundle), *SHORT, "--peers", "eager,channels-last"]
+    args += ["--engines", "onnxruntime"]
     args += ["--json", str(out / "b.json"), "--markdown", str(out / "b.md")]
     args += ["--plot", str(out / "b.png")]
     result = CliRunner().invoke(main, args)
@@ -526,7 +529,8 @@ def test_nothing_measurable_is_an_error(smile_bundle, monkeypatch):
         return [SkippedEngine(info, "made unavailable by the test")]
 
     monkeypatch.setattr(run, "ort_engines", no_ort)
-    result = CliRunner().invoke(main, ["bench", str(smile_bundle), *SHORT, "--peers", "none"])
+    args = ["bench", str(smile_bundle), *SHORT, "--peers", "none", "--engines", "onnxruntime"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert "no engine could be measured" in result.output
     assert "made unavailable by the test" in result.output

@@ -67,10 +67,12 @@ def test_config_sets_precision_and_hint_always_and_threads_when_given():
     assert OpenVinoConfig().properties() == {
         "INFERENCE_PRECISION_HINT": "f32",
         "PERFORMANCE_HINT": "LATENCY",
+        "ENABLE_CPU_PINNING": False,
     }
     assert OpenVinoConfig(precision="bf16", threads=2).properties() == {
         "INFERENCE_PRECISION_HINT": "bf16",
         "PERFORMANCE_HINT": "LATENCY",
+        "ENABLE_CPU_PINNING": False,
         "INFERENCE_NUM_THREADS": 2,
     }
 
@@ -161,6 +163,7 @@ def test_settings_are_read_back_from_the_compiled_model(model):
     assert session.settings["performance_hint"] == "LATENCY"
     assert session.settings["inference_num_threads"] == 1
     assert session.settings["num_streams"] == 1
+    assert session.settings["cpu_pinning"] is False
     assert session.describe() == "openvino CPU f32 (LATENCY, 1 threads)"
 
 

@@ -48,10 +48,14 @@ class EngineInfo:
     mode: str  # E2E, RESIDENT or GRAPH
     provider: str  # the ORT execution provider, or the torch device
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # What the engine computes with where it is not the bundle's fp32 model as stored: "int8"
+    # (the bundle's int8 variant), "bf16" (OpenVINO's bf16 inference); empty otherwise.
+    variant: str = ""
 
     @property
     def label(self) -> str:
-        return f"{self.engine} {self.device} {self.mode}"
+        base = f"{self.engine} {self.device} {self.mode}"
+        return f"{base} {self.variant}" if self.variant else base
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, **dataclasses.asdict(self)}

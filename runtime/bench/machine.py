@@ -97,4 +97,5 @@ def versions() -> dict[str, str | None]:
         "numpy": np.__version__,
         "onnx": package_version("onnx"),
         "torch": package_version("torch") if module_available("torch") else None,
+        "openvino": package_version("openvino"),
     }

@@ -40,7 +40,8 @@ def render_markdown(report: BenchReport) -> str:
         f"{m.get('load_average_after')} after (the load before counts other jobs sharing "
         "the CPU; the load after includes this run)",
         f"- Versions: onnxruntime {v.get('onnxruntime')}, torch {v.get('torch') or 'not installed'}"
-        f", numpy {v.get('numpy')}, python {v.get('python')}",
+        f", openvino {v.get('openvino') or 'not installed'}, numpy {v.get('numpy')}, "
+        f"python {v.get('python')}",
         f"- Threads: {s['threads']} ({s['threads_source']}); {s['thread_note']}",
         f"- Timing: {s['timing']['description']}; batch sizes interleaved in order, every engine "
         "on the same input",
@@ -57,7 +58,8 @@ def render_markdown(report: BenchReport) -> str:
         st = r.stats
         assert st is not None
         lines.append(
-            f"| {r.batch_size} | {r.info.engine} | {r.info.device} | {r.info.mode} | "
+            f"| {r.batch_size} | {' '.join(filter(None, (r.info.engine, r.info.variant)))} | "
+            f"{r.info.device} | {r.info.mode} | "
             f"{_ms(st.p50_ms)} | {_ms(st.p90_ms)} | {_ms(st.p99_ms)} | {_ms(st.mean_ms)} | "
             f"{_ms(st.min_ms)} | {_rate(st.throughput)} | {st.runs} | {st.warmup} |"
         )

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from onnxedge.runtime.bench.engines import AnyEngine, peer_engines
 from onnxedge.runtime.bench.machine import load_average, machine_info, versions
+from onnxedge.runtime.bench.openvino import bundle_models, openvino_engines
 from onnxedge.runtime.bench.ort import ort_engines
 from onnxedge.runtime.bench.report import BenchReport
 from onnxedge.runtime.bench.settings import BenchSettings
 from onnxedge.runtime.bench.timing import ProgressFn, run_benchmark
 from onnxedge.runtime.bundle import MODEL, Bundle, TensorSpec
+from onnxedge.runtime.engines import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError
 
 
@@ -30,14 +32,20 @@ def benchmark(
     threads = settings.resolved_threads
     load_before = load_average()
     engines: list[AnyEngine] = []
+    wanted = settings.resolved_engines
     try:
-        engines += ort_engines(
-            bundle.model_path,
-            settings.providers,
-            threads=threads,
-            tf32=settings.tf32,
-            spinning=settings.spinning,
-        )
+        if ONNXRUNTIME in wanted:
+            engines += ort_engines(
+                bundle.model_path,
+                settings.providers,
+                threads=threads,
+                tf32=settings.tf32,
+                spinning=settings.spinning,
+            )
+        if OPENVINO in wanted:
+            engines += openvino_engines(
+                bundle_models(bundle), settings.openvino_precisions, threads=threads
+            )
         engines += peer_engines(
             manifest,
             settings.peers,

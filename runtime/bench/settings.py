@@ -10,6 +10,7 @@ from typing import Any
 from onnxedge.runtime.bench.engines import PEERS, PROVIDER_DEVICE
 from onnxedge.runtime.bench.machine import default_threads
 from onnxedge.runtime.bench.stats import PERCENTILE_METHOD, THROUGHPUT_DEFINITION
+from onnxedge.runtime.engines import OpenVinoConfig, check_engine, installed_engines
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.session import provider_name
 
@@ -91,6 +92,9 @@ class BenchSettings:
     atol: float = 1e-4  # output check against the reference engine (probabilities in [0, 1])
     rtol: float = 1e-3
     tf32_atol: float = 1e-2  # TF32 convolutions carry ~10 mantissa bits
+    # --engines: onnxruntime (on `providers`) and openvino (the CPU); None: every one installed.
+    engines: tuple[str, ...] | None = None
+    openvino_precisions: tuple[str, ...] = ("f32",)  # OpenVINO's inference precisions of fp32
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
@@ -102,12 +106,21 @@ class BenchSettings:
             )
         for p in self.providers:
             provider_name(p)
+        for e in self.engines or ():
+            check_engine(e)
+        for p in self.openvino_precisions:
+            OpenVinoConfig(precision=p)
         if self.threads is not None and self.threads < 1:
             raise OnnxEdgeError(f"expected --threads >= 1, found {self.threads}")
         if self.seed < 0:
             raise OnnxEdgeError(
                 f"expected --seed >= 0 (numpy seeds are non-negative), found {self.seed}"
             )
+
+    @property
+    def resolved_engines(self) -> tuple[str, ...]:
+        """The engines asked for, or every engine installed here (`installed_engines`)."""
+        return self.engines if self.engines is not None else installed_engines()
 
     @property
     def resolved_threads(self) -> int:
@@ -125,13 +138,17 @@ class BenchSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "engines": list(self.resolved_engines),
+            "engines_source": "--engines" if self.engines is not None else "every one installed",
+            "openvino_precisions": list(self.openvino_precisions),
             "providers": [provider_name(p) for p in self.providers],
             "batch_sizes": list(self.batch_sizes),
             "peers": [PEERS[p] for p in self.peers],
             "timing": self.plan.to_dict(),
             "threads": self.resolved_threads,
             "threads_source": "--threads" if self.threads is not None else "physical cores",
-            "thread_note": "ORT intra_op_num_threads and torch.set_num_threads get the same count",
+            "thread_note": "ORT intra_op_num_threads, OpenVINO INFERENCE_NUM_THREADS and "
+            "torch.set_num_threads get the same count",
             "seed": self.seed,
             "input": "float32, uniform in [0, 1), one array per batch size from the seed, "
             "the same for every engine",

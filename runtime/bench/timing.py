@@ -43,6 +43,7 @@ class BenchRow:
             "family": i.family,
             "device": i.device,
             "mode": i.mode,
+            "variant": i.variant,
             "provider": i.provider,
             "label": i.label,
             "batch_size": self.batch_size,
@@ -124,7 +125,9 @@ def run_benchmark(
             if reference is None:
                 reference, reference_label, check = out, label, "reference"
             else:
-                cmp = compare_arrays(out, reference, atol=settings.check_atol, rtol=settings.rtol)
+                # An engine computing in fewer bits (int8, bf16) states its own atol.
+                atol = getattr(engine, "check_atol", None) or settings.check_atol
+                cmp = compare_arrays(out, reference, atol=atol, rtol=settings.rtol)
                 if not cmp:
                     detail = cmp.detail or f"max abs error {cmp.max_abs_error:.3g}"
                     _close(runner)
@@ -133,13 +136,16 @@ def run_benchmark(
                         batch,
                         "failed",
                         f"output differs from {reference_label}: {detail} "
-                        f"(atol {settings.check_atol:g}, rtol {settings.rtol:g}); not timed",
+                        f"(atol {atol:g}, rtol {settings.rtol:g}); not timed",
                         check=f"FAILED vs {reference_label}: {detail}",
                         extras=dict(runner.extras),
                     )
                     step(label, per_engine)
                     continue
-                check = f"PASSED vs {reference_label}: max abs error {cmp.max_abs_error:.2g}"
+                check = (
+                    f"PASSED vs {reference_label}: max abs error {cmp.max_abs_error:.2g} "
+                    f"(atol {atol:g})"
+                )
             active.append(_Active(engine, runner, warm, check))
             step(f"batch {batch} · {label} · warm-up")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ from onnxedge.runtime.bench import (
     command_line,
 )
 from onnxedge.runtime.bundle import atomic_write_bytes
+from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -76,6 +78,20 @@ def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
     show_default=True,
     callback=provider_list(),
     help="ORT execution providers; one that cannot load here is reported as skipped.",
+)
+@click.option(
+    "--engines",
+    default=None,
+    callback=engine_list(),
+    help="Comma-separated: onnxruntime (on --providers), openvino (the CPU; fp32 and, where the "
+    "bundle has it, the int8 variant) [default: every engine installed].",
+)
+@click.option(
+    "--openvino-precisions",
+    default="f32",
+    show_default=True,
+    callback=precision_list(),
+    help="OpenVINO inference precisions of the fp32 model, one row each: f32, bf16.",
 )
 @click.option(
     "--batch-sizes",
@@ -142,6 +158,8 @@ def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
 def bench_cmd(
     bundle: Path,
     providers: tuple[str, ...],
+    engines: tuple[str, ...] | None,
+    openvino_precisions: tuple[str, ...],
     batch_sizes: tuple[int, ...],
     peers: tuple[str, ...],
     warmup: int,
@@ -190,6 +208,9 @@ def bench_cmd(
         checkpoint=str(checkpoint) if checkpoint else None,
         tf32=tf32,
         spinning=spinning,
+    )
+    settings = dataclasses.replace(
+        settings, engines=engines, openvino_precisions=openvino_precisions
     )
     show = not no_progress and sys.stderr.isatty()
     with _progress(show) as on_progress:

@@ -53,8 +53,14 @@ def check_engine_options(engine: str, precision: str) -> None:
 
 
 def engine_list(default: tuple[str, ...] | None = None):
-    """``--engines onnxruntime,openvino``: names out of `ENGINES`."""
-    return name_list(ENGINES, what="engine", default=default)
+    """``--engines onnxruntime,openvino``: names out of `ENGINES`; an absent option gives
+    ``default`` (None: left to the library, which takes every engine installed)."""
+    parse = name_list(ENGINES, what="engine", default=default)
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        return None if value is None and default is None else parse(ctx, param, value)
+
+    return callback
 
 
 def precision_list(default: tuple[str, ...] | None = None):

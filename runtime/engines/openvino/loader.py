@@ -13,6 +13,9 @@ Why these settings (measured figures: docs/BENCHMARKS.md):
 3. ``PERFORMANCE_HINT=LATENCY``: one stream, every thread on one request, as ONNX Runtime runs a
    call. THROUGHPUT (several streams, requests in parallel) suits a server, not a device that
    classifies one batch at a time.
+4. ``ENABLE_CPU_PINNING`` off (the LATENCY hint turns it on): ONNX Runtime's pool is not pinned
+   either, and a pinned thread cannot move off a core another process is using, which on a
+   shared machine cost OpenVINO up to 1.5x at batch 1 (docs/BENCHMARKS.md).
 
 The model is read from the path `Bundle.open` verified (external data resolves beside it, as
 ONNX Runtime loads it); ``extra_outputs`` exposes inner tensors (parity's pre-sigmoid logits)
@@ -47,12 +50,13 @@ _CAPABILITY = {"f32": "FP32", "bf16": "BF16"}
 @dataclasses.dataclass(frozen=True)
 class OpenVinoConfig:
     """How a model is compiled: precision (``f32`` or ``bf16``), threads (None: OpenVINO's
-    default), the performance hint, the device (only the CPU is supported)."""
+    default), the performance hint, the device (only the CPU is supported), CPU pinning."""
 
     precision: str = DEFAULT_PRECISION
     threads: int | None = None
     hint: str = "LATENCY"
     device: str = DEVICE
+    pinning: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -80,6 +84,7 @@ class OpenVinoConfig:
         props: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": self.precision,
             "PERFORMANCE_HINT": self.hint,
+            "ENABLE_CPU_PINNING": self.pinning,
         }
         if self.threads is not None:
             props["INFERENCE_NUM_THREADS"] = self.threads
@@ -210,6 +215,7 @@ def _read_back(compiled: Any) -> dict[str, Any]:
         "performance_hint": str(prop("PERFORMANCE_HINT")),
         "inference_num_threads": prop("INFERENCE_NUM_THREADS"),
         "num_streams": _plain(prop("NUM_STREAMS")),
+        "cpu_pinning": prop("ENABLE_CPU_PINNING"),
         "device": DEVICE,
         "openvino": openvino_version(),
     }
