@@ -118,3 +118,19 @@ def test_evaluate_on_openvino_gives_the_same_metrics(smile_bundle, tmp_path):
     assert ov.provider.startswith("openvino CPU f32")
     assert (ov.accuracy, ov.confusion, ov.roc_auc) == (ort.accuracy, ort.confusion, ort.roc_auc)
     assert ov.evaluated == ort.evaluated > 0
+
+
+@requires_openvino
+def test_evaluate_command_takes_the_engine(smile_bundle, tmp_path):
+    root = write_faces(tmp_path / "faces", count=40, seed=7, workers=1).out
+    args = ["evaluate", str(smile_bundle), "--data", str(root), "--no-progress"]
+    ort = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "a.json")])
+    ov = CliRunner().invoke(
+        main, [*args, "--engine", "openvino", "--json", str(tmp_path / "b.json")]
+    )
+    assert ort.exit_code == ov.exit_code == 0, ov.output
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert b["provider"].startswith("openvino CPU f32")
+    assert (a["accuracy"], a["confusion"]) == (b["accuracy"], b["confusion"])
+    bad = CliRunner().invoke(main, [*args, "--precision", "bf16"])
+    assert bad.exit_code == 2 and "--precision bf16 is OpenVINO's" in bad.output

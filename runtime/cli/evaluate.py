@@ -10,6 +10,7 @@ import click
 
 from onnxedge.runtime.bundle import atomic_write_bytes
 from onnxedge.runtime.classifier import PROVIDER_CHOICES
+from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.data import SPLITS
 from onnxedge.runtime.evaluate import EvaluationResult, evaluate_bundle
 
@@ -72,6 +73,7 @@ def format_result(result: EvaluationResult) -> list[str]:
     default=None,
     help="ONNX Runtime intra-op threads [default: one per physical core].",
 )
+@engine_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
     "--threshold",
@@ -94,6 +96,8 @@ def evaluate_cmd(
     json_path: Path | None,
     provider: str,
     threads: int | None,
+    engine: str,
+    precision: str,
     batch_size: int,
     threshold: float | None,
     min_accuracy: float | None,
@@ -105,6 +109,7 @@ def evaluate_cmd(
     An image that cannot be read is reported (FILE<TAB>ERROR<TAB>REASON) and counted; the metrics
     are over the others. Exits 0 unless nothing could be evaluated or --min-accuracy is missed.
     """
+    check_engine_options(engine, precision)
     with _progress(not no_progress and sys.stderr.isatty()) as advance:
         result = evaluate_bundle(
             bundle,
@@ -113,6 +118,8 @@ def evaluate_cmd(
             attribute=attribute,
             provider=provider,
             threads=threads,
+            engine=engine,
+            precision=precision,
             batch_size=batch_size,
             threshold=threshold,
             progress=advance,
