@@ -3,9 +3,6 @@ reproducibly (`golden_npz_bytes`) and read back with every array checked (`load_
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.bundle import Bundle
-from onnxedge.runtime.errors import BundleError, first_line
+from onnxedge.runtime.errors import BundleError
+from onnxedge.runtime.parity.npz import npz_bytes, read_meta, read_npz
 from onnxedge.runtime.parity.reference import GOLDEN_SEED, Reference, ReferenceBatch, canonical_json
 
 GOLDEN = "golden.npz"
@@ -39,13 +37,7 @@ def golden_npz_bytes(reference: Reference, meta: Mapping[str, Any]) -> bytes:
         arrays[_key(size, "logits") + "_f64"] = np.asarray(b.logits, dtype=np.float64)
         arrays[_key(size, "prob") + "_f32"] = np.asarray(b.prob_f32, dtype=np.float32)
         arrays[_key(size, "logits") + "_f32"] = np.asarray(b.logits_f32, dtype=np.float32)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, array in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with archive.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
+    return npz_bytes(arrays)
 
 
 def load_golden(bundle: Bundle) -> Reference:
@@ -62,13 +54,7 @@ def load_golden(bundle: Bundle) -> Reference:
         )
     name = str(block["file"])
     path = bundle.file(name)  # verifies the sha256 against the manifest's file list
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise BundleError(
-            f"cannot read {path}: expected a numpy .npz archive, found: {first_line(e)}"
-        ) from None
+    arrays = read_npz(path)
     meta = _golden_meta(path, arrays)
     input_shape = _golden_input_shape(bundle, meta)
     classes = bundle.output.shape[-1] if bundle.output.shape else None
@@ -117,25 +103,7 @@ def _golden_input_shape(bundle: Bundle, meta: Mapping[str, Any]) -> list[int]:
 
 
 def _golden_meta(path: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    if "meta" not in arrays:
-        raise BundleError(f"{path} is not golden data: expected a 'meta' entry, found none")
-    try:
-        meta = json.loads(arrays["meta"].astype(np.uint8).tobytes())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path}: its 'meta' entry is not JSON: {first_line(e)}") from None
-    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-    if found != GOLDEN_FORMAT or meta.get("format_version") != GOLDEN_VERSION:
-        raise BundleError(
-            f"{path}: expected golden format {GOLDEN_FORMAT!r} version {GOLDEN_VERSION}, found "
-            f"{found!r} version {meta.get('format_version') if isinstance(meta, dict) else None!r}"
-        )
-    sizes = meta.get("batch_sizes")
-    if (
-        not isinstance(sizes, list)
-        or not sizes
-        or not all(isinstance(b, int) and b > 0 for b in sizes)
-    ):
-        raise BundleError(f"{path}: expected a list of batch sizes in its meta, found {sizes!r}")
+    meta = read_meta(path, arrays, fmt=GOLDEN_FORMAT, version=GOLDEN_VERSION, what="golden data")
     if not isinstance(meta.get("preprocessing"), dict):
         raise BundleError(f"{path}: expected the preprocessing in its meta, found none")
     return meta

@@ -1,0 +1,266 @@
+"""The export side of layer localisation (`onnxedge.runtime.parity.localize`): which PyTorch module
+made each tensor of the final graph, and golden layers, PyTorch's value of those tensors on the
+golden inputs.
+
+1. `tensor_modules` reads the map from the exported graph, before onnxsim strips node metadata:
+   the dynamo exporter's ``pkg.torch.onnx.name_scopes`` (``['', 'features', 'features.0',
+   'features.0.bn', 'batch_norm']``: the innermost module is the one before the op), or the
+   torchscript exporter's scoped node names (``/features/features.0/conv/Conv``: components
+   that extend the previous one, or are joined to it). A name that is not a module of the model
+   is dropped.
+2. `carry_modules` keeps the entries of the tensors the final graph still makes (onnxsim and the
+   GAP lowering keep the names of the tensors they do not remove), and gives a tensor that a
+   rewrite rule introduced (its node carries ``pkg.onnxscript.rewriter.rule_name``) the module
+   of the rewritten tensor it feeds.
+3. `capture_layers`: forward hooks on a float64 copy of the module catch the output of every
+   module that made a tensor of the final graph (the last tensor of each module in graph order),
+   cloned (an in-place ReLU would overwrite it).
+4. `make_golden_layers`: the largest golden batch whose layers fit the budget, each layer
+   verified against ONNX Runtime's CPU run of the final graph (a layer that does not match is
+   left out with a warning: a wrong map must not make a bundle localize wrongly).
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from onnxedge.runtime.parity.exposed import ExposedTensor, expose_intermediates, run_exposed
+from onnxedge.runtime.parity.layer_compare import compare_layer, layer_tolerance
+from onnxedge.runtime.parity.layers import (
+    GOLDEN_LAYERS,
+    ModuleRef,
+    golden_layers_npz_bytes,
+    layer_modules,
+)
+from onnxedge.runtime.parity.localize import ComputedLayerReference
+from onnxedge.runtime.parity.reference import Reference
+from onnxedge.runtime.parity.rows import PASSED
+from onnxedge.runtime.parity.tolerances import DEFAULT_TOLERANCES
+from onnxedge.runtime.session import make_session
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_MB = 16.0
+_SCOPES = "pkg.torch.onnx.name_scopes"
+_RULE = "pkg.onnxscript.rewriter.rule_name"
+
+
+# --- 1. and 2.: the map ------------------------------------------------------------------------
+
+
+def tensor_modules(exported: onnx.ModelProto, module: torch.nn.Module) -> dict[str, ModuleRef]:
+    """1. Tensor name -> the innermost module whose forward made it, from the exported graph."""
+    named = dict(module.named_modules())
+    found: dict[str, ModuleRef] = {}
+    for node in exported.graph.node:
+        name = _module_name(node)
+        if not name or name not in named:
+            continue
+        ref = ModuleRef(name, type(named[name]).__name__)
+        for output in node.output:
+            if output:
+                found[output] = ref
+    return found
+
+
+def _module_name(node: onnx.NodeProto) -> str | None:
+    meta = {p.key: p.value for p in node.metadata_props}
+    if _SCOPES in meta:  # dynamo
+        try:
+            scopes = ast.literal_eval(meta[_SCOPES])
+        except (ValueError, SyntaxError):
+            return None
+        inner = [s for s in scopes[1:-1] if isinstance(s, str) and s]
+        return inner[-1] if inner else None
+    if node.name.startswith("/"):  # torchscript: /features/features.0/conv/Conv
+        path = ""
+        for part in node.name.strip("/").split("/")[:-1]:
+            path = part if not path or part.startswith(path + ".") else f"{path}.{part}"
+        return path or None
+    return None
+
+
+def carry_modules(modules: Mapping[str, ModuleRef], final: onnx.ModelProto) -> dict[str, ModuleRef]:
+    """2. The map for the final graph: entries of the tensors it still makes, and tensors a
+    rewrite rule introduced named by the rewritten tensor they feed."""
+    made = [(node, o) for node in final.graph.node for o in node.output if o]
+    kept = {o: modules[o] for _, o in made if o in modules}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in final.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node, output in reversed(made):  # downstream first, so chains of new tensors resolve
+        if output in kept or not any(p.key == _RULE for p in node.metadata_props):
+            continue
+        fed = [
+            o
+            for consumer in consumers.get(output, [])
+            if any(p.key == _RULE for p in consumer.metadata_props)
+            for o in consumer.output
+            if o in kept
+        ]
+        if fed:
+            kept[output] = kept[fed[0]]
+    return {o: kept[o] for _, o in made if o in kept}
+
+
+def module_outputs(final: onnx.ModelProto, modules: Mapping[str, ModuleRef]) -> dict[str, str]:
+    """Module name -> the tensor its hook output is: the last one of the module in graph order."""
+    last: dict[str, str] = {}
+    for node in final.graph.node:
+        for output in node.output:
+            if output in modules:
+                last[modules[output].name] = output
+    return last
+
+
+# --- 3.: the hooks ------------------------------------------------------------------------------
+
+
+def capture_layers(
+    module: torch.nn.Module, inputs: np.ndarray, outputs: Mapping[str, str]
+) -> dict[str, np.ndarray]:
+    """3. Tensor name -> the float64 output of its module for ``inputs`` (``module`` is expected
+    to be a float64 eval-mode copy). Modules that return other than one tensor are skipped."""
+    named = dict(module.named_modules())
+    caught: dict[str, np.ndarray] = {}
+
+    def hook(tensor: str) -> Any:
+        def catch(_module: Any, _args: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                caught[tensor] = out.detach().clone().numpy()
+
+        return catch
+
+    handles = [
+        named[name].register_forward_hook(hook(tensor))
+        for name, tensor in outputs.items()
+        if name in named
+    ]
+    try:
+        with torch.no_grad():
+            module(torch.from_numpy(np.asarray(inputs, dtype=np.float64)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return caught
+
+
+def float64_copy(module: torch.nn.Module) -> torch.nn.Module:
+    return copy.deepcopy(module).double().eval()
+
+
+# --- 4.: golden layers --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GoldenLayersResult:
+    """What `make_golden_layers` made: the file's bytes (None where nothing was stored) and the
+    manifest's ``layers`` block."""
+
+    data: bytes | None
+    block: dict[str, Any]
+
+
+def make_golden_layers(
+    module: torch.nn.Module,
+    final: onnx.ModelProto,
+    modules: Mapping[str, ModuleRef],
+    inputs: Mapping[int, np.ndarray],
+    *,
+    budget_mb: float | None = DEFAULT_BUDGET_MB,
+) -> GoldenLayersResult:
+    """4. Golden layers of ``final`` for the largest of the golden batches ``inputs`` (batch size
+    -> float32 inputs) that fits ``budget_mb`` (None: none stored), and the manifest's ``layers``
+    block, which always holds the module map."""
+    block: dict[str, Any] = {"modules": {t: m.to_dict() for t, m in modules.items()}}
+    if budget_mb is None:
+        block["golden"] = {"file": None, "reason": "not stored (--no-golden-layers)"}
+        return GoldenLayersResult(None, block)
+    outputs = module_outputs(final, modules)
+    module64 = float64_copy(module)
+    first = inputs[min(inputs)]
+    per_row = _bytes_per_row(capture_layers(module64, first, outputs), first)
+    budget = budget_mb * 1e6
+    fitting = [b for b in inputs if b * per_row <= budget]
+    if not fitting:
+        block["golden"] = {
+            "file": None,
+            "reason": f"{per_row / 1e6:.1f} MB a row, over the budget of {budget_mb:g} MB "
+            "(--golden-layers-budget)",
+        }
+        return GoldenLayersResult(None, block)
+    batch = max(fitting)
+    layers = capture_layers(module64, inputs[batch], outputs)
+    layers, dropped = _verified(final, inputs[batch], layers)
+    tensors = tuple(t for t in (o for n in final.graph.node for o in n.output) if t in layers)
+    description = f"PyTorch {torch.__version__}, float64 copy of the module, stored as float32"
+    data = golden_layers_npz_bytes(
+        tensors, {batch: inputs[batch]}, {batch: layers}, reference=description
+    )
+    block["golden"] = {
+        "file": GOLDEN_LAYERS,
+        "batch_sizes": [batch],
+        "tensors": len(tensors),
+        "bytes": len(data),
+        "budget_mb": budget_mb,
+        "not_matching_onnx": dropped,
+    }
+    return GoldenLayersResult(data, block)
+
+
+def _bytes_per_row(layers: Mapping[str, np.ndarray], inputs: np.ndarray) -> int:
+    """Bytes a batch row takes in the file: its layers and its input, as float32."""
+    arrays = [*layers.values(), inputs]
+    return sum(4 * int(np.prod(a.shape[1:])) for a in arrays)
+
+
+def _verified(
+    final: onnx.ModelProto, inputs: np.ndarray, layers: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The layers that ONNX Runtime's CPU run of ``final`` matches within the CPU's layer
+    tolerance, and the names of those it does not."""
+    exposed, tensors, _ = expose_intermediates(final)
+    session = make_session(exposed.SerializeToString())
+    actual = run_exposed(session, final.graph.input[0].name, inputs)
+    rtol = DEFAULT_TOLERANCES[("cpu", None)][1].rtol
+    max_depth = max((t.depth for t in tensors), default=1)
+    by_name: dict[str, ExposedTensor] = {t.name: t for t in tensors}
+    kept, dropped = {}, []
+    for name, array in layers.items():
+        t = by_name.get(name)
+        tolerance = layer_tolerance(rtol, t.depth if t else 1, max_depth)
+        if t is not None and compare_layer(t, actual[name], array, tolerance=tolerance).status == (
+            PASSED
+        ):
+            kept[name] = array
+        else:
+            log.warning("golden layers: %s does not match ONNX Runtime's value; left out", name)
+            dropped.append(name)
+    return kept, dropped
+
+
+def live_layer_reference(
+    module: torch.nn.Module,
+    manifest: Mapping[str, Any],
+    final: onnx.ModelProto,
+    reference: Reference,
+) -> ComputedLayerReference:
+    """``--reference live``: ``module`` (rebuilt from the manifest) as the reference, its layers
+    caught with hooks on a float64 copy, on the parity reference's inputs, at any batch size."""
+    module64 = float64_copy(module)
+    outputs = module_outputs(final, layer_modules(manifest))
+    return ComputedLayerReference(
+        lambda inputs: capture_layers(module64, inputs, outputs),
+        reference,
+        description=f"PyTorch {torch.__version__} live, float64 copy of the module",
+    )

@@ -1,0 +1,181 @@
+"""What the layers of ``model.onnx`` are and what they should compute, as the export recorded it.
+
+The manifest's ``layers`` block (written by `onnxedge export`, read here without torch)::
+
+    "layers": {
+      "modules": {"conv2d": {"module": "conv1", "class": "Conv2d"}, ...},
+      "golden": {"file": "golden_layers.npz", "batch_sizes": [7], "tensors": 15, "bytes": ...}
+    }
+
+1. ``modules`` maps a tensor of the final graph (after onnxsim and the GAP lowering) to the
+   PyTorch module whose output it is. Tensors of no module (constants, reshapes written in
+   ``forward``) are absent and named by their node only.
+2. ``golden`` names the golden layers file, or says why none was stored
+   (``{"file": null, "reason": "..."}``): ``golden_layers.npz``, an uncompressed npz
+   (`GOLDEN_LAYERS`) with a ``meta`` entry (JSON: format, version, batch sizes, the tensors in
+   the graph's order, how the reference was computed), the inputs of each batch
+   (``inputs_bN``, float32) and one array ``tI_bN`` per tensor I and batch size N: the float64
+   PyTorch reference rounded to float32 (a relative rounding of at most 6e-8, far below any
+   tolerance it is used with). The file is listed in the manifest's ``files`` with its sha256,
+   verified before it is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.parity.npz import npz_bytes, read_meta, read_npz
+from onnxedge.runtime.parity.reference import canonical_json
+
+GOLDEN_LAYERS = "golden_layers.npz"
+LAYERS_FORMAT = "onnxedge-golden-layers"
+LAYERS_VERSION = 1
+
+
+class NoGoldenLayers(OnnxEdgeError):
+    """The bundle holds no golden layers (exported without them, or before onnxedge stored
+    them); the message says why, and the caller adds what to use instead."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleRef:
+    """The PyTorch module that computed a tensor: its qualified name and class."""
+
+    name: str
+    cls: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cls})" if self.cls else self.name
+
+    def to_dict(self) -> dict[str, str]:
+        return {"module": self.name, "class": self.cls}
+
+
+def layer_modules(manifest: Mapping[str, Any]) -> dict[str, ModuleRef]:
+    """1. The tensor -> module map of a manifest; empty where the export recorded none."""
+    block = manifest.get("layers")
+    modules = block.get("modules") if isinstance(block, Mapping) else None
+    if modules is None:
+        return {}
+    if not isinstance(modules, Mapping):
+        raise BundleError(
+            f"the manifest's layers.modules: expected a mapping of tensor names to modules, "
+            f"found {type(modules).__name__}"
+        )
+    found: dict[str, ModuleRef] = {}
+    for tensor, entry in modules.items():
+        name = entry.get("module") if isinstance(entry, Mapping) else None
+        cls = entry.get("class", "") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str) or not isinstance(cls, str):
+            raise BundleError(
+                f"the manifest's layers.modules[{tensor!r}]: expected "
+                f'{{"module": NAME, "class": CLASS}}, found {entry!r}'
+            )
+        found[str(tensor)] = ModuleRef(name, cls)
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class GoldenLayers:
+    """2. The reference of every stored tensor, per batch size, and the inputs it was made on."""
+
+    description: str
+    tensors: tuple[str, ...]
+    inputs: Mapping[int, np.ndarray]  # batch size -> float32 [N, C, H, W]
+    batches: Mapping[int, Mapping[str, np.ndarray]]  # batch size -> tensor -> array
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted(self.batches))
+
+
+def golden_layers_npz_bytes(
+    tensors: Sequence[str],
+    inputs: Mapping[int, np.ndarray],
+    batches: Mapping[int, Mapping[str, np.ndarray]],
+    *,
+    reference: str,
+) -> bytes:
+    """``golden_layers.npz`` for ``batches`` (batch size -> tensor -> array, every tensor of
+    ``tensors`` in each), byte-identical for identical contents. Floating-point arrays are stored
+    as float32."""
+    sizes = sorted(batches)
+    if sorted(inputs) != sizes:
+        raise ValueError(f"inputs for batch sizes {sorted(inputs)}, layers for {sizes}")
+    meta = {
+        "format": LAYERS_FORMAT,
+        "format_version": LAYERS_VERSION,
+        "batch_sizes": sizes,
+        "tensors": list(tensors),
+        "reference": reference,
+    }
+    arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(canonical_json(meta), dtype=np.uint8)}
+    for size in sizes:
+        arrays[f"inputs_b{size}"] = np.asarray(inputs[size], dtype=np.float32)
+        for i, name in enumerate(tensors):
+            array = np.asarray(batches[size][name])
+            if array.dtype.kind == "f":
+                array = array.astype(np.float32)
+            arrays[f"t{i}_b{size}"] = array
+    return npz_bytes(arrays)
+
+
+def load_golden_layers(bundle: Bundle) -> GoldenLayers:
+    """2. The bundle's golden layers, the file's sha256 checked against the manifest first;
+    `NoGoldenLayers` where it holds none, a `BundleError` where the file is not what the manifest
+    says."""
+    block = bundle.manifest.get("layers")
+    golden = block.get("golden") if isinstance(block, Mapping) else None
+    name = golden.get("file") if isinstance(golden, Mapping) else None
+    if not name:
+        why = golden.get("reason") if isinstance(golden, Mapping) else None
+        raise NoGoldenLayers(
+            f"{bundle.path} has no golden layers ("
+            + (
+                str(why)
+                if why
+                else "its manifest records none: exported without them, or by an "
+                "onnxedge that did not store them"
+            )
+            + ")"
+        )
+    path = bundle.file(str(name))  # verifies the sha256 against the manifest's file list
+    arrays = read_npz(path)
+    meta = _meta(path, arrays)
+    tensors = tuple(meta["tensors"])
+    inputs: dict[int, np.ndarray] = {}
+    batches: dict[int, dict[str, np.ndarray]] = {}
+    for size in meta["batch_sizes"]:
+        x = arrays.get(f"inputs_b{size}")
+        if x is None or x.dtype != np.float32 or x.ndim < 1 or x.shape[0] != size:
+            raise BundleError(f"{path}: expected float32 inputs_b{size} of {size} rows")
+        inputs[size] = x
+        layer: dict[str, np.ndarray] = {}
+        for i, tensor in enumerate(tensors):
+            array = arrays.get(f"t{i}_b{size}")
+            if array is None:
+                raise BundleError(f"{path} lacks t{i}_b{size} (tensor {tensor!r}, batch {size})")
+            if array.dtype.kind not in "fiub":
+                raise BundleError(f"{path}: t{i}_b{size} is {array.dtype}, expected numbers")
+            layer[tensor] = array
+        batches[size] = layer
+    return GoldenLayers(
+        description=f"golden layers in {name} ({meta.get('reference', 'PyTorch')})",
+        tensors=tensors,
+        inputs=inputs,
+        batches=batches,
+    )
+
+
+def _meta(path: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    meta = read_meta(path, arrays, fmt=LAYERS_FORMAT, version=LAYERS_VERSION, what="golden layers")
+    tensors = meta.get("tensors")
+    if not (isinstance(tensors, list) and all(isinstance(t, str) for t in tensors)):
+        raise BundleError(f"{path}: expected a list of tensor names in its meta, found {tensors!r}")
+    return meta
