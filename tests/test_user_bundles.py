@@ -212,3 +212,47 @@ def test_a_logit_bundle_predicts_the_sigmoid_of_its_logit(user_dir, tmp_path, im
     assert labels <= {"smiling", "not smiling"}
     refused = CliRunner().invoke(main, ["predict", str(bundle), str(images), "--top-k", "2"])
     assert refused.exit_code == 2 and "--top-k applies to a model with K classes" in refused.output
+
+
+@pytest.mark.slow
+def test_a_factory_with_a_checkpoint_and_its_usage_errors(user_dir, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from onnxedge.models.loader import build_module
+    from onnxedge.runtime.session import SessionConfig, make_session
+
+    reference = f"{user_dir / 'zoo_of_mine.py'}:birds"
+    torch.manual_seed(3)
+    trained = build_module(reference, {"num_classes": 4}).eval()
+    state = {k: v.contiguous() for k, v in trained.state_dict().items()}
+    save_file(state, tmp_path / "w.safetensors")
+    manifest = export(
+        user_dir,
+        tmp_path / "b",
+        "birds",
+        "--model-arg",
+        "num_classes=4",
+        "--input-shape",
+        "3,32,48",
+        "--checkpoint",
+        str(tmp_path / "w.safetensors"),
+    )
+    assert manifest["weights"]["source"] == "checkpoint"
+    assert manifest["model_args"] == {"num_classes": 4}
+    x = np.random.default_rng(2).random((2, 3, 32, 48), dtype=np.float32)
+    session = make_session(tmp_path / "b" / "model.onnx", SessionConfig(provider="cpu"))
+    with torch.no_grad():
+        expected = trained(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, atol=1e-5)
+
+    base = ["export", "--model", reference, "--out", str(tmp_path / "c")]
+    no_shape = CliRunner().invoke(main, base)
+    assert no_shape.exit_code == 1 and "needs --input-shape C,H,W" in no_shape.output
+    head = CliRunner().invoke(main, [*base, "--input-shape", "3,32,32", "--head", "mean"])
+    assert head.exit_code == 1 and "--head applies to registered models" in head.output
+    grey = CliRunner().invoke(main, [*base, "--input-shape", "1,32,32"])
+    assert grey.exit_code == 1 and "expected 3 input channels" in grey.output
+    typo = CliRunner().invoke(main, ["export", "--model", "smile_cn", "--out", str(tmp_path / "d")])
+    assert typo.exit_code == 1 and "unknown model 'smile_cn'" in typo.output
+    assert not (tmp_path / "c").exists()
