@@ -36,7 +36,7 @@ from onnxedge.runtime.engines import (
     check_precision,
     open_session,
 )
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.errors import ArgumentError, BundleError, OnnxEdgeError
 from onnxedge.runtime.outputs import (
     BINARY_KINDS,
     PROBABILITIES,
@@ -123,7 +123,7 @@ def _check_threshold(threshold: Any) -> float:
         or not isinstance(threshold, numbers.Real)
         or not (0.0 <= threshold <= 1.0)
     ):
-        raise ValueError(f"expected a threshold in [0, 1], got {threshold!r}")
+        raise ArgumentError(f"expected a threshold in [0, 1], got {threshold!r}")
     return float(threshold)
 
 
@@ -142,7 +142,7 @@ def _check_count(
     ):
         bound = f"from 1 to {maximum}" if maximum is not None else "of at least 1"
         also = " or None" if optional else ""
-        raise ValueError(f"expected {what} {bound}{also}, got {value!r}")
+        raise ArgumentError(f"expected {what} {bound}{also}, got {value!r}")
     return int(value)
 
 

@@ -15,6 +15,12 @@ class ProviderUnavailable(OnnxEdgeError):
     onnxruntime fell back). Reports mark such a provider skipped; any other load error fails."""
 
 
+class ArgumentError(OnnxEdgeError, ValueError):
+    """A library function called with an argument it does not take (``threads=0``, a threshold
+    of NaN). A `ValueError` for Python callers; a command that forgot to check the option first
+    still gets one line, not a traceback."""
+
+
 class BundleError(OnnxEdgeError):
     """A bundle directory is missing, incomplete, or does not match its manifest."""
 

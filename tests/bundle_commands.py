@@ -13,6 +13,8 @@ from onnxedge.runtime.cli import main
 NOT_BUNDLE_COMMANDS = {
     "export": "writes a bundle (its --out), reads none",
     "simplify": "reads and writes .onnx files, not bundles",
+    "data": "makes and describes data sets",
+    "train": "trains a checkpoint from a data set",
 }
 # Options that keep a bundle command short when the bundle is good; any command not named here
 # gets its required arguments only.
@@ -32,6 +34,7 @@ FAST_OPTIONS = {
         "--no-progress",
     ],
     "predict": ["--provider", "cpu", "--no-progress"],
+    "evaluate": ["--provider", "cpu", "--no-progress"],
 }
 BUNDLE_ARGUMENTS = ("bundle", "target")
 
@@ -53,11 +56,22 @@ def bundle_argument(command: click.Command) -> click.Argument | None:
     return None
 
 
+def image_folders(root: Path) -> Path:
+    """``root/test/{not_smiling,smiling}/*.png``: a directory of images for `predict`, and a
+    labelled split (class folders) for `evaluate`."""
+    from PIL import Image
+
+    for i, label in enumerate(("not_smiling", "smiling")):
+        (root / "test" / label).mkdir(parents=True)
+        Image.new("RGB", (90, 70), (100 + 50 * i, 120, 140)).save(root / "test" / label / "a.png")
+    return root
+
+
 def argv(name: str, bundle: Path, images: Path) -> list[str]:
-    """``onnxedge NAME BUNDLE ...``: each further required argument or option gets ``images`` (a
-    directory holding one PNG) or, where a directory is not accepted, the PNG in it."""
+    """``onnxedge NAME BUNDLE ...``: each further required argument or option gets ``images``
+    (`image_folders`) or, where a directory is not accepted, one PNG in it."""
     command = group_commands()[name]
-    image = next(images.iterdir())
+    image = min(images.rglob("*.png"))
     args: list[str] = [name, str(bundle)]
     for param in command.params[1:]:
         if not param.required:

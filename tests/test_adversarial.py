@@ -14,16 +14,15 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from bundle_commands import argv, bundle_argument, bundle_commands, group_commands
+from bundle_commands import argv, bundle_argument, bundle_commands, group_commands, image_folders
 from click.testing import CliRunner
-from PIL import Image
 from test_classifier import externalize, rehash
 
-from onnxedge.runtime.bundle import MANIFEST, MODEL
+from onnxedge.runtime.bundle import MANIFEST, MODEL, Bundle
 from onnxedge.runtime.cli import main
+from onnxedge.runtime.errors import BundleError
 from onnxedge.runtime.hashing import sha256_file
 
 GOLDEN = "golden.npz"
@@ -182,9 +181,7 @@ ALTERED: dict[str, tuple[Callable[[Path, Path], None], str]] = {
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("images")
-    Image.fromarray(np.full((70, 90, 3), 128, np.uint8)).save(root / "face.png")
-    return root
+    return image_folders(tmp_path_factory.mktemp("images"))
 
 
 def test_every_command_that_reads_a_bundle_is_found():
@@ -225,3 +222,24 @@ def test_the_unaltered_bundle_runs(smile_bundle, images, command):
     """The control: every command succeeds on the bundle the altered ones were made from."""
     result = CliRunner().invoke(main, argv(command, smile_bundle, images))
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("command", bundle_commands())
+def test_every_bundle_command_opens_its_bundle_through_the_one_reader(
+    smile_bundle, images, monkeypatch, command
+):
+    """`Bundle.open` replaced by a spy that refuses every bundle: each command must end in the
+    spy's error. One that read the bundle its own way would run, or fail otherwise."""
+    opened: list[Path] = []
+
+    def spy(cls, path, *args, **kwargs):
+        opened.append(Path(path))
+        raise BundleError("refused by the spy standing in for Bundle.open")
+
+    monkeypatch.setattr(Bundle, "open", classmethod(spy))
+    result = CliRunner().invoke(main, argv(command, smile_bundle, images))
+    assert result.exit_code == 1, result.output
+    assert (
+        result.output.strip() == "onnxedge: error: refused by the spy standing in for Bundle.open"
+    )
+    assert opened == [smile_bundle]

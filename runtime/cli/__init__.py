@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
+import warnings
 from typing import Any
 
 import click
 
+from onnxedge.runtime.cli.options import finite_numbers
 from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -48,7 +51,8 @@ class LazyGroup(click.Group):
         if target is None or not module_available(target.partition(":")[0]):
             return None
         module_name, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
+        # NaN and the infinities refused by every float option, whoever wrote the command.
+        return finite_numbers(getattr(importlib.import_module(module_name), attr))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -70,6 +74,25 @@ def main(verbose: int) -> None:
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    _quiet_pil_warnings()
+
+
+def _quiet_pil_warnings() -> None:
+    """PIL warns about a damaged file as it reads it ("Truncated File Read", "Corrupt EXIF data")
+    in two lines of Python's warning format. That file's own result line already says what became
+    of it, so such a warning is one debug log line (``-vv``); other warnings are shown as before."""
+    shown = warnings.showwarning
+    if getattr(shown, "quiets_pil", False):
+        return
+
+    def show(message: Any, category: Any, filename: str, lineno: int, *args: Any) -> None:
+        if f"{os.sep}PIL{os.sep}" in filename:
+            logging.getLogger("PIL").debug("%s: %s", category.__name__, message)
+        else:
+            shown(message, category, filename, lineno, *args)
+
+    show.quiets_pil = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 __all__ = ["COMMANDS", "LazyGroup", "main"]

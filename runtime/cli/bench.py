@@ -25,7 +25,7 @@ from onnxedge.runtime.bench import (
 )
 from onnxedge.runtime.bundle import atomic_write_bytes
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
-from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
+from onnxedge.runtime.cli.options import THREADS, name_list, positive_ints, provider_list
 from onnxedge.runtime.errors import OnnxEdgeError
 
 # numpy's SeedSequence takes any non-negative integer; a negative seed is a usage error.
@@ -133,7 +133,7 @@ def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
 )
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=THREADS,
     default=None,
     help="Intra-op threads for ORT and PyTorch alike [default: physical cores].",
 )

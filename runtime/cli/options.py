@@ -1,18 +1,59 @@
-"""Click callbacks for the options the commands share: comma-separated positive integers (batch
-sizes) and comma-separated names (execution providers, peers).
+"""What the commands' options share: the number types, and callbacks for comma-separated
+positive integers (batch sizes) and comma-separated names (execution providers, peers).
 
-Each returns the values in the order given, duplicates dropped, and turns bad input into a
-`click.BadParameter` (usage error, exit 2) that says what was expected and what was found.
+1. Numbers: click's ``FloatRange`` lets NaN through any range and the infinities through an open
+   end, so ``--atol inf`` would pass every parity row and ``--threshold nan`` reach the library.
+   `FiniteFloatRange` refuses them; `finite_numbers`, applied by the group to every command it
+   loads, gives each float option that type, so no command can forget it. ``THREADS`` bounds
+   ``--threads`` as `onnxedge.runtime.session.SessionConfig` does.
+2. The callbacks return the values in the order given, duplicates dropped.
+
+Bad input is a `click.BadParameter` (usage error, exit 2) that says what was expected and what
+was found.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
-from onnxedge.runtime.session import PROVIDERS
+from onnxedge.runtime.session import MAX_THREADS, PROVIDERS
+
+THREADS = click.IntRange(1, MAX_THREADS)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """`click.FloatRange` for finite numbers only: NaN, ``inf`` and ``-inf`` are usage errors."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"expected a finite number, found {value!r}", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def finite_numbers(command: click.Command) -> click.Command:
+    """Give every float option and argument of ``command`` (and of its subcommands) the
+    `FiniteFloatRange` of its range; returns the command. Idempotent."""
+    for param in command.params:
+        kind = param.type
+        if isinstance(kind, FiniteFloatRange):
+            continue
+        if isinstance(kind, click.FloatRange):
+            param.type = FiniteFloatRange(
+                kind.min, kind.max, min_open=kind.min_open, max_open=kind.max_open, clamp=kind.clamp
+            )
+        elif isinstance(kind, click.types.FloatParamType):
+            param.type = FiniteFloatRange()
+    for sub in getattr(command, "commands", {}).values():
+        finite_numbers(sub)
+    return command
+
 
 Callback = Callable[[click.Context, click.Parameter, Any], tuple[Any, ...]]
 

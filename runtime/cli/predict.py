@@ -18,6 +18,7 @@ import click
 
 from onnxedge.runtime.classifier import PROVIDER_CHOICES, FileResult
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
+from onnxedge.runtime.cli.options import THREADS
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.preprocess import MAX_PIXELS, ImageReadError, is_image_name
 
@@ -104,7 +105,7 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
 )
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=THREADS,
     default=None,
     help="ONNX Runtime intra-op threads [default: one per physical core].",
 )
