@@ -134,3 +134,18 @@ def test_evaluate_command_takes_the_engine(smile_bundle, tmp_path):
     assert (a["accuracy"], a["confusion"]) == (b["accuracy"], b["confusion"])
     bad = CliRunner().invoke(main, [*args, "--precision", "bf16"])
     assert bad.exit_code == 2 and "--precision bf16 is OpenVINO's" in bad.output
+
+
+@requires_openvino
+def test_openvino_runs_where_torch_cannot_be_imported(smile_bundle, images):
+    """The device has no torch: openvino must not need it (nor the export side)."""
+    from torchless import run_without_torch
+
+    result = run_without_torch(["predict", smile_bundle, images, "--engine", "openvino"])
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 5
+    parity = run_without_torch(
+        ["parity", smile_bundle, "--engine", "openvino", "--batch-sizes", "2"]
+    )
+    assert parity.returncode == 0, parity.stdout + parity.stderr
+    assert "PASSED | openvino cpu f32 | batch 2" in parity.stdout
