@@ -76,6 +76,13 @@ _NON_NEGATIVE = click.FloatRange(min=0.0)
 @click.option("--logit-atol", type=_NON_NEGATIVE, default=None, help="Logits: absolute tolerance.")
 @click.option("--logit-rtol", type=_NON_NEGATIVE, default=None, help="Logits: relative tolerance.")
 @click.option(
+    "--spread-rtol",
+    type=_NON_NEGATIVE,
+    default=None,
+    help="Largest error as a fraction of the reference's spread (std over the golden rows); "
+    "[default: 1e-3 cpu, 3e-3 cuda; none with TF32 or bf16].",
+)
+@click.option(
     "--reference",
     type=click.Choice(["golden", "live"]),
     default="golden",
@@ -103,6 +110,7 @@ def parity_cmd(
     rtol: float | None,
     logit_atol: float | None,
     logit_rtol: float | None,
+    spread_rtol: float | None,
     reference: str,
     checkpoint: Path | None,
     json_path: Path | None,
@@ -142,7 +150,7 @@ def parity_cmd(
         ref,
         targets=targets,
         batch_sizes=batch_sizes,
-        overrides=ToleranceOverrides(atol, rtol, logit_atol, logit_rtol),
+        overrides=ToleranceOverrides(atol, rtol, logit_atol, logit_rtol, spread_rtol),
         required=require,
     )
     click.echo(f"reference: {report.reference}")

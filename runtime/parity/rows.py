@@ -10,6 +10,7 @@ import numpy as np
 
 from onnxedge.runtime.compare import Comparison
 from onnxedge.runtime.engines.base import ONNXRUNTIME
+from onnxedge.runtime.parity.spread import SpreadCheck
 from onnxedge.runtime.parity.tolerances import Tolerance, Tolerances
 from onnxedge.runtime.session import provider_name
 
@@ -74,6 +75,9 @@ class ParityRow:
     # Informational: the same outputs against PyTorch's float32 reference.
     prob_vs_f32: Comparison | None = None
     logits_vs_f32: Comparison | None = None
+    # Each output against the spread of the reference (None: not applied at these tolerances).
+    prob_spread: SpreadCheck | None = None
+    logits_spread: SpreadCheck | None = None
     reason: str = ""  # why it failed or was skipped
     required: bool = False
     engine: str = ONNXRUNTIME
@@ -108,6 +112,12 @@ class ParityRow:
         if not self.ran:
             return f"{head} | {self.reason}"
         parts = [head, _describe("prob", self.prob), _describe("logits", self.logits)]
+        if self.prob_spread is not None and self.logits_spread is not None:
+            parts.append(
+                f"error/spread bound prob {self.prob_spread.scaled_error:.2g} logits "
+                f"{self.logits_spread.scaled_error:.2g} (spread rtol "
+                f"{self.logits_spread.spread_rtol:g})"
+            )
         if self.labels is not None:
             parts.append(f"labels {self.labels.agree}/{self.labels.total} agree")
         if self.reason:
@@ -138,6 +148,10 @@ class ParityRow:
                 "threshold_agree": self.labels.agree,
                 "total": self.labels.total,
                 "flips_outside_tolerance": list(self.labels.flips_outside_tolerance),
+            },
+            "spread": {
+                "prob": None if self.prob_spread is None else self.prob_spread.to_dict(),
+                "logits": None if self.logits_spread is None else self.logits_spread.to_dict(),
             },
             "vs_float32_reference": {
                 "prob": _comparison_dict(self.prob_vs_f32),

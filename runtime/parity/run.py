@@ -34,6 +34,7 @@ from onnxedge.runtime.parity.rows import (
     label_agreement,
     top1_agreement,
 )
+from onnxedge.runtime.parity.spread import Spread, check_spread, reference_spread
 from onnxedge.runtime.parity.tolerances import Target, Tolerance, ToleranceOverrides, Tolerances
 from onnxedge.runtime.session import make_session, provider_name
 
@@ -69,10 +70,14 @@ def run_parity(
        (`check_external_data`).
     4. ``engine`` openvino targets (`Target.engine`) compile the shipped file with OpenVINO at
        their precision; an OpenVINO that cannot run here is SKIPPED as in 1.
+    5. Besides its elementwise tolerance, each output is judged against the spread of the
+       reference over every batch it holds, whichever batches run
+       (`onnxedge.runtime.parity.spread`).
     """
     sizes = tuple(batch_sizes) if batch_sizes else reference.batch_sizes
     # The preprocessing check re-makes the structured rows of every batch the reference holds.
     preprocessing = check_preprocessing(bundle.preprocessing, reference)
+    spreads = _spreads(reference, bundle.output_kind)  # 5.: before the selection
     reference = reference.select(sizes)
     check_external_data(bundle)
 
@@ -131,6 +136,7 @@ def run_parity(
                     kind=kind,
                     threshold=bundle.threshold if kind in BINARY_KINDS else None,
                     required=is_required,
+                    spreads=spreads,
                 )
             )
     return ParityReport(
@@ -194,6 +200,7 @@ def _run_row(
     kind: str,
     threshold: float | None,
     required: bool,
+    spreads: tuple[Spread, Spread] | None = None,
 ) -> ParityRow:
     """One row. Probabilities come from the shipped output as its kind says (the output, or its
     sigmoid or softmax); softmax inputs are compared centred (`centred_logits`). Labels: at
@@ -246,6 +253,19 @@ def _run_row(
         else:
             rows = _rows_outside(actual, expected, tolerance, ref.kinds)
             failures.append(f"{name} outside the tolerance in rows {rows}")
+    spread_checks = [None, None]
+    if spreads is not None and tolerances.spread_rtol is not None:
+        for i, (name, actual, expected, comparison) in enumerate(
+            (("prob", prob, ref.prob, prob_c), ("logits", logits, ref.logits, logits_c))
+        ):
+            check = check_spread(actual, expected, spreads[i], tolerances.spread_rtol)
+            spread_checks[i] = check
+            if check is not None and not check and comparison:  # 5.; else reported above
+                rows = ", ".join(f"{r} ({ref.kinds[r]})" for r in check.rows_outside[:4])
+                failures.append(
+                    f"{name} outside the spread bound in rows {rows} (error "
+                    f"{check.scaled_error:.3g} times the bound, spread rtol {check.spread_rtol:g})"
+                )
     if labels is not None and not labels:
         failures.append(f"labels flipped in rows {list(labels.flips_outside_tolerance)}")
     return dataclasses.replace(
@@ -254,6 +274,8 @@ def _run_row(
         prob=prob_c,
         logits=logits_c,
         labels=labels,
+        prob_spread=spread_checks[0],
+        logits_spread=spread_checks[1],
         prob_vs_f32=compare_arrays(
             prob, ref.prob_f32, atol=tolerances.prob.atol, rtol=tolerances.prob.rtol
         ),
@@ -262,6 +284,16 @@ def _run_row(
         ),
         reason="; ".join(failures),
     )
+
+
+def _spreads(reference: Reference, kind: str) -> tuple[Spread, Spread]:
+    """The spread of the reference's probabilities and logits (softmax inputs centred, as they
+    are compared) over every batch it holds."""
+    batches = list(reference.batches.values())
+    logits = [b.logits for b in batches]
+    if kind == PROBABILITIES:
+        logits = [centred_logits(x, kind) for x in logits]
+    return reference_spread(b.prob for b in batches), reference_spread(logits)
 
 
 def _rows_outside(
