@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,6 @@ from onnxedge.runtime.bench import (
     ORT,
     PYTORCH,
     RESIDENT,
-    TARGETS,
     BenchRow,
     BenchSettings,
     EngineInfo,
@@ -32,6 +32,7 @@ from onnxedge.runtime.bench import (
     evaluate_target,
     evaluate_targets,
     make_input,
+    parse_target,
     run_benchmark,
 )
 from onnxedge.runtime.cli import main
@@ -39,6 +40,10 @@ from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.session import SessionConfig
 
 SHORT = ["--batch-sizes", "1,2", "--iters", "3", "--warmup", "1", "--no-progress"]
+
+
+# Where a GPU might be, the CUDA rows may run: the no-GPU expectations are checked only without one.
+NO_CUDA = not Path("/dev/nvidiactl").exists()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -95,6 +100,17 @@ def _row(engine, device, mode, batch, mean_ms, family=None, status="ok", reason=
     runs = MIN_RUNS_TO_JUDGE if runs is None else runs
     stats = LatencyStats.from_seconds([mean_ms / 1e3] * runs, batch_size=batch)
     return BenchRow(info, batch, "ok", stats=stats)
+
+
+# The figures of docs/BENCHMARKS.md's targets, as test data (the product holds none).
+TARGET_TEXTS = {
+    "cpu-b64-vs-eager": "onnxruntime/torch-eager>=3.5@64",
+    "cpu-b1-vs-eager": "onnxruntime/torch-eager>=3@1",
+    "cpu-b64-vs-compile": "onnxruntime/torch-compile>=1.5@64",
+    "cuda-b1-p50-graph": "cuda:onnxruntime[cuda-graph] p50<=50us@1",
+    "cuda-large-vs-eager": "cuda:onnxruntime[device-resident]/torch-eager[device-resident]>=2@max",
+}
+TARGETS = [parse_target(text, name=name) for name, text in TARGET_TEXTS.items()]
 
 
 def _target(name):
@@ -174,7 +190,7 @@ def test_target_not_measured_says_why():
         _row(ORT, "cuda", RESIDENT, 256, 0, status="skipped", reason="no GPU here"),
         _row("torch-eager", "cuda", RESIDENT, 256, 0, status="skipped", reason="no GPU here"),
     ]
-    results = {r.name: r for r in evaluate_targets(rows)}
+    results = {r.name: r for r in evaluate_targets(rows, TARGETS)}
     assert results["cuda-large-vs-eager"].status == "not measured"
     assert "no GPU here" in results["cuda-large-vs-eager"].detail
     assert results["cpu-b1-vs-eager"].status == "not measured"
@@ -313,6 +329,8 @@ def short_run(smile_bundle, tmp_path_factory):
     # (tests/test_bench_openvino.py)
     args = ["bench", str(smile_bundle), *SHORT, "--peers", "eager,channels-last"]
     args += ["--engines", "onnxruntime"]
+    args += ["--target", "onnxruntime/torch-eager>=3@1"]
+    args += ["--target", "cuda:onnxruntime/torch-eager>=3@2"]
     args += ["--json", str(out / "b.json"), "--markdown", str(out / "b.md")]
     args += ["--plot", str(out / "b.png")]
     result = CliRunner().invoke(main, args)
@@ -348,10 +366,13 @@ def test_short_run_json_is_well_formed(short_run):
     assert (1, "torch-eager cpu end-to-end") in ratios
     assert (2, "torch-channels-last cpu end-to-end") in ratios
     targets = {t["name"]: t for t in report["targets"]}
-    assert targets["cpu-b64-vs-eager"]["status"] == "not measured"  # batch 64 not in this run
+    assert set(targets) == {"onnxruntime/torch-eager>=3@1", "cuda:onnxruntime/torch-eager>=3@2"}
+    if NO_CUDA:
+        cuda = targets["cuda:onnxruntime/torch-eager>=3@2"]
+        assert cuda["status"] == "not measured" and "skipped" in cuda["detail"]
     # --iters 3: a figure, never a verdict
-    assert targets["cpu-b1-vs-eager"]["status"] == "indicative"
-    assert targets["cpu-b1-vs-eager"]["measured"] > 0
+    assert targets["onnxruntime/torch-eager>=3@1"]["status"] == "indicative"
+    assert targets["onnxruntime/torch-eager>=3@1"]["measured"] > 0
 
 
 def test_short_run_markdown(short_run):
@@ -369,8 +390,9 @@ def test_short_run_markdown(short_run):
     assert len(table_rows) == len(measured) == 6
     assert "## Targets" in md and "ORT / peer throughput" in md
     assert md in stdout
-    assert "NOT MEASURED | cpu-b64-vs-eager |" in stdout
-    assert "INDICATIVE | cpu-b1-vs-eager | not enough runs to judge (3 < 10)" in stdout
+    if NO_CUDA:
+        assert "NOT MEASURED | cuda:onnxruntime/torch-eager>=3@2 |" in stdout
+    assert "INDICATIVE | onnxruntime/torch-eager>=3@1 | not enough runs to judge (3 < 10)" in stdout
     assert "MET |" not in stdout.replace("NOT MEASURED |", "") and "MISSED |" not in stdout
 
 
@@ -408,7 +430,19 @@ def test_cuda_rows_are_skipped_with_a_reason_here(short_run, smile_bundle):
 def test_peers_are_skipped_without_torch(smile_bundle, tmp_path):
     out = tmp_path / "b.json"
     result = run_without_torch(
-        ["bench", smile_bundle, *SHORT, "--batch-sizes", "1", "--providers", "cpu", "--json", out]
+        [
+            "bench",
+            smile_bundle,
+            *SHORT,
+            "--batch-sizes",
+            "1",
+            "--providers",
+            "cpu",
+            "--target",
+            "onnxruntime/torch-eager>=3@1",
+            "--json",
+            out,
+        ]
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
@@ -418,7 +452,10 @@ def test_peers_are_skipped_without_torch(smile_bundle, tmp_path):
     assert [r["status"] for r in report["rows"] if r["family"] == ORT] == ["ok"]
     assert report["versions"]["torch"] is None
     assert report["ratios"] == []
-    assert "NOT MEASURED | cpu-b1-vs-eager | torch-eager cpu end-to-end skipped" in result.stdout
+    assert (
+        "NOT MEASURED | onnxruntime/torch-eager>=3@1 | torch-eager cpu end-to-end skipped"
+        in result.stdout
+    )
 
 
 @pytest.mark.parametrize(
@@ -444,6 +481,7 @@ def test_peers_are_skipped_when_torch_is_installed_but_cannot_be_imported(
     monkeypatch.setattr(engines.importlib, "import_module", broken_import)
     out = tmp_path / "b.json"
     args = ["bench", str(smile_bundle), *SHORT, "--batch-sizes", "1", "--providers", "cpu"]
+    args += ["--target", "onnxruntime/torch-eager>=3@1"]
     result = CliRunner().invoke(main, [*args, "--peers", "eager,compile", "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -452,7 +490,10 @@ def test_peers_are_skipped_when_torch_is_installed_but_cannot_be_imported(
     why = f"torch is installed but cannot be imported here: {type(error).__name__}: {error}"
     assert all(r["status"] == "skipped" and r["reason"] == why for r in peers)
     assert [r["status"] for r in report["rows"] if r["family"] == ORT] == ["ok"]
-    assert "NOT MEASURED | cpu-b1-vs-eager | torch-eager cpu end-to-end skipped" in result.output
+    assert (
+        "NOT MEASURED | onnxruntime/torch-eager>=3@1 | torch-eager cpu end-to-end skipped"
+        in result.output
+    )
 
 
 def test_plot_without_matplotlib_fails_before_running(smile_bundle, tmp_path):

@@ -17,10 +17,14 @@ Users choose a deployment from these numbers, so every report states how they we
    back-to-back calls.
 5. An engine whose output differs from the reference is not timed (status ``failed``); an engine
    that cannot run here is a ``skipped`` row with the reason, never a number.
+6. Targets are the user's (``--target``, ``--targets FILE.toml``; none by default): MET or MISSED
+   only from at least `MIN_RUNS_TO_JUDGE` timed runs of every engine they compare, INDICATIVE
+   from fewer, NOT MEASURED with the reason where an engine could not run.
 
 The modules, by what changes together: `engines` (what an engine is, the PyTorch peers), `ort`
 (the ONNX Runtime engines), `settings` and `timing` (what to run, the timed loop), `stats`,
-`targets` (ratios and targets), `machine`, `report` and `markdown` (JSON and Markdown), `plot`
+`ratios` (ORT over each peer), `targets` (the user's targets: grammar and TOML file) and
+`verdicts` (each target judged), `machine`, `report` and `markdown` (JSON and Markdown), `plot`
 (the PNG, imported only for ``--plot``), and `run` (`benchmark`: all of them in order).
 
 This package never imports torch. The PyTorch peers live in `onnxedge.models.peers` and are
@@ -42,9 +46,11 @@ from onnxedge.runtime.bench.engines import (
     EngineInfo,
     Runner,
     SkippedEngine,
+    ort_engine_name,
     peer_engines,
     peer_info,
     peer_modes,
+    target_engines,
 )
 from onnxedge.runtime.bench.machine import (
     BUSY_LOAD_PER_CORE,
@@ -55,6 +61,7 @@ from onnxedge.runtime.bench.machine import (
 )
 from onnxedge.runtime.bench.markdown import render_markdown
 from onnxedge.runtime.bench.ort import OrtEngine, ort_engines
+from onnxedge.runtime.bench.ratios import Ratio, compute_ratios
 from onnxedge.runtime.bench.report import BenchReport, command_line
 from onnxedge.runtime.bench.run import benchmark
 from onnxedge.runtime.bench.settings import (
@@ -67,31 +74,55 @@ from onnxedge.runtime.bench.settings import (
 )
 from onnxedge.runtime.bench.stats import PERCENTILE_METHOD, THROUGHPUT_DEFINITION, LatencyStats
 from onnxedge.runtime.bench.targets import (
-    TARGETS,
-    Ratio,
+    DEVICES,
+    GRAMMAR_HINT,
+    LATENCY,
+    MODES,
+    RATIO,
+    Side,
     Target,
+    TargetError,
+    check_targets_fit,
+    format_latency,
+    parse_target,
+    parse_targets,
+    read_targets_file,
+    unique_targets,
+)
+from onnxedge.runtime.bench.timing import BenchRow, ProgressFn, make_input, run_benchmark
+from onnxedge.runtime.bench.verdicts import (
+    INDICATIVE,
+    MET,
+    MISSED,
+    NOT_MEASURED,
     TargetResult,
-    compute_ratios,
     evaluate_target,
     evaluate_targets,
 )
-from onnxedge.runtime.bench.timing import BenchRow, ProgressFn, make_input, run_benchmark
 
 __all__ = [
     "BUSY_LOAD_PER_CORE",
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_PROVIDERS",
+    "DEVICES",
     "E2E",
+    "GRAMMAR_HINT",
     "GRAPH",
+    "INDICATIVE",
+    "LATENCY",
+    "MET",
     "MIN_RUNS_TO_JUDGE",
+    "MISSED",
+    "MODES",
+    "NOT_MEASURED",
     "ORT",
     "PEERS",
     "PEER_MODE",
     "PERCENTILE_METHOD",
     "PROVIDER_DEVICE",
     "PYTORCH",
+    "RATIO",
     "RESIDENT",
-    "TARGETS",
     "THROUGHPUT_DEFINITION",
     "UNTIMED_PER_ROUND",
     "AnyEngine",
@@ -105,24 +136,34 @@ __all__ = [
     "ProgressFn",
     "Ratio",
     "Runner",
+    "Side",
     "SkippedEngine",
     "Target",
+    "TargetError",
     "TargetResult",
     "TimingPlan",
     "benchmark",
+    "check_targets_fit",
     "command_line",
     "compute_ratios",
     "default_threads",
     "evaluate_target",
     "evaluate_targets",
+    "format_latency",
     "load_average",
     "machine_info",
     "make_input",
+    "ort_engine_name",
     "ort_engines",
+    "parse_target",
+    "parse_targets",
     "peer_engines",
     "peer_info",
     "peer_modes",
+    "read_targets_file",
     "render_markdown",
     "run_benchmark",
+    "target_engines",
+    "unique_targets",
     "versions",
 ]

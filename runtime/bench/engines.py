@@ -38,6 +38,28 @@ PROVIDER_DEVICE = {
 }
 
 
+def ort_engine_name(short: str) -> str:
+    """The engine name of ONNX Runtime on provider ``short``: ``onnxruntime`` on the CPU and CUDA
+    EPs (told apart by device), ``onnxruntime-<provider>`` on others (``onnxruntime-tensorrt``)."""
+    short = short.lower()
+    return ORT if short in ("cpu", "cuda") else f"{ORT}-{short}"
+
+
+# The variants of a model a report's rows may name (`EngineInfo.variant`), for the targets: the
+# bundle's int8 variant, OpenVINO's bf16 inference. A new variant joins here.
+VARIANTS = ("int8", "bf16")
+
+
+def target_engines() -> tuple[str, ...]:
+    """Every engine name a benchmark target may name: ONNX Runtime on each provider, every engine
+    of `onnxedge.runtime.engines` and the PyTorch peers. An engine the report names joins there."""
+    from onnxedge.runtime.engines.base import ENGINES
+    from onnxedge.runtime.session import PROVIDERS
+
+    ort = (ort_engine_name(p) for p in PROVIDERS)
+    return tuple(dict.fromkeys([*ort, *ENGINES, *PEERS.values()]))
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineInfo:
     """What an engine is: its name, device, mode and the settings it runs with."""

@@ -87,10 +87,15 @@ def render_markdown(report: BenchReport) -> str:
         "",
         "## Targets",
         "",
-        "| target | result | detail |",
-        "| --- | --- | --- |",
     ]
-    lines += [f"| {t.description} | {t.status} | {t.detail} |" for t in report.targets]
+    targets = report.targets
+    if targets:
+        lines += ["| target | result | detail |", "| --- | --- | --- |"]
+        for t in targets:
+            named = f"{t.name}: " if t.name != t.target else ""
+            lines.append(f"| {named}`{t.target}` — {t.description} | {t.status} | {t.detail} |")
+    else:
+        lines.append("None given (`--target`, `--targets FILE.toml`).")
     compiled = [r for r in measured if "compile_s" in r.extras]
     if compiled:
         lines += [

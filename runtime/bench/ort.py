@@ -21,6 +21,7 @@ from onnxedge.runtime.bench.engines import (
     EngineInfo,
     Runner,
     SkippedEngine,
+    ort_engine_name,
 )
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.session import SessionConfig, make_session, provider_name
@@ -251,7 +252,7 @@ def ort_engines(
         else:
             config = SessionConfig(provider=short, threads=threads, graph_optimization="all")
             info = EngineInfo(
-                f"{ORT}-{short.lower()}",
+                ort_engine_name(short),
                 ORT,
                 device,
                 E2E,

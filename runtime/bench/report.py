@@ -11,9 +11,10 @@ from typing import Any
 from onnxedge.runtime.bench.engines import EngineInfo
 from onnxedge.runtime.bench.machine import BUSY_LOAD_PER_CORE
 from onnxedge.runtime.bench.markdown import render_markdown
+from onnxedge.runtime.bench.ratios import Ratio, compute_ratios
 from onnxedge.runtime.bench.settings import BenchSettings
-from onnxedge.runtime.bench.targets import Ratio, TargetResult, compute_ratios, evaluate_targets
 from onnxedge.runtime.bench.timing import BenchRow
+from onnxedge.runtime.bench.verdicts import TargetResult, evaluate_targets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,7 @@ class BenchReport:
 
     @property
     def targets(self) -> list[TargetResult]:
-        return evaluate_targets(self.rows)
+        return evaluate_targets(self.rows, self.settings.targets)
 
     def to_dict(self) -> dict[str, Any]:
         return {

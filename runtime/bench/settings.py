@@ -10,6 +10,7 @@ from typing import Any
 from onnxedge.runtime.bench.engines import PEERS, PROVIDER_DEVICE
 from onnxedge.runtime.bench.machine import default_threads
 from onnxedge.runtime.bench.stats import PERCENTILE_METHOD, THROUGHPUT_DEFINITION
+from onnxedge.runtime.bench.targets import Target, check_targets_fit
 from onnxedge.runtime.engines import OpenVinoConfig, check_engine, installed_engines
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.session import provider_name
@@ -95,6 +96,8 @@ class BenchSettings:
     # --engines: onnxruntime (on `providers`) and openvino (the CPU); None: every one installed.
     engines: tuple[str, ...] | None = None
     openvino_precisions: tuple[str, ...] = ("f32",)  # OpenVINO's inference precisions of fp32
+    # What the user asks of the figures (--target, --targets); none by default.
+    targets: tuple[Target, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
@@ -116,6 +119,12 @@ class BenchSettings:
             raise OnnxEdgeError(
                 f"expected --seed >= 0 (numpy seeds are non-negative), found {self.seed}"
             )
+        check_targets_fit(
+            self.targets,
+            batch_sizes=self.batch_sizes,
+            devices=self.devices,
+            peers=[PEERS[p] for p in self.peers],
+        )
 
     @property
     def resolved_engines(self) -> tuple[str, ...]:

@@ -1,288 +1,323 @@
-"""ORT / PyTorch throughput ratios, and targets judged from the measured rows: MET, MISSED,
-INDICATIVE (too few runs to judge) or NOT MEASURED (why)."""
+"""Benchmark targets are the user's: ``--target TEXT`` (repeatable) or ``--targets FILE.toml``.
+This module parses them; `onnxedge.runtime.bench.verdicts` judges them from the measured rows.
+
+The grammar (spaces are allowed between the parts)::
+
+    TARGET := [DEVICE ":"] CLAIM "@" BATCH
+    CLAIM  := SIDE "/" SIDE ">=" NUMBER ["x"]        throughput ratio: left over right
+            | [SIDE " "] "p50" "<=" NUMBER UNIT       p50 latency of SIDE (default onnxruntime)
+    SIDE   := ENGINE ["[" QUALIFIER {"," QUALIFIER} "]"]
+    QUALIFIER := MODE | VARIANT
+    DEVICE := cpu | cuda                              default cpu
+    MODE   := end-to-end | device-resident | cuda-graph   default end-to-end
+    VARIANT := int8 | bf16 (`VARIANTS`, as the report's rows name them)   default none
+    UNIT   := ms | us | µs
+    BATCH  := an integer >= 1 | max                   max: the largest batch measured for every side
+
+ENGINE is an engine as the report names it (`target_engines`: onnxruntime, openvino,
+torch-eager, torch-channels-last, torch-compile, ...); a side without a variant is the bundle's
+model as stored. Examples::
+
+    onnxruntime/torch-eager>=3.5@64                     CPU, end-to-end, batch 64
+    onnxruntime[int8]/onnxruntime>=3@64                 a variant against the fp32 model
+    cuda:onnxruntime[cuda-graph] p50<=50us@1
+    cuda:onnxruntime[device-resident]/torch-eager[device-resident]>=2@max
+
+A TOML file holds a list of tables, each with ``target`` (the text above) and optionally ``name``
+(the name in the report; default: the text) and ``note`` (shown with the target)::
+
+    [[target]]
+    name = "cpu-b64-vs-eager"
+    target = "onnxruntime/torch-eager>=3.5@64"
+    note = "set for a 2-core CPU"
+
+Anything else is a `TargetError` that says what was expected and what was found.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from onnxedge.runtime.bench.engines import E2E, GRAPH, ORT, PEER_MODE, PYTORCH, RESIDENT
-from onnxedge.runtime.bench.settings import MIN_RUNS_TO_JUDGE
-from onnxedge.runtime.bench.timing import BenchRow
+from onnxedge.runtime.bench.engines import (
+    E2E,
+    GRAPH,
+    ORT,
+    PEERS,
+    RESIDENT,
+    VARIANTS,
+    target_engines,
+)
+from onnxedge.runtime.errors import OnnxEdgeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEVICES = ("cpu", "cuda")
+MODES = (E2E, RESIDENT, GRAPH)
+RATIO, LATENCY = "ratio", "p50"
+GRAMMAR_HINT = (
+    "[cpu:|cuda:]ENGINE[MODE]/ENGINE[MODE]>=RATIO@BATCH or [cpu:|cuda:][ENGINE[MODE] ]p50<=X ms"
+    "@BATCH, such as onnxruntime/torch-eager>=3.5@64 or cuda:onnxruntime[cuda-graph] p50<=50us@1"
+    " (docs/BENCHMARKS.md)"
+)
+
+_NUMBER = r"[0-9]+(?:\.[0-9]*)?(?:e[-+]?[0-9]+)?|\.[0-9]+(?:e[-+]?[0-9]+)?"
+_SIDE = r"[A-Za-z][A-Za-z0-9_.-]*(?:\s*\[[^\]]*\])?"
+_TARGET = re.compile(
+    rf"""^\s*(?:(?P<device>[A-Za-z]+)\s*:)?\s*
+    (?:
+        (?P<left>{_SIDE})\s*/\s*(?P<right>{_SIDE})\s*>=\s*(?P<ratio>{_NUMBER})\s*[x×]?
+      | (?:(?P<side>{_SIDE})(?:\s+|(?<=\])))?p50\s*<=\s*(?P<ms>{_NUMBER})\s*(?P<unit>ms|us|µs)
+    )
+    \s*@\s*(?P<batch>[0-9]+|max)\s*$""",
+    re.VERBOSE | re.IGNORECASE,
+)
+_UNIT_MS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3}
+
+
+class TargetError(OnnxEdgeError):
+    """A target that does not parse, or that the run cannot measure as asked (a usage error)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Ratio:
-    """ORT throughput / a PyTorch peer's throughput, same device, batch size and input."""
+class Side:
+    """One engine in one mode, and a variant of the model or none, as the report's rows name
+    them (`EngineInfo`'s engine, mode and variant)."""
 
-    batch_size: int
-    ort: str
-    peer: str
-    ratio: float  # by throughput (batch / mean latency): what the targets use
-    p50_ratio: float  # peer p50 / ORT p50: less sensitive to stalls from other jobs
+    engine: str
+    mode: str = E2E
+    variant: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def label(self, device: str) -> str:
+        return " ".join(filter(None, (self.engine, device, self.mode, self.variant)))
 
-
-def compute_ratios(rows: Sequence[BenchRow]) -> list[Ratio]:
-    """Every measured ORT row against every measured peer row of the same device and batch size,
-    in the matching mode (end-to-end with end-to-end; device-resident and CUDA graph with the
-    peer's device-resident)."""
-    ratios = []
-    for o in rows:
-        if not o or o.info.family != ORT or o.stats is None:
-            continue
-        for p in rows:
-            if (
-                p
-                and p.stats is not None
-                and p.info.family == PYTORCH
-                and p.batch_size == o.batch_size
-                and p.info.device == o.info.device
-                and p.info.mode == PEER_MODE[o.info.mode]
-            ):
-                ratios.append(
-                    Ratio(
-                        o.batch_size,
-                        o.info.label,
-                        p.info.label,
-                        o.stats.throughput / p.stats.throughput,
-                        p.stats.p50_ms / o.stats.p50_ms,
-                    )
-                )
-    return ratios
+    def describe(self) -> str:
+        return f"{self.engine} ({', '.join(filter(None, (self.mode, self.variant)))})"
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """A figure the issue asks for: an ORT/peer throughput ratio (``peer`` set) at least
-    ``required``, or an ORT p50 latency (``peer`` None) at most ``required`` ms."""
+    """A figure the user asks for: ``left`` over ``right`` throughput at least ``required``
+    (``kind`` ratio), or ``left``'s p50 latency at most ``required`` ms (``kind`` p50), on
+    ``device`` at ``batch_size`` (None: the largest batch measured for every side)."""
 
-    name: str
-    description: str
+    text: str  # as given
+    kind: str  # RATIO or LATENCY
     device: str
-    batch_size: int | None  # None: the largest batch size measured for both
-    ort_mode: str
-    required: float
-    peer: str | None = None
-    peer_mode: str = E2E
-
-
-TARGETS = (
-    Target(
-        "cpu-b64-vs-eager",
-        "CPU, fp32: ORT ≥ 3.5× PyTorch eager throughput at batch 64 (set for a 2-core CPU)",
-        "cpu",
-        64,
-        E2E,
-        3.5,
-        "torch-eager",
-    ),
-    Target(
-        "cpu-b1-vs-eager",
-        "CPU, fp32: ORT ≥ 3× PyTorch eager throughput at batch 1 (set for a 2-core CPU)",
-        "cpu",
-        1,
-        E2E,
-        3.0,
-        "torch-eager",
-    ),
-    Target(
-        "cpu-b64-vs-compile",
-        "CPU, fp32: ORT ≥ 1.5× torch.compile throughput at batch 64 (set for a 2-core CPU)",
-        "cpu",
-        64,
-        E2E,
-        1.5,
-        "torch-compile",
-    ),
-    Target(
-        "cuda-b1-p50-graph",
-        "CUDA EP: batch-1 p50 ≤ 50 µs with IO binding and a CUDA graph (set for an H100)",
-        "cuda",
-        1,
-        GRAPH,
-        0.050,
-    ),
-    Target(
-        "cuda-large-vs-eager",
-        "CUDA EP: ORT ≥ 2× PyTorch eager throughput at the largest batch, both device-resident "
-        "(set for an H100)",
-        "cuda",
-        None,
-        RESIDENT,
-        2.0,
-        "torch-eager",
-        RESIDENT,
-    ),
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class TargetResult:
-    """A target's outcome: ``met``, ``missed`` (by how much), ``indicative`` (measured, but from
-    fewer than `MIN_RUNS_TO_JUDGE` timed runs: a figure, not a verdict) or ``not measured`` (why).
-    Truthy only when met."""
-
-    name: str
-    description: str
-    status: str  # "met" | "missed" | "indicative" | "not measured"
-    required: float
-    unit: str  # "x" (ratio) or "ms" (p50 latency)
-    measured: float | None
+    left: Side
+    required: float  # a ratio (x), or milliseconds
     batch_size: int | None
-    detail: str
+    right: Side | None = None
+    name: str = ""  # the name in the report; default: the text
+    note: str = ""
+    unit: str = "ms"  # for LATENCY: the unit it was given in, for the report
 
-    def __bool__(self) -> bool:
-        return self.status == "met"
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.text)
 
     @property
-    def missed_by(self) -> float | None:
-        """How far off: required/measured for a ratio, measured/required for a latency."""
-        if self.status != "missed" or self.measured is None:
-            return None
-        if self.unit == "x":
-            return self.required / self.measured
-        return self.measured / self.required
+    def sides(self) -> tuple[Side, ...]:
+        return (self.left,) if self.right is None else (self.left, self.right)
 
-    def __str__(self) -> str:
-        return f"{self.status.upper()} | {self.name} | {self.detail}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "missed_by": self.missed_by}
-
-
-def _find(rows: Sequence[BenchRow], engine: str, device: str, mode: str, batch: int):
-    for r in rows:
-        i = r.info
-        if (i.engine, i.device, i.mode, r.batch_size) == (engine, device, mode, batch):
-            return r
-    return None
-
-
-def evaluate_target(
-    target: Target, rows: Sequence[BenchRow], *, min_runs: int = MIN_RUNS_TO_JUDGE
-) -> TargetResult:
-    """Judge ``target`` from the rows: met or missed only when every row it uses has at least
-    ``min_runs`` timed runs; from fewer, the figure is reported as ``indicative``."""
-    unit = "ms" if target.peer is None else "x"
-
-    def result(status: str, detail: str, measured: float | None = None, batch=None):
-        return TargetResult(
-            target.name,
-            target.description,
-            status,
-            target.required,
-            unit,
-            measured,
-            batch,
-            detail,
-        )
-
-    batch = target.batch_size
-    if batch is None:
-        common = {
-            r.batch_size
-            for r in rows
-            if r
-            and (r.info.engine, r.info.device, r.info.mode) == (ORT, target.device, target.ort_mode)
-        }
-        if target.peer is not None:
-            common &= {
-                r.batch_size
-                for r in rows
-                if r
-                and (r.info.engine, r.info.device, r.info.mode)
-                == (target.peer, target.device, target.peer_mode)
-            }
-        if not common:
-            return result("not measured", _why_missing(rows, target, None))
-        batch = max(common)
-    ort_row = _find(rows, ORT, target.device, target.ort_mode, batch)
-    if not ort_row or ort_row.stats is None:
-        return result("not measured", _why_missing(rows, target, batch), batch=batch)
-    if target.peer is None:
-        p50 = ort_row.stats.p50_ms
-        if ort_row.stats.runs < min_runs:
-            return result(
-                "indicative",
-                f"{_too_few(ort_row.stats.runs, min_runs)}: p50 {p50 * 1e3:.1f} µs against ≤ "
-                f"{target.required * 1e3:.0f} µs at batch {batch}",
-                p50,
-                batch,
+    @property
+    def description(self) -> str:
+        at = f"at batch {self.batch_size}" if self.batch_size else "at the largest batch"
+        where = self.device.upper() if self.device == "cpu" else "CUDA"
+        if self.kind == RATIO:
+            assert self.right is not None
+            what = (
+                f"{where}: {self.left.describe()} ≥ {self.required:g}× "
+                f"{self.right.describe()} throughput {at}"
             )
-        if p50 <= target.required:
-            return result(
-                "met",
-                f"p50 {p50 * 1e3:.1f} µs ≤ {target.required * 1e3:.0f} µs at batch {batch}",
-                p50,
-                batch,
+        else:
+            what = (
+                f"{where}: {self.left.describe()} p50 ≤ "
+                f"{format_latency(self.required, self.unit)} {at}"
             )
-        return result(
-            "missed",
-            f"missed by {p50 / target.required:.2f}×: p50 {p50 * 1e3:.1f} µs, required ≤ "
-            f"{target.required * 1e3:.0f} µs at batch {batch}",
-            p50,
-            batch,
+        return what + (f" ({self.note})" if self.note else "")
+
+
+def format_latency(ms: float, unit: str = "ms") -> str:
+    """``ms`` in the unit a target was given in: ``50 µs``, ``0.545 ms``."""
+    if unit in ("us", "µs"):
+        return f"{ms * 1e3:.1f} µs" if ms * 1e3 < 100 else f"{ms * 1e3:.0f} µs"
+    return f"{ms:.3g} ms"
+
+
+def parse_target(text: str, *, name: str = "", note: str = "") -> Target:
+    """One target from its text (the grammar above); a `TargetError` says what is wrong."""
+    if not isinstance(text, str) or not text.strip():
+        raise TargetError(f"expected a target such as {GRAMMAR_HINT}; found {text!r}")
+    match = _TARGET.match(text)
+    if match is None:
+        raise TargetError(f"cannot read the target {text.strip()!r}: expected {GRAMMAR_HINT}")
+    device = (match["device"] or "cpu").lower()
+    if device not in DEVICES:
+        raise TargetError(
+            f"target {text.strip()!r}: unknown device {match['device']!r}; expected "
+            + " or ".join(DEVICES)
         )
-    peer_row = _find(rows, target.peer, target.device, target.peer_mode, batch)
-    if not peer_row or peer_row.stats is None:
-        return result("not measured", _why_missing(rows, target, batch), batch=batch)
-    ratio = ort_row.stats.throughput / peer_row.stats.throughput
-    figures = (
-        f"ORT {ort_row.stats.throughput:,.0f} img/s, {target.peer} "
-        f"{peer_row.stats.throughput:,.0f} img/s at batch {batch}"
-    )
-    runs = min(ort_row.stats.runs, peer_row.stats.runs)
-    if runs < min_runs:
-        return result(
-            "indicative",
-            f"{_too_few(runs, min_runs)}: {ratio:.2f}× against ≥ {target.required:g}× ({figures})",
-            ratio,
-            batch,
+    batch = None if match["batch"].lower() == "max" else int(match["batch"])
+    if batch is not None and batch < 1:
+        raise TargetError(f"target {text.strip()!r}: expected a batch size >= 1, found {batch}")
+    common: dict[str, Any] = {
+        "text": text.strip(),
+        "device": device,
+        "batch_size": batch,
+        "name": name,
+        "note": note,
+    }
+    if match["ratio"] is not None:
+        left, right = (_side(match[k], device, text) for k in ("left", "right"))
+        if left == right:
+            raise TargetError(
+                f"target {text.strip()!r}: expected two different sides, found "
+                f"{left.describe()} twice"
+            )
+        return Target(
+            kind=RATIO, left=left, right=right, required=_positive(match["ratio"], text), **common
         )
-    if ratio >= target.required:
-        return result("met", f"{ratio:.2f}× ≥ {target.required:g}× ({figures})", ratio, batch)
-    return result(
-        "missed",
-        f"missed by {target.required / ratio:.2f}×: {ratio:.2f}×, required ≥ "
-        f"{target.required:g}× ({figures})",
-        ratio,
-        batch,
-    )
+    unit = match["unit"].lower()
+    side = _side(match["side"], device, text) if match["side"] else Side(ORT)
+    required = _positive(match["ms"], text) * _UNIT_MS[unit]
+    return Target(kind=LATENCY, left=side, required=required, unit=unit, **common)
 
 
-def _too_few(runs: int, min_runs: int) -> str:
-    return f"not enough runs to judge ({runs} < {min_runs})"
+def _side(text: str, device: str, target: str) -> Side:
+    engine, _, qualifiers = text.partition("[")
+    engine = engine.strip().lower()
+    known = target_engines()
+    if engine not in known:
+        raise TargetError(
+            f"target {target.strip()!r}: unknown engine {engine!r}; expected one of: "
+            + ", ".join(known)
+        )
+    words = [q.strip().lower() for q in qualifiers.rstrip("]").split(",") if q.strip()]
+    unknown = next((w for w in words if w not in (*MODES, *VARIANTS)), None)
+    if unknown is not None:
+        raise TargetError(
+            f"target {target.strip()!r}: unknown mode or variant {unknown!r}; expected modes "
+            f"{', '.join(MODES)} or variants {', '.join(VARIANTS)}"
+        )
+    modes = [w for w in words if w in MODES]
+    variants = [w for w in words if w in VARIANTS]
+    if len(modes) > 1 or len(variants) > 1:
+        raise TargetError(
+            f"target {target.strip()!r}: expected [MODE], [VARIANT] or [MODE,VARIANT] after "
+            f"{engine}, found [{qualifiers}"
+        )
+    mode = modes[0] if modes else E2E
+    if device == "cpu" and mode != E2E:
+        raise TargetError(
+            f"target {target.strip()!r}: on the cpu every engine runs {E2E}; {mode} is a cuda "
+            "mode (write cuda: before the target)"
+        )
+    return Side(engine, mode, variants[0] if variants else "")
 
 
-def _why_missing(rows: Sequence[BenchRow], target: Target, batch: int | None) -> str:
-    wanted = [(ORT, target.ort_mode)]
-    if target.peer is not None:
-        wanted.append((target.peer, target.peer_mode))
-    for engine, mode in wanted:
-        label = f"{engine} {target.device} {mode}"
-        candidates = [
-            r
-            for r in rows
-            if (r.info.engine, r.info.device, r.info.mode) == (engine, target.device, mode)
-            and (batch is None or r.batch_size == batch)
-        ]
-        if not candidates:
-            where = f"at batch {batch}" if batch is not None else ""
-            return f"no {label} row {where}".rstrip() + " in this run"
-        bad = next((r for r in candidates if not r), None)
-        if bad is not None:
-            return f"{label} {bad.status}: {bad.reason}"
-    return "not measured in this run"
+def _positive(text: str, target: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise TargetError(f"target {target.strip()!r}: expected a number > 0, found {text}")
+    return value
 
 
-def evaluate_targets(
-    rows: Sequence[BenchRow],
-    targets: Sequence[Target] = TARGETS,
+def parse_targets(texts: Sequence[str]) -> tuple[Target, ...]:
+    """`parse_target` for each; the same text twice counts once."""
+    return unique_targets(parse_target(t) for t in texts)
+
+
+def unique_targets(targets: Any) -> tuple[Target, ...]:
+    """The targets in order, one per text; two different targets under one name are an error."""
+    out: dict[str, Target] = {}
+    for t in targets:
+        seen = out.get(t.name)
+        if seen is not None and seen != t:
+            raise TargetError(f"two targets are named {t.name!r}: {seen.text!r} and {t.text!r}")
+        out.setdefault(t.name, t)
+    return tuple(out.values())
+
+
+_FILE_KEYS = ("target", "name", "note")
+
+
+def read_targets_file(path: str | Path) -> tuple[Target, ...]:
+    """The targets of a TOML file (the format above)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise TargetError(f"cannot read {path}: {e.strerror or e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise TargetError(f"{path} is not TOML: {e}") from None
+    extra = sorted(set(data) - {"target"})
+    tables = data.get("target")
+    if extra or not isinstance(tables, list) or not tables:
+        found = f"keys {extra}" if extra else f"target = {type(tables).__name__}"
+        raise TargetError(
+            f'{path}: expected one or more [[target]] tables (target = "...", optional name '
+            f"and note), found {found}"
+        )
+    targets = []
+    for i, table in enumerate(tables, 1):
+        where = f"{path}: target {i}"
+        if not isinstance(table, Mapping):
+            raise TargetError(f"{where}: expected a table, found {type(table).__name__}")
+        unknown = sorted(set(table) - set(_FILE_KEYS))
+        if unknown:
+            raise TargetError(f"{where}: unknown key {unknown[0]!r}; expected {_FILE_KEYS}")
+        if not all(isinstance(table.get(k, ""), str) for k in _FILE_KEYS):
+            raise TargetError(f"{where}: expected target, name and note as strings")
+        if "target" not in table:
+            raise TargetError(f"{where}: expected a 'target' key, found {sorted(table)}")
+        try:
+            target = parse_target(
+                table["target"], name=table.get("name", ""), note=table.get("note", "")
+            )
+        except TargetError as e:
+            raise TargetError(f"{where}: {e}") from None
+        targets.append(target)
+    try:
+        return unique_targets(targets)
+    except TargetError as e:
+        raise TargetError(f"{path}: {e}") from None
+
+
+def check_targets_fit(
+    targets: Sequence[Target],
     *,
-    min_runs: int = MIN_RUNS_TO_JUDGE,
-) -> list[TargetResult]:
-    return [evaluate_target(t, rows, min_runs=min_runs) for t in targets]
+    batch_sizes: Sequence[int],
+    devices: Sequence[str],
+    peers: Sequence[str],
+) -> None:
+    """A `TargetError` for a target this run cannot measure as configured: its batch size is not
+    among ``batch_sizes``, its device among those of the providers asked for, or a PyTorch peer it
+    names among ``peers`` (engine names). An engine that is asked for but cannot run here is
+    another matter: its targets are NOT MEASURED, with the reason."""
+    for t in targets:
+        if t.batch_size is not None and t.batch_size not in batch_sizes:
+            raise TargetError(
+                f"target {t.name!r} is at batch {t.batch_size}, which is not among the batch "
+                f"sizes of this run ({','.join(map(str, batch_sizes))})"
+            )
+        if t.device not in devices:
+            raise TargetError(
+                f"target {t.name!r} is on {t.device}, but no {t.device} provider is asked for "
+                f"(devices of this run: {', '.join(devices)})"
+            )
+        for side in t.sides:
+            if side.engine in PEERS.values() and side.engine not in peers:
+                short = next(k for k, v in PEERS.items() if v == side.engine)
+                raise TargetError(
+                    f"target {t.name!r} needs the engine {side.engine}, which this run does not "
+                    f"time (add {short} to --peers)"
+                )

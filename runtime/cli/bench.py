@@ -19,9 +19,14 @@ from onnxedge.runtime.bench import (
     PEERS,
     BenchSettings,
     ProgressFn,
+    Target,
+    TargetError,
     TimingPlan,
     benchmark,
     command_line,
+    parse_target,
+    read_targets_file,
+    unique_targets,
 )
 from onnxedge.runtime.bundle import atomic_write_bytes
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
@@ -30,6 +35,22 @@ from onnxedge.runtime.errors import OnnxEdgeError
 
 # numpy's SeedSequence takes any non-negative integer; a negative seed is a usage error.
 _SEED = click.IntRange(min=0)
+
+
+def _targets(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple:
+    try:
+        return tuple(parse_target(text) for text in value)
+    except TargetError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _targets_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> tuple:
+    if value is None:
+        return ()
+    try:
+        return read_targets_file(value)
+    except TargetError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _check_writable(path: Path | None) -> None:
@@ -154,6 +175,28 @@ def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="PNG.")
+@click.option(
+    "--target",
+    "target_list",
+    multiple=True,
+    callback=_targets,
+    metavar="TARGET",
+    help="A target to judge (repeatable), such as 'onnxruntime/torch-eager>=3.5@64' or "
+    "'cuda:onnxruntime[cuda-graph] p50<=50us@1'; grammar: docs/BENCHMARKS.md.",
+)
+@click.option(
+    "--targets",
+    "targets_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    callback=_targets_file,
+    help="A TOML file of [[target]] tables (target = '...', optional name and note).",
+)
+@click.option(
+    "--fail-on-miss",
+    is_flag=True,
+    help="Exit 1 when a target is MISSED (INDICATIVE and NOT MEASURED do not fail).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (none anyway off a TTY).")
 def bench_cmd(
     bundle: Path,
@@ -175,13 +218,17 @@ def bench_cmd(
     json_path: Path | None,
     md_path: Path | None,
     plot_path: Path | None,
+    target_list: tuple[Target, ...],
+    targets_file: tuple[Target, ...],
+    fail_on_miss: bool,
     no_progress: bool,
 ) -> None:
     """Latency and throughput of BUNDLE under ONNX Runtime, with PyTorch peers in the same run.
 
     Prints the Markdown report and one MET / MISSED / INDICATIVE / NOT MEASURED line per target
-    (INDICATIVE: fewer than 10 timed runs, too few to judge). Exits 0 when at least one engine was
-    measured (targets are figures, not tests).
+    given with --target or --targets (INDICATIVE: fewer than 10 timed runs, too few to judge).
+    Exits 0 when at least one engine was measured; with --fail-on-miss, 1 when a target was
+    MISSED.
     """
     if iters is not None and seconds is not None:
         raise click.UsageError("give --iters or --seconds, not both")
@@ -198,17 +245,21 @@ def bench_cmd(
         min_iters=min_iters,
         rounds=rounds,
     )
-    settings = BenchSettings(
-        providers=providers,
-        batch_sizes=batch_sizes,
-        peers=peers,
-        plan=plan,
-        threads=threads,
-        seed=seed,
-        checkpoint=str(checkpoint) if checkpoint else None,
-        tf32=tf32,
-        spinning=spinning,
-    )
+    try:
+        settings = BenchSettings(
+            providers=providers,
+            batch_sizes=batch_sizes,
+            peers=peers,
+            plan=plan,
+            threads=threads,
+            seed=seed,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            tf32=tf32,
+            spinning=spinning,
+            targets=unique_targets([*targets_file, *target_list]),
+        )
+    except TargetError as e:
+        raise click.UsageError(str(e)) from None
     settings = dataclasses.replace(
         settings, engines=engines, openvino_precisions=openvino_precisions
     )
@@ -239,3 +290,9 @@ def bench_cmd(
         reason, labels = next(iter(by_reason.items()))
         more = f" (and {len(by_reason) - 1} other reasons)" if len(by_reason) > 1 else ""
         raise OnnxEdgeError(f"no engine could be measured: {', '.join(labels)}: {reason}{more}")
+    missed = [t for t in report.targets if t.status == "missed"]
+    if fail_on_miss and missed:
+        raise OnnxEdgeError(
+            f"{len(missed)} of {len(report.targets)} targets MISSED (--fail-on-miss): "
+            + ", ".join(t.name for t in missed)
+        )
