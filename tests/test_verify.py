@@ -74,3 +74,32 @@ def test_simplify_that_loses_the_batch_symbol_is_refused(monkeypatch):
     monkeypatch.setattr(onnxsim, "simplify", static_batch)
     with pytest.raises(OnnxEdgeError, match=r"onnxsim changed the graph's input/output dims"):
         simplify_model(model)
+
+
+def _scaled(offset: float) -> onnx.ModelProto:
+    """y = 1000 x + offset: logits-sized outputs (up to 1000) with an additive error."""
+    import onnx.parser
+
+    return onnx.parser.parse_model(
+        f"""
+        <ir_version: 8, opset_import: ["" : 18]>
+        g (float[N, 4] x) => (float[N, 4] y) {{
+            k = Constant <value = float {{1000.0}}> ()
+            c = Constant <value = float {{{offset}}}> ()
+            big = Mul (x, k)
+            y = Add (big, c)
+        }}
+        """
+    )
+
+
+def test_verify_atol_is_relative_to_the_output_scale():
+    # 1e-4 on outputs up to 1000 is float32 rounding, not a change: it passes (atol 1e-5 x 1000)
+    assert verify_onnx_step("rounding", _scaled(0.0), _scaled(1e-4))
+    # 0.1 on the same outputs is a change, wherever the element is small or large
+    step = verify_onnx_step("a real change", _scaled(0.0), _scaled(0.1))
+    assert not step
+    with pytest.raises(
+        OnnxEdgeError, match=r"a real change changed the model.s output.*exceeds atol 0.009"
+    ):
+        step.raise_if_failed()
