@@ -200,8 +200,13 @@ def run_entry(
             parity_logits=max(r.logits.max_abs_error for r in ran) if ran else None,
         )
         if not parity:
-            failed = next((r for r in parity.rows if not r), None)
-            raise OnnxEdgeError(f"parity: {failed.reason if failed else parity.summary}")
+            failed = next((r for r in parity.rows if r.status == "failed"), None)
+            summary = parity.summary.removeprefix("parity: ")
+            raise OnnxEdgeError(
+                f"{summary}; batch {failed.batch}: {failed.reason}"
+                if failed is not None
+                else summary
+            )
 
         step = "bench"
         say(f"{entry.name} ({exporter}): bench")
@@ -216,7 +221,7 @@ def run_entry(
         seconds["bench"] = time.perf_counter() - started
         timed = [r for r in bench.rows if r and r.stats is not None]
         if not timed:
-            raise OnnxEdgeError(f"bench: {bench.rows[0].reason if bench.rows else 'no rows'}")
+            raise OnnxEdgeError(bench.rows[0].reason if bench.rows else "no rows")
         row = dataclasses.replace(row, p50_ms=timed[0].stats.p50_ms)
         return dataclasses.replace(row, status="passed", seconds=seconds)
     except OnnxEdgeError as e:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from onnxedge.export import zoo
 
 
-def test_a_zoo_row_and_a_failed_one(tmp_path):
+def test_a_zoo_row_and_a_failed_one(tmp_path, monkeypatch):
     tiny = zoo.ZooEntry(
         "tiny_se",
         "onnxedge.models.families:squeeze_excite",
@@ -30,3 +30,13 @@ def test_a_zoo_row_and_a_failed_one(tmp_path):
     assert "| tiny_se | hand-written (SE blocks) | dynamo 18 | 3×32×32 |" in text
     assert "ReduceMean → GlobalAveragePool" in text
     assert "FAILED: build: " in text and "1 of 2 rows passed." in text
+
+    # A parity failure names the batch and why (here: zero tolerances, so any rounding fails).
+    from onnxedge.runtime import parity
+
+    real = parity.run_parity
+    zero = parity.ToleranceOverrides(atol=0.0, rtol=0.0, logit_atol=0.0, logit_rtol=0.0)
+    monkeypatch.setattr(parity, "run_parity", lambda *a, **k: real(*a, **k, overrides=zero))
+    strict = zoo.run_entry(tiny, "dynamo", 18, tmp_path / "strict", lambda _msg: None)
+    assert strict.status == "failed" and strict.reason.startswith("parity: 0 passed, ")
+    assert "; batch " in strict.reason and "outside the tolerance" in strict.reason
