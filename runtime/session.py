@@ -146,11 +146,17 @@ def make_session(model: str | Path | bytes, config: SessionConfig | None = None)
     # so that the reason lands in the one-line error instead of above it.
     capture = captured_native_stderr() if name != "CPUExecutionProvider" else _no_capture()
     session, error = None, None
-    with capture as ort_log:
+    # onnxruntime's Python layer prints an "EP Error" banner on stdout when a GPU provider fails
+    # and it falls back: stdout holds the commands' results, so it goes to the debug log.
+    printed = io.StringIO()
+    with capture as ort_log, contextlib.redirect_stdout(printed):
         try:
             session = ort.InferenceSession(source, sess_options=options, providers=providers)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
             error = f"onnxruntime cannot load the model on {name}: {first_line(e)}"
+    for line in printed.getvalue().splitlines():
+        if line.strip():
+            log.debug("onnxruntime printed: %s", line)
     for line in ort_log:
         log.debug("onnxruntime: %s", line)
     said = ort_complaint(ort_log)
@@ -239,3 +245,35 @@ def ort_complaint(lines: Sequence[str]) -> str:
 @contextlib.contextmanager
 def _no_capture() -> Iterator[list[str]]:
     yield []
+
+
+_MISSING_LIBRARY = re.compile(r"([^\s:;/]+\.so[.\d]*): cannot open shared object file")
+_EP_NAMES = {"Tensorrt": "TensorRT"}
+SHORT_REASON_CHARS = 120
+
+
+def short_reason(message: str) -> str:
+    """The first cause in a provider's (or engine's) failure message, for one SKIPPED line:
+    ``CUDA EP: libcublasLt.so.13 not found`` for `make_session`'s long message with onnxruntime's
+    own words; the message itself, cut at its first sentence, for anything else. The full message
+    stays in the JSON reports and is printed with ``-v``."""
+    requested = re.match(r"requested (\w+?)ExecutionProvider\b", message)
+    ep = ""
+    if requested:
+        ep = f"{_EP_NAMES.get(requested.group(1), requested.group(1))} EP"
+    said = message.partition("onnxruntime says: ")[2]
+    library = _MISSING_LIBRARY.search(said or message)
+    if library:
+        cause = f"{library.group(1)} not found"
+    elif said:
+        cause = said.split("; ")[0].strip()
+    elif requested and "could not load it" in message:
+        cause = "onnxruntime could not load it and fell back to the CPU"
+    elif requested and ", available: " in message:
+        cause = "not in this onnxruntime build (available: "
+        cause += message.partition(", available: ")[2].split(";")[0] + ")"
+    else:
+        cause = re.split(r"(?<=\.)\s+(?=[A-Z])", message.strip(), maxsplit=1)[0]
+    if len(cause) > SHORT_REASON_CHARS:
+        cause = cause[: SHORT_REASON_CHARS - 1].rstrip() + "…"
+    return f"{ep}: {cause}" if ep else cause

@@ -396,6 +396,37 @@ def test_short_run_markdown(short_run):
     assert "MET |" not in stdout.replace("NOT MEASURED |", "") and "MISSED |" not in stdout
 
 
+def test_a_skipped_provider_is_one_line_with_its_first_cause(short_run):
+    out, _ = short_run
+    md = (out / "b.md").read_text()
+    section = md.split("## Not measured")[1].split("\n## ")[0]
+    lines = [line for line in section.splitlines() if line.startswith("- ")]
+    providers = [line.split(" | ")[1].split(":")[0] for line in lines]
+    assert len(providers) == len(set(providers)), lines  # one line per provider
+    if NO_CUDA:
+        (cuda,) = [line for line in lines if line.startswith("- SKIPPED | CUDAExecutionProvider")]
+        assert (
+            "onnxruntime (end-to-end, device-resident, cuda-graph) | batch 1, 2 | CUDA EP: " in cuda
+        )
+        assert "requested CUDAExecutionProvider" not in cuda  # the full message: JSON and -v
+        report = json.loads((out / "b.json").read_text())
+        reasons = [r["reason"] for r in report["rows"] if r["provider"] == "CUDAExecutionProvider"]
+        assert all(r.startswith("requested CUDAExecutionProvider") for r in reasons)
+
+
+def test_a_variant_target_compares_variant_rows():
+    int8 = EngineInfo(ORT, ORT, "cpu", E2E, "test", variant="int8")
+    stats = LatencyStats.from_seconds([0.010] * MIN_RUNS_TO_JUDGE, batch_size=64)
+    rows = [
+        _row(ORT, "cpu", E2E, 64, 40.0),
+        BenchRow(int8, 64, "ok", stats=stats),
+    ]
+    result = evaluate_target(parse_target("onnxruntime[int8]/onnxruntime>=3@64"), rows)
+    assert result.status == "met" and result.measured == pytest.approx(4.0)
+    missed = evaluate_target(parse_target("onnxruntime[int8]/onnxruntime>=5@64"), rows)
+    assert missed.status == "missed"
+
+
 def test_short_run_png_opens(short_run):
     out, _ = short_run
     path = out / "b.png"

@@ -40,3 +40,16 @@ def test_every_registered_command_loads_under_its_name():
     help_text = CliRunner().invoke(main, ["--help"]).output
     for name in COMMANDS:
         assert re.search(rf"^  {re.escape(name)}\b", help_text, re.M), name
+
+
+def test_progress_lines_only_with_verbose(smile_bundle, tmp_path):
+    """`make export` prints a handful of lines: the export side's progress is for -v."""
+    args = ["simplify", str(smile_bundle / "model.onnx"), "-o", str(tmp_path / "s.onnx")]
+    args.append("--no-onnxsim")
+    quiet = CliRunner().invoke(main, args)
+    assert quiet.exit_code == 0, quiet.output
+    assert not [line for line in quiet.stderr.splitlines() if line.startswith("  ")]
+    assert "wrote " in quiet.stdout
+    verbose = CliRunner().invoke(main, ["-v", *args])
+    assert verbose.exit_code == 0, verbose.output
+    assert "  lowering the GAP head to GlobalAveragePool" in verbose.stderr.splitlines()

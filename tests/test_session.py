@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
-from onnxedge.runtime.session import SessionConfig, make_session, provider_name
+from onnxedge.runtime.session import SessionConfig, make_session, provider_name, short_reason
 
 
 def test_cpu_session(smile_bundle):
@@ -99,3 +99,55 @@ def test_gpu_libraries_preloaded_once_quietly_and_never_fatally(smile_bundle, mo
     assert calls == [1]
     out = capfd.readouterr().out
     assert "install CUDA" not in out and "libcudart" not in out
+
+
+LONG_CUDA = (
+    "requested CUDAExecutionProvider, but onnxruntime could not load it and fell back; available: "
+    "CPUExecutionProvider (this build offers: TensorrtExecutionProvider, CUDAExecutionProvider, "
+    "CPUExecutionProvider); onnxruntime says: Failed to load library libonnxruntime_providers_cuda"
+    ".so with error: libcublasLt.so.13: cannot open shared object file: No such file or directory;"
+    " Failed to create CUDAExecutionProvider. Require cuDNN 9.* and CUDA 13.*."
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "short"),
+    [
+        (LONG_CUDA, "CUDA EP: libcublasLt.so.13 not found"),
+        (
+            LONG_CUDA.replace("CUDAExecutionProvider, but", "TensorrtExecutionProvider, but"),
+            "TensorRT EP: libcublasLt.so.13 not found",
+        ),
+        (
+            "requested CUDAExecutionProvider, available: CPUExecutionProvider",
+            "CUDA EP: not in this onnxruntime build (available: CPUExecutionProvider)",
+        ),
+        (
+            LONG_CUDA.split("; onnxruntime says")[0],
+            "CUDA EP: onnxruntime could not load it and fell back to the CPU",
+        ),
+        (
+            LONG_CUDA.split("says: ")[0] + "says: CUDA failure 100: no CUDA-capable device ; GPU=0",
+            "CUDA EP: CUDA failure 100: no CUDA-capable device",
+        ),
+        (
+            "torch.cuda.is_available() is False (torch 2.13.0+cpu)",
+            "torch.cuda.is_available() is False (torch 2.13.0+cpu)",
+        ),
+        (
+            "could not run at batch 8: out of memory. Tried to allocate 2 GiB.",
+            "could not run at batch 8: out of memory.",
+        ),
+        ("x" * 300, "x" * 119 + "…"),
+    ],
+)
+def test_short_reason_is_the_first_cause(message, short):
+    assert short_reason(message) == short
+
+
+def test_a_failing_gpu_provider_prints_nothing_on_stdout(smile_bundle, capfd):
+    """onnxruntime's Python layer prints an "EP Error" banner when it falls back (TensorRT): the
+    results on stdout must not carry it."""
+    with contextlib.suppress(OnnxEdgeError):
+        make_session(smile_bundle / "model.onnx", SessionConfig(provider="tensorrt"))
+    assert "EP Error" not in capfd.readouterr().out

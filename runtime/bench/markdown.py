@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from onnxedge.runtime.session import short_reason
 
 if TYPE_CHECKING:
     from onnxedge.runtime.bench.report import BenchReport
+    from onnxedge.runtime.bench.timing import BenchRow
 
 
 def _ms(v: float) -> str:
@@ -21,7 +24,9 @@ def _rate(v: float) -> str:
     return f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
 
 
-def render_markdown(report: BenchReport) -> str:
+def render_markdown(report: BenchReport, *, verbose: bool = False) -> str:
+    """The report as Markdown; ``verbose``: the full reason of every row not measured, not only
+    its first cause."""
     b = report.bundle
     m = report.machine
     s = report.settings.to_dict()
@@ -114,14 +119,7 @@ def render_markdown(report: BenchReport) -> str:
         ]
     not_run = [r for r in report.rows if r.stats is None]
     if not_run:
-        lines += ["", "## Not measured", ""]
-        grouped: dict[tuple[str, str, str], list[int]] = {}
-        for r in not_run:
-            grouped.setdefault((r.info.label, r.status, r.reason), []).append(r.batch_size)
-        for (label, status, reason), batches in grouped.items():
-            lines.append(
-                f"- {status.upper()} | {label} | batch {', '.join(map(str, batches))} | {reason}"
-            )
+        lines += ["", "## Not measured", "", *_not_measured(not_run, verbose)]
     lines += ["", "## Engine settings", ""]
     for e in report.engines:
         settings = ", ".join(f"{k}={_setting(val)}" for k, val in e.settings.items())
@@ -131,6 +129,34 @@ def render_markdown(report: BenchReport) -> str:
         lines += ["", "## Output check (before timing)", ""]
         lines += [f"- batch {r.batch_size}, {r.info.label}: {r.check}" for r in checked]
     return "\n".join(lines) + "\n"
+
+
+def _not_measured(rows: Sequence[BenchRow], verbose: bool) -> list[str]:
+    """A skipped provider (or PyTorch device) is ONE line: its engines and modes, the batch sizes
+    and the first cause (`short_reason`). A failed row keeps its own line and its full reason."""
+    groups: dict[tuple[str, str, str], list[BenchRow]] = {}
+    for r in rows:
+        if r.status == "skipped":
+            key = (r.status, r.info.provider, short_reason(r.reason))
+        else:
+            key = (r.status, r.info.label, r.reason)
+        groups.setdefault(key, []).append(r)
+    lines = []
+    for (status, what, reason), group in groups.items():
+        batches = ", ".join(map(str, dict.fromkeys(r.batch_size for r in group)))
+        if status == "skipped":
+            modes: dict[str, list[str]] = {}
+            for r in group:
+                mode = " ".join(filter(None, (r.info.mode, r.info.variant)))
+                modes.setdefault(r.info.engine, [])
+                if mode not in modes[r.info.engine]:
+                    modes[r.info.engine].append(mode)
+            engines = "; ".join(f"{e} ({', '.join(m)})" for e, m in modes.items())
+            what = f"{what}: {engines}"
+            if verbose:
+                reason = " / ".join(dict.fromkeys(r.reason for r in group))
+        lines.append(f"- {status.upper()} | {what} | batch {batches} | {reason}")
+    return lines
 
 
 def _setting(value: Any) -> str:

@@ -71,8 +71,8 @@ class BenchReport:
             "targets": [t.to_dict() for t in self.targets],
         }
 
-    def to_markdown(self) -> str:
-        return render_markdown(self)
+    def to_markdown(self, *, verbose: bool = False) -> str:
+        return render_markdown(self, verbose=verbose)
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:

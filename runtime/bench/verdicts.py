@@ -51,8 +51,7 @@ class TargetResult:
 
 def _matches(row: BenchRow, side: Side, device: str) -> bool:
     i = row.info
-    variant = getattr(i, "variant", "")  # none: the bundle's model as stored
-    return (i.engine, i.device, i.mode, variant) == (side.engine, device, side.mode, side.variant)
+    return (i.engine, i.device, i.mode, i.variant) == (side.engine, device, side.mode, side.variant)
 
 
 def _find(rows: Sequence[BenchRow], side: Side, device: str, batch: int) -> BenchRow | None:

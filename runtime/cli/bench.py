@@ -31,6 +31,7 @@ from onnxedge.runtime.bench import (
 from onnxedge.runtime.bundle import atomic_write_bytes
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.options import THREADS, name_list, positive_ints, provider_list
+from onnxedge.runtime.cli.output import verbosity
 from onnxedge.runtime.errors import OnnxEdgeError
 
 # numpy's SeedSequence takes any non-negative integer; a negative seed is a usage error.
@@ -267,7 +268,7 @@ def bench_cmd(
     with _progress(show) as on_progress:
         report = benchmark(bundle, settings, command=command_line(), on_progress=on_progress)
 
-    markdown = report.to_markdown()
+    markdown = report.to_markdown(verbose=verbosity() > 0)
     if json_path is not None:
         atomic_write_bytes(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     if md_path is not None:

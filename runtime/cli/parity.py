@@ -14,6 +14,7 @@ import click
 
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
+from onnxedge.runtime.cli.output import verbosity
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity import (
@@ -154,7 +155,7 @@ def parity_cmd(
         required=require,
     )
     click.echo(f"reference: {report.reference}")
-    for line in report.lines():
+    for line in report.lines(verbose=verbosity() > 0):
         click.echo(line)
     if json_path is not None:
         atomic_write_bytes(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())

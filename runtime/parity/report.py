@@ -7,6 +7,7 @@ from typing import Any
 
 from onnxedge.runtime.parity.preprocessing import PreprocessingCheck
 from onnxedge.runtime.parity.rows import FAILED, PASSED, SKIPPED, ParityRow
+from onnxedge.runtime.session import short_reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +53,26 @@ class ParityReport:
             text += "; nothing ran, which is not a pass"
         return text
 
-    def lines(self) -> list[str]:
-        return [str(self.preprocessing), *(str(r) for r in self.rows), self.summary]
+    def lines(self, *, verbose: bool = False) -> list[str]:
+        """What the command prints: the preprocessing check, a line per row that ran or failed,
+        ONE line per provider that was skipped (its batch sizes and TF32 settings together, the
+        first cause of its reason, the full reason when ``verbose``), and the summary."""
+        return [str(self.preprocessing), *self._row_lines(verbose), self.summary]
+
+    def _row_lines(self, verbose: bool) -> list[str]:
+        skipped: dict[tuple[str, str], list[ParityRow]] = {}
+        out: list[str | tuple[str, str]] = []
+        for r in self.rows:
+            if r.status != SKIPPED:
+                out.append(str(r))
+                continue
+            key = (r.label, r.reason)
+            if key not in skipped:
+                out.append(key)
+            skipped.setdefault(key, []).append(r)
+        return [
+            line if isinstance(line, str) else _skipped_line(skipped[line], verbose) for line in out
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,3 +88,12 @@ class ParityReport:
             "preprocessing": self.preprocessing.to_dict(),
             "rows": [r.to_dict() for r in self.rows],
         }
+
+
+def _skipped_line(rows: list[ParityRow], verbose: bool) -> str:
+    batches = ", ".join(map(str, dict.fromkeys(r.batch for r in rows)))
+    tf32 = list(dict.fromkeys(r.tf32_label for r in rows))
+    if len(tf32) > 1 and all(t.startswith("tf32 ") for t in tf32):
+        tf32 = ["tf32 " + ", ".join(t.removeprefix("tf32 ") for t in tf32)]
+    reason = rows[0].reason if verbose else short_reason(rows[0].reason)
+    return f"SKIPPED | {rows[0].label} | batch {batches} | {', '.join(tf32)} | {reason}"
