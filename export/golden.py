@@ -202,6 +202,8 @@ class GoldenFile:
 
     data: bytes
     block: Mapping[str, Any]  # what the manifest's "golden" block records besides the file name
+    # The inputs of each batch size (the golden layers are computed on them).
+    inputs: Mapping[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def manifest_block(self) -> dict[str, Any]:
         """The manifest's ``golden`` block. The file's sha256 is not in it: the manifest's
@@ -276,7 +278,8 @@ def make_golden(
         "logits": logits_name,
         "reference": description,
     }
-    return GoldenFile(data=golden_npz_bytes(reference, meta), block=block)
+    inputs = {size: b.inputs for size, b in reference.batches.items()}
+    return GoldenFile(data=golden_npz_bytes(reference, meta), block=block, inputs=inputs)
 
 
 def live_reference(

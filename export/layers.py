@@ -36,6 +36,7 @@ import torch
 from onnxedge.runtime.parity.exposed import ExposedTensor, expose_intermediates, run_exposed
 from onnxedge.runtime.parity.layer_compare import compare_layer, layer_tolerance
 from onnxedge.runtime.parity.layers import (
+    DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
     GOLDEN_LAYERS,
     ModuleRef,
     golden_layers_npz_bytes,
@@ -49,7 +50,6 @@ from onnxedge.runtime.session import make_session
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUDGET_MB = 16.0
 _SCOPES = "pkg.torch.onnx.name_scopes"
 _RULE = "pkg.onnxscript.rewriter.rule_name"
 
@@ -177,16 +177,22 @@ def make_golden_layers(
     modules: Mapping[str, ModuleRef],
     inputs: Mapping[int, np.ndarray],
     *,
-    budget_mb: float | None = DEFAULT_BUDGET_MB,
+    budget_mb: float | None = DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
 ) -> GoldenLayersResult:
     """4. Golden layers of ``final`` for the largest of the golden batches ``inputs`` (batch size
     -> float32 inputs) that fits ``budget_mb`` (None: none stored), and the manifest's ``layers``
     block, which always holds the module map."""
     block: dict[str, Any] = {"modules": {t: m.to_dict() for t, m in modules.items()}}
     if budget_mb is None:
-        block["golden"] = {"file": None, "reason": "not stored (--no-golden-layers)"}
+        block["golden"] = {"file": None, "reason": "--no-golden-layers was given"}
         return GoldenLayersResult(None, block)
     outputs = module_outputs(final, modules)
+    if not outputs:
+        block["golden"] = {
+            "file": None,
+            "reason": "no tensor of the final graph could be tied to a module of the model",
+        }
+        return GoldenLayersResult(None, block)
     module64 = float64_copy(module)
     first = inputs[min(inputs)]
     per_row = _bytes_per_row(capture_layers(module64, first, outputs), first)

@@ -37,6 +37,7 @@ from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.head import find_head, tensor_ranks
 from onnxedge.runtime.outputs import OUTPUT_NAMES, output_kind_of
 from onnxedge.runtime.parity import DEFAULT_BATCH_SIZES, GOLDEN
+from onnxedge.runtime.parity.layers import DEFAULT_GOLDEN_LAYERS_BUDGET_MB, GOLDEN_LAYERS
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ class ExportRequest:
     labels: Sequence[str] | None = None  # class names (`--labels FILE`)
     preprocessing: Mapping[str, Any] | None = None  # overrides of the default preprocessing
     dynamic_spatial: bool = False
+    golden_layers: bool = True  # `--golden-layers/--no-golden-layers`
+    golden_layers_budget_mb: float = DEFAULT_GOLDEN_LAYERS_BUDGET_MB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +164,8 @@ def export_bundle(
     weights: Any = None,
     model_info: Mapping[str, Any] | None = None,
     golden_batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    golden_layers: bool = True,
+    golden_layers_budget_mb: float = DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
     progress: Progress | None = None,
 ) -> ExportResult:
     """Export an ``nn.Module`` image classifier to a bundle directory, written atomically.
@@ -178,8 +183,11 @@ def export_bundle(
     (`onnxedge.models.registry.image_preprocessing`). ``name``, ``weights`` (a
     `WeightsProvenance`) and ``model_info`` (``head``, ``factory``, ``model_args``) are recorded.
     ``golden_batch_sizes``: the batch sizes of the golden data (parity's rows).
+    ``golden_layers``: also store golden layers (`onnxedge.export.layers`), for the largest golden
+    batch that fits ``golden_layers_budget_mb``; the map from tensors to modules is stored always.
     """
     from onnxedge.export.golden import make_golden
+    from onnxedge.export.layers import carry_modules, make_golden_layers, tensor_modules
 
     say = progress or (lambda _msg: None)
     shape = _input_shape(input_shape)
@@ -204,6 +212,7 @@ def export_bundle(
     kind = output_kind_of(exported, classes)
     exported = rename_output(exported, OUTPUT_NAMES[kind])
     exported_pool = _head_pools(exported)
+    modules = tensor_modules(exported, module)  # before onnxsim drops the node metadata
     lowering = lower_graph(exported, progress=say)
     say("comparing ONNX Runtime (CPU) with PyTorch")
     torch_steps = [verify_against_torch(module, lowering.model)]
@@ -233,6 +242,14 @@ def export_bundle(
         arrays=arrays,
         batch_sizes=golden_batch_sizes,
     )
+    say("computing the golden layers for `onnxedge parity --localize`")
+    layers = make_golden_layers(
+        module,
+        lowering.model,
+        carry_modules(modules, lowering.model),
+        golden.inputs,
+        budget_mb=golden_layers_budget_mb if golden_layers else None,
+    )
 
     verifications = (*lowering.verifications, *torch_steps)
     io = io_spec(lowering.model)
@@ -260,6 +277,9 @@ def export_bundle(
         writer.write_bytes(MODEL, data)  # its sha256 goes into the manifest's "files"
         writer.write_bytes(GOLDEN, golden.data)
         manifest["golden"] = golden.manifest_block()
+        if layers.data is not None:
+            writer.write_bytes(GOLDEN_LAYERS, layers.data)
+        manifest["layers"] = layers.block
         writer.manifest.update(manifest)
     return ExportResult(
         out=Path(out),
@@ -346,6 +366,8 @@ def export_model(request: ExportRequest, progress: Progress | None = None) -> Ex
         preprocessing=preprocessing,
         golden_inputs=request.images,
         dynamic_spatial=request.dynamic_spatial,
+        golden_layers=request.golden_layers,
+        golden_layers_budget_mb=request.golden_layers_budget_mb,
         name=name,
         weights=provenance,
         model_info=info,

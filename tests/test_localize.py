@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import onnx.parser
 import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
-from torchless import run_python_without_torch
+from torchless import run_python_without_torch, run_without_torch
 
 from onnxedge.runtime.bundle import Bundle
 from onnxedge.runtime.errors import BundleError
@@ -166,39 +165,6 @@ def test_layer_tolerance_grows_with_depth_from_a_floor_to_crest_times_rtol():
 # --- the smile bundle ---------------------------------------------------------------------------
 
 
-def add_golden_layers(bundle: Path) -> None:
-    """Golden layers and the module map, as the export stores them, added to a bundle copy."""
-    from onnxedge.export.exporter import export_module
-    from onnxedge.export.layers import carry_modules, make_golden_layers, tensor_modules
-    from onnxedge.models.weights import module_from_manifest
-
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    module = module_from_manifest(manifest)
-    final = onnx.load(str(bundle / "model.onnx"))
-    modules = carry_modules(tensor_modules(export_module(module, (3, 64, 64)), module), final)
-    golden = load_golden(Bundle.open(bundle))
-    made = make_golden_layers(
-        module, final, modules, {b: golden.batches[b].inputs for b in golden.batch_sizes}
-    )
-    (bundle / GOLDEN_LAYERS).write_bytes(made.data)
-    manifest["layers"] = made.block
-    manifest["files"][GOLDEN_LAYERS] = {"sha256": sha256_file(bundle / GOLDEN_LAYERS)}
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-
-@pytest.fixture(scope="module")
-def layered_bundle(smile_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default bundle with golden layers (read-only: copy it with `layered_copy`)."""
-    out = Path(shutil.copytree(smile_bundle, tmp_path_factory.mktemp("layered") / "smile"))
-    add_golden_layers(out)
-    return out
-
-
-@pytest.fixture
-def layered_copy(layered_bundle: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(layered_bundle, tmp_path / "bundle"))
-
-
 def scale_weight(bundle: Path, name: str, factor: float) -> None:
     """Scale the initializer ``name`` of the bundle's model, and make the manifest agree."""
     model = onnx.load(str(bundle / "model.onnx"))
@@ -224,9 +190,9 @@ def parity_and_localize(bundle: Path, *, when: str = "failed", sizes=(7,), layer
     return report, localize(opened, report.rows, layers, reference=reference, when=when)
 
 
-def test_the_module_map_names_every_tensor_of_the_smile_model(layered_bundle):
-    modules = layer_modules(json.loads((layered_bundle / "manifest.json").read_text()))
-    model = onnx.load(str(layered_bundle / "model.onnx"))
+def test_the_module_map_names_every_tensor_of_the_smile_model(smile_bundle):
+    modules = layer_modules(json.loads((smile_bundle / "manifest.json").read_text()))
+    model = onnx.load(str(smile_bundle / "model.onnx"))
     named = {o: str(modules[o]) for n in model.graph.node for o in n.output}
     assert named[model.graph.node[0].output[0]] == "conv1 (Conv2d)"
     assert [str(modules[o]) for o in (model.graph.output[0].name,)] == ["sigmoid (Sigmoid)"]
@@ -252,10 +218,10 @@ def test_the_module_map_names_every_tensor_of_the_smile_model(layered_bundle):
 
 
 @pytest.mark.parametrize("conv", CONVS)
-def test_a_convolution_scaled_by_one_percent_is_the_first_divergent_layer(layered_copy, conv):
-    node = conv_nodes(layered_copy)[f"{conv}.weight"]
-    scale_weight(layered_copy, f"{conv}.weight", 1.01)
-    report, (found,) = parity_and_localize(layered_copy, sizes=(64,))
+def test_a_convolution_scaled_by_one_percent_is_the_first_divergent_layer(bundle_copy, conv):
+    node = conv_nodes(bundle_copy)[f"{conv}.weight"]
+    scale_weight(bundle_copy, f"{conv}.weight", 1.01)
+    report, (found,) = parity_and_localize(bundle_copy, sizes=(64,))
     assert not report  # the row fails, at batch 64 ...
     first = found.first_divergent
     assert first is not None, "\n".join(found.lines())
@@ -274,20 +240,20 @@ def test_a_convolution_scaled_by_one_percent_is_the_first_divergent_layer(layere
     assert as_json["batch"] == 64 and as_json["localized_batch"] == 7
 
 
-def test_an_untouched_bundle_localizes_nothing(layered_bundle):
-    report, found = parity_and_localize(layered_bundle)
+def test_an_untouched_bundle_localizes_nothing(smile_bundle):
+    report, found = parity_and_localize(smile_bundle)
     assert report and found == ()  # only failing rows are localized by default
-    report, (found,) = parity_and_localize(layered_bundle, when="always")
+    report, (found,) = parity_and_localize(smile_bundle, when="always")
     assert not found and found.first_divergent is None
     assert len(found.layers) == 15 and all(layer.status == PASSED for layer in found.layers)
     assert found.reproduced is None and found.localizing_run == PASSED
     assert str(found).startswith(f"{NOT_LOCALIZED} | cpu | batch 7 |")
 
 
-def test_a_localizing_run_that_does_not_fail_says_so(layered_bundle):
+def test_a_localizing_run_that_does_not_fail_says_so(smile_bundle):
     """Exposing tensors can change fusions; here a passing row stands in for a failure the
     localizing run does not reproduce: the report says so and keeps the row's verdict."""
-    opened = Bundle.open(layered_bundle)
+    opened = Bundle.open(smile_bundle)
     reference = load_golden(opened)
     report = run_parity(opened, reference, targets=CPU, batch_sizes=(7,))
     failed = [dataclasses.replace(r, status=FAILED) for r in report.rows]
@@ -297,76 +263,81 @@ def test_a_localizing_run_that_does_not_fail_says_so(layered_bundle):
     assert found.to_dict()["row_status"] == FAILED
 
 
-def test_another_model_of_the_same_graph_as_the_reference(layered_bundle, layered_copy):
+def test_another_model_of_the_same_graph_as_the_reference(smile_bundle, bundle_copy):
     """A variant against its original (as ``--variant int8 --against fp32`` does): no golden
     data needed, the exposed original run on the same inputs is the reference."""
-    scale_weight(layered_copy, "conv2.weight", 1.01)
-    original = ExposedModel.of(Bundle.open(layered_bundle))
-    reference = load_golden(Bundle.open(layered_copy))
+    scale_weight(bundle_copy, "conv2.weight", 1.01)
+    original = ExposedModel.of(Bundle.open(smile_bundle))
+    reference = load_golden(Bundle.open(bundle_copy))
     layers = run_layer_reference(
         original.session(Target("cpu")),
         reference,
         input_name="input",
         description="the original model on cpu",
     )
-    _, (found,) = parity_and_localize(layered_copy, sizes=(2,), layers=layers)
+    _, (found,) = parity_and_localize(bundle_copy, sizes=(2,), layers=layers)
     assert found.batch == 2 and found.reference == "the original model on cpu"
     assert found.first_divergent.module.name == "conv2"
 
 
-def test_against_the_rows_own_provider_is_refused_per_row(layered_copy):
-    scale_weight(layered_copy, "conv2.weight", 1.01)
-    opened = Bundle.open(layered_copy)
+def test_against_the_rows_own_provider_is_refused_per_row(bundle_copy):
+    scale_weight(bundle_copy, "conv2.weight", 1.01)
+    opened = Bundle.open(bundle_copy)
     reference = load_golden(opened)
     layers = against_provider(ExposedModel.of(opened), reference, Target("cpu"))
-    _, (found,) = parity_and_localize(layered_copy, layers=layers)
+    _, (found,) = parity_and_localize(bundle_copy, layers=layers)
     assert not found and "the row runs on cpu, the reference" in found.reason
     assert str(found).startswith(f"{NOT_LOCALIZED} | cpu | batch 7 |")
 
 
-def test_against_a_provider_that_cannot_run_here_is_one_error(layered_bundle, monkeypatch):
+def test_against_a_provider_that_cannot_run_here_is_one_error(smile_bundle, monkeypatch):
     from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
     from onnxedge.runtime.parity import exposed as exposed_module
 
     def unavailable(model, config=None):
         raise ProviderUnavailable("requested CUDAExecutionProvider, available: CPU")
 
-    opened = Bundle.open(layered_bundle)
+    opened = Bundle.open(smile_bundle)
     model = ExposedModel.of(opened)
     monkeypatch.setattr(exposed_module, "make_session", unavailable)
     with pytest.raises(OnnxEdgeError, match=r"^--against cuda with tf32 off: requested CUDA"):
         against_provider(model, load_golden(opened), Target("cuda", "off"))
 
 
-def test_without_golden_layers_the_error_names_the_references_to_use(smile_bundle):
+def without_golden_layers(bundle: Path) -> Path:
+    """The bundle as ``onnxedge export --no-golden-layers`` writes it."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["layers"]["golden"] = {"file": None, "reason": "--no-golden-layers was given"}
+    del manifest["files"][GOLDEN_LAYERS]
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (bundle / GOLDEN_LAYERS).unlink()
+    return bundle
+
+
+def test_without_golden_layers_the_error_names_the_references_to_use(bundle_copy):
     with pytest.raises(NoGoldenLayers) as caught:
-        golden_layer_reference(Bundle.open(smile_bundle))
+        golden_layer_reference(Bundle.open(without_golden_layers(bundle_copy)))
     message = str(caught.value)
-    assert "has no golden layers" in message
+    assert "has no golden layers (--no-golden-layers was given)" in message
     for reference in ("--against cpu", "--golden-layers", "--reference live"):
         assert reference in message, message
 
 
-def test_without_golden_layers_and_without_torch_the_error_says_torch_is_missing(smile_bundle):
-    code = """
-from onnxedge.runtime.bundle import Bundle
-from onnxedge.runtime.parity.layers import NoGoldenLayers
-from onnxedge.runtime.parity.localize import golden_layer_reference
-try:
-    golden_layer_reference(Bundle.open(sys.argv[1]))
-except NoGoldenLayers as e:
-    print(e)
-"""
-    result = run_python_without_torch(code, [str(smile_bundle)])
-    assert result.returncode == 0, result.stderr
-    assert "install torch (pip install 'onnxedge[export]') and use --reference live" in (
-        result.stdout
+def test_without_golden_layers_and_without_torch_the_error_says_torch_is_missing(bundle_copy):
+    result = run_without_torch(
+        ["parity", without_golden_layers(bundle_copy), "--providers", "cpu", "--localize"]
     )
-    assert "--against cpu" in result.stdout
+    assert result.returncode == 1, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("onnxedge: error:")]
+    assert line.startswith("onnxedge: error: cannot localize:")
+    assert "Traceback" not in result.stderr
+    for fragment in ("--against cpu", "install torch (pip install 'onnxedge[export]')"):
+        assert fragment in line, line
+    assert result.stdout == ""  # refused before the run
 
 
-def test_localizes_from_golden_layers_without_torch(layered_copy):
-    scale_weight(layered_copy, "conv4.weight", 1.01)
+def test_localizes_from_golden_layers_without_torch(bundle_copy):
+    scale_weight(bundle_copy, "conv4.weight", 1.01)
     code = """
 from onnxedge.runtime.bundle import Bundle
 from onnxedge.runtime.parity import load_golden, run_parity, Target
@@ -377,36 +348,271 @@ report = run_parity(b, ref, targets=[Target("cpu")], batch_sizes=(7,))
 (found,) = localize(b, report.rows, golden_layer_reference(b), reference=ref)
 print(found.first_divergent.tensor.node, found.first_divergent.module)
 """
-    result = run_python_without_torch(code, [str(layered_copy)])
+    result = run_python_without_torch(code, [str(bundle_copy)])
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [conv_nodes(layered_copy)["conv4.weight"], "conv4", "(Conv2d)"]
+    assert result.stdout.split() == [conv_nodes(bundle_copy)["conv4.weight"], "conv4", "(Conv2d)"]
 
 
-def test_altered_golden_layers_are_refused(layered_copy):
-    data = bytearray((layered_copy / GOLDEN_LAYERS).read_bytes())
+def test_altered_golden_layers_are_refused(bundle_copy):
+    data = bytearray((bundle_copy / GOLDEN_LAYERS).read_bytes())
     data[-100] ^= 1
-    (layered_copy / GOLDEN_LAYERS).write_bytes(bytes(data))
+    (bundle_copy / GOLDEN_LAYERS).write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"golden_layers\.npz"):
-        golden_layer_reference(Bundle.open(layered_copy))
+        golden_layer_reference(Bundle.open(bundle_copy))
 
 
-def test_the_plot_is_a_png(layered_copy):
+def test_the_plot_is_a_png(bundle_copy):
     from onnxedge.runtime.parity.localize_plot import render_png
 
-    scale_weight(layered_copy, "conv3.weight", 1.01)
-    _, found = parity_and_localize(layered_copy)
+    scale_weight(bundle_copy, "conv3.weight", 1.01)
+    _, found = parity_and_localize(bundle_copy)
     assert render_png(found).startswith(b"\x89PNG\r\n\x1a\n")
 
 
-def test_an_openvino_row_is_localized(layered_copy):
+def test_an_openvino_row_is_localized(bundle_copy):
     pytest.importorskip("openvino")
     from onnxedge.runtime.parity import make_targets
 
-    scale_weight(layered_copy, "conv3.weight", 1.01)
-    opened = Bundle.open(layered_copy)
+    scale_weight(bundle_copy, "conv3.weight", 1.01)
+    opened = Bundle.open(bundle_copy)
     reference = load_golden(opened)
     targets = make_targets(["cpu"], engines=["openvino"], precisions=["f32"])
     report = run_parity(opened, reference, targets=targets, batch_sizes=(7,))
     (found,) = localize(opened, report.rows, golden_layer_reference(opened), reference=reference)
     assert found.row.label == "openvino cpu f32"
     assert found.first_divergent.module.name == "conv3", "\n".join(found.lines())
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def invoke(*args: object):
+    from click.testing import CliRunner
+
+    from onnxedge.runtime.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_parity_localize_names_the_layer_and_writes_json_and_plot(bundle_copy, tmp_path):
+    scale_weight(bundle_copy, "conv2.weight", 1.01)
+    report, plot = tmp_path / "parity.json", tmp_path / "layers.png"
+    result = invoke(
+        "parity",
+        bundle_copy,
+        "--providers",
+        "cpu",
+        "--batch-sizes",
+        "2,7",
+        "--localize",
+        "--json",
+        report,
+        "--plot",
+        plot,
+    )
+    assert result.exit_code == 1, result.output  # the rows' verdicts, unchanged
+    (line,) = [x for x in result.output.splitlines() if x.startswith(LOCALIZED)]
+    node = conv_nodes(bundle_copy)["conv2.weight"]
+    assert f"first divergent: Conv '{node}' (module conv2 (Conv2d))" in line
+    assert "for the rows at batch 2 too" in result.output  # one table for both rows
+    payload = json.loads(report.read_text())
+    (found,) = payload["localization"]
+    assert found["first_divergent"]["node"] == node and found["reproduced"] is True
+    assert [r["batch"] for r in found["rows"]] == [7, 2]
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_parity_output_and_json_are_unchanged_without_localize(smile_bundle, tmp_path):
+    report = tmp_path / "parity.json"
+    result = invoke("parity", smile_bundle, "--providers", "cpu", "--json", report)
+    assert result.exit_code == 0, result.output
+    assert "localiz" not in result.output.lower()
+    assert "localization" not in json.loads(report.read_text())
+
+
+def test_parity_localize_on_a_passing_bundle(smile_bundle, tmp_path):
+    result = invoke(
+        "parity", smile_bundle, "--providers", "cpu", "--batch-sizes", "7", "--localize"
+    )
+    assert result.exit_code == 0, result.output
+    assert "localize: no row failed, nothing to localize" in result.output
+    result = invoke(
+        "parity", smile_bundle, "--providers", "cpu", "--batch-sizes", "7", "--localize", "always"
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{NOT_LOCALIZED} | cpu | batch 7 | tf32 n/a | every one of 15 tensors" in result.output
+
+
+@pytest.mark.parametrize(
+    "args", [("--against", "cpu"), ("--plot", "x.png"), ("--localize", "sometimes")]
+)
+def test_parity_localize_usage_errors(smile_bundle, args):
+    result = invoke("parity", smile_bundle, "--providers", "cpu", *args)
+    assert result.exit_code == 2, result.output
+
+
+def test_parity_localize_against_the_live_module(bundle_copy):
+    """--reference live: PyTorch's hooks at any batch size (here 3, which no golden file holds)."""
+    scale_weight(bundle_copy, "conv4.weight", 1.01)
+    result = invoke(
+        "parity",
+        bundle_copy,
+        "--providers",
+        "cpu",
+        "--batch-sizes",
+        "3",
+        "--reference",
+        "live",
+        "--localize",
+    )
+    assert result.exit_code == 1, result.output
+    (line,) = [x for x in result.output.splitlines() if x.startswith(LOCALIZED)]
+    assert line.startswith(f"{LOCALIZED} | cpu | batch 3 |")
+    assert "(module conv4 (Conv2d))" in line and "PyTorch" in result.output
+
+
+# --- the export side ----------------------------------------------------------------------------
+
+
+def test_the_export_stores_golden_layers_and_records_them(smile_bundle):
+    manifest = json.loads((smile_bundle / "manifest.json").read_text())
+    golden = manifest["layers"]["golden"]
+    assert golden["file"] == GOLDEN_LAYERS and golden["batch_sizes"] == [7]
+    assert golden["tensors"] == 15 and golden["not_matching_onnx"] == []
+    assert manifest["files"][GOLDEN_LAYERS]["sha256"] == sha256_file(smile_bundle / GOLDEN_LAYERS)
+    assert golden["bytes"] <= golden["budget_mb"] * 1e6
+    layers = golden_layer_reference(Bundle.open(smile_bundle)).layers
+    golden_inputs = load_golden(Bundle.open(smile_bundle)).batches[7].inputs
+    np.testing.assert_array_equal(layers.inputs[7], golden_inputs)
+
+
+def _tiny_module():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 1),
+        nn.Sigmoid(),
+    )
+
+
+def test_the_budget_and_the_opt_out_are_recorded(tmp_path):
+    from onnxedge.export import export_bundle
+
+    # A row of this model's layers: 2 x 4x16x16 + 4 + 4 + 1 + 1 values and a 3x16x16 input,
+    # 11,288 bytes; 0.03 MB holds batch 2 of 1, 2, 7.
+    small = export_bundle(
+        _tiny_module(),
+        input_shape=(3, 16, 16),
+        out=tmp_path / "small",
+        golden_batch_sizes=(1, 2, 7),
+        golden_layers_budget_mb=0.03,
+    )
+    golden = small.manifest["layers"]["golden"]
+    assert golden["batch_sizes"] == [2] and golden["tensors"] == 6
+    none = export_bundle(
+        _tiny_module(),
+        input_shape=(3, 16, 16),
+        out=tmp_path / "none",
+        golden_batch_sizes=(1, 2, 7),
+        golden_layers=False,
+    )
+    assert none.manifest["layers"]["golden"] == {
+        "file": None,
+        "reason": "--no-golden-layers was given",
+    }
+    assert GOLDEN_LAYERS not in none.manifest["files"]
+    assert not (tmp_path / "none" / GOLDEN_LAYERS).exists()
+    assert none.manifest["layers"]["modules"]  # the map is stored either way
+
+
+def test_layers_over_the_budget_are_not_stored_and_the_reason_says_why(smile_bundle):
+    from onnxedge.export.layers import make_golden_layers
+    from onnxedge.models.weights import module_from_manifest
+
+    opened = Bundle.open(smile_bundle)
+    made = make_golden_layers(
+        module_from_manifest(opened.manifest),
+        onnx.load(str(opened.model_path)),
+        layer_modules(opened.manifest),
+        {1: load_golden(opened).batches[1].inputs},
+        budget_mb=1.0,
+    )
+    assert made.data is None
+    assert made.block["golden"]["reason"] == (
+        "2.2 MB a row, over the budget of 1 MB (--golden-layers-budget)"
+    )
+
+
+def test_a_golden_layer_that_does_not_match_onnx_is_left_out(smile_bundle):
+    """A wrong map must not make a bundle localize wrongly: each layer is checked against ONNX
+    Runtime's value of its tensor before it is stored."""
+    from onnxedge.export.layers import make_golden_layers
+    from onnxedge.models.weights import module_from_manifest
+
+    opened = Bundle.open(smile_bundle)
+    modules = dict(layer_modules(opened.manifest))
+    relu, pool = (t for t, m in modules.items() if m.name in ("relu2", "pool2"))
+    modules[relu], modules[pool] = modules[pool], modules[relu]  # swapped: shapes differ
+    made = make_golden_layers(
+        module_from_manifest(opened.manifest),
+        onnx.load(str(opened.model_path)),
+        modules,
+        {2: load_golden(opened).batches[2].inputs},
+    )
+    assert sorted(made.block["golden"]["not_matching_onnx"]) == sorted([relu, pool])
+    assert made.block["golden"]["tensors"] == 13
+
+
+def test_the_module_map_through_torchscript_names_and_the_gap_rewrite():
+    import torch
+
+    from onnxedge.export.exporter import export_module
+    from onnxedge.export.layers import carry_modules, module_outputs, tensor_modules
+    from onnxedge.export.pipeline import lower_graph
+    from onnxedge.models.smile_cnn import smile_cnn
+
+    torch.manual_seed(0)
+    module = smile_cnn("mean").eval()  # x.mean((2, 3)): ReduceMean -> Flatten(GlobalAveragePool)
+    exported = export_module(module, (3, 64, 64), exporter="torchscript", opset=17)
+    final = lower_graph(exported).model
+    modules = carry_modules(tensor_modules(exported, module), final)
+    (gap,) = [n for n in final.graph.node if n.op_type == "GlobalAveragePool"]
+    assert str(modules[gap.output[0]]) == "pool4 (SpatialMean)"  # a tensor the rewrite made
+    assert module_outputs(final, modules)["pool4"] == "/pool4/ReduceMean_output_0"
+    assert str(modules["/conv3/Conv_output_0"]) == "conv3 (Conv2d)"
+
+
+def test_the_module_map_names_nested_modules_and_hooks_clone_in_place_outputs():
+    import torch
+    from torch import nn
+
+    from onnxedge.export.exporter import export_module
+    from onnxedge.export.layers import capture_layers, module_outputs, tensor_modules
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.act = nn.ReLU(inplace=True)  # overwrites the conv's output tensor
+
+        def forward(self, x):
+            return self.act(self.conv(x)) + x
+
+    torch.manual_seed(0)
+    module = nn.Sequential(Block(), nn.Flatten(), nn.Linear(3 * 8 * 8, 1)).eval()
+    exported = export_module(module, (3, 8, 8))
+    modules = tensor_modules(exported, module)
+    names = {str(m) for m in modules.values()}
+    assert {"0.conv (Conv2d)", "0.act (ReLU)", "0 (Block)", "2 (Linear)"} <= names
+    outputs = module_outputs(exported, modules)
+    (add,) = [n.output[0] for n in exported.graph.node if n.op_type == "Add"]
+    assert outputs["0"] == add  # the block's output is its last tensor
+    x = np.random.default_rng(0).normal(size=(2, 3, 8, 8))
+    caught = capture_layers(module.double(), x, outputs)
+    assert (caught[outputs["0.conv"]] < 0).any()  # the conv's own output, not the ReLU's

@@ -13,6 +13,7 @@ import click
 from onnxedge.runtime.cli.output import echo_progress
 from onnxedge.runtime.deps import require_modules
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.parity.layers import DEFAULT_GOLDEN_LAYERS_BUDGET_MB
 
 
 def _numbers(count: int, kind: type, example: str) -> Callable[..., Any]:
@@ -159,6 +160,22 @@ def read_labels(path: Path) -> list[str]:
     default=None,
     help="A directory of real images to add to the golden data for `onnxedge parity`.",
 )
+@click.option(
+    "--golden-layers/--no-golden-layers",
+    default=True,
+    show_default=True,
+    help="Store PyTorch's output of every module on golden inputs, for `parity --localize` "
+    "without torch (the largest golden batch that fits the budget).",
+)
+@click.option(
+    "--golden-layers-budget",
+    "golden_layers_budget",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
+    show_default=True,
+    metavar="MB",
+    help="The most megabytes the golden layers may take.",
+)
 def export_cmd(
     model_name: str,
     model_args: dict[str, Any],
@@ -178,6 +195,8 @@ def export_cmd(
     channel_order: str | None,
     out: Path | None,
     images: Path | None,
+    golden_layers: bool,
+    golden_layers_budget: float,
 ) -> None:
     """Export a model to a bundle: simplified, GAP head lowered, checked, with a manifest.
 
@@ -221,6 +240,8 @@ def export_cmd(
         labels=labels,
         preprocessing=preprocessing,
         dynamic_spatial=dynamic_spatial,
+        golden_layers=golden_layers,
+        golden_layers_budget_mb=golden_layers_budget,
     )
     result = export_model(request, progress=echo_progress)
     for rewrite in result.rewrites:
@@ -230,4 +251,13 @@ def export_cmd(
     for item in result.check.items:
         click.echo(str(item))
     click.echo(f"output {result.manifest['output']['name']!r}: {result.output_kind}")
-    click.echo(f"wrote {result.out}/model.onnx, golden.npz and manifest.json")
+    stored = result.manifest["layers"]["golden"]
+    if stored["file"]:
+        click.echo(
+            f"golden layers: {stored['tensors']} tensors at batch {stored['batch_sizes'][0]}, "
+            f"{stored['bytes'] / 1e6:.1f} MB"
+        )
+    else:
+        click.echo(f"golden layers: none stored ({stored['reason']})")
+    files = ["model.onnx", "golden.npz", *([stored["file"]] if stored["file"] else [])]
+    click.echo(f"wrote {result.out}/{', '.join(files)} and manifest.json")

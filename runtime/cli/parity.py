@@ -13,6 +13,12 @@ from typing import Any
 import click
 
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
+from onnxedge.runtime.cli.localize import (
+    check_localize_options,
+    layer_reference,
+    localize_options,
+    run_localize,
+)
 from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
 from onnxedge.runtime.cli.output import verbosity
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
@@ -99,6 +105,7 @@ _NON_NEGATIVE = click.FloatRange(min=0.0)
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write JSON."
 )
+@localize_options
 def parity_cmd(
     bundle: Path,
     providers: tuple[str, ...],
@@ -115,6 +122,9 @@ def parity_cmd(
     reference: str,
     checkpoint: Path | None,
     json_path: Path | None,
+    localize: str | None,
+    against: str | None,
+    plot_path: Path | None,
 ) -> None:
     """Check that BUNDLE's model.onnx computes under ONNX Runtime (and OpenVINO, with --engine)
     what the PyTorch model computed.
@@ -123,12 +133,18 @@ def parity_cmd(
     provider or engine that cannot run here; a model that cannot load is FAILED). Exits 0 only if
     every row that ran passed (at least one did) and the preprocessing check did not fail; 1
     otherwise.
+
+    --localize: for each failed row (--localize always: every row), the first layer whose output
+    leaves its tolerance, by ONNX node and PyTorch module, and the table of every layer; against
+    the bundle's golden layers (no torch needed), the same graph on --against PROVIDER, or
+    PyTorch live (--reference live). The rows' verdicts and the exit status are unchanged.
     """
     from onnxedge.runtime.bundle import Bundle, atomic_write_bytes
     from onnxedge.runtime.parity import load_golden, run_parity
 
     if checkpoint is not None and reference != "live":
         raise click.UsageError("--checkpoint is for --reference live")
+    check_localize_options(localize, against, plot_path)
     if OPENVINO in require:
         engines = (*engines, OPENVINO)
     if OPENVINO not in engines and precisions != ("f32",):
@@ -146,6 +162,10 @@ def parity_cmd(
         ref = _live_reference(opened.manifest, batch_sizes, checkpoint)
     else:
         ref = load_golden(opened)
+    if localize is not None:  # before the run: a bundle without its reference fails fast
+        layers = layer_reference(
+            opened, ref, against=against, live=reference == "live", checkpoint=checkpoint
+        )
     report = run_parity(
         opened,
         ref,
@@ -157,8 +177,12 @@ def parity_cmd(
     click.echo(f"reference: {report.reference}")
     for line in report.lines(verbose=verbosity() > 0):
         click.echo(line)
+    payload = report.to_dict()
+    if localize is not None:
+        found = run_localize(opened, report, ref, layers, when=localize, plot=plot_path)
+        payload["localization"] = [loc.to_dict() for loc in found]
     if json_path is not None:
-        atomic_write_bytes(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+        atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
     if not report:
         sys.exit(1)
 

@@ -34,6 +34,10 @@ from onnxedge.runtime.parity.npz import npz_bytes, read_meta, read_npz
 from onnxedge.runtime.parity.reference import canonical_json
 
 GOLDEN_LAYERS = "golden_layers.npz"
+# Golden layers are stored for the largest golden batch whose layers fit this many megabytes
+# (smile_cnn: 2.2 MB a row, so batch 7, which holds every structured input; `onnxedge export
+# --golden-layers-budget`).
+DEFAULT_GOLDEN_LAYERS_BUDGET_MB = 16.0
 LAYERS_FORMAT = "onnxedge-golden-layers"
 LAYERS_VERSION = 1
 

@@ -186,16 +186,18 @@ def _where(target: Target) -> str:
 @dataclasses.dataclass(frozen=True)
 class Localization:
     """One parity row localized: every exposed tensor against its reference, in graph order.
-    Truthy when a layer diverged.
+    Truthy when a layer diverged. Rows of one target that the reference compares at the same
+    batch (golden layers hold one) share a localization: ``also`` holds the others.
 
     ``localizing_run``: the localizing run's outputs judged as the row's were (passed, failed,
     or "" where the parity reference has no batch to judge them on); ``reproduced`` whether it
-    failed as the row did (None where the row passed or it was not judged). The row's verdict is
-    the normal run's either way."""
+    failed as the row did (None where no row of it failed, or it was not judged). The rows'
+    verdicts are the normal run's either way."""
 
     row: ParityRow
     batch: int  # the batch size it was localized at (the golden layers may not hold the row's)
     reference: str
+    also: tuple[ParityRow, ...] = ()
     layers: tuple[LayerResult, ...] = ()
     localizing_run: str = ""
     localizing_detail: str = ""
@@ -210,8 +212,16 @@ class Localization:
         return next((layer for layer in self.layers if layer.failed), None)
 
     @property
+    def rows(self) -> tuple[ParityRow, ...]:
+        return (self.row, *self.also)
+
+    @property
+    def row_failed(self) -> bool:
+        return any(r.status == FAILED for r in self.rows)
+
+    @property
     def reproduced(self) -> bool | None:
-        if self.row.status != FAILED or not self.localizing_run:
+        if not self.row_failed or not self.localizing_run:
             return None
         return self.localizing_run == FAILED
 
@@ -222,7 +232,7 @@ class Localization:
         if not self.localizing_run:
             return f"the localizing run was not judged: {self.localizing_detail}"
         where = "" if self.batch == self.row.batch else f" at batch {self.batch}"
-        if self.row.status != FAILED:
+        if not self.row_failed:
             return f"the row passed; the localizing run {self.localizing_run}{where}"
         if self.reproduced:
             return f"the localizing run fails as the row did{where} ({self.localizing_detail})"
@@ -271,10 +281,12 @@ class Localization:
     def lines(self) -> list[str]:
         """The status line, notes, and the table."""
         notes = []
-        if self.batch != self.row.batch:
+        elsewhere = [r.batch for r in self.rows if r.batch != self.batch]
+        if elsewhere:
+            which = ", ".join(map(str, elsewhere))
             notes.append(
-                f"  (the row ran at batch {self.row.batch}; the reference holds the layers of "
-                f"batch {self.batch}, so they are compared there)"
+                f"  (for the rows at batch {which} too: the reference holds the layers of batch "
+                f"{self.batch} only, so they are compared there)"
             )
         if self.unexposed:
             notes.append(f"  (not compared, element type unknown: {', '.join(self.unexposed)})")
@@ -290,8 +302,9 @@ class Localization:
             "precision": self.row.precision,
             "tf32": self.row.tf32,
             "batch": self.row.batch,
+            "rows": [{"batch": r.batch, "status": r.status} for r in self.rows],
             "localized_batch": self.batch,
-            "row_status": self.row.status,
+            "row_status": FAILED if self.row_failed else self.row.status,
             "reference": self.reference,
             "reproduced": self.reproduced,
             "localizing_run": {
@@ -330,11 +343,16 @@ def localize(
         return ()
     exposed = exposed or ExposedModel.of(bundle)
     modules = layer_modules(bundle.manifest)
-    sessions: dict[Target, Any] = {}
-    found = []
+    groups: dict[tuple[Target, int], list[ParityRow]] = {}
     for row in chosen:
         target = Target(row.provider, row.tf32, engine=row.engine, precision=row.precision)
-        not_localized = Localization(row, row.batch, layers.description)
+        groups.setdefault((target, layers.batch_for(row.batch)), []).append(row)
+    sessions: dict[Target, Any] = {}
+    found = []
+    for (target, batch), group in groups.items():
+        first = next((r for r in group if r.batch == batch), group[0])
+        also = tuple(r for r in group if r is not first)
+        not_localized = Localization(first, first.batch, layers.description, also=also)
         if getattr(layers, "target", None) == target:
             why = f"the row runs on {_where(target)}, the reference; choose another with --against"
             found.append(dataclasses.replace(not_localized, reason=why))
@@ -342,7 +360,8 @@ def localize(
         try:
             if target not in sessions:
                 sessions[target] = exposed.session(target)
-            found.append(localize_row(row, sessions[target], exposed, layers, modules, reference))
+            one = localize_row(first, sessions[target], exposed, layers, modules, reference)
+            found.append(dataclasses.replace(one, also=also))
         except BundleError:
             raise
         except OnnxEdgeError as e:
