@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 CHANCE_LOSS = math.log(2.0)  # binary cross-entropy of a constant 0.5
 PLATEAU_EXIT_LOSS = 0.6  # a smoothed training loss below this has left the chance plateau
-INITS = ("kaiming", "pytorch")
+INITS = ("kaiming", "pytorch", "data")
 SCHEDULES = ("onecycle", "constant")
 
 
@@ -135,9 +135,13 @@ class TrainProgress:
     def end_epoch(self, stats: EpochStats, best: bool) -> None: ...
 
 
-def init_weights(model: nn.Module, method: str) -> None:
+def init_weights(model: nn.Module, method: str, sample: torch.Tensor | None = None) -> None:
     """``kaiming``: He-normal weights for the convolutions (fan-in, ReLU gain), Xavier for the
-    final linear layer, zero biases. ``pytorch``: leave PyTorch's default initialisation."""
+    final linear layer, zero biases. ``pytorch``: leave PyTorch's default initialisation.
+    ``data``: ``kaiming``, then each convolution, in order, rescaled and shifted so that every
+    output channel has mean 0 and variance 1 over ``sample`` (a batch of training images, in eval
+    mode), which takes out the inputs' offset (they lie in [0, 1], not around 0) without changing
+    the model or its preprocessing; the final layer starts small (logits near 0)."""
     if method == "pytorch":
         return
     for module in model.modules():
@@ -147,6 +151,28 @@ def init_weights(model: nn.Module, method: str) -> None:
         elif isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)
             nn.init.zeros_(module.bias)
+    if method != "data":
+        return
+    if sample is None:
+        raise ValueError("init 'data' needs a sample batch")
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for module in [m for m in model.modules() if isinstance(m, nn.Conv2d)]:
+            caught: list[torch.Tensor] = []
+            handle = module.register_forward_hook(lambda _m, _a, out, c=caught: c.append(out))
+            try:
+                model(sample)
+            finally:
+                handle.remove()
+            out = caught[0]
+            mean = out.mean(dim=(0, 2, 3))
+            std = out.std(dim=(0, 2, 3)).clamp_min(1e-6)
+            module.weight.div_(std[:, None, None, None])
+            module.bias.sub_(mean).div_(std)
+        fc = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        fc.weight.mul_(0.1)
+    model.train(was_training)
 
 
 def make_scheduler(
@@ -226,7 +252,8 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
 
     torch.manual_seed(config.seed)
     model = spec.build(head)
-    init_weights(model, config.init)
+    sample = _init_sample(train_split, spec.preprocessing) if config.init == "data" else None
+    init_weights(model, config.init, sample)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     steps_per_epoch = math.ceil(len(train_split) / config.batch_size)
@@ -364,6 +391,14 @@ def _save(
     )
     cpu_state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     write_checkpoint(config.out, cpu_state, info)
+
+
+def _init_sample(split: Split, preprocessing: Mapping[str, Any], size: int = 256) -> torch.Tensor:
+    """Up to ``size`` training images spread over the split, as the device sees them."""
+    data = SplitDataset(split, preprocessing, augment=False)
+    step = max(1, len(split) // size)
+    items = [data[i] for i in range(0, len(split), step)][:size]
+    return torch.stack([image for image, _, _, ok in items if ok])
 
 
 def _device(name: str) -> torch.device:

@@ -44,8 +44,14 @@ log = logging.getLogger(__name__)
 
 WIDTH, HEIGHT = 178, 218  # CelebA's aligned crops
 SUPERSAMPLE = 2  # drawn at twice the size, then reduced: smooth edges, sub-pixel mouth shapes
-SYNTH_VERSION = 1  # bumped whenever the drawing changes, so a set records what drew it
+SYNTH_VERSION = 3  # bumped whenever the drawing changes, so a set records what drew it
 MARKER = "synth.json"  # what `write_faces` writes next to CelebA's files; readers ignore it
+
+# The face and its mouth, in pixels of the 178x218 image (half sizes at scale 1, before jitter).
+FACE_HALF_SIZE = (46.0, 60.0)
+MOUTH_HALF_WIDTH = (0.42, 0.56)  # x the face's half width
+LIP_THICKNESS = (4.0, 8.0)
+SAG = 0.7  # the corners' lift (a smile) or drop at |curvature| 1, x the mouth's half width
 
 NEAR_FRACTION = 0.15  # faces whose mouth is almost straight
 NEAR_LIMIT = 0.3  # |curvature| below this is "near the decision line"
@@ -231,7 +237,8 @@ def draw_face(seed: int, index: int) -> tuple[bytes, Face]:
     scale = rng.uniform(0.85, 1.15)
     cx = WIDTH / 2 + float(np.clip(rng.normal(0, 5), -12, 12))
     cy = 122 + float(np.clip(rng.normal(0, 5), -12, 12))
-    rx, ry = 40 * scale * rng.uniform(0.9, 1.1), 54 * scale * rng.uniform(0.92, 1.08)
+    rx = FACE_HALF_SIZE[0] * scale * rng.uniform(0.9, 1.1)
+    ry = FACE_HALF_SIZE[1] * scale * rng.uniform(0.92, 1.08)
     canvas = _Canvas(image, (cx, cy), math.radians(rng.uniform(-12, 12)))
 
     pale = rng.random() < 0.15
@@ -301,22 +308,26 @@ def draw_face(seed: int, index: int) -> tuple[bytes, Face]:
     # 3. The mouth: its curvature is the label.
     curvature = _curvature(rng)
     mouth_y = cy + ry * rng.uniform(0.5, 0.6)
-    half_width = rx * rng.uniform(0.3, 0.45)
-    sag = curvature * half_width * 0.65  # corners this far above (below) the middle
-    lip = np.clip(_shade(skin, rng.uniform(0.55, 0.75)) + np.array([30.0, -5.0, -5.0]), 0, 255)
-    thickness = rng.uniform(1.6, 3.6)
+    half_width = rx * rng.uniform(*MOUTH_HALF_WIDTH)
+    sag = curvature * half_width * SAG  # corners this far above (below) the middle
+    lip = np.clip(_shade(skin, rng.uniform(0.45, 0.7)) + np.array([45.0, -8.0, -8.0]), 0, 255)
+    parting = _shade(lip, rng.uniform(0.35, 0.6))
+    thickness = rng.uniform(*LIP_THICKNESS)
     mouth_open = rng.random() < 0.3
-    upper = _mouth_curve(cx, mouth_y, half_width, sag)
+    gap = ry * rng.uniform(0.05, 0.11) if mouth_open else 0.0
+    # Upper lip, (the opening), lower lip: bands that all bend as the curvature says.
+    top = _mouth_curve(cx, mouth_y - thickness / 2, half_width * 0.96, sag)
+    middle = _mouth_curve(cx, mouth_y, half_width, sag)
+    low = _mouth_curve(cx, mouth_y + gap, half_width * (0.92 if mouth_open else 1.0), sag * 1.1)
+    bottom = _mouth_curve(cx, mouth_y + gap + thickness / 2, half_width * 0.9, sag * 1.1)
+    canvas.polygon([*top, *reversed(bottom)], lip)
     if mouth_open:
-        gap = ry * rng.uniform(0.05, 0.12)
-        lower = _mouth_curve(cx, mouth_y + gap, half_width * 0.92, sag * 1.3)
-        inside = [*upper, *reversed(lower)]
-        canvas.polygon(inside, (70, 20, 25))
+        canvas.polygon([*middle, *reversed(low)], (70, 20, 25))
         if rng.random() < 0.6:
-            teeth = _mouth_curve(cx, mouth_y + gap * 0.35, half_width * 0.8, sag)
+            teeth = _mouth_curve(cx, mouth_y + gap * 0.3, half_width * 0.8, sag)
             canvas.line(teeth, (235, 232, 222), gap * 0.45)
-        canvas.line(lower, lip, thickness)
-    canvas.line(upper, lip, thickness)
+    else:
+        canvas.line(middle, parting, rng.uniform(0.8, 1.6))
 
     # 4. The picture: reduce, light, blur, noise, JPEG.
     image = image.resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS)
