@@ -38,8 +38,11 @@ from typing import Any
 
 from onnxedge.runtime.bundle_verify import (
     check_file_names,
+    check_io,
     confined,
+    external_data_files,
     name_problem,
+    read_model,
     regular_file,
     verify_model,
     verify_sha256,
@@ -47,11 +50,16 @@ from onnxedge.runtime.bundle_verify import (
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 from onnxedge.runtime.hashing import sha256_bytes, sha256_file
 from onnxedge.runtime.outputs import BINARY_KINDS, SIGMOID_PROBABILITY, manifest_kind
+from onnxedge.runtime.variants.manifest import FP32, VariantEntry, read_variants, variant_key
 
 log = logging.getLogger(__name__)
 
 FORMAT = "onnxedge-bundle"
 FORMAT_VERSION = 1
+# A bundle with variants (`onnxedge optimize`) is format 2, so that an onnxedge that knows nothing
+# of variants refuses it instead of ignoring them; one without stays 1, readable by older ones.
+VARIANTS_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)  # what this onnxedge reads; anything newer is refused
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
 
@@ -449,6 +457,7 @@ class Bundle:
     labels: Mapping[str, Any]
     preprocessing: Mapping[str, Any]
     external_data: tuple[str, ...] = ()
+    variants: Mapping[str, VariantEntry] = dataclasses.field(default_factory=dict)
     output_kind: str = SIGMOID_PROBABILITY
 
     @property
@@ -508,12 +517,14 @@ class Bundle:
             raise BundleError(
                 f"{source} is not an onnxedge manifest: expected format {FORMAT!r}, found {found!r}"
             )
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise BundleError(
-                f"{source}: expected format_version {FORMAT_VERSION}, "
-                f"found {manifest.get('format_version')!r}"
-            )
+        _check_format_version(manifest, source)
         _check_files(manifest.get("files"), source)
+        variants = read_variants(manifest, source, manifest["files"])
+        if variants and manifest["format_version"] < VARIANTS_FORMAT_VERSION:
+            raise BundleError(
+                f"{source}: lists variants but has format_version {manifest['format_version']}; "
+                f"expected {VARIANTS_FORMAT_VERSION} for a bundle with variants"
+            )
         output = TensorSpec.from_manifest(manifest.get("output"), "output")
         try:
             kind = manifest_kind(manifest.get("output"))
@@ -529,11 +540,31 @@ class Bundle:
             labels=labels,
             preprocessing=_check_preprocessing(manifest.get("preprocessing"), source),
             output_kind=kind,
+            variants=variants,
         )
 
     @property
     def model_path(self) -> Path:
         return self.path / MODEL
+
+    def variant_model(self, variant: str | None = None) -> Path:
+        """The model file of ``variant`` (None or ``fp32``: ``model.onnx``, verified by `open`),
+        verified before it is returned: listed with its sha256 and matching it, inside the
+        bundle, and (ONNX files) its external data verified and its input and output the
+        manifest's. An unknown name is an error naming the variants the bundle has."""
+        key = variant_key(variant)
+        if key == FP32:
+            return self.model_path
+        entry = self.variants.get(key)
+        if entry is None:
+            have = ", ".join([FP32, *self.variants])
+            raise BundleError(f"{self.path} has no {key!r} variant; it has: {have}")
+        path = self.file(entry.file)
+        if entry.format == "onnx":
+            model = read_model(path)
+            external_data_files(self, model)
+            check_io(model, self.input, self.output, source=path)
+        return path
 
     def file(self, name: str) -> Path:
         """The path of a file the manifest lists, confined to the bundle and its sha256
@@ -548,6 +579,21 @@ class Bundle:
         if entry is None:
             raise BundleError(f"{self.path / MANIFEST} lists no {name}")
         verify_sha256(confined(self.path, name), entry["sha256"], self.path / name)
+
+
+def _check_format_version(manifest: Mapping[str, Any], source: str) -> None:
+    """A format version this onnxedge reads; a newer one is refused with what to do about it."""
+    version = manifest.get("format_version")
+    readable = f"{READABLE_FORMAT_VERSIONS[0]} to {READABLE_FORMAT_VERSIONS[-1]}"
+    if isinstance(version, int) and not isinstance(version, bool):
+        if version > READABLE_FORMAT_VERSIONS[-1]:
+            raise BundleError(
+                f"{source}: expected format_version {readable}, found {version}: the bundle was "
+                "written by a newer onnxedge; upgrade onnxedge to read it"
+            )
+        if version in READABLE_FORMAT_VERSIONS:
+            return
+    raise BundleError(f"{source}: expected format_version {readable}, found {version!r}")
 
 
 def _check_files(files: Any, source: str) -> None:

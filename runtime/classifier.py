@@ -55,6 +55,7 @@ from onnxedge.runtime.session import (
     available_providers,
     make_session,
 )
+from onnxedge.runtime.variants.manifest import FP32, provider_for, variant_key
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ class Classifier:
         path: Path | None = None,
     ) -> None:
         self.session = session
+        self.variant = FP32  # which of the bundle's models (`from_bundle`'s ``variant``)
         self.manifest = manifest
         self.path = path
         self.provider = provider
@@ -239,6 +241,7 @@ class Classifier:
         threshold: float | None = None,
         engine: str = ONNXRUNTIME,
         precision: str = DEFAULT_PRECISION,
+        variant: str | None = None,
     ) -> Classifier:
         """Open a bundle and build its session.
 
@@ -253,25 +256,37 @@ class Classifier:
            and the LATENCY hint, `onnxedge.runtime.engines.openvino`); an engine that cannot run
            here is an `EngineUnavailable` saying why. ``provider`` then names the engine and its
            settings.
+        4. ``variant``: which of the bundle's models runs: None or ``fp32`` (``model.onnx``), or
+           one `onnxedge optimize` added (``int8``, ``fp16``, ``fp32-ort``, ``int8-ort``), its
+           file verified as ``model.onnx`` is (`Bundle.variant_model`). fp16 is made for the
+           CUDA EP: refused on the CPU EP, and ``auto`` means CUDA for it.
 
         Arguments are checked before the bundle is read: a bad ``threads`` or ``threshold`` is a
         `ValueError`, as the command line refuses them.
         """
         _provider_key(provider)
+        variant_key(variant)
         check_precision(engine, precision)
         threads = _check_count(threads, "threads", optional=True, maximum=MAX_THREADS)
         if threshold is not None:
             _check_threshold(threshold)
         bundle = Bundle.open(path)
+        model = bundle.variant_model(variant)  # 4.
         if check_engine(engine) == ONNXRUNTIME:
-            session, used = _session_for(bundle.model_path, provider, threads)
+            session, used = _session_for(
+                model, provider_for(bundle.variants, variant, _provider_key(provider)), threads
+            )
         else:  # 3.
             session = open_session(
-                engine, bundle.model_path, provider=provider, threads=threads, precision=precision
+                engine, model, provider=provider, threads=threads, precision=precision
             )
             used = session.describe()
-        log.info("%s runs on %s", bundle.path, used)
-        return cls(session, bundle.manifest, provider=used, threshold=threshold, path=bundle.path)
+        log.info("%s (%s) runs on %s", bundle.path, variant_key(variant), used)
+        classifier = cls(
+            session, bundle.manifest, provider=used, threshold=threshold, path=bundle.path
+        )
+        classifier.variant = variant_key(variant)
+        return classifier
 
     def _check_session(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}

@@ -57,6 +57,7 @@ class EvaluationResult:
     confusion: tuple[tuple[int, int], tuple[int, int]]
     roc_auc: float | None
     failed: tuple[FailedFile, ...]
+    variant: str = "fp32"  # which of the bundle's models (`onnxedge optimize` adds variants)
 
     def __bool__(self) -> bool:
         """True when every listed image was classified."""
@@ -85,6 +86,7 @@ class EvaluationResult:
             "threshold": self.threshold,
             "bundle": self.bundle,
             "provider": self.provider,
+            "variant": self.variant,
             "data": self.data,
         }
 
@@ -134,17 +136,24 @@ def evaluate_bundle(
     threads: int | None = None,
     engine: str = "onnxruntime",
     precision: str = "f32",
+    variant: str | None = None,
     batch_size: int = 64,
     threshold: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationResult:
     """Classify ``split`` of ``data`` (a `Dataset`, or a folder `open_dataset` reads with
     ``attribute``) with the bundle's model on ``engine`` at ``precision`` (`Classifier.from_bundle`)
-    and measure it. ``progress(done, total)`` is called after each file."""
+    and measure it; ``variant`` picks one of the bundle's models (None: ``model.onnx``).
+    ``progress(done, total)`` is called after each file."""
     dataset = data if isinstance(data, Dataset) else open_dataset(data, attribute)
     chosen = dataset.split(split)
     classifier = Classifier.from_bundle(
-        bundle, provider=provider, threads=threads, engine=engine, precision=precision
+        bundle,
+        provider=provider,
+        threads=threads,
+        engine=engine,
+        precision=precision,
+        variant=variant,
     )
     negative = str(classifier.labels.get("negative", "negative"))
     positive = str(classifier.labels.get("positive", "positive"))
@@ -186,6 +195,7 @@ def evaluate_bundle(
         confusion=confusion,
         roc_auc=roc_auc(labels, probabilities),
         failed=tuple(failed),
+        variant=classifier.variant,
     )
     if not result.labels_match:
         log.warning(

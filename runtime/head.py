@@ -5,8 +5,9 @@ on the way to the output, the classifier after it, and the pre-logits layers bet
 walk, so a branch that joins again, as hard-swish ``x * relu6(x + 3) / 6`` does, is followed on
 both sides) and stops on each path at the first op that pools over H and W. On the way it accepts
 
-1. shape-only ops (flatten, reshape, squeeze, transpose, concat, cast, identity, dropout), of which
-   only the data input is followed (a Reshape's shape input is not);
+1. shape-only ops (flatten, reshape, squeeze, transpose, concat, cast, identity, dropout) and the
+   QuantizeLinear/DequantizeLinear pairs of a quantised graph, of which only the data input is
+   followed (a Reshape's shape input is not);
 2. activations and elementwise arithmetic (ReLU, hard-swish as one op or as Add/Clip/Mul/Div,
    SiLU as Sigmoid and Mul, GELU as Erf, Mul and Add, softmax), normalisations (BatchNorm,
    LayerNorm, also as its ReduceMean/Sub/Pow/Sqrt/Div decomposition over the channel axis);
@@ -41,6 +42,10 @@ SHAPE_OPS: dict[str, tuple[int, ...] | None] = {
     "Dropout": (0,),
     "Expand": (0,),
     "Concat": None,
+    # A quantised (QDQ) graph wraps tensors in QuantizeLinear/DequantizeLinear pairs: the walk
+    # looks through them to the ops they wrap (input 0 is the data; scale and zero point are not).
+    "QuantizeLinear": (0,),
+    "DequantizeLinear": (0,),
 }
 # 2. Activations, arithmetic and normalisations (data inputs: every non-constant input, or input 0).
 _ELEMENTWISE: dict[str, tuple[int, ...] | None] = {

@@ -36,6 +36,11 @@ FAST_OPTIONS = {
     "predict": ["--provider", "cpu", "--no-progress"],
     "evaluate": ["--provider", "cpu", "--no-progress"],
 }
+# Commands that cannot succeed on the seeded test bundle, with the one clean line they end in
+# instead: reaching it shows that the one reader accepted the unaltered bundle.
+CONTROL_REFUSALS = {
+    "optimize": "expected a bundle exported from a trained checkpoint",
+}
 BUNDLE_ARGUMENTS = ("bundle", "target")
 
 

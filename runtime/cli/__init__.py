@@ -31,6 +31,7 @@ COMMANDS = {
     "parity": "onnxedge.runtime.cli.parity:parity_cmd",
     "bench": "onnxedge.runtime.cli.bench:bench_cmd",
     "predict": "onnxedge.runtime.cli.predict:predict_cmd",
+    "optimize": "onnxedge.runtime.cli.optimize:optimize_cmd",
     "evaluate": "onnxedge.runtime.cli.evaluate:evaluate_cmd",
     "data": "onnxedge.runtime.cli.data:data_group",
     "train": "onnxedge.export.cli.train:train_cmd",

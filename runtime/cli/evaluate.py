@@ -11,6 +11,7 @@ import click
 from onnxedge.runtime.bundle import atomic_write_bytes
 from onnxedge.runtime.classifier import PROVIDER_CHOICES
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
+from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.data import SPLITS
 from onnxedge.runtime.evaluate import EvaluationResult, evaluate_bundle
 
@@ -34,7 +35,7 @@ def format_result(result: EvaluationResult) -> list[str]:
         f"precision  {_percent(result.precision)}   (positive: {positive!r})",
         f"recall     {_percent(result.recall)}",
         f"roc_auc    {auc}",
-        f"threshold  {result.threshold:g}   provider {result.provider}",
+        f"threshold  {result.threshold:g}   provider {result.provider}   variant {result.variant}",
         "confusion:",
         f"  {corner:<{width}}  {negative:>{width}}  {positive:>{width}}",
         f"  {negative:<{width}}  {tn:>{width}}  {fp:>{width}}",
@@ -74,6 +75,7 @@ def format_result(result: EvaluationResult) -> list[str]:
     help="ONNX Runtime intra-op threads [default: one per physical core].",
 )
 @engine_options
+@variant_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
     "--threshold",
@@ -98,6 +100,7 @@ def evaluate_cmd(
     threads: int | None,
     engine: str,
     precision: str,
+    variant: str,
     batch_size: int,
     threshold: float | None,
     min_accuracy: float | None,
@@ -120,6 +123,7 @@ def evaluate_cmd(
             threads=threads,
             engine=engine,
             precision=precision,
+            variant=variant,
             batch_size=batch_size,
             threshold=threshold,
             progress=advance,

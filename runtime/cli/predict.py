@@ -19,6 +19,7 @@ import click
 from onnxedge.runtime.classifier import PROVIDER_CHOICES, FileResult
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import THREADS
+from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.preprocess import MAX_PIXELS, ImageReadError, is_image_name
 
@@ -110,6 +111,7 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
     help="ONNX Runtime intra-op threads [default: one per physical core].",
 )
 @engine_options
+@variant_option
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
@@ -135,6 +137,7 @@ def predict_cmd(
     threads: int | None,
     engine: str,
     precision: str,
+    variant: str,
     max_pixels: int,
     as_json: bool,
     top_k: int | None,
@@ -153,7 +156,12 @@ def predict_cmd(
 
     check_engine_options(engine, precision)
     classifier = Classifier.from_bundle(
-        bundle, provider=provider, threads=threads, engine=engine, precision=precision
+        bundle,
+        provider=provider,
+        threads=threads,
+        engine=engine,
+        precision=precision,
+        variant=variant,
     )
     if top_k is not None and classifier.threshold is not None:
         raise click.UsageError(

@@ -1,0 +1,155 @@
+"""`onnxedge optimize BUNDLE --data DIR [--int8] [--fp16] [--ort]`: the command line of
+`onnxedge.runtime.variants.optimize`. It parses options, calls the library, prints one gate line
+per variant and writes the JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE
+
+
+@click.command("optimize")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Labelled images (CelebA's layout or class folders): train split for "
+    "calibration, test split for the gates.",
+)
+@click.option("--int8", is_flag=True, help="int8 (QDQ, static, per-channel) for CPUs.")
+@click.option("--fp16", is_flag=True, help="float16 for the CUDA EP (float32 in and out).")
+@click.option(
+    "--ort",
+    "ort_format",
+    is_flag=True,
+    help="ORT-format files of fp32 and int8, with the required-operators config.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the bundle with its variants here [default: BUNDLE itself].",
+)
+@click.option("--attribute", default=None, help="CelebA attribute [default: Smiling].")
+@click.option(
+    "--calibration-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CALIBRATION_SIZE,
+    show_default=True,
+    help="Train-split images int8 is calibrated on.",
+)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(CALIBRATION_METHODS),
+    default="minmax",
+    show_default=True,
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Which train-split images are the calibration sample.",
+)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0.0, 100.0),
+    default=99.5,
+    show_default=True,
+    help="Gate: label agreement with fp32, in percent.",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0.0),
+    default=0.5,
+    show_default=True,
+    help="Gate: accuracy drop from fp32, in percentage points.",
+)
+@click.option(
+    "--no-gate", is_flag=True, help="Write variants that miss their gate too, marked ungated."
+)
+@click.option("--force", is_flag=True, help="Replace variants (or an --out bundle) that exist.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ONNX Runtime intra-op threads for the gates [default: one per core].",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the result (every gate's figures) as JSON.",
+)
+def optimize_cmd(
+    bundle: Path,
+    data_dir: Path,
+    int8: bool,
+    fp16: bool,
+    ort_format: bool,
+    out: Path | None,
+    attribute: str | None,
+    calibration_size: int,
+    calibration_method: str,
+    seed: int,
+    min_agreement: float,
+    max_accuracy_drop: float,
+    no_gate: bool,
+    force: bool,
+    threads: int | None,
+    json_path: Path | None,
+) -> None:
+    """Make BUNDLE's edge variants, gate each on DIR's test split, and add those that pass.
+
+    With none of --int8, --fp16, --ort: all three. Each variant is compared with fp32 on the test
+    split (onnxruntime only): label agreement >= --min-agreement and accuracy drop <=
+    --max-accuracy-drop, with the max and p99 probability error reported. One line per variant:
+    PASSED, FAILED (by how much; not written) or UNGATED (--no-gate). The bundle is rewritten
+    atomically, the manifest last. Exits 1 if any variant missed its gate.
+    """
+    from onnxedge.runtime.bundle import atomic_write_bytes
+    from onnxedge.runtime.variants.gate import GateCriteria
+    from onnxedge.runtime.variants.optimize import OptimizeRequest, optimize_bundle
+
+    every = not (int8 or fp16 or ort_format)
+    request = OptimizeRequest(
+        bundle=bundle,
+        data=data_dir,
+        out=out,
+        int8=int8 or every,
+        fp16=fp16 or every,
+        ort=ort_format or every,
+        attribute=attribute,
+        calibration_size=calibration_size,
+        calibration_method=calibration_method,
+        seed=seed,
+        gate=not no_gate,
+        force=force,
+        criteria=GateCriteria(min_agreement / 100.0, max_accuracy_drop),
+        threads=threads,
+    )
+    result = optimize_bundle(request, progress=lambda msg: click.echo(msg, err=True))
+    for outcome in result.outcomes:
+        click.echo(outcome.line())
+    for name in result.dropped:
+        click.echo(f"dropped {name}: made from a variant this run replaced", err=True)
+    if json_path is not None:
+        atomic_write_bytes(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    written = [o.name for o in result.outcomes if o.written]
+    if result.written:
+        click.echo(f"wrote {result.out} with {', '.join(written)}", err=True)
+    if result.missed:
+        names = ", ".join(o.name for o in result.missed)
+        click.echo(
+            f"onnxedge: error: {names} missed the gate (see the FAILED lines) and "
+            f"{'were' if len(result.missed) > 1 else 'was'} not written",
+            err=True,
+        )
+        sys.exit(1)

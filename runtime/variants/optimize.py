@@ -1,0 +1,452 @@
+"""`optimize_bundle`: make a bundle's edge variants, gate each on held-out data, and write the
+bundle with those that passed, atomically.
+
+1. Refused before any work: a bundle without trained weights (the gates compare accuracy, which
+   seeded weights do not have), a data set without a non-empty test split (or train split, for
+   int8's calibration), a variant the target bundle already has or a target that is another
+   bundle (both replaced only with ``force``), a target that cannot be written.
+2. Made in a temporary directory: int8 (`quantize`), fp16 (`fp16`), the ORT format of fp32 and of
+   int8 (`ortformat`; int8's from this run's int8, or from the bundle's when only ``--ort`` is
+   asked for).
+3. Gated (`gate`): fp32 and every variant run by onnxruntime on the test split, decoded once; fp16
+   on the CUDA EP where it loads, else on the CPU against fp32's numbers. A variant that misses
+   its gate is not written (nor int8-ort when int8 missed); with ``gate=False`` it is written and
+   marked ungated, its figures recorded all the same.
+4. Written (`BundleWriter`): the source bundle's files, verified, then the variants; the manifest
+   last, in a temporary directory renamed into place, so an interrupted run leaves the bundle as
+   it was. A variant derived from one that is replaced (int8-ort from int8) and not remade is
+   dropped, never left pointing at another model. The required-operators configuration is
+   rewritten for the ``.ort`` files the bundle then holds.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxedge.runtime.bundle import (
+    FORMAT_VERSION,
+    MANIFEST,
+    VARIANTS_FORMAT_VERSION,
+    Bundle,
+    BundleWriter,
+)
+from onnxedge.runtime.data import Dataset, open_dataset
+from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
+from onnxedge.runtime.session import SessionConfig, make_session
+from onnxedge.runtime.variants.gate import GateCriteria, GateResult, judge
+from onnxedge.runtime.variants.graph import operators_config
+from onnxedge.runtime.variants.manifest import (
+    FP16,
+    FP32,
+    FP32_ORT,
+    INT8,
+    INT8_ORT,
+    ORT_CONFIG,
+    VARIANT_FILES,
+    VARIANTS,
+)
+from onnxedge.runtime.variants.quantize import DEFAULT_CALIBRATION_SIZE, Int8Config
+from onnxedge.runtime.variants.samples import calibration_sample, iter_chunks, load_inputs
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+GATE_BATCH = 64
+_PRECISION = {INT8: "int8", FP16: "fp16", FP32_ORT: "fp32", INT8_ORT: "int8"}
+_PROVIDERS = {INT8: ["cpu"], FP16: ["cuda"], FP32_ORT: ["cpu"], INT8_ORT: ["cpu"]}
+_DERIVED = {INT8_ORT: INT8}  # a variant made from another variant
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizeRequest:
+    bundle: Path
+    data: Path
+    out: Path | None = None  # None: the bundle itself, replaced atomically
+    int8: bool = True
+    fp16: bool = True
+    ort: bool = True
+    attribute: str | None = None
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE
+    calibration_method: str = "minmax"
+    seed: int = 0
+    gate: bool = True
+    force: bool = False
+    criteria: GateCriteria = dataclasses.field(default_factory=GateCriteria)
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.int8 or self.fp16 or self.ort):
+            raise OnnxEdgeError("expected at least one of --int8, --fp16, --ort")
+        if self.calibration_size < 1:
+            raise OnnxEdgeError(
+                f"--calibration-size: expected at least 1, got {self.calibration_size}"
+            )
+        Int8Config(calibration_method=self.calibration_method)  # checks the method
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantOutcome:
+    """One variant: its gate, whether it was written, and why not."""
+
+    name: str
+    gate: GateResult
+    written: bool
+    bytes: int
+    enforced: bool  # the gate decided (False: --no-gate)
+    reason: str = ""
+
+    def line(self) -> str:
+        text = self.gate.line(enforced=self.enforced) + f" | {_size(self.bytes)}"
+        if not self.written:
+            text += f" | not written: {self.reason}"
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizeResult:
+    out: Path
+    outcomes: tuple[VariantOutcome, ...]
+    fp32_bytes: int
+    written: bool  # whether the bundle was (re)written
+    dropped: tuple[str, ...] = ()  # derived variants removed because their source was replaced
+
+    def __bool__(self) -> bool:
+        """True when every variant asked for was written (passed, or written ungated)."""
+        return all(o.written for o in self.outcomes)
+
+    @property
+    def missed(self) -> tuple[VariantOutcome, ...]:
+        return tuple(o for o in self.outcomes if not o.gate and o.enforced)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "written": self.written,
+            "fp32_bytes": self.fp32_bytes,
+            "dropped": list(self.dropped),
+            "variants": {
+                o.name: {
+                    "written": o.written,
+                    "reason": o.reason,
+                    "bytes": o.bytes,
+                    "gate_enforced": o.enforced,
+                    "gate": o.gate.to_dict(),
+                }
+                for o in self.outcomes
+            },
+        }
+
+
+def optimize_bundle(request: OptimizeRequest, progress: Progress | None = None) -> OptimizeResult:
+    """The steps of the module docstring; `OnnxEdgeError` for what 1. refuses."""
+    say = progress or (lambda _msg: None)
+    source = Bundle.open(request.bundle)
+    out = Path(request.out) if request.out is not None else Path(request.bundle)
+    wanted = _wanted(request, source)
+    _check_target(request, source, out, wanted)  # 1.
+    data = open_dataset(request.data, request.attribute)
+    test = data.split("test")
+    if len(test) == 0:
+        raise OnnxEdgeError(f"{data.root}: the test split is empty; the gates need held-out images")
+
+    with tempfile.TemporaryDirectory(prefix="onnxedge-optimize-") as tmp:
+        work = Path(tmp)
+        made = _make_variants(request, source, data, wanted, work, say)  # 2.
+        say(f"gating on the test split ({len(test)} images)")
+        gates = _gate(request, source, data, made, work)  # 3.
+        outcomes = _decide(request, made, gates)
+        to_write = {o.name: made[o.name] for o in outcomes if o.written}
+        result = OptimizeResult(
+            out=out,
+            outcomes=outcomes,
+            fp32_bytes=source.model_path.stat().st_size,
+            written=bool(to_write),
+        )
+        if to_write:
+            say(f"writing {out}")
+            dropped = _write(source, out, to_write, outcomes, _data_block(data))  # 4.
+            result = dataclasses.replace(result, dropped=dropped)
+    return result
+
+
+def check_trained(bundle: Bundle) -> None:
+    """Refuse a bundle without trained weights: neither a ``training`` block (a checkpoint of
+    `onnxedge train`) nor weights loaded from a checkpoint."""
+    weights = bundle.manifest.get("weights")
+    if isinstance(bundle.manifest.get("training"), Mapping):
+        return
+    if not isinstance(weights, Mapping) or weights.get("source") != "checkpoint":
+        found = dict(weights) if isinstance(weights, Mapping) else weights
+        raise OnnxEdgeError(
+            f"{bundle.path}: expected a bundle exported from a trained checkpoint (onnxedge "
+            f"train, then onnxedge export --checkpoint), found weights {found!r}: the accuracy "
+            "gates need a trained model"
+        )
+
+
+def _wanted(request: OptimizeRequest, source: Bundle) -> list[str]:
+    names = []
+    if request.int8:
+        names.append(INT8)
+    if request.fp16:
+        names.append(FP16)
+    if request.ort:
+        names.append(FP32_ORT)
+        if request.int8 or INT8 in source.variants:
+            names.append(INT8_ORT)
+    return names
+
+
+def _check_target(request: OptimizeRequest, source: Bundle, out: Path, wanted: list[str]) -> None:
+    check_trained(source)
+    same = out.resolve() == source.path.resolve()
+    if not request.force:
+        if same:
+            existing = [n for n in wanted if n in source.variants]
+            if existing:
+                raise OnnxEdgeError(
+                    f"{source.path} already has the {', '.join(existing)} variant"
+                    f"{'s' if len(existing) > 1 else ''}; pass --force to replace "
+                    f"{'them' if len(existing) > 1 else 'it'}"
+                )
+        elif out.exists() and (out / MANIFEST).is_file():
+            raise OnnxEdgeError(
+                f"--out {out} is another bundle; pass --force to replace it with {source.path} "
+                "and its variants"
+            )
+    BundleWriter(out).check_target()
+
+
+def _make_variants(
+    request: OptimizeRequest,
+    source: Bundle,
+    data: Dataset,
+    wanted: list[str],
+    work: Path,
+    say: Progress,
+) -> dict[str, dict[str, Any]]:
+    """2.: each variant's file in ``work`` and its manifest entry (without the gate)."""
+    from onnxedge.runtime.variants.fp16 import convert_fp16
+    from onnxedge.runtime.variants.ortformat import convert_to_ort
+    from onnxedge.runtime.variants.quantize import quantize_int8
+
+    made: dict[str, dict[str, Any]] = {}
+    int8_source: Path | None = None
+    if INT8 in wanted:
+        train = data.split("train")
+        paths = calibration_sample(train, request.calibration_size, request.seed)
+        say(f"int8: calibrating on {len(paths)} images of the train split")
+        images = load_inputs(paths, source.preprocessing, what="calibration images (train split)")
+        int8_source = work / "int8.onnx"
+        info = quantize_int8(
+            source.model_path,
+            int8_source,
+            images,
+            Int8Config(calibration_method=request.calibration_method),
+        )
+        info["calibration"] = {
+            "split": "train",
+            "images": len(paths),
+            "requested": request.calibration_size,
+            "seed": request.seed,
+            "method": request.calibration_method,
+            "data": _data_block(data),
+        }
+        made[INT8] = _entry(INT8, int8_source, "model.onnx", info)
+    elif INT8_ORT in wanted:
+        int8_source = source.variant_model(INT8)
+    if FP16 in wanted:
+        say("fp16: converting")
+        path = work / "fp16.onnx"
+        made[FP16] = _entry(FP16, path, "model.onnx", convert_fp16(source.model_path, path))
+    if FP32_ORT in wanted:
+        say("ORT format: converting fp32")
+        path = work / "fp32.ort"
+        made[FP32_ORT] = _entry(
+            FP32_ORT, path, "model.onnx", convert_to_ort(source.model_path, path)
+        )
+    if INT8_ORT in wanted and int8_source is not None:
+        say("ORT format: converting int8")
+        path = work / "int8.ort"
+        made[INT8_ORT] = _entry(INT8_ORT, path, INT8, convert_to_ort(int8_source, path))
+    return made
+
+
+def _entry(name: str, path: Path, derived_from: str, info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "file": VARIANT_FILES[name],
+        "format": "ort" if path.suffix == ".ort" else "onnx",
+        "precision": _PRECISION[name],
+        "providers": list(_PROVIDERS[name]),
+        "from": derived_from,
+        "bytes": path.stat().st_size,
+        "made": {
+            **info,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "_path": str(path),  # removed before the manifest is written
+    }
+
+
+def _data_block(data: Dataset) -> dict[str, Any]:
+    return {
+        "root": str(data.root),
+        "layout": data.layout,
+        "attribute": data.attribute,
+        "listing_sha256": data.listing_sha256(),
+    }
+
+
+def _gate(
+    request: OptimizeRequest,
+    source: Bundle,
+    data: Dataset,
+    made: Mapping[str, Mapping[str, Any]],
+    work: Path,
+) -> dict[str, GateResult]:
+    """3.: fp32 and each variant on the test split; the gate of each variant."""
+    sessions: dict[str, tuple[Any, str]] = {FP32: _session(source.model_path, "cpu", request)}
+    for name, entry in made.items():
+        path = Path(entry["_path"])
+        if name == FP16:
+            try:
+                sessions[name] = _session(path, "cuda", request)
+                continue
+            except ProviderUnavailable as e:
+                log.info("fp16 is gated on the CPU EP: %s", e)
+        sessions[name] = _session(path, "cpu", request)
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in sessions}
+    labels: list[np.ndarray] = []
+    test = data.split("test")
+    for chunk in iter_chunks(test, source.preprocessing, what="test images (the gate)"):
+        labels.append(chunk.labels)
+        for name, (session, _) in sessions.items():
+            outputs[name].append(_probabilities(session, source.input.name, chunk.inputs))
+    truth = np.concatenate(labels)
+    reference = np.concatenate(outputs[FP32])
+    return {
+        name: judge(
+            name,
+            reference,
+            np.concatenate(outputs[name]),
+            truth,
+            threshold=source.threshold,
+            criteria=request.criteria,
+            provider=sessions[name][1],
+        )
+        for name in made
+    }
+
+
+def _session(path: Path, provider: str, request: OptimizeRequest) -> tuple[Any, str]:
+    session = make_session(path, SessionConfig(provider=provider, threads=request.threads))
+    return session, session.get_providers()[0]
+
+
+def _probabilities(session: Any, input_name: str, inputs: np.ndarray) -> np.ndarray:
+    parts = []
+    for start in range(0, len(inputs), GATE_BATCH):
+        (out,) = session.run(None, {input_name: inputs[start : start + GATE_BATCH]})[:1]
+        parts.append(np.asarray(out, dtype=np.float64).reshape(len(out), -1)[:, 0])
+    return np.concatenate(parts)
+
+
+def _decide(
+    request: OptimizeRequest,
+    made: Mapping[str, Mapping[str, Any]],
+    gates: Mapping[str, GateResult],
+) -> tuple[VariantOutcome, ...]:
+    outcomes: dict[str, VariantOutcome] = {}
+    for name in (n for n in VARIANTS if n in made):
+        gate = gates[name]
+        size = int(made[name]["bytes"])
+        if request.gate and not gate:
+            outcomes[name] = VariantOutcome(name, gate, False, size, True, "missed its gate")
+            continue
+        parent = _DERIVED.get(name)
+        if parent in outcomes and not outcomes[parent].written:
+            outcomes[name] = VariantOutcome(
+                name, gate, False, size, request.gate, f"made from {parent}, which was not written"
+            )
+            continue
+        outcomes[name] = VariantOutcome(name, gate, True, size, request.gate)
+    return tuple(outcomes.values())
+
+
+def _write(
+    source: Bundle,
+    out: Path,
+    made: Mapping[str, Mapping[str, Any]],
+    outcomes: tuple[VariantOutcome, ...],
+    data: Mapping[str, Any],
+) -> tuple[str, ...]:
+    """4.: the source bundle's files and manifest, with the variants added or replaced."""
+    gates = {o.name: o for o in outcomes}
+    variants = {
+        k: dict(v) for k, v in copy.deepcopy(dict(source.manifest.get("variants", {}))).items()
+    }
+    dropped = tuple(
+        name
+        for name, parent in _DERIVED.items()
+        if parent in made and name in variants and name not in made
+    )
+    for name in dropped:
+        log.warning(
+            "dropping the %s variant: it was made from the %s being replaced", name, _DERIVED[name]
+        )
+        del variants[name]
+    for name, entry in made.items():
+        block = {k: v for k, v in entry.items() if k != "_path"}
+        outcome = gates[name]
+        block["gated"] = outcome.enforced and outcome.gate.passed
+        block["gate"] = {**outcome.gate.to_dict(), "enforced": outcome.enforced, "data": data}
+        variants[name] = block
+    keep_files = {v["file"] for v in variants.values()}
+    ort_operators = [v["made"]["operators"] for v in variants.values() if v.get("format") == "ort"]
+    stale = {entry.file for entry in source.variants.values() if entry.file not in keep_files} | {
+        ORT_CONFIG
+    }
+    manifest = {
+        k: v
+        for k, v in copy.deepcopy(dict(source.manifest)).items()
+        if k not in ("format", "format_version", "files", "variants")
+    }
+    with BundleWriter(out) as writer:
+        for name in source.manifest["files"]:
+            if name in stale or name in (VARIANT_FILES[n] for n in made):
+                continue
+            writer.write_bytes(name, source.file(name).read_bytes())
+        for entry in made.values():
+            writer.write_bytes(entry["file"], Path(entry["_path"]).read_bytes())
+        if ort_operators:
+            writer.write_bytes(ORT_CONFIG, operators_config(ort_operators).encode())
+            for v in variants.values():
+                if v.get("format") == "ort":
+                    v["required_operators"] = ORT_CONFIG
+        writer.manifest.update(manifest)
+        writer.manifest["format_version"] = VARIANTS_FORMAT_VERSION if variants else FORMAT_VERSION
+        if variants:
+            writer.manifest["variants"] = variants
+    return dropped
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+__all__ = [
+    "OptimizeRequest",
+    "OptimizeResult",
+    "VariantOutcome",
+    "check_trained",
+    "optimize_bundle",
+]

@@ -1,0 +1,179 @@
+"""int8: onnxruntime's static quantisation, in the QDQ format, for CPUs with int8 dot products
+(AVX-512 VNNI, AVX-VNNI, Arm dot-product).
+
+`quantize_int8` runs, in order:
+
+1. ``quant_pre_process`` (onnxruntime's quantisation pre-processing: the graph optimisations
+   that quantisation expects and ONNX shape inference, which knows every op of these CNNs; its
+   symbolic shape inference is skipped: it lives in ``onnxruntime.tools``, which imports torch
+   wherever torch is installed, and needs sympy, which the runtime does not install);
+2. ``quantize_static`` in the QDQ format: weights int8 per output channel, activations uint8 (the
+   fast pairing on x86: u8 x s8), calibrated on preprocessed images from the data set's train
+   split with ``minmax``, ``entropy`` or ``percentile``;
+3. the head kept in float: the classifier (the Gemm or MatMul nearest the output) and what
+   follows it (the Sigmoid) are excluded from quantisation. Quantising them maps every output of
+   a model with a narrow output range onto a handful of 8-bit steps (on untrained weights, all
+   128 test probabilities became one value); keeping them float costs no measurable time;
+4. the result checked: ``onnx.checker``, a symbolic batch dim, and `onnxedge check`'s head check,
+   which looks through the Q/DQ pairs to the ``GlobalAveragePool``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.variants.graph import head_node_names, name_unnamed_nodes, package_versions
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIBRATION_SIZE = 256
+CALIBRATION_BATCH = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Config:
+    calibration_method: str = "minmax"
+    per_channel: bool = True
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    keep_head_float: bool = True  # 3. of the module docstring
+
+    def __post_init__(self) -> None:
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise OnnxEdgeError(
+                f"--calibration-method: expected one of {', '.join(CALIBRATION_METHODS)}, got "
+                f"{self.calibration_method!r}"
+            )
+        for name in ("activation_type", "weight_type"):
+            if getattr(self, name) not in ("uint8", "int8"):
+                raise OnnxEdgeError(f"{name}: expected uint8 or int8, got {getattr(self, name)!r}")
+
+
+def quantize_int8(
+    source: Path, target: Path, calibration: np.ndarray, config: Int8Config | None = None
+) -> dict[str, Any]:
+    """Write ``source`` quantised to int8 at ``target``, calibrated on ``calibration`` (float32
+    [N, C, H, W], preprocessed as the manifest says); returns how it was made, for the manifest."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    config = config or Int8Config()
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise OnnxEdgeError(
+            f"expected calibration images as [N, C, H, W] with N >= 1, found {calibration.shape}"
+        )
+    input_name = onnx.load(str(source), load_external_data=False).graph.input[0].name
+
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._batches = _batches(calibration, input_name)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    with tempfile.TemporaryDirectory(prefix="onnxedge-int8-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:  # 1.
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        except Exception as e:
+            raise OnnxEdgeError(
+                f"onnxruntime's quantisation pre-processing failed on {source}: {first_line(e)}"
+            ) from None
+        model = onnx.load(str(prepared))
+        if name_unnamed_nodes(model):
+            onnx.save(model, str(prepared))
+        excluded = head_node_names(model) if config.keep_head_float else []  # 3.
+        try:  # 2.
+            with _quiet_quantizer():
+                quantize_static(
+                    str(prepared),
+                    str(target),
+                    _Reader(),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=config.per_channel,
+                    activation_type=types[config.activation_type],
+                    weight_type=types[config.weight_type],
+                    calibrate_method=methods[config.calibration_method],
+                    nodes_to_exclude=excluded,
+                    extra_options={"CalibTensorRangeSymmetric": False},
+                )
+        except OnnxEdgeError:
+            raise
+        except Exception as e:
+            raise OnnxEdgeError(
+                f"onnxruntime's static quantisation failed: {first_line(e)}"
+            ) from None
+    check_quantized(target)  # 4.
+    return {
+        "method": "onnxruntime.quantization.quantize_static after quant_pre_process",
+        "quant_format": "QDQ",
+        "per_channel": config.per_channel,
+        "activation_type": config.activation_type,
+        "weight_type": config.weight_type,
+        "calibration_method": config.calibration_method,
+        "kept_float": excluded,
+        "versions": package_versions(),
+    }
+
+
+def check_quantized(path: Path) -> None:
+    """4. of the module docstring: a quantised model that `onnxedge check` would refuse is an
+    error (a bug in the quantiser or here), never a variant."""
+    from onnxedge.runtime.check import check_path
+
+    report = check_path(path)
+    if not report:
+        raise OnnxEdgeError(
+            f"the int8 model fails onnxedge check: {report.failures[0]}; not written"
+        )
+
+
+def _batches(images: np.ndarray, input_name: str) -> Iterator[dict[str, np.ndarray]]:
+    for start in range(0, len(images), CALIBRATION_BATCH):
+        yield {input_name: np.ascontiguousarray(images[start : start + CALIBRATION_BATCH])}
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """onnxruntime's quantiser logs its progress at INFO on the root logger; keep it to
+    warnings unless onnxedge runs with -v."""
+    root = logging.getLogger()
+    saved = root.level
+    if saved < logging.WARNING and not log.isEnabledFor(logging.INFO):
+        root.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(saved)
+
+
+__all__ = [
+    "CALIBRATION_METHODS",
+    "DEFAULT_CALIBRATION_SIZE",
+    "Int8Config",
+    "check_quantized",
+    "quantize_int8",
+]

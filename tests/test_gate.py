@@ -1,0 +1,100 @@
+"""The accuracy gate (`onnxedge.runtime.variants.gate.judge`): each criterion passes at its bound
+and fails just past it, saying by how much; outputs that are not probabilities never pass."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from onnxedge.runtime.variants.gate import GateCriteria, judge
+
+N = 200
+
+
+def _case(flip: int = 0, wrong_before: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """fp32 probabilities, a variant's and the truth for N images: fp32 right except on
+    ``wrong_before`` images; the variant flips the label of ``flip`` images fp32 got right."""
+    rng = np.random.default_rng(0)
+    truth = np.arange(N) % 2
+    fp32 = np.where(truth == 1, 0.9, 0.1) + rng.uniform(-0.05, 0.05, N)
+    fp32[:wrong_before] = 1.0 - fp32[:wrong_before]
+    variant = fp32 + 0.001
+    variant[wrong_before : wrong_before + flip] = 1.0 - fp32[wrong_before : wrong_before + flip]
+    return fp32, variant, truth
+
+
+def test_an_identical_variant_passes_with_zero_errors():
+    fp32, _, truth = _case()
+    result = judge("int8", fp32, fp32, truth, threshold=0.5)
+    assert result and result.agreement == 1.0 and result.max_prob_error == 0.0
+    assert result.accuracy == result.fp32_accuracy == 1.0
+    assert result.line().startswith("PASSED | int8 | agreement 100.00%")
+
+
+def test_agreement_at_the_bound_passes_and_one_flip_more_fails():
+    fp32, variant, truth = _case(flip=1)  # 199 / 200 = 99.5 %
+    criteria = GateCriteria(min_agreement=0.995, max_accuracy_drop_pp=100.0)
+    assert judge("int8", fp32, variant, truth, threshold=0.5, criteria=criteria)
+    fp32, variant, truth = _case(flip=2)  # 99.0 %
+    result = judge("int8", fp32, variant, truth, threshold=0.5, criteria=criteria)
+    assert not result and result.flips == 2
+    (miss,) = result.misses
+    assert "label agreement 99.00% < 99.50% (missed by 0.50 pp: 2 of 200" in miss
+    assert result.line().startswith("FAILED | int8 |")
+    assert result.line(enforced=False).startswith("UNGATED | int8 |")
+
+
+def test_accuracy_drop_fails_alone_and_says_by_how_much():
+    fp32, variant, truth = _case(flip=2)  # accuracy 100 % -> 99 %: a drop of 1.00 pp
+    criteria = GateCriteria(min_agreement=0.0, max_accuracy_drop_pp=0.5)
+    result = judge("fp16", fp32, variant, truth, threshold=0.5, criteria=criteria)
+    assert not result
+    (miss,) = result.misses
+    assert miss == "accuracy drop 1.00 pp > 0.50 pp (missed by 0.50 pp)"
+
+
+def test_a_variant_more_accurate_than_fp32_is_no_drop():
+    fp32, _, truth = _case(wrong_before=3)
+    fixed = np.where(truth == 1, 0.8, 0.2)  # right everywhere, so 3 labels differ from fp32
+    result = judge("int8", fp32, fixed, truth, threshold=0.5, criteria=GateCriteria(0.98, 0.5))
+    assert result and result.accuracy_drop_pp < 0 and result.flips == 3
+
+
+def test_the_error_figures_are_against_fp32():
+    fp32, _, truth = _case()
+    variant = fp32.copy()
+    variant[:100] += 0.01
+    variant[0] += 0.04  # one error of 0.05, 99 of 0.01, 100 of 0
+    result = judge("int8", fp32, variant, truth, threshold=0.5)
+    assert result.max_prob_error == pytest.approx(0.05)
+    assert result.p99_prob_error == pytest.approx(np.percentile(np.abs(variant - fp32), 99))
+    assert result.mean_prob_error == pytest.approx((0.05 + 99 * 0.01) / 200)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -0.5, 1.5])
+def test_outputs_that_are_not_probabilities_disagree_and_are_wrong(bad):
+    fp32, _, truth = _case()
+    variant = fp32.copy()
+    variant[:2] = bad
+    result = judge("int8", fp32, variant, truth, threshold=0.5)
+    assert not result
+    assert result.not_probabilities == 2 and result.flips == 2
+    assert result.accuracy == pytest.approx(198 / 200)
+    assert math.isinf(result.max_prob_error)
+    assert "2 outputs not probabilities" in result.line()
+    assert result.to_dict()["max_prob_error"] == "inf"
+
+
+def test_mismatched_lengths_are_refused():
+    with pytest.raises(ValueError, match="as many fp32 outputs"):
+        judge("int8", [0.1, 0.2], [0.1], [0, 1], threshold=0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"min_agreement": 1.5}, {"min_agreement": -0.1}, {"max_accuracy_drop_pp": -1}]
+)
+def test_criteria_out_of_range_are_refused(kwargs):
+    with pytest.raises(ValueError, match="expected"):
+        GateCriteria(**kwargs)
