@@ -35,6 +35,7 @@ import torch
 
 from onnxedge.runtime.parity.exposed import ExposedTensor, expose_intermediates, run_exposed
 from onnxedge.runtime.parity.layer_compare import compare_layer, layer_tolerance
+from onnxedge.runtime.parity.layer_reference import ComputedLayerReference
 from onnxedge.runtime.parity.layers import (
     DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
     GOLDEN_LAYERS,
@@ -42,7 +43,6 @@ from onnxedge.runtime.parity.layers import (
     golden_layers_npz_bytes,
     layer_modules,
 )
-from onnxedge.runtime.parity.localize import ComputedLayerReference
 from onnxedge.runtime.parity.reference import Reference
 from onnxedge.runtime.parity.rows import PASSED
 from onnxedge.runtime.parity.tolerances import DEFAULT_TOLERANCES

@@ -30,15 +30,14 @@ from onnxedge.runtime.parity.layer_compare import (
     compare_layer,
     layer_tolerance,
 )
-from onnxedge.runtime.parity.layers import GOLDEN_LAYERS, NoGoldenLayers, layer_modules
-from onnxedge.runtime.parity.localize import (
-    LOCALIZED,
-    NOT_LOCALIZED,
+from onnxedge.runtime.parity.layer_reference import (
     against_provider,
+    against_variant,
     golden_layer_reference,
-    localize,
     run_layer_reference,
 )
+from onnxedge.runtime.parity.layers import GOLDEN_LAYERS, NoGoldenLayers, layer_modules
+from onnxedge.runtime.parity.localize import LOCALIZED, NOT_LOCALIZED, localize
 from onnxedge.runtime.parity.rows import FAILED, PASSED
 from onnxedge.runtime.parity.tolerances import Target, Tolerance
 
@@ -341,7 +340,8 @@ def test_localizes_from_golden_layers_without_torch(bundle_copy):
     code = """
 from onnxedge.runtime.bundle import Bundle
 from onnxedge.runtime.parity import load_golden, run_parity, Target
-from onnxedge.runtime.parity.localize import golden_layer_reference, localize
+from onnxedge.runtime.parity.layer_reference import golden_layer_reference
+from onnxedge.runtime.parity.localize import localize
 b = Bundle.open(sys.argv[1])
 ref = load_golden(b)
 report = run_parity(b, ref, targets=[Target("cpu")], batch_sizes=(7,))
@@ -616,3 +616,164 @@ def test_the_module_map_names_nested_modules_and_hooks_clone_in_place_outputs():
     x = np.random.default_rng(0).normal(size=(2, 3, 8, 8))
     caught = capture_layers(module.double(), x, outputs)
     assert (caught[outputs["0.conv"]] < 0).any()  # the conv's own output, not the ReLU's
+
+
+# --- variants: parity --variant, and int8 against fp32 -----------------------------------------
+
+
+def add_variant(bundle: Path, name: str, model: Path, fmt: str = "onnx") -> None:
+    """Put ``model`` into the bundle as the variant ``name``, as `onnxedge optimize` lists one."""
+    file = f"variants/{name}.{fmt}"
+    (bundle / "variants").mkdir(exist_ok=True)
+    (bundle / file).write_bytes(model.read_bytes())
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["format_version"] = 2
+    manifest["files"][file] = {"sha256": sha256_file(bundle / file)}
+    manifest.setdefault("variants", {})[name] = {
+        "file": file,
+        "format": fmt,
+        "precision": "int8",
+        "providers": ["cpu"],
+        "gated": False,
+    }
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def quantize(bundle: Path, out: Path, nodes: list[str] | None = None) -> Path:
+    """The bundle's model quantized to int8 (QDQ, per channel, calibrated on the golden inputs):
+    every node as `onnxedge optimize` does (pre-processing fuses each Conv with its ReLU), or only
+    ``nodes`` (onnxruntime's quantize_static alone, which keeps the graph's tensors)."""
+    inputs = load_golden(Bundle.open(bundle)).batches[64].inputs
+    if nodes is None:
+        from onnxedge.runtime.variants.quantize import quantize_int8
+
+        quantize_int8(bundle / "model.onnx", out, inputs)
+        return out
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": inputs}])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(
+        str(bundle / "model.onnx"),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_quantize=nodes,
+    )
+    return out
+
+
+@pytest.mark.parametrize("conv", ["conv2", "conv4"])
+def test_int8_against_fp32_finds_the_one_quantized_convolution(bundle_copy, tmp_path, conv):
+    node = conv_nodes(bundle_copy)[f"{conv}.weight"]
+    add_variant(bundle_copy, "int8", quantize(bundle_copy, tmp_path / "q.onnx", [node]))
+    report = tmp_path / "parity.json"
+    result = invoke(
+        "parity",
+        bundle_copy,
+        "--providers",
+        "cpu",
+        "--batch-sizes",
+        "7",
+        "--variant",
+        "int8",
+        "--localize",
+        "--against",
+        "fp32",
+        "--json",
+        report,
+    )
+    assert result.exit_code == 1, result.output  # the int8 row fails fp32's tolerance
+    assert result.output.startswith("model: variants/int8.onnx (variant int8)\n")
+    payload = json.loads(report.read_text())
+    assert payload["variant"] == "int8"
+    (found,) = payload["localization"]
+    assert found["reference"] == "the fp32 model (model.onnx) on cpu"
+    first = found["first_divergent"]
+    assert (first["node"], first["module"]) == (node, {"module": conv, "class": "Conv2d"})
+    compared = [layer for layer in found["layers"] if layer["status"] != NO_REFERENCE]
+    before = compared[: [layer["node"] for layer in compared].index(node)]
+    assert before and all(layer["status"] == PASSED for layer in before)
+    # the Q/DQ tensors have no counterpart in fp32: listed, not compared
+    assert any(layer["op_type"] == "QuantizeLinear" for layer in found["layers"])
+    assert not {layer["tensor"] for layer in before} & set(found["largest"])
+
+
+def test_int8_against_fp32_names_the_layers_with_the_largest_quantisation_error(
+    bundle_copy, tmp_path
+):
+    add_variant(bundle_copy, "int8", quantize(bundle_copy, tmp_path / "q.onnx"))
+    opened = Bundle.open(bundle_copy)
+    reference = load_golden(opened)
+    exposed = ExposedModel.of(opened, "int8")
+    report = run_parity(opened, reference, targets=CPU, batch_sizes=(7,), model=exposed.model_path)
+    (found,) = localize(
+        opened,
+        report.rows,
+        against_variant(opened, "fp32", reference),
+        reference=reference,
+        exposed=exposed,
+        when="always",
+    )
+    compared = [layer for layer in found.layers if layer.compared]
+    assert len(compared) == 11  # each Conv fused with its ReLU: 15 tensors less 4
+    # quantisation errors, measured here without the library: error over the fp32 tensor's RMS
+    fp32 = ort.InferenceSession(
+        expose_intermediates(onnx.load(str(opened.model_path)))[0].SerializeToString(),
+        providers=["CPUExecutionProvider"],
+    )
+    int8 = ort.InferenceSession(exposed.data, providers=["CPUExecutionProvider"])
+    x = {"input": reference.batches[7].inputs}
+    want = dict(zip([o.name for o in fp32.get_outputs()], fp32.run(None, x), strict=True))
+    got = dict(zip([o.name for o in int8.get_outputs()], int8.run(None, x), strict=True))
+    errors = {
+        t: float(np.abs(got[t] - want[t]).max() / np.sqrt(np.mean(want[t].astype(float) ** 2)))
+        for t in (layer.tensor.name for layer in compared)
+    }
+    largest = sorted(errors, key=errors.get, reverse=True)[:3]
+    assert [layer.tensor.name for layer in found.largest()] == largest
+    assert found.to_dict()["largest"] == largest
+    (line,) = [x for x in found.lines() if x.startswith("  largest error/scale: ")]
+    for layer in found.largest():
+        assert layer.label() in line
+    first = found.first_divergent
+    assert (str(first.module), first.tensor.op_type) == ("conv1 + relu1 (Conv2d + ReLU)", "Conv")
+
+
+def test_parity_variant_runs_the_variant_and_fp32_is_model_onnx(bundle_copy, tmp_path):
+    node = conv_nodes(bundle_copy)["conv3.weight"]
+    add_variant(bundle_copy, "int8", quantize(bundle_copy, tmp_path / "q.onnx", [node]))
+    args = ("parity", bundle_copy, "--providers", "cpu", "--batch-sizes", "7")
+    fp32 = invoke(*args, "--variant", "fp32")
+    assert fp32.exit_code == 0, fp32.output
+    assert not fp32.output.startswith("model:")
+    int8 = invoke(*args, "--variant", "INT8")
+    assert int8.exit_code == 1, int8.output
+    assert "FAILED | cpu | batch 7 |" in int8.output
+
+
+def test_parity_variant_errors(bundle_copy, tmp_path):
+    args = ("parity", bundle_copy, "--providers", "cpu", "--batch-sizes", "7")
+    missing = invoke(*args, "--variant", "int8")
+    assert missing.exit_code == 1
+    assert "has no 'int8' variant; it has: fp32" in missing.output
+    add_variant(bundle_copy, "int8-ort", bundle_copy / "model.onnx", fmt="ort")
+    ort_format = invoke(*args, "--variant", "int8-ort")
+    assert ort_format.exit_code == 1
+    assert "variants/int8-ort.ort is in the ORT format" in ort_format.output
+    assert "(--variant int8)" in ort_format.output
+    same = invoke(*args, "--localize", "--against", "fp32")
+    assert same.exit_code == 2 and "that is the model being checked" in same.output

@@ -12,6 +12,10 @@ import click
 
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity import PARITY_PROVIDERS
+from onnxedge.runtime.variants.manifest import FP16, FP32, INT8
+
+# The bundle's models that --against can run (ONNX files; the ORT-format ones cannot be exposed).
+ONNX_VARIANTS = (FP32, INT8, FP16)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,10 +31,11 @@ def localize_options(command: F) -> F:
     )(command)
     command = click.option(
         "--against",
-        type=click.Choice(PARITY_PROVIDERS),
+        type=click.Choice((*PARITY_PROVIDERS, *ONNX_VARIANTS), case_sensitive=False),
         default=None,
-        help="With --localize: compare the layers with the same graph on this provider "
-        "instead of golden layers (no golden data needed: a cuda row --against cpu).",
+        help="With --localize: compare the layers with the same graph on this provider, or with "
+        "another of the bundle's models run on the CPU, instead of golden layers (no golden "
+        "data needed: a cuda row --against cpu, --variant int8 --against fp32).",
     )(command)
     return click.option(
         "--localize",
@@ -43,9 +48,16 @@ def localize_options(command: F) -> F:
     )(command)
 
 
-def check_localize_options(localize: str | None, against: str | None, plot: Path | None) -> None:
+def check_localize_options(
+    localize: str | None, against: str | None, plot: Path | None, *, variant: str = FP32
+) -> None:
     if localize is None and (against is not None or plot is not None):
         raise click.UsageError("--against and --plot go with --localize")
+    if against is not None and against.lower() == variant.lower():
+        raise click.UsageError(
+            f"--against {against}: that is the model being checked (--variant {variant}); "
+            "name another variant, or a provider"
+        )
     if plot is not None:
         from onnxedge.runtime.bench.plot import require_matplotlib
 
@@ -53,18 +65,29 @@ def check_localize_options(localize: str | None, against: str | None, plot: Path
 
 
 def layer_reference(
-    bundle: Any, reference: Any, *, against: str | None, live: bool, checkpoint: Path | None
+    bundle: Any,
+    reference: Any,
+    exposed: Any,
+    *,
+    against: str | None,
+    live: bool,
+    checkpoint: Path | None,
 ) -> Any:
-    """What the layers are compared with: ``--against`` a provider, else PyTorch live with
-    ``--reference live``, else the bundle's golden layers (an error naming the other references
-    where it has none)."""
+    """What the layers of ``exposed`` (the model checked) are compared with: ``--against`` a
+    provider or another variant, else PyTorch live with ``--reference live``, else the bundle's
+    golden layers (an error naming the other references where it has none)."""
     from onnxedge.runtime.parity import make_targets
-    from onnxedge.runtime.parity.exposed import ExposedModel
-    from onnxedge.runtime.parity.localize import against_provider, golden_layer_reference
+    from onnxedge.runtime.parity.layer_reference import (
+        against_provider,
+        against_variant,
+        golden_layer_reference,
+    )
 
+    if against is not None and against.lower() in ONNX_VARIANTS:
+        return against_variant(bundle, against.lower(), reference)
     if against is not None:
-        (target,) = make_targets([against])
-        return against_provider(ExposedModel.of(bundle), reference, target)
+        (target,) = make_targets([against.lower()])
+        return against_provider(exposed, reference, target)
     if live:
         return _live_layers(bundle, reference, checkpoint)
     return golden_layer_reference(bundle)
@@ -98,6 +121,7 @@ def run_localize(
     report: Any,
     reference: Any,
     layers: Any,
+    exposed: Any,
     *,
     when: str,
     plot: Path | None,
@@ -106,7 +130,7 @@ def run_localize(
     from onnxedge.runtime.bundle import atomic_write_bytes
     from onnxedge.runtime.parity.localize import localize
 
-    found = localize(bundle, report.rows, layers, reference=reference, when=when)
+    found = localize(bundle, report.rows, layers, reference=reference, when=when, exposed=exposed)
     if not found:
         click.echo(
             "localize: no row failed, nothing to localize (--localize always localizes every row)"

@@ -21,6 +21,7 @@ from onnxedge.runtime.cli.localize import (
 )
 from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
 from onnxedge.runtime.cli.output import verbosity
+from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity import (
@@ -30,6 +31,7 @@ from onnxedge.runtime.parity import (
     ToleranceOverrides,
     make_targets,
 )
+from onnxedge.runtime.variants.manifest import FP32, variant_key
 
 _NON_NEGATIVE = click.FloatRange(min=0.0)
 
@@ -105,6 +107,7 @@ _NON_NEGATIVE = click.FloatRange(min=0.0)
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write JSON."
 )
+@variant_option
 @localize_options
 def parity_cmd(
     bundle: Path,
@@ -122,6 +125,7 @@ def parity_cmd(
     reference: str,
     checkpoint: Path | None,
     json_path: Path | None,
+    variant: str,
     localize: str | None,
     against: str | None,
     plot_path: Path | None,
@@ -138,13 +142,18 @@ def parity_cmd(
     leaves its tolerance, by ONNX node and PyTorch module, and the table of every layer; against
     the bundle's golden layers (no torch needed), the same graph on --against PROVIDER, or
     PyTorch live (--reference live). The rows' verdicts and the exit status are unchanged.
+
+    --variant: check one of the models `onnxedge optimize` added instead of model.onnx, held to
+    the same tolerances (an int8 or fp16 model is not expected to meet fp32's: its accuracy is
+    gated by optimize); --localize --against fp32 shows where it departs from model.onnx.
     """
     from onnxedge.runtime.bundle import Bundle, atomic_write_bytes
     from onnxedge.runtime.parity import load_golden, run_parity
 
     if checkpoint is not None and reference != "live":
         raise click.UsageError("--checkpoint is for --reference live")
-    check_localize_options(localize, against, plot_path)
+    variant = variant_key(variant)
+    check_localize_options(localize, against, plot_path, variant=variant)
     if OPENVINO in require:
         engines = (*engines, OPENVINO)
     if OPENVINO not in engines and precisions != ("f32",):
@@ -158,13 +167,22 @@ def parity_cmd(
         precisions=precisions,
     )
     opened = Bundle.open(bundle)
+    model = _variant_model(opened, variant)
     if reference == "live":
         ref = _live_reference(opened.manifest, batch_sizes, checkpoint)
     else:
         ref = load_golden(opened)
     if localize is not None:  # before the run: a bundle without its reference fails fast
+        from onnxedge.runtime.parity.exposed import ExposedModel
+
+        exposed = ExposedModel.of(opened, variant)
         layers = layer_reference(
-            opened, ref, against=against, live=reference == "live", checkpoint=checkpoint
+            opened,
+            ref,
+            exposed,
+            against=against,
+            live=reference == "live",
+            checkpoint=checkpoint,
         )
     report = run_parity(
         opened,
@@ -173,18 +191,36 @@ def parity_cmd(
         batch_sizes=batch_sizes,
         overrides=ToleranceOverrides(atol, rtol, logit_atol, logit_rtol, spread_rtol),
         required=require,
+        model=model,
     )
+    if variant != FP32:
+        click.echo(f"model: {model.relative_to(opened.path).as_posix()} (variant {variant})")
     click.echo(f"reference: {report.reference}")
     for line in report.lines(verbose=verbosity() > 0):
         click.echo(line)
-    payload = report.to_dict()
+    payload = {"variant": variant, **report.to_dict()}
     if localize is not None:
-        found = run_localize(opened, report, ref, layers, when=localize, plot=plot_path)
+        found = run_localize(opened, report, ref, layers, exposed, when=localize, plot=plot_path)
         payload["localization"] = [loc.to_dict() for loc in found]
     if json_path is not None:
         atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
     if not report:
         sys.exit(1)
+
+
+def _variant_model(bundle: Any, variant: str) -> Path:
+    """The verified file of ``variant``; an ORT-format one is refused: parity also reads the
+    logits, from a copy of the graph with them exposed, and a .ort file cannot be rewritten."""
+    path = bundle.variant_model(variant)
+    entry = bundle.variants.get(variant)
+    if entry is not None and entry.format != "onnx":
+        source = variant.removesuffix("-ort")
+        raise OnnxEdgeError(
+            f"parity --variant {variant}: {entry.file} is in the ORT format, whose graph parity "
+            "cannot copy to read the logits; check the ONNX model it was converted from "
+            f"(--variant {source})"
+        )
+    return path
 
 
 def _live_reference(

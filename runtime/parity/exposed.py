@@ -1,13 +1,14 @@
-"""The check-only graph of localisation: a copy of ``model.onnx`` in memory whose every
-intermediate tensor is an output (`expose_intermediates`, as `graph.with_logits_output` exposes the
-logits); the shipped model is never changed. `ExposedModel` makes sessions of it on a parity
-`Target`, `run_exposed` runs one."""
+"""The check-only graph of localisation: a copy of ``model.onnx`` (or of a variant's ONNX file)
+in memory whose every intermediate tensor is an output (`expose_intermediates`, as
+`graph.with_logits_output` exposes the logits); the shipped model is never changed.
+`ExposedModel` makes sessions of it on a parity `Target`, `run_exposed` runs one."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from onnxedge.runtime.outputs import logits_tensor, manifest_kind
 from onnxedge.runtime.parity.run import _EXTERNAL_DATA_FOLDER
 from onnxedge.runtime.parity.tolerances import Target
 from onnxedge.runtime.session import make_session
+from onnxedge.runtime.variants.manifest import FP32, variant_key
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,9 @@ def expose_intermediates(
 
 @dataclasses.dataclass(frozen=True)
 class ExposedModel:
-    """A bundle's graph with its tensors exposed, and what a row judges: the output and the
-    logits tensor (`onnxedge.runtime.outputs`)."""
+    """A bundle's graph (``model.onnx``, or the variant's file at ``model_path``) with its
+    tensors exposed, and what a row judges: the output and the logits tensor
+    (`onnxedge.runtime.outputs`)."""
 
     bundle: Bundle
     data: bytes
@@ -86,16 +89,19 @@ class ExposedModel:
     kind: str
     output_name: str
     logits_name: str
+    model_path: Path
+    variant: str = FP32
 
     @classmethod
-    def of(cls, bundle: Bundle) -> ExposedModel:
+    def of(cls, bundle: Bundle, variant: str | None = None) -> ExposedModel:
+        """``variant``: None or ``fp32`` for ``model.onnx``, else a variant's ONNX file
+        (`Bundle.variant_model` verifies it)."""
         check_external_data(bundle)
+        path = bundle.variant_model(variant)
         try:
-            model = onnx.load(str(bundle.model_path), load_external_data=False)
+            model = onnx.load(str(path), load_external_data=False)
         except Exception as e:
-            raise BundleError(
-                f"{bundle.model_path} is not an ONNX model: {first_line(e)}"
-            ) from None
+            raise BundleError(f"{path} is not an ONNX model: {first_line(e)}") from None
         kind = manifest_kind(bundle.manifest.get("output"))
         exposed, tensors, unexposed = expose_intermediates(model)
         return cls(
@@ -106,6 +112,8 @@ class ExposedModel:
             kind=kind,
             output_name=model.graph.output[0].name,
             logits_name=logits_tensor(model, kind),
+            model_path=path,
+            variant=variant_key(variant),
         )
 
     @property
@@ -119,13 +127,13 @@ class ExposedModel:
         if target.engine != ONNXRUNTIME:
             return open_session(
                 target.engine,
-                self.bundle.model_path,
+                self.model_path,
                 provider=target.provider,
                 precision=target.precision or DEFAULT_PRECISION,
                 extra_outputs=[t.name for t in self.tensors if t.name != self.output_name],
             )
         config = target.session_config()
-        entries = {**config.config_entries, _EXTERNAL_DATA_FOLDER: str(self.bundle.path)}
+        entries = {**config.config_entries, _EXTERNAL_DATA_FOLDER: str(self.model_path.parent)}
         return make_session(self.data, dataclasses.replace(config, config_entries=entries))
 
 

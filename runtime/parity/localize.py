@@ -3,14 +3,15 @@ tolerance, named by ONNX node and PyTorch module.
 
 `localize` runs the graph with every intermediate tensor exposed (`exposed`; the shipped model is
 never changed) on the row's provider and compares each tensor, in the graph's topological order,
-with its reference (`layer_compare`: judged against the tensor's own scale). The references
-(`LayerReference`):
+with its reference (`layer_compare`: judged against the tensor's own scale): golden layers
+stored in the bundle, the same graph on another provider, another of the bundle's models, or
+PyTorch live (`layer_reference`).
 
-1. golden layers stored in the bundle at export (`golden_layer_reference`): no torch needed;
-2. the same exposed graph run elsewhere (`run_layer_reference`): on another execution provider
-   (`against_provider`, ``--against cpu``) or another model of the same graph (a variant); no
-   golden data needed;
-3. PyTorch itself, live (``onnxedge.export.layers.live_layer_reference``, where torch is).
+A variant's graph keeps the tensor names of ``model.onnx`` where it computes the same tensor
+(onnxruntime's quantisation inserts Q/DQ pairs beside them, and its pre-processing fuses a
+convolution with its ReLU, the fused node keeping the convolution's name and making the ReLU's
+tensor); tensors with no counterpart in the reference are listed as having none, and a fused
+node is named by both modules (``conv1 + relu1``).
 
 Exposing outputs can change which fusions onnxruntime applies, so each `Localization` also says
 whether the localizing run reproduced the row's failure, judged as the row was; the row's verdict
@@ -20,15 +21,15 @@ stays the normal run's.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import onnx
 
 from onnxedge.runtime.bundle import Bundle
 from onnxedge.runtime.compare import compare_arrays
-from onnxedge.runtime.deps import module_available
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.errors import BundleError, OnnxEdgeError, first_line
 from onnxedge.runtime.outputs import (
     PROBABILITIES,
     SIGMOID_PROBABILITY,
@@ -37,147 +38,15 @@ from onnxedge.runtime.outputs import (
 )
 from onnxedge.runtime.parity.exposed import ExposedModel, run_exposed
 from onnxedge.runtime.parity.layer_compare import LayerResult, compare_layer, layer_tolerance
-from onnxedge.runtime.parity.layers import (
-    GoldenLayers,
-    ModuleRef,
-    NoGoldenLayers,
-    layer_modules,
-    load_golden_layers,
-)
+from onnxedge.runtime.parity.layer_reference import LayerReference, describe_target
+from onnxedge.runtime.parity.layers import ModuleRef, layer_modules
 from onnxedge.runtime.parity.reference import Reference
 from onnxedge.runtime.parity.rows import FAILED, PASSED, ParityRow
 from onnxedge.runtime.parity.tolerances import Target, Tolerance, Tolerances
+from onnxedge.runtime.variants.manifest import FP32
 
 LOCALIZE_WHEN = ("failed", "always")
 LOCALIZED, NOT_LOCALIZED = "LOCALIZED", "NOT LOCALIZED"
-
-
-# --- references ---------------------------------------------------------------------------------
-
-
-class LayerReference(Protocol):
-    """What the exposed tensors are compared with, for the batches it can give."""
-
-    description: str
-
-    def batch_for(self, batch: int) -> int:
-        """The batch size it compares a row of ``batch`` at."""
-        ...
-
-    def inputs(self, batch: int) -> np.ndarray: ...
-
-    def tensors(self, batch: int) -> Mapping[str, np.ndarray]: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class GoldenLayerReference:
-    """1. Golden layers stored in the bundle: a row is localized at its own batch size where
-    they hold it, else at the largest they hold (on that batch's inputs)."""
-
-    layers: GoldenLayers
-
-    @property
-    def description(self) -> str:
-        return self.layers.description
-
-    def batch_for(self, batch: int) -> int:
-        return batch if batch in self.layers.batches else max(self.layers.batch_sizes)
-
-    def inputs(self, batch: int) -> np.ndarray:
-        return self.layers.inputs[batch]
-
-    def tensors(self, batch: int) -> Mapping[str, np.ndarray]:
-        return self.layers.batches[batch]
-
-
-class ComputedLayerReference:
-    """2. and 3.: layers computed on the parity reference's inputs (``compute``: inputs ->
-    tensor -> array), at any batch size it holds, each batch once. ``target`` is where they are
-    computed when that is the only difference from the row (the bundle's own graph on another
-    provider): a row on that same target is not compared with it."""
-
-    def __init__(
-        self,
-        compute: Callable[[np.ndarray], Mapping[str, np.ndarray]],
-        reference: Reference,
-        *,
-        description: str,
-        target: Target | None = None,
-    ) -> None:
-        self.compute = compute
-        self.reference = reference
-        self.description = description
-        self.target = target
-        self._done: dict[int, Mapping[str, np.ndarray]] = {}
-
-    def batch_for(self, batch: int) -> int:
-        return batch
-
-    def inputs(self, batch: int) -> np.ndarray:
-        return self.reference.batch(batch).inputs
-
-    def tensors(self, batch: int) -> Mapping[str, np.ndarray]:
-        if batch not in self._done:
-            self._done[batch] = self.compute(self.inputs(batch))
-        return self._done[batch]
-
-
-def run_layer_reference(
-    session: Any,
-    reference: Reference,
-    *,
-    input_name: str,
-    description: str,
-    target: Target | None = None,
-) -> ComputedLayerReference:
-    """2. An exposed graph run by another session (another provider, or another model of the same
-    graph: a variant against its original) as the reference."""
-    return ComputedLayerReference(
-        lambda inputs: run_exposed(session, input_name, inputs),
-        reference,
-        description=description,
-        target=target,
-    )
-
-
-def golden_layer_reference(bundle: Bundle) -> GoldenLayerReference:
-    """1. The bundle's golden layers; where it has none, the error says which references to use
-    instead (and whether torch, for ``--reference live``, is here)."""
-    try:
-        return GoldenLayerReference(load_golden_layers(bundle))
-    except NoGoldenLayers as e:
-        live = (
-            "use --reference live (torch is installed here)"
-            if module_available("torch")
-            else "install torch (pip install 'onnxedge[export]') and use --reference live"
-        )
-        raise NoGoldenLayers(
-            f"cannot localize: {e}. Compare with another execution provider instead "
-            "(--against cpu, for a row on cuda) or with another variant of the model, re-export "
-            f"with --golden-layers (and a --golden-layers-budget that fits them), or {live}"
-        ) from None
-
-
-def against_provider(
-    exposed: ExposedModel, reference: Reference, target: Target
-) -> ComputedLayerReference:
-    """2. The bundle's exposed graph on another provider (``--against cpu``) as the reference; a
-    provider that cannot run here is an error naming it."""
-    try:
-        session = exposed.session(target)
-    except OnnxEdgeError as e:
-        raise OnnxEdgeError(f"--against {_where(target)}: {e}") from None
-    return run_layer_reference(
-        session,
-        reference,
-        input_name=exposed.bundle.input.name,
-        description=f"the same graph on {_where(target)}",
-        target=target,
-    )
-
-
-def _where(target: Target) -> str:
-    return target.label + (f" with tf32 {target.tf32}" if target.tf32 else "")
 
 
 # --- the result of one row ----------------------------------------------------------------------
@@ -210,6 +79,12 @@ class Localization:
     @property
     def first_divergent(self) -> LayerResult | None:
         return next((layer for layer in self.layers if layer.failed), None)
+
+    def largest(self, count: int = 3) -> tuple[LayerResult, ...]:
+        """The ``count`` compared tensors with the largest error over their scale, largest first
+        (an int8 variant against fp32: where quantisation costs most)."""
+        compared = [layer for layer in self.layers if layer.compared]
+        return tuple(sorted(compared, key=lambda x: -x.scaled_error)[:count])
 
     @property
     def rows(self) -> tuple[ParityRow, ...]:
@@ -248,7 +123,11 @@ class Localization:
         first = self.first_divergent
         if first is None:
             compared = sum(1 for layer in self.layers if layer.compared)
-            what = f"every one of {compared} tensors compared is within its tolerance"
+            what = (
+                f"every one of {compared} tensors compared is within its tolerance"
+                if compared
+                else "no tensor of the graph has a reference to compare with"
+            )
             return f"{NOT_LOCALIZED} | {head} | {what} | {self.reproduction()}"
         what = f"first divergent: {first.label()}, tensor {first.tensor.name!r}: {first.errors()}"
         return f"{LOCALIZED} | {head} | {what} | {self.reproduction()}"
@@ -258,6 +137,8 @@ class Localization:
         header = ("#", "node", "op", "module", "max_abs", "max_rel", "err/scale", "tol", "status")
         rows = [header]
         for layer in self.layers:
+            if not layer.compared:
+                continue  # listed by `lines` (and in the JSON)
             number = (lambda v: f"{v:.2g}") if layer.compared else (lambda _v: "-")
             rows.append(
                 (
@@ -290,6 +171,18 @@ class Localization:
             )
         if self.unexposed:
             notes.append(f"  (not compared, element type unknown: {', '.join(self.unexposed)})")
+        missing = [layer.tensor.name for layer in self.layers if not layer.compared]
+        if missing:
+            shown = ", ".join(missing[:6]) + (
+                f", and {len(missing) - 6} more" if len(missing) > 6 else ""
+            )
+            notes.append(f"  (no reference for {len(missing)} tensors, not in the table: {shown})")
+        largest = [layer for layer in self.largest() if layer.scaled_error > 0]
+        if self.layers and largest:
+            notes.append(
+                "  largest error/scale: "
+                + "; ".join(f"{layer.label()} {layer.scaled_error:.2g}" for layer in largest)
+            )
         return [str(self), *notes, *(self.table() if self.layers else [])]
 
     def to_dict(self) -> dict[str, Any]:
@@ -312,6 +205,7 @@ class Localization:
                 "detail": self.reproduction(),
             },
             "first_divergent": None if first is None else first.to_dict(),
+            "largest": [layer.tensor.name for layer in self.largest()],
             "layers": [layer.to_dict() for layer in self.layers],
             "unexposed": list(self.unexposed),
             "reason": self.reason,
@@ -342,7 +236,7 @@ def localize(
     if not chosen:
         return ()
     exposed = exposed or ExposedModel.of(bundle)
-    modules = layer_modules(bundle.manifest)
+    modules = _modules(bundle, exposed)
     groups: dict[tuple[Target, int], list[ParityRow]] = {}
     for row in chosen:
         target = Target(row.provider, row.tf32, engine=row.engine, precision=row.precision)
@@ -354,7 +248,10 @@ def localize(
         also = tuple(r for r in group if r is not first)
         not_localized = Localization(first, first.batch, layers.description, also=also)
         if getattr(layers, "target", None) == target:
-            why = f"the row runs on {_where(target)}, the reference; choose another with --against"
+            why = (
+                f"the row runs on {describe_target(target)}, the reference; "
+                "choose another with --against"
+            )
             found.append(dataclasses.replace(not_localized, reason=why))
             continue
         try:
@@ -383,7 +280,7 @@ def localize_row(
     expected = layers.tensors(batch)
     made = {t.name for t in exposed.tensors} | set(exposed.unexposed)
     strange = sorted(set(expected) - made)
-    if strange:
+    if strange and layers.complete and exposed.variant == FP32:
         raise BundleError(
             "the layer reference holds tensors that model.onnx does not make: "
             + ", ".join(strange[:5])
@@ -413,6 +310,26 @@ def localize_row(
         localizing_detail=detail,
         unexposed=exposed.unexposed,
     )
+
+
+def _modules(bundle: Bundle, exposed: ExposedModel) -> dict[str, ModuleRef]:
+    """The tensor -> module map for ``exposed``: the manifest's (recorded for ``model.onnx``);
+    in a variant, a node that kept its name but makes another module's tensor (a convolution
+    fused with its ReLU) is named by both."""
+    modules = layer_modules(bundle.manifest)
+    if exposed.variant == FP32:
+        return modules
+    try:
+        original = onnx.load(str(bundle.model_path), load_external_data=False)
+    except Exception as e:  # verified by Bundle.open; a file changed since is the bundle's error
+        raise BundleError(f"{bundle.model_path} is not an ONNX model: {first_line(e)}") from None
+    first = {n.name: modules.get(n.output[0]) for n in original.graph.node if n.name and n.output}
+    named = dict(modules)
+    for t in exposed.tensors:
+        was, own = first.get(t.node), modules.get(t.name)
+        if was is not None and own is not None and was.name != own.name:
+            named[t.name] = ModuleRef(f"{was.name} + {own.name}", f"{was.cls} + {own.cls}")
+    return named
 
 
 def _row_tolerances(exposed: ExposedModel, tolerances: Tolerances) -> dict[str, Tolerance]:

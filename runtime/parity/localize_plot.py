@@ -66,6 +66,8 @@ def render_png(localizations: Sequence[Localization], *, title: str = "", dpi: i
                 color="red",
             )
     ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high * 30)  # room above the highest point for the first divergent's label
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=60, ha="right", fontsize="small")
     ax.set_xlabel("tensor, in graph order")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,8 +58,10 @@ def run_parity(
     batch_sizes: Sequence[int] | None = None,
     overrides: ToleranceOverrides | None = None,
     required: Sequence[str] = (),
+    model: Path | None = None,
 ) -> ParityReport:
-    """Run ``model.onnx`` on every target at every batch size and compare with ``reference``.
+    """Run ``model.onnx`` (or ``model``: a variant's ONNX file, `Bundle.variant_model`, verified
+    by the caller) on every target at every batch size and compare with ``reference``.
 
     1. A target whose provider cannot run here (`ProviderUnavailable`) gives SKIPPED rows with the
        reason (FAILED where it is required).
@@ -81,19 +84,20 @@ def run_parity(
     reference = reference.select(sizes)
     check_external_data(bundle)
 
+    model_path = model or bundle.model_path
     try:
-        model = onnx.load(str(bundle.model_path), load_external_data=False)
+        graph = onnx.load(str(model_path), load_external_data=False)
     except Exception as e:
-        raise BundleError(f"{bundle.model_path} is not an ONNX model: {first_line(e)}") from None
+        raise BundleError(f"{model_path} is not an ONNX model: {first_line(e)}") from None
     kind = bundle.output_kind
-    found = logits_tensor(model, kind)
+    found = logits_tensor(graph, kind)
     logits_name = reference.logits_name or found
     if logits_name != found:
         raise BundleError(
             f"the golden data was recorded for the logits tensor {logits_name!r}, but in "
-            f"{bundle.model_path} the {kind} output's logits are {found!r}"
+            f"{model_path} the {kind} output's logits are {found!r}"
         )
-    checked_bytes = with_logits_output(model, logits_name).SerializeToString()
+    checked_bytes = with_logits_output(graph, logits_name).SerializeToString()
 
     rows: list[ParityRow] = []
     for target in targets:
@@ -101,7 +105,7 @@ def run_parity(
         key = target.provider if target.engine == ONNXRUNTIME else target.engine
         is_required = key in required
         try:
-            sessions = _open_sessions(target, bundle, checked_bytes, logits_name)
+            sessions = _open_sessions(target, model_path, checked_bytes, logits_name)
         except OnnxEdgeError as e:
             if isinstance(e, ProviderUnavailable) and not is_required:  # 1.
                 status, why = SKIPPED, str(e)
@@ -148,7 +152,7 @@ def run_parity(
 
 
 def _open_sessions(
-    target: Target, bundle: Bundle, checked_bytes: bytes, logits_name: str
+    target: Target, model_path: Path, checked_bytes: bytes, logits_name: str
 ) -> _Sessions:
     if target.engine != ONNXRUNTIME:
         # 4. OpenVINO reads the shipped file twice; the checked copy exposes the logits tensor
@@ -156,7 +160,7 @@ def _open_sessions(
         def compiled(extra: Sequence[str]) -> Any:
             return open_session(
                 target.engine,
-                bundle.model_path,
+                model_path,
                 provider=target.provider,
                 precision=target.precision or "f32",
                 extra_outputs=extra,
@@ -164,8 +168,8 @@ def _open_sessions(
 
         return _Sessions(compiled(()), compiled((logits_name,)), None)
     config = target.session_config()
-    shipped = make_session(bundle.model_path, config)  # 3.: a path, as the device loads it
-    entries = {**config.config_entries, _EXTERNAL_DATA_FOLDER: str(bundle.model_path.parent)}
+    shipped = make_session(model_path, config)  # 3.: a path, as the device loads it
+    entries = {**config.config_entries, _EXTERNAL_DATA_FOLDER: str(model_path.parent)}
     checked = make_session(checked_bytes, dataclasses.replace(config, config_entries=entries))
     confirmed = [_tf32_confirmed(target, session) for session in (shipped, checked)]
     return _Sessions(shipped, checked, None if target.tf32 is None else all(confirmed))
