@@ -29,6 +29,7 @@ from onnxedge.runtime.check import check_path
 from onnxedge.runtime.classifier import Classifier
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.session import SessionConfig, make_session
 from onnxedge.runtime.variants import FP16, FP32_ORT, INT8, INT8_ORT, ORT_CONFIG
 from onnxedge.runtime.variants.graph import operators, operators_config
 
@@ -151,6 +152,59 @@ def test_int8_is_quantized_keeps_its_gap_head_and_passes_check(edge):
     assert "GlobalAveragePool 'node_avg_pool2d'" in report.items[2].detail
 
 
+def test_int8_weights_are_quantized_per_output_channel(edge):
+    model = onnx.load(str(Bundle.open(edge).variant_model(INT8)))
+    dims = {i.name: list(i.dims) for i in model.graph.initializer}
+    weights = {
+        n.input[0]: (dims[n.input[0]], dims[n.input[1]])
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0].endswith(".weight_quantized")
+    }
+    assert sorted(weights) == [f"conv{i}.weight_quantized" for i in range(1, 5)]
+    for weight, scale in weights.values():
+        assert scale == weight[:1]  # one scale per output channel, not one per tensor
+    assert "fc.weight" in dims and "fc.weight_quantized" not in dims  # the classifier: float
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_each_calibration_method_is_used_and_recorded(trained_bundle, edge, data, method, tmp_path):
+    """The method changes the activation ranges (so the option reaches the calibrator), and the
+    int8 model still classifies the test split. 24 images: a batch of 16 would leave a shorter
+    last one, which onnxruntime's histogram calibrators cannot stack."""
+    from onnxedge.runtime.variants.quantize import Int8Config, quantize_int8
+    from onnxedge.runtime.variants.samples import load_inputs
+
+    bundle = Bundle.open(trained_bundle)
+    images = load_inputs(
+        sorted((data / "train").rglob("*.png")), bundle.preprocessing, what="calibration"
+    )
+    assert len(images) == 24
+    target = tmp_path / "int8.onnx"
+    info = quantize_int8(bundle.model_path, target, images, Int8Config(calibration_method=method))
+    assert info["calibration_method"] == method and info["per_channel"] is True
+
+    def activation_scales(path: Path) -> dict[str, float]:
+        model = onnx.load(str(path))
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        return {
+            n.input[1]: float(inits[n.input[1]])
+            for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and inits[n.input[1]].ndim == 0
+        }
+
+    ours = activation_scales(target)
+    minmax = activation_scales(Bundle.open(edge).variant_model(INT8))
+    assert ours.keys() == minmax.keys() and ours != minmax
+    clf = Classifier.from_bundle(trained_bundle, provider="cpu")
+    clf_int8 = Classifier(
+        make_session(target, SessionConfig(provider="cpu")), clf.manifest, provider="cpu"
+    )
+    paths = sorted((data / "test").rglob("*.png"))
+    assert [r.prediction.label for r in clf_int8.predict_files(paths)] == [
+        r.prediction.label for r in clf.predict_files(paths)
+    ]
+
+
 def test_fp16_computes_in_float16_with_float32_inputs_and_outputs(edge):
     model = onnx.load(str(Bundle.open(edge).variant_model(FP16)))
     f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
@@ -158,7 +212,27 @@ def test_fp16_computes_in_float16_with_float32_inputs_and_outputs(edge):
     assert model.graph.output[0].type.tensor_type.elem_type == f32
     convs = {i.name: i.data_type for i in model.graph.initializer if "conv" in i.name}
     assert convs and set(convs.values()) == {f16}
+    head = {i.name: i.data_type for i in model.graph.initializer if i.name.startswith("fc.")}
+    assert head == {"fc.weight": f32, "fc.bias": f32}  # the classifier stays float32
     onnx.checker.check_model(model, full_check=True)
+
+
+def test_fp16_without_cuda_is_gated_on_the_cpu_and_says_why(trained_bundle, data, tmp_path):
+    from onnxedge.runtime.errors import ProviderUnavailable
+
+    try:
+        make_session(trained_bundle / "model.onnx", SessionConfig(provider="cuda"))
+        pytest.skip("a CUDA EP runs here: fp16 is gated on it (not the case this test covers)")
+    except ProviderUnavailable:
+        pass
+    result = optimize(trained_bundle, "--data", data, "--fp16", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "gated on the CPU EP against fp32's numbers (no CUDA EP here)" in result.stderr
+    assert "not offered for the CPU EP, where it runs slower than fp32" in result.stderr
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("PASSED | fp16 |") and "| CPUExecutionProvider |" in line
+    gate = json.loads((tmp_path / "out" / MANIFEST).read_text())["variants"][FP16]["gate"]
+    assert gate["provider"] == "CPUExecutionProvider"
 
 
 def test_the_ort_config_lists_the_operators_of_every_ort_file(edge):
@@ -301,6 +375,24 @@ def test_unreadable_calibration_images_are_refused(trained_bundle, tmp_path):
     (root / "train" / "dark" / "000.png").write_bytes(b"not an image")
     result = optimize(trained_bundle, "--data", root, "--int8", "--out", tmp_path / "out")
     assert_one_line_error(result, "calibration images (train split): 1 of 4 images cannot be")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("count", "batch"), [(256, 16), (24, 12), (17, 1), (8, 8), (1, 1), (100, 10)]
+)
+def test_calibration_batches_are_of_one_size(count, batch):
+    from onnxedge.runtime.variants.quantize import calibration_batch
+
+    assert calibration_batch(count) == batch
+
+
+def test_unreadable_test_images_are_refused(trained_bundle, tmp_path):
+    root = write_data(tmp_path / "data", per_class=2)
+    for name in ("000.png", "001.png"):
+        (root / "test" / "light" / name).write_bytes(b"")
+    result = optimize(trained_bundle, "--data", root, "--ort", "--out", tmp_path / "out")
+    assert_one_line_error(result, "test images (the gate): 2 of 4 images cannot be read")
     assert not (tmp_path / "out").exists()
 
 

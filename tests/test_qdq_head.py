@@ -74,3 +74,19 @@ def test_a_wrong_pool_is_still_found_behind_qdq_pairs(pool, found):
         f"with {found}" in failure.detail
         and "expected a single GlobalAveragePool" in failure.detail
     )
+
+
+def test_an_int8_model_that_fails_the_check_is_refused(tmp_path):
+    """`quantize_int8` checks what it wrote: a quantised graph whose head is not a
+    GlobalAveragePool is an error, never a variant."""
+    from onnxedge.runtime.errors import OnnxEdgeError
+    from onnxedge.runtime.variants.quantize import check_quantized
+
+    good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
+    onnx.save(qdq_model("GlobalAveragePool"), str(good))
+    onnx.save(qdq_model("GlobalMaxPool"), str(bad))
+    check_quantized(good)
+    with pytest.raises(
+        OnnxEdgeError, match=r"the int8 model fails onnxedge check: .*GlobalMaxPool"
+    ):
+        check_quantized(bad)

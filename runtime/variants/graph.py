@@ -94,10 +94,19 @@ def operators_config(per_model: Iterable[Mapping[str, Iterable[str]]]) -> str:
 
 
 def package_versions() -> dict[str, str | None]:
-    """The versions a variant records (from package metadata; nothing is imported)."""
-    from onnxedge.runtime.bench.machine import versions
+    """The versions a variant records: what made it (onnxruntime's tools, onnx, numpy) and this
+    onnxedge, from package metadata (nothing is imported)."""
+    import platform
 
-    return versions()
+    from onnxedge.runtime.deps import onnxruntime_version, package_version
+
+    return {
+        "onnxedge": package_version("onnxedge"),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime_version(),
+        "onnx": package_version("onnx"),
+        "numpy": package_version("numpy"),
+    }
 
 
 __all__ = [

@@ -152,8 +152,16 @@ def check_quantized(path: Path) -> None:
 
 
 def _batches(images: np.ndarray, input_name: str) -> Iterator[dict[str, np.ndarray]]:
-    for start in range(0, len(images), CALIBRATION_BATCH):
-        yield {input_name: np.ascontiguousarray(images[start : start + CALIBRATION_BATCH])}
+    """Batches of one size: onnxruntime's histogram calibrators (entropy, percentile) stack
+    every batch's activations into one array, which fails on a shorter last batch."""
+    size = calibration_batch(len(images))
+    for start in range(0, len(images), size):
+        yield {input_name: np.ascontiguousarray(images[start : start + size])}
+
+
+def calibration_batch(count: int, largest: int = CALIBRATION_BATCH) -> int:
+    """The largest batch size of at most ``largest`` that divides ``count`` images evenly."""
+    return next(size for size in range(min(largest, count), 0, -1) if count % size == 0)
 
 
 @contextlib.contextmanager
@@ -174,6 +182,7 @@ __all__ = [
     "CALIBRATION_METHODS",
     "DEFAULT_CALIBRATION_SIZE",
     "Int8Config",
+    "calibration_batch",
     "check_quantized",
     "quantize_int8",
 ]
