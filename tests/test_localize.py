@@ -16,7 +16,7 @@ import onnx.parser
 import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
-from torchless import run_python_without_torch, run_without_torch
+from torchless import run_without_torch
 
 from onnxedge.runtime.bundle import Bundle
 from onnxedge.runtime.errors import BundleError
@@ -335,22 +335,28 @@ def test_without_golden_layers_and_without_torch_the_error_says_torch_is_missing
     assert result.stdout == ""  # refused before the run
 
 
-def test_localizes_from_golden_layers_without_torch(bundle_copy):
-    scale_weight(bundle_copy, "conv4.weight", 1.01)
-    code = """
-from onnxedge.runtime.bundle import Bundle
-from onnxedge.runtime.parity import load_golden, run_parity, Target
-from onnxedge.runtime.parity.layer_reference import golden_layer_reference
-from onnxedge.runtime.parity.localize import localize
-b = Bundle.open(sys.argv[1])
-ref = load_golden(b)
-report = run_parity(b, ref, targets=[Target("cpu")], batch_sizes=(7,))
-(found,) = localize(b, report.rows, golden_layer_reference(b), reference=ref)
-print(found.first_divergent.tensor.node, found.first_divergent.module)
-"""
-    result = run_python_without_torch(code, [str(bundle_copy)])
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [conv_nodes(bundle_copy)["conv4.weight"], "conv4", "(Conv2d)"]
+@pytest.mark.parametrize(
+    ("weight", "op_type", "module"),
+    [("conv4.weight", "Conv", ("conv4", "Conv2d")), ("fc.weight", "Gemm", ("fc", "Linear"))],
+)
+def test_localizes_from_golden_layers_without_torch(bundle_copy, tmp_path, weight, op_type, module):
+    """On a device: the command, torch blocked from import, the golden layers the reference."""
+    model = onnx.load(str(bundle_copy / "model.onnx"))
+    (node,) = [n.name for n in model.graph.node if weight in n.input]
+    scale_weight(bundle_copy, weight, 1.01)
+    report = tmp_path / "parity.json"
+    args = ["parity", bundle_copy, "--providers", "cpu", "--batch-sizes", "7", "--localize"]
+    result = run_without_torch([*args, "--json", report])
+    assert result.returncode == 1, result.stderr  # the row failed; the verdict stands
+    assert "Traceback" not in result.stderr
+    (found,) = json.loads(report.read_text())["localization"]
+    assert found["reference"].startswith("golden layers in golden_layers.npz")
+    first = found["first_divergent"]
+    assert (first["node"], first["op_type"]) == (node, op_type)
+    assert first["module"] == dict(zip(("module", "class"), module, strict=True))
+    assert f"first divergent: {op_type} '{node}' (module {module[0]} ({module[1]}))" in (
+        result.stdout
+    )
 
 
 def test_altered_golden_layers_are_refused(bundle_copy):
@@ -777,3 +783,49 @@ def test_parity_variant_errors(bundle_copy, tmp_path):
     assert "(--variant int8)" in ort_format.output
     same = invoke(*args, "--localize", "--against", "fp32")
     assert same.exit_code == 2 and "that is the model being checked" in same.output
+
+
+@pytest.mark.parametrize(("precision", "localized"), [("bf16", True), ("f32", False)])
+def test_an_openvino_row_against_onnxruntime_on_the_cpu(
+    smile_bundle, tmp_path, precision, localized
+):
+    """--against cpu: no golden data, the same graph under onnxruntime's CPU EP as the reference.
+    bf16 held to f32's logit tolerance fails, and the first layer (which bf16 rounds) is found;
+    f32 agrees with onnxruntime in every layer."""
+    pytest.importorskip("openvino")
+    from onnxedge.runtime.engines.openvino import loader
+
+    if loader.unavailable_reason(loader.OpenVinoConfig(precision=precision)):
+        pytest.skip(f"this CPU cannot run OpenVINO in {precision}")
+    report = tmp_path / "parity.json"
+    result = invoke(
+        "parity",
+        smile_bundle,
+        "--engine",
+        "openvino",
+        "--precision",
+        precision,
+        "--batch-sizes",
+        "7",
+        "--logit-atol",
+        "1e-5",
+        "--logit-rtol",
+        "1e-4",
+        "--localize",
+        "always",
+        "--against",
+        "cpu",
+        "--json",
+        report,
+    )
+    assert result.exit_code == (1 if localized else 0), result.output
+    (found,) = json.loads(report.read_text())["localization"]
+    assert found["reference"] == "the same graph on cpu"
+    assert found["label"] == f"openvino cpu {precision}"
+    if localized:
+        assert found["first_divergent"]["node"] == conv_nodes(smile_bundle)["conv1.weight"]
+        assert found["first_divergent"]["module"] == {"module": "conv1", "class": "Conv2d"}
+        assert found["reproduced"] is True
+    else:
+        assert found["first_divergent"] is None
+        assert all(layer["status"] == PASSED for layer in found["layers"])
