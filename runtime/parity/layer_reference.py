@@ -129,7 +129,8 @@ def golden_layer_reference(bundle: Bundle) -> GoldenLayerReference:
         )
         raise NoGoldenLayers(
             f"cannot localize: {e}. Compare with another execution provider instead "
-            "(--against cpu, for a row on cuda) or with another variant of the model, re-export "
+            "(--against cpu, for a row on cuda), or a variant with another of the bundle's models "
+            "(--variant int8 --against fp32), re-export "
             f"with --golden-layers (and a --golden-layers-budget that fits them), or {live}"
         ) from None
 
