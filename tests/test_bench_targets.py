@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from onnxedge.runtime.bench import (
     E2E,
+    FILES,
     GRAPH,
     LATENCY,
     ORT,
@@ -108,6 +109,42 @@ JUDGED = [
             8,
         ),
         ("openvino/onnxruntime>=0.95@64", RATIO, "cpu", ("openvino", E2E), (ORT, E2E), 0.95, 64),
+        (
+            "openvino[int8]/onnxruntime[fp32]>=3@64",
+            RATIO,
+            "cpu",
+            ("openvino", E2E, "int8"),
+            (ORT, E2E),
+            3.0,
+            64,
+        ),
+        (
+            "openvino[bf16]/openvino>=1@1",
+            RATIO,
+            "cpu",
+            ("openvino", E2E, "fp32", "bf16"),
+            ("openvino", E2E),
+            1.0,
+            1,
+        ),
+        (
+            "onnxruntime[int8-ort]/onnxruntime[int8]>=1@8",
+            RATIO,
+            "cpu",
+            (ORT, E2E, "int8-ort"),
+            (ORT, E2E, "int8"),
+            1.0,
+            8,
+        ),
+        (
+            "onnxruntime[from-files,int8]/onnxruntime[from-files]>=1.6@32",
+            RATIO,
+            "cpu",
+            (ORT, FILES, "int8"),
+            (ORT, FILES),
+            1.6,
+            32,
+        ),
         ("cuda:onnxruntime[cuda-graph]p50<=50µs@1", LATENCY, "cuda", (ORT, GRAPH), None, 0.05, 1),
         ("p50<=0.6ms@1", LATENCY, "cpu", (ORT, E2E), None, 0.6, 1),
         ("torch-eager p50 <= 2 ms @ 64", LATENCY, "cpu", ("torch-eager", E2E), None, 2.0, 64),
@@ -132,12 +169,14 @@ def test_the_grammar(text, kind, device, left, right, required, batch):
         ("p50<=1s@1", "cannot read the target"),  # ms, us or µs
         ("onnxruntime/torch-eagre>=3@64", "unknown engine 'torch-eagre'; expected one of: "),
         ("gpu:onnxruntime/torch-eager>=3@64", "unknown device 'gpu'"),
-        ("cuda:onnxruntime[graph] p50<=50us@1", "unknown mode or variant 'graph'"),
+        ("cuda:onnxruntime[graph] p50<=50us@1", "unknown mode, variant or precision 'graph'"),
+        ("onnxruntime[int4]/onnxruntime>=2@1", "unknown mode, variant or precision 'int4'"),
+        ("cuda:onnxruntime[from-files]/onnxruntime>=2@1", "from-files rows run on the cpu only"),
         ("onnxruntime[cuda-graph] p50<=50us@1", "on the cpu every engine runs end-to-end"),
         ("onnxruntime/onnxruntime>=2@1", "two different sides"),
         ("onnxruntime[int8]/onnxruntime[int8]>=2@1", "two different sides"),
-        ("cuda:onnxruntime[cuda-graph,device-resident] p50<=1ms@1", "expected [MODE], [VARIANT]"),
-        ("onnxruntime[int8,bf16]/onnxruntime>=2@1", "expected [MODE], [VARIANT]"),
+        ("cuda:onnxruntime[cuda-graph,device-resident] p50<=1ms@1", "expected at most one mode"),
+        ("onnxruntime[int8,fp16]/onnxruntime>=2@1", "at most one mode, one variant"),
         ("onnxruntime/torch-eager>=0@64", "expected a number > 0, found 0"),
         ("onnxruntime/torch-eager>=3@0", "expected a batch size >= 1, found 0"),
         ("p50<=0ms@1", "expected a number > 0"),
@@ -166,18 +205,34 @@ def test_bad_grammar_on_the_command_line_is_a_usage_error(smile_bundle, text):
         ("onnxruntime/torch-eager>=3@64", "at batch 64, which is not among the batch sizes"),
         ("onnxruntime/torch-compile>=1.5@1", "needs the engine torch-compile"),
         ("cuda:onnxruntime[cuda-graph] p50<=50us@1", "no cuda provider is asked for"),
+        ("onnxruntime[int8]/onnxruntime>=3@1", "needs the int8 model, which this run does not"),
+        ("onnxruntime[from-files]/openvino[from-files]>=1@1", "give image files with --images"),
     ],
 )
 def test_a_target_this_run_cannot_measure_is_a_usage_error(smile_bundle, target, expected):
     """A typo in the batch, a peer or provider left out: refused before the run, not reported
     NOT MEASURED (which --fail-on-miss would let pass)."""
-    result = CliRunner().invoke(main, ["bench", str(smile_bundle), *JUDGED, "--target", target])
+    args = ["bench", str(smile_bundle), *JUDGED, "--variants", "fp32", "--target", target]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert expected in result.output
     with pytest.raises(TargetError, match=expected.split(",")[0]):
         BenchSettings(
-            providers=("cpu",), peers=("eager",), batch_sizes=(1,), targets=(parse_target(target),)
+            providers=("cpu",),
+            peers=("eager",),
+            batch_sizes=(1,),
+            variants=("fp32",),
+            targets=(parse_target(target),),
         )
+
+
+def test_a_from_files_target_is_at_the_images_batch_size():
+    target = parse_target("onnxruntime[from-files,int8]/onnxruntime[from-files]>=1.5@64")
+    common = {"providers": ("cpu",), "peers": (), "batch_sizes": (1, 64), "targets": (target,)}
+    with pytest.raises(TargetError, match="the from-files rows run at --images-batch-size 32"):
+        BenchSettings(images=("a.jpg",), images_batch_size=32, **common)
+    # at its own batch size it fits, whether or not that size is among --batch-sizes
+    BenchSettings(images=("a.jpg",), images_batch_size=64, **common)
 
 
 # ------------------------------------------------------------------------------------------------

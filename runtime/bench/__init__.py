@@ -21,9 +21,11 @@ Users choose a deployment from these numbers, so every report states how they we
    only from at least `MIN_RUNS_TO_JUDGE` timed runs of every engine they compare, INDICATIVE
    from fewer, NOT MEASURED with the reason where an engine could not run.
 
-The modules, by what changes together: `engines` (what an engine is, the PyTorch peers), `ort`
-(the ONNX Runtime engines), `settings` and `timing` (what to run, the timed loop), `stats`,
-`ratios` (ORT over each peer), `targets` (the user's targets: grammar and TOML file) and
+The modules, by what changes together: `engines` (what an engine is, the PyTorch peers),
+`models` (which of the bundle's models: ``--variants``), `ort` (the ONNX Runtime engines),
+`openvino` (OpenVINO's), `files` (the from-files rows: predict's code over image files),
+`settings` and `timing` (what to run, the timed loop), `stats`, `ratios` (ORT over each peer,
+every model and engine over ORT fp32), `targets` (the user's targets: grammar and TOML file) and
 `verdicts` (each target judged), `machine`, `report` and `markdown` (JSON and Markdown), `plot`
 (the PNG, imported only for ``--plot``), and `run` (`benchmark`: all of them in order).
 
@@ -34,13 +36,16 @@ from __future__ import annotations
 
 from onnxedge.runtime.bench.engines import (
     E2E,
+    FILES,
     GRAPH,
     ORT,
     PEER_MODE,
     PEERS,
+    PRECISIONS,
     PROVIDER_DEVICE,
     PYTORCH,
     RESIDENT,
+    VARIANTS,
     AnyEngine,
     Engine,
     EngineInfo,
@@ -52,6 +57,7 @@ from onnxedge.runtime.bench.engines import (
     peer_modes,
     target_engines,
 )
+from onnxedge.runtime.bench.files import FILES_ATOL, FilesEngine, files_engines
 from onnxedge.runtime.bench.machine import (
     BUSY_LOAD_PER_CORE,
     default_threads,
@@ -60,8 +66,14 @@ from onnxedge.runtime.bench.machine import (
     versions,
 )
 from onnxedge.runtime.bench.markdown import render_markdown
+from onnxedge.runtime.bench.models import LOW_PRECISION_ATOL, BenchModel, bench_models, fp32_model
 from onnxedge.runtime.bench.ort import OrtEngine, ort_engines
-from onnxedge.runtime.bench.ratios import Ratio, compute_ratios
+from onnxedge.runtime.bench.ratios import (
+    EngineRatio,
+    Ratio,
+    compute_engine_ratios,
+    compute_ratios,
+)
 from onnxedge.runtime.bench.report import BenchReport, command_line
 from onnxedge.runtime.bench.run import benchmark
 from onnxedge.runtime.bench.settings import (
@@ -106,10 +118,13 @@ __all__ = [
     "DEFAULT_PROVIDERS",
     "DEVICES",
     "E2E",
+    "FILES",
+    "FILES_ATOL",
     "GRAMMAR_HINT",
     "GRAPH",
     "INDICATIVE",
     "LATENCY",
+    "LOW_PRECISION_ATOL",
     "MET",
     "MIN_RUNS_TO_JUDGE",
     "MISSED",
@@ -119,18 +134,23 @@ __all__ = [
     "PEERS",
     "PEER_MODE",
     "PERCENTILE_METHOD",
+    "PRECISIONS",
     "PROVIDER_DEVICE",
     "PYTORCH",
     "RATIO",
     "RESIDENT",
     "THROUGHPUT_DEFINITION",
     "UNTIMED_PER_ROUND",
+    "VARIANTS",
     "AnyEngine",
+    "BenchModel",
     "BenchReport",
     "BenchRow",
     "BenchSettings",
     "Engine",
     "EngineInfo",
+    "EngineRatio",
+    "FilesEngine",
     "LatencyStats",
     "OrtEngine",
     "ProgressFn",
@@ -142,14 +162,18 @@ __all__ = [
     "TargetError",
     "TargetResult",
     "TimingPlan",
+    "bench_models",
     "benchmark",
     "check_targets_fit",
     "command_line",
+    "compute_engine_ratios",
     "compute_ratios",
     "default_threads",
     "evaluate_target",
     "evaluate_targets",
+    "files_engines",
     "format_latency",
+    "fp32_model",
     "load_average",
     "machine_info",
     "make_input",

@@ -14,6 +14,8 @@ import numpy as np
 
 from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.errors import first_line
+from onnxedge.runtime.variants.manifest import FP32
+from onnxedge.runtime.variants.manifest import VARIANTS as MODEL_VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,9 @@ PYTORCH = "pytorch"
 E2E = "end-to-end"  # host arrays in, host arrays out
 RESIDENT = "device-resident"  # inputs and outputs already on the device (IO binding)
 GRAPH = "cuda-graph"  # device-resident, replayed as one captured CUDA graph
+# Image files in, predictions out, through `Classifier.predict_files` (what `onnxedge predict`
+# runs): decoding, preprocessing and inference; one timed call is a pass over a folder.
+FILES = "from-files"
 
 # --peers name -> engine name in the report.
 PEERS = {
@@ -45,9 +50,13 @@ def ort_engine_name(short: str) -> str:
     return ORT if short in ("cpu", "cuda") else f"{ORT}-{short}"
 
 
-# The variants of a model a report's rows may name (`EngineInfo.variant`), for the targets: the
-# bundle's int8 variant, OpenVINO's bf16 inference. A new variant joins here.
-VARIANTS = ("int8", "bf16")
+# The bundle's models a report's rows may name (`EngineInfo.variant`, `--variants`): fp32
+# (model.onnx) and what `onnxedge optimize` adds (`onnxedge.runtime.variants`). A new one joins
+# there.
+VARIANTS = MODEL_VARIANTS
+# Inference precisions an engine may run a model at other than the model's own
+# (`EngineInfo.precision`): OpenVINO's bf16. A new one joins here.
+PRECISIONS = ("bf16",)
 
 
 def target_engines() -> tuple[str, ...]:
@@ -70,14 +79,26 @@ class EngineInfo:
     mode: str  # E2E, RESIDENT or GRAPH
     provider: str  # the ORT execution provider, or the torch device
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    # What the engine computes with where it is not the bundle's fp32 model as stored: "int8"
-    # (the bundle's int8 variant), "bf16" (OpenVINO's bf16 inference); empty otherwise.
-    variant: str = ""
+    # Which of the bundle's models: "fp32" (model.onnx) or a variant (`VARIANTS`).
+    variant: str = FP32
+    # An inference precision other than the model's own (`PRECISIONS`: OpenVINO's "bf16"), or "".
+    precision: str = ""
 
     @property
     def label(self) -> str:
-        base = f"{self.engine} {self.device} {self.mode}"
-        return f"{base} {self.variant}" if self.variant else base
+        """``engine device mode`` and the variant and precision where they are not fp32 as
+        stored: ``onnxruntime cpu end-to-end``, ``openvino cpu end-to-end int8``."""
+        variant = "" if self.variant == FP32 else self.variant
+        return " ".join(
+            filter(None, (self.engine, self.device, self.mode, variant, self.precision))
+        )
+
+    @property
+    def short(self) -> str:
+        """The engine with its variant and precision, as the report's tables name it:
+        ``onnxruntime``, ``onnxruntime int8``, ``openvino bf16``."""
+        variant = "" if self.variant == FP32 else self.variant
+        return " ".join(filter(None, (self.engine, variant, self.precision)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, **dataclasses.asdict(self)}
@@ -109,6 +130,8 @@ class SkippedEngine:
 
     info: EngineInfo
     reason: str
+    # The batch sizes its rows are at, where not the run's (a from-files engine's one size).
+    batch_sizes: tuple[int, ...] | None = None
 
     def close(self) -> None:
         pass

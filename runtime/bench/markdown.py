@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from onnxedge.runtime.bench.engines import FILES
 from onnxedge.runtime.session import short_reason
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def render_markdown(report: BenchReport, *, verbose: bool = False) -> str:
         "on the same input",
         f"- Statistics: percentiles by {s['percentile_method']}; throughput = {s['throughput']}",
         "",
+        *_models(b.get("models") or []),
         "## Latency and throughput",
         "",
         "| batch | engine | device | mode | p50 ms | p90 ms | p99 ms | mean ms | min ms "
@@ -59,11 +61,12 @@ def render_markdown(report: BenchReport, *, verbose: bool = False) -> str:
         "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     measured = [r for r in report.rows if r.stats is not None]
-    for r in sorted(measured, key=lambda r: r.batch_size):
+    from_files = [r for r in measured if r.info.mode == FILES]
+    for r in sorted((r for r in measured if r.info.mode != FILES), key=lambda r: r.batch_size):
         st = r.stats
         assert st is not None
         lines.append(
-            f"| {r.batch_size} | {' '.join(filter(None, (r.info.engine, r.info.variant)))} | "
+            f"| {r.batch_size} | {r.info.short} | "
             f"{r.info.device} | {r.info.mode} | "
             f"{_ms(st.p50_ms)} | {_ms(st.p90_ms)} | {_ms(st.p99_ms)} | {_ms(st.mean_ms)} | "
             f"{_ms(st.min_ms)} | {_rate(st.throughput)} | {st.runs} | {st.warmup} |"
@@ -72,6 +75,24 @@ def render_markdown(report: BenchReport, *, verbose: bool = False) -> str:
         "",
         "\\* untimed runs: the warm-up plus one at the start of each round.",
     ]
+    if from_files:
+        lines += _files_table(from_files, s.get("images") or {})
+    engine_ratios = report.engine_ratios
+    if engine_ratios:
+        lines += [
+            "",
+            "## Models and engines against ONNX Runtime fp32",
+            "",
+            "Each row's throughput over ONNX Runtime's on `model.onnx` (fp32), same device, mode, "
+            "batch size and input, in this run.",
+            "",
+            "| batch | mode | row | / ORT fp32 throughput | ORT fp32 p50 / row p50 |",
+            "| ---: | --- | --- | ---: | ---: |",
+        ]
+        lines += [
+            f"| {q.batch_size} | {q.mode} | {q.row} | {q.ratio:.2f}× | {q.p50_ratio:.2f}× |"
+            for q in sorted(engine_ratios, key=lambda q: (q.mode, q.batch_size))
+        ]
     ratios = report.ratios
     lines += ["", "## ORT / PyTorch throughput ratios", ""]
     if ratios:
@@ -131,6 +152,53 @@ def render_markdown(report: BenchReport, *, verbose: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _models(models: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The models timed, with their size on disk."""
+    if not models:
+        return []
+    fp32 = next((m["bytes"] for m in models if m["variant"] == "fp32"), None)
+    lines = [
+        "## Models",
+        "",
+        "| variant | file | format | size on disk | / fp32 | made for | gate |",
+        "| --- | --- | --- | ---: | ---: | --- | --- |",
+    ]
+    for m in models:
+        rel = f"{m['bytes'] / fp32:.2f}×" if fp32 else "—"
+        gate = {None: "—", True: "passed", False: "ungated (--no-gate)"}[m.get("gated")]
+        made_for = ", ".join(m.get("providers") or []) or "any"
+        lines.append(
+            f"| {m['variant']} | `{m['file']}` | {m['format']} | {m['bytes'] / 1e6:.2f} MB | "
+            f"{rel} | {made_for} | {gate} |"
+        )
+    return [*lines, ""]
+
+
+def _files_table(rows: Sequence[BenchRow], images: Mapping[str, Any]) -> list[str]:
+    """The from-files rows: a timed call is a pass over every file."""
+    source = images.get("source") or "the files given"
+    lines = [
+        "",
+        "## From image files (decode + preprocess + inference)",
+        "",
+        f"`Classifier.predict_files`, as `onnxedge predict` runs it, over {source}; one timed "
+        "call is a pass over every file, so the latencies are per pass and images/s = files / "
+        "mean pass time.",
+        "",
+        "| batch | engine | files | p50 s/pass | mean s/pass | min s/pass | images/s | passes |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        st = r.stats
+        assert st is not None
+        lines.append(
+            f"| {r.batch_size} | {r.info.short} | {st.images_per_call} | "
+            f"{st.p50_ms / 1e3:.3f} | {st.mean_ms / 1e3:.3f} | {st.min_ms / 1e3:.3f} | "
+            f"{_rate(st.throughput)} | {st.runs} |"
+        )
+    return lines
+
+
 def _not_measured(rows: Sequence[BenchRow], verbose: bool) -> list[str]:
     """A skipped provider (or PyTorch device) is ONE line: its engines and modes, the batch sizes
     and the first cause (`short_reason`). A failed row keeps its own line and its full reason."""
@@ -147,7 +215,7 @@ def _not_measured(rows: Sequence[BenchRow], verbose: bool) -> list[str]:
         if status == "skipped":
             modes: dict[str, list[str]] = {}
             for r in group:
-                mode = " ".join(filter(None, (r.info.mode, r.info.variant)))
+                mode = r.info.label.removeprefix(f"{r.info.engine} {r.info.device} ")
                 modes.setdefault(r.info.engine, [])
                 if mode not in modes[r.info.engine]:
                     modes[r.info.engine].append(mode)

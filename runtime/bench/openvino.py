@@ -1,16 +1,17 @@
-"""The OpenVINO engines of the benchmark: the bundle's fp32 model (``model.onnx``) at each
-requested inference precision, and its int8 QDQ variant where the bundle has one, each compiled
-as `onnxedge.runtime.engines.openvino` describes and timed end to end (host arrays in, host arrays
+"""The OpenVINO engines of the benchmark: each of the run's models (`models.bench_models`) made
+for the CPU, the fp32 model at each requested inference precision, compiled as
+`onnxedge.runtime.engines.openvino` describes and timed end to end (host arrays in, host arrays
 out), as ONNX Runtime's CPU EP is.
 
 1. Rows: engine ``openvino``, family ``openvino``, device ``cpu``, mode end-to-end; ``variant``
-   empty for fp32 at f32 (the same numbers as ONNX Runtime), ``bf16`` for fp32 compiled at bf16,
-   ``int8`` for the int8 variant (compiled at f32: its quantised convolutions run in int8, the
-   rest in f32).
+   the bundle's model (``fp32``, ``int8``: the same QDQ file ONNX Runtime runs, compiled at f32:
+   its quantised convolutions run in int8, the rest in f32); ``precision`` ``bf16`` for the fp32
+   model compiled at bf16, empty otherwise.
 2. Settings: what OpenVINO reports the compiled model runs with (precision, hint, threads,
    streams), not only what was asked.
 3. OpenVINO not installed, or unable to run here: one skipped engine with the reason (not one per
-   variant); a precision the CPU lacks: that engine skipped.
+   model); a precision the CPU lacks: that engine skipped; a model OpenVINO cannot read (the ORT
+   format) or not made for the CPU (fp16): that model's row skipped with the reason.
 4. Timed call: one infer request per engine, reused; the input is shared with OpenVINO (ONNX
    Runtime's CPU EP reads numpy memory in place too), the output copied out.
 """
@@ -19,21 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from onnxedge.runtime.bench.engines import E2E, AnyEngine, EngineInfo, Runner, SkippedEngine
+from onnxedge.runtime.bench.models import LOW_PRECISION_ATOL, BenchModel
 from onnxedge.runtime.engines import OPENVINO, OpenVinoConfig
 from onnxedge.runtime.engines.openvino import OpenVinoSession, open_openvino, unavailable_reason
 from onnxedge.runtime.errors import OnnxEdgeError
 
-FP32, INT8 = "fp32", "int8"
-# The output check's atol (against ONNX Runtime's fp32 output) for an engine computing in fewer
-# bits: int8 and bf16 move probabilities by up to ~1e-3 on this model (docs/BENCHMARKS.md), far
-# beyond fp32's 1e-4, while a broken engine is off by far more.
-LOW_PRECISION_ATOL = 1e-2
+F32 = "f32"
 
 
 class _OpenVinoRunner:
@@ -61,10 +58,17 @@ class _OpenVinoRunner:
 class OpenVinoEngine:
     """An OpenVINO compiled model as a benchmark engine."""
 
-    def __init__(self, info: EngineInfo, session: OpenVinoSession) -> None:
+    def __init__(
+        self,
+        info: EngineInfo,
+        session: OpenVinoSession,
+        check_atol: float | None = None,
+        reference_key: str = "fp32",
+    ) -> None:
         self.info = info
         self._session: OpenVinoSession | None = session
-        self.check_atol = LOW_PRECISION_ATOL if info.variant else None
+        self.check_atol = check_atol
+        self.reference_key = reference_key  # the numerics its output is checked against
 
     def prepare(self, x: np.ndarray) -> Runner:
         if self._session is None:
@@ -75,58 +79,68 @@ class OpenVinoEngine:
         self._session = None
 
 
-def bundle_models(bundle: Any) -> dict[str, Path]:
-    """``fp32`` (``model.onnx``) and, where the bundle's manifest lists one (issue 11's
-    ``variants``), the ``int8`` variant's file, verified by `Bundle.variant_model`."""
-    models = {FP32: bundle.model_path}
-    if INT8 in (getattr(bundle, "variants", None) or {}):
-        models[INT8] = bundle.variant_model(INT8)
-    return models
-
-
-def _info(variant: str, precision: str, threads: int, model: Path) -> EngineInfo:
-    tag = INT8 if variant == INT8 else ("" if precision == "f32" else precision)
+def _info(model: BenchModel, precision: str, threads: int) -> EngineInfo:
     return EngineInfo(
         OPENVINO,
         OPENVINO,
         "cpu",
         E2E,
         "OpenVINO CPU",
-        {"model": model.name, "inference_precision": precision, "inference_num_threads": threads},
-        variant=tag,
+        {
+            "model": model.path.name,
+            "inference_precision": precision,
+            "inference_num_threads": threads,
+        },
+        variant=model.variant,
+        precision="" if precision == F32 else precision,
     )
 
 
 def openvino_engines(
-    models: Mapping[str, Path], precisions: Sequence[str], *, threads: int
+    models: Sequence[BenchModel], precisions: Sequence[str], *, threads: int
 ) -> list[AnyEngine]:
-    """The OpenVINO engines (module docstring): ``models`` maps ``fp32`` (``model.onnx``) and,
-    where the bundle has it, ``int8`` to files `Bundle.open` verified; ``precisions`` are the
-    inference precisions of the fp32 model."""
-    wanted = [(v, p) for v in models for p in (precisions if v == FP32 else ("f32",))]
+    """The OpenVINO engines (module docstring): each model the bundle verified
+    (`models.bench_models`), the fp32 one at each of ``precisions``, the others at f32."""
+    wanted = [
+        (m, p)
+        for m in models
+        for p in (precisions if (m.precision, m.format) == ("fp32", "onnx") else (F32,))
+    ]
     if not wanted:
         return []
     missing = unavailable_reason()
     if missing:  # 3.
-        variant, precision = wanted[0]
-        return [SkippedEngine(_info(variant, precision, threads, models[variant]), missing)]
+        model, precision = wanted[0]
+        return [SkippedEngine(_info(model, precision, threads), missing)]
     engines: list[AnyEngine] = []
-    for variant, precision in wanted:
-        info = _info(variant, precision, threads, models[variant])
+    for model, precision in wanted:
+        info = _info(model, precision, threads)
+        if model.format != "onnx":  # 3.
+            reason = f"OpenVINO reads ONNX files, not the {model.format.upper()} format"
+            engines.append(SkippedEngine(info, reason))
+            continue
+        if not model.made_for("cpu"):
+            engines.append(SkippedEngine(info, model.not_made_for("OpenVINO's CPU plugin")))
+            continue
         try:
             session = open_openvino(
-                models[variant], OpenVinoConfig(precision=precision, threads=threads)
+                model.path, OpenVinoConfig(precision=precision, threads=threads)
             )
         except OnnxEdgeError as e:
             engines.append(SkippedEngine(info, str(e)))
             continue
         settings = {
-            "model": models[variant].name,
+            "model": model.path.name,
             **session.settings,  # 2.
             "io": "input shared with OpenVINO, output copied (share_inputs=True)",
         }
-        engines.append(OpenVinoEngine(dataclasses.replace(info, settings=settings), session))
+        atol = LOW_PRECISION_ATOL if precision != F32 else model.check_atol
+        engines.append(
+            OpenVinoEngine(
+                dataclasses.replace(info, settings=settings), session, atol, model.precision
+            )
+        )
     return engines
 
 
-__all__ = ["LOW_PRECISION_ATOL", "OpenVinoEngine", "bundle_models", "openvino_engines"]
+__all__ = ["LOW_PRECISION_ATOL", "OpenVinoEngine", "openvino_engines"]

@@ -23,8 +23,9 @@ from onnxedge.runtime.bench.engines import (
     SkippedEngine,
     ort_engine_name,
 )
+from onnxedge.runtime.bench.models import BenchModel, fp32_model
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.session import SessionConfig, make_session, provider_name
+from onnxedge.runtime.session import PROVIDERS, SessionConfig, make_session, provider_name
 
 _NP_DTYPES = {
     "tensor(float)": np.float32,
@@ -128,12 +129,16 @@ class OrtEngine:
         session: Any = None,
         per_batch_session: bool = False,
         min_warmup: int = 0,
+        check_atol: float | None = None,
+        reference_key: str = "fp32",
     ) -> None:
         self.info = info
         self._model = model
         self._config = config
         self._per_batch = per_batch_session
         self.min_warmup = min_warmup
+        self.check_atol = check_atol  # a model in fewer bits than fp32 states its own
+        self.reference_key = reference_key  # the numerics its output is checked against
         self._session = None
         if not per_batch_session:
             self._session = session if session is not None else make_session(model, config)
@@ -150,9 +155,15 @@ class OrtEngine:
 
 
 def ort_engines(
-    model: Path, providers: Sequence[str], *, threads: int, tf32: bool, spinning: bool = True
+    model: Path | BenchModel,
+    providers: Sequence[str],
+    *,
+    threads: int,
+    tf32: bool,
+    spinning: bool = True,
 ) -> list[AnyEngine]:
-    """The ORT engines for the requested providers, each with its session options on purpose:
+    """The ORT engines of ``model`` (a `BenchModel`, or a file taken as fp32) for the requested
+    providers, each with its session options on purpose:
 
     - CPU EP: ``intra_op_num_threads`` = ``threads``, ``ORT_ENABLE_ALL`` (with the NCHWc layout
       transform for AVX2/AVX-512 convs), intra-op spinning as ORT's default (on).
@@ -160,11 +171,19 @@ def ort_engines(
       binding, one session per batch size); ``cudnn_conv_algo_search=EXHAUSTIVE`` (shapes are
       fixed per session and the search runs in the warm-up), TF32 off unless ``tf32``.
     - TensorRT EP: end-to-end only.
-    A provider that cannot load becomes `SkippedEngine` rows with ONNX Runtime's reason.
+    A provider that cannot load becomes `SkippedEngine` rows with ONNX Runtime's reason; so does a
+    provider the model is not made for (the fp16 variant on the CPU EP, the int8 one on CUDA).
     """
+    bench = model if isinstance(model, BenchModel) else fp32_model(Path(model))
+    model, atol, variant = bench.path, bench.check_atol, bench.variant
     engines: list[AnyEngine] = []
+
+    def engine(info: EngineInfo, config: SessionConfig, **kw: Any) -> OrtEngine:
+        return OrtEngine(info, model, config, check_atol=atol, reference_key=bench.precision, **kw)
+
     spin = "1" if spinning else "0"
     cpu_settings = {
+        "model": model.name,
         "intra_op_num_threads": threads,
         "graph_optimization_level": "ORT_ENABLE_ALL",
         "session.intra_op.allow_spinning": spin,
@@ -187,8 +206,9 @@ def ort_engines(
                 E2E,
                 name,
                 {**cpu_settings, "io_binding": False, "cuda_graph": False},
+                variant=bench.variant,
             )
-            engines.append(_try_engine(info, lambda i=info, c=config: OrtEngine(i, model, c)))
+            engines.append(_try_engine(info, bench, lambda i=info, c=config: engine(i, c)))
         elif name == "CUDAExecutionProvider":
             options = {
                 "device_id": "0",
@@ -203,52 +223,44 @@ def ort_engines(
                 config, provider_options={**options, "enable_cuda_graph": "1"}
             )
             base = {
+                "model": model.name,
                 "graph_optimization_level": "ORT_ENABLE_ALL",
                 "provider_options": options,
                 "tf32": tf32,
             }
+
+            def cuda_info(
+                mode: str, device=device, name=name, base=base, **extra: Any
+            ) -> EngineInfo:
+                return EngineInfo(ORT, ORT, device, mode, name, {**base, **extra}, variant=variant)
+
             infos = {
-                E2E: EngineInfo(
-                    ORT, ORT, device, E2E, name, {**base, "io_binding": False, "cuda_graph": False}
-                ),
-                RESIDENT: EngineInfo(
-                    ORT,
-                    ORT,
-                    device,
-                    RESIDENT,
-                    name,
-                    {**base, "io_binding": True, "cuda_graph": False},
-                ),
-                GRAPH: EngineInfo(
-                    ORT,
-                    ORT,
-                    device,
+                E2E: cuda_info(E2E, io_binding=False, cuda_graph=False),
+                RESIDENT: cuda_info(RESIDENT, io_binding=True, cuda_graph=False),
+                GRAPH: cuda_info(
                     GRAPH,
-                    name,
-                    {
-                        **base,
-                        "provider_options": graph_config.provider_options,
-                        "io_binding": True,
-                        "cuda_graph": True,
-                        "session": "one per batch size (a graph is captured for fixed shapes)",
-                    },
+                    provider_options=graph_config.provider_options,
+                    io_binding=True,
+                    cuda_graph=True,
+                    session="one per batch size (a graph is captured for fixed shapes)",
                 ),
             }
+            if not bench.made_for(short):
+                reason = bench.not_made_for(name)
+                engines.extend(SkippedEngine(i, reason) for i in infos.values())
+                continue
             try:
                 probe = make_session(model, config)
             except OnnxEdgeError as e:
                 engines.extend(SkippedEngine(i, str(e)) for i in infos.values())
                 continue
-            engines.append(OrtEngine(infos[E2E], model, config, session=probe))
+            engines.append(engine(infos[E2E], config, session=probe))
             engines.append(
                 _try_engine(
-                    infos[RESIDENT],
-                    lambda i=infos[RESIDENT], c=config: OrtEngine(i, model, c),
+                    infos[RESIDENT], bench, lambda i=infos[RESIDENT], c=config: engine(i, c)
                 )
             )
-            engines.append(
-                OrtEngine(infos[GRAPH], model, graph_config, per_batch_session=True, min_warmup=2)
-            )
+            engines.append(engine(infos[GRAPH], graph_config, per_batch_session=True, min_warmup=2))
         else:
             config = SessionConfig(provider=short, threads=threads, graph_optimization="all")
             info = EngineInfo(
@@ -257,13 +269,23 @@ def ort_engines(
                 device,
                 E2E,
                 name,
-                {"graph_optimization_level": "ORT_ENABLE_ALL", "io_binding": False},
+                {
+                    "model": model.name,
+                    "graph_optimization_level": "ORT_ENABLE_ALL",
+                    "io_binding": False,
+                },
+                variant=variant,
             )
-            engines.append(_try_engine(info, lambda i=info, c=config: OrtEngine(i, model, c)))
+            engines.append(_try_engine(info, bench, lambda i=info, c=config: engine(i, c)))
     return engines
 
 
-def _try_engine(info: EngineInfo, build: Callable[[], Engine]) -> AnyEngine:
+def _try_engine(info: EngineInfo, model: BenchModel, build: Callable[[], Engine]) -> AnyEngine:
+    """``build()``, or a `SkippedEngine` where the model is not made for the provider or the
+    provider cannot load it."""
+    short = next((k for k, v in PROVIDERS.items() if v == info.provider), info.provider)
+    if not model.made_for(short):
+        return SkippedEngine(info, model.not_made_for(info.provider))
     try:
         return build()
     except OnnxEdgeError as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
+from onnxedge.runtime.bench.engines import FILES
 from onnxedge.runtime.deps import require_modules
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -37,7 +38,7 @@ def render_png(report: BenchReport, *, dpi: int = 120) -> bytes:
     series: dict[str, list[tuple[int, float, float]]] = {}
     families: dict[str, str] = {}
     for row in report.rows:
-        if row.stats is None:
+        if row.stats is None or row.info.mode == FILES:  # per-pass latencies: the report's table
             continue
         label = row.info.label
         series.setdefault(label, []).append(

@@ -11,7 +11,7 @@ from typing import Any
 from onnxedge.runtime.bench.engines import EngineInfo
 from onnxedge.runtime.bench.machine import BUSY_LOAD_PER_CORE
 from onnxedge.runtime.bench.markdown import render_markdown
-from onnxedge.runtime.bench.ratios import Ratio, compute_ratios
+from onnxedge.runtime.bench.ratios import EngineRatio, Ratio, compute_engine_ratios, compute_ratios
 from onnxedge.runtime.bench.settings import BenchSettings
 from onnxedge.runtime.bench.timing import BenchRow
 from onnxedge.runtime.bench.verdicts import TargetResult, evaluate_targets
@@ -52,6 +52,10 @@ class BenchReport:
         return compute_ratios(self.rows)
 
     @property
+    def engine_ratios(self) -> list[EngineRatio]:
+        return compute_engine_ratios(self.rows)
+
+    @property
     def targets(self) -> list[TargetResult]:
         return evaluate_targets(self.rows, self.settings.targets)
 
@@ -68,6 +72,7 @@ class BenchReport:
             "engines": [e.to_dict() for e in self.engines],
             "rows": [r.to_dict() for r in self.rows],
             "ratios": [r.to_dict() for r in self.ratios],
+            "engine_ratios": [r.to_dict() for r in self.engine_ratios],
             "targets": [t.to_dict() for t in self.targets],
         }
 

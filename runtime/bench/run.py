@@ -6,8 +6,10 @@ import datetime
 from pathlib import Path
 
 from onnxedge.runtime.bench.engines import AnyEngine, peer_engines
+from onnxedge.runtime.bench.files import files_engines
 from onnxedge.runtime.bench.machine import load_average, machine_info, versions
-from onnxedge.runtime.bench.openvino import bundle_models, openvino_engines
+from onnxedge.runtime.bench.models import bench_models
+from onnxedge.runtime.bench.openvino import openvino_engines
 from onnxedge.runtime.bench.ort import ort_engines
 from onnxedge.runtime.bench.report import BenchReport
 from onnxedge.runtime.bench.settings import BenchSettings
@@ -30,21 +32,30 @@ def benchmark(
     manifest = bundle.manifest
     shape = _sample_shape(bundle.input)
     threads = settings.resolved_threads
+    models = bench_models(bundle, settings.variants)  # a variant the bundle lacks: an error
     load_before = load_average()
     engines: list[AnyEngine] = []
     wanted = settings.resolved_engines
     try:
         if ONNXRUNTIME in wanted:
-            engines += ort_engines(
-                bundle.model_path,
-                settings.providers,
-                threads=threads,
-                tf32=settings.tf32,
-                spinning=settings.spinning,
-            )
+            for model in models:
+                engines += ort_engines(
+                    model,
+                    settings.providers,
+                    threads=threads,
+                    tf32=settings.tf32,
+                    spinning=settings.spinning,
+                )
         if OPENVINO in wanted:
-            engines += openvino_engines(
-                bundle_models(bundle), settings.openvino_precisions, threads=threads
+            engines += openvino_engines(models, settings.openvino_precisions, threads=threads)
+        if settings.images:
+            engines += files_engines(
+                bundle.path,
+                models,
+                [e for e in wanted if e != ONNXRUNTIME or "cpu" in settings.devices],
+                settings.images,
+                batch_size=settings.images_batch_size,
+                threads=threads,
             )
         engines += peer_engines(
             manifest,
@@ -68,6 +79,7 @@ def benchmark(
             "weights": manifest.get("weights"),
             "input": manifest.get("input"),
             "model_sha256": manifest.get("files", {}).get(MODEL, {}).get("sha256"),
+            "models": [m.to_dict(bundle.path) for m in models],
         },
         settings=settings,
         machine={

@@ -7,8 +7,9 @@ import dataclasses
 import math
 from typing import Any
 
-from onnxedge.runtime.bench.engines import PEERS, PROVIDER_DEVICE
+from onnxedge.runtime.bench.engines import PEERS, PROVIDER_DEVICE, VARIANTS
 from onnxedge.runtime.bench.machine import default_threads
+from onnxedge.runtime.bench.models import LOW_PRECISION_ATOL
 from onnxedge.runtime.bench.stats import PERCENTILE_METHOD, THROUGHPUT_DEFINITION
 from onnxedge.runtime.bench.targets import Target, check_targets_fit
 from onnxedge.runtime.engines import OpenVinoConfig, check_engine, installed_engines
@@ -96,6 +97,13 @@ class BenchSettings:
     # --engines: onnxruntime (on `providers`) and openvino (the CPU); None: every one installed.
     engines: tuple[str, ...] | None = None
     openvino_precisions: tuple[str, ...] = ("f32",)  # OpenVINO's inference precisions of fp32
+    # --variants: the bundle's models to time (`models.bench_models`); None: fp32, and int8 where
+    # the bundle has it.
+    variants: tuple[str, ...] | None = None
+    # --images: image files for the from-files rows (`files`), and the batch size they run at.
+    images: tuple[str, ...] = ()
+    images_batch_size: int = 32
+    images_source: str = ""  # what the user gave (the folders), for the report
     # What the user asks of the figures (--target, --targets); none by default.
     targets: tuple[Target, ...] = ()
 
@@ -113,6 +121,15 @@ class BenchSettings:
             check_engine(e)
         for p in self.openvino_precisions:
             OpenVinoConfig(precision=p)
+        unknown = [v for v in self.variants or () if v not in VARIANTS]
+        if unknown or self.variants == ():
+            raise OnnxEdgeError(
+                f"expected variants out of {', '.join(VARIANTS)}, found {list(self.variants or ())}"
+            )
+        if self.images_batch_size < 1:
+            raise OnnxEdgeError(
+                f"expected --images-batch-size >= 1, found {self.images_batch_size}"
+            )
         if self.threads is not None and self.threads < 1:
             raise OnnxEdgeError(f"expected --threads >= 1, found {self.threads}")
         if self.seed < 0:
@@ -124,6 +141,9 @@ class BenchSettings:
             batch_sizes=self.batch_sizes,
             devices=self.devices,
             peers=[PEERS[p] for p in self.peers],
+            variants=self.variants,
+            files=bool(self.images),
+            files_batch_size=self.images_batch_size,
         )
 
     @property
@@ -150,6 +170,17 @@ class BenchSettings:
             "engines": list(self.resolved_engines),
             "engines_source": "--engines" if self.engines is not None else "every one installed",
             "openvino_precisions": list(self.openvino_precisions),
+            "variants": list(self.variants) if self.variants is not None else None,
+            "variants_source": "--variants"
+            if self.variants is not None
+            else "fp32, and int8 where the bundle has it",
+            "images": {
+                "source": self.images_source,
+                "files": len(self.images),
+                "batch_size": self.images_batch_size,
+            }
+            if self.images
+            else None,
             "providers": [provider_name(p) for p in self.providers],
             "batch_sizes": list(self.batch_sizes),
             "peers": [PEERS[p] for p in self.peers],
@@ -164,8 +195,13 @@ class BenchSettings:
             "tf32": self.tf32,
             "intra_op_spinning": self.spinning,
             "output_check": {
-                "reference": "the first engine that runs at each batch size (ORT's CPU EP "
-                "when cpu is among the providers)",
+                "reference": "at each batch size, the first engine that runs on the same "
+                "numerics: the fp32 model (and its ORT-format file, and OpenVINO's bf16 "
+                "inference of it) against ORT's CPU EP on model.onnx when cpu is among the "
+                "providers; an int8 model against the first int8 row (ORT's CPU EP on it). "
+                "How far a variant's numbers are from fp32 is its accuracy gate's business "
+                "(onnxedge optimize), on real images, not this check's on random inputs",
+                "low_precision_atol": LOW_PRECISION_ATOL,
                 "atol": self.check_atol,
                 "rtol": self.rtol,
             },

@@ -16,7 +16,8 @@ THROUGHPUT_DEFINITION = "batch size / mean latency (images per second of back-to
 class LatencyStats:
     """Latency of one engine at one batch size, from the seconds each timed call took.
 
-    Percentiles use numpy's ``linear`` method; throughput is ``batch_size / mean`` in images/s.
+    Percentiles use numpy's ``linear`` method; throughput is ``images_per_call / mean`` in
+    images/s, where a call handles ``batch_size`` images (a from-files call: a whole folder).
     ``warmup`` counts every untimed run: the warm-up and the one at the start of each round.
     """
 
@@ -30,10 +31,17 @@ class LatencyStats:
     min_ms: float
     max_ms: float
     throughput: float  # images/s
+    # Images one timed call handles: the batch size, or a whole folder for a from-files row.
+    images_per_call: int = 0
 
     @classmethod
     def from_seconds(
-        cls, samples: Sequence[float], *, batch_size: int, warmup: int = 0
+        cls,
+        samples: Sequence[float],
+        *,
+        batch_size: int,
+        warmup: int = 0,
+        images_per_call: int | None = None,
     ) -> LatencyStats:
         a = np.asarray(samples, dtype=np.float64)
         if a.ndim != 1 or a.size == 0:
@@ -42,6 +50,9 @@ class LatencyStats:
             raise ValueError("expected finite, non-negative latencies")
         if batch_size < 1:
             raise ValueError(f"expected a batch size >= 1, found {batch_size}")
+        images = batch_size if images_per_call is None else images_per_call
+        if images < 1:
+            raise ValueError(f"expected images per call >= 1, found {images}")
         ms = a * 1e3
         p50, p90, p99 = np.percentile(ms, [50, 90, 99], method=PERCENTILE_METHOD)
         mean = float(ms.mean())
@@ -57,7 +68,8 @@ class LatencyStats:
             mean_ms=mean,
             min_ms=float(ms.min()),
             max_ms=float(ms.max()),
-            throughput=batch_size / (mean / 1e3),
+            throughput=images / (mean / 1e3),
+            images_per_call=images,
         )
 
     def to_dict(self) -> dict[str, Any]:

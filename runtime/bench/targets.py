@@ -7,19 +7,23 @@ The grammar (spaces are allowed between the parts)::
     CLAIM  := SIDE "/" SIDE ">=" NUMBER ["x"]        throughput ratio: left over right
             | [SIDE " "] "p50" "<=" NUMBER UNIT       p50 latency of SIDE (default onnxruntime)
     SIDE   := ENGINE ["[" QUALIFIER {"," QUALIFIER} "]"]
-    QUALIFIER := MODE | VARIANT
+    QUALIFIER := MODE | VARIANT | PRECISION
     DEVICE := cpu | cuda                              default cpu
-    MODE   := end-to-end | device-resident | cuda-graph   default end-to-end
-    VARIANT := int8 | bf16 (`VARIANTS`, as the report's rows name them)   default none
+    MODE   := end-to-end | from-files | device-resident | cuda-graph   default end-to-end
+    VARIANT := fp32 | int8 | fp16 | fp32-ort | int8-ort (`VARIANTS`)   default fp32
+    PRECISION := bf16 (`PRECISIONS`: OpenVINO's bf16 inference)      default the model's own
     UNIT   := ms | us | µs
     BATCH  := an integer >= 1 | max                   max: the largest batch measured for every side
 
 ENGINE is an engine as the report names it (`target_engines`: onnxruntime, openvino,
 torch-eager, torch-channels-last, torch-compile, ...); a side without a variant is the bundle's
-model as stored. Examples::
+fp32 model (``model.onnx``). ``from-files`` is the CPU row that decodes a folder of images
+(``bench --images DIR``). Examples::
 
     onnxruntime/torch-eager>=3.5@64                     CPU, end-to-end, batch 64
     onnxruntime[int8]/onnxruntime>=3@64                 a variant against the fp32 model
+    openvino[int8]/onnxruntime>=3@64                    another engine's int8 against ORT fp32
+    onnxruntime[from-files,int8]/onnxruntime[from-files]>=1.2@32
     cuda:onnxruntime[cuda-graph] p50<=50us@1
     cuda:onnxruntime[device-resident]/torch-eager[device-resident]>=2@max
 
@@ -46,14 +50,17 @@ from typing import Any
 
 from onnxedge.runtime.bench.engines import (
     E2E,
+    FILES,
     GRAPH,
     ORT,
     PEERS,
+    PRECISIONS,
     RESIDENT,
     VARIANTS,
     target_engines,
 )
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.variants.manifest import FP32
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,7 +68,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 DEVICES = ("cpu", "cuda")
-MODES = (E2E, RESIDENT, GRAPH)
+MODES = (E2E, FILES, RESIDENT, GRAPH)
+CPU_MODES = (E2E, FILES)
 RATIO, LATENCY = "ratio", "p50"
 GRAMMAR_HINT = (
     "[cpu:|cuda:]ENGINE[MODE]/ENGINE[MODE]>=RATIO@BATCH or [cpu:|cuda:][ENGINE[MODE] ]p50<=X ms"
@@ -89,18 +97,21 @@ class TargetError(OnnxEdgeError):
 
 @dataclasses.dataclass(frozen=True)
 class Side:
-    """One engine in one mode, and a variant of the model or none, as the report's rows name
-    them (`EngineInfo`'s engine, mode and variant)."""
+    """One engine in one mode on one of the bundle's models, at the model's own precision or
+    another, as the report's rows name them (`EngineInfo`'s engine, mode, variant, precision)."""
 
     engine: str
     mode: str = E2E
-    variant: str = ""
+    variant: str = FP32
+    precision: str = ""
 
     def label(self, device: str) -> str:
-        return " ".join(filter(None, (self.engine, device, self.mode, self.variant)))
+        variant = "" if self.variant == FP32 else self.variant
+        return " ".join(filter(None, (self.engine, device, self.mode, variant, self.precision)))
 
     def describe(self) -> str:
-        return f"{self.engine} ({', '.join(filter(None, (self.mode, self.variant)))})"
+        variant = "" if self.variant == FP32 else self.variant
+        return f"{self.engine} ({', '.join(filter(None, (self.mode, variant, self.precision)))})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,26 +213,37 @@ def _side(text: str, device: str, target: str) -> Side:
             + ", ".join(known)
         )
     words = [q.strip().lower() for q in qualifiers.rstrip("]").split(",") if q.strip()]
-    unknown = next((w for w in words if w not in (*MODES, *VARIANTS)), None)
+    unknown = next((w for w in words if w not in (*MODES, *VARIANTS, *PRECISIONS)), None)
     if unknown is not None:
         raise TargetError(
-            f"target {target.strip()!r}: unknown mode or variant {unknown!r}; expected modes "
-            f"{', '.join(MODES)} or variants {', '.join(VARIANTS)}"
+            f"target {target.strip()!r}: unknown mode, variant or precision {unknown!r}; expected "
+            f"modes {', '.join(MODES)}, variants {', '.join(VARIANTS)} or precisions "
+            f"{', '.join(PRECISIONS)}"
         )
     modes = [w for w in words if w in MODES]
     variants = [w for w in words if w in VARIANTS]
-    if len(modes) > 1 or len(variants) > 1:
+    precisions = [w for w in words if w in PRECISIONS]
+    if len(modes) > 1 or len(variants) > 1 or len(precisions) > 1:
         raise TargetError(
-            f"target {target.strip()!r}: expected [MODE], [VARIANT] or [MODE,VARIANT] after "
-            f"{engine}, found [{qualifiers}"
+            f"target {target.strip()!r}: expected at most one mode, one variant and one "
+            f"precision after {engine}, found [{qualifiers}"
         )
     mode = modes[0] if modes else E2E
-    if device == "cpu" and mode != E2E:
+    if device == "cpu" and mode not in CPU_MODES:
         raise TargetError(
-            f"target {target.strip()!r}: on the cpu every engine runs {E2E}; {mode} is a cuda "
-            "mode (write cuda: before the target)"
+            f"target {target.strip()!r}: on the cpu every engine runs {E2E} (or {FILES}); {mode} "
+            "is a cuda mode (write cuda: before the target)"
         )
-    return Side(engine, mode, variants[0] if variants else "")
+    if device != "cpu" and mode == FILES:
+        raise TargetError(
+            f"target {target.strip()!r}: {FILES} rows run on the cpu only (bench --images)"
+        )
+    return Side(
+        engine,
+        mode,
+        variants[0] if variants else FP32,
+        precisions[0] if precisions else "",
+    )
 
 
 def _positive(text: str, target: str) -> float:
@@ -298,13 +320,35 @@ def check_targets_fit(
     batch_sizes: Sequence[int],
     devices: Sequence[str],
     peers: Sequence[str],
+    variants: Sequence[str] | None = None,
+    files: bool = False,
+    files_batch_size: int | None = None,
 ) -> None:
     """A `TargetError` for a target this run cannot measure as configured: its batch size is not
-    among ``batch_sizes``, its device among those of the providers asked for, or a PyTorch peer it
-    names among ``peers`` (engine names). An engine that is asked for but cannot run here is
-    another matter: its targets are NOT MEASURED, with the reason."""
+    among ``batch_sizes`` (``files_batch_size`` for a from-files side), its device among those of
+    the providers asked for, a PyTorch peer it names among ``peers`` (engine names), a variant it
+    names among ``variants`` (None: the bundle decides), or a from-files side without ``files``.
+    An engine that is asked for but cannot run here is another matter: its targets are NOT
+    MEASURED, with the reason."""
     for t in targets:
-        if t.batch_size is not None and t.batch_size not in batch_sizes:
+        for side in t.sides:
+            if variants is not None and side.variant not in variants:
+                raise TargetError(
+                    f"target {t.name!r} needs the {side.variant} model, which this run does not "
+                    f"time (add {side.variant} to --variants)"
+                )
+            if side.mode == FILES and not files:
+                raise TargetError(
+                    f"target {t.name!r} needs a {FILES} row: give image files with --images DIR"
+                )
+        in_files = any(side.mode == FILES for side in t.sides)
+        if in_files and files_batch_size is not None:
+            if t.batch_size not in (None, files_batch_size):
+                raise TargetError(
+                    f"target {t.name!r} is at batch {t.batch_size}, but the {FILES} rows run at "
+                    f"--images-batch-size {files_batch_size}"
+                )
+        elif t.batch_size is not None and t.batch_size not in batch_sizes:
             raise TargetError(
                 f"target {t.name!r} is at batch {t.batch_size}, which is not among the batch "
                 f"sizes of this run ({','.join(map(str, batch_sizes))})"

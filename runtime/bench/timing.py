@@ -16,6 +16,7 @@ from onnxedge.runtime.bench.settings import UNTIMED_PER_ROUND, BenchSettings
 from onnxedge.runtime.bench.stats import LatencyStats
 from onnxedge.runtime.compare import compare_arrays
 from onnxedge.runtime.errors import first_line
+from onnxedge.runtime.variants.manifest import FP32
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class BenchRow:
             "device": i.device,
             "mode": i.mode,
             "variant": i.variant,
+            "precision": i.precision,
             "provider": i.provider,
             "label": i.label,
             "batch_size": self.batch_size,
@@ -80,11 +82,19 @@ def run_benchmark(
     *,
     on_progress: ProgressFn | None = None,
 ) -> list[BenchRow]:
-    """Time every engine at every batch size, interleaved as the module docstring says."""
+    """Time every engine at every batch size, interleaved as the module docstring says. An
+    engine with its own ``batch_sizes`` (a from-files engine) runs at those only, which join the
+    run's; one with ``compare_with_reference`` False checks itself (``runner.self_check()``)
+    instead of being compared with the reference engine, and never is the reference."""
     plan = settings.plan
-    runnable = [e for e in engines if not isinstance(e, SkippedEngine)]
     per_engine = 1 + plan.effective_rounds
-    total = len(runnable) * len(settings.batch_sizes) * per_engine
+    batches = list(dict.fromkeys([*settings.batch_sizes, *sorted(_own_batches(engines, settings))]))
+    total = sum(
+        per_engine
+        for batch in batches
+        for e in engines
+        if not isinstance(e, SkippedEngine) and _runs_at(e, batch, settings)
+    )
     done = 0
 
     def step(desc: str, n: int = 1) -> None:
@@ -94,23 +104,29 @@ def run_benchmark(
             on_progress(desc, done, total)
 
     rows: list[BenchRow] = []
-    for batch in settings.batch_sizes:
+    for batch in batches:
+        here = [e for e in engines if _runs_at(e, batch, settings)]
+        runnable = [e for e in here if not isinstance(e, SkippedEngine)]
         x = make_input(input_shape, batch, settings.seed)
         results: dict[int, BenchRow] = {}
         active: list[_Active] = []
-        reference: np.ndarray | None = None
-        reference_label = ""
+        # One reference per numerics (`reference_key`: the model's precision): the first engine
+        # to run on fp32 numerics, on int8 numerics, ... (ORT's CPU EP when it is in the run).
+        references: dict[str, tuple[np.ndarray, str]] = {}
         for engine in runnable:
             label = engine.info.label
             if on_progress:
                 on_progress(f"batch {batch} · {label} · warm-up", done, total)
             runner: Runner | None = None
             warm = max(plan.warmup, getattr(engine, "min_warmup", 0))
+            own_check = not getattr(engine, "compare_with_reference", True)
             try:
                 runner = engine.prepare(x)
                 for _ in range(warm):
                     runner.run()
                 out = runner.output()
+                if own_check:
+                    passed, check = runner.self_check()  # type: ignore[attr-defined]
             except Exception as e:  # an engine's failure must not stop the others
                 log.debug("%s at batch %d", label, batch, exc_info=True)
                 _close(runner)
@@ -122,9 +138,24 @@ def run_benchmark(
                 )
                 step(label, per_engine)
                 continue
-            if reference is None:
-                reference, reference_label, check = out, label, "reference"
+            if own_check:
+                if not passed:
+                    _close(runner)
+                    results[id(engine)] = BenchRow(
+                        engine.info,
+                        batch,
+                        "failed",
+                        f"{check}; not timed",
+                        check=f"FAILED: {check}",
+                        extras=dict(runner.extras),
+                    )
+                    step(label, per_engine)
+                    continue
+            elif (key := getattr(engine, "reference_key", FP32)) not in references:
+                references[key] = (out, label)
+                check = "reference" if key == FP32 else f"reference for {key} models"
             else:
+                reference, reference_label = references[key]
                 # An engine computing in fewer bits (int8, bf16) states its own atol.
                 atol = getattr(engine, "check_atol", None) or settings.check_atol
                 cmp = compare_arrays(out, reference, atol=atol, rtol=settings.rtol)
@@ -180,7 +211,12 @@ def run_benchmark(
                 step(label)
 
         for item in active:
-            stats = LatencyStats.from_seconds(item.samples, batch_size=batch, warmup=item.untimed)
+            stats = LatencyStats.from_seconds(
+                item.samples,
+                batch_size=batch,
+                warmup=item.untimed,
+                images_per_call=getattr(item.runner, "images_per_call", batch),
+            )
             results[id(item.engine)] = BenchRow(
                 item.engine.info,
                 batch,
@@ -190,12 +226,23 @@ def run_benchmark(
                 extras=dict(item.runner.extras),
             )
             _close(item.runner)
-        for engine in engines:
+        for engine in here:
             if isinstance(engine, SkippedEngine):
                 rows.append(BenchRow(engine.info, batch, "skipped", engine.reason))
             else:
                 rows.append(results[id(engine)])
     return rows
+
+
+def _own_batches(engines: Sequence[AnyEngine], settings: BenchSettings) -> set[int]:
+    return {b for e in engines for b in (getattr(e, "batch_sizes", None) or ())}
+
+
+def _runs_at(engine: AnyEngine, batch: int, settings: BenchSettings) -> bool:
+    """Whether ``engine`` has a row at ``batch``: at its own batch sizes where it has them, else
+    at the run's."""
+    own = getattr(engine, "batch_sizes", None)
+    return batch in own if own else batch in settings.batch_sizes
 
 
 def _time_calls(

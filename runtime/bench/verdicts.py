@@ -51,7 +51,13 @@ class TargetResult:
 
 def _matches(row: BenchRow, side: Side, device: str) -> bool:
     i = row.info
-    return (i.engine, i.device, i.mode, i.variant) == (side.engine, device, side.mode, side.variant)
+    return (i.engine, i.device, i.mode, i.variant, i.precision) == (
+        side.engine,
+        device,
+        side.mode,
+        side.variant,
+        side.precision,
+    )
 
 
 def _find(rows: Sequence[BenchRow], side: Side, device: str, batch: int) -> BenchRow | None:

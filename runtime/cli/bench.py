@@ -28,10 +28,14 @@ from onnxedge.runtime.bench import (
     read_targets_file,
     unique_targets,
 )
+from onnxedge.runtime.bench.engines import VARIANTS
 from onnxedge.runtime.bundle import atomic_write_bytes
+from onnxedge.runtime.classifier import DEFAULT_BATCH_SIZE
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.options import THREADS, name_list, positive_ints, provider_list
 from onnxedge.runtime.cli.output import verbosity
+from onnxedge.runtime.cli.predict import find_images
+from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError
 
 # numpy's SeedSequence takes any non-negative integer; a negative seed is a usage error.
@@ -52,6 +56,29 @@ def _targets_file(ctx: click.Context, param: click.Parameter, value: Path | None
         return read_targets_file(value)
     except TargetError as e:
         raise click.BadParameter(str(e)) from None
+
+
+def _variants(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
+    """``--variants``: None when absent (the library's default: fp32, and int8 where the bundle
+    has it)."""
+    return None if value is None else variant_list()(ctx, param, value)
+
+
+def _images(folders: tuple[Path, ...]) -> tuple[str, ...]:
+    """The image files under ``--images`` (predict's own walk, `find_images`): none is an
+    error, as is a folder that cannot be listed."""
+    files: list[str] = []
+    for item in find_images([str(f) for f in folders]):
+        if isinstance(item, str):
+            files.append(item)
+        else:
+            raise OnnxEdgeError(f"--images: {item}")
+    if not files:
+        given = ", ".join(map(str, folders))
+        raise OnnxEdgeError(
+            f"--images: expected image files (.jpg, .png, ...) in {given}, found none"
+        )
+    return tuple(files)
 
 
 def _check_writable(path: Path | None) -> None:
@@ -114,6 +141,29 @@ def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
     show_default=True,
     callback=precision_list(),
     help="OpenVINO inference precisions of the fp32 model, one row each: f32, bf16.",
+)
+@click.option(
+    "--variants",
+    default=None,
+    callback=_variants,
+    help=f"The bundle's models to time, comma-separated: {', '.join(VARIANTS)} (fp32 is "
+    "model.onnx; the others are what `onnxedge optimize` added; one the bundle lacks is an "
+    "error) [default: fp32, and int8 where the bundle has it].",
+)
+@click.option(
+    "--images",
+    "image_dirs",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A folder (or file) of images: adds from-files rows, decode + preprocess + inference "
+    "through predict's code, in images/s (repeatable).",
+)
+@click.option(
+    "--images-batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="predict's --batch-size for the from-files rows.",
 )
 @click.option(
     "--batch-sizes",
@@ -204,6 +254,9 @@ def bench_cmd(
     providers: tuple[str, ...],
     engines: tuple[str, ...] | None,
     openvino_precisions: tuple[str, ...],
+    variants: tuple[str, ...] | None,
+    image_dirs: tuple[Path, ...],
+    images_batch_size: int,
     batch_sizes: tuple[int, ...],
     peers: tuple[str, ...],
     warmup: int,
@@ -257,6 +310,10 @@ def bench_cmd(
             checkpoint=str(checkpoint) if checkpoint else None,
             tf32=tf32,
             spinning=spinning,
+            variants=variants,
+            images=_images(image_dirs) if image_dirs else (),
+            images_batch_size=images_batch_size,
+            images_source=", ".join(map(str, image_dirs)),
             targets=unique_targets([*targets_file, *target_list]),
         )
     except TargetError as e:

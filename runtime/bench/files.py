@@ -1,0 +1,167 @@
+"""The from-files rows: images/s from a folder of image files to predictions, through the code
+``onnxedge predict`` runs (`Classifier.from_bundle`, then `Classifier.predict_files`): decoding,
+preprocessing and inference, however that path overlaps them.
+
+1. Rows: mode ``from-files``, device ``cpu``, one per engine (ONNX Runtime's CPU EP, OpenVINO)
+   and model of the run, at one batch size (``--images-batch-size``: predict's ``--batch-size``,
+   default `DEFAULT_BATCH_SIZE`), which need not be among ``--batch-sizes``.
+2. One timed call is a whole pass over the files; the row's throughput is files / mean pass time
+   (`LatencyStats.images_per_call`), its latencies are per pass.
+3. Checked before timing, instead of against the reference engine (whose input is random
+   numbers, not these files): every file classified, and each probability equal (atol
+   `FILES_ATOL`) to the same classifier's output on the same files decoded one after another
+   with `load_image`, in batches of the same size: a faster file path must not change the
+   pixels. A row that fails its check is ``failed`` and not timed.
+4. An engine or model that cannot run here, or not on the CPU: a skipped row with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxedge.runtime.bench.engines import FILES, ORT, AnyEngine, EngineInfo, SkippedEngine
+from onnxedge.runtime.bench.models import BenchModel
+from onnxedge.runtime.engines import ONNXRUNTIME, OPENVINO
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
+
+# 3.: the same classifier on the same pixels in batches of the same shape gives the same numbers;
+# this only absorbs a last-bit difference between kernels chosen for different buffers.
+FILES_ATOL = 1e-6
+
+
+class _FilesRunner:
+    """2.: a pass over the files; 3.: `self_check`."""
+
+    def __init__(self, classifier: Any, paths: Sequence[str], batch_size: int) -> None:
+        self._classifier = classifier
+        self._paths = list(paths)
+        self._batch = batch_size
+        self._last: list[Any] = []
+        self.images_per_call = len(self._paths)
+        self.extras: Mapping[str, Any] = {"files": len(self._paths)}
+
+    def run(self) -> None:
+        self._last = list(self._classifier.predict_files(self._paths, batch_size=self._batch))
+
+    def output(self) -> np.ndarray:
+        if not self._last:
+            self.run()
+        return np.array([_probability(r) for r in self._last], dtype=np.float64)
+
+    def self_check(self) -> tuple[bool, str]:
+        """3.: (passed, what was found)."""
+        from onnxedge.runtime.preprocess import load_image
+
+        got = self.output()
+        failed = [r for r in self._last if not r]
+        if failed or len(self._last) != len(self._paths):
+            first = f"; first: {failed[0].file}: {failed[0].error}" if failed else ""
+            return False, (
+                f"{len(failed)} of {len(self._paths)} files not classified "
+                f"({len(self._last)} results){first}"
+            )
+        spec = self._classifier.preprocessing
+        worst = 0.0
+        for start in range(0, len(self._paths), self._batch):
+            chunk = self._paths[start : start + self._batch]
+            serial = np.stack([load_image(p, spec) for p in chunk])
+            want = self._classifier.probabilities(serial, batch_size=self._batch)
+            want = want if want.ndim == 1 else want.max(axis=1)
+            worst = max(worst, float(np.max(np.abs(got[start : start + len(chunk)] - want))))
+        if worst > FILES_ATOL:
+            return False, (
+                f"probabilities differ from a serial decode of the same files: max abs error "
+                f"{worst:.3g} > {FILES_ATOL:g}"
+            )
+        return True, (
+            f"PASSED: {len(self._paths)} files classified, probabilities as a serial decode's "
+            f"(max abs error {worst:.2g}, atol {FILES_ATOL:g})"
+        )
+
+    def close(self) -> None:
+        self._last = []
+
+
+def _probability(result: Any) -> float:
+    return float(result.prediction.probability) if result.prediction is not None else np.nan
+
+
+class FilesEngine:
+    """A classifier on a list of image files (module docstring)."""
+
+    compare_with_reference = False  # 3.
+
+    def __init__(
+        self, info: EngineInfo, classifier: Any, paths: Sequence[str], batch_size: int
+    ) -> None:
+        self.info = info
+        self.batch_sizes = (batch_size,)
+        self._classifier: Any = classifier
+        self._paths = tuple(paths)
+
+    def prepare(self, x: np.ndarray) -> _FilesRunner:
+        if self._classifier is None:
+            raise OnnxEdgeError(f"{self.info.label} was closed")
+        return _FilesRunner(self._classifier, self._paths, int(x.shape[0]))
+
+    def close(self) -> None:
+        self._classifier = None
+
+
+def files_engines(
+    bundle: Path,
+    models: Sequence[BenchModel],
+    engines: Sequence[str],
+    paths: Sequence[str],
+    *,
+    batch_size: int,
+    threads: int,
+) -> list[AnyEngine]:
+    """One from-files engine per engine (``onnxruntime``, ``openvino``) and model, in that
+    order (module docstring)."""
+    from onnxedge.runtime.classifier import Classifier
+
+    out: list[AnyEngine] = []
+    for engine in (e for e in (ONNXRUNTIME, OPENVINO) if e in engines):
+        for model in models:
+            info = EngineInfo(
+                engine,
+                ORT if engine == ONNXRUNTIME else OPENVINO,
+                "cpu",
+                FILES,
+                "CPUExecutionProvider" if engine == ONNXRUNTIME else "OpenVINO CPU",
+                {
+                    "model": model.path.name,
+                    "files": len(paths),
+                    "batch_size": batch_size,
+                    "path": "Classifier.from_bundle(provider='cpu') + predict_files, "
+                    "as onnxedge predict",
+                },
+                variant=model.variant,
+            )
+            if not model.made_for("cpu"):
+                out.append(SkippedEngine(info, model.not_made_for("the CPU"), (batch_size,)))
+                continue
+            if engine == OPENVINO and model.format != "onnx":
+                reason = f"OpenVINO reads ONNX files, not the {model.format.upper()} format"
+                out.append(SkippedEngine(info, reason, (batch_size,)))
+                continue
+            try:
+                classifier = Classifier.from_bundle(
+                    bundle, "cpu", threads, engine=engine, variant=model.variant
+                )
+            except OnnxEdgeError as e:
+                out.append(SkippedEngine(info, first_line(e), (batch_size,)))
+                continue
+            settings = {**info.settings, "provider": classifier.provider}
+            info = dataclasses.replace(info, settings=settings)
+            out.append(FilesEngine(info, classifier, paths, batch_size))
+    return out
+
+
+__all__ = ["FILES_ATOL", "FilesEngine", "files_engines"]

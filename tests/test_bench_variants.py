@@ -1,0 +1,280 @@
+"""`onnxedge bench --variants` and `--images`: one row per model x engine x batch size with its
+``variant``, the models' sizes on disk, each model and engine against ORT fp32, a variant the
+bundle lacks refused, and the from-files rows (predict's code over image files) checked against a
+serial decode before they are timed. Tiny iteration counts: no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_assertions import assert_one_line_error
+from click.testing import CliRunner
+from openvino_support import requires_openvino
+from PIL import Image
+from test_optimize import trained_bundle, write_data  # noqa: F401 (a fixture)
+
+from onnxedge.runtime.bench import (
+    E2E,
+    FILES,
+    ORT,
+    BenchModel,
+    BenchRow,
+    BenchSettings,
+    EngineInfo,
+    LatencyStats,
+    SkippedEngine,
+    TimingPlan,
+    bench_models,
+    compute_engine_ratios,
+    evaluate_target,
+    files_engines,
+    fp32_model,
+    ort_engines,
+    parse_target,
+    run_benchmark,
+)
+from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.cli import main
+
+SHORT = ["--batch-sizes", "1,2", "--iters", "2", "--warmup", "1", "--no-progress"]
+CPU_ONLY = ["--providers", "cpu", "--peers", "none"]
+PLAN = TimingPlan(warmup=1, iters=2, seconds=None)
+
+
+def _bench(*args: object):
+    return CliRunner().invoke(main, ["bench", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six JPEGs of two sizes in a folder with a subfolder, as a user's photos are."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        size = (40, 48) if i % 2 else (64, 64)
+        pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        folder = root / ("more" if i >= 4 else "")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def edge(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    """test_optimize's trained bundle with the int8 variant and the ORT-format files (ungated:
+    speed only)."""
+    root = tmp_path_factory.mktemp("bench_edge")
+    data = write_data(root / "data", per_class=4)
+    bundle = root / "bundle"
+    result = CliRunner().invoke(
+        main,
+        ["optimize", str(trained_bundle), "--data", str(data), "--out", str(bundle), "--int8",
+         "--ort", "--no-gate", "--calibration-size", "4"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return bundle
+
+
+def test_one_row_per_variant_engine_and_batch_with_sizes_on_disk(edge, tmp_path):
+    out, md = tmp_path / "b.json", tmp_path / "b.md"
+    result = _bench(
+        edge, *SHORT, *CPU_ONLY, "--engines", "onnxruntime",
+        "--variants", "fp32,int8,int8-ort", "--json", out, "--markdown", md,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    rows = [(r["variant"], r["batch_size"], r["status"]) for r in report["rows"]]
+    assert sorted(rows) == sorted(
+        (v, b, "ok") for v in ("fp32", "int8", "int8-ort") for b in (1, 2)
+    )
+    assert report["settings"]["variants"] == ["fp32", "int8", "int8-ort"]
+    # every model with its size on disk, as the files are
+    models = {m["variant"]: m for m in report["bundle"]["models"]}
+    assert list(models) == ["fp32", "int8", "int8-ort"]
+    for m in models.values():
+        assert m["bytes"] == (edge / m["file"]).stat().st_size
+    assert models["int8"]["file"] == "variants/int8.onnx" and models["int8"]["gated"] is False
+    assert models["int8"]["bytes"] < models["fp32"]["bytes"] / 2  # int8 weights
+    text = md.read_text()
+    assert "## Models" in text and "| int8 | `variants/int8.onnx` | onnx |" in text
+    # each row is checked against the first on the same numerics: int8-ort against ORT's int8
+    # (how far int8 is from fp32 is its gate's business, on real images, not random inputs)
+    checks = {(r["variant"], r["batch_size"]): r["check"] for r in report["rows"]}
+    assert checks["fp32", 1] == "reference" and checks["int8", 1] == "reference for int8 models"
+    assert checks["int8-ort", 2].startswith("PASSED vs onnxruntime cpu end-to-end int8: ")
+    assert checks["int8-ort", 2].endswith("(atol 0.01)")
+    ratios = {(q["row"], q["batch_size"]) for q in report["engine_ratios"]}
+    assert ratios == {
+        (f"onnxruntime cpu end-to-end {v}", b) for v in ("int8", "int8-ort") for b in (1, 2)
+    }
+    assert "| 1 | onnxruntime int8 | cpu | end-to-end |" in result.output
+
+
+def test_default_variants_are_fp32_and_int8_where_the_bundle_has_them(edge, smile_bundle):
+    assert [m.variant for m in bench_models(Bundle.open(edge))] == ["fp32", "int8"]
+    assert [m.variant for m in bench_models(Bundle.open(smile_bundle))] == ["fp32"]
+
+
+def test_a_variant_the_bundle_lacks_is_a_clear_error(smile_bundle):
+    result = _bench(smile_bundle, *SHORT, *CPU_ONLY, "--variants", "fp32,int8")
+    assert_one_line_error(result, "has no 'int8' variant; it has: fp32")
+
+
+def test_an_unknown_variant_is_a_usage_error(smile_bundle):
+    result = _bench(smile_bundle, *SHORT, *CPU_ONLY, "--variants", "int4")
+    assert result.exit_code == 2
+    assert "unknown variant 'int4'; expected some of: fp32, int8, fp16" in result.output
+
+
+def test_a_variant_not_made_for_a_provider_is_skipped_with_the_reason(smile_bundle):
+    model = fp32_model(smile_bundle / "model.onnx")
+    fp16 = BenchModel("fp16", model.path, "onnx", "fp16", ("cuda",), True, 1)
+    (engine,) = ort_engines(fp16, ("cpu",), threads=1, tf32=False)
+    assert isinstance(engine, SkippedEngine)
+    assert engine.reason == (
+        "the fp16 variant is made for the cuda execution provider, not CPUExecutionProvider"
+    )
+    assert engine.info.label == "onnxruntime cpu end-to-end fp16"
+
+
+@requires_openvino
+def test_openvino_runs_the_int8_variant_and_skips_the_ort_format(edge, tmp_path):
+    out = tmp_path / "b.json"
+    result = _bench(
+        edge, *SHORT, *CPU_ONLY, "--engines", "onnxruntime,openvino",
+        "--variants", "fp32,int8,fp32-ort", "--json", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    status = {(r["engine"], r["variant"]): r["status"] for r in rows if r["batch_size"] == 1}
+    assert status == {
+        ("onnxruntime", "fp32"): "ok",
+        ("onnxruntime", "int8"): "ok",
+        ("onnxruntime", "fp32-ort"): "ok",
+        ("openvino", "fp32"): "ok",
+        ("openvino", "int8"): "ok",
+        ("openvino", "fp32-ort"): "skipped",
+    }
+    (skipped,) = [r for r in rows if r["status"] == "skipped" and r["batch_size"] == 1]
+    assert skipped["reason"] == "OpenVINO reads ONNX files, not the ORT format"
+
+
+# ------------------------------------------------------------------------------------------------
+# Targets and ratios over variants, from made-up rows
+
+
+def _row(engine, mode, batch, mean_ms, variant="fp32", runs=10, images=None):
+    info = EngineInfo(engine, ORT, "cpu", mode, "test", variant=variant)
+    stats = LatencyStats.from_seconds(
+        [mean_ms / 1e3] * runs, batch_size=batch, images_per_call=images
+    )
+    return BenchRow(info, batch, "ok", stats=stats)
+
+
+def test_a_variant_target_is_judged_from_its_own_rows_and_can_fail():
+    rows = [
+        _row(ORT, E2E, 64, 30.0),
+        _row(ORT, E2E, 64, 12.0, "int8"),
+        _row("openvino", E2E, 64, 9.0, "int8"),
+    ]
+    met = evaluate_target(parse_target("openvino[int8]/onnxruntime>=3@64"), rows)
+    missed = evaluate_target(parse_target("onnxruntime[int8]/onnxruntime>=3@64"), rows)
+    assert met.status == "met" and met.measured == pytest.approx(30 / 9)
+    assert missed.status == "missed" and missed.measured == pytest.approx(2.5)
+    absent = evaluate_target(parse_target("onnxruntime[int8-ort]/onnxruntime>=1@64"), rows)
+    assert absent.status == "not measured"
+    assert "no onnxruntime cpu end-to-end int8-ort row" in absent.detail
+
+
+def test_engine_ratios_are_against_ort_fp32_in_the_same_mode_and_batch():
+    rows = [
+        _row(ORT, E2E, 64, 30.0),
+        _row(ORT, E2E, 64, 10.0, "int8"),
+        _row(ORT, FILES, 32, 2000.0, images=1000),
+        _row(ORT, FILES, 32, 1000.0, "int8", images=1000),
+    ]
+    ratios = {(q.mode, q.row): q.ratio for q in compute_engine_ratios(rows)}
+    assert ratios == {
+        (E2E, "onnxruntime cpu end-to-end int8"): pytest.approx(3.0),
+        (FILES, "onnxruntime cpu from-files int8"): pytest.approx(2.0),
+    }
+
+
+def test_a_from_files_row_counts_images_not_calls():
+    s = LatencyStats.from_seconds([2.0, 2.0], batch_size=32, images_per_call=1000)
+    assert s.throughput == pytest.approx(500.0) and s.images_per_call == 1000
+    assert LatencyStats.from_seconds([0.5], batch_size=4).throughput == pytest.approx(8.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# From image files
+
+
+def test_from_files_rows_run_predicts_code_on_every_file(smile_bundle, images, tmp_path):
+    out, md = tmp_path / "b.json", tmp_path / "b.md"
+    result = _bench(
+        smile_bundle, *SHORT, *CPU_ONLY, "--engines", "onnxruntime", "--images", images,
+        "--images-batch-size", 4, "--json", out, "--markdown", md,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    (row,) = [r for r in report["rows"] if r["mode"] == FILES]
+    assert (row["status"], row["batch_size"], row["variant"]) == ("ok", 4, "fp32")
+    assert row["stats"]["images_per_call"] == 6 and row["files"] == 6
+    assert row["stats"]["throughput"] == pytest.approx(6 / (row["stats"]["mean_ms"] / 1e3))
+    assert row["check"].startswith("PASSED: 6 files classified, probabilities as a serial")
+    # the files' batch size joins the run for these rows only
+    assert sorted({r["batch_size"] for r in report["rows"] if r["mode"] == E2E}) == [1, 2]
+    assert report["settings"]["images"] == {"source": str(images), "files": 6, "batch_size": 4}
+    assert "## From image files (decode + preprocess + inference)" in md.read_text()
+
+
+def test_a_file_that_cannot_be_read_fails_the_row_untimed(smile_bundle, images, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for f in sorted(images.glob("*.jpg")):
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    bundle = Bundle.open(smile_bundle)
+    settings = BenchSettings(providers=("cpu",), batch_sizes=(1,), peers=(), plan=PLAN)
+    paths = [str(p) for p in sorted(folder.iterdir())]
+    engines = files_engines(
+        bundle.path, bench_models(bundle), ["onnxruntime"], paths, batch_size=2, threads=1
+    )
+    (row,) = run_benchmark(engines, (3, 64, 64), settings)
+    assert row.status == "failed" and row.stats is None
+    assert row.reason.startswith("1 of 5 files not classified (5 results); first: ")
+    assert "broken.jpg" in row.reason
+
+
+def test_from_files_pixels_that_change_fail_the_check(smile_bundle, images, monkeypatch):
+    """The check bites: a file path whose probabilities differ from a serial decode's (say, a
+    decoder that resized differently) is not timed."""
+    from onnxedge.runtime import classifier as classifier_module
+
+    real = classifier_module.Classifier.predict_files
+
+    def shifted(self, paths, **kw):
+        for r in real(self, paths, **kw):
+            p = r.prediction
+            yield type(r)(r.file, type(p)(**{**p.__dict__, "probability": p.probability + 1e-4}))
+
+    monkeypatch.setattr(classifier_module.Classifier, "predict_files", shifted)
+    bundle = Bundle.open(smile_bundle)
+    settings = BenchSettings(providers=("cpu",), batch_sizes=(1,), peers=(), plan=PLAN)
+    paths = [str(p) for p in sorted(images.rglob("*.jpg"))]
+    engines = files_engines(
+        bundle.path, bench_models(bundle), ["onnxruntime"], paths, batch_size=4, threads=1
+    )
+    (row,) = run_benchmark(engines, (3, 64, 64), settings)
+    assert row.status == "failed" and row.stats is None
+    assert "probabilities differ from a serial decode of the same files" in row.reason
+
+
+def test_images_without_any_image_is_an_error(smile_bundle, tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    result = _bench(smile_bundle, *SHORT, *CPU_ONLY, "--images", tmp_path)
+    assert_one_line_error(result, "--images: expected image files")
