@@ -22,6 +22,7 @@ from onnxedge.runtime.variants.manifest import (
     VARIANT_FILES,
     VARIANTS,
     VariantEntry,
+    provider_for,
     read_variants,
     variant_key,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "VARIANTS",
     "VARIANT_FILES",
     "VariantEntry",
+    "provider_for",
     "read_variants",
     "variant_key",
 ]
