@@ -340,7 +340,8 @@ def test_predict_files_keeps_order_and_reports_bad_files(clf, tmp_path):
 
 
 def test_predict_files_streams(clf, tmp_path):
-    """At most one batch of paths is read ahead of the results: memory stays flat."""
+    """One file after another, at most one batch of paths is read ahead of the results: memory
+    stays flat (with decoding threads, a window more: test_decode.py)."""
     paths = write_images(tmp_path) * 20
     consumed = 0
 
@@ -350,7 +351,7 @@ def test_predict_files_streams(clf, tmp_path):
             consumed += 1
             yield p
 
-    results = clf.predict_files(source(), batch_size=3)
+    results = clf.predict_files(source(), batch_size=3, decode_threads=1)
     assert consumed == 0  # nothing happens before the first result is asked for
     first = next(results)
     assert isinstance(first, FileResult) and first

@@ -20,6 +20,7 @@ from onnxedge.runtime.classifier import PROVIDER_CHOICES, FileResult
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import THREADS
 from onnxedge.runtime.cli.variant_options import variant_option
+from onnxedge.runtime.decode import MAX_DECODE_WORKERS
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.preprocess import MAX_PIXELS, ImageReadError, is_image_name
 
@@ -110,6 +111,13 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
     default=None,
     help="ONNX Runtime intra-op threads [default: one per physical core].",
 )
+@click.option(
+    "--decode-threads",
+    type=THREADS,
+    default=None,
+    help="Threads decoding image files while the model runs; 1: one file after another "
+    f"[default: one per CPU, at most {MAX_DECODE_WORKERS}].",
+)
 @engine_options
 @variant_option
 @click.option(
@@ -135,6 +143,7 @@ def predict_cmd(
     threshold: float | None,
     provider: str,
     threads: int | None,
+    decode_threads: int | None,
     engine: str,
     precision: str,
     variant: str,
@@ -169,11 +178,16 @@ def predict_cmd(
             f"({classifier.output_kind})"
         )
     results = classifier.predict_files(
-        find_images(paths), batch_size=batch_size, threshold=threshold, max_pixels=max_pixels
+        find_images(paths),
+        batch_size=batch_size,
+        threshold=threshold,
+        max_pixels=max_pixels,
+        decode_threads=decode_threads,
     )
     show_progress = not no_progress and sys.stderr.isatty()
     try:
-        with _pil_limit(max_pixels):
+        # closing: on an error or Ctrl-C the decoding threads stop before the command exits.
+        with _pil_limit(max_pixels), contextlib.closing(results):
             total, failed = _emit(
                 results, as_json=as_json, show_progress=show_progress, top_k=top_k
             )
