@@ -46,15 +46,25 @@ parity: $(STAMP)
 # The figures this project aims at (docs/BENCHMARKS.md): the CPU ones set for the 2-core
 # development machine, the CUDA ones for an H100; the code holds none. Override to judge others:
 # make bench BENCH_TARGETS="--targets mine.toml"; add --fail-on-miss to fail on a MISSED one.
+# The int8 and OpenVINO ones (issues 11 and 14) need a bundle with the int8 variant and the
+# openvino extra: make bench BENCH_BUNDLE=build/smile_edge (elsewhere they are NOT MEASURED, with
+# the reason); BENCH_IMAGES=DIR adds the from-files rows (decode + preprocess + inference).
+BENCH_BUNDLE ?= $(OUT)
+BENCH_IMAGES ?=
 BENCH_TARGETS ?= \
 	--target 'onnxruntime/torch-eager>=3.5@64' \
 	--target 'onnxruntime/torch-eager>=3@1' \
 	--target 'onnxruntime/torch-compile>=1.5@64' \
+	--target 'onnxruntime[int8]/onnxruntime>=3@64' \
+	--target 'onnxruntime[int8]/onnxruntime>=2.5@1' \
+	--target 'openvino[int8]/onnxruntime>=3@64' \
+	--target 'openvino[int8]/onnxruntime>=2.5@1' \
+	--target 'openvino/onnxruntime>=0.95@64' \
 	--target 'cuda:onnxruntime[cuda-graph] p50<=50us@1' \
 	--target 'cuda:onnxruntime[device-resident]/torch-eager[device-resident]>=2@max'
 
 bench: $(STAMP)
-	$(BIN)/onnxedge bench $(OUT) $(BENCH_TARGETS) \
+	$(BIN)/onnxedge bench $(BENCH_BUNDLE) $(BENCH_TARGETS) $(if $(BENCH_IMAGES),--images $(BENCH_IMAGES)) \
 		--json build/bench.json --markdown build/bench.md --plot build/bench.png
 
 # Not part of `make test`: real models (pytorchcv, random weights) and the hand-written families

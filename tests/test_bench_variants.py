@@ -187,6 +187,7 @@ def test_a_variant_target_is_judged_from_its_own_rows_and_can_fail():
     absent = evaluate_target(parse_target("onnxruntime[int8-ort]/onnxruntime>=1@64"), rows)
     assert absent.status == "not measured"
     assert "no onnxruntime cpu end-to-end int8-ort row" in absent.detail
+    assert "this run timed no int8-ort model (the bundle has no int8-ort variant" in absent.detail
 
 
 def test_engine_ratios_are_against_ort_fp32_in_the_same_mode_and_batch():

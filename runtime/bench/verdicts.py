@@ -119,9 +119,10 @@ def evaluate_target(
         )
     assert target.right is not None
     ratio = stats[0].throughput / stats[1].throughput
+    left, right = (r.info.short for r in found if r is not None)
     figures = (
-        f"{target.left.engine} {stats[0].throughput:,.0f} img/s, {target.right.engine} "
-        f"{stats[1].throughput:,.0f} img/s at batch {batch}"
+        f"{left} {stats[0].throughput:,.0f} img/s, {right} {stats[1].throughput:,.0f} img/s at "
+        f"batch {batch}"
     )
     if too_few:
         return result(
@@ -151,6 +152,11 @@ def _why_missing(rows: Sequence[BenchRow], target: Target, batch: int | None) ->
         ]
         if not candidates:
             where = f"at batch {batch}" if batch is not None else ""
+            if not any(r.info.variant == side.variant for r in rows):
+                return (
+                    f"no {label} row {where}: this run timed no {side.variant} model (the bundle "
+                    f"has no {side.variant} variant, or --variants left it out)"
+                )
             return f"no {label} row {where}".rstrip() + " in this run"
         bad = next((r for r in candidates if not r), None)
         if bad is not None:
