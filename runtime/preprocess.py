@@ -217,8 +217,9 @@ def open_image(path: Any, *, max_pixels: int | None = MAX_PIXELS) -> Any:
         raise ImageReadError(path, f"refused as a decompression bomb: {e}") from None
     except Image.UnidentifiedImageError:
         raise ImageReadError(path, "expected an image file, found no format PIL reads") from None
-    except OSError as e:  # truncated data, broken chunks, unreadable files
-        raise ImageReadError(path, f"cannot decode the image: {e.strerror or e}") from None
+    except OSError as e:  # a file that cannot be opened (the error names it), truncated data, ...
+        what = "cannot read" if e.filename is not None else "cannot decode the image"
+        raise ImageReadError(path, f"{what}: {e.strerror or e}") from None
     except Exception as e:  # PIL's decoders raise SyntaxError, ValueError, struct.error, ...
         raise ImageReadError(
             path, f"cannot decode the image: {type(e).__name__}: {first_line(e)}"
@@ -246,7 +247,8 @@ def _check_regular_file(path: Any) -> None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise ImageReadError(path, "expected an image file, found nothing there") from None
+        found = "a symbolic link to nothing" if os.path.islink(path) else "nothing there"
+        raise ImageReadError(path, f"expected an image file, found {found}") from None
     except OSError as e:
         raise ImageReadError(path, f"cannot read: {e.strerror or e}") from None
     if stat.S_ISDIR(st.st_mode):

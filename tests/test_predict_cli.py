@@ -201,6 +201,101 @@ def test_undecodable_file_names_are_printed(smile_bundle, tmp_path):
     assert code == 0 and records[0]["file"] == str(tmp_path / name)
 
 
+# -- paths named on the command line that cannot be read (issue 9) -------------------------------
+
+
+def unreadable_kinds(root: Path) -> dict[Path, str]:
+    """Paths that cannot be read as images, made on the real file system (no simulation; root
+    reads them no better than anyone), each with the reason its ERROR line gives."""
+    root.mkdir(parents=True, exist_ok=True)
+    good = good_image(root / "good.jpg", 0)
+    kinds = {
+        root / "missing.jpg": "expected an image file, found nothing there",
+        root / "broken.jpg": "expected an image file, found a symbolic link to nothing",
+        root / "loop.jpg": "cannot read: Too many levels of symbolic links",
+        root / "good.jpg" / "inside.jpg": "cannot read: Not a directory",
+        root / ("n" * 300 + ".jpg"): "cannot read: File name too long",
+    }
+    (root / "broken.jpg").symlink_to(root / "nowhere.jpg")
+    (root / "loop.jpg").symlink_to(root / "loop.jpg")
+    if hasattr(os, "mkfifo"):  # a reader that opened it would wait for a writer forever
+        os.mkfifo(root / "pipe.jpg")
+        kinds[root / "pipe.jpg"] = "expected an image file, found a named pipe"
+    if os.path.exists(os.devnull) and not os.path.isfile(os.devnull):
+        kinds[Path(os.devnull)] = "expected an image file, found a device"
+    assert good.is_file()
+    return kinds
+
+
+@pytest.mark.parametrize("decode_threads", ["1", "3"])
+def test_named_paths_that_cannot_be_read_are_error_lines_among_the_others(
+    smile_bundle, tmp_path, decode_threads
+):
+    kinds = unreadable_kinds(tmp_path / "kinds")
+    first, last = good_image(tmp_path / "first.png", 1), good_image(tmp_path / "last.jpg", 2)
+    named = [first, *kinds, last]
+    code, records, err = predict_json(
+        smile_bundle, *named, "--decode-threads", decode_threads, "--batch-size", 2
+    )
+    assert code == 1
+    assert [r["file"] for r in records] == [str(p) for p in named]
+    assert "probability" in records[0] and "probability" in records[-1]
+    for record, (path, reason) in zip(records[1:-1], kinds.items(), strict=True):
+        assert record == {"file": str(path), "error": reason}
+    assert err.strip() == (
+        f"{len(named)} files: 2 classified, {len(kinds)} failed (CPUExecutionProvider)"
+    )
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="running as root, which reads a file and lists a directory whatever their mode "
+    "(test_cli_hardening.py simulates the same errors)",
+)
+def test_named_paths_without_permission_are_error_lines(smile_bundle, tmp_path):
+    locked_file = good_image(tmp_path / "locked.jpg", 0)
+    locked_dir = tmp_path / "locked"
+    good_image(locked_dir / "inside.png", 1)
+    last = good_image(tmp_path / "last.png", 2)
+    locked_file.chmod(0)
+    locked_dir.chmod(0)
+    try:
+        code, records, _ = predict_json(smile_bundle, locked_file, locked_dir, last)
+    finally:
+        locked_dir.chmod(0o755)
+    assert code == 1
+    assert [r["file"] for r in records] == [str(locked_file), str(locked_dir), str(last)]
+    assert records[0]["error"] == "cannot read: Permission denied"
+    assert records[1]["error"] == "cannot list the directory: Permission denied"
+    assert "probability" in records[2]
+
+
+def test_a_file_without_read_permission_is_not_a_usage_error(smile_bundle, tmp_path, monkeypatch):
+    """What a user who may not read a file sees, simulated for root: ``os.access`` says no and
+    ``open`` fails. click's ``Path`` type checks ``os.access`` on every existing path unless told
+    not to, which made this a usage error (exit 2) that stopped the other files."""
+    import builtins
+
+    locked = good_image(tmp_path / "locked.jpg", 0)
+    last = good_image(tmp_path / "last.png", 1)
+    real_access, real_open = os.access, builtins.open
+
+    def access(path, mode, *args, **kwargs):
+        return False if os.fspath(path) == str(locked) else real_access(path, mode, *args, **kwargs)
+
+    def guarded_open(path, *args, **kwargs):
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    code, records, err = predict_json(smile_bundle, locked, last)
+    assert code == 1, err
+    assert records[0] == {"file": str(locked), "error": "cannot read: Permission denied"}
+    assert "probability" in records[1]
+
+
 # -- errors that stop the command -----------------------------------------------------------------
 
 

@@ -297,6 +297,10 @@ def test_bad_files_are_refused_with_their_reason(tmp_path):
     assert refused(tmp_path / "text.png") == "expected an image file, found no format PIL reads"
     assert refused(tmp_path / "dir.jpg") == "expected an image file, found a directory"
     assert refused(tmp_path / "missing.png") == "expected an image file, found nothing there"
+    (tmp_path / "link.png").symlink_to(tmp_path / "gone.png")
+    assert (
+        refused(tmp_path / "link.png") == "expected an image file, found a symbolic link to nothing"
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this OS")

@@ -84,7 +84,15 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
 
 @click.command("predict")
 @click.argument("bundle", type=click.Path(path_type=str))
-@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(path_type=str))
+# readable=False: a path that cannot be read is that file's ERROR line, not a usage error that
+# stops the others (click checks os.access on every existing path by default).
+@click.argument(
+    "paths",
+    metavar="PATH...",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=str, readable=False),
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
