@@ -627,7 +627,9 @@ def test_the_module_map_names_nested_modules_and_hooks_clone_in_place_outputs():
 # --- variants: parity --variant, and int8 against fp32 -----------------------------------------
 
 
-def add_variant(bundle: Path, name: str, model: Path, fmt: str = "onnx") -> None:
+def add_variant(
+    bundle: Path, name: str, model: Path, fmt: str = "onnx", providers: tuple[str, ...] = ("cpu",)
+) -> None:
     """Put ``model`` into the bundle as the variant ``name``, as `onnxedge optimize` lists one."""
     file = f"variants/{name}.{fmt}"
     (bundle / "variants").mkdir(exist_ok=True)
@@ -638,8 +640,8 @@ def add_variant(bundle: Path, name: str, model: Path, fmt: str = "onnx") -> None
     manifest.setdefault("variants", {})[name] = {
         "file": file,
         "format": fmt,
-        "precision": "int8",
-        "providers": ["cpu"],
+        "precision": name.split("-")[0],
+        "providers": list(providers),
         "gated": False,
     }
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -829,3 +831,31 @@ def test_an_openvino_row_against_onnxruntime_on_the_cpu(
     else:
         assert found["first_divergent"] is None
         assert all(layer["status"] == PASSED for layer in found["layers"])
+
+
+def test_parity_variant_fp16_is_not_run_on_the_cpu_ep(bundle_copy, tmp_path):
+    """fp16 is made for the CUDA EP (`provider_for`, as predict and evaluate): its CPU rows are
+    SKIPPED with the reason, FAILED where the CPU is required; never passed."""
+    add_variant(bundle_copy, "fp16", bundle_copy / "model.onnx", providers=("cuda",))
+    report = tmp_path / "parity.json"
+    args = (
+        "parity",
+        bundle_copy,
+        "--providers",
+        "cpu",
+        "--batch-sizes",
+        "1,7",
+        "--variant",
+        "fp16",
+    )
+    result = invoke(*args, "--json", report)
+    assert result.exit_code == 1, result.output  # no row ran
+    rows = json.loads(report.read_text())["rows"]
+    assert [(r["batch"], r["status"]) for r in rows] == [(1, "skipped"), (7, "skipped")]
+    assert "made for the cuda execution provider, not the CPU" in rows[0]["reason"]
+    required = invoke(*args, "--require", "cpu")
+    assert required.exit_code == 1
+    assert "FAILED | cpu | batch 1 | tf32 n/a | required, but it did not run" in required.output
+    # the same file listed as a CPU variant runs, and passes: the rule, not the file, skipped it
+    add_variant(bundle_copy, "int8", bundle_copy / "model.onnx")
+    assert invoke(*args[:-1], "int8").exit_code == 0

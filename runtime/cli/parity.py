@@ -4,6 +4,7 @@ calls the library, prints one line per row and writes the JSON. Needs no torch u
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -26,12 +27,16 @@ from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
+    FAILED,
     PARITY_PROVIDERS,
+    SKIPPED,
+    ParityRow,
     Reference,
+    Target,
     ToleranceOverrides,
     make_targets,
 )
-from onnxedge.runtime.variants.manifest import FP32, variant_key
+from onnxedge.runtime.variants.manifest import FP32, provider_for, variant_key
 
 _NON_NEGATIVE = click.FloatRange(min=0.0)
 
@@ -184,15 +189,21 @@ def parity_cmd(
             live=reference == "live",
             checkpoint=checkpoint,
         )
+    overrides = ToleranceOverrides(atol, rtol, logit_atol, logit_rtol, spread_rtol)
+    targets, not_for = _targets_for_variant(opened, variant, targets)
     report = run_parity(
         opened,
         ref,
         targets=targets,
         batch_sizes=batch_sizes,
-        overrides=ToleranceOverrides(atol, rtol, logit_atol, logit_rtol, spread_rtol),
+        overrides=overrides,
         required=require,
         model=model,
     )
+    if not_for:  # the targets the variant is not made for, SKIPPED (FAILED where required)
+        sizes = batch_sizes or ref.batch_sizes
+        skipped = [_not_run(t, why, sizes, overrides, require) for t, why in not_for]
+        report = dataclasses.replace(report, rows=(*[r for g in skipped for r in g], *report.rows))
     if variant != FP32:
         click.echo(f"model: {model.relative_to(opened.path).as_posix()} (variant {variant})")
     click.echo(f"reference: {report.reference}")
@@ -206,6 +217,47 @@ def parity_cmd(
         atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
     if not report:
         sys.exit(1)
+
+
+def _targets_for_variant(
+    bundle: Any, variant: str, targets: Sequence[Target]
+) -> tuple[list[Target], list[tuple[Target, str]]]:
+    """The targets ``variant`` runs on, and those it is not made for with why: fp16 is made for
+    the CUDA EP, and onnxruntime's CPU EP has no float16 convolutions (`provider_for`, the rule
+    predict and evaluate follow)."""
+    runs, not_for = [], []
+    for target in targets:
+        try:
+            if target.engine == ONNXRUNTIME:
+                provider_for(bundle.variants, variant, target.provider)
+            runs.append(target)
+        except OnnxEdgeError as e:
+            not_for.append((target, str(e)))
+    return runs, not_for
+
+
+def _not_run(
+    target: Target,
+    why: str,
+    sizes: Sequence[int],
+    overrides: ToleranceOverrides,
+    require: Sequence[str],
+) -> list[ParityRow]:
+    required = target.provider in require
+    return [
+        ParityRow(
+            target.provider,
+            size,
+            FAILED if required else SKIPPED,
+            target.tolerances(overrides),
+            tf32=target.tf32,
+            reason=f"required, but it did not run: {why}" if required else why,
+            required=required,
+            engine=target.engine,
+            precision=target.precision,
+        )
+        for size in sizes
+    ]
 
 
 def _variant_model(bundle: Any, variant: str) -> Path:
