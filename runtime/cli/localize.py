@@ -12,10 +12,11 @@ import click
 
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity import PARITY_PROVIDERS
-from onnxedge.runtime.variants.manifest import FP16, FP32, INT8
+from onnxedge.runtime.variants.manifest import FP32, INT8
 
-# The bundle's models that --against can run (ONNX files; the ORT-format ones cannot be exposed).
-ONNX_VARIANTS = (FP32, INT8, FP16)
+# The bundle's models --against runs on the CPU as the reference: ONNX files (a .ort file cannot
+# be exposed) that the CPU EP runs as made (fp16 is made for the CUDA EP).
+REFERENCE_VARIANTS = (FP32, INT8)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,7 +32,7 @@ def localize_options(command: F) -> F:
     )(command)
     command = click.option(
         "--against",
-        type=click.Choice((*PARITY_PROVIDERS, *ONNX_VARIANTS), case_sensitive=False),
+        type=click.Choice((*PARITY_PROVIDERS, *REFERENCE_VARIANTS), case_sensitive=False),
         default=None,
         help="With --localize: compare the layers with the same graph on this provider, or with "
         "another of the bundle's models run on the CPU, instead of golden layers (no golden "
@@ -83,7 +84,7 @@ def layer_reference(
         golden_layer_reference,
     )
 
-    if against is not None and against.lower() in ONNX_VARIANTS:
+    if against is not None and against.lower() in REFERENCE_VARIANTS:
         return against_variant(bundle, against.lower(), reference)
     if against is not None:
         (target,) = make_targets([against.lower()])
