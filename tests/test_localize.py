@@ -859,3 +859,22 @@ def test_parity_variant_fp16_is_not_run_on_the_cpu_ep(bundle_copy, tmp_path):
     # the same file listed as a CPU variant runs, and passes: the rule, not the file, skipped it
     add_variant(bundle_copy, "int8", bundle_copy / "model.onnx")
     assert invoke(*args[:-1], "int8").exit_code == 0
+
+
+def test_golden_layers_of_a_tensor_model_onnx_does_not_make_are_a_bundle_error(smile_bundle):
+    """Golden layers are keyed to model.onnx's tensors: one it does not make means the file is
+    not this model's. Another model (a variant) may lack some: those are not compared."""
+    from onnxedge.runtime.parity.layer_reference import GoldenLayerReference
+
+    opened = Bundle.open(smile_bundle)
+    reference = load_golden(opened)
+    report = run_parity(opened, reference, targets=CPU, batch_sizes=(7,))
+    layers = golden_layer_reference(opened).layers
+    ghost = {7: {**layers.batches[7], "ghost": np.zeros(3, np.float32)}}
+    strange = GoldenLayerReference(dataclasses.replace(layers, batches=ghost))
+    with pytest.raises(BundleError, match=r"tensors that model\.onnx does not make: ghost$"):
+        localize(opened, report.rows, strange, reference=reference, when="always")
+    (found,) = localize(
+        opened, report.rows, dataclasses.replace(strange, complete=False), when="always"
+    )
+    assert not found and len([layer for layer in found.layers if layer.compared]) == 15
