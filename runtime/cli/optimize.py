@@ -24,7 +24,12 @@ from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALI
     "calibration, test split for the gates.",
 )
 @click.option("--int8", is_flag=True, help="int8 (QDQ, static, per-channel) for CPUs.")
-@click.option("--fp16", is_flag=True, help="float16 for the CUDA EP (float32 in and out).")
+@click.option(
+    "--fp16",
+    is_flag=True,
+    help="float16 for the CUDA EP (float32 in and out); not for the CPU EP, where it runs "
+    "slower than fp32 (gated there where no CUDA EP loads).",
+)
 @click.option(
     "--ort",
     "ort_format",
