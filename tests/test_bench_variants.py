@@ -129,6 +129,22 @@ def test_an_unknown_variant_is_a_usage_error(smile_bundle):
     assert "unknown variant 'int4'; expected some of: fp32, int8, fp16" in result.output
 
 
+def test_int8_is_checked_against_int8_and_fp16_against_fp32():
+    def model(name, precision):
+        return BenchModel(name, Path("m.onnx"), "onnx", precision, ("cpu",), True, 1)
+
+    keys = {m.variant: (m.reference_key, m.check_atol) for m in (
+        model("int8", "int8"), model("int8-ort", "int8"), model("fp16", "fp16"),
+        model("fp32-ort", "fp32"),
+    )}  # fmt: skip
+    assert keys == {
+        "int8": ("int8", 1e-2),
+        "int8-ort": ("int8", 1e-2),
+        "fp16": ("fp32", 1e-2),
+        "fp32-ort": ("fp32", None),
+    }
+
+
 def test_a_variant_not_made_for_a_provider_is_skipped_with_the_reason(smile_bundle):
     model = fp32_model(smile_bundle / "model.onnx")
     fp16 = BenchModel("fp16", model.path, "onnx", "fp16", ("cuda",), True, 1)

@@ -7,8 +7,9 @@ the variants `onnxedge optimize` added, each verified by `Bundle.variant_model` 
 3. Each model records its file, its size on disk (the file and any external data it names),
    its format (``onnx`` or ``ort``), the providers it is made for (fp16: ``cuda``) and whether it
    passed its accuracy gate; the report lists them, so a figure always names its model.
-4. A model computing in fewer bits than fp32 (int8, fp16) is checked against ORT's fp32 output at
-   `LOW_PRECISION_ATOL` instead of fp32's atol.
+4. A model computing in fewer bits than fp32 is checked at `LOW_PRECISION_ATOL` instead of fp32's
+   atol: fp16 against ORT's fp32 output, int8 against ORT's on the int8 model
+   (`BenchModel.reference_key`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ class BenchModel:
     def check_atol(self) -> float | None:
         """4.: None for fp32 numerics (the run's own atol), `LOW_PRECISION_ATOL` otherwise."""
         return None if self.precision == FP32 else LOW_PRECISION_ATOL
+
+    @property
+    def reference_key(self) -> str:
+        """The numerics its output is checked against (`timing.run_benchmark`): ``int8`` for an
+        int8 model, whose ranges were calibrated on real images and may clip random inputs (so
+        it is checked against ORT on the int8 model, its accuracy against fp32 being its gate's
+        business); ``fp32`` for the rest (fp16 and bf16 at `LOW_PRECISION_ATOL`)."""
+        return INT8 if self.precision == INT8 else FP32
 
     def made_for(self, provider: str) -> bool:
         """Whether this model is made for ``provider`` (a short name: ``cpu``, ``cuda``)."""

@@ -137,7 +137,7 @@ def openvino_engines(
         atol = LOW_PRECISION_ATOL if precision != F32 else model.check_atol
         engines.append(
             OpenVinoEngine(
-                dataclasses.replace(info, settings=settings), session, atol, model.precision
+                dataclasses.replace(info, settings=settings), session, atol, model.reference_key
             )
         )
     return engines

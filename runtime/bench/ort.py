@@ -179,7 +179,9 @@ def ort_engines(
     engines: list[AnyEngine] = []
 
     def engine(info: EngineInfo, config: SessionConfig, **kw: Any) -> OrtEngine:
-        return OrtEngine(info, model, config, check_atol=atol, reference_key=bench.precision, **kw)
+        return OrtEngine(
+            info, model, config, check_atol=atol, reference_key=bench.reference_key, **kw
+        )
 
     spin = "1" if spinning else "0"
     cpu_settings = {

@@ -196,11 +196,12 @@ class BenchSettings:
             "intra_op_spinning": self.spinning,
             "output_check": {
                 "reference": "at each batch size, the first engine that runs on the same "
-                "numerics: the fp32 model (and its ORT-format file, and OpenVINO's bf16 "
-                "inference of it) against ORT's CPU EP on model.onnx when cpu is among the "
-                "providers; an int8 model against the first int8 row (ORT's CPU EP on it). "
-                "How far a variant's numbers are from fp32 is its accuracy gate's business "
-                "(onnxedge optimize), on real images, not this check's on random inputs",
+                "numerics: fp32 and fp16 models (model.onnx, its ORT-format file, the fp16 "
+                "variant, OpenVINO's bf16 inference) against ORT's CPU EP on model.onnx when "
+                "cpu is among the providers; an int8 model against the first int8 row (ORT's "
+                "CPU EP on the int8 variant): its ranges are calibrated on real images and may "
+                "clip these random inputs, and how far it is from fp32 is its accuracy gate's "
+                "business (onnxedge optimize)",
                 "low_precision_atol": LOW_PRECISION_ATOL,
                 "atol": self.check_atol,
                 "rtol": self.rtol,

@@ -110,7 +110,7 @@ def run_benchmark(
         x = make_input(input_shape, batch, settings.seed)
         results: dict[int, BenchRow] = {}
         active: list[_Active] = []
-        # One reference per numerics (`reference_key`: the model's precision): the first engine
+        # One reference per numerics (`BenchModel.reference_key`): the first engine
         # to run on fp32 numerics, on int8 numerics, ... (ORT's CPU EP when it is in the run).
         references: dict[str, tuple[np.ndarray, str]] = {}
         for engine in runnable:
