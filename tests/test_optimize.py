@@ -387,6 +387,29 @@ def test_calibration_batches_are_of_one_size(count, batch):
     assert calibration_batch(count) == batch
 
 
+def test_fp16_is_gated_on_the_cuda_ep_where_it_loads(trained_bundle, data, tmp_path, monkeypatch):
+    """Where a CUDA session opens, fp16 is gated on it, not on the CPU (a stand-in session: the
+    CPU's, reporting the CUDA EP, so the test runs without a GPU)."""
+    from onnxedge.runtime.variants import optimize as module
+
+    asked = []
+    real = module._session
+
+    def session(path, provider, request):
+        asked.append((Path(path).name, provider))
+        made, used = real(path, "cpu", request)
+        return made, "CUDAExecutionProvider" if provider == "cuda" else used
+
+    monkeypatch.setattr(module, "_session", session)
+    result = optimize(trained_bundle, "--data", data, "--fp16", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert ("fp16.onnx", "cuda") in asked and ("fp16.onnx", "cpu") not in asked
+    assert "gated on the CPU EP" not in result.stderr
+    assert "| CUDAExecutionProvider |" in result.stdout
+    gate = json.loads((tmp_path / "out" / MANIFEST).read_text())["variants"][FP16]["gate"]
+    assert gate["provider"] == "CUDAExecutionProvider"
+
+
 def test_unreadable_test_images_are_refused(trained_bundle, tmp_path):
     root = write_data(tmp_path / "data", per_class=2)
     for name in ("000.png", "001.png"):
