@@ -266,6 +266,7 @@ def test_memory_stays_bounded_however_many_files(clf, tmp_path, threads):
     paths = celeba_like(tmp_path, 6) * 15
     batch_size = 4
     bound = batch_size + decode_window(batch_size, threads)
+    assert bound <= 2 * batch_size + 2 * threads  # the window itself is about one batch
     taken = 0
 
     def source():
@@ -389,3 +390,32 @@ def test_ctrl_c_while_printing_exits_130_and_stops_the_decoding(
     assert result.stderr.strip() == "onnxedge: interrupted"
     assert len(result.stdout.splitlines()) == 4
     assert not decode_threads_alive()  # closed by the command, not left to the fixture's wait
+
+
+def test_a_real_ctrl_c_stops_predict_at_once(smile_bundle, tmp_path):
+    """SIGINT to the command while files are decoded and classified: exit 130 with one line on
+    stderr, the lines printed so far kept, and no wait for the remaining files."""
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "faces"
+    celeba_like(folder, 20)
+    # the folder named 500 times: 10,000 files, far more than are classified before the signal
+    args = ["predict", str(smile_bundle), *[str(folder)] * 500, "--decode-threads", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from onnxedge.runtime.cli import main; main()", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().startswith(str(folder))  # classifying has begun
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    rest, err = proc.communicate()
+    assert code == 130, err
+    assert err.strip() == "onnxedge: interrupted"
+    assert len(rest.splitlines()) + 1 < 10_000
