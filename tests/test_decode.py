@@ -8,12 +8,14 @@ from __future__ import annotations
 import random
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from test_preprocess import png_claiming
 
 import onnxedge.runtime.classifier as classifier_module
 from onnxedge.runtime.classifier import Classifier, decode_window
@@ -351,14 +353,25 @@ def predict(*args: object):
 
 
 def test_predict_prints_the_same_lines_with_any_number_of_decoders(smile_bundle, tmp_path):
+    """Bombs among them: PIL's warning, which predict makes an error for the duration of the
+    command, is raised in the decoding threads too."""
     paths, _ = with_bad_files(tmp_path, celeba_like(tmp_path / "faces", 30))
+    (tmp_path / "warned.png").write_bytes(png_claiming(10000, 10000))  # PIL warns: an error
+    (tmp_path / "large.png").write_bytes(png_claiming(9000, 9000))  # above --max-pixels
+    paths[5:5] = [tmp_path / "warned.png", tmp_path / "large.png"]
     outputs = []
     for threads in ("1", "2", "5"):
-        result = predict(smile_bundle, *paths, "--batch-size", 4, "--decode-threads", threads)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = predict(smile_bundle, *paths, "--batch-size", 4, "--decode-threads", threads)
         assert result.exit_code == 1, result.output
+        assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
         outputs.append(result.stdout)
     assert outputs[0] == outputs[1] == outputs[2]
-    assert len(outputs[0].splitlines()) == len(paths)
+    lines = outputs[0].splitlines()
+    assert len(lines) == len(paths)
+    assert "ERROR\trefused as a decompression bomb" in lines[5]
+    assert "more than the limit of 64,000,000" in lines[6]
 
 
 @pytest.mark.parametrize("value", ["0", "-2", str(MAX_THREADS + 1), "two", "1.5"])
