@@ -105,9 +105,32 @@ def test_finite_float_range_keeps_the_range_and_refuses_what_click_lets_through(
         assert result.exit_code == 2 and message in result.output, (args, result.output)
 
 
-@pytest.mark.parametrize("command", ["predict", "bench"])
+def _thread_options() -> list[tuple[str, click.Option]]:
+    """Every option of every command (subcommands included) that sets a number of threads."""
+    ctx = click.Context(main)
+    found = []
+    for name in main.list_commands(ctx):
+        command = main.get_command(ctx, name)
+        subs = command.commands.items() if isinstance(command, click.Group) else [(name, command)]
+        for sub_name, sub in subs:
+            for param in sub.params:
+                if isinstance(param, click.Option) and "threads" in (param.name or ""):
+                    found.append((f"{name} {sub_name}" if sub_name != name else name, param))
+    return found
+
+
+def test_every_threads_option_is_bounded_as_sessions_are():
+    """Found from the group, so a new command's --threads cannot forget the bound."""
+    options = _thread_options()
+    assert {"predict", "bench", "evaluate", "optimize"} <= {name for name, _ in options}
+    for name, option in options:
+        assert isinstance(option.type, click.IntRange), (name, option.name)
+        assert (option.type.min, option.type.max) == (1, MAX_THREADS), (name, option.name)
+
+
+@pytest.mark.parametrize("command", ["predict", "bench", "evaluate"])
 def test_threads_are_bounded_as_sessions_are(smile_bundle, tmp_path, command):
-    extra = [str(tmp_path)] if command == "predict" else []
+    extra = {"predict": [str(tmp_path)], "evaluate": ["--data", str(tmp_path)]}.get(command, [])
     result = CliRunner().invoke(
         main, [command, str(smile_bundle), *extra, "--threads", str(MAX_THREADS + 1)]
     )

@@ -11,6 +11,7 @@ import click
 from onnxedge.runtime.bundle import atomic_write_bytes
 from onnxedge.runtime.classifier import PROVIDER_CHOICES
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
+from onnxedge.runtime.cli.options import THREADS
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.data import SPLITS
 from onnxedge.runtime.evaluate import EvaluationResult, evaluate_bundle
@@ -70,7 +71,7 @@ def format_result(result: EvaluationResult) -> list[str]:
 @click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True)
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=THREADS,
     default=None,
     help="ONNX Runtime intra-op threads [default: one per physical core].",
 )

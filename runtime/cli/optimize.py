@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from onnxedge.runtime.cli.options import THREADS
 from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE
 
 
@@ -83,7 +84,7 @@ from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALI
 @click.option("--force", is_flag=True, help="Replace variants (or an --out bundle) that exist.")
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=THREADS,
     default=None,
     help="ONNX Runtime intra-op threads for the gates [default: one per core].",
 )
