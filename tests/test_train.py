@@ -165,3 +165,27 @@ def test_checkpoint_exports_with_its_head_labels_and_preprocessing(trained, tmp_
     assert manifest["training"]["data"]["listing_sha256"] == info.data["listing_sha256"]
     assert manifest["training"]["best_val_accuracy"] == info.best_val_accuracy
     assert manifest["weights"]["source"] == "checkpoint"
+
+
+def test_training_batchnorm_folds_into_the_plain_model():
+    from onnxedge.models.train import add_batchnorm, fold_batchnorm
+
+    torch.manual_seed(0)
+    model = add_batchnorm(get_model_spec("smile_cnn").build("avgpool"))
+    assert isinstance(model.conv1[1], torch.nn.BatchNorm2d)
+    model.train()
+    with torch.no_grad():  # running statistics and affine parameters away from their defaults
+        for _ in range(3):
+            model(torch.rand(8, 3, 64, 64) * 2 - 0.3)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    plain = get_model_spec("smile_cnn").build("avgpool")
+    plain.load_state_dict(fold_batchnorm(model))  # strict: the plain model's keys exactly
+    x = torch.rand(5, 3, 64, 64)
+    with torch.no_grad():
+        trained, folded = model.eval()(x), plain.eval()(x)
+        assert torch.allclose(model.logits(x), plain.logits(x), atol=1e-5)
+    assert torch.allclose(trained, folded, atol=1e-6)
+    assert not torch.allclose(model.logits(x), plain.logits(x * 0.5), atol=1e-3)  # it can fail
