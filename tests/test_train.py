@@ -167,25 +167,33 @@ def test_checkpoint_exports_with_its_head_labels_and_preprocessing(trained, tmp_
     assert manifest["weights"]["source"] == "checkpoint"
 
 
-def test_training_batchnorm_folds_into_the_plain_model():
-    from onnxedge.models.train import add_batchnorm, fold_batchnorm
+class _CentreRng:
+    """A random crop that lands where the device crops, and no flip."""
 
-    torch.manual_seed(0)
-    model = add_batchnorm(get_model_spec("smile_cnn").build("avgpool"))
-    assert isinstance(model.conv1[1], torch.nn.BatchNorm2d)
-    model.train()
-    with torch.no_grad():  # running statistics and affine parameters away from their defaults
-        for _ in range(3):
-            model(torch.rand(8, 3, 64, 64) * 2 - 0.3)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    plain = get_model_spec("smile_cnn").build("avgpool")
-    plain.load_state_dict(fold_batchnorm(model))  # strict: the plain model's keys exactly
-    x = torch.rand(5, 3, 64, 64)
-    with torch.no_grad():
-        trained, folded = model.eval()(x), plain.eval()(x)
-        assert torch.allclose(model.logits(x), plain.logits(x), atol=1e-5)
-    assert torch.allclose(trained, folded, atol=1e-6)
-    assert not torch.allclose(model.logits(x), plain.logits(x * 0.5), atol=1e-3)  # it can fail
+    def integers(self, low, high):
+        return (low + high - 1) // 2
+
+    def random(self):
+        return 0.9
+
+
+def test_the_device_crops_a_celeba_photo_as_training_did(tiny_faces, trained, tmp_path):
+    """The manifest's crop, applied by Classifier and predict: the pixels of a 178x218 CelebA image
+    on the device are the training transform's (centred crop, no flip) within 1/255, and so are the
+    probabilities; without the crop they are not."""
+    from onnxedge.runtime.classifier import Classifier
+
+    _, ckpt = trained
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(main, ["export", "--checkpoint", str(ckpt), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    paths = open_dataset(tiny_faces).split("test").paths
+    classifier = Classifier.from_bundle(out, provider="cpu")
+    assert classifier.preprocessing["crop"] == "center-square"
+    device = np.stack([classifier.preprocess(path) for path in paths])
+    trained_pixels = np.stack([training_image(p, SPEC, _CentreRng()) for p in paths])
+    assert np.abs(device - trained_pixels).max() <= 1 / 255
+    uncropped = np.stack([load_image(p, {**SPEC, "crop": "none"}) for p in paths])
+    assert np.abs(device - uncropped).max() > 0.1  # the crop matters: the check can fail
+    from_files = [p.probability for p in classifier.predict_images(paths)]
+    assert np.allclose(from_files, classifier.probabilities(trained_pixels), atol=1e-3)
