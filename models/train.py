@@ -14,12 +14,13 @@ over 1,500 steps with every initialisation and schedule tried: its ReLU features
 pooled over the whole map, share a large common part, and the first steps shrink them (most units of
 conv3 and conv4 go silent within 20 steps) rather than learn. With it the model leaves the plateau
 in a few hundred steps. The model's dropouts are off while training (``dropout=False``): beside the
-BatchNorms they left the validation accuracy at chance while the training accuracy rose (the
-BatchNorms' statistics, gathered with dropout, do not fit the model without it); the exported model
-is the same either way, its dropouts being no-ops in eval mode. Also ``init="kaiming"`` (He-normal
-convolutions, zero biases) and ``schedule="onecycle"`` (a short warm-up to ``lr``, then a cosine
-decay, which steadies the validation accuracy at the end). ``norm="none"``, ``dropout=True``,
-``init="pytorch"``, ``schedule="constant"`` give the book's recipe exactly.
+BatchNorms, with the statistics as training left them, they kept the validation accuracy at chance
+while the training accuracy rose (statistics gathered with dropout do not fit the model without it;
+not measured since the recalibration); the exported model is the same either way, its dropouts being
+no-ops in eval mode. Also ``init="kaiming"`` (He-normal convolutions, zero biases) and
+``schedule="onecycle"`` (a short warm-up to ``lr``, then a cosine decay, which steadies the
+validation accuracy at the end). ``norm="none"``, ``dropout=True``, ``init="pytorch"``,
+``schedule="constant"`` give the book's recipe exactly.
 
 Early stopping never takes the plateau for convergence: it waits until the model has left it
 (`left_plateau`), then stops after ``patience`` epochs without a better validation accuracy or loss.
