@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +40,13 @@ log = logging.getLogger(__name__)
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIBRATION_SIZE = 256
 CALIBRATION_BATCH = 16
+# The entropy calibrator's histogram. onnxruntime's defaults (128 bins for 128 quantised bins)
+# leave it one candidate threshold, the whole range, so `quantize_static`'s entropy gave
+# minmax's ranges exactly (on the trained smile model, every scale); with 2048 bins, as
+# TensorRT's entropy calibration has, it can clip. `quantize_static` does not pass bins on, so
+# the ranges are computed here and handed to it as a calibration cache.
+ENTROPY_BINS = 2048
+ENTROPY_QUANTIZED_BINS = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,19 +114,28 @@ def quantize_int8(
         if name_unnamed_nodes(model):
             onnx.save(model, str(prepared))
         excluded = head_node_names(model) if config.keep_head_float else []  # 3.
+        method = methods[config.calibration_method]
         try:  # 2.
             with _quiet_quantizer():
+                if method == CalibrationMethod.Entropy:
+                    calibrated = {
+                        "calibration_cache_path": _entropy_ranges(
+                            prepared, _Reader(), Path(tmp) / "ranges.json"
+                        )
+                    }
+                else:
+                    calibrated = {"calibration_data_reader": _Reader()}
                 quantize_static(
                     str(prepared),
                     str(target),
-                    _Reader(),
                     quant_format=QuantFormat.QDQ,
                     per_channel=config.per_channel,
                     activation_type=types[config.activation_type],
                     weight_type=types[config.weight_type],
-                    calibrate_method=methods[config.calibration_method],
+                    calibrate_method=method,
                     nodes_to_exclude=excluded,
                     extra_options={"CalibTensorRangeSymmetric": False},
+                    **calibrated,
                 )
         except OnnxEdgeError:
             raise
@@ -134,6 +151,11 @@ def quantize_int8(
         "activation_type": config.activation_type,
         "weight_type": config.weight_type,
         "calibration_method": config.calibration_method,
+        **(
+            {"histogram_bins": ENTROPY_BINS, "quantized_bins": ENTROPY_QUANTIZED_BINS}
+            if method == CalibrationMethod.Entropy
+            else {}
+        ),
         "kept_float": excluded,
         "versions": package_versions(),
     }
@@ -151,6 +173,37 @@ def check_quantized(path: Path) -> None:
         )
 
 
+def _entropy_ranges(model: Path, reader: Any, cache: Path) -> str:
+    """The entropy calibrator with `ENTROPY_BINS`, its ranges written where `quantize_static`
+    reads a calibration cache (its ``calibration_cache_path``)."""
+    import inspect
+
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        from onnxedge.runtime.deps import onnxruntime_version
+
+        raise OnnxEdgeError(
+            "--calibration-method entropy: expected an onnxruntime whose quantize_static takes "
+            f"calibration_cache_path (1.31 does), found {onnxruntime_version()}; use minmax or "
+            "percentile"
+        )
+    calibrator = create_calibrator(
+        model,
+        augmented_model_path=str(cache.with_name("augmented.onnx")),
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={
+            "symmetric": False,
+            "num_bins": ENTROPY_BINS,
+            "num_quantized_bins": ENTROPY_QUANTIZED_BINS,
+        },
+    )
+    calibrator.collect_data(reader)
+    save_tensors_data(calibrator.compute_data(), cache)
+    return str(cache)
+
+
 def _batches(images: np.ndarray, input_name: str) -> Iterator[dict[str, np.ndarray]]:
     """Batches of one size: onnxruntime's histogram calibrators (entropy, percentile) stack
     every batch's activations into one array, which fails on a shorter last batch."""
@@ -166,21 +219,27 @@ def calibration_batch(count: int, largest: int = CALIBRATION_BATCH) -> int:
 
 @contextlib.contextmanager
 def _quiet_quantizer() -> Iterator[None]:
-    """onnxruntime's quantiser logs its progress at INFO on the root logger; keep it to
-    warnings unless onnxedge runs with -v."""
+    """onnxruntime's quantiser logs its progress at INFO on the root logger (kept to warnings
+    unless onnxedge runs with -v) and its histogram calibrators print theirs to stdout, which
+    is the command's report: that goes to the log at debug level."""
     root = logging.getLogger()
     saved = root.level
     if saved < logging.WARNING and not log.isEnabledFor(logging.INFO):
         root.setLevel(logging.WARNING)
+    printed = io.StringIO()
     try:
-        yield
+        with contextlib.redirect_stdout(printed):
+            yield
     finally:
         root.setLevel(saved)
+        for line in printed.getvalue().splitlines():
+            log.debug("onnxruntime.quantization: %s", line)
 
 
 __all__ = [
     "CALIBRATION_METHODS",
     "DEFAULT_CALIBRATION_SIZE",
+    "ENTROPY_BINS",
     "Int8Config",
     "calibration_batch",
     "check_quantized",
