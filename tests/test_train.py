@@ -197,3 +197,17 @@ def test_the_device_crops_a_celeba_photo_as_training_did(tiny_faces, trained, tm
     assert np.abs(device - uncropped).max() > 0.1  # the crop matters: the check can fail
     from_files = [p.probability for p in classifier.predict_images(paths)]
     assert np.allclose(from_files, classifier.probabilities(trained_pixels), atol=1e-3)
+
+
+def test_early_stopping_does_not_take_the_plateau_for_convergence(
+    tiny_faces, tmp_path, monkeypatch
+):
+    """A model that cannot move (lr 1e-12) never improves on its first epoch: on the plateau that
+    is not convergence, so every epoch runs; once the plateau counts as left, patience stops it."""
+    frozen = {"epochs": 3, "patience": 1, "lr": 1e-12, "norm": "none", "init": "pytorch"}
+    result = train(_config(tiny_faces, tmp_path / "a.safetensors", **frozen))
+    assert result.stopped == "ran all 3 epochs" and not result.left_plateau
+    assert len(result.history) == 3 and result.best_epoch == 1
+    monkeypatch.setattr("onnxedge.models.train.PLATEAU_EXIT_LOSS", 10.0)  # every loss "left"
+    stopped = train(_config(tiny_faces, tmp_path / "b.safetensors", **frozen))
+    assert stopped.stopped.startswith("early stop") and len(stopped.history) == 2
