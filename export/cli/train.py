@@ -98,8 +98,8 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: float) -
     default=False,
     show_default=True,
     help="--dropout: the model's dropouts on while training (the book's recipe); off by default, "
-    "as beside the training BatchNorms (before their recalibration) they kept the validation "
-    "accuracy at chance.",
+    "as beside the training BatchNorms they slowed leaving the chance plateau (689 steps "
+    "instead of 255 on the synthetic faces) and lowered the validation accuracy.",
 )
 @click.option(
     "--max-steps",
