@@ -83,3 +83,23 @@ def test_evaluate_takes_a_folder_and_a_split(smile_bundle, faces_with_a_bad_file
     result = evaluate_bundle(smile_bundle, root, split="val", provider="cpu")
     assert result.split == "val" and result.evaluated == 4 and result
     assert result.data["layout"] == "celeba"
+
+
+def test_files_in_class_folders_that_cannot_be_read_are_counted_not_skipped(smile_bundle, tmp_path):
+    """A broken link and a FIFO named as images in a class folder are failed files of the split,
+    each with its reason, and the good images are still classified."""
+    import os
+
+    from PIL import Image
+
+    for label in ("not_smiling", "smiling"):
+        folder = tmp_path / "test" / label
+        folder.mkdir(parents=True)
+        Image.new("RGB", (64, 64), (90, 120, 150)).save(folder / "good.png")
+    (tmp_path / "test" / "smiling" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    os.mkfifo(tmp_path / "test" / "not_smiling" / "pipe.jpg")
+    result = evaluate_bundle(smile_bundle, tmp_path, split="test", provider="cpu")
+    assert result.evaluated == 2 and not result
+    reasons = {os.path.basename(f.file): f.reason for f in result.failed}
+    assert set(reasons) == {"gone.jpg", "pipe.jpg"}, reasons
+    assert "symbolic link" in reasons["gone.jpg"] and "named pipe" in reasons["pipe.jpg"], reasons

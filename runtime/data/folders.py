@@ -107,10 +107,13 @@ def _images(folder: Path) -> list[Path]:
         names = sorted(os.listdir(folder))
     except OSError as e:
         raise DataError(f"{folder}: cannot list: {e.strerror or e}") from None
+    # Every entry named as an image but a folder: a broken link, a FIFO or an unreadable file is
+    # listed, so that evaluate reports it as a failed file (the image reader refuses it without
+    # opening anything that could block) rather than leaving it out unseen.
     found = [
         folder / n
         for n in names
-        if not n.startswith(".") and is_image_name(n) and (folder / n).is_file()
+        if not n.startswith(".") and is_image_name(n) and not (folder / n).is_dir()
     ]
     if not found:
         raise DataError(
