@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 from test_preprocess import png_claiming
 
-import onnxedge.runtime.classifier as classifier_module
+import onnxedge.runtime.classifier_files as classifier_files
 from onnxedge.runtime.classifier import Classifier, decode_window
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.decode import default_decode_workers, ordered_map
@@ -233,11 +233,11 @@ def test_the_pixels_and_results_are_those_of_a_serial_decode(clf, tmp_path, thre
 
 
 def watch_load_image(monkeypatch, fail_at: int | None = None, raised=RuntimeError) -> list[str]:
-    """The classifier's `load_image` replaced by itself, noting the thread of each call (the
+    """The file pipeline's `load_image` replaced by itself, noting the thread of each call (the
     list returned); the ``fail_at``-th call raises ``raised`` instead."""
     calls: list[str] = []
     lock = threading.Lock()
-    real = classifier_module.load_image
+    real = classifier_files.load_image
 
     def spy(path, *args, **kwargs):
         with lock:
@@ -247,7 +247,7 @@ def watch_load_image(monkeypatch, fail_at: int | None = None, raised=RuntimeErro
             raise raised("stop")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(classifier_module, "load_image", spy)
+    monkeypatch.setattr(classifier_files, "load_image", spy)
     return calls
 
 
@@ -425,10 +425,12 @@ def test_a_real_ctrl_c_stops_predict_at_once(smile_bundle, tmp_path):
     try:
         assert proc.stdout.readline().startswith(str(folder))  # classifying has begun
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
+        # read while waiting: a command that printed a pipe's worth of lines before the signal
+        # (a loaded machine) blocks at exit flushing stdout until someone reads it
+        rest, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    rest, err = proc.communicate()
+    code = proc.returncode
     assert code == 130, err
     assert err.strip() == "onnxedge: interrupted"
     assert len(rest.splitlines()) + 1 < 10_000
