@@ -30,7 +30,8 @@ from onnxedge.export.simplify import simplify_model, symbolic_dims
 from onnxedge.export.verify import StepVerification, verify_against_torch, verify_onnx_step
 from onnxedge.models.loader import is_factory_reference
 from onnxedge.models.registry import get_model_spec, image_preprocessing
-from onnxedge.runtime.bundle import MODEL, BundleWriter, atomic_write_bytes
+from onnxedge.runtime.bundle import MODEL
+from onnxedge.runtime.bundle_write import BundleWriter, atomic_write_bytes
 from onnxedge.runtime.check import CheckReport, check_model, graph_inputs, load_model
 from onnxedge.runtime.deps import onnxruntime_version, package_version
 from onnxedge.runtime.errors import OnnxEdgeError, first_line

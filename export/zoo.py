@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{_load():.1f} after",
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
     )
-    from onnxedge.runtime.bundle import atomic_write_bytes
+    from onnxedge.runtime.bundle_write import atomic_write_bytes
 
     atomic_write_bytes(args.out, text.encode())
     print(f"wrote {args.out}: {sum(r.status == 'passed' for r in rows)} of {len(rows)} passed")

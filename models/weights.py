@@ -190,7 +190,7 @@ def write_checkpoint(
 
     from safetensors.torch import save
 
-    from onnxedge.runtime.bundle import atomic_write_bytes
+    from onnxedge.runtime.bundle_write import atomic_write_bytes
 
     metadata = {_METADATA_KEY: json.dumps(info.to_dict(), sort_keys=True)}
     atomic_write_bytes(path, save(dict(tensors), metadata=metadata))

@@ -17,20 +17,29 @@ thread-safe.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
-import numbers
 import os
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from onnxedge.runtime.bundle import Bundle, TensorSpec
-from onnxedge.runtime.bundle_verify import external_data_files, read_model
-from onnxedge.runtime.decode import default_decode_workers, ordered_map
+from onnxedge.runtime.classifier_args import (
+    check_batch_size,
+    check_count,
+    check_max_pixels,
+    check_threshold,
+)
+from onnxedge.runtime.classifier_files import decode_window, stream_files
+from onnxedge.runtime.classifier_session import (
+    PROVIDER_CHOICES,
+    check_external_data,
+    provider_key,
+    session_for,
+)
+from onnxedge.runtime.decode import default_decode_workers
 from onnxedge.runtime.engines import (
     DEFAULT_PRECISION,
     ONNXRUNTIME,
@@ -38,149 +47,36 @@ from onnxedge.runtime.engines import (
     check_precision,
     open_session,
 )
-from onnxedge.runtime.errors import ArgumentError, BundleError, OnnxEdgeError
+from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 from onnxedge.runtime.outputs import (
     BINARY_KINDS,
     PROBABILITIES,
     SIGMOID_PROBABILITY,
 )
 from onnxedge.runtime.outputs import probabilities as output_probabilities
+from onnxedge.runtime.predictions import (
+    FileResult,
+    ModelOutputError,
+    Prediction,
+    describe_bad,
+    first_bad,
+    label_names,
+    not_probabilities,
+)
 from onnxedge.runtime.preprocess import (
     MAX_PIXELS,
     ImageReadError,
     load_image,
     preprocess_image,
 )
-from onnxedge.runtime.session import (
-    MAX_THREADS,
-    SessionConfig,
-    available_providers,
-    make_session,
-)
+from onnxedge.runtime.session import MAX_THREADS
 from onnxedge.runtime.variants.manifest import FP32, provider_for, variant_key
 
 log = logging.getLogger(__name__)
 
-PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 # Images per ONNX Runtime call, for arrays as for files: smile_cnn's activations take about 0.6 MB
 # an image, so a call's memory stays bounded however large the batch handed in.
 DEFAULT_BATCH_SIZE = 32
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    """One image's result. One output: ``positive`` is ``probability >= threshold`` and ``label``
-    names it. K classes: ``label`` is the top class, ``probability`` its softmax probability,
-    ``class_index`` its index and ``probabilities`` every class's, in the manifest's order of
-    ``classes`` (``positive`` and ``threshold`` are None)."""
-
-    probability: float
-    positive: bool | None
-    label: str
-    threshold: float | None
-    class_index: int | None = None
-    probabilities: tuple[float, ...] = ()
-    classes: tuple[str, ...] = ()
-
-    def top(self, k: int | None = None) -> list[tuple[str, float]]:
-        """The ``k`` most probable classes (all with None), most probable first."""
-        order = sorted(range(len(self.probabilities)), key=lambda i: -self.probabilities[i])
-        return [(self.classes[i], self.probabilities[i]) for i in order[:k]]
-
-    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
-        if self.class_index is None:
-            return {"probability": self.probability, "label": self.label, "positive": self.positive}
-        return {
-            "probability": self.probability,
-            "label": self.label,
-            "class_index": self.class_index,
-            "probabilities": dict(self.top(top_k)),
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class FileResult:
-    """One file of a batch: its prediction, or why it could not be used. Truthy when predicted."""
-
-    file: str
-    prediction: Prediction | None = None
-    error: str | None = None
-
-    def __bool__(self) -> bool:
-        return self.error is None
-
-    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
-        if self.prediction is None:
-            return {"file": self.file, "error": self.error}
-        return {"file": self.file, **self.prediction.to_dict(top_k)}
-
-
-def _label_names(labels: Mapping[str, Any]) -> tuple[str, str]:
-    return str(labels.get("positive", "positive")), str(labels.get("negative", "negative"))
-
-
-def _check_threshold(threshold: Any) -> float:
-    """A real number in [0, 1] (NaN is not); a bool or a string is not a threshold."""
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, numbers.Real)
-        or not (0.0 <= threshold <= 1.0)
-    ):
-        raise ArgumentError(f"expected a threshold in [0, 1], got {threshold!r}")
-    return float(threshold)
-
-
-def _check_count(
-    value: Any, what: str, *, optional: bool = False, maximum: int | None = None
-) -> int | None:
-    """An integer >= 1 (and <= ``maximum``; or None where ``optional``), as the CLI's
-    ``IntRange`` options."""
-    if value is None and optional:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < 1
-        or (maximum is not None and value > maximum)
-    ):
-        bound = f"from 1 to {maximum}" if maximum is not None else "of at least 1"
-        also = " or None" if optional else ""
-        raise ArgumentError(f"expected {what} {bound}{also}, got {value!r}")
-    return int(value)
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    return _check_count(batch_size, "a batch size")  # type: ignore[return-value]
-
-
-def _check_max_pixels(max_pixels: Any) -> int | None:
-    return _check_count(max_pixels, "max_pixels", optional=True)
-
-
-class ModelOutputError(OnnxEdgeError):
-    """The model gave something that is not a probability in [0, 1] (NaN, an infinity, a value
-    outside the range) for some images: ``rows`` says which. No label is given to them."""
-
-    def __init__(self, message: str, rows: Sequence[int]) -> None:
-        super().__init__(message)
-        self.rows = tuple(rows)
-
-
-def _not_probabilities(values: np.ndarray) -> np.ndarray:
-    """Where ``values`` are not probabilities: NaN, infinite, or outside [0, 1]."""
-    with np.errstate(invalid="ignore"):
-        return ~((values >= 0.0) & (values <= 1.0))
-
-
-def _first_bad(row: np.ndarray, what: str) -> float:
-    """The first value of a row of outputs that is not ``what`` (a probability, a finite logit)."""
-    bad = ~np.isfinite(row) if what == "a finite logit" else _not_probabilities(row)
-    return float(row[int(np.argmax(bad))])
-
-
-def _describe_bad(values: np.ndarray, rows: np.ndarray, most: int = 4) -> str:
-    shown = ", ".join(f"row {i}: {values[i]:g}" for i in rows[:most])
-    return shown + (f", and {len(rows) - most} more" if len(rows) > most else "")
 
 
 class Classifier:
@@ -216,7 +112,7 @@ class Classifier:
         self.classes: tuple[str, ...] = spec.classes
         self.threshold: float | None = None
         if self.output_kind in BINARY_KINDS:
-            self.threshold = _check_threshold(spec.threshold if threshold is None else threshold)
+            self.threshold = check_threshold(spec.threshold if threshold is None else threshold)
         else:
             self._threshold(threshold)
         self._check_session()
@@ -231,7 +127,7 @@ class Classifier:
                     f"{len(self.classes)} class probabilities ({self.output_kind})"
                 )
             return None
-        return self.threshold if threshold is None else _check_threshold(threshold)
+        return self.threshold if threshold is None else check_threshold(threshold)
 
     @classmethod
     def from_bundle(
@@ -266,17 +162,17 @@ class Classifier:
         Arguments are checked before the bundle is read: a bad ``threads`` or ``threshold`` is a
         `ValueError`, as the command line refuses them.
         """
-        _provider_key(provider)
+        provider_key(provider)
         variant_key(variant)
         check_precision(engine, precision)
-        threads = _check_count(threads, "threads", optional=True, maximum=MAX_THREADS)
+        threads = check_count(threads, "threads", optional=True, maximum=MAX_THREADS)
         if threshold is not None:
-            _check_threshold(threshold)
+            check_threshold(threshold)
         bundle = Bundle.open(path)
         model = bundle.variant_model(variant)  # 4.
         if check_engine(engine) == ONNXRUNTIME:
-            session, used = _session_for(
-                model, provider_for(bundle.variants, variant, _provider_key(provider)), threads
+            session, used = session_for(
+                model, provider_for(bundle.variants, variant, provider_key(provider)), threads
             )
         else:  # 3.
             session = open_session(
@@ -364,7 +260,7 @@ class Classifier:
         the output itself for the probability kinds (each in [0, 1]), else its sigmoid or
         softmax (each logit finite)."""
         if self.output_kind in (SIGMOID_PROBABILITY, PROBABILITIES):
-            return raw, _not_probabilities(raw).any(axis=1), "a probability in [0, 1]"
+            return raw, not_probabilities(raw).any(axis=1), "a probability in [0, 1]"
         bad = ~np.isfinite(raw).all(axis=1)
         prob = output_probabilities(np.where(bad[:, None], 0.0, raw), self.output_kind)
         return prob, bad, "a finite logit"
@@ -375,7 +271,7 @@ class Classifier:
         results: list[Any] = []
         for i, row in enumerate(prob):
             if bad[i]:
-                value = raw[i, 0] if raw.shape[1] == 1 else _first_bad(raw[i], what)
+                value = raw[i, 0] if raw.shape[1] == 1 else first_bad(raw[i], what)
                 results.append(
                     f"the model's output {self.output_spec.name!r} is {value:g}, not {what}; "
                     "no label is given"
@@ -394,14 +290,14 @@ class Classifier:
         memory stays bounded for any N. An output that is not a probability in [0, 1] (NaN, an
         infinity) is a `ModelOutputError` naming the rows.
         """
-        raw = self._outputs(batch, _check_batch_size(batch_size))
+        raw = self._outputs(batch, check_batch_size(batch_size))
         prob, bad_rows, what = self._class_probabilities(raw)
         bad = np.flatnonzero(bad_rows)
         if len(bad):
-            shown = raw[:, 0] if raw.shape[1] == 1 else np.array([_first_bad(r, what) for r in raw])
+            shown = raw[:, 0] if raw.shape[1] == 1 else np.array([first_bad(r, what) for r in raw])
             raise ModelOutputError(
                 f"the model's output {self.output_spec.name!r} is not {what} "
-                f"for {len(bad)} of {len(raw)} images ({_describe_bad(shown, bad)}); no label "
+                f"for {len(bad)} of {len(raw)} images ({describe_bad(shown, bad)}); no label "
                 "is given to them",
                 rows=bad.tolist(),
             )
@@ -440,7 +336,7 @@ class Classifier:
                 classes=self.classes,
             )
         probability = float(np.asarray(probability).reshape(-1)[0])
-        positive_name, negative_name = _label_names(self.labels)
+        positive_name, negative_name = label_names(self.labels)
         positive = bool(probability >= threshold)
         return Prediction(
             probability=float(probability),
@@ -453,7 +349,7 @@ class Classifier:
 
     def preprocess(self, image: Any, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
         """A file path or a PIL image -> float32 [3, H, W] as the manifest's preprocessing says."""
-        max_pixels = _check_max_pixels(max_pixels)
+        max_pixels = check_max_pixels(max_pixels)
         if isinstance(image, (str, bytes, os.PathLike)):
             return load_image(image, self.preprocessing, max_pixels=max_pixels)
         if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
@@ -474,8 +370,8 @@ class Classifier:
         `predict_files` reports such files one by one instead.
         """
         threshold = self._threshold(threshold)
-        batch_size = _check_batch_size(batch_size)
-        max_pixels = _check_max_pixels(max_pixels)
+        batch_size = check_batch_size(batch_size)
+        max_pixels = check_max_pixels(max_pixels)
         results: list[Prediction] = []
         chunk: list[np.ndarray] = []
         for image in images:
@@ -511,110 +407,13 @@ class Classifier:
            (or an exception, such as KeyboardInterrupt, while it runs) cancels the decoding not
            yet started and waits for the few images being decoded.
         """
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         threshold = self._threshold(threshold)
-        max_pixels = _check_max_pixels(max_pixels)
-        workers = _check_count(decode_threads, "decode_threads", optional=True, maximum=MAX_THREADS)
-        return self._stream_files(
-            paths, batch_size, threshold, max_pixels, workers or default_decode_workers()
+        max_pixels = check_max_pixels(max_pixels)
+        workers = check_count(decode_threads, "decode_threads", optional=True, maximum=MAX_THREADS)
+        return stream_files(
+            self, paths, batch_size, threshold, max_pixels, workers or default_decode_workers()
         )
-
-    def _stream_files(
-        self,
-        paths: Iterable[str | Path | ImageReadError],
-        batch_size: int,
-        threshold: float | None,
-        max_pixels: int | None,
-        workers: int,
-    ) -> Generator[FileResult, None, None]:
-        def decode(path: str | Path | ImageReadError) -> tuple[str, np.ndarray | str]:
-            if isinstance(path, ImageReadError):
-                return os.fspath(path.path), path.reason
-            try:
-                image = load_image(path, self.preprocessing, max_pixels=max_pixels)
-            except ImageReadError as e:
-                return os.fspath(path), e.reason
-            return os.fspath(path), image
-
-        decoded = ordered_map(
-            decode, paths, workers=workers, ahead=decode_window(batch_size, workers)
-        )
-        pending: list[tuple[str, np.ndarray | str]] = []
-        with contextlib.closing(decoded):  # 3.: the pool stops with this generator
-            for _, item in decoded:
-                pending.append(item)
-                if len(pending) >= batch_size:
-                    yield from self._run_pending(pending, threshold)
-                    pending = []
-        if pending:
-            yield from self._run_pending(pending, threshold)
-
-    def _run_pending(
-        self, pending: Sequence[tuple[str, np.ndarray | str]], threshold: float | None
-    ) -> Iterator[FileResult]:
-        arrays = [a for _, a in pending if isinstance(a, np.ndarray)]
-        rows = iter(
-            self._prediction_rows(self._outputs(np.stack(arrays), len(arrays)), threshold)
-            if arrays
-            else []
-        )
-        for name, item in pending:
-            if not isinstance(item, np.ndarray):
-                yield FileResult(file=name, error=item)
-                continue
-            result = next(rows)
-            if isinstance(result, str):
-                yield FileResult(file=name, error=result)
-            else:
-                yield FileResult(file=name, prediction=result)
-
-
-def decode_window(batch_size: int, workers: int) -> int:
-    """How many files `Classifier.predict_files` decodes ahead of the batch the model runs: the
-    next batch, so that the model never waits for it (at least 2 per thread). With one thread
-    nothing is decoded ahead. Memory: this many preprocessed images (48 KB each at 3x64x64)
-    besides the batch, and one full-size image per thread being decoded."""
-    return 0 if workers <= 1 else max(batch_size, 2 * workers)
-
-
-# -- loading ------------------------------------------------------------------------------------
-
-
-def _provider_key(provider: Any) -> str:
-    key = provider.strip().lower() if isinstance(provider, str) else None
-    if key not in PROVIDER_CHOICES:
-        raise OnnxEdgeError(
-            f"unknown provider {provider!r}; expected one of: {', '.join(PROVIDER_CHOICES)}"
-        )
-    return key
-
-
-# On the CPU EP, ONNX Runtime's intra-op threads do not spin between runs: a spinning thread
-# takes the core on which `predict_files` decodes the next batch (docs/RUNTIME.md, "Image files
-# end to end"). A batch-1 `predict_array` call pays for it: 0.31 ms instead of 0.24 ms there.
-_NO_SPINNING = {"session.intra_op.allow_spinning": "0"}
-
-
-def _session_for(model: Path, provider: str, threads: int | None) -> tuple[Any, str]:
-    """(session, provider name used) for ``provider`` in `PROVIDER_CHOICES`."""
-    key = _provider_key(provider)
-    if key == "auto":
-        if "CUDAExecutionProvider" in available_providers():
-            try:
-                session = make_session(model, SessionConfig(provider="cuda", threads=threads))
-                return session, "CUDAExecutionProvider"
-            except OnnxEdgeError as e:
-                log.info("provider auto: the CUDA EP did not load (%s); using the CPU", e)
-        key = "cpu"
-    config = SessionConfig(provider=key, threads=threads, config_entries=_NO_SPINNING)
-    session = make_session(model, config)
-    return session, session.get_providers()[0]
-
-
-def check_external_data(bundle: Bundle) -> list[str]:
-    """The external-data files of the bundle's model, each confined to the bundle, listed and
-    verified: what `Bundle.open` has already checked (`bundle.external_data`), checked again."""
-    return list(external_data_files(bundle, read_model(bundle.model_path)))
 
 
 __all__ = [

@@ -17,6 +17,7 @@ import onnx.parser
 import pytest
 
 from onnxedge.runtime import bundle as bundle_mod
+from onnxedge.runtime import bundle_write
 from onnxedge.runtime.bundle import Bundle, BundleWriter, atomic_write_bytes
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 
@@ -37,7 +38,7 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(bundle_mod.os, "replace", broken_replace)
+    monkeypatch.setattr(bundle_write.os, "replace", broken_replace)
     with pytest.raises(OnnxEdgeError, match=r"cannot write .*report.json: No space left on device"):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
@@ -390,7 +391,7 @@ def test_a_killed_export_loses_nothing_and_the_next_one_cleans_up(tmp_path):
 
 def test_a_writer_waits_for_the_lock_and_gives_up_with_a_clear_message(tmp_path):
     out = tmp_path / "b"
-    held = bundle_mod._TargetLock(out, timeout=0)
+    held = bundle_write._TargetLock(out, timeout=0)
     try:
         with (
             pytest.raises(OnnxEdgeError, match=r"another export to it holds .*\.b\.onnxedge-lock"),

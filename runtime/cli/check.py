@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from onnxedge.runtime.bundle import atomic_write_bytes
+from onnxedge.runtime.bundle_write import atomic_write_bytes
 from onnxedge.runtime.check import check_path
 
 

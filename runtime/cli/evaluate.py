@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from onnxedge.runtime.bundle import atomic_write_bytes
+from onnxedge.runtime.bundle_write import atomic_write_bytes
 from onnxedge.runtime.classifier import PROVIDER_CHOICES
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import THREADS

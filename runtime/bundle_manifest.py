@@ -1,0 +1,158 @@
+"""The bundle's manifest format: its version, the files it names, and the structure of its
+``input``/``output``, ``labels`` and ``preprocessing`` blocks.
+
+`onnxedge.runtime.bundle.Bundle.from_manifest` validates a manifest with these checks; the writer
+(`onnxedge.runtime.bundle_write`) stamps the format and serialises the manifest with
+`manifest_json`. A change to the format changes this module (and ``FORMAT_VERSION``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from onnxedge.runtime.bundle_verify import check_file_names
+from onnxedge.runtime.errors import BundleError
+from onnxedge.runtime.outputs import BINARY_KINDS
+
+FORMAT = "onnxedge-bundle"
+FORMAT_VERSION = 1
+# A bundle with variants (`onnxedge optimize`) is format 2, so that an onnxedge that knows nothing
+# of variants refuses it instead of ignoring them; one without stays 1, readable by older ones.
+VARIANTS_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)  # what this onnxedge reads; anything newer is refused
+MANIFEST = "manifest.json"
+MODEL = "model.onnx"
+
+# Element types a manifest may state (numpy's names for ONNX's tensor types).
+DTYPES = (
+    "float32",
+    "float64",
+    "float16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+)
+
+
+def manifest_json(manifest: Mapping[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output as the manifest states it; string dims are symbolic."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+
+    @classmethod
+    def from_manifest(cls, block: Any, what: str) -> TensorSpec:
+        try:
+            name, shape, dtype = block["name"], block["shape"], block["dtype"]
+            if not isinstance(name, str) or dtype not in DTYPES or not isinstance(shape, list):
+                raise TypeError
+            dims = tuple(d if isinstance(d, str) else _positive_int(d) for d in shape)
+        except (KeyError, TypeError, ValueError):
+            raise BundleError(
+                f"the manifest's {what!r} block: expected name, shape (a list of dims) and dtype "
+                f"(one of {', '.join(DTYPES)}), found {block!r}"
+            ) from None
+        return cls(name=name, shape=dims, dtype=dtype)
+
+    def describe(self) -> str:
+        dims = ", ".join("N" if isinstance(d, str) else str(d) for d in self.shape)
+        return f"{self.dtype} array of shape [{dims}]"
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(value)
+    return value
+
+
+def check_labels(labels: Any, kind: str, output: TensorSpec, source: str) -> None:
+    """One output: a threshold in [0, 1]. K outputs: K distinct class names."""
+    if kind in BINARY_KINDS:
+        if not isinstance(labels, dict) or not (
+            _number(labels.get("threshold")) and 0.0 <= labels["threshold"] <= 1.0
+        ):
+            raise BundleError(
+                f"{source}: expected labels with a threshold in [0, 1], found {labels!r}"
+            )
+        return
+    classes = output.shape[-1] if output.shape else None
+    names = labels.get("classes") if isinstance(labels, dict) else None
+    if not (
+        isinstance(names, list)
+        and all(isinstance(n, str) for n in names)
+        and len(set(names)) == len(names) == classes
+    ):
+        raise BundleError(
+            f"{source}: expected labels with {classes} distinct class names for the {kind} "
+            f"output, found {labels!r}"
+        )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_format_version(manifest: Mapping[str, Any], source: str) -> None:
+    """A format version this onnxedge reads; a newer one is refused with what to do about it."""
+    version = manifest.get("format_version")
+    readable = f"{READABLE_FORMAT_VERSIONS[0]} to {READABLE_FORMAT_VERSIONS[-1]}"
+    if isinstance(version, int) and not isinstance(version, bool):
+        if version > READABLE_FORMAT_VERSIONS[-1]:
+            raise BundleError(
+                f"{source}: expected format_version {readable}, found {version}: the bundle was "
+                "written by a newer onnxedge; upgrade onnxedge to read it"
+            )
+        if version in READABLE_FORMAT_VERSIONS:
+            return
+    raise BundleError(f"{source}: expected format_version {readable}, found {version!r}")
+
+
+def check_files(files: Any, source: str) -> None:
+    if not isinstance(files, dict) or MODEL not in files:
+        raise BundleError(
+            f"{source}: expected 'files' mapping each file to its sha256, with {MODEL}; "
+            f"found {type(files).__name__ if not isinstance(files, dict) else sorted(files)}"
+        )
+    check_file_names(files, source)
+
+
+def check_preprocessing(spec: Any, source: str) -> Mapping[str, Any]:
+    """The structure `onnxedge.runtime.preprocess` relies on; it checks the values it supports."""
+    problems = []
+    if not isinstance(spec, dict):
+        problems.append(f"a mapping, found {spec!r}")
+    else:
+        resize = spec.get("resize")
+        if not (
+            isinstance(resize, list)
+            and len(resize) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)
+        ):
+            problems.append(f"resize as [height, width], found {resize!r}")
+        for key, default in (("mean", [0.0, 0.0, 0.0]), ("std", [1.0, 1.0, 1.0])):
+            value = spec.get(key, default)
+            if not (isinstance(value, list) and len(value) == 3 and all(map(_number, value))):
+                problems.append(f"{key} as three numbers, found {value!r}")
+            elif key == "std" and 0 in value:
+                problems.append(f"std without zeros, found {value!r}")
+        if not _number(spec.get("scale", 1.0 / 255.0)):
+            problems.append(f"scale as a number, found {spec.get('scale')!r}")
+    if problems:
+        raise BundleError(f"{source}: expected preprocessing with {problems[0]}")
+    return spec
