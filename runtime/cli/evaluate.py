@@ -9,9 +9,8 @@ from pathlib import Path
 import click
 
 from onnxedge.runtime.bundle_write import atomic_write_bytes
-from onnxedge.runtime.classifier import PROVIDER_CHOICES
+from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
-from onnxedge.runtime.cli.options import THREADS
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.data import SPLITS
 from onnxedge.runtime.evaluate import EvaluationResult, evaluate_bundle
@@ -68,22 +67,10 @@ def format_result(result: EvaluationResult) -> list[str]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the result as JSON (accuracy is a top-level key).",
 )
-@click.option("--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True)
-@click.option(
-    "--threads",
-    type=THREADS,
-    default=None,
-    help="ONNX Runtime intra-op threads [default: one per physical core].",
-)
+@classifier_options
 @engine_options
 @variant_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0.0, 1.0),
-    default=None,
-    help="Probability at or above which an image is positive [default: the manifest's].",
-)
 @click.option(
     "--min-accuracy",
     type=click.FloatRange(0.0, 1.0),

@@ -16,7 +16,8 @@ from typing import Any, TextIO
 
 import click
 
-from onnxedge.runtime.classifier import PROVIDER_CHOICES, FileResult
+from onnxedge.runtime.classifier import FileResult
+from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import THREADS
 from onnxedge.runtime.cli.variant_options import variant_option
@@ -100,25 +101,7 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
     show_default=True,
     help="Images per ONNX Runtime call.",
 )
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0.0, 1.0),
-    default=None,
-    help="Probability at or above which an image is positive [default: the manifest's].",
-)
-@click.option(
-    "--provider",
-    type=click.Choice(PROVIDER_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Execution provider; auto: CUDA when it loads, else CPU.",
-)
-@click.option(
-    "--threads",
-    type=THREADS,
-    default=None,
-    help="ONNX Runtime intra-op threads [default: one per physical core].",
-)
+@classifier_options
 @click.option(
     "--decode-threads",
     type=THREADS,
