@@ -108,10 +108,7 @@ def _live_layers(bundle: Any, reference: Any, checkpoint: Path | None) -> Any:
         from onnxedge.export.layers import live_layer_reference
         from onnxedge.models.weights import module_from_manifest
     except (ImportError, OSError) as e:
-        raise OnnxEdgeError(
-            f"--reference live needs torch, which cannot be imported here ({first_line(e)}); "
-            "install onnxedge[export], or use the golden reference (the default)"
-        ) from None
+        raise live_needs_torch(e) from None
     module = module_from_manifest(bundle.manifest, checkpoint)
     final = onnx.load(str(bundle.model_path), load_external_data=False)
     return live_layer_reference(module, bundle.manifest, final, reference)
@@ -150,3 +147,13 @@ def run_localize(
         else:
             click.echo(f"--plot: nothing localized, {plot} not written")
     return found
+
+
+def live_needs_torch(e: BaseException) -> OnnxEdgeError:
+    """The error of ``--reference live`` where torch cannot be imported: ``e`` is the ImportError,
+    or the OSError of a torch installed without its native libraries (a Jetson wheel without its
+    CUDA libraries, a CUDA build on a machine without them)."""
+    return OnnxEdgeError(
+        f"--reference live needs torch, which cannot be imported here ({first_line(e)}); "
+        "install onnxedge[export], or use the golden reference (the default)"
+    )

@@ -17,6 +17,7 @@ from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.localize import (
     check_localize_options,
     layer_reference,
+    live_needs_torch,
     localize_options,
     run_localize,
 )
@@ -24,7 +25,7 @@ from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
 from onnxedge.runtime.cli.output import verbosity
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
     FAILED,
@@ -282,10 +283,5 @@ def _live_reference(
     try:
         from onnxedge.export.golden import live_reference
     except (ImportError, OSError) as e:
-        # OSError: a torch that is installed but cannot load its native libraries (a Jetson wheel
-        # without its CUDA libraries, a CUDA build on a machine without them).
-        raise OnnxEdgeError(
-            f"--reference live needs torch, which cannot be imported here ({first_line(e)}); "
-            "install onnxedge[export], or use the golden reference (the default)"
-        ) from None
+        raise live_needs_torch(e) from None
     return live_reference(manifest, batch_sizes, checkpoint=checkpoint)
