@@ -25,3 +25,16 @@ def smile_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bundle_copy(smile_bundle: Path, tmp_path: Path) -> Path:
     """A private copy of the default bundle that a test may modify."""
     return Path(shutil.copytree(smile_bundle, tmp_path / "bundle"))
+
+
+@pytest.fixture
+def no_openvino(monkeypatch: pytest.MonkeyPatch):
+    """openvino not importable, as where the extra is not installed."""
+    import sys
+
+    from onnxedge.runtime.engines.openvino import loader
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    loader._core.cache_clear()
+    yield
+    loader._core.cache_clear()

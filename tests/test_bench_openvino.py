@@ -5,7 +5,6 @@ run is one skipped engine. Tiny iteration counts: no timing is asserted."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -31,14 +30,6 @@ from onnxedge.runtime.engines.openvino import loader
 
 SHORT = ["--batch-sizes", "1,2", "--iters", "3", "--warmup", "1", "--no-progress"]
 PLAN = TimingPlan(warmup=1, iters=2, seconds=None)
-
-
-@pytest.fixture
-def no_openvino(monkeypatch):
-    monkeypatch.setitem(sys.modules, "openvino", None)
-    loader._core.cache_clear()
-    yield
-    loader._core.cache_clear()
 
 
 def _bench(*args: object):

@@ -4,7 +4,6 @@ they give on ONNX Runtime, and an engine that cannot run is one line, never a re
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -30,14 +29,6 @@ def images(tmp_path_factory):
         pixels = rng.integers(0, 256, (80 + i, 70, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(root / f"img{i}.png")
     return root
-
-
-@pytest.fixture
-def no_openvino(monkeypatch):
-    monkeypatch.setitem(sys.modules, "openvino", None)
-    loader._core.cache_clear()
-    yield
-    loader._core.cache_clear()
 
 
 def _predict(*args: object):

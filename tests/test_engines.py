@@ -3,7 +3,6 @@ Runtime's session interface, and refused with one line where it cannot run."""
 
 from __future__ import annotations
 
-import sys
 import threading
 
 import numpy as np
@@ -21,15 +20,6 @@ from onnxedge.runtime.engines import (
 )
 from onnxedge.runtime.engines.openvino import loader
 from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
-
-
-@pytest.fixture
-def no_openvino(monkeypatch):
-    """openvino not importable, as where the extra is not installed."""
-    monkeypatch.setitem(sys.modules, "openvino", None)
-    loader._core.cache_clear()
-    yield
-    loader._core.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ SKIPPED (FAILED where required), never passed."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 from openvino_support import requires_openvino
@@ -16,14 +15,6 @@ from onnxedge.runtime.parity import DEFAULT_BATCH_SIZES, Target, Tolerance, make
 from onnxedge.runtime.parity.tolerances import DEFAULT_TOLERANCES, OPENVINO_TOLERANCES
 
 OV_F32 = Target("cpu", engine="openvino", precision="f32")
-
-
-@pytest.fixture
-def no_openvino(monkeypatch):
-    monkeypatch.setitem(sys.modules, "openvino", None)
-    loader._core.cache_clear()
-    yield
-    loader._core.cache_clear()
 
 
 def test_targets_by_engine_and_precision():
