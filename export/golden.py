@@ -26,8 +26,7 @@ import onnx
 import torch
 
 from onnxedge.models.weights import module_from_manifest
-from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.outputs import (
+from onnxedge.runtime.bundle.outputs import (
     LOGIT,
     LOGITS,
     PROBABILITIES,
@@ -35,6 +34,13 @@ from onnxedge.runtime.outputs import (
     logits_tensor,
     probabilities,
 )
+from onnxedge.runtime.classifier.preprocess import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    is_image_name,
+    load_image,
+)
+from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
     GOLDEN,
@@ -47,12 +53,6 @@ from onnxedge.runtime.parity import (
     golden_inputs,
     golden_npz_bytes,
 )
-from onnxedge.runtime.preprocess import (
-    IMAGE_EXTENSIONS,
-    ImageReadError,
-    is_image_name,
-    load_image,
-)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def forward_with_logits(
     module: torch.nn.Module, x: torch.Tensor, kind: str = SIGMOID_PROBABILITY
 ) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, logits) [N, K] of one forward pass of a model whose output is of ``kind``
-    (`onnxedge.runtime.outputs`).
+    (`onnxedge.runtime.bundle.outputs`).
 
     1. ``logit``/``logits``: the logits are the output; the probabilities its sigmoid or softmax.
     2. ``sigmoid-probability``/``probabilities``: the probabilities are the output; the logits the

@@ -33,6 +33,7 @@ import numpy as np
 import onnx
 import torch
 
+from onnxedge.runtime.engines.onnxruntime.session import make_session
 from onnxedge.runtime.parity.exposed import ExposedTensor, expose_intermediates, run_exposed
 from onnxedge.runtime.parity.layer_compare import compare_layer, layer_tolerance
 from onnxedge.runtime.parity.layer_reference import ComputedLayerReference
@@ -46,7 +47,6 @@ from onnxedge.runtime.parity.layers import (
 from onnxedge.runtime.parity.reference import Reference
 from onnxedge.runtime.parity.rows import PASSED
 from onnxedge.runtime.parity.tolerances import DEFAULT_TOLERANCES
-from onnxedge.runtime.session import make_session
 
 log = logging.getLogger(__name__)
 

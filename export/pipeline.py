@@ -30,13 +30,13 @@ from onnxedge.export.simplify import simplify_model, symbolic_dims
 from onnxedge.export.verify import StepVerification, verify_against_torch, verify_onnx_step
 from onnxedge.models.loader import is_factory_reference
 from onnxedge.models.registry import get_model_spec, image_preprocessing
-from onnxedge.runtime.bundle import MODEL
-from onnxedge.runtime.bundle_write import BundleWriter, atomic_write_bytes
-from onnxedge.runtime.check import CheckReport, check_model, graph_inputs, load_model
+from onnxedge.runtime.bundle.outputs import OUTPUT_NAMES, output_kind_of
+from onnxedge.runtime.bundle.reader import MODEL
+from onnxedge.runtime.bundle.write import BundleWriter, atomic_write_bytes
+from onnxedge.runtime.check.check import CheckReport, check_model, graph_inputs, load_model
+from onnxedge.runtime.check.head import find_head, tensor_ranks
 from onnxedge.runtime.deps import onnxruntime_version, package_version
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
-from onnxedge.runtime.head import find_head, tensor_ranks
-from onnxedge.runtime.outputs import OUTPUT_NAMES, output_kind_of
 from onnxedge.runtime.parity import DEFAULT_BATCH_SIZES, GOLDEN
 from onnxedge.runtime.parity.layers import DEFAULT_GOLDEN_LAYERS_BUDGET_MB, GOLDEN_LAYERS
 

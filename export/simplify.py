@@ -9,7 +9,7 @@ from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
 def symbolic_dims(model: onnx.ModelProto) -> dict[str, list[str | int]]:
     """Every graph input's and output's dims, symbolic ones as their names."""
-    from onnxedge.runtime.check import graph_inputs
+    from onnxedge.runtime.check.check import graph_inputs
 
     dims: dict[str, list[str | int]] = {}
     for value in [*graph_inputs(model.graph), *model.graph.output]:

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxedge.runtime.check import graph_inputs
+from onnxedge.runtime.check.check import graph_inputs
 from onnxedge.runtime.compare import Comparison, compare_arrays
+from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
-from onnxedge.runtime.session import SessionConfig, make_session
 
 DEFAULT_BATCHES = (1, 5)
 

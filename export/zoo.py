@@ -139,8 +139,8 @@ def run_entry(
     from onnxedge.models.loader import build_module
     from onnxedge.models.weights import seeded
     from onnxedge.runtime.bench import BenchSettings, TimingPlan, benchmark
-    from onnxedge.runtime.bundle import Bundle
-    from onnxedge.runtime.check import check_path
+    from onnxedge.runtime.bundle.reader import Bundle
+    from onnxedge.runtime.check.check import check_path
     from onnxedge.runtime.parity import load_golden, make_targets, run_parity
 
     row = ZooRow(entry, exporter, opset, "failed")
@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{_load():.1f} after",
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
     )
-    from onnxedge.runtime.bundle_write import atomic_write_bytes
+    from onnxedge.runtime.bundle.write import atomic_write_bytes
 
     atomic_write_bytes(args.out, text.encode())
     print(f"wrote {args.out}: {sum(r.status == 'passed' for r in rows)} of {len(rows)} passed")

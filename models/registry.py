@@ -14,7 +14,8 @@ from typing import Any
 
 from onnxedge.runtime.errors import OnnxEdgeError
 
-# How images become the model's input. The runtime (`onnxedge.runtime.preprocess`) implements
+# How images become the model's input. The runtime (`onnxedge.runtime.classifier.preprocess`)
+# implements
 # exactly this, and the golden images are made with it, so the two cannot drift apart.
 SQUARE_CROP_64 = {
     "color": "RGB",

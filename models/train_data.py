@@ -1,7 +1,8 @@
 """A `Split` as a ``torch.utils.data.Dataset``: the device's preprocessing, plus the book's random
 crop and horizontal flip for training.
 
-The pixels come from `onnxedge.runtime.preprocess`, the code the device runs: `open_image` (the same
+The pixels come from `onnxedge.runtime.classifier.preprocess`, the code the device runs:
+`open_image` (the same
 checks and RGB conversion as `load_image`), then `preprocess_image`. Evaluation images are exactly
 ``load_image(path, spec)``; a training image is the largest square at a random place instead of the
 centred one (CelebA's 178x218 -> 178x178 with a random vertical offset, as the book's
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from onnxedge.runtime.classifier.preprocess import ImageReadError, open_image, preprocess_image
 from onnxedge.runtime.data import Split
-from onnxedge.runtime.preprocess import ImageReadError, open_image, preprocess_image
 
 
 def square_box(size: tuple[int, int], rng: np.random.Generator | None) -> tuple[int, int, int, int]:

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from onnxedge.models.registry import get_model_spec
+from onnxedge.runtime.bundle.hashing import sha256_file
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
-from onnxedge.runtime.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def write_checkpoint(
 
     from safetensors.torch import save
 
-    from onnxedge.runtime.bundle_write import atomic_write_bytes
+    from onnxedge.runtime.bundle.write import atomic_write_bytes
 
     metadata = {_METADATA_KEY: json.dumps(info.to_dict(), sort_keys=True)}
     atomic_write_bytes(path, save(dict(tensors), metadata=metadata))

@@ -28,10 +28,10 @@ from cli_assertions import assert_one_line_error
 from click.testing import CliRunner
 from test_classifier import externalize, rehash
 
-from onnxedge.runtime.bundle import MANIFEST, MODEL, Bundle
+from onnxedge.runtime.bundle.hashing import sha256_file
+from onnxedge.runtime.bundle.reader import MANIFEST, MODEL, Bundle
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.errors import BundleError
-from onnxedge.runtime.hashing import sha256_file
 
 GOLDEN = "golden.npz"
 SECRET = b"the contents of a file outside the bundle\n"

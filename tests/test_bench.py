@@ -36,8 +36,8 @@ from onnxedge.runtime.bench import (
     run_benchmark,
 )
 from onnxedge.runtime.cli import main
+from onnxedge.runtime.engines.onnxruntime.session import SessionConfig
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.session import SessionConfig
 
 SHORT = ["--batch-sizes", "1,2", "--iters", "3", "--warmup", "1", "--no-progress"]
 
@@ -438,7 +438,7 @@ def test_short_run_png_opens(short_run):
 
 
 def test_cuda_rows_are_skipped_with_a_reason_here(short_run, smile_bundle):
-    from onnxedge.runtime.session import make_session
+    from onnxedge.runtime.engines.onnxruntime.session import make_session
 
     try:
         make_session(smile_bundle / "model.onnx", SessionConfig(provider="cuda"))

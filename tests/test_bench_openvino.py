@@ -23,7 +23,7 @@ from onnxedge.runtime.bench import (
     run_benchmark,
 )
 from onnxedge.runtime.bench.openvino import OpenVinoEngine, openvino_engines
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.engines import installed_engines
 from onnxedge.runtime.engines.openvino import loader

@@ -36,7 +36,7 @@ from onnxedge.runtime.bench import (
     parse_target,
     run_benchmark,
 )
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.cli import main
 
 SHORT = ["--batch-sizes", "1,2", "--iters", "2", "--warmup", "1", "--no-progress"]
@@ -270,7 +270,7 @@ def test_a_file_that_cannot_be_read_fails_the_row_untimed(smile_bundle, images, 
 def test_from_files_pixels_that_change_fail_the_check(smile_bundle, images, monkeypatch):
     """The check bites: a file path whose probabilities differ from a serial decode's (say, a
     decoder that resized differently) is not timed."""
-    from onnxedge.runtime import classifier as classifier_module
+    from onnxedge.runtime.classifier import classifier as classifier_module
 
     real = classifier_module.Classifier.predict_files
 

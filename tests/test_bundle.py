@@ -16,9 +16,9 @@ import onnx
 import onnx.parser
 import pytest
 
-from onnxedge.runtime import bundle as bundle_mod
-from onnxedge.runtime import bundle_write
-from onnxedge.runtime.bundle import Bundle, BundleWriter, atomic_write_bytes
+from onnxedge.runtime.bundle import reader as bundle_mod
+from onnxedge.runtime.bundle import write as bundle_write
+from onnxedge.runtime.bundle.reader import Bundle, BundleWriter, atomic_write_bytes
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 
 
@@ -99,7 +99,7 @@ def edit_manifest(bundle: Path, change) -> None:
 
 def list_file(bundle: Path, name: str, path: Path | None = None) -> None:
     """List ``name`` in the manifest with the sha256 of ``path`` (default: the file itself)."""
-    from onnxedge.runtime.hashing import sha256_file
+    from onnxedge.runtime.bundle.hashing import sha256_file
 
     digest = sha256_file(path or bundle / name)
     edit_manifest(bundle, lambda m: m["files"].__setitem__(name, {"sha256": digest}))
@@ -216,7 +216,7 @@ def test_open_refuses_a_sha256_that_is_not_hex(tmp_path):
 @pytest.fixture
 def hashed(monkeypatch):
     """The files whose sha256 is computed (resolved paths), to prove what is never read."""
-    from onnxedge.runtime import bundle_verify
+    from onnxedge.runtime.bundle import verify as bundle_verify
 
     seen: list[Path] = []
     real = bundle_verify.sha256_file
@@ -244,7 +244,7 @@ def test_a_symlink_out_is_refused_before_it_is_hashed(tmp_path, hashed, name):
     message = str(e.value)
     assert f"which resolves to {outside}, outside the bundle" in message
     assert outside.resolve() not in hashed
-    from onnxedge.runtime.hashing import sha256_file
+    from onnxedge.runtime.bundle.hashing import sha256_file
 
     assert sha256_file(outside)[:16] not in message
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from onnxedge.export.exporter import export_module
 from onnxedge.models import get_model_spec
-from onnxedge.runtime.check import check_model
+from onnxedge.runtime.check.check import check_model
 from onnxedge.runtime.cli import main
 
 # A classifier "exported elsewhere": other input name, size and opset, a ReduceMean head with

@@ -15,11 +15,16 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from onnxedge.runtime.bundle import MANIFEST, MODEL
-from onnxedge.runtime.classifier import Classifier, FileResult, Prediction, check_external_data
+from onnxedge.runtime.bundle.hashing import sha256_file
+from onnxedge.runtime.bundle.reader import MANIFEST, MODEL
+from onnxedge.runtime.classifier.classifier import (
+    Classifier,
+    FileResult,
+    Prediction,
+    check_external_data,
+)
+from onnxedge.runtime.classifier.preprocess import ImageReadError, load_image
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
-from onnxedge.runtime.hashing import sha256_file
-from onnxedge.runtime.preprocess import ImageReadError, load_image
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +131,7 @@ def rehash(bundle: Path, name: str) -> None:
 
 
 def open_bundle(path: Path):
-    from onnxedge.runtime.bundle import Bundle
+    from onnxedge.runtime.bundle.reader import Bundle
 
     return Bundle.open(path)
 
@@ -398,7 +403,7 @@ class StubSession:
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1.5, -0.25])
 def test_an_output_that_is_not_a_probability_is_an_error_not_a_label(clf, bad):
-    from onnxedge.runtime.classifier import ModelOutputError
+    from onnxedge.runtime.classifier.classifier import ModelOutputError
 
     stub = Classifier(StubSession(clf, [0.25, bad, 0.75]), clf.manifest, provider="stub")
     with pytest.raises(ModelOutputError, match=r"is not a probability in \[0, 1\] for 2 of 6 "):
@@ -423,7 +428,7 @@ def test_predict_files_reports_a_non_finite_output_for_that_file_only(clf, tmp_p
 
 def test_a_model_with_nan_weights_labels_nothing(bundle_copy, tmp_path):
     """The real thing: a bundle whose weights hold a NaN (its sha256 re-recorded)."""
-    from onnxedge.runtime.classifier import ModelOutputError
+    from onnxedge.runtime.classifier.classifier import ModelOutputError
 
     model = onnx.load(str(bundle_copy / MODEL))
     bias = next(t for t in model.graph.initializer if onnx.numpy_helper.to_array(t).size == 1)
@@ -453,7 +458,7 @@ def test_predict_array_runs_in_chunks_with_the_same_results(clf):
 def test_a_large_batch_never_reaches_the_model_whole(clf):
     """10,000 images (as a broadcast view: no 491 MB in the test) go through in calls of the
     default batch size, so what the model allocates per call is bounded."""
-    from onnxedge.runtime.classifier import DEFAULT_BATCH_SIZE
+    from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE
 
     stub = StubSession(clf, [0.5])
     many = np.broadcast_to(batch(1), (10_000, 3, 64, 64))

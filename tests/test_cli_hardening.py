@@ -18,7 +18,7 @@ from PIL import Image
 
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.cli.options import FiniteFloatRange, finite_numbers
-from onnxedge.runtime.session import MAX_THREADS
+from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
 
 
 def all_commands() -> list[tuple[list[str], click.Command]]:

@@ -1,4 +1,5 @@
-"""Image files decoded in a thread pool while the model runs (`onnxedge.runtime.decode`, and
+"""Image files decoded in a thread pool while the model runs (`onnxedge.runtime.classifier.decode`,
+and
 `Classifier.predict_files` on top of it): the same pixels and results as one file after another,
 in order, bad files reported one by one, memory bounded, threads stopped on an error, an
 interrupt or a consumer that stops."""
@@ -17,12 +18,12 @@ from click.testing import CliRunner
 from PIL import Image
 from test_preprocess import png_claiming
 
-import onnxedge.runtime.classifier_files as classifier_files
-from onnxedge.runtime.classifier import Classifier, decode_window
+import onnxedge.runtime.classifier.files as classifier_files
+from onnxedge.runtime.classifier.classifier import Classifier, decode_window
+from onnxedge.runtime.classifier.decode import default_decode_workers, ordered_map
+from onnxedge.runtime.classifier.preprocess import load_image
 from onnxedge.runtime.cli import main
-from onnxedge.runtime.decode import default_decode_workers, ordered_map
-from onnxedge.runtime.preprocess import load_image
-from onnxedge.runtime.session import MAX_THREADS
+from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
 
 POOL = "onnxedge-decode"
 

@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from openvino_support import requires_openvino
 from PIL import Image
 
-from onnxedge.runtime.classifier import Classifier
+from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.cli import main
+from onnxedge.runtime.data.evaluate import evaluate_bundle
 from onnxedge.runtime.data.synth import write_faces
 from onnxedge.runtime.engines import EngineUnavailable
 from onnxedge.runtime.engines.openvino import loader
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.evaluate import evaluate_bundle
 
 
 @pytest.fixture(scope="module")

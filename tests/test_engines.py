@@ -10,7 +10,7 @@ import pytest
 from openvino_support import make_int8_qdq, requires_openvino
 
 from onnxedge.runtime import engines
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.engines import (
     EngineUnavailable,
     OpenVinoConfig,

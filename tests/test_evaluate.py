@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from onnxedge.runtime.classifier import Classifier
+from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.data import open_dataset
 from onnxedge.runtime.data.celeba import IMAGES
+from onnxedge.runtime.data.evaluate import binary_metrics, evaluate_bundle, roc_auc
 from onnxedge.runtime.data.synth import write_faces
-from onnxedge.runtime.evaluate import binary_metrics, evaluate_bundle, roc_auc
 
 
 def _pairwise_auc(labels, scores) -> float:

@@ -14,9 +14,9 @@ from torch import nn
 
 from onnxedge.export.pipeline import export_bundle, labels_for
 from onnxedge.models import families
-from onnxedge.runtime.check import check_path
+from onnxedge.runtime.check.check import check_path
+from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.session import SessionConfig, make_session
 
 SPATIAL_OPS = {"AveragePool", "ReduceMean"}
 

@@ -17,7 +17,7 @@ from onnxedge.export import pipeline
 from onnxedge.export.pipeline import ExportRequest, export_model
 from onnxedge.models import get_model_spec
 from onnxedge.models.weights import seeded
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -185,7 +185,7 @@ def test_a_bad_out_is_refused_before_the_export_runs(tmp_path, monkeypatch):
 
 
 def test_a_graph_that_fails_the_check_writes_no_bundle(tmp_path, monkeypatch):
-    from onnxedge.runtime.check import CheckItem, CheckReport
+    from onnxedge.runtime.check.check import CheckItem, CheckReport
 
     def failing_check(model, **kwargs):
         return CheckReport("<model>", (CheckItem("gap_head", False, "simulated failure"),))

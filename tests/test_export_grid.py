@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from onnxedge.export.pipeline import ExportRequest, export_model
-from onnxedge.runtime.check import check_path
-from onnxedge.runtime.session import SessionConfig, make_session
+from onnxedge.runtime.check.check import check_path
+from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 
 HEADS = ("avgpool", "adaptive", "mean")
 # The oldest opset each exporter builds natively (torchscript 17: ReduceMean axes as an attribute;

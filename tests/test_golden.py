@@ -18,11 +18,11 @@ from PIL import Image
 from onnxedge.export.golden import make_golden, read_images
 from onnxedge.models.registry import SQUARE_CROP_64
 from onnxedge.models.weights import CannotRebuild, module_from_manifest
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.preprocess import load_image
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.parity import load_golden
-from onnxedge.runtime.preprocess import load_image
 
 BROKEN = "c_broken.png: expected an image file, found no format PIL reads"
 

@@ -9,8 +9,8 @@ import onnx
 import onnx.parser
 import pytest
 
-from onnxedge.runtime.check import check_model
-from onnxedge.runtime.head import find_head, tensor_ranks
+from onnxedge.runtime.check.check import check_model
+from onnxedge.runtime.check.head import find_head, tensor_ranks
 
 # A 1-channel-in feature extractor, an SE block that pools inside the network, then HEAD.
 TEMPLATE = """

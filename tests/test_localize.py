@@ -18,9 +18,9 @@ import pytest
 from onnx import numpy_helper
 from torchless import run_without_torch
 
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.hashing import sha256_file
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.errors import BundleError
-from onnxedge.runtime.hashing import sha256_file
 from onnxedge.runtime.parity import load_golden, run_parity
 from onnxedge.runtime.parity.exposed import ExposedModel, ExposedTensor, expose_intermediates
 from onnxedge.runtime.parity.layer_compare import (

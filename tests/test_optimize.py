@@ -24,12 +24,12 @@ from click.testing import CliRunner
 from PIL import Image
 from torchless import run_without_torch
 
-from onnxedge.runtime.bundle import MANIFEST, Bundle
-from onnxedge.runtime.check import check_path
-from onnxedge.runtime.classifier import Classifier
+from onnxedge.runtime.bundle.reader import MANIFEST, Bundle
+from onnxedge.runtime.check.check import check_path
+from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.cli import main
+from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
-from onnxedge.runtime.session import SessionConfig, make_session
 from onnxedge.runtime.variants import FP16, FP32_ORT, INT8, INT8_ORT, ORT_CONFIG
 from onnxedge.runtime.variants.graph import operators, operators_config
 

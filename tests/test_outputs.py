@@ -6,14 +6,14 @@ import numpy as np
 import onnx.parser
 import pytest
 
-from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.outputs import (
+from onnxedge.runtime.bundle.outputs import (
     centred_logits,
     logits_tensor,
     manifest_kind,
     output_kind_of,
     probabilities,
 )
+from onnxedge.runtime.errors import OnnxEdgeError
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,12 @@ from onnx import numpy_helper
 from torchless import run_without_torch
 
 from onnxedge.runtime import parity
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.hashing import sha256_file
+from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.preprocess import normalize, preprocess_image
 from onnxedge.runtime.cli import main
+from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, ort_complaint
 from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
-from onnxedge.runtime.hashing import sha256_file
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
     GOLDEN,
@@ -32,8 +34,6 @@ from onnxedge.runtime.parity import (
 )
 from onnxedge.runtime.parity import reference as parity_reference
 from onnxedge.runtime.parity import run as parity_run
-from onnxedge.runtime.preprocess import normalize, preprocess_image
-from onnxedge.runtime.session import SessionConfig, ort_complaint
 
 # Where a GPU might be, the CUDA rows may run: the no-GPU expectations are checked only without one.
 NO_GPU = not Path("/dev/nvidiactl").exists()

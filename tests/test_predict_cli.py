@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from PIL import Image
 from test_preprocess import mode_files, noise_bytes, png_claiming
 
-from onnxedge.runtime.bundle import MODEL
-from onnxedge.runtime.classifier import Classifier
+from onnxedge.runtime.bundle.reader import MODEL
+from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.cli.predict import find_images
 

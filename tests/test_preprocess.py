@@ -14,8 +14,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from onnxedge.models.registry import SQUARE_CROP_64
-from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.preprocess import (
+from onnxedge.runtime.classifier.preprocess import (
     MAX_PIXELS,
     ImageReadError,
     is_image_name,
@@ -23,6 +22,7 @@ from onnxedge.runtime.preprocess import (
     preprocess_image,
     to_rgb,
 )
+from onnxedge.runtime.errors import OnnxEdgeError
 
 SPEC = SQUARE_CROP_64
 WHITE, BLACK, RED = (255, 255, 255), (0, 0, 0), (255, 0, 0)

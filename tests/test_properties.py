@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from onnxedge.runtime.bundle import MODEL
-from onnxedge.runtime.classifier import Classifier
-from onnxedge.runtime.preprocess import ImageReadError, load_image
+from onnxedge.runtime.bundle.reader import MODEL
+from onnxedge.runtime.classifier.classifier import Classifier
+from onnxedge.runtime.classifier.preprocess import ImageReadError, load_image
 
 settings.register_profile(
     "ci",

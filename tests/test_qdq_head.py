@@ -9,8 +9,8 @@ import onnx
 import onnx.parser
 import pytest
 
-from onnxedge.runtime.check import check_model
-from onnxedge.runtime.head import find_head, tensor_ranks
+from onnxedge.runtime.check.check import check_model
+from onnxedge.runtime.check.head import find_head, tensor_ranks
 
 # conv -> Q/DQ -> POOL -> Q/DQ -> Flatten -> Gemm (float) -> Sigmoid, as onnxruntime's QDQ
 # quantiser writes it with the classifier and the sigmoid kept float.

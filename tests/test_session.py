@@ -10,8 +10,13 @@ import textwrap
 import onnxruntime as ort
 import pytest
 
+from onnxedge.runtime.engines.onnxruntime.session import (
+    SessionConfig,
+    make_session,
+    provider_name,
+    short_reason,
+)
 from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
-from onnxedge.runtime.session import SessionConfig, make_session, provider_name, short_reason
 
 
 def test_cpu_session(smile_bundle):
@@ -54,7 +59,7 @@ def test_overlapping_captures_leave_stderr_working():
     code = textwrap.dedent(
         """
         import os, threading, time
-        from onnxedge.runtime.session import captured_native_stderr
+        from onnxedge.runtime.engines.onnxruntime.session import captured_native_stderr
 
         def capture():
             with captured_native_stderr():
@@ -77,7 +82,7 @@ def test_overlapping_captures_leave_stderr_working():
 def test_gpu_libraries_preloaded_once_quietly_and_never_fatally(smile_bundle, monkeypatch, capfd):
     """`onnxruntime.preload_dlls` (what `onnxedge[cuda]` relies on) is called before the first GPU
     session only; what it prints stays off stdout and its failure does not change the outcome."""
-    from onnxedge.runtime import session
+    from onnxedge.runtime.engines.onnxruntime import session
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build offers no CUDA EP (not onnxruntime-gpu)")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from torchless import run_python_without_torch, run_without_torch
 
-from onnxedge.runtime.classifier import Classifier
+from onnxedge.runtime.classifier.classifier import Classifier
 
 
 def write_images(root: Path) -> list[Path]:
@@ -83,7 +83,7 @@ def test_python_api_without_torch(smile_bundle, tmp_path):
     paths = write_images(tmp_path)
     code = """
 import json, sys
-from onnxedge.runtime.classifier import Classifier
+from onnxedge.runtime.classifier.classifier import Classifier
 
 clf = Classifier.from_bundle(sys.argv[1], provider="cpu")
 predictions = clf.predict_images(sys.argv[2:])

@@ -15,11 +15,11 @@ from onnxedge.models import get_model_spec
 from onnxedge.models.train import TrainConfig, train
 from onnxedge.models.train_data import SplitDataset, square_box, training_image
 from onnxedge.models.weights import read_checkpoint_info, read_state_dict
+from onnxedge.runtime.classifier.preprocess import load_image
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.data import open_dataset
 from onnxedge.runtime.data.celeba import IMAGES
 from onnxedge.runtime.data.synth import write_faces
-from onnxedge.runtime.preprocess import load_image
 
 SPEC = get_model_spec("smile_cnn").preprocessing
 
@@ -181,7 +181,7 @@ def test_the_device_crops_a_celeba_photo_as_training_did(tiny_faces, trained, tm
     """The manifest's crop, applied by Classifier and predict: the pixels of a 178x218 CelebA image
     on the device are the training transform's (centred crop, no flip) within 1/255, and so are the
     probabilities; without the crop they are not."""
-    from onnxedge.runtime.classifier import Classifier
+    from onnxedge.runtime.classifier.classifier import Classifier
 
     _, ckpt = trained
     out = tmp_path / "bundle"

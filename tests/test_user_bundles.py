@@ -13,7 +13,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.parity import load_golden, make_targets, run_parity
 
@@ -120,7 +120,7 @@ def test_parity_fails_when_a_k_class_model_changed(user_dir, tmp_path):
     bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
     onnx.save(model, str(bundle / "model.onnx"))
     manifest = json.loads((bundle / "manifest.json").read_text())
-    from onnxedge.runtime.hashing import sha256_file
+    from onnxedge.runtime.bundle.hashing import sha256_file
 
     manifest["files"]["model.onnx"]["sha256"] = sha256_file(bundle / "model.onnx")
     (bundle / "manifest.json").write_text(json.dumps(manifest))
@@ -154,7 +154,7 @@ def images(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_predict_gives_class_names_top_k_and_probabilities(birds_bundle, images):
-    from onnxedge.runtime.classifier import Classifier
+    from onnxedge.runtime.classifier.classifier import Classifier
 
     clf = Classifier.from_bundle(birds_bundle, provider="cpu")
     assert clf.classes == ("robin", "wren", "kestrel") and clf.threshold is None
@@ -192,7 +192,7 @@ def test_predict_gives_class_names_top_k_and_probabilities(birds_bundle, images)
 
 @pytest.mark.slow
 def test_a_logit_bundle_predicts_the_sigmoid_of_its_logit(user_dir, tmp_path, images):
-    from onnxedge.runtime.classifier import Classifier
+    from onnxedge.runtime.classifier.classifier import Classifier
 
     bundle = tmp_path / "b"
     export(
@@ -220,7 +220,7 @@ def test_a_factory_with_a_checkpoint_and_its_usage_errors(user_dir, tmp_path):
     from safetensors.torch import save_file
 
     from onnxedge.models.loader import build_module
-    from onnxedge.runtime.session import SessionConfig, make_session
+    from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 
     reference = f"{user_dir / 'zoo_of_mine.py'}:birds"
     torch.manual_seed(3)

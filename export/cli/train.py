@@ -186,7 +186,7 @@ def train_cmd(
             click.echo(f"  {name}", err=True)
     click.echo(f"wrote {result.checkpoint}")
     if json_path is not None:
-        from onnxedge.runtime.bundle_write import atomic_write_bytes
+        from onnxedge.runtime.bundle.write import atomic_write_bytes
 
         atomic_write_bytes(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
 

@@ -63,7 +63,7 @@ def target_engines() -> tuple[str, ...]:
     """Every engine name a benchmark target may name: ONNX Runtime on each provider, every engine
     of `onnxedge.runtime.engines` and the PyTorch peers. An engine the report names joins there."""
     from onnxedge.runtime.engines.base import ENGINES
-    from onnxedge.runtime.session import PROVIDERS
+    from onnxedge.runtime.engines.onnxruntime.session import PROVIDERS
 
     ort = (ort_engine_name(p) for p in PROVIDERS)
     return tuple(dict.fromkeys([*ort, *ENGINES, *PEERS.values()]))

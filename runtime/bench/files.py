@@ -55,7 +55,7 @@ class _FilesRunner:
 
     def self_check(self) -> tuple[bool, str]:
         """3.: (passed, what was found)."""
-        from onnxedge.runtime.preprocess import load_image
+        from onnxedge.runtime.classifier.preprocess import load_image
 
         got = self.output()
         failed = [r for r in self._last if not r]
@@ -124,7 +124,7 @@ def files_engines(
 ) -> list[AnyEngine]:
     """One from-files engine per engine (``onnxruntime``, ``openvino``) and model, in that
     order (module docstring)."""
-    from onnxedge.runtime.classifier import Classifier
+    from onnxedge.runtime.classifier.classifier import Classifier
 
     out: list[AnyEngine] = []
     for engine in (e for e in (ONNXRUNTIME, OPENVINO) if e in engines):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.deps import module_available, onnxruntime_version, package_version
-from onnxedge.runtime.session import available_providers
+from onnxedge.runtime.engines.onnxruntime.session import available_providers
 
 # A 1-minute load average before the run above this many per usable core marks the run as busy.
 BUSY_LOAD_PER_CORE = 0.25

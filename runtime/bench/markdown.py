@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from onnxedge.runtime.bench.engines import FILES
-from onnxedge.runtime.session import short_reason
+from onnxedge.runtime.engines.onnxruntime.session import short_reason
 
 if TYPE_CHECKING:
     from onnxedge.runtime.bench.report import BenchReport

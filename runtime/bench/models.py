@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.variants.manifest import FP32, INT8, variant_key
 
 # The output check's atol (against ONNX Runtime's fp32 output) for a model or an engine computing
@@ -120,7 +120,7 @@ def _size(path: Path) -> int:
         return total
     import onnx
 
-    from onnxedge.runtime.bundle_verify import model_tensors
+    from onnxedge.runtime.bundle.verify import model_tensors
 
     model = onnx.load(str(path), load_external_data=False)
     seen = set()

@@ -24,8 +24,13 @@ from onnxedge.runtime.bench.engines import (
     ort_engine_name,
 )
 from onnxedge.runtime.bench.models import BenchModel, fp32_model
+from onnxedge.runtime.engines.onnxruntime.session import (
+    PROVIDERS,
+    SessionConfig,
+    make_session,
+    provider_name,
+)
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.session import PROVIDERS, SessionConfig, make_session, provider_name
 
 _NP_DTYPES = {
     "tensor(float)": np.float32,

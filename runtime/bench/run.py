@@ -14,7 +14,7 @@ from onnxedge.runtime.bench.ort import ort_engines
 from onnxedge.runtime.bench.report import BenchReport
 from onnxedge.runtime.bench.settings import BenchSettings
 from onnxedge.runtime.bench.timing import ProgressFn, run_benchmark
-from onnxedge.runtime.bundle import MODEL, Bundle, TensorSpec
+from onnxedge.runtime.bundle.reader import MODEL, Bundle, TensorSpec
 from onnxedge.runtime.engines import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError
 

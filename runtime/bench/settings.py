@@ -13,8 +13,8 @@ from onnxedge.runtime.bench.models import LOW_PRECISION_ATOL
 from onnxedge.runtime.bench.stats import PERCENTILE_METHOD, THROUGHPUT_DEFINITION
 from onnxedge.runtime.bench.targets import Target, check_targets_fit
 from onnxedge.runtime.engines import OpenVinoConfig, check_engine, installed_engines
+from onnxedge.runtime.engines.onnxruntime.session import provider_name
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.session import provider_name
 
 DEFAULT_BATCH_SIZES = (1, 8, 64, 256)
 DEFAULT_PROVIDERS = ("cpu", "cuda")

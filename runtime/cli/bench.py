@@ -29,8 +29,8 @@ from onnxedge.runtime.bench import (
     unique_targets,
 )
 from onnxedge.runtime.bench.engines import VARIANTS
-from onnxedge.runtime.bundle_write import atomic_write_bytes
-from onnxedge.runtime.classifier import DEFAULT_BATCH_SIZE
+from onnxedge.runtime.bundle.write import atomic_write_bytes
+from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.options import THREADS, name_list, positive_ints, provider_list
 from onnxedge.runtime.cli.output import verbosity

@@ -1,4 +1,4 @@
-"""`onnxedge check MODEL.onnx|BUNDLE_DIR`: the command line of `onnxedge.runtime.check`."""
+"""`onnxedge check MODEL.onnx|BUNDLE_DIR`: the command line of `onnxedge.runtime.check.check`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from onnxedge.runtime.bundle_write import atomic_write_bytes
-from onnxedge.runtime.check import check_path
+from onnxedge.runtime.bundle.write import atomic_write_bytes
+from onnxedge.runtime.check.check import check_path
 
 
 @click.command("check")

@@ -1,6 +1,6 @@
 """The options of the commands that classify images with a bundle's `Classifier` (``predict``,
 ``evaluate``): ``--provider``, ``--threads`` and ``--threshold``, each as
-`onnxedge.runtime.classifier.Classifier.from_bundle` and its predictions take them."""
+`onnxedge.runtime.classifier.classifier.Classifier.from_bundle` and its predictions take them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from onnxedge.runtime.classifier_session import PROVIDER_CHOICES
+from onnxedge.runtime.classifier.session import PROVIDER_CHOICES
 from onnxedge.runtime.cli.options import THREADS
 
 F = TypeVar("F", bound=Callable[..., Any])

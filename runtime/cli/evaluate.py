@@ -1,4 +1,4 @@
-"""`onnxedge evaluate BUNDLE --data DIR`: the command line of `onnxedge.runtime.evaluate`."""
+"""`onnxedge evaluate BUNDLE --data DIR`: the command line of `onnxedge.runtime.data.evaluate`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from onnxedge.runtime.bundle_write import atomic_write_bytes
+from onnxedge.runtime.bundle.write import atomic_write_bytes
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.data import SPLITS
-from onnxedge.runtime.evaluate import EvaluationResult, evaluate_bundle
+from onnxedge.runtime.data.evaluate import EvaluationResult, evaluate_bundle
 
 
 def _percent(value: float | None) -> str:

@@ -125,7 +125,7 @@ def run_localize(
     plot: Path | None,
 ) -> tuple[Any, ...]:
     """Localize, print each row's block, write the plot; the localizations, for the JSON."""
-    from onnxedge.runtime.bundle_write import atomic_write_bytes
+    from onnxedge.runtime.bundle.write import atomic_write_bytes
     from onnxedge.runtime.parity.localize import localize
 
     found = localize(bundle, report.rows, layers, reference=reference, when=when, exposed=exposed)

@@ -120,7 +120,7 @@ def optimize_cmd(
     PASSED, FAILED (by how much; not written) or UNGATED (--no-gate). The bundle is rewritten
     atomically, the manifest last. Exits 1 if any variant missed its gate.
     """
-    from onnxedge.runtime.bundle_write import atomic_write_bytes
+    from onnxedge.runtime.bundle.write import atomic_write_bytes
     from onnxedge.runtime.variants.gate import GateCriteria
     from onnxedge.runtime.variants.optimize import OptimizeRequest, optimize_bundle
 

@@ -5,7 +5,7 @@ positive integers (batch sizes) and comma-separated names (execution providers, 
    end, so ``--atol inf`` would pass every parity row and ``--threshold nan`` reach the library.
    `FiniteFloatRange` refuses them; `finite_numbers`, applied by the group to every command it
    loads, gives each float option that type, so no command can forget it. ``THREADS`` bounds
-   ``--threads`` as `onnxedge.runtime.session.SessionConfig` does.
+   ``--threads`` as `onnxedge.runtime.engines.onnxruntime.session.SessionConfig` does.
 2. The callbacks return the values in the order given, duplicates dropped.
 
 Bad input is a `click.BadParameter` (usage error, exit 2) that says what was expected and what
@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from onnxedge.runtime.session import MAX_THREADS, PROVIDERS
+from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS, PROVIDERS
 
 THREADS = click.IntRange(1, MAX_THREADS)
 
@@ -135,8 +135,10 @@ def provider_list(
     allow_empty: bool = False,
 ) -> Callback:
     """`name_list` for ONNX Runtime execution providers by their short names (``cpu``, ``cuda``,
-    ...): ``choices`` must be among `onnxedge.runtime.session.PROVIDERS`."""
+    ...): ``choices`` must be among `onnxedge.runtime.engines.onnxruntime.session.PROVIDERS`."""
     unknown = [c for c in choices if c not in PROVIDERS]
     if unknown:
-        raise ValueError(f"not execution providers of onnxedge.runtime.session: {unknown}")
+        raise ValueError(
+            f"not execution providers of onnxedge.runtime.engines.onnxruntime.session: {unknown}"
+        )
     return name_list(choices, what="provider", default=default, allow_empty=allow_empty)

@@ -153,8 +153,8 @@ def parity_cmd(
     the same tolerances (an int8 or fp16 model is not expected to meet fp32's: its accuracy is
     gated by optimize); --localize --against fp32 shows where it departs from model.onnx.
     """
-    from onnxedge.runtime.bundle import Bundle
-    from onnxedge.runtime.bundle_write import atomic_write_bytes
+    from onnxedge.runtime.bundle.reader import Bundle
+    from onnxedge.runtime.bundle.write import atomic_write_bytes
     from onnxedge.runtime.parity import load_golden, run_parity
 
     if checkpoint is not None and reference != "live":

@@ -16,14 +16,14 @@ from typing import Any, TextIO
 
 import click
 
-from onnxedge.runtime.classifier import FileResult
+from onnxedge.runtime.classifier.classifier import FileResult
+from onnxedge.runtime.classifier.decode import MAX_DECODE_WORKERS
+from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, ImageReadError, is_image_name
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import THREADS
 from onnxedge.runtime.cli.variant_options import variant_option
-from onnxedge.runtime.decode import MAX_DECODE_WORKERS
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.preprocess import MAX_PIXELS, ImageReadError, is_image_name
 
 
 def find_images(paths: Iterable[str]) -> Iterator[str | ImageReadError]:
@@ -32,7 +32,8 @@ def find_images(paths: Iterable[str]) -> Iterator[str | ImageReadError]:
     1. A path that is a directory is walked: entries in name order, files of a directory before
        its subdirectories; hidden entries (``.name``) skipped; symlinked directories not followed.
     2. In a walk, a file is taken when its name ends in an image extension
-       (`onnxedge.runtime.preprocess.IMAGE_EXTENSIONS`, any case); an entry named like an image
+       (`onnxedge.runtime.classifier.preprocess.IMAGE_EXTENSIONS`, any case); an entry named like
+       an image
        that is a directory is yielded too, so that it is reported rather than silently entered.
     3. Any other path (a file, or nothing at all) is yielded as given, whatever its extension.
     4. A directory that cannot be listed is yielded as an `ImageReadError`.
@@ -152,7 +153,7 @@ def predict_cmd(
     gives {"file", "probability", "label", "class_index", "probabilities": {class: p}}. A summary
     goes to stderr. Exits 1 if any file failed, after all the others were classified.
     """
-    from onnxedge.runtime.classifier import Classifier
+    from onnxedge.runtime.classifier.classifier import Classifier
 
     check_engine_options(engine, precision)
     classifier = Classifier.from_bundle(

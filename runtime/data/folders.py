@@ -17,8 +17,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from onnxedge.runtime.classifier.preprocess import IMAGE_EXTENSIONS, is_image_name
 from onnxedge.runtime.data.dataset import SPLITS, DataError, Dataset, Split
-from onnxedge.runtime.preprocess import IMAGE_EXTENSIONS, is_image_name
 
 
 def has_split_folders(root: Path) -> bool:

@@ -2,7 +2,8 @@
 
 One room per engine, as Polygraphy's ``backend/<engine>/``: `base` (the `Session` protocol every
 engine's runner follows, which ``onnxruntime.InferenceSession`` satisfies unwrapped), ONNX
-Runtime's loader is `onnxedge.runtime.session.make_session`, OpenVINO's is `openvino.loader` with
+Runtime's loader is `onnxedge.runtime.engines.onnxruntime.session.make_session`, OpenVINO's is
+`openvino.loader` with
 its runner in `openvino.runner`. `open_session` picks one by name.
 
 An engine that cannot run here raises `EngineUnavailable` (a `ProviderUnavailable`), which
@@ -73,7 +74,7 @@ def open_session(
     if engine == ONNXRUNTIME:
         if extra_outputs:
             raise ValueError("extra_outputs is for the openvino engine")
-        from onnxedge.runtime.session import SessionConfig, make_session
+        from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 
         return make_session(model, SessionConfig(provider=provider, threads=threads))
     if provider not in ("cpu", "auto"):

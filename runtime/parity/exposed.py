@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxedge.runtime.bundle import Bundle
-from onnxedge.runtime.classifier import check_external_data
+from onnxedge.runtime.bundle.outputs import logits_tensor, manifest_kind
+from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.classifier import check_external_data
 from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, open_session
+from onnxedge.runtime.engines.onnxruntime.session import make_session
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError, first_line
-from onnxedge.runtime.outputs import logits_tensor, manifest_kind
 from onnxedge.runtime.parity.run import _EXTERNAL_DATA_FOLDER
 from onnxedge.runtime.parity.tolerances import Target
-from onnxedge.runtime.session import make_session
 from onnxedge.runtime.variants.manifest import FP32, variant_key
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def expose_intermediates(
 class ExposedModel:
     """A bundle's graph (``model.onnx``, or the variant's file at ``model_path``) with its
     tensors exposed, and what a row judges: the output and the logits tensor
-    (`onnxedge.runtime.outputs`)."""
+    (`onnxedge.runtime.bundle.outputs`)."""
 
     bundle: Bundle
     data: bytes

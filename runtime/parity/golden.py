@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.errors import BundleError
 from onnxedge.runtime.parity.npz import npz_bytes, read_meta, read_npz
 from onnxedge.runtime.parity.reference import GOLDEN_SEED, Reference, ReferenceBatch, canonical_json

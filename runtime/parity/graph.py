@@ -1,5 +1,6 @@
 """The check-only graph: the logits (the final Sigmoid's or Softmax's input,
-`onnxedge.runtime.outputs.logits_tensor`) found in ``model.onnx`` and added as an output of an
+`onnxedge.runtime.bundle.outputs.logits_tensor`) found in ``model.onnx`` and added as an output of
+an
 in-memory copy; the shipped graph keeps its one output."""
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ import copy
 
 import onnx
 
+from onnxedge.runtime.bundle.outputs import SIGMOID_PROBABILITY, logits_tensor
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.outputs import SIGMOID_PROBABILITY, logits_tensor
 
 
 def find_logits_tensor(model: onnx.ModelProto, output: str | None = None) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.parity.exposed import ExposedModel, run_exposed

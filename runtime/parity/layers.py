@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.bundle import Bundle
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 from onnxedge.runtime.parity.npz import npz_bytes, read_meta, read_npz
 from onnxedge.runtime.parity.reference import canonical_json

@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxedge.runtime.bundle import Bundle
-from onnxedge.runtime.compare import compare_arrays
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError, first_line
-from onnxedge.runtime.outputs import (
+from onnxedge.runtime.bundle.outputs import (
     PROBABILITIES,
     SIGMOID_PROBABILITY,
     centred_logits,
     probabilities,
 )
+from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.compare import compare_arrays
+from onnxedge.runtime.errors import BundleError, OnnxEdgeError, first_line
 from onnxedge.runtime.parity.exposed import ExposedModel, run_exposed
 from onnxedge.runtime.parity.layer_compare import LayerResult, compare_layer, layer_tolerance
 from onnxedge.runtime.parity.layer_reference import LayerReference, describe_target

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.classifier.preprocess import normalize, preprocess_image
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.preprocess import normalize, preprocess_image
 
 DEFAULT_BATCH_SIZES = (1, 2, 7, 64)
 GOLDEN_SEED = 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from onnxedge.runtime.engines.onnxruntime.session import short_reason
 from onnxedge.runtime.parity.preprocessing import PreprocessingCheck
 from onnxedge.runtime.parity.rows import FAILED, PASSED, SKIPPED, ParityRow
-from onnxedge.runtime.session import short_reason
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,9 +10,9 @@ import numpy as np
 
 from onnxedge.runtime.compare import Comparison
 from onnxedge.runtime.engines.base import ONNXRUNTIME
+from onnxedge.runtime.engines.onnxruntime.session import provider_name
 from onnxedge.runtime.parity.spread import SpreadCheck
 from onnxedge.runtime.parity.tolerances import Tolerance, Tolerances
-from onnxedge.runtime.session import provider_name
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 

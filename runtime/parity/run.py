@@ -10,12 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxedge.runtime.bundle import Bundle
-from onnxedge.runtime.classifier import check_external_data
-from onnxedge.runtime.compare import compare_arrays
-from onnxedge.runtime.engines import ONNXRUNTIME, open_session
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError, ProviderUnavailable, first_line
-from onnxedge.runtime.outputs import (
+from onnxedge.runtime.bundle.outputs import (
     BINARY_KINDS,
     PROBABILITIES,
     SIGMOID_PROBABILITY,
@@ -23,6 +18,12 @@ from onnxedge.runtime.outputs import (
     logits_tensor,
     probabilities,
 )
+from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.classifier import check_external_data
+from onnxedge.runtime.compare import compare_arrays
+from onnxedge.runtime.engines import ONNXRUNTIME, open_session
+from onnxedge.runtime.engines.onnxruntime.session import make_session, provider_name
+from onnxedge.runtime.errors import BundleError, OnnxEdgeError, ProviderUnavailable, first_line
 from onnxedge.runtime.parity.graph import with_logits_output
 from onnxedge.runtime.parity.preprocessing import check_preprocessing
 from onnxedge.runtime.parity.reference import Reference, ReferenceBatch
@@ -37,7 +38,6 @@ from onnxedge.runtime.parity.rows import (
 )
 from onnxedge.runtime.parity.spread import Spread, check_spread, reference_spread
 from onnxedge.runtime.parity.tolerances import Target, Tolerance, ToleranceOverrides, Tolerances
-from onnxedge.runtime.session import make_session, provider_name
 
 # onnxruntime's session config key for where a model loaded from bytes finds its external data.
 _EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
+from onnxedge.runtime.engines.onnxruntime.session import SessionConfig
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.session import SessionConfig
 
 PARITY_PROVIDERS = ("cpu", "cuda")
 TF32_SETTINGS = ("off", "on")

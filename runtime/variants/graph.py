@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping
 
 import onnx
 
+from onnxedge.runtime.check.head import find_head, tensor_ranks
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.head import find_head, tensor_ranks
 
 
 def head_node_names(model: onnx.ModelProto) -> list[str]:

@@ -1,5 +1,5 @@
 """A bundle's variants as its manifest lists them: the ``variants`` block that `onnxedge optimize`
-writes and `onnxedge.runtime.bundle.Bundle` reads.
+writes and `onnxedge.runtime.bundle.reader.Bundle` reads.
 
 ::
 

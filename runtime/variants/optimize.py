@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.bundle import (
+from onnxedge.runtime.bundle.reader import (
     FORMAT_VERSION,
     MANIFEST,
     VARIANTS_FORMAT_VERSION,
@@ -40,8 +40,8 @@ from onnxedge.runtime.bundle import (
     BundleWriter,
 )
 from onnxedge.runtime.data import Dataset, open_dataset
+from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
-from onnxedge.runtime.session import SessionConfig, make_session
 from onnxedge.runtime.variants.gate import GateCriteria, GateResult, judge
 from onnxedge.runtime.variants.graph import operators_config
 from onnxedge.runtime.variants.manifest import (

@@ -164,7 +164,7 @@ def quantize_int8(
 def check_quantized(path: Path) -> None:
     """4. of the module docstring: a quantised model that `onnxedge check` would refuse is an
     error (a bug in the quantiser or here), never a variant."""
-    from onnxedge.runtime.check import check_path
+    from onnxedge.runtime.check.check import check_path
 
     report = check_path(path)
     if not report:

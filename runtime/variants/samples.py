@@ -1,6 +1,6 @@
 """A data set's images as model inputs, preprocessed as the bundle's manifest says: the calibration
 sample of the train split and the test split in chunks, decoded in a thread pool
-(`onnxedge.runtime.decode`).
+(`onnxedge.runtime.classifier.decode`).
 
 An image that cannot be read is an error here, not a skipped file: a calibration or a gate over
 a silently smaller set would not be the one the manifest records. The message names how many
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.classifier.decode import default_decode_workers, ordered_map
+from onnxedge.runtime.classifier.preprocess import ImageReadError, load_image
 from onnxedge.runtime.data import Split
-from onnxedge.runtime.decode import default_decode_workers, ordered_map
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.preprocess import ImageReadError, load_image
 
 
 @dataclasses.dataclass(frozen=True)

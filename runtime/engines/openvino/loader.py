@@ -33,8 +33,8 @@ from typing import Any
 
 from onnxedge.runtime.deps import package_version
 from onnxedge.runtime.engines.base import EngineUnavailable
+from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
-from onnxedge.runtime.session import MAX_THREADS
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ::
 
-    from onnxedge.runtime.classifier import Classifier
+    from onnxedge.runtime.classifier.classifier import Classifier
 
     clf = Classifier.from_bundle("build/smile_cnn")  # sha256 verified, provider "auto"
     for p in clf.predict_images(["a.jpg", "b.png"]):
@@ -10,7 +10,8 @@
 
 `Classifier.from_bundle` is the loader (bundle verified, external data confined to the bundle,
 session on the requested provider); `predict_array` runs a validated batch; `predict_images` and
-`predict_files` preprocess as the manifest says (`onnxedge.runtime.preprocess`). One classifier may
+`predict_files` preprocess as the manifest says (`onnxedge.runtime.classifier.preprocess`). One
+classifier may
 be used from many threads at once: it holds no mutable state, and ONNX Runtime's ``run`` is
 thread-safe.
 """
@@ -25,36 +26,22 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.bundle import Bundle, TensorSpec
-from onnxedge.runtime.classifier_args import (
+from onnxedge.runtime.bundle.outputs import (
+    BINARY_KINDS,
+    PROBABILITIES,
+    SIGMOID_PROBABILITY,
+)
+from onnxedge.runtime.bundle.outputs import probabilities as output_probabilities
+from onnxedge.runtime.bundle.reader import Bundle, TensorSpec
+from onnxedge.runtime.classifier.args import (
     check_batch_size,
     check_count,
     check_max_pixels,
     check_threshold,
 )
-from onnxedge.runtime.classifier_files import decode_window, stream_files
-from onnxedge.runtime.classifier_session import (
-    PROVIDER_CHOICES,
-    check_external_data,
-    provider_key,
-    session_for,
-)
-from onnxedge.runtime.decode import default_decode_workers
-from onnxedge.runtime.engines import (
-    DEFAULT_PRECISION,
-    ONNXRUNTIME,
-    check_engine,
-    check_precision,
-    open_session,
-)
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError
-from onnxedge.runtime.outputs import (
-    BINARY_KINDS,
-    PROBABILITIES,
-    SIGMOID_PROBABILITY,
-)
-from onnxedge.runtime.outputs import probabilities as output_probabilities
-from onnxedge.runtime.predictions import (
+from onnxedge.runtime.classifier.decode import default_decode_workers
+from onnxedge.runtime.classifier.files import decode_window, stream_files
+from onnxedge.runtime.classifier.predictions import (
     FileResult,
     ModelOutputError,
     Prediction,
@@ -63,13 +50,27 @@ from onnxedge.runtime.predictions import (
     label_names,
     not_probabilities,
 )
-from onnxedge.runtime.preprocess import (
+from onnxedge.runtime.classifier.preprocess import (
     MAX_PIXELS,
     ImageReadError,
     load_image,
     preprocess_image,
 )
-from onnxedge.runtime.session import MAX_THREADS
+from onnxedge.runtime.classifier.session import (
+    PROVIDER_CHOICES,
+    check_external_data,
+    provider_key,
+    session_for,
+)
+from onnxedge.runtime.engines import (
+    DEFAULT_PRECISION,
+    ONNXRUNTIME,
+    check_engine,
+    check_precision,
+    open_session,
+)
+from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
+from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 from onnxedge.runtime.variants.manifest import FP32, provider_for, variant_key
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ class Classifier:
 
     Build it with `from_bundle`. Attributes: ``provider`` (the ONNX Runtime provider it runs on,
     or the OpenVINO device and precision),
-    ``input_spec``/``output_spec`` (`TensorSpec`), ``output_kind`` (`onnxedge.runtime.outputs`),
+    ``input_spec``/``output_spec`` (`TensorSpec`), ``output_kind``
+    (`onnxedge.runtime.bundle.outputs`),
     ``preprocessing``, ``labels`` and ``classes`` (from the manifest), ``threshold`` (the default
     for `Prediction.positive`; None for a K-class model, which gives its top class).
     """
@@ -396,7 +398,8 @@ class Classifier:
         memory stays bounded however many there are (`decode_window`).
 
         1. Files are decoded and preprocessed by ``decode_threads`` threads (None: one per CPU,
-           at most `onnxedge.runtime.decode.MAX_DECODE_WORKERS`; 1: one after another in the
+           at most `onnxedge.runtime.classifier.decode.MAX_DECODE_WORKERS`; 1: one after another in
+           the
            calling thread) while the model runs on the previous batch. Each file goes through
            `load_image` as in a serial run: the pixels, and so the results, are the same.
         2. A file that cannot be used gets a result with its ``error`` and the others go on; so

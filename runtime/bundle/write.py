@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from onnxedge.runtime.bundle_manifest import FORMAT, FORMAT_VERSION, MANIFEST, manifest_json
-from onnxedge.runtime.bundle_verify import name_problem
+from onnxedge.runtime.bundle.hashing import sha256_bytes, sha256_file
+from onnxedge.runtime.bundle.manifest import FORMAT, FORMAT_VERSION, MANIFEST, manifest_json
+from onnxedge.runtime.bundle.verify import name_problem
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.hashing import sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 

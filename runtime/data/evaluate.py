@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.classifier import Classifier
+from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.data import Dataset, open_dataset
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
-"""What a `onnxedge.runtime.classifier.Classifier` returns: `Prediction` per image, `FileResult` per
+"""What a `onnxedge.runtime.classifier.classifier.Classifier` returns: `Prediction` per image,
+`FileResult` per
 file of a batch, `ModelOutputError` for outputs that are not what their kind says, and the helpers
-that tell and describe such outputs (`onnxedge.runtime.outputs` names the kinds).
+that tell and describe such outputs (`onnxedge.runtime.bundle.outputs` names the kinds).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Three checks, each a `CheckItem` that names the node and what it found when it f
 1. ``onnx``: `onnx.checker.check_model(full_check=True)` (structure and strict shape inference).
 2. ``batch``: dim 0 of every graph input and output is one shared symbolic dim.
 3. ``gap_head``: the op that pools the last feature map into the classifier is one
-   ``GlobalAveragePool``, found by `onnxedge.runtime.head.find_head`: walking back from the first
+   ``GlobalAveragePool``, found by `onnxedge.runtime.check.head.find_head`: walking back from the
+   first
    output through the classifier (Gemm, MatMul or a 1x1 Conv) and any pre-logits layers (1x1
    convs, linear layers, activations such as hard-swish written out, dropout, flatten/reshape,
    normalisations) on every path to the op that reduces H and W. It passes when every path ends at
@@ -24,8 +25,7 @@ from typing import Any
 
 import onnx
 
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
-from onnxedge.runtime.head import (
+from onnxedge.runtime.check.head import (
     SHAPE_OPS,
     GraphCycleError,
     Head,
@@ -33,6 +33,7 @@ from onnxedge.runtime.head import (
     is_spatial_pool,
     tensor_ranks,
 )
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
 __all__ = ["CheckItem", "CheckReport", "GraphCycleError", "check_model", "check_path", "walk_back"]
 
@@ -100,7 +101,7 @@ def check_path(path: str | Path) -> CheckReport:
     """Check a ``.onnx`` file, or the ``model.onnx`` of a bundle directory (hash verified)."""
     path = Path(path)
     if path.is_dir():
-        from onnxedge.runtime.bundle import Bundle
+        from onnxedge.runtime.bundle.reader import Bundle
 
         path = Bundle.open(path).model_path
     return check_model(load_model(path), source=str(path))

@@ -1,8 +1,9 @@
 """The bundle's manifest format: its version, the files it names, and the structure of its
 ``input``/``output``, ``labels`` and ``preprocessing`` blocks.
 
-`onnxedge.runtime.bundle.Bundle.from_manifest` validates a manifest with these checks; the writer
-(`onnxedge.runtime.bundle_write`) stamps the format and serialises the manifest with
+`onnxedge.runtime.bundle.reader.Bundle.from_manifest` validates a manifest with these checks; the
+writer
+(`onnxedge.runtime.bundle.write`) stamps the format and serialises the manifest with
 `manifest_json`. A change to the format changes this module (and ``FORMAT_VERSION``).
 """
 
@@ -14,9 +15,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from onnxedge.runtime.bundle_verify import check_file_names
+from onnxedge.runtime.bundle.outputs import BINARY_KINDS
+from onnxedge.runtime.bundle.verify import check_file_names
 from onnxedge.runtime.errors import BundleError
-from onnxedge.runtime.outputs import BINARY_KINDS
 
 FORMAT = "onnxedge-bundle"
 FORMAT_VERSION = 1
@@ -133,7 +134,8 @@ def check_files(files: Any, source: str) -> None:
 
 
 def check_preprocessing(spec: Any, source: str) -> Mapping[str, Any]:
-    """The structure `onnxedge.runtime.preprocess` relies on; it checks the values it supports."""
+    """The structure `onnxedge.runtime.classifier.preprocess` relies on; it checks the values it
+    supports."""
     problems = []
     if not isinstance(spec, dict):
         problems.append(f"a mapping, found {spec!r}")

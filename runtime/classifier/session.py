@@ -1,4 +1,5 @@
-"""How `onnxedge.runtime.classifier.Classifier.from_bundle` gets its ONNX Runtime session: the
+"""How `onnxedge.runtime.classifier.classifier.Classifier.from_bundle` gets its ONNX Runtime
+session: the
 provider asked for (``auto``, ``cpu``, ``cuda``), the one used, and the session's settings.
 """
 
@@ -8,10 +9,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from onnxedge.runtime.bundle import Bundle
-from onnxedge.runtime.bundle_verify import external_data_files, read_model
+from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.bundle.verify import external_data_files, read_model
+from onnxedge.runtime.engines.onnxruntime.session import (
+    SessionConfig,
+    available_providers,
+    make_session,
+)
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.session import SessionConfig, available_providers, make_session
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A bundle is complete exactly when its ``manifest.json`` exists: `BundleWriter` builds the directory
 under a temporary name beside the target, writes the manifest last and renames the directory into
 place, so an export that fails or is killed midway never leaves a directory that looks complete
-(`onnxedge.runtime.bundle_write`; the manifest's format is `onnxedge.runtime.bundle_manifest`).
+(`onnxedge.runtime.bundle.write`; the manifest's format is `onnxedge.runtime.bundle.manifest`).
 
 `Bundle.open` is the one way in: every command and the `Classifier` go through it, and it verifies,
 before anything runs,
@@ -11,7 +11,7 @@ before anything runs,
 1. that every path the manifest names is a relative path that resolves inside the bundle (no
    ``..``, no absolute path, no symlink that leaves it), before any of them is opened or hashed;
 2. the sha256 of ``model.onnx`` and of every external-data file it uses, each of which must be
-   listed in the manifest (`onnxedge.runtime.bundle_verify`);
+   listed in the manifest (`onnxedge.runtime.bundle.verify`);
 3. that the model's input and output (names, element types, ranks, static dims) are the ones the
    manifest states.
 
@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from onnxedge.runtime.bundle_manifest import (
+from onnxedge.runtime.bundle.manifest import (
     DTYPES,
     FORMAT,
     FORMAT_VERSION,
@@ -43,7 +43,8 @@ from onnxedge.runtime.bundle_manifest import (
     check_preprocessing,
     manifest_json,
 )
-from onnxedge.runtime.bundle_verify import (
+from onnxedge.runtime.bundle.outputs import SIGMOID_PROBABILITY, manifest_kind
+from onnxedge.runtime.bundle.verify import (
     check_io,
     confined,
     external_data_files,
@@ -52,9 +53,8 @@ from onnxedge.runtime.bundle_verify import (
     verify_model,
     verify_sha256,
 )
-from onnxedge.runtime.bundle_write import BundleWriter, atomic_write_bytes
+from onnxedge.runtime.bundle.write import BundleWriter, atomic_write_bytes
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
-from onnxedge.runtime.outputs import SIGMOID_PROBABILITY, manifest_kind
 from onnxedge.runtime.variants.manifest import FP32, VariantEntry, read_variants, variant_key
 
 # A manifest is a few kilobytes; anything far larger is not one (and is not read into memory).
@@ -68,8 +68,10 @@ class Bundle:
     input and output against the manifest. Other files are verified by `file` when used.
 
     ``input``/``output`` are the manifest's `TensorSpec`s, ``output_kind`` what the output holds
-    (`onnxedge.runtime.outputs`), ``labels`` its labels (one output: a ``threshold`` in [0, 1];
-    K outputs: K ``classes``), ``preprocessing`` what `onnxedge.runtime.preprocess` applies, and
+    (`onnxedge.runtime.bundle.outputs`), ``labels`` its labels (one output: a ``threshold`` in [0,
+    1];
+    K outputs: K ``classes``), ``preprocessing`` what `onnxedge.runtime.classifier.preprocess`
+    applies, and
     ``external_data`` the external-data files the model uses (verified).
     """
 

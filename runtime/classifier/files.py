@@ -1,4 +1,5 @@
-"""The file pipeline of `onnxedge.runtime.classifier.Classifier.predict_files`: files decoded by a
+"""The file pipeline of `onnxedge.runtime.classifier.classifier.Classifier.predict_files`: files
+decoded by a
 pool of threads a window ahead of the batch the model runs, a bad file a failed `FileResult` while
 the others go on.
 """
@@ -13,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from onnxedge.runtime.decode import ordered_map
-from onnxedge.runtime.predictions import FileResult
-from onnxedge.runtime.preprocess import ImageReadError, load_image
+from onnxedge.runtime.classifier.decode import ordered_map
+from onnxedge.runtime.classifier.predictions import FileResult
+from onnxedge.runtime.classifier.preprocess import ImageReadError, load_image
 
 if TYPE_CHECKING:
-    from onnxedge.runtime.classifier import Classifier
+    from onnxedge.runtime.classifier.classifier import Classifier
 
 
 def stream_files(

@@ -1,4 +1,4 @@
-"""What `Bundle.open` verifies before anything runs; `onnxedge.runtime.bundle` calls these.
+"""What `Bundle.open` verifies before anything runs; `onnxedge.runtime.bundle.reader` calls these.
 
 1. Names: every path the manifest lists is relative, with no ``..``, ``.`` or empty part and no
    backslash (`check_file_names`, from the manifest's text alone).
@@ -21,13 +21,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
+from onnxedge.runtime.bundle.hashing import sha256_file
 from onnxedge.runtime.errors import BundleError, first_line
-from onnxedge.runtime.hashing import sha256_file
 
 if TYPE_CHECKING:
     import onnx
 
-    from onnxedge.runtime.bundle import Bundle, TensorSpec
+    from onnxedge.runtime.bundle.reader import Bundle, TensorSpec
 
 _HEX = frozenset("0123456789abcdef")
 

@@ -1,4 +1,5 @@
-"""The checks of `onnxedge.runtime.classifier.Classifier`'s arguments, made at the call as the
+"""The checks of `onnxedge.runtime.classifier.classifier.Classifier`'s arguments, made at the call
+as the
 command line's options make them: a bad value is an `ArgumentError` (a `ValueError`).
 """
 
