@@ -80,7 +80,18 @@ def load_golden(bundle: Bundle) -> Reference:
         batches=batches,
         logits_name=str(logits_name) if logits_name else None,
         seed=int(meta.get("seed", GOLDEN_SEED)),
+        precision=_precision(path, meta),
     )
+
+
+def _precision(path: Path, meta: Mapping[str, Any]) -> str:
+    """What the reference was computed in (older golden data: float64, PyTorch's copy)."""
+    precision = meta.get("reference_precision", "float64")
+    if precision not in ("float64", "float32"):
+        raise BundleError(
+            f"{path}: expected reference_precision float64 or float32, found {precision!r}"
+        )
+    return str(precision)
 
 
 def _golden_input_shape(bundle: Bundle, meta: Mapping[str, Any]) -> list[int]:

@@ -101,7 +101,7 @@ def run_parity(
 
     rows: list[ParityRow] = []
     for target in targets:
-        tolerances = target.tolerances(overrides)
+        tolerances = target.tolerances(overrides, reference.precision)
         key = target.provider if target.engine == ONNXRUNTIME else target.engine
         is_required = key in required
         try:
