@@ -27,7 +27,12 @@ from onnxedge.export.exporter import (
     rename_output,
 )
 from onnxedge.export.simplify import simplify_model, symbolic_dims
-from onnxedge.export.verify import StepVerification, verify_against_torch, verify_onnx_step
+from onnxedge.export.verify import (
+    StepVerification,
+    verify_against_torch,
+    verify_batch_step,
+    verify_onnx_step,
+)
 from onnxedge.models.loader import is_factory_reference
 from onnxedge.models.registry import get_model_spec, image_preprocessing
 from onnxedge.runtime.bundle.outputs import OUTPUT_NAMES, output_kind_of
@@ -53,16 +58,24 @@ class LoweringResult:
     rewrites: tuple[str, ...]
     verifications: tuple[StepVerification, ...]
     check: CheckReport
+    batch_rewrites: tuple[str, ...] = ()  # what made a fixed batch symbolic (`dynamic_batch`)
 
 
 def lower_graph(
-    model: onnx.ModelProto, *, simplify: bool = True, progress: Progress | None = None
+    model: onnx.ModelProto,
+    *,
+    simplify: bool = True,
+    dynamic_batch: bool = False,
+    progress: Progress | None = None,
 ) -> LoweringResult:
-    """onnxsim, then the GAP lowering; each step verified numerically against its input graph."""
+    """onnxsim, then (``dynamic_batch``, for an input whose batch is fixed) the batch made
+    symbolic, then the GAP lowering; each step verified numerically, the batch step against the
+    original ``model`` at batch 1, 2 and 7."""
     from onnxedge.export.gap import canonicalize_gap_head
 
     say = progress or (lambda _msg: None)
     verifications = []
+    original = model
     if simplify:
         say("simplifying with onnxsim")
         simplified = simplify_model(model)
@@ -70,6 +83,10 @@ def lower_graph(
         step.raise_if_failed()
         verifications.append(step)
         model = simplified
+    batch_rewrites: tuple[str, ...] = ()
+    if dynamic_batch:
+        model, batch_rewrites, step = _make_batch_dynamic(original, model, say)
+        verifications.append(step)
     say("lowering the GAP head to GlobalAveragePool")
     gap = canonicalize_gap_head(model)
     if gap.modified:
@@ -82,7 +99,34 @@ def lower_graph(
         rewrites=tuple(str(r) for r in gap.rewrites),
         verifications=tuple(verifications),
         check=check_model(lowered),
+        batch_rewrites=batch_rewrites,
     )
+
+
+def _make_batch_dynamic(
+    original: onnx.ModelProto, model: onnx.ModelProto, say: Progress
+) -> tuple[onnx.ModelProto, tuple[str, ...], StepVerification]:
+    """``model`` with its fixed batch made symbolic, verified against ``original``; one line
+    naming the node that pins the batch where that cannot be done."""
+    from onnxedge.export.batch import make_batch_dynamic
+
+    say("making the fixed batch dynamic")
+    batch = make_batch_dynamic(model)
+    if batch.pinned_by:
+        raise OnnxEdgeError(
+            f"the input's batch is fixed at {batch.fixed} and cannot be made dynamic: "
+            f"{batch.pinned_by}"
+        )
+    step = verify_batch_step(original, batch.model, batch.fixed)
+    if not step:
+        (batch_size, worst), *_ = [(b, c) for b, c in step.comparisons if not c]
+        raise OnnxEdgeError(
+            f"the input's batch is fixed at {batch.fixed}; made dynamic (rewrote "
+            f"{len(batch.rewrites)} node(s)) it no longer computes the original at batch "
+            f"{batch_size}: max abs error {worst.max_abs_error:.3g}"
+            + (f" ({worst.detail})" if worst.detail else "")
+        )
+    return batch.model, batch.rewrites, step
 
 
 def package_versions() -> dict[str, str]:

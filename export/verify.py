@@ -19,6 +19,7 @@ from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_ses
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
 DEFAULT_BATCHES = (1, 5)
+BATCH_STEP_BATCHES = (1, 2, 7)  # a fixed batch made symbolic is verified at these
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +118,27 @@ def run_cpu(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.nda
         ) from None
 
 
+def in_chunks(
+    run: Callable[[np.ndarray], list[np.ndarray]], fixed: int | None
+) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """``run`` on any number of rows: in chunks of ``fixed`` rows (the last padded with copies of
+    its first row, the padding dropped from the outputs) where the model fixes its batch."""
+
+    def chunked(x: np.ndarray) -> list[np.ndarray]:
+        if fixed is None:
+            return run(x)
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, len(x), fixed):
+            chunk = x[start : start + fixed]
+            rows = len(chunk)
+            if rows < fixed:
+                chunk = np.concatenate([chunk, np.repeat(chunk[:1], fixed - rows, axis=0)])
+            parts.append([out[:rows] for out in run(chunk)])
+        return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
+
+    return chunked
+
+
 def _scale(expected: np.ndarray) -> float:
     """The output's largest magnitude, at least 1: ``atol`` is relative to it. Float32 rounding
     grows with the values a graph sums, so a logit of 30 carries thirty times the error of a
@@ -141,7 +163,9 @@ def _verify_step(
     output's largest magnitude when that is above 1 (`_scale`)."""
     results = []
     for batch in batches:
-        actual, expected = outputs(random_inputs(model, batch, spatial=spatial))
+        feeds = random_inputs(model, batch, spatial=spatial)
+        fed = int(next(iter(feeds.values())).shape[0])  # a fixed batch is fed as it is
+        actual, expected = outputs(feeds)
         if len(actual) != len(expected):
             raise OnnxEdgeError(
                 f"{step} changed the number of outputs: {len(expected)} -> {len(actual)}"
@@ -153,7 +177,7 @@ def _verify_step(
             ),
             key=lambda c: (not c.passed, c.max_abs_error),
         )
-        results.append((batch, worst))
+        results.append((fed, worst))
     return StepVerification(step, tuple(results))
 
 
@@ -175,6 +199,26 @@ def verify_onnx_step(
         atol,
         rtol,
     )
+
+
+def verify_batch_step(
+    original: onnx.ModelProto,
+    dynamic: onnx.ModelProto,
+    fixed: int,
+    *,
+    batches: Sequence[int] = BATCH_STEP_BATCHES,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> StepVerification:
+    """Compare ``dynamic`` (the batch made symbolic) at each of ``batches`` with the ``original``,
+    which fixes its batch at ``fixed``, run on the same rows ``fixed`` at a time."""
+
+    def outputs(feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        ((name, x),) = feeds.items()
+        expected = in_chunks(lambda chunk: run_cpu(original, {name: chunk}), fixed)(x)
+        return run_cpu(dynamic, feeds), expected
+
+    return _verify_step("batch made dynamic", dynamic, outputs, batches, atol, rtol)
 
 
 def verify_against_torch(

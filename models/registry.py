@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from onnxedge.runtime.classifier.preprocess import RESIZE_MODES
 from onnxedge.runtime.errors import OnnxEdgeError
 
 # How images become the model's input. The runtime (`onnxedge.runtime.classifier.preprocess`)
@@ -30,16 +31,20 @@ SQUARE_CROP_64 = {
 }
 
 
-# channel_order ("RGB" or "BGR", the order the model takes) is only written where it is given.
-PREPROCESSING_KEYS = frozenset(SQUARE_CROP_64) | {"channel_order"}
+# channel_order ("RGB" or "BGR", the order the model takes), resize_mode and pad_value are only
+# written where given, so a manifest without them reads as before.
+PREPROCESSING_KEYS = frozenset(SQUARE_CROP_64) | {"channel_order", "resize_mode", "pad_value"}
 CROPS = ("none", "center-square")
 CHANNEL_ORDERS = ("RGB", "BGR")
+COLORS = ("RGB", "L")  # three channels, or one (8-bit grayscale, PIL's "L")
 
 
 def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, Any]:
-    """The preprocessing of a model whose input is 3 x ``height`` x ``width``: RGB, no crop,
+    """The preprocessing of a model whose input is C x ``height`` x ``width``: RGB, no crop,
     bilinear resize to H x W, scaled to [0, 1]; ``overrides`` replace any of these keys
-    (``crop``, ``resize``, ``interpolation``, ``scale``, ``mean``, ``std``, ``channel_order``)."""
+    (``color`` RGB or L, ``crop``, ``resize``, ``resize_mode``, ``pad_value``,
+    ``interpolation``, ``scale``, ``mean``, ``std``, ``channel_order``). ``mean`` and ``std``
+    hold one number per channel: three for RGB, one for L."""
     spec: dict[str, Any] = {
         **SQUARE_CROP_64,
         "crop": "none",
@@ -51,16 +56,30 @@ def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, 
             f"unknown preprocessing key {unknown[0]!r}; expected some of: "
             + ", ".join(sorted(PREPROCESSING_KEYS))
         )
+    if overrides.get("color") == "L":
+        spec.update(mean=[0.0], std=[1.0])
     spec.update(overrides)
+    if spec["color"] not in COLORS:
+        raise OnnxEdgeError(f"color: expected RGB or L, found {spec['color']!r}")
     if spec["crop"] not in CROPS:
         raise OnnxEdgeError(f"crop: expected one of {', '.join(CROPS)}, found {spec['crop']!r}")
+    channels = 1 if spec["color"] == "L" else 3
     for key in ("mean", "std"):
         value = spec[key]
-        if not (isinstance(value, (list, tuple)) and len(value) == 3):
-            raise OnnxEdgeError(f"{key}: expected three numbers (R, G, B), found {value!r}")
+        if not (isinstance(value, (list, tuple)) and len(value) == channels):
+            what = "one number (grayscale)" if channels == 1 else "three numbers (R, G, B)"
+            raise OnnxEdgeError(f"{key}: expected {what}, found {value!r}")
         spec[key] = [float(v) for v in value]
     if spec.get("channel_order", "RGB") not in CHANNEL_ORDERS:
         raise OnnxEdgeError(f"channel_order: expected RGB or BGR, found {spec['channel_order']!r}")
+    if channels == 1 and spec.get("channel_order", "RGB") != "RGB":
+        raise OnnxEdgeError("channel_order: a grayscale (one-channel) input has no channel order")
+    if spec.get("resize_mode", "stretch") not in RESIZE_MODES:
+        raise OnnxEdgeError(
+            f"resize_mode: expected one of {', '.join(RESIZE_MODES)}, found {spec['resize_mode']!r}"
+        )
+    if "pad_value" in spec:
+        spec["pad_value"] = float(spec["pad_value"])
     if 0.0 in spec["std"]:
         raise OnnxEdgeError(f"std: expected no zeros, found {spec['std']}")
     spec["resize"] = [int(v) for v in spec["resize"]]

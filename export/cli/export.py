@@ -4,37 +4,21 @@ which calls `export_bundle`, the Python API."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from onnxedge.export.cli.preprocessing_options import (
+    golden_images_option,
+    preprocessing_from,
+    preprocessing_options,
+    read_labels,
+)
 from onnxedge.runtime.cli.output import echo_progress
 from onnxedge.runtime.deps import require_modules
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.parity.layers import DEFAULT_GOLDEN_LAYERS_BUDGET_MB
-
-
-def _numbers(count: int, kind: type, example: str) -> Callable[..., Any]:
-    """A callback for ``count`` comma-separated numbers of ``kind`` (None stays None)."""
-
-    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-        if value is None:
-            return None
-        items = [v.strip() for v in value.split(",")]
-        try:
-            numbers = tuple(kind(v) for v in items)
-        except ValueError:
-            numbers = ()
-        if len(numbers) != count or (kind is int and any(n < 1 for n in numbers)):
-            what = "positive integers" if kind is int else "numbers"
-            raise click.BadParameter(
-                f"expected {count} comma-separated {what} such as {example}, found {value!r}"
-            )
-        return numbers
-
-    return parse
 
 
 def _model_args(items: tuple[str, ...]) -> dict[str, Any]:
@@ -44,19 +28,6 @@ def _model_args(items: tuple[str, ...]) -> dict[str, Any]:
         return parse_model_args(items)
     except OnnxEdgeError as e:
         raise click.BadParameter(str(e).removeprefix("--model-arg: ")) from None
-
-
-def read_labels(path: Path) -> list[str]:
-    """Class names from a text file, one a line (blank lines and surrounding spaces ignored)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
-        raise OnnxEdgeError(f"--labels: cannot read {path}: {reason}") from None
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise OnnxEdgeError(f"--labels: expected one class name a line in {path}, found none")
-    return names
 
 
 @click.command("export")
@@ -75,10 +46,8 @@ def read_labels(path: Path) -> list[str]:
     metavar="KEY=VALUE",
     help="Keyword argument for the factory (repeatable); VALUE is a Python literal, else a string.",
 )
-@click.option(
-    "--input-shape",
-    callback=_numbers(3, int, "3,224,224"),
-    help="C,H,W of one input image (needed with a factory; C must be 3).",
+@preprocessing_options(
+    "C,H,W of one input image (needed with a factory; C must be 3).",
 )
 @click.option(
     "--head", default=None, help="smile_cnn's GAP head: avgpool (default), adaptive, mean."
@@ -109,57 +78,12 @@ def read_labels(path: Path) -> list[str]:
     help="Init seed without a checkpoint.",
 )
 @click.option(
-    "--labels",
-    "labels_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Class names, one a line (K lines for K outputs; negative then positive for one).",
-)
-@click.option(
-    "--resize",
-    callback=_numbers(2, int, "224,224"),
-    help="Preprocessing: resize to H,W (default: the input's H,W).",
-)
-@click.option(
-    "--crop",
-    type=click.Choice(["none", "center-square"]),
-    default=None,
-    help="Preprocessing: crop before the resize (default: none; smile_cnn: center-square).",
-)
-@click.option(
-    "--interpolation",
-    type=click.Choice(["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]),
-    default=None,
-    help="Preprocessing: resize filter (default bilinear).",
-)
-@click.option(
-    "--mean",
-    callback=_numbers(3, float, "0.485,0.456,0.406"),
-    help="Preprocessing: per-channel mean, subtracted after scaling to [0, 1].",
-)
-@click.option(
-    "--std",
-    callback=_numbers(3, float, "0.229,0.224,0.225"),
-    help="Preprocessing: per-channel std, divided by after the mean.",
-)
-@click.option(
-    "--channel-order",
-    type=click.Choice(["RGB", "BGR"]),
-    default=None,
-    help="Preprocessing: the channel order the model takes (default RGB).",
-)
-@click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=None,
     help="Bundle directory [default: build/smile_cnn, or build/FACTORY for a factory].",
 )
-@click.option(
-    "--images",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="A directory of real images to add to the golden data for `onnxedge parity`.",
-)
+@golden_images_option
 @click.option(
     "--golden-layers/--no-golden-layers",
     default=True,
@@ -188,10 +112,12 @@ def export_cmd(
     seed: int,
     labels_file: Path | None,
     resize: tuple[int, int] | None,
+    resize_mode: str | None,
+    pad_value: float | None,
     crop: str | None,
     interpolation: str | None,
-    mean: tuple[float, float, float] | None,
-    std: tuple[float, float, float] | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
     channel_order: str | None,
     out: Path | None,
     images: Path | None,
@@ -212,15 +138,7 @@ def export_cmd(
 
         get_model_spec(model_name).resolve_head(head)  # fail fast on a typo, before torch loads
     labels = read_labels(labels_file) if labels_file is not None else None
-    given = {
-        "resize": list(resize) if resize else None,
-        "crop": crop,
-        "interpolation": interpolation,
-        "mean": list(mean) if mean else None,
-        "std": list(std) if std else None,
-        "channel_order": channel_order,
-    }
-    preprocessing = {k: v for k, v in given.items() if v is not None}
+    preprocessing = preprocessing_from(locals())
     if out is None:
         out = Path("build") / (model_name.rpartition(":")[2] if factory else model_name)
     require_modules("torch", "onnxscript", "onnx_ir", "onnxsim", needed_by="onnxedge export")

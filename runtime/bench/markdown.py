@@ -139,8 +139,10 @@ def render_markdown(report: BenchReport, *, verbose: bool = False) -> str:
             for r in compiled
         ]
     not_run = [r for r in report.rows if r.stats is None]
-    if not_run:
+    no_peers = report.bundle.get("no_peers")
+    if not_run or no_peers:
         lines += ["", "## Not measured", "", *_not_measured(not_run, verbose)]
+        lines += [f"- {no_peers}"] if no_peers else []
     lines += ["", "## Engine settings", ""]
     for e in report.engines:
         settings = ", ".join(f"{k}={_setting(val)}" for k, val in e.settings.items())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from onnxedge.runtime.bench.engines import AnyEngine, peer_engines
 from onnxedge.runtime.bench.files import files_engines
@@ -30,7 +32,7 @@ def benchmark(
     settings = settings or BenchSettings()
     bundle = Bundle.open(bundle_path)
     manifest = bundle.manifest
-    shape = _sample_shape(bundle.input)
+    shape = _sample_shape(bundle.input, bundle.preprocessing)
     threads = settings.resolved_threads
     models = bench_models(bundle, settings.variants)  # a variant the bundle lacks: an error
     load_before = load_average()
@@ -57,13 +59,18 @@ def benchmark(
                 batch_size=settings.images_batch_size,
                 threads=threads,
             )
-        engines += peer_engines(
-            manifest,
-            settings.peers,
-            settings.devices,
-            threads=threads,
-            checkpoint=settings.checkpoint,
-            tf32=settings.tf32,
+        # An imported bundle has no PyTorch model: the report's one line says so (`no_peers`).
+        engines += (
+            []
+            if no_peers(manifest)
+            else peer_engines(
+                manifest,
+                settings.peers,
+                settings.devices,
+                threads=threads,
+                checkpoint=settings.checkpoint,
+                tf32=settings.tf32,
+            )
         )
         rows = run_benchmark(engines, shape, settings, on_progress=on_progress)
     finally:
@@ -75,6 +82,7 @@ def benchmark(
             "model": manifest.get("model"),
             "head": manifest.get("head"),
             "exporter": manifest.get("exporter"),
+            "no_peers": no_peers(manifest) if settings.peers else "",
             "opset": manifest.get("opset"),
             "weights": manifest.get("weights"),
             "input": manifest.get("input"),
@@ -95,17 +103,35 @@ def benchmark(
     )
 
 
-def _sample_shape(spec: TensorSpec) -> tuple[int, ...]:
+def no_peers(manifest: Mapping[str, Any]) -> str:
+    """Why the bundle has no PyTorch peers to time ("" where it may have them): one imported
+    from ONNX (`onnxedge import`) has no PyTorch model."""
+    imported = manifest.get("imported")
+    if manifest.get("exporter") != "import" and not isinstance(imported, Mapping):
+        return ""
+    source = imported.get("file") if isinstance(imported, Mapping) else None
+    return (
+        f"no PyTorch peers: the bundle was imported from ONNX ({source or 'a file'}), so there "
+        "is no PyTorch model to time beside ONNX Runtime"
+    )
+
+
+def _sample_shape(spec: TensorSpec, preprocessing: Mapping[str, Any]) -> tuple[int, ...]:
     """The shape of one sample of the bundle's input (`Bundle` has validated the spec): what
-    `make_input` stacks batch-size times. Bench feeds float32 with every dim but the batch fixed."""
+    `make_input` stacks batch-size times. Bench feeds float32 with every dim but the batch fixed;
+    symbolic H and W (a model that takes any size) are the size the preprocessing resizes to."""
     if spec.dtype != "float32":
         raise OnnxEdgeError(
             f"bench times float32 inputs; the model's input {spec.name!r} is {spec.describe()}"
         )
-    dims = spec.shape[1:]
+    dims = list(spec.shape[1:])
+    resize = preprocessing.get("resize")
+    if len(dims) == 3 and isinstance(resize, list) and len(resize) == 2:
+        dims[1:] = [r if isinstance(d, str) else d for d, r in zip(dims[1:], resize, strict=True)]
     if not dims or any(isinstance(d, str) for d in dims):
         raise OnnxEdgeError(
-            "bench needs the input's dims fixed except the batch dim (the first); the model's "
-            f"input {spec.name!r} has shape {list(spec.shape)}"
+            "bench needs the input's dims fixed except the batch dim (the first) and H and W "
+            f"(the preprocessing's size); the model's input {spec.name!r} has shape "
+            f"{list(spec.shape)}"
         )
     return tuple(int(d) for d in dims)

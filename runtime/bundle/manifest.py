@@ -17,6 +17,7 @@ from typing import Any
 
 from onnxedge.runtime.bundle.outputs import BINARY_KINDS
 from onnxedge.runtime.bundle.verify import check_file_names
+from onnxedge.runtime.classifier.preprocess import RESIZE_MODES
 from onnxedge.runtime.errors import BundleError
 
 FORMAT = "onnxedge-bundle"
@@ -147,14 +148,24 @@ def check_preprocessing(spec: Any, source: str) -> Mapping[str, Any]:
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in resize)
         ):
             problems.append(f"resize as [height, width], found {resize!r}")
-        for key, default in (("mean", [0.0, 0.0, 0.0]), ("std", [1.0, 1.0, 1.0])):
+        channels = 1 if spec.get("color", "RGB") == "L" else 3
+        what = "one number (grayscale)" if channels == 1 else "three numbers"
+        for key, default in (("mean", [0.0] * channels), ("std", [1.0] * channels)):
             value = spec.get(key, default)
-            if not (isinstance(value, list) and len(value) == 3 and all(map(_number, value))):
-                problems.append(f"{key} as three numbers, found {value!r}")
+            if not (
+                isinstance(value, list) and len(value) == channels and all(map(_number, value))
+            ):
+                problems.append(f"{key} as {what}, found {value!r}")
             elif key == "std" and 0 in value:
                 problems.append(f"std without zeros, found {value!r}")
         if not _number(spec.get("scale", 1.0 / 255.0)):
             problems.append(f"scale as a number, found {spec.get('scale')!r}")
+        if not _number(spec.get("pad_value", 0.0)):
+            problems.append(f"pad_value as a number, found {spec.get('pad_value')!r}")
+        if spec.get("resize_mode", "stretch") not in RESIZE_MODES:
+            problems.append(
+                f"resize_mode one of {', '.join(RESIZE_MODES)}, found {spec.get('resize_mode')!r}"
+            )
     if problems:
         raise BundleError(f"{source}: expected preprocessing with {problems[0]}")
     return spec

@@ -4,10 +4,21 @@ The golden images of `onnxedge export --images`, `onnxedge parity` and `onnxedge
 through `load_image` / `preprocess_image`, so what parity checks is what the device computes.
 
 The manifest's ``preprocessing`` block (see `onnxedge.models.registry.SQUARE_CROP_64`):
-``color`` RGB; ``crop`` ``center-square`` (the largest centred square) or ``none``; ``resize``
-[H, W] with ``interpolation`` (a PIL resampling filter name); ``scale`` then ``mean``/``std`` per
-channel; ``channel_order`` RGB (default) or BGR, the order the model takes its channels in
-(``mean`` and ``std`` are in that order); ``layout`` NCHW; ``dtype`` float32.
+``color`` RGB, or L (one channel: PIL's 8-bit grayscale of the RGB image, ITU-R 601-2 luma);
+``crop`` ``center-square`` (the largest centred square) or ``none``; ``resize`` [H, W] with
+``interpolation`` (a PIL resampling filter name) and ``resize_mode`` (`RESIZE_MODES`, default
+``stretch``); ``scale`` then ``mean``/``std`` per channel; ``pad_value``, the value of the padded
+pixels of the model's input (after the normalisation; default 0); ``channel_order`` RGB (default)
+or BGR, the order the model takes its channels in (``mean`` and ``std`` are in that order);
+``layout`` NCHW; ``dtype`` float32.
+
+The resize modes (integer arithmetic, so every path computes the same sizes):
+
+1. ``stretch``: to H x W, the aspect ratio not kept.
+2. ``pad-right``: to height H keeping the aspect ratio, the width ``ceil(H * w / h)`` at most W,
+   the rest on the right padded (as OCR text-line classifiers are fed).
+3. ``letterbox``: the largest size within H x W that keeps the aspect ratio (the long side
+   rounded half up), centred, the rest padded (left and top take the smaller half).
 
 Decisions that the manifest does not spell out, the same on every path (see docs/RUNTIME.md):
 
@@ -56,6 +67,7 @@ IMAGE_EXTENSIONS = (
 )
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+RESIZE_MODES = ("stretch", "pad-right", "letterbox")
 _ORIENTATION = 0x0112  # the EXIF tag
 _HIGH_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _WITH_ALPHA = ("RGBA", "LA", "RGBa", "La", "PA")
@@ -131,15 +143,19 @@ def exif_upright(image: Any) -> Any:
 def preprocess_image(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
     """A PIL image -> float32 array [C, H, W] as ``spec`` (the manifest's preprocessing) says.
 
-    EXIF orientation is applied, then `to_rgb`, the crop, the resize, the scaling.
+    EXIF orientation is applied, then `to_rgb` (and grayscale for ``color`` L), the crop, the
+    resize (its mode), the scaling, the padding.
     """
     from PIL import Image
 
-    if spec.get("color", "RGB") != "RGB":
-        raise OnnxEdgeError(f"unsupported preprocessing color {spec.get('color')!r}; expected RGB")
+    color = spec.get("color", "RGB")
+    if color not in ("RGB", "L"):
+        raise OnnxEdgeError(f"unsupported preprocessing color {color!r}; expected RGB or L")
     if spec.get("layout", "NCHW") != "NCHW":
         raise OnnxEdgeError(f"unsupported layout {spec.get('layout')!r}; expected NCHW")
     image = to_rgb(exif_upright(image))
+    if color == "L":
+        image = image.convert("L")
     crop = spec.get("crop", "none")
     if crop == "center-square":
         width, height = image.size
@@ -155,15 +171,49 @@ def preprocess_image(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
             f"unsupported interpolation {name!r}; expected one of: {', '.join(_INTERPOLATIONS)}"
         )
     resample = getattr(Image.Resampling, name.upper())
-    if image.size != (width, height):
-        image = image.resize((width, height), resample=resample)
+    (inner_w, inner_h), (left, top) = resized_box(image.size, (height, width), spec)
+    if image.size != (inner_w, inner_h):
+        image = image.resize((inner_w, inner_h), resample=resample)
     pixels = np.asarray(image)
+    if color == "L":
+        pixels = pixels[..., None]
     order = spec.get("channel_order", "RGB")
     if order == "BGR":  # a model trained on OpenCV's channel order
         pixels = pixels[..., ::-1]
     elif order != "RGB":
         raise OnnxEdgeError(f"unsupported channel_order {order!r}; expected RGB or BGR")
-    return normalize(pixels, spec)
+    array = normalize(pixels, spec)
+    if (inner_w, inner_h) == (width, height):
+        return array
+    canvas = np.full(
+        (array.shape[0], height, width), np.float32(spec.get("pad_value", 0.0)), dtype=np.float32
+    )
+    canvas[:, top : top + inner_h, left : left + inner_w] = array
+    return canvas
+
+
+def resized_box(
+    size: tuple[int, int], target: tuple[int, int], spec: Mapping[str, Any]
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where an image of ``size`` (width, height) goes in the ``target`` (height, width) input:
+    its (width, height) after the resize, and its (left, top) offset; the modes of the module
+    docstring, in integers."""
+    w, h = size
+    height, width = target
+    mode = spec.get("resize_mode", "stretch")
+    if mode == "stretch":  # 1.
+        return (width, height), (0, 0)
+    if mode == "pad-right":  # 2.
+        return (min(width, max(1, -(-height * w // h))), height), (0, 0)
+    if mode == "letterbox":  # 3.
+        if height * w <= width * h:  # the height limits
+            inner = (min(width, max(1, (2 * w * height + h) // (2 * h))), height)
+        else:
+            inner = (width, min(height, max(1, (2 * h * width + w) // (2 * w))))
+        return inner, ((width - inner[0]) // 2, (height - inner[1]) // 2)
+    raise OnnxEdgeError(
+        f"unsupported resize_mode {mode!r}; expected one of: {', '.join(RESIZE_MODES)}"
+    )
 
 
 def normalize(pixels: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
@@ -171,9 +221,10 @@ def normalize(pixels: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
     then ``(x - mean) / std`` per channel, in float32, as ``spec`` (the manifest's
     preprocessing) says. The last step of `preprocess_image`, and how parity's random golden rows
     are made from continuous pixel values."""
+    channels = 1 if spec.get("color", "RGB") == "L" else 3
     array = np.asarray(pixels, dtype=np.float32) * np.float32(spec.get("scale", 1.0 / 255.0))
-    mean = np.asarray(spec.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
-    std = np.asarray(spec.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
+    mean = np.asarray(spec.get("mean", [0.0] * channels), dtype=np.float32)
+    std = np.asarray(spec.get("std", [1.0] * channels), dtype=np.float32)
     array = (array - mean) / std
     return np.ascontiguousarray(np.moveaxis(array, -1, -3), dtype=np.float32)
 

@@ -27,6 +27,7 @@ from onnxedge.runtime.errors import OnnxEdgeError
 COMMANDS = {
     "export": "onnxedge.export.cli.export:export_cmd",
     "simplify": "onnxedge.export.cli.simplify:simplify_cmd",
+    "import": "onnxedge.export.cli.import_onnx:import_cmd",
     "check": "onnxedge.runtime.cli.check:check_cmd",
     "parity": "onnxedge.runtime.cli.parity:parity_cmd",
     "bench": "onnxedge.runtime.cli.bench:bench_cmd",

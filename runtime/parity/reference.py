@@ -61,7 +61,8 @@ def random_rows(
     rounded to 8 bits), scaled and normalised as the preprocessing states."""
     height, width = (int(v) for v in preprocessing["resize"])
     rng = np.random.default_rng([seed, batch])
-    pixels = rng.random((count, height, width, 3), dtype=np.float32) * np.float32(255.0)
+    channels = 1 if preprocessing.get("color", "RGB") == "L" else 3
+    pixels = rng.random((count, height, width, channels), dtype=np.float32) * np.float32(255.0)
     return normalize(pixels, preprocessing)
 
 

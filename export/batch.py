@@ -1,0 +1,322 @@
+"""Make a fixed batch dim symbolic: the graph's inputs and outputs, and the constants that pin it.
+
+Models exported elsewhere (Caffe2, old converters, an export traced at batch 1) often fix dim 0 of
+their input at 1 and spell the flatten before the classifier as ``Reshape(x, [1, -1])``. This
+pass, an ``onnx_ir`` pass whose cases are onnxscript rewrite rules (as `onnxedge.export.gap`),
+makes the batch symbolic where the graph allows; `make_batch_dynamic` reports the node that still
+pins it where it does not. The caller verifies the result against the original graph at several
+batch sizes (`onnxedge.export.verify.verify_batch_step`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnx_ir.passes.common as ir_common_passes
+from onnxscript.rewriter import MatchContext, MatchResult, RewriteRuleClassBase, RewriteRuleSet
+
+from onnxedge.runtime.errors import OnnxEdgeError
+
+__all__ = [
+    "BATCH_DIM",
+    "BatchResult",
+    "MakeBatchDynamicPass",
+    "batch_rules",
+    "fixed_batch",
+    "make_batch_dynamic",
+]
+
+log = logging.getLogger(__name__)
+
+BATCH_DIM = "batch"
+_MAX_ROUNDS = 8  # rules and shape inference alternate until nothing changes (a chain of reshapes)
+# Ops whose output has no batch dim even when their input has one.
+_SHAPE_READERS = frozenset({"Shape", "Size"})
+_SLICE_INPUTS_OPSET = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchResult:
+    """The model with a symbolic batch, what was rewritten, and the node that still pins the
+    batch (empty where none does)."""
+
+    model: onnx.ModelProto
+    fixed: int  # the batch the original fixed
+    rewrites: tuple[str, ...]
+    pinned_by: str = ""
+
+    @property
+    def modified(self) -> bool:
+        return True
+
+
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """Dim 0 of the model's one image input when it is a fixed number, else None."""
+    from onnxedge.runtime.check.check import graph_inputs
+
+    (value,) = graph_inputs(model.graph)
+    dims = value.type.tensor_type.shape.dim
+    if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+        return int(dims[0].dim_value)
+    return None
+
+
+def _is_batch(value: ir.Value | None) -> bool:
+    """Whether dim 0 of ``value`` is the symbolic batch (as shape inference propagated it)."""
+    shape = value.shape if value is not None else None
+    return shape is not None and shape.rank() >= 1 and str(shape[0]) == BATCH_DIM
+
+
+def _const_ints(value: ir.Value | None) -> list[int] | None:
+    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+    if tensor is None:
+        return None
+    return [int(v) for v in np.asarray(tensor.numpy()).reshape(-1)]
+
+
+class _BatchRule(RewriteRuleClassBase):
+    """Shared plumbing: the fixed batch, the graph input it comes from, and the report."""
+
+    def __init__(self, fixed: int, image: ir.Value, rewrites: list[str], opset: int) -> None:
+        super().__init__()
+        self.fixed = fixed
+        self.image = image
+        self.rewrites = rewrites
+        self.opset = opset
+
+    def _report(self, node: ir.Node | None, detail: str) -> None:
+        label = (node.name or node.op_type) if node is not None else "?"
+        self.rewrites.append(f"{node.op_type if node else '?'} {label!r}: {detail}")
+
+    def _batch_of_input(self, op):
+        """``Shape(image)[0:1]``: the run-time batch, as a 1-D int64 tensor (Slice takes its
+        bounds as attributes before opset 10, as inputs from it)."""
+        shape = op.Shape(self.image)
+        if self.opset < _SLICE_INPUTS_OPSET:
+            return op.Slice(shape, starts=[0], ends=[1], axes=[0])
+        bound = [op.Constant(value=ir.tensor(np.asarray([v], dtype=np.int64))) for v in (0, 1)]
+        return op.Slice(shape, *bound)
+
+
+class ReshapeToCopiedBatch(_BatchRule):
+    """Case 1.: ``Reshape(x, [B, ...])`` where dim 0 of ``x`` is the batch → ``Reshape(x, [0,
+    ...])`` (0 copies the input's dim; ``allowzero=1`` would read it literally, so it is left)."""
+
+    def pattern(self, op, x, shape):
+        return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["reshaped"])
+
+    def check(self, context: MatchContext, x, shape, reshaped) -> MatchResult:
+        result = MatchResult()
+        if not _is_batch(x):
+            return result.fail(f"dim 0 of {x.name!r} is not the batch")
+        dims = _const_ints(shape)
+        if dims is None or not dims:
+            return result.fail("the target shape is not a constant")
+        if dims[0] != self.fixed:
+            return result.fail(f"the target shape {dims} does not start with the batch")
+        if context.root.attributes.get_int("allowzero", 0):
+            return result.fail("allowzero=1 reads a 0 in the shape literally")
+        return result
+
+    def rewrite(self, op, x, shape, reshaped):
+        node = reshaped.producer()
+        dims = _const_ints(shape) or []
+        new = [0, *dims[1:]]
+        self._report(node, f"shape {dims} -> {new}")
+        target = op.Constant(value=ir.tensor(np.asarray(new, dtype=np.int64)))
+        return op.Reshape(x, target, _name=node.name if node is not None else None)
+
+
+class FlattenAtAxisZero(_BatchRule):
+    """Case 2.: ``Flatten(x, axis=0)`` (``[1, N*C*H*W]``) at a fixed batch of 1 where dim 0 of
+    ``x`` is the batch → ``Flatten(x, axis=1)``, the same at batch 1 and ``[N, C*H*W]`` after."""
+
+    def pattern(self, op, x):
+        return op.Flatten(x, _allow_other_attributes=True, _outputs=["flat"])
+
+    def check(self, context: MatchContext, x, flat) -> MatchResult:
+        result = MatchResult()
+        if context.root.attributes.get_int("axis", 1) != 0:
+            return result.fail("axis is not 0")
+        if self.fixed != 1:
+            return result.fail(f"a fixed batch of {self.fixed}: axis=0 mixes the rows")
+        if not _is_batch(x):
+            return result.fail(f"dim 0 of {x.name!r} is not the batch")
+        return result
+
+    def rewrite(self, op, x, flat):
+        node = flat.producer()
+        self._report(node, "axis 0 -> 1")
+        return op.Flatten(x, axis=1, _name=node.name if node is not None else None)
+
+
+class _ToRunTimeBatch(_BatchRule):
+    """Cases 3. and 4.: ``Expand(c, [B, ...])`` or ``Tile(c, [B, ...])`` of a tensor ``c`` whose
+    dim 0 is 1 and not the batch (a constant, a class token) → the same op with dim 0 of its
+    second input ``Shape(image)[0:1]``, so that it follows the batch that is fed."""
+
+    op_type = ""
+    second = ""  # what the op's second input is called, for the report
+
+    def pattern(self, op, x, counts):
+        return getattr(op, self.op_type)(x, counts, _outputs=["result"])
+
+    def check(self, context: MatchContext, x, counts, result) -> MatchResult:
+        match = MatchResult()
+        dims = _const_ints(counts)
+        if dims is None or not dims:
+            return match.fail(f"the {self.second} are not a constant")
+        if dims[0] != self.fixed:
+            return match.fail(f"{self.second} {dims} do not start with the batch")
+        if _is_batch(x):
+            return match.fail(f"dim 0 of {x.name!r} is already the batch")
+        if x.shape is not None and x.shape.rank() == len(dims) and x.shape[0] != 1:
+            return match.fail(f"dim 0 of {x.name!r} is not 1")
+        return match
+
+    def rewrite(self, op, x, counts, result):
+        node = result.producer()
+        dims = _const_ints(counts) or []
+        rest = op.Constant(value=ir.tensor(np.asarray(dims[1:], dtype=np.int64)))
+        target = op.Concat(self._batch_of_input(op), rest, axis=0)
+        self._report(node, f"{self.second} {dims} -> [batch, {', '.join(map(str, dims[1:]))}]")
+        make = getattr(op, self.op_type)
+        return make(x, target, _name=node.name if node is not None else None)
+
+
+class ExpandToRunTimeBatch(_ToRunTimeBatch):
+    """Case 3.: ``Expand`` to a constant shape that starts with the fixed batch."""
+
+    op_type = "Expand"
+    second = "shape"
+
+
+class TileToRunTimeBatch(_ToRunTimeBatch):
+    """Case 4.: ``Tile`` whose constant repeats start with the fixed batch."""
+
+    op_type = "Tile"
+    second = "repeats"
+
+
+def batch_rules(fixed: int, image: ir.Value, rewrites: list[str], opset: int) -> RewriteRuleSet:
+    """The rule set of `MakeBatchDynamicPass` (cases 1. to 4.) for a graph of ``opset``; each
+    rewrite is appended to ``rewrites``."""
+    return RewriteRuleSet(
+        [
+            rule.rule(fixed, image, rewrites, opset)
+            for rule in (
+                ReshapeToCopiedBatch,
+                FlattenAtAxisZero,
+                ExpandToRunTimeBatch,
+                TileToRunTimeBatch,
+            )
+        ]
+    )
+
+
+class MakeBatchDynamicPass(ir.passes.InPlacePass):
+    """Make the fixed dim 0 of the one graph input, and of every graph output, the symbolic
+    ``batch``, and rewrite the constants that pin it:
+
+    1. ``Reshape`` to a constant shape starting with the fixed batch, of a tensor whose dim 0 is
+       the batch: that dim becomes 0 (copied from the input); ``[1, -1]`` becomes ``[0, -1]``.
+    2. ``Flatten(axis=0)`` at a fixed batch of 1: ``axis=1``.
+    3. ``Expand`` of a tensor without the batch to a constant shape starting with it: dim 0 of
+       the shape becomes the fed batch, ``Shape(input)[0:1]``.
+    4. ``Tile`` of such a tensor whose dim 0 is 1, repeated the fixed batch times: the same.
+
+    Shape inference runs between rounds of the rules, so a reshape behind another one is seen
+    once the first is rewritten. ``rewrites`` holds what the latest call did; ``pinned_by`` the
+    first node that still turns a batch-sized input into a fixed dim 0 ("" where none does).
+    """
+
+    def __init__(self, fixed: int) -> None:
+        super().__init__()
+        self.fixed = fixed
+        self.rewrites: tuple[str, ...] = ()
+        self.pinned_by = ""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        (image,) = [v for v in graph.inputs if not v.is_initializer()]
+        for value in [image, *graph.outputs]:
+            if value.shape is None or value.shape.rank() < 1 or value.shape[0] != self.fixed:
+                found = list(value.shape) if value.shape is not None else "no shape"
+                raise OnnxEdgeError(
+                    f"expected dim 0 of {value.name!r} to be the fixed batch {self.fixed}, "
+                    f"found {found}"
+                )
+            value.shape = ir.Shape([ir.SymbolicDim(BATCH_DIM), *list(value.shape)[1:]])
+        declared = [value.shape for value in graph.outputs]
+        rewrites: list[str] = []
+        for _ in range(_MAX_ROUNDS):
+            _infer_shapes(model)
+            before = len(rewrites)
+            opset = model.graph.opset_imports.get("", 1)
+            batch_rules(self.fixed, image, rewrites, opset).apply_to_model(model)
+            if len(rewrites) == before:
+                break
+        _infer_shapes(model)
+        self.rewrites = tuple(rewrites)
+        self.pinned_by = _pinning_node(model)
+        # A rewrite may have replaced a graph output by a new value: restored by position.
+        for value, shape in zip(graph.outputs, declared, strict=True):
+            value.shape = shape
+        return ir.passes.PassResult(model, modified=True)
+
+
+def _infer_shapes(model: ir.Model) -> None:
+    """Forget the shapes of every node output (they held the fixed batch), graph outputs too, so
+    that a pinned batch shows there, and infer them anew from the symbolic input."""
+    for node in model.graph:
+        for value in node.outputs:
+            value.shape = None
+    ir_common_passes.ShapeInferencePass(strict_mode=False)(model)
+
+
+def _pinning_node(model: ir.Model) -> str:
+    """The first node (in graph order) that reads a tensor whose dim 0 is the batch and writes one
+    whose dim 0 is a fixed number, described for a user; "" where none does."""
+    for index, node in enumerate(model.graph):
+        if node.op_type in _SHAPE_READERS:
+            continue
+        if not any(_is_batch(v) and v.shape.rank() >= 2 for v in node.inputs if v is not None):
+            continue
+        for out in node.outputs:
+            shape = out.shape
+            if shape is not None and shape.rank() >= 1 and isinstance(shape[0], int):
+                label = node.name or f"#{index}"
+                return (
+                    f"{node.op_type} node {label!r} (output {out.name!r} has dim 0 fixed at "
+                    f"{shape[0]}, shape {[str(d) for d in shape]})"
+                )
+    return ""
+
+
+def make_batch_dynamic(model: onnx.ModelProto) -> BatchResult:
+    """Apply `MakeBatchDynamicPass` to a proto whose one input has a fixed batch; the input proto
+    is not modified. The result's ``pinned_by`` names the node that still pins the batch."""
+    fixed = fixed_batch(model)
+    if fixed is None:
+        raise OnnxEdgeError("expected an input with a fixed batch dim, found a symbolic one")
+    model_ir = ir.serde.deserialize_model(model)
+    batch_pass = MakeBatchDynamicPass(fixed)
+    batch_pass(model_ir)
+    # Inferred shapes were a means to decide; the result keeps only its inputs' and outputs'.
+    for node in model_ir.graph:
+        for value in node.outputs:
+            if not value.is_graph_output():
+                value.shape = None
+    ir_common_passes.RemoveUnusedNodesPass()(model_ir)
+    for rewrite in batch_pass.rewrites:
+        log.info("batch: %s", rewrite)
+    return BatchResult(
+        model=ir.serde.serialize_model(model_ir),
+        fixed=fixed,
+        rewrites=batch_pass.rewrites,
+        pinned_by=batch_pass.pinned_by,
+    )

@@ -1,0 +1,117 @@
+"""`onnxedge import`: a bundle of an ONNX classifier exported elsewhere. The command parses
+options and calls `onnxedge.export.importer.import_bundle`, the Python API; torch is not needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from onnxedge.export.cli.preprocessing_options import (
+    golden_images_option,
+    preprocessing_from,
+    preprocessing_options,
+    read_labels,
+)
+from onnxedge.runtime.cli.output import echo_progress
+from onnxedge.runtime.deps import require_modules
+
+REFERENCES = ("auto", "float64", "float32")
+
+
+@click.command("import")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="The bundle directory to write."
+)
+@preprocessing_options(
+    "C,H,W of one input image, where the graph leaves them symbolic (C 1 or 3).",
+)
+@click.option(
+    "--output-kind",
+    type=click.Choice(["probabilities", "logits", "sigmoid"]),
+    default=None,
+    help="What the output is, where the graph does not say: softmax probabilities (the graph "
+    "must end in its Softmax), logits, or one sigmoid probability; an error where the graph "
+    "says otherwise.",
+)
+@golden_images_option
+@click.option(
+    "--reference",
+    type=click.Choice(REFERENCES),
+    default="auto",
+    show_default=True,
+    help="The golden data's reference, the original file: float64 (onnx's reference "
+    "evaluator), float32 (ONNX Runtime CPU), or auto: float64 where the evaluator runs the "
+    "graph within --reference-budget, else float32.",
+)
+@click.option(
+    "--reference-budget",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=120.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --reference auto: the most the float64 reference may take, estimated from one row.",
+)
+def import_cmd(
+    src: Path,
+    out: Path,
+    input_shape: tuple[int, int, int] | None,
+    labels_file: Path | None,
+    resize: tuple[int, int] | None,
+    resize_mode: str | None,
+    pad_value: float | None,
+    crop: str | None,
+    interpolation: str | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    channel_order: str | None,
+    output_kind: str | None,
+    images: Path | None,
+    reference: str,
+    reference_budget: float,
+) -> None:
+    """Make a bundle of SRC, an ONNX image classifier exported elsewhere.
+
+    SRC takes one float32 image [N, C, H, W] (C 1 or 3) and outputs [N, K]: one sigmoid
+    probability, one logit, K logits or K softmax probabilities. It is simplified, its fixed
+    batch made dynamic, its GAP head lowered (each step verified) and checked; the golden data's
+    reference is SRC itself. Nothing is written where any step fails.
+    """
+    params: dict[str, Any] = dict(locals())
+    labels = read_labels(labels_file) if labels_file is not None else None
+    require_modules("onnxscript", "onnx_ir", "onnxsim", needed_by="onnxedge import")
+    from onnxedge.export.importer import import_bundle
+
+    result = import_bundle(
+        src,
+        out=out,
+        input_shape=input_shape,
+        preprocessing=preprocessing_from(params),
+        labels=labels,
+        output_kind=output_kind,
+        images=images,
+        reference=reference,
+        reference_budget_s=reference_budget,
+        progress=echo_progress,
+    )
+    for rewrite in result.lowering.batch_rewrites:
+        click.echo(f"batch: rewrote {rewrite}")
+    for rewrite in result.rewrites:
+        click.echo(f"rewrote {rewrite}")
+    for step in result.verifications:
+        batches = ", ".join(str(b) for b, _ in step.comparisons)
+        click.echo(
+            f"verified {step.step} at batch {batches}: max abs error {step.max_abs_error:.3g}"
+        )
+    for item in result.lowering.check.items:
+        click.echo(str(item))
+    manifest = result.manifest
+    click.echo(
+        f"input {manifest['input']['name']!r} {manifest['input']['shape']}, output "
+        f"{manifest['output']['name']!r} {manifest['output']['shape']}: {result.output_kind}"
+    )
+    ref = result.reference
+    click.echo(f"reference: {ref.description}" + (f" ({ref.reason})" if ref.reason else ""))
+    click.echo(f"wrote {result.out}/model.onnx, golden.npz and manifest.json")

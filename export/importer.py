@@ -1,0 +1,536 @@
+"""`onnxedge import`: a bundle of an ONNX image classifier exported elsewhere (PaddlePaddle,
+tf2onnx, Keras, an older PyTorch export, a model zoo).
+
+``import_bundle`` (the Python API): the file is read and refused with one line where it is not
+a classifier onnxedge can ship (`_inspect`: not ONNX, external data outside its folder, ONNX
+Runtime cannot load it, several inputs, an input that is not an image, no ``[N, K]`` output, an
+output kind that contradicts the graph); then the graph steps of `onnxedge export` (onnxsim, the
+fixed batch made symbolic, the GAP lowering, each verified; `onnxedge check`); then golden data
+whose reference is the original file (`onnxedge.export.onnx_reference`: float64 with onnx's
+reference evaluator where its ops allow, else ONNX Runtime CPU in float32); then the bundle,
+written atomically. Nothing is written where any step fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxedge.export.onnx_reference import DEFAULT_BUDGET_S, OnnxReference, make_reference
+from onnxedge.export.pipeline import LoweringResult, io_spec, labels_for, lower_graph
+from onnxedge.export.verify import StepVerification
+from onnxedge.models.registry import image_preprocessing
+from onnxedge.runtime.bundle.outputs import (
+    LOGIT,
+    LOGITS,
+    PROBABILITIES,
+    SIGMOID_PROBABILITY,
+    final_activation,
+    output_kind_of,
+    probabilities,
+)
+from onnxedge.runtime.bundle.reader import MODEL
+from onnxedge.runtime.bundle.write import BundleWriter
+from onnxedge.runtime.check.check import graph_inputs
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.parity import (
+    DEFAULT_BATCH_SIZES,
+    GOLDEN,
+    GOLDEN_FORMAT,
+    GOLDEN_SEED,
+    GOLDEN_VERSION,
+    STRUCTURED_KINDS,
+    Reference,
+    ReferenceBatch,
+    golden_inputs,
+    golden_npz_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+# --output-kind: what the user may say the output is where the graph does not say it.
+KIND_CHOICES = {
+    "probabilities": (PROBABILITIES,),
+    "logits": (LOGITS, LOGIT),
+    "sigmoid": (SIGMOID_PROBABILITY,),
+}
+_FLOAT32 = onnx.TensorProto.FLOAT
+CHANNELS = (1, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportedModel:
+    """What `_inspect` found in the original file."""
+
+    model: onnx.ModelProto
+    sha256: str
+    input_name: str
+    shape: tuple[int, int, int]  # C, H, W fed (from the graph, or --input-shape where symbolic)
+    fixed_batch: int | None  # dim 0 of the input where the file fixes it
+    classes: int
+    kind: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportResult:
+    """A written bundle: where, its manifest, what the graph steps did, and the reference."""
+
+    out: Path
+    manifest: dict[str, Any]
+    lowering: LoweringResult
+    output_kind: str
+    reference: OnnxReference
+
+    @property
+    def rewrites(self) -> tuple[str, ...]:
+        return self.lowering.rewrites
+
+    @property
+    def verifications(self) -> tuple[StepVerification, ...]:
+        return self.lowering.verifications
+
+
+def import_bundle(
+    src: str | Path,
+    *,
+    out: str | Path,
+    input_shape: Sequence[int] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    labels: Sequence[str] | None = None,
+    output_kind: str | None = None,
+    images: str | Path | None = None,
+    reference: str = "auto",
+    reference_budget_s: float = DEFAULT_BUDGET_S,
+    golden_batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Make a bundle at ``out`` of the ONNX classifier ``src``.
+
+    ``input_shape``: C, H, W, needed where the graph leaves H and W symbolic (and only agreeing
+    with it elsewhere). ``preprocessing``: keys that replace those of the default
+    (`onnxedge.models.registry.image_preprocessing`: no crop, resize to H x W, scaled to [0, 1];
+    one channel is grayscale). ``labels``: class names. ``output_kind``: ``probabilities``,
+    ``logits`` or ``sigmoid``, where the graph does not say (an error where it says otherwise).
+    ``images``: a directory of images for the golden data. ``reference``: ``auto``, ``float64``
+    or ``float32`` (`onnxedge.export.onnx_reference.make_reference`).
+    """
+    say = progress or (lambda _msg: None)
+    src = Path(src)
+    if images is not None and not Path(images).is_dir():
+        raise OnnxEdgeError(
+            f"--images: expected a directory of images, found no directory at {images}"
+        )
+    BundleWriter(out).check_target()  # before the slow part, not after it
+    say(f"reading {src}")
+    found = _inspect(src, input_shape, output_kind)
+    channels, height, width = found.shape
+    overrides = dict(preprocessing or {})
+    if channels == 1:
+        overrides.setdefault("color", "L")
+    spec = image_preprocessing(height, width, **overrides)
+    if list(spec["resize"]) != [height, width]:
+        raise OnnxEdgeError(
+            f"the preprocessing resizes to {spec['resize']}, the model's input is "
+            f"{list(found.shape)}: expected the same H, W"
+        )
+    if (spec["color"] == "L") != (channels == 1):
+        raise OnnxEdgeError(
+            f"the model takes {channels} channel(s); expected preprocessing color "
+            f"{'L' if channels == 1 else 'RGB'}, found {spec['color']}"
+        )
+    labels_block = labels_for(labels, found.classes)
+
+    lowering = lower_graph(found.model, dynamic_batch=found.fixed_batch is not None, progress=say)
+    if not lowering.check:
+        (first, *_) = lowering.check.failures
+        raise OnnxEdgeError(f"the imported graph fails onnxedge check, no bundle written: {first}")
+
+    say("computing the reference on the original file")
+    rows, skipped = _golden_rows(spec, images, golden_batch_sizes)
+    logits_name = _logits_name(found.model, found.kind)
+    ref = make_reference(
+        found.model,
+        rows[max(rows)][0][:1],
+        outputs=[logits_name] if logits_name else [],
+        fixed=found.fixed_batch,
+        choice=reference,
+        rows=sum(len(x) for x, _ in rows.values()),
+        budget_s=reference_budget_s,
+    )
+    golden = _golden(ref, spec, rows, found.kind, lowering.model, skipped)
+
+    io = io_spec(lowering.model)
+    io["output"]["kind"] = found.kind
+    manifest: dict[str, Any] = {
+        "model": src.stem,
+        "exporter": "import",
+        "opset": _opset(lowering.model),
+        **io,
+        "preprocessing": spec,
+        "labels": labels_block,
+        "weights": {"source": "onnx", "file": src.name, "sha256": found.sha256},
+        "imported": {
+            "file": src.name,
+            "sha256": found.sha256,
+            "producer": " ".join(
+                p for p in (found.model.producer_name, found.model.producer_version) if p
+            ),
+            "opset": _opset(found.model),
+            "fixed_batch": found.fixed_batch,
+            "batch_rewrites": list(lowering.batch_rewrites),
+            "reference": {
+                "precision": ref.precision,
+                "description": ref.description,
+                "reason": ref.reason,
+            },
+        },
+        "graph": {
+            "nodes": [n.op_type for n in lowering.model.graph.node],
+            "gap_rewrites": list(lowering.rewrites),
+            "verified_steps": [v.to_dict() for v in lowering.verifications],
+        },
+        "check": lowering.check.to_dict(),
+        "versions": _versions(),
+    }
+    data = lowering.model.SerializeToString(deterministic=True)
+    say(f"writing the bundle to {out}")
+    with BundleWriter(out) as writer:
+        writer.write_bytes(MODEL, data)
+        writer.write_bytes(GOLDEN, golden.data)
+        manifest["golden"] = {"file": GOLDEN, **golden.block}
+        manifest["layers"] = {
+            "modules": {},
+            "golden": {
+                "file": None,
+                "reason": "imported from ONNX: no PyTorch modules to record layers of; "
+                "localize names ONNX nodes and compares with a provider or variant (--against)",
+            },
+        }
+        writer.manifest.update(manifest)
+    return ImportResult(
+        out=Path(out),
+        manifest=writer.manifest,
+        lowering=lowering,
+        output_kind=found.kind,
+        reference=ref,
+    )
+
+
+def _versions() -> dict[str, str]:
+    from onnxedge.export.pipeline import package_versions
+
+    return {k: v for k, v in package_versions().items() if k != "torch"}
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+# --- what the file is -----------------------------------------------------------------------
+
+
+def load_original(src: Path) -> onnx.ModelProto:
+    """The file as a ModelProto, its external data loaded only from inside its folder."""
+    if not src.is_file():
+        raise OnnxEdgeError(f"expected an ONNX file, found nothing at {src}")
+    try:
+        model = onnx.load(str(src), load_external_data=False)
+    except Exception as e:  # protobuf DecodeError and friends
+        raise OnnxEdgeError(
+            f"{src} is not an ONNX model: expected a serialized ModelProto, protobuf says: "
+            f"{first_line(e)}"
+        ) from None
+    if not model.graph.node and not model.graph.output:
+        raise OnnxEdgeError(f"{src} is not an ONNX model: it parses, but holds no graph")
+    _check_external_data(model, src)
+    try:
+        onnx.load_external_data_for_model(model, str(src.parent))
+    except Exception as e:
+        raise OnnxEdgeError(f"{src}: cannot read its external data: {first_line(e)}") from None
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as e:
+        raise OnnxEdgeError(f"{src} is not a valid ONNX model: {first_line(e)}") from None
+    return model
+
+
+def _check_external_data(model: onnx.ModelProto, src: Path) -> None:
+    """Every external data file of ``model`` lies inside the model's folder (a path that climbs
+    out of it or is absolute, or a link out of it, is refused, not read)."""
+    folder = src.parent.resolve()
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if not onnx.external_data_helper.uses_external_data(tensor):
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise OnnxEdgeError(
+                f"{src}: the external data of tensor {tensor.name!r} is at {location!r}; "
+                f"expected a file inside the model's folder {folder}"
+            )
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in value.type.tensor_type.shape.dim
+    ]
+
+
+def _describe(value: onnx.ValueInfoProto) -> str:
+    elem = value.type.tensor_type.elem_type
+    dtype = onnx.TensorProto.DataType.Name(elem).lower() if elem else "untyped"
+    if not value.type.HasField("tensor_type"):
+        dtype = "non-tensor"
+    return f"{value.name!r} {dtype} {_dims(value)}"
+
+
+def _inspect(
+    src: Path, input_shape: Sequence[int] | None, output_kind: str | None
+) -> ImportedModel:
+    """Read ``src`` and say, in one line, why it is not a classifier onnxedge can import."""
+    from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
+
+    model = load_original(src)
+    data = src.read_bytes()
+    inputs = graph_inputs(model.graph)
+    if len(inputs) != 1:
+        listing = ", ".join(_describe(v) for v in inputs) or "none"
+        raise OnnxEdgeError(
+            f"{src}: expected one image input [N, C, H, W], found {len(inputs)} inputs: {listing}"
+        )
+    (image,) = inputs
+    dims = _dims(image)
+    if image.type.tensor_type.elem_type != _FLOAT32 or len(dims) != 4:
+        raise OnnxEdgeError(
+            f"{src}: expected a float32 image input [N, C, H, W], found input {_describe(image)}"
+        )
+    shape = _fed_shape(src, dims, input_shape)
+    try:
+        session = make_session(model.SerializeToString(), SessionConfig(provider="cpu"))
+    except OnnxEdgeError as e:
+        raise OnnxEdgeError(f"{src}: {e}") from None
+    fixed = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
+    batch = fixed or 2
+    try:
+        outputs = session.run(None, {image.name: np.zeros((batch, *shape), dtype=np.float32)})
+    except Exception as e:
+        raise OnnxEdgeError(
+            f"{src}: onnxruntime cannot run it on an input [{batch}, "
+            f"{', '.join(map(str, shape))}]: {first_line(e)}"
+        ) from None
+    found = [
+        f"{o.name!r} {list(np.shape(v))}" for o, v in zip(model.graph.output, outputs, strict=True)
+    ]
+    if len(outputs) != 1:
+        raise OnnxEdgeError(
+            f"{src}: expected one output [N, K] (class scores), found {len(outputs)} outputs: "
+            f"{', '.join(found)} (a detector or a multi-head model?)"
+        )
+    (out,) = outputs
+    if np.ndim(out) != 2 or np.shape(out)[0] != batch:
+        raise OnnxEdgeError(
+            f"{src}: expected the output as [N, K] (class scores per image), found {found[0]} "
+            f"for an input of {batch} image(s)"
+            + (" (a segmenter or a detector?)" if np.ndim(out) > 2 else "")
+        )
+    if not np.issubdtype(np.asarray(out).dtype, np.floating):
+        raise OnnxEdgeError(
+            f"{src}: expected a floating-point output, found {np.asarray(out).dtype}"
+        )
+    classes = int(np.shape(out)[1])
+    kind = _output_kind(src, model, classes, output_kind)
+    log.info("import: input %s, output %s, kind %s", _describe(image), found[0], kind)
+    return ImportedModel(
+        model=model,
+        sha256=hashlib.sha256(data).hexdigest(),
+        input_name=image.name,
+        shape=shape,
+        fixed_batch=fixed,
+        classes=classes,
+        kind=kind,
+    )
+
+
+def _fed_shape(
+    src: Path, dims: list[int | str], input_shape: Sequence[int] | None
+) -> tuple[int, int, int]:
+    """C, H, W: the graph's where it fixes them, ``input_shape``'s where it does not; a given
+    shape that contradicts a fixed dim is an error."""
+    given = tuple(int(d) for d in input_shape) if input_shape is not None else None
+    if given is not None and (len(given) != 3 or any(d < 1 for d in given)):
+        raise OnnxEdgeError(
+            f"--input-shape: expected C,H,W (three positive integers), found {given}"
+        )
+    shape = []
+    for i, (dim, name) in enumerate(zip(dims[1:], ("C", "H", "W"), strict=True)):
+        if isinstance(dim, int) and dim > 0:
+            if given is not None and given[i] != dim:
+                raise OnnxEdgeError(
+                    f"--input-shape {','.join(map(str, given))}: the model fixes {name} at {dim}"
+                )
+            shape.append(dim)
+        elif given is not None:
+            shape.append(given[i])
+        else:
+            raise OnnxEdgeError(
+                f"{src}: the input's {name} is symbolic ({dim!r}) in {dims}; expected "
+                "--input-shape C,H,W to say what to feed"
+            )
+    if shape[0] not in CHANNELS:
+        raise OnnxEdgeError(
+            f"{src}: expected an image input with 1 (grayscale) or 3 channels, found "
+            f"{shape[0]} channels in {dims}"
+        )
+    return shape[0], shape[1], shape[2]
+
+
+def _output_kind(src: Path, model: onnx.ModelProto, classes: int, asked: str | None) -> str:
+    """The graph's output kind; ``asked`` (--output-kind) must agree with it where the graph ends
+    in a Softmax or Sigmoid, and may only say ``logits`` where it ends in neither (parity reads
+    the logits at the final activation's input, so a probability output needs its node)."""
+    if asked is not None and asked not in KIND_CHOICES:
+        raise OnnxEdgeError(
+            f"--output-kind: expected one of {', '.join(KIND_CHOICES)}, found {asked!r}"
+        )
+    try:
+        kind = output_kind_of(model, classes)
+    except OnnxEdgeError as e:
+        raise OnnxEdgeError(f"{src}: {e}") from None
+    if asked is None or kind in KIND_CHOICES[asked]:
+        return kind
+    final = final_activation(model)
+    if final is not None:
+        what = f"a {final.op_type} node ({final.name!r})"
+    else:
+        what = f"no Softmax or Sigmoid (so {kind})"
+    raise OnnxEdgeError(
+        f"--output-kind {asked} contradicts the graph: its output [N, {classes}] comes from "
+        f"{what}"
+        + (
+            "; a probability output must end in its Softmax or Sigmoid node, whose input parity "
+            "compares as the logits"
+            if final is None
+            else ""
+        )
+    )
+
+
+def _logits_name(model: onnx.ModelProto, kind: str) -> str | None:
+    """The tensor of the original holding the logits: the final activation's input, or None
+    where the output is the logits."""
+    if kind in (LOGIT, LOGITS):
+        return None
+    final = final_activation(model)
+    return final.input[0] if final is not None else None
+
+
+# --- golden data ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Golden:
+    data: bytes
+    block: dict[str, Any]
+
+
+def _golden_rows(
+    spec: Mapping[str, Any], images: str | Path | None, batch_sizes: Sequence[int]
+) -> tuple[dict[int, tuple[np.ndarray, tuple[str, ...]]], list[str]]:
+    """The golden inputs of each batch size, as `onnxedge export` makes them: structured, the
+    real images that fit, random rows; and the image files skipped, with their reasons."""
+    from onnxedge.export.images import read_images
+
+    found: list[tuple[str, np.ndarray]] = []
+    skipped: list[str] = []
+    if images is not None:
+        room = max(batch_sizes) - 1 - len(STRUCTURED_KINDS)
+        if room < 1:
+            raise OnnxEdgeError(
+                f"--images: the largest golden batch ({max(batch_sizes)}) has no room for images"
+            )
+        found, skipped = read_images(images, spec, limit=room)
+    rows = {
+        size: golden_inputs(size, spec, images=found, seed=GOLDEN_SEED)
+        for size in sorted(set(batch_sizes))
+    }
+    return rows, skipped
+
+
+def _golden(
+    ref: OnnxReference,
+    spec: Mapping[str, Any],
+    rows: Mapping[int, tuple[np.ndarray, tuple[str, ...]]],
+    kind: str,
+    final: onnx.ModelProto,
+    skipped: Sequence[str],
+) -> _Golden:
+    """``golden.npz``: the reference's outputs on the golden rows, float64 (the truth, as
+    computed by ``ref``) and float32 (ONNX Runtime CPU on the original)."""
+    from onnxedge.runtime.bundle.outputs import logits_tensor
+
+    batches = {}
+    for size, (inputs, kinds) in rows.items():
+        prob, logits = _outputs(ref.run(inputs), kind)
+        prob32, logits32 = _outputs(ref.run_f32(inputs), kind)
+        batches[size] = ReferenceBatch(
+            inputs=inputs,
+            kinds=kinds,
+            prob=prob.astype(np.float64),
+            logits=logits.astype(np.float64),
+            prob_f32=prob32.astype(np.float32),
+            logits_f32=logits32.astype(np.float32),
+        )
+    logits_name = logits_tensor(final, kind)
+    reference = Reference(
+        source="golden",
+        description=ref.description,
+        preprocessing=dict(spec),
+        batches=batches,
+        logits_name=logits_name,
+        seed=GOLDEN_SEED,
+    )
+    names = [k.removeprefix("image:") for k in rows[max(rows)][1] if k.startswith("image:")]
+    meta = {
+        "format": GOLDEN_FORMAT,
+        "format_version": GOLDEN_VERSION,
+        "batch_sizes": list(reference.batch_sizes),
+        "seed": GOLDEN_SEED,
+        "preprocessing": dict(spec),
+        "logits": logits_name,
+        "output_kind": kind,
+        "reference": ref.description,
+        "reference_precision": ref.precision,
+        "images": names,
+    }
+    block = {
+        "format": GOLDEN_FORMAT,
+        "format_version": GOLDEN_VERSION,
+        "batch_sizes": list(reference.batch_sizes),
+        "inputs": sorted({k for _, kinds in rows.values() for k in kinds}),
+        "seed": GOLDEN_SEED,
+        "images": names,
+        "images_skipped": list(skipped),
+        "logits": logits_name,
+        "reference": ref.description,
+        "reference_precision": ref.precision,
+    }
+    return _Golden(data=golden_npz_bytes(reference, meta), block=block)
+
+
+def _outputs(found: list[np.ndarray], kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, logits) of one reference run: [output] or [output, logits tensor]."""
+    output = np.asarray(found[0])
+    if kind in (LOGIT, LOGITS):
+        return probabilities(output, kind), output
+    return output, np.asarray(found[1]).reshape(output.shape)

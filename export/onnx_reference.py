@@ -1,0 +1,194 @@
+"""The reference of an imported model: the original ONNX file, computed in float64 with onnx's
+reference evaluator where its ops allow, else with ONNX Runtime's CPU EP in float32.
+
+`onnxedge import` has no PyTorch module to compare with; the truth is the file the user brought.
+`cast_to_double` makes a float64 copy of it (every float32 initializer, constant and cast widened,
+exactly representable) that `onnx.reference.ReferenceEvaluator` runs in numpy's float64; where
+the evaluator cannot run the graph (an op it lacks, a contrib op) or would take longer than the
+budget, the reference is ONNX Runtime CPU on the original in float32, and the manifest says which
+(`OnnxReference.precision`), so parity widens its tolerances for it (docs/PARITY.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxedge.export.verify import in_chunks
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
+
+log = logging.getLogger(__name__)
+
+FLOAT64 = "float64"
+FLOAT32 = "float32"
+REFERENCE_CHOICES = ("auto", FLOAT64, FLOAT32)
+# How long the float64 evaluator may take for all the rows the import computes (the golden batches
+# sum to 74 rows); beyond it "auto" takes ONNX Runtime in float32 and says why.
+DEFAULT_BUDGET_S = 120.0
+# Float inputs that must stay float32 whatever the data's type (the op's schema says so).
+_FLOAT32_ONLY_INPUTS = {("Resize", 2), ("Upsample", 1)}
+
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxReference:
+    """How the reference outputs were computed, and a runner for them: ``run(x)`` gives the
+    model's output and, where asked for, the logits tensor, for float32 inputs [N, C, H, W] of any
+    N (a fixed-batch original runs in chunks of its batch)."""
+
+    precision: str  # float64 (onnx.reference) or float32 (ONNX Runtime CPU)
+    description: str
+    reason: str  # why this precision ("" where float64 was asked for or allowed)
+    run: Runner
+    run_f32: Runner  # ONNX Runtime CPU on the original, float32 (the f32 columns of golden.npz)
+
+
+def cast_to_double(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A float64 copy of ``model``: float32 graph inputs, outputs, initializers, ``Constant`` and
+    ``ConstantOfShape`` values and ``Cast(to=FLOAT)`` become float64. Resize/Upsample scales stay
+    float32, as their schema requires."""
+    model_ir = ir.serde.deserialize_model(model)
+    graph = model_ir.graph
+    keep = {
+        node.inputs[i]
+        for node in graph
+        for op, i in _FLOAT32_ONLY_INPUTS
+        if node.op_type == op and len(node.inputs) > i and node.inputs[i] is not None
+    }
+    for value in graph.initializers.values():
+        if value.dtype == ir.DataType.FLOAT and value not in keep and value.const_value is not None:
+            array = np.asarray(value.const_value.numpy(), dtype=np.float64)
+            value.const_value = ir.tensor(array, name=value.name)
+            value.dtype = ir.DataType.DOUBLE
+    for node in graph:
+        if node.op_type in ("Constant", "ConstantOfShape") and node.outputs[0] not in keep:
+            attr = node.attributes.get("value")
+            if attr is not None and attr.as_tensor().dtype == ir.DataType.FLOAT:
+                array = np.asarray(attr.as_tensor().numpy(), dtype=np.float64)
+                node.attributes["value"] = ir.AttrTensor("value", ir.tensor(array))
+            elif node.attributes.get("value_float") is not None:
+                number = node.attributes["value_float"].as_float()
+                del node.attributes["value_float"]
+                node.attributes["value"] = ir.AttrTensor("value", ir.tensor(np.float64(number)))
+        if node.op_type == "Cast" and node.attributes.get_int("to") == ir.DataType.FLOAT:
+            node.attributes["to"] = ir.AttrInt64("to", ir.DataType.DOUBLE)
+        for out in node.outputs:
+            out.type, out.shape = None, None  # inferred again as float64 where needed
+    for value in [*graph.inputs, *graph.outputs]:
+        if value.dtype == ir.DataType.FLOAT:
+            value.dtype = ir.DataType.DOUBLE
+    return ir.serde.serialize_model(model_ir)
+
+
+def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the tensors ``names`` (untyped)."""
+    extra = onnx.ModelProto()
+    extra.CopyFrom(model)
+    present = {o.name for o in extra.graph.output}
+    for name in names:
+        if name not in present:
+            extra.graph.output.append(onnx.ValueInfoProto(name=name))
+    return extra
+
+
+def onnxruntime_runner(model: onnx.ModelProto, outputs: Sequence[str], fixed: int | None) -> Runner:
+    from onnxedge.runtime.check.check import graph_inputs
+    from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
+
+    session = make_session(
+        with_outputs(model, outputs).SerializeToString(), SessionConfig(provider="cpu")
+    )
+    (image,) = graph_inputs(model.graph)
+    names = [model.graph.output[0].name, *outputs]
+    return in_chunks(lambda x: session.run(names, {image.name: x}), fixed)
+
+
+def evaluator_runner(model: onnx.ModelProto, outputs: Sequence[str], fixed: int | None) -> Runner:
+    from onnx.reference import ReferenceEvaluator
+
+    from onnxedge.runtime.check.check import graph_inputs
+
+    (image,) = graph_inputs(model.graph)
+    evaluator = ReferenceEvaluator(cast_to_double(with_outputs(model, outputs)))
+    names = [model.graph.output[0].name, *outputs]
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        found = evaluator.run(names, {image.name: x.astype(np.float64)})
+        if any(np.asarray(f).dtype != np.float64 for f in found):
+            raise OnnxEdgeError(
+                "the float64 copy computed "
+                + ", ".join(str(np.asarray(f).dtype) for f in found)
+                + " outputs, expected float64"
+            )
+        return [np.asarray(f) for f in found]
+
+    return in_chunks(run, fixed)
+
+
+def make_reference(
+    model: onnx.ModelProto,
+    probe: np.ndarray,
+    *,
+    outputs: Sequence[str] = (),
+    fixed: int | None = None,
+    choice: str = "auto",
+    rows: int = 74,
+    budget_s: float = DEFAULT_BUDGET_S,
+) -> OnnxReference:
+    """The reference of the original ``model`` (also outputting ``outputs``, the logits tensor).
+
+    ``choice``: ``float64`` (onnx's reference evaluator, an error where it cannot run the
+    graph), ``float32`` (ONNX Runtime CPU), or ``auto``: float64 where the evaluator runs
+    ``probe`` (one input row) and would compute ``rows`` rows within ``budget_s`` seconds, else
+    float32 with the reason recorded.
+    """
+    from onnxedge.runtime.deps import onnxruntime_version
+
+    if choice not in REFERENCE_CHOICES:
+        raise OnnxEdgeError(
+            f"--reference: expected one of {', '.join(REFERENCE_CHOICES)}, found {choice!r}"
+        )
+    run_f32 = onnxruntime_runner(model, outputs, fixed)
+    f32 = OnnxReference(
+        precision=FLOAT32,
+        description=f"ONNX Runtime {onnxruntime_version()} CPU, float32, on the original file",
+        reason="asked for (--reference float32)",
+        run=run_f32,
+        run_f32=run_f32,
+    )
+    if choice == FLOAT32:
+        return f32
+    try:
+        run64 = evaluator_runner(model, outputs, fixed)
+        start = time.perf_counter()
+        run64(probe)
+        took = time.perf_counter() - start
+    except Exception as e:  # the evaluator's own errors: a missing op, a type it lacks
+        reason = f"onnx's reference evaluator cannot run it in float64: {first_line(e)}"
+        if choice == FLOAT64:
+            raise OnnxEdgeError(f"--reference float64: {reason}") from None
+        log.info("reference: %s", reason)
+        return dataclasses.replace(f32, reason=reason)
+    estimate = took * rows
+    if choice == "auto" and estimate > budget_s:
+        reason = (
+            f"onnx's reference evaluator takes {took:.2f} s a row in float64; {rows} rows would "
+            f"take about {estimate:.0f} s, over the {budget_s:.0f} s budget (--reference float64 "
+            "to wait for it)"
+        )
+        log.info("reference: %s", reason)
+        return dataclasses.replace(f32, reason=reason)
+    return OnnxReference(
+        precision=FLOAT64,
+        description=f"onnx {onnx.__version__} reference evaluator, float64 copy of the original",
+        reason="",
+        run=run64,
+        run_f32=run_f32,
+    )

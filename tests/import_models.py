@@ -1,0 +1,188 @@
+"""Small ONNX classifiers written with onnx.helper, as models exported elsewhere arrive: for the
+tests of `onnxedge import` (tests/test_import.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 13
+
+
+def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def _weights(seed: int, channels: int, features: int, classes: int) -> list[onnx.TensorProto]:
+    rng = np.random.default_rng(seed)
+    return [
+        _init("conv_w", rng.normal(0, 0.5, (features, channels, 3, 3)).astype(np.float32)),
+        _init("conv_b", rng.normal(0, 0.1, features).astype(np.float32)),
+        _init("fc_w", rng.normal(0, 1.0, (classes, features)).astype(np.float32)),
+        _init("fc_b", rng.normal(0, 0.1, classes).astype(np.float32)),
+    ]
+
+
+def _model(nodes, inputs, outputs, initializers, opset: int = OPSET) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "classifier", inputs, outputs, initializers)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tests"
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def fixed_batch_reshape(classes: int = 4, side: int = 32, seed: int = 0) -> onnx.ModelProto:
+    """Batch fixed at 1, a full-size AveragePool head and ``Reshape(x, [1, -1])`` before the
+    classifier, as a Caffe2 or traced export writes it; K logits."""
+    features = 8
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("AveragePool", ["r"], ["p"], name="pool", kernel_shape=[side, side]),
+        helper.make_node("Reshape", ["p", "flat_shape"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+    ]
+    inits = [*_weights(seed, 3, features, classes), _init("flat_shape", np.array([1, -1]))]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        inits,
+    )
+
+
+def softmax_dynamic_width(classes: int = 3, height: int = 48, seed: int = 1) -> onnx.ModelProto:
+    """A text-line classifier: input ``[N, 3, 48, W]`` (W symbolic), a ReduceMean head, K softmax
+    probabilities, as an OCR package ships its direction classifier."""
+    features = 6
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("ReduceMean", ["r"], ["m"], name="mean", axes=[2, 3], keepdims=0),
+        helper.make_node("Gemm", ["m", "fc_w", "fc_b"], ["z"], name="fc", transB=1),
+        helper.make_node("Softmax", ["z"], ["prob"], name="softmax", axis=1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, height, "W"])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", classes])],
+        _weights(seed, 3, features, classes),
+    )
+
+
+def grayscale_sigmoid(side: int = 28, seed: int = 2) -> onnx.ModelProto:
+    """One input channel (grayscale), a GlobalAveragePool head, one sigmoid probability."""
+    features = 5
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["z"], name="fc", transB=1),
+        helper.make_node("Sigmoid", ["z"], ["prob"], name="sigmoid"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, side, side])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 1])],
+        _weights(seed, 1, features, 1),
+    )
+
+
+def batch_mixing(side: int = 16) -> onnx.ModelProto:
+    """Batch fixed at 1 and a ReduceMean over dim 0 (the batch) that no rewrite can undo."""
+    features, classes = 4, 2
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("ReduceMean", ["c"], ["b"], name="batch_mean", axes=[0], keepdims=1),
+        helper.make_node("GlobalAveragePool", ["b"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        _weights(3, 3, features, classes),
+    )
+
+
+def two_inputs() -> onnx.ModelProto:
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"], name="add")]
+    return _model(
+        nodes,
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3, 8, 8]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3, 8, 8]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [],
+    )
+
+
+def token_input() -> onnx.ModelProto:
+    """A text model: int64 token ids [N, T]."""
+    nodes = [helper.make_node("Cast", ["ids"], ["y"], name="cast", to=TensorProto.FLOAT)]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])],
+        [],
+    )
+
+
+def segmenter(side: int = 16) -> onnx.ModelProto:
+    """A per-pixel output [N, K, H, W]: not a classifier."""
+    nodes = [helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["y"], name="conv", pads=[1] * 4)]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, side, side])],
+        _weights(4, 3, 5, 2)[:2],
+    )
+
+
+def detector(side: int = 16) -> onnx.ModelProto:
+    """Two outputs (boxes and scores), as a detector has."""
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["boxes"], name="boxes"),
+        helper.make_node("Flatten", ["g"], ["scores"], name="scores"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, side, side])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3]),
+        ],
+        [],
+    )
+
+
+def unknown_op() -> onnx.ModelProto:
+    """An op of a custom domain that ONNX Runtime has no kernel for."""
+    nodes = [helper.make_node("Mystery", ["x"], ["y"], name="mystery", domain="com.example")]
+    graph = helper.make_graph(
+        nodes,
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.example", 1)],
+    )
+    model.ir_version = 8
+    return model

@@ -1,0 +1,356 @@
+"""`onnxedge import`: bundles of ONNX classifiers exported elsewhere, on models the tests write
+(tests/import_models.py); every downstream command on them; bad input is one line and exit 1
+with nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import import_models as models
+import numpy as np
+import onnx
+import pytest
+from cli_assertions import assert_one_line_error
+from click.testing import CliRunner
+from PIL import Image
+
+from onnxedge.export.batch import make_batch_dynamic
+from onnxedge.export.onnx_reference import cast_to_double, make_reference
+from onnxedge.export.verify import verify_batch_step
+from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.classifier import Classifier
+from onnxedge.runtime.cli import main
+from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
+from onnxedge.runtime.parity import golden_inputs, load_golden
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = make_session(model.SerializeToString(), SessionConfig(provider="cpu"))
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("onnx")
+    makers = {
+        "fixed": models.fixed_batch_reshape,
+        "ocr": models.softmax_dynamic_width,
+        "gray": models.grayscale_sigmoid,
+        "mixing": models.batch_mixing,
+        "two_inputs": models.two_inputs,
+        "tokens": models.token_input,
+        "segmenter": models.segmenter,
+        "detector": models.detector,
+        "unknown_op": models.unknown_op,
+    }
+    return {name: models.save(make(), folder / f"{name}.onnx") for name, make in makers.items()}
+
+
+@pytest.fixture(scope="module")
+def bundles(files, tmp_path_factory) -> dict[str, Path]:
+    """The three good models imported once: fixed batch, pad-right OCR, grayscale."""
+    root = tmp_path_factory.mktemp("imported")
+    made = {
+        "fixed": [files["fixed"]],
+        "ocr": [
+            files["ocr"],
+            "--input-shape",
+            "3,48,192",
+            "--resize-mode",
+            "pad-right",
+            "--mean",
+            "0.5,0.5,0.5",
+            "--std",
+            "0.5,0.5,0.5",
+        ],
+        "gray": [files["gray"], "--interpolation", "bicubic"],
+    }
+    for name, args in made.items():
+        result = invoke("import", *args, "--out", root / name)
+        assert result.exit_code == 0, result.output
+    return {name: root / name for name in made}
+
+
+# --- the batch made dynamic ------------------------------------------------------------------
+
+
+def test_a_fixed_batch_and_its_reshape_become_symbolic(files):
+    original = onnx.load(str(files["fixed"]))
+    result = make_batch_dynamic(original)
+    assert result.fixed == 1 and not result.pinned_by
+    assert result.rewrites == ("Reshape 'flatten': shape [1, -1] -> [0, -1]",)
+    assert [n.op_type for n in result.model.graph.node] == [
+        "Conv",
+        "Relu",
+        "AveragePool",
+        "Constant",
+        "Reshape",
+        "Gemm",
+    ]
+    for value in (result.model.graph.input[0], result.model.graph.output[0]):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
+    x = np.random.default_rng(0).random((7, 3, 32, 32), dtype=np.float32)
+    rows = np.concatenate([run(original, x[i : i + 1]) for i in range(7)])
+    np.testing.assert_array_equal(run(result.model, x), rows)
+    assert verify_batch_step(original, result.model, 1)
+
+
+def test_a_batch_that_cannot_be_made_dynamic_names_the_node(files):
+    result = make_batch_dynamic(onnx.load(str(files["mixing"])))
+    assert "ReduceMean node 'batch_mean'" in result.pinned_by
+
+
+def test_the_batch_step_check_fails_on_a_model_that_differs(files):
+    original = onnx.load(str(files["fixed"]))
+    dynamic = make_batch_dynamic(original).model
+    other = make_batch_dynamic(models.fixed_batch_reshape(seed=5)).model  # other weights
+    assert verify_batch_step(original, dynamic, 1)
+    assert not verify_batch_step(original, other, 1)
+
+
+@pytest.mark.parametrize("op", ["Expand", "Tile"])
+def test_a_constant_expanded_or_tiled_to_the_batch_follows_it(op):
+    """A constant [1, 4] broadcast to the fixed batch and added to the features: its dim 0
+    becomes the batch that is fed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    const = numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(1, 4), "c")
+    target = numpy_helper.from_array(np.array([1, 4], dtype=np.int64), "t")
+    ones = numpy_helper.from_array(np.array([1, 1], dtype=np.int64), "one")
+    second = "t" if op == "Expand" else "one"
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "w"], ["z"], name="fc"),
+        helper.make_node(op, ["c", second], ["b"], name="broadcast"),
+        helper.make_node("Concat", ["z", "b"], ["y"], name="join", axis=1),
+    ]
+    w = numpy_helper.from_array(np.ones((3, 4), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [const, target, ones, w],
+    )
+    original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    original.ir_version = 8
+    result = make_batch_dynamic(original)
+    assert not result.pinned_by, result.pinned_by
+    assert [r.split(":")[0] for r in result.rewrites] == [f"{op} 'broadcast'"]
+    assert verify_batch_step(original, result.model, 1)
+
+
+# --- the reference ---------------------------------------------------------------------------
+
+
+def test_the_float64_copy_computes_in_float64(files):
+    original = onnx.load(str(files["fixed"]))
+    double = cast_to_double(original)
+    assert double.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    assert all(i.data_type != onnx.TensorProto.FLOAT for i in double.graph.initializer)
+    x = np.random.default_rng(1).random((3, 3, 32, 32), dtype=np.float32)
+    ref = make_reference(original, x[:1], fixed=1, choice="float64")
+    assert ref.precision == "float64"
+    (out64,) = ref.run(x)
+    (out32,) = ref.run_f32(x)
+    assert out64.dtype == np.float64 and out32.dtype == np.float32
+    assert 0 < np.abs(out64 - out32).max() < 1e-4  # float32 rounding, not another model
+
+
+def test_auto_takes_float32_where_float64_would_take_too_long(files):
+    original = onnx.load(str(files["fixed"]))
+    x = np.zeros((1, 3, 32, 32), dtype=np.float32)
+    ref = make_reference(original, x, fixed=1, budget_s=1e-9)
+    assert ref.precision == "float32" and "over the" in ref.reason
+
+
+def test_reference_float32_is_recorded_in_the_manifest(files, tmp_path):
+    out = tmp_path / "b"
+    result = invoke("import", files["gray"], "--out", out, "--reference", "float32")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["imported"]["reference"]["precision"] == "float32"
+    assert manifest["golden"]["reference_precision"] == "float32"
+    parity = invoke("parity", out, "--providers", "cpu")
+    assert parity.exit_code == 0, parity.output
+    # The CPU EP's tolerances plus the float32 reference's own (the CPU EP's again).
+    assert "prob max_abs" in parity.output and "(atol 2e-05, rtol 0.0002)" in parity.output
+
+
+def test_a_float32_reference_widens_the_tolerances_by_the_cpu_eps():
+    from onnxedge.runtime.parity import Target
+
+    plain = Target("cuda", "off").tolerances()
+    wide = Target("cuda", "off").tolerances(reference="float32")
+    assert (wide.prob.atol, wide.prob.rtol) == (plain.prob.atol + 1e-5, plain.prob.rtol + 1e-4)
+    assert wide.spread_rtol == pytest.approx(plain.spread_rtol + 1e-3)
+    assert "float32 reference" in wide.basis and "float32" not in plain.basis
+
+
+# --- the bundles -----------------------------------------------------------------------------
+
+
+def test_the_fixed_batch_bundle_records_each_step(bundles, files):
+    manifest = json.loads((bundles["fixed"] / "manifest.json").read_text())
+    assert manifest["exporter"] == "import"
+    assert manifest["input"]["shape"] == ["batch", 3, 32, 32]
+    assert manifest["output"] == {
+        "name": "logits",
+        "shape": ["batch", 4],
+        "dtype": "float32",
+        "kind": "logits",
+    }
+    steps = {s["step"]: s for s in manifest["graph"]["verified_steps"]}
+    assert steps["batch made dynamic"]["batches"] == [1, 2, 7]
+    assert all(s["passed"] for s in steps.values())
+    assert manifest["graph"]["gap_rewrites"] == [
+        "AveragePool 'pool' -> GlobalAveragePool (kernel 32x32)"
+    ]
+    imported = manifest["imported"]
+    assert imported["fixed_batch"] == 1 and imported["reference"]["precision"] == "float64"
+    assert (
+        imported["sha256"] == __import__("hashlib").sha256(files["fixed"].read_bytes()).hexdigest()
+    )
+    assert manifest["labels"] == {"classes": ["class_0", "class_1", "class_2", "class_3"]}
+
+
+def test_golden_data_is_the_original_files(bundles, files):
+    """The golden probabilities are the original file's, row by row at its fixed batch."""
+    bundle = Bundle.open(bundles["fixed"])
+    reference = load_golden(bundle)
+    original = onnx.load(str(files["fixed"]))
+    batch = reference.batch(7)
+    rows = np.concatenate([run(original, batch.inputs[i : i + 1]) for i in range(7)])
+    np.testing.assert_array_equal(batch.logits_f32, rows)
+    np.testing.assert_allclose(batch.logits, rows, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fixed", "ocr", "gray"])
+def test_parity_passes_on_each_imported_bundle(bundles, name):
+    result = invoke("parity", bundles[name], "--providers", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "PASSED | preprocessing" in result.output
+    assert "match bit for bit" in result.output
+
+
+def test_pad_right_preprocessing_pads_the_golden_rows(bundles):
+    manifest = json.loads((bundles["ocr"] / "manifest.json").read_text())
+    spec = manifest["preprocessing"]
+    assert spec["resize_mode"] == "pad-right" and spec["resize"] == [48, 192]
+    assert manifest["input"]["shape"] == ["N", 3, 48, "W"]
+    assert manifest["output"]["kind"] == "probabilities"
+    inputs, kinds = golden_inputs(7, spec)
+    ones = inputs[kinds.index("ones")]
+    # The structured images are 89 x 109: at height 48, ceil(48 * 89 / 109) = 40 columns.
+    np.testing.assert_array_equal(ones[:, :, :40], 1.0)
+    np.testing.assert_array_equal(ones[:, :, 40:], 0.0)
+
+
+def test_grayscale_bundle_predicts_from_files(bundles, tmp_path):
+    manifest = json.loads((bundles["gray"] / "manifest.json").read_text())
+    assert manifest["preprocessing"]["color"] == "L"
+    assert manifest["preprocessing"]["mean"] == [0.0]
+    assert manifest["input"]["shape"] == ["N", 1, 28, 28]
+    path = tmp_path / "a.png"
+    Image.fromarray(np.full((40, 30, 3), 200, dtype=np.uint8)).save(path)
+    (result,) = Classifier.from_bundle(bundles["gray"], provider="cpu").predict_files([path])
+    assert result.prediction is not None
+    expected = run(
+        onnx.load(str(bundles["gray"] / "model.onnx")),
+        np.full((1, 1, 28, 28), 200 / 255, dtype=np.float32),
+    )
+    assert result.prediction.probability == pytest.approx(float(expected[0, 0]), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fixed", "ocr"])
+def test_bench_says_there_are_no_pytorch_peers(bundles, name):
+    """The OCR model's W is symbolic: bench feeds the preprocessing's 48 x 192."""
+    result = invoke(
+        "bench",
+        bundles[name],
+        "--providers",
+        "cpu",
+        "--engines",
+        "onnxruntime",
+        "--batch-sizes",
+        "1",
+        "--iters",
+        "2",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "PyTorch peers" in line]
+    assert lines == [
+        f"- no PyTorch peers: the bundle was imported from ONNX ({name}.onnx), so there is no "
+        "PyTorch model to time beside ONNX Runtime"
+    ]
+    assert "| 1 | onnxruntime | cpu | end-to-end |" in result.output
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "fragments"),
+    [
+        ("two_inputs", [], ["expected one image input", "found 2 inputs", "'a'", "'b'"]),
+        ("tokens", [], ["expected a float32 image input", "'ids' int64"]),
+        ("segmenter", [], ["expected the output as [N, K]", "[2, 5, 16, 16]", "segmenter"]),
+        ("detector", [], ["expected one output [N, K]", "found 2 outputs", "'boxes'"]),
+        ("unknown_op", [], ["onnxruntime cannot load", "Mystery"]),
+        ("mixing", [], ["cannot be made dynamic", "ReduceMean node 'batch_mean'"]),
+        ("ocr", [], ["the input's W is symbolic", "--input-shape"]),
+        ("ocr", ["--input-shape", "3,48,192", "--output-kind", "logits"], ["contradicts"]),
+        ("gray", ["--output-kind", "probabilities"], ["contradicts", "Sigmoid"]),
+        ("fixed", ["--output-kind", "sigmoid"], ["contradicts", "no Softmax or Sigmoid"]),
+        ("fixed", ["--input-shape", "3,64,64"], ["the model fixes H at 32"]),
+        ("fixed", ["--mean", "0.5"], ["mean: expected three numbers"]),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(files, tmp_path, name, args, fragments):
+    out = tmp_path / "out"
+    result = invoke("import", files[name], "--out", out, *args)
+    assert_one_line_error(result, *fragments)
+    assert not out.exists()
+
+
+def test_a_file_that_is_not_onnx_is_refused(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_text("not a model at all\n" * 10)
+    result = invoke("import", bad, "--out", tmp_path / "out")
+    assert_one_line_error(result, "is not an ONNX model")
+    assert not (tmp_path / "out").exists()
+
+
+def test_external_data_outside_the_models_folder_is_refused(files, tmp_path):
+    model = onnx.load(str(files["fixed"]))
+    inside = tmp_path / "model"
+    inside.mkdir()
+    onnx.save(
+        model,
+        str(inside / "m.onnx"),
+        save_as_external_data=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    (tmp_path / "weights.bin").write_bytes((inside / "weights.bin").read_bytes())
+    climbing = onnx.load(str(inside / "m.onnx"), load_external_data=False)
+    for tensor in climbing.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../weights.bin"
+    onnx.save(climbing, str(inside / "climbing.onnx"))
+    result = invoke("import", inside / "climbing.onnx", "--out", tmp_path / "out")
+    assert_one_line_error(result, "'../weights.bin'", "expected a file inside the model's folder")
+    assert not (tmp_path / "out").exists()
+    # The same file with its data beside it imports.
+    assert invoke("import", inside / "m.onnx", "--out", tmp_path / "ok").exit_code == 0
