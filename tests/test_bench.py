@@ -560,7 +560,7 @@ def test_not_a_bundle_is_one_line(tmp_path):
 
 
 # The one reader (`Bundle.open`) refuses a manifest that misstates the model's input before bench
-# looks at it; bench's own checks (`_sample_shape`) are for models whose input it cannot feed.
+# looks at it; bench's own checks (`sample_shape`) are for models whose input it cannot feed.
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -60,6 +60,7 @@ from onnxedge.runtime.bench.engines import (
 from onnxedge.runtime.bench.files import FILES_ATOL, FilesEngine, files_engines
 from onnxedge.runtime.bench.machine import (
     BUSY_LOAD_PER_CORE,
+    cpu_flags,
     default_threads,
     load_average,
     machine_info,
@@ -67,6 +68,7 @@ from onnxedge.runtime.bench.machine import (
 )
 from onnxedge.runtime.bench.markdown import render_markdown
 from onnxedge.runtime.bench.models import LOW_PRECISION_ATOL, BenchModel, bench_models, fp32_model
+from onnxedge.runtime.bench.openvino import OpenVinoEngine, openvino_engines
 from onnxedge.runtime.bench.ort import OrtEngine, ort_engines
 from onnxedge.runtime.bench.ratios import (
     EngineRatio,
@@ -75,7 +77,7 @@ from onnxedge.runtime.bench.ratios import (
     compute_ratios,
 )
 from onnxedge.runtime.bench.report import BenchReport, command_line
-from onnxedge.runtime.bench.run import benchmark
+from onnxedge.runtime.bench.run import benchmark, sample_shape
 from onnxedge.runtime.bench.settings import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_PROVIDERS,
@@ -152,6 +154,7 @@ __all__ = [
     "EngineRatio",
     "FilesEngine",
     "LatencyStats",
+    "OpenVinoEngine",
     "OrtEngine",
     "ProgressFn",
     "Ratio",
@@ -168,6 +171,7 @@ __all__ = [
     "command_line",
     "compute_engine_ratios",
     "compute_ratios",
+    "cpu_flags",
     "default_threads",
     "evaluate_target",
     "evaluate_targets",
@@ -177,6 +181,7 @@ __all__ = [
     "load_average",
     "machine_info",
     "make_input",
+    "openvino_engines",
     "ort_engine_name",
     "ort_engines",
     "parse_target",
@@ -187,6 +192,7 @@ __all__ = [
     "read_targets_file",
     "render_markdown",
     "run_benchmark",
+    "sample_shape",
     "target_engines",
     "unique_targets",
     "versions",

@@ -32,7 +32,7 @@ def benchmark(
     settings = settings or BenchSettings()
     bundle = Bundle.open(bundle_path)
     manifest = bundle.manifest
-    shape = _sample_shape(bundle.input, bundle.preprocessing)
+    shape = sample_shape(bundle.input, bundle.preprocessing)
     threads = settings.resolved_threads
     models = bench_models(bundle, settings.variants)  # a variant the bundle lacks: an error
     load_before = load_average()
@@ -116,7 +116,7 @@ def no_peers(manifest: Mapping[str, Any]) -> str:
     )
 
 
-def _sample_shape(spec: TensorSpec, preprocessing: Mapping[str, Any]) -> tuple[int, ...]:
+def sample_shape(spec: TensorSpec, preprocessing: Mapping[str, Any]) -> tuple[int, ...]:
     """The shape of one sample of the bundle's input (`Bundle` has validated the spec): what
     `make_input` stacks batch-size times. Bench feeds float32 with every dim but the batch fixed;
     symbolic H and W (a model that takes any size) are the size the preprocessing resizes to."""

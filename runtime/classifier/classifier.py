@@ -70,7 +70,7 @@ from onnxedge.runtime.engines import (
     open_session,
 )
 from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.errors import ArgumentError, BundleError, OnnxEdgeError
 from onnxedge.runtime.variants.manifest import FP32, provider_for, variant_key
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class Classifier:
     ) -> None:
         self.session = session
         self.variant = FP32  # which of the bundle's models (`from_bundle`'s ``variant``)
+        self.tuned: Any = None  # the `TunedChoice` where `from_bundle` was given ``tuned``
         self.manifest = manifest
         self.path = path
         self.provider = provider
@@ -142,6 +143,8 @@ class Classifier:
         engine: str = ONNXRUNTIME,
         precision: str = DEFAULT_PRECISION,
         variant: str | None = None,
+        tuned: bool | str | Path | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> Classifier:
         """Open a bundle and build its session.
 
@@ -160,6 +163,13 @@ class Classifier:
            one `onnxedge optimize` added (``int8``, ``fp16``, ``fp32-ort``, ``int8-ort``), its
            file verified as ``model.onnx`` is (`Bundle.variant_model`). fp16 is made for the
            CUDA EP: refused on the CPU EP, and ``auto`` means CUDA for it.
+        5. ``tuned``: True (the tuning file beside the bundle, `onnxedge tune`'s default) or a
+           tuning file's path: the engine, variant, precision and threads `onnxedge tune` found
+           fastest on this machine at the batch size nearest ``batch_size``, in place of those
+           arguments (giving them too is an error). A file for another machine, engine version
+           or bundle, a corrupt one, or one naming a variant the bundle lacks is ignored with
+           one warning saying why, and the defaults run (`onnxedge.runtime.tune.choice`);
+           ``classifier.tuned`` says which.
 
         Arguments are checked before the bundle is read: a bad ``threads`` or ``threshold`` is a
         `ValueError`, as the command line refuses them.
@@ -171,6 +181,28 @@ class Classifier:
         if threshold is not None:
             check_threshold(threshold)
         bundle = Bundle.open(path)
+        choice = None
+        if tuned is not None and tuned is not False:  # 5.
+            from onnxedge.runtime.tune import resolve_tuned
+
+            given = {
+                "variant": variant is not None,
+                "engine": engine != ONNXRUNTIME,
+                "precision": precision != DEFAULT_PRECISION,
+                "threads": threads is not None,
+            }
+            if any(given.values()):
+                named = ", ".join(k for k, v in given.items() if v)
+                raise ArgumentError(
+                    f"tuned chooses the engine, variant, precision and threads; got {named} too"
+                )
+            choice = resolve_tuned(bundle, tuned, check_batch_size(batch_size))
+            if choice:
+                setup = choice.setup
+                variant, engine = setup.variant, setup.engine
+                precision, threads = setup.precision, setup.threads
+            else:
+                log.warning("%s", choice.line())
         model = bundle.variant_model(variant)  # 4.
         if check_engine(engine) == ONNXRUNTIME:
             session, used = session_for(
@@ -186,6 +218,7 @@ class Classifier:
             session, bundle.manifest, provider=used, threshold=threshold, path=bundle.path
         )
         classifier.variant = variant_key(variant)
+        classifier.tuned = choice
         return classifier
 
     def _check_session(self) -> None:

@@ -31,6 +31,7 @@ COMMANDS = {
     "check": "onnxedge.runtime.cli.check:check_cmd",
     "parity": "onnxedge.runtime.cli.parity:parity_cmd",
     "bench": "onnxedge.runtime.cli.bench:bench_cmd",
+    "tune": "onnxedge.runtime.cli.tune:tune_cmd",
     "predict": "onnxedge.runtime.cli.predict:predict_cmd",
     "optimize": "onnxedge.runtime.cli.optimize:optimize_cmd",
     "evaluate": "onnxedge.runtime.cli.evaluate:evaluate_cmd",

@@ -81,7 +81,7 @@ def _images(folders: tuple[Path, ...]) -> tuple[str, ...]:
     return tuple(files)
 
 
-def _check_writable(path: Path | None) -> None:
+def check_writable(path: Path | None) -> None:
     """Refuse before a run of minutes an output path that cannot be written."""
     if path is None:
         return
@@ -95,7 +95,7 @@ def _check_writable(path: Path | None) -> None:
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[ProgressFn | None]:
+def bench_progress(enabled: bool) -> Iterator[ProgressFn | None]:
     if not enabled:
         yield None
         return
@@ -291,7 +291,7 @@ def bench_cmd(
 
         require_matplotlib()
     for path in (json_path, md_path, plot_path):
-        _check_writable(path)
+        check_writable(path)
     plan = TimingPlan(
         warmup=warmup,
         iters=iters,
@@ -322,7 +322,7 @@ def bench_cmd(
         settings, engines=engines, openvino_precisions=openvino_precisions
     )
     show = not no_progress and sys.stderr.isatty()
-    with _progress(show) as on_progress:
+    with bench_progress(show) as on_progress:
         report = benchmark(bundle, settings, command=command_line(), on_progress=on_progress)
 
     markdown = report.to_markdown(verbose=verbosity() > 0)

@@ -11,6 +11,7 @@ import click
 from onnxedge.runtime.bundle.write import atomic_write_bytes
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
+from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.data import SPLITS
 from onnxedge.runtime.data.evaluate import EvaluationResult, evaluate_bundle
@@ -70,6 +71,7 @@ def format_result(result: EvaluationResult) -> list[str]:
 @classifier_options
 @engine_options
 @variant_option
+@tuned_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
     "--min-accuracy",
@@ -89,6 +91,7 @@ def evaluate_cmd(
     engine: str,
     precision: str,
     variant: str,
+    tuned: str | None,
     batch_size: int,
     threshold: float | None,
     min_accuracy: float | None,
@@ -100,7 +103,11 @@ def evaluate_cmd(
     An image that cannot be read is reported (FILE<TAB>ERROR<TAB>REASON) and counted; the metrics
     are over the others. Exits 0 unless nothing could be evaluated or --min-accuracy is missed.
     """
-    check_engine_options(engine, precision)
+    chosen = apply_tuned(
+        bundle, tuned, batch_size, engine=engine, variant=variant, precision=precision,
+        threads=threads,
+    )  # fmt: skip
+    check_engine_options(chosen["engine"], chosen["precision"])
     with _progress(not no_progress and sys.stderr.isatty()) as advance:
         result = evaluate_bundle(
             bundle,
@@ -108,11 +115,8 @@ def evaluate_cmd(
             split=split,
             attribute=attribute,
             provider=provider,
-            threads=threads,
-            engine=engine,
-            precision=precision,
-            variant=variant,
             batch_size=batch_size,
+            **chosen,
             threshold=threshold,
             progress=advance,
         )

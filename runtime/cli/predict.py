@@ -22,6 +22,7 @@ from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, ImageReadError, i
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import THREADS
+from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -112,6 +113,7 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
 )
 @engine_options
 @variant_option
+@tuned_option
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
@@ -139,6 +141,7 @@ def predict_cmd(
     engine: str,
     precision: str,
     variant: str,
+    tuned: str | None,
     max_pixels: int,
     as_json: bool,
     top_k: int | None,
@@ -155,15 +158,12 @@ def predict_cmd(
     """
     from onnxedge.runtime.classifier.classifier import Classifier
 
-    check_engine_options(engine, precision)
-    classifier = Classifier.from_bundle(
-        bundle,
-        provider=provider,
+    chosen = apply_tuned(
+        bundle, tuned, batch_size, engine=engine, variant=variant, precision=precision,
         threads=threads,
-        engine=engine,
-        precision=precision,
-        variant=variant,
-    )
+    )  # fmt: skip
+    check_engine_options(chosen["engine"], chosen["precision"])
+    classifier = Classifier.from_bundle(bundle, provider=provider, **chosen)
     if top_k is not None and classifier.threshold is not None:
         raise click.UsageError(
             f"--top-k applies to a model with K classes; {bundle} has one output "

@@ -1,0 +1,159 @@
+"""`onnxedge tune BUNDLE`: time every setup that may run here (`onnxedge.runtime.tune`), print
+the table and the winner at each batch size, and write the tuning file that ``--tuned`` reads."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from onnxedge.runtime.bench import command_line
+from onnxedge.runtime.cli.bench import bench_progress, check_writable
+from onnxedge.runtime.cli.engine_options import engine_list
+from onnxedge.runtime.cli.options import positive_ints
+from onnxedge.runtime.cli.variant_options import variant_list
+from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.tune import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_SECONDS,
+    TuneResult,
+    TuneSettings,
+    default_tuning_path,
+    tune,
+    write_tuning,
+)
+
+
+def _optional(callback):
+    """A list option that is None when absent (the library's default)."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None):
+        return None if value is None else callback(ctx, param, value)
+
+    return parse
+
+
+def format_table(result: TuneResult) -> list[str]:
+    """The table, one row per setup and batch size, the winners marked; then what was left
+    out, and one line per winner."""
+    lines = [
+        "| batch | setup | images/s | p50 ms | runs | vs default | status |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    winners = {id(w) for w in result.winners.values()}
+    for row in result.rows:
+        s = row.stats
+        mark = " **fastest**" if id(row) in winners else ""
+        status = "ok" if row else f"{row.status.upper()}: {row.reason}"
+        lines.append(
+            f"| {row.batch_size} | {row.setup.describe()}{mark} | "
+            + (f"{s.throughput:,.0f} | {s.p50_ms:.3f} | {s.runs}" if s else "- | - | -")
+            + f" | {f'{row.vs_default:.2f}x' if row.vs_default else '-'} | {status} |"
+        )
+    for e in result.excluded:
+        lines.append(f"not a candidate: {e.what}: {e.reason}")
+    default = result.default.describe()
+    for batch, row in result.winners.items():
+        ratio = f", {row.vs_default:.2f}x {default}" if row.vs_default else ""
+        lines.append(
+            f"WINNER | batch {batch} | {row.setup.describe()} | "
+            f"{row.stats.throughput:,.0f} images/s{ratio}"  # type: ignore[union-attr]
+        )
+    for batch in result.settings.batch_sizes:
+        if batch not in result.winners:
+            lines.append(f"NO WINNER | batch {batch} | no setup could be measured")
+    return lines
+
+
+@click.command("tune")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--batch-sizes",
+    default=",".join(map(str, DEFAULT_BATCH_SIZES)),
+    show_default=True,
+    callback=positive_ints,
+    help="The batch sizes to choose a setup for.",
+)
+@click.option(
+    "--engines",
+    default=None,
+    callback=engine_list(),
+    help="Comma-separated: onnxruntime, openvino [default: every engine installed].",
+)
+@click.option(
+    "--variants",
+    default=None,
+    callback=_optional(variant_list()),
+    help="The bundle's models to consider, comma-separated [default: fp32 and every variant "
+    "whose gate passed, made for the CPU]; an ungated one is never a candidate.",
+)
+@click.option(
+    "--threads",
+    "thread_counts",
+    default=None,
+    callback=_optional(positive_ints),
+    help="Thread counts to try, comma-separated [default: 1, half the physical cores, all].",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_SECONDS,
+    show_default=True,
+    help="Timed seconds per setup x batch size (at least 10 runs), in 2 interleaved rounds.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the tuning file [default: BUNDLE.tuning.json beside the bundle].",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the result here (the tuning file's contents).",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar (none anyway off a TTY).")
+def tune_cmd(
+    bundle: Path,
+    batch_sizes: tuple[int, ...],
+    engines: tuple[str, ...] | None,
+    variants: tuple[str, ...] | None,
+    thread_counts: tuple[int, ...] | None,
+    seconds: float,
+    out: Path | None,
+    json_path: Path | None,
+    no_progress: bool,
+) -> None:
+    """Find the fastest setup for BUNDLE on this machine at each batch size, and write it down.
+
+    Every setup that may run here is timed as `onnxedge bench` times (the same inputs, each
+    output checked against ONNX Runtime's on model.onnx first, interleaved rounds): fp32 and
+    each variant whose gate passed, on each installed engine, at a few thread counts. A setup
+    whose output differs is a FAILED row and never chosen. The tuning file (the winners and the
+    full table, keyed by this machine and the bundle's manifest) is what predict, evaluate and
+    bench --tuned run. Exits 1 when no setup could be measured.
+    """
+    out = out or default_tuning_path(bundle)
+    for path in (out, json_path):
+        check_writable(path)
+    settings = TuneSettings(
+        batch_sizes=batch_sizes,
+        engines=engines,
+        variants=variants,
+        threads=thread_counts,
+        seconds=seconds,
+    )
+    with bench_progress(not no_progress and sys.stderr.isatty()) as on_progress:
+        result = tune(bundle, settings, command=command_line(), on_progress=on_progress)
+    for line in format_table(result):
+        click.echo(line)
+    if not result:
+        raise OnnxEdgeError(f"no setup of {bundle} could be measured; no tuning file written")
+    data = result.to_dict()
+    write_tuning(data, out)
+    if json_path is not None:
+        write_tuning(data, json_path)
+    click.echo(f"wrote {out}", err=True)

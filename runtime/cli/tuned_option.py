@@ -1,0 +1,78 @@
+"""``--tuned [FILE]``: predict, evaluate and bench run the setup `onnxedge tune` found fastest on
+this machine (`onnxedge.runtime.tune.choice`); a tuning file that does not hold here is one line
+on stderr saying why, and the defaults run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.tune import TunedChoice, resolve_tuned
+
+F = TypeVar("F", bound=Callable[..., Any])
+# What `--tuned` without a file gives: the tuning file beside the bundle.
+BESIDE_THE_BUNDLE = "\0beside"
+# The options a tuned setup replaces: given with --tuned, they are a usage error.
+REPLACED = ("engine", "variant", "precision", "threads")
+
+
+def tuned_option(command: F) -> F:
+    """Add ``--tuned [FILE]`` to a command (parameter ``tuned``: None, or the file)."""
+    return click.option(
+        "--tuned",
+        is_flag=False,
+        flag_value=BESIDE_THE_BUNDLE,
+        default=None,
+        metavar="[FILE]",
+        help="Run the engine, variant and threads `onnxedge tune` found fastest here for the "
+        "batch size in use, from FILE [default: BUNDLE.tuning.json]; a file for another machine "
+        "or bundle is ignored with the reason. Put it after BUNDLE, or write --tuned=FILE.",
+    )(command)
+
+
+def tuned_argument(tuned: str | None) -> bool | str | None:
+    """The ``tuned`` argument of the library: True for the file beside the bundle."""
+    return True if tuned == BESIDE_THE_BUNDLE else tuned
+
+
+def check_not_replaced(ctx: click.Context, names: Sequence[str] = REPLACED) -> None:
+    """A usage error for an option --tuned replaces, given on the command line with it."""
+    given = [f"--{n}" for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(
+            f"--tuned chooses the engine, variant, precision and threads; drop {', '.join(given)}"
+        )
+
+
+def resolve_for(bundle: str, tuned: str, batch_size: int) -> TunedChoice | None:
+    """The tuned choice for ``bundle`` at ``batch_size``, its line on stderr."""
+    choice = resolve_tuned(Bundle.open(bundle), tuned_argument(tuned), batch_size)
+    if choice is not None:
+        click.echo(f"onnxedge: {choice.line()}", err=True)
+    return choice
+
+
+def apply_tuned(bundle: str, tuned: str | None, batch_size: int, **current: Any) -> dict[str, Any]:
+    """``current`` (the command's engine, variant, precision and threads), replaced by the tuned
+    setup where --tuned was given and its file holds here (its line on stderr either way)."""
+    if tuned is None:
+        return current
+    check_not_replaced(click.get_current_context())
+    choice = resolve_for(bundle, tuned, batch_size)
+    if not choice or choice.setup is None:
+        return current
+    return {**current, **{k: getattr(choice.setup, k) for k in REPLACED}}
+
+
+__all__ = [
+    "BESIDE_THE_BUNDLE",
+    "apply_tuned",
+    "check_not_replaced",
+    "resolve_for",
+    "tuned_argument",
+    "tuned_option",
+]

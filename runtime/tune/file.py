@@ -1,0 +1,112 @@
+"""The tuning file `onnxedge tune` writes and ``--tuned`` reads: JSON, written atomically.
+
+::
+
+    {"format": "onnxedge-tuning", "format_version": 1,
+     "bundle": {"path": ..., "manifest_sha256": ...},
+     "machine": {"cpu": ..., "cpu_flags_sha256": ..., "usable_cores": ..., "onnxruntime": ...,
+                 "openvino": ..., "isa": [...]},
+     "winners": {"1": {"variant", "engine", "precision", "threads", "throughput"}, "64": {...}},
+     "rows": [...every setup at every batch size...], "excluded": [...], ...}
+
+Its default place is beside the bundle directory, ``<BUNDLE>.tuning.json``: a bundle's verified
+contents never change (a changed one has another manifest hash), so the file is kept outside it.
+`read_tuning` checks the format and the winners; whether the file holds for a bundle and a
+machine is `onnxedge.runtime.tune.choice`'s business.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from onnxedge.runtime.bundle.write import atomic_write_bytes
+from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.tune.setup import TunedSetup
+
+TUNING_FORMAT = "onnxedge-tuning"
+TUNING_FORMAT_VERSION = 1
+SUFFIX = ".tuning.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningFile:
+    """A tuning file as read: the bundle and machine it was measured for, and the winners."""
+
+    path: Path
+    manifest_sha256: str
+    machine: Mapping[str, Any]
+    winners: Mapping[int, TunedSetup]
+    date: str = ""
+
+
+def default_tuning_path(bundle: str | Path) -> Path:
+    """``<BUNDLE>.tuning.json`` beside the bundle directory."""
+    path = Path(bundle).resolve()
+    return path.with_name(path.name + SUFFIX)
+
+
+def write_tuning(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a `TuneResult.to_dict` atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+    return path
+
+
+def read_tuning(path: str | Path) -> TuningFile:
+    """The tuning file at ``path``; `OnnxEdgeError` saying what is wrong with it otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OnnxEdgeError(f"no tuning file at {path} (make one with onnxedge tune)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise OnnxEdgeError(f"cannot read {path}: {e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise OnnxEdgeError(f"{path} is not JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict) or data.get("format") != TUNING_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise OnnxEdgeError(f"{path}: expected format {TUNING_FORMAT!r}, found {found!r}")
+    if data.get("format_version") != TUNING_FORMAT_VERSION:
+        raise OnnxEdgeError(
+            f"{path}: expected format_version {TUNING_FORMAT_VERSION}, found "
+            f"{data.get('format_version')!r}"
+        )
+    bundle, machine, winners = data.get("bundle"), data.get("machine"), data.get("winners")
+    sha = bundle.get("manifest_sha256") if isinstance(bundle, dict) else None
+    if not isinstance(sha, str) or not isinstance(machine, dict) or not isinstance(winners, dict):
+        raise OnnxEdgeError(
+            f"{path}: expected 'bundle' with 'manifest_sha256', 'machine' and 'winners'"
+        )
+    parsed = {}
+    for key, block in winners.items():
+        try:
+            batch = int(key)
+            if batch < 1:
+                raise ValueError
+            parsed[batch] = TunedSetup.from_dict(block)
+        except ValueError:
+            raise OnnxEdgeError(
+                f"{path}: winners: expected batch sizes >= 1, found {key!r}"
+            ) from None
+        except OnnxEdgeError as e:
+            raise OnnxEdgeError(f"{path}: winners[{key!r}]: {e}") from None
+    if not parsed:
+        raise OnnxEdgeError(f"{path}: no winner at any batch size (every setup failed)")
+    return TuningFile(path, sha, machine, parsed, str(data.get("date", "")))
+
+
+__all__ = [
+    "SUFFIX",
+    "TUNING_FORMAT",
+    "TUNING_FORMAT_VERSION",
+    "TuningFile",
+    "default_tuning_path",
+    "read_tuning",
+    "write_tuning",
+]

@@ -1,0 +1,254 @@
+"""`tune`: time every candidate setup (`candidates`) with bench's timed loop and choose the
+fastest at each batch size.
+
+1. Timing is `onnxedge bench`'s (`run_benchmark`): the same input for every setup at a batch
+   size, each output checked against the reference (ONNX Runtime on model.onnx; an int8 model
+   against ONNX Runtime on the int8 model, whose accuracy its gate has judged) before it is
+   timed, then interleaved rounds.
+2. A setup that failed its check, raised, or could not run is a row with the reason and is never
+   chosen; the winner at a batch size is the measured row with the highest throughput.
+3. Every row is compared with ONNX Runtime on model.onnx with the default threads (what predict
+   runs without ``--tuned``) at the same batch size, where that row was measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from onnxedge.runtime.bench import (
+    BenchRow,
+    BenchSettings,
+    LatencyStats,
+    ProgressFn,
+    TimingPlan,
+    default_threads,
+    load_average,
+    run_benchmark,
+    sample_shape,
+)
+from onnxedge.runtime.bundle.hashing import sha256_file
+from onnxedge.runtime.bundle.reader import MANIFEST, Bundle
+from onnxedge.runtime.engines import ONNXRUNTIME
+from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.tune.candidates import Excluded, build_candidates
+from onnxedge.runtime.tune.fingerprint import machine_fingerprint
+from onnxedge.runtime.tune.setup import TunedSetup
+from onnxedge.runtime.variants.manifest import FP32
+
+DEFAULT_BATCH_SIZES = (1, 64)
+DEFAULT_SECONDS = 0.4  # timed seconds per setup x batch size (bench's --seconds)
+DEFAULT_ROUNDS = 2
+DEFAULT_MIN_RUNS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneSettings:
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    engines: tuple[str, ...] | None = None  # None: every engine installed
+    variants: tuple[str, ...] | None = None  # None: fp32 and every gated CPU variant
+    threads: tuple[int, ...] | None = None  # None: `default_thread_counts`
+    seconds: float = DEFAULT_SECONDS
+    rounds: int = DEFAULT_ROUNDS
+    warmup: int = 3
+    min_runs: int = DEFAULT_MIN_RUNS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise OnnxEdgeError(f"expected batch sizes >= 1, found {list(self.batch_sizes)}")
+        if self.threads is not None and (not self.threads or min(self.threads) < 1):
+            raise OnnxEdgeError(f"expected thread counts >= 1, found {list(self.threads)}")
+        _ = self.plan  # TimingPlan checks the seconds, rounds, warm-up and runs
+
+    @property
+    def plan(self) -> TimingPlan:
+        return TimingPlan(
+            warmup=self.warmup,
+            seconds=self.seconds,
+            min_iters=self.min_runs,
+            rounds=self.rounds,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(self),
+            "timing": self.plan.to_dict(),
+            "intra_op_spinning": True,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneRow:
+    """One setup at one batch size: ``ok`` with its figures, or ``failed``/``skipped`` with the
+    reason; ``vs_default`` is its throughput over the default setup's (3.)."""
+
+    setup: TunedSetup
+    batch_size: int
+    status: str
+    reason: str = ""
+    check: str = ""
+    stats: LatencyStats | None = None
+    vs_default: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.setup.to_dict(),
+            "batch_size": self.batch_size,
+            "status": self.status,
+            "reason": self.reason,
+            "check": self.check,
+            "throughput": self.stats.throughput if self.stats else None,
+            "p50_ms": self.stats.p50_ms if self.stats else None,
+            "runs": self.stats.runs if self.stats else None,
+            "vs_default": self.vs_default,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneResult:
+    """What `tune` measured: the winner at each batch size, the full table, what was left out,
+    and the bundle and machine it holds for."""
+
+    bundle: Path
+    manifest_sha256: str
+    machine: Mapping[str, Any]
+    settings: TuneSettings
+    rows: tuple[TuneRow, ...]
+    excluded: tuple[Excluded, ...]
+    default: TunedSetup
+    date: str
+    command: str = ""
+    load_average: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.winners)
+
+    @property
+    def winners(self) -> dict[int, TuneRow]:
+        """2.: the fastest measured row at each batch size that has one."""
+        best: dict[int, TuneRow] = {}
+        for row in self.rows:
+            if not row or row.stats is None:
+                continue
+            held = best.get(row.batch_size)
+            if held is None or row.stats.throughput > held.stats.throughput:  # type: ignore[union-attr]
+                best[row.batch_size] = row
+        return {b: best[b] for b in self.settings.batch_sizes if b in best}
+
+    def to_dict(self) -> dict[str, Any]:
+        from onnxedge.runtime.tune.file import TUNING_FORMAT, TUNING_FORMAT_VERSION
+
+        return {
+            "format": TUNING_FORMAT,
+            "format_version": TUNING_FORMAT_VERSION,
+            "bundle": {"path": str(self.bundle), "manifest_sha256": self.manifest_sha256},
+            "machine": dict(self.machine),
+            "date": self.date,
+            "command": self.command,
+            "load_average": dict(self.load_average),
+            "settings": self.settings.to_dict(),
+            "default": self.default.to_dict(),
+            "winners": {
+                str(b): {**row.setup.to_dict(), "throughput": row.stats.throughput}  # type: ignore[union-attr]
+                for b, row in self.winners.items()
+            },
+            "rows": [r.to_dict() for r in self.rows],
+            "excluded": [e.to_dict() for e in self.excluded],
+        }
+
+
+def manifest_sha256(bundle: Bundle) -> str:
+    """The sha256 of the bundle's manifest.json: it lists every file's sha256, so it names the
+    bundle's verified contents."""
+    return sha256_file(bundle.path / MANIFEST)
+
+
+def tune(
+    bundle_path: str | Path,
+    settings: TuneSettings | None = None,
+    *,
+    command: str = "",
+    on_progress: ProgressFn | None = None,
+) -> TuneResult:
+    """Open the bundle, time every candidate, and return the result (module docstring)."""
+    settings = settings or TuneSettings()
+    bundle = Bundle.open(bundle_path)
+    shape = sample_shape(bundle.input, bundle.preprocessing)
+    candidates = build_candidates(
+        bundle, variants=settings.variants, engines=settings.engines, threads=settings.threads
+    )
+    if not candidates.engines:
+        reasons = "; ".join(f"{e.what}: {e.reason}" for e in candidates.excluded)
+        raise OnnxEdgeError(f"no setup of {bundle.path} can run here ({reasons or 'none asked'})")
+    bench_settings = BenchSettings(
+        providers=("cpu",),
+        batch_sizes=settings.batch_sizes,
+        peers=(),
+        plan=settings.plan,
+        seed=settings.seed,
+    )
+    load_before = load_average()
+    try:
+        rows = run_benchmark(
+            candidates.engines, shape, bench_settings, on_progress=on_progress
+        )  # 1.
+    finally:
+        for engine in candidates.engines:
+            engine.close()
+    default = TunedSetup(FP32, ONNXRUNTIME, "f32", default_threads())
+    return TuneResult(
+        bundle=bundle.path,
+        manifest_sha256=manifest_sha256(bundle),
+        machine=machine_fingerprint(),
+        settings=settings,
+        rows=_rows(rows, candidates.setups, default),
+        excluded=candidates.excluded,
+        default=default,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command=command,
+        load_average={"before": load_before, "after": load_average()},
+    )
+
+
+def _rows(
+    rows: list[BenchRow], setups: Mapping[int, TunedSetup], default: TunedSetup
+) -> tuple[TuneRow, ...]:
+    """Bench's rows as tune's: each with its setup, and 3."""
+    baseline = {
+        r.batch_size: r.stats.throughput
+        for r in rows
+        if r and r.stats is not None and setups[id(r.info)] == default
+    }
+    out = []
+    for r in rows:
+        base = baseline.get(r.batch_size)
+        out.append(
+            TuneRow(
+                setup=setups[id(r.info)],
+                batch_size=r.batch_size,
+                status=r.status,
+                reason=r.reason,
+                check=r.check,
+                stats=r.stats,
+                vs_default=r.stats.throughput / base if r.stats is not None and base else None,
+            )
+        )
+    return tuple(out)
+
+
+__all__ = [
+    "DEFAULT_BATCH_SIZES",
+    "DEFAULT_SECONDS",
+    "TuneResult",
+    "TuneRow",
+    "TuneSettings",
+    "manifest_sha256",
+    "tune",
+]
