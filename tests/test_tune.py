@@ -77,10 +77,7 @@ def test_tune_times_every_gated_cpu_model_and_writes_the_file_beside_the_bundle(
     assert read_tuning(default_tuning_path(tuned_edge)).winners
 
 
-def test_a_candidate_whose_output_differs_is_listed_failed_and_never_chosen(
-    edge,
-    monkeypatch,  # noqa: F811
-):
+def test_a_candidate_with_other_outputs_fails_and_is_never_chosen(edge, monkeypatch):  # noqa: F811
     """A setup that would be the fastest by far (it computes nothing) but gives other outputs."""
     real = tune_run.build_candidates
     wrong = TunedSetup("fp32", "onnxruntime", "f32", 7)
