@@ -41,7 +41,8 @@ OUTPUT_NAMES = {
 }
 
 # Ops that may sit between the final activation and the graph output without changing values.
-_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+# Cast: an fp16 variant keeps float32 outputs by a Cast after its final activation.
+_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
 _FINAL = {"Sigmoid", "Softmax", "LogSoftmax"}
 
 
