@@ -15,8 +15,8 @@ golden inputs.
 3. `capture_layers`: forward hooks on a float64 copy of the module catch the output of every
    module that made a tensor of the final graph (the last tensor of each module in graph order),
    cloned (an in-place ReLU would overwrite it).
-4. `make_golden_layers`: the largest golden batch whose layers fit the budget, each layer
-   verified against ONNX Runtime's CPU run of the final graph (a layer that does not match is
+4. `make_golden_layers`: the largest golden batch whose layers fit the budget (as float32), each
+   layer verified against ONNX Runtime's CPU run of the final graph (a layer that does not match is
    left out with a warning: a wrong map must not make a bundle localize wrongly).
 """
 
@@ -210,9 +210,7 @@ def make_golden_layers(
     layers, dropped = _verified(final, inputs[batch], layers)
     tensors = tuple(t for t in (o for n in final.graph.node for o in n.output) if t in layers)
     description = f"PyTorch {torch.__version__}, float64 copy of the module, stored as float32"
-    data = golden_layers_npz_bytes(
-        tensors, {batch: inputs[batch]}, {batch: layers}, reference=description
-    )
+    data = golden_layers_npz_bytes(tensors, {batch: layers}, reference=description)
     block["golden"] = {
         "file": GOLDEN_LAYERS,
         "batch_sizes": [batch],
@@ -225,9 +223,9 @@ def make_golden_layers(
 
 
 def _bytes_per_row(layers: Mapping[str, np.ndarray], inputs: np.ndarray) -> int:
-    """Bytes a batch row takes in the file: its layers and its input, as float32."""
-    arrays = [*layers.values(), inputs]
-    return sum(4 * int(np.prod(a.shape[1:])) for a in arrays)
+    """Bytes a batch row's layers take as float32 (the file deflates them; their inputs are the
+    golden data's)."""
+    return sum(4 * int(np.prod(a.shape[1:])) for a in layers.values())
 
 
 def _verified(

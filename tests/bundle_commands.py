@@ -36,10 +36,12 @@ FAST_OPTIONS = {
     "predict": ["--provider", "cpu", "--no-progress"],
     "evaluate": ["--provider", "cpu", "--no-progress"],
 }
-# Commands that cannot succeed on the seeded test bundle, with the one clean line they end in
-# instead: reaching it shows that the one reader accepted the unaltered bundle.
+# Commands that cannot succeed on the seeded test bundle with the arguments `argv` gives, with the
+# one clean line they end in instead: reaching it shows that the one reader accepted the unaltered
+# bundle. (pack's --out gets the images' directory, which it refuses to write over.)
 CONTROL_REFUSALS = {
     "optimize": "expected a bundle exported from a trained checkpoint",
+    "pack": "expected a new or empty directory",
 }
 BUNDLE_ARGUMENTS = ("bundle", "target")
 

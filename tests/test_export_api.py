@@ -14,9 +14,11 @@ from torch import nn
 
 from onnxedge.export.pipeline import export_bundle, labels_for
 from onnxedge.models import families
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.check.check import check_path
 from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.parity import load_golden
 
 SPATIAL_OPS = {"AveragePool", "ReduceMean"}
 
@@ -137,10 +139,9 @@ def test_golden_inputs_given_as_arrays_join_the_golden_data(tmp_path):
         golden_inputs=arrays,
         labels=["a", "b", "c", "d"],
     )
-    with np.load(result.out / "golden.npz") as golden:
-        kinds = list(golden["kinds_b64"])
-        np.testing.assert_array_equal(golden["inputs_b64"][5:8], arrays)
-    assert kinds[5:8] == ["image:input[0]", "image:input[1]", "image:input[2]"]
+    batch = load_golden(Bundle.open(result.out)).batches[64]
+    np.testing.assert_array_equal(batch.inputs[5:8], arrays)
+    assert batch.kinds[5:8] == ("image:input[0]", "image:input[1]", "image:input[2]")
 
 
 class _Features(nn.Module):

@@ -43,6 +43,8 @@ from onnxedge.runtime.parity.tolerances import Target, Tolerance
 
 CPU = [Target("cpu")]
 CONVS = ("conv1", "conv2", "conv3", "conv4")
+# The golden batch whose layers the default export stores (zeros and a random row).
+LAYERS_BATCH = 2
 
 
 # --- tiny graphs --------------------------------------------------------------------------------
@@ -226,17 +228,19 @@ def test_a_convolution_scaled_by_one_percent_is_the_first_divergent_layer(bundle
     assert first is not None, "\n".join(found.lines())
     assert (first.tensor.node, first.tensor.op_type) == (node, "Conv")
     assert (first.module.name, first.module.cls) == (conv, "Conv2d")
-    assert found.batch == 7  # ... and is localized where the golden layers are
+    assert found.batch == LAYERS_BATCH  # ... and is localized where the golden layers are
     before = found.layers[: found.layers.index(first)]
     assert all(layer.status == PASSED for layer in before)
     assert len(before) == 3 * CONVS.index(conv)  # conv, relu and pool before each conv
     assert found.reproduced is True
-    assert str(found).startswith(f"{LOCALIZED} | cpu | batch 7 | tf32 n/a | first divergent: Conv")
+    assert str(found).startswith(
+        f"{LOCALIZED} | cpu | batch {LAYERS_BATCH} | tf32 n/a | first divergent: Conv"
+    )
     as_json = json.loads(json.dumps(found.to_dict()))
     assert as_json["first_divergent"]["node"] == node
     assert as_json["first_divergent"]["module"] == {"module": conv, "class": "Conv2d"}
     assert as_json["first_divergent"]["scaled_error"] > as_json["first_divergent"]["tolerance"]
-    assert as_json["batch"] == 64 and as_json["localized_batch"] == 7
+    assert as_json["batch"] == 64 and as_json["localized_batch"] == LAYERS_BATCH
 
 
 def test_an_untouched_bundle_localizes_nothing(smile_bundle):
@@ -246,7 +250,7 @@ def test_an_untouched_bundle_localizes_nothing(smile_bundle):
     assert not found and found.first_divergent is None
     assert len(found.layers) == 15 and all(layer.status == PASSED for layer in found.layers)
     assert found.reproduced is None and found.localizing_run == PASSED
-    assert str(found).startswith(f"{NOT_LOCALIZED} | cpu | batch 7 |")
+    assert str(found).startswith(f"{NOT_LOCALIZED} | cpu | batch {LAYERS_BATCH} |")
 
 
 def test_a_localizing_run_that_does_not_fail_says_so(smile_bundle):
@@ -420,11 +424,11 @@ def test_parity_localize_names_the_layer_and_writes_json_and_plot(bundle_copy, t
     (line,) = [x for x in result.output.splitlines() if x.startswith(LOCALIZED)]
     node = conv_nodes(bundle_copy)["conv2.weight"]
     assert f"first divergent: Conv '{node}' (module conv2 (Conv2d))" in line
-    assert "for the rows at batch 2 too" in result.output  # one table for both rows
+    assert "for the rows at batch 7 too" in result.output  # one table for both rows
     payload = json.loads(report.read_text())
     (found,) = payload["localization"]
     assert found["first_divergent"]["node"] == node and found["reproduced"] is True
-    assert [r["batch"] for r in found["rows"]] == [7, 2]
+    assert [r["batch"] for r in found["rows"]] == [LAYERS_BATCH, 7]
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
@@ -446,7 +450,9 @@ def test_parity_localize_on_a_passing_bundle(smile_bundle, tmp_path):
         "parity", smile_bundle, "--providers", "cpu", "--batch-sizes", "7", "--localize", "always"
     )
     assert result.exit_code == 0, result.output
-    assert f"{NOT_LOCALIZED} | cpu | batch 7 | tf32 n/a | every one of 15 tensors" in result.output
+    assert (
+        f"{NOT_LOCALIZED} | cpu | batch {LAYERS_BATCH} | tf32 n/a | every one of 15 tensors"
+    ) in result.output
 
 
 @pytest.mark.parametrize(
@@ -483,13 +489,13 @@ def test_parity_localize_against_the_live_module(bundle_copy):
 def test_the_export_stores_golden_layers_and_records_them(smile_bundle):
     manifest = json.loads((smile_bundle / "manifest.json").read_text())
     golden = manifest["layers"]["golden"]
-    assert golden["file"] == GOLDEN_LAYERS and golden["batch_sizes"] == [7]
+    assert golden["file"] == GOLDEN_LAYERS and golden["batch_sizes"] == [LAYERS_BATCH]
     assert golden["tensors"] == 15 and golden["not_matching_onnx"] == []
     assert manifest["files"][GOLDEN_LAYERS]["sha256"] == sha256_file(smile_bundle / GOLDEN_LAYERS)
     assert golden["bytes"] <= golden["budget_mb"] * 1e6
     layers = golden_layer_reference(Bundle.open(smile_bundle)).layers
-    golden_inputs = load_golden(Bundle.open(smile_bundle)).batches[7].inputs
-    np.testing.assert_array_equal(layers.inputs[7], golden_inputs)
+    golden_inputs = load_golden(Bundle.open(smile_bundle)).batches[LAYERS_BATCH].inputs
+    np.testing.assert_array_equal(layers.inputs[LAYERS_BATCH], golden_inputs)
 
 
 def _tiny_module():
@@ -870,7 +876,7 @@ def test_golden_layers_of_a_tensor_model_onnx_does_not_make_are_a_bundle_error(s
     reference = load_golden(opened)
     report = run_parity(opened, reference, targets=CPU, batch_sizes=(7,))
     layers = golden_layer_reference(opened).layers
-    ghost = {7: {**layers.batches[7], "ghost": np.zeros(3, np.float32)}}
+    ghost = {LAYERS_BATCH: {**layers.batches[LAYERS_BATCH], "ghost": np.zeros(3, np.float32)}}
     strange = GoldenLayerReference(dataclasses.replace(layers, batches=ghost))
     with pytest.raises(BundleError, match=r"tensors that model\.onnx does not make: ghost$"):
         localize(opened, report.rows, strange, reference=reference, when="always")

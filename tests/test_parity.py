@@ -133,7 +133,7 @@ def test_golden_batches_hold_structured_and_random_rows(smile_bundle):
     assert b7.inputs.dtype == np.float32 and b7.inputs.shape == (7, 3, 64, 64)
     assert np.all(b7.inputs[0] == 0.0) and np.all(b7.inputs[1] == 1.0)  # black, white
     assert np.allclose(b7.inputs[2], 128 / 255)
-    assert b7.inputs[5].min() >= 0.0 and b7.inputs[5].max() < 1.0
+    assert b7.inputs[5].min() >= 0.0 and b7.inputs[5].max() <= 1.0  # 8-bit levels / 255
     for size in DEFAULT_BATCH_SIZES:
         b = ref.batch(size)
         assert b.prob.dtype == np.float64 and b.logits.dtype == np.float64
@@ -166,13 +166,18 @@ def test_random_rows_and_preprocess_image_share_normalize():
     from PIL import Image
 
     spec = {**parity_spec(), "scale": 1 / 255, "mean": [0.5, 0.25, 0.0], "std": [0.5, 2.0, 1.0]}
-    pixels = np.random.default_rng([parity.GOLDEN_SEED, 3]).random((3, 64, 64, 3), np.float32)
-    rows = parity.random_rows(3, spec, batch=3)
-    np.testing.assert_array_equal(rows, normalize(pixels * np.float32(255.0), spec))
-    expected = (pixels.astype(np.float64) - [0.5, 0.25, 0.0]) / [0.5, 2.0, 1.0]
+    pixels = np.stack(
+        [
+            np.random.default_rng([parity.GOLDEN_SEED, i]).integers(0, 256, (64, 64, 3), np.uint8)
+            for i in range(3)
+        ]
+    )
+    rows = parity.random_rows(3, spec)
+    np.testing.assert_array_equal(rows, normalize(pixels, spec))
+    expected = (pixels.astype(np.float64) / 255 - [0.5, 0.25, 0.0]) / [0.5, 2.0, 1.0]
     np.testing.assert_allclose(rows, expected.transpose(0, 3, 1, 2), rtol=0, atol=1e-6)
-    image = Image.fromarray((pixels[0] * 255).astype(np.uint8))
-    np.testing.assert_array_equal(preprocess_image(image, spec), normalize(np.asarray(image), spec))
+    image = Image.fromarray(pixels[0])
+    np.testing.assert_array_equal(preprocess_image(image, spec), rows[0])
 
 
 # --- it passes ----------------------------------------------------------------------------------

@@ -98,7 +98,8 @@ def _model_args(items: tuple[str, ...]) -> dict[str, Any]:
     default=DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
     show_default=True,
     metavar="MB",
-    help="The most megabytes the golden layers may take.",
+    help="The most megabytes the golden layers may take as float32 (the file deflates them): "
+    "smile_cnn takes 2.2 MB a row, so the default stores batch 2, 16 stores batch 7.",
 )
 def export_cmd(
     model_name: str,
@@ -178,4 +179,8 @@ def export_cmd(
     else:
         click.echo(f"golden layers: none stored ({stored['reason']})")
     files = ["model.onnx", "golden.npz", *([stored["file"]] if stored["file"] else [])]
-    click.echo(f"wrote {result.out}/{', '.join(files)} and manifest.json")
+    sizes = {name: entry["bytes"] / 1e6 for name, entry in result.manifest["files"].items()}
+    click.echo(
+        f"wrote {result.out}/{', '.join(files)} and manifest.json "
+        f"({sum(sizes.values()):.1f} MB, model.onnx {sizes['model.onnx']:.1f} MB)"
+    )

@@ -34,6 +34,7 @@ COMMANDS = {
     "tune": "onnxedge.runtime.cli.tune:tune_cmd",
     "predict": "onnxedge.runtime.cli.predict:predict_cmd",
     "optimize": "onnxedge.runtime.cli.optimize:optimize_cmd",
+    "pack": "onnxedge.runtime.cli.pack:pack_cmd",
     "evaluate": "onnxedge.runtime.cli.evaluate:evaluate_cmd",
     "data": "onnxedge.runtime.cli.data:data_group",
     "train": "onnxedge.export.cli.train:train_cmd",

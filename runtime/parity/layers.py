@@ -11,13 +11,14 @@ The manifest's ``layers`` block (written by `onnxedge export`, read here without
    PyTorch module whose output it is. Tensors of no module (constants, reshapes written in
    ``forward``) are absent and named by their node only.
 2. ``golden`` names the golden layers file, or says why none was stored
-   (``{"file": null, "reason": "..."}``): ``golden_layers.npz``, an uncompressed npz
+   (``{"file": null, "reason": "..."}``): ``golden_layers.npz``, a deflated npz
    (`GOLDEN_LAYERS`) with a ``meta`` entry (JSON: format, version, batch sizes, the tensors in
-   the graph's order, how the reference was computed), the inputs of each batch
-   (``inputs_bN``, float32) and one array ``tI_bN`` per tensor I and batch size N: the float64
-   PyTorch reference rounded to float32 (a relative rounding of at most 6e-8, far below any
-   tolerance it is used with). The file is listed in the manifest's ``files`` with its sha256,
-   verified before it is read.
+   the graph's order, how the reference was computed) and one array ``tI_bN`` per tensor I and
+   batch size N: the float64 PyTorch reference rounded to float32 (a relative rounding of at most
+   6e-8, far below any tolerance it is used with). Their inputs are the golden data's batch N
+   (``golden.npz``, read with `load_golden`); format version 1 also stored them, as
+   ``inputs_bN``, and is still read. The file is listed in the manifest's ``files`` with its
+   sha256, verified before it is read.
 """
 
 from __future__ import annotations
@@ -30,16 +31,18 @@ import numpy as np
 
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.parity.golden import load_golden
 from onnxedge.runtime.parity.npz import npz_bytes, read_meta, read_npz
 from onnxedge.runtime.parity.reference import canonical_json
 
 GOLDEN_LAYERS = "golden_layers.npz"
-# Golden layers are stored for the largest golden batch whose layers fit this many megabytes
-# (smile_cnn: 2.2 MB a row, so batch 7, which holds every structured input; `onnxedge export
-# --golden-layers-budget`).
-DEFAULT_GOLDEN_LAYERS_BUDGET_MB = 16.0
+# Golden layers are stored for the largest golden batch whose layers, as float32, fit this many
+# megabytes (smile_cnn: 2.2 MB a row, so batch 2, zeros and a random row, a 1.5 MB file;
+# `onnxedge export --golden-layers-budget 16` stores batch 7, every structured input).
+DEFAULT_GOLDEN_LAYERS_BUDGET_MB = 5.0
 LAYERS_FORMAT = "onnxedge-golden-layers"
-LAYERS_VERSION = 1
+LAYERS_VERSION = 2
+LAYERS_READABLE_VERSIONS = (1, 2)
 
 
 class NoGoldenLayers(OnnxEdgeError):
@@ -101,17 +104,15 @@ class GoldenLayers:
 
 def golden_layers_npz_bytes(
     tensors: Sequence[str],
-    inputs: Mapping[int, np.ndarray],
     batches: Mapping[int, Mapping[str, np.ndarray]],
     *,
     reference: str,
 ) -> bytes:
-    """``golden_layers.npz`` for ``batches`` (batch size -> tensor -> array, every tensor of
-    ``tensors`` in each), byte-identical for identical contents. Floating-point arrays are stored
-    as float32."""
+    """``golden_layers.npz`` (format version 2) for ``batches`` (batch size -> tensor -> array,
+    every tensor of ``tensors`` in each; their inputs are the golden data's batches of those
+    sizes), deflated, byte-identical for identical contents. Floating-point arrays are stored as
+    float32."""
     sizes = sorted(batches)
-    if sorted(inputs) != sizes:
-        raise ValueError(f"inputs for batch sizes {sorted(inputs)}, layers for {sizes}")
     meta = {
         "format": LAYERS_FORMAT,
         "format_version": LAYERS_VERSION,
@@ -121,7 +122,6 @@ def golden_layers_npz_bytes(
     }
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(canonical_json(meta), dtype=np.uint8)}
     for size in sizes:
-        arrays[f"inputs_b{size}"] = np.asarray(inputs[size], dtype=np.float32)
         for i, name in enumerate(tensors):
             array = np.asarray(batches[size][name])
             if array.dtype.kind == "f":
@@ -155,8 +155,17 @@ def load_golden_layers(bundle: Bundle) -> GoldenLayers:
     tensors = tuple(meta["tensors"])
     inputs: dict[int, np.ndarray] = {}
     batches: dict[int, dict[str, np.ndarray]] = {}
+    golden = load_golden(bundle) if meta["format_version"] >= 2 else None
     for size in meta["batch_sizes"]:
-        x = arrays.get(f"inputs_b{size}")
+        if golden is None:  # version 1 holds its inputs
+            x = arrays.get(f"inputs_b{size}")
+        elif size in golden.batches:
+            x = golden.batches[size].inputs
+        else:
+            raise BundleError(
+                f"{path} holds layers of batch {size}, whose inputs the golden data lacks (it "
+                f"holds batch sizes {', '.join(map(str, golden.batch_sizes))})"
+            )
         if x is None or x.dtype != np.float32 or x.ndim < 1 or x.shape[0] != size:
             raise BundleError(f"{path}: expected float32 inputs_b{size} of {size} rows")
         inputs[size] = x
@@ -178,7 +187,9 @@ def load_golden_layers(bundle: Bundle) -> GoldenLayers:
 
 
 def _meta(path: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    meta = read_meta(path, arrays, fmt=LAYERS_FORMAT, version=LAYERS_VERSION, what="golden layers")
+    meta = read_meta(
+        path, arrays, fmt=LAYERS_FORMAT, versions=LAYERS_READABLE_VERSIONS, what="golden layers"
+    )
     tensors = meta.get("tensors")
     if not (isinstance(tensors, list) and all(isinstance(t, str) for t in tensors)):
         raise BundleError(f"{path}: expected a list of tensor names in its meta, found {tensors!r}")

@@ -42,6 +42,7 @@ from onnxedge.runtime.parity.layer_reference import LayerReference, describe_tar
 from onnxedge.runtime.parity.layers import ModuleRef, layer_modules
 from onnxedge.runtime.parity.reference import Reference
 from onnxedge.runtime.parity.rows import FAILED, PASSED, ParityRow
+from onnxedge.runtime.parity.spread import check_spread, output_spreads
 from onnxedge.runtime.parity.tolerances import Target, Tolerance, Tolerances
 from onnxedge.runtime.variants.manifest import FP32
 
@@ -352,7 +353,8 @@ def _judge_outputs(
     tolerances: Tolerances,
 ) -> tuple[str, str]:
     """The localizing run's outputs judged as the row's were: probabilities and logits within
-    the row's tolerances of the parity reference (``""`` and why where that cannot be done)."""
+    the row's elementwise tolerances of the parity reference and within its spread bound
+    (``""`` and why where that cannot be done)."""
     if reference is None or batch not in reference.batches:
         return "", f"the parity reference has no batch of {batch}"
     ref = reference.batches[batch]
@@ -376,4 +378,20 @@ def _judge_outputs(
     failing = [name for name, c in checks.items() if not c]
     if failing:
         return FAILED, f"{' and '.join(failing)} outside the row's tolerance"
+    if tolerances.spread_rtol is not None:  # the row's second bound, as `run_parity` applies it
+        spreads = dict(zip(("prob", "logits"), output_spreads(reference, kind), strict=True))
+        values = {
+            "prob": (probabilities(actual[exposed.output_name], kind), ref.prob),
+            "logits": (
+                centred_logits(actual[exposed.logits_name], kind),
+                centred_logits(ref.logits, kind),
+            ),
+        }
+        outside = []
+        for name, (got, expected) in values.items():
+            check = check_spread(got, expected, spreads[name], tolerances.spread_rtol)
+            if check is not None and not check:
+                outside.append(name)
+        if outside:
+            return FAILED, f"{' and '.join(outside)} outside the row's spread bound"
     return PASSED, "prob and logits within the row's tolerance"

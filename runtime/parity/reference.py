@@ -55,14 +55,17 @@ def structured_input(kind: str, preprocessing: Mapping[str, Any]) -> np.ndarray:
 
 
 def random_rows(
-    count: int, preprocessing: Mapping[str, Any], *, batch: int, seed: int = GOLDEN_SEED
+    count: int, preprocessing: Mapping[str, Any], *, seed: int = GOLDEN_SEED
 ) -> np.ndarray:
-    """``count`` rows [N, C, H, W] of uniform random pixel values in [0, 255), continuous (not
-    rounded to 8 bits), scaled and normalised as the preprocessing states."""
+    """``count`` rows [N, C, H, W] of uniform random 8-bit pixel values (0 to 255, as an image
+    has), scaled and normalised as the preprocessing states. Row i comes from its own generator
+    (``[seed, i]``), so the first k rows are the same whatever ``count``: the random rows of a
+    smaller golden batch are rows of the largest one."""
     height, width = (int(v) for v in preprocessing["resize"])
-    rng = np.random.default_rng([seed, batch])
     channels = 1 if preprocessing.get("color", "RGB") == "L" else 3
-    pixels = rng.random((count, height, width, channels), dtype=np.float32) * np.float32(255.0)
+    pixels = np.empty((count, height, width, channels), dtype=np.uint8)
+    for i in range(count):
+        pixels[i] = np.random.default_rng([seed, i]).integers(0, 256, pixels.shape[1:], np.uint8)
     return normalize(pixels, preprocessing)
 
 
@@ -78,7 +81,7 @@ def golden_inputs(
     The first rows are the structured inputs, then the real images (``images``: name and
     preprocessed array), as many as fit while leaving at least one random row; the rest is random.
     So batch 1 is one random row, batch 2 is zeros and a random row, batch 7 has every structured
-    input and two random rows.
+    input and two random rows; each is a selection of the largest batch's rows.
     """
     if batch < 1:
         raise OnnxEdgeError(f"expected a batch size of at least 1, found {batch}")
@@ -88,7 +91,7 @@ def golden_inputs(
     fixed += [(f"{IMAGE_PREFIX}{name}", array) for name, array in images]
     fixed = fixed[: batch - 1]
     rows = [array[None] for _, array in fixed]
-    rows.append(random_rows(batch - len(fixed), preprocessing, batch=batch, seed=seed))
+    rows.append(random_rows(batch - len(fixed), preprocessing, seed=seed))
     kinds = tuple(kind for kind, _ in fixed) + (RANDOM_KIND,) * (batch - len(fixed))
     return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32), kinds
 

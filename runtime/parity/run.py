@@ -36,7 +36,7 @@ from onnxedge.runtime.parity.rows import (
     label_agreement,
     top1_agreement,
 )
-from onnxedge.runtime.parity.spread import Spread, check_spread, reference_spread
+from onnxedge.runtime.parity.spread import Spread, check_spread, output_spreads
 from onnxedge.runtime.parity.tolerances import Target, Tolerance, ToleranceOverrides, Tolerances
 
 # onnxruntime's session config key for where a model loaded from bytes finds its external data.
@@ -80,7 +80,7 @@ def run_parity(
     sizes = tuple(batch_sizes) if batch_sizes else reference.batch_sizes
     # The preprocessing check re-makes the structured rows of every batch the reference holds.
     preprocessing = check_preprocessing(bundle.preprocessing, reference)
-    spreads = _spreads(reference, bundle.output_kind)  # 5.: before the selection
+    spreads = output_spreads(reference, bundle.output_kind)  # 5.: before the selection
     reference = reference.select(sizes)
     check_external_data(bundle)
 
@@ -290,16 +290,6 @@ def _run_row(
         ),
         reason="; ".join(failures),
     )
-
-
-def _spreads(reference: Reference, kind: str) -> tuple[Spread, Spread]:
-    """The spread of the reference's probabilities and logits (softmax inputs centred, as they
-    are compared) over every batch it holds."""
-    batches = list(reference.batches.values())
-    logits = [b.logits for b in batches]
-    if kind == PROBABILITIES:
-        logits = [centred_logits(x, kind) for x in logits]
-    return reference_spread(b.prob for b in batches), reference_spread(logits)
 
 
 def _rows_outside(

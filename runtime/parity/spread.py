@@ -22,9 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from onnxedge.runtime.bundle.outputs import PROBABILITIES, centred_logits
+
+if TYPE_CHECKING:
+    from onnxedge.runtime.parity.reference import Reference
 
 # 2.: float32 rounding at the output's size, with room for the accumulation of a few hundred
 # operations (smile_cnn on the CPU: 3 units of float32 rounding of the logits' RMS at most).
@@ -77,6 +82,16 @@ class SpreadCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def output_spreads(reference: Reference, kind: str) -> tuple[Spread, Spread]:
+    """1. for the probabilities and the logits (softmax inputs centred, as they are compared)
+    over every batch the reference holds."""
+    batches = list(reference.batches.values())
+    logits = [b.logits for b in batches]
+    if kind == PROBABILITIES:
+        logits = [centred_logits(x, kind) for x in logits]
+    return reference_spread(b.prob for b in batches), reference_spread(logits)
 
 
 def check_spread(
