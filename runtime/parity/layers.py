@@ -37,7 +37,7 @@ from onnxedge.runtime.parity.reference import canonical_json
 
 GOLDEN_LAYERS = "golden_layers.npz"
 # Golden layers are stored for the largest golden batch whose layers, as float32, fit this many
-# megabytes (smile_cnn: 2.2 MB a row, so batch 2, zeros and a random row, a 1.5 MB file;
+# megabytes (smile_cnn: 2.2 MB a row, so batch 2, zeros and a random row, a 1.6 MB file deflated;
 # `onnxedge export --golden-layers-budget 16` stores batch 7, every structured input).
 DEFAULT_GOLDEN_LAYERS_BUDGET_MB = 5.0
 LAYERS_FORMAT = "onnxedge-golden-layers"
