@@ -38,6 +38,13 @@ from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALI
     help="ORT-format files of fp32 and int8, with the required-operators config.",
 )
 @click.option(
+    "--int8-first-conv",
+    is_flag=True,
+    help="int8-conv1-fp32 (int8, the first conv in float) and int8-pad4 (int8, the input "
+    "padded to 4 channels for the int8 kernels): candidates for onnxruntime's int8 speed on the "
+    "3-channel first conv (needs onnx-ir, the export extra).",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=None,
@@ -100,6 +107,7 @@ def optimize_cmd(
     int8: bool,
     fp16: bool,
     ort_format: bool,
+    int8_first_conv: bool,
     out: Path | None,
     attribute: str | None,
     calibration_size: int,
@@ -114,17 +122,17 @@ def optimize_cmd(
 ) -> None:
     """Make BUNDLE's edge variants, gate each on DIR's test split, and add those that pass.
 
-    With none of --int8, --fp16, --ort: all three. Each variant is compared with fp32 on the test
-    split (onnxruntime only): label agreement >= --min-agreement and accuracy drop <=
-    --max-accuracy-drop, with the max and p99 probability error reported. One line per variant:
-    PASSED, FAILED (by how much; not written) or UNGATED (--no-gate). The bundle is rewritten
-    atomically, the manifest last. Exits 1 if any variant missed its gate.
+    With none of --int8, --fp16, --ort, --int8-first-conv: the first three. Each variant is
+    compared with fp32 on the test split (onnxruntime only): label agreement >= --min-agreement
+    and accuracy drop <= --max-accuracy-drop, with the max and p99 probability error reported.
+    One line per variant: PASSED, FAILED (by how much; not written) or UNGATED (--no-gate). The
+    bundle is rewritten atomically, the manifest last. Exits 1 if any variant missed its gate.
     """
     from onnxedge.runtime.bundle.write import atomic_write_bytes
     from onnxedge.runtime.variants.gate import GateCriteria
     from onnxedge.runtime.variants.optimize import OptimizeRequest, optimize_bundle
 
-    every = not (int8 or fp16 or ort_format)
+    every = not (int8 or fp16 or ort_format or int8_first_conv)
     request = OptimizeRequest(
         bundle=bundle,
         data=data_dir,
@@ -132,6 +140,7 @@ def optimize_cmd(
         int8=int8 or every,
         fp16=fp16 or every,
         ort=ort_format or every,
+        int8_first_conv=int8_first_conv,
         attribute=attribute,
         calibration_size=calibration_size,
         calibration_method=calibration_method,

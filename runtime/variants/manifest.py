@@ -29,8 +29,12 @@ INT8 = "int8"
 FP16 = "fp16"
 FP32_ORT = "fp32-ort"
 INT8_ORT = "int8-ort"
+# int8 with the first convolution (3 input channels) left in float, or with its input padded to
+# 4 channels (`onnxedge.runtime.variants.first_conv`).
+INT8_CONV1_FP32 = "int8-conv1-fp32"
+INT8_PAD4 = "int8-pad4"
 # Every name `--variant` takes, in the order reports list them.
-VARIANTS = (FP32, INT8, FP16, FP32_ORT, INT8_ORT)
+VARIANTS = (FP32, INT8, FP16, FP32_ORT, INT8_ORT, INT8_CONV1_FP32, INT8_PAD4)
 FORMATS = ("onnx", "ort")
 # Where `onnxedge optimize` writes each variant inside the bundle.
 VARIANT_FILES = {
@@ -38,6 +42,8 @@ VARIANT_FILES = {
     FP16: "variants/fp16.onnx",
     FP32_ORT: "variants/fp32.ort",
     INT8_ORT: "variants/int8.ort",
+    INT8_CONV1_FP32: "variants/int8-conv1-fp32.onnx",
+    INT8_PAD4: "variants/int8-pad4.onnx",
 }
 # The operators the ORT-format variants need, for a minimal onnxruntime build
 # (`--include_ops_by_config`).
@@ -140,7 +146,9 @@ __all__ = [
     "FP32",
     "FP32_ORT",
     "INT8",
+    "INT8_CONV1_FP32",
     "INT8_ORT",
+    "INT8_PAD4",
     "ORT_CONFIG",
     "VARIANTS",
     "VARIANT_FILES",

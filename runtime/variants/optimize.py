@@ -40,6 +40,7 @@ from onnxedge.runtime.bundle.reader import (
     BundleWriter,
 )
 from onnxedge.runtime.data import Dataset, open_dataset
+from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
 from onnxedge.runtime.variants.gate import GateCriteria, GateResult, judge
@@ -49,7 +50,9 @@ from onnxedge.runtime.variants.manifest import (
     FP32,
     FP32_ORT,
     INT8,
+    INT8_CONV1_FP32,
     INT8_ORT,
+    INT8_PAD4,
     ORT_CONFIG,
     VARIANT_FILES,
     VARIANTS,
@@ -61,8 +64,13 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 GATE_BATCH = 64
-_PRECISION = {INT8: "int8", FP16: "fp16", FP32_ORT: "fp32", INT8_ORT: "int8"}
-_PROVIDERS = {INT8: ["cpu"], FP16: ["cuda"], FP32_ORT: ["cpu"], INT8_ORT: ["cpu"]}
+_FIRST_CONV = (INT8_CONV1_FP32, INT8_PAD4)  # `first_conv`: int8 with the first conv dealt with
+_PRECISION = {INT8: "int8", FP16: "fp16", FP32_ORT: "fp32", INT8_ORT: "int8"} | {
+    n: "int8" for n in _FIRST_CONV
+}
+_PROVIDERS = {INT8: ["cpu"], FP16: ["cuda"], FP32_ORT: ["cpu"], INT8_ORT: ["cpu"]} | {
+    n: ["cpu"] for n in _FIRST_CONV
+}
 _DERIVED = {INT8_ORT: INT8}  # a variant made from another variant
 FP16_ON_CPU = (
     "fp16: gated on the CPU EP against fp32's numbers (no CUDA EP here); it is made for the "
@@ -78,6 +86,8 @@ class OptimizeRequest:
     int8: bool = True
     fp16: bool = True
     ort: bool = True
+    # int8-conv1-fp32 and int8-pad4 (`first_conv`; needs onnx-ir, the export extra).
+    int8_first_conv: bool = False
     attribute: str | None = None
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     calibration_method: str = "minmax"
@@ -88,8 +98,13 @@ class OptimizeRequest:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if not (self.int8 or self.fp16 or self.ort):
-            raise OnnxEdgeError("expected at least one of --int8, --fp16, --ort")
+        if not (self.int8 or self.fp16 or self.ort or self.int8_first_conv):
+            raise OnnxEdgeError("expected at least one of --int8, --fp16, --ort, --int8-first-conv")
+        if self.int8_first_conv and not module_available("onnx_ir"):
+            raise OnnxEdgeError(
+                "--int8-first-conv edits the graph with onnx-ir, which is not installed here "
+                "(pip install 'onnxedge[export]')"
+            )
         if self.calibration_size < 1:
             raise OnnxEdgeError(
                 f"--calibration-size: expected at least 1, got {self.calibration_size}"
@@ -210,6 +225,8 @@ def _wanted(request: OptimizeRequest, source: Bundle) -> list[str]:
         names.append(FP32_ORT)
         if request.int8 or INT8 in source.variants:
             names.append(INT8_ORT)
+    if request.int8_first_conv:
+        names.extend(_FIRST_CONV)
     return names
 
 
@@ -244,23 +261,16 @@ def _make_variants(
     """2.: each variant's file in ``work`` and its manifest entry (without the gate)."""
     from onnxedge.runtime.variants.fp16 import convert_fp16
     from onnxedge.runtime.variants.ortformat import convert_to_ort
-    from onnxedge.runtime.variants.quantize import quantize_int8
 
     made: dict[str, dict[str, Any]] = {}
     int8_source: Path | None = None
-    if INT8 in wanted:
+    quantized = [n for n in (INT8, *_FIRST_CONV) if n in wanted]
+    if quantized:
         train = data.split("train")
         paths = calibration_sample(train, request.calibration_size, request.seed)
         say(f"int8: calibrating on {len(paths)} images of the train split")
         images = load_inputs(paths, source.preprocessing, what="calibration images (train split)")
-        int8_source = work / "int8.onnx"
-        info = quantize_int8(
-            source.model_path,
-            int8_source,
-            images,
-            Int8Config(calibration_method=request.calibration_method),
-        )
-        info["calibration"] = {
+        calibration = {
             "split": "train",
             "images": len(paths),
             "requested": request.calibration_size,
@@ -268,7 +278,13 @@ def _make_variants(
             "method": request.calibration_method,
             "data": _data_block(data),
         }
-        made[INT8] = _entry(INT8, int8_source, "model.onnx", info)
+    for name in quantized:
+        if name != INT8:
+            say(f"{name}: quantising")
+        made[name] = _quantized(name, request, source.model_path, images, work)
+        made[name]["made"]["calibration"] = calibration
+    if INT8 in made:
+        int8_source = Path(made[INT8]["_path"])
     elif INT8_ORT in wanted:
         int8_source = source.variant_model(INT8)
     if FP16 in wanted:
@@ -286,6 +302,32 @@ def _make_variants(
         path = work / "int8.ort"
         made[INT8_ORT] = _entry(INT8_ORT, path, INT8, convert_to_ort(int8_source, path))
     return made
+
+
+def _quantized(
+    name: str, request: OptimizeRequest, model: Path, images: np.ndarray, work: Path
+) -> dict[str, Any]:
+    """An int8 variant's file in ``work`` and its entry: int8 itself, or one of `_FIRST_CONV`
+    (the first conv kept in float; its input padded to 4 channels first)."""
+    from onnxedge.runtime.variants.quantize import quantize_int8
+
+    config = Int8Config(
+        calibration_method=request.calibration_method,
+        keep_first_conv_float=name == INT8_CONV1_FP32,
+    )
+    first_conv: dict[str, Any] = {}
+    if name == INT8_PAD4:
+        from onnxedge.runtime.variants.first_conv import pad_first_conv
+
+        padded = work / "pad4-float.onnx"
+        channels = pad_first_conv(model, padded)
+        first_conv = {"first_conv": f"input padded with zero channels to {channels}"}
+        model = padded
+    elif name == INT8_CONV1_FP32:
+        first_conv = {"first_conv": "kept in float, with its activation and pooling"}
+    path = work / f"{name}.onnx"
+    info = quantize_int8(model, path, images, config)
+    return _entry(name, path, "model.onnx", {**info, **first_conv})
 
 
 def _entry(name: str, path: Path, derived_from: str, info: dict[str, Any]) -> dict[str, Any]:

@@ -56,6 +56,9 @@ class Int8Config:
     activation_type: str = "uint8"
     weight_type: str = "int8"
     keep_head_float: bool = True  # 3. of the module docstring
+    # The first convolution (3 input channels) and its activation and pooling left in float too
+    # (`first_conv`).
+    keep_first_conv_float: bool = False
 
     def __post_init__(self) -> None:
         if self.calibration_method not in CALIBRATION_METHODS:
@@ -114,6 +117,10 @@ def quantize_int8(
         if name_unnamed_nodes(model):
             onnx.save(model, str(prepared))
         excluded = head_node_names(model) if config.keep_head_float else []  # 3.
+        if config.keep_first_conv_float:
+            from onnxedge.runtime.variants.first_conv import first_conv_block
+
+            excluded.extend(first_conv_block(model))
         method = methods[config.calibration_method]
         try:  # 2.
             with _quiet_quantizer():
