@@ -244,3 +244,28 @@ def test_tuned_with_an_option_it_replaces_is_a_usage_error(tuned_edge, data):  #
     assert result.exit_code == 2 and "drop --variant" in result.output
     with pytest.raises(ValueError, match="tuned chooses"):
         Classifier.from_bundle(tuned_edge, tuned=True, variant="int8")
+
+
+def test_bench_tuned_adds_the_chosen_setup_as_a_row_at_each_batch_size(tuned_edge, tmp_path):
+    path = _write(tuned_edge, _hand_made(tuned_edge))
+    out = tmp_path / "b.json"
+    args = ["--providers", "cpu", "--peers", "none", "--engines", "onnxruntime", "--batch-sizes",
+            "1,2", "--iters", "2", "--warmup", "1", "--no-progress", "--json", out]  # fmt: skip
+    result = _cli("bench", tuned_edge, f"--tuned={path}", *args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    tuned = [(r["label"], r["batch_size"], r["status"]) for r in rows if "tuned" in r["label"]]
+    # batch 2 is nearer 1 than 64: int8-ort at both
+    label = "onnxruntime cpu end-to-end int8-ort tuned (1 thread)"
+    assert tuned == [(label, 1, "ok"), (label, 2, "ok")]
+    ratios = json.loads(out.read_text())["engine_ratios"]
+    assert {(q["row"], q["reference"]) for q in ratios if "tuned" in q["row"]} == {
+        (label, "onnxruntime cpu end-to-end")
+    }
+    # a file that does not hold here: one line, no tuned row, the usual ones
+    spoilt = _write(tuned_edge, _spoil(_hand_made(tuned_edge), "cpu"), "spoilt.json")
+    result = _cli("bench", tuned_edge, f"--tuned={spoilt}", *args)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "tuning file ignored" in line]
+    assert len(lines) == 1 and "CPU model" in lines[0]
+    assert not [r for r in json.loads(out.read_text())["rows"] if "tuned" in r["label"]]

@@ -83,22 +83,25 @@ class EngineInfo:
     variant: str = FP32
     # An inference precision other than the model's own (`PRECISIONS`: OpenVINO's "bf16"), or "".
     precision: str = ""
+    # What sets this row apart from the engine's usual one, or "": ``tuned (2 threads)`` for the
+    # setup a tuning file chose (`bench --tuned`, `onnxedge.runtime.bench.tuned`).
+    tag: str = ""
 
     @property
     def label(self) -> str:
         """``engine device mode`` and the variant and precision where they are not fp32 as
-        stored: ``onnxruntime cpu end-to-end``, ``openvino cpu end-to-end int8``."""
+        stored, and the tag: ``onnxruntime cpu end-to-end``, ``openvino cpu end-to-end int8``."""
         variant = "" if self.variant == FP32 else self.variant
         return " ".join(
-            filter(None, (self.engine, self.device, self.mode, variant, self.precision))
+            filter(None, (self.engine, self.device, self.mode, variant, self.precision, self.tag))
         )
 
     @property
     def short(self) -> str:
-        """The engine with its variant and precision, as the report's tables name it:
+        """The engine with its variant, precision and tag, as the report's tables name it:
         ``onnxruntime``, ``onnxruntime int8``, ``openvino bf16``."""
         variant = "" if self.variant == FP32 else self.variant
-        return " ".join(filter(None, (self.engine, variant, self.precision)))
+        return " ".join(filter(None, (self.engine, variant, self.precision, self.tag)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, **dataclasses.asdict(self)}

@@ -57,7 +57,7 @@ def compute_ratios(rows: Sequence[BenchRow]) -> list[Ratio]:
 
 
 def _is_fp32(row: BenchRow) -> bool:
-    return row.info.variant == FP32 and not row.info.precision
+    return row.info.variant == FP32 and not row.info.precision and not row.info.tag
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ from onnxedge.runtime.bench.ort import ort_engines
 from onnxedge.runtime.bench.report import BenchReport
 from onnxedge.runtime.bench.settings import BenchSettings
 from onnxedge.runtime.bench.timing import ProgressFn, run_benchmark
+from onnxedge.runtime.bench.tuned import tuned_engines
 from onnxedge.runtime.bundle.reader import MODEL, Bundle, TensorSpec
 from onnxedge.runtime.engines import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError
@@ -59,6 +60,7 @@ def benchmark(
                 batch_size=settings.images_batch_size,
                 threads=threads,
             )
+        engines += tuned_engines(bundle, settings.tuned)  # --tuned: the chosen setups
         # An imported bundle has no PyTorch model: the report's one line says so (`no_peers`).
         engines += (
             []

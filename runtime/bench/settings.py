@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from onnxedge.runtime.bench.engines import PEERS, PROVIDER_DEVICE, VARIANTS
@@ -106,6 +107,9 @@ class BenchSettings:
     images_source: str = ""  # what the user gave (the folders), for the report
     # What the user asks of the figures (--target, --targets); none by default.
     targets: tuple[Target, ...] = ()
+    # --tuned: batch size -> the setup a tuning file chose for it (`onnxedge.runtime.tune`),
+    # timed as an extra row at that batch size (`tuned`); empty without --tuned.
+    tuned: Mapping[int, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
@@ -190,6 +194,7 @@ class BenchSettings:
             "thread_note": "ORT intra_op_num_threads, OpenVINO INFERENCE_NUM_THREADS and "
             "torch.set_num_threads get the same count",
             "seed": self.seed,
+            "tuned": {str(b): dataclasses.asdict(s) for b, s in self.tuned.items()},
             "input": "float32, uniform in [0, 1), one array per batch size from the seed, "
             "the same for every engine",
             "tf32": self.tf32,

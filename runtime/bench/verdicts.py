@@ -51,7 +51,7 @@ class TargetResult:
 
 def _matches(row: BenchRow, side: Side, device: str) -> bool:
     i = row.info
-    return (i.engine, i.device, i.mode, i.variant, i.precision) == (
+    return not i.tag and (i.engine, i.device, i.mode, i.variant, i.precision) == (
         side.engine,
         device,
         side.mode,

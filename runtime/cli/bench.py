@@ -35,6 +35,7 @@ from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.options import THREADS, name_list, positive_ints, provider_list
 from onnxedge.runtime.cli.output import verbosity
 from onnxedge.runtime.cli.predict import find_images
+from onnxedge.runtime.cli.tuned_option import tuned_argument, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -92,6 +93,21 @@ def check_writable(path: Path | None) -> None:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise OnnxEdgeError(f"cannot write {path}: {parent} is not a writable directory")
+
+
+def _tuned_setups(bundle: str, tuned: str | None, batch_sizes: tuple[int, ...]) -> dict:
+    """--tuned: the tuned setup at each batch size (an extra row there), its line on stderr
+    once; nothing where the file does not hold here (the line says why)."""
+    if tuned is None:
+        return {}
+    from onnxedge.runtime.bundle.reader import Bundle
+    from onnxedge.runtime.tune import resolve_tuned
+
+    opened = Bundle.open(bundle)
+    choices = [resolve_tuned(opened, tuned_argument(tuned), b) for b in batch_sizes]
+    for line in dict.fromkeys(c.line() for c in choices if c is not None):
+        click.echo(f"onnxedge: {line}", err=True)
+    return {c.batch_size: c.setup for c in choices if c}
 
 
 @contextmanager
@@ -248,6 +264,7 @@ def bench_progress(enabled: bool) -> Iterator[ProgressFn | None]:
     is_flag=True,
     help="Exit 1 when a target is MISSED (INDICATIVE and NOT MEASURED do not fail).",
 )
+@tuned_option
 @click.option("--no-progress", is_flag=True, help="No progress bar (none anyway off a TTY).")
 def bench_cmd(
     bundle: Path,
@@ -275,6 +292,7 @@ def bench_cmd(
     target_list: tuple[Target, ...],
     targets_file: tuple[Target, ...],
     fail_on_miss: bool,
+    tuned: str | None,
     no_progress: bool,
 ) -> None:
     """Latency and throughput of BUNDLE under ONNX Runtime, with PyTorch peers in the same run.
@@ -319,7 +337,10 @@ def bench_cmd(
     except TargetError as e:
         raise click.UsageError(str(e)) from None
     settings = dataclasses.replace(
-        settings, engines=engines, openvino_precisions=openvino_precisions
+        settings,
+        engines=engines,
+        openvino_precisions=openvino_precisions,
+        tuned=_tuned_setups(str(bundle), tuned, batch_sizes),
     )
     show = not no_progress and sys.stderr.isatty()
     with bench_progress(show) as on_progress:
