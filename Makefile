@@ -10,14 +10,14 @@ STAMP  := $(VENV)/.onnxedge-installed
 
 venv: $(STAMP)
 
-# One environment with the export side, the dev tools and the openvino engine (so CI runs its
-# tests rather than skipping them); torch pinned through constraints.txt.
+# One environment with the export side, the dev tools, the openvino engine and Ray Data (so CI
+# runs their tests rather than skipping them); torch pinned through constraints.txt.
 # PYTHONWARNINGS: setuptools warns at every editable install that a folder named like a package
 # may shadow it (our folders are mapped by package-dir on purpose); errors still print.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	PYTHONWARNINGS=ignore::UserWarning $(PIP) install --quiet -c constraints.txt -e '.[export,dev,openvino]'
+	PYTHONWARNINGS=ignore::UserWarning $(PIP) install --quiet -c constraints.txt -e '.[export,dev,openvino,ray]'
 	touch $@
 
 # export runs `onnxedge check` on the bundle itself (and refuses to write one that fails it), so

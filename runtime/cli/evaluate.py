@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import click
 from onnxedge.runtime.bundle.write import atomic_write_bytes
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
+from onnxedge.runtime.cli.ray_options import check_ray_only, evaluate_on_ray_cmd, ray_options
 from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.data import SPLITS
@@ -80,6 +82,7 @@ def format_result(result: EvaluationResult) -> list[str]:
     help="Exit 1 when the accuracy is below this (a gate for scripts and CI).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal).")
+@ray_options
 def evaluate_cmd(
     bundle: str,
     data_dir: Path,
@@ -96,20 +99,27 @@ def evaluate_cmd(
     threshold: float | None,
     min_accuracy: float | None,
     no_progress: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
 ) -> None:
     """Measure BUNDLE's model on a labelled split with ONNX Runtime (no torch): accuracy,
     precision, recall, confusion matrix, ROC AUC, images per class.
 
     An image that cannot be read is reported (FILE<TAB>ERROR<TAB>REASON) and counted; the metrics
     are over the others. Exits 0 unless nothing could be evaluated or --min-accuracy is missed.
+    With --ray, Ray Data reads and classifies the split; the figures are a local run's.
     """
     chosen = apply_tuned(
         bundle, tuned, batch_size, engine=engine, variant=variant, precision=precision,
         threads=threads,
     )  # fmt: skip
     check_engine_options(chosen["engine"], chosen["precision"])
+    check_ray_only(ray_address, ray_actors=(ray_actors, True))
+    run = evaluate_bundle
+    if ray_address is not None:
+        run = functools.partial(evaluate_on_ray_cmd, ray_address=ray_address, actors=ray_actors)
     with _progress(not no_progress and sys.stderr.isatty()) as advance:
-        result = evaluate_bundle(
+        result = run(
             bundle,
             data_dir,
             split=split,

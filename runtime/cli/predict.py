@@ -7,11 +7,13 @@ The command parses options and calls the library (`Classifier.predict_files`); t
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 import click
@@ -22,6 +24,12 @@ from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, ImageReadError, i
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import THREADS
+from onnxedge.runtime.cli.ray_options import (
+    check_ray_only,
+    output_option,
+    predict_on_ray_cmd,
+    ray_options,
+)
 from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.errors import OnnxEdgeError
@@ -130,6 +138,8 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
     "'probabilities' limited to them) [default: top class in text, every class in JSON].",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal).")
+@ray_options
+@output_option
 def predict_cmd(
     bundle: str,
     paths: tuple[str, ...],
@@ -146,6 +156,9 @@ def predict_cmd(
     as_json: bool,
     top_k: int | None,
     no_progress: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
+    output: Path | None,
 ) -> None:
     """Classify image files with BUNDLE's model: one line per file.
 
@@ -155,6 +168,9 @@ def predict_cmd(
     with K classes the label is the top class and PROBABILITY its softmax probability; --json
     gives {"file", "probability", "label", "class_index", "probabilities": {class: p}}. A summary
     goes to stderr. Exits 1 if any file failed, after all the others were classified.
+
+    With --ray, Ray Data reads, decodes and classifies the files (the same lines, in the same
+    order), or --output writes them to a Parquet file.
     """
     from onnxedge.runtime.classifier.classifier import Classifier
 
@@ -163,6 +179,29 @@ def predict_cmd(
         threads=threads,
     )  # fmt: skip
     check_engine_options(chosen["engine"], chosen["precision"])
+    check_ray_only(
+        ray_address,
+        ray_actors=(ray_actors, True),
+        output=(output, True),
+        decode_threads=(decode_threads, False),
+    )
+    if ray_address is not None:
+        total, failed, ran_on = predict_on_ray_cmd(
+            bundle,
+            find_images(paths),
+            ray_address=ray_address,
+            output=output,
+            emit=functools.partial(_emit, as_json=as_json, show_progress=False, top_k=top_k),
+            top_k=top_k,
+            batch_size=batch_size,
+            threshold=threshold,
+            provider=provider,
+            max_pixels=max_pixels,
+            actors=ray_actors,
+            **chosen,
+        )
+        _summary(paths, total, failed, ran_on)
+        return
     classifier = Classifier.from_bundle(bundle, provider=provider, **chosen)
     if top_k is not None and classifier.threshold is not None:
         raise click.UsageError(
@@ -188,13 +227,18 @@ def predict_cmd(
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(1)
+    _summary(paths, total, failed, classifier.provider)
+
+
+def _summary(paths: Iterable[str], total: int, failed: int, provider: str) -> None:
+    """The line on stderr after the results; exit 1 when any file failed or none was found."""
     if total == 0:
         raise OnnxEdgeError(
             "expected image files, found none in: " + ", ".join(_display(p) for p in paths)
         )
     click.echo(
         f"{total} file{'s' if total != 1 else ''}: {total - failed} classified, {failed} failed "
-        f"({classifier.provider})",
+        f"({provider})",
         err=True,
     )
     if failed:

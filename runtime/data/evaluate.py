@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from onnxedge.runtime.classifier.classifier import Classifier
+from onnxedge.runtime.classifier.predictions import FileResult
 from onnxedge.runtime.data import Dataset, open_dataset
 
 log = logging.getLogger(__name__)
@@ -155,14 +156,44 @@ def evaluate_bundle(
         precision=precision,
         variant=variant,
     )
-    negative = str(classifier.labels.get("negative", "negative"))
-    positive = str(classifier.labels.get("positive", "positive"))
     cut = classifier.threshold if threshold is None else float(threshold)
+    results = classifier.predict_files(chosen.paths, batch_size=batch_size, threshold=cut)
+    return evaluation_of(
+        results,
+        bundle=bundle,
+        dataset=dataset,
+        split=split,
+        bundle_labels=classifier.labels,
+        threshold=cut,
+        provider=classifier.provider,
+        variant=classifier.variant,
+        progress=progress,
+    )
+
+
+def evaluation_of(
+    results: Iterable[FileResult],
+    *,
+    bundle: str | Path,
+    dataset: Dataset,
+    split: str,
+    bundle_labels: Mapping[str, Any],
+    threshold: float,
+    provider: str,
+    variant: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """The `EvaluationResult` of ``split``'s files classified at ``threshold``: ``results`` has
+    one `FileResult` per file of the split, in its order (`evaluate_bundle` gives those of
+    `Classifier.predict_files`; `onnxedge.runtime.distributed` those of a Ray run)."""
+    chosen = dataset.split(split)
+    negative = str(bundle_labels.get("negative", "negative"))
+    positive = str(bundle_labels.get("positive", "positive"))
+    cut = threshold
 
     labels: list[int] = []
     scores: list[float] = []
     failed: list[FailedFile] = []
-    results = classifier.predict_files(chosen.paths, batch_size=batch_size, threshold=cut)
     for done, (label, result) in enumerate(zip(chosen.labels, results, strict=True), start=1):
         if result.prediction is None:
             failed.append(FailedFile(result.file, result.error or "unknown error"))
@@ -186,7 +217,7 @@ def evaluate_bundle(
         class_names=names,
         bundle_labels=(negative, positive),
         threshold=cut,
-        provider=classifier.provider,
+        provider=provider,
         images=dict(zip(names, chosen.counts(), strict=True)),
         evaluated=len(labels),
         accuracy=accuracy,
@@ -195,7 +226,7 @@ def evaluate_bundle(
         confusion=confusion,
         roc_auc=roc_auc(labels, probabilities),
         failed=tuple(failed),
-        variant=classifier.variant,
+        variant=variant,
     )
     if not result.labels_match:
         log.warning(

@@ -1,0 +1,238 @@
+"""`predict_on_ray` and `evaluate_on_ray`: the local `predict` and `evaluate` with Ray Data
+doing the work, on one machine or a cluster.
+
+The driver lists the files (the local walk's rules; `expand_uris` for URIs) and hands Ray Data a
+table of (index, path); an actor pool of `BundlePredictor` reads, decodes and classifies them,
+one verified `Classifier` per actor; the rows come back in input order (Ray Data's
+``preserve_order``), each index checked, so that a row lost or repeated (an actor killed and its
+batch retried) is an error rather than a wrong answer. Ray must be connected first
+(`ray_session`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from onnxedge.runtime.bundle.outputs import BINARY_KINDS
+from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.args import check_batch_size, check_count, check_threshold
+from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE
+from onnxedge.runtime.classifier.predictions import FileResult
+from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, ImageReadError
+from onnxedge.runtime.data import Dataset, open_dataset
+from onnxedge.runtime.data.evaluate import EvaluationResult, evaluation_of
+from onnxedge.runtime.distributed.connect import cluster_cpus, require_ray
+from onnxedge.runtime.distributed.listing import expand_uris
+from onnxedge.runtime.distributed.predictor import ERROR, PATH, BundlePredictor, prediction_of
+from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, check_precision
+from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
+from onnxedge.runtime.errors import OnnxEdgeError
+
+log = logging.getLogger(__name__)
+
+INDEX = "index"
+# Rows per block of the listing: Ray Data's unit of scheduling. At least a batch; at most enough
+# for 4 blocks per CPU of the cluster, so that every actor has work queued; capped so that a
+# retried block (an actor killed) repeats little work.
+MAX_ROWS_PER_BLOCK = 4096
+
+
+def provider_label(provider: str, actors: int, threads: int) -> str:
+    """What the summary says ran the model."""
+    actors_ = f"{actors} actor{'s' * (actors != 1)}"
+    return f"Ray Data: {actors_} x {threads} thread{'s' * (threads != 1)}, provider {provider}"
+
+
+class RayRun:
+    """The settings of one run: the bundle (verified on the driver first, so that a bad bundle is
+    one line before any actor starts), the actor pool, and what each actor runs."""
+
+    def __init__(
+        self,
+        bundle: str | Path,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        threshold: float | None = None,
+        provider: str = "auto",
+        threads: int | None = None,
+        engine: str = ONNXRUNTIME,
+        precision: str = DEFAULT_PRECISION,
+        variant: str | None = None,
+        max_pixels: int | None = MAX_PIXELS,
+        actors: int | None = None,
+        bomb_warning_is_error: bool = True,
+        predictor: type[BundlePredictor] = BundlePredictor,
+    ) -> None:
+        self.ray = require_ray()
+        if not self.ray.is_initialized():
+            raise OnnxEdgeError("Ray is not connected: run inside ray_session() or ray.init()")
+        self.bundle = Bundle.open(bundle)
+        self.bundle.variant_model(variant)
+        check_precision(engine, precision)
+        if threshold is not None:
+            check_threshold(threshold)
+            if self.bundle.output_kind not in BINARY_KINDS:
+                raise OnnxEdgeError(
+                    f"a threshold applies to a model with one output; this one gives "
+                    f"{len(self.bundle.classes)} class probabilities ({self.bundle.output_kind})"
+                )
+        self.threshold = (
+            (self.bundle.threshold if threshold is None else float(threshold))
+            if self.bundle.output_kind in BINARY_KINDS
+            else None
+        )
+        self.batch_size = check_batch_size(batch_size)
+        self.threads = check_count(threads, "threads", optional=True, maximum=MAX_THREADS) or 1
+        available = cluster_cpus(self.ray)
+        self.actors = check_count(actors, "actors", optional=True) or max(
+            1, available // self.threads
+        )
+        self.provider = provider
+        self.predictor = predictor
+        self.kwargs: dict[str, Any] = {
+            "bundle": str(Path(bundle).resolve()),
+            "provider": provider,
+            "threads": threads,  # None: the actor's CPUs, which are `self.threads`
+            "threshold": self.threshold,
+            "engine": engine,
+            "precision": precision,
+            "variant": variant,
+            "batch_size": self.batch_size,
+            "max_pixels": max_pixels,
+            "bomb_warning_is_error": bomb_warning_is_error,
+        }
+
+    @property
+    def label(self) -> str:
+        return provider_label(self.provider, self.actors, self.threads)
+
+    def dataset(self, items: list[str | ImageReadError]) -> Any:
+        """The Ray Data pipeline over ``items``: listing table -> actor pool of predictors."""
+        import pyarrow as pa
+
+        ray = self.ray
+        paths = [os.fspath(i.path) if isinstance(i, ImageReadError) else i for i in items]
+        errors = [i.reason if isinstance(i, ImageReadError) else "" for i in items]
+        cpus = cluster_cpus(ray)
+        per_block = min(
+            MAX_ROWS_PER_BLOCK, max(self.batch_size, math.ceil(len(items) / (4 * cpus)))
+        )
+        tables = [
+            pa.table(
+                {
+                    INDEX: pa.array(range(start, min(start + per_block, len(items))), pa.int64()),
+                    PATH: pa.array(paths[start : start + per_block], pa.string()),
+                    ERROR: pa.array(errors[start : start + per_block], pa.string()),
+                }
+            )
+            for start in range(0, len(items), per_block)
+        ]
+        self.actors = min(self.actors, len(tables))  # an actor without a block would idle
+        ds = ray.data.from_arrow(tables)
+        ds.context.execution_options.preserve_order = True
+        ds.context.enable_progress_bars = log.isEnabledFor(logging.INFO)
+        return ds.map_batches(
+            self.predictor,
+            fn_constructor_kwargs=self.kwargs,
+            compute=ray.data.ActorPoolStrategy(size=self.actors),
+            num_cpus=self.threads,
+            batch_size=self.batch_size,
+            # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1: an
+            # actor whose process dies (killed, out of memory, its node lost) is started again
+            # and the batch it held is run again (tests/test_distributed.py kills one).
+        )
+
+    def results(self, paths: Iterable[str | ImageReadError]) -> Iterator[FileResult]:
+        """One `FileResult` per item of ``paths`` (URIs of directories expanded first), in
+        order, streamed as Ray Data gives them."""
+        items = list(expand_uris(paths))
+        if not items:
+            return
+        expected = 0
+        batches = self.dataset(items).iter_batches(batch_format="numpy", batch_size=None)
+        with _ray_errors(self.ray):
+            for batch in batches:
+                for i, index in enumerate(batch[INDEX]):
+                    if int(index) != expected:
+                        raise OnnxEdgeError(
+                            f"Ray Data returned row {int(index)} where row {expected} was "
+                            "expected: a row was lost or repeated"
+                        )
+                    expected += 1
+                    yield self._result(items[int(index)], {k: v[i] for k, v in batch.items()})
+        if expected != len(items):
+            raise OnnxEdgeError(
+                f"Ray Data returned {expected} rows for {len(items)} files: rows were lost"
+            )
+
+    def _result(self, item: str | ImageReadError, row: dict[str, Any]) -> FileResult:
+        name = os.fspath(item.path) if isinstance(item, ImageReadError) else str(item)
+        if row[ERROR]:
+            return FileResult(file=name, error=str(row[ERROR]))
+        return FileResult(name, prediction_of(row, self.threshold, self.bundle.classes))
+
+
+class _ray_errors:
+    """An actor that cannot start (its bundle missing on a node, a provider it lacks) is one
+    line: the `OnnxEdgeError` it raised, unwrapped from Ray's error."""
+
+    def __init__(self, ray: Any) -> None:
+        self.ray = ray
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> bool:
+        if error is None or not isinstance(error, self.ray.exceptions.RayError):
+            return False
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, OnnxEdgeError):
+            cause = getattr(cause, "cause", None) or cause.__cause__
+        if cause is not None:
+            raise OnnxEdgeError(f"on Ray: {cause}") from None
+        return False
+
+
+def predict_on_ray(
+    bundle: str | Path, paths: Iterable[str | ImageReadError], **settings: Any
+) -> Iterator[FileResult]:
+    """`Classifier.predict_files` on Ray: one `FileResult` per path, in order; ``settings`` are
+    `RayRun`'s (``batch_size``, ``threshold``, ``provider``, ``threads``, ``actors``, ...)."""
+    return RayRun(bundle, **settings).results(paths)
+
+
+def evaluate_on_ray(
+    bundle: str | Path,
+    data: Dataset | str | Path,
+    *,
+    split: str = "test",
+    attribute: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **settings: Any,
+) -> EvaluationResult:
+    """`evaluate_bundle` on Ray: the same split, classified by `RayRun`, measured by the same
+    code (`evaluation_of`)."""
+    dataset = data if isinstance(data, Dataset) else open_dataset(data, attribute)
+    chosen = dataset.split(split)
+    settings.setdefault("batch_size", 64)
+    # A local evaluate leaves PIL's decompression-bomb warning a warning; so does this.
+    run = RayRun(bundle, bomb_warning_is_error=False, **settings)
+    return evaluation_of(
+        run.results([str(p) for p in chosen.paths]),
+        bundle=bundle,
+        dataset=dataset,
+        split=split,
+        bundle_labels=run.bundle.labels,
+        threshold=run.threshold,
+        provider=run.label,
+        variant=run.kwargs["variant"] or "fp32",
+        progress=progress,
+    )
+
+
+__all__ = ["RayRun", "evaluate_on_ray", "predict_on_ray", "provider_label"]

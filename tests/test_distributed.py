@@ -1,0 +1,240 @@
+"""`predict --ray` and `evaluate --ray` (onnxedge.runtime.distributed): a local Ray of 2 CPUs,
+started once for the module, whose rows and figures must be a local run's, row for row; an actor
+killed mid-run; the listing of URIs; what a machine without Ray says."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_predict_cli import good_image, mixed  # noqa: F401  (mixed: a fixture used below)
+
+from onnxedge.runtime.classifier.classifier import Classifier
+from onnxedge.runtime.cli import main
+from onnxedge.runtime.cli.predict import find_images
+from onnxedge.runtime.data import open_dataset
+from onnxedge.runtime.data.celeba import IMAGES
+from onnxedge.runtime.data.evaluate import evaluate_bundle
+from onnxedge.runtime.data.synth import write_faces
+from onnxedge.runtime.distributed import (
+    BundlePredictor,
+    RayRun,
+    check_address,
+    evaluate_on_ray,
+    expand_uris,
+)
+
+
+def run_cli(*args: object) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [*map(str, args)])
+    assert "Traceback" not in result.output + result.stderr, result.output + result.stderr
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray of 2 CPUs for this module, or a skip that says why it cannot start."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'onnxedge[ray]'")
+    pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install 'ray[data]'")
+    try:
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=200 * 1024 * 1024,
+            logging_level="ERROR",
+            log_to_driver=False,
+        )
+    except Exception as e:  # any reason Ray cannot start on this machine is a skip, said
+        pytest.skip(f"Ray cannot start on this machine: {type(e).__name__}: {e}")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """40 synthetic faces in CelebA's layout; one of the test split's files is not an image."""
+    root = write_faces(tmp_path_factory.mktemp("ray") / "faces", count=40, seed=7, workers=1).out
+    (root / IMAGES / "000038.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def test_predict_lines_are_a_local_runs(smile_bundle, mixed, ray_cluster):  # noqa: F811
+    """The mixed directory of bad files (truncated, empty, decompression bombs, a directory
+    named like an image, hidden files, a subdirectory) and a missing path."""
+    root, expected = mixed
+    args = ["predict", smile_bundle, root, root / "missing.png", "--provider", "cpu"]
+    local = run_cli(*args, "--batch-size", "3")
+    on_ray = run_cli(*args, "--batch-size", "3", "--ray", "--ray-actors", "2")
+    assert local[0] == on_ray[0] == 1  # files failed
+    assert on_ray[1] == local[1]
+    assert len(on_ray[1].splitlines()) == len(expected) + 1
+    assert "13 files: 4 classified, 9 failed (Ray Data: 2 actors x 1 thread" in on_ray[2]
+
+
+def test_evaluate_figures_are_a_local_evaluates(smile_bundle, faces, ray_cluster):
+    data = open_dataset(faces)
+    local = evaluate_bundle(smile_bundle, data, split="test", provider="cpu", batch_size=2)
+    on_ray = evaluate_on_ray(
+        smile_bundle, data, split="test", provider="cpu", batch_size=2, actors=2
+    )
+    assert len(local.failed) == 1 and local.evaluated == 3
+    assert on_ray.to_dict() == {**local.to_dict(), "provider": on_ray.provider}
+    assert "2 actors" in on_ray.provider
+    # and through the command, with its exit status
+    code, out, _ = run_cli(
+        "evaluate", smile_bundle, "--data", faces, "--split", "train", "--ray", "--provider", "cpu"
+    )
+    code_local, out_local, _ = run_cli(
+        "evaluate", smile_bundle, "--data", faces, "--split", "train", "--provider", "cpu"
+    )
+    assert code == code_local == 0
+    what_ran = re.compile(r"provider .*   variant")
+    assert what_ran.sub("", out) == what_ran.sub("", out_local)
+
+
+def test_an_actor_killed_mid_run_is_restarted_and_no_row_is_lost(
+    smile_bundle, faces, tmp_path, ray_cluster
+):
+    paths = sorted(str(p) for p in (faces / IMAGES).iterdir())
+    marker, starts = tmp_path / "kill-once", tmp_path / "starts"
+    marker.touch()
+    starts.mkdir()
+
+    # Defined here, so that Ray pickles the class itself (the tests are not importable there).
+    class DiesOnce(BundlePredictor):
+        """Its process is killed (SIGKILL) on its second batch, once in the whole run."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            (starts / str(os.getpid())).touch()
+            self.calls = 0
+
+        def __call__(self, batch):
+            self.calls += 1
+            if self.calls == 2:
+                try:
+                    marker.unlink()
+                except FileNotFoundError:
+                    pass
+                else:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return super().__call__(batch)
+
+    run = RayRun(smile_bundle, provider="cpu", batch_size=3, actors=2, predictor=DiesOnce)
+    on_ray = list(run.results(paths))
+    local = list(Classifier.from_bundle(smile_bundle, provider="cpu").predict_files(paths))
+    assert not marker.exists()  # an actor was killed
+    assert len(list(starts.iterdir())) >= 3  # 2 actors, one started again
+    assert on_ray == local  # every row once, in order, with the local run's numbers
+
+
+def test_uri_listing_walks_as_a_local_directory(mixed):  # noqa: F811
+    pytest.importorskip("pyarrow", reason="pyarrow comes with onnxedge[ray]")
+    root, _ = mixed
+    (root / "sub" / "deeper").mkdir()
+    good_image(root / "sub" / "deeper" / "m.jpg", 7)
+    good_image(root / "sub" / "a_first.png", 8)
+    (root / "_underscored.jpg").write_bytes(b"x")
+    local = [str(p) for p in find_images([str(root)])]
+    uri = [str(p) for p in expand_uris([root.as_uri()])]
+    assert uri == [root.as_uri() + p[len(str(root)) :] for p in local]
+    assert expand_uris(["relative.jpg", root.as_uri() + "/a.jpg"]).__next__() == "relative.jpg"
+
+
+def test_uri_run_to_parquet_has_the_local_rows(smile_bundle, mixed, tmp_path, ray_cluster):  # noqa: F811
+    pq = pytest.importorskip("pyarrow.parquet")
+    root, _ = mixed
+    out = tmp_path / "scores.parquet"
+    code, stdout, err = run_cli(
+        "predict", smile_bundle, root.as_uri(), "--ray", "--provider", "cpu", "--output", out
+    )
+    assert (code, stdout) == (1, "")
+    assert "12 files: 4 classified, 8 failed" in err
+    rows = pq.read_table(out).to_pylist()
+    code_local, local, _ = run_cli("predict", smile_bundle, root, "--provider", "cpu", "--json")
+    assert code_local == 1
+    prefix = root.as_uri()
+    for row, line in zip(rows, local.splitlines(), strict=True):
+        want = json.loads(line)
+        assert row["file"] == prefix + want.pop("file")[len(str(root)) :]
+        assert {k: v for k, v in row.items() if k != "file" and v is not None} == want
+    assert json.loads(pq.read_schema(out).metadata[b"classes"]) == ["not smiling", "smiling"]
+
+
+def test_predictor_takes_paths_bytes_or_arrays_without_ray(smile_bundle, tmp_path):
+    files = [str(good_image(tmp_path / f"{i}.png", i)) for i in range(3)]
+    predictor = BundlePredictor(str(smile_bundle), provider="cpu", batch_size=2)
+    by_path = predictor({"path": np.array(files, dtype=object), "id": np.arange(3)})
+    data = [Path(f).read_bytes() for f in files] + [b""]
+    by_bytes = predictor({"bytes": np.array(data, dtype=object)})
+    clf = Classifier.from_bundle(smile_bundle, provider="cpu")
+    arrays = np.stack([clf.preprocess(f) for f in files])
+    by_array = predictor({"image": arrays, "error": np.array(["", "given", ""], dtype=object)})
+    want = [p.probability for p in clf.predict_images(files)]
+    assert by_path["probability"].tolist() == want and by_path["id"].tolist() == [0, 1, 2]
+    assert by_bytes["probability"][:3].tolist() == want
+    assert by_bytes["error"].tolist()[3] == "expected an image file, found an empty file (0 bytes)"
+    assert np.isnan(by_array["probability"][1]) and by_array["error"][1] == "given"
+    assert by_array["probability"][[0, 2]].tolist() == [want[0], want[2]]
+    assert "image" not in by_array and "bytes" not in by_bytes
+    with pytest.raises(KeyError, match="expected a column 'image', 'bytes' or 'path'"):
+        predictor({"files": np.array(files, dtype=object)})
+
+
+@pytest.mark.parametrize("address", [None, "auto", "local", "10.0.0.1:6379", "ray://head:10001"])
+def test_ray_addresses(address):
+    assert check_address(address) == address
+
+
+@pytest.mark.parametrize("address", ["photos/", "a.jpg", "head:port", "http://head:6379"])
+def test_not_ray_addresses(address):
+    with pytest.raises(ValueError, match="expected a Ray address"):
+        check_address(address)
+
+
+def test_a_path_taken_for_the_address_is_a_usage_error(smile_bundle, tmp_path):
+    code, _, err = run_cli("predict", smile_bundle, "--ray", tmp_path)
+    assert code == 2 and "put it after the paths" in err
+
+
+def test_ray_only_options_need_ray(smile_bundle, tmp_path):
+    code, _, err = run_cli("predict", smile_bundle, tmp_path, "--output", tmp_path / "x.parquet")
+    assert code == 2 and "--output applies with --ray only" in err
+    code, _, err = run_cli("predict", smile_bundle, tmp_path, "--ray", "--decode-threads", "2")
+    assert code == 2 and "--decode-threads applies without --ray only" in err
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_without_ray_the_option_says_what_to_install(smile_bundle, tmp_path, monkeypatch, command):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    args = [tmp_path] if command == "predict" else ["--data", tmp_path]
+    code, out, err = run_cli(command, smile_bundle, *args, "--ray")
+    assert code == 1 and out == ""
+    assert err.strip().splitlines() == [
+        "onnxedge: error: running on Ray needs Ray Data, which is not installed here (import of "
+        "ray halted; None in sys.modules); install it with: pip install 'onnxedge[ray]'"
+    ]
+
+
+def test_cluster_messages_go_to_stderr_not_among_the_results(ray_cluster, capfd):
+    from ray._private import worker
+
+    from onnxedge.runtime.distributed import ray_session
+
+    message = {"lines": ["an actor died"], "pid": "raylet", "is_err": False}
+    worker.print_to_stdstream(message, ignore_prefix=False)
+    assert "an actor died" in capfd.readouterr().out  # Ray's own choice
+    with ray_session():
+        worker.print_to_stdstream(message, ignore_prefix=False)
+    out, err = capfd.readouterr()
+    assert "an actor died" in err and "an actor died" not in out
