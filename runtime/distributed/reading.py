@@ -1,7 +1,7 @@
 """One image to the model's input, inside a Ray worker, by the local run's code: a local path
-through `onnxedge.runtime.classifier.preprocess.load_image` as `predict` reads it; a URI's or a batch's bytes
-through the same function on an in-memory file. A file that cannot be used gives its reason (a
-string) instead of an array, as `Classifier.predict_files` reports it."""
+through `onnxedge.runtime.classifier.preprocess.load_image` as `predict` reads it; a URI's or a
+batch's bytes through the same function on an in-memory file. A file that cannot be used gives
+its reason (a string) instead of an array, as `Classifier.predict_files` reports it."""
 
 from __future__ import annotations
 
