@@ -17,12 +17,13 @@ import pytest
 from click.testing import CliRunner
 from test_optimize import data, edge, trained_bundle  # noqa: F401 (fixtures)
 
-from onnxedge.runtime.bench import EngineInfo
+from onnxedge.runtime.bench import EngineInfo, LatencyStats
 from onnxedge.runtime.bundle.reader import MANIFEST, Bundle
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.tune import (
     TunedSetup,
+    TuneRow,
     TuneSettings,
     candidate_models,
     default_tuning_path,
@@ -30,6 +31,7 @@ from onnxedge.runtime.tune import (
     manifest_sha256,
     nearest_batch,
     read_tuning,
+    runoff_setups,
     tune,
 )
 from onnxedge.runtime.tune import run as tune_run
@@ -65,16 +67,50 @@ def test_tune_times_every_gated_cpu_model_and_writes_the_file_beside_the_bundle(
     assert all(r["status"] == "ok" and r["check"] for r in tuning["rows"])
     # fp16 is made for CUDA: listed with the reason, not timed
     assert {"what": "fp16", "reason": "made for the cuda execution provider"} in tuning["excluded"]
-    # the winner at each batch size is the measured row with the highest throughput
+    # the winner at each batch size is the fastest row of the runoff where there was one (the
+    # setups within RUNOFF_MARGIN of the fastest), else of the first pass
+    result_rows = [TuneRow(TunedSetup(r["variant"], r["engine"], r["precision"], r["threads"]),
+                           r["batch_size"], r["status"], stats=_stats(r))
+                   for r in tuning["rows"]]  # fmt: skip
     for batch in (1, 2):
-        best = max((r for r in tuning["rows"] if r["batch_size"] == batch),
-                   key=lambda r: r["throughput"])  # fmt: skip
+        close = {(r.setup.variant, r.setup.threads) for r in runoff_setups(result_rows, batch)}
+        runoff = [r for r in tuning["runoff"] if r["batch_size"] == batch]
+        assert {(r["variant"], r["threads"]) for r in runoff} == close
+        pool = runoff or [r for r in tuning["rows"] if r["batch_size"] == batch]
+        best = max(pool, key=lambda r: r["throughput"])
         winner = tuning["winners"][str(batch)]
         assert (winner["variant"], winner["threads"]) == (best["variant"], best["threads"])
     assert tuning["bundle"]["manifest_sha256"] == manifest_sha256(Bundle.open(tuned_edge))
     here = machine_fingerprint()
     assert {k: tuning["machine"][k] for k in here} == here
     assert read_tuning(default_tuning_path(tuned_edge)).winners
+
+
+def _stats(row: dict) -> LatencyStats | None:
+    if row["throughput"] is None:
+        return None
+    ms = 1e3 * row["batch_size"] / row["throughput"]
+    return LatencyStats.from_seconds([ms / 1e3], batch_size=row["batch_size"])
+
+
+@pytest.mark.parametrize(
+    ("throughputs", "close"),
+    [
+        ([100, 90, 86, 50], [100, 90, 86]),  # within 15 % of the fastest
+        ([100, 80], []),  # none close: no runoff
+        ([100, 99, 98, 97, 96], [100, 99, 98, 97]),  # at most four
+        ([100], []),
+    ],
+)
+def test_the_runoff_takes_the_setups_close_to_the_fastest(throughputs, close):
+    rows = [
+        TuneRow(TunedSetup(threads=i + 1), 8, "ok",
+                stats=LatencyStats.from_seconds([8 / t], batch_size=8))
+        for i, t in enumerate(throughputs)
+    ]  # fmt: skip
+    rows.append(TuneRow(TunedSetup(threads=99), 8, "failed", reason="output differs"))
+    got = [round(r.stats.throughput) for r in runoff_setups(rows, 8)]
+    assert got == close
 
 
 def test_a_candidate_with_other_outputs_fails_and_is_never_chosen(edge, monkeypatch):  # noqa: F811

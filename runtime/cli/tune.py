@@ -42,9 +42,11 @@ def format_table(result: TuneResult) -> list[str]:
         "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     winners = {id(w) for w in result.winners.values()}
-    for row in result.rows:
+    runoff = {id(r) for r in result.runoff}
+    for row in (*result.rows, *result.runoff):
         s = row.stats
-        mark = " **fastest**" if id(row) in winners else ""
+        mark = " (runoff)" if id(row) in runoff else ""
+        mark += " **fastest**" if id(row) in winners else ""
         status = "ok" if row else f"{row.status.upper()}: {row.reason}"
         lines.append(
             f"| {row.batch_size} | {row.setup.describe()}{mark} | "
@@ -54,8 +56,10 @@ def format_table(result: TuneResult) -> list[str]:
     for e in result.excluded:
         lines.append(f"not a candidate: {e.what}: {e.reason}")
     default = result.default.describe()
+    first = {(r.setup, r.batch_size): r for r in result.rows}
     for batch, row in result.winners.items():
-        ratio = f", {row.vs_default:.2f}x {default}" if row.vs_default else ""
+        vs = first[row.setup, batch].vs_default  # the runoff has no default row to compare
+        ratio = f", {vs:.2f}x {default} in the first pass" if vs else ""
         lines.append(
             f"WINNER | batch {batch} | {row.setup.describe()} | "
             f"{row.stats.throughput:,.0f} images/s{ratio}"  # type: ignore[union-attr]
@@ -132,9 +136,11 @@ def tune_cmd(
     Every setup that may run here is timed as `onnxedge bench` times (the same inputs, each
     output checked against ONNX Runtime's on model.onnx first, interleaved rounds): fp32 and
     each variant whose gate passed, on each installed engine, at a few thread counts. A setup
-    whose output differs is a FAILED row and never chosen. The tuning file (the winners and the
-    full table, keyed by this machine and the bundle's manifest) is what predict, evaluate and
-    bench --tuned run. Exits 1 when no setup could be measured.
+    whose output differs is a FAILED row and never chosen. Setups within 15% of the fastest at a
+    batch size are timed again together (runoff rows) and the winner is taken from those. The
+    tuning file (the winners and the full table, keyed by this machine and the bundle's
+    manifest) is what predict, evaluate and bench --tuned run. Exits 1 when no setup could be
+    measured.
     """
     out = out or default_tuning_path(bundle)
     for path in (out, json_path):

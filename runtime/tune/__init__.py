@@ -36,10 +36,13 @@ from onnxedge.runtime.tune.fingerprint import fingerprint_difference, machine_fi
 from onnxedge.runtime.tune.run import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_SECONDS,
+    RUNOFF_MARGIN,
+    RUNOFF_MAX,
     TuneResult,
     TuneRow,
     TuneSettings,
     manifest_sha256,
+    runoff_setups,
     tune,
 )
 from onnxedge.runtime.tune.setup import TunedSetup
@@ -47,6 +50,8 @@ from onnxedge.runtime.tune.setup import TunedSetup
 __all__ = [
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_SECONDS",
+    "RUNOFF_MARGIN",
+    "RUNOFF_MAX",
     "TUNING_FORMAT",
     "TUNING_FORMAT_VERSION",
     "Candidates",
@@ -68,6 +73,7 @@ __all__ = [
     "nearest_batch",
     "read_tuning",
     "resolve_tuned",
+    "runoff_setups",
     "tune",
     "tuning_path",
     "write_tuning",

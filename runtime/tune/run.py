@@ -6,7 +6,11 @@ fastest at each batch size.
    against ONNX Runtime on the int8 model, whose accuracy its gate has judged) before it is
    timed, then interleaved rounds.
 2. A setup that failed its check, raised, or could not run is a row with the reason and is never
-   chosen; the winner at a batch size is the measured row with the highest throughput.
+   chosen. Runoff: where other setups come within `RUNOFF_MARGIN` of the fastest at a batch
+   size (the fastest `RUNOFF_MAX` of them), those are timed again, alone together, for
+   `RUNOFF_FACTOR` times the seconds, so that a setup is not chosen for one lucky turn on a busy
+   machine. The winner is the fastest row of the runoff, or of the first pass where there was
+   none.
 3. Every row is compared with ONNX Runtime on model.onnx with the default threads (what predict
    runs without ``--tuned``) at the same batch size, where that row was measured.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,7 @@ from onnxedge.runtime.bundle.hashing import sha256_file
 from onnxedge.runtime.bundle.reader import MANIFEST, Bundle
 from onnxedge.runtime.engines import ONNXRUNTIME
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.tune.candidates import Excluded, build_candidates
+from onnxedge.runtime.tune.candidates import Candidates, Excluded, build_candidates
 from onnxedge.runtime.tune.fingerprint import machine_fingerprint
 from onnxedge.runtime.tune.setup import TunedSetup
 from onnxedge.runtime.variants.manifest import FP32
@@ -43,6 +47,10 @@ DEFAULT_BATCH_SIZES = (1, 64)
 DEFAULT_SECONDS = 0.4  # timed seconds per setup x batch size (bench's --seconds)
 DEFAULT_ROUNDS = 2
 DEFAULT_MIN_RUNS = 10
+RUNOFF_MARGIN = 0.15  # setups within 15 % of the fastest are timed again (2.)
+RUNOFF_MAX = 4
+RUNOFF_FACTOR = 3  # the runoff's timed seconds per setup, in multiples of the first pass's
+RUNOFF_ROUNDS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +81,21 @@ class TuneSettings:
             rounds=self.rounds,
         )
 
+    @property
+    def runoff_plan(self) -> TimingPlan:
+        return dataclasses.replace(
+            self.plan, seconds=self.seconds * RUNOFF_FACTOR, rounds=RUNOFF_ROUNDS
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **dataclasses.asdict(self),
             "timing": self.plan.to_dict(),
+            "runoff": {
+                "who": f"the fastest {RUNOFF_MAX} setups within {RUNOFF_MARGIN:.0%} of the "
+                "fastest at a batch size, where there are two or more",
+                "timing": self.runoff_plan.to_dict(),
+            },
             "intra_op_spinning": True,
         }
 
@@ -126,15 +145,18 @@ class TuneResult:
     date: str
     command: str = ""
     load_average: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    runoff: tuple[TuneRow, ...] = ()  # 2.: the close setups timed again
 
     def __bool__(self) -> bool:
         return bool(self.winners)
 
     @property
     def winners(self) -> dict[int, TuneRow]:
-        """2.: the fastest measured row at each batch size that has one."""
+        """2.: the fastest measured row at each batch size that has one, from the runoff where
+        there was one."""
         best: dict[int, TuneRow] = {}
-        for row in self.rows:
+        runoff = {r.batch_size for r in self.runoff if r}
+        for row in (*[r for r in self.rows if r.batch_size not in runoff], *self.runoff):
             if not row or row.stats is None:
                 continue
             held = best.get(row.batch_size)
@@ -160,6 +182,7 @@ class TuneResult:
                 for b, row in self.winners.items()
             },
             "rows": [r.to_dict() for r in self.rows],
+            "runoff": [r.to_dict() for r in self.runoff],
             "excluded": [e.to_dict() for e in self.excluded],
         }
 
@@ -195,26 +218,78 @@ def tune(
         seed=settings.seed,
     )
     load_before = load_average()
+    default = TunedSetup(FP32, ONNXRUNTIME, "f32", default_threads())
     try:
-        rows = run_benchmark(
-            candidates.engines, shape, bench_settings, on_progress=on_progress
+        rows = _rows(
+            run_benchmark(candidates.engines, shape, bench_settings, on_progress=on_progress),
+            candidates.setups,
+            default,
         )  # 1.
+        runoff = _runoff(rows, candidates, shape, settings, default, on_progress)  # 2.
     finally:
         for engine in candidates.engines:
             engine.close()
-    default = TunedSetup(FP32, ONNXRUNTIME, "f32", default_threads())
     return TuneResult(
         bundle=bundle.path,
         manifest_sha256=manifest_sha256(bundle),
         machine=machine_fingerprint(),
         settings=settings,
-        rows=_rows(rows, candidates.setups, default),
+        rows=rows,
+        runoff=runoff,
         excluded=candidates.excluded,
         default=default,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command=command,
         load_average={"before": load_before, "after": load_average()},
     )
+
+
+def runoff_setups(rows: Sequence[TuneRow], batch: int) -> list[TuneRow]:
+    """2.: the rows at ``batch`` that go to a runoff: the fastest `RUNOFF_MAX` within
+    `RUNOFF_MARGIN` of the fastest, where there are two or more; none otherwise."""
+    measured = sorted(
+        (r for r in rows if r and r.stats is not None and r.batch_size == batch),
+        key=lambda r: -r.stats.throughput,  # type: ignore[union-attr]
+    )
+    if not measured:
+        return []
+    floor = (1 - RUNOFF_MARGIN) * measured[0].stats.throughput  # type: ignore[union-attr]
+    close = [r for r in measured if r.stats.throughput >= floor][:RUNOFF_MAX]  # type: ignore[union-attr]
+    return close if len(close) > 1 else []
+
+
+def _runoff(
+    rows: Sequence[TuneRow],
+    candidates: Candidates,
+    shape: Sequence[int],
+    settings: TuneSettings,
+    default: TunedSetup,
+    on_progress: ProgressFn | None,
+) -> tuple[TuneRow, ...]:
+    """2.: the close setups at each batch size timed again, each row keeping the check it
+    passed in the first pass (the runoff's first engine is its own reference)."""
+    engine_of = {candidates.setup_of(e.info): e for e in candidates.engines}
+    out: list[TuneRow] = []
+    for batch in settings.batch_sizes:
+        close = runoff_setups(rows, batch)
+        if not close:
+            continue
+        bench_settings = BenchSettings(
+            providers=("cpu",),
+            batch_sizes=(batch,),
+            peers=(),
+            plan=settings.runoff_plan,
+            seed=settings.seed,
+        )
+        engines = [engine_of[r.setup] for r in close]
+        timed = _rows(
+            run_benchmark(engines, shape, bench_settings, on_progress=on_progress),
+            candidates.setups,
+            default,
+        )
+        checks = {r.setup: r.check for r in close}
+        out += [dataclasses.replace(r, check=checks[r.setup]) if r else r for r in timed]
+    return tuple(out)
 
 
 def _rows(
@@ -246,9 +321,12 @@ def _rows(
 __all__ = [
     "DEFAULT_BATCH_SIZES",
     "DEFAULT_SECONDS",
+    "RUNOFF_MARGIN",
+    "RUNOFF_MAX",
     "TuneResult",
     "TuneRow",
     "TuneSettings",
     "manifest_sha256",
+    "runoff_setups",
     "tune",
 ]
