@@ -10,6 +10,7 @@ for an ONNX model exported elsewhere.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import platform
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +38,7 @@ from onnxedge.models.loader import is_factory_reference
 from onnxedge.models.registry import get_model_spec, image_preprocessing
 from onnxedge.runtime.bundle.outputs import OUTPUT_NAMES, output_kind_of
 from onnxedge.runtime.bundle.reader import MODEL
-from onnxedge.runtime.bundle.write import BundleWriter, atomic_write_bytes
+from onnxedge.runtime.bundle.write import BundleWriter, atomic_write_bytes, bundle_lock
 from onnxedge.runtime.check.check import CheckReport, check_model, graph_inputs, load_model
 from onnxedge.runtime.check.head import find_head, tensor_ranks
 from onnxedge.runtime.deps import onnxruntime_version, package_version
@@ -194,6 +195,19 @@ class ExportResult:
         return self.lowering.check
 
 
+def _one_writer(export: Callable[..., ExportResult]) -> Callable[..., ExportResult]:
+    """``export`` with the writer lock of its ``out`` held throughout (`bundle_lock`): a second
+    export or optimize to the same bundle waits for it, or says who holds it."""
+
+    @functools.wraps(export)
+    def locked(*args: Any, out: str | Path, **kwargs: Any) -> ExportResult:
+        with bundle_lock(out):
+            return export(*args, out=out, **kwargs)
+
+    return locked
+
+
+@_one_writer
 def export_bundle(
     module: Any,
     *,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise OnnxEdgeError(
-            f"{path}: expected a state_dict (torch.save(model.state_dict())) or a .safetensors "
-            f"file; torch.load(weights_only=True) refused it: {first_line(e)}"
+            f"{path}: expected a state_dict or a .safetensors file, found {_refused(e)}"
         ) from None
     if isinstance(obj, Mapping):
         for key in _NESTED_KEYS:
@@ -79,11 +79,30 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     return {str(k).removeprefix("module."): v for k, v in obj.items()}, "state_dict"
 
 
+_GLOBAL = re.compile(r"(?:unsupported|Unsupported global:) (GLOBAL [\w.]+)")
+_REASON_CHARS = 60
+
+
+def _refused(e: Exception) -> str:
+    """What torch.load(weights_only=True) refused, in a few words, without torch's advice on how
+    to load the file anyway (weights_only=False runs whatever code the pickle holds)."""
+    found = _GLOBAL.search(str(e))
+    if found:
+        return f"a pickle of other objects ({found.group(1)}); not loaded"
+    reason = first_line(e)
+    if "weights_only" in reason or len(reason) > _REASON_CHARS:
+        reason = type(e).__name__
+    return f"a file torch.load(weights_only=True) cannot read ({reason})"
+
+
 def load_checkpoint(model: torch.nn.Module, path: str | Path) -> WeightsProvenance:
     """Load a checkpoint into ``model`` strictly; refuse one whose tensors do not fit.
 
     The error names the first mismatching layer and both shapes, or the first missing or
-    unexpected key.
+    unexpected key. Then every tensor is checked before anything is exported: one the model
+    holds in floating point must be floating point in the checkpoint (refused, not converted:
+    an int64 weight is a wrong file, not a precision), and every floating-point value must be
+    finite (the first tensor with NaN or infinities is named, with how many).
     """
     tensors, fmt = read_state_dict(path)
     expected = model.state_dict()
@@ -98,6 +117,18 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path) -> WeightsProvenan
             raise OnnxEdgeError(
                 f"checkpoint {path} does not fit {type(model).__name__}: layer {name!r} expects "
                 f"shape {list(want.shape)}, checkpoint has {list(got.shape)}"
+            )
+        if want.is_floating_point() and not got.is_floating_point():
+            raise OnnxEdgeError(
+                f"checkpoint {path}: tensor {name!r} is {str(got.dtype).removeprefix('torch.')}; "
+                f"expected floating point ({str(want.dtype).removeprefix('torch.')})"
+            )
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            nan = int(torch.isnan(got).sum())
+            inf = int(torch.isinf(got).sum())
+            raise OnnxEdgeError(
+                f"checkpoint {path}: tensor {name!r} holds {nan} NaN and {inf} infinite values; "
+                "expected finite weights"
             )
     extra = sorted(set(tensors) - set(expected))
     if extra:
@@ -199,7 +230,7 @@ def write_checkpoint(
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo | None:
     """The `CheckpointInfo` of a safetensors checkpoint written by `onnxedge train`; None for a
     checkpoint without it (another safetensors file, or a torch state_dict)."""
-    import json
+    from onnxedge.runtime.jsonlimits import load_json
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -216,10 +247,7 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo | None:
     text = metadata.get(_METADATA_KEY)
     if text is None:
         return None
-    try:
-        block = json.loads(text)
-    except ValueError as e:
-        raise OnnxEdgeError(f"{path}: its onnxedge metadata is not JSON: {first_line(e)}") from None
+    block = load_json(text, f"{path}: its onnxedge metadata", error=OnnxEdgeError)
     if not isinstance(block, Mapping):
         raise OnnxEdgeError(f"{path}: expected its onnxedge metadata to be a JSON object")
     return CheckpointInfo.from_dict(block, str(path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -100,8 +102,57 @@ def test_checkpoint_with_missing_and_extra_keys(tmp_path):
 def test_full_pickle_is_refused(tmp_path):
     model = get_model_spec("smile_cnn").build()
     torch.save(model, tmp_path / "full.pt")  # a whole pickled module, not a state_dict
-    with pytest.raises(OnnxEdgeError, match=r"weights_only=True\) refused it"):
+    with pytest.raises(OnnxEdgeError, match=r"found a pickle of other objects") as e:
         read_state_dict(tmp_path / "full.pt")
+    message = str(e.value).replace(str(tmp_path / "full.pt"), "")
+    assert "weights_only" not in message and len(message) <= 160
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch ran",))
+
+
+def test_a_pickle_that_would_run_code_is_one_short_line_without_the_unsafe_advice(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"fc.weight": _RunsCode()}, "evil.pt")
+    with pytest.raises(OnnxEdgeError) as e:
+        read_state_dict("evil.pt")
+    message = str(e.value)
+    assert message == (
+        "evil.pt: expected a state_dict or a .safetensors file, found a pickle of other objects "
+        "(GLOBAL posix.system); not loaded"
+    )
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda s: s.__setitem__("fc.weight", s["fc.weight"].to(torch.int64)),
+            r"tensor 'fc.weight' is int64; expected floating point \(float32\)",
+        ),
+        (
+            lambda s: s["conv1.weight"].view(-1)[:3].fill_(float("nan")),
+            r"tensor 'conv1.weight' holds 3 NaN and 0 infinite values; expected finite weights",
+        ),
+        (
+            lambda s: s["fc.bias"].fill_(float("-inf")),
+            r"tensor 'fc.bias' holds 0 NaN and 1 infinite values",
+        ),
+    ],
+    ids=["int64", "nan", "inf"],
+)
+def test_weights_that_are_not_finite_floats_are_named_before_export(tmp_path, change, message):
+    model, _ = seeded(get_model_spec("smile_cnn").build, 0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    change(state)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(OnnxEdgeError, match=message):
+        load_checkpoint(model, tmp_path / "bad.pt")
 
 
 def test_not_a_checkpoint(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pty
@@ -196,9 +197,10 @@ def test_undecodable_file_names_are_printed(smile_bundle, tmp_path):
     except (OSError, UnicodeEncodeError):
         pytest.skip("this file system does not take undecodable names")
     code, lines, _ = predict(smile_bundle, tmp_path)
-    assert code == 0 and lines[0].startswith(str(tmp_path / "caf\\udcff.png") + "\t")
+    assert code == 0 and lines[0].startswith(str(tmp_path / "caf\\377.png") + "\t")
     code, records, _ = predict_json(smile_bundle, tmp_path)
-    assert code == 0 and records[0]["file"] == str(tmp_path / name)
+    assert code == 0 and records[0]["file"] == str(tmp_path / "caf\\377.png")
+    assert base64.b64decode(records[0]["file_bytes"]) == os.fsencode(tmp_path / name)
 
 
 # -- paths named on the command line that cannot be read (issue 9) -------------------------------
@@ -442,7 +444,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(smile_bundle, tmp_path):
     )
 
 
-def test_broken_pipe_is_quiet(smile_bundle, tmp_path):
+def test_broken_pipe_is_one_line(smile_bundle, tmp_path):
     """`onnxedge predict ... | head -0`: the reader is gone before the first line."""
     for i in range(3):
         good_image(tmp_path / f"{i}.png", i, size=(20, 20))
@@ -456,3 +458,6 @@ def test_broken_pipe_is_quiet(smile_bundle, tmp_path):
     code = proc.wait(timeout=120)
     assert code == 1
     assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err
+    assert err.splitlines() == [
+        "onnxedge: error: cannot write the results to standard output: Broken pipe"
+    ]

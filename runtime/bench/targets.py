@@ -270,17 +270,26 @@ def unique_targets(targets: Any) -> tuple[Target, ...]:
 
 
 _FILE_KEYS = ("target", "name", "note")
+MAX_TARGETS_BYTES = 1 << 20  # a few targets take a few hundred bytes
 
 
 def read_targets_file(path: str | Path) -> tuple[Target, ...]:
     """The targets of a TOML file (the format above)."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_TARGETS_BYTES:
+            raise TargetError(
+                f"{path}: expected a targets file of at most {MAX_TARGETS_BYTES:,} bytes, "
+                f"found {size:,}"
+            )
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise TargetError(f"cannot read {path}: {e.strerror or e}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise TargetError(f"{path} is not TOML: {e}") from None
+    except RecursionError:
+        raise TargetError(f"{path}: expected TOML nested a few levels deep, found deeper") from None
     extra = sorted(set(data) - {"target"})
     tables = data.get("target")
     if extra or not isinstance(tables, list) or not tables:

@@ -23,7 +23,6 @@ hashes can appear in them.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,16 +44,20 @@ from onnxedge.runtime.bundle.manifest import (
 )
 from onnxedge.runtime.bundle.outputs import SIGMOID_PROBABILITY, manifest_kind
 from onnxedge.runtime.bundle.verify import (
+    Generation,
+    Replaced,
     check_io,
+    check_sha256,
     confined,
     external_data_files,
-    read_model,
+    inline_external_data,
+    parse_model,
     regular_file,
     verify_model,
-    verify_sha256,
 )
 from onnxedge.runtime.bundle.write import BundleWriter, atomic_write_bytes
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.jsonlimits import load_json
 from onnxedge.runtime.variants.manifest import FP32, VariantEntry, read_variants, variant_key
 
 # A manifest is a few kilobytes; anything far larger is not one (and is not read into memory).
@@ -84,6 +87,7 @@ class Bundle:
     external_data: tuple[str, ...] = ()
     variants: Mapping[str, VariantEntry] = dataclasses.field(default_factory=dict)
     output_kind: str = SIGMOID_PROBABILITY
+    generation: Generation | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def threshold(self) -> float:
@@ -106,32 +110,60 @@ class Bundle:
     @classmethod
     def open(cls, path: str | Path) -> Bundle:
         """The one reader: the checks of the module docstring, in that order; any failure is a
-        `BundleError` (one line)."""
+        `BundleError` (one line). Everything is read from one generation of the bundle
+        (`Generation`): where another run replaces the bundle meanwhile, the reading starts
+        again on the new one, a few times at most."""
         path = Path(path)
         if not path.is_dir():
             raise BundleError(f"expected a bundle directory, found no directory at {path}")
+        for _ in range(_OPEN_TRIES - 1):
+            try:
+                return cls._open(path)
+            except Replaced:
+                continue
+        return cls._open(path)
+
+    @classmethod
+    def open_model(cls, path: str | Path, variant: str | None = None) -> tuple[Bundle, bytes]:
+        """`open` and `model_bytes` of one generation: where another run replaces the bundle
+        between the two, both start again on the new one (a few times at most)."""
+        for _ in range(_OPEN_TRIES - 1):
+            bundle = cls.open(path)
+            try:
+                return bundle, bundle.model_bytes(variant)
+            except Replaced:
+                continue
+        bundle = cls.open(path)
+        return bundle, bundle.model_bytes(variant)
+
+    @classmethod
+    def _open(cls, path: Path) -> Bundle:
+        generation = Generation.pin(path)
         manifest_path = path / MANIFEST
         if not manifest_path.exists() and not manifest_path.is_symlink():
+            if generation.replaced():
+                raise Replaced(f"{path} was replaced while this run read it")
             raise BundleError(
                 f"{path} is not a complete bundle: {MANIFEST} is missing "
                 "(an export that did not finish, or not a bundle)"
             )
-        real = confined(path, MANIFEST, what="the bundle's manifest is")
-        size = regular_file(real, manifest_path, why="every bundle has one").st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise BundleError(
-                f"{manifest_path}: expected a manifest of at most {MAX_MANIFEST_BYTES:,} bytes, "
-                f"found {size:,}"
-            )
+        confined(path, MANIFEST, what="the bundle's manifest is")
         try:
-            manifest = json.loads(real.read_bytes())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BundleError(f"cannot read {manifest_path}: {e}") from None
+            data = generation.read(MANIFEST, manifest_path, limit=MAX_MANIFEST_BYTES)
+        except Replaced:
+            raise
+        except BundleError as e:
+            message = str(e).replace("(the manifest lists it)", "(every bundle has one)")
+            raise BundleError(
+                message.replace("expected at most", "expected a manifest of at most")
+            ) from None
+        manifest = load_json(data, manifest_path)
         bundle = cls.from_manifest(path, manifest, source=str(manifest_path))
+        bundle = dataclasses.replace(bundle, generation=generation)
         for name in manifest["files"]:  # 1. confinement of every listed path, nothing read yet
             confined(path, name)
-        bundle.verify(MODEL)  # 2.
-        return dataclasses.replace(bundle, external_data=verify_model(bundle))  # 2. and 3.
+        data = bundle.read_bytes(MODEL)  # 2.
+        return dataclasses.replace(bundle, external_data=verify_model(bundle, data))  # 2., 3.
 
     @classmethod
     def from_manifest(cls, path: Path, manifest: Any, *, source: str = MANIFEST) -> Bundle:
@@ -184,26 +216,59 @@ class Bundle:
         if entry is None:
             have = ", ".join([FP32, *self.variants])
             raise BundleError(f"{self.path} has no {key!r} variant; it has: {have}")
-        path = self.file(entry.file)
+        path = self.path / entry.file
+        data = self.read_bytes(entry.file)
         if entry.format == "onnx":
-            model = read_model(path)
+            model = parse_model(data, path)
             external_data_files(self, model)
             check_io(model, self.input, self.output, source=path)
         return path
 
     def file(self, name: str) -> Path:
         """The path of a file the manifest lists, confined to the bundle and its sha256
-        verified."""
+        verified. What reads it by path afterwards may meet another generation: `read_bytes`
+        returns the very bytes it verified."""
         self.verify(name)
         return self.path / name
 
     def verify(self, name: str) -> None:
         """A listed file: inside the bundle (checked first), a regular file, its sha256 the
         manifest's."""
+        self.read_bytes(name)
+
+    def read_bytes(self, name: str) -> bytes:
+        """The bytes of a listed file, from the generation `open` read the manifest from,
+        confined to the bundle and their sha256 the manifest's: the bytes checked are the bytes
+        returned."""
         entry = self.manifest["files"].get(name)
         if entry is None:
             raise BundleError(f"{self.path / MANIFEST} lists no {name}")
-        verify_sha256(confined(self.path, name), entry["sha256"], self.path / name)
+        real = confined(self.path, name)
+        display = self.path / name
+        if self.generation is None:  # a Bundle made by `from_manifest`, not `open`
+            regular_file(real, display)
+            try:
+                data = real.read_bytes()
+            except OSError as e:
+                raise BundleError(f"cannot read {display}: {e.strerror or e}") from None
+        else:
+            data = self.generation.read(name, display)
+        return check_sha256(data, entry["sha256"], display)
+
+    def model_bytes(self, variant: str | None = None) -> bytes:
+        """The model of ``variant`` (as `variant_model`) as the bytes to hand the engine: read
+        once, verified, and (ONNX) with the verified bytes of its external data inlined, so no
+        file is opened again after its check."""
+        key = variant_key(variant)
+        self.variant_model(variant)  # the checks of the entry, its I/O and external data
+        name = MODEL if key == FP32 else self.variants[key].file
+        data = self.read_bytes(name)
+        if key != FP32 and self.variants[key].format != "onnx":
+            return data
+        return inline_external_data(self, parse_model(data, self.path / name))
+
+
+_OPEN_TRIES = 10
 
 
 __all__ = [

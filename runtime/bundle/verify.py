@@ -4,10 +4,17 @@
    backslash (`check_file_names`, from the manifest's text alone).
 2. Confinement: each one resolves inside the bundle directory, symlinks followed, before it is
    opened or hashed (`confined`); it must be a regular file (a named pipe would block).
-3. Hashes: a file's sha256 matches the manifest (`verify_sha256`).
+3. Hashes: a file's sha256 matches the manifest (`verify_sha256`), computed over the bytes that
+   are then used (`read_member`), so no swap can fall between the check and the use.
 4. The model (`verify_model`): read without its external data; every tensor stored externally
    lies inside the bundle and is listed and verified (`external_data_files`); the graph's one
    input and one output agree with the manifest's (`check_io`).
+
+One generation: a writer never changes a bundle directory it has published; it builds a new
+one and renames it into place (`onnxedge.runtime.bundle_write`). A reader pins the directory it
+opened (`Generation`) and reads every file through it, so the manifest and the files it reads
+are of one generation; a file that vanished because a writer replaced the bundle meanwhile is
+`Replaced`, and `Bundle.open` starts again on the new one.
 
 A file outside the bundle is never opened, so no message can carry its contents or its hash; it
 is named by path only.
@@ -15,13 +22,14 @@ is named by path only.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
-from onnxedge.runtime.bundle.hashing import sha256_file
+from onnxedge.runtime.bundle.hashing import sha256_bytes, sha256_file
 from onnxedge.runtime.errors import BundleError, first_line
 
 if TYPE_CHECKING:
@@ -96,6 +104,102 @@ def regular_file(
     return st
 
 
+class Replaced(BundleError):
+    """The bundle directory a reader pinned is no longer the one at its path: another run
+    replaced it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """The bundle directory a reader opened, by identity (device, inode): the one its manifest
+    came from."""
+
+    path: Path
+    dev: int
+    ino: int
+
+    @classmethod
+    def pin(cls, path: Path) -> Generation:
+        fd = _open_dir(path)
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return cls(path, st.st_dev, st.st_ino)
+
+    def replaced(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != (self.dev, self.ino)
+
+    def read(self, name: str, display: Path, *, limit: int | None = None) -> bytes:
+        """The bytes of ``name`` (confined already) in this generation of the bundle: a regular
+        file, at most ``limit`` bytes. `Replaced` where the bundle at the path is another one
+        (the file may be gone with the old one)."""
+        fd = _open_dir(self.path)
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (self.dev, self.ino):
+                raise Replaced(_replaced_message(self.path))
+            try:
+                member = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                if self.replaced():
+                    raise Replaced(_replaced_message(self.path)) from None
+                raise BundleError(f"{display} is missing (the manifest lists it)") from None
+            except OSError as e:
+                raise BundleError(f"cannot read {display}: {e.strerror or e}") from None
+        finally:
+            os.close(fd)
+        try:
+            st = os.fstat(member)
+            if not stat.S_ISREG(st.st_mode):
+                kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+                raise BundleError(
+                    f"{display}: expected a file (the manifest lists it), found {kind}"
+                )
+            if limit is not None and st.st_size > limit:
+                raise BundleError(
+                    f"{display}: expected at most {limit:,} bytes, found {st.st_size:,}"
+                )
+            with os.fdopen(os.dup(member), "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise BundleError(f"cannot read {display}: {e.strerror or e}") from None
+        except MemoryError:
+            raise BundleError(
+                f"cannot read {display}: out of memory for its {st.st_size:,} bytes"
+            ) from None
+        finally:
+            os.close(member)
+
+
+def _open_dir(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise Replaced(_replaced_message(path)) from None
+    except OSError as e:
+        raise BundleError(f"cannot read the bundle {path}: {e.strerror or e}") from None
+
+
+def _replaced_message(path: Path) -> str:
+    return f"{path} was replaced by another onnxedge run while this one read it; run again"
+
+
+def check_sha256(data: bytes, expected: str, display: Path) -> bytes:
+    """3.: ``data``, if its sha256 is the manifest's."""
+    actual = sha256_bytes(data)
+    if actual != expected:
+        raise BundleError(
+            f"{display} does not match the manifest: expected sha256 {expected[:16]}…, "
+            f"found {actual[:16]}…"
+        )
+    return data
+
+
 def verify_sha256(path: Path, expected: str, display: Path) -> None:
     """3.: the sha256 of a confined regular file against the manifest's."""
     regular_file(path, display)
@@ -110,10 +214,10 @@ def verify_sha256(path: Path, expected: str, display: Path) -> None:
         )
 
 
-def verify_model(bundle: Bundle) -> tuple[str, ...]:
-    """4.: ``model.onnx`` (already hash-verified) read without its external data; returns the
-    external-data files it uses, each verified."""
-    model = read_model(bundle.model_path)
+def verify_model(bundle: Bundle, data: bytes) -> tuple[str, ...]:
+    """4.: ``model.onnx``'s verified bytes ``data`` parsed without its external data; returns
+    the external-data files it uses, each verified."""
+    model = parse_model(data, bundle.model_path)
     files = external_data_files(bundle, model)
     check_io(model, bundle.input, bundle.output, source=bundle.model_path)
     return files
@@ -126,6 +230,58 @@ def read_model(path: Path) -> onnx.ModelProto:
         return onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError, and whatever else a garbage file raises
         raise BundleError(f"{path} is not an ONNX model: protobuf says: {first_line(e)}") from None
+
+
+def parse_model(data: bytes, display: Path) -> onnx.ModelProto:
+    """An ONNX model from bytes already verified, its external data not loaded."""
+    import onnx
+
+    try:
+        return onnx.load_model_from_string(data)
+    except Exception as e:  # protobuf's DecodeError, and whatever else garbage raises
+        raise BundleError(
+            f"{display} is not an ONNX model: protobuf says: {first_line(e)}"
+        ) from None
+
+
+# protobuf serialises at most 2 GiB; a model whose external data would pass that stays a file.
+_PROTOBUF_LIMIT = (2 << 30) - (1 << 20)
+
+
+def inline_external_data(bundle: Bundle, model: onnx.ModelProto) -> bytes:
+    """``model`` serialised with every externally stored tensor's data taken from the verified
+    bytes of its file (`Bundle.read_bytes`), so the engine opens no file after the check."""
+    import onnx
+
+    files: dict[str, bytes] = {}
+    root = bundle.path.resolve()
+    external = [t for t in model_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if not external:
+        return model.SerializeToString()
+    total = model.ByteSize()
+    for tensor in external:
+        info = {e.key: e.value for e in tensor.external_data}
+        name = (root / info["location"]).resolve().relative_to(root).as_posix()
+        if name not in files:
+            files[name] = bundle.read_bytes(name)
+        data = files[name]
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else len(data) - offset
+        if offset < 0 or length < 0 or offset + length > len(data):
+            raise BundleError(
+                f"{bundle.model_path}: tensor {tensor.name!r}: expected {length:,} bytes at "
+                f"offset {offset:,} of {name}, which holds {len(data):,}"
+            )
+        total += length
+        if total > _PROTOBUF_LIMIT:
+            raise BundleError(
+                f"{bundle.model_path}: the model with its external data passes protobuf's 2 GiB, "
+                "so it cannot be handed to the engine as verified bytes"
+            )
+        tensor.raw_data = data[offset : offset + length]
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return model.SerializeToString()
 
 
 def external_data_files(bundle: Bundle, model: onnx.ModelProto) -> tuple[str, ...]:

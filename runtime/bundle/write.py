@@ -6,13 +6,17 @@ place), with its lock and the removal of temporaries a killed writer left.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +29,29 @@ log = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
+
+    A symbolic link is kept: the file it points to is replaced. A path that is not a regular
+    file (``/dev/stdout``, a named pipe, a device) is written as it is, in place: replacing it
+    would put a regular file where the device was."""
     path = Path(path)
     if path.is_dir():
         raise OnnxEdgeError(f"cannot write {path}: expected a file name, found a directory")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
+        return
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as e:
         raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
     try:
@@ -40,7 +60,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 suits secrets, not shared artifacts
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -49,6 +69,35 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def check_writable(path: str | Path | None) -> None:
+    """Refuse, before any work, a file `atomic_write_bytes` could not write: a directory at
+    ``path``, or a folder where no file can be made (a temporary probe is made and removed).
+    None: nothing to check."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise OnnxEdgeError(f"cannot write {path}: expected a file name, found a directory")
+    if path.exists() and not path.is_file():  # a device or a pipe: written in place
+        if not os.access(path, os.W_OK):
+            raise OnnxEdgeError(f"cannot write {path}: Permission denied")
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OnnxEdgeError(f"cannot write {path}: {ancestor} is not a writable directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 class BundleWriter:
@@ -66,20 +115,20 @@ class BundleWriter:
        the directory it replaces (mode, and group where this user can set it); one owned by
        another user, or by a group this user cannot give, is refused before anything is written.
     2. Writers to one ``out`` are serialised by a lock file beside it (``.NAME.onnxedge-lock``,
-       removed by its holder), held from `__enter__` to the end of `__exit__`; one that waits
-       longer than ``lock_timeout`` seconds fails with a message saying so. The slow part of an
-       export runs before the `with` block, so concurrent exports overlap except for their
-       writes.
+       removed by its holder, which writes its pid and command into it), held from `__enter__`
+       to the end of `__exit__`, or for a whole command with `bundle_lock`; one that waits
+       longer than ``lock_timeout`` seconds (default `lock_wait`: ``$ONNXEDGE_LOCK_WAIT``, else
+       120) fails with one line naming the holder.
     3. Under the lock, temporary directories that a killed writer left beside ``out`` are
        removed: no live writer can own them then. (The lock is flock(2): the kernel releases it
        when its holder dies. Where fcntl is missing, neither 2. nor 3. applies.)
     """
 
-    def __init__(self, out: str | Path, *, lock_timeout: float = 120.0) -> None:
+    def __init__(self, out: str | Path, *, lock_timeout: float | None = None) -> None:
         self.out = Path(out)
         if self.out.is_symlink() and self.out.is_dir():
             self.out = self.out.resolve()  # replace the directory it points to, keep the link
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = lock_wait() if lock_timeout is None else lock_timeout
         self.manifest: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION}
         self.files: dict[str, dict[str, Any]] = {}
         self._tmp: Path | None = None
@@ -112,7 +161,8 @@ class BundleWriter:
 
     def __enter__(self) -> BundleWriter:
         self.check_target()  # also makes the parent directory
-        self._lock = _TargetLock(self.out, self.lock_timeout)
+        if not _holds(self.out):  # else this thread holds it already, for its whole run
+            self._lock = _TargetLock(self.out, self.lock_timeout)
         try:
             self.check_target()  # again: another writer may have finished meanwhile
             _remove_stale_temporaries(self.out)
@@ -138,8 +188,13 @@ class BundleWriter:
     def write_bytes(self, name: str, data: bytes) -> str:
         """Write one file of the bundle and record its sha256; returns the sha256."""
         target = self._member(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        except OSError as e:
+            raise OnnxEdgeError(
+                f"cannot write the bundle to {self.out}: {name}: {e.strerror or e}"
+            ) from None
         digest = sha256_bytes(data)
         self.files[name] = {"sha256": digest, "bytes": len(data)}
         return digest
@@ -147,8 +202,14 @@ class BundleWriter:
     def add_file(self, name: str) -> str:
         """Record a file something else wrote into `tmp_dir` (e.g. numpy's savez)."""
         path = self._member(name)
-        digest = sha256_file(path)
-        self.files[name] = {"sha256": digest, "bytes": path.stat().st_size}
+        try:
+            digest = sha256_file(path)
+            size = path.stat().st_size
+        except OSError as e:
+            raise OnnxEdgeError(
+                f"cannot write the bundle to {self.out}: {name}: {e.strerror or e}"
+            ) from None
+        self.files[name] = {"sha256": digest, "bytes": size}
         return digest
 
     def _member(self, name: str) -> Path:
@@ -212,20 +273,88 @@ def _remove_stale_temporaries(out: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+# Locks this thread holds, by lock file: `bundle_lock` inside `bundle_lock` (a command that locks
+# its whole run, then writes with `BundleWriter`) takes the same lock once, not twice (flock
+# locks per open file, so a second open would wait for itself).
+_HELD = threading.local()
+LOCK_WAIT_ENV = "ONNXEDGE_LOCK_WAIT"
+DEFAULT_LOCK_WAIT = 120.0
+_HOLDER_CHARS = 80
+
+
+def lock_wait(default: float = DEFAULT_LOCK_WAIT) -> float:
+    """How long a writer waits for another's lock: ``$ONNXEDGE_LOCK_WAIT`` seconds, else
+    ``default``; a value that is not a number >= 0 is an error."""
+    text = os.environ.get(LOCK_WAIT_ENV)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise OnnxEdgeError(f"${LOCK_WAIT_ENV}: expected seconds >= 0, found {text[:40]!r}")
+    return value
+
+
+@contextlib.contextmanager
+def bundle_lock(out: str | Path, timeout: float | None = None) -> Iterator[None]:
+    """The one-writer lock of ``out`` (2. of `BundleWriter`), held for the whole block: a command
+    that reads a bundle and writes it back (in-place optimize) or that builds one (export) takes it
+    before its work, so no other writer can replace the bundle in between and have its work
+    lost. Re-entrant within a thread; ``timeout`` None: `lock_wait`."""
+    path = _lock_path(Path(out))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OnnxEdgeError(f"cannot write the bundle to {out}: {e.strerror or e}") from None
+    held: dict[str, int] = getattr(_HELD, "locks", None) or {}
+    _HELD.locks = held
+    key = str(path)
+    if key in held:
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    lock = _TargetLock(Path(out), lock_wait() if timeout is None else timeout)
+    held[key] = 1
+    try:
+        yield
+    finally:
+        del held[key]
+        lock.release()
+
+
+def _lock_path(out: Path) -> Path:
+    if out.is_symlink() and out.is_dir():
+        out = out.resolve()
+    return out.parent / f".{out.name}.onnxedge-lock"
+
+
+def _holds(out: Path) -> bool:
+    return str(_lock_path(out)) in (getattr(_HELD, "locks", None) or {})
+
+
 class _TargetLock:
     """2. of `BundleWriter`: an exclusive flock on ``.NAME.onnxedge-lock`` beside ``out``, waited
-    for up to ``timeout`` seconds. The holder removes the file when it is done, so none is left
-    behind; a waiter that then finds it locked a removed file tries again on the new one. Where
-    there is no fcntl (not POSIX) it locks nothing."""
+    for up to ``timeout`` seconds. The holder writes its pid and command into the file, so a
+    writer that gives up can say who holds it, and removes the file when it is done, so none is
+    left behind; a waiter that then finds it locked a removed file tries again on the new one.
+    The kernel releases a flock when its holder dies, however it dies. Where there is no fcntl
+    (not POSIX) it locks nothing."""
 
     def __init__(self, out: Path, timeout: float) -> None:
         self.out = out
-        self.path = out.parent / f".{out.name}.onnxedge-lock"
+        self.path = _lock_path(out)
         self.timeout = timeout
         self.fd: int | None = None
         deadline = time.monotonic() + timeout
         while self.fd is None:
             self.fd = self._try_once(deadline)
+        if self.fd >= 0:
+            _write_holder(self.fd)
 
     def _try_once(self, deadline: float) -> int | None:
         try:
@@ -239,6 +368,7 @@ class _TargetLock:
                 f"cannot write the bundle to {self.out}: {e.strerror or e}"
             ) from None
         try:
+            said = False
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -246,11 +376,13 @@ class _TargetLock:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         raise OnnxEdgeError(
-                            f"cannot write the bundle to {self.out}: another export to it holds "
-                            f"{self.path} and has not finished within "
-                            f"{self.timeout:g} s; try again when it has"
+                            f"cannot write the bundle to {self.out}: {_holder(fd)} holds its "
+                            f"lock and did not finish within {self.timeout:g} s "
+                            f"(${LOCK_WAIT_ENV}); try again when it has"
                         ) from None
-                    log.info("waiting for another export to %s to finish writing", self.out)
+                    if not said:
+                        log.warning("waiting for %s to finish writing %s", _holder(fd), self.out)
+                        said = True
                     time.sleep(0.05)
             held = os.fstat(fd)
             try:
@@ -273,6 +405,31 @@ class _TargetLock:
                 os.unlink(self.path)  # still holding it: nobody else can have it now
             os.close(self.fd)
         self.fd = None
+
+
+def _write_holder(fd: int) -> None:
+    """The holder's pid and command line, into the lock file it holds (best effort: a lock on a
+    full disk still locks)."""
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "python"
+    text = f"{os.getpid()} {command}"[:500]
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode("utf-8", "backslashreplace"), 0)
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, from what it wrote: ``pid 1234 (onnxedge optimize b --int8)``."""
+    try:
+        text = os.pread(fd, 600, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    pid, _, command = text.partition(" ")
+    if not pid.isdigit():
+        return "another writer"
+    command = command.encode("ascii", "backslashreplace").decode()
+    if len(command) > _HOLDER_CHARS:
+        command = command[: _HOLDER_CHARS - 1] + "…"
+    return f"pid {pid} ({command})" if command else f"pid {pid}"
 
 
 def _check_owner(out: Path) -> None:
@@ -298,12 +455,17 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 suits secrets, not shared artifacts
         os.rename(tmp, out)
         return
-    # 1.: the new bundle takes the old directory's permissions, then the swap: the old one steps
-    # aside, the new one takes its name, then the old one goes.
+    # 1.: the new bundle takes the old directory's permissions, then the swap: in one step where
+    # the system can (a reader always finds a whole bundle at ``out``), else the old one steps
+    # aside and the new one takes its name (a reader may find none for a moment); then the old
+    # one goes.
     st = out.stat()
     if (st.st_uid, st.st_gid) != (os.stat(tmp).st_uid, os.stat(tmp).st_gid):
         os.chown(tmp, st.st_uid if os.geteuid() == 0 else -1, st.st_gid)
     os.chmod(tmp, stat.S_IMODE(st.st_mode))
+    if _exchange(tmp, out):  # one step: the path names the old bundle, then the new one
+        shutil.rmtree(tmp, ignore_errors=True)  # what was the old one
+        return
     old = Path(tempfile.mkdtemp(prefix=_temp_prefix(out, "old"), dir=out.parent))
     os.rmdir(old)
     os.rename(out, old)
@@ -313,3 +475,32 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         os.rename(old, out)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the directories at ``a`` and ``b`` in one step (Linux's renameat2 with
+    RENAME_EXCHANGE), so that a reader never finds ``b`` missing; False where the C library or
+    the file system cannot (the caller then renames twice)."""
+    try:
+        import ctypes
+
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (ImportError, OSError, AttributeError):
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))

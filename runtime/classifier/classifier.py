@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from onnxedge.runtime.bundle.outputs import (
 )
 from onnxedge.runtime.bundle.outputs import probabilities as output_probabilities
 from onnxedge.runtime.bundle.reader import Bundle, TensorSpec
+from onnxedge.runtime.bundle.verify import Replaced
 from onnxedge.runtime.classifier.args import (
     check_batch_size,
     check_count,
@@ -70,10 +72,13 @@ from onnxedge.runtime.engines import (
     open_session,
 )
 from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
-from onnxedge.runtime.errors import ArgumentError, BundleError, OnnxEdgeError
+from onnxedge.runtime.errors import ArgumentError, BundleError, OnnxEdgeError, first_line
 from onnxedge.runtime.variants.manifest import FP32, provider_for, variant_key
 
 log = logging.getLogger(__name__)
+
+# How ONNX Runtime and OpenVINO say that an allocation failed.
+_ALLOCATION = re.compile(r"alloc|out of memory|std::bad_alloc|not enough memory", re.IGNORECASE)
 
 # Images per ONNX Runtime call, for arrays as for files: smile_cnn's activations take about 0.6 MB
 # an image, so a call's memory stays bounded however large the batch handed in.
@@ -203,7 +208,10 @@ class Classifier:
                 precision, threads = setup.precision, setup.threads
             else:
                 log.warning("%s", choice.line())
-        model = bundle.variant_model(variant)  # 4.
+        try:
+            model = bundle.model_bytes(variant)  # 4.: the bytes checked are the bytes loaded
+        except Replaced:  # another run replaced the bundle since it was opened: read it again
+            bundle, model = Bundle.open_model(path, variant)
         if check_engine(engine) == ONNXRUNTIME:
             session, used = session_for(
                 model, provider_for(bundle.variants, variant, provider_key(provider)), threads
@@ -274,21 +282,58 @@ class Classifier:
 
     def _outputs(self, batch: Any, batch_size: int) -> np.ndarray:
         """The model's output for a batch, K values per image (float64 [N, K]), run
-        ``batch_size`` images at a time; not yet checked."""
+        ``batch_size`` images at a time; not yet checked. A call the engine cannot allocate
+        memory for is split in two and run again, down to one image (`_run_split`)."""
         batch = self._checked(batch, batch_size)
         k = len(self.classes) if self.output_kind not in BINARY_KINDS else 1
-        out = np.empty((batch.shape[0], k), dtype=np.float64)
+        try:
+            out = np.empty((batch.shape[0], k), dtype=np.float64)
+        except MemoryError:
+            raise OnnxEdgeError(
+                f"out of memory for the outputs of {batch.shape[0]:,} images"
+            ) from None
         for start in range(0, len(batch), batch_size):
-            part = np.ascontiguousarray(batch[start : start + batch_size])
-            (result,) = self.session.run([self.output_spec.name], {self.input_spec.name: part})
-            result = np.asarray(result)
+            part = batch[start : start + batch_size]
+            out[start : start + len(part)] = self._run_split(part, k)
+        return out
+
+    def _run_split(self, part: np.ndarray, k: int) -> np.ndarray:
+        """One engine call on ``part``; where the engine (or numpy) cannot allocate its memory,
+        the two halves one after the other, and so on down to one image, which then fails with
+        one line saying so."""
+        try:
+            result = self._run(np.ascontiguousarray(part))
+        except MemoryError as e:
+            reason = first_line(e) if str(e) else "out of memory"
+        except Exception as e:  # the engine's own error types
+            if not _ALLOCATION.search(str(e)):
+                raise
+            reason = first_line(e)
+        else:
             if result.shape != (part.shape[0], k):
                 raise OnnxEdgeError(
                     f"the model's output {self.output_spec.name!r}: expected shape "
                     f"[{part.shape[0]}, {k}], found {list(result.shape)}"
                 )
-            out[start : start + len(part)] = result
-        return out
+            return result
+        if len(part) == 1:
+            raise OnnxEdgeError(
+                f"{self.provider} cannot allocate the memory to run one image of shape "
+                f"{list(part.shape[1:])}: {reason}"[:300]
+            )
+        half = len(part) // 2
+        log.info(
+            "%d images in one call did not fit in memory (%s); running them %d and %d",
+            len(part),
+            reason[:80],
+            half,
+            len(part) - half,
+        )
+        return np.concatenate([self._run_split(part[:half], k), self._run_split(part[half:], k)])
+
+    def _run(self, part: np.ndarray) -> np.ndarray:
+        (result,) = self.session.run([self.output_spec.name], {self.input_spec.name: part})
+        return np.asarray(result)
 
     def _class_probabilities(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
         """(probabilities [N, K], the rows whose output is unusable, what an output should be):

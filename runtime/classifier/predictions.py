@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.names import json_name, json_safe, text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +59,11 @@ class FileResult:
         return self.error is None
 
     def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
+        """The record of `onnxedge predict --json`: ``file`` valid UTF-8 (with ``file_bytes``
+        where the name is not, `onnxedge.runtime.names.json_name`)."""
         if self.prediction is None:
-            return {"file": self.file, "error": self.error}
-        return {"file": self.file, **self.prediction.to_dict(top_k)}
+            return {**json_name(self.file), "error": text(self.error)}
+        return json_safe({**json_name(self.file), **self.prediction.to_dict(top_k)})
 
 
 def label_names(labels: Mapping[str, Any]) -> tuple[str, str]:

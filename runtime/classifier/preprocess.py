@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -264,8 +265,16 @@ def open_image(path: Any, *, max_pixels: int | None = MAX_PIXELS) -> Any:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # PIL's own guard, from the header: an error above 2x Image.MAX_IMAGE_PIXELS, and a
-        # warning above 1x that callers (the predict command) may turn into an error.
-        raise ImageReadError(path, f"refused as a decompression bomb: {e}") from None
+        # warning above 1x that callers (the predict command) may turn into an error. Said
+        # with our limit, which is the one the user can change.
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        if max_pixels is None or pixels is None:
+            raise ImageReadError(path, f"refused as a decompression bomb: {e}") from None
+        raise ImageReadError(
+            path,
+            f"refused as a decompression bomb: {int(pixels.group(1)):,} pixels, more than the "
+            f"limit of {max_pixels:,} ({_OPTION})",
+        ) from None
     except Image.UnidentifiedImageError:
         raise ImageReadError(path, "expected an image file, found no format PIL reads") from None
     except OSError as e:  # a file that cannot be opened (the error names it), truncated data, ...
@@ -284,10 +293,13 @@ def open_image(path: Any, *, max_pixels: int | None = MAX_PIXELS) -> Any:
     return rgb
 
 
+_OPTION = "onnxedge predict --max-pixels"
+
+
 def _too_large(width: int, height: int, max_pixels: int) -> str:
     return (
         f"refused: {width}x{height} is {width * height:,} pixels, more than the limit of "
-        f"{max_pixels:,} (a decompression bomb, or a photo far larger than the model needs)"
+        f"{max_pixels:,} ({_OPTION})"
     )
 
 

@@ -38,8 +38,9 @@ def provider_key(provider: Any) -> str:
 _NO_SPINNING = {"session.intra_op.allow_spinning": "0"}
 
 
-def session_for(model: Path, provider: str, threads: int | None) -> tuple[Any, str]:
-    """(session, provider name used) for ``provider`` in `PROVIDER_CHOICES`."""
+def session_for(model: Path | bytes, provider: str, threads: int | None) -> tuple[Any, str]:
+    """(session, provider name used) for ``provider`` in `PROVIDER_CHOICES`; ``model`` the
+    verified bytes of `Bundle.model_bytes` (or a path)."""
     key = provider_key(provider)
     if key == "auto":
         if "CUDAExecutionProvider" in available_providers():

@@ -10,18 +10,22 @@ A new command is one line in `COMMANDS`: its name and ``"module:attribute"`` of 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import logging
 import os
+import signal
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import click
 
 from onnxedge.runtime.cli.options import finite_numbers
 from onnxedge.runtime.deps import module_available
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
 # name -> "module:attribute" of the click command.
 COMMANDS = {
@@ -59,14 +63,101 @@ class LazyGroup(click.Group):
         return finite_numbers(getattr(importlib.import_module(module_name), attr))
 
     def invoke(self, ctx: click.Context) -> Any:
+        previous = _on_sigterm()
+        stdout = sys.stdout
+        sys.stdout = _Results(stdout)  # type: ignore[assignment]
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # what is still buffered fails here, not at exit
+                sys.stdout = stdout
         except OnnxEdgeError as e:
-            click.echo(f"onnxedge: error: {e}", err=True)
-            ctx.exit(1)
-        except KeyboardInterrupt:
-            click.echo("onnxedge: interrupted", err=True)
-            ctx.exit(130)
+            _fail(ctx, str(e))
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`Terminated`)
+            terminated = isinstance(e, Terminated)
+            click.echo(f"onnxedge: {'terminated' if terminated else 'interrupted'}", err=True)
+            ctx.exit(143 if terminated else 130)
+        except OSError as e:
+            _fail(ctx, os_error_line(e), stdout_failed=isinstance(e, StdoutError))
+        except MemoryError:
+            command = ctx.invoked_subcommand or "onnxedge"
+            _fail(ctx, f"out of memory in {command}; what it wrote before stays as it was")
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that every ``with`` and ``finally`` on the way
+    out runs: a writer's temporaries and lock are removed as on Ctrl-C. Exit status 143."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _on_sigterm() -> Any:
+    """Install `_raise_terminated` for SIGTERM (main thread only); the handler it replaced."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        return None
+
+
+class StdoutError(OSError):
+    """Writing the results to standard output failed (a full disk, a closed pipe)."""
+
+
+class _Results:
+    """sys.stdout while a command runs: a write or flush that fails is a `StdoutError`, so the
+    one-line error can say that it was standard output that failed."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as e:
+            raise StdoutError(e.errno, e.strerror) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as e:
+            raise StdoutError(e.errno, e.strerror) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def os_error_line(e: OSError) -> str:
+    """An OSError as one line naming what failed: standard output, or the file."""
+    reason = e.strerror or first_line(e)
+    if isinstance(e, StdoutError):
+        return f"cannot write the results to standard output: {reason}"
+    if e.filename is not None:
+        name = os.fsdecode(e.filename).encode("ascii", "backslashreplace").decode()
+        return f"{name}: {reason}"
+    return f"input/output error: {reason}"
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null once standard output has failed, so that Python's
+    flush at exit does not fail a second time with a traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _fail(ctx: click.Context, message: str, *, stdout_failed: bool = False) -> None:
+    """One line on stderr, exit status 1."""
+    if stdout_failed:
+        _silence_stdout()
+    click.echo(f"onnxedge: error: {message}", err=True)
+    ctx.exit(1)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,25 +169,40 @@ def main(verbose: int) -> None:
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    _quiet_pil_warnings()
+    _quiet_third_party_warnings()
 
 
-def _quiet_pil_warnings() -> None:
-    """PIL warns about a damaged file as it reads it ("Truncated File Read", "Corrupt EXIF data")
-    in two lines of Python's warning format. That file's own result line already says what became
-    of it, so such a warning is one debug log line (``-vv``); other warnings are shown as before."""
+def _quiet_third_party_warnings() -> None:
+    """Warnings of other packages (PIL about a damaged file, torch, onnxruntime's Python layer)
+    are one debug log line each (``-vv``): a command's own lines already say what became of its
+    input, and a library's advice is not addressed to its user. Warnings of onnxedge itself are
+    shown as before."""
     shown = warnings.showwarning
-    if getattr(shown, "quiets_pil", False):
+    if getattr(shown, "quiets_others", False):
         return
+    runtime = Path(__file__).resolve().parents[1]  # onnxedge.runtime's folder
+    roots = tuple(str(Path(p).resolve()) + os.sep for p in (runtime, *_package_roots()))
 
     def show(message: Any, category: Any, filename: str, lineno: int, *args: Any) -> None:
-        if f"{os.sep}PIL{os.sep}" in filename:
-            logging.getLogger("PIL").debug("%s: %s", category.__name__, message)
-        else:
+        if str(Path(filename).resolve()).startswith(roots):
             shown(message, category, filename, lineno, *args)
+        else:
+            logging.getLogger("warnings").debug(
+                "%s: %s (%s:%d)", category.__name__, message, filename, lineno
+            )
 
-    show.quiets_pil = True  # type: ignore[attr-defined]
+    show.quiets_others = True  # type: ignore[attr-defined]
     warnings.showwarning = show
 
 
-__all__ = ["COMMANDS", "LazyGroup", "main"]
+def _package_roots() -> list[str]:
+    """The folders of onnxedge's export and models packages, where installed."""
+    roots = []
+    for name in ("onnxedge.export", "onnxedge.models"):
+        spec = importlib.util.find_spec(name) if module_available(name) else None
+        if spec is not None and spec.submodule_search_locations:
+            roots.extend(spec.submodule_search_locations)
+    return roots
+
+
+__all__ = ["COMMANDS", "LazyGroup", "StdoutError", "Terminated", "main"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from onnxedge.runtime.bench import (
     unique_targets,
 )
 from onnxedge.runtime.bench.engines import VARIANTS
-from onnxedge.runtime.bundle.write import atomic_write_bytes
+from onnxedge.runtime.bundle.write import atomic_write_bytes, check_writable
 from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.options import THREADS, name_list, positive_ints, provider_list
@@ -80,19 +79,6 @@ def _images(folders: tuple[Path, ...]) -> tuple[str, ...]:
             f"--images: expected image files (.jpg, .png, ...) in {given}, found none"
         )
     return tuple(files)
-
-
-def check_writable(path: Path | None) -> None:
-    """Refuse before a run of minutes an output path that cannot be written."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise OnnxEdgeError(f"cannot write {path}: expected a file path, found a directory")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise OnnxEdgeError(f"cannot write {path}: {parent} is not a writable directory")
 
 
 def _tuned_setups(bundle: str, tuned: str | None, batch_sizes: tuple[int, ...]) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from onnxedge.runtime.cli.output import echo_progress
+from onnxedge.runtime.names import escape, json_safe
 
 
 @click.group("data")
@@ -58,13 +59,13 @@ def info_cmd(root: Path, attribute: str | None, as_json: bool) -> None:
 
     described = open_dataset(root, attribute).describe()
     if as_json:
-        click.echo(json.dumps(described, indent=2))
+        click.echo(json.dumps(json_safe(described), indent=2))
         return
     attribute_note = f", attribute {described['attribute']}" if described["attribute"] else ""
-    click.echo(f"{root}: {described['layout']}{attribute_note}")
-    negative, positive = described["class_names"]
-    click.echo(f"classes: 0 = {negative!r} (negative), 1 = {positive!r} (positive)")
+    click.echo(f"{escape(str(root))}: {described['layout']}{attribute_note}")
+    negative, positive = (escape(name) for name in described["class_names"])
+    click.echo(f"classes: 0 = '{negative}' (negative), 1 = '{positive}' (positive)")
     for split, counts in described["images"].items():
-        per_class = ", ".join(f"{name} {n}" for name, n in counts.items())
+        per_class = ", ".join(f"{escape(name)} {n}" for name, n in counts.items())
         click.echo(f"{split}: {sum(counts.values())} images ({per_class})")
     click.echo(f"listing sha256: {described['listing_sha256']}")

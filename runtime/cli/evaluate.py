@@ -17,6 +17,7 @@ from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.data import SPLITS
 from onnxedge.runtime.data.evaluate import EvaluationResult, evaluate_bundle
+from onnxedge.runtime.names import escape
 
 
 def _percent(value: float | None) -> str:
@@ -25,7 +26,7 @@ def _percent(value: float | None) -> str:
 
 def format_result(result: EvaluationResult) -> list[str]:
     """The text report: metrics, the confusion matrix, then one ERROR line per failed file."""
-    negative, positive = result.class_names
+    negative, positive = (escape(name) for name in result.class_names)
     counts = ", ".join(f"{name} {n}" for name, n in result.images.items())
     (tn, fp), (fn, tp) = result.confusion
     corner = "true \\ predicted"
@@ -49,7 +50,7 @@ def format_result(result: EvaluationResult) -> list[str]:
             f"note: the bundle's labels are {result.bundle_labels[0]!r} / "
             f"{result.bundle_labels[1]!r}; the data's classes {negative!r} / {positive!r}"
         )
-    lines += [f"{f.file}\tERROR\t{f.reason}" for f in result.failed]
+    lines += [f"{escape(f.file)}\tERROR\t{escape(f.reason)}" for f in result.failed]
     return lines
 
 

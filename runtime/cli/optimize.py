@@ -128,10 +128,12 @@ def optimize_cmd(
     One line per variant: PASSED, FAILED (by how much; not written) or UNGATED (--no-gate). The
     bundle is rewritten atomically, the manifest last. Exits 1 if any variant missed its gate.
     """
-    from onnxedge.runtime.bundle.write import atomic_write_bytes
+    from onnxedge.runtime.bundle.write import atomic_write_bytes, check_writable
     from onnxedge.runtime.variants.gate import GateCriteria
     from onnxedge.runtime.variants.optimize import OptimizeRequest, optimize_bundle
 
+    if json_path is not None:
+        check_writable(json_path)  # before the work, not after the bundle is written
     every = not (int8 or fp16 or ort_format or int8_first_conv)
     request = OptimizeRequest(
         bundle=bundle,

@@ -15,6 +15,7 @@ was found.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,34 @@ import click
 
 from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS, PROVIDERS
 
-THREADS = click.IntRange(1, MAX_THREADS)
+
+class ThreadCount(click.IntRange):
+    """A thread count from 1 to ``MAX_THREADS``; for the engine's ``--threads``, one above the
+    cores this process may use is taken with one warning on stderr: its compute threads share
+    the cores and run slower (decoding threads, which wait on files, are not warned about)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        count = super().convert(value, param, ctx)
+        cores = usable_cores()
+        if count > cores and (param is None or param.name == "threads"):
+            name = param.opts[0] if param is not None and param.opts else "threads"
+            click.echo(
+                f"onnxedge: warning: {name} {count} is more than the {cores} usable core"
+                f"{'s' if cores != 1 else ''}; the threads share them and run slower",
+                err=True,
+            )
+        return count
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+THREADS = ThreadCount(1, MAX_THREADS)
 
 
 class FiniteFloatRange(click.FloatRange):

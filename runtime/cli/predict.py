@@ -33,6 +33,7 @@ from onnxedge.runtime.cli.ray_options import (
 from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.names import escape
 
 
 def find_images(paths: Iterable[str]) -> Iterator[str | ImageReadError]:
@@ -74,22 +75,19 @@ def _drain(errors: list[OSError]) -> Iterator[ImageReadError]:
         yield ImageReadError(e.filename, f"cannot list the directory: {e.strerror or e}")
 
 
-def _display(name: str) -> str:
-    """A file name that can be printed whatever bytes it holds (undecodable bytes escaped)."""
-    return name.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None) -> str:
     """One line: FILE, the (top) probability and label; for a K-class model with ``top_k``, the
-    next classes as LABEL:PROBABILITY columns (in JSON, ``probabilities`` limited to them)."""
+    next classes as LABEL:PROBABILITY columns (in JSON, ``probabilities`` limited to them). Text
+    fields are `onnxedge.runtime.names.escape`d, so a row has its fields whatever a name holds;
+    JSON is valid UTF-8 (``file_bytes``: the raw name, where it is not UTF-8)."""
     if as_json:
         return json.dumps(result.to_dict(top_k))
     if result.prediction is None:
-        return f"{_display(result.file)}\tERROR\t{result.error}"
+        return f"{escape(result.file)}\tERROR\t{escape(result.error or '')}"
     p = result.prediction
-    line = f"{_display(result.file)}\t{p.probability:.4f}\t{p.label}"
+    line = f"{escape(result.file)}\t{p.probability:.4f}\t{escape(p.label)}"
     if top_k and p.class_index is not None:
-        line += "".join(f"\t{label}:{prob:.4f}" for label, prob in p.top(top_k)[1:])
+        line += "".join(f"\t{escape(label)}:{prob:.4f}" for label, prob in p.top(top_k)[1:])
     return line
 
 
@@ -216,17 +214,10 @@ def predict_cmd(
         decode_threads=decode_threads,
     )
     show_progress = not no_progress and sys.stderr.isatty()
-    try:
-        # closing: on an error or Ctrl-C the decoding threads stop before the command exits.
-        with _pil_limit(max_pixels), contextlib.closing(results):
-            total, failed = _emit(
-                results, as_json=as_json, show_progress=show_progress, top_k=top_k
-            )
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, as command-line tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(1)
+    # closing: on an error or Ctrl-C the decoding threads stop before the command exits. A
+    # reader that goes away (`| head`) is an OSError on stdout: one line, exit 1 (`onnxedge`).
+    with _pil_limit(max_pixels), contextlib.closing(results):
+        total, failed = _emit(results, as_json=as_json, show_progress=show_progress, top_k=top_k)
     _summary(paths, total, failed, classifier.provider)
 
 
@@ -234,7 +225,7 @@ def _summary(paths: Iterable[str], total: int, failed: int, provider: str) -> No
     """The line on stderr after the results; exit 1 when any file failed or none was found."""
     if total == 0:
         raise OnnxEdgeError(
-            "expected image files, found none in: " + ", ".join(_display(p) for p in paths)
+            "expected image files, found none in: " + ", ".join(escape(p) for p in paths)
         )
     click.echo(
         f"{total} file{'s' if total != 1 else ''}: {total - failed} classified, {failed} failed "

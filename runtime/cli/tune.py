@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from onnxedge.runtime.bench import command_line
-from onnxedge.runtime.cli.bench import bench_progress, check_writable
+from onnxedge.runtime.bundle.write import check_writable
+from onnxedge.runtime.cli.bench import bench_progress
 from onnxedge.runtime.cli.engine_options import engine_list
 from onnxedge.runtime.cli.options import positive_ints
 from onnxedge.runtime.cli.variant_options import variant_list

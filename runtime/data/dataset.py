@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.names import name_bytes
 
 SPLITS = ("train", "val", "test")
 
@@ -77,12 +78,14 @@ class Dataset:
 
     def listing_sha256(self) -> str:
         """sha256 of the listing (split, file name relative to the root, class name per image), so
-        a checkpoint records which data it was trained on without hashing the images."""
+        a checkpoint records which data it was trained on without hashing the images. Over the
+        names' bytes as the system gives them (a name need not be UTF-8)."""
         digest = hashlib.sha256()
         for split in self.splits.values():
             for path, label in zip(split.paths, split.labels, strict=True):
-                rel = path.relative_to(self.root).as_posix()
-                digest.update(f"{split.name}\t{rel}\t{self.class_names[label]}\n".encode())
+                rel = name_bytes(path.relative_to(self.root).as_posix())
+                name = name_bytes(self.class_names[label])
+                digest.update(b"%s\t%s\t%s\n" % (name_bytes(split.name), rel, name))
         return digest.hexdigest()
 
     def describe(self) -> dict[str, Any]:

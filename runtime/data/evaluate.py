@@ -21,6 +21,7 @@ import numpy as np
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.classifier.predictions import FileResult
 from onnxedge.runtime.data import Dataset, open_dataset
+from onnxedge.runtime.names import json_name, json_safe, text
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class FailedFile:
     reason: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"file": self.file, "reason": self.reason}
+        return {**json_name(self.file), "reason": text(self.reason)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,13 +83,13 @@ class EvaluationResult:
             "evaluated": self.evaluated,
             "failed": [f.to_dict() for f in self.failed],
             "split": self.split,
-            "class_names": list(self.class_names),
-            "bundle_labels": list(self.bundle_labels),
+            "class_names": json_safe(list(self.class_names)),
+            "bundle_labels": json_safe(list(self.bundle_labels)),
             "threshold": self.threshold,
-            "bundle": self.bundle,
+            "bundle": text(self.bundle),
             "provider": self.provider,
             "variant": self.variant,
-            "data": self.data,
+            "data": json_safe(self.data),
         }
 
 

@@ -2,7 +2,8 @@
 
 Class names are the folder names, sorted: index 0 is the negative class, index 1 the positive one
 (``not_smiling`` and ``smiling`` sort that way). Image files are the names `is_image_name` takes,
-directly inside a class folder; hidden entries (``.name``) are skipped, and so are other files.
+directly inside a class folder (an entry so named that is not a file is listed too, and fails as
+an image does); hidden entries (``.name``) are skipped, and so are other files.
 
 Without split folders, each image goes to a split by a hash of its file name (`hashed_split`):
 80% train, 10% val, 10% test, the same on every machine and whatever else is in the folder.
@@ -107,14 +108,10 @@ def _images(folder: Path) -> list[Path]:
         names = sorted(os.listdir(folder))
     except OSError as e:
         raise DataError(f"{folder}: cannot list: {e.strerror or e}") from None
-    # Every entry named as an image but a folder: a broken link, a FIFO or an unreadable file is
+    # Every entry named as an image: a folder, a broken link, a FIFO or an unreadable file is
     # listed, so that evaluate reports it as a failed file (the image reader refuses it without
-    # opening anything that could block) rather than leaving it out unseen.
-    found = [
-        folder / n
-        for n in names
-        if not n.startswith(".") and is_image_name(n) and not (folder / n).is_dir()
-    ]
+    # opening anything that could block) rather than leaving it out unseen, as predict does.
+    found = [folder / n for n in names if not n.startswith(".") and is_image_name(n)]
     if not found:
         raise DataError(
             f"class folder {folder} holds no image file; expected files ending in "

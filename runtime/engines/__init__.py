@@ -56,14 +56,15 @@ def check_precision(engine: str, precision: str) -> str:
 
 def open_session(
     engine: str,
-    model: Path,
+    model: Path | bytes,
     *,
     provider: str = "cpu",
     threads: int | None = None,
     precision: str = DEFAULT_PRECISION,
     extra_outputs: Sequence[str] = (),
 ) -> Session:
-    """A session for ``model`` (a path `Bundle.open` verified) on ``engine``.
+    """A session for ``model`` (a path `Bundle.open` verified, or the verified bytes of
+    `Bundle.model_bytes`) on ``engine``.
 
     ONNX Runtime: `make_session` on ``provider`` (``extra_outputs`` is not supported there:
     parity gives ONNX Runtime a copy of the graph instead). OpenVINO: the CPU only, compiled

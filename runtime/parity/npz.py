@@ -4,7 +4,6 @@ without pickles; inputs made from 8-bit images stored as their levels (`level_ar
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.errors import BundleError, first_line
+from onnxedge.runtime.jsonlimits import load_json
 
 # A channel holding at most this many distinct values is stored as one byte per value.
 MAX_LEVELS = 256
@@ -111,10 +111,7 @@ def read_meta(
     ``versions`` and to list its batch sizes; a `BundleError` saying what was found otherwise."""
     if "meta" not in arrays:
         raise BundleError(f"{path} is not {what}: expected a 'meta' entry, found none")
-    try:
-        meta = json.loads(arrays["meta"].astype(np.uint8).tobytes())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path}: its 'meta' entry is not JSON: {first_line(e)}") from None
+    meta = load_json(arrays["meta"].astype(np.uint8).tobytes(), f"{path}: its 'meta' entry")
     found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if found != fmt or version not in versions or isinstance(version, bool):

@@ -25,6 +25,7 @@ from typing import Any
 
 from onnxedge.runtime.bundle.write import atomic_write_bytes
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.jsonlimits import MAX_BYTES, check_limits
 from onnxedge.runtime.tune.setup import TunedSetup
 
 TUNING_FORMAT = "onnxedge-tuning"
@@ -60,11 +61,17 @@ def read_tuning(path: str | Path) -> TuningFile:
     """The tuning file at ``path``; `OnnxEdgeError` saying what is wrong with it otherwise."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise OnnxEdgeError(
+                f"{path}: expected a tuning file of at most {MAX_BYTES:,} bytes, found "
+                f"{path.stat().st_size:,}"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise OnnxEdgeError(f"no tuning file at {path} (make one with onnxedge tune)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise OnnxEdgeError(f"cannot read {path}: {e}") from None
+    check_limits(text, path, error=OnnxEdgeError)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -39,6 +39,7 @@ from onnxedge.runtime.bundle.reader import (
     Bundle,
     BundleWriter,
 )
+from onnxedge.runtime.bundle.write import bundle_lock
 from onnxedge.runtime.data import Dataset, open_dataset
 from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
@@ -169,10 +170,16 @@ class OptimizeResult:
 
 
 def optimize_bundle(request: OptimizeRequest, progress: Progress | None = None) -> OptimizeResult:
-    """The steps of the module docstring; `OnnxEdgeError` for what 1. refuses."""
-    say = progress or (lambda _msg: None)
-    source = Bundle.open(request.bundle)
+    """The steps of the module docstring; `OnnxEdgeError` for what 1. refuses. The target's
+    writer lock (`bundle_lock`) is held from before the source is read until the bundle is
+    written, so two runs on one bundle take turns and neither loses the other's variants."""
     out = Path(request.out) if request.out is not None else Path(request.bundle)
+    with bundle_lock(out):
+        return _optimize(request, out, progress or (lambda _msg: None))
+
+
+def _optimize(request: OptimizeRequest, out: Path, say: Progress) -> OptimizeResult:
+    source = Bundle.open(request.bundle)
     wanted = _wanted(request, source)
     _check_target(request, source, out, wanted)  # 1.
     data = open_dataset(request.data, request.attribute)
@@ -209,9 +216,8 @@ def check_trained(bundle: Bundle) -> None:
     if not isinstance(weights, Mapping) or weights.get("source") != "checkpoint":
         found = dict(weights) if isinstance(weights, Mapping) else weights
         raise OnnxEdgeError(
-            f"{bundle.path}: expected a bundle exported from a trained checkpoint (onnxedge "
-            f"train, then onnxedge export --checkpoint), found weights {found!r}: the accuracy "
-            "gates need a trained model"
+            f"{bundle.path}: expected a bundle exported from a trained checkpoint (export "
+            f"--checkpoint; the gates measure accuracy), found weights {found!r}"
         )
 
 

@@ -154,9 +154,10 @@ class Compiled:
 
 
 def compile_model(
-    model: Path, config: OpenVinoConfig | None = None, *, extra_outputs: Sequence[str] = ()
+    model: Path | bytes, config: OpenVinoConfig | None = None, *, extra_outputs: Sequence[str] = ()
 ) -> Compiled:
-    """Read the ONNX file at ``model`` (a path `Bundle.open` verified) and compile it.
+    """Read the ONNX model ``model`` (a path `Bundle.open` verified, or the verified bytes of
+    `Bundle.model_bytes`, external data inlined) and compile it.
 
     1. OpenVINO missing, broken, without a CPU device, or a precision the CPU lacks:
        `EngineUnavailable`.
@@ -170,8 +171,9 @@ def compile_model(
     if reason:
         raise EngineUnavailable(reason)
     core = _core()
+    source, model = (model, "the model") if isinstance(model, bytes) else (str(model), model)
     try:
-        graph = core.read_model(str(model))
+        graph = core.read_model(source)
     except Exception as e:  # OpenVINO raises RuntimeError and its own types
         raise OnnxEdgeError(f"openvino cannot read {model}: {first_line(e)}") from None
     for name in extra_outputs:
