@@ -138,6 +138,13 @@ def test_an_actor_killed_mid_run_is_restarted_and_no_row_is_lost(
     assert on_ray == local  # every row once, in order, with the local run's numbers
 
 
+def test_cuda_on_a_cluster_without_gpus_is_one_line(smile_bundle, tmp_path, ray_cluster):
+    good_image(tmp_path / "a.png", 1)
+    code, out, err = run_cli("predict", smile_bundle, tmp_path, "--ray", "--provider", "cuda")
+    assert (code, out) == (1, "")
+    assert "expected GPUs in the cluster, found none (2 CPUs)" in err
+
+
 def test_uri_listing_walks_as_a_local_directory(mixed):  # noqa: F811
     pytest.importorskip("pyarrow", reason="pyarrow comes with onnxedge[ray]")
     root, _ = mixed

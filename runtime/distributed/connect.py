@@ -117,12 +117,18 @@ def cluster_cpus(ray: Any) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def cluster_gpus(ray: Any) -> int:
+    """The GPUs of the cluster Ray is connected to (0 without any)."""
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
 __all__ = [
     "AUTO",
     "INSTALL",
     "LOCAL",
     "check_address",
     "cluster_cpus",
+    "cluster_gpus",
     "ray_session",
     "require_ray",
 ]

@@ -26,7 +26,7 @@ from onnxedge.runtime.classifier.predictions import FileResult
 from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, ImageReadError
 from onnxedge.runtime.data import Dataset, open_dataset
 from onnxedge.runtime.data.evaluate import EvaluationResult, evaluation_of
-from onnxedge.runtime.distributed.connect import cluster_cpus, require_ray
+from onnxedge.runtime.distributed.connect import cluster_cpus, cluster_gpus, require_ray
 from onnxedge.runtime.distributed.listing import expand_uris
 from onnxedge.runtime.distributed.predictor import ERROR, PATH, BundlePredictor, prediction_of
 from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, check_precision
@@ -88,10 +88,16 @@ class RayRun:
         )
         self.batch_size = check_batch_size(batch_size)
         self.threads = check_count(threads, "threads", optional=True, maximum=MAX_THREADS) or 1
-        available = cluster_cpus(self.ray)
-        self.actors = check_count(actors, "actors", optional=True) or max(
-            1, available // self.threads
-        )
+        # Ray hides the GPUs from an actor that asks for none: with --provider cuda each actor
+        # asks for one, and there are as many as the cluster has GPUs.
+        self.gpus = 1 if provider == "cuda" else 0
+        if self.gpus and not cluster_gpus(self.ray):
+            raise OnnxEdgeError(
+                "provider cuda on Ray gives each actor a GPU; expected GPUs in the cluster, "
+                f"found none ({cluster_cpus(self.ray)} CPUs): use --provider cpu or auto"
+            )
+        available = cluster_gpus(self.ray) if self.gpus else cluster_cpus(self.ray) // self.threads
+        self.actors = check_count(actors, "actors", optional=True) or max(1, available)
         self.provider = provider
         self.predictor = predictor
         self.kwargs: dict[str, Any] = {
@@ -141,6 +147,7 @@ class RayRun:
             fn_constructor_kwargs=self.kwargs,
             compute=ray.data.ActorPoolStrategy(size=self.actors),
             num_cpus=self.threads,
+            num_gpus=self.gpus,
             batch_size=self.batch_size,
             # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1: an
             # actor whose process dies (killed, out of memory, its node lost) is started again
