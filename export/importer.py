@@ -52,6 +52,11 @@ from onnxedge.runtime.parity import (
     golden_inputs,
     golden_npz_bytes,
 )
+from onnxedge.runtime.parity.layers import (
+    DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
+    GOLDEN_LAYERS,
+    golden_layers_npz_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +116,7 @@ def import_bundle(
     reference: str = "auto",
     reference_budget_s: float = DEFAULT_BUDGET_S,
     golden_batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    golden_layers_budget_mb: float | None = DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
     progress: Progress | None = None,
 ) -> ImportResult:
     """Make a bundle at ``out`` of the ONNX classifier ``src``.
@@ -122,6 +128,9 @@ def import_bundle(
     ``logits`` or ``sigmoid``, where the graph does not say (an error where it says otherwise).
     ``images``: a directory of images for the golden data. ``reference``: ``auto``, ``float64``
     or ``float32`` (`onnxedge.export.onnx_reference.make_reference`).
+    ``golden_layers_budget_mb``: golden layers for `onnxedge parity --localize`, every tensor of
+    the bundle's graph in float64 for the largest golden batch that fits (None: none stored);
+    only with a float64 reference.
     """
     say = progress or (lambda _msg: None)
     src = Path(src)
@@ -167,6 +176,8 @@ def import_bundle(
         budget_s=reference_budget_s,
     )
     golden = _golden(ref, spec, rows, found.kind, lowering.model, skipped)
+    say("computing the golden layers for `onnxedge parity --localize`")
+    layers, layers_block = _golden_layers(ref, lowering.model, rows, golden_layers_budget_mb)
 
     io = io_spec(lowering.model)
     io["output"]["kind"] = found.kind
@@ -207,14 +218,9 @@ def import_bundle(
         writer.write_bytes(MODEL, data)
         writer.write_bytes(GOLDEN, golden.data)
         manifest["golden"] = {"file": GOLDEN, **golden.block}
-        manifest["layers"] = {
-            "modules": {},
-            "golden": {
-                "file": None,
-                "reason": "imported from ONNX: no PyTorch modules to record layers of; "
-                "localize names ONNX nodes and compares with a provider or variant (--against)",
-            },
-        }
+        if layers is not None:
+            writer.write_bytes(GOLDEN_LAYERS, layers)
+        manifest["layers"] = layers_block
         writer.manifest.update(manifest)
     return ImportResult(
         out=Path(out),
@@ -526,6 +532,52 @@ def _golden(
         "reference_precision": ref.precision,
     }
     return _Golden(data=golden_npz_bytes(reference, meta), block=block)
+
+
+def _golden_layers(
+    ref: OnnxReference,
+    final: onnx.ModelProto,
+    rows: Mapping[int, tuple[np.ndarray, tuple[str, ...]]],
+    budget_mb: float | None,
+) -> tuple[bytes | None, dict[str, Any]]:
+    """``golden_layers.npz`` of an imported model and the manifest's ``layers`` block (no module
+    map: localize names ONNX nodes). The layers are every floating-point tensor of the bundle's
+    graph (after onnxsim, the batch and the GAP lowering), computed by onnx's reference
+    evaluator in float64 and checked against ONNX Runtime's CPU run of the same graph."""
+    from onnxedge.export.layers_verify import bytes_per_row, golden_block, verified_layers
+    from onnxedge.export.onnx_reference import FLOAT64, layer_runner
+
+    block: dict[str, Any] = {"modules": {}}
+    if budget_mb is None:
+        block["golden"] = {"file": None, "reason": "--no-golden-layers was given"}
+        return None, block
+    if ref.precision != FLOAT64:
+        block["golden"] = {
+            "file": None,
+            "reason": "the reference is ONNX Runtime in float32 (onnx's float64 evaluator could "
+            "not run the model in time); localize compares with another provider or variant "
+            "(--against)",
+        }
+        return None, block
+    run = layer_runner(final)
+    first = rows[min(rows)][0]
+    per_row = bytes_per_row(run(first))
+    fitting = [b for b in rows if b * per_row <= budget_mb * 1e6]
+    if not fitting:
+        block["golden"] = {
+            "file": None,
+            "reason": f"{per_row / 1e6:.1f} MB a row, over the budget of {budget_mb:g} MB "
+            "(--golden-layers-budget)",
+        }
+        return None, block
+    batch = max(fitting)
+    inputs = rows[batch][0]
+    layers, dropped = verified_layers(final, inputs, run(inputs))
+    tensors = tuple(t for n in final.graph.node for t in n.output if t in layers)
+    description = f"{ref.description}, the bundle's graph, stored as float32"
+    data = golden_layers_npz_bytes(tensors, {batch: layers}, reference=description)
+    block["golden"] = golden_block(GOLDEN_LAYERS, batch, len(tensors), data, budget_mb, dropped)
+    return data, block
 
 
 def _outputs(found: list[np.ndarray], kind: str) -> tuple[np.ndarray, np.ndarray]:

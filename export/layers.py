@@ -33,9 +33,7 @@ import numpy as np
 import onnx
 import torch
 
-from onnxedge.runtime.engines.onnxruntime.session import make_session
-from onnxedge.runtime.parity.exposed import ExposedTensor, expose_intermediates, run_exposed
-from onnxedge.runtime.parity.layer_compare import compare_layer, layer_tolerance
+from onnxedge.export.layers_verify import bytes_per_row, golden_block, verified_layers
 from onnxedge.runtime.parity.layer_reference import ComputedLayerReference
 from onnxedge.runtime.parity.layers import (
     DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
@@ -45,8 +43,6 @@ from onnxedge.runtime.parity.layers import (
     layer_modules,
 )
 from onnxedge.runtime.parity.reference import Reference
-from onnxedge.runtime.parity.rows import PASSED
-from onnxedge.runtime.parity.tolerances import DEFAULT_TOLERANCES
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +191,7 @@ def make_golden_layers(
         return GoldenLayersResult(None, block)
     module64 = float64_copy(module)
     first = inputs[min(inputs)]
-    per_row = _bytes_per_row(capture_layers(module64, first, outputs), first)
+    per_row = bytes_per_row(capture_layers(module64, first, outputs))
     budget = budget_mb * 1e6
     fitting = [b for b in inputs if b * per_row <= budget]
     if not fitting:
@@ -207,50 +203,12 @@ def make_golden_layers(
         return GoldenLayersResult(None, block)
     batch = max(fitting)
     layers = capture_layers(module64, inputs[batch], outputs)
-    layers, dropped = _verified(final, inputs[batch], layers)
+    layers, dropped = verified_layers(final, inputs[batch], layers)
     tensors = tuple(t for t in (o for n in final.graph.node for o in n.output) if t in layers)
     description = f"PyTorch {torch.__version__}, float64 copy of the module, stored as float32"
     data = golden_layers_npz_bytes(tensors, {batch: layers}, reference=description)
-    block["golden"] = {
-        "file": GOLDEN_LAYERS,
-        "batch_sizes": [batch],
-        "tensors": len(tensors),
-        "bytes": len(data),
-        "budget_mb": budget_mb,
-        "not_matching_onnx": dropped,
-    }
+    block["golden"] = golden_block(GOLDEN_LAYERS, batch, len(tensors), data, budget_mb, dropped)
     return GoldenLayersResult(data, block)
-
-
-def _bytes_per_row(layers: Mapping[str, np.ndarray], inputs: np.ndarray) -> int:
-    """Bytes a batch row's layers take as float32 (the file deflates them; their inputs are the
-    golden data's)."""
-    return sum(4 * int(np.prod(a.shape[1:])) for a in layers.values())
-
-
-def _verified(
-    final: onnx.ModelProto, inputs: np.ndarray, layers: Mapping[str, np.ndarray]
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The layers that ONNX Runtime's CPU run of ``final`` matches within the CPU's layer
-    tolerance, and the names of those it does not."""
-    exposed, tensors, _ = expose_intermediates(final)
-    session = make_session(exposed.SerializeToString())
-    actual = run_exposed(session, final.graph.input[0].name, inputs)
-    rtol = DEFAULT_TOLERANCES[("cpu", None)][1].rtol
-    max_depth = max((t.depth for t in tensors), default=1)
-    by_name: dict[str, ExposedTensor] = {t.name: t for t in tensors}
-    kept, dropped = {}, []
-    for name, array in layers.items():
-        t = by_name.get(name)
-        tolerance = layer_tolerance(rtol, t.depth if t else 1, max_depth)
-        if t is not None and compare_layer(t, actual[name], array, tolerance=tolerance).status == (
-            PASSED
-        ):
-            kept[name] = array
-        else:
-            log.warning("golden layers: %s does not match ONNX Runtime's value; left out", name)
-            dropped.append(name)
-    return kept, dropped
 
 
 def live_layer_reference(

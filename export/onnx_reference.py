@@ -192,3 +192,28 @@ def make_reference(
         run=run64,
         run_f32=run_f32,
     )
+
+
+def layer_runner(final: onnx.ModelProto) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """Every floating-point tensor of ``final`` (the bundle's graph) on float32 inputs, computed
+    by onnx's reference evaluator on its float64 copy: the golden layers of an imported model."""
+    from onnx.reference import ReferenceEvaluator
+
+    from onnxedge.runtime.check.check import graph_inputs
+    from onnxedge.runtime.parity.exposed import expose_intermediates
+
+    exposed, tensors, _ = expose_intermediates(final)
+    floats = {
+        o.name
+        for o in exposed.graph.output
+        if o.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
+    }
+    names = [t.name for t in tensors if t.name in floats]
+    evaluator = ReferenceEvaluator(cast_to_double(exposed))
+    (image,) = graph_inputs(final.graph)
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        found = evaluator.run(names, {image.name: x.astype(np.float64)})
+        return dict(zip(names, (np.asarray(f) for f in found), strict=True))
+
+    return run

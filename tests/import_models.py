@@ -19,9 +19,9 @@ def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
 def _weights(seed: int, channels: int, features: int, classes: int) -> list[onnx.TensorProto]:
     rng = np.random.default_rng(seed)
     return [
-        _init("conv_w", rng.normal(0, 0.5, (features, channels, 3, 3)).astype(np.float32)),
+        _init("conv_w", rng.normal(0, 0.2, (features, channels, 3, 3)).astype(np.float32)),
         _init("conv_b", rng.normal(0, 0.1, features).astype(np.float32)),
-        _init("fc_w", rng.normal(0, 1.0, (classes, features)).astype(np.float32)),
+        _init("fc_w", rng.normal(0, 0.5, (classes, features)).astype(np.float32)),
         _init("fc_b", rng.normal(0, 0.1, classes).astype(np.float32)),
     ]
 

@@ -98,3 +98,21 @@ def test_mismatched_lengths_are_refused():
 def test_criteria_out_of_range_are_refused(kwargs):
     with pytest.raises(ValueError, match="expected"):
         GateCriteria(**kwargs)
+
+
+def test_a_k_class_variant_is_judged_by_its_top_class():
+    """[N, K] probabilities: the label is the top class, the error an image's largest."""
+    fp32 = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5], [0.4, 0.35, 0.25]])
+    variant = fp32.copy()
+    variant[3] = [0.3, 0.45, 0.25]  # the top class moves from 0 to 1
+    truth = np.array([0, 1, 2, 0])
+    result = judge("int8", fp32, variant, truth, threshold=None)
+    assert result.flips == 1 and result.agreement == 0.75
+    assert result.fp32_accuracy == 1.0 and result.accuracy == 0.75
+    assert result.max_prob_error == pytest.approx(0.1)
+    assert not result and result.threshold is None
+    variant[3] = [0.41, 0.34, 0.25]  # the same top class: passes
+    assert judge("int8", fp32, variant, truth, threshold=None)
+    variant[0] = [np.nan, 0.2, 0.1]  # not a probability: wrong and disagreeing
+    bad = judge("int8", fp32, variant, truth, threshold=None)
+    assert bad.not_probabilities == 1 and bad.flips == 1 and math.isinf(bad.max_prob_error)

@@ -60,7 +60,7 @@ def bundles(files, tmp_path_factory) -> dict[str, Path]:
         "ocr": [
             files["ocr"],
             "--input-shape",
-            "3,48,192",
+            "3,48,96",
             "--resize-mode",
             "pad-right",
             "--mean",
@@ -239,10 +239,34 @@ def test_parity_passes_on_each_imported_bundle(bundles, name):
     assert "match bit for bit" in result.output
 
 
+def test_localize_names_the_onnx_nodes_of_an_imported_bundle(bundles):
+    manifest = json.loads((bundles["fixed"] / "manifest.json").read_text())
+    assert manifest["layers"]["modules"] == {}
+    assert manifest["layers"]["golden"]["file"] == "golden_layers.npz"
+    result = invoke(
+        "parity",
+        bundles["fixed"],
+        "--providers",
+        "cpu",
+        "--batch-sizes",
+        "7",
+        "--localize",
+        "always",
+    )
+    assert result.exit_code == 0, result.output
+    table = {
+        line.split()[1]: line.split()
+        for line in result.output.splitlines()
+        if "passed" in line and line.lstrip()[:1].isdigit()
+    }
+    assert {"conv", "relu", "pool", "flatten", "fc"} <= set(table), result.output
+    assert table["conv"][2] == "Conv" and table["conv"][3] == "-"  # no PyTorch module
+
+
 def test_pad_right_preprocessing_pads_the_golden_rows(bundles):
     manifest = json.loads((bundles["ocr"] / "manifest.json").read_text())
     spec = manifest["preprocessing"]
-    assert spec["resize_mode"] == "pad-right" and spec["resize"] == [48, 192]
+    assert spec["resize_mode"] == "pad-right" and spec["resize"] == [48, 96]
     assert manifest["input"]["shape"] == ["N", 3, 48, "W"]
     assert manifest["output"]["kind"] == "probabilities"
     inputs, kinds = golden_inputs(7, spec)
@@ -270,7 +294,7 @@ def test_grayscale_bundle_predicts_from_files(bundles, tmp_path):
 
 @pytest.mark.parametrize("name", ["fixed", "ocr"])
 def test_bench_says_there_are_no_pytorch_peers(bundles, name):
-    """The OCR model's W is symbolic: bench feeds the preprocessing's 48 x 192."""
+    """The OCR model's W is symbolic: bench feeds the preprocessing's 48 x 96."""
     result = invoke(
         "bench",
         bundles[name],
@@ -294,6 +318,60 @@ def test_bench_says_there_are_no_pytorch_peers(bundles, name):
         "PyTorch model to time beside ONNX Runtime"
     ]
     assert "| 1 | onnxruntime | cpu | end-to-end |" in result.output
+
+
+def _class_folders(root: Path, classes: dict[str, list[int]]) -> Path:
+    """Split folders train and test of class folders, each image a flat grey of the given
+    levels (as 40 x 150 text lines)."""
+    for split in ("train", "test"):
+        for name, levels in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for level in levels:
+                pixels = np.full((40, 150, 3), level, dtype=np.uint8)
+                pixels[:, ::7] = 255 - level  # stripes, so that the classes differ
+                Image.fromarray(pixels).save(folder / f"{level}.png")
+    return root
+
+
+def test_evaluate_a_k_class_bundle_on_class_folders(bundles, tmp_path):
+    data = _class_folders(tmp_path / "data", {"class_0": [0, 40], "class_2": [90, 200, 250]})
+    out = tmp_path / "eval.json"
+    result = invoke("evaluate", bundles["ocr"], "--data", data, "--json", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    matrix = np.asarray(report["confusion"]["matrix"])
+    assert report["confusion"]["classes"] == ["class_0", "class_1", "class_2"]
+    assert matrix.sum() == report["evaluated"] == 5 and report["images"] == {
+        "class_0": 2,
+        "class_2": 3,
+    }
+    # The same top classes as predict's, image by image.
+    classifier = Classifier.from_bundle(bundles["ocr"], provider="cpu")
+    files = sorted((data / "test").glob("*/*.png"))
+    results = classifier.predict_files(files)
+    hits = sum(f.parent.name == r.prediction.label for f, r in zip(files, results, strict=True))
+    assert report["accuracy"] == pytest.approx(hits / 5)
+    assert f"accuracy   {100 * hits / 5:.2f}%" in result.output
+
+
+def test_a_class_folder_the_model_does_not_know_is_refused(bundles, tmp_path):
+    data = _class_folders(tmp_path / "data", {"class_0": [0], "cat": [90]})
+    result = invoke("evaluate", bundles["ocr"], "--data", data)
+    assert_one_line_error(result, "class folder 'cat' is not one of the model's 3 classes")
+
+
+def test_optimize_int8_gated_on_class_folders(bundles, tmp_path):
+    data = _class_folders(
+        tmp_path / "data", {"class_0": [0, 30], "class_1": [120], "class_2": [220]}
+    )
+    out = tmp_path / "optimized"
+    result = invoke("optimize", bundles["ocr"], "--data", data, "--int8", "--out", out)
+    assert result.exit_code == 0, result.output
+    (line,) = [x for x in result.output.splitlines() if "| int8 |" in x]
+    assert line.startswith("PASSED | int8 | agreement 100.00% (0 of 4 differ)"), line
+    assert "int8" in json.loads((out / "manifest.json").read_text())["variants"]
+    assert invoke("evaluate", out, "--data", data, "--variant", "int8").exit_code == 0
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -354,3 +432,52 @@ def test_external_data_outside_the_models_folder_is_refused(files, tmp_path):
     assert not (tmp_path / "out").exists()
     # The same file with its data beside it imports.
     assert invoke("import", inside / "m.onnx", "--out", tmp_path / "ok").exit_code == 0
+
+
+# --- the resize modes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "size", "box"),
+    [
+        ("stretch", (100, 50), ((64, 64), (0, 0))),
+        ("pad-right", (100, 50), ((64, 64), (0, 0))),  # ceil(64 * 100 / 50) = 128, at most 64
+        ("pad-right", (30, 50), ((39, 64), (0, 0))),  # ceil(64 * 30 / 50) = ceil(38.4)
+        ("letterbox", (100, 50), ((64, 32), (0, 16))),  # the width limits
+        ("letterbox", (50, 99), ((32, 64), (16, 0))),  # 64 * 50 / 99 = 32.3 -> 32
+        ("letterbox", (3, 97), ((2, 64), (31, 0))),  # 64 * 3 / 97 = 1.98 -> 2, offset 31
+    ],
+)
+def test_the_resize_modes_place_the_image(mode, size, box):
+    from onnxedge.runtime.classifier.preprocess import resized_box
+
+    assert resized_box(size, (64, 64), {"resize_mode": mode}) == box
+
+
+def test_letterbox_pads_with_the_pad_value():
+    from onnxedge.models.registry import image_preprocessing
+    from onnxedge.runtime.classifier.preprocess import preprocess_image
+
+    spec = image_preprocessing(64, 64, resize_mode="letterbox", pad_value=-1.0)
+    white = Image.fromarray(np.full((50, 100, 3), 255, dtype=np.uint8))
+    array = preprocess_image(white, spec)
+    assert array.shape == (3, 64, 64)
+    np.testing.assert_array_equal(array[:, :16], -1.0)
+    np.testing.assert_array_equal(array[:, 16:48], 1.0)
+    np.testing.assert_array_equal(array[:, 48:], -1.0)
+    stretched = preprocess_image(white, image_preprocessing(64, 64))
+    np.testing.assert_array_equal(stretched, 1.0)  # the default mode pads nothing
+
+
+def test_grayscale_is_pils_luma_of_the_rgb_image():
+    from onnxedge.models.registry import image_preprocessing
+    from onnxedge.runtime.classifier.preprocess import preprocess_image
+
+    spec = image_preprocessing(4, 4, color="L", mean=[0.5], std=[0.25])
+    red = Image.fromarray(np.full((4, 4, 3), [200, 0, 0], dtype=np.uint8))
+    array = preprocess_image(red, spec)
+    luma = np.float32(np.asarray(red.convert("L"))[0, 0])  # 200 * 299 / 1000 = 59.8 -> 60
+    assert array.shape == (1, 4, 4) and luma == 60
+    np.testing.assert_array_equal(
+        array, (luma * np.float32(1 / 255) - np.float32(0.5)) / np.float32(0.25)
+    )

@@ -10,7 +10,9 @@ from typing import Any
 import click
 
 from onnxedge.export.cli.preprocessing_options import (
+    echo_written,
     golden_images_option,
+    golden_layers_options,
     preprocessing_from,
     preprocessing_options,
     read_labels,
@@ -18,7 +20,6 @@ from onnxedge.export.cli.preprocessing_options import (
 from onnxedge.runtime.cli.output import echo_progress
 from onnxedge.runtime.deps import require_modules
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.parity.layers import DEFAULT_GOLDEN_LAYERS_BUDGET_MB
 
 
 def _model_args(items: tuple[str, ...]) -> dict[str, Any]:
@@ -84,23 +85,7 @@ def _model_args(items: tuple[str, ...]) -> dict[str, Any]:
     help="Bundle directory [default: build/smile_cnn, or build/FACTORY for a factory].",
 )
 @golden_images_option
-@click.option(
-    "--golden-layers/--no-golden-layers",
-    default=True,
-    show_default=True,
-    help="Store PyTorch's output of every module on golden inputs, for `parity --localize` "
-    "without torch (the largest golden batch that fits the budget).",
-)
-@click.option(
-    "--golden-layers-budget",
-    "golden_layers_budget",
-    type=click.FloatRange(min=0.0, min_open=True),
-    default=DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
-    show_default=True,
-    metavar="MB",
-    help="The most megabytes the golden layers may take as float32 (the file deflates them): "
-    "smile_cnn takes 2.2 MB a row, so the default stores batch 2, 16 stores batch 7.",
-)
+@golden_layers_options
 def export_cmd(
     model_name: str,
     model_args: dict[str, Any],
@@ -170,17 +155,4 @@ def export_cmd(
     for item in result.check.items:
         click.echo(str(item))
     click.echo(f"output {result.manifest['output']['name']!r}: {result.output_kind}")
-    stored = result.manifest["layers"]["golden"]
-    if stored["file"]:
-        click.echo(
-            f"golden layers: {stored['tensors']} tensors at batch {stored['batch_sizes'][0]}, "
-            f"{stored['bytes'] / 1e6:.1f} MB"
-        )
-    else:
-        click.echo(f"golden layers: none stored ({stored['reason']})")
-    files = ["model.onnx", "golden.npz", *([stored["file"]] if stored["file"] else [])]
-    sizes = {name: entry["bytes"] / 1e6 for name, entry in result.manifest["files"].items()}
-    click.echo(
-        f"wrote {result.out}/{', '.join(files)} and manifest.json "
-        f"({sum(sizes.values()):.1f} MB, model.onnx {sizes['model.onnx']:.1f} MB)"
-    )
+    echo_written(result.out, result.manifest)

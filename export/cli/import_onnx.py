@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from onnxedge.export.cli.preprocessing_options import (
+    echo_written,
     golden_images_option,
+    golden_layers_options,
     preprocessing_from,
     preprocessing_options,
     read_labels,
@@ -54,6 +56,7 @@ REFERENCES = ("auto", "float64", "float32")
     metavar="SECONDS",
     help="With --reference auto: the most the float64 reference may take, estimated from one row.",
 )
+@golden_layers_options
 def import_cmd(
     src: Path,
     out: Path,
@@ -71,6 +74,8 @@ def import_cmd(
     images: Path | None,
     reference: str,
     reference_budget: float,
+    golden_layers: bool,
+    golden_layers_budget: float,
 ) -> None:
     """Make a bundle of SRC, an ONNX image classifier exported elsewhere.
 
@@ -94,6 +99,7 @@ def import_cmd(
         images=images,
         reference=reference,
         reference_budget_s=reference_budget,
+        golden_layers_budget_mb=golden_layers_budget if golden_layers else None,
         progress=echo_progress,
     )
     for rewrite in result.lowering.batch_rewrites:
@@ -114,4 +120,4 @@ def import_cmd(
     )
     ref = result.reference
     click.echo(f"reference: {ref.description}" + (f" ({ref.reason})" if ref.reason else ""))
-    click.echo(f"wrote {result.out}/model.onnx, golden.npz and manifest.json")
+    echo_written(result.out, manifest)

@@ -13,6 +13,7 @@ import click
 
 from onnxedge.models.registry import CHANNEL_ORDERS, CROPS, RESIZE_MODES
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.parity.layers import DEFAULT_GOLDEN_LAYERS_BUDGET_MB
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
@@ -142,6 +143,27 @@ def golden_images_option(command: Callable[..., Any]) -> Any:
     )(command)
 
 
+def golden_layers_options(command: Callable[..., Any]) -> Any:
+    """--golden-layers/--no-golden-layers and --golden-layers-budget."""
+    command = click.option(
+        "--golden-layers-budget",
+        "golden_layers_budget",
+        type=click.FloatRange(min=0.0, min_open=True),
+        default=DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
+        show_default=True,
+        metavar="MB",
+        help="The most megabytes the golden layers may take as float32 (the file deflates them): "
+        "smile_cnn takes 2.2 MB a row, so the default stores batch 2, 16 stores batch 7.",
+    )(command)
+    return click.option(
+        "--golden-layers/--no-golden-layers",
+        default=True,
+        show_default=True,
+        help="Store the reference's value of every layer on golden inputs, for "
+        "`parity --localize` without torch (the largest golden batch that fits the budget).",
+    )(command)
+
+
 PREPROCESSING_PARAMS = (
     "resize",
     "resize_mode",
@@ -163,3 +185,21 @@ def preprocessing_from(params: Mapping[str, Any]) -> dict[str, Any]:
         for key, value in given.items()
         if value is not None
     }
+
+
+def echo_written(out: Path, manifest: Mapping[str, Any]) -> None:
+    """The golden layers stored (or why none) and the files written, for export and import."""
+    stored = manifest["layers"]["golden"]
+    if stored["file"]:
+        click.echo(
+            f"golden layers: {stored['tensors']} tensors at batch {stored['batch_sizes'][0]}, "
+            f"{stored['bytes'] / 1e6:.1f} MB"
+        )
+    else:
+        click.echo(f"golden layers: none stored ({stored['reason']})")
+    files = ["model.onnx", "golden.npz", *([stored["file"]] if stored["file"] else [])]
+    sizes = {name: entry["bytes"] / 1e6 for name, entry in manifest["files"].items()}
+    click.echo(
+        f"wrote {out}/{', '.join(files)} and manifest.json "
+        f"({sum(sizes.values()):.1f} MB, model.onnx {sizes['model.onnx']:.1f} MB)"
+    )

@@ -16,7 +16,7 @@ from onnxedge.runtime.cli.ray_options import check_ray_only, evaluate_on_ray_cmd
 from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.data import SPLITS
-from onnxedge.runtime.data.evaluate import EvaluationResult, evaluate_bundle
+from onnxedge.runtime.data.evaluate import ClassesEvaluation, EvaluationResult, evaluate_bundle
 from onnxedge.runtime.names import escape
 
 
@@ -24,8 +24,46 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def format_result(result: EvaluationResult) -> list[str]:
+# The most classes whose confusion matrix is printed (the JSON always holds it).
+CONFUSION_SHOWN = 12
+
+
+def format_classes(result: ClassesEvaluation) -> list[str]:
+    """A K-class model's report: top-1 accuracy, recall per class, the confusion matrix over the
+    classes that occur (when there are few), then one ERROR line per failed file."""
+    counts = ", ".join(f"{escape(name)} {n}" for name, n in result.images.items())
+    recall = result.per_class_recall()
+    lines = [
+        f"split      {result.split}: {sum(result.images.values())} images ({counts}), "
+        f"{result.evaluated} evaluated, {len(result.failed)} failed",
+        f"accuracy   {_percent(result.accuracy)}   (top-1 of {len(result.class_names)} classes)",
+        "recall     " + ", ".join(f"{escape(name)} {_percent(r)}" for name, r in recall.items()),
+        f"provider   {result.provider}   variant {result.variant}",
+    ]
+    shown = [
+        i
+        for i, name in enumerate(result.class_names)
+        if sum(result.confusion[i]) or sum(row[i] for row in result.confusion)
+    ]
+    if len(shown) <= CONFUSION_SHOWN:
+        names = [escape(result.class_names[i]) for i in shown]
+        corner = "true \\ predicted"
+        width = max(len(corner), *map(len, names))
+        lines.append("confusion:")
+        lines.append(f"  {corner:<{width}}  " + "  ".join(f"{n:>{width}}" for n in names))
+        for i in shown:
+            row = "  ".join(f"{result.confusion[i][j]:>{width}}" for j in shown)
+            lines.append(f"  {escape(result.class_names[i]):<{width}}  {row}")
+    else:
+        lines.append(f"confusion: {len(shown)} classes occur, in the JSON (--json)")
+    lines += [f"{escape(f.file)}\tERROR\t{escape(f.reason)}" for f in result.failed]
+    return lines
+
+
+def format_result(result: EvaluationResult | ClassesEvaluation) -> list[str]:
     """The text report: metrics, the confusion matrix, then one ERROR line per failed file."""
+    if isinstance(result, ClassesEvaluation):
+        return format_classes(result)
     negative, positive = (escape(name) for name in result.class_names)
     counts = ", ".join(f"{name} {n}" for name, n in result.images.items())
     (tn, fp), (fn, tp) = result.confusion

@@ -15,10 +15,18 @@ Two layouts, told apart by what the folder holds (`detect_layout`): CelebA's fil
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from onnxedge.runtime.data.celeba import DEFAULT_ATTRIBUTE, is_celeba, read_celeba
-from onnxedge.runtime.data.dataset import SPLITS, DataError, Dataset, Split, check_two_classes
+from onnxedge.runtime.data.dataset import (
+    SPLITS,
+    DataError,
+    Dataset,
+    Split,
+    check_two_classes,
+    with_classes,
+)
 from onnxedge.runtime.data.folders import has_split_folders, read_class_folders
 
 LAYOUTS = ("celeba", "class-folders", "class-folders-hashed")
@@ -37,8 +45,12 @@ def detect_layout(root: str | Path) -> str:
     return "class-folders" if has_split_folders(root) else "class-folders-hashed"
 
 
-def open_dataset(root: str | Path, attribute: str | None = None) -> Dataset:
-    """Read the data set under ``root`` in the layout it holds, as a binary classification.
+def open_dataset(
+    root: str | Path, attribute: str | None = None, classes: Sequence[str] | None = None
+) -> Dataset:
+    """Read the data set under ``root`` in the layout it holds, as a binary classification, or,
+    with ``classes`` (a K-class model's class names), as class folders named by them
+    (`with_classes`).
 
     ``attribute`` is the CelebA attribute to classify (None: ``Smiling``); class folders name
     their classes, so an attribute there is an error rather than silently ignored.
@@ -54,6 +66,13 @@ def open_dataset(root: str | Path, attribute: str | None = None) -> Dataset:
                 "folders, whose names are the classes"
             )
         data = read_class_folders(root)
+    if classes is not None:
+        if layout == "celeba":
+            raise DataError(
+                f"{root} holds CelebA's layout (one binary attribute); a model of "
+                f"{len(classes)} classes needs class folders named by its classes"
+            )
+        return with_classes(data, classes)
     check_two_classes(data.class_names, str(root))
     return data
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +114,24 @@ def check_two_classes(names: tuple[str, ...], where: str) -> None:
             f"{where}: expected two classes for a binary classifier, found {len(names)}: "
             + ", ".join(names)
         )
+
+
+def with_classes(data: Dataset, classes: Sequence[str]) -> Dataset:
+    """``data`` relabelled for a model of K ``classes`` (a K-class bundle's class names): each
+    class folder must be named as one of them, and its images take that class's index. Folders
+    for only some of the classes are fine (an evaluation of a subset); a folder that names no
+    class is an error listing the classes."""
+    names = list(classes)
+    unknown = [n for n in data.class_names if n not in names]
+    if unknown:
+        shown = ", ".join(map(repr, names[:12])) + (" ..." if len(names) > 12 else "")
+        raise DataError(
+            f"{data.root}: class folder {unknown[0]!r} is not one of the model's {len(names)} "
+            f"classes ({shown})"
+        )
+    index = [names.index(n) for n in data.class_names]
+    splits = {
+        name: Split(split.name, split.paths, tuple(index[label] for label in split.labels))
+        for name, split in data.splits.items()
+    }
+    return dataclasses.replace(data, class_names=tuple(names), splits=splits)

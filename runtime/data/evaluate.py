@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.bundle.outputs import BINARY_KINDS
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.classifier.predictions import FileResult
 from onnxedge.runtime.data import Dataset, open_dataset
+from onnxedge.runtime.data.dataset import with_classes
 from onnxedge.runtime.names import json_name, json_safe, text
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,57 @@ class EvaluationResult:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class ClassesEvaluation:
+    """Top-1 metrics of a K-class model (K logits or softmax probabilities) on one split.
+
+    ``confusion[i][j]``: images of true class i predicted as class j, over the bundle's classes
+    in its order (`class_names`); ``images``: the images listed per class that has any.
+    """
+
+    bundle: str
+    split: str
+    data: dict[str, Any]
+    class_names: tuple[str, ...]
+    provider: str
+    images: dict[str, int]
+    evaluated: int
+    accuracy: float | None
+    confusion: tuple[tuple[int, ...], ...]
+    failed: tuple[FailedFile, ...]
+    variant: str = "fp32"
+
+    def __bool__(self) -> bool:
+        return not self.failed
+
+    def per_class_recall(self) -> dict[str, float]:
+        """Of each class with images, the share predicted as itself."""
+        return {
+            name: self.confusion[i][i] / total
+            for i, name in enumerate(self.class_names)
+            if (total := sum(self.confusion[i]))
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "per_class_recall": json_safe(self.per_class_recall()),
+            "confusion": {
+                "classes": json_safe(list(self.class_names)),
+                "matrix": [list(row) for row in self.confusion],
+            },
+            "images": json_safe(self.images),
+            "evaluated": self.evaluated,
+            "failed": [f.to_dict() for f in self.failed],
+            "split": self.split,
+            "class_names": json_safe(list(self.class_names)),
+            "bundle": text(self.bundle),
+            "provider": self.provider,
+            "variant": self.variant,
+            "data": json_safe(self.data),
+        }
+
+
 def roc_auc(
     labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
 ) -> float | None:
@@ -142,13 +195,12 @@ def evaluate_bundle(
     batch_size: int = 64,
     threshold: float | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> EvaluationResult:
+) -> EvaluationResult | ClassesEvaluation:
     """Classify ``split`` of ``data`` (a `Dataset`, or a folder `open_dataset` reads with
     ``attribute``) with the bundle's model on ``engine`` at ``precision`` (`Classifier.from_bundle`)
     and measure it; ``variant`` picks one of the bundle's models (None: ``model.onnx``).
-    ``progress(done, total)`` is called after each file."""
-    dataset = data if isinstance(data, Dataset) else open_dataset(data, attribute)
-    chosen = dataset.split(split)
+    ``progress(done, total)`` is called after each file. A K-class model (K logits or softmax
+    probabilities) reads class folders named by its classes and gives a `ClassesEvaluation`."""
     classifier = Classifier.from_bundle(
         bundle,
         provider=provider,
@@ -157,6 +209,16 @@ def evaluate_bundle(
         precision=precision,
         variant=variant,
     )
+    if classifier.output_kind not in BINARY_KINDS:
+        if isinstance(data, Dataset):
+            dataset = with_classes(data, classifier.classes)
+        else:
+            dataset = open_dataset(data, attribute, classes=classifier.classes)
+        return _evaluate_classes(
+            bundle, dataset, split, classifier, batch_size=batch_size, progress=progress
+        )
+    dataset = data if isinstance(data, Dataset) else open_dataset(data, attribute)
+    chosen = dataset.split(split)
     cut = classifier.threshold if threshold is None else float(threshold)
     results = classifier.predict_files(chosen.paths, batch_size=batch_size, threshold=cut)
     return evaluation_of(
@@ -209,12 +271,7 @@ def evaluation_of(
     result = EvaluationResult(
         bundle=str(bundle),
         split=split,
-        data={
-            "root": str(dataset.root),
-            "layout": dataset.layout,
-            "attribute": dataset.attribute,
-            "listing_sha256": dataset.listing_sha256(),
-        },
+        data=_data_block(dataset),
         class_names=names,
         bundle_labels=(negative, positive),
         threshold=cut,
@@ -239,3 +296,53 @@ def evaluation_of(
             names[1],
         )
     return result
+
+
+def _evaluate_classes(
+    bundle: str | Path,
+    dataset: Dataset,
+    split: str,
+    classifier: Classifier,
+    *,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None,
+) -> ClassesEvaluation:
+    """Top-1 accuracy and the confusion matrix of a K-class model on ``split``."""
+    chosen = dataset.split(split)
+    names = classifier.classes
+    index = {name: i for i, name in enumerate(names)}
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    failed: list[FailedFile] = []
+    results = classifier.predict_files(chosen.paths, batch_size=batch_size)
+    for done, (label, result) in enumerate(zip(chosen.labels, results, strict=True), start=1):
+        if result.prediction is None:
+            failed.append(FailedFile(result.file, result.error or "unknown error"))
+        else:
+            confusion[label, index[result.prediction.label]] += 1
+        if progress is not None:
+            progress(done, len(chosen))
+    evaluated = int(confusion.sum())
+    counts = chosen.counts(len(names))
+    return ClassesEvaluation(
+        bundle=str(bundle),
+        split=split,
+        data=_data_block(dataset),
+        class_names=tuple(names),
+        provider=classifier.provider,
+        images={name: n for name, n in zip(names, counts, strict=True) if n},
+        evaluated=evaluated,
+        accuracy=float(np.trace(confusion)) / evaluated if evaluated else None,
+        confusion=tuple(tuple(int(v) for v in row) for row in confusion),
+        failed=tuple(failed),
+        variant=classifier.variant,
+    )
+
+
+def _data_block(dataset: Dataset) -> dict[str, Any]:
+    """What a result records about the data set it was measured on."""
+    return {
+        "root": str(dataset.root),
+        "layout": dataset.layout,
+        "attribute": dataset.attribute,
+        "listing_sha256": dataset.listing_sha256(),
+    }

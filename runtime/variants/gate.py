@@ -8,10 +8,12 @@ runtime (onnxruntime), on two criteria (`GateCriteria`):
 2. accuracy drop: fp32's accuracy on the true labels minus the variant's, in percentage points,
    at most ``max_accuracy_drop_pp`` (0.5).
 
-The maximum, 99th-percentile and mean absolute probability error against fp32 are reported
-beside them. An output that is not a probability (NaN, an infinity, outside [0, 1]) counts as a
-disagreement, a wrong answer and an infinite error. `judge` is pure (arrays in, `GateResult` out),
-so each criterion is tested on arrays that miss it by a known amount.
+A K-class model's label is its top class (the largest of its K probabilities, no threshold), and
+its probability error an image's largest over the K classes. The maximum, 99th-percentile and
+mean absolute probability error against fp32 are reported beside them. An output that is not a
+probability (NaN, an infinity, outside [0, 1]) counts as a disagreement, a wrong answer and an
+infinite error. `judge` is pure (arrays in, `GateResult` out), so each criterion is tested on
+arrays that miss it by a known amount.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class GateResult:
     mean_prob_error: float
     not_probabilities: int  # outputs that are NaN, infinite or outside [0, 1]
     criteria: GateCriteria
-    threshold: float
+    threshold: float | None  # None: a K-class model's label is its top class
     split: str = "test"
     provider: str = ""
 
@@ -160,40 +162,50 @@ def judge(
     candidate: Sequence[float] | np.ndarray,
     labels: Sequence[int] | np.ndarray,
     *,
-    threshold: float,
+    threshold: float | None,
     criteria: GateCriteria | None = None,
     split: str = "test",
     provider: str = "",
 ) -> GateResult:
     """Judge ``candidate``'s probabilities against ``fp32``'s on images whose true class indices
-    are ``labels`` (1 positive), as the module docstring says."""
-    reference = np.asarray(fp32, dtype=np.float64).reshape(-1)
-    values = np.asarray(candidate, dtype=np.float64).reshape(-1)
-    truth = np.asarray(labels).reshape(-1).astype(bool)
+    are ``labels`` (1 positive), as the module docstring says: [N] (or [N, 1]) probabilities of
+    the positive class, or [N, K] class probabilities (K >= 2; the label is the top class)."""
+    reference = np.asarray(fp32, dtype=np.float64)
+    values = np.asarray(candidate, dtype=np.float64)
+    classes = reference.shape[1] if reference.ndim == 2 else 1
+    reference, values = reference.reshape(-1, classes), values.reshape(-1, classes)
+    truth = np.asarray(labels).reshape(-1).astype(np.int64)
     if not (len(reference) == len(values) == len(truth)) or len(truth) == 0:
         raise ValueError(
             f"expected as many fp32 outputs, variant outputs and labels (at least one), got "
             f"{len(reference)}, {len(values)} and {len(truth)}"
         )
     with np.errstate(invalid="ignore"):
-        valid = np.isfinite(values) & (values >= 0.0) & (values <= 1.0)
-    positive_ref = reference >= threshold
-    positive = np.where(valid, values >= threshold, ~positive_ref)  # invalid: the wrong label
-    error = np.where(valid, np.abs(values - reference), np.inf)
-    agree = positive == positive_ref
+        valid = (np.isfinite(values) & (values >= 0.0) & (values <= 1.0)).all(axis=1)
+    if classes == 1:
+        if threshold is None:
+            raise ValueError("expected a threshold for the probabilities of a binary model")
+        label_ref = (reference[:, 0] >= threshold).astype(np.int64)
+        label = (values[:, 0] >= threshold).astype(np.int64)
+        truth = (truth != 0).astype(np.int64)
+    else:
+        label_ref, label = reference.argmax(axis=1), np.nan_to_num(values).argmax(axis=1)
+    label = np.where(valid, label, -1)  # invalid: the wrong label
+    error = np.where(valid, np.abs(values - reference).max(axis=1), np.inf)
+    agree = label == label_ref
     return GateResult(
         variant=variant,
         images=len(truth),
         agreement=float(agree.mean()),
         flips=int((~agree).sum()),
-        accuracy=float((valid & (positive == truth)).mean()),
-        fp32_accuracy=float((positive_ref == truth).mean()),
+        accuracy=float((valid & (label == truth)).mean()),
+        fp32_accuracy=float((label_ref == truth).mean()),
         max_prob_error=float(error.max()),
         p99_prob_error=_p99(error),
         mean_prob_error=float(error.mean()),
         not_probabilities=int((~valid).sum()),
         criteria=criteria or GateCriteria(),
-        threshold=float(threshold),
+        threshold=None if threshold is None else float(threshold),
         split=split,
         provider=provider,
     )

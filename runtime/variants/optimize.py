@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.bundle.outputs import BINARY_KINDS, SIGMOID_PROBABILITY, probabilities
 from onnxedge.runtime.bundle.reader import (
     FORMAT_VERSION,
     MANIFEST,
@@ -182,7 +183,8 @@ def _optimize(request: OptimizeRequest, out: Path, say: Progress) -> OptimizeRes
     source = Bundle.open(request.bundle)
     wanted = _wanted(request, source)
     _check_target(request, source, out, wanted)  # 1.
-    data = open_dataset(request.data, request.attribute)
+    classes = None if source.output_kind in BINARY_KINDS else source.labels["classes"]
+    data = open_dataset(request.data, request.attribute, classes=classes)
     test = data.split("test")
     if len(test) == 0:
         raise OnnxEdgeError(f"{data.root}: the test split is empty; the gates need held-out images")
@@ -209,9 +211,12 @@ def _optimize(request: OptimizeRequest, out: Path, say: Progress) -> OptimizeRes
 
 def check_trained(bundle: Bundle) -> None:
     """Refuse a bundle without trained weights: neither a ``training`` block (a checkpoint of
-    `onnxedge train`) nor weights loaded from a checkpoint."""
+    `onnxedge train`) nor weights loaded from a checkpoint, nor an ONNX file imported with its
+    own weights (`onnxedge import`)."""
     weights = bundle.manifest.get("weights")
     if isinstance(bundle.manifest.get("training"), Mapping):
+        return
+    if isinstance(weights, Mapping) and weights.get("source") == "onnx":
         return
     if not isinstance(weights, Mapping) or weights.get("source") != "checkpoint":
         found = dict(weights) if isinstance(weights, Mapping) else weights
@@ -386,7 +391,9 @@ def _gate(
     for chunk in iter_chunks(test, source.preprocessing, what="test images (the gate)"):
         labels.append(chunk.labels)
         for name, (session, _) in sessions.items():
-            outputs[name].append(_probabilities(session, source.input.name, chunk.inputs))
+            outputs[name].append(
+                _probabilities(session, source.input.name, chunk.inputs, source.output_kind)
+            )
     truth = np.concatenate(labels)
     reference = np.concatenate(outputs[FP32])
     return {
@@ -395,7 +402,7 @@ def _gate(
             reference,
             np.concatenate(outputs[name]),
             truth,
-            threshold=source.threshold,
+            threshold=source.threshold if source.output_kind in BINARY_KINDS else None,
             criteria=request.criteria,
             provider=sessions[name][1],
         )
@@ -408,11 +415,16 @@ def _session(path: Path, provider: str, request: OptimizeRequest) -> tuple[Any, 
     return session, session.get_providers()[0]
 
 
-def _probabilities(session: Any, input_name: str, inputs: np.ndarray) -> np.ndarray:
+def _probabilities(
+    session: Any, input_name: str, inputs: np.ndarray, kind: str = SIGMOID_PROBABILITY
+) -> np.ndarray:
+    """The positive class's output [N] of a binary model; the K class probabilities [N, K] of a
+    K-class one (the softmax of its logits)."""
     parts = []
     for start in range(0, len(inputs), GATE_BATCH):
         (out,) = session.run(None, {input_name: inputs[start : start + GATE_BATCH]})[:1]
-        parts.append(np.asarray(out, dtype=np.float64).reshape(len(out), -1)[:, 0])
+        out = np.asarray(out, dtype=np.float64).reshape(len(out), -1)
+        parts.append(out[:, 0] if kind in BINARY_KINDS else probabilities(out, kind))
     return np.concatenate(parts)
 
 
