@@ -34,8 +34,9 @@ def render_markdown(report: BenchReport, *, verbose: bool = False) -> str:
     v = report.versions
     gpus = ", ".join(m.get("gpus") or []) or "none detected"
     lines = [
-        f"# onnxedge bench: {b.get('model')} ({b.get('head')} head, {b.get('exporter')}, "
-        f"opset {b.get('opset')})",
+        f"# onnxedge bench: {b.get('model')} ("
+        + (f"{b.get('head')} head, " if b.get("head") else "")
+        + f"{b.get('exporter')}, opset {b.get('opset')})",
         "",
         *[f"> **Warning:** {w}.\n" for w in report.warnings],
         f"- Date: {report.date}",
