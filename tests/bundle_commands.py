@@ -13,6 +13,7 @@ from onnxedge.runtime.cli import main
 NOT_BUNDLE_COMMANDS = {
     "export": "writes a bundle (its --out), reads none",
     "simplify": "reads and writes .onnx files, not bundles",
+    "import": "reads an .onnx file made elsewhere and writes a bundle (its --out), reads none",
     "data": "makes and describes data sets",
     "train": "trains a checkpoint from a data set",
 }
