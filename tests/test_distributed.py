@@ -68,11 +68,13 @@ def faces(tmp_path_factory) -> Path:
     return root
 
 
-def test_predict_lines_are_a_local_runs(smile_bundle, mixed, ray_cluster):  # noqa: F811
+def test_predict_lines_are_a_local_runs(smile_bundle, mixed, ray_cluster, monkeypatch):  # noqa: F811
     """The mixed directory of bad files (truncated, empty, decompression bombs, a directory
-    named like an image, hidden files, a subdirectory) and a missing path."""
+    named like an image, hidden files, a subdirectory) and a missing path, named relative to
+    the driver's working directory (an actor's is another)."""
     root, expected = mixed
-    args = ["predict", smile_bundle, root, root / "missing.png", "--provider", "cpu"]
+    monkeypatch.chdir(root.parent)
+    args = ["predict", smile_bundle, root.name, "missing.png", "--provider", "cpu"]
     local = run_cli(*args, "--batch-size", "3")
     on_ray = run_cli(*args, "--batch-size", "3", "--ray", "--ray-actors", "2")
     assert local[0] == on_ray[0] == 1  # files failed
@@ -136,6 +138,51 @@ def test_an_actor_killed_mid_run_is_restarted_and_no_row_is_lost(
     assert not marker.exists()  # an actor was killed
     assert len(list(starts.iterdir())) >= 3  # 2 actors, one started again
     assert on_ray == local  # every row once, in order, with the local run's numbers
+
+
+BIRDS = """
+from onnxedge.models.families import mobilenetv3_like
+
+
+def birds():
+    return mobilenetv3_like(num_classes=3, width=8, final="logits")
+"""
+
+
+def test_k_class_lines_and_parquet_are_a_local_runs(mixed, tmp_path, ray_cluster):  # noqa: F811
+    """A model with K classes: --json with --top-k, and the Parquet file's class columns."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    (tmp_path / "zoo_of_mine.py").write_text(BIRDS)
+    (tmp_path / "birds.txt").write_text("robin\nwren\nkestrel\n")
+    bundle = tmp_path / "birds"
+    code, out, _ = run_cli(
+        "export",
+        "--model",
+        f"{tmp_path / 'zoo_of_mine.py'}:birds",
+        "--input-shape",
+        "3,48,64",
+        "--labels",
+        tmp_path / "birds.txt",
+        "--out",
+        bundle,
+    )
+    assert code == 0, out
+    root, _ = mixed
+    args = ["predict", bundle, root, "--provider", "cpu", "--json", "--top-k", "2"]
+    local, on_ray = run_cli(*args), run_cli(*args, "--ray")
+    assert local[0] == on_ray[0] == 1 and on_ray[1] == local[1]
+    out = tmp_path / "birds.parquet"
+    assert run_cli("predict", bundle, root, "--provider", "cpu", "--ray", "--output", out)[0] == 1
+    full = [json.loads(line) for line in run_cli(*args[:-2])[1].splitlines()]
+    rows = pq.read_table(out).to_pylist()
+    assert [r["file"] for r in rows] == [w["file"] for w in full]
+    for row, want in zip(rows, full, strict=True):
+        if "error" in want:
+            assert row["error"] == want["error"] and row["class_index"] is None
+        else:
+            classes = ["robin", "wren", "kestrel"]
+            assert dict(zip(classes, row["probabilities"], strict=True)) == want["probabilities"]
+            assert (row["label"], row["class_index"]) == (want["label"], want["class_index"])
 
 
 def test_cuda_on_a_cluster_without_gpus_is_one_line(smile_bundle, tmp_path, ray_cluster):

@@ -27,7 +27,7 @@ from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, ImageReadError
 from onnxedge.runtime.data import Dataset, open_dataset
 from onnxedge.runtime.data.evaluate import EvaluationResult, evaluation_of
 from onnxedge.runtime.distributed.connect import cluster_cpus, cluster_gpus, require_ray
-from onnxedge.runtime.distributed.listing import expand_uris
+from onnxedge.runtime.distributed.listing import expand_uris, is_uri
 from onnxedge.runtime.distributed.predictor import ERROR, PATH, BundlePredictor, prediction_of
 from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, check_precision
 from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
@@ -122,7 +122,11 @@ class RayRun:
         import pyarrow as pa
 
         ray = self.ray
-        paths = [os.fspath(i.path) if isinstance(i, ImageReadError) else i for i in items]
+        # Absolute: an actor's working directory is not the driver's. The rows keep the names
+        # as given (`results` takes them from ``items``).
+        paths = [
+            os.fspath(i.path) if isinstance(i, ImageReadError) else _absolute(i) for i in items
+        ]
         errors = [i.reason if isinstance(i, ImageReadError) else "" for i in items]
         cpus = cluster_cpus(ray)
         per_block = min(
@@ -182,6 +186,10 @@ class RayRun:
         if row[ERROR]:
             return FileResult(file=name, error=str(row[ERROR]))
         return FileResult(name, prediction_of(row, self.threshold, self.bundle.classes))
+
+
+def _absolute(path: str) -> str:
+    return path if is_uri(path) else os.path.abspath(path)
 
 
 class _ray_errors:
