@@ -183,6 +183,16 @@ def test_k_class_lines_and_parquet_are_a_local_runs(mixed, tmp_path, ray_cluster
             classes = ["robin", "wren", "kestrel"]
             assert dict(zip(classes, row["probabilities"], strict=True)) == want["probabilities"]
             assert (row["label"], row["class_index"]) == (want["label"], want["class_index"])
+    # evaluate on class folders named by the model's classes, one file not an image
+    data = tmp_path / "birds_data"
+    for i, name in enumerate(["robin", "wren", "kestrel"] * 3):
+        good_image(data / "test" / name / f"{i}.png", i)
+    (data / "test" / "wren" / "bad.png").write_bytes(b"not a png")
+    args = ["evaluate", bundle, "--data", data, "--provider", "cpu", "--json"]
+    local_json, ray_json = tmp_path / "local.json", tmp_path / "ray.json"
+    assert run_cli(*args, local_json)[0] == run_cli(*args, ray_json, "--ray")[0] == 0
+    local, on_ray = json.loads(local_json.read_text()), json.loads(ray_json.read_text())
+    assert local["failed"] and on_ray == {**local, "provider": on_ray["provider"]}
 
 
 def test_cuda_on_a_cluster_without_gpus_is_one_line(smile_bundle, tmp_path, ray_cluster):

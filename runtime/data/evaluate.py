@@ -214,8 +214,15 @@ def evaluate_bundle(
             dataset = with_classes(data, classifier.classes)
         else:
             dataset = open_dataset(data, attribute, classes=classifier.classes)
-        return _evaluate_classes(
-            bundle, dataset, split, classifier, batch_size=batch_size, progress=progress
+        return classes_evaluation_of(
+            classifier.predict_files(dataset.split(split).paths, batch_size=batch_size),
+            bundle=bundle,
+            dataset=dataset,
+            split=split,
+            classes=classifier.classes,
+            provider=classifier.provider,
+            variant=classifier.variant,
+            progress=progress,
         )
     dataset = data if isinstance(data, Dataset) else open_dataset(data, attribute)
     chosen = dataset.split(split)
@@ -298,22 +305,24 @@ def evaluation_of(
     return result
 
 
-def _evaluate_classes(
+def classes_evaluation_of(
+    results: Iterable[FileResult],
+    *,
     bundle: str | Path,
     dataset: Dataset,
     split: str,
-    classifier: Classifier,
-    *,
-    batch_size: int,
-    progress: Callable[[int, int], None] | None,
+    classes: Sequence[str],
+    provider: str,
+    variant: str,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ClassesEvaluation:
-    """Top-1 accuracy and the confusion matrix of a K-class model on ``split``."""
+    """Top-1 accuracy and the confusion matrix of a K-class model on ``split``: ``results`` has
+    one `FileResult` per file of the split, in its order (as `evaluation_of`)."""
     chosen = dataset.split(split)
-    names = classifier.classes
+    names = tuple(classes)
     index = {name: i for i, name in enumerate(names)}
     confusion = np.zeros((len(names), len(names)), dtype=np.int64)
     failed: list[FailedFile] = []
-    results = classifier.predict_files(chosen.paths, batch_size=batch_size)
     for done, (label, result) in enumerate(zip(chosen.labels, results, strict=True), start=1):
         if result.prediction is None:
             failed.append(FailedFile(result.file, result.error or "unknown error"))
@@ -328,13 +337,13 @@ def _evaluate_classes(
         split=split,
         data=_data_block(dataset),
         class_names=tuple(names),
-        provider=classifier.provider,
+        provider=provider,
         images={name: n for name, n in zip(names, counts, strict=True) if n},
         evaluated=evaluated,
         accuracy=float(np.trace(confusion)) / evaluated if evaluated else None,
         confusion=tuple(tuple(int(v) for v in row) for row in confusion),
         failed=tuple(failed),
-        variant=classifier.variant,
+        variant=variant,
     )
 
 

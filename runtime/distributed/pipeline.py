@@ -25,13 +25,20 @@ from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE
 from onnxedge.runtime.classifier.predictions import FileResult
 from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, ImageReadError
 from onnxedge.runtime.data import Dataset, open_dataset
-from onnxedge.runtime.data.evaluate import EvaluationResult, evaluation_of
+from onnxedge.runtime.data.dataset import with_classes
+from onnxedge.runtime.data.evaluate import (
+    ClassesEvaluation,
+    EvaluationResult,
+    classes_evaluation_of,
+    evaluation_of,
+)
 from onnxedge.runtime.distributed.connect import cluster_cpus, cluster_gpus, require_ray
 from onnxedge.runtime.distributed.listing import expand_uris, is_uri
 from onnxedge.runtime.distributed.predictor import ERROR, PATH, BundlePredictor, prediction_of
 from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, check_precision
 from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.variants.manifest import variant_key
 
 log = logging.getLogger(__name__)
 
@@ -229,24 +236,25 @@ def evaluate_on_ray(
     attribute: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     **settings: Any,
-) -> EvaluationResult:
+) -> EvaluationResult | ClassesEvaluation:
     """`evaluate_bundle` on Ray: the same split, classified by `RayRun`, measured by the same
-    code (`evaluation_of`)."""
-    dataset = data if isinstance(data, Dataset) else open_dataset(data, attribute)
-    chosen = dataset.split(split)
+    code (`evaluation_of`; for a K-class model `classes_evaluation_of`, on class folders named
+    by its classes)."""
     settings.setdefault("batch_size", 64)
     # A local evaluate leaves PIL's decompression-bomb warning a warning; so does this.
     run = RayRun(bundle, bomb_warning_is_error=False, **settings)
+    classes = run.bundle.classes if run.threshold is None else None
+    if isinstance(data, Dataset):
+        dataset = data if classes is None else with_classes(data, classes)
+    else:
+        dataset = open_dataset(data, attribute, classes=classes)
+    results = run.results([str(p) for p in dataset.split(split).paths])
+    common = dict(bundle=bundle, dataset=dataset, split=split, progress=progress)
+    common.update(provider=run.label, variant=variant_key(run.kwargs["variant"]))
+    if classes is not None:
+        return classes_evaluation_of(results, classes=classes, **common)
     return evaluation_of(
-        run.results([str(p) for p in chosen.paths]),
-        bundle=bundle,
-        dataset=dataset,
-        split=split,
-        bundle_labels=run.bundle.labels,
-        threshold=run.threshold,
-        provider=run.label,
-        variant=run.kwargs["variant"] or "fp32",
-        progress=progress,
+        results, bundle_labels=run.bundle.labels, threshold=run.threshold, **common
     )
 
 
