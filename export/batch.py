@@ -49,10 +49,6 @@ class BatchResult:
     rewrites: tuple[str, ...]
     pinned_by: str = ""
 
-    @property
-    def modified(self) -> bool:
-        return True
-
 
 def fixed_batch(model: onnx.ModelProto) -> int | None:
     """Dim 0 of the model's one image input when it is a fixed number, else None."""

@@ -170,6 +170,24 @@ def test_auto_takes_float32_where_float64_would_take_too_long(files):
     assert ref.precision == "float32" and "over the" in ref.reason
 
 
+def test_images_join_the_golden_rows(files, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for level in (30, 220):
+        Image.fromarray(np.full((30, 20, 3), level, dtype=np.uint8)).save(images / f"{level}.png")
+    (images / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "b"
+    result = invoke("import", files["gray"], "--out", out, "--images", images)
+    assert result.exit_code == 0, result.output
+    golden = json.loads((out / "manifest.json").read_text())["golden"]
+    assert golden["images"] == ["220.png", "30.png"]
+    assert [s.split(":")[0] for s in golden["images_skipped"]] == ["broken.png"]
+    kinds = load_golden(Bundle.open(out)).batch(64).kinds
+    assert "image:30.png" in kinds and "image:220.png" in kinds
+    parity = invoke("parity", out, "--providers", "cpu")
+    assert parity.exit_code == 0 and "match bit for bit" in parity.output
+
+
 def test_reference_float32_is_recorded_in_the_manifest(files, tmp_path):
     out = tmp_path / "b"
     result = invoke("import", files["gray"], "--out", out, "--reference", "float32")
