@@ -228,6 +228,9 @@ def _run_row(
         logits = sessions.checked.run([logits_name], feeds)[0]
     except Exception as e:  # onnxruntime's own error types
         return dataclasses.replace(row, reason=f"{target.engine} failed: {first_line(e)}")
+    if np.ndim(logits) == 4 and np.shape(logits)[2:] == (1, 1):
+        # A 1x1-convolution classifier's logits, [N, K, 1, 1], before the output's Flatten.
+        logits = np.reshape(logits, (len(logits), -1))
     prob = output if kind == SIGMOID_PROBABILITY else probabilities(output, kind)
     if kind == PROBABILITIES:
         logits = centred_logits(logits, kind)
