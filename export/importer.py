@@ -25,7 +25,7 @@ import onnx
 
 from onnxedge.export.onnx_reference import DEFAULT_BUDGET_S, OnnxReference, make_reference
 from onnxedge.export.pipeline import LoweringResult, io_spec, labels_for, lower_graph
-from onnxedge.export.verify import StepVerification
+from onnxedge.export.verify import StepVerification, verify_output_flatten
 from onnxedge.models.registry import image_preprocessing
 from onnxedge.runtime.bundle.outputs import (
     LOGIT,
@@ -83,6 +83,7 @@ class ImportedModel:
     fixed_batch: int | None  # dim 0 of the input where the file fixes it
     classes: int
     kind: str
+    flatten: bool = False  # the output is [N, K, 1, 1]: flattened to [N, K] first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +159,15 @@ def import_bundle(
         )
     labels_block = labels_for(labels, found.classes)
 
+    steps: tuple[StepVerification, ...] = ()
+    if found.flatten:
+        say("flattening the output [N, K, 1, 1] to [N, K]")
+        flat = flatten_output(found.model)
+        step = verify_output_flatten(found.model, flat)
+        step.raise_if_failed()
+        found, steps = dataclasses.replace(found, model=flat), (step,)
     lowering = lower_graph(found.model, dynamic_batch=found.fixed_batch is not None, progress=say)
+    lowering = dataclasses.replace(lowering, verifications=(*steps, *lowering.verifications))
     if not lowering.check:
         (first, *_) = lowering.check.failures
         raise OnnxEdgeError(f"the imported graph fails onnxedge check, no bundle written: {first}")
@@ -197,6 +206,7 @@ def import_bundle(
             ),
             "opset": _opset(found.model),
             "fixed_batch": found.fixed_batch,
+            "output_flattened": found.flatten,
             "batch_rewrites": list(lowering.batch_rewrites),
             "reference": {
                 "precision": ref.precision,
@@ -229,6 +239,27 @@ def import_bundle(
         output_kind=found.kind,
         reference=ref,
     )
+
+
+def flatten_output(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` whose one output ``[N, K, 1, 1]`` (a 1x1 convolution classifier after the
+    pool, as SqueezeNet's) is followed by ``Flatten(axis=1)``: the output keeps its name and
+    becomes ``[N, K]``, the same numbers. An onnx_ir edit; ``model`` is not changed."""
+    import onnx_ir as ir
+
+    model_ir = ir.serde.deserialize_model(model)
+    graph = model_ir.graph
+    pooled = graph.outputs[0]
+    name = pooled.name
+    pooled.name = f"{name}_nk11"
+    node = ir.node("Flatten", inputs=[pooled], attributes={"axis": 1}, name=f"{name}_flatten")
+    flat = node.outputs[0]
+    flat.name, flat.dtype = name, pooled.dtype
+    dims = list(pooled.shape) if pooled.shape is not None else ["N", None]
+    flat.shape = ir.Shape(dims[:2])
+    graph.append(node)
+    graph.outputs[0] = flat
+    return ir.serde.serialize_model(model_ir)
 
 
 def _versions() -> dict[str, str]:
@@ -344,7 +375,8 @@ def _inspect(
             f"{', '.join(found)} (a detector or a multi-head model?)"
         )
     (out,) = outputs
-    if np.ndim(out) != 2 or np.shape(out)[0] != batch:
+    pooled = np.ndim(out) == 4 and tuple(np.shape(out)[2:]) == (1, 1)  # [N, K, 1, 1]
+    if (np.ndim(out) != 2 and not pooled) or np.shape(out)[0] != batch:
         raise OnnxEdgeError(
             f"{src}: expected the output as [N, K] (class scores per image), found {found[0]} "
             f"for an input of {batch} image(s)"
@@ -359,6 +391,7 @@ def _inspect(
     log.info("import: input %s, output %s, kind %s", _describe(image), found[0], kind)
     return ImportedModel(
         model=model,
+        flatten=pooled,
         sha256=hashlib.sha256(data).hexdigest(),
         input_name=image.name,
         shape=shape,
@@ -554,9 +587,8 @@ def _golden_layers(
     if ref.precision != FLOAT64:
         block["golden"] = {
             "file": None,
-            "reason": "the reference is ONNX Runtime in float32 (onnx's float64 evaluator could "
-            "not run the model in time); localize compares with another provider or variant "
-            "(--against)",
+            "reason": f"the reference is ONNX Runtime in float32 ({ref.reason}); localize "
+            "compares with another provider or variant (--against)",
         }
         return None, block
     run = layer_runner(final)

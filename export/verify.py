@@ -221,6 +221,19 @@ def verify_batch_step(
     return _verify_step("batch made dynamic", dynamic, outputs, batches, atol, rtol)
 
 
+def verify_output_flatten(
+    original: onnx.ModelProto, flattened: onnx.ModelProto, *, batches: Sequence[int] = (1, 2)
+) -> StepVerification:
+    """``flattened``'s output [N, K] against ``original``'s [N, K, 1, 1] reshaped, exactly (a
+    reshape changes no number)."""
+
+    def outputs(feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        (expected,) = run_cpu(original, feeds)[:1]
+        return run_cpu(flattened, feeds)[:1], [expected.reshape(len(expected), -1)]
+
+    return _verify_step("output flattened to [N, K]", original, outputs, batches, 0.0, 0.0)
+
+
 def verify_against_torch(
     module: Any,
     model: onnx.ModelProto,

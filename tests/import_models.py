@@ -100,6 +100,27 @@ def grayscale_sigmoid(side: int = 28, seed: int = 2) -> onnx.ModelProto:
     )
 
 
+def conv_classifier_nk11(classes: int = 5, side: int = 16, seed: int = 5) -> onnx.ModelProto:
+    """Batch fixed at 1, a 1x1 convolution as the classifier after the pool and a Softmax over
+    the channels: the output is [1, K, 1, 1], as SqueezeNet's."""
+    features = 6
+    rng = np.random.default_rng(seed)
+    head = rng.normal(0, 0.5, (classes, features, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Conv", ["g", "head_w"], ["z"], name="classifier"),
+        helper.make_node("Softmax", ["z"], ["prob"], name="softmax", axis=1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, classes, 1, 1])],
+        [*_weights(seed, 3, features, classes)[:2], _init("head_w", head)],
+    )
+
+
 def batch_mixing(side: int = 16) -> onnx.ModelProto:
     """Batch fixed at 1 and a ReduceMean over dim 0 (the batch) that no rewrite can undo."""
     features, classes = 4, 2

@@ -42,6 +42,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "ocr": models.softmax_dynamic_width,
         "gray": models.grayscale_sigmoid,
         "mixing": models.batch_mixing,
+        "nk11": models.conv_classifier_nk11,
         "two_inputs": models.two_inputs,
         "tokens": models.token_input,
         "segmenter": models.segmenter,
@@ -168,6 +169,34 @@ def test_auto_takes_float32_where_float64_would_take_too_long(files):
     x = np.zeros((1, 3, 32, 32), dtype=np.float32)
     ref = make_reference(original, x, fixed=1, budget_s=1e-9)
     assert ref.precision == "float32" and "over the" in ref.reason
+
+
+def test_an_output_of_n_k_1_1_is_flattened_and_verified(files, tmp_path):
+    out = tmp_path / "b"
+    result = invoke("import", files["nk11"], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "verified output flattened to [N, K] at batch 1, 1: max abs error 0" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["output"]["shape"] == ["batch", 5]
+    assert manifest["output"]["kind"] == "probabilities"
+    assert manifest["imported"]["output_flattened"] is True
+    steps = [s["step"] for s in manifest["graph"]["verified_steps"]]
+    assert steps[:3] == ["output flattened to [N, K]", "onnxsim", "batch made dynamic"]
+    original = onnx.load(str(files["nk11"]))
+    batch = load_golden(Bundle.open(out)).batch(2)
+    rows = np.concatenate([run(original, batch.inputs[i : i + 1]) for i in range(2)])
+    np.testing.assert_array_equal(batch.prob_f32, rows.reshape(2, 5))
+    assert invoke("parity", out, "--providers", "cpu").exit_code == 0
+
+
+def test_the_flatten_check_fails_on_other_numbers(files):
+    from onnxedge.export.importer import flatten_output
+    from onnxedge.export.verify import verify_output_flatten
+
+    original = onnx.load(str(files["nk11"]))
+    assert verify_output_flatten(original, flatten_output(original))
+    other = flatten_output(models.conv_classifier_nk11(seed=6))
+    assert not verify_output_flatten(original, other)
 
 
 def test_images_join_the_golden_rows(files, tmp_path):
