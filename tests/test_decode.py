@@ -233,12 +233,12 @@ def test_the_pixels_and_results_are_those_of_a_serial_decode(clf, tmp_path, thre
             assert result and result.prediction is not None, (position, result)
 
 
-def watch_load_image(monkeypatch, fail_at: int | None = None, raised=RuntimeError) -> list[str]:
-    """The file pipeline's `load_image` replaced by itself, noting the thread of each call (the
+def watch_load_pixels(monkeypatch, fail_at: int | None = None, raised=RuntimeError) -> list[str]:
+    """The file pipeline's `load_pixels` replaced by itself, noting the thread of each call (the
     list returned); the ``fail_at``-th call raises ``raised`` instead."""
     calls: list[str] = []
     lock = threading.Lock()
-    real = classifier_files.load_image
+    real = classifier_files.load_pixels
 
     def spy(path, *args, **kwargs):
         with lock:
@@ -248,13 +248,13 @@ def watch_load_image(monkeypatch, fail_at: int | None = None, raised=RuntimeErro
             raise raised("stop")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(classifier_files, "load_image", spy)
+    monkeypatch.setattr(classifier_files, "load_pixels", spy)
     return calls
 
 
 def test_files_are_decoded_in_the_pool(clf, tmp_path, monkeypatch):
     """Not in the thread that runs the model: the check that the pool is used at all."""
-    decoders = watch_load_image(monkeypatch)
+    decoders = watch_load_pixels(monkeypatch)
     paths = celeba_like(tmp_path, 12)
     assert all(clf.predict_files(paths, batch_size=4, decode_threads=3))
     assert decoders and all(name.startswith(POOL) for name in decoders), decoders
@@ -317,7 +317,7 @@ def test_an_interrupt_or_a_bug_while_decoding_stops_every_thread(
     clf, tmp_path, monkeypatch, raised
 ):
     paths = celeba_like(tmp_path, 10) * 10
-    calls = watch_load_image(monkeypatch, fail_at=30, raised=raised)
+    calls = watch_load_pixels(monkeypatch, fail_at=30, raised=raised)
     got = []
     with pytest.raises(raised):
         for result in clf.predict_files(paths, batch_size=4, decode_threads=3):
@@ -331,7 +331,7 @@ def test_a_consumer_that_stops_stops_the_decoding(clf, tmp_path, monkeypatch):
     """An interrupt in the caller's own code (say, Ctrl-C while it prints a line): closing the
     generator cancels what has not started."""
     paths = celeba_like(tmp_path, 8) * 50
-    calls = watch_load_image(monkeypatch)
+    calls = watch_load_pixels(monkeypatch)
     results = clf.predict_files(paths, batch_size=4, decode_threads=2)
     assert next(results)
     results.close()

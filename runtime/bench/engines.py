@@ -86,6 +86,8 @@ class EngineInfo:
     # What sets this row apart from the engine's usual one, or "": ``tuned (2 threads)`` for the
     # setup a tuning file chose (`bench --tuned`, `onnxedge.runtime.bench.tuned`).
     tag: str = ""
+    # The from-files rows: how the files became pixels ("exact" or "fast"); "" for the others.
+    decode: str = ""
 
     @property
     def label(self) -> str:
@@ -93,7 +95,18 @@ class EngineInfo:
         stored, and the tag: ``onnxruntime cpu end-to-end``, ``openvino cpu end-to-end int8``."""
         variant = "" if self.variant == FP32 else self.variant
         return " ".join(
-            filter(None, (self.engine, self.device, self.mode, variant, self.precision, self.tag))
+            filter(
+                None,
+                (
+                    self.engine,
+                    self.device,
+                    self.mode,
+                    variant,
+                    self.precision,
+                    self.tag,
+                    self.decode,
+                ),
+            )
         )
 
     @property
@@ -101,7 +114,7 @@ class EngineInfo:
         """The engine with its variant, precision and tag, as the report's tables name it:
         ``onnxruntime``, ``onnxruntime int8``, ``openvino bf16``."""
         variant = "" if self.variant == FP32 else self.variant
-        return " ".join(filter(None, (self.engine, variant, self.precision, self.tag)))
+        return " ".join(filter(None, (self.engine, variant, self.precision, self.tag, self.decode)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, **dataclasses.asdict(self)}

@@ -2,16 +2,18 @@
 ``onnxedge predict`` runs (`Classifier.from_bundle`, then `Classifier.predict_files`): decoding,
 preprocessing and inference, however that path overlaps them.
 
-1. Rows: mode ``from-files``, device ``cpu``, one per engine (ONNX Runtime's CPU EP, OpenVINO)
-   and model of the run, at one batch size (``--images-batch-size``: predict's ``--batch-size``,
-   default `DEFAULT_BATCH_SIZE`), which need not be among ``--batch-sizes``.
+1. Rows: mode ``from-files``, device ``cpu``, one per engine (ONNX Runtime's CPU EP, OpenVINO),
+   model and decode (``--decode``: exact and fast by default) of the run, at one batch size
+   (``--images-batch-size``: predict's ``--batch-size``, default `DEFAULT_BATCH_SIZE`), which need
+   not be among ``--batch-sizes``; the report sets each beside its model's model-only
+   throughput at that batch size in the same run (`model_only_ratio`).
 2. One timed call is a whole pass over the files; the row's throughput is files / mean pass time
    (`LatencyStats.images_per_call`), its latencies are per pass.
 3. Checked before timing, instead of against the reference engine (whose input is random
    numbers, not these files): every file classified, and each probability equal (atol
    `FILES_ATOL`) to the same classifier's output on the same files decoded one after another
-   with `load_image`, in batches of the same size: a faster file path must not change the
-   pixels. A row that fails its check is ``failed`` and not timed.
+   with `load_pixels` (the row's decode), in batches of the same size: a faster file path must
+   not change the pixels. A row that fails its check is ``failed`` and not timed.
 4. An engine or model that cannot run here, or not on the CPU: a skipped row with the reason.
 """
 
@@ -26,6 +28,7 @@ import numpy as np
 
 from onnxedge.runtime.bench.engines import FILES, ORT, AnyEngine, EngineInfo, SkippedEngine
 from onnxedge.runtime.bench.models import BenchModel
+from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.engines import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
@@ -55,7 +58,7 @@ class _FilesRunner:
 
     def self_check(self) -> tuple[bool, str]:
         """3.: (passed, what was found)."""
-        from onnxedge.runtime.classifier.preprocess import load_image
+        from onnxedge.runtime.classifier.preprocess import load_pixels
 
         got = self.output()
         failed = [r for r in self._last if not r]
@@ -65,12 +68,13 @@ class _FilesRunner:
                 f"{len(failed)} of {len(self._paths)} files not classified "
                 f"({len(self._last)} results){first}"
             )
-        spec = self._classifier.preprocessing
+        clf = self._classifier
         worst = 0.0
         for start in range(0, len(self._paths), self._batch):
             chunk = self._paths[start : start + self._batch]
-            serial = np.stack([load_image(p, spec) for p in chunk])
-            want = self._classifier.probabilities(serial, batch_size=self._batch)
+            pixels = [load_pixels(p, clf.preprocessing, decode=clf.decode) for p in chunk]
+            serial = clf.model_input(np.stack(pixels))
+            want = clf.probabilities(serial, batch_size=self._batch)
             want = want if want.ndim == 1 else want.max(axis=1)
             worst = max(worst, float(np.max(np.abs(got[start : start + len(chunk)] - want))))
         if worst > FILES_ATOL:
@@ -121,47 +125,58 @@ def files_engines(
     *,
     batch_size: int,
     threads: int,
+    decodes: Sequence[str] = DECODES,
 ) -> list[AnyEngine]:
-    """One from-files engine per engine (``onnxruntime``, ``openvino``) and model, in that
-    order (module docstring)."""
-    from onnxedge.runtime.classifier.classifier import Classifier
-
+    """One from-files engine per engine (``onnxruntime``, ``openvino``), model and decode, in
+    that order (module docstring)."""
     out: list[AnyEngine] = []
     for engine in (e for e in (ONNXRUNTIME, OPENVINO) if e in engines):
         for model in models:
-            info = EngineInfo(
-                engine,
-                ORT if engine == ONNXRUNTIME else OPENVINO,
-                "cpu",
-                FILES,
-                "CPUExecutionProvider" if engine == ONNXRUNTIME else "OpenVINO CPU",
-                {
-                    "model": model.path.name,
-                    "files": len(paths),
-                    "batch_size": batch_size,
-                    "path": "Classifier.from_bundle(provider='cpu') + predict_files, "
-                    "as onnxedge predict",
-                },
-                variant=model.variant,
-            )
-            if not model.made_for("cpu"):
-                out.append(SkippedEngine(info, model.not_made_for("the CPU"), (batch_size,)))
-                continue
-            if engine == OPENVINO and model.format != "onnx":
-                reason = f"OpenVINO reads ONNX files, not the {model.format.upper()} format"
-                out.append(SkippedEngine(info, reason, (batch_size,)))
-                continue
-            try:
-                classifier = Classifier.from_bundle(
-                    bundle, "cpu", threads, engine=engine, variant=model.variant
-                )
-            except OnnxEdgeError as e:
-                out.append(SkippedEngine(info, first_line(e), (batch_size,)))
-                continue
-            settings = {**info.settings, "provider": classifier.provider}
-            info = dataclasses.replace(info, settings=settings)
-            out.append(FilesEngine(info, classifier, paths, batch_size))
+            for decode in decodes:
+                out.append(_files_engine(bundle, model, engine, decode, paths, batch_size, threads))
     return out
+
+
+def _files_engine(
+    bundle: Path,
+    model: BenchModel,
+    engine: str,
+    decode: str,
+    paths: Sequence[str],
+    batch_size: int,
+    threads: int,
+) -> AnyEngine:
+    from onnxedge.runtime.classifier.classifier import Classifier
+
+    info = EngineInfo(
+        engine,
+        ORT if engine == ONNXRUNTIME else OPENVINO,
+        "cpu",
+        FILES,
+        "CPUExecutionProvider" if engine == ONNXRUNTIME else "OpenVINO CPU",
+        {
+            "model": model.path.name,
+            "files": len(paths),
+            "batch_size": batch_size,
+            "path": "Classifier.from_bundle(provider='cpu') + predict_files, as onnxedge predict",
+        },
+        variant=model.variant,
+        decode=decode,
+    )
+    if not model.made_for("cpu"):
+        return SkippedEngine(info, model.not_made_for("the CPU"), (batch_size,))
+    if engine == OPENVINO and model.format != "onnx":
+        reason = f"OpenVINO reads ONNX files, not the {model.format.upper()} format"
+        return SkippedEngine(info, reason, (batch_size,))
+    try:
+        classifier = Classifier.from_bundle(
+            bundle, "cpu", threads, engine=engine, variant=model.variant, decode=decode
+        )
+    except OnnxEdgeError as e:
+        return SkippedEngine(info, first_line(e), (batch_size,))
+    settings = {**info.settings, "provider": classifier.provider}
+    info = dataclasses.replace(info, settings=settings)
+    return FilesEngine(info, classifier, paths, batch_size)
 
 
 __all__ = ["FILES_ATOL", "FilesEngine", "files_engines"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from onnxedge.runtime.bench.engines import FILES
+from onnxedge.runtime.bench.engines import E2E, FILES
 from onnxedge.runtime.engines.onnxruntime.session import short_reason
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def render_markdown(report: BenchReport, *, verbose: bool = False) -> str:
         "\\* untimed runs: the warm-up plus one at the start of each round.",
     ]
     if from_files:
-        lines += _files_table(from_files, s.get("images") or {})
+        lines += _files_table(from_files, s.get("images") or {}, measured)
     engine_ratios = report.engine_ratios
     if engine_ratios:
         lines += [
@@ -177,8 +177,11 @@ def _models(models: Sequence[Mapping[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def _files_table(rows: Sequence[BenchRow], images: Mapping[str, Any]) -> list[str]:
-    """The from-files rows: a timed call is a pass over every file."""
+def _files_table(
+    rows: Sequence[BenchRow], images: Mapping[str, Any], measured: Sequence[BenchRow]
+) -> list[str]:
+    """The from-files rows: a timed call is a pass over every file; each beside its model's
+    model-only throughput (`model_only_ratio`)."""
     source = images.get("source") or "the files given"
     lines = [
         "",
@@ -186,20 +189,45 @@ def _files_table(rows: Sequence[BenchRow], images: Mapping[str, Any]) -> list[st
         "",
         f"`Classifier.predict_files`, as `onnxedge predict` runs it, over {source}; one timed "
         "call is a pass over every file, so the latencies are per pass and images/s = files / "
-        "mean pass time.",
+        "mean pass time. / model only: the row's images/s over the same engine's end-to-end "
+        "throughput on the same model at the same batch size in this run (n/a where that batch "
+        "size was not timed: add it to --batch-sizes).",
         "",
-        "| batch | engine | files | p50 s/pass | mean s/pass | min s/pass | images/s | passes |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| batch | engine | files | p50 s/pass | mean s/pass | min s/pass | images/s "
+        "| / model only | passes |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         st = r.stats
         assert st is not None
+        ratio = model_only_ratio(r, measured)
         lines.append(
             f"| {r.batch_size} | {r.info.short} | {st.images_per_call} | "
             f"{st.p50_ms / 1e3:.3f} | {st.mean_ms / 1e3:.3f} | {st.min_ms / 1e3:.3f} | "
-            f"{_rate(st.throughput)} | {st.runs} |"
+            f"{_rate(st.throughput)} | {'n/a' if ratio is None else f'{100 * ratio:.0f}%'} "
+            f"| {st.runs} |"
         )
     return lines
+
+
+def model_only_ratio(row: BenchRow, measured: Sequence[BenchRow]) -> float | None:
+    """A from-files row's throughput over its model's: the end-to-end row of the same engine,
+    device, variant and precision at the same batch size (for a variant that takes pixels, the
+    variant it was made from, `BenchRow.info.settings["model_only_variant"]`); None when there is
+    none."""
+    variant = row.info.settings.get("model_only_variant", row.info.variant)
+    for m in measured:
+        i = m.info
+        if (
+            i.mode == E2E
+            and m.stats is not None
+            and m.batch_size == row.batch_size
+            and (i.engine, i.device, i.variant, i.precision)
+            == (row.info.engine, row.info.device, variant, row.info.precision)
+        ):
+            assert row.stats is not None
+            return row.stats.throughput / m.stats.throughput
+    return None
 
 
 def _not_measured(rows: Sequence[BenchRow], verbose: bool) -> list[str]:

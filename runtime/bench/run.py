@@ -59,6 +59,7 @@ def benchmark(
                 settings.images,
                 batch_size=settings.images_batch_size,
                 threads=threads,
+                decodes=settings.images_decodes,
             )
         engines += tuned_engines(bundle, settings.tuned)  # --tuned: the chosen setups
         # An imported bundle has no PyTorch model: the report's one line says so (`no_peers`).

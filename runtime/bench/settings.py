@@ -13,6 +13,7 @@ from onnxedge.runtime.bench.machine import default_threads
 from onnxedge.runtime.bench.models import LOW_PRECISION_ATOL
 from onnxedge.runtime.bench.stats import PERCENTILE_METHOD, THROUGHPUT_DEFINITION
 from onnxedge.runtime.bench.targets import Target, check_targets_fit
+from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.engines import OpenVinoConfig, check_engine, installed_engines
 from onnxedge.runtime.engines.onnxruntime.session import provider_name
 from onnxedge.runtime.errors import OnnxEdgeError
@@ -104,6 +105,7 @@ class BenchSettings:
     # --images: image files for the from-files rows (`files`), and the batch size they run at.
     images: tuple[str, ...] = ()
     images_batch_size: int = 32
+    images_decodes: tuple[str, ...] = DECODES  # --decode: one from-files row per decode
     images_source: str = ""  # what the user gave (the folders), for the report
     # What the user asks of the figures (--target, --targets); none by default.
     targets: tuple[Target, ...] = ()
@@ -129,6 +131,11 @@ class BenchSettings:
         if unknown or self.variants == ():
             raise OnnxEdgeError(
                 f"expected variants out of {', '.join(VARIANTS)}, found {list(self.variants or ())}"
+            )
+        unknown = [d for d in self.images_decodes if d not in DECODES]
+        if unknown or not self.images_decodes:
+            raise OnnxEdgeError(
+                f"expected --decode out of {', '.join(DECODES)}, found {list(self.images_decodes)}"
             )
         if self.images_batch_size < 1:
             raise OnnxEdgeError(
@@ -182,6 +189,7 @@ class BenchSettings:
                 "source": self.images_source,
                 "files": len(self.images),
                 "batch_size": self.images_batch_size,
+                "decodes": list(self.images_decodes),
             }
             if self.images
             else None,

@@ -221,8 +221,17 @@ class Bundle:
         if entry.format == "onnx":
             model = parse_model(data, path)
             external_data_files(self, model)
-            check_io(model, self.input, self.output, source=path)
+            check_io(model, self.variant_input(key), self.output, source=path)
         return path
+
+    def variant_input(self, variant: str | None = None) -> TensorSpec:
+        """The input ``variant`` takes: the manifest's ``input``, or the variant's own ``input``
+        block (a variant that takes the decoded uint8 pixels, `onnxedge optimize
+        --uint8-input`)."""
+        entry = self.variants.get(variant_key(variant))
+        if entry is None or "input" not in entry.block:
+            return self.input
+        return TensorSpec.from_manifest(entry.block["input"], f"variants.{entry.name}.input")
 
     def file(self, name: str) -> Path:
         """The path of a file the manifest lists, confined to the bundle and its sha256

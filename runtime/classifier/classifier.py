@@ -53,10 +53,18 @@ from onnxedge.runtime.classifier.predictions import (
     not_probabilities,
 )
 from onnxedge.runtime.classifier.preprocess import (
+    FAST,
     MAX_PIXELS,
     ImageReadError,
+    check_decode,
+    fast_decode_vouched,
+    image_pixels,
     load_image,
+    load_pixels,
+    normalize,
+    pads,
     preprocess_image,
+    trained_decode,
 )
 from onnxedge.runtime.classifier.session import (
     PROVIDER_CHOICES,
@@ -104,6 +112,8 @@ class Classifier:
         provider: str,
         threshold: float | None = None,
         path: Path | None = None,
+        decode: str | None = None,
+        input_spec: TensorSpec | None = None,
     ) -> None:
         self.session = session
         self.variant = FP32  # which of the bundle's models (`from_bundle`'s ``variant``)
@@ -112,12 +122,17 @@ class Classifier:
         self.path = path
         self.provider = provider
         spec = Bundle.from_manifest(path or Path("."), manifest)  # validated, as in Bundle.open
-        self.input_spec: TensorSpec = spec.input
+        # What the model takes: the manifest's input, or a variant's own (uint8 pixels [N, H, W,
+        # C] for a variant with the preprocessing in its graph, `optimize --uint8-input`).
+        self.input_spec: TensorSpec = input_spec or spec.input
+        self.takes_pixels = self.input_spec.dtype == "uint8"
         self.output_spec: TensorSpec = spec.output
         self.preprocessing: Mapping[str, Any] = spec.preprocessing
         self.labels: Mapping[str, Any] = spec.labels
         self.output_kind = spec.output_kind
         self.classes: tuple[str, ...] = spec.classes
+        # How files become pixels: the decode the model was trained with, unless asked otherwise.
+        self.decode = trained_decode(self.preprocessing) if decode is None else check_decode(decode)
         self.threshold: float | None = None
         if self.output_kind in BINARY_KINDS:
             self.threshold = check_threshold(spec.threshold if threshold is None else threshold)
@@ -150,6 +165,7 @@ class Classifier:
         variant: str | None = None,
         tuned: bool | str | Path | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        decode: str | None = None,
     ) -> Classifier:
         """Open a bundle and build its session.
 
@@ -167,7 +183,8 @@ class Classifier:
         4. ``variant``: which of the bundle's models runs: None or ``fp32`` (``model.onnx``), or
            one `onnxedge optimize` added (``int8``, ``fp16``, ``fp32-ort``, ``int8-ort``), its
            file verified as ``model.onnx`` is (`Bundle.variant_model`). fp16 is made for the
-           CUDA EP: refused on the CPU EP, and ``auto`` means CUDA for it.
+           CUDA EP: refused on the CPU EP, and ``auto`` means CUDA for it. A variant made with
+           ``--uint8-input`` takes the decoded uint8 pixels (``input_spec`` says so).
         5. ``tuned``: True (the tuning file beside the bundle, `onnxedge tune`'s default) or a
            tuning file's path: the engine, variant, precision and threads `onnxedge tune` found
            fastest on this machine at the batch size nearest ``batch_size``, in place of those
@@ -175,12 +192,19 @@ class Classifier:
            or bundle, a corrupt one, or one naming a variant the bundle lacks is ignored with
            one warning saying why, and the defaults run (`onnxedge.runtime.tune.choice`);
            ``classifier.tuned`` says which.
+        6. ``decode``: how files become pixels, ``exact`` or ``fast`` (`load_pixels` in
+           `onnxedge.runtime.classifier.preprocess`); None: the one the model was trained with
+           (the manifest's ``preprocessing.decode``, ``exact`` where it names none). ``fast`` on
+           a bundle whose manifest records no passed gate for it (`onnxedge optimize
+           --fast-decode`) and whose model was not trained on it is logged as a warning.
 
         Arguments are checked before the bundle is read: a bad ``threads`` or ``threshold`` is a
         `ValueError`, as the command line refuses them.
         """
         provider_key(provider)
         variant_key(variant)
+        if decode is not None:
+            check_decode(decode)
         check_precision(engine, precision)
         threads = check_count(threads, "threads", optional=True, maximum=MAX_THREADS)
         if threshold is not None:
@@ -223,8 +247,21 @@ class Classifier:
             used = session.describe()
         log.info("%s (%s) runs on %s", bundle.path, variant_key(variant), used)
         classifier = cls(
-            session, bundle.manifest, provider=used, threshold=threshold, path=bundle.path
+            session,
+            bundle.manifest,
+            provider=used,
+            threshold=threshold,
+            path=bundle.path,
+            decode=decode,
+            input_spec=bundle.variant_input(variant),
         )
+        if classifier.decode == FAST and not fast_decode_vouched(bundle.manifest):
+            log.warning(
+                "%s: --decode fast is not gated on this bundle (no passed gate in its manifest's "
+                "'decodes' block, and its model was trained on exact pixels); onnxedge optimize "
+                "--fast-decode measures it",
+                bundle.path,
+            )
         classifier.variant = variant_key(variant)
         classifier.tuned = choice
         return classifier
@@ -428,13 +465,39 @@ class Classifier:
     # -- images -------------------------------------------------------------------------------
 
     def preprocess(self, image: Any, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
-        """A file path or a PIL image -> float32 [3, H, W] as the manifest's preprocessing says."""
+        """A file path or a PIL image -> float32 [3, H, W] as the manifest's preprocessing says
+        (a file decoded as ``decode`` says)."""
         max_pixels = check_max_pixels(max_pixels)
         if isinstance(image, (str, bytes, os.PathLike)):
-            return load_image(image, self.preprocessing, max_pixels=max_pixels)
+            return load_image(image, self.preprocessing, max_pixels=max_pixels, decode=self.decode)
         if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
             return preprocess_image(image, self.preprocessing)
         raise TypeError(f"expected a file path or a PIL image, got {type(image).__name__}")
+
+    def pixels(self, image: Any, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+        """A file path or a PIL image -> uint8 [H, W, 3], `preprocess` before its scaling."""
+        max_pixels = check_max_pixels(max_pixels)
+        if isinstance(image, (str, bytes, os.PathLike)):
+            return load_pixels(image, self.preprocessing, max_pixels=max_pixels, decode=self.decode)
+        if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
+            return image_pixels(image, self.preprocessing)
+        raise TypeError(f"expected a file path or a PIL image, got {type(image).__name__}")
+
+    def model_input(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 pixels [N, H, W, C] (`pixels`, stacked) -> what the model takes: themselves for
+        a model that takes pixels (``takes_pixels``), else `normalize`'s float32 [N, C, H, W]. A
+        float32 batch (a resize mode that pads: `preprocess`'s arrays, stacked) is returned as
+        it is."""
+        if batch.dtype != np.uint8 or self.takes_pixels:
+            return batch
+        return normalize(batch, self.preprocessing)
+
+    def _batch_item(self, image: Any, max_pixels: int | None) -> np.ndarray:
+        """One image as a batch holds it before `model_input`: its uint8 pixels, or for a resize
+        mode that pads (each image its own size) the model's float32 input."""
+        if pads(self.preprocessing):
+            return self.preprocess(image, max_pixels=max_pixels)
+        return self.pixels(image, max_pixels=max_pixels)
 
     def predict_images(
         self,
@@ -455,12 +518,14 @@ class Classifier:
         results: list[Prediction] = []
         chunk: list[np.ndarray] = []
         for image in images:
-            chunk.append(self.preprocess(image, max_pixels=max_pixels))
+            chunk.append(self._batch_item(image, max_pixels))
             if len(chunk) >= batch_size:
-                results += self.predict_array(np.stack(chunk), threshold, batch_size=batch_size)
+                batch = self.model_input(np.stack(chunk))
+                results += self.predict_array(batch, threshold, batch_size=batch_size)
                 chunk = []
         if chunk:
-            results += self.predict_array(np.stack(chunk), threshold, batch_size=batch_size)
+            batch = self.model_input(np.stack(chunk))
+            results += self.predict_array(batch, threshold, batch_size=batch_size)
         return results
 
     def predict_files(

@@ -16,7 +16,7 @@ import numpy as np
 
 from onnxedge.runtime.classifier.decode import ordered_map
 from onnxedge.runtime.classifier.predictions import FileResult
-from onnxedge.runtime.classifier.preprocess import ImageReadError, load_image
+from onnxedge.runtime.classifier.preprocess import ImageReadError, load_image, load_pixels, pads
 
 if TYPE_CHECKING:
     from onnxedge.runtime.classifier.classifier import Classifier
@@ -32,11 +32,18 @@ def stream_files(
 ) -> Generator[FileResult, None, None]:
     """1. to 3. of `Classifier.predict_files`, its arguments already checked."""
 
+    # uint8 pixels, scaled a batch at a time (`Classifier.model_input`), or by the model itself;
+    # a resize mode that pads gives each image its own size: the model's input, per image.
+    padded = pads(classifier.preprocessing)
+
     def decode(path: str | Path | ImageReadError) -> tuple[str, np.ndarray | str]:
         if isinstance(path, ImageReadError):
             return os.fspath(path.path), path.reason
         try:
-            image = load_image(path, classifier.preprocessing, max_pixels=max_pixels)
+            load = load_image if padded else load_pixels
+            image = load(
+                path, classifier.preprocessing, max_pixels=max_pixels, decode=classifier.decode
+            )
         except ImageReadError as e:
             return os.fspath(path), e.reason
         return os.fspath(path), image
@@ -60,7 +67,9 @@ def _run_pending(
 ) -> Iterator[FileResult]:
     arrays = [a for _, a in pending if isinstance(a, np.ndarray)]
     rows = iter(
-        classifier._prediction_rows(classifier._outputs(np.stack(arrays), len(arrays)), threshold)
+        classifier._prediction_rows(
+            classifier._outputs(classifier.model_input(np.stack(arrays)), len(arrays)), threshold
+        )
         if arrays
         else []
     )
@@ -78,6 +87,6 @@ def _run_pending(
 def decode_window(batch_size: int, workers: int) -> int:
     """How many files `Classifier.predict_files` decodes ahead of the batch the model runs: the
     next batch, so that the model never waits for it (at least 2 per thread). With one thread
-    nothing is decoded ahead. Memory: this many preprocessed images (48 KB each at 3x64x64)
+    nothing is decoded ahead. Memory: this many decoded images (uint8, 12 KB each at 64x64x3)
     besides the batch, and one full-size image per thread being decoded."""
     return 0 if workers <= 1 else max(batch_size, 2 * workers)

@@ -67,6 +67,11 @@ IMAGE_EXTENSIONS = (
     ".pgm",
 )
 
+# How files become pixels (`load_pixels`): exactly as the training transform, or faster.
+EXACT = "exact"
+FAST = "fast"
+DECODES = (EXACT, FAST)
+
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 RESIZE_MODES = ("stretch", "pad-right", "letterbox")
 _ORIENTATION = 0x0112  # the EXIF tag
@@ -145,8 +150,21 @@ def preprocess_image(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
     """A PIL image -> float32 array [C, H, W] as ``spec`` (the manifest's preprocessing) says.
 
     EXIF orientation is applied, then `to_rgb` (and grayscale for ``color`` L), the crop, the
-    resize (its mode), the scaling, the padding.
+    resize (its mode), the scaling, the padding: `finish` of `image_pixels`.
     """
+    return finish(image_pixels(image, spec), spec)
+
+
+def image_pixels(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
+    """A PIL image -> uint8 array [h, w, C] as ``spec`` says, before the scaling and the padding:
+    EXIF orientation, `to_rgb`, the crop, the resize and the channel order. [h, w] is the model's
+    size unless its ``resize_mode`` pads (`pads`). `finish` of it is `preprocess_image`'s array,
+    bit for bit."""
+    return _upright_pixels(to_rgb(exif_upright(image)), spec)
+
+
+def _upright_pixels(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
+    """`image_pixels` of an image already upright and RGB (`open_image`'s)."""
     from PIL import Image
 
     color = spec.get("color", "RGB")
@@ -154,7 +172,6 @@ def preprocess_image(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
         raise OnnxEdgeError(f"unsupported preprocessing color {color!r}; expected RGB or L")
     if spec.get("layout", "NCHW") != "NCHW":
         raise OnnxEdgeError(f"unsupported layout {spec.get('layout')!r}; expected NCHW")
-    image = to_rgb(exif_upright(image))
     if color == "L":
         image = image.convert("L")
     crop = spec.get("crop", "none")
@@ -172,7 +189,7 @@ def preprocess_image(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
             f"unsupported interpolation {name!r}; expected one of: {', '.join(_INTERPOLATIONS)}"
         )
     resample = getattr(Image.Resampling, name.upper())
-    (inner_w, inner_h), (left, top) = resized_box(image.size, (height, width), spec)
+    (inner_w, inner_h), _ = resized_box(image.size, (height, width), spec)
     if image.size != (inner_w, inner_h):
         image = image.resize((inner_w, inner_h), resample=resample)
     pixels = np.asarray(image)
@@ -183,9 +200,27 @@ def preprocess_image(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
         pixels = pixels[..., ::-1]
     elif order != "RGB":
         raise OnnxEdgeError(f"unsupported channel_order {order!r}; expected RGB or BGR")
+    return pixels
+
+
+def pads(spec: Mapping[str, Any]) -> bool:
+    """Whether ``spec``'s ``resize_mode`` pads (the pixels of `image_pixels` then have each their
+    own size, and the padding is added after the scaling, by `finish`)."""
+    return spec.get("resize_mode", "stretch") != "stretch"
+
+
+def finish(pixels: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
+    """One image's uint8 pixels [h, w, C] (`image_pixels`) -> the model's float32 [C, H, W]:
+    `normalize`, then the padding where ``resize_mode`` pads (``pad_value``, after the
+    normalisation)."""
     array = normalize(pixels, spec)
+    height, width = (int(v) for v in spec["resize"])
+    inner_h, inner_w = array.shape[-2:]
     if (inner_w, inner_h) == (width, height):
         return array
+    left, top = (0, 0)  # pad-right
+    if spec.get("resize_mode") == "letterbox":  # centred, as `resized_box` places it
+        left, top = (width - inner_w) // 2, (height - inner_h) // 2
     canvas = np.full(
         (array.shape[0], height, width), np.float32(spec.get("pad_value", 0.0)), dtype=np.float32
     )
@@ -221,31 +256,133 @@ def normalize(pixels: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
     """Pixels [..., H, W, C] (uint8, or float in 0..255) -> float32 [..., C, H, W]: ``scale``,
     then ``(x - mean) / std`` per channel, in float32, as ``spec`` (the manifest's
     preprocessing) says. The last step of `preprocess_image`, and how parity's random golden rows
-    are made from continuous pixel values."""
+    are made from continuous pixel values.
+
+    uint8 pixels go through a table of the 256 values per channel, computed with the same float32
+    operations, so the result is the same bit for bit at a fraction of the cost."""
     channels = 1 if spec.get("color", "RGB") == "L" else 3
-    array = np.asarray(pixels, dtype=np.float32) * np.float32(spec.get("scale", 1.0 / 255.0))
+    scale = np.float32(spec.get("scale", 1.0 / 255.0))
     mean = np.asarray(spec.get("mean", [0.0] * channels), dtype=np.float32)
     std = np.asarray(spec.get("std", [1.0] * channels), dtype=np.float32)
+    if isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim >= 3:
+        table = (np.arange(256, dtype=np.float32) * scale)[None, :] - mean.reshape(-1, 1)
+        table = table / std.reshape(-1, 1)
+        if pixels.shape[-1] != len(table):
+            raise OnnxEdgeError(
+                f"expected {len(table)} channels as the preprocessing's mean and std have, "
+                f"found {pixels.shape[-1]}"
+            )
+        planar = np.ascontiguousarray(np.moveaxis(pixels, -1, -3))
+        out = np.empty(planar.shape, dtype=np.float32)
+        for c in range(len(table)):
+            np.take(table[c], planar[..., c, :, :], out=out[..., c, :, :], mode="clip")
+        return out
+    array = np.asarray(pixels, dtype=np.float32) * scale
     array = (array - mean) / std
     return np.ascontiguousarray(np.moveaxis(array, -1, -3), dtype=np.float32)
 
 
 def load_image(
-    path: Any, spec: Mapping[str, Any], *, max_pixels: int | None = MAX_PIXELS
+    path: Any,
+    spec: Mapping[str, Any],
+    *,
+    max_pixels: int | None = MAX_PIXELS,
+    decode: str = EXACT,
 ) -> np.ndarray:
-    """Open an image file and preprocess it -> float32 array [C, H, W].
+    """Open an image file and preprocess it -> float32 array [C, H, W]: `finish` of
+    `load_pixels`.
 
     A file that is not a usable image is an `ImageReadError` (an `OnnxEdgeError`) naming the file
     and what was wrong: missing, not a regular file, empty, not an image, truncated, more than
     ``max_pixels`` pixels (None: only PIL's own limit), or in a mode that cannot become RGB.
     """
-    return preprocess_image(open_image(path, max_pixels=max_pixels), spec)
+    return finish(load_pixels(path, spec, max_pixels=max_pixels, decode=decode), spec)
 
 
-def open_image(path: Any, *, max_pixels: int | None = MAX_PIXELS) -> Any:
+def load_pixels(
+    path: Any,
+    spec: Mapping[str, Any],
+    *,
+    max_pixels: int | None = MAX_PIXELS,
+    decode: str = EXACT,
+) -> np.ndarray:
+    """Open an image file and make its uint8 pixels [H, W, C] as ``spec`` says, before the
+    scaling (`image_pixels`); refused as `load_image` says.
+
+    ``decode``: ``exact`` (`EXACT`) gives the pixels of `preprocess_image`, the training
+    transform's, bit for bit. ``fast`` (`FAST`) lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 of
+    its size (Pillow's ``Image.draft``, a DCT-domain reduction) when what the crop keeps is still
+    at least the model's size at that scale, then crops and resizes as ``exact`` does: about half
+    the decode's and the resize's work for CelebA's 178x218 into 64x64, with pixels that differ
+    slightly (gated: docs/RUNTIME.md). Every other file, and a JPEG too small to reduce, takes
+    the exact path.
+    """
+    target = draft_side(spec) if check_decode(decode) == FAST else None
+    return _upright_pixels(open_image(path, max_pixels=max_pixels, draft_side=target), spec)
+
+
+def check_decode(decode: Any) -> str:
+    """``decode`` if it is one of `DECODES`, else a `ValueError` naming them."""
+    if decode not in DECODES:
+        raise ValueError(f"unknown decode {decode!r}; expected one of: {', '.join(DECODES)}")
+    return str(decode)
+
+
+def trained_decode(spec: Mapping[str, Any]) -> str:
+    """The decode a bundle's model was trained with: its preprocessing's ``decode`` (written by
+    `onnxedge export` from the checkpoint), ``exact`` where it names none."""
+    decode = spec.get("decode", EXACT)
+    if decode not in DECODES:
+        raise OnnxEdgeError(
+            f"the manifest's preprocessing: expected decode {' or '.join(DECODES)}, found "
+            f"{decode!r}"
+        )
+    return str(decode)
+
+
+def fast_decode_vouched(manifest: Mapping[str, Any]) -> bool:
+    """Whether ``fast`` decoding is vouched for on a bundle: its model was trained on it, or its
+    manifest's ``decodes`` block records a passed gate (`onnxedge optimize --fast-decode`)."""
+    spec = manifest.get("preprocessing")
+    if isinstance(spec, Mapping) and spec.get("decode") == FAST:
+        return True
+    block = manifest.get("decodes")
+    entry = block.get(FAST) if isinstance(block, Mapping) else None
+    return isinstance(entry, Mapping) and entry.get("gated") is True
+
+
+def draft_side(spec: Mapping[str, Any]) -> int:
+    """The fewest pixels the shorter side of a file may keep when decoded at a reduced scale:
+    the model's larger side, so that neither the crop nor the resize ever enlarges."""
+    return max(int(v) for v in spec["resize"])
+
+
+def _draft(image: Any, side: int) -> None:
+    """Ask libjpeg for the largest reduction (8, 4 or 2) that leaves the shorter side at least
+    ``side`` pixels; nothing for other formats, or when none does."""
+    if image.format != "JPEG":
+        return
+    width, height = image.size
+    for scale in (8, 4, 2):
+        if min(width, height) // scale >= side:
+            break
+    else:
+        return
+    request = (width // scale, height // scale)
+    # Pillow picks the largest of 8, 4, 2 that its integer ratio allows; only that one is asked.
+    allowed = min(width // request[0], height // request[1])
+    if max(s for s in (8, 4, 2, 1) if s <= allowed) == scale:
+        image.draft(image.mode, request)
+
+
+def open_image(
+    path: Any, *, max_pixels: int | None = MAX_PIXELS, draft_side: int | None = None
+) -> Any:
     """Open an image file as an upright 8-bit RGB PIL image, refused as `load_image` says. The
     training side crops it at random before `preprocess_image`; everything else uses
-    `load_image`."""
+    `load_image`. ``draft_side``: a JPEG may be decoded at a reduced scale that keeps its shorter
+    side at least this many pixels (`load_pixels`' ``fast``); None: at full size.
+    """
     from PIL import Image, ImageFile
 
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -260,6 +397,8 @@ def open_image(path: Any, *, max_pixels: int | None = MAX_PIXELS) -> Any:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageReadError(path, _too_large(width, height, max_pixels))
+            if draft_side is not None:
+                _draft(image, draft_side)
             image.load()
     except ImageReadError:
         raise

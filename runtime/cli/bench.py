@@ -30,6 +30,7 @@ from onnxedge.runtime.bench import (
 from onnxedge.runtime.bench.engines import VARIANTS
 from onnxedge.runtime.bundle.write import atomic_write_bytes, check_writable
 from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE
+from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.options import THREADS, name_list, positive_ints, provider_list
 from onnxedge.runtime.cli.output import verbosity
@@ -168,6 +169,15 @@ def bench_progress(enabled: bool) -> Iterator[ProgressFn | None]:
     help="predict's --batch-size for the from-files rows.",
 )
 @click.option(
+    "--decode",
+    "decodes",
+    multiple=True,
+    type=click.Choice(DECODES),
+    default=DECODES,
+    show_default=True,
+    help="How the from-files rows decode the files, one row each (repeatable): exact, fast.",
+)
+@click.option(
     "--batch-sizes",
     default=",".join(map(str, DEFAULT_BATCH_SIZES)),
     show_default=True,
@@ -260,6 +270,7 @@ def bench_cmd(
     variants: tuple[str, ...] | None,
     image_dirs: tuple[Path, ...],
     images_batch_size: int,
+    decodes: tuple[str, ...],
     batch_sizes: tuple[int, ...],
     peers: tuple[str, ...],
     warmup: int,
@@ -317,6 +328,7 @@ def bench_cmd(
             variants=variants,
             images=_images(image_dirs) if image_dirs else (),
             images_batch_size=images_batch_size,
+            images_decodes=tuple(dict.fromkeys(decodes)),
             images_source=", ".join(map(str, image_dirs)),
             targets=unique_targets([*targets_file, *target_list]),
         )

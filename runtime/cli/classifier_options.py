@@ -1,5 +1,5 @@
 """The options of the commands that classify images with a bundle's `Classifier` (``predict``,
-``evaluate``): ``--provider``, ``--threads`` and ``--threshold``, each as
+``evaluate``): ``--provider``, ``--threads``, ``--threshold`` and ``--decode``, each as
 `onnxedge.runtime.classifier.classifier.Classifier.from_bundle` and its predictions take them."""
 
 from __future__ import annotations
@@ -9,16 +9,27 @@ from typing import Any, TypeVar
 
 import click
 
+from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.classifier.session import PROVIDER_CHOICES
 from onnxedge.runtime.cli.options import THREADS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+DECODE_OPTION = click.option(
+    "--decode",
+    type=click.Choice(DECODES),
+    default=None,
+    help="How files become pixels: exact (the training transform's, bit for bit) or fast "
+    "(JPEGs decoded at a reduced scale; gated by onnxedge optimize --fast-decode) "
+    "[default: the decode the model was trained with, exact where unknown].",
+)
+
 
 def classifier_options(command: F) -> F:
-    """Add ``--provider``, ``--threads`` and ``--threshold`` to a command (parameters
-    ``provider``, ``threads`` and ``threshold``)."""
+    """Add ``--provider``, ``--threads``, ``--threshold`` and ``--decode`` to a command
+    (parameters ``provider``, ``threads``, ``threshold`` and ``decode``)."""
     for option in (
+        DECODE_OPTION,
         click.option(
             "--threshold",
             type=click.FloatRange(0.0, 1.0),
@@ -43,4 +54,4 @@ def classifier_options(command: F) -> F:
     return command
 
 
-__all__ = ["classifier_options"]
+__all__ = ["DECODE_OPTION", "classifier_options"]

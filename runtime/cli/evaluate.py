@@ -77,7 +77,8 @@ def format_result(result: EvaluationResult | ClassesEvaluation) -> list[str]:
         f"precision  {_percent(result.precision)}   (positive: {positive!r})",
         f"recall     {_percent(result.recall)}",
         f"roc_auc    {auc}",
-        f"threshold  {result.threshold:g}   provider {result.provider}   variant {result.variant}",
+        f"threshold  {result.threshold:g}   provider {result.provider}   variant {result.variant}"
+        f"   decode {result.decode}",
         "confusion:",
         f"  {corner:<{width}}  {negative:>{width}}  {positive:>{width}}",
         f"  {negative:<{width}}  {tn:>{width}}  {fp:>{width}}",
@@ -130,6 +131,7 @@ def evaluate_cmd(
     json_path: Path | None,
     provider: str,
     threads: int | None,
+    decode: str | None,
     engine: str,
     precision: str,
     variant: str,
@@ -153,7 +155,7 @@ def evaluate_cmd(
         threads=threads,
     )  # fmt: skip
     check_engine_options(chosen["engine"], chosen["precision"])
-    check_ray_only(ray_address, ray_actors=(ray_actors, True))
+    check_ray_only(ray_address, ray_actors=(ray_actors, True), decode=(decode, False))
     run = evaluate_bundle
     if ray_address is not None:
         run = functools.partial(evaluate_on_ray_cmd, ray_address=ray_address, actors=ray_actors)
@@ -165,6 +167,7 @@ def evaluate_cmd(
             attribute=attribute,
             provider=provider,
             batch_size=batch_size,
+            decode=decode,
             **chosen,
             threshold=threshold,
             progress=advance,

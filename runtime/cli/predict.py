@@ -145,6 +145,7 @@ def predict_cmd(
     threshold: float | None,
     provider: str,
     threads: int | None,
+    decode: str | None,
     decode_threads: int | None,
     engine: str,
     precision: str,
@@ -182,6 +183,7 @@ def predict_cmd(
         ray_actors=(ray_actors, True),
         output=(output, True),
         decode_threads=(decode_threads, False),
+        decode=(decode, False),
     )
     if ray_address is not None:
         total, failed, ran_on = predict_on_ray_cmd(
@@ -200,7 +202,7 @@ def predict_cmd(
         )
         _summary(paths, total, failed, ran_on)
         return
-    classifier = Classifier.from_bundle(bundle, provider=provider, **chosen)
+    classifier = Classifier.from_bundle(bundle, provider=provider, decode=decode, **chosen)
     if top_k is not None and classifier.threshold is not None:
         raise click.UsageError(
             f"--top-k applies to a model with K classes; {bundle} has one output "

@@ -62,6 +62,7 @@ class EvaluationResult:
     roc_auc: float | None
     failed: tuple[FailedFile, ...]
     variant: str = "fp32"  # which of the bundle's models (`onnxedge optimize` adds variants)
+    decode: str = "exact"  # how the files became pixels: `DECODES` of classifier/preprocess.py
 
     def __bool__(self) -> bool:
         """True when every listed image was classified."""
@@ -91,6 +92,7 @@ class EvaluationResult:
             "bundle": text(self.bundle),
             "provider": self.provider,
             "variant": self.variant,
+            "decode": self.decode,
             "data": json_safe(self.data),
         }
 
@@ -192,13 +194,15 @@ def evaluate_bundle(
     engine: str = "onnxruntime",
     precision: str = "f32",
     variant: str | None = None,
+    decode: str | None = None,
     batch_size: int = 64,
     threshold: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationResult | ClassesEvaluation:
     """Classify ``split`` of ``data`` (a `Dataset`, or a folder `open_dataset` reads with
     ``attribute``) with the bundle's model on ``engine`` at ``precision`` (`Classifier.from_bundle`)
-    and measure it; ``variant`` picks one of the bundle's models (None: ``model.onnx``).
+    and measure it; ``variant`` picks one of the bundle's models (None: ``model.onnx``),
+    ``decode`` how files become pixels (None: as the model was trained).
     ``progress(done, total)`` is called after each file. A K-class model (K logits or softmax
     probabilities) reads class folders named by its classes and gives a `ClassesEvaluation`."""
     classifier = Classifier.from_bundle(
@@ -208,6 +212,7 @@ def evaluate_bundle(
         engine=engine,
         precision=precision,
         variant=variant,
+        decode=decode,
     )
     if classifier.output_kind not in BINARY_KINDS:
         if isinstance(data, Dataset):
@@ -237,6 +242,7 @@ def evaluate_bundle(
         threshold=cut,
         provider=classifier.provider,
         variant=classifier.variant,
+        decode=classifier.decode,
         progress=progress,
     )
 
@@ -251,6 +257,7 @@ def evaluation_of(
     threshold: float,
     provider: str,
     variant: str,
+    decode: str = "exact",
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationResult:
     """The `EvaluationResult` of ``split``'s files classified at ``threshold``: ``results`` has
@@ -292,6 +299,7 @@ def evaluation_of(
         roc_auc=roc_auc(labels, probabilities),
         failed=tuple(failed),
         variant=variant,
+        decode=decode,
     )
     if not result.labels_match:
         log.warning(
