@@ -51,6 +51,7 @@ from onnxedge.models.train_model import (
     recalibrate_batchnorm,
 )
 from onnxedge.models.weights import CheckpointInfo, write_checkpoint
+from onnxedge.runtime.classifier.preprocess import DECODES, EXACT
 from onnxedge.runtime.data import Dataset, Split, open_dataset
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -82,6 +83,9 @@ class TrainConfig:
     norm: str = "batch"
     dropout: bool = False  # True: the model's dropouts on while training (the book)
     max_steps: int | None = None  # stop after this many optimiser steps (tests, experiments)
+    # How files become pixels, as the device will decode them (`--decode`): recorded in the
+    # checkpoint's preprocessing, and so the bundle's default.
+    decode: str = EXACT
 
     def __post_init__(self) -> None:
         bounds = {"epochs": 1, "batch_size": 1, "patience": 1, "workers": 0}
@@ -91,6 +95,10 @@ class TrainConfig:
                 raise OnnxEdgeError(f"--{name.replace('_', '-')}: expected ≥ {lowest}, got {value}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise OnnxEdgeError(f"--lr: expected a positive number, got {self.lr}")
+        if self.decode not in DECODES:
+            raise OnnxEdgeError(
+                f"--decode: expected one of {', '.join(DECODES)}, got {self.decode!r}"
+            )
         if self.init not in INITS:
             raise OnnxEdgeError(f"--init: expected one of {', '.join(INITS)}, got {self.init!r}")
         if self.schedule not in SCHEDULES:
@@ -239,8 +247,9 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
         for module in model.modules():
             if isinstance(module, nn.Dropout):
                 module.p = 0.0
+    preprocessing = _preprocessing(spec.preprocessing, config)
     needs_sample = config.init == "data" or config.norm == "batch"
-    sample = _init_sample(train_split, spec.preprocessing) if needs_sample else None
+    sample = _init_sample(train_split, preprocessing) if needs_sample else None
     init_weights(model, config.init, sample)
     model.to(device)
     if sample is not None:
@@ -253,9 +262,9 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
     scheduler = make_scheduler(optimizer, config.schedule, total_steps)
 
     sampler = EpochSampler(len(train_split), config.seed)
-    train_set = SplitDataset(train_split, spec.preprocessing, augment=True, seed=config.seed)
+    train_set = SplitDataset(train_split, preprocessing, augment=True, seed=config.seed)
     train_loader = _loader(train_set, config, sampler)
-    val_loader = _loader(SplitDataset(val_split, spec.preprocessing, augment=False), config)
+    val_loader = _loader(SplitDataset(val_split, preprocessing, augment=False), config)
     majority = max(val_split.counts()) / len(val_split)
 
     history: list[EpochStats] = []
@@ -365,7 +374,7 @@ def _save(
         attribute=data.attribute,
         class_names=tuple(data.class_names),
         labels=data.labels,
-        preprocessing=dict(spec.preprocessing),
+        preprocessing=_preprocessing(spec.preprocessing, config),
         epochs=len(history),
         best_epoch=best_epoch,
         best_val_accuracy=best.val_accuracy,
@@ -390,6 +399,13 @@ def _save(
     )
     cpu_state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     write_checkpoint(config.out, cpu_state, info)
+
+
+def _preprocessing(preprocessing: Mapping[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """The model's preprocessing, with ``decode`` where it is not the default (exact)."""
+    if config.decode == EXACT:
+        return dict(preprocessing)
+    return {**preprocessing, "decode": config.decode}
 
 
 def _init_sample(split: Split, preprocessing: Mapping[str, Any], size: int = 512) -> torch.Tensor:

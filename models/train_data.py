@@ -21,7 +21,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from onnxedge.runtime.classifier.preprocess import ImageReadError, open_image, preprocess_image
+from onnxedge.runtime.classifier.preprocess import (
+    FAST,
+    ImageReadError,
+    draft_side,
+    open_image,
+    preprocess_image,
+)
 from onnxedge.runtime.data import Split
 
 
@@ -42,8 +48,9 @@ def training_image(
     path: Any, spec: Mapping[str, Any], rng: np.random.Generator | None
 ) -> np.ndarray:
     """float32 [C, H, W] for training (``rng`` given: random square, random flip) or evaluation
-    (``rng`` None: the device's pixels)."""
-    image = open_image(path)
+    (``rng`` None: the device's pixels). A ``decode`` of ``fast`` in ``spec`` (`train --decode
+    fast`) decodes as the device's fast path does (`load_pixels`)."""
+    image = open_image(path, draft_side=draft_side(spec) if spec.get("decode") == FAST else None)
     if rng is None:
         return preprocess_image(image, spec)
     if spec.get("crop", "none") == "center-square":

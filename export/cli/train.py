@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from onnxedge.runtime.classifier.preprocess import DECODES, EXACT
 from onnxedge.runtime.deps import require_modules
 
 # The choices of `onnxedge.models.train` (INITS, SCHEDULES), here so that --help needs no torch.
@@ -113,6 +114,14 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: float) -
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the per-epoch history and the result as JSON.",
 )
+@click.option(
+    "--decode",
+    type=click.Choice(DECODES),
+    default=EXACT,
+    show_default=True,
+    help="How files become pixels while training: exact, or fast (JPEGs decoded at a reduced "
+    "scale, as predict --decode fast); recorded in the checkpoint and the bundle's default.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal).")
 def train_cmd(
     data_dir: Path,
@@ -132,6 +141,7 @@ def train_cmd(
     norm: str,
     dropout: bool,
     max_steps: int | None,
+    decode: str,
     json_path: Path | None,
     no_progress: bool,
 ) -> None:
@@ -166,6 +176,7 @@ def train_cmd(
         norm=norm,
         dropout=dropout,
         max_steps=max_steps,
+        decode=decode,
     )
     with _RichProgress(enabled=not no_progress and sys.stderr.isatty()) as progress:
         result = train(config, progress)

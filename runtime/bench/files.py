@@ -159,6 +159,7 @@ def _files_engine(
             "files": len(paths),
             "batch_size": batch_size,
             "path": "Classifier.from_bundle(provider='cpu') + predict_files, as onnxedge predict",
+            "model_only_variant": model.pixels_of or model.variant,
         },
         variant=model.variant,
         decode=decode,

@@ -2,8 +2,10 @@
 the variants `onnxedge optimize` added, each verified by `Bundle.variant_model` before it runs.
 
 1. Asked for by name: a name the bundle lacks is an error naming those it has (`BundleError`).
-2. Not asked for: ``fp32``, and ``int8`` where the bundle has it (the variant made for this
-   CPU, which both engines run).
+2. Not asked for: ``fp32``, and ``int8``, ``fp32-u8`` and ``int8-u8`` where the bundle has them
+   (int8 is the variant made for this CPU, which both engines run; the ``-u8`` ones take the
+   decoded pixels and have only from-files rows, set beside the model-only rows of the model
+   they were made from, ``pixels_of``).
 3. Each model records its file, its size on disk (the file and any external data it names),
    its format (``onnx`` or ``ort``), the providers it is made for (fp16: ``cuda``) and whether it
    passed its accuracy gate; the report lists them, so a figure always names its model.
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxedge.runtime.bundle.reader import Bundle
-from onnxedge.runtime.variants.manifest import FP32, INT8, variant_key
+from onnxedge.runtime.variants.manifest import FP32, FP32_U8, INT8, INT8_U8, variant_key
 
 # The output check's atol (against ONNX Runtime's fp32 output) for a model or an engine computing
 # in fewer bits: int8 and bf16 move probabilities by up to ~3e-3 on this model (the int8 gate's
@@ -40,6 +42,9 @@ class BenchModel:
     providers: tuple[str, ...]  # short names it is made for; () for fp32: every provider
     gated: bool | None  # None for fp32 (nothing to gate)
     bytes: int
+    # A variant that takes uint8 pixels (`optimize --uint8-input`): the model it was made from
+    # ("fp32" or "int8"), whose model-only rows stand for it; "" for the others.
+    pixels_of: str = ""
 
     @property
     def check_atol(self) -> float | None:
@@ -88,7 +93,7 @@ def fp32_model(path: Path) -> BenchModel:
 def bench_models(bundle: Bundle, requested: Sequence[str] | None = None) -> list[BenchModel]:
     """The models to time, fp32 first where asked for (module docstring, 1. and 2.)."""
     if requested is None:
-        names = [FP32, *([INT8] if INT8 in bundle.variants else [])]
+        names = [FP32, *(n for n in (INT8, FP32_U8, INT8_U8) if n in bundle.variants)]
     else:
         names = list(dict.fromkeys(variant_key(n) for n in requested))
     models = []
@@ -107,9 +112,15 @@ def bench_models(bundle: Bundle, requested: Sequence[str] | None = None) -> list
                 tuple(p.lower() for p in entry.providers),
                 entry.gated,
                 _size(path),
+                pixels_of=_pixels_of(entry.block) if name in (FP32_U8, INT8_U8) else "",
             )
         )
     return models
+
+
+def _pixels_of(block: Any) -> str:
+    origin = block.get("from", FP32)
+    return FP32 if origin == "model.onnx" else str(origin)
 
 
 def _size(path: Path) -> int:

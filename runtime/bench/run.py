@@ -40,8 +40,9 @@ def benchmark(
     engines: list[AnyEngine] = []
     wanted = settings.resolved_engines
     try:
+        timed = [m for m in models if not m.pixels_of]  # pixels: from-files rows only
         if ONNXRUNTIME in wanted:
-            for model in models:
+            for model in timed:
                 engines += ort_engines(
                     model,
                     settings.providers,
@@ -50,7 +51,7 @@ def benchmark(
                     spinning=settings.spinning,
                 )
         if OPENVINO in wanted:
-            engines += openvino_engines(models, settings.openvino_precisions, threads=threads)
+            engines += openvino_engines(timed, settings.openvino_precisions, threads=threads)
         if settings.images:
             engines += files_engines(
                 bundle.path,

@@ -158,6 +158,8 @@ def check_preprocessing(spec: Any, source: str) -> Mapping[str, Any]:
                 problems.append(f"{key} as {what}, found {value!r}")
             elif key == "std" and 0 in value:
                 problems.append(f"std without zeros, found {value!r}")
+        if spec.get("decode", "exact") not in ("exact", "fast"):  # preprocess.DECODES
+            problems.append(f"decode exact or fast, found {spec.get('decode')!r}")
         if not _number(spec.get("scale", 1.0 / 255.0)):
             problems.append(f"scale as a number, found {spec.get('scale')!r}")
         if not _number(spec.get("pad_value", 0.0)):

@@ -1,4 +1,5 @@
-"""`onnxedge optimize BUNDLE --data DIR [--int8] [--fp16] [--ort]`: the command line of
+"""`onnxedge optimize BUNDLE --data DIR [--int8] [--fp16] [--ort] [--uint8-input]
+[--fast-decode]`: the command line of
 `onnxedge.runtime.variants.optimize`. It parses options, calls the library, prints one gate line
 per variant and writes the JSON."""
 
@@ -96,6 +97,17 @@ from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALI
     help="ONNX Runtime intra-op threads for the gates [default: one per core].",
 )
 @click.option(
+    "--uint8-input",
+    is_flag=True,
+    help="fp32-u8 and int8-u8: the preprocessing (scale, mean/std, NHWC to NCHW) as the "
+    "graph's first nodes, the input the decoded uint8 pixels.",
+)
+@click.option(
+    "--fast-decode",
+    is_flag=True,
+    help="Gate --decode fast (JPEGs at a reduced DCT scale) on the test split and record it.",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -119,14 +131,20 @@ def optimize_cmd(
     force: bool,
     threads: int | None,
     json_path: Path | None,
+    uint8_input: bool,
+    fast_decode: bool,
 ) -> None:
     """Make BUNDLE's edge variants, gate each on DIR's test split, and add those that pass.
 
-    With none of --int8, --fp16, --ort, --int8-first-conv: the first three. Each variant is
-    compared with fp32 on the test split (onnxruntime only): label agreement >= --min-agreement
-    and accuracy drop <= --max-accuracy-drop, with the max and p99 probability error reported.
-    One line per variant: PASSED, FAILED (by how much; not written) or UNGATED (--no-gate). The
-    bundle is rewritten atomically, the manifest last. Exits 1 if any variant missed its gate.
+    With none of --int8, --fp16, --ort, --int8-first-conv, --uint8-input, --fast-decode: the
+    first three. --uint8-input adds fp32-u8 (and int8-u8 where int8 is made or there): the model
+    with the preprocessing as its first nodes, taking the decoded uint8 pixels NHWC.
+    --fast-decode gates `--decode fast` (fp32 on its pixels against the exact ones, the same
+    criteria) and records it in the manifest's 'decodes' block. Each variant is compared with
+    fp32 on the test split (onnxruntime only): label agreement >= --min-agreement and accuracy
+    drop <= --max-accuracy-drop, with the max and p99 probability error reported. One line per
+    variant: PASSED, FAILED (by how much; not written) or UNGATED (--no-gate). The bundle is
+    rewritten atomically, the manifest last. Exits 1 if any variant missed its gate.
     """
     from onnxedge.runtime.bundle.write import atomic_write_bytes, check_writable
     from onnxedge.runtime.variants.gate import GateCriteria
@@ -134,7 +152,7 @@ def optimize_cmd(
 
     if json_path is not None:
         check_writable(json_path)  # before the work, not after the bundle is written
-    every = not (int8 or fp16 or ort_format or int8_first_conv)
+    every = not (int8 or fp16 or ort_format or int8_first_conv or uint8_input or fast_decode)
     request = OptimizeRequest(
         bundle=bundle,
         data=data_dir,
@@ -151,10 +169,16 @@ def optimize_cmd(
         force=force,
         criteria=GateCriteria(min_agreement / 100.0, max_accuracy_drop),
         threads=threads,
+        uint8_input=uint8_input,
+        fast_decode=fast_decode,
     )
     result = optimize_bundle(request, progress=lambda msg: click.echo(msg, err=True))
     for outcome in result.outcomes:
         click.echo(outcome.line())
+    if result.decode_gate is not None:
+        d = result.decode_gate
+        what = "recorded in the manifest" if d.written else "not recorded: missed its gate"
+        click.echo(f"{d.gate.line(enforced=d.enforced)} | {d.gate.provider} | {what}")
     for name in result.dropped:
         click.echo(f"dropped {name}: made from a variant this run replaced", err=True)
     if json_path is not None:

@@ -33,8 +33,11 @@ INT8_ORT = "int8-ort"
 # 4 channels (`onnxedge.runtime.variants.first_conv`).
 INT8_CONV1_FP32 = "int8-conv1-fp32"
 INT8_PAD4 = "int8-pad4"
+# fp32 and int8 with the preprocessing as their first nodes: they take uint8 pixels NHWC.
+FP32_U8 = "fp32-u8"
+INT8_U8 = "int8-u8"
 # Every name `--variant` takes, in the order reports list them.
-VARIANTS = (FP32, INT8, FP16, FP32_ORT, INT8_ORT, INT8_CONV1_FP32, INT8_PAD4)
+VARIANTS = (FP32, INT8, FP16, FP32_ORT, INT8_ORT, INT8_CONV1_FP32, INT8_PAD4, FP32_U8, INT8_U8)
 FORMATS = ("onnx", "ort")
 # Where `onnxedge optimize` writes each variant inside the bundle.
 VARIANT_FILES = {
@@ -44,6 +47,8 @@ VARIANT_FILES = {
     INT8_ORT: "variants/int8.ort",
     INT8_CONV1_FP32: "variants/int8-conv1-fp32.onnx",
     INT8_PAD4: "variants/int8-pad4.onnx",
+    FP32_U8: "variants/fp32-u8.onnx",
+    INT8_U8: "variants/int8-u8.onnx",
 }
 # The operators the ORT-format variants need, for a minimal onnxruntime build
 # (`--include_ops_by_config`).
@@ -145,10 +150,12 @@ __all__ = [
     "FP16",
     "FP32",
     "FP32_ORT",
+    "FP32_U8",
     "INT8",
     "INT8_CONV1_FP32",
     "INT8_ORT",
     "INT8_PAD4",
+    "INT8_U8",
     "ORT_CONFIG",
     "VARIANTS",
     "VARIANT_FILES",

@@ -41,6 +41,7 @@ from onnxedge.runtime.bundle.reader import (
     BundleWriter,
 )
 from onnxedge.runtime.bundle.write import bundle_lock
+from onnxedge.runtime.classifier.preprocess import FAST
 from onnxedge.runtime.data import Dataset, open_dataset
 from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
@@ -51,10 +52,12 @@ from onnxedge.runtime.variants.manifest import (
     FP16,
     FP32,
     FP32_ORT,
+    FP32_U8,
     INT8,
     INT8_CONV1_FP32,
     INT8_ORT,
     INT8_PAD4,
+    INT8_U8,
     ORT_CONFIG,
     VARIANT_FILES,
     VARIANTS,
@@ -67,13 +70,18 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 GATE_BATCH = 64
 _FIRST_CONV = (INT8_CONV1_FP32, INT8_PAD4)  # `first_conv`: int8 with the first conv dealt with
-_PRECISION = {INT8: "int8", FP16: "fp16", FP32_ORT: "fp32", INT8_ORT: "int8"} | {
-    n: "int8" for n in _FIRST_CONV
-}
+_PIXELS = (FP32_U8, INT8_U8)  # variants that take uint8 pixels (`--uint8-input`)
+_PRECISION = (
+    {INT8: "int8", FP16: "fp16", FP32_ORT: "fp32", INT8_ORT: "int8"}
+    | {n: "int8" for n in _FIRST_CONV}
+    | {FP32_U8: "fp32", INT8_U8: "int8"}
+)
 _PROVIDERS = {INT8: ["cpu"], FP16: ["cuda"], FP32_ORT: ["cpu"], INT8_ORT: ["cpu"]} | {
-    n: ["cpu"] for n in _FIRST_CONV
+    n: ["cpu"] for n in (*_FIRST_CONV, *_PIXELS)
 }
-_DERIVED = {INT8_ORT: INT8}  # a variant made from another variant
+_DERIVED = {INT8_ORT: INT8, INT8_U8: INT8}  # a variant made from another variant
+# The name of the fast decode's gate (`--fast-decode`) in reports; it is not a variant.
+DECODE_FAST = "decode-fast"
 FP16_ON_CPU = (
     "fp16: gated on the CPU EP against fp32's numbers (no CUDA EP here); it is made for the "
     "CUDA EP and not offered for the CPU EP, where it runs slower than fp32"
@@ -98,10 +106,18 @@ class OptimizeRequest:
     force: bool = False
     criteria: GateCriteria = dataclasses.field(default_factory=GateCriteria)
     threads: int | None = None
+    uint8_input: bool = False  # fp32-u8, and int8-u8 where int8 is made or there
+    fast_decode: bool = False  # gate `--decode fast` and record it in the manifest
 
     def __post_init__(self) -> None:
-        if not (self.int8 or self.fp16 or self.ort or self.int8_first_conv):
-            raise OnnxEdgeError("expected at least one of --int8, --fp16, --ort, --int8-first-conv")
+        if (
+            not (self.int8 or self.fp16 or self.ort or self.int8_first_conv or self.uint8_input)
+            and not self.fast_decode
+        ):
+            raise OnnxEdgeError(
+                "expected at least one of --int8, --fp16, --ort, --int8-first-conv, "
+                "--uint8-input, --fast-decode"
+            )
         if self.int8_first_conv and not module_available("onnx_ir"):
             raise OnnxEdgeError(
                 "--int8-first-conv edits the graph with onnx-ir, which is not installed here "
@@ -142,14 +158,19 @@ class OptimizeResult:
     fp32_bytes: int
     written: bool  # whether the bundle was (re)written
     dropped: tuple[str, ...] = ()  # derived variants removed because their source was replaced
+    # `--fast-decode`: fp32 on the fast decode's pixels against fp32 on the exact ones.
+    decode_gate: VariantOutcome | None = None
 
     def __bool__(self) -> bool:
-        """True when every variant asked for was written (passed, or written ungated)."""
-        return all(o.written for o in self.outcomes)
+        """True when every variant asked for was written (passed, or written ungated), and the
+        fast decode passed its gate where it was asked for."""
+        decode_ok = self.decode_gate is None or self.decode_gate.written
+        return all(o.written for o in self.outcomes) and decode_ok
 
     @property
     def missed(self) -> tuple[VariantOutcome, ...]:
-        return tuple(o for o in self.outcomes if not o.gate and o.enforced)
+        every = (*self.outcomes, *([self.decode_gate] if self.decode_gate else []))
+        return tuple(o for o in every if not o.gate and o.enforced)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +187,13 @@ class OptimizeResult:
                     "gate": o.gate.to_dict(),
                 }
                 for o in self.outcomes
+            },
+            "decode_gate": None
+            if self.decode_gate is None
+            else {
+                "recorded": self.decode_gate.written,
+                "gate_enforced": self.decode_gate.enforced,
+                "gate": self.decode_gate.gate.to_dict(),
             },
         }
 
@@ -195,16 +223,24 @@ def _optimize(request: OptimizeRequest, out: Path, say: Progress) -> OptimizeRes
         say(f"gating on the test split ({len(test)} images)")
         gates = _gate(request, source, data, made, say)  # 3.
         outcomes = _decide(request, made, gates)
+        decode_gate = None
+        if request.fast_decode:
+            say("fast decode: fp32 on its pixels against the exact ones")
+            gate = gates[DECODE_FAST]
+            passed = gate.passed or not request.gate
+            reason = "" if passed else "missed its gate"
+            decode_gate = VariantOutcome(DECODE_FAST, gate, passed, 0, request.gate, reason)
         to_write = {o.name: made[o.name] for o in outcomes if o.written}
         result = OptimizeResult(
             out=out,
             outcomes=outcomes,
             fp32_bytes=source.model_path.stat().st_size,
-            written=bool(to_write),
+            written=bool(to_write) or bool(decode_gate and decode_gate.written),
+            decode_gate=decode_gate,
         )
-        if to_write:
+        if result.written:
             say(f"writing {out}")
-            dropped = _write(source, out, to_write, outcomes, _data_block(data))  # 4.
+            dropped = _write(source, out, to_write, outcomes, _data_block(data), decode_gate)  # 4.
             result = dataclasses.replace(result, dropped=dropped)
     return result
 
@@ -238,6 +274,10 @@ def _wanted(request: OptimizeRequest, source: Bundle) -> list[str]:
             names.append(INT8_ORT)
     if request.int8_first_conv:
         names.extend(_FIRST_CONV)
+    if request.uint8_input:
+        names.append(FP32_U8)
+        if request.int8 or INT8 in source.variants:
+            names.append(INT8_U8)
     return names
 
 
@@ -296,7 +336,7 @@ def _make_variants(
         made[name]["made"]["calibration"] = calibration
     if INT8 in made:
         int8_source = Path(made[INT8]["_path"])
-    elif INT8_ORT in wanted:
+    elif INT8_ORT in wanted or INT8_U8 in wanted:
         int8_source = source.variant_model(INT8)
     if FP16 in wanted:
         say("fp16: converting")
@@ -312,6 +352,22 @@ def _make_variants(
         say("ORT format: converting int8")
         path = work / "int8.ort"
         made[INT8_ORT] = _entry(INT8_ORT, path, INT8, convert_to_ort(int8_source, path))
+    if FP32_U8 in wanted or INT8_U8 in wanted:
+        from onnxedge.runtime.variants.uint8_input import add_uint8_input, pixels_input_block
+
+        pixels_input = pixels_input_block(source.manifest["input"])
+        for name, model, origin in (
+            (FP32_U8, source.model_path, "model.onnx"),
+            (INT8_U8, int8_source, INT8),
+        ):
+            if name not in wanted or model is None:
+                continue
+            say(f"{name}: the preprocessing into the graph")
+            path = work / f"{name}.onnx"
+            made[name] = _entry(
+                name, path, origin, add_uint8_input(model, path, source.preprocessing)
+            )
+            made[name]["input"] = pixels_input
     return made
 
 
@@ -391,12 +447,30 @@ def _gate(
     for chunk in iter_chunks(test, source.preprocessing, what="test images (the gate)"):
         labels.append(chunk.labels)
         for name, (session, _) in sessions.items():
+            inputs = chunk.pixels if name in _PIXELS else chunk.inputs
             outputs[name].append(
-                _probabilities(session, source.input.name, chunk.inputs, source.output_kind)
+                _probabilities(session, source.input.name, inputs, source.output_kind)
             )
     truth = np.concatenate(labels)
     reference = np.concatenate(outputs[FP32])
-    return {
+    gates = {}
+    if request.fast_decode:  # fp32 on the fast decode's pixels, against fp32 on the exact ones
+        fast = [
+            _probabilities(sessions[FP32][0], source.input.name, chunk.inputs, source.output_kind)
+            for chunk in iter_chunks(
+                test, source.preprocessing, what="test images (the gate)", decode=FAST
+            )
+        ]
+        gates[DECODE_FAST] = judge(
+            DECODE_FAST,
+            reference,
+            np.concatenate(fast),
+            truth,
+            threshold=source.threshold,
+            criteria=request.criteria,
+            provider=sessions[FP32][1],
+        )
+    return gates | {
         name: judge(
             name,
             reference,
@@ -456,6 +530,7 @@ def _write(
     made: Mapping[str, Mapping[str, Any]],
     outcomes: tuple[VariantOutcome, ...],
     data: Mapping[str, Any],
+    decode_gate: VariantOutcome | None = None,
 ) -> tuple[str, ...]:
     """4.: the source bundle's files and manifest, with the variants added or replaced."""
     gates = {o.name: o for o in outcomes}
@@ -504,6 +579,16 @@ def _write(
         writer.manifest["format_version"] = VARIANTS_FORMAT_VERSION if variants else FORMAT_VERSION
         if variants:
             writer.manifest["variants"] = variants
+        if decode_gate is not None and decode_gate.written:
+            decodes = dict(writer.manifest.get("decodes") or {})
+            gate = decode_gate.gate
+            decodes[FAST] = {
+                "gated": decode_gate.enforced and gate.passed,
+                "gate": {**gate.to_dict(), "enforced": decode_gate.enforced, "data": data},
+                "against": "exact: the pixels of the training transform, on fp32 (model.onnx)",
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            }
+            writer.manifest["decodes"] = decodes
     return dropped
 
 

@@ -17,17 +17,28 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.classifier.decode import default_decode_workers, ordered_map
-from onnxedge.runtime.classifier.preprocess import ImageReadError, load_image
+from onnxedge.runtime.classifier.preprocess import (
+    EXACT,
+    ImageReadError,
+    finish,
+    load_image,
+    load_pixels,
+    normalize,
+    pads,
+)
 from onnxedge.runtime.data import Split
 from onnxedge.runtime.errors import OnnxEdgeError
 
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-    """Preprocessed images [n, C, H, W] and their class indices."""
+    """Preprocessed images [n, C, H, W] and their class indices; ``pixels``: the same images'
+    uint8 pixels [n, H, W, C] before the scaling (what a variant that takes pixels is given), None
+    for a resize mode that pads."""
 
     inputs: np.ndarray
     labels: np.ndarray
+    pixels: np.ndarray | None = None
 
 
 def calibration_sample(split: Split, size: int, seed: int) -> tuple[Path, ...]:
@@ -68,17 +79,22 @@ def iter_chunks(
     chunk: int = 256,
     what: str,
     workers: int | None = None,
+    decode: str = EXACT,
 ) -> Iterator[Chunk]:
-    """``split`` preprocessed ``chunk`` images at a time, in order, with their labels; the next
-    chunk is decoded while the caller works on this one. Unreadable images are an error, raised
-    after the whole split has been read so that it names how many there are."""
+    """``split`` preprocessed ``chunk`` images at a time, in order, with their labels, its files
+    decoded as ``decode`` says (`load_pixels`); the next chunk is decoded while the caller works
+    on this one. Unreadable images are an error, raised after the whole split has been read so
+    that it names how many there are."""
     failed: list[ImageReadError] = []
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     items = list(zip(split.paths, split.labels, strict=True))
 
     def load(pair: tuple[Path, int]) -> np.ndarray | ImageReadError:
-        return _load(pair[0], preprocessing)
+        try:
+            return load_pixels(pair[0], preprocessing, decode=decode)
+        except ImageReadError as e:
+            return e
 
     for (_, label), item in ordered_map(
         load, items, workers=workers or default_decode_workers(), ahead=chunk
@@ -89,11 +105,18 @@ def iter_chunks(
         arrays.append(item)
         labels.append(label)
         if len(arrays) >= chunk and not failed:
-            yield Chunk(np.stack(arrays), np.asarray(labels))
+            yield _chunk(arrays, labels, preprocessing)
             arrays, labels = [], []
     _refuse(failed, len(items), what)
     if arrays:
-        yield Chunk(np.stack(arrays), np.asarray(labels))
+        yield _chunk(arrays, labels, preprocessing)
+
+
+def _chunk(pixels: list[np.ndarray], labels: list[int], preprocessing: Mapping[str, Any]) -> Chunk:
+    if pads(preprocessing):  # each image its own size until the padding
+        return Chunk(np.stack([finish(p, preprocessing) for p in pixels]), np.asarray(labels))
+    stacked = np.stack(pixels)
+    return Chunk(normalize(stacked, preprocessing), np.asarray(labels), stacked)
 
 
 def _decoded(
