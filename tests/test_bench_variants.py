@@ -238,15 +238,25 @@ def test_from_files_rows_run_predicts_code_on_every_file(smile_bundle, images, t
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    (row,) = [r for r in report["rows"] if r["mode"] == FILES]
-    assert (row["status"], row["batch_size"], row["variant"]) == ("ok", 4, "fp32")
-    assert row["stats"]["images_per_call"] == 6 and row["files"] == 6
-    assert row["stats"]["throughput"] == pytest.approx(6 / (row["stats"]["mean_ms"] / 1e3))
-    assert row["check"].startswith("PASSED: 6 files classified, probabilities as a serial")
+    rows = [r for r in report["rows"] if r["mode"] == FILES]
+    assert [r["decode"] for r in rows] == ["exact", "fast"]  # one row per decode
+    for row in rows:
+        assert (row["status"], row["batch_size"], row["variant"]) == ("ok", 4, "fp32")
+        assert row["stats"]["images_per_call"] == 6 and row["files"] == 6
+        assert row["stats"]["throughput"] == pytest.approx(6 / (row["stats"]["mean_ms"] / 1e3))
+        assert row["check"].startswith("PASSED: 6 files classified, probabilities as a serial")
     # the files' batch size joins the run for these rows only
     assert sorted({r["batch_size"] for r in report["rows"] if r["mode"] == E2E}) == [1, 2]
-    assert report["settings"]["images"] == {"source": str(images), "files": 6, "batch_size": 4}
-    assert "## From image files (decode + preprocess + inference)" in md.read_text()
+    assert report["settings"]["images"] == {
+        "source": str(images),
+        "files": 6,
+        "batch_size": 4,
+        "decodes": ["exact", "fast"],
+    }
+    text = md.read_text()
+    assert "## From image files (decode + preprocess + inference)" in text
+    # beside no model-only row at batch 4 (not among --batch-sizes): n/a, never a made-up ratio
+    assert "| 4 | onnxruntime exact | 6 |" in text and "| n/a |" in text
 
 
 def test_a_file_that_cannot_be_read_fails_the_row_untimed(smile_bundle, images, tmp_path):
@@ -259,7 +269,13 @@ def test_a_file_that_cannot_be_read_fails_the_row_untimed(smile_bundle, images, 
     settings = BenchSettings(providers=("cpu",), batch_sizes=(1,), peers=(), plan=PLAN)
     paths = [str(p) for p in sorted(folder.iterdir())]
     engines = files_engines(
-        bundle.path, bench_models(bundle), ["onnxruntime"], paths, batch_size=2, threads=1
+        bundle.path,
+        bench_models(bundle),
+        ["onnxruntime"],
+        paths,
+        batch_size=2,
+        threads=1,
+        decodes=("exact",),
     )
     (row,) = run_benchmark(engines, (3, 64, 64), settings)
     assert row.status == "failed" and row.stats is None
@@ -284,7 +300,13 @@ def test_from_files_pixels_that_change_fail_the_check(smile_bundle, images, monk
     settings = BenchSettings(providers=("cpu",), batch_sizes=(1,), peers=(), plan=PLAN)
     paths = [str(p) for p in sorted(images.rglob("*.jpg"))]
     engines = files_engines(
-        bundle.path, bench_models(bundle), ["onnxruntime"], paths, batch_size=4, threads=1
+        bundle.path,
+        bench_models(bundle),
+        ["onnxruntime"],
+        paths,
+        batch_size=4,
+        threads=1,
+        decodes=("fast",),
     )
     (row,) = run_benchmark(engines, (3, 64, 64), settings)
     assert row.status == "failed" and row.stats is None

@@ -46,6 +46,7 @@ class BenchRow:
             "mode": i.mode,
             "variant": i.variant,
             "precision": i.precision,
+            "decode": i.decode,
             "provider": i.provider,
             "label": i.label,
             "batch_size": self.batch_size,
