@@ -88,6 +88,14 @@ def candidate_models(
             excluded.append(
                 Excluded(name, "not gated (written with --no-gate): tune runs gated models only")
             )
+        elif "input" in entry.block:
+            excluded.append(
+                Excluded(
+                    name,
+                    "takes the decoded uint8 pixels (--uint8-input): timed from files by "
+                    "bench --images, not on tune's float input",
+                )
+            )
         elif entry.providers and "cpu" not in [p.lower() for p in entry.providers]:
             excluded.append(
                 Excluded(name, f"made for the {', '.join(entry.providers)} execution provider")
