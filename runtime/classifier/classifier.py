@@ -58,12 +58,11 @@ from onnxedge.runtime.classifier.preprocess import (
     ImageReadError,
     check_decode,
     fast_decode_vouched,
+    finish,
     image_pixels,
-    load_image,
     load_pixels,
     normalize,
     pads,
-    preprocess_image,
     trained_decode,
 )
 from onnxedge.runtime.classifier.session import (
@@ -466,13 +465,9 @@ class Classifier:
 
     def preprocess(self, image: Any, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
         """A file path or a PIL image -> float32 [3, H, W] as the manifest's preprocessing says
-        (a file decoded as ``decode`` says)."""
-        max_pixels = check_max_pixels(max_pixels)
-        if isinstance(image, (str, bytes, os.PathLike)):
-            return load_image(image, self.preprocessing, max_pixels=max_pixels, decode=self.decode)
-        if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
-            return preprocess_image(image, self.preprocessing)
-        raise TypeError(f"expected a file path or a PIL image, got {type(image).__name__}")
+        (a file decoded as ``decode`` says): `finish` of `pixels`, as `load_image` and
+        `preprocess_image` are."""
+        return finish(self.pixels(image, max_pixels=max_pixels), self.preprocessing)
 
     def pixels(self, image: Any, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
         """A file path or a PIL image -> uint8 [H, W, 3], `preprocess` before its scaling."""
