@@ -156,8 +156,8 @@ def evaluate_cmd(
     )  # fmt: skip
     check_engine_options(chosen["engine"], chosen["precision"])
     check_ray_only(ray_address, ray_actors=(ray_actors, True), decode=(decode, False))
-    run = evaluate_bundle
-    if ray_address is not None:
+    run = functools.partial(evaluate_bundle, decode=decode)
+    if ray_address is not None:  # the decode the model was trained with (--decode: local only)
         run = functools.partial(evaluate_on_ray_cmd, ray_address=ray_address, actors=ray_actors)
     with _progress(not no_progress and sys.stderr.isatty()) as advance:
         result = run(
@@ -167,7 +167,6 @@ def evaluate_cmd(
             attribute=attribute,
             provider=provider,
             batch_size=batch_size,
-            decode=decode,
             **chosen,
             threshold=threshold,
             progress=advance,
