@@ -217,3 +217,44 @@ def test_a_report_through_a_link_or_to_a_device_keeps_them(tmp_path):
     atomic_write_bytes(tmp_path / "alias.json", b"new")
     assert (tmp_path / "alias.json").is_symlink() and real.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.json", "null.json", "real.json"]
+
+
+def test_other_packages_warnings_are_debug_lines_and_ours_are_shown(caplog, monkeypatch):
+    import logging
+    import warnings
+
+    from onnxedge.runtime import cli
+
+    shown = []
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *args: shown.append(str(message)))
+    cli._quiet_third_party_warnings()
+    with caplog.at_level(logging.DEBUG, logger="warnings"):
+        warnings.showwarning("load it unsafely", UserWarning, "/opt/torch/serialization.py", 1)
+        ours = str(Path(cli.__file__).parent / "predict.py")
+        warnings.showwarning("a warning of ours", UserWarning, ours, 1)
+    assert shown == ["a warning of ours"]
+    assert [r.getMessage() for r in caplog.records if "unsafely" in r.getMessage()] == [
+        "UserWarning: load it unsafely (/opt/torch/serialization.py:1)"
+    ]
+
+
+def test_threads_above_the_usable_cores_warn_once(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from onnxedge.runtime.cli import main, options
+
+    monkeypatch.setattr(options, "usable_cores", lambda: 2)
+    out = write_tiny_bundle(tmp_path / "b")
+    (tmp_path / "x.png").write_bytes(b"")
+    result = CliRunner().invoke(
+        main, ["predict", str(out), str(tmp_path / "x.png"), "--threads", "3"]
+    )
+    warned = [line for line in result.stderr.splitlines() if "usable core" in line]
+    assert warned == [
+        "onnxedge: warning: --threads 3 is more than the 2 usable cores; the threads share "
+        "them and run slower"
+    ]
+    result = CliRunner().invoke(
+        main, ["predict", str(out), str(tmp_path / "x.png"), "--threads", "2"]
+    )
+    assert "usable core" not in result.stderr

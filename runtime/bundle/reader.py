@@ -148,15 +148,13 @@ class Bundle:
                 "(an export that did not finish, or not a bundle)"
             )
         confined(path, MANIFEST, what="the bundle's manifest is")
-        try:
-            data = generation.read(MANIFEST, manifest_path, limit=MAX_MANIFEST_BYTES)
-        except Replaced:
-            raise
-        except BundleError as e:
-            message = str(e).replace("(the manifest lists it)", "(every bundle has one)")
-            raise BundleError(
-                message.replace("expected at most", "expected a manifest of at most")
-            ) from None
+        data = generation.read(
+            MANIFEST,
+            manifest_path,
+            limit=MAX_MANIFEST_BYTES,
+            why="every bundle has one",
+            what="a manifest",
+        )
         manifest = load_json(data, manifest_path)
         bundle = cls.from_manifest(path, manifest, source=str(manifest_path))
         bundle = dataclasses.replace(bundle, generation=generation)

@@ -134,10 +134,18 @@ class Generation:
             return True
         return (st.st_dev, st.st_ino) != (self.dev, self.ino)
 
-    def read(self, name: str, display: Path, *, limit: int | None = None) -> bytes:
+    def read(
+        self,
+        name: str,
+        display: Path,
+        *,
+        limit: int | None = None,
+        why: str = "the manifest lists it",
+        what: str = "a file",
+    ) -> bytes:
         """The bytes of ``name`` (confined already) in this generation of the bundle: a regular
-        file, at most ``limit`` bytes. `Replaced` where the bundle at the path is another one
-        (the file may be gone with the old one)."""
+        file, at most ``limit`` bytes; ``why`` it must be there, for the messages. `Replaced`
+        where the bundle at the path is another one (the file may be gone with the old one)."""
         fd = _open_dir(self.path)
         try:
             st = os.fstat(fd)
@@ -148,7 +156,7 @@ class Generation:
             except FileNotFoundError:
                 if self.replaced():
                     raise Replaced(_replaced_message(self.path)) from None
-                raise BundleError(f"{display} is missing (the manifest lists it)") from None
+                raise BundleError(f"{display} is missing ({why})") from None
             except OSError as e:
                 raise BundleError(f"cannot read {display}: {e.strerror or e}") from None
         finally:
@@ -157,12 +165,10 @@ class Generation:
             st = os.fstat(member)
             if not stat.S_ISREG(st.st_mode):
                 kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-                raise BundleError(
-                    f"{display}: expected a file (the manifest lists it), found {kind}"
-                )
+                raise BundleError(f"{display}: expected a file ({why}), found {kind}")
             if limit is not None and st.st_size > limit:
                 raise BundleError(
-                    f"{display}: expected at most {limit:,} bytes, found {st.st_size:,}"
+                    f"{display}: expected {what} of at most {limit:,} bytes, found {st.st_size:,}"
                 )
             with os.fdopen(os.dup(member), "rb") as f:
                 return f.read()

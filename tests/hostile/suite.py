@@ -80,7 +80,7 @@ class Case:
     variants: Callable[[Path, list[Result]], str | None] | None = None  # what was lost
     stdout: str = "pipe"  # or "full" (/dev/full) or "closed" (a reader that went away)
     env: dict[str, str] = dataclasses.field(default_factory=dict)
-    signal: int | None = None  # sent once the command has started working
+    signal: int | None = None  # sent once the command has said its first line (it is working)
     concurrent: Callable[[Path], list[str]] | None = None  # a second command run alongside
     hold_lock: str = ""  # a bundle whose writer lock another process holds meanwhile
     needs: str = ""  # "torch": skipped without it; "mount": without a tmpfs
@@ -306,7 +306,8 @@ def predict_one(name: str, code: int = 1, contains: str = "") -> Case:
             return problem
         return None if contains in result.stdout.decode() else f"no {contains!r}"
 
-    return Case(f"predict {name}", predict(f"img/{name}"), (code,), rows=check)
+    label = f"predict {name}" + (", its message" if contains else "")
+    return Case(label, predict(f"img/{name}"), (code,), rows=check)
 
 
 def hostile_name(name: bytes) -> Case:
@@ -596,11 +597,11 @@ CASES: list[Case] = [
 
 
 _HOLD = """
-import sys, time
+import sys
 from onnxedge.runtime.bundle.write import bundle_lock
 with bundle_lock(sys.argv[1]):
     print("held", flush=True)
-    time.sleep(600)
+    sys.stdin.read()  # until the suite closes it: the lock is then released and its file removed
 """
 
 
@@ -614,7 +615,9 @@ def run_case(case: Case, root: Path) -> tuple[list[Result], float]:
     second = holder = None
     if case.hold_lock:
         holder = subprocess.Popen(
-            [sys.executable, "-c", _HOLD, str(root / case.hold_lock)], stdout=subprocess.PIPE
+            [sys.executable, "-c", _HOLD, str(root / case.hold_lock)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
         holder.stdout.readline()  # "held"
     if case.concurrent is not None:
@@ -631,14 +634,19 @@ def run_case(case: Case, root: Path) -> tuple[list[Result], float]:
     if case.stdout == "closed":
         proc.stdout.read(1)
         proc.stdout.close()
-    if case.signal is not None:
-        time.sleep(4.0)
+    said = b""
+    if case.signal is not None:  # predict says its rows on stdout, optimize its steps on stderr
+        said = (proc.stdout if case.args(root)[0] == "predict" else proc.stderr).readline()
         proc.send_signal(case.signal)
     out, err = (
         proc.communicate(timeout=TIMEOUT)
         if case.stdout != "closed"
         else (b"", proc.communicate(timeout=TIMEOUT)[1])
     )
+    if case.signal is not None and case.args(root)[0] != "predict":
+        err = said + err
+    elif said:
+        out = said + out
     results = [Result(proc.returncode, out or b"", err.decode("utf-8", "replace"))]
     if second is not None:
         out2, err2 = second.communicate(timeout=TIMEOUT)
@@ -646,8 +654,8 @@ def run_case(case: Case, root: Path) -> tuple[list[Result], float]:
     if full is not None:
         full.close()
     if holder is not None:
-        holder.kill()
-        holder.wait()
+        holder.stdin.close()
+        holder.wait(timeout=60)
     return results, time.monotonic() - start
 
 
