@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 OUT    ?= build/smile_cnn
 STAMP  := $(VENV)/.onnxedge-installed
 
-.PHONY: export test check lint format parity bench zoo clean venv train edge
+.PHONY: export test check lint format parity bench zoo parity-matrix clean venv train edge
 
 venv: $(STAMP)
 
@@ -105,6 +105,16 @@ ZOO_PYTORCHCV := pytorchcv==0.0.74
 zoo: $(STAMP)
 	$(PIP) install --quiet --no-deps '$(ZOO_PYTORCHCV)'
 	$(BIN)/python -m onnxedge.export.zoo --out docs/ZOO.md --bundles build/zoo
+
+# Not part of `make test`: parity's false alarms (every zoo model and smile_cnn, both exporters,
+# default and ImageNet preprocessing, the CPU EP and OpenVINO f32) and misses (perturbed layers,
+# biases, channels and mean) measured, into docs/PARITY.md's matrix; long (run it with nice).
+# PARITY_CHECKPOINT=path adds smile_cnn with trained weights.
+parity-matrix: $(STAMP)
+	$(PIP) install --quiet --no-deps '$(ZOO_PYTORCHCV)'
+	$(BIN)/python -m onnxedge.export.parity_matrix --out docs/PARITY.md \
+		--bundles build/parity_matrix --json build/parity_matrix.json \
+		$(if $(PARITY_CHECKPOINT),--checkpoint $(PARITY_CHECKPOINT))
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache *.egg-info

@@ -18,7 +18,10 @@ import onnx_ir as ir
 import onnx_ir.passes.common as ir_common_passes
 from onnxscript.rewriter import MatchContext, MatchResult, RewriteRuleClassBase, RewriteRuleSet
 
+from onnxedge.runtime.errors import OnnxEdgeError
+
 __all__ = [
+    "GAP_SCOPES",
     "CanonicalizeGapHeadPass",
     "GapResult",
     "GapRewrite",
@@ -32,6 +35,13 @@ logger = logging.getLogger(__name__)
 RewriteCallback = Callable[[ir.Node, str, str], None]
 
 _POOLED_RANK = 4  # NCHW: the only rank at which a ReduceMean is taken to be a spatial average
+
+# Which global means become GlobalAveragePool: only the classifier head's (the one `onnxedge
+# check` names), or every one (squeeze-excitation blocks too). ONNX Runtime's CPU
+# GlobalAveragePool sums a large map less accurately than its ReduceMean (docs/EXPORT.md).
+GAP_HEAD, GAP_ALL = "head", "all"
+GAP_SCOPES = (GAP_HEAD, GAP_ALL)
+DEFAULT_GAP_SCOPE = GAP_HEAD
 
 # GlobalAveragePool's type constraint T; bfloat16 joins at opset 22.
 _GAP_DTYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.FLOAT, ir.DataType.DOUBLE})
@@ -77,9 +87,18 @@ def _check_gap_dtype(context: MatchContext, x: ir.Value, result: MatchResult) ->
 class _GapRule(RewriteRuleClassBase):
     """Shared plumbing: report each applied rewrite to the owner of the rule set."""
 
-    def __init__(self, on_rewrite: RewriteCallback | None = None) -> None:
+    def __init__(
+        self, on_rewrite: RewriteCallback | None = None, only: frozenset[str] | None = None
+    ) -> None:
         super().__init__()
         self._on_rewrite = on_rewrite
+        self._only = only  # the output tensors of the means to rewrite; None: every one
+
+    def _out_of_scope(self, node: ir.Node) -> str:
+        """Why ``node`` is not to be rewritten whatever its form (``""``: it may be)."""
+        if self._only is None or node.outputs[0].name in self._only:
+            return ""
+        return "not the classifier head's pool (the lowering's scope is the head)"
 
     def _report(self, node: ir.Node, detail: str) -> None:
         if self._on_rewrite is not None:
@@ -103,6 +122,8 @@ class ReduceMeanToGlobalAveragePool(_GapRule):
     def check(self, context: MatchContext, x: ir.Value, mean: ir.Value) -> MatchResult:
         result = MatchResult()
         node = context.root
+        if why := self._out_of_scope(node):
+            return result.fail(why)
         if x.shape is None:  # case 1. needs the rank to normalise negative axes
             return result.fail(f"rank of {x.name!r} is unknown, so its axes cannot be normalised")
         rank = x.shape.rank()
@@ -167,6 +188,8 @@ class AveragePoolToGlobalAveragePool(_GapRule):
     def check(self, context: MatchContext, x: ir.Value, pooled: ir.Value) -> MatchResult:
         result = MatchResult()
         node = context.root
+        if why := self._out_of_scope(node):
+            return result.fail(why)
         if x.shape is None:
             return result.fail(f"shape of {x.name!r} is unknown")
         spatial = list(x.shape.dims[2:])
@@ -203,15 +226,18 @@ class AveragePoolToGlobalAveragePool(_GapRule):
         return op.GlobalAveragePool(x, _name=node.name or None)
 
 
-def gap_rules(*, on_rewrite: RewriteCallback | None = None) -> RewriteRuleSet:
+def gap_rules(
+    *, on_rewrite: RewriteCallback | None = None, only: frozenset[str] | None = None
+) -> RewriteRuleSet:
     """The rule set of :class:`CanonicalizeGapHeadPass` (cases 1. and 2.).
 
-    ``on_rewrite`` is called with (original node, rule name, detail) for each rewrite.
+    ``on_rewrite`` is called with (original node, rule name, detail) for each rewrite; ``only``:
+    the output tensors of the means that may be rewritten (None: every one).
     """
     return RewriteRuleSet(
         [
-            ReduceMeanToGlobalAveragePool.rule(on_rewrite=on_rewrite),
-            AveragePoolToGlobalAveragePool.rule(on_rewrite=on_rewrite),
+            ReduceMeanToGlobalAveragePool.rule(on_rewrite=on_rewrite, only=only),
+            AveragePoolToGlobalAveragePool.rule(on_rewrite=on_rewrite, only=only),
         ]
     )
 
@@ -233,11 +259,13 @@ class CanonicalizeGapHeadPass(ir.passes.InPlacePass):
     The rules read shapes from the IR: run shape inference first (as
     :func:`canonicalize_gap_head` does), or nothing of unknown rank is rewritten. Axes constants
     and initializers left without users are removed. ``rewrites`` holds what the latest call did.
+    ``only``: the output tensors of the means that may be rewritten (None: every one).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, only: frozenset[str] | None = None) -> None:
         super().__init__()
         self.rewrites: tuple[GapRewrite, ...] = ()
+        self._only = only
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         labels = _node_labels(model)
@@ -249,7 +277,7 @@ class CanonicalizeGapHeadPass(ir.passes.InPlacePass):
             rewrites.append(GapRewrite(label, node.op_type, rule, detail))
             axes_values.extend(v for v in node.inputs[1:] if v is not None)
 
-        gap_rules(on_rewrite=record).apply_to_model(model)
+        gap_rules(on_rewrite=record, only=self._only).apply_to_model(model)
         _remove_dead_constants(axes_values)
         for rewrite in rewrites:
             logger.info("%s", rewrite)
@@ -322,16 +350,30 @@ def _graph_values(graph: ir.Graph) -> list[ir.Value]:
     return values
 
 
-def canonicalize_gap_head(model: onnx.ModelProto) -> GapResult:
+def head_pools(model: onnx.ModelProto) -> frozenset[str]:
+    """The output tensors of the ops that pool the last feature map into the classifier, as
+    `onnxedge check` finds them (`onnxedge.runtime.check.head.find_head`)."""
+    from onnxedge.runtime.check.head import find_head, tensor_ranks
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    head = find_head(inferred.graph, tensor_ranks(inferred))
+    return frozenset(node.output[0] for node in head.pools)
+
+
+def canonicalize_gap_head(model: onnx.ModelProto, scope: str = DEFAULT_GAP_SCOPE) -> GapResult:
     """Apply :class:`CanonicalizeGapHeadPass` to a proto; the input proto is not modified.
+    ``scope``: ``head`` rewrites the head's pool only (`head_pools`), ``all`` every global mean.
 
     Runs ONNX shape inference first so that ranks and static H, W are known (exported and
     simplified models often carry no value_info), then restores the original value_info.
     """
+    if scope not in GAP_SCOPES:
+        raise OnnxEdgeError(f"unknown GAP lowering scope {scope!r}; expected head or all")
+    only = head_pools(model) if scope == GAP_HEAD else None
     model_ir = ir.serde.deserialize_model(model)
     snapshot = _ValueInfoSnapshot(model_ir)
     ir_common_passes.ShapeInferencePass(strict_mode=False)(model_ir)
-    gap_pass = CanonicalizeGapHeadPass()
+    gap_pass = CanonicalizeGapHeadPass(only)
     gap_pass(model_ir)
     snapshot.restore(model_ir)
     return GapResult(model=ir.serde.serialize_model(model_ir), rewrites=gap_pass.rewrites)

@@ -60,6 +60,7 @@ class LoweringResult:
     verifications: tuple[StepVerification, ...]
     check: CheckReport
     batch_rewrites: tuple[str, ...] = ()  # what made a fixed batch symbolic (`dynamic_batch`)
+    gap_scope: str = ""  # which global means the lowering rewrote: head or all
 
 
 def lower_graph(
@@ -68,11 +69,12 @@ def lower_graph(
     simplify: bool = True,
     dynamic_batch: bool = False,
     progress: Progress | None = None,
+    gap: str | None = None,
 ) -> LoweringResult:
     """onnxsim, then (``dynamic_batch``, for an input whose batch is fixed) the batch made
-    symbolic, then the GAP lowering; each step verified numerically, the batch step against the
-    original ``model`` at batch 1, 2 and 7."""
-    from onnxedge.export.gap import canonicalize_gap_head
+    symbolic, then the GAP lowering (``gap``: the head's pool, or every global mean); each step
+    verified numerically, the batch step against the original ``model`` at batch 1, 2 and 7."""
+    from onnxedge.export.gap import DEFAULT_GAP_SCOPE, canonicalize_gap_head
 
     say = progress or (lambda _msg: None)
     verifications = []
@@ -89,15 +91,16 @@ def lower_graph(
         model, batch_rewrites, step = _make_batch_dynamic(original, model, say)
         verifications.append(step)
     say("lowering the GAP head to GlobalAveragePool")
-    gap = canonicalize_gap_head(model)
-    if gap.modified:
-        step = verify_onnx_step("GAP lowering", model, gap.model)
+    lowering = canonicalize_gap_head(model, gap or DEFAULT_GAP_SCOPE)
+    if lowering.modified:
+        step = verify_onnx_step("GAP lowering", model, lowering.model)
         step.raise_if_failed()
         verifications.append(step)
-    lowered = gap.model
+    lowered = lowering.model
     return LoweringResult(
         model=lowered,
-        rewrites=tuple(str(r) for r in gap.rewrites),
+        rewrites=tuple(str(r) for r in lowering.rewrites),
+        gap_scope=gap or DEFAULT_GAP_SCOPE,
         verifications=tuple(verifications),
         check=check_model(lowered),
         batch_rewrites=batch_rewrites,
@@ -173,6 +176,7 @@ class ExportRequest:
     dynamic_spatial: bool = False
     golden_layers: bool = True  # `--golden-layers/--no-golden-layers`
     golden_layers_budget_mb: float = DEFAULT_GOLDEN_LAYERS_BUDGET_MB
+    gap: str | None = None  # `--gap head|all`; None: the lowering's default (head)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +230,7 @@ def export_bundle(
     golden_layers: bool = True,
     golden_layers_budget_mb: float = DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
     progress: Progress | None = None,
+    gap: str | None = None,
 ) -> ExportResult:
     """Export an ``nn.Module`` image classifier to a bundle directory, written atomically.
 
@@ -244,6 +249,7 @@ def export_bundle(
     ``golden_batch_sizes``: the batch sizes of the golden data (parity's rows).
     ``golden_layers``: also store golden layers (`onnxedge.export.layers`), for the largest golden
     batch that fits ``golden_layers_budget_mb``; the map from tensors to modules is stored always.
+    ``gap``: ``head`` lowers the classifier head's global mean only, ``all`` every one.
     """
     from onnxedge.export.golden import make_golden
     from onnxedge.export.layers import carry_modules, make_golden_layers, tensor_modules
@@ -272,7 +278,7 @@ def export_bundle(
     exported = rename_output(exported, OUTPUT_NAMES[kind])
     exported_pool = _head_pools(exported)
     modules = tensor_modules(exported, module)  # before onnxsim drops the node metadata
-    lowering = lower_graph(exported, progress=say)
+    lowering = lower_graph(exported, progress=say, gap=gap)
     say("comparing ONNX Runtime (CPU) with PyTorch")
     torch_steps = [verify_against_torch(module, lowering.model)]
     if dynamic_spatial:
@@ -324,6 +330,7 @@ def export_bundle(
         "weights": _weights_block(weights),
         "graph": {
             "nodes": [n.op_type for n in lowering.model.graph.node],
+            "gap_scope": lowering.gap_scope,
             "gap_rewrites": list(lowering.rewrites),
             "verified_steps": [v.to_dict() for v in verifications],
         },
@@ -431,6 +438,7 @@ def export_model(request: ExportRequest, progress: Progress | None = None) -> Ex
         weights=provenance,
         model_info=info,
         progress=say,
+        gap=request.gap,
     )
 
 
@@ -548,7 +556,12 @@ def _weights_block(weights: Any) -> dict[str, Any]:
 
 
 def simplify_file(
-    src: Path, dst: Path, *, simplify: bool = True, progress: Progress | None = None
+    src: Path,
+    dst: Path,
+    *,
+    simplify: bool = True,
+    progress: Progress | None = None,
+    gap: str | None = None,
 ) -> LoweringResult:
     """onnxsim and the GAP lowering for any ONNX model; the result is written atomically."""
     model = load_model(src)
@@ -556,6 +569,6 @@ def simplify_file(
         onnx.checker.check_model(model, full_check=False)
     except Exception as e:
         raise OnnxEdgeError(f"{src} is not a valid ONNX model: {first_line(e)}") from None
-    result = lower_graph(model, simplify=simplify, progress=progress)
+    result = lower_graph(model, simplify=simplify, progress=progress, gap=gap)
     atomic_write_bytes(dst, result.model.SerializeToString(deterministic=True))
     return result

@@ -300,7 +300,7 @@ def cpu_model() -> str:
     return f"{name}, {cores} cores, Python {platform.python_version()}"
 
 
-def _load() -> float:
+def load_average() -> float:
     """The 1-minute load average (the times in the table are wall-clock: other jobs slow them)."""
     import os
 
@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr, flush=True)
 
-    load_before = _load()
+    load_before = load_average()
     rows: list[ZooRow] = []
     for entry in entries:
         for exporter, opset in EXPORTERS:
@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows,
         command=command.strip(),
         machine=f"{cpu_model()}; load average {load_before:.1f} before the run, "
-        f"{_load():.1f} after",
+        f"{load_average():.1f} after",
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
     )
     from onnxedge.runtime.bundle.write import atomic_write_bytes

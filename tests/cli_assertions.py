@@ -14,3 +14,15 @@ def assert_one_line_error(result: Any, *fragments: str) -> None:
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+def unwrap(output: str) -> str:
+    """Output whose long result lines were wrapped (continuation lines indented by four spaces,
+    `onnxedge.runtime.lines.fit`) with each wrapped line joined back into one."""
+    lines: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("    ") and lines and not line.startswith("     "):
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    return "\n".join(lines) + ("\n" if output.endswith("\n") else "")

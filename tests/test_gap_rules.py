@@ -24,6 +24,7 @@ from onnxedge.export.gap import (
     canonicalize_gap_head,
     gap_rules,
 )
+from onnxedge.runtime.errors import OnnxEdgeError
 
 _ATOL = 1e-6
 _BATCHES = (1, 3)
@@ -601,3 +602,33 @@ def test_wrong_replacement_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     onnx.checker.check_model(result.model, full_check=True)
     with pytest.raises(AssertionError):
         assert_same_outputs(case.model, result.model)
+
+
+def _squeeze_excite_model() -> onnx.ModelProto:
+    """A squeeze-excitation block's mean inside the network, then the head's mean and a MatMul."""
+    body = """
+            axes = Constant <value = int64[2] {2, 3}> ()
+            s = ReduceMean <keepdims = 1> (f, axes)
+            g = Sigmoid(s)
+            h = Mul(f, g)
+            p = ReduceMean <keepdims = 0> (h, axes)
+            y = MatMul(p, wfc)
+    """
+    return _model(body, opset=18, y="float[batch,2] y", inits=(_FC_W,))
+
+
+def test_the_default_lowering_rewrites_the_heads_mean_only_and_all_every_one() -> None:
+    model = _squeeze_excite_model()
+    assert gap.head_pools(model) == frozenset({"p"})
+    head = canonicalize_gap_head(model)
+    assert _ops(head.model) == [
+        "Conv", "Constant", "ReduceMean", "Sigmoid", "Mul", "GlobalAveragePool", "Flatten",
+        "MatMul",
+    ]  # fmt: skip
+    assert [r.op_type for r in head.rewrites] == ["ReduceMean"]
+    every = canonicalize_gap_head(model, "all")
+    assert _ops(every.model).count("GlobalAveragePool") == 2 and len(every.rewrites) == 2
+    for result in (head, every):
+        assert_same_outputs(model, result.model)
+    with pytest.raises(OnnxEdgeError, match="expected head or all"):
+        canonicalize_gap_head(model, "some")

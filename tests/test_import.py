@@ -227,7 +227,7 @@ def test_reference_float32_is_recorded_in_the_manifest(files, tmp_path):
     parity = invoke("parity", out, "--providers", "cpu")
     assert parity.exit_code == 0, parity.output
     # The CPU EP's tolerances plus the float32 reference's own (the CPU EP's again).
-    assert "prob max_abs" in parity.output and "(atol 2e-05, rtol 0.0002)" in parity.output
+    assert "error/bound prob " in parity.output and "guard" in parity.output
 
 
 def test_a_float32_reference_widens_the_tolerances_by_the_cpu_eps():
@@ -236,7 +236,8 @@ def test_a_float32_reference_widens_the_tolerances_by_the_cpu_eps():
     plain = Target("cuda", "off").tolerances()
     wide = Target("cuda", "off").tolerances(reference="float32")
     assert (wide.prob.atol, wide.prob.rtol) == (plain.prob.atol + 1e-5, plain.prob.rtol + 1e-4)
-    assert wide.spread_rtol == pytest.approx(plain.spread_rtol + 1e-3)
+    # No float64 truth to measure the rounding against: the widened tolerances alone judge.
+    assert plain.rounding_factor is not None and wide.rounding_factor is None
     assert "float32 reference" in wide.basis and "float32" not in plain.basis
 
 

@@ -15,6 +15,7 @@ import onnx
 import onnx.parser
 import onnxruntime as ort
 import pytest
+from cli_assertions import unwrap
 from onnx import numpy_helper
 from torchless import run_without_torch
 
@@ -38,6 +39,7 @@ from onnxedge.runtime.parity.layer_reference import (
 )
 from onnxedge.runtime.parity.layers import GOLDEN_LAYERS, NoGoldenLayers, layer_modules
 from onnxedge.runtime.parity.localize import LOCALIZED, NOT_LOCALIZED, localize
+from onnxedge.runtime.parity.rounding import Judge, Rounding
 from onnxedge.runtime.parity.rows import FAILED, PASSED
 from onnxedge.runtime.parity.tolerances import Target, Tolerance
 
@@ -133,26 +135,29 @@ def test_a_tensor_without_reference_is_reported_not_passed():
     assert result.status == NO_REFERENCE and not result.compared and not result.failed
 
 
-def test_the_rows_own_tolerance_judges_the_tensors_the_row_judges():
+def test_the_rows_own_bound_judges_the_tensors_the_row_judges():
     expected = np.array([[0.01], [2.0]])
-    # 5e-6 off near zero: 5e-4 of the scale, far over a scale tolerance of 1e-5, but within the
-    # row's 1e-5 + 1e-4 * |ref| elementwise; 3e-4 off at 2.0 leaves it.
+    # The row's bound: 10 x PyTorch's float32 error of 1e-6, 1e-5. 5e-6 off near zero: 5e-4 of
+    # the scale, far over a scale tolerance of 1e-5, but within the row's bound; 3e-4 off at 2.0
+    # leaves it, though a scale tolerance of 1 would pass it.
+    row_judge = Judge(Tolerance(1e-5, 1e-4), Rounding(1e-6, 1.4, 2), 10)
     within = compare_layer(
         _tensor(),
         expected + np.array([[5e-6], [0]]),
         expected,
         tolerance=1e-5,
-        elementwise=Tolerance(1e-5, 1e-4),
+        row_judge=row_judge,
     )
     outside = compare_layer(
         _tensor(),
         expected + np.array([[0], [3e-4]]),
         expected,
         tolerance=1.0,
-        elementwise=Tolerance(1e-5, 1e-4),
+        row_judge=row_judge,
     )
     assert within.status == PASSED and outside.status == FAILED
-    assert "row's tolerance" in outside.errors()
+    assert "outside the row's bound" in outside.errors()
+    assert outside.to_dict()["row_bound"]["factor"] == 10
 
 
 def test_layer_tolerance_grows_with_depth_from_a_floor_to_crest_times_rtol():
@@ -861,7 +866,7 @@ def test_parity_variant_fp16_is_not_run_on_the_cpu_ep(bundle_copy, tmp_path):
     assert "made for the cuda execution provider, not the CPU" in rows[0]["reason"]
     required = invoke(*args, "--require", "cpu")
     assert required.exit_code == 1
-    assert "FAILED | cpu | batch 1 | tf32 n/a | required, but it did not run" in required.output
+    assert "FAILED | cpu | batch 1 | required, but it did not run" in unwrap(required.output)
     # the same file listed as a CPU variant runs, and passes: the rule, not the file, skipped it
     add_variant(bundle_copy, "int8", bundle_copy / "model.onnx")
     assert invoke(*args[:-1], "int8").exit_code == 0

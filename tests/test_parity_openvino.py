@@ -40,7 +40,7 @@ def test_openvino_passes_on_the_golden_data_with_rows_named_by_engine(smile_bund
     ort = [line for line in rows if line.split(" | ")[1] == "cpu"]
     assert len(ov) == len(ort) == len(DEFAULT_BATCH_SIZES)
     assert all(line.startswith("PASSED | openvino cpu f32 | batch ") for line in ov)
-    assert "(atol 1e-05, rtol 0.0001)" in ov[0]
+    assert "error/bound prob " in ov[0] and len(ov[0]) <= 120
     report = json.loads(out.read_text())
     engines = {(r["engine"], r["precision"]) for r in report["rows"]}
     assert engines == {("onnxruntime", None), ("openvino", "f32")}
@@ -68,7 +68,7 @@ def test_a_nudged_weight_fails_on_openvino_too(bundle_copy):
     assert result.exit_code == 1, result.output
     (line,) = row_lines(result.output)
     assert line.startswith("FAILED | openvino cpu f32 | batch 7")
-    assert "logits outside the tolerance" in line
+    assert "logits outside " in line
 
 
 def test_missing_openvino_is_skipped_never_passed(no_openvino, smile_bundle):

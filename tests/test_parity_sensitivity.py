@@ -1,10 +1,9 @@
-"""Parity catches a 1% change of any layer at every default batch selection (issue 9): each output
-is judged against the spread of the reference as well as elementwise
-(`onnxedge.runtime.parity.spread`)."""
+"""Parity catches a 1% change of any layer at every default batch selection, and passes the
+exported model with a wide margin: each output is judged against PyTorch's own float32 rounding
+of the model (`onnxedge.runtime.parity.rounding`), under the fixed tolerances as a guard."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -13,8 +12,18 @@ import onnx
 import pytest
 from test_parity import edit_model, invoke, library_run
 
-from onnxedge.runtime.parity import DEFAULT_BATCH_SIZES, Target, ToleranceOverrides
-from onnxedge.runtime.parity.spread import FLOOR_ULPS, check_spread, reference_spread
+from onnxedge.runtime.parity import DEFAULT_BATCH_SIZES, Target, Tolerance, ToleranceOverrides
+from onnxedge.runtime.parity.rounding import (
+    FLOAT32,
+    FLOOR,
+    FLOOR_ULPS,
+    GUARD,
+    Judge,
+    Rounding,
+    reference_rounding,
+)
+
+_EPS32 = float(np.finfo(np.float32).eps)
 
 
 def layer_weights(bundle: Path) -> list[str]:
@@ -34,7 +43,7 @@ def test_a_one_percent_change_of_any_layer_fails_every_default_selection(
     bundle_copy, layer, factor
 ):
     """Every row of the default run fails, so does any selection of default batch sizes: a row
-    is judged alone, against the spread of the whole reference whichever rows run (below)."""
+    is judged alone, against the rounding of the whole reference whichever rows run (below)."""
     name = layer_weights(bundle_copy)[layer]
     edit_model(bundle_copy, name, lambda w: w.__imul__(np.float32(factor)))
     report = library_run(bundle_copy)
@@ -43,83 +52,118 @@ def test_a_one_percent_change_of_any_layer_fails_every_default_selection(
         assert row.status == "failed" and "outside" in row.reason, f"{name} x {factor}: {row}"
 
 
-def test_the_spread_check_is_what_catches_the_first_layer_at_batch_1(bundle_copy):
-    """The elementwise tolerance alone lets a 1% change of conv1 through at batch 1 (the logits
-    are nearly the final bias, -0.047, and move by 1e-5); the spread check does not."""
+def test_the_rounding_bound_is_what_catches_the_first_layer_at_batch_1(bundle_copy):
+    """The tolerances alone let a 1% change of conv1 through at batch 1 (the logits are nearly
+    the final bias, -0.047, and move by 1e-5); the bound from the model's rounding does not."""
     edit_model(bundle_copy, "conv1.weight", lambda w: w.__imul__(np.float32(1.01)))
-    elementwise_only = library_run(
-        bundle_copy, batch_sizes=(1,), overrides=ToleranceOverrides(spread_rtol=1e9)
-    )
-    assert elementwise_only, str(elementwise_only.rows[0])
+    cpu = Target("cpu").tolerances()
+    by_hand = ToleranceOverrides(logit_atol=cpu.logits.atol, logit_rtol=cpu.logits.rtol)
+    tolerances_only = library_run(bundle_copy, batch_sizes=(1,), overrides=by_hand)
+    assert tolerances_only, str(tolerances_only.rows[0])
+    assert tolerances_only.rows[0].logits_check.decided_by == GUARD
     (row,) = library_run(bundle_copy, batch_sizes=(1,)).rows
     assert row.status == "failed"
-    assert "logits outside the spread bound in rows 0 (random)" in row.reason
-    assert row.logits_spread is not None and row.logits_spread.scaled_error > 3
+    assert "logits outside the float32 floor in rows 0 (random)" in row.reason
+    assert row.logits_check.decided_by == FLOOR and row.logits_check.ratio > 3
 
 
 def test_the_exported_model_passes_with_a_wide_margin(smile_bundle):
     report = library_run(smile_bundle)
     assert report and len(report.rows) == len(DEFAULT_BATCH_SIZES)
     for row in report.rows:
-        assert row.logits_spread.scaled_error < 0.1 and row.prob_spread.scaled_error < 0.1
-        assert "error/spread bound prob" in str(row)
+        assert row.logits_check.ratio < 0.1 and row.prob_check.ratio < 0.1
+        assert row.logits_check.decided_by in (FLOAT32, FLOOR)
+        assert "error/bound prob " in row.line()
 
 
 def test_a_row_is_the_same_whichever_batches_run_with_it(smile_bundle):
-    """The spread is the whole reference's, so batch 1 alone is judged as in the default run."""
+    """The rounding is the whole reference's, so batch 1 alone is judged as in the default run."""
     everything = {row.batch: row for row in library_run(smile_bundle).rows}
     for size in DEFAULT_BATCH_SIZES:
         (alone,) = library_run(smile_bundle, batch_sizes=(size,)).rows
-        assert alone.logits_spread == everything[size].logits_spread
-        assert alone.prob_spread == everything[size].prob_spread
-    assert everything[1].logits_spread.bound[0] > 0
+        assert alone.logits_check == everything[size].logits_check
+        assert alone.prob_check == everything[size].prob_check
+    rounding = everything[1].logits_check.judge.rounding
+    assert rounding.rows == sum(DEFAULT_BATCH_SIZES) and rounding.float32_error > 0
 
 
-def test_tf32_and_bf16_have_no_spread_check_and_the_cpu_has_one():
-    assert Target("cpu").tolerances().spread_rtol == 1e-3
-    assert Target("cuda", "off").tolerances().spread_rtol == 3e-3
-    assert Target("cuda", "on").tolerances().spread_rtol is None
-    overridden = Target("cuda", "on").tolerances(ToleranceOverrides(spread_rtol=0.5))
-    assert overridden.spread_rtol == 0.5 and "overridden" in overridden.basis
+def test_tf32_and_bf16_are_judged_by_the_tolerances_alone_and_the_cpu_by_its_rounding():
+    assert Target("cpu").tolerances().rounding_factor == 10
+    assert Target("cpu", engine="openvino", precision="f32").tolerances().rounding_factor == 10
+    assert Target("cuda", "off").tolerances().rounding_factor == 30
+    assert Target("cuda", "on").tolerances().rounding_factor is None
+    assert Target("cpu", engine="openvino", precision="bf16").tolerances().rounding_factor is None
+    overridden = Target("cuda", "on").tolerances(ToleranceOverrides(rounding_factor=5))
+    assert overridden.rounding_factor == 5 and "overridden" in overridden.basis
+    by_hand = Target("cpu").tolerances(ToleranceOverrides(atol=1e-3))
+    assert by_hand.rounding_factor is None and by_hand.prob == Tolerance(1e-3, 1e-4)
 
 
-def test_the_command_line_takes_and_reports_the_spread_rtol(bundle_copy, tmp_path):
+def test_the_command_line_takes_and_reports_the_rounding_factor(bundle_copy, tmp_path):
     edit_model(bundle_copy, "conv1.weight", lambda w: w.__imul__(np.float32(1.01)))
     args = ["parity", bundle_copy, "--providers", "cpu", "--batch-sizes", "1"]
     failed = invoke(*args, "--json", tmp_path / "p.json")
-    assert failed.exit_code == 1 and "outside the spread bound" in failed.output
+    assert failed.exit_code == 1 and "logits outside the float32 floor" in failed.output
     row = json.loads((tmp_path / "p.json").read_text())["rows"][0]
-    assert row["tolerances"]["spread_rtol"] == 1e-3
-    assert row["spread"]["logits"]["passed"] is False
-    assert invoke(*args, "--spread-rtol", "0.1").exit_code == 0
-    assert invoke(*args, "--spread-rtol", "nan").exit_code == 2
+    assert row["tolerances"]["rounding_factor"] == 10
+    logits = row["bound"]["logits"]
+    assert logits["passed"] is False and logits["decided_by"] == FLOOR
+    assert logits["judge"]["rounding"]["float32_error"] > 0 and logits["judge"]["factor"] == 10
+    assert logits["judge"]["floor"] == pytest.approx(
+        FLOOR_ULPS * _EPS32 * logits["judge"]["rounding"]["rms"]
+    )
+    # A factor so large that the guard decides: the tolerances alone, which this change passes.
+    assert invoke(*args, "--rounding-factor", "1e9").exit_code == 0
+    assert invoke(*args, "--rounding-factor", "nan").exit_code == 2
 
 
-# -- the spread check alone -----------------------------------------------------------------------
+# -- the judge alone ------------------------------------------------------------------------------
 
 
-def test_spread_is_per_column_over_every_row():
-    spread = reference_spread([np.array([[0.0, 1.0]]), np.array([[2.0, 1.0], [4.0, 1.0]])])
-    assert spread.rows == 3
-    assert spread.std == pytest.approx((np.std([0, 2, 4]), 0.0))
-    assert spread.rms == pytest.approx((np.sqrt(20 / 3), 1.0))
+def test_the_rounding_is_pytorchs_float32_error_over_every_row():
+    rounding = reference_rounding(
+        [np.array([[1.0]]), np.array([[2.0], [-2.0]])],
+        [np.array([[1.0 + 1e-6]]), np.array([[2.0], [-2.0 - 3e-6]])],
+    )
+    assert rounding.rows == 3 and rounding.float32_error == pytest.approx(3e-6)
+    assert rounding.rms == pytest.approx(np.sqrt(9 / 3))
 
 
-def test_an_output_that_never_varies_is_held_to_its_rounding_not_to_zero():
-    spread = reference_spread([np.full((5, 1), -0.047)])
-    floor = FLOOR_ULPS * np.finfo(np.float32).eps * 0.047
-    assert spread.bounds(1e-3) == pytest.approx([floor])
-    expected = np.full((2, 1), -0.047)
-    assert check_spread(expected + floor / 2, expected, spread, 1e-3)
-    assert not check_spread(expected + 2 * floor, expected, spread, 1e-3)
+def test_each_of_the_three_bounds_can_decide_and_fail():
+    guard = Tolerance(1e-5, 1e-4)
+    expected = np.array([[1.0], [-1.0]])
+    # float32: 10 x 2e-6 = 2e-5, above the floor (100 eps x RMS 1 = 1.2e-5), under the guard
+    judge = Judge(guard, Rounding(2e-6, 1.0, 2), 10)
+    assert judge.float32_bound == pytest.approx(2e-5) and judge.floor == pytest.approx(
+        FLOOR_ULPS * _EPS32
+    )
+    inside = judge.check(expected + 1.9e-5, expected)
+    assert inside and inside.decided_by == FLOAT32 and inside.bound == pytest.approx(2e-5)
+    outside = judge.check(expected + np.array([[0.0], [3e-5]]), expected)
+    assert not outside and outside.rows_outside == (1,) and outside.ratio == pytest.approx(1.5)
+    # floor: PyTorch computed it almost exactly
+    exact = Judge(guard, Rounding(1e-12, 1.0, 2), 10)
+    assert exact.check(expected + 1e-5, expected).decided_by == FLOOR
+    assert not exact.check(expected + 2e-5, expected)
+    # guard: a rounding larger than the fixed tolerance at the output's size is capped by it
+    coarse = Judge(guard, Rounding(1e-3, 1.0, 2), 10)
+    capped = coarse.check(expected + 5e-3, expected)
+    assert not capped and capped.decided_by == GUARD and capped.bound == pytest.approx(1.1e-4)
 
 
-def test_a_check_names_the_rows_outside_and_fails_on_non_finite_values():
-    spread = reference_spread([np.array([[0.0], [1.0]])])  # std 0.5: bound 5e-4 at 1e-3
-    expected = np.array([[0.0], [1.0], [0.5]])
-    check = check_spread(expected + np.array([[1e-4], [1e-3], [0.0]]), expected, spread, 1e-3)
-    assert not check and check.rows_outside == (1,) and check.scaled_error == pytest.approx(2)
-    nan = check_spread(np.array([[np.nan], [1.0], [0.5]]), expected, spread, 1e-3)
-    assert not nan and nan.rows_outside == (0,)
-    assert check_spread(np.zeros((2, 1)), expected, spread, 1e-3) is None  # shape: elementwise's
-    assert dataclasses.asdict(check)["bound"] == (5e-4,)
+def test_the_guard_takes_a_small_element_at_the_outputs_size():
+    """A logit of 0.01 among logits of 30 carries the rounding of 30: the guard's relative part
+    is taken at the output's RMS where the element is smaller."""
+    judge = Judge(Tolerance(1e-5, 1e-4), Rounding(1e-4, 30.0, 2), None)
+    expected = np.array([[30.0, 0.01], [-30.0, 0.02]])
+    assert judge.check(expected + 2e-3, expected)  # 1e-5 + 1e-4 x 30 = 3.01e-3
+    assert not judge.check(expected + 4e-3, expected)
+
+
+def test_non_finite_values_and_other_shapes_fail():
+    judge = Judge(Tolerance(1.0, 1.0), Rounding(1e-6, 1.0, 2), 10)
+    expected = np.array([[0.5], [0.5]])
+    nan = judge.check(np.array([[np.nan], [0.5]]), expected)
+    assert not nan and nan.rows_outside == (0,) and nan.detail == "non-finite values"
+    shape = judge.check(np.zeros((3, 1)), expected)
+    assert not shape and shape.detail.startswith("shape")

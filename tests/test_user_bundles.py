@@ -127,7 +127,7 @@ def test_parity_fails_when_a_k_class_model_changed(user_dir, tmp_path):
     report = parity(bundle)
     assert not report
     assert all(r.status == "failed" for r in report.rows)
-    assert all("logits outside the tolerance" in r.reason for r in report.rows)
+    assert all("logits outside " in r.reason for r in report.rows)
     assert np.isclose(max(r.logits.max_abs_error for r in report.rows), 1e-3, rtol=0.01)
 
 

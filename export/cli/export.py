@@ -17,7 +17,7 @@ from onnxedge.export.cli.preprocessing_options import (
     preprocessing_options,
     read_labels,
 )
-from onnxedge.runtime.cli.output import echo_progress
+from onnxedge.runtime.cli.output import echo_progress, verbosity
 from onnxedge.runtime.deps import require_modules
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -29,6 +29,16 @@ def _model_args(items: tuple[str, ...]) -> dict[str, Any]:
         return parse_model_args(items)
     except OnnxEdgeError as e:
         raise click.BadParameter(str(e).removeprefix("--model-arg: ")) from None
+
+
+gap_option = click.option(
+    "--gap",
+    type=click.Choice(["head", "all"]),
+    default="head",
+    show_default=True,
+    help="Which global means become GlobalAveragePool: the classifier head's only, or every one "
+    "(squeeze-excitation blocks too; ONNX Runtime's CPU pool is less precise over large maps).",
+)
 
 
 @click.command("export")
@@ -86,6 +96,7 @@ def _model_args(items: tuple[str, ...]) -> dict[str, Any]:
 )
 @golden_images_option
 @golden_layers_options
+@gap_option
 def export_cmd(
     model_name: str,
     model_args: dict[str, Any],
@@ -109,6 +120,7 @@ def export_cmd(
     images: Path | None,
     golden_layers: bool,
     golden_layers_budget: float,
+    gap: str,
 ) -> None:
     """Export a model to a bundle: simplified, GAP head lowered, checked, with a manifest.
 
@@ -146,6 +158,7 @@ def export_cmd(
         dynamic_spatial=dynamic_spatial,
         golden_layers=golden_layers,
         golden_layers_budget_mb=golden_layers_budget,
+        gap=gap,
     )
     result = export_model(request, progress=echo_progress)
     for rewrite in result.rewrites:
@@ -153,6 +166,6 @@ def export_cmd(
     for step in result.verifications:
         click.echo(f"verified {step.step}: max abs error {step.max_abs_error:.3g}")
     for item in result.check.items:
-        click.echo(str(item))
+        click.echo(item.line(verbose=verbosity() > 0))
     click.echo(f"output {result.manifest['output']['name']!r}: {result.output_kind}")
     echo_written(result.out, result.manifest)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from onnxedge.runtime.cli.output import echo_progress
+from onnxedge.export.cli.export import gap_option
+from onnxedge.runtime.cli.output import echo_progress, verbosity
 from onnxedge.runtime.deps import require_modules
 
 
@@ -15,7 +16,8 @@ from onnxedge.runtime.deps import require_modules
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "dst", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--no-onnxsim", is_flag=True, help="Only lower the GAP head; skip onnxsim.")
-def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool) -> None:
+@gap_option
+def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool, gap: str) -> None:
     """Simplify any ONNX model with onnxsim and lower its GAP head to GlobalAveragePool.
 
     Keeps dynamic dims; each step is verified numerically; reports what was rewritten and the
@@ -30,14 +32,14 @@ def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool) -> None:
     )
     from onnxedge.export.pipeline import simplify_file
 
-    result = simplify_file(src, dst, simplify=not no_onnxsim, progress=echo_progress)
+    result = simplify_file(src, dst, simplify=not no_onnxsim, progress=echo_progress, gap=gap)
     for rewrite in result.rewrites:
         click.echo(f"rewrote {rewrite}")
     click.echo(f"{len(result.rewrites)} GAP rewrite(s); wrote {dst}")
     for step in result.verifications:
         click.echo(f"verified {step.step}: max abs error {step.max_abs_error:.3g}")
     for item in result.check.items:
-        click.echo(str(item))
+        click.echo(item.line(verbose=verbosity() > 0))
     if not result.check:
         click.echo(f"FAILED | {dst} was written, but it does not pass onnxedge check", err=True)
         sys.exit(1)

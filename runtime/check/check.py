@@ -34,6 +34,7 @@ from onnxedge.runtime.check.head import (
     tensor_ranks,
 )
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.lines import fit
 
 __all__ = ["CheckItem", "CheckReport", "GraphCycleError", "check_model", "check_path", "walk_back"]
 
@@ -51,6 +52,10 @@ class CheckItem:
 
     def __str__(self) -> str:
         return f"{'PASSED' if self.passed else 'FAILED'} | {self.name} | {self.detail}"
+
+    def line(self, *, verbose: bool = False) -> str:
+        """As printed: one line with ``verbose``, else wrapped to `LINE_WIDTH` columns."""
+        return str(self) if verbose else fit(str(self))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ import click
 
 from onnxedge.runtime.bundle.write import atomic_write_bytes
 from onnxedge.runtime.check.check import check_path
+from onnxedge.runtime.cli.output import verbosity
 
 
 @click.command("check")
@@ -21,7 +22,7 @@ def check_cmd(target: str, json_path: str | None) -> None:
     """
     report = check_path(target)
     for item in report.items:
-        click.echo(str(item))
+        click.echo(item.line(verbose=verbosity() > 0))
     if json_path:
         atomic_write_bytes(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     if not report:

@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 from onnxedge.runtime.cli.options import THREADS
+from onnxedge.runtime.cli.output import verbosity
+from onnxedge.runtime.lines import fit
 from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE
 
 
@@ -174,11 +176,13 @@ def optimize_cmd(
     )
     result = optimize_bundle(request, progress=lambda msg: click.echo(msg, err=True))
     for outcome in result.outcomes:
-        click.echo(outcome.line())
+        click.echo(outcome.line(verbose=verbosity() > 0))
     if result.decode_gate is not None:
         d = result.decode_gate
         what = "recorded in the manifest" if d.written else "not recorded: missed its gate"
-        click.echo(f"{d.gate.line(enforced=d.enforced)} | {d.gate.provider} | {what}")
+        verbose = verbosity() > 0
+        line = f"{d.gate.line(enforced=d.enforced, verbose=verbose)} | {d.gate.provider} | {what}"
+        click.echo(line if verbose else fit(line))
     for name in result.dropped:
         click.echo(f"dropped {name}: made from a variant this run replaced", err=True)
     if json_path is not None:

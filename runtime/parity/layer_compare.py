@@ -16,8 +16,8 @@ within `layer_tolerance`: the row's relative tolerance on the logits, ``rtol``, 
    any, is not held to a sliver.
 
 The tensors the row itself judges (the graph's output and the logits) are held to the row's own
-elementwise tolerance, ``atol + rtol * |reference|``: a row whose failure the localizing run
-reproduces always has a divergent layer.
+bound (`onnxedge.runtime.parity.rounding`): a row whose failure the localizing run reproduces
+always has a divergent layer.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import numpy as np
 
 from onnxedge.runtime.parity.exposed import ExposedTensor
 from onnxedge.runtime.parity.layers import ModuleRef
+from onnxedge.runtime.parity.rounding import Judge
 from onnxedge.runtime.parity.rows import FAILED, PASSED
-from onnxedge.runtime.parity.tolerances import Tolerance
 
 NO_REFERENCE = "no reference"
 CREST = 4.0
@@ -51,13 +51,13 @@ def layer_tolerance(rtol: float, depth: int, max_depth: int) -> float:
 class LayerResult:
     """One tensor against its reference: its largest absolute and relative errors, its scale (the
     reference's RMS), ``scaled_error`` = max_abs / scale, and the verdict against ``tolerance``
-    (on scaled_error), or against the row's ``elementwise`` tolerance where it has one."""
+    (on scaled_error), or against the row's bound (``row_judge``) where it has one."""
 
     tensor: ExposedTensor
     module: ModuleRef | None
     status: str  # passed | failed | no reference
     tolerance: float
-    elementwise: Tolerance | None = None
+    row_judge: Judge | None = None
     shape: tuple[int, ...] = ()
     max_abs_error: float = 0.0
     max_rel_error: float = 0.0
@@ -79,8 +79,8 @@ class LayerResult:
         return text + (f" (module {self.module})" if self.module else "")
 
     def tolerance_text(self) -> str:
-        if self.elementwise is not None:
-            return f"row's {self.elementwise.atol:g}+{self.elementwise.rtol:g}|ref|"
+        if self.row_judge is not None:
+            return "row's bound"
         return f"{self.tolerance:.2g}"
 
     def errors(self) -> str:
@@ -90,9 +90,9 @@ class LayerResult:
             f"max_abs {self.max_abs_error:.2g} max_rel {self.max_rel_error:.2g} "
             f"error/scale {self.scaled_error:.2g}"
         )
-        if self.elementwise is not None:
+        if self.row_judge is not None:
             verdict = "outside" if self.failed else "within"
-            text += f", {verdict} the row's tolerance ({self.elementwise})"
+            text += f", {verdict} the row's bound"
         else:
             text += (" > " if self.failed else " <= ") + f"tolerance {self.tolerance:.2g}"
         return text + (f" ({self.detail})" if self.detail else "")
@@ -112,9 +112,7 @@ class LayerResult:
             "scale": _json_float(self.scale),
             "scaled_error": _json_float(self.scaled_error),
             "tolerance": self.tolerance,
-            "row_tolerance": None
-            if self.elementwise is None
-            else dataclasses.asdict(self.elementwise),
+            "row_bound": None if self.row_judge is None else self.row_judge.to_dict(),
             "detail": self.detail,
         }
 
@@ -129,11 +127,11 @@ def compare_layer(
     expected: Any | None,
     *,
     tolerance: float,
-    elementwise: Tolerance | None = None,
+    row_judge: Judge | None = None,
     module: ModuleRef | None = None,
 ) -> LayerResult:
     """One tensor against its reference (None: it has none, and is reported so)."""
-    result = LayerResult(tensor, module, NO_REFERENCE, tolerance, elementwise)
+    result = LayerResult(tensor, module, NO_REFERENCE, tolerance, row_judge)
     if expected is None:
         return result
     a = np.asarray(actual, dtype=np.float64)
@@ -163,8 +161,8 @@ def compare_layer(
         float((diff[significant] / np.abs(e[significant])).max()) if significant.any() else 0.0
     )
     scaled = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
-    if elementwise is not None:
-        ok = bool(np.all(diff <= elementwise.atol + elementwise.rtol * np.abs(e)))
+    if row_judge is not None:
+        ok = bool(row_judge.check(a.reshape(len(a), -1), e.reshape(len(e), -1)))
     else:
         ok = scaled <= tolerance
     return dataclasses.replace(

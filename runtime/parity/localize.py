@@ -34,16 +34,16 @@ from onnxedge.runtime.bundle.outputs import (
     probabilities,
 )
 from onnxedge.runtime.bundle.reader import Bundle
-from onnxedge.runtime.compare import compare_arrays
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError, first_line
+from onnxedge.runtime.lines import fit
 from onnxedge.runtime.parity.exposed import ExposedModel, run_exposed
 from onnxedge.runtime.parity.layer_compare import LayerResult, compare_layer, layer_tolerance
 from onnxedge.runtime.parity.layer_reference import LayerReference, describe_target
 from onnxedge.runtime.parity.layers import ModuleRef, layer_modules
 from onnxedge.runtime.parity.reference import Reference
+from onnxedge.runtime.parity.rounding import Judge
 from onnxedge.runtime.parity.rows import FAILED, PASSED, ParityRow
-from onnxedge.runtime.parity.spread import check_spread, output_spreads
-from onnxedge.runtime.parity.tolerances import Target, Tolerance, Tolerances
+from onnxedge.runtime.parity.tolerances import Target
 from onnxedge.runtime.variants.manifest import FP32
 
 LOCALIZE_WHEN = ("failed", "always")
@@ -184,7 +184,8 @@ class Localization:
                 "  largest error/scale: "
                 + "; ".join(f"{layer.label()} {layer.scaled_error:.2g}" for layer in largest)
             )
-        return [str(self), *notes, *(self.table() if self.layers else [])]
+        # Each line within LINE_WIDTH columns (wrapped); the table's rows are narrower already.
+        return [fit(str(self)), *map(fit, notes), *(self.table() if self.layers else [])]
 
     def to_dict(self) -> dict[str, Any]:
         first = self.first_divergent
@@ -288,7 +289,7 @@ def localize_row(
             + (", ..." if len(strange) > 5 else "")
         )
     actual = run_exposed(session, exposed.bundle.input.name, inputs)
-    judged = _row_tolerances(exposed, row.tolerances)
+    judged = _row_judges(exposed, row)
     rtol = row.tolerances.logits.rtol
     results = tuple(
         compare_layer(
@@ -296,12 +297,12 @@ def localize_row(
             actual[t.name],
             expected.get(t.name),
             tolerance=layer_tolerance(rtol, t.depth, exposed.max_depth),
-            elementwise=judged.get(t.name),
+            row_judge=judged.get(t.name),
             module=modules.get(t.name),
         )
         for t in exposed.tensors
     )
-    status, detail = _judge_outputs(actual, inputs, batch, exposed, reference, row.tolerances)
+    status, detail = _judge_outputs(actual, inputs, batch, exposed, reference, row)
     return Localization(
         row=row,
         batch=batch,
@@ -333,15 +334,15 @@ def _modules(bundle: Bundle, exposed: ExposedModel) -> dict[str, ModuleRef]:
     return named
 
 
-def _row_tolerances(exposed: ExposedModel, tolerances: Tolerances) -> dict[str, Tolerance]:
-    """The tensors the row judges, with the row's tolerance for each: the output (probabilities
-    or logits, as its kind says) and the logits tensor."""
-    on_output = (
-        tolerances.prob
-        if exposed.kind in (SIGMOID_PROBABILITY, PROBABILITIES)
-        else tolerances.logits
-    )
-    return {exposed.logits_name: tolerances.logits, exposed.output_name: on_output}
+def _row_judges(exposed: ExposedModel, row: ParityRow) -> dict[str, Judge]:
+    """The tensors the row judges, with the row's judge for each: the output (probabilities or
+    logits, as its kind says) and the logits tensor."""
+    if row.prob_check is None or row.logits_check is None:
+        return {}
+    logits = row.logits_check.judge
+    sigmoid_or_softmax = exposed.kind in (SIGMOID_PROBABILITY, PROBABILITIES)
+    on_output = row.prob_check.judge if sigmoid_or_softmax else logits
+    return {exposed.logits_name: logits, exposed.output_name: on_output}
 
 
 def _judge_outputs(
@@ -350,48 +351,27 @@ def _judge_outputs(
     batch: int,
     exposed: ExposedModel,
     reference: Reference | None,
-    tolerances: Tolerances,
+    row: ParityRow,
 ) -> tuple[str, str]:
     """The localizing run's outputs judged as the row's were: probabilities and logits within
-    the row's elementwise tolerances of the parity reference and within its spread bound
-    (``""`` and why where that cannot be done)."""
+    the row's bounds of the parity reference (``""`` and why where that cannot be done)."""
     if reference is None or batch not in reference.batches:
         return "", f"the parity reference has no batch of {batch}"
     ref = reference.batches[batch]
     if not np.array_equal(ref.inputs, inputs):
         return "", f"the layer reference's batch {batch} has other inputs than the parity one"
     kind = exposed.kind
+    if row.prob_check is None or row.logits_check is None:
+        return "", "the row has no bounds to judge by"
     checks = {
-        "prob": compare_arrays(
-            probabilities(actual[exposed.output_name], kind),
-            ref.prob,
-            atol=tolerances.prob.atol,
-            rtol=tolerances.prob.rtol,
+        "prob": row.prob_check.judge.check(
+            probabilities(actual[exposed.output_name], kind), ref.prob
         ),
-        "logits": compare_arrays(
-            centred_logits(actual[exposed.logits_name], kind),
-            centred_logits(ref.logits, kind),
-            atol=tolerances.logits.atol,
-            rtol=tolerances.logits.rtol,
+        "logits": row.logits_check.judge.check(
+            centred_logits(actual[exposed.logits_name], kind), centred_logits(ref.logits, kind)
         ),
     }
     failing = [name for name, c in checks.items() if not c]
     if failing:
-        return FAILED, f"{' and '.join(failing)} outside the row's tolerance"
-    if tolerances.spread_rtol is not None:  # the row's second bound, as `run_parity` applies it
-        spreads = dict(zip(("prob", "logits"), output_spreads(reference, kind), strict=True))
-        values = {
-            "prob": (probabilities(actual[exposed.output_name], kind), ref.prob),
-            "logits": (
-                centred_logits(actual[exposed.logits_name], kind),
-                centred_logits(ref.logits, kind),
-            ),
-        }
-        outside = []
-        for name, (got, expected) in values.items():
-            check = check_spread(got, expected, spreads[name], tolerances.spread_rtol)
-            if check is not None and not check:
-                outside.append(name)
-        if outside:
-            return FAILED, f"{' and '.join(outside)} outside the row's spread bound"
-    return PASSED, "prob and logits within the row's tolerance"
+        return FAILED, f"{' and '.join(failing)} outside the row's bound"
+    return PASSED, "prob and logits within the row's bounds"

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.lines import fit
 from onnxedge.runtime.parity.reference import (
     STRUCTURED_KINDS,
     Reference,
@@ -27,12 +28,18 @@ class PreprocessingCheck:
 
     status: str  # passed | failed | skipped
     detail: str
+    short: str = ""  # the detail in a few words, for the line without -v (else the detail, cut)
 
     def __bool__(self) -> bool:
         return self.status == PASSED
 
     def __str__(self) -> str:
-        return f"{self.status.upper()} | preprocessing | {self.detail}"
+        return self.line(verbose=True)
+
+    def line(self, *, verbose: bool = False) -> str:
+        if verbose:
+            return f"{self.status.upper()} | preprocessing | {self.detail}"
+        return fit(f"{self.status.upper()} | preprocessing | {self.short or self.detail}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "passed": bool(self), "detail": self.detail}
@@ -68,6 +75,7 @@ def check_preprocessing(stated: Mapping[str, Any], reference: Reference) -> Prep
             SKIPPED,
             f"{same}, but the live reference's rows were made by this runtime's preprocess_image "
             "itself, so re-making them checks nothing (the golden reference checks it)",
+            f"as the {reference.source} reference's; live rows are not re-made (-v says why)",
         )
     checked = 0
     for size in reference.batch_sizes:
@@ -100,9 +108,11 @@ def check_preprocessing(stated: Mapping[str, Any], reference: Reference) -> Prep
             f"{same}, but the reference (batch sizes "
             f"{', '.join(map(str, reference.batch_sizes))}) holds no structured rows to re-make, "
             "so this runtime's preprocess_image was not checked",
+            f"as the {reference.source} reference's; no structured rows to re-make (-v says more)",
         )
     return PreprocessingCheck(
         PASSED,
         f"{same}; the {checked} structured rows, re-made by this runtime's preprocess_image as "
         "the manifest states, match bit for bit",
+        f"as the {reference.source} reference's; {checked} structured rows re-made bit for bit",
     )

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from onnxedge.runtime.engines.onnxruntime.session import short_reason
+from onnxedge.runtime.lines import fit
 from onnxedge.runtime.parity.preprocessing import PreprocessingCheck
 from onnxedge.runtime.parity.rows import FAILED, PASSED, SKIPPED, ParityRow
 
@@ -57,14 +58,14 @@ class ParityReport:
         """What the command prints: the preprocessing check, a line per row that ran or failed,
         ONE line per provider that was skipped (its batch sizes and TF32 settings together, the
         first cause of its reason, the full reason when ``verbose``), and the summary."""
-        return [str(self.preprocessing), *self._row_lines(verbose), self.summary]
+        return [self.preprocessing.line(verbose=verbose), *self._row_lines(verbose), self.summary]
 
     def _row_lines(self, verbose: bool) -> list[str]:
         skipped: dict[tuple[str, str], list[ParityRow]] = {}
         out: list[str | tuple[str, str]] = []
         for r in self.rows:
             if r.status != SKIPPED:
-                out.append(str(r))
+                out.append(r.line(verbose=verbose))
                 continue
             key = (r.label, r.reason)
             if key not in skipped:
@@ -96,4 +97,7 @@ def _skipped_line(rows: list[ParityRow], verbose: bool) -> str:
     if len(tf32) > 1 and all(t.startswith("tf32 ") for t in tf32):
         tf32 = ["tf32 " + ", ".join(t.removeprefix("tf32 ") for t in tf32)]
     reason = rows[0].reason if verbose else short_reason(rows[0].reason)
-    return f"SKIPPED | {rows[0].label} | batch {batches} | {', '.join(tf32)} | {reason}"
+    if verbose:
+        return f"SKIPPED | {rows[0].label} | batch {batches} | {', '.join(tf32)} | {reason}"
+    tf32 = [t for t in tf32 if t != "tf32 n/a"]
+    return fit(" | ".join(["SKIPPED", rows[0].label, f"batch {batches}", *tf32, reason]))

@@ -11,7 +11,8 @@ import numpy as np
 from onnxedge.runtime.compare import Comparison
 from onnxedge.runtime.engines.base import ONNXRUNTIME
 from onnxedge.runtime.engines.onnxruntime.session import provider_name
-from onnxedge.runtime.parity.spread import SpreadCheck
+from onnxedge.runtime.lines import INDENT, fit
+from onnxedge.runtime.parity.rounding import BoundCheck
 from onnxedge.runtime.parity.tolerances import Tolerance, Tolerances
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -75,9 +76,9 @@ class ParityRow:
     # Informational: the same outputs against PyTorch's float32 reference.
     prob_vs_f32: Comparison | None = None
     logits_vs_f32: Comparison | None = None
-    # Each output against the spread of the reference (None: not applied at these tolerances).
-    prob_spread: SpreadCheck | None = None
-    logits_spread: SpreadCheck | None = None
+    # The verdict: each output against its bound (`onnxedge.runtime.parity.rounding`).
+    prob_check: BoundCheck | None = None
+    logits_check: BoundCheck | None = None
     reason: str = ""  # why it failed or was skipped
     required: bool = False
     engine: str = ONNXRUNTIME
@@ -108,21 +109,41 @@ class ParityRow:
         return f"tf32 {self.tf32}"
 
     def __str__(self) -> str:
-        head = f"{self.status.upper()} | {self.label} | batch {self.batch} | {self.tf32_label}"
+        return self.line(verbose=True)
+
+    def line(self, *, verbose: bool = False) -> str:
+        """The row as printed: without ``verbose`` at most `LINE_WIDTH` characters (each
+        output's error over its bound and the bound that decided; TF32 where it applies);
+        with it every figure."""
+        tf32 = self.tf32_label
+        if not verbose:
+            tf32 = "" if not self.tf32 else tf32.replace("requested, not confirmed", "unconfirmed")
+            tf32 = tf32.replace(" by onnxruntime", "")
+        head = " | ".join(
+            p for p in (self.status.upper(), self.label, f"batch {self.batch}", tf32) if p
+        )
         if not self.ran:
-            return f"{head} | {self.reason}"
-        parts = [head, _describe("prob", self.prob), _describe("logits", self.logits)]
-        if self.prob_spread is not None and self.logits_spread is not None:
-            parts.append(
-                f"error/spread bound prob {self.prob_spread.scaled_error:.2g} logits "
-                f"{self.logits_spread.scaled_error:.2g} (spread rtol "
-                f"{self.logits_spread.spread_rtol:g})"
+            return f"{head} | {self.reason}" if verbose else fit(f"{head} | {self.reason}")
+        if verbose:
+            parts = [head, _describe("prob", self.prob), _describe("logits", self.logits)]
+            parts += [
+                f"{name} bound {_bound(check)}"
+                for name, check in (("prob", self.prob_check), ("logits", self.logits_check))
+                if check is not None
+            ]
+        else:
+            ratios = ", ".join(
+                f"{name} {check.ratio:.2g} {check.decided_by}"
+                for name, check in (("prob", self.prob_check), ("logits", self.logits_check))
+                if check is not None
             )
+            parts = [head, f"error/bound {ratios}"]
         if self.labels is not None:
             parts.append(f"labels {self.labels.agree}/{self.labels.total} agree")
-        if self.reason:
-            parts.append(self.reason)
-        return " | ".join(parts)
+        if verbose:
+            return " | ".join([*parts, self.reason] if self.reason else parts)
+        text = fit(" | ".join(parts))
+        return f"{text}\n{fit(INDENT + self.reason)}" if self.reason else text
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,9 +170,9 @@ class ParityRow:
                 "total": self.labels.total,
                 "flips_outside_tolerance": list(self.labels.flips_outside_tolerance),
             },
-            "spread": {
-                "prob": None if self.prob_spread is None else self.prob_spread.to_dict(),
-                "logits": None if self.logits_spread is None else self.logits_spread.to_dict(),
+            "bound": {
+                "prob": None if self.prob_check is None else self.prob_check.to_dict(),
+                "logits": None if self.logits_check is None else self.logits_check.to_dict(),
             },
             "vs_float32_reference": {
                 "prob": _comparison_dict(self.prob_vs_f32),
@@ -168,6 +189,15 @@ def _describe(name: str, c: Comparison | None) -> str:
         f"mean_abs {c.mean_abs_error:.2g} (atol {c.atol:g}, rtol {c.rtol:g})"
     )
     return text + (f" {c.detail}" if c.detail else "")
+
+
+def _bound(check: BoundCheck) -> str:
+    """A check's bound and the three it was chosen from: ``5.8e-06 (floor; float32 1e-07, floor
+    5.8e-06, guard atol 1e-05, rtol 0.0001)``."""
+    terms = [f"float32 {check.float32_bound:.2g}"] if check.float32_bound is not None else []
+    terms += [f"floor {check.floor:.2g}"] if check.floor is not None else []
+    terms.append(f"guard {check.guard}")
+    return f"{check.bound:.2g} ({check.decided_by}: {', '.join(terms)}) ratio {check.ratio:.2g}"
 
 
 def _comparison_dict(c: Comparison | None) -> dict[str, Any] | None:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from onnxedge.runtime.bundle.outputs import (
@@ -28,6 +27,14 @@ from onnxedge.runtime.parity.graph import with_logits_output
 from onnxedge.runtime.parity.preprocessing import check_preprocessing
 from onnxedge.runtime.parity.reference import Reference, ReferenceBatch
 from onnxedge.runtime.parity.report import ParityReport
+from onnxedge.runtime.parity.rounding import (
+    FLOAT32,
+    FLOOR,
+    BoundCheck,
+    Judge,
+    Rounding,
+    reference_rounding,
+)
 from onnxedge.runtime.parity.rows import (
     FAILED,
     PASSED,
@@ -36,8 +43,7 @@ from onnxedge.runtime.parity.rows import (
     label_agreement,
     top1_agreement,
 )
-from onnxedge.runtime.parity.spread import Spread, check_spread, output_spreads
-from onnxedge.runtime.parity.tolerances import Target, Tolerance, ToleranceOverrides, Tolerances
+from onnxedge.runtime.parity.tolerances import Target, ToleranceOverrides, Tolerances
 
 # onnxruntime's session config key for where a model loaded from bytes finds its external data.
 _EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
@@ -73,14 +79,14 @@ def run_parity(
        (`check_external_data`).
     4. ``engine`` openvino targets (`Target.engine`) compile the shipped file with OpenVINO at
        their precision; an OpenVINO that cannot run here is SKIPPED as in 1.
-    5. Besides its elementwise tolerance, each output is judged against the spread of the
-       reference over every batch it holds, whichever batches run
-       (`onnxedge.runtime.parity.spread`).
+    5. Each output is judged against PyTorch's own float32 rounding of the model over every
+       batch the reference holds, whichever batches run, times the target's factor, with a
+       floor, under the target's tolerances as a guard (`onnxedge.runtime.parity.rounding`).
     """
     sizes = tuple(batch_sizes) if batch_sizes else reference.batch_sizes
     # The preprocessing check re-makes the structured rows of every batch the reference holds.
     preprocessing = check_preprocessing(bundle.preprocessing, reference)
-    spreads = output_spreads(reference, bundle.output_kind)  # 5.: before the selection
+    roundings = _roundings(reference, bundle.output_kind)  # 5.: before the selection
     reference = reference.select(sizes)
     check_external_data(bundle)
 
@@ -142,7 +148,7 @@ def run_parity(
                     kind=kind,
                     threshold=bundle.threshold if kind in BINARY_KINDS else None,
                     required=is_required,
-                    spreads=spreads,
+                    roundings=roundings,
                 )
             )
     return ParityReport(
@@ -206,7 +212,7 @@ def _run_row(
     kind: str,
     threshold: float | None,
     required: bool,
-    spreads: tuple[Spread, Spread] | None = None,
+    roundings: tuple[Rounding, Rounding] | None = None,
 ) -> ParityRow:
     """One row. Probabilities come from the shipped output as its kind says (the output, or its
     sigmoid or softmax); softmax inputs are compared centred (`centred_logits`). Labels: at
@@ -250,31 +256,22 @@ def _run_row(
             if threshold is not None
             else top1_agreement(prob, ref.prob, tolerance=tolerances.prob)
         )
+    checks = []
     failures = []
-    for name, comparison, actual, expected, tolerance in (
-        ("prob", prob_c, prob, ref.prob, tolerances.prob),
-        ("logits", logits_c, logits, ref.logits, tolerances.logits),
+    for i, (name, actual, expected, tolerance) in enumerate(
+        (
+            ("prob", prob, ref.prob, tolerances.prob),
+            ("logits", logits, ref.logits, tolerances.logits),
+        )
     ):
-        if comparison:
-            continue
-        if not comparison.shape_ok:
-            failures.append(f"{name}: {comparison.detail}")
-        else:
-            rows = _rows_outside(actual, expected, tolerance, ref.kinds)
-            failures.append(f"{name} outside the tolerance in rows {rows}")
-    spread_checks = [None, None]
-    if spreads is not None and tolerances.spread_rtol is not None:
-        for i, (name, actual, expected, comparison) in enumerate(
-            (("prob", prob, ref.prob, prob_c), ("logits", logits, ref.logits, logits_c))
-        ):
-            check = check_spread(actual, expected, spreads[i], tolerances.spread_rtol)
-            spread_checks[i] = check
-            if check is not None and not check and comparison:  # 5.; else reported above
-                rows = ", ".join(f"{r} ({ref.kinds[r]})" for r in check.rows_outside[:4])
-                failures.append(
-                    f"{name} outside the spread bound in rows {rows} (error "
-                    f"{check.scaled_error:.3g} times the bound, spread rtol {check.spread_rtol:g})"
-                )
+        judge = Judge(tolerance, roundings[i] if roundings else None, tolerances.rounding_factor)
+        check = judge.check(actual, expected)
+        checks.append(check)
+        if check.detail.startswith("shape"):
+            failures.append(f"{name}: {check.detail}")
+        elif not check:
+            rows = _rows(check.rows_outside, ref.kinds)
+            failures.append(f"{name} outside {_bound_name(check)} in rows {rows}")
     if labels is not None and not labels:
         failures.append(f"labels flipped in rows {list(labels.flips_outside_tolerance)}")
     return dataclasses.replace(
@@ -283,8 +280,8 @@ def _run_row(
         prob=prob_c,
         logits=logits_c,
         labels=labels,
-        prob_spread=spread_checks[0],
-        logits_spread=spread_checks[1],
+        prob_check=checks[0],
+        logits_check=checks[1],
         prob_vs_f32=compare_arrays(
             prob, ref.prob_f32, atol=tolerances.prob.atol, rtol=tolerances.prob.rtol
         ),
@@ -295,13 +292,28 @@ def _run_row(
     )
 
 
-def _rows_outside(
-    actual: np.ndarray, expected: np.ndarray, tol: Tolerance, kinds: Sequence[str], most: int = 4
-) -> str:
-    """Which rows broke the tolerance, and what they are: ``0 (zeros), 5 (random), …``."""
-    a = np.asarray(actual, dtype=np.float64).reshape(len(kinds), -1)
-    e = np.asarray(expected, dtype=np.float64).reshape(len(kinds), -1)
-    ok = np.isfinite(a) & (np.abs(a - e) <= tol.atol + tol.rtol * np.abs(e))
-    rows = [f"{i} ({kinds[i]})" for i in np.flatnonzero(~ok.all(axis=1))]
-    more = f", and {len(rows) - most} more" if len(rows) > most else ""
-    return ", ".join(rows[:most]) + more
+def _roundings(reference: Reference, kind: str) -> tuple[Rounding, Rounding]:
+    """PyTorch's float32 rounding of the probabilities and logits (softmax inputs centred, as
+    they are compared) over every batch the reference holds."""
+    batches = list(reference.batches.values())
+    logits = [b.logits for b in batches]
+    logits32 = [b.logits_f32 for b in batches]
+    if kind == PROBABILITIES:
+        logits = [centred_logits(x, kind) for x in logits]
+        logits32 = [centred_logits(x, kind) for x in logits32]
+    prob = reference_rounding([b.prob for b in batches], [b.prob_f32 for b in batches])
+    return prob, reference_rounding(logits, logits32)
+
+
+def _bound_name(check: BoundCheck) -> str:
+    """The bound that decided, in words: ``the tolerance``, ``10x PyTorch's float32 rounding``."""
+    if check.decided_by == FLOAT32:
+        return f"{check.judge.factor:g}x PyTorch's float32 rounding"
+    return "the float32 floor" if check.decided_by == FLOOR else "the tolerance"
+
+
+def _rows(rows: Sequence[int], kinds: Sequence[str], most: int = 4) -> str:
+    """Which rows broke the bound, and what they are: ``0 (zeros), 5 (random), …``."""
+    named = [f"{i} ({kinds[i]})" for i in rows]
+    more = f", and {len(named) - most} more" if len(named) > most else ""
+    return ", ".join(named[:most]) + more

@@ -97,25 +97,27 @@ class GateResult:
     def __bool__(self) -> bool:
         return self.passed
 
-    def summary(self) -> str:
-        """The figures on one line (no verdict)."""
+    def summary(self, *, verbose: bool = True) -> str:
+        """The figures on one line (no verdict); without ``verbose`` the probability error's
+        largest value only (p99 and mean stay in -v and the JSON)."""
         bad = (
             f", {self.not_probabilities} outputs not probabilities"
             if self.not_probabilities
             else ""
         )
+        spread = f", p99 {_g(self.p99_prob_error)}, mean {_g(self.mean_prob_error)}"
         return (
             f"agreement {100 * self.agreement:.2f}% ({self.flips} of {self.images} differ) | "
             f"accuracy {100 * self.accuracy:.2f}% vs fp32 {100 * self.fp32_accuracy:.2f}% "
-            f"(drop {self.accuracy_drop_pp:+.2f} pp) | |Δp| max {_g(self.max_prob_error)}, "
-            f"p99 {_g(self.p99_prob_error)}, mean {_g(self.mean_prob_error)}{bad}"
+            f"(drop {self.accuracy_drop_pp:+.2f} pp) | |Δp| max {_g(self.max_prob_error)}"
+            f"{spread if verbose else ''}{bad}"
         )
 
-    def line(self, *, enforced: bool = True) -> str:
+    def line(self, *, enforced: bool = True, verbose: bool = True) -> str:
         """``PASSED | int8 | …`` or ``FAILED | int8 | … | missed: …``; ``UNGATED`` when the gate
-        was measured but not enforced (``--no-gate``)."""
+        was measured but not enforced (``--no-gate``). Without ``verbose``, shorter figures."""
         status = PASSED if self.passed else (FAILED if enforced else UNGATED)
-        text = f"{status} | {self.variant} | {self.summary()}"
+        text = f"{status} | {self.variant} | {self.summary(verbose=verbose)}"
         if not self.passed:
             text += " | missed: " + "; ".join(self.misses)
         return text
