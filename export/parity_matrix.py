@@ -499,6 +499,37 @@ def _commit() -> str:
         return "unknown"
 
 
+def write(
+    args: argparse.Namespace,
+    alarms: Sequence[AlarmRow],
+    misses: Sequence[MissRow],
+    engines: Sequence[str],
+    load_before: float,
+    partial: str = "",
+) -> None:
+    """The matrix so far into ``args.out`` (and every figure into ``args.json``)."""
+    from onnxedge.runtime.bundle.write import atomic_write_bytes
+
+    command = "python -m onnxedge.export.parity_matrix " + shlex.join(args.argv)
+    text = render(
+        alarms,
+        misses,
+        engines=[e if e != "onnxruntime" else "onnxruntime cpu" for e in engines],
+        command=command.strip() + partial,
+        machine=f"{cpu_model()}; load average {load_before:.1f} before the run, "
+        f"{load_average():.1f} after",
+        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        commit=_commit(),
+    )
+    atomic_write_bytes(args.out, splice(args.out.read_text(), text).encode())
+    if args.json is not None:
+        figures = {
+            "false_alarms": [dataclasses.asdict(r) for r in alarms],
+            "misses": [dataclasses.asdict(m) for m in misses],
+        }
+        atomic_write_bytes(args.json, json.dumps(figures, indent=2, default=str).encode())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m onnxedge.export.parity_matrix", description=__doc__
@@ -506,9 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/PARITY.md"))
     parser.add_argument("--bundles", type=Path, default=Path("build/parity_matrix"))
     parser.add_argument("--json", type=Path, default=None, help="also write every figure")
-    parser.add_argument("--only", default="", help="comma-separated model names")
+    parser.add_argument("--only", default="", help="comma-separated model names, in run order")
     parser.add_argument("--checkpoint", type=Path, default=None, help="trained smile_cnn")
     args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from onnxedge.runtime.engines import OPENVINO, engine_unavailable_reason
 
@@ -517,7 +549,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = only - {e.name for e in entries}
     if unknown:
         parser.error(f"unknown models: {', '.join(sorted(unknown))}")
-    entries = [e for e in entries if not only or e.name in only]
+    by_name = {e.name: e for e in entries}
+    # --only runs in the order given
+    order = [n.strip() for n in args.only.split(",") if n.strip()]
+    entries = [by_name[n] for n in dict.fromkeys(order)] if only else entries
     engines = ["onnxruntime"]
     if engine_unavailable_reason(OPENVINO) is None:
         engines.append(OPENVINO)
@@ -549,28 +584,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 entry, args.bundles, engines=engines, say=say, checkpoint=args.checkpoint
             ):
                 alarms.append(row)
-    command = "python -m onnxedge.export.parity_matrix " + shlex.join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    text = render(
-        alarms,
-        misses,
-        engines=[e if e != "onnxruntime" else "onnxruntime cpu" for e in engines],
-        command=command.strip(),
-        machine=f"{cpu_model()}; load average {load_before:.1f} before the run, "
-        f"{load_average():.1f} after",
-        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-        commit=_commit(),
-    )
-    from onnxedge.runtime.bundle.write import atomic_write_bytes
-
-    atomic_write_bytes(args.out, splice(args.out.read_text(), text).encode())
-    if args.json is not None:
-        figures = {
-            "false_alarms": [dataclasses.asdict(r) for r in alarms],
-            "misses": [dataclasses.asdict(m) for m in misses],
-        }
-        atomic_write_bytes(args.json, json.dumps(figures, indent=2, default=str).encode())
+        # After each model, so that an interrupted run leaves what it measured, marked so.
+        partial = "" if entry is entries[-1] else f"; partial: the models up to {entry.name}"
+        write(args, alarms, misses, engines, load_before, partial)
     head = [r for r in alarms if r.gap == "head"]
     print(
         f"wrote {args.out}: {sum(r.false_alarm for r in head)} false alarms of {len(head)}, "

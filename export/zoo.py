@@ -254,8 +254,9 @@ def render(rows: Sequence[ZooRow], *, command: str, machine: str, date: str) -> 
         f"- machine: {machine}",
         "",
         "Columns: the head's pool as the exporter wrote it and after the lowering; how many "
-        "`GlobalAveragePool` the shipped graph has (squeeze-excitation blocks pool inside the "
-        "network too); the seconds each step took; the largest absolute error of ONNX Runtime "
+        "`GlobalAveragePool` the shipped graph has (the default lowering rewrites the head's "
+        "mean only; squeeze-excitation blocks keep theirs as ReduceMean); the seconds each "
+        "step took; the largest absolute error of ONNX Runtime "
         "against PyTorch in float32 (export) and of parity's probabilities and logits against "
         "the float64 reference; the median latency.",
         "",

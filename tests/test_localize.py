@@ -765,7 +765,8 @@ def test_int8_against_fp32_names_the_layers_with_the_largest_quantisation_error(
     largest = sorted(errors, key=errors.get, reverse=True)[:3]
     assert [layer.tensor.name for layer in found.largest()] == largest
     assert found.to_dict()["largest"] == largest
-    (line,) = [x for x in found.lines() if x.startswith("  largest error/scale: ")]
+    joined = unwrap("\n".join(found.lines())).splitlines()
+    (line,) = [x for x in joined if x.startswith("  largest error/scale: ")]
     for layer in found.largest():
         assert layer.label() in line
     first = found.first_divergent

@@ -95,7 +95,7 @@ _NON_NEGATIVE = click.FloatRange(min=0.0)
     type=_NON_NEGATIVE,
     default=None,
     help="How many times PyTorch's own float32 rounding of the model an engine may be off "
-    "(under the tolerances as a guard) [default: 10 cpu and OpenVINO f32, 30 cuda; none with "
+    "(under the tolerances as a guard) [default: 100 cpu and OpenVINO f32, 300 cuda; none with "
     "TF32, bf16 or tolerances set by hand].",
 )
 @click.option(

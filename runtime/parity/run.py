@@ -306,7 +306,7 @@ def _roundings(reference: Reference, kind: str) -> tuple[Rounding, Rounding]:
 
 
 def _bound_name(check: BoundCheck) -> str:
-    """The bound that decided, in words: ``the tolerance``, ``10x PyTorch's float32 rounding``."""
+    """The bound that decided, in words: ``the tolerance``, ``100x PyTorch's float32 rounding``."""
     if check.decided_by == FLOAT32:
         return f"{check.judge.factor:g}x PyTorch's float32 rounding"
     return "the float32 floor" if check.decided_by == FLOOR else "the tolerance"
