@@ -224,10 +224,11 @@ def test_reference_float32_is_recorded_in_the_manifest(files, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["imported"]["reference"]["precision"] == "float32"
     assert manifest["golden"]["reference_precision"] == "float32"
-    parity = invoke("parity", out, "--providers", "cpu")
+    parity = invoke("-v", "parity", out, "--providers", "cpu")
     assert parity.exit_code == 0, parity.output
-    # The CPU EP's tolerances plus the float32 reference's own (the CPU EP's again).
-    assert "error/bound prob " in parity.output and "guard" in parity.output
+    # The CPU EP's tolerances plus the float32 reference's own (the CPU EP's again), alone.
+    assert "prob max_abs" in parity.output and "(atol 2e-05, rtol 0.0002)" in parity.output
+    assert "(guard: guard atol 2e-05, rtol 0.0002)" in parity.output
 
 
 def test_a_float32_reference_widens_the_tolerances_by_the_cpu_eps():

@@ -114,5 +114,6 @@ def check_preprocessing(stated: Mapping[str, Any], reference: Reference) -> Prep
         PASSED,
         f"{same}; the {checked} structured rows, re-made by this runtime's preprocess_image as "
         "the manifest states, match bit for bit",
-        f"as the {reference.source} reference's; {checked} structured rows re-made bit for bit",
+        f"as the {reference.source} reference's; {checked} structured rows re-made, they match "
+        "bit for bit",
     )
