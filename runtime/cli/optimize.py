@@ -13,7 +13,6 @@ import click
 
 from onnxedge.runtime.cli.options import THREADS
 from onnxedge.runtime.cli.output import verbosity
-from onnxedge.runtime.lines import fit
 from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE
 
 
@@ -182,7 +181,7 @@ def optimize_cmd(
         what = "recorded in the manifest" if d.written else "not recorded: missed its gate"
         verbose = verbosity() > 0
         line = f"{d.gate.line(enforced=d.enforced, verbose=verbose)} | {d.gate.provider} | {what}"
-        click.echo(line if verbose else fit(line))
+        click.echo(line)
     for name in result.dropped:
         click.echo(f"dropped {name}: made from a variant this run replaced", err=True)
     if json_path is not None:

@@ -46,7 +46,6 @@ from onnxedge.runtime.data import Dataset, open_dataset
 from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
-from onnxedge.runtime.lines import fit
 from onnxedge.runtime.variants.gate import GateCriteria, GateResult, judge
 from onnxedge.runtime.variants.graph import operators_config
 from onnxedge.runtime.variants.manifest import (
@@ -143,15 +142,15 @@ class VariantOutcome:
     reason: str = ""
 
     def line(self, *, verbose: bool = False) -> str:
-        """The variant's gate line, its provider and size; without ``verbose`` wrapped to
-        `LINE_WIDTH` columns (p99 and mean of the probability error in -v and the JSON)."""
+        """The variant's gate line, its provider and size; without ``verbose`` the probability
+        error's largest value only (p99 and mean in -v and the JSON)."""
         text = (
             self.gate.line(enforced=self.enforced, verbose=verbose)
             + f" | {self.gate.provider} | {_size(self.bytes)}"
         )
         if not self.written:
             text += f" | not written: {self.reason}"
-        return text if verbose else fit(text)
+        return text
 
 
 @dataclasses.dataclass(frozen=True)
