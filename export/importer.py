@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxedge.export.lowering import LoweringResult, lower_graph
 from onnxedge.export.onnx_reference import DEFAULT_BUDGET_S, OnnxReference, make_reference
-from onnxedge.export.pipeline import LoweringResult, io_spec, labels_for, lower_graph
+from onnxedge.export.pipeline import io_spec, labels_for
 from onnxedge.export.verify import StepVerification, verify_output_flatten
 from onnxedge.models.registry import image_preprocessing
 from onnxedge.runtime.bundle.outputs import (

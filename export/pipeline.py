@@ -1,10 +1,9 @@
 """The way from an ``nn.Module`` to a bundle, and from any ONNX file to a lowered one.
 
 ``export_bundle`` (the Python API): eval -> probe the output -> torch.onnx.export -> full ONNX
-check -> onnxsim (verified) -> GAP lowering (verified) -> ORT-CPU vs PyTorch -> `onnxedge check`
--> golden data -> bundle. ``export_model`` (`onnxedge export`): build a registered model or a
-user's factory, load its weights, then ``export_bundle``. ``simplify_file``: the same graph steps
-for an ONNX model exported elsewhere.
+check -> onnxsim (verified) -> GAP lowering (verified, `onnxedge.export.lowering`) -> ORT-CPU vs
+PyTorch -> `onnxedge check` -> golden data -> bundle. ``export_model`` (`onnxedge export`): build
+a registered model or a user's factory, load its weights, then ``export_bundle``.
 """
 
 from __future__ import annotations
@@ -27,19 +26,15 @@ from onnxedge.export.exporter import (
     graph_opset,
     rename_output,
 )
-from onnxedge.export.simplify import simplify_model, symbolic_dims
-from onnxedge.export.verify import (
-    StepVerification,
-    verify_against_torch,
-    verify_batch_step,
-    verify_onnx_step,
-)
+from onnxedge.export.lowering import LoweringResult, Progress, lower_graph
+from onnxedge.export.simplify import symbolic_dims
+from onnxedge.export.verify import StepVerification, verify_against_torch
 from onnxedge.models.loader import is_factory_reference
 from onnxedge.models.registry import get_model_spec, image_preprocessing
 from onnxedge.runtime.bundle.outputs import OUTPUT_NAMES, output_kind_of
 from onnxedge.runtime.bundle.reader import MODEL
-from onnxedge.runtime.bundle.write import BundleWriter, atomic_write_bytes, bundle_lock
-from onnxedge.runtime.check.check import CheckReport, check_model, graph_inputs, load_model
+from onnxedge.runtime.bundle.write import BundleWriter, bundle_lock
+from onnxedge.runtime.check.check import CheckReport, graph_inputs
 from onnxedge.runtime.check.head import find_head, tensor_ranks
 from onnxedge.runtime.deps import onnxruntime_version, package_version
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
@@ -47,90 +42,6 @@ from onnxedge.runtime.parity import DEFAULT_BATCH_SIZES, GOLDEN
 from onnxedge.runtime.parity.layers import DEFAULT_GOLDEN_LAYERS_BUDGET_MB, GOLDEN_LAYERS
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
-
-
-@dataclasses.dataclass(frozen=True)
-class LoweringResult:
-    """What the graph steps did to one model."""
-
-    model: onnx.ModelProto
-    rewrites: tuple[str, ...]
-    verifications: tuple[StepVerification, ...]
-    check: CheckReport
-    batch_rewrites: tuple[str, ...] = ()  # what made a fixed batch symbolic (`dynamic_batch`)
-    gap_scope: str = ""  # which global means the lowering rewrote: head or all
-
-
-def lower_graph(
-    model: onnx.ModelProto,
-    *,
-    simplify: bool = True,
-    dynamic_batch: bool = False,
-    progress: Progress | None = None,
-    gap: str | None = None,
-) -> LoweringResult:
-    """onnxsim, then (``dynamic_batch``, for an input whose batch is fixed) the batch made
-    symbolic, then the GAP lowering (``gap``: the head's pool, or every global mean); each step
-    verified numerically, the batch step against the original ``model`` at batch 1, 2 and 7."""
-    from onnxedge.export.gap import DEFAULT_GAP_SCOPE, canonicalize_gap_head
-
-    say = progress or (lambda _msg: None)
-    verifications = []
-    original = model
-    if simplify:
-        say("simplifying with onnxsim")
-        simplified = simplify_model(model)
-        step = verify_onnx_step("onnxsim", model, simplified)
-        step.raise_if_failed()
-        verifications.append(step)
-        model = simplified
-    batch_rewrites: tuple[str, ...] = ()
-    if dynamic_batch:
-        model, batch_rewrites, step = _make_batch_dynamic(original, model, say)
-        verifications.append(step)
-    say("lowering the GAP head to GlobalAveragePool")
-    lowering = canonicalize_gap_head(model, gap or DEFAULT_GAP_SCOPE)
-    if lowering.modified:
-        step = verify_onnx_step("GAP lowering", model, lowering.model)
-        step.raise_if_failed()
-        verifications.append(step)
-    lowered = lowering.model
-    return LoweringResult(
-        model=lowered,
-        rewrites=tuple(str(r) for r in lowering.rewrites),
-        gap_scope=gap or DEFAULT_GAP_SCOPE,
-        verifications=tuple(verifications),
-        check=check_model(lowered),
-        batch_rewrites=batch_rewrites,
-    )
-
-
-def _make_batch_dynamic(
-    original: onnx.ModelProto, model: onnx.ModelProto, say: Progress
-) -> tuple[onnx.ModelProto, tuple[str, ...], StepVerification]:
-    """``model`` with its fixed batch made symbolic, verified against ``original``; one line
-    naming the node that pins the batch where that cannot be done."""
-    from onnxedge.export.batch import make_batch_dynamic
-
-    say("making the fixed batch dynamic")
-    batch = make_batch_dynamic(model)
-    if batch.pinned_by:
-        raise OnnxEdgeError(
-            f"the input's batch is fixed at {batch.fixed} and cannot be made dynamic: "
-            f"{batch.pinned_by}"
-        )
-    step = verify_batch_step(original, batch.model, batch.fixed)
-    if not step:
-        (batch_size, worst), *_ = [(b, c) for b, c in step.comparisons if not c]
-        raise OnnxEdgeError(
-            f"the input's batch is fixed at {batch.fixed}; made dynamic (rewrote "
-            f"{len(batch.rewrites)} node(s)) it no longer computes the original at batch "
-            f"{batch_size}: max abs error {worst.max_abs_error:.3g}"
-            + (f" ({worst.detail})" if worst.detail else "")
-        )
-    return batch.model, batch.rewrites, step
 
 
 def package_versions() -> dict[str, str]:
@@ -553,22 +464,3 @@ def _weights_block(weights: Any) -> dict[str, Any]:
     if isinstance(weights, Mapping):
         return dict(weights)
     return weights.to_dict()
-
-
-def simplify_file(
-    src: Path,
-    dst: Path,
-    *,
-    simplify: bool = True,
-    progress: Progress | None = None,
-    gap: str | None = None,
-) -> LoweringResult:
-    """onnxsim and the GAP lowering for any ONNX model; the result is written atomically."""
-    model = load_model(src)
-    try:
-        onnx.checker.check_model(model, full_check=False)
-    except Exception as e:
-        raise OnnxEdgeError(f"{src} is not a valid ONNX model: {first_line(e)}") from None
-    result = lower_graph(model, simplify=simplify, progress=progress, gap=gap)
-    atomic_write_bytes(dst, result.model.SerializeToString(deterministic=True))
-    return result

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from onnxedge.models.weights import CannotRebuild, module_from_manifest
-from onnxedge.runtime.bench import (
+from onnxedge.runtime.bench.engines import (
     E2E,
     PEERS,
     RESIDENT,

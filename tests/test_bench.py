@@ -33,6 +33,7 @@ from onnxedge.runtime.bench import (
     evaluate_targets,
     make_input,
     parse_target,
+    render_markdown,
     run_benchmark,
 )
 from onnxedge.runtime.cli import main
@@ -500,7 +501,7 @@ def test_peers_are_skipped_when_torch_is_installed_but_cannot_be_imported(
     smile_bundle, tmp_path, monkeypatch, error
 ):
     """A torch wheel without its native libraries (Jetson) raises OSError on import."""
-    from onnxedge.runtime.bench import engines
+    from onnxedge.runtime.bench import peers as bench_peers
 
     real_import = importlib.import_module
 
@@ -509,7 +510,7 @@ def test_peers_are_skipped_when_torch_is_installed_but_cannot_be_imported(
             raise error
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(engines.importlib, "import_module", broken_import)
+    monkeypatch.setattr(bench_peers.importlib, "import_module", broken_import)
     out = tmp_path / "b.json"
     args = ["bench", str(smile_bundle), *SHORT, "--batch-sizes", "1", "--providers", "cpu"]
     args += ["--target", "onnxruntime/torch-eager>=3@1"]
@@ -689,7 +690,7 @@ def test_a_busy_machine_is_flagged(load, warned):
         rows=rows,
     )
     assert bool(report.warnings) == warned
-    assert ("**Warning:** the machine was busy" in report.to_markdown()) == warned
+    assert ("**Warning:** the machine was busy" in render_markdown(report)) == warned
     assert report.to_dict()["warnings"] == report.warnings
     for warning in report.warnings:
         # What was seen on one machine is cited as such, not printed as a finding of this run.

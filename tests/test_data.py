@@ -79,6 +79,34 @@ def test_synth_label_is_the_mouth_curvature_and_some_faces_are_near_the_line():
     assert any(abs(f.curvature) < 0.3 for f in drawn) and any(abs(f.curvature) > 0.6 for f in drawn)
 
 
+def test_face_style_changes_the_drawing_and_the_default_is_the_one_used():
+    from onnxedge.runtime.data.synth_style import DEFAULT_STYLE, FaceStyle
+
+    assert draw_face(7, 0) == draw_face(7, 0, DEFAULT_STYLE)
+    near = [draw_face(7, i, FaceStyle(near_fraction=1.0))[1] for i in range(8)]
+    assert all(0.05 <= abs(f.curvature) < 0.3 for f in near)
+    plain = draw_face(7, 0, FaceStyle(expression=0.0, supersample=1))
+    assert plain[0] != draw_face(7, 0)[0] and plain[1].curvature == draw_face(7, 0)[1].curvature
+
+
+@pytest.mark.parametrize(
+    ("style", "fragment"),
+    [
+        ({"near_fraction": 1.5}, "--near-fraction: expected in [0, 1], got 1.5"),
+        ({"near_limit": 0.01}, "--near-limit: expected above --min-curvature"),
+        ({"expression": float("nan")}, "--expression: expected a number >= 0, got nan"),
+        ({"supersample": 0}, "--supersample: expected an integer in [1, 8], got 0"),
+    ],
+)
+def test_face_style_refuses_what_cannot_be_drawn(tmp_path, style, fragment):
+    from onnxedge.runtime.data.synth_style import FaceStyle
+
+    with pytest.raises(OnnxEdgeError) as e:
+        write_faces(tmp_path / "x", count=10, seed=0, workers=1, style=FaceStyle(**style))
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize(
     ("prepare", "fragment"),
     [

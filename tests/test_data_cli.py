@@ -43,6 +43,32 @@ def test_synth_twice_same_seed_identical_other_seed_different(faces, tmp_path):
     assert _tree(tmp_path / "b") != _tree(faces)
 
 
+def test_synth_options_set_the_drawing_and_are_recorded(faces, tmp_path):
+    out = tmp_path / "all_near"
+    args = ["--count", "20", "--seed", "2", "--workers", "1", "--near-fraction", "1"]
+    args += ["--near-limit", "0.2", "--expression", "0", "--supersample", "1", "--sag", "0.5"]
+    result = invoke("data", "synth", "--out", out, *args)
+    assert result.exit_code == 0, result.output
+    assert "20 near the decision line" in result.output
+    marker = json.loads((out / "synth.json").read_text())
+    assert marker["near_decision_line"] == 20
+    style = marker["style"]
+    assert (style["near_fraction"], style["near_limit"], style["expression"]) == (1, 0.2, 0)
+    assert (style["supersample"], style["sag"]) == (1, 0.5)
+    assert _tree(out / "img_align_celeba") != _tree(faces / "img_align_celeba")
+    default = json.loads((faces / "synth.json").read_text())["style"]
+    assert (default["near_fraction"], default["expression"], default["supersample"]) == (0.15, 1, 2)
+
+
+def test_synth_refuses_options_that_cannot_be_drawn(tmp_path):
+    out = tmp_path / "x"
+    below = invoke("data", "synth", "--out", out, "--count", "10", "--near-limit", "0.04")
+    assert_one_line_error(below, "--near-limit: expected above --min-curvature (0.05)", "0.04")
+    assert not out.exists()
+    usage = invoke("data", "synth", "--out", out, "--count", "10", "--supersample", "0")
+    assert usage.exit_code == 2 and "--supersample" in usage.output
+
+
 def test_data_info(faces):
     result = invoke("data", "info", faces)
     assert result.exit_code == 0, result.output

@@ -15,6 +15,12 @@ from onnxedge.runtime.errors import OnnxEdgeError
 HEADS = ("avgpool", "adaptive", "mean")
 
 
+def test_the_registry_lists_the_heads_smile_cnn_builds():
+    from onnxedge.models import smile_cnn
+
+    assert get_model_spec("smile_cnn").heads == smile_cnn.HEADS == HEADS
+
+
 @pytest.mark.parametrize("head", HEADS)
 def test_article_shapes(head):
     model = get_model_spec("smile_cnn").build(head).eval()

@@ -30,7 +30,7 @@ def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool, gap: str) -> None:
         *(() if no_onnxsim else ("onnxsim",)),
         needed_by="onnxedge simplify",
     )
-    from onnxedge.export.pipeline import simplify_file
+    from onnxedge.export.lowering import simplify_file
 
     result = simplify_file(src, dst, simplify=not no_onnxsim, progress=echo_progress, gap=gap)
     for rewrite in result.rewrites:

@@ -29,8 +29,9 @@ every model and engine over ORT fp32), `targets` (the user's targets: grammar an
 `verdicts` (each target judged), `machine`, `report` and `markdown` (JSON and Markdown), `plot`
 (the PNG, imported only for ``--plot``), and `run` (`benchmark`: all of them in order).
 
-This package never imports torch. The PyTorch peers live in `onnxedge.models.peers` and are
-imported by name only where torch is importable (`engines.peer_engines`)."""
+This package never imports torch. The PyTorch peers live in `onnxedge.models.peers`, behind the
+interface `peers` owns (`PeerBuilder`), and are imported by name only where torch is importable
+(`peers.peer_engines`); they import `engines`, never the benchmark's run."""
 
 from __future__ import annotations
 
@@ -52,7 +53,6 @@ from onnxedge.runtime.bench.engines import (
     Runner,
     SkippedEngine,
     ort_engine_name,
-    peer_engines,
     peer_info,
     peer_modes,
     target_engines,
@@ -70,6 +70,7 @@ from onnxedge.runtime.bench.markdown import render_markdown
 from onnxedge.runtime.bench.models import LOW_PRECISION_ATOL, BenchModel, bench_models, fp32_model
 from onnxedge.runtime.bench.openvino import OpenVinoEngine, openvino_engines
 from onnxedge.runtime.bench.ort import OrtEngine, ort_engines
+from onnxedge.runtime.bench.peers import PEER_BUILDER, PeerBuilder, peer_engines
 from onnxedge.runtime.bench.ratios import (
     EngineRatio,
     Ratio,
@@ -134,6 +135,7 @@ __all__ = [
     "NOT_MEASURED",
     "ORT",
     "PEERS",
+    "PEER_BUILDER",
     "PEER_MODE",
     "PERCENTILE_METHOD",
     "PRECISIONS",
@@ -156,6 +158,7 @@ __all__ = [
     "LatencyStats",
     "OpenVinoEngine",
     "OrtEngine",
+    "PeerBuilder",
     "ProgressFn",
     "Ratio",
     "Runner",

@@ -1,23 +1,18 @@
 """What the benchmark times: an engine's description (`EngineInfo`), the `Engine` and `Runner`
-protocols every engine follows, `SkippedEngine` for one that cannot run here, and the PyTorch
-peers, imported by name from `onnxedge.models.peers` only where torch is importable."""
+protocols every engine follows, `SkippedEngine` for one that cannot run here, and the names and
+modes of the PyTorch peers (`peer_info`, `peer_modes`); `onnxedge.runtime.bench.peers` builds
+them."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
-from onnxedge.runtime.deps import module_available
-from onnxedge.runtime.errors import first_line
 from onnxedge.runtime.variants.manifest import FP32
 from onnxedge.runtime.variants.manifest import VARIANTS as MODEL_VARIANTS
-
-log = logging.getLogger(__name__)
 
 ORT = "onnxruntime"
 PYTORCH = "pytorch"
@@ -173,46 +168,3 @@ def peer_info(
 def peer_modes(device: str) -> tuple[str, ...]:
     """The modes a peer is timed in: end-to-end on the CPU; on a GPU also device-resident."""
     return (E2E,) if device == "cpu" else (E2E, RESIDENT)
-
-
-def peer_engines(
-    manifest: Mapping[str, Any],
-    peers: Sequence[str],
-    devices: Sequence[str],
-    *,
-    threads: int,
-    checkpoint: str | None = None,
-    tf32: bool = False,
-) -> list[AnyEngine]:
-    """The PyTorch peers, from `onnxedge.models.peers` where torch is importable; elsewhere one
-    `SkippedEngine` per peer x device x mode with the reason.
-
-    Installed is not importable: a torch wheel whose native libraries are missing (a Jetson wheel
-    without its CUDA libraries) raises OSError on import, so the import itself is guarded too.
-    """
-    if not peers:
-        return []
-
-    def skipped(reason: str) -> list[AnyEngine]:
-        return [
-            SkippedEngine(peer_info(p, d, m), reason)
-            for d in devices
-            for p in peers
-            for m in peer_modes(d)
-        ]
-
-    if not module_available("torch"):
-        return skipped(
-            "torch is not installed here (the PyTorch peers need the export side: "
-            "pip install 'onnxedge[export]')"
-        )
-    try:
-        module = importlib.import_module("onnxedge.models.peers")
-    except (ImportError, OSError) as e:
-        log.debug("importing the PyTorch peers failed", exc_info=True)
-        return skipped(
-            f"torch is installed but cannot be imported here: {type(e).__name__}: {first_line(e)}"
-        )
-    return module.build_peers(
-        manifest, peers=peers, devices=devices, threads=threads, checkpoint=checkpoint, tf32=tf32
-    )

@@ -10,7 +10,6 @@ from typing import Any
 
 from onnxedge.runtime.bench.engines import EngineInfo
 from onnxedge.runtime.bench.machine import BUSY_LOAD_PER_CORE
-from onnxedge.runtime.bench.markdown import render_markdown
 from onnxedge.runtime.bench.ratios import EngineRatio, Ratio, compute_engine_ratios, compute_ratios
 from onnxedge.runtime.bench.settings import BenchSettings
 from onnxedge.runtime.bench.timing import BenchRow
@@ -75,9 +74,6 @@ class BenchReport:
             "engine_ratios": [r.to_dict() for r in self.engine_ratios],
             "targets": [t.to_dict() for t in self.targets],
         }
-
-    def to_markdown(self, *, verbose: bool = False) -> str:
-        return render_markdown(self, verbose=verbose)
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:

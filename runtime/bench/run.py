@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from onnxedge.runtime.bench.engines import AnyEngine, peer_engines
+from onnxedge.runtime.bench.engines import AnyEngine
 from onnxedge.runtime.bench.files import files_engines
 from onnxedge.runtime.bench.machine import load_average, machine_info, versions
 from onnxedge.runtime.bench.models import bench_models
 from onnxedge.runtime.bench.openvino import openvino_engines
 from onnxedge.runtime.bench.ort import ort_engines
+from onnxedge.runtime.bench.peers import peer_engines
 from onnxedge.runtime.bench.report import BenchReport
 from onnxedge.runtime.bench.settings import BenchSettings
 from onnxedge.runtime.bench.timing import ProgressFn, run_benchmark

@@ -1,8 +1,8 @@
 """The bundle's manifest format: its version, the files it names, and the structure of its
 ``input``/``output``, ``labels`` and ``preprocessing`` blocks.
 
-`onnxedge.runtime.bundle.reader.Bundle.from_manifest` validates a manifest with these checks; the
-writer
+`onnxedge.runtime.bundle.reader.Bundle.from_manifest` validates a manifest with these checks
+(the names of its files among them: relative, confined paths, `check_file_names`); the writer
 (`onnxedge.runtime.bundle.write`) stamps the format and serialises the manifest with
 `manifest_json`. A change to the format changes this module (and ``FORMAT_VERSION``).
 """
@@ -13,10 +13,10 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping
+from pathlib import PureWindowsPath
 from typing import Any
 
 from onnxedge.runtime.bundle.outputs import BINARY_KINDS
-from onnxedge.runtime.bundle.verify import check_file_names
 from onnxedge.runtime.classifier.preprocess import RESIZE_MODES
 from onnxedge.runtime.errors import BundleError
 
@@ -28,6 +28,7 @@ VARIANTS_FORMAT_VERSION = 2
 READABLE_FORMAT_VERSIONS = (1, 2)  # what this onnxedge reads; anything newer is refused
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
+_HEX = frozenset("0123456789abcdef")
 
 # Element types a manifest may state (numpy's names for ONNX's tensor types).
 DTYPES = (
@@ -132,6 +133,41 @@ def check_files(files: Any, source: str) -> None:
             f"found {type(files).__name__ if not isinstance(files, dict) else sorted(files)}"
         )
     check_file_names(files, source)
+
+
+def check_file_names(files: Mapping[str, Any], source: str) -> None:
+    """1.: each name of the manifest's ``files`` is a relative POSIX path inside the bundle, and
+    each entry carries a sha256 (64 lowercase hex digits)."""
+    for name, entry in files.items():
+        problem = name_problem(name)
+        if problem:
+            raise BundleError(
+                f"{source}: files[{name!r}]: expected a relative path inside the bundle, found "
+                f"{problem}"
+            )
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
+            raise BundleError(
+                f"{source}: files[{name!r}]: expected a sha256 (64 hex digits), found {entry!r}"
+            )
+
+
+def name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name a file inside a bundle, or None when it can."""
+    if not isinstance(name, str) or not name:
+        return f"{name!r}"
+    if "\0" in name:
+        return "a NUL byte"
+    if name.startswith("/") or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
+        return "an absolute path"
+    if "\\" in name:
+        return "a backslash (bundles name files with '/')"
+    parts = name.split("/")
+    if ".." in parts:
+        return "'..'"
+    if any(p in ("", ".") for p in parts):
+        return "an empty or '.' part"
+    return None
 
 
 def check_preprocessing(spec: Any, source: str) -> Mapping[str, Any]:

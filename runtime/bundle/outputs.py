@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxedge.runtime.check.check import producers_of, walk_back
+from onnxedge.runtime.check.head import producers_of, walk_back
 from onnxedge.runtime.errors import OnnxEdgeError
 
 SIGMOID_PROBABILITY = "sigmoid-probability"

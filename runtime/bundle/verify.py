@@ -1,7 +1,8 @@
 """What `Bundle.open` verifies before anything runs; `onnxedge.runtime.bundle.reader` calls these.
 
 1. Names: every path the manifest lists is relative, with no ``..``, ``.`` or empty part and no
-   backslash (`check_file_names`, from the manifest's text alone).
+   backslash (`onnxedge.runtime.bundle.manifest.check_file_names`, from the manifest's text
+   alone).
 2. Confinement: each one resolves inside the bundle directory, symlinks followed, before it is
    opened or hashed (`confined`); it must be a regular file (a named pipe would block).
 3. Hashes: a file's sha256 matches the manifest (`verify_sha256`), computed over the bytes that
@@ -27,52 +28,30 @@ import os
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PureWindowsPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from onnxedge.runtime.bundle.hashing import sha256_bytes, sha256_file
+from onnxedge.runtime.bundle.manifest import TensorSpec
 from onnxedge.runtime.errors import BundleError, first_line
 
 if TYPE_CHECKING:
     import onnx
 
-    from onnxedge.runtime.bundle.reader import Bundle, TensorSpec
 
-_HEX = frozenset("0123456789abcdef")
+class OpenedBundle(Protocol):
+    """What `verify_model`, `inline_external_data` and `external_data_files` read of a bundle
+    being opened (the reader's `Bundle` is one): its folder, manifest, model path and tensor
+    specs, and ways to verify, or read the verified bytes of, one file the manifest lists."""
 
+    path: Path
+    manifest: Mapping[str, Any]
+    model_path: Path
+    input: TensorSpec
+    output: TensorSpec
 
-def check_file_names(files: Mapping[str, Any], source: str) -> None:
-    """1.: each name of the manifest's ``files`` is a relative POSIX path inside the bundle, and
-    each entry carries a sha256 (64 lowercase hex digits)."""
-    for name, entry in files.items():
-        problem = name_problem(name)
-        if problem:
-            raise BundleError(
-                f"{source}: files[{name!r}]: expected a relative path inside the bundle, found "
-                f"{problem}"
-            )
-        digest = entry.get("sha256") if isinstance(entry, dict) else None
-        if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
-            raise BundleError(
-                f"{source}: files[{name!r}]: expected a sha256 (64 hex digits), found {entry!r}"
-            )
+    def verify(self, name: str) -> Path: ...
 
-
-def name_problem(name: Any) -> str | None:
-    """Why ``name`` cannot name a file inside a bundle, or None when it can."""
-    if not isinstance(name, str) or not name:
-        return f"{name!r}"
-    if "\0" in name:
-        return "a NUL byte"
-    if name.startswith("/") or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
-        return "an absolute path"
-    if "\\" in name:
-        return "a backslash (bundles name files with '/')"
-    parts = name.split("/")
-    if ".." in parts:
-        return "'..'"
-    if any(p in ("", ".") for p in parts):
-        return "an empty or '.' part"
-    return None
+    def read_bytes(self, name: str) -> bytes: ...
 
 
 def confined(root: Path, name: str, *, what: str = "the manifest names") -> Path:
@@ -220,7 +199,7 @@ def verify_sha256(path: Path, expected: str, display: Path) -> None:
         )
 
 
-def verify_model(bundle: Bundle, data: bytes) -> tuple[str, ...]:
+def verify_model(bundle: OpenedBundle, data: bytes) -> tuple[str, ...]:
     """4.: ``model.onnx``'s verified bytes ``data`` parsed without its external data; returns
     the external-data files it uses, each verified."""
     model = parse_model(data, bundle.model_path)
@@ -254,7 +233,7 @@ def parse_model(data: bytes, display: Path) -> onnx.ModelProto:
 _PROTOBUF_LIMIT = (2 << 30) - (1 << 20)
 
 
-def inline_external_data(bundle: Bundle, model: onnx.ModelProto) -> bytes:
+def inline_external_data(bundle: OpenedBundle, model: onnx.ModelProto) -> bytes:
     """``model`` serialised with every externally stored tensor's data taken from the verified
     bytes of its file (`Bundle.read_bytes`), so the engine opens no file after the check."""
     import onnx
@@ -290,7 +269,7 @@ def inline_external_data(bundle: Bundle, model: onnx.ModelProto) -> bytes:
     return model.SerializeToString()
 
 
-def external_data_files(bundle: Bundle, model: onnx.ModelProto) -> tuple[str, ...]:
+def external_data_files(bundle: OpenedBundle, model: onnx.ModelProto) -> tuple[str, ...]:
     """Every tensor stored as external data (initializers, sparse ones, tensor attributes, in
     subgraphs and functions too) lies inside the bundle, listed and verified: the names used."""
     import onnx

@@ -21,8 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from onnxedge.runtime.bundle.hashing import sha256_bytes, sha256_file
-from onnxedge.runtime.bundle.manifest import FORMAT, FORMAT_VERSION, MANIFEST, manifest_json
-from onnxedge.runtime.bundle.verify import name_problem
+from onnxedge.runtime.bundle.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    manifest_json,
+    name_problem,
+)
 from onnxedge.runtime.errors import OnnxEdgeError
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ The checks only read the model; none modifies it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from onnxedge.runtime.check.head import (
     find_head,
     is_spatial_pool,
     tensor_ranks,
+    walk_back,
 )
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.lines import fit
@@ -157,48 +157,8 @@ def _check_batch(model: onnx.ModelProto) -> CheckItem:
     return CheckItem("batch", True, f"dim 0 of every input and output is {symbols.pop()!r}")
 
 
-def producers_of(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
-    return {out: node for node in graph.node for out in node.output if out}
-
-
 def _node_label(node: onnx.NodeProto, index: dict[int, int]) -> str:
     return repr(node.name) if node.name else f"#{index[id(node)]}"
-
-
-def _data_inputs(node: onnx.NodeProto, initializers: set[str]) -> list[str]:
-    return [i for i in node.input if i and i not in initializers]
-
-
-def walk_back(
-    start: str,
-    producers: dict[str, onnx.NodeProto],
-    initializers: set[str],
-    through: Iterable[str],
-    stop: Iterable[str] = (),
-) -> onnx.NodeProto | None:
-    """Follow the data input upstream from tensor ``start`` through ``through`` ops to the first
-    op in ``stop`` or not in ``through``; None where the walk reaches a graph input.
-
-    A graph with a cycle (invalid ONNX, but files can hold anything) raises `GraphCycleError`
-    instead of looping forever.
-    """
-    through, stop = set(through), set(stop)
-    seen: set[int] = set()
-    tensor = start
-    while tensor in producers:
-        node = producers[tensor]
-        if id(node) in seen:
-            raise GraphCycleError(node)
-        seen.add(id(node))
-        if node.op_type in stop or node.op_type not in through:
-            return node
-        data = _data_inputs(node, initializers)
-        if node.op_type in {"Add", "Mul"} and len(data) != 1:
-            return node  # an elementwise op joining two branches: not a bias or scale
-        if not data:
-            return None
-        tensor = data[0]
-    return None
 
 
 def _check_gap_head(model: onnx.GraphProto | onnx.ModelProto) -> CheckItem:

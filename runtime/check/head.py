@@ -111,6 +111,46 @@ class GraphCycleError(OnnxEdgeError):
         self.node = node
 
 
+def producers_of(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in graph.node for out in node.output if out}
+
+
+def _data_inputs(node: onnx.NodeProto, initializers: set[str]) -> list[str]:
+    return [i for i in node.input if i and i not in initializers]
+
+
+def walk_back(
+    start: str,
+    producers: dict[str, onnx.NodeProto],
+    initializers: set[str],
+    through: Iterable[str],
+    stop: Iterable[str] = (),
+) -> onnx.NodeProto | None:
+    """Follow the data input upstream from tensor ``start`` through ``through`` ops to the first
+    op in ``stop`` or not in ``through``; None where the walk reaches a graph input.
+
+    A graph with a cycle (invalid ONNX, but files can hold anything) raises `GraphCycleError`
+    instead of looping forever.
+    """
+    through, stop = set(through), set(stop)
+    seen: set[int] = set()
+    tensor = start
+    while tensor in producers:
+        node = producers[tensor]
+        if id(node) in seen:
+            raise GraphCycleError(node)
+        seen.add(id(node))
+        if node.op_type in stop or node.op_type not in through:
+            return node
+        data = _data_inputs(node, initializers)
+        if node.op_type in {"Add", "Mul"} and len(data) != 1:
+            return node  # an elementwise op joining two branches: not a bias or scale
+        if not data:
+            return None
+        tensor = data[0]
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Stop:
     """Where a path of the walk ended without a pool: a node, or a graph input (node None)."""

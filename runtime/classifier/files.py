@@ -1,49 +1,45 @@
 """The file pipeline of `onnxedge.runtime.classifier.classifier.Classifier.predict_files`: files
-decoded by a
-pool of threads a window ahead of the batch the model runs, a bad file a failed `FileResult` while
-the others go on.
+decoded by a pool of threads a window ahead of the batch the model runs, a bad file a failed
+`FileResult` while the others go on.
+
+It knows the classifier only by what it is given: a function from a path to the model's input
+(`Load`) and one from a stacked batch to a prediction (or an error message) per row
+(`PredictRows`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from onnxedge.runtime.classifier.decode import ordered_map
-from onnxedge.runtime.classifier.predictions import FileResult
-from onnxedge.runtime.classifier.preprocess import ImageReadError, load_image, load_pixels, pads
+from onnxedge.runtime.classifier.predictions import FileResult, Prediction
+from onnxedge.runtime.classifier.preprocess import ImageReadError
 
-if TYPE_CHECKING:
-    from onnxedge.runtime.classifier.classifier import Classifier
+# A path -> the image as the model's input (or its pixels), raising ImageReadError.
+Load = Callable[[str | Path], np.ndarray]
+# A stacked batch -> per row, its prediction or why it has none.
+PredictRows = Callable[[np.ndarray], Sequence[Prediction | str]]
 
 
 def stream_files(
-    classifier: Classifier,
+    load: Load,
+    predict_rows: PredictRows,
     paths: Iterable[str | Path | ImageReadError],
     batch_size: int,
-    threshold: float | None,
-    max_pixels: int | None,
     workers: int,
 ) -> Generator[FileResult, None, None]:
     """1. to 3. of `Classifier.predict_files`, its arguments already checked."""
-
-    # uint8 pixels, scaled a batch at a time (`Classifier.model_input`), or by the model itself;
-    # a resize mode that pads gives each image its own size: the model's input, per image.
-    padded = pads(classifier.preprocessing)
 
     def decode(path: str | Path | ImageReadError) -> tuple[str, np.ndarray | str]:
         if isinstance(path, ImageReadError):
             return os.fspath(path.path), path.reason
         try:
-            load = load_image if padded else load_pixels
-            image = load(
-                path, classifier.preprocessing, max_pixels=max_pixels, decode=classifier.decode
-            )
+            image = load(path)
         except ImageReadError as e:
             return os.fspath(path), e.reason
         return os.fspath(path), image
@@ -54,25 +50,17 @@ def stream_files(
         for _, item in decoded:
             pending.append(item)
             if len(pending) >= batch_size:
-                yield from _run_pending(classifier, pending, threshold)
+                yield from _run_pending(predict_rows, pending)
                 pending = []
     if pending:
-        yield from _run_pending(classifier, pending, threshold)
+        yield from _run_pending(predict_rows, pending)
 
 
 def _run_pending(
-    classifier: Classifier,
-    pending: Sequence[tuple[str, np.ndarray | str]],
-    threshold: float | None,
+    predict_rows: PredictRows, pending: Sequence[tuple[str, np.ndarray | str]]
 ) -> Iterator[FileResult]:
     arrays = [a for _, a in pending if isinstance(a, np.ndarray)]
-    rows = iter(
-        classifier._prediction_rows(
-            classifier._outputs(classifier.model_input(np.stack(arrays)), len(arrays)), threshold
-        )
-        if arrays
-        else []
-    )
+    rows = iter(predict_rows(np.stack(arrays)) if arrays else [])
     for name, item in pending:
         if not isinstance(item, np.ndarray):
             yield FileResult(file=name, error=item)

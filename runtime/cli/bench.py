@@ -25,6 +25,7 @@ from onnxedge.runtime.bench import (
     command_line,
     parse_target,
     read_targets_file,
+    render_markdown,
     unique_targets,
 )
 from onnxedge.runtime.bench.engines import VARIANTS
@@ -344,7 +345,7 @@ def bench_cmd(
     with bench_progress(show) as on_progress:
         report = benchmark(bundle, settings, command=command_line(), on_progress=on_progress)
 
-    markdown = report.to_markdown(verbose=verbosity() > 0)
+    markdown = render_markdown(report, verbose=verbosity() > 0)
     if json_path is not None:
         atomic_write_bytes(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     if md_path is not None:

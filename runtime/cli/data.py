@@ -4,12 +4,60 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from onnxedge.runtime.cli.output import echo_progress
+from onnxedge.runtime.data.synth_style import DEFAULT_STYLE, FaceStyle
 from onnxedge.runtime.names import escape, json_safe
+
+# `FaceStyle`'s fields that `data synth` takes as options: option, type, help (the default is
+# the field's).
+_STYLE_OPTIONS = (
+    (
+        "--expression",
+        click.FloatRange(min=0),
+        "How much the rest of the face follows the mouth (cheeks, eyes, brows); 0: the mouth "
+        "alone tells the classes apart.",
+    ),
+    (
+        "--near-fraction",
+        click.FloatRange(0, 1),
+        "Share of faces whose mouth is almost straight (|curvature| below --near-limit).",
+    ),
+    (
+        "--near-limit",
+        click.FloatRange(0, 1, min_open=True, max_open=True),
+        "|curvature| below this is near the decision line.",
+    ),
+    (
+        "--min-curvature",
+        click.FloatRange(0, 1, min_open=True, max_open=True),
+        "The smallest |curvature| drawn: no face sits exactly on the line.",
+    ),
+    (
+        "--sag",
+        click.FloatRange(0, min_open=True),
+        "The mouth corners' lift or drop at |curvature| 1, times the mouth's half width.",
+    ),
+    (
+        "--supersample",
+        click.IntRange(1, 8),
+        "Drawn at this many times the size, then reduced (1: aliased edges).",
+    ),
+)
+
+
+def _style_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option, kind, text in reversed(_STYLE_OPTIONS):
+        default = getattr(DEFAULT_STYLE, option[2:].replace("-", "_"))
+        command = click.option(option, type=kind, default=default, show_default=True, help=text)(
+            command
+        )
+    return command
 
 
 @click.group("data")
@@ -27,12 +75,14 @@ def data_group() -> None:
     default=None,
     help="Processes drawing faces [default: one per CPU, at most 4]; the bytes are the same.",
 )
-def synth_cmd(out: Path, count: int, seed: int, workers: int | None) -> None:
+@_style_options
+def synth_cmd(out: Path, count: int, seed: int, workers: int | None, **style: Any) -> None:
     """Draw COUNT synthetic faces in CelebA's layout into OUT (same seed: identical bytes).
 
     OUT gets img_align_celeba/*.jpg (178x218), list_attr_celeba.txt (Smiling is decided by the
     mouth's curvature), list_eval_partition.txt (80/10/10) and synth.json. These are drawings, not
-    photographs: a task to train and gate on without any download.
+    photographs: a task to train and gate on without any download. The drawing options (the
+    defaults draw the set `make train` uses) are recorded in synth.json.
     """
     from onnxedge.runtime.data.synth import write_faces
 
@@ -40,7 +90,9 @@ def synth_cmd(out: Path, count: int, seed: int, workers: int | None) -> None:
         if sys.stderr.isatty() or done == total:
             echo_progress(f"{done}/{total} faces drawn")
 
-    result = write_faces(out, count=count, seed=seed, workers=workers, progress=progress)
+    result = write_faces(
+        out, count=count, seed=seed, workers=workers, progress=progress, style=FaceStyle(**style)
+    )
     splits = ", ".join(f"{name} {n}" for name, n in result.splits.items())
     click.echo(
         f"wrote {result.count} synthetic faces to {result.out} (seed {seed}; {splits}; "

@@ -12,10 +12,12 @@ index])`, so one seed gives identical bytes, image by image, whatever the worker
 2. The picture: a background of two colours with 3-12 shapes of clutter, a shirt, directional
    lighting and exposure, Gaussian blur, sensor noise and JPEG quality 55-95.
 3. The label: the mouth's curvature ``c`` in [-1, 1]. ``Smiling`` is ``c > 0`` (corners up). A
-   fraction `NEAR_FRACTION` of faces has ``|c|`` below `NEAR_LIMIT`, a mouth almost straight, so
-   that a weaker model, or a badly quantised one, loses accuracy there.
+   fraction of faces (`FaceStyle.near_fraction`) has ``|c|`` below `FaceStyle.near_limit`, a mouth
+   almost straight, so that a weaker model, or a badly quantised one, loses accuracy there.
 
-The rest of the face follows the mouth in proportion to ``|c|`` (`EXPRESSION`): a smile raises the
+How the faces are drawn is a `FaceStyle` (`onnxedge.runtime.data.synth_style`, set by `onnxedge
+data synth`'s options). The rest of the face follows the mouth in proportion to ``|c|``
+(`FaceStyle.expression`): a smile raises the
 cheeks (a blush) and narrows the eyes, a frown pulls the brows down at their inner ends; near the
 decision line the face looks neutral and only the mouth's shape tells the classes apart. Other
 attributes that the drawing decides are filled in (``Eyeglasses``, ``Black_Hair``, ``Blond_Hair``,
@@ -40,30 +42,14 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.data.synth_style import DEFAULT_STYLE, FaceStyle
 from onnxedge.runtime.errors import OnnxEdgeError
 
 log = logging.getLogger(__name__)
 
 WIDTH, HEIGHT = 178, 218  # CelebA's aligned crops
-SUPERSAMPLE = 2  # drawn at twice the size, then reduced: smooth edges, sub-pixel mouth shapes
 SYNTH_VERSION = 4  # bumped whenever the drawing changes, so a set records what drew it
 MARKER = "synth.json"  # what `write_faces` writes next to CelebA's files; readers ignore it
-
-# The face and its mouth, in pixels of the 178x218 image (half sizes at scale 1, before jitter).
-FACE_HALF_SIZE = (46.0, 60.0)
-MOUTH_HALF_WIDTH = (0.42, 0.56)  # x the face's half width
-LIP_THICKNESS = (4.0, 8.0)
-SAG = 0.7  # the corners' lift (a smile) or drop at |curvature| 1, x the mouth's half width
-# How much the rest of the face follows the mouth, at |curvature| 1: a smile raises the cheeks
-# (a blush) and narrows the eyes, a frown pulls the brows down at the inner ends, as in a real
-# face. Each in proportion to |curvature|, so faces near the decision line look neutral and only
-# the mouth's shape decides them. (Added with version 4, together with the trainer's BatchNorms;
-# whether it alone shortens the chance plateau was not measured.)
-EXPRESSION = 1.0
-
-NEAR_FRACTION = 0.15  # faces whose mouth is almost straight
-NEAR_LIMIT = 0.3  # |curvature| below this is "near the decision line"
-MIN_CURVATURE = 0.05  # no face sits exactly on the line: every label is decidable in principle
 
 # CelebA's 40 attribute names, in its file's order.
 _CELEBA_HEADER = (
@@ -118,7 +104,7 @@ class SynthResult:
     count: int
     seed: int
     smiling: int  # faces with Smiling = 1
-    near: int  # faces with |curvature| < NEAR_LIMIT
+    near: int  # faces with |curvature| < the style's near_limit
     splits: dict[str, int]  # train / val / test -> images
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,10 +117,13 @@ class SynthResult:
 class _Canvas:
     """PIL drawing in face coordinates: rotation about the face centre, then supersampling."""
 
-    def __init__(self, image: Any, centre: tuple[float, float], angle: float) -> None:
+    def __init__(
+        self, image: Any, centre: tuple[float, float], angle: float, supersample: int
+    ) -> None:
         from PIL import ImageDraw
 
         self.draw = ImageDraw.Draw(image)
+        self.supersample = supersample
         self.cx, self.cy = centre
         self.cos, self.sin = math.cos(angle), math.sin(angle)
 
@@ -142,13 +131,13 @@ class _Canvas:
         dx, dy = x - self.cx, y - self.cy
         rx = self.cx + dx * self.cos - dy * self.sin
         ry = self.cy + dx * self.sin + dy * self.cos
-        return rx * SUPERSAMPLE, ry * SUPERSAMPLE
+        return rx * self.supersample, ry * self.supersample
 
     def polygon(self, points: list[tuple[float, float]], fill: Any) -> None:
         self.draw.polygon([self._xy(x, y) for x, y in points], fill=_rgb(fill))
 
     def line(self, points: list[tuple[float, float]], fill: Any, width: float) -> None:
-        w = max(1, round(width * SUPERSAMPLE))
+        w = max(1, round(width * self.supersample))
         xy = [self._xy(x, y) for x, y in points]
         self.draw.line(xy, fill=_rgb(fill), width=w, joint="curve")
         for end in (xy[0], xy[-1]):  # round caps
@@ -192,11 +181,11 @@ def _mouth_curve(
     return [(x + t * half_width, y + sag / 2 - sag * t * t) for t in ts.tolist()]
 
 
-def _curvature(rng: np.random.Generator) -> float:
+def _curvature(rng: np.random.Generator, style: FaceStyle) -> float:
     sign = 1.0 if rng.random() < 0.5 else -1.0
-    if rng.random() < NEAR_FRACTION:
-        return sign * rng.uniform(MIN_CURVATURE, NEAR_LIMIT)
-    return sign * rng.uniform(NEAR_LIMIT, 1.0)
+    if rng.random() < style.near_fraction:
+        return sign * rng.uniform(style.min_curvature, style.near_limit)
+    return sign * rng.uniform(style.near_limit, 1.0)
 
 
 def _ramp(width: int, height: int, theta: float) -> np.ndarray:
@@ -206,7 +195,7 @@ def _ramp(width: int, height: int, theta: float) -> np.ndarray:
     return ys[:, None] + xs[None, :]
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> Any:
+def _background(rng: np.random.Generator, width: int, height: int, supersample: int) -> Any:
     from PIL import Image
 
     a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
@@ -215,7 +204,7 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Any:
     t = (t - t.min()) / max(float(np.ptp(t)), 1e-9)
     pixels = a.astype(np.float32) + (b - a).astype(np.float32) * t[..., None]
     image = Image.fromarray(pixels.astype(np.uint8), "RGB")
-    canvas = _Canvas(image, (0.0, 0.0), 0.0)
+    canvas = _Canvas(image, (0.0, 0.0), 0.0, supersample)
     for _ in range(int(rng.integers(3, 13))):
         colour = rng.uniform(0, 255, 3)
         x, y = rng.uniform(-20, WIDTH + 20), rng.uniform(-20, HEIGHT + 20)
@@ -233,21 +222,22 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Any:
     return image
 
 
-def draw_face(seed: int, index: int) -> tuple[bytes, Face]:
-    """One face as JPEG bytes, and what was drawn; the same (seed, index) gives the same bytes."""
+def draw_face(seed: int, index: int, style: FaceStyle = DEFAULT_STYLE) -> tuple[bytes, Face]:
+    """One face as JPEG bytes, and what was drawn; the same (seed, index, style) gives the same
+    bytes."""
     from PIL import Image, ImageFilter
 
     rng = np.random.default_rng([seed, index])
-    big = (WIDTH * SUPERSAMPLE, HEIGHT * SUPERSAMPLE)
-    image = _background(rng, *big)
+    big = (WIDTH * style.supersample, HEIGHT * style.supersample)
+    image = _background(rng, *big, style.supersample)
 
     # 1. The face: CelebA's aligned crops put the eyes near y = 112 and the mouth near y = 150.
     scale = rng.uniform(0.85, 1.15)
     cx = WIDTH / 2 + float(np.clip(rng.normal(0, 5), -12, 12))
     cy = 122 + float(np.clip(rng.normal(0, 5), -12, 12))
-    rx = FACE_HALF_SIZE[0] * scale * rng.uniform(0.9, 1.1)
-    ry = FACE_HALF_SIZE[1] * scale * rng.uniform(0.92, 1.08)
-    canvas = _Canvas(image, (cx, cy), math.radians(rng.uniform(-12, 12)))
+    rx = style.face_half_size[0] * scale * rng.uniform(0.9, 1.1)
+    ry = style.face_half_size[1] * scale * rng.uniform(0.92, 1.08)
+    canvas = _Canvas(image, (cx, cy), math.radians(rng.uniform(-12, 12)), style.supersample)
 
     pale = rng.random() < 0.15
     skin = _SKIN[0] if pale else _SKIN[int(rng.integers(1, len(_SKIN)))]
@@ -256,9 +246,9 @@ def draw_face(seed: int, index: int) -> tuple[bytes, Face]:
     hair = np.clip(
         np.asarray(_HAIR[hair_name]) * rng.uniform(0.8, 1.15) + rng.normal(0, 8, 3), 0, 255
     )
-    style = ("short", "long", "bald")[int(rng.choice(3, p=[0.55, 0.35, 0.10]))]
+    hair_style = ("short", "long", "bald")[int(rng.choice(3, p=[0.55, 0.35, 0.10]))]
 
-    if style == "long":
+    if hair_style == "long":
         canvas.ellipse(cx, cy + 0.35 * ry, rx * 1.35, ry * 1.3, hair)
     shirt = rng.uniform(0, 255, 3)
     canvas.ellipse(cx, cy + 2.05 * ry, rx * 2.2, ry * 0.95, shirt)  # shoulders
@@ -272,7 +262,7 @@ def draw_face(seed: int, index: int) -> tuple[bytes, Face]:
             cx + side * rx * 0.97, cy + 0.02 * ry, rx * 0.16, ry * 0.2, _shade(skin, 0.93)
         )
     canvas.ellipse(cx, cy, rx, ry, skin)
-    if style != "bald":
+    if hair_style != "bald":
         fringe = cy - ry * rng.uniform(0.38, 0.62)
         cap = _arc(cx, cy - 0.02 * ry, rx * 1.07, ry * 1.08, math.pi, 2 * math.pi, 30)
         wave = rng.uniform(0, 4)
@@ -281,9 +271,9 @@ def draw_face(seed: int, index: int) -> tuple[bytes, Face]:
         canvas.polygon([*cap, *edge], hair)
 
     # The expression: its strength grows with |curvature|, so a face near the decision line
-    # looks neutral and only its mouth tells (see `EXPRESSION`).
-    curvature = _curvature(rng)
-    smile, frown = max(curvature, 0.0) * EXPRESSION, max(-curvature, 0.0) * EXPRESSION
+    # looks neutral and only its mouth tells (see `FaceStyle.expression`).
+    curvature = _curvature(rng, style)
+    smile, frown = max(curvature, 0.0) * style.expression, max(-curvature, 0.0) * style.expression
     if smile > 0:  # raised cheeks
         blush = skin + (np.array([235.0, 95.0, 105.0]) - skin) * min(1.0, 0.55 * smile)
         for side in (-1, 1):
@@ -328,11 +318,11 @@ def draw_face(seed: int, index: int) -> tuple[bytes, Face]:
 
     # 3. The mouth: its curvature is the label.
     mouth_y = cy + ry * rng.uniform(0.5, 0.6)
-    half_width = rx * rng.uniform(*MOUTH_HALF_WIDTH)
-    sag = curvature * half_width * SAG  # corners this far above (below) the middle
+    half_width = rx * rng.uniform(*style.mouth_half_width)
+    sag = curvature * half_width * style.sag  # corners this far above (below) the middle
     lip = np.clip(_shade(skin, rng.uniform(0.45, 0.7)) + np.array([45.0, -8.0, -8.0]), 0, 255)
     parting = _shade(lip, rng.uniform(0.35, 0.6))
-    thickness = rng.uniform(*LIP_THICKNESS)
+    thickness = rng.uniform(*style.lip_thickness)
     mouth_open = rng.random() < 0.3
     gap = ry * rng.uniform(0.05, 0.11) if mouth_open else 0.0
     # Upper lip, (the opening), lower lip: bands that all bend as the curvature says.
@@ -367,8 +357,8 @@ def draw_face(seed: int, index: int) -> tuple[bytes, Face]:
     attributes["Mouth_Slightly_Open"] = 1 if mouth_open else -1
     attributes["Eyeglasses"] = 1 if glasses else -1
     attributes["Pale_Skin"] = 1 if pale else -1
-    attributes["Bald"] = 1 if style == "bald" else -1
-    if style != "bald" and hair_name in attributes:
+    attributes["Bald"] = 1 if hair_style == "bald" else -1
+    if hair_style != "bald" and hair_name in attributes:
         attributes[hair_name] = 1
     return buffer.getvalue(), Face(curvature=float(curvature), attributes=attributes)
 
@@ -388,11 +378,13 @@ def partition(index: int, count: int) -> int:
     return 1 if index < int(count * 0.9) else 2
 
 
-def _draw_chunk(args: tuple[int, int, int, int, str]) -> list[tuple[int, float, dict[str, int]]]:
-    seed, start, stop, count, directory = args
+def _draw_chunk(
+    args: tuple[int, int, int, int, str, FaceStyle],
+) -> list[tuple[int, float, dict[str, int]]]:
+    seed, start, stop, count, directory, style = args
     drawn = []
     for index in range(start, stop):
-        data, face = draw_face(seed, index)
+        data, face = draw_face(seed, index, style)
         Path(directory, file_name(index, count)).write_bytes(data)
         drawn.append((index, face.curvature, face.attributes))
     return drawn
@@ -405,13 +397,16 @@ def write_faces(
     seed: int = 0,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    style: FaceStyle = DEFAULT_STYLE,
 ) -> SynthResult:
     """Draw ``count`` faces into ``out`` in CelebA's layout, atomically: the set is drawn in a
     temporary directory beside ``out`` and renamed into place, so ``out`` is a complete set or
     absent. An existing ``out`` is replaced only if it is empty or an earlier synthetic set (it
     holds `MARKER`); anything else is refused. ``progress(done, count)`` is called as faces are
-    drawn; ``workers`` processes draw them (None: one per CPU, at most 4)."""
+    drawn; ``workers`` processes draw them (None: one per CPU, at most 4); ``style`` says how
+    (`FaceStyle`; the default draws the set `make train` uses)."""
     out = Path(out)
+    style.check()
     if count < 10:
         raise OnnxEdgeError(
             f"--count: expected at least 10 faces (train, val and test), got {count}"
@@ -428,9 +423,9 @@ def write_faces(
     try:
         images = tmp / "img_align_celeba"
         images.mkdir()
-        faces = _draw_all(seed, count, images, workers, progress)
+        faces = _draw_all(seed, count, images, workers, progress, style)
         _write_lists(tmp, faces, count)
-        near = sum(abs(c) < NEAR_LIMIT for _, c, _ in faces)
+        near = sum(abs(c) < style.near_limit for _, c, _ in faces)
         smiling = sum(c > 0 for _, c, _ in faces)
         splits = {
             name: sum(partition(i, count) == code for i in range(count))
@@ -445,6 +440,7 @@ def write_faces(
             "smiling": smiling,
             "near_decision_line": near,
             "splits": splits,
+            "style": style.to_dict(),
         }
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         if out.exists():
@@ -462,10 +458,12 @@ def _draw_all(
     directory: Path,
     workers: int | None,
     progress: Callable[[int, int], None] | None,
+    style: FaceStyle,
 ) -> list[tuple[int, float, dict[str, int]]]:
     chunk = 50
     tasks = [
-        (seed, s, min(s + chunk, count), count, str(directory)) for s in range(0, count, chunk)
+        (seed, s, min(s + chunk, count), count, str(directory), style)
+        for s in range(0, count, chunk)
     ]
     workers = workers or min(4, os.cpu_count() or 1)
     faces: list[tuple[int, float, dict[str, int]]] = []
