@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 OUT    ?= build/smile_cnn
 STAMP  := $(VENV)/.onnxedge-installed
 
-.PHONY: export test check lint format parity bench zoo parity-matrix clean venv train edge
+.PHONY: export test check lint format parity bench zoo parity-matrix clean venv train edge docs
 
 venv: $(STAMP)
 
@@ -43,7 +43,7 @@ format: $(STAMP)
 parity: $(STAMP)
 	$(BIN)/onnxedge parity $(OUT)
 
-# Issue 10: train the smile model on synthetic faces (CelebA's layout, drawn here: no download),
+# Train the smile model on synthetic faces (CelebA's layout, drawn here: no download),
 # export the best epoch as a bundle, check it, compare it with PyTorch and score the test split.
 # FACES and TRAINED are what `make edge` reads; FACES_COUNT and TRAIN_ARGS change the run.
 FACES       ?= build/faces
@@ -61,7 +61,7 @@ train: $(STAMP)
 	$(BIN)/onnxedge evaluate $(TRAINED) --data $(FACES) --split test --min-accuracy 0.97 \
 		--json build/smile_trained.eval.json
 
-# Issue 11: the trained bundle's edge variants (int8, fp16, the ORT format, and the int8 variants
+# The trained bundle's edge variants (int8, fp16, the ORT format, and the int8 variants
 # that deal with the first conv's 3 input channels: int8-conv1-fp32, int8-pad4), each gated on the
 # held-out faces of FACES (agreement with fp32 >= 99.5%, accuracy drop <= 0.5 pp); a variant
 # that misses fails the target. Runs `make train` first only where TRAINED is not there yet.
@@ -115,6 +115,15 @@ parity-matrix: $(STAMP)
 	$(BIN)/python -m onnxedge.export.parity_matrix --out docs/PARITY.md \
 		--bundles build/parity_matrix --json build/parity_matrix.json \
 		$(if $(PARITY_CHECKPOINT),--checkpoint $(PARITY_CHECKPOINT))
+
+# The API reference (pdoc): the public names of onnxedge.runtime and onnxedge.export (their
+# __all__), not their submodules, as HTML in build/api (not committed: build/ is ignored).
+# tests/test_api_docs.py builds the same modules into a temporary folder.
+API_DIR     ?= build/api
+API_MODULES := onnxedge.runtime onnxedge.export '!onnxedge.runtime.' '!onnxedge.export.'
+docs: $(STAMP)
+	$(BIN)/pdoc -o $(API_DIR) $(API_MODULES)
+	@echo "wrote $(API_DIR)/index.html"
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache *.egg-info

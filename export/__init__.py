@@ -1,13 +1,21 @@
 """The export side of onnxedge (`onnxedge.export`): PyTorch to a simplified, checked ONNX bundle.
 
-The Python API::
+The Python API, one function per command, each returning its result object::
 
     from onnxedge.export import export_bundle
 
     result = export_bundle(model, input_shape=(3, 224, 224), out="build/mine", labels=names)
 
+| command | function | returns |
+| --- | --- | --- |
+| (Python only) | `export_bundle` (an ``nn.Module``) | `ExportResult` |
+| ``onnxedge export`` | `export_model` (with `ExportRequest`) | `ExportResult` |
+| ``onnxedge simplify`` | `simplify_file` | `LoweringResult` |
+| ``onnxedge train`` | `train` (with `TrainConfig`) | `TrainResult` |
+
 Its names are imported on first use, so the CLI's modules under this package load where the
-export dependencies (torch, onnxscript, onnxsim) are not installed.
+export dependencies (torch, onnxscript, onnxsim) are not installed. The device side is
+`onnxedge.runtime`.
 """
 
 from __future__ import annotations
@@ -15,10 +23,30 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ExportRequest", "ExportResult", "export_bundle", "export_model"]
+# name -> the module that defines it.
+_API = {
+    "ExportRequest": "onnxedge.export.pipeline",
+    "ExportResult": "onnxedge.export.pipeline",
+    "export_bundle": "onnxedge.export.pipeline",
+    "export_model": "onnxedge.export.pipeline",
+    "LoweringResult": "onnxedge.export.lowering",
+    "simplify_file": "onnxedge.export.lowering",
+    "TrainConfig": "onnxedge.models.train",
+    "TrainResult": "onnxedge.models.train",
+    "train": "onnxedge.models.train",
+}
+
+__all__ = sorted(_API)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("onnxedge.export.pipeline"), name)
-    raise AttributeError(f"module 'onnxedge.export' has no attribute {name!r}")
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'onnxedge.export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

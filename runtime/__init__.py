@@ -1,4 +1,78 @@
 """The torch-free side of onnxedge: bundles, checks, sessions and the CLI (`onnxedge.runtime`).
 
 Nothing in this package imports torch; it runs on the target with onnxruntime and numpy.
+
+The Python API, one function per command, each returning its result object::
+
+    from onnxedge.runtime import Bundle, Classifier, OnnxEdgeError, check_parity
+
+    classifier = Classifier.from_bundle("build/smile_cnn")
+    prediction = classifier.predict_images([image])[0]
+    result = check_parity("build/smile_cnn", providers=["cpu"])
+    print(bool(result), result.report.lines())
+
+| command | function | returns |
+| --- | --- | --- |
+| ``onnxedge check`` | `check_path` | `CheckReport` |
+| ``onnxedge parity`` | `check_parity` (``localize=`` for ``--localize``) | `ParityResult` |
+| ``onnxedge bench`` | `benchmark` (with `BenchSettings`) | `BenchReport` |
+| ``onnxedge predict`` | `predict` (or `Classifier`) | `FilePredictions` |
+| ``onnxedge evaluate`` | `evaluate_bundle` | `EvaluationResult` |
+| ``onnxedge optimize`` | `optimize_bundle` (with `OptimizeRequest`) | `OptimizeResult` |
+| ``onnxedge data info`` | `open_dataset` (``.describe()``) | `Dataset` |
+| ``onnxedge data synth`` | `write_faces` (with `FaceStyle`) | `SynthResult` |
+
+Errors a user can cause raise `OnnxEdgeError` (its message is one line); nothing here prints.
+The names are imported on first use (module ``__getattr__``), so ``import onnxedge.runtime`` stays
+cheap: it loads neither onnxruntime nor onnx nor torch. The export side is `onnxedge.export`.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> the module that defines it.
+_API = {
+    "OnnxEdgeError": "onnxedge.runtime.errors",
+    "Bundle": "onnxedge.runtime.bundle.reader",
+    "TensorSpec": "onnxedge.runtime.bundle.manifest",
+    "Classifier": "onnxedge.runtime.classifier.classifier",
+    "Prediction": "onnxedge.runtime.classifier.predictions",
+    "FileResult": "onnxedge.runtime.classifier.predictions",
+    "predict": "onnxedge.runtime.classifier.predict",
+    "FilePredictions": "onnxedge.runtime.classifier.predict",
+    "check_path": "onnxedge.runtime.check.check",
+    "CheckReport": "onnxedge.runtime.check.check",
+    "check_parity": "onnxedge.runtime.parity.check",
+    "ParityResult": "onnxedge.runtime.parity.check",
+    "ToleranceOverrides": "onnxedge.runtime.parity.tolerances",
+    "benchmark": "onnxedge.runtime.bench.run",
+    "BenchSettings": "onnxedge.runtime.bench.settings",
+    "BenchReport": "onnxedge.runtime.bench.report",
+    "evaluate_bundle": "onnxedge.runtime.data.evaluate",
+    "EvaluationResult": "onnxedge.runtime.data.evaluate",
+    "optimize_bundle": "onnxedge.runtime.variants.optimize",
+    "OptimizeRequest": "onnxedge.runtime.variants.optimize",
+    "OptimizeResult": "onnxedge.runtime.variants.optimize",
+    "open_dataset": "onnxedge.runtime.data",
+    "Dataset": "onnxedge.runtime.data.dataset",
+    "write_faces": "onnxedge.runtime.data.synth",
+    "FaceStyle": "onnxedge.runtime.data.synth_style",
+    "SynthResult": "onnxedge.runtime.data.synth",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'onnxedge.runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

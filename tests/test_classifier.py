@@ -376,7 +376,7 @@ def test_predict_images_refuses_a_batch_size_below_one(smile_bundle):
         clf.predict_images([np.zeros((64, 64, 3), dtype=np.uint8)], batch_size=0)
 
 
-# -- issue 9: outputs that are not probabilities, chunks, arguments ------------------------------
+# -- outputs that are not probabilities, chunks, arguments ---------------------------------------
 
 
 class StubSession:

@@ -1,4 +1,4 @@
-"""The command line against hostile input (issue 9): every numeric option of every command refuses
+"""The command line against hostile input: every numeric option of every command refuses
 NaN and the infinities as a usage error; a path named on the command line that cannot be read is
 a per-file ERROR line while the others are classified; PIL's warnings about a damaged file do not
 spill into the output."""

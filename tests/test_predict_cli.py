@@ -19,8 +19,8 @@ from test_preprocess import mode_files, noise_bytes, png_claiming
 
 from onnxedge.runtime.bundle.reader import MODEL
 from onnxedge.runtime.classifier.classifier import Classifier
+from onnxedge.runtime.classifier.files import find_images
 from onnxedge.runtime.cli import main
-from onnxedge.runtime.cli.predict import find_images
 
 
 def predict(*args: object) -> tuple[int, list[str], str]:
@@ -203,7 +203,7 @@ def test_undecodable_file_names_are_printed(smile_bundle, tmp_path):
     assert base64.b64decode(records[0]["file_bytes"]) == os.fsencode(tmp_path / name)
 
 
-# -- paths named on the command line that cannot be read (issue 9) -------------------------------
+# -- paths named on the command line that cannot be read -----------------------------------------
 
 
 def unreadable_kinds(root: Path) -> dict[Path, str]:

@@ -14,6 +14,7 @@ package is made, not a circle).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -211,3 +212,40 @@ def test_long_modules_finds_a_module_over_the_limit(tmp_path, lines, long):
     _write(tmp_path, {"pkg/ok.py": "x = 1\n", "pkg/sub/big.py": "x = 1\n" * lines})
     expected = [f"pkg/sub/big.py: {lines} lines"] if long else []
     assert long_modules(tmp_path, ["pkg"]) == expected
+
+
+# A tracker's issue number in a comment or docstring ("Issue" or "issue", a number): the code
+# should say what it does instead.
+ISSUE_NUMBER = re.compile(r"\b[Ii]ssue #?[0-9]+")
+CODE_PLACES = ("Makefile", "export", "runtime", "models", "tests", ".ci")
+
+
+def issue_numbers(root: Path, places: Iterable[str]) -> list[str]:
+    """``path:line: text`` for every line under ``places`` that names an issue number."""
+    found = []
+    for place in places:
+        top = root / place
+        files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
+        for path in files:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+            for number, line in enumerate(text.splitlines(), 1):
+                if ISSUE_NUMBER.search(line):
+                    found.append(f"{path.relative_to(root).as_posix()}:{number}: {line.strip()}")
+    return found
+
+
+def test_no_comment_names_an_issue_number():
+    found = issue_numbers(REPO, CODE_PLACES)
+    assert not found, "say what the code does, not which issue asked for it:\n" + "\n".join(found)
+
+
+def test_issue_numbers_finds_one(tmp_path):
+    named = "Iss" + "ue 12"  # not written out, so that this file passes its own check
+    _write(tmp_path, {"Makefile": f"# {named}: train\nall:\n", "pkg/a.py": "# the issue\n"})
+    _write(tmp_path, {"pkg/b.py": f'"""Fixed ({named.lower()})."""\n'})
+    assert issue_numbers(tmp_path, ["Makefile", "pkg"]) == [
+        f"Makefile:1: # {named}: train",
+        f'pkg/b.py:1: """Fixed ({named.lower()})."""',
+    ]

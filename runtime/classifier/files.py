@@ -18,7 +18,7 @@ import numpy as np
 
 from onnxedge.runtime.classifier.decode import ordered_map
 from onnxedge.runtime.classifier.predictions import FileResult, Prediction
-from onnxedge.runtime.classifier.preprocess import ImageReadError
+from onnxedge.runtime.classifier.preprocess import ImageReadError, is_image_name
 
 # A path -> the image as the model's input (or its pixels), raising ImageReadError.
 Load = Callable[[str | Path], np.ndarray]
@@ -78,3 +78,42 @@ def decode_window(batch_size: int, workers: int) -> int:
     nothing is decoded ahead. Memory: this many decoded images (uint8, 12 KB each at 64x64x3)
     besides the batch, and one full-size image per thread being decoded."""
     return 0 if workers <= 1 else max(batch_size, 2 * workers)
+
+
+def find_images(paths: Iterable[str]) -> Iterator[str | ImageReadError]:
+    """The files to classify, lazily and in a stable order.
+
+    1. A path that is a directory is walked: entries in name order, files of a directory before
+       its subdirectories; hidden entries (``.name``) skipped; symlinked directories not followed.
+    2. In a walk, a file is taken when its name ends in an image extension
+       (`onnxedge.runtime.classifier.preprocess.IMAGE_EXTENSIONS`, any case); an entry named like
+       an image
+       that is a directory is yielded too, so that it is reported rather than silently entered.
+    3. Any other path (a file, or nothing at all) is yielded as given, whatever its extension.
+    4. A directory that cannot be listed is yielded as an `ImageReadError`.
+    """
+    for given in paths:
+        if os.path.isdir(given):
+            yield from _walk(given)
+        else:
+            yield given
+
+
+def _walk(top: str) -> Iterator[str | ImageReadError]:
+    errors: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(top, onerror=errors.append):
+        yield from _drain(errors)
+        named_like_images = [d for d in dirnames if is_image_name(d) and not d.startswith(".")]
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and d not in named_like_images
+        )
+        files = [f for f in filenames if is_image_name(f) and not f.startswith(".")]
+        for name in sorted(files + named_like_images):
+            yield os.path.join(dirpath, name)
+    yield from _drain(errors)
+
+
+def _drain(errors: list[OSError]) -> Iterator[ImageReadError]:
+    while errors:
+        e = errors.pop(0)
+        yield ImageReadError(e.filename, f"cannot list the directory: {e.strerror or e}")

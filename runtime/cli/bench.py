@@ -31,11 +31,11 @@ from onnxedge.runtime.bench import (
 from onnxedge.runtime.bench.engines import VARIANTS
 from onnxedge.runtime.bundle.write import atomic_write_bytes, check_writable
 from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE
+from onnxedge.runtime.classifier.files import find_images
 from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.options import THREADS, name_list, positive_ints, provider_list
 from onnxedge.runtime.cli.output import verbosity
-from onnxedge.runtime.cli.predict import find_images
 from onnxedge.runtime.cli.tuned_option import tuned_argument, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError

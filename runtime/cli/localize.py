@@ -10,13 +10,9 @@ from typing import Any, TypeVar
 
 import click
 
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity import PARITY_PROVIDERS
-from onnxedge.runtime.variants.manifest import FP32, INT8
-
-# The bundle's models --against runs on the CPU as the reference: ONNX files (a .ort file cannot
-# be exposed) that the CPU EP runs as made (fp16 is made for the CUDA EP).
-REFERENCE_VARIANTS = (FP32, INT8)
+from onnxedge.runtime.parity.check import REFERENCE_VARIANTS
+from onnxedge.runtime.variants.manifest import FP32
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,70 +61,10 @@ def check_localize_options(
         require_matplotlib()  # before the run, not after it
 
 
-def layer_reference(
-    bundle: Any,
-    reference: Any,
-    exposed: Any,
-    *,
-    against: str | None,
-    live: bool,
-    checkpoint: Path | None,
-) -> Any:
-    """What the layers of ``exposed`` (the model checked) are compared with: ``--against`` a
-    provider or another variant, else PyTorch live with ``--reference live``, else the bundle's
-    golden layers (an error naming the other references where it has none)."""
-    from onnxedge.runtime.parity import make_targets
-    from onnxedge.runtime.parity.layer_reference import (
-        against_provider,
-        against_variant,
-        golden_layer_reference,
-    )
-
-    if against is not None and against.lower() in REFERENCE_VARIANTS:
-        return against_variant(bundle, against.lower(), reference)
-    if against is not None:
-        (target,) = make_targets([against.lower()])
-        return against_provider(exposed, reference, target)
-    if live:
-        return _live_layers(bundle, reference, checkpoint)
-    return golden_layer_reference(bundle)
-
-
-def _live_layers(bundle: Any, reference: Any, checkpoint: Path | None) -> Any:
-    import onnx
-
-    from onnxedge.runtime.parity.layers import layer_modules
-
-    if not layer_modules(bundle.manifest):
-        raise OnnxEdgeError(
-            f"{bundle.path}: its manifest records no map from tensors to modules (exported by "
-            "an onnxedge that did not record one): re-export it, or use --against"
-        )
-    try:
-        from onnxedge.export.layers import live_layer_reference
-        from onnxedge.models.weights import module_from_manifest
-    except (ImportError, OSError) as e:
-        raise live_needs_torch(e) from None
-    module = module_from_manifest(bundle.manifest, checkpoint)
-    final = onnx.load(str(bundle.model_path), load_external_data=False)
-    return live_layer_reference(module, bundle.manifest, final, reference)
-
-
-def run_localize(
-    bundle: Any,
-    report: Any,
-    reference: Any,
-    layers: Any,
-    exposed: Any,
-    *,
-    when: str,
-    plot: Path | None,
-) -> tuple[Any, ...]:
-    """Localize, print each row's block, write the plot; the localizations, for the JSON."""
+def echo_localizations(found: tuple[Any, ...], *, when: str, plot: Path | None) -> None:
+    """Print each localized row's block and write the plot."""
     from onnxedge.runtime.bundle.write import atomic_write_bytes
-    from onnxedge.runtime.parity.localize import localize
 
-    found = localize(bundle, report.rows, layers, reference=reference, when=when, exposed=exposed)
     if not found:
         click.echo(
             "localize: no row failed, nothing to localize (--localize always localizes every row)"
@@ -146,14 +82,3 @@ def run_localize(
             click.echo(f"wrote {plot}")
         else:
             click.echo(f"--plot: nothing localized, {plot} not written")
-    return found
-
-
-def live_needs_torch(e: BaseException) -> OnnxEdgeError:
-    """The error of ``--reference live`` where torch cannot be imported: ``e`` is the ImportError,
-    or the OSError of a torch installed without its native libraries (a Jetson wheel without its
-    CUDA libraries, a CUDA build on a machine without them)."""
-    return OnnxEdgeError(
-        f"--reference live needs torch, which cannot be imported here ({first_line(e)}); "
-        "install onnxedge[export], or use the golden reference (the default)"
-    )

@@ -4,40 +4,28 @@ calls the library, prints one line per row and writes the JSON. Needs no torch u
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.localize import (
     check_localize_options,
-    layer_reference,
-    live_needs_torch,
+    echo_localizations,
     localize_options,
-    run_localize,
 )
 from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
 from onnxedge.runtime.cli.output import verbosity
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
-from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
-    FAILED,
     PARITY_PROVIDERS,
-    SKIPPED,
-    ParityRow,
-    Reference,
-    Target,
     ToleranceOverrides,
-    make_targets,
 )
-from onnxedge.runtime.variants.manifest import FP32, provider_for, variant_key
+from onnxedge.runtime.variants.manifest import FP32, variant_key
 
 _NON_NEGATIVE = click.FloatRange(min=0.0)
 
@@ -154,135 +142,43 @@ def parity_cmd(
     the same tolerances (an int8 or fp16 model is not expected to meet fp32's: its accuracy is
     gated by optimize); --localize --against fp32 shows where it departs from model.onnx.
     """
-    from onnxedge.runtime.bundle.reader import Bundle
     from onnxedge.runtime.bundle.write import atomic_write_bytes
-    from onnxedge.runtime.parity import load_golden, run_parity
+    from onnxedge.runtime.parity.check import check_parity
 
     if checkpoint is not None and reference != "live":
         raise click.UsageError("--checkpoint is for --reference live")
-    variant = variant_key(variant)
-    check_localize_options(localize, against, plot_path, variant=variant)
-    if OPENVINO in require:
-        engines = (*engines, OPENVINO)
-    if OPENVINO not in engines and precisions != ("f32",):
+    check_localize_options(localize, against, plot_path, variant=variant_key(variant))
+    if OPENVINO not in (*engines, *require) and precisions != ("f32",):
         raise click.UsageError(
             "--precision is OpenVINO's inference precision (add --engine openvino)"
         )
-    targets = make_targets(
-        tuple(dict.fromkeys(p for p in (*providers, *require) if p != OPENVINO)),
-        tf32,
+    result = check_parity(
+        bundle,
+        providers=providers,
+        batch_sizes=batch_sizes,
         engines=engines,
         precisions=precisions,
+        require=require,
+        tf32=tf32,
+        tolerances=ToleranceOverrides(atol, rtol, logit_atol, logit_rtol, rounding_factor),
+        reference=reference,
+        checkpoint=checkpoint,
+        variant=variant,
+        localize=localize,
+        against=against,
     )
-    opened = Bundle.open(bundle)
-    model = _variant_model(opened, variant)
-    if reference == "live":
-        ref = _live_reference(opened.manifest, batch_sizes, checkpoint)
-    else:
-        ref = load_golden(opened)
-    if localize is not None:  # before the run: a bundle without its reference fails fast
-        from onnxedge.runtime.parity.exposed import ExposedModel
-
-        exposed = ExposedModel.of(opened, variant)
-        layers = layer_reference(
-            opened,
-            ref,
-            exposed,
-            against=against,
-            live=reference == "live",
-            checkpoint=checkpoint,
+    report = result.report
+    if result.variant != FP32:
+        click.echo(
+            f"model: {result.model.relative_to(result.bundle).as_posix()} "
+            f"(variant {result.variant})"
         )
-    overrides = ToleranceOverrides(atol, rtol, logit_atol, logit_rtol, rounding_factor)
-    targets, not_for = _targets_for_variant(opened, variant, targets)
-    report = run_parity(
-        opened,
-        ref,
-        targets=targets,
-        batch_sizes=batch_sizes,
-        overrides=overrides,
-        required=require,
-        model=model,
-    )
-    if not_for:  # the targets the variant is not made for, SKIPPED (FAILED where required)
-        sizes = batch_sizes or ref.batch_sizes
-        skipped = [_not_run(t, why, sizes, overrides, require) for t, why in not_for]
-        report = dataclasses.replace(report, rows=(*[r for g in skipped for r in g], *report.rows))
-    if variant != FP32:
-        click.echo(f"model: {model.relative_to(opened.path).as_posix()} (variant {variant})")
     click.echo(f"reference: {report.reference}")
     for line in report.lines(verbose=verbosity() > 0):
         click.echo(line)
-    payload = {"variant": variant, **report.to_dict()}
     if localize is not None:
-        found = run_localize(opened, report, ref, layers, exposed, when=localize, plot=plot_path)
-        payload["localization"] = [loc.to_dict() for loc in found]
+        echo_localizations(result.localizations, when=localize, plot=plot_path)
     if json_path is not None:
-        atomic_write_bytes(json_path, (json.dumps(payload, indent=2) + "\n").encode())
+        atomic_write_bytes(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
     if not report:
         sys.exit(1)
-
-
-def _targets_for_variant(
-    bundle: Any, variant: str, targets: Sequence[Target]
-) -> tuple[list[Target], list[tuple[Target, str]]]:
-    """The targets ``variant`` runs on, and those it is not made for with why: fp16 is made for
-    the CUDA EP, and onnxruntime's CPU EP has no float16 convolutions (`provider_for`, the rule
-    predict and evaluate follow)."""
-    runs, not_for = [], []
-    for target in targets:
-        try:
-            if target.engine == ONNXRUNTIME:
-                provider_for(bundle.variants, variant, target.provider)
-            runs.append(target)
-        except OnnxEdgeError as e:
-            not_for.append((target, str(e)))
-    return runs, not_for
-
-
-def _not_run(
-    target: Target,
-    why: str,
-    sizes: Sequence[int],
-    overrides: ToleranceOverrides,
-    require: Sequence[str],
-) -> list[ParityRow]:
-    required = target.provider in require
-    return [
-        ParityRow(
-            target.provider,
-            size,
-            FAILED if required else SKIPPED,
-            target.tolerances(overrides),
-            tf32=target.tf32,
-            reason=f"required, but it did not run: {why}" if required else why,
-            required=required,
-            engine=target.engine,
-            precision=target.precision,
-        )
-        for size in sizes
-    ]
-
-
-def _variant_model(bundle: Any, variant: str) -> Path:
-    """The verified file of ``variant``; an ORT-format one is refused: parity also reads the
-    logits, from a copy of the graph with them exposed, and a .ort file cannot be rewritten."""
-    path = bundle.variant_model(variant)
-    entry = bundle.variants.get(variant)
-    if entry is not None and entry.format != "onnx":
-        source = variant.removesuffix("-ort")
-        raise OnnxEdgeError(
-            f"parity --variant {variant}: {entry.file} is in the ORT format, whose graph parity "
-            "cannot copy to read the logits; check the ONNX model it was converted from "
-            f"(--variant {source})"
-        )
-    return path
-
-
-def _live_reference(
-    manifest: Mapping[str, Any], batch_sizes: Sequence[int], checkpoint: Path | None
-) -> Reference:
-    try:
-        from onnxedge.export.golden import live_reference
-    except (ImportError, OSError) as e:
-        raise live_needs_torch(e) from None
-    return live_reference(manifest, batch_sizes, checkpoint=checkpoint)

@@ -1,7 +1,8 @@
 """`onnxedge predict BUNDLE PATH...`: classify image files on the device, without torch.
 
-The command parses options and calls the library (`Classifier.predict_files`); the file walk is
-`find_images`. Files stream through in batches, so memory stays flat however many there are.
+The command parses options and calls the library (`onnxedge.runtime.classifier.predict.predict`,
+which walks the paths with `find_images` and runs `Classifier.predict_files`). Files stream
+through in batches, so memory stays flat however many there are.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
@@ -20,7 +20,8 @@ import click
 
 from onnxedge.runtime.classifier.classifier import FileResult
 from onnxedge.runtime.classifier.decode import MAX_DECODE_WORKERS
-from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, ImageReadError, is_image_name
+from onnxedge.runtime.classifier.files import find_images
+from onnxedge.runtime.classifier.preprocess import MAX_PIXELS
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import THREADS
@@ -34,45 +35,6 @@ from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.names import escape
-
-
-def find_images(paths: Iterable[str]) -> Iterator[str | ImageReadError]:
-    """The files to classify, lazily and in a stable order.
-
-    1. A path that is a directory is walked: entries in name order, files of a directory before
-       its subdirectories; hidden entries (``.name``) skipped; symlinked directories not followed.
-    2. In a walk, a file is taken when its name ends in an image extension
-       (`onnxedge.runtime.classifier.preprocess.IMAGE_EXTENSIONS`, any case); an entry named like
-       an image
-       that is a directory is yielded too, so that it is reported rather than silently entered.
-    3. Any other path (a file, or nothing at all) is yielded as given, whatever its extension.
-    4. A directory that cannot be listed is yielded as an `ImageReadError`.
-    """
-    for given in paths:
-        if os.path.isdir(given):
-            yield from _walk(given)
-        else:
-            yield given
-
-
-def _walk(top: str) -> Iterator[str | ImageReadError]:
-    errors: list[OSError] = []
-    for dirpath, dirnames, filenames in os.walk(top, onerror=errors.append):
-        yield from _drain(errors)
-        named_like_images = [d for d in dirnames if is_image_name(d) and not d.startswith(".")]
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and d not in named_like_images
-        )
-        files = [f for f in filenames if is_image_name(f) and not f.startswith(".")]
-        for name in sorted(files + named_like_images):
-            yield os.path.join(dirpath, name)
-    yield from _drain(errors)
-
-
-def _drain(errors: list[OSError]) -> Iterator[ImageReadError]:
-    while errors:
-        e = errors.pop(0)
-        yield ImageReadError(e.filename, f"cannot list the directory: {e.strerror or e}")
 
 
 def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None) -> str:
@@ -171,7 +133,7 @@ def predict_cmd(
     With --ray, Ray Data reads, decodes and classifies the files (the same lines, in the same
     order), or --output writes them to a Parquet file.
     """
-    from onnxedge.runtime.classifier.classifier import Classifier
+    from onnxedge.runtime.classifier.predict import predict
 
     chosen = apply_tuned(
         bundle, tuned, batch_size, engine=engine, variant=variant, precision=precision,
@@ -202,19 +164,23 @@ def predict_cmd(
         )
         _summary(paths, total, failed, ran_on)
         return
-    classifier = Classifier.from_bundle(bundle, provider=provider, decode=decode, **chosen)
+    run = predict(
+        bundle,
+        paths,
+        batch_size=batch_size,
+        threshold=threshold,
+        provider=provider,
+        decode=decode,
+        decode_threads=decode_threads,
+        max_pixels=max_pixels,
+        **chosen,
+    )
+    classifier, results = run.classifier, run.results
     if top_k is not None and classifier.threshold is not None:
         raise click.UsageError(
             f"--top-k applies to a model with K classes; {bundle} has one output "
             f"({classifier.output_kind})"
         )
-    results = classifier.predict_files(
-        find_images(paths),
-        batch_size=batch_size,
-        threshold=threshold,
-        max_pixels=max_pixels,
-        decode_threads=decode_threads,
-    )
     show_progress = not no_progress and sys.stderr.isatty()
     # closing: on an error or Ctrl-C the decoding threads stop before the command exits. A
     # reader that goes away (`| head`) is an OSError on stdout: one line, exit 1 (`onnxedge`).

@@ -1,0 +1,112 @@
+"""The public Python API: `onnxedge.runtime` and `onnxedge.export` name one function per command,
+import lazily (``import onnxedge.runtime`` loads neither torch nor onnxruntime), and the functions
+return the result objects the commands print."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import onnxedge.export
+import onnxedge.runtime
+
+HEAVY = ("torch", "onnxruntime", "onnx", "numpy", "PIL")
+# A public name whose module imports numpy at least.
+_HEAVY_NAME = {"onnxedge.runtime": "Classifier", "onnxedge.export": "export_bundle"}
+
+
+def _modules_after(statement: str) -> set[str]:
+    code = f"import json, sys; {statement}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(json.loads(out.stdout))
+
+
+@pytest.mark.parametrize("package", ["onnxedge.runtime", "onnxedge.export"])
+def test_importing_the_api_loads_no_heavy_module(package):
+    loaded = _modules_after(f"import {package}")
+    assert package in loaded
+    assert not [m for m in HEAVY if m in loaded], f"import {package} loaded {sorted(loaded)}"
+    # the check sees a heavy module where one is loaded: a public name resolved
+    resolved = _modules_after(f"import {package}; {package}.{_HEAVY_NAME[package]}")
+    assert [m for m in HEAVY if m in resolved]
+
+
+@pytest.mark.parametrize("package", [onnxedge.runtime, onnxedge.export])
+def test_every_public_name_resolves(package):
+    assert package.__all__ == sorted(set(package.__all__))
+    for name in package.__all__:
+        value = getattr(package, name)
+        assert getattr(value, "__name__", name) == name, name
+        assert (value.__doc__ or "").strip(), f"{package.__name__}.{name} has no docstring"
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        package.nope  # noqa: B018
+
+
+def test_the_runtime_api_names_what_a_user_imports():
+    from onnxedge.runtime import Bundle, Classifier, OnnxEdgeError
+    from onnxedge.runtime.bundle.reader import Bundle as ReaderBundle
+    from onnxedge.runtime.classifier.classifier import Classifier as TheClassifier
+    from onnxedge.runtime.errors import OnnxEdgeError as TheError
+
+    assert (Bundle, Classifier, OnnxEdgeError) == (ReaderBundle, TheClassifier, TheError)
+    for command in ("check_path", "check_parity", "benchmark", "predict", "evaluate_bundle"):
+        assert command in onnxedge.runtime.__all__
+    for command in ("optimize_bundle", "open_dataset", "write_faces"):
+        assert command in onnxedge.runtime.__all__
+    for command in ("export_bundle", "export_model", "simplify_file", "train"):
+        assert command in onnxedge.export.__all__
+
+
+def test_check_parity_returns_the_report_the_command_prints(smile_bundle):
+    from onnxedge.runtime import ParityResult, check_parity
+
+    result = check_parity(smile_bundle, providers=["cpu"], batch_sizes=[1, 2])
+    assert isinstance(result, ParityResult) and result
+    assert [(r.provider, r.batch, r.status) for r in result.report.rows] == [
+        ("cpu", 1, "passed"),
+        ("cpu", 2, "passed"),
+    ]
+    assert result.model == smile_bundle / "model.onnx" and result.variant == "fp32"
+    payload = result.to_dict()
+    assert payload["variant"] == "fp32" and "localization" not in payload
+    localized = check_parity(smile_bundle, providers=["cpu"], batch_sizes=[1], localize="always")
+    assert localized.localized and len(localized.localizations) == 1
+    assert len(localized.to_dict()["localization"]) == 1
+
+
+def test_check_parity_refuses_arguments_that_do_not_go_together(smile_bundle, tmp_path):
+    from onnxedge.runtime import OnnxEdgeError, check_parity
+
+    with pytest.raises(OnnxEdgeError, match="a checkpoint is for the live reference"):
+        check_parity(smile_bundle, checkpoint=tmp_path / "c.safetensors")
+    with pytest.raises(OnnxEdgeError, match="precisions are OpenVINO's"):
+        check_parity(smile_bundle, precisions=["bf16"])
+    with pytest.raises(OnnxEdgeError, match="localize: expected one of failed, always"):
+        check_parity(smile_bundle, localize="sometimes")
+
+
+def test_predict_walks_folders_and_streams_results(smile_bundle, tmp_path):
+    from onnxedge.runtime import FilePredictions, predict
+
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    pixels = np.random.default_rng(0).integers(0, 255, (80, 60, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "a.png")
+    Image.fromarray(pixels).save(folder / "sub" / "b.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    run = predict(smile_bundle, [folder, tmp_path / "broken.jpg"], provider="cpu")
+    assert isinstance(run, FilePredictions) and run.classifier.provider == "CPUExecutionProvider"
+    results = list(run)
+    assert [r.file.rsplit("/", 1)[-1] for r in results] == ["a.png", "b.jpg", "broken.jpg"]
+    assert [bool(r) for r in results] == [True, True, False]
+    assert results[0].prediction is not None and results[1].prediction is not None
+    assert results[2].error and results[2].prediction is None
