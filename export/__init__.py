@@ -11,6 +11,7 @@ The Python API, one function per command, each returning its result object::
 | (Python only) | `export_bundle` (an ``nn.Module``) | `ExportResult` |
 | ``onnxedge export`` | `export_model` (with `ExportRequest`) | `ExportResult` |
 | ``onnxedge simplify`` | `simplify_file` | `LoweringResult` |
+| ``onnxedge import`` | `import_bundle` (an ONNX file; no torch needed) | `ImportResult` |
 | ``onnxedge train`` | `train` (with `TrainConfig`) | `TrainResult` |
 
 Its names are imported on first use, so the CLI's modules under this package load where the
@@ -30,6 +31,8 @@ _API = {
     "export_bundle": "onnxedge.export.pipeline",
     "export_model": "onnxedge.export.pipeline",
     "LoweringResult": "onnxedge.export.lowering",
+    "import_bundle": "onnxedge.export.importer",
+    "ImportResult": "onnxedge.export.importer",
     "simplify_file": "onnxedge.export.lowering",
     "TrainConfig": "onnxedge.models.train",
     "TrainResult": "onnxedge.models.train",

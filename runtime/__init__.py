@@ -16,6 +16,7 @@ The Python API, one function per command, each returning its result object::
 | ``onnxedge check`` | `check_path` | `CheckReport` |
 | ``onnxedge parity`` | `check_parity` (``localize=`` for ``--localize``) | `ParityResult` |
 | ``onnxedge bench`` | `benchmark` (with `BenchSettings`) | `BenchReport` |
+| ``onnxedge tune`` | `tune` (with `TuneSettings`) | `TuneResult` |
 | ``onnxedge predict`` | `predict` (or `Classifier`) | `FilePredictions` |
 | ``onnxedge evaluate`` | `evaluate_bundle` | `EvaluationResult` |
 | ``onnxedge optimize`` | `optimize_bundle` (with `OptimizeRequest`) | `OptimizeResult` |
@@ -50,6 +51,9 @@ _API = {
     "benchmark": "onnxedge.runtime.bench.run",
     "BenchSettings": "onnxedge.runtime.bench.settings",
     "BenchReport": "onnxedge.runtime.bench.report",
+    "tune": "onnxedge.runtime.tune.run",
+    "TuneSettings": "onnxedge.runtime.tune.run",
+    "TuneResult": "onnxedge.runtime.tune.run",
     "evaluate_bundle": "onnxedge.runtime.data.evaluate",
     "EvaluationResult": "onnxedge.runtime.data.evaluate",
     "optimize_bundle": "onnxedge.runtime.variants.optimize",

@@ -212,7 +212,7 @@ class Classifier:
         bundle = Bundle.open(path)
         choice = None
         if tuned is not None and tuned is not False:  # 5.
-            from onnxedge.runtime.tune import resolve_tuned
+            from onnxedge.runtime.tune.choice import resolve_tuned
 
             given = {
                 "variant": variant is not None,

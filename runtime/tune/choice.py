@@ -24,9 +24,8 @@ from pathlib import Path
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.engines import engine_unavailable_reason
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.tune.file import default_tuning_path, read_tuning
+from onnxedge.runtime.tune.file import default_tuning_path, manifest_sha256, read_tuning
 from onnxedge.runtime.tune.fingerprint import fingerprint_difference, machine_fingerprint
-from onnxedge.runtime.tune.run import manifest_sha256
 from onnxedge.runtime.tune.setup import TunedSetup
 from onnxedge.runtime.variants.manifest import FP32
 

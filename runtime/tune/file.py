@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from onnxedge.runtime.bundle.hashing import sha256_file
+from onnxedge.runtime.bundle.reader import MANIFEST, Bundle
 from onnxedge.runtime.bundle.write import atomic_write_bytes
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.jsonlimits import MAX_BYTES, check_limits
@@ -108,12 +110,19 @@ def read_tuning(path: str | Path) -> TuningFile:
     return TuningFile(path, sha, machine, parsed, str(data.get("date", "")))
 
 
+def manifest_sha256(bundle: Bundle) -> str:
+    """The sha256 of the bundle's manifest.json: it lists every file's sha256, so it names the
+    bundle's verified contents."""
+    return sha256_file(bundle.path / MANIFEST)
+
+
 __all__ = [
     "SUFFIX",
     "TUNING_FORMAT",
     "TUNING_FORMAT_VERSION",
     "TuningFile",
     "default_tuning_path",
+    "manifest_sha256",
     "read_tuning",
     "write_tuning",
 ]

@@ -34,11 +34,11 @@ from onnxedge.runtime.bench import (
     run_benchmark,
     sample_shape,
 )
-from onnxedge.runtime.bundle.hashing import sha256_file
-from onnxedge.runtime.bundle.reader import MANIFEST, Bundle
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.engines import ONNXRUNTIME
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.tune.candidates import Candidates, Excluded, build_candidates
+from onnxedge.runtime.tune.file import manifest_sha256
 from onnxedge.runtime.tune.fingerprint import machine_fingerprint
 from onnxedge.runtime.tune.setup import TunedSetup
 from onnxedge.runtime.variants.manifest import FP32
@@ -185,12 +185,6 @@ class TuneResult:
             "runoff": [r.to_dict() for r in self.runoff],
             "excluded": [e.to_dict() for e in self.excluded],
         }
-
-
-def manifest_sha256(bundle: Bundle) -> str:
-    """The sha256 of the bundle's manifest.json: it lists every file's sha256, so it names the
-    bundle's verified contents."""
-    return sha256_file(bundle.path / MANIFEST)
 
 
 def tune(
