@@ -22,6 +22,7 @@ The Python API, one function per command, each returning its result object::
 | ``onnxedge optimize`` | `optimize_bundle` (with `OptimizeRequest`) | `OptimizeResult` |
 | ``onnxedge data info`` | `open_dataset` (``.describe()``) | `Dataset` |
 | ``onnxedge data synth`` | `write_faces` (with `FaceStyle`) | `SynthResult` |
+| ``onnxedge pack`` | `pack_bundle` | `PackResult` |
 
 Errors a user can cause raise `OnnxEdgeError` (its message is one line); nothing here prints.
 The names are imported on first use (module ``__getattr__``), so ``import onnxedge.runtime`` stays
@@ -43,6 +44,8 @@ _API = {
     "FileResult": "onnxedge.runtime.classifier.predictions",
     "predict": "onnxedge.runtime.classifier.predict",
     "FilePredictions": "onnxedge.runtime.classifier.predict",
+    "pack_bundle": "onnxedge.runtime.bundle.pack",
+    "PackResult": "onnxedge.runtime.bundle.pack",
     "check_path": "onnxedge.runtime.check.check",
     "CheckReport": "onnxedge.runtime.check.check",
     "check_parity": "onnxedge.runtime.parity.check",

@@ -59,7 +59,7 @@ def test_the_runtime_api_names_what_a_user_imports():
     assert (Bundle, Classifier, OnnxEdgeError) == (ReaderBundle, TheClassifier, TheError)
     for command in ("check_path", "check_parity", "benchmark", "predict", "evaluate_bundle"):
         assert command in onnxedge.runtime.__all__
-    for command in ("optimize_bundle", "open_dataset", "write_faces", "tune"):
+    for command in ("optimize_bundle", "open_dataset", "write_faces", "tune", "pack_bundle"):
         assert command in onnxedge.runtime.__all__
     for command in ("export_bundle", "export_model", "simplify_file", "train", "import_bundle"):
         assert command in onnxedge.export.__all__
