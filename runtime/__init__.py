@@ -16,7 +16,7 @@ The Python API, one function per command, each returning its result object::
 | ``onnxedge check`` | `check_path` | `CheckReport` |
 | ``onnxedge parity`` | `check_parity` (``localize=`` for ``--localize``) | `ParityResult` |
 | ``onnxedge bench`` | `benchmark` (with `BenchSettings`) | `BenchReport` |
-| ``onnxedge tune`` | `tune` (with `TuneSettings`) | `TuneResult` |
+| ``onnxedge tune`` | `tune_bundle` (with `TuneSettings`) | `TuneResult` |
 | ``onnxedge predict`` | `predict` (or `Classifier`) | `FilePredictions` |
 | ``onnxedge evaluate`` | `evaluate_bundle` | `EvaluationResult` |
 | ``onnxedge optimize`` | `optimize_bundle` (with `OptimizeRequest`) | `OptimizeResult` |
@@ -34,7 +34,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# name -> the module that defines it.
+# name -> the module that defines it, or "module:attribute" where the name differs (a public name
+# must not be a subpackage's, which would shadow it once the subpackage is imported).
 _API = {
     "OnnxEdgeError": "onnxedge.runtime.errors",
     "Bundle": "onnxedge.runtime.bundle.reader",
@@ -54,7 +55,7 @@ _API = {
     "benchmark": "onnxedge.runtime.bench.run",
     "BenchSettings": "onnxedge.runtime.bench.settings",
     "BenchReport": "onnxedge.runtime.bench.report",
-    "tune": "onnxedge.runtime.tune.run",
+    "tune_bundle": "onnxedge.runtime.tune.run:tune",
     "TuneSettings": "onnxedge.runtime.tune.run",
     "TuneResult": "onnxedge.runtime.tune.run",
     "evaluate_bundle": "onnxedge.runtime.data.evaluate",
@@ -73,10 +74,11 @@ __all__ = sorted(_API)
 
 
 def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
+    where = _API.get(name)
+    if where is None:
         raise AttributeError(f"module 'onnxedge.runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attribute = where.partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value  # once imported, a plain attribute
     return value
 

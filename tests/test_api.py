@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -41,9 +42,13 @@ def test_importing_the_api_loads_no_heavy_module(package):
 @pytest.mark.parametrize("package", [onnxedge.runtime, onnxedge.export])
 def test_every_public_name_resolves(package):
     assert package.__all__ == sorted(set(package.__all__))
+    import importlib
+
+    for room in ("bench", "bundle", "check", "classifier", "data", "parity", "tune", "variants"):
+        importlib.import_module(f"onnxedge.runtime.{room}")  # a subpackage must not shadow a name
     for name in package.__all__:
         value = getattr(package, name)
-        assert getattr(value, "__name__", name) == name, name
+        assert not isinstance(value, types.ModuleType), f"{package.__name__}.{name} is a module"
         assert (value.__doc__ or "").strip(), f"{package.__name__}.{name} has no docstring"
     assert set(package.__all__) <= set(dir(package))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
@@ -59,7 +64,7 @@ def test_the_runtime_api_names_what_a_user_imports():
     assert (Bundle, Classifier, OnnxEdgeError) == (ReaderBundle, TheClassifier, TheError)
     for command in ("check_path", "check_parity", "benchmark", "predict", "evaluate_bundle"):
         assert command in onnxedge.runtime.__all__
-    for command in ("optimize_bundle", "open_dataset", "write_faces", "tune", "pack_bundle"):
+    for command in ("optimize_bundle", "open_dataset", "write_faces", "tune_bundle", "pack_bundle"):
         assert command in onnxedge.runtime.__all__
     for command in ("export_bundle", "export_model", "simplify_file", "train", "import_bundle"):
         assert command in onnxedge.export.__all__

@@ -190,7 +190,9 @@ def test_a_graph_that_fails_the_check_writes_no_bundle(tmp_path, monkeypatch):
     def failing_check(model, **kwargs):
         return CheckReport("<model>", (CheckItem("gap_head", False, "simulated failure"),))
 
-    monkeypatch.setattr(pipeline, "check_model", failing_check)
+    from onnxedge.export import lowering  # where the export's graph steps run the check
+
+    monkeypatch.setattr(lowering, "check_model", failing_check)
     with pytest.raises(OnnxEdgeError, match="fails onnxedge check, no bundle written: FAILED"):
         export_model(ExportRequest(out=tmp_path / "b"))
     assert not (tmp_path / "b").exists()
