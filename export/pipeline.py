@@ -31,9 +31,10 @@ from onnxedge.export.simplify import symbolic_dims
 from onnxedge.export.verify import StepVerification, verify_against_torch
 from onnxedge.models.loader import is_factory_reference
 from onnxedge.models.registry import get_model_spec, image_preprocessing
+from onnxedge.runtime.bundle.lock import bundle_lock
 from onnxedge.runtime.bundle.outputs import OUTPUT_NAMES, output_kind_of
 from onnxedge.runtime.bundle.reader import MODEL
-from onnxedge.runtime.bundle.write import BundleWriter, bundle_lock
+from onnxedge.runtime.bundle.write import BundleWriter
 from onnxedge.runtime.check.check import CheckReport, graph_inputs
 from onnxedge.runtime.check.head import find_head, tensor_ranks
 from onnxedge.runtime.deps import onnxruntime_version, package_version

@@ -16,6 +16,7 @@ import onnx
 import onnx.parser
 import pytest
 
+from onnxedge.runtime.bundle import lock as bundle_lock_module
 from onnxedge.runtime.bundle import reader as bundle_mod
 from onnxedge.runtime.bundle import write as bundle_write
 from onnxedge.runtime.bundle.reader import Bundle, BundleWriter, atomic_write_bytes
@@ -391,7 +392,7 @@ def test_a_killed_export_loses_nothing_and_the_next_one_cleans_up(tmp_path):
 
 def test_a_writer_waits_for_the_lock_and_gives_up_with_a_clear_message(tmp_path):
     out = tmp_path / "b"
-    held = bundle_write._TargetLock(out, timeout=0)
+    held = bundle_lock_module._TargetLock(out, timeout=0)
     try:
         with (
             pytest.raises(

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from test_predict_cli import good_image, mixed  # noqa: F401  (mixed: a fixture used below)
 
 from onnxedge.runtime.classifier.classifier import Classifier
+from onnxedge.runtime.classifier.files import find_images
 from onnxedge.runtime.cli import main
-from onnxedge.runtime.cli.predict import find_images
 from onnxedge.runtime.data import open_dataset
 from onnxedge.runtime.data.celeba import IMAGES
 from onnxedge.runtime.data.evaluate import evaluate_bundle

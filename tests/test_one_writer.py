@@ -19,8 +19,8 @@ import pytest
 from test_bundle import MINIMAL, TINY, write_tiny_bundle
 
 from onnxedge.runtime.bundle import verify as bundle_verify
+from onnxedge.runtime.bundle.lock import LOCK_WAIT_ENV, bundle_lock, lock_wait
 from onnxedge.runtime.bundle.reader import Bundle, BundleWriter
-from onnxedge.runtime.bundle.write import LOCK_WAIT_ENV, bundle_lock, lock_wait
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -72,7 +72,7 @@ def test_two_in_place_writers_lose_nothing(tmp_path):
 
 _HOLD = """
 import sys, time
-from onnxedge.runtime.bundle.write import bundle_lock
+from onnxedge.runtime.bundle.lock import bundle_lock
 with bundle_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -70,6 +69,7 @@ from onnxedge.runtime.classifier.session import (
     PROVIDER_CHOICES,
     check_external_data,
     provider_key,
+    run_halving,
     session_for,
 )
 from onnxedge.runtime.engines import (
@@ -80,13 +80,10 @@ from onnxedge.runtime.engines import (
     open_session,
 )
 from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
-from onnxedge.runtime.errors import ArgumentError, BundleError, OnnxEdgeError, first_line
+from onnxedge.runtime.errors import ArgumentError, BundleError, OnnxEdgeError
 from onnxedge.runtime.variants.manifest import FP32, provider_for, variant_key
 
 log = logging.getLogger(__name__)
-
-# How ONNX Runtime and OpenVINO say that an allocation failed.
-_ALLOCATION = re.compile(r"alloc|out of memory|std::bad_alloc|not enough memory", re.IGNORECASE)
 
 # Images per ONNX Runtime call, for arrays as for files: smile_cnn's activations take about 0.6 MB
 # an image, so a call's memory stays bounded however large the batch handed in.
@@ -320,7 +317,7 @@ class Classifier:
     def _outputs(self, batch: Any, batch_size: int) -> np.ndarray:
         """The model's output for a batch, K values per image (float64 [N, K]), run
         ``batch_size`` images at a time; not yet checked. A call the engine cannot allocate
-        memory for is split in two and run again, down to one image (`_run_split`)."""
+        memory for is split in two and run again, down to one image (`run_halving`)."""
         batch = self._checked(batch, batch_size)
         k = len(self.classes) if self.output_kind not in BINARY_KINDS else 1
         try:
@@ -335,38 +332,9 @@ class Classifier:
         return out
 
     def _run_split(self, part: np.ndarray, k: int) -> np.ndarray:
-        """One engine call on ``part``; where the engine (or numpy) cannot allocate its memory,
-        the two halves one after the other, and so on down to one image, which then fails with
-        one line saying so."""
-        try:
-            result = self._run(np.ascontiguousarray(part))
-        except MemoryError as e:
-            reason = first_line(e) if str(e) else "out of memory"
-        except Exception as e:  # the engine's own error types
-            if not _ALLOCATION.search(str(e)):
-                raise
-            reason = first_line(e)
-        else:
-            if result.shape != (part.shape[0], k):
-                raise OnnxEdgeError(
-                    f"the model's output {self.output_spec.name!r}: expected shape "
-                    f"[{part.shape[0]}, {k}], found {list(result.shape)}"
-                )
-            return result
-        if len(part) == 1:
-            raise OnnxEdgeError(
-                f"{self.provider} cannot allocate the memory to run one image of shape "
-                f"{list(part.shape[1:])}: {reason}"[:300]
-            )
-        half = len(part) // 2
-        log.info(
-            "%d images in one call did not fit in memory (%s); running them %d and %d",
-            len(part),
-            reason[:80],
-            half,
-            len(part) - half,
+        return run_halving(
+            self._run, part, k, output_name=self.output_spec.name, provider=self.provider
         )
-        return np.concatenate([self._run_split(part[:half], k), self._run_split(part[half:], k)])
 
     def _run(self, part: np.ndarray) -> np.ndarray:
         (result,) = self.session.run([self.output_spec.name], {self.input_spec.name: part})

@@ -1,13 +1,18 @@
 """How `onnxedge.runtime.classifier.classifier.Classifier.from_bundle` gets its ONNX Runtime
-session: the
-provider asked for (``auto``, ``cpu``, ``cuda``), the one used, and the session's settings.
+session: the provider asked for (``auto``, ``cpu``, ``cuda``), the one used, and the session's
+settings; and how a call that cannot allocate its memory is run in halves (`run_halving`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.bundle.verify import external_data_files, read_model
@@ -16,7 +21,7 @@ from onnxedge.runtime.engines.onnxruntime.session import (
     available_providers,
     make_session,
 )
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +64,50 @@ def check_external_data(bundle: Bundle) -> list[str]:
     """The external-data files of the bundle's model, each confined to the bundle, listed and
     verified: what `Bundle.open` has already checked (`bundle.external_data`), checked again."""
     return list(external_data_files(bundle, read_model(bundle.model_path)))
+
+
+# How ONNX Runtime and OpenVINO say that an allocation failed.
+_ALLOCATION = re.compile(r"alloc|out of memory|std::bad_alloc|not enough memory", re.IGNORECASE)
+
+
+def run_halving(
+    run: Callable[[np.ndarray], np.ndarray],
+    part: np.ndarray,
+    k: int,
+    *,
+    output_name: str,
+    provider: str,
+) -> np.ndarray:
+    """One engine call ``run`` on ``part``, expected to give [N, ``k``]; where the engine (or
+    numpy) cannot allocate its memory, the two halves one after the other, and so on down to one
+    image, which then fails with one line saying so."""
+    try:
+        result = run(np.ascontiguousarray(part))
+    except MemoryError as e:
+        reason = first_line(e) if str(e) else "out of memory"
+    except Exception as e:  # the engine's own error types
+        if not _ALLOCATION.search(str(e)):
+            raise
+        reason = first_line(e)
+    else:
+        if result.shape != (part.shape[0], k):
+            raise OnnxEdgeError(
+                f"the model's output {output_name!r}: expected shape "
+                f"[{part.shape[0]}, {k}], found {list(result.shape)}"
+            )
+        return result
+    if len(part) == 1:
+        raise OnnxEdgeError(
+            f"{provider} cannot allocate the memory to run one image of shape "
+            f"{list(part.shape[1:])}: {reason}"[:300]
+        )
+    half = len(part) // 2
+    log.info(
+        "%d images in one call did not fit in memory (%s); running them %d and %d",
+        len(part),
+        reason[:80],
+        half,
+        len(part) - half,
+    )
+    again = functools.partial(run_halving, run, k=k, output_name=output_name, provider=provider)
+    return np.concatenate([again(part[:half]), again(part[half:])])

@@ -1,6 +1,7 @@
 """Files behind URIs (``s3://bucket/photos``, ``gs://...``, ``file:///...``) that pyarrow's
-filesystems read, listed by the rules of a local walk (`onnxedge.runtime.cli.predict.find_images`)
-so that a run over a URI gives the files, and the order, of the same tree on a local disk."""
+filesystems read, listed by the rules of a local walk
+(`onnxedge.runtime.classifier.files.find_images`) so that a run over a URI gives the files, and
+the order, of the same tree on a local disk."""
 
 from __future__ import annotations
 

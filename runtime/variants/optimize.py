@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.bundle.lock import bundle_lock
 from onnxedge.runtime.bundle.outputs import BINARY_KINDS, SIGMOID_PROBABILITY, probabilities
 from onnxedge.runtime.bundle.reader import (
     FORMAT_VERSION,
@@ -40,7 +41,6 @@ from onnxedge.runtime.bundle.reader import (
     Bundle,
     BundleWriter,
 )
-from onnxedge.runtime.bundle.write import bundle_lock
 from onnxedge.runtime.classifier.preprocess import FAST
 from onnxedge.runtime.data import Dataset, open_dataset
 from onnxedge.runtime.deps import module_available

@@ -598,7 +598,7 @@ CASES: list[Case] = [
 
 _HOLD = """
 import sys
-from onnxedge.runtime.bundle.write import bundle_lock
+from onnxedge.runtime.bundle.lock import bundle_lock
 with bundle_lock(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.read()  # until the suite closes it: the lock is then released and its file removed
