@@ -41,7 +41,7 @@ from onnxedge.runtime.classifier.args import (
     check_threshold,
 )
 from onnxedge.runtime.classifier.decode import default_decode_workers
-from onnxedge.runtime.classifier.files import decode_window, stream_files
+from onnxedge.runtime.classifier.files import decode_window, image_loader, stream_files
 from onnxedge.runtime.classifier.predictions import (
     FileResult,
     ModelOutputError,
@@ -59,7 +59,6 @@ from onnxedge.runtime.classifier.preprocess import (
     fast_decode_vouched,
     finish,
     image_pixels,
-    load_image,
     load_pixels,
     normalize,
     pads,
@@ -522,18 +521,13 @@ class Classifier:
         max_pixels = check_max_pixels(max_pixels)
         workers = check_count(decode_threads, "decode_threads", optional=True, maximum=MAX_THREADS)
 
-        read = load_image if pads(self.preprocessing) else load_pixels
-
-        def load(path: str | Path) -> np.ndarray:
-            return read(path, self.preprocessing, max_pixels=max_pixels, decode=self.decode)
+        load = image_loader(self.preprocessing, max_pixels=max_pixels, decode=self.decode)
 
         def predict_rows(batch: np.ndarray) -> list[Any]:
             return self._prediction_rows(
                 self._outputs(self.model_input(batch), len(batch)), threshold
             )
 
-        # uint8 pixels, scaled a batch at a time (`model_input`), or by the model itself; a
-        # resize mode that pads gives each image its own size: the model's input, per image.
         return stream_files(
             load, predict_rows, paths, batch_size, workers or default_decode_workers()
         )

@@ -11,19 +11,40 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from onnxedge.runtime.classifier.decode import ordered_map
 from onnxedge.runtime.classifier.predictions import FileResult, Prediction
-from onnxedge.runtime.classifier.preprocess import ImageReadError, is_image_name
+from onnxedge.runtime.classifier.preprocess import (
+    ImageReadError,
+    is_image_name,
+    load_image,
+    load_pixels,
+    pads,
+)
 
 # A path -> the image as the model's input (or its pixels), raising ImageReadError.
 Load = Callable[[str | Path], np.ndarray]
 # A stacked batch -> per row, its prediction or why it has none.
 PredictRows = Callable[[np.ndarray], Sequence[Prediction | str]]
+
+
+def image_loader(
+    preprocessing: Mapping[str, Any], *, max_pixels: int | None, decode: str | None
+) -> Load:
+    """How the pipeline reads a file: uint8 pixels, scaled a batch at a time
+    (`Classifier.model_input`) or by the model itself; where the resize mode pads, each image has
+    its own size, so the model's input, image by image."""
+    read = load_image if pads(preprocessing) else load_pixels
+
+    def load(path: str | Path) -> np.ndarray:
+        return read(path, preprocessing, max_pixels=max_pixels, decode=decode)
+
+    return load
 
 
 def stream_files(
