@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 # export runs `onnxedge check` on the bundle itself (and refuses to write one that fails it), so
 # the check's lines are printed once; -v on either command shows its progress.
 export: $(STAMP)
-	$(BIN)/onnxedge export --model smile_cnn --head avgpool --exporter dynamo --out $(OUT)
+	$(BIN)/onnxedge export --model smile_cnn --head avgpool --exporter dynamo --out $(OUT) --force
 	$(BIN)/onnxedge parity $(OUT)
 
 test: $(STAMP)
@@ -53,12 +53,13 @@ FACES_COUNT ?= 6000
 FACES_SEED  ?= 0
 TRAIN_ARGS  ?=
 train: $(STAMP)
-	$(BIN)/onnxedge data synth --out $(FACES) --count $(FACES_COUNT) --seed $(FACES_SEED)
-	$(BIN)/onnxedge train --data $(FACES) --out $(CHECKPOINT) --json build/smile_trained.train.json $(TRAIN_ARGS)
-	$(BIN)/onnxedge export --checkpoint $(CHECKPOINT) --out $(TRAINED) --images $(FACES)/img_align_celeba
+	$(BIN)/onnxedge data synth --out $(FACES) --count $(FACES_COUNT) --seed $(FACES_SEED) --force
+	$(BIN)/onnxedge train --data $(FACES) --out $(CHECKPOINT) --force --json build/smile_trained.train.json $(TRAIN_ARGS)
+	$(BIN)/onnxedge export --checkpoint $(CHECKPOINT) --out $(TRAINED) --force \
+		--images $(FACES)/img_align_celeba
 	$(BIN)/onnxedge check $(TRAINED)
 	$(BIN)/onnxedge parity $(TRAINED)
-	$(BIN)/onnxedge evaluate $(TRAINED) --data $(FACES) --split test --min-accuracy 0.97 \
+	$(BIN)/onnxedge evaluate $(TRAINED) --data $(FACES) --split test --min-accuracy 97 \
 		--json build/smile_trained.eval.json
 
 # The trained bundle's edge variants (int8, fp16, the ORT format, and the int8 variants

@@ -34,8 +34,8 @@ FAST_OPTIONS = {
         "1",
         "--no-progress",
     ],
-    "predict": ["--provider", "cpu", "--no-progress"],
-    "evaluate": ["--provider", "cpu", "--no-progress"],
+    "predict": ["--providers", "cpu", "--no-progress"],
+    "evaluate": ["--providers", "cpu", "--no-progress"],
 }
 # Commands that cannot succeed on the seeded test bundle with the arguments `argv` gives, with the
 # one clean line they end in instead: reaching it shows that the one reader accepted the unaltered

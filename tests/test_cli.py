@@ -50,6 +50,6 @@ def test_progress_lines_only_with_verbose(smile_bundle, tmp_path):
     assert quiet.exit_code == 0, quiet.output
     assert not [line for line in quiet.stderr.splitlines() if line.startswith("  ")]
     assert "wrote " in quiet.stdout
-    verbose = CliRunner().invoke(main, ["-v", *args])
+    verbose = CliRunner().invoke(main, ["-v", *args, "--force"])  # s.onnx exists now
     assert verbose.exit_code == 0, verbose.output
     assert "  lowering the GAP head to GlobalAveragePool" in verbose.stderr.splitlines()

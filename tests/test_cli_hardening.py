@@ -46,6 +46,7 @@ def numeric_options() -> list[tuple[list[str], click.Command, click.Option]]:
         for param in command.params
         if isinstance(param, click.Option)
         and not param.is_flag
+        and not param.count  # -v, -q: counted, take no value
         and isinstance(param.type, (click.types.FloatParamType, click.types.IntParamType))
     ]
 
@@ -181,7 +182,7 @@ def test_a_named_path_that_cannot_be_read_is_one_error_line(
         refuse(monkeypatch, *(("stat", locked) if how == "stat" else ("open", locked, builtins)))
     result = CliRunner().invoke(
         main,
-        ["predict", str(smile_bundle), str(first), str(locked), str(last), "--provider", "cpu"],
+        ["predict", str(smile_bundle), str(first), str(locked), str(last), "--providers", "cpu"],
     )
     assert result.exit_code == 1, result.output
     lines = result.stdout.splitlines()
@@ -200,7 +201,7 @@ def test_pil_warnings_about_a_damaged_file_stay_out_of_the_output(smile_bundle, 
     good = png(tmp_path / "good.png", 1)
     result = CliRunner().invoke(
         main,
-        ["predict", str(smile_bundle), str(tmp_path / "cut.tif"), str(good), "--provider", "cpu"],
+        ["predict", str(smile_bundle), str(tmp_path / "cut.tif"), str(good), "--providers", "cpu"],
     )
     assert result.exit_code == 1
     assert len(result.stdout.splitlines()) == 2 and "\tERROR\t" in result.stdout.splitlines()[0]

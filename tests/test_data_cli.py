@@ -151,7 +151,9 @@ def test_evaluate_text_json_and_a_bad_image(faces, smile_bundle, tmp_path):
     root = Path(shutil.copytree(faces, tmp_path / "faces"))
     (root / IMAGES / "000020.jpg").write_bytes(b"")  # in the test split (19-20)
     report = tmp_path / "eval.json"
-    result = invoke("evaluate", smile_bundle, "--data", root, "--json", report, "--provider", "cpu")
+    result = invoke(
+        "evaluate", smile_bundle, "--data", root, "--json", report, "--providers", "cpu"
+    )
     assert result.exit_code == 0, result.output
     assert "split      test: 2 images" in result.output and "1 evaluated, 1 failed" in result.output
     assert "accuracy   " in result.output and "confusion:" in result.output
@@ -169,9 +171,9 @@ def test_evaluate_min_accuracy_gate(faces, smile_bundle):
     share = sum(labels) / len(labels)
     assert 0 < share < 1
     common = ("evaluate", smile_bundle, "--data", faces, "--split", "train", "--threshold", "0")
-    passed = invoke(*common, "--min-accuracy", str(share))
+    passed = invoke(*common, "--min-accuracy", str(100 * share))  # a percent
     assert passed.exit_code == 0 and "PASSED | accuracy" in passed.output, passed.output
-    failed = invoke(*common, "--min-accuracy", str(share + 0.01))
+    failed = invoke(*common, "--min-accuracy", str(100 * share + 1))
     assert failed.exit_code == 1 and "FAILED | accuracy" in failed.output, failed.output
 
 
@@ -179,6 +181,6 @@ def test_synth_and_evaluate_run_without_torch(smile_bundle, tmp_path):
     out = tmp_path / "faces"
     synth = run_without_torch(["data", "synth", "--out", out, "--count", "10", "--workers", "1"])
     assert synth.returncode == 0, synth.stderr
-    result = run_without_torch(["evaluate", smile_bundle, "--data", out, "--provider", "cpu"])
+    result = run_without_torch(["evaluate", smile_bundle, "--data", out, "--providers", "cpu"])
     assert result.returncode == 0, result.stderr
     assert "accuracy" in result.stdout

@@ -74,7 +74,7 @@ def test_predict_lines_are_a_local_runs(smile_bundle, mixed, ray_cluster, monkey
     the driver's working directory (an actor's is another)."""
     root, expected = mixed
     monkeypatch.chdir(root.parent)
-    args = ["predict", smile_bundle, root.name, "missing.png", "--provider", "cpu"]
+    args = ["predict", smile_bundle, root.name, "missing.png", "--providers", "cpu"]
     local = run_cli(*args, "--batch-size", "3")
     on_ray = run_cli(*args, "--batch-size", "3", "--ray", "--ray-actors", "2")
     assert local[0] == on_ray[0] == 1  # files failed
@@ -94,10 +94,10 @@ def test_evaluate_figures_are_a_local_evaluates(smile_bundle, faces, ray_cluster
     assert "2 actors" in on_ray.provider
     # and through the command, with its exit status
     code, out, _ = run_cli(
-        "evaluate", smile_bundle, "--data", faces, "--split", "train", "--ray", "--provider", "cpu"
+        "evaluate", smile_bundle, "--data", faces, "--split", "train", "--ray", "--providers", "cpu"
     )
     code_local, out_local, _ = run_cli(
-        "evaluate", smile_bundle, "--data", faces, "--split", "train", "--provider", "cpu"
+        "evaluate", smile_bundle, "--data", faces, "--split", "train", "--providers", "cpu"
     )
     assert code == code_local == 0
     what_ran = re.compile(r"provider .*   variant")
@@ -168,11 +168,11 @@ def test_k_class_lines_and_parquet_are_a_local_runs(mixed, tmp_path, ray_cluster
     )
     assert code == 0, out
     root, _ = mixed
-    args = ["predict", bundle, root, "--provider", "cpu", "--json", "--top-k", "2"]
+    args = ["predict", bundle, root, "--providers", "cpu", "--json", "--top-k", "2"]
     local, on_ray = run_cli(*args), run_cli(*args, "--ray")
     assert local[0] == on_ray[0] == 1 and on_ray[1] == local[1]
     out = tmp_path / "birds.parquet"
-    assert run_cli("predict", bundle, root, "--provider", "cpu", "--ray", "--output", out)[0] == 1
+    assert run_cli("predict", bundle, root, "--providers", "cpu", "--ray", "--output", out)[0] == 1
     full = [json.loads(line) for line in run_cli(*args[:-2])[1].splitlines()]
     rows = pq.read_table(out).to_pylist()
     assert [r["file"] for r in rows] == [w["file"] for w in full]
@@ -188,7 +188,7 @@ def test_k_class_lines_and_parquet_are_a_local_runs(mixed, tmp_path, ray_cluster
     for i, name in enumerate(["robin", "wren", "kestrel"] * 3):
         good_image(data / "test" / name / f"{i}.png", i)
     (data / "test" / "wren" / "bad.png").write_bytes(b"not a png")
-    args = ["evaluate", bundle, "--data", data, "--provider", "cpu", "--json"]
+    args = ["evaluate", bundle, "--data", data, "--providers", "cpu", "--json"]
     local_json, ray_json = tmp_path / "local.json", tmp_path / "ray.json"
     assert run_cli(*args, local_json)[0] == run_cli(*args, ray_json, "--ray")[0] == 0
     local, on_ray = json.loads(local_json.read_text()), json.loads(ray_json.read_text())
@@ -197,7 +197,7 @@ def test_k_class_lines_and_parquet_are_a_local_runs(mixed, tmp_path, ray_cluster
 
 def test_cuda_on_a_cluster_without_gpus_is_one_line(smile_bundle, tmp_path, ray_cluster):
     good_image(tmp_path / "a.png", 1)
-    code, out, err = run_cli("predict", smile_bundle, tmp_path, "--ray", "--provider", "cuda")
+    code, out, err = run_cli("predict", smile_bundle, tmp_path, "--ray", "--providers", "cuda")
     assert (code, out) == (1, "")
     assert "expected GPUs in the cluster, found none (2 CPUs)" in err
 
@@ -220,12 +220,12 @@ def test_uri_run_to_parquet_has_the_local_rows(smile_bundle, mixed, tmp_path, ra
     root, _ = mixed
     out = tmp_path / "scores.parquet"
     code, stdout, err = run_cli(
-        "predict", smile_bundle, root.as_uri(), "--ray", "--provider", "cpu", "--output", out
+        "predict", smile_bundle, root.as_uri(), "--ray", "--providers", "cpu", "--output", out
     )
     assert (code, stdout) == (1, "")
     assert "12 files: 4 classified, 8 failed" in err
     rows = pq.read_table(out).to_pylist()
-    code_local, local, _ = run_cli("predict", smile_bundle, root, "--provider", "cpu", "--json")
+    code_local, local, _ = run_cli("predict", smile_bundle, root, "--providers", "cpu", "--json")
     assert code_local == 1
     prefix = root.as_uri()
     for row, line in zip(rows, local.splitlines(), strict=True):

@@ -1,4 +1,4 @@
-"""`--engine openvino` on the device's commands: the Classifier, predict and evaluate give what
+"""`--engines openvino` on the device's commands: the Classifier, predict and evaluate give what
 they give on ONNX Runtime, and an engine that cannot run is one line, never a result."""
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def test_classifier_without_openvino_says_how_to_install(no_openvino, smile_bund
 
 @requires_openvino
 def test_predict_on_openvino_gives_onnxruntimes_lines(smile_bundle, images):
-    ort = _predict(smile_bundle, images, "--provider", "cpu", "--json")
-    ov = _predict(smile_bundle, images, "--engine", "openvino", "--json")
+    ort = _predict(smile_bundle, images, "--providers", "cpu", "--json")
+    ov = _predict(smile_bundle, images, "--engines", "openvino", "--json")
     assert ort.exit_code == ov.exit_code == 0, ov.output
     a = [json.loads(line) for line in ort.stdout.splitlines()]
     b = [json.loads(line) for line in ov.stdout.splitlines()]
@@ -84,7 +84,7 @@ def test_predict_on_openvino_gives_onnxruntimes_lines(smile_bundle, images):
 
 
 def test_predict_without_openvino_is_one_line(no_openvino, smile_bundle, images):
-    result = _predict(smile_bundle, images, "--engine", "openvino")
+    result = _predict(smile_bundle, images, "--engines", "openvino")
     assert_one_line_error(result, "the openvino engine is not installed here")
     assert result.stdout == ""
 
@@ -97,7 +97,7 @@ def test_predict_precision_is_for_openvino(smile_bundle, images):
 
 @requires_openvino
 def test_predict_openvino_on_cuda_is_an_error(smile_bundle, images):
-    result = _predict(smile_bundle, images, "--engine", "openvino", "--provider", "cuda")
+    result = _predict(smile_bundle, images, "--engines", "openvino", "--providers", "cuda")
     assert_one_line_error(result, "the openvino engine runs on the CPU")
 
 
@@ -117,7 +117,7 @@ def test_evaluate_command_takes_the_engine(smile_bundle, tmp_path):
     args = ["evaluate", str(smile_bundle), "--data", str(root), "--no-progress"]
     ort = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "a.json")])
     ov = CliRunner().invoke(
-        main, [*args, "--engine", "openvino", "--json", str(tmp_path / "b.json")]
+        main, [*args, "--engines", "openvino", "--json", str(tmp_path / "b.json")]
     )
     assert ort.exit_code == ov.exit_code == 0, ov.output
     a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
@@ -132,11 +132,11 @@ def test_openvino_runs_where_torch_cannot_be_imported(smile_bundle, images):
     """The device has no torch: openvino must not need it (nor the export side)."""
     from torchless import run_without_torch
 
-    result = run_without_torch(["predict", smile_bundle, images, "--engine", "openvino"])
+    result = run_without_torch(["predict", smile_bundle, images, "--engines", "openvino"])
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 5
     parity = run_without_torch(
-        ["parity", smile_bundle, "--engine", "openvino", "--batch-sizes", "2"]
+        ["parity", smile_bundle, "--engines", "openvino", "--batch-sizes", "2"]
     )
     assert parity.returncode == 0, parity.stdout + parity.stderr
     assert "PASSED | openvino cpu f32 | batch 2" in parity.stdout

@@ -98,6 +98,9 @@ def test_refuses_to_overwrite_a_directory_that_is_not_a_bundle(tmp_path):
     precious.mkdir()
     (precious / "holiday.jpg").write_bytes(b"...")
     result = invoke("export", "--out", str(precious))
+    assert_one_line_error(result, f"{precious} exists", "--force")
+    # --force replaces a bundle, never a folder that is not one.
+    result = invoke("export", "--out", str(precious), "--force")
     assert_one_line_error(result, "refusing to overwrite", str(precious))
     assert (precious / "holiday.jpg").exists()
 

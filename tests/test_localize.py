@@ -815,7 +815,7 @@ def test_an_openvino_row_against_onnxruntime_on_the_cpu(
     result = invoke(
         "parity",
         smile_bundle,
-        "--engine",
+        "--engines",
         "openvino",
         "--precision",
         precision,

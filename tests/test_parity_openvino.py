@@ -1,4 +1,4 @@
-"""`onnxedge parity --engine openvino`: the same golden data and tolerance policy as ONNX Runtime,
+"""`onnxedge parity --engines openvino`: the same golden data and tolerance policy as ONNX Runtime,
 rows named by engine, and it bites as the ONNX Runtime rows do; an OpenVINO that cannot run is
 SKIPPED (FAILED where required), never passed."""
 
@@ -31,7 +31,7 @@ def test_targets_by_engine_and_precision():
 def test_openvino_passes_on_the_golden_data_with_rows_named_by_engine(smile_bundle, tmp_path):
     out = tmp_path / "p.json"
     result = invoke(
-        "parity", smile_bundle, "--providers", "cpu", "--engine", "onnxruntime,openvino",
+        "parity", smile_bundle, "--providers", "cpu", "--engines", "onnxruntime,openvino",
         "--json", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -64,7 +64,7 @@ def test_a_nudged_weight_fails_on_openvino_too(bundle_copy):
         w.flat[0] += 0.01
 
     edit_model(bundle_copy, first_conv_weight(bundle_copy), nudge)
-    result = invoke("parity", bundle_copy, "--engine", "openvino", "--batch-sizes", "7")
+    result = invoke("parity", bundle_copy, "--engines", "openvino", "--batch-sizes", "7")
     assert result.exit_code == 1, result.output
     (line,) = row_lines(result.output)
     assert line.startswith("FAILED | openvino cpu f32 | batch 7")
@@ -72,7 +72,7 @@ def test_a_nudged_weight_fails_on_openvino_too(bundle_copy):
 
 
 def test_missing_openvino_is_skipped_never_passed(no_openvino, smile_bundle):
-    result = invoke("parity", smile_bundle, "--engine", "openvino", "--batch-sizes", "1,2")
+    result = invoke("parity", smile_bundle, "--engines", "openvino", "--batch-sizes", "1,2")
     assert result.exit_code == 1, result.output  # nothing ran
     (line,) = row_lines(result.output)  # one line for the engine that cannot run, not per batch
     assert line.startswith("SKIPPED | openvino cpu f32 | batch 1, 2 | ")

@@ -314,7 +314,7 @@ def test_no_path_is_a_usage_error(smile_bundle):
 
 
 @pytest.mark.parametrize(
-    "option", [["--batch-size", "0"], ["--threshold", "1.5"], ["--provider", "tpu"]]
+    "option", [["--batch-size", "0"], ["--threshold", "1.5"], ["--providers", "tpu"]]
 )
 def test_bad_options_are_usage_errors(smile_bundle, tmp_path, option):
     result = CliRunner().invoke(main, ["predict", str(smile_bundle), str(tmp_path), *option])
@@ -336,7 +336,7 @@ def test_not_a_bundle(tmp_path):
 
 
 def test_cuda_where_it_cannot_load(smile_bundle, tmp_path):
-    code, _, err = predict(smile_bundle, good_image(tmp_path / "x.png", 0), "--provider", "cuda")
+    code, _, err = predict(smile_bundle, good_image(tmp_path / "x.png", 0), "--providers", "cuda")
     if code == 0:  # a machine where the CUDA EP loads
         assert "(CUDAExecutionProvider)" in err
     else:

@@ -17,7 +17,7 @@ from onnxedge.export.cli.preprocessing_options import (
     preprocessing_options,
     read_labels,
 )
-from onnxedge.runtime.cli.output import echo_progress, verbosity
+from onnxedge.runtime.cli.output import echo_progress, force_option, refuse_existing, verbosity
 from onnxedge.runtime.deps import require_modules
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -94,6 +94,7 @@ gap_option = click.option(
     default=None,
     help="Bundle directory [default: build/smile_cnn, or build/FACTORY for a factory].",
 )
+@force_option("a bundle")
 @golden_images_option
 @golden_layers_options
 @gap_option
@@ -121,6 +122,7 @@ def export_cmd(
     golden_layers: bool,
     golden_layers_budget: float,
     gap: str,
+    force: bool,
 ) -> None:
     """Export a model to a bundle: simplified, GAP head lowered, checked, with a manifest.
 
@@ -139,6 +141,7 @@ def export_cmd(
     preprocessing = preprocessing_from(locals())
     if out is None:
         out = Path("build") / (model_name.rpartition(":")[2] if factory else model_name)
+    refuse_existing(out, force, "the bundle")
     require_modules("torch", "onnxscript", "onnx_ir", "onnxsim", needed_by="onnxedge export")
     from onnxedge.export.pipeline import ExportRequest, export_model
 

@@ -16,7 +16,7 @@ from onnxedge.export.cli.preprocessing_options import (
     preprocessing_options,
     read_labels,
 )
-from onnxedge.runtime.cli.output import echo_progress
+from onnxedge.runtime.cli.output import echo_progress, force_option, refuse_existing
 from onnxedge.runtime.deps import require_modules
 
 REFERENCES = ("auto", "float64", "float32")
@@ -56,6 +56,7 @@ REFERENCES = ("auto", "float64", "float32")
     metavar="SECONDS",
     help="With --reference auto: the most the float64 reference may take, estimated from one row.",
 )
+@force_option("a bundle")
 @golden_layers_options
 def import_cmd(
     src: Path,
@@ -76,6 +77,7 @@ def import_cmd(
     reference_budget: float,
     golden_layers: bool,
     golden_layers_budget: float,
+    force: bool,
 ) -> None:
     """Make a bundle of SRC, an ONNX image classifier exported elsewhere.
 
@@ -86,6 +88,7 @@ def import_cmd(
     """
     params: dict[str, Any] = dict(locals())
     labels = read_labels(labels_file) if labels_file is not None else None
+    refuse_existing(out, force, "the bundle")
     require_modules("onnxscript", "onnx_ir", "onnxsim", needed_by="onnxedge import")
     from onnxedge.export.importer import import_bundle
 

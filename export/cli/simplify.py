@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from onnxedge.export.cli.export import gap_option
-from onnxedge.runtime.cli.output import echo_progress, verbosity
+from onnxedge.runtime.cli.output import echo_progress, force_option, refuse_existing, verbosity
 from onnxedge.runtime.deps import require_modules
 
 
@@ -17,13 +17,15 @@ from onnxedge.runtime.deps import require_modules
 @click.option("-o", "--out", "dst", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--no-onnxsim", is_flag=True, help="Only lower the GAP head; skip onnxsim.")
 @gap_option
-def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool, gap: str) -> None:
+@force_option("a model")
+def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool, gap: str, force: bool) -> None:
     """Simplify any ONNX model with onnxsim and lower its GAP head to GlobalAveragePool.
 
     Keeps dynamic dims; each step is verified numerically; reports what was rewritten and the
     result of `onnxedge check` on the output. The output is written either way; the exit status
     is 1 when it does not pass the check (for example a model without a GAP head).
     """
+    refuse_existing(dst, force, "the model")
     require_modules(
         "onnxscript",
         "onnx_ir",

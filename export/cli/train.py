@@ -3,7 +3,6 @@ runs."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import click
 
 from onnxedge.runtime.classifier.preprocess import DECODES, EXACT
+from onnxedge.runtime.cli.output import force_option, json_option, refuse_existing, write_json
 from onnxedge.runtime.deps import require_modules
 
 # The choices of `onnxedge.models.train` (INITS, SCHEDULES), here so that --help needs no torch.
@@ -108,12 +108,8 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: float) -
     default=None,
     help="Stop after this many optimiser steps.",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the per-epoch history and the result as JSON.",
-)
+@json_option("The per-epoch history and the result as JSON.")
+@force_option("a checkpoint")
 @click.option(
     "--decode",
     type=click.Choice(DECODES),
@@ -144,6 +140,7 @@ def train_cmd(
     decode: str,
     json_path: Path | None,
     no_progress: bool,
+    force: bool,
 ) -> None:
     """Train a model on a labelled data set and write the best epoch as a safetensors checkpoint
     with its metadata (model, head, classes, preprocessing, data listing hash), which
@@ -155,6 +152,7 @@ def train_cmd(
     train/val loss and accuracy per epoch; early stopping once the model has left the chance
     plateau. Deterministic on the CPU for a seed.
     """
+    refuse_existing(out, force, "the checkpoint")
     require_modules("torch", "safetensors", needed_by="onnxedge train")
     from onnxedge.models.train import TrainConfig, train
 
@@ -196,10 +194,7 @@ def train_cmd(
         for name in result.failed_files:
             click.echo(f"  {name}", err=True)
     click.echo(f"wrote {result.checkpoint}")
-    if json_path is not None:
-        from onnxedge.runtime.bundle.write import atomic_write_bytes
-
-        atomic_write_bytes(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    write_json(json_path, result.to_dict())
 
 
 def format_epoch(stats: Any, epochs: int, best: bool) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from onnxedge.runtime.cli.options import finite_numbers
+from onnxedge.runtime.cli.output import verbosity_options, warn
 from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
@@ -59,8 +60,9 @@ class LazyGroup(click.Group):
         if target is None or not module_available(target.partition(":")[0]):
             return None
         module_name, _, attr = target.partition(":")
-        # NaN and the infinities refused by every float option, whoever wrote the command.
-        return finite_numbers(getattr(importlib.import_module(module_name), attr))
+        # NaN and the infinities refused by every float option, whoever wrote the command; -v
+        # and -q taken after the subcommand as well as before it.
+        return _with_verbosity(finite_numbers(getattr(importlib.import_module(module_name), attr)))
 
     def invoke(self, ctx: click.Context) -> Any:
         previous = _on_sigterm()
@@ -86,6 +88,16 @@ class LazyGroup(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _with_verbosity(command: click.Command) -> click.Command:
+    """Give ``command`` (and its subcommands) the group's ``-v``/``-q``; returns it. Idempotent."""
+    names = {p.name for p in command.params}
+    if "verbose" not in names:
+        command.params.extend(verbosity_options(click.Command("_")).params)
+    for sub in getattr(command, "commands", {}).values():
+        _with_verbosity(sub)
+    return command
 
 
 class Terminated(KeyboardInterrupt):
@@ -161,14 +173,10 @@ def _fail(ctx: click.Context, message: str, *, stdout_failed: bool = False) -> N
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@verbosity_options
 @click.version_option(package_name="onnxedge", prog_name="onnxedge")
-def main(verbose: int) -> None:
+def main() -> None:
     """Export GAP-head CNN classifiers to ONNX and prove they still are the model on the edge."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
     _quiet_third_party_warnings()
 
 
@@ -176,7 +184,7 @@ def _quiet_third_party_warnings() -> None:
     """Warnings of other packages (PIL about a damaged file, torch, onnxruntime's Python layer)
     are one debug log line each (``-vv``): a command's own lines already say what became of its
     input, and a library's advice is not addressed to its user. Warnings of onnxedge itself are
-    shown as before."""
+    one ``onnxedge: warning: ...`` line each."""
     shown = warnings.showwarning
     if getattr(shown, "quiets_others", False):
         return
@@ -185,7 +193,7 @@ def _quiet_third_party_warnings() -> None:
 
     def show(message: Any, category: Any, filename: str, lineno: int, *args: Any) -> None:
         if str(Path(filename).resolve()).startswith(roots):
-            shown(message, category, filename, lineno, *args)
+            warn(str(message))
         else:
             logging.getLogger("warnings").debug(
                 "%s: %s (%s:%d)", category.__name__, message, filename, lineno

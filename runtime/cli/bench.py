@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +34,13 @@ from onnxedge.runtime.classifier.files import find_images
 from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.options import THREADS, name_list, positive_ints, provider_list
-from onnxedge.runtime.cli.output import verbosity
+from onnxedge.runtime.cli.output import (
+    deprecated_alias,
+    json_file,
+    json_option,
+    verbosity,
+    write_json,
+)
 from onnxedge.runtime.cli.tuned_option import tuned_argument, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError
@@ -139,8 +144,10 @@ def bench_progress(enabled: bool) -> Iterator[ProgressFn | None]:
     help="Comma-separated: onnxruntime (on --providers), openvino (the CPU; fp32 and, where the "
     "bundle has it, the int8 variant) [default: every engine installed].",
 )
+@deprecated_alias("--openvino-precisions", "--precision", "openvino_precisions")
 @click.option(
-    "--openvino-precisions",
+    "--precision",
+    "openvino_precisions",
     default="f32",
     show_default=True,
     callback=precision_list(),
@@ -236,8 +243,14 @@ def bench_progress(enabled: bool) -> Iterator[ProgressFn | None]:
     default=None,
     help="The bundle's checkpoint, for the PyTorch peers of a bundle exported from one.",
 )
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
-@click.option("--markdown", "md_path", type=click.Path(path_type=Path), default=None)
+@json_option("The report as JSON.")
+@click.option(
+    "--markdown",
+    "md_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The report as a Markdown table.",
+)
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="PNG.")
 @click.option(
     "--target",
@@ -306,7 +319,7 @@ def bench_cmd(
         from onnxedge.runtime.bench.plot import require_matplotlib
 
         require_matplotlib()
-    for path in (json_path, md_path, plot_path):
+    for path in (json_file(json_path), md_path, plot_path):
         check_writable(path)
     plan = TimingPlan(
         warmup=warmup,
@@ -346,8 +359,7 @@ def bench_cmd(
         report = benchmark(bundle, settings, command=command_line(), on_progress=on_progress)
 
     markdown = render_markdown(report, verbose=verbosity() > 0)
-    if json_path is not None:
-        atomic_write_bytes(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    write_json(json_path, report.to_dict())
     if md_path is not None:
         atomic_write_bytes(md_path, markdown.encode())
     if plot_path is not None and report:

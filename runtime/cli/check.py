@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from onnxedge.runtime.bundle.write import atomic_write_bytes
 from onnxedge.runtime.check.check import check_path
-from onnxedge.runtime.cli.output import verbosity
+from onnxedge.runtime.cli.output import json_option, verbosity, write_json
 
 
 @click.command("check")
 @click.argument("target", type=click.Path(path_type=str))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report.")
+@json_option("The report as JSON.")
 def check_cmd(target: str, json_path: str | None) -> None:
     """Check MODEL.onnx or BUNDLE_DIR: full ONNX check, symbolic batch dim, GlobalAveragePool head.
 
@@ -23,8 +21,7 @@ def check_cmd(target: str, json_path: str | None) -> None:
     report = check_path(target)
     for item in report.items:
         click.echo(item.line(verbose=verbosity() > 0))
-    if json_path:
-        atomic_write_bytes(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    write_json(json_path, report.to_dict())
     if not report:
         click.echo(
             f"FAILED | {len(report.failures)} of {len(report.items)} checks failed", err=True

@@ -1,5 +1,5 @@
 """The options of the commands that classify images with a bundle's `Classifier` (``predict``,
-``evaluate``): ``--provider``, ``--threads``, ``--threshold`` and ``--decode``, each as
+``evaluate``): ``--providers``, ``--threads``, ``--threshold`` and ``--decode``, each as
 `onnxedge.runtime.classifier.classifier.Classifier.from_bundle` and its predictions take them."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import click
 
 from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.classifier.session import PROVIDER_CHOICES
-from onnxedge.runtime.cli.options import THREADS
+from onnxedge.runtime.cli.options import THREADS, name_list
+from onnxedge.runtime.cli.output import deprecated_alias
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,8 +26,18 @@ DECODE_OPTION = click.option(
 )
 
 
+def _providers(ctx: click.Context, param: click.Parameter, value: Any) -> str:
+    """``--providers`` as the one provider choice the classifier takes: ``cuda,cpu`` and
+    ``auto`` are auto (CUDA when it loads, else the CPU), a list starting with cpu is cpu (the
+    CPU always loads), ``cuda`` alone is cuda (an error where it cannot load)."""
+    names = name_list(PROVIDER_CHOICES, what="provider")(ctx, param, value)
+    if names[0] == "cpu" or names == ("cuda",):
+        return names[0]
+    return "auto"
+
+
 def classifier_options(command: F) -> F:
-    """Add ``--provider``, ``--threads``, ``--threshold`` and ``--decode`` to a command
+    """Add ``--providers``, ``--threads``, ``--threshold`` and ``--decode`` to a command
     (parameters ``provider``, ``threads``, ``threshold`` and ``decode``)."""
     for option in (
         DECODE_OPTION,
@@ -43,12 +54,15 @@ def classifier_options(command: F) -> F:
             help="ONNX Runtime intra-op threads [default: one per physical core].",
         ),
         click.option(
-            "--provider",
-            type=click.Choice(PROVIDER_CHOICES),
+            "--providers",
+            "provider",
             default="auto",
             show_default=True,
-            help="Execution provider; auto: CUDA when it loads, else CPU.",
+            callback=_providers,
+            help="Execution providers in the order tried: cuda,cpu (or auto): CUDA when it loads, "
+            "else the CPU; cpu; cuda.",
         ),
+        deprecated_alias("--provider", "--providers", "provider"),
     ):
         command = option(command)
     return command

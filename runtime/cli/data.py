@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +9,13 @@ from typing import Any
 
 import click
 
-from onnxedge.runtime.cli.output import echo_progress
+from onnxedge.runtime.cli.output import (
+    echo_progress,
+    force_option,
+    json_option,
+    refuse_existing,
+    write_json,
+)
 from onnxedge.runtime.data.synth_style import DEFAULT_STYLE, FaceStyle
 from onnxedge.runtime.names import escape, json_safe
 
@@ -76,7 +81,10 @@ def data_group() -> None:
     help="Processes drawing faces [default: one per CPU, at most 4]; the bytes are the same.",
 )
 @_style_options
-def synth_cmd(out: Path, count: int, seed: int, workers: int | None, **style: Any) -> None:
+@force_option("a data set")
+def synth_cmd(
+    out: Path, count: int, seed: int, workers: int | None, force: bool, **style: Any
+) -> None:
     """Draw COUNT synthetic faces in CelebA's layout into OUT (same seed: identical bytes).
 
     OUT gets img_align_celeba/*.jpg (178x218), list_attr_celeba.txt (Smiling is decided by the
@@ -85,6 +93,8 @@ def synth_cmd(out: Path, count: int, seed: int, workers: int | None, **style: An
     defaults draw the set `make train` uses) are recorded in synth.json.
     """
     from onnxedge.runtime.data.synth import write_faces
+
+    refuse_existing(out, force, "the data set")
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty() or done == total:
@@ -103,15 +113,15 @@ def synth_cmd(out: Path, count: int, seed: int, workers: int | None, **style: An
 @data_group.command("info")
 @click.argument("root", type=click.Path(path_type=Path))
 @click.option("--attribute", default=None, help="CelebA attribute [default: Smiling].")
-@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
-def info_cmd(root: Path, attribute: str | None, as_json: bool) -> None:
+@json_option("The description as JSON.", text_to_stderr=False)
+def info_cmd(root: Path, attribute: str | None, json_path: str | None) -> None:
     """Read ROOT as training and evaluation would, and say what it holds: the layout detected,
     the classes, the images per split and class, the listing's sha256."""
     from onnxedge.runtime.data import open_dataset
 
     described = open_dataset(root, attribute).describe()
-    if as_json:
-        click.echo(json.dumps(json_safe(described), indent=2))
+    if json_path is not None:
+        write_json(json_path, json_safe(described))
         return
     attribute_note = f", attribute {described['attribute']}" if described["attribute"] else ""
     click.echo(f"{escape(str(root))}: {described['layout']}{attribute_note}")

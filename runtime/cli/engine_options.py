@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from onnxedge.runtime.cli.options import name_list
+from onnxedge.runtime.cli.output import deprecated_alias
 from onnxedge.runtime.engines import (
     DEFAULT_PRECISION,
     ENGINES,
@@ -25,7 +26,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def engine_options(command: F) -> F:
-    """Add ``--engine`` and ``--precision`` to a command (parameters ``engine``, ``precision``)."""
+    """Add ``--engines`` (one name) and ``--precision`` to a command (parameters ``engine``,
+    ``precision``)."""
     command = click.option(
         "--precision",
         type=click.Choice(PRECISIONS),
@@ -34,13 +36,27 @@ def engine_options(command: F) -> F:
         help="OpenVINO's inference precision (bf16 only when asked; onnxruntime runs the model "
         "as stored).",
     )(command)
-    return click.option(
-        "--engine",
-        type=click.Choice(ENGINES),
+    command = click.option(
+        "--engines",
+        "engine",
         default=ONNXRUNTIME,
         show_default=True,
-        help="Inference engine; openvino needs onnxedge[openvino] and runs on the CPU.",
+        callback=_one_engine,
+        help="Inference engine (one: this command runs one): onnxruntime, or openvino (needs "
+        "onnxedge[openvino], runs on the CPU).",
     )(command)
+    return deprecated_alias("--engine", "--engines", "engine")(command)
+
+
+def _one_engine(ctx: click.Context, param: click.Parameter, value: Any) -> str:
+    """``--engines`` where one engine runs: a list of one name."""
+    names = name_list(ENGINES, what="engine")(ctx, param, value)
+    if len(names) > 1:
+        raise click.BadParameter(
+            f"this command runs one engine; expected one of "
+            f"{', '.join(ENGINES)}, found {','.join(names)}"
+        )
+    return names[0]
 
 
 def check_engine_options(engine: str, precision: str) -> None:

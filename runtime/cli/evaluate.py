@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from onnxedge.runtime.bundle.write import atomic_write_bytes
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
+from onnxedge.runtime.cli.output import json_option, write_json
 from onnxedge.runtime.cli.ray_options import check_ray_only, evaluate_on_ray_cmd, ray_options
 from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.data import SPLITS
 from onnxedge.runtime.data.evaluate import ClassesEvaluation, EvaluationResult, evaluate_bundle
 from onnxedge.runtime.names import escape
+
+
+def _percent_option(ctx: click.Context, param: click.Parameter, value: float | None) -> Any:
+    """A percent, as every accuracy figure of the commands is; a fraction (above 0, at most 1)
+    is refused, so that ``0.97`` (meant as 97%) is not taken as a 0.97% gate."""
+    if value is not None and 0 < value <= 1:
+        raise click.BadParameter(
+            f"expected a percent such as 97 (accuracy figures are percents), found {value:g}; "
+            f"give {100 * value:g} for {100 * value:g}%"
+        )
+    return value
 
 
 def _percent(value: float | None) -> str:
@@ -104,12 +115,7 @@ def format_result(result: EvaluationResult | ClassesEvaluation) -> list[str]:
 )
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
 @click.option("--attribute", default=None, help="CelebA attribute [default: Smiling].")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the result as JSON (accuracy is a top-level key).",
-)
+@json_option("The result as JSON (accuracy is a top-level key).")
 @classifier_options
 @engine_options
 @variant_option
@@ -117,9 +123,10 @@ def format_result(result: EvaluationResult | ClassesEvaluation) -> list[str]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
     "--min-accuracy",
-    type=click.FloatRange(0.0, 1.0),
+    type=click.FloatRange(0.0, 100.0),
     default=None,
-    help="Exit 1 when the accuracy is below this (a gate for scripts and CI).",
+    callback=_percent_option,
+    help="Exit 1 when the accuracy is below this percent, such as 97 (a gate for scripts and CI).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal).")
 @ray_options
@@ -173,15 +180,14 @@ def evaluate_cmd(
         )
     for line in format_result(result):
         click.echo(line)
-    if json_path is not None:
-        atomic_write_bytes(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    write_json(json_path, result.to_dict())
     if result.accuracy is None:
         click.echo(f"FAILED | no image of the {split} split could be evaluated", err=True)
         sys.exit(1)
     if min_accuracy is not None:
-        verdict = "PASSED" if result.accuracy >= min_accuracy else "FAILED"
+        verdict = "PASSED" if 100 * result.accuracy >= min_accuracy else "FAILED"
         click.echo(
-            f"{verdict} | accuracy {_percent(result.accuracy)}, required {_percent(min_accuracy)}"
+            f"{verdict} | accuracy {_percent(result.accuracy)}, required {min_accuracy:.2f}%"
         )
         if verdict == "FAILED":
             sys.exit(1)

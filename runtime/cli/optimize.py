@@ -5,14 +5,13 @@ per variant and writes the JSON."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from onnxedge.runtime.cli.options import THREADS
-from onnxedge.runtime.cli.output import verbosity
+from onnxedge.runtime.cli.output import json_file, json_option, verbosity, write_json
 from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE
 
 
@@ -82,7 +81,7 @@ from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALI
 )
 @click.option(
     "--max-accuracy-drop",
-    type=click.FloatRange(min=0.0),
+    type=click.FloatRange(0.0, 100.0),
     default=0.5,
     show_default=True,
     help="Gate: accuracy drop from fp32, in percentage points.",
@@ -108,12 +107,7 @@ from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALI
     is_flag=True,
     help="Gate --decode fast (JPEGs at a reduced DCT scale) on the test split and record it.",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the result (every gate's figures) as JSON.",
-)
+@json_option("The result (every gate's figures) as JSON.")
 def optimize_cmd(
     bundle: Path,
     data_dir: Path,
@@ -147,12 +141,12 @@ def optimize_cmd(
     variant: PASSED, FAILED (by how much; not written) or UNGATED (--no-gate). The bundle is
     rewritten atomically, the manifest last. Exits 1 if any variant missed its gate.
     """
-    from onnxedge.runtime.bundle.write import atomic_write_bytes, check_writable
+    from onnxedge.runtime.bundle.write import check_writable
     from onnxedge.runtime.variants.gate import GateCriteria
     from onnxedge.runtime.variants.optimize import OptimizeRequest, optimize_bundle
 
     if json_path is not None:
-        check_writable(json_path)  # before the work, not after the bundle is written
+        check_writable(json_file(json_path))  # before the work, not after the bundle is written
     every = not (int8 or fp16 or ort_format or int8_first_conv or uint8_input or fast_decode)
     request = OptimizeRequest(
         bundle=bundle,
@@ -184,8 +178,7 @@ def optimize_cmd(
         click.echo(line)
     for name in result.dropped:
         click.echo(f"dropped {name}: made from a variant this run replaced", err=True)
-    if json_path is not None:
-        atomic_write_bytes(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    write_json(json_path, result.to_dict())
     written = [o.name for o in result.outcomes if o.written]
     if result.written:
         click.echo(f"wrote {result.out} with {', '.join(written)}", err=True)

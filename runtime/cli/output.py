@@ -1,16 +1,96 @@
-"""What the commands print besides their results: how verbose to be, and progress lines."""
+"""What the commands print besides their results: how verbose to be, progress lines, warnings,
+and the options every command spells the same way (docs/CLI.md).
+
+1. ``-v``/``-q``: counted on the group and on every subcommand alike (`verbosity_options`).
+2. ``--json [FILE]`` (`json_option`): the command's result as JSON into FILE, or on standard
+   output when FILE is left out or is ``-`` (its text report then goes to stderr, so that stdout
+   is JSON alone). `write_json` writes it either way; a file atomically.
+3. Hidden old spellings (`deprecated_alias`): one warning, then the value goes to the new option.
+4. `warn`: the one warning format, ``onnxedge: warning: ...``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Where `--json -` writes: the real standard output while the text report goes to stderr.
+_JSON_STDOUT: list[Any] = []
 
 
 def verbosity() -> int:
-    """How many ``-v`` the `onnxedge` group was given (0 outside a command)."""
+    """How verbose the command is: the ``-v`` given (on the group or the subcommand) less the
+    ``-q``; 0 outside a command."""
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return 0
-    return int(ctx.find_root().params.get("verbose") or 0)
+    return int(ctx.meta.get("onnxedge.verbose", 0)) - int(ctx.meta.get("onnxedge.quiet", 0))
+
+
+def configure_logging(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Callback of ``-v``/``-q``: set the log levels for the verbosity counted so far. onnxedge's
+    own loggers: warnings, info at ``-v``, debug at ``-vv``, errors only at ``-q``; other
+    packages' (onnx_ir, onnxscript, torch ...): warnings, and their info and debug only at
+    ``-vv``."""
+    key = f"onnxedge.{param.name}"  # ctx.meta is shared by the group's and the command's context
+    ctx.meta[key] = ctx.meta.get(key, 0) + int(value or 0)
+    level = verbosity()
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_Format())
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if level >= 2 else logging.WARNING)
+    own = logging.ERROR if level < 0 else logging.WARNING - 10 * min(max(level, 0), 2)
+    logging.getLogger("onnxedge").setLevel(own)
+    return value
+
+
+class _Format(logging.Formatter):
+    """Warnings and errors in the one format (``onnxedge: warning: ...``); info and debug as
+    ``  name: message`` progress lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            kind = "error" if record.levelno >= logging.ERROR else "warning"
+            return f"onnxedge: {kind}: {message}"
+        return f"  {record.name}: {message}"
+
+
+def verbosity_options(command: F) -> F:
+    """Add ``-v``/``--verbose`` and ``-q``/``--quiet`` (counted) to a command or group."""
+    command = click.option(
+        "-q",
+        "--quiet",
+        count=True,
+        expose_value=False,
+        callback=configure_logging,
+        help="Less log output: errors only.",
+    )(command)
+    return click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=configure_logging,
+        help="More log output (-v info, -vv debug and other packages' lines).",
+    )(command)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr: ``onnxedge: warning: MESSAGE``."""
+    click.echo(f"onnxedge: warning: {message}", err=True)
 
 
 def echo_progress(msg: str) -> None:
@@ -18,3 +98,95 @@ def echo_progress(msg: str) -> None:
     command run without it prints its results alone."""
     if verbosity() > 0:
         click.echo(f"  {msg}", err=True)
+
+
+def json_option(help_text: str, *, text_to_stderr: bool = True) -> Callable[[F], F]:
+    """``--json [FILE]`` (parameter ``json_path``: None, ``"-"`` for stdout, or a path).
+
+    ``text_to_stderr``: while JSON goes to stdout, whatever else the command prints to stdout
+    goes to stderr (False for commands whose only output is the JSON)."""
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if not text_to_stderr or kwargs.get("json_path") != "-":
+                return command(*args, **kwargs)
+            _JSON_STDOUT.append(sys.stdout)
+            try:
+                with contextlib.redirect_stdout(sys.stderr):
+                    return command(*args, **kwargs)
+            finally:
+                _JSON_STDOUT.pop()
+
+        return click.option(
+            "--json",
+            "json_path",
+            is_flag=False,
+            flag_value="-",
+            default=None,
+            metavar="[FILE]",
+            type=click.Path(dir_okay=False, allow_dash=True),
+            help=f"{help_text} Into FILE, or on standard output without FILE (or with -).",
+        )(run)  # type: ignore[return-value]
+
+    return decorate
+
+
+def write_json(json_path: str | Path | None, payload: Any) -> None:
+    """Write ``payload`` as indented JSON where ``--json`` said: nothing for None, stdout for
+    ``-``, else FILE atomically."""
+    if json_path is None:
+        return
+    text = json.dumps(payload, indent=2) + "\n"
+    if str(json_path) == "-":
+        out = _JSON_STDOUT[-1] if _JSON_STDOUT else sys.stdout
+        out.write(text)
+        out.flush()
+        return
+    from onnxedge.runtime.bundle.write import atomic_write_bytes
+
+    atomic_write_bytes(Path(json_path), text.encode())
+
+
+def deprecated_alias(old: str, new: str, param_name: str, **attrs: Any) -> Callable[[F], F]:
+    """A hidden option ``old`` that warns once (``old is deprecated; use new``) and passes its
+    value on as the default of the option whose parameter is ``param_name`` (so that option's
+    own checks run on it). ``attrs``: for the alias (``is_flag``, ``flag_value``, ``type``)."""
+
+    def forward(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        source = ctx.get_parameter_source(param.name)  # type: ignore[arg-type]
+        if source is not click.core.ParameterSource.COMMANDLINE:
+            return
+        warn(f"{old} is deprecated and will be removed; use {new}")
+        ctx.default_map = {**(ctx.default_map or {}), param_name: value}
+
+    return click.option(
+        old,
+        f"_alias_{param_name}",
+        hidden=True,
+        expose_value=False,
+        is_eager=True,
+        callback=forward,
+        **attrs,
+    )
+
+
+def json_file(json_path: str | Path | None) -> Path | None:
+    """The file ``--json`` names, None for standard output or no ``--json`` (for checks that a
+    file can be written before the work)."""
+    return None if json_path is None or str(json_path) == "-" else Path(json_path)
+
+
+def force_option(what: str) -> Callable[[F], F]:
+    """``--force`` (parameter ``force``): replace ``what`` where it exists (`refuse_existing`)."""
+    return click.option("--force", is_flag=True, help=f"Replace {what} that exists.")
+
+
+def refuse_existing(path: str | Path, force: bool, what: str) -> None:
+    """Before any work: an error naming ``path`` when it exists and ``--force`` was not given.
+    The write itself stays the library's (atomic: the old one stays until the new is whole)."""
+    path = Path(path)
+    if not force and (path.exists() or path.is_symlink()):
+        from onnxedge.runtime.errors import OnnxEdgeError
+
+        raise OnnxEdgeError(f"{path} exists: give --force to replace {what}, or another path")

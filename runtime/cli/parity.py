@@ -4,7 +4,6 @@ calls the library, prints one line per row and writes the JSON. Needs no torch u
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from onnxedge.runtime.cli.localize import (
     localize_options,
 )
 from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
-from onnxedge.runtime.cli.output import verbosity
+from onnxedge.runtime.cli.output import deprecated_alias, json_option, verbosity, write_json
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.parity import (
@@ -45,8 +44,9 @@ _NON_NEGATIVE = click.FloatRange(min=0.0)
     callback=positive_ints,
     help="Comma-separated batch sizes (the golden data holds 1,2,7,64).",
 )
+@deprecated_alias("--engine", "--engines", "engines")
 @click.option(
-    "--engine",
+    "--engines",
     "engines",
     default=None,
     callback=engine_list(default=(ONNXRUNTIME,)),
@@ -99,9 +99,7 @@ _NON_NEGATIVE = click.FloatRange(min=0.0)
     default=None,
     help="With --reference live: the checkpoint the bundle was exported from.",
 )
-@click.option(
-    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write JSON."
-)
+@json_option("The report as JSON.")
 @variant_option
 @localize_options
 def parity_cmd(
@@ -125,7 +123,7 @@ def parity_cmd(
     against: str | None,
     plot_path: Path | None,
 ) -> None:
-    """Check that BUNDLE's model.onnx computes under ONNX Runtime (and OpenVINO, with --engine)
+    """Check that BUNDLE's model.onnx computes under ONNX Runtime (and OpenVINO, with --engines)
     what the PyTorch model computed.
 
     One line per provider (or engine) x batch size: PASSED, FAILED, or SKIPPED with the reason (a
@@ -142,7 +140,6 @@ def parity_cmd(
     the same tolerances (an int8 or fp16 model is not expected to meet fp32's: its accuracy is
     gated by optimize); --localize --against fp32 shows where it departs from model.onnx.
     """
-    from onnxedge.runtime.bundle.write import atomic_write_bytes
     from onnxedge.runtime.parity.check import check_parity
 
     if checkpoint is not None and reference != "live":
@@ -150,7 +147,7 @@ def parity_cmd(
     check_localize_options(localize, against, plot_path, variant=variant_key(variant))
     if OPENVINO not in (*engines, *require) and precisions != ("f32",):
         raise click.UsageError(
-            "--precision is OpenVINO's inference precision (add --engine openvino)"
+            "--precision is OpenVINO's inference precision (add --engines openvino)"
         )
     result = check_parity(
         bundle,
@@ -178,7 +175,6 @@ def parity_cmd(
         click.echo(line)
     if localize is not None:
         echo_localizations(result.localizations, when=localize, plot=plot_path)
-    if json_path is not None:
-        atomic_write_bytes(json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    write_json(json_path, result.to_dict())
     if not report:
         sys.exit(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
@@ -18,13 +19,15 @@ from typing import Any, TextIO
 
 import click
 
+from onnxedge.runtime.bundle.write import check_writable
 from onnxedge.runtime.classifier.classifier import FileResult
 from onnxedge.runtime.classifier.decode import MAX_DECODE_WORKERS
 from onnxedge.runtime.classifier.files import find_images
-from onnxedge.runtime.classifier.preprocess import MAX_PIXELS
+from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, is_image_name
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import THREADS
+from onnxedge.runtime.cli.output import json_file, json_option
 from onnxedge.runtime.cli.ray_options import (
     check_ray_only,
     output_option,
@@ -89,7 +92,7 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
     show_default=True,
     help="Refuse images larger than this (decompression bombs).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option("One JSON object per line instead of text.", text_to_stderr=False)
 @click.option(
     "--top-k",
     type=click.IntRange(min=1),
@@ -114,7 +117,7 @@ def predict_cmd(
     variant: str,
     tuned: str | None,
     max_pixels: int,
-    as_json: bool,
+    json_path: str | None,
     top_k: int | None,
     no_progress: bool,
     ray_address: str | None,
@@ -135,6 +138,12 @@ def predict_cmd(
     """
     from onnxedge.runtime.classifier.predict import predict
 
+    as_json = json_path is not None
+    if json_file(json_path) is not None and is_image_name(str(json_path)):
+        raise click.UsageError(
+            f"--json {json_path}: expected a file for the JSON lines, found an image name; "
+            "put --json after the images, or give --json - for standard output"
+        )
     chosen = apply_tuned(
         bundle, tuned, batch_size, engine=engine, variant=variant, precision=precision,
         threads=threads,
@@ -148,20 +157,21 @@ def predict_cmd(
         decode=(decode, False),
     )
     if ray_address is not None:
-        total, failed, ran_on = predict_on_ray_cmd(
-            bundle,
-            find_images(paths),
-            ray_address=ray_address,
-            output=output,
-            emit=functools.partial(_emit, as_json=as_json, show_progress=False, top_k=top_k),
-            top_k=top_k,
-            batch_size=batch_size,
-            threshold=threshold,
-            provider=provider,
-            max_pixels=max_pixels,
-            actors=ray_actors,
-            **chosen,
-        )
+        with _lines_into(json_file(json_path)):
+            total, failed, ran_on = predict_on_ray_cmd(
+                bundle,
+                find_images(paths),
+                ray_address=ray_address,
+                output=output,
+                emit=functools.partial(_emit, as_json=as_json, show_progress=False, top_k=top_k),
+                top_k=top_k,
+                batch_size=batch_size,
+                threshold=threshold,
+                provider=provider,
+                max_pixels=max_pixels,
+                actors=ray_actors,
+                **chosen,
+            )
         _summary(paths, total, failed, ran_on)
         return
     run = predict(
@@ -184,7 +194,7 @@ def predict_cmd(
     show_progress = not no_progress and sys.stderr.isatty()
     # closing: on an error or Ctrl-C the decoding threads stop before the command exits. A
     # reader that goes away (`| head`) is an OSError on stdout: one line, exit 1 (`onnxedge`).
-    with _pil_limit(max_pixels), contextlib.closing(results):
+    with _lines_into(json_file(json_path)), _pil_limit(max_pixels), contextlib.closing(results):
         total, failed = _emit(results, as_json=as_json, show_progress=show_progress, top_k=top_k)
     _summary(paths, total, failed, classifier.provider)
 
@@ -202,6 +212,23 @@ def _summary(paths: Iterable[str], total: int, failed: int, provider: str) -> No
     )
     if failed:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _lines_into(path: Path | None) -> Iterator[None]:
+    """Standard output into ``path`` while the block runs (None: left as it is), written to a
+    temporary file beside it and renamed into place only when the block ends without error."""
+    if path is None:
+        yield
+        return
+    check_writable(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as out, contextlib.redirect_stdout(out):
+            yield
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,13 @@ from onnxedge.runtime.bundle.write import check_writable
 from onnxedge.runtime.cli.bench import bench_progress
 from onnxedge.runtime.cli.engine_options import engine_list
 from onnxedge.runtime.cli.options import positive_ints
+from onnxedge.runtime.cli.output import (
+    force_option,
+    json_file,
+    json_option,
+    refuse_existing,
+    write_json,
+)
 from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.tune import (
@@ -113,13 +120,8 @@ def format_table(result: TuneResult) -> list[str]:
     default=None,
     help="Where to write the tuning file [default: BUNDLE.tuning.json beside the bundle].",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the result here (the tuning file's contents).",
-)
+@json_option("The result (the tuning file's contents) as JSON.")
+@force_option("a tuning file")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none anyway off a TTY).")
 def tune_cmd(
     bundle: Path,
@@ -131,6 +133,7 @@ def tune_cmd(
     out: Path | None,
     json_path: Path | None,
     no_progress: bool,
+    force: bool,
 ) -> None:
     """Find the fastest setup for BUNDLE on this machine at each batch size, and write it down.
 
@@ -144,7 +147,8 @@ def tune_cmd(
     measured.
     """
     out = out or default_tuning_path(bundle)
-    for path in (out, json_path):
+    refuse_existing(out, force, "the tuning file")
+    for path in (out, json_file(json_path)):
         check_writable(path)
     settings = TuneSettings(
         batch_sizes=batch_sizes,
@@ -161,6 +165,8 @@ def tune_cmd(
         raise OnnxEdgeError(f"no setup of {bundle} could be measured; no tuning file written")
     data = result.to_dict()
     write_tuning(data, out)
-    if json_path is not None:
-        write_tuning(data, json_path)
+    if json_file(json_path) is not None:
+        write_tuning(data, json_file(json_path))
+    else:
+        write_json(json_path, data)
     click.echo(f"wrote {out}", err=True)

@@ -95,13 +95,13 @@ class RayRun:
         )
         self.batch_size = check_batch_size(batch_size)
         self.threads = check_count(threads, "threads", optional=True, maximum=MAX_THREADS) or 1
-        # Ray hides the GPUs from an actor that asks for none: with --provider cuda each actor
+        # Ray hides the GPUs from an actor that asks for none: with --providers cuda each actor
         # asks for one, and there are as many as the cluster has GPUs.
         self.gpus = 1 if provider == "cuda" else 0
         if self.gpus and not cluster_gpus(self.ray):
             raise OnnxEdgeError(
                 "provider cuda on Ray gives each actor a GPU; expected GPUs in the cluster, "
-                f"found none ({cluster_cpus(self.ray)} CPUs): use --provider cpu or auto"
+                f"found none ({cluster_cpus(self.ray)} CPUs): use --providers cpu or auto"
             )
         available = cluster_gpus(self.ray) if self.gpus else cluster_cpus(self.ray) // self.threads
         self.actors = check_count(actors, "actors", optional=True) or max(1, available)

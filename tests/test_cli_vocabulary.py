@@ -1,0 +1,219 @@
+"""One CLI vocabulary (docs/CLI.md): every command's options, lazily loaded ones included, are
+walked and held to one name per meaning; each rule is shown to fail on a command that breaks it;
+and the shared options do what the table says."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from cli_assertions import assert_one_line_error
+from click.testing import CliRunner
+
+from onnxedge.runtime.cli import main
+
+# Old spellings kept one release as hidden aliases that warn.
+DEPRECATED = {"--provider", "--engine", "--openvino-precisions"}
+# Option names of the vocabulary's meanings, by the word they contain.
+NAMES = {
+    "provider": {"--providers"},
+    "engine": {"--engines"},
+    "precision": {"--precision"},
+    "variant": {"--variant", "--variants"},
+    "json": {"--json"},
+}
+# Options that write an artifact a second run would replace.
+WRITES = {"--out", "-o"}
+# Accuracy figures, all percents.
+PERCENTS = ("accuracy", "agreement")
+
+
+def all_commands() -> dict[str, click.Command]:
+    """Every command of the group by its full name ("data synth"), loaded as the CLI loads it."""
+    ctx = click.Context(main)
+    found: dict[str, click.Command] = {}
+
+    def walk(group: click.Group, prefix: str) -> None:
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None, name
+            if isinstance(command, click.Group):
+                walk(command, f"{prefix}{name} ")
+            else:
+                found[f"{prefix}{name}"] = command
+
+    walk(main, "")
+    return found
+
+
+def violations(name: str, command: click.Command) -> list[str]:
+    """What in ``command``'s options breaks the vocabulary, one line each."""
+    found = []
+    options = [p for p in command.params if isinstance(p, click.Option)]
+    visible = {opt for p in options if not p.hidden for opt in p.opts + p.secondary_opts}
+    for param in options:
+        opts = param.opts + param.secondary_opts
+        for opt in opts:
+            if opt in DEPRECATED and not param.hidden:
+                found.append(f"{name}: {opt} is an old spelling; hide it as an alias")
+            for word, allowed in NAMES.items():
+                if not param.hidden and word in opt and opt not in allowed and opt != "--require":
+                    found.append(f"{name}: {opt} names a {word}; expected {sorted(allowed)}")
+        if "--json" in opts and (param.is_flag or param.flag_value != "-"):
+            found.append(f"{name}: --json must be --json [FILE] (stdout without FILE)")
+        if any(word in opt for opt in opts for word in PERCENTS):
+            kind = param.type
+            if not isinstance(kind, click.FloatRange) or kind.max is None or kind.max < 100:
+                found.append(f"{name}: {opts[0]} is an accuracy figure; expected a percent")
+    if visible & WRITES and "--force" not in visible:
+        found.append(f"{name}: writes {sorted(visible & WRITES)[0]} but has no --force")
+    for flag in ("-v", "-q"):
+        if flag not in visible:
+            found.append(f"{name}: no {flag}")
+    return found
+
+
+def test_every_command_speaks_the_vocabulary():
+    commands = all_commands()
+    # The walk reaches the lazily loaded commands, subcommands of groups included.
+    assert {"export", "import", "predict", "bench", "data synth", "data info"} <= set(commands)
+    problems = [line for name, cmd in commands.items() for line in violations(name, cmd)]
+    assert problems == []
+
+
+@click.command()
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]))
+@click.option("--openvino-precisions")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--min-accuracy", type=click.FloatRange(0, 1))
+@click.option("--out")
+def _broken(**kwargs):
+    """A command that breaks every rule."""
+
+
+def test_the_rules_fail_on_a_command_that_breaks_them():
+    found = "\n".join(violations("broken", _broken))
+    assert "--provider is an old spelling" in found
+    assert "--provider names a provider" in found
+    assert "--openvino-precisions names a precision" in found
+    assert "--json must be --json [FILE]" in found
+    assert "--min-accuracy is an accuracy figure" in found
+    assert "writes --out but has no --force" in found
+    assert "no -v" in found and "no -q" in found
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_json_without_a_file_is_stdout_and_the_text_goes_to_stderr(smile_bundle, tmp_path):
+    for args in (("--json",), ("--json", "-")):
+        result = CliRunner().invoke(main, ["check", str(smile_bundle), *args])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["passed"] is True  # stdout is the JSON alone
+        assert "PASSED | onnx" in result.stderr and "PASSED" not in result.stdout
+    report = tmp_path / "check.json"
+    result = invoke("check", smile_bundle, "--json", report)
+    assert result.exit_code == 0 and json.loads(report.read_text())["passed"] is True
+
+
+def test_verbosity_after_the_subcommand(smile_bundle):
+    for args in (("check", smile_bundle, "-v"), ("-v", "check", smile_bundle, "-q")):
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+
+
+def test_data_info_json_alone_still_prints_json(tmp_path):
+    faces = tmp_path / "faces"
+    result = invoke("data", "synth", "--out", faces, "--count", "10", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    old = CliRunner().invoke(main, ["data", "info", str(faces), "--json"])
+    assert old.exit_code == 0 and json.loads(old.stdout)["layout"]
+
+
+def test_bench_precision_alias_warns_and_passes_its_value_on(smile_bundle, capsys):
+    from onnxedge.runtime.cli.bench import bench_cmd
+
+    ctx = bench_cmd.make_context("bench", [str(smile_bundle), "--openvino-precisions", "bf16"])
+    assert ctx.params["openvino_precisions"] == ("bf16",)
+    assert capsys.readouterr().err.count("--openvino-precisions is deprecated") == 1
+
+
+def test_data_synth_refuses_to_replace_a_set_without_force(tmp_path):
+    faces = tmp_path / "faces"
+    args = ("data", "synth", "--out", faces, "--count", "10", "--workers", "1")
+    assert invoke(*args).exit_code == 0
+    before = sorted(p.name for p in faces.iterdir())
+    again = invoke(*args)
+    assert_one_line_error(again, f"{faces} exists", "--force")
+    assert sorted(p.name for p in faces.iterdir()) == before
+    assert invoke(*args, "--force").exit_code == 0
+
+
+def test_min_accuracy_is_a_percent_and_a_fraction_is_refused(tmp_path, smile_bundle):
+    result = invoke("evaluate", smile_bundle, "--data", tmp_path, "--min-accuracy", "0.97")
+    assert result.exit_code == 2, result.output
+    assert "expected a percent such as 97" in result.output and "give 97 for 97%" in result.output
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("cuda,cpu", "auto"), ("cpu", "cpu"), ("cuda", "cuda"), ("auto", "auto"), ("cpu,cuda", "cpu")],
+)
+def test_providers_list_for_one_classifier(given, expected):
+    from onnxedge.runtime.cli.predict import predict_cmd
+
+    ctx = predict_cmd.make_context("predict", ["B", "x.jpg", "--providers", given])
+    assert ctx.params["provider"] == expected
+
+
+def test_provider_alias_warns_and_passes_its_value_on(capsys):
+    from onnxedge.runtime.cli.predict import predict_cmd
+
+    ctx = predict_cmd.make_context("predict", ["B", "x.jpg", "--provider", "cpu"])
+    assert ctx.params["provider"] == "cpu"
+    assert capsys.readouterr().err.count("--provider is deprecated") == 1
+
+
+def test_predict_refuses_an_image_name_as_its_json_file(smile_bundle, tmp_path):
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"not touched")
+    result = invoke("predict", smile_bundle, "--json", image, tmp_path)
+    assert result.exit_code == 2 and "found an image name" in result.output
+    assert image.read_bytes() == b"not touched"
+
+
+def makefile_commands() -> list[list[str]]:
+    """The arguments of every `$(BIN)/onnxedge ...` line of the Makefile (continuations joined,
+    make's variables as a placeholder word, empty ones and `$(if ...)` dropped)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "Makefile").read_text().replace("\\\n", " ")
+    text = re.sub(r"\$\(if [^)]*\)\)?", "", text)
+    text = re.sub(r"\$\((TRAIN_ARGS|EDGE_ARGS|BENCH_TARGETS)\)", "", text)
+    text = re.sub(r"\$\([A-Z_]+\)", "X", text)
+    return [
+        shlex.split(line.split("X/onnxedge", 1)[1])
+        for line in text.splitlines()
+        if "X/onnxedge " in line
+    ]
+
+
+def test_the_makefile_speaks_the_vocabulary_and_reruns_with_force():
+    commands = all_commands()
+    ran = makefile_commands()
+    assert len(ran) >= 8
+    for args in ran:
+        name = args[0] if args[0] in commands else " ".join(args[:2])
+        command = commands[name]
+        rest = args[len(name.split()) :]
+        ctx = click.Context(command, resilient_parsing=True)
+        parser = command.make_parser(ctx)
+        opts, _, order = parser.parse_args(rest)
+        hidden = [p.opts[0] for p in order if getattr(p, "hidden", False)]
+        assert hidden == [], f"{name}: old spellings {hidden}"
+        writes = {"out", "dst"} & set(opts)
+        assert not writes or opts.get("force"), f"`make` reruns `onnxedge {name}` without --force"
