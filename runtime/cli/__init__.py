@@ -34,6 +34,7 @@ COMMANDS = {
     "simplify": "onnxedge.export.cli.simplify:simplify_cmd",
     "import": "onnxedge.export.cli.import_onnx:import_cmd",
     "check": "onnxedge.runtime.cli.check:check_cmd",
+    "inspect": "onnxedge.runtime.cli.inspect:inspect_cmd",
     "parity": "onnxedge.runtime.cli.parity:parity_cmd",
     "bench": "onnxedge.runtime.cli.bench:bench_cmd",
     "tune": "onnxedge.runtime.cli.tune:tune_cmd",

@@ -13,13 +13,7 @@ from onnxedge.runtime.bundle.write import check_writable
 from onnxedge.runtime.cli.bench import bench_progress
 from onnxedge.runtime.cli.engine_options import engine_list
 from onnxedge.runtime.cli.options import positive_ints
-from onnxedge.runtime.cli.output import (
-    force_option,
-    json_file,
-    json_option,
-    refuse_existing,
-    write_json,
-)
+from onnxedge.runtime.cli.output import json_file, json_option, write_json
 from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.tune import (
@@ -121,7 +115,6 @@ def format_table(result: TuneResult) -> list[str]:
     help="Where to write the tuning file [default: BUNDLE.tuning.json beside the bundle].",
 )
 @json_option("The result (the tuning file's contents) as JSON.")
-@force_option("a tuning file")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none anyway off a TTY).")
 def tune_cmd(
     bundle: Path,
@@ -133,7 +126,6 @@ def tune_cmd(
     out: Path | None,
     json_path: Path | None,
     no_progress: bool,
-    force: bool,
 ) -> None:
     """Find the fastest setup for BUNDLE on this machine at each batch size, and write it down.
 
@@ -147,7 +139,6 @@ def tune_cmd(
     measured.
     """
     out = out or default_tuning_path(bundle)
-    refuse_existing(out, force, "the tuning file")
     for path in (out, json_file(json_path)):
         check_writable(path)
     settings = TuneSettings(

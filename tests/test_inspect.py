@@ -1,0 +1,58 @@
+"""`onnxedge inspect`: what it reports is what the model and the manifest hold, counted here
+independently; a model without a GAP head is reported as such."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from cli_assertions import assert_one_line_error
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from onnxedge.runtime.cli import main
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_inspect_a_bundle_as_json(smile_bundle):
+    result = CliRunner().invoke(main, ["inspect", str(smile_bundle), "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    model = onnx.load(str(smile_bundle / "model.onnx"))
+    manifest = json.loads((smile_bundle / "manifest.json").read_text())
+    assert found["parameters"] == sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    assert sum(found["op_counts"].values()) == len(model.graph.node)
+    assert found["op_counts"]["GlobalAveragePool"] == 1
+    assert found["inputs"][0]["name"] == manifest["input"]["name"]
+    assert found["outputs"][0]["name"] == manifest["output"]["name"]
+    assert found["opsets"]["ai.onnx"] == manifest["opset"]
+    assert found["size_bytes"] == (smile_bundle / "model.onnx").stat().st_size
+    assert found["head"]["passed"] is True
+    assert found["bundle"]["manifest"]["model"] == manifest["model"]
+    assert found["bundle"]["golden"]["batch_sizes"] == manifest["golden"]["batch_sizes"]
+    assert found["bundle"]["variants"] == {}
+    # The text report went to stderr, with the same figures.
+    assert f"params    {found['parameters']:,}" in result.stderr
+
+
+def test_inspect_a_model_without_a_gap_head(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    result = invoke("inspect", path)
+    assert result.exit_code == 0, result.output
+    assert "ops       1 nodes: Relu 1" in result.output
+    assert "head      FAILED |" in result.output
+    assert "input     x  float32  [batch, 4]" in result.output
+
+
+def test_inspect_something_that_is_not_a_model(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("not a model")
+    assert_one_line_error(invoke("inspect", path), str(path))
