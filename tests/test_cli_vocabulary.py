@@ -219,3 +219,21 @@ def test_the_makefile_speaks_the_vocabulary_and_reruns_with_force():
         assert hidden == [], f"{name}: old spellings {hidden}"
         writes = {"out", "dst"} & set(opts)
         assert not writes or opts.get("force"), f"`make` reruns `onnxedge {name}` without --force"
+
+
+def test_a_cuda_ep_that_does_not_load_says_what_to_do(smile_bundle, tmp_path):
+    from onnxedge.runtime.classifier.session import cuda_missing
+
+    long_error = RuntimeError("libcublasLt.so.12: cannot open shared object file " + "x" * 500)
+    for asked, variant, advice in (
+        ("auto", "fp16", "use --variant fp32 or int8 here"),
+        ("cuda", "fp32", "use --providers cpu here"),
+    ):
+        line = cuda_missing(variant, asked, long_error)
+        assert "install onnxedge[cuda] on a GPU machine" in line and advice in line
+        assert len("onnxedge: error: " + line) <= 200 and "\n" not in line
+    # On a machine whose CUDA EP does not load (as this CPU machine's), the command says so.
+    result = invoke("predict", smile_bundle, tmp_path, "--providers", "cuda")
+    if result.exit_code == 1:
+        assert_one_line_error(result, "install onnxedge[cuda]", "--providers cpu")
+        assert max(len(line) for line in result.output.splitlines()) <= 200

@@ -67,6 +67,7 @@ from onnxedge.runtime.classifier.preprocess import (
 from onnxedge.runtime.classifier.session import (
     PROVIDER_CHOICES,
     check_external_data,
+    cuda_missing,
     provider_key,
     run_halving,
     session_for,
@@ -233,9 +234,15 @@ class Classifier:
         except Replaced:  # another run replaced the bundle since it was opened: read it again
             bundle, model = Bundle.open_model(path, variant)
         if check_engine(engine) == ONNXRUNTIME:
-            session, used = session_for(
-                model, provider_for(bundle.variants, variant, provider_key(provider)), threads
-            )
+            chosen = provider_for(bundle.variants, variant, provider_key(provider))
+            try:
+                session, used = session_for(model, chosen, threads)
+            except OnnxEdgeError as e:
+                if chosen != "cuda":
+                    raise
+                raise OnnxEdgeError(
+                    cuda_missing(variant_key(variant), provider_key(provider), e)
+                ) from None
         else:  # 3.
             session = open_session(
                 engine, model, provider=provider, threads=threads, precision=precision

@@ -60,6 +60,20 @@ def session_for(model: Path | bytes, provider: str, threads: int | None) -> tupl
     return session, session.get_providers()[0]
 
 
+def cuda_missing(variant: str, asked: str, error: BaseException) -> str:
+    """One line for a CUDA EP that did not load: what needs it and what to do instead (the
+    loader's own message, which names a library and runs long, is an info log line: -v)."""
+    log.info("the CUDA execution provider did not load: %s", first_line(error))
+    if asked == "cuda":
+        needs, instead = "--providers cuda needs", "or use --providers cpu here"
+    else:
+        needs, instead = f"the {variant} variant needs", "or use --variant fp32 or int8 here"
+    return (
+        f"{needs} the CUDA execution provider, which did not load here: install onnxedge[cuda] "
+        f"on a GPU machine, {instead}"
+    )
+
+
 def check_external_data(bundle: Bundle) -> list[str]:
     """The external-data files of the bundle's model, each confined to the bundle, listed and
     verified: what `Bundle.open` has already checked (`bundle.external_data`), checked again."""
