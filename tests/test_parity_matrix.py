@@ -9,6 +9,7 @@ import pytest
 from test_parity import library_run
 
 from onnxedge.export import parity_matrix as matrix
+from onnxedge.export import parity_rows as rows
 from onnxedge.export.zoo import ZooEntry
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -89,15 +90,15 @@ def test_perturbations_scale_each_layer_and_move_one_bias_element():
 
 
 def test_the_matrix_replaces_only_its_part_of_the_document():
-    doc = f"before\n{matrix.BEGIN}\nstale figures\n{matrix.END}\nafter\n"
-    alarm = matrix.AlarmRow("m", "dynamo", "default", "head", "random", error="export: boom")
-    text = matrix.render(
+    doc = f"before\n{rows.BEGIN}\nstale figures\n{rows.END}\nafter\n"
+    alarm = rows.AlarmRow("m", "dynamo", "default", "head", "random", error="export: boom")
+    text = rows.render(
         [alarm], [], engines=["onnxruntime cpu"], command="c", machine="cpu", date="d", commit="x"
     )
-    spliced = matrix.splice(doc, text)
+    spliced = rows.splice(doc, text)
     assert (
         spliced.startswith("before\n") and spliced.endswith("\nafter\n") and "stale" not in spliced
     )
     assert "**False alarms: 1 of 1 healthy exports**" in spliced and "export: boom" in spliced
     with pytest.raises(OnnxEdgeError, match="expected the markers"):
-        matrix.splice("no markers", text)
+        rows.splice("no markers", text)
