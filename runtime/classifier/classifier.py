@@ -33,7 +33,6 @@ from onnxedge.runtime.bundle.outputs import (
 )
 from onnxedge.runtime.bundle.outputs import probabilities as output_probabilities
 from onnxedge.runtime.bundle.reader import Bundle, TensorSpec
-from onnxedge.runtime.bundle.verify import Replaced
 from onnxedge.runtime.classifier.args import (
     check_batch_size,
     check_count,
@@ -42,6 +41,7 @@ from onnxedge.runtime.classifier.args import (
 )
 from onnxedge.runtime.classifier.decode import default_decode_workers
 from onnxedge.runtime.classifier.files import decode_window, image_loader, stream_files
+from onnxedge.runtime.classifier.loader import DEFAULT_BATCH_SIZE, load_classifier
 from onnxedge.runtime.classifier.predictions import (
     FileResult,
     ModelOutputError,
@@ -52,11 +52,9 @@ from onnxedge.runtime.classifier.predictions import (
     not_probabilities,
 )
 from onnxedge.runtime.classifier.preprocess import (
-    FAST,
     MAX_PIXELS,
     ImageReadError,
     check_decode,
-    fast_decode_vouched,
     finish,
     image_pixels,
     load_pixels,
@@ -67,27 +65,17 @@ from onnxedge.runtime.classifier.preprocess import (
 from onnxedge.runtime.classifier.session import (
     PROVIDER_CHOICES,
     check_external_data,
-    cuda_missing,
-    provider_key,
     run_halving,
-    session_for,
 )
 from onnxedge.runtime.engines import (
     DEFAULT_PRECISION,
     ONNXRUNTIME,
-    check_engine,
-    check_precision,
-    open_session,
 )
 from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
-from onnxedge.runtime.errors import ArgumentError, BundleError, OnnxEdgeError
-from onnxedge.runtime.variants.manifest import FP32, provider_for, variant_key
+from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.variants.manifest import FP32
 
 log = logging.getLogger(__name__)
-
-# Images per ONNX Runtime call, for arrays as for files: smile_cnn's activations take about 0.6 MB
-# an image, so a call's memory stays bounded however large the batch handed in.
-DEFAULT_BATCH_SIZE = 32
 
 
 class Classifier:
@@ -198,76 +186,19 @@ class Classifier:
         Arguments are checked before the bundle is read: a bad ``threads`` or ``threshold`` is a
         `ValueError`, as the command line refuses them.
         """
-        provider_key(provider)
-        variant_key(variant)
-        if decode is not None:
-            check_decode(decode)
-        check_precision(engine, precision)
-        threads = check_count(threads, "threads", optional=True, maximum=MAX_THREADS)
-        if threshold is not None:
-            check_threshold(threshold)
-        bundle = Bundle.open(path)
-        choice = None
-        if tuned is not None and tuned is not False:  # 5.
-            from onnxedge.runtime.tune.choice import resolve_tuned
-
-            given = {
-                "variant": variant is not None,
-                "engine": engine != ONNXRUNTIME,
-                "precision": precision != DEFAULT_PRECISION,
-                "threads": threads is not None,
-            }
-            if any(given.values()):
-                named = ", ".join(k for k, v in given.items() if v)
-                raise ArgumentError(
-                    f"tuned chooses the engine, variant, precision and threads; got {named} too"
-                )
-            choice = resolve_tuned(bundle, tuned, check_batch_size(batch_size))
-            if choice:
-                setup = choice.setup
-                variant, engine = setup.variant, setup.engine
-                precision, threads = setup.precision, setup.threads
-            else:
-                log.warning("%s", choice.line())
-        try:
-            model = bundle.model_bytes(variant)  # 4.: the bytes checked are the bytes loaded
-        except Replaced:  # another run replaced the bundle since it was opened: read it again
-            bundle, model = Bundle.open_model(path, variant)
-        if check_engine(engine) == ONNXRUNTIME:
-            chosen = provider_for(bundle.variants, variant, provider_key(provider))
-            try:
-                session, used = session_for(model, chosen, threads)
-            except OnnxEdgeError as e:
-                if chosen != "cuda":
-                    raise
-                raise OnnxEdgeError(
-                    cuda_missing(variant_key(variant), provider_key(provider), e)
-                ) from None
-        else:  # 3.
-            session = open_session(
-                engine, model, provider=provider, threads=threads, precision=precision
-            )
-            used = session.describe()
-        log.info("%s (%s) runs on %s", bundle.path, variant_key(variant), used)
-        classifier = cls(
-            session,
-            bundle.manifest,
-            provider=used,
+        return load_classifier(
+            cls,
+            path,
+            provider,
+            threads,
             threshold=threshold,
-            path=bundle.path,
+            engine=engine,
+            precision=precision,
+            variant=variant,
+            tuned=tuned,
+            batch_size=batch_size,
             decode=decode,
-            input_spec=bundle.variant_input(variant),
         )
-        if classifier.decode == FAST and not fast_decode_vouched(bundle.manifest):
-            log.warning(
-                "%s: --decode fast is not gated on this bundle (no passed gate in its manifest's "
-                "'decodes' block, and its model was trained on exact pixels); onnxedge optimize "
-                "--fast-decode measures it",
-                bundle.path,
-            )
-        classifier.variant = variant_key(variant)
-        classifier.tuned = choice
-        return classifier
 
     def _check_session(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}

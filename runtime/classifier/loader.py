@@ -1,0 +1,118 @@
+"""`Classifier.from_bundle`'s work: the bundle opened and verified, the tuned choice resolved, and
+the session built on the requested engine and provider (`Classifier.from_bundle`
+documents the arguments)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.bundle.verify import Replaced
+from onnxedge.runtime.classifier.args import check_batch_size, check_count, check_threshold
+from onnxedge.runtime.classifier.preprocess import FAST, check_decode, fast_decode_vouched
+from onnxedge.runtime.classifier.session import cuda_missing, provider_key, session_for
+from onnxedge.runtime.engines import (
+    DEFAULT_PRECISION,
+    ONNXRUNTIME,
+    check_engine,
+    check_precision,
+    open_session,
+)
+from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
+from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError
+from onnxedge.runtime.variants.manifest import provider_for, variant_key
+
+log = logging.getLogger(__name__)
+
+# Images per ONNX Runtime call, for arrays as for files: smile_cnn's activations take about 0.6 MB
+# an image, so a call's memory stays bounded however large the batch handed in.
+DEFAULT_BATCH_SIZE = 32
+
+
+def load_classifier(
+    cls: Any,
+    path: str | Path,
+    provider: str = "auto",
+    threads: int | None = None,
+    *,
+    threshold: float | None = None,
+    engine: str = ONNXRUNTIME,
+    precision: str = DEFAULT_PRECISION,
+    variant: str | None = None,
+    tuned: bool | str | Path | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    decode: str | None = None,
+) -> Any:
+    """``cls`` (`Classifier`) built from the bundle at ``path``, as `from_bundle` says."""
+    provider_key(provider)
+    variant_key(variant)
+    if decode is not None:
+        check_decode(decode)
+    check_precision(engine, precision)
+    threads = check_count(threads, "threads", optional=True, maximum=MAX_THREADS)
+    if threshold is not None:
+        check_threshold(threshold)
+    bundle = Bundle.open(path)
+    choice = None
+    if tuned is not None and tuned is not False:  # 5.
+        from onnxedge.runtime.tune.choice import resolve_tuned
+
+        given = {
+            "variant": variant is not None,
+            "engine": engine != ONNXRUNTIME,
+            "precision": precision != DEFAULT_PRECISION,
+            "threads": threads is not None,
+        }
+        if any(given.values()):
+            named = ", ".join(k for k, v in given.items() if v)
+            raise ArgumentError(
+                f"tuned chooses the engine, variant, precision and threads; got {named} too"
+            )
+        choice = resolve_tuned(bundle, tuned, check_batch_size(batch_size))
+        if choice:
+            setup = choice.setup
+            variant, engine = setup.variant, setup.engine
+            precision, threads = setup.precision, setup.threads
+        else:
+            log.warning("%s", choice.line())
+    try:
+        model = bundle.model_bytes(variant)  # 4.: the bytes checked are the bytes loaded
+    except Replaced:  # another run replaced the bundle since it was opened: read it again
+        bundle, model = Bundle.open_model(path, variant)
+    if check_engine(engine) == ONNXRUNTIME:
+        chosen = provider_for(bundle.variants, variant, provider_key(provider))
+        try:
+            session, used = session_for(model, chosen, threads)
+        except OnnxEdgeError as e:
+            if chosen != "cuda":
+                raise
+            raise OnnxEdgeError(
+                cuda_missing(variant_key(variant), provider_key(provider), e)
+            ) from None
+    else:  # 3.
+        session = open_session(
+            engine, model, provider=provider, threads=threads, precision=precision
+        )
+        used = session.describe()
+    log.info("%s (%s) runs on %s", bundle.path, variant_key(variant), used)
+    classifier = cls(
+        session,
+        bundle.manifest,
+        provider=used,
+        threshold=threshold,
+        path=bundle.path,
+        decode=decode,
+        input_spec=bundle.variant_input(variant),
+    )
+    if classifier.decode == FAST and not fast_decode_vouched(bundle.manifest):
+        log.warning(
+            "%s: --decode fast is not gated on this bundle (no passed gate in its manifest's "
+            "'decodes' block, and its model was trained on exact pixels); onnxedge optimize "
+            "--fast-decode measures it",
+            bundle.path,
+        )
+    classifier.variant = variant_key(variant)
+    classifier.tuned = choice
+    return classifier
