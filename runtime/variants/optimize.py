@@ -43,10 +43,9 @@ from onnxedge.runtime.bundle.reader import (
 )
 from onnxedge.runtime.classifier.preprocess import FAST
 from onnxedge.runtime.data import Dataset, open_dataset
-from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
-from onnxedge.runtime.variants.gate import GateCriteria, GateResult, judge
+from onnxedge.runtime.variants.gate import GateResult, judge
 from onnxedge.runtime.variants.graph import operators_config
 from onnxedge.runtime.variants.manifest import (
     FP16,
@@ -62,7 +61,12 @@ from onnxedge.runtime.variants.manifest import (
     VARIANT_FILES,
     VARIANTS,
 )
-from onnxedge.runtime.variants.quantize import DEFAULT_CALIBRATION_SIZE, Int8Config
+from onnxedge.runtime.variants.optimize_result import (
+    OptimizeRequest,
+    OptimizeResult,
+    VariantOutcome,
+)
+from onnxedge.runtime.variants.quantize import Int8Config
 from onnxedge.runtime.variants.samples import calibration_sample, iter_chunks, load_inputs
 
 log = logging.getLogger(__name__)
@@ -86,118 +90,6 @@ FP16_ON_CPU = (
     "fp16: gated on the CPU EP against fp32's numbers (no CUDA EP here); it is made for the "
     "CUDA EP and not offered for the CPU EP, where it runs slower than fp32"
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizeRequest:
-    bundle: Path
-    data: Path
-    out: Path | None = None  # None: the bundle itself, replaced atomically
-    int8: bool = True
-    fp16: bool = True
-    ort: bool = True
-    # int8-conv1-fp32 and int8-pad4 (`first_conv`; needs onnx-ir, the export extra).
-    int8_first_conv: bool = False
-    attribute: str | None = None
-    calibration_size: int = DEFAULT_CALIBRATION_SIZE
-    calibration_method: str = "minmax"
-    seed: int = 0
-    gate: bool = True
-    force: bool = False
-    criteria: GateCriteria = dataclasses.field(default_factory=GateCriteria)
-    threads: int | None = None
-    uint8_input: bool = False  # fp32-u8, and int8-u8 where int8 is made or there
-    fast_decode: bool = False  # gate `--decode fast` and record it in the manifest
-
-    def __post_init__(self) -> None:
-        if (
-            not (self.int8 or self.fp16 or self.ort or self.int8_first_conv or self.uint8_input)
-            and not self.fast_decode
-        ):
-            raise OnnxEdgeError(
-                "expected at least one of --int8, --fp16, --ort, --int8-first-conv, "
-                "--uint8-input, --fast-decode"
-            )
-        if self.int8_first_conv and not module_available("onnx_ir"):
-            raise OnnxEdgeError(
-                "--int8-first-conv edits the graph with onnx-ir, which is not installed here "
-                "(pip install 'onnxedge[export]')"
-            )
-        if self.calibration_size < 1:
-            raise OnnxEdgeError(
-                f"--calibration-size: expected at least 1, got {self.calibration_size}"
-            )
-        Int8Config(calibration_method=self.calibration_method)  # checks the method
-
-
-@dataclasses.dataclass(frozen=True)
-class VariantOutcome:
-    """One variant: its gate, whether it was written, and why not."""
-
-    name: str
-    gate: GateResult
-    written: bool
-    bytes: int
-    enforced: bool  # the gate decided (False: --no-gate)
-    reason: str = ""
-
-    def line(self, *, verbose: bool = False) -> str:
-        """The variant's gate line, its provider and size; without ``verbose`` the probability
-        error's largest value only (p99 and mean in -v and the JSON)."""
-        text = (
-            self.gate.line(enforced=self.enforced, verbose=verbose)
-            + f" | {self.gate.provider} | {_size(self.bytes)}"
-        )
-        if not self.written:
-            text += f" | not written: {self.reason}"
-        return text
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizeResult:
-    out: Path
-    outcomes: tuple[VariantOutcome, ...]
-    fp32_bytes: int
-    written: bool  # whether the bundle was (re)written
-    dropped: tuple[str, ...] = ()  # derived variants removed because their source was replaced
-    # `--fast-decode`: fp32 on the fast decode's pixels against fp32 on the exact ones.
-    decode_gate: VariantOutcome | None = None
-
-    def __bool__(self) -> bool:
-        """True when every variant asked for was written (passed, or written ungated), and the
-        fast decode passed its gate where it was asked for."""
-        decode_ok = self.decode_gate is None or self.decode_gate.written
-        return all(o.written for o in self.outcomes) and decode_ok
-
-    @property
-    def missed(self) -> tuple[VariantOutcome, ...]:
-        every = (*self.outcomes, *([self.decode_gate] if self.decode_gate else []))
-        return tuple(o for o in every if not o.gate and o.enforced)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "out": str(self.out),
-            "written": self.written,
-            "fp32_bytes": self.fp32_bytes,
-            "dropped": list(self.dropped),
-            "variants": {
-                o.name: {
-                    "written": o.written,
-                    "reason": o.reason,
-                    "bytes": o.bytes,
-                    "gate_enforced": o.enforced,
-                    "gate": o.gate.to_dict(),
-                }
-                for o in self.outcomes
-            },
-            "decode_gate": None
-            if self.decode_gate is None
-            else {
-                "recorded": self.decode_gate.written,
-                "gate_enforced": self.decode_gate.enforced,
-                "gate": self.decode_gate.gate.to_dict(),
-            },
-        }
 
 
 def optimize_bundle(request: OptimizeRequest, progress: Progress | None = None) -> OptimizeResult:
@@ -592,10 +484,6 @@ def _write(
             }
             writer.manifest["decodes"] = decodes
     return dropped
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 __all__ = [
