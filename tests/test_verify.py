@@ -25,8 +25,8 @@ def _with_global_max_pool(model: onnx.ModelProto) -> onnx.ModelProto:
 def test_a_lowering_that_changes_the_output_stops_the_export(tmp_path, monkeypatch):
     real = gap.canonicalize_gap_head
 
-    def wrong_lowering(model):
-        result = real(model)
+    def wrong_lowering(model, *args, **kwargs):
+        result = real(model, *args, **kwargs)
         return dataclasses.replace(result, model=_with_global_max_pool(result.model))
 
     monkeypatch.setattr(gap, "canonicalize_gap_head", wrong_lowering)
