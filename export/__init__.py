@@ -21,10 +21,9 @@ export dependencies (torch, onnxscript, onnxsim) are not installed. The device s
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from onnxedge.runtime.lazy_api import lazy_names
 
-# name -> the module that defines it.
+# name -> the module that defines it, or "module:attribute" where the name differs.
 _API = {
     "ExportRequest": "onnxedge.export.pipeline",
     "ExportResult": "onnxedge.export.pipeline",
@@ -41,15 +40,4 @@ _API = {
 
 __all__ = sorted(_API)
 
-
-def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'onnxedge.export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once imported, a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names("onnxedge.export", _API, globals())

@@ -31,8 +31,7 @@ cheap: it loads neither onnxruntime nor onnx nor torch. The export side is `onnx
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from onnxedge.runtime.lazy_api import lazy_names
 
 # name -> the module that defines it, or "module:attribute" where the name differs (a public name
 # must not be a subpackage's, which would shadow it once the subpackage is imported).
@@ -72,16 +71,4 @@ _API = {
 
 __all__ = sorted(_API)
 
-
-def __getattr__(name: str) -> Any:
-    where = _API.get(name)
-    if where is None:
-        raise AttributeError(f"module 'onnxedge.runtime' has no attribute {name!r}")
-    module, _, attribute = where.partition(":")
-    value = getattr(importlib.import_module(module), attribute or name)
-    globals()[name] = value  # once imported, a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names("onnxedge.runtime", _API, globals())
