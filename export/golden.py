@@ -9,6 +9,12 @@ The references: the eval-mode module in float32 on the float32 inputs, and a flo
 is the truth parity compares against. Probabilities and logits are [N, K], as `forward_with_logits`
 gets them for each output kind (the smile model's: the output, and the input of its last
 ``nn.Sigmoid`` caught with a forward hook, so they come from the same forward).
+
+One float32 run is one sample of how far float32 arithmetic on this model can be: other kernels
+sum in other orders. `float32_spread` runs the float32 module again on the largest batch (every
+golden row is one of its rows) with other kernels and orders (one thread, channels-last memory,
+oneDNN off, one row at a time) and keeps each output's largest distance from float64 over them
+all: the least bound parity's judge allows (docs/PARITY.md, "The judge").
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,7 @@ from onnxedge.runtime.bundle.outputs import (
     LOGITS,
     PROBABILITIES,
     SIGMOID_PROBABILITY,
+    centred_logits,
     logits_tensor,
     probabilities,
 )
@@ -110,6 +118,60 @@ def reference_batch(
     )
 
 
+def _float32_runs(
+    module: torch.nn.Module, inputs: np.ndarray, kind: str
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The float32 module's (probabilities, logits) on ``inputs`` with other kernels and
+    summation orders than the default run's."""
+    x = torch.from_numpy(inputs)
+    runs = {}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        runs["one thread"] = forward_with_logits(module, x, kind)
+    finally:
+        torch.set_num_threads(threads)
+    if x.dim() == 4:
+        last = copy.deepcopy(module).to(memory_format=torch.channels_last)
+        runs["channels-last"] = forward_with_logits(
+            last, x.contiguous(memory_format=torch.channels_last), kind
+        )
+    with warnings.catch_warnings():  # the flags' own TF32 notice for Intel GPUs
+        warnings.simplefilter("ignore", UserWarning)
+        with torch.backends.mkldnn.flags(enabled=False):
+            runs["oneDNN off"] = forward_with_logits(module, x, kind)
+    rows = [forward_with_logits(module, x[i : i + 1], kind) for i in range(len(x))]
+    runs["row by row"] = (
+        np.concatenate([p for p, _ in rows]),
+        np.concatenate([lg for _, lg in rows]),
+    )
+    return runs
+
+
+def float32_spread(
+    module32: torch.nn.Module, batch: ReferenceBatch, kind: str = SIGMOID_PROBABILITY
+) -> dict[str, Any]:
+    """Each output's largest ``|float32 - float64|`` over the batch's rows, over the default
+    float32 run and `_float32_runs` (logits centred as parity compares them), and the runs."""
+    runs = {"default": (batch.prob_f32, batch.logits_f32)}
+    runs.update(_float32_runs(module32, batch.inputs, kind))
+    prob64, logits64 = batch.prob, centred_logits(batch.logits, kind)
+
+    def worst(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
+        diffs = [np.abs(np.asarray(a, dtype=np.float64).reshape(b.shape) - b) for a, b in pairs]
+        return (
+            float(max(d.max() for d in diffs))
+            if all(np.isfinite(d).all() for d in diffs)
+            else float("inf")
+        )
+
+    return {
+        "prob": worst([(p, prob64) for p, _ in runs.values()]),
+        "logits": worst([(centred_logits(lg, kind), logits64) for _, lg in runs.values()]),
+        "runs": list(runs),
+    }
+
+
 def compute_reference(
     module: torch.nn.Module,
     preprocessing: Mapping[str, Any],
@@ -129,6 +191,7 @@ def compute_reference(
     for size in sorted(set(batch_sizes)):
         inputs, kinds = golden_inputs(size, preprocessing, images=images, seed=seed)
         batches[size] = reference_batch(module32, module64, inputs, kinds, output_kind)
+    spread = float32_spread(module32, batches[max(batches)], output_kind)
     return Reference(
         source=source,
         description=description or f"PyTorch {torch.__version__} float64",
@@ -136,6 +199,7 @@ def compute_reference(
         batches=batches,
         logits_name=logits_name,
         seed=seed,
+        float32_spread=spread,
     )
 
 
@@ -209,6 +273,7 @@ def make_golden(
         "output_kind": kind,
         "reference": description,
         "images": [name for name, _ in images],
+        "float32_spread": reference.float32_spread,
     }
     block = {
         "format": GOLDEN_FORMAT,

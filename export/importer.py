@@ -40,7 +40,7 @@ from onnxedge.runtime.bundle.outputs import (
 from onnxedge.runtime.bundle.reader import MODEL
 from onnxedge.runtime.bundle.write import BundleWriter
 from onnxedge.runtime.check.check import graph_inputs
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.errors import OnnxEdgeError, first_line, not_onnx
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
     GOLDEN,
@@ -276,10 +276,7 @@ def load_original(src: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(src), load_external_data=False)
     except Exception as e:  # protobuf DecodeError and friends
-        raise OnnxEdgeError(
-            f"{src} is not an ONNX model: expected a serialized ModelProto, protobuf says: "
-            f"{first_line(e)}"
-        ) from None
+        raise OnnxEdgeError(not_onnx(src, e)) from None
     if not model.graph.node and not model.graph.output:
         raise OnnxEdgeError(f"{src} is not an ONNX model: it parses, but holds no graph")
     _check_external_data(model, src)

@@ -168,6 +168,8 @@ class TorchEngine:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self._compiled: Any = None
+        # What the benchmark's progress says while `prepare` runs (`runtime.bench.timing`).
+        self.warmup_note = "compiling (torch.compile's first call)" if peer == "compile" else ""
         if peer == "compile":
             _set_recompile_limit()
             self._compiled = torch.compile(model, **_COMPILE_OPTIONS)

@@ -23,6 +23,7 @@ The Python API, one function per command, each returning its result object::
 | ``onnxedge data info`` | `open_dataset` (``.describe()``) | `Dataset` |
 | ``onnxedge data synth`` | `write_faces` (with `FaceStyle`) | `SynthResult` |
 | ``onnxedge pack`` | `pack_bundle` | `PackResult` |
+| ``onnxedge inspect`` | `inspect_path` | `Inspection` |
 
 Errors a user can cause raise `OnnxEdgeError` (its message is one line); nothing here prints.
 The names are imported on first use (module ``__getattr__``), so ``import onnxedge.runtime`` stays
@@ -48,6 +49,8 @@ _API = {
     "PackResult": "onnxedge.runtime.bundle.pack",
     "check_path": "onnxedge.runtime.check.check",
     "CheckReport": "onnxedge.runtime.check.check",
+    "inspect_path": "onnxedge.runtime.check.inspect",
+    "Inspection": "onnxedge.runtime.check.inspect",
     "check_parity": "onnxedge.runtime.parity.check",
     "ParityResult": "onnxedge.runtime.parity.check",
     "ToleranceOverrides": "onnxedge.runtime.parity.tolerances",

@@ -44,6 +44,11 @@ def package_version(dist: str) -> str | None:
 
 # The distributions that provide the `onnxruntime` module, in the order they are asked for.
 ONNXRUNTIME_DISTS = ("onnxruntime-gpu", "onnxruntime")
+# What to run where both are installed: keep the GPU build (the one the `cuda` extra added), its
+# files written again over what removing the other took (the two share the `onnxruntime` folder).
+KEEP_ONE_ONNXRUNTIME = (
+    "pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps onnxruntime-gpu"
+)
 
 
 def onnxruntime_version() -> str | None:
@@ -53,3 +58,14 @@ def onnxruntime_version() -> str | None:
         if version:
             return version
     return None
+
+
+def check_one_onnxruntime() -> None:
+    """An `OnnxEdgeError` where both onnxruntime and onnxruntime-gpu are installed: they write the
+    same files, so which build runs is whichever was installed last, partly. pip cannot express
+    "one or the other" (pyproject.toml's ``cuda`` extra), so the runtime says what to run."""
+    if all(package_version(dist) for dist in ONNXRUNTIME_DISTS):
+        raise OnnxEdgeError(
+            "onnxruntime and onnxruntime-gpu are both installed (they share files); keep the GPU "
+            f"one: {KEEP_ONE_ONNXRUNTIME}"
+        )

@@ -29,3 +29,11 @@ def first_line(e: BaseException) -> str:
     """The first line of an exception's message, for one-line error reports."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def not_onnx(path: object, e: BaseException) -> str:
+    """Why ``path`` is not an ONNX model, from onnx.load's exception: protobuf's own words less
+    its "Error parsing message with type 'onnx.ModelProto': " (``Wire format was corrupt``)."""
+    reason = first_line(e)
+    prefix = "Error parsing message with type 'onnx.ModelProto': "
+    return f"{path} is not an ONNX model: protobuf says: {reason.removeprefix(prefix)}"

@@ -9,9 +9,25 @@ LINE_WIDTH = 120
 INDENT = "    "
 
 
-def fit(text: str, width: int = LINE_WIDTH) -> str:
+def fit(text: str, width: int = LINE_WIDTH, subsequent_indent: str = INDENT) -> str:
     """``text`` in lines of at most ``width`` characters, broken at spaces (a word longer than a
     line, such as a path, stays whole), the lines after the first indented."""
     return textwrap.fill(
-        text, width, subsequent_indent=INDENT, break_long_words=False, break_on_hyphens=False
+        text,
+        width,
+        subsequent_indent=subsequent_indent,
+        break_long_words=False,
+        break_on_hyphens=False,
     )
+
+
+# No line a user sees is longer than this, beyond the paths it names (docs/CLI.md): the messages
+# are written to fit, and `tests/test_cli_vocabulary.py` runs the error paths with short paths.
+MAX_LINE = 200
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a library's message that ends in a newline or spreads over several
+    (protobuf's, onnxruntime's) joined with single spaces. Nothing is cut: a path the user gave
+    stays whole, however long."""
+    return " ".join(text.split())

@@ -5,6 +5,7 @@ return the result objects the commands print."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import types
@@ -68,6 +69,38 @@ def test_the_runtime_api_names_what_a_user_imports():
         assert command in onnxedge.runtime.__all__
     for command in ("export_bundle", "export_model", "simplify_file", "train", "import_bundle"):
         assert command in onnxedge.export.__all__
+
+
+def api_tables(*packages) -> dict[str, str]:
+    """``onnxedge <command>`` -> the function the packages' docstring tables name for it."""
+    row = re.compile(r"^\| ``onnxedge ([a-z ]+)`` \| `([a-z_]+)`", re.M)
+    return {c: f for p in packages for c, f in row.findall(p.__doc__ or "")}
+
+
+def test_every_command_has_its_function_in_the_api():
+    """Each CLI command (and `data`'s subcommands) is a row of the API tables, and the function
+    that row names is public."""
+    import click
+
+    from onnxedge.runtime.cli import main
+
+    commands = []
+    for name, command in main.commands.items():
+        if isinstance(command, click.Group):
+            commands += [f"{name} {sub}" for sub in command.commands]
+        else:
+            commands.append(name)
+    tables = api_tables(onnxedge.runtime, onnxedge.export)
+    assert sorted(set(commands) - set(tables)) == []
+    public = set(onnxedge.runtime.__all__) | set(onnxedge.export.__all__)
+    assert sorted(f for f in tables.values() if f not in public) == []
+
+
+def test_api_tables_finds_a_missing_command():
+    class Doc:
+        __doc__ = "| ``onnxedge pack`` | `pack_bundle` | `PackResult` |\n| ``onnxedge x`` | y |"
+
+    assert api_tables(Doc) == {"pack": "pack_bundle"}
 
 
 def test_check_parity_returns_the_report_the_command_prints(smile_bundle):

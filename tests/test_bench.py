@@ -543,7 +543,7 @@ def test_plot_without_matplotlib_fails_before_running(smile_bundle, tmp_path):
         (["--batch-sizes", "a"], 2, "comma-separated integers"),
         (["--peers", "jax"], 2, "unknown peer 'jax'"),
         (["--providers", "tpu"], 2, "unknown provider 'tpu'"),
-        (["--seed", "-1"], 2, "-1 is not in the range x>=0"),
+        (["--seed", "-1"], 2, "expected a number at least 0, found -1"),
     ],
 )
 def test_usage_errors(smile_bundle, args, code, message):

@@ -252,11 +252,27 @@ def test_from_files_rows_run_predicts_code_on_every_file(smile_bundle, images, t
         "files": 6,
         "batch_size": 4,
         "decodes": ["exact", "fast"],
+        "pools": ["predict's default"],
     }
     text = md.read_text()
     assert "## From image files (decode + preprocess + inference)" in text
     # beside no model-only row at batch 4 (not among --batch-sizes): n/a, never a made-up ratio
     assert "| 4 | onnxruntime exact | 6 |" in text and "| n/a |" in text
+
+
+def test_decode_pool_gives_a_row_per_pool(smile_bundle, images, tmp_path):
+    out = tmp_path / "b.json"
+    result = _bench(
+        smile_bundle, *SHORT, *CPU_ONLY, "--engines", "onnxruntime", "--images", images,
+        "--images-batch-size", 4, "--decode", "fast", "--decode-pool", "processes",
+        "--decode-pool", "threads", "--json", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    rows = [r for r in report["rows"] if r["mode"] == FILES]
+    assert [r["decode"] for r in rows] == ["fast processes", "fast threads"]
+    assert all(r["status"] == "ok" and r["check"].startswith("PASSED: 6 files") for r in rows)
+    assert report["settings"]["images"]["pools"] == ["processes", "threads"]
 
 
 def test_a_file_that_cannot_be_read_fails_the_row_untimed(smile_bundle, images, tmp_path):

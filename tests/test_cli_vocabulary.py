@@ -4,7 +4,10 @@ and the shared options do what the table says."""
 
 from __future__ import annotations
 
+import copy
 import json
+import re
+from pathlib import Path
 
 import click
 import pytest
@@ -24,11 +27,15 @@ NAMES = {
     "json": {"--json"},
 }
 # Options that write an artifact a second run would replace.
-WRITES = {"--out", "-o"}
+WRITES = {"--out", "-o", "--output"}
 # Commands whose --out is the run's measurement, replaced by each run as a report is.
 REPORT_OUT = {"tune"}
 # Accuracy figures, all percents.
 PERCENTS = ("accuracy", "agreement")
+# click's own range text, which the help must not show (`onnxedge.runtime.cli.options.PlainRange`).
+RAW_RANGE = re.compile(r"\bx\s*[<>]=?|[<>]=?\s*x\b|None\]|\d{10,}")
+# No line a user sees is longer (docs/CLI.md).
+MAX_LINE = 200
 
 
 def all_commands() -> dict[str, click.Command]:
@@ -68,6 +75,13 @@ def violations(name: str, command: click.Command) -> list[str]:
             kind = param.type
             if not isinstance(kind, click.FloatRange) or kind.max is None or kind.max < 100:
                 found.append(f"{name}: {opts[0]} is an accuracy figure; expected a percent")
+    for param in options:
+        if not param.hidden and not param.help and param.name not in ("help", "version"):
+            found.append(f"{name}: {param.opts[0]} has no description")
+    help_text = command.get_help(click.Context(command, info_name=name))
+    for line in help_text.splitlines():
+        if RAW_RANGE.search(line):
+            found.append(f"{name}: raw range text in its help: {line.strip()}")
     if visible & WRITES and "--force" not in visible and name not in REPORT_OUT:
         found.append(f"{name}: writes {sorted(visible & WRITES)[0]} but has no --force")
     for flag in ("-v", "-q"):
@@ -90,6 +104,8 @@ def test_every_command_speaks_the_vocabulary():
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--min-accuracy", type=click.FloatRange(0, 1))
 @click.option("--out")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="A seed.")
+@click.option("--lr", type=float, help="A rate.")
 def _broken(**kwargs):
     """A command that breaks every rule."""
 
@@ -103,6 +119,25 @@ def test_the_rules_fail_on_a_command_that_breaks_them():
     assert "--min-accuracy is an accuracy figure" in found
     assert "writes --out but has no --force" in found
     assert "no -v" in found and "no -q" in found
+    assert "--out has no description" in found
+    assert re.search(r"raw range text in its help: --seed .*A seed\.  \[0<=x<=922", found)
+    assert "raw range text in its help: --lr" not in found  # a plain float shows none
+
+
+def test_ranges_are_described_in_words_in_help_and_errors():
+    """Every command's ranges go through `finite_numbers` (as the group loads them): the help
+    says ``at least 1`` where click says ``x>=1``, and an out-of-range value is refused so."""
+    from onnxedge.runtime.cli.options import finite_numbers
+
+    fixed = finite_numbers(copy.deepcopy(_broken))  # it changes the command it is given
+    help_text = fixed.get_help(click.Context(fixed, info_name="broken"))
+    assert "[at least 0]" in help_text  # the seed's 2**63 - 1 is no limit to state
+    assert not RAW_RANGE.search(help_text), help_text
+    result = CliRunner().invoke(fixed, ["--seed", "-1"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--seed': expected a number at least 0, found -1" in result.output
+    result = CliRunner().invoke(fixed, ["--min-accuracy", "2"])
+    assert "expected a number 0 to 1, found 2.0" in result.output
 
 
 def invoke(*args):
@@ -237,3 +272,79 @@ def test_a_cuda_ep_that_does_not_load_says_what_to_do(smile_bundle, tmp_path):
     if result.exit_code == 1:
         assert_one_line_error(result, "install onnxedge[cuda]", "--providers cpu")
         assert max(len(line) for line in result.output.splitlines()) <= 200
+
+
+def error_paths(tmp_path):
+    """Invocations that fail on bad input, one or more per command: a path that does not exist,
+    a text file where a bundle or model is expected, a bundle whose manifest is not JSON, and
+    values out of range. Paths relative to ``tmp_path`` (the working directory), as a user types
+    them: a path is the user's and is never cut, so its length is not the message's."""
+    missing = Path("no-such-bundle")
+    text = Path("notes.txt")
+    (tmp_path / text).write_text("not a model\n")
+    broken = Path("broken")
+    (tmp_path / broken).mkdir()
+    (tmp_path / broken / "manifest.json").write_text("{not json")
+    out = Path("out")
+    paths = {"missing": missing, "text file": text, "bad manifest": broken}
+    calls = []
+    for what, target in paths.items():
+        calls += [
+            (what, ("check", target)),
+            (what, ("inspect", target)),
+            (what, ("parity", target, "--providers", "cpu")),
+            (what, ("predict", target, ".")),
+            (what, ("evaluate", target, "--data", ".")),
+            (what, ("optimize", target, "--data", ".", "--out", out)),
+            (what, ("bench", target, "--iters", "1")),
+            (what, ("tune", target)),
+            (what, ("pack", target, "--out", out)),
+            (what, ("data", "info", target)),
+            (what, ("simplify", target, "-o", out / "m.onnx")),
+            (what, ("import", target, "--out", out)),
+            (what, ("export", "--checkpoint", target, "--out", out)),
+        ]
+    calls += [
+        ("range", ("bench", missing, "--iters", "0")),
+        ("range", ("data", "synth", "--out", out, "--count", "3")),
+        ("range", ("train", "--data", ".", "--out", out, "--seed", "-1")),
+        ("range", ("parity", missing, "--atol", "nan")),
+        ("choice", ("parity", missing, "--providers", "tpu")),
+        ("percent", ("evaluate", missing, "--data", ".", "--min-accuracy", "0.9")),
+    ]
+    return calls
+
+
+def test_every_error_is_lines_of_at_most_200_characters(tmp_path, monkeypatch):
+    """Over the commands' error paths: exit 1 or 2, no traceback, no line over `MAX_LINE`."""
+    monkeypatch.chdir(tmp_path)
+    long_lines = []
+    for what, args in error_paths(tmp_path):
+        result = invoke(*args)
+        shown = " ".join(map(str, args))
+        assert result.exit_code in (1, 2), f"{what}: onnxedge {shown}\n{result.output}"
+        assert "Traceback" not in result.output, f"{what}: onnxedge {shown}\n{result.output}"
+        long_lines += [
+            f"{what}: onnxedge {shown}: {line}"
+            for line in result.output.splitlines()
+            if len(line) > MAX_LINE
+        ]
+    assert long_lines == []
+
+
+def test_a_message_over_several_lines_is_printed_as_one():
+    from onnxedge.runtime.lines import one_line
+
+    assert one_line("onnxruntime says:\n  no such file\n") == "onnxruntime says: no such file"
+    path = "/tmp/" + "d" * 300 + "/notes.txt"
+    assert path in one_line(f"{path} is not an ONNX model")  # a path is never cut
+
+
+def test_predict_output_is_replaced_only_with_force(smile_bundle, tmp_path):
+    """--output (predict --ray's Parquet file) follows the --force rule, refused before any
+    work; the file is left as it was."""
+    existing = tmp_path / "rows.parquet"
+    existing.write_bytes(b"earlier rows")
+    result = invoke("predict", smile_bundle, tmp_path, "--ray", "--output", existing)
+    assert_one_line_error(result, f"{existing} exists", "--force")
+    assert existing.read_bytes() == b"earlier rows"

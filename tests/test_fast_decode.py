@@ -1,6 +1,7 @@
 """How files become pixels: ``exact`` is the training transform's bit for bit (uint8 first, the
-scaling last, by table); ``fast`` lets libjpeg decode a JPEG at a reduced scale, and takes the exact
-path for every other file; each kind of file takes a correct path with either."""
+scaling last, straight into the planar output); ``fast`` lets libjpeg decode a JPEG at a reduced
+scale, and takes the exact path for every other file; each kind of file takes a correct path with
+either."""
 
 from __future__ import annotations
 
@@ -53,23 +54,27 @@ def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("spec", [SPEC, SKEWED, {**SPEC, "channel_order": "BGR"}])
-def test_the_uint8_table_gives_the_float_arithmetic_bit_for_bit(spec):
-    """`normalize` of uint8 pixels (by table) is the float32 arithmetic on the same values."""
+def test_the_uint8_path_gives_the_float_arithmetic_bit_for_bit(spec):
+    """`normalize` of uint8 pixels (channel by channel into the planar output) is the float32
+    arithmetic on the same values, and a table of the 256 values per channel too."""
     pixels = np.random.default_rng(1).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
-    by_table = normalize(pixels, spec)
+    by_planes = normalize(pixels, spec)
     by_arithmetic = normalize(pixels.astype(np.float32), spec)
-    assert by_table.dtype == np.float32 and by_table.shape == (5, 3, 64, 64)
-    assert np.array_equal(by_table, by_arithmetic)
+    assert by_planes.dtype == np.float32 and by_planes.shape == (5, 3, 64, 64)
+    assert np.array_equal(by_planes, by_arithmetic)
+    table = normalize(np.arange(256, dtype=np.float32).repeat(3).reshape(1, 256, 3), spec)[:, 0]
+    by_table = np.stack([table[c][pixels[..., c]] for c in range(3)], axis=1)
+    assert np.array_equal(by_planes.view(np.uint32), by_table.view(np.uint32))
     assert np.array_equal(normalize(pixels[0], spec), by_arithmetic[0])  # one image, [H, W, C]
 
 
-def test_the_table_refuses_pixels_with_other_channels():
+def test_the_uint8_path_refuses_pixels_with_other_channels():
     with pytest.raises(Exception, match="expected 3 channels"):
         normalize(np.zeros((4, 4, 4), np.uint8), SPEC)
 
 
 def test_exact_is_the_pil_image_path_bit_for_bit(tmp_path):
-    """`load_image` (file -> uint8 -> table) equals `preprocess_image` of the opened image, and a
+    """`load_image` (file -> uint8 -> scaled) equals `preprocess_image` of the opened image, and a
     batch scaled at once equals the images scaled one by one."""
     paths = []
     for i, size in enumerate([(178, 218), (640, 480), (97, 61)]):

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from cli_assertions import unwrap
 from click.testing import CliRunner
 from test_optimize import dark_data, data, trained_bundle  # noqa: F401 (fixtures)
 
@@ -93,7 +94,7 @@ def test_optimize_makes_both_variants_gated_and_the_classifier_runs_them(
     result = _optimize(trained_bundle, "--data", data, "--out", out, "--int8-first-conv",
                        "--calibration-size", 16)  # fmt: skip
     assert result.exit_code == 0, result.output
-    lines = [line.split(" | ")[:2] for line in result.stdout.splitlines()]
+    lines = [line.split(" | ")[:2] for line in unwrap(result.stdout).splitlines()]
     assert lines == [["PASSED", INT8_CONV1_FP32], ["PASSED", INT8_PAD4]]
     bundle = Bundle.open(out)
     assert {n: v.gated for n, v in bundle.variants.items()} == {
@@ -119,6 +120,6 @@ def test_each_misses_its_gate_as_int8_does(trained_bundle, dark_data, tmp_path):
     target = Path(shutil.copytree(trained_bundle, tmp_path / "bundle"))
     result = _optimize(target, "--data", dark_data, "--int8-first-conv")
     assert result.exit_code == 1, result.output
-    failed = [line.split(" | ")[:2] for line in result.stdout.splitlines()]
+    failed = [line.split(" | ")[:2] for line in unwrap(result.stdout).splitlines()]
     assert failed == [["FAILED", INT8_CONV1_FP32], ["FAILED", INT8_PAD4]]
     assert Bundle.open(target).variants == {}

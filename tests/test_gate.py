@@ -3,12 +3,15 @@ and fails just past it, saying by how much; outputs that are not probabilities n
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
+from onnxedge.runtime.lines import LINE_WIDTH
 from onnxedge.runtime.variants.gate import GateCriteria, judge
+from onnxedge.runtime.variants.optimize_result import VariantOutcome
 
 N = 200
 
@@ -116,3 +119,35 @@ def test_a_k_class_variant_is_judged_by_its_top_class():
     variant[0] = [np.nan, 0.2, 0.1]  # not a probability: wrong and disagreeing
     bad = judge("int8", fp32, variant, truth, threshold=None)
     assert bad.not_probabilities == 1 and bad.flips == 1 and math.isinf(bad.max_prob_error)
+
+
+def test_optimize_lines_fit_120_columns_without_verbose_and_keep_every_figure_with_it():
+    fp32, variant, truth = _case(flip=2)
+    cpu = "CPUExecutionProvider"
+    name = "int8-conv1-fp32"
+    good = dataclasses.replace(judge(name, fp32, fp32, truth, threshold=0.5), provider=cpu)
+    bad = dataclasses.replace(judge(name, fp32, variant, truth, threshold=0.5), provider=cpu)
+    passed = VariantOutcome(name, good, written=True, bytes=2**20, enforced=True)
+    failed = VariantOutcome(name, bad, written=False, bytes=2**20, enforced=True, reason="gate")
+    for outcome in (passed, failed):
+        short = outcome.line()
+        assert all(len(x) <= LINE_WIDTH for x in short.splitlines()), short
+        assert "cpu | 1.05 MB" in short and cpu not in short
+        full = outcome.line(verbose=True)
+        assert "\n" not in full and cpu in full and "p99 " in full
+    # The shorter line keeps the verdict and the figures that decided it; where it is too long
+    # for one line, the provider and size go to the next.
+    assert passed.line().startswith(f"PASSED | {name} | agreement 100.00% (0/200)")
+    assert passed.line().splitlines()[1] == "    cpu | 1.05 MB", passed.line()
+    short = VariantOutcome(
+        "int8",
+        dataclasses.replace(good, variant="int8", accuracy=0.9, fp32_accuracy=0.9),
+        written=True,
+        bytes=2**20,
+        enforced=True,
+    )
+    assert "\n" not in short.line() and short.line().endswith(" | cpu | 1.05 MB"), short.line()
+    assert failed.line().startswith(f"FAILED | {name} | agreement 99.00% (2/200)")
+    assert "missed: label agreement 99.00% < 99.50%" in failed.line().replace("\n    ", " ")
+    decode = VariantOutcome("decode-fast", bad, written=False, bytes=0, enforced=True)
+    assert decode.decode_line().endswith("not recorded: missed its gate")

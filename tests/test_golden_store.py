@@ -208,3 +208,31 @@ def test_the_default_bundle_is_at_most_three_times_its_model(smile_bundle):
     total = sum(p.stat().st_size for p in smile_bundle.iterdir())
     assert sorted(files) == sorted([GOLDEN, GOLDEN_LAYERS, "model.onnx"])
     assert total <= 3 * (smile_bundle / "model.onnx").stat().st_size
+
+
+def test_the_float32_spread_is_stored_and_a_malformed_one_refused(bundle_copy):
+    """The export ran PyTorch's float32 module with several kernels; the largest error over
+    them is in the golden meta, at least the default run's, and read back; golden data made
+    before it reads as None; anything else is refused in one line."""
+    reference = load_golden(Bundle.open(bundle_copy))
+    spread = reference.float32_spread
+    assert spread is not None and len(spread["runs"]) >= 4 and spread["runs"][0] == "default"
+    for output in ("prob", "logits"):
+        default = max(
+            float(np.abs(getattr(b, f"{output}_f32") - getattr(b, output)).max())
+            for b in reference.batches.values()
+        )
+        assert spread[output] >= default > 0
+    arrays = read_npz(bundle_copy / GOLDEN)
+    meta = meta_of(bundle_copy / GOLDEN)
+    for value, ok in ((None, True), ({"prob": -1, "logits": 0}, False), ("big", False)):
+        changed = {k: v for k, v in meta.items() if k != "float32_spread"}
+        if value is not None:
+            changed["float32_spread"] = value
+        arrays["meta"] = np.frombuffer(canonical_json(changed), np.uint8)
+        replace_file(bundle_copy, GOLDEN, npz_bytes(arrays))
+        if ok:
+            assert load_golden(Bundle.open(bundle_copy)).float32_spread is None
+        else:
+            with pytest.raises(BundleError, match="expected float32_spread as"):
+                load_golden(Bundle.open(bundle_copy))

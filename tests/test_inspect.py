@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from onnxedge.runtime.cli import main
+from onnxedge.runtime.cli.inspect import _images
 
 
 def invoke(*args):
@@ -37,6 +38,19 @@ def test_inspect_a_bundle_as_json(smile_bundle):
     assert found["bundle"]["variants"] == {}
     # The text report went to stderr, with the same figures.
     assert f"params    {found['parameters']:,}" in result.stderr
+
+
+def test_inspect_lines_fit_120_columns_and_count_the_golden_images(smile_bundle):
+    result = invoke("inspect", smile_bundle)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert all(len(line) <= 120 for line in lines), max(lines, key=len)
+    (golden,) = [line for line in lines if line.startswith("golden ")]
+    assert "batch sizes [1, 2, 7" in golden, golden
+    # A golden set drawn from 58 image files is named by count, first and last (all in --json).
+    names = [f"{i:06d}.jpg" for i in range(1, 59)]
+    assert _images(names) == "58 images (000001.jpg … 000058.jpg)"
+    assert _images(names[:2]) == "images 000001.jpg, 000002.jpg"
 
 
 def test_inspect_a_model_without_a_gap_head(tmp_path):

@@ -339,7 +339,7 @@ def test_without_golden_layers_and_without_torch_the_error_says_torch_is_missing
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("onnxedge: error:")]
     assert line.startswith("onnxedge: error: cannot localize:")
     assert "Traceback" not in result.stderr
-    for fragment in ("--against cpu", "install torch (pip install 'onnxedge[export]')"):
+    for fragment in ("--against cpu", "--reference live (needs torch: pip install"):
         assert fragment in line, line
     assert result.stdout == ""  # refused before the run
 

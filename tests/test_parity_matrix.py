@@ -54,6 +54,49 @@ def test_every_perturbation_of_smile_cnn_fails_every_batch_size(smile_bundle):
         assert miss.weakest > 1
 
 
+def test_a_miss_is_measured_against_float32_resolution(smile_bundle):
+    """A perturbation's float64 effect over PyTorch's float32 spread: far above 1 for a 1% change
+    of conv1, at most 1 for the final bias moved by one float32 step, None for a
+    change that maps to no parameter of the module."""
+    import json
+
+    import onnx
+
+    from onnxedge.export.parity_effect import float64_effect
+    from onnxedge.models.weights import module_from_manifest
+    from onnxedge.runtime.bundle.reader import Bundle
+    from onnxedge.runtime.parity import load_golden
+
+    manifest = json.loads((smile_bundle / "manifest.json").read_text())
+    module = module_from_manifest(manifest)
+    reference = load_golden(Bundle.open(smile_bundle))
+    original = onnx.load(str(smile_bundle / "model.onnx"))
+    kind = manifest["output"]["kind"]
+
+    def effect(name, change):
+        changed = onnx.ModelProto()
+        changed.CopyFrom(original)
+        matrix._edit(changed, name, change)
+        return float64_effect(module, original, changed, reference, kind)
+
+    scaled = effect("conv1.weight", lambda a: a * 1.01)
+    assert sorted(scaled) == sorted(reference.batches) and min(scaled.values()) > 100
+    tiny = effect("fc.bias", lambda a: np.nextafter(a, np.float32(np.inf)))
+    assert tiny is not None and max(tiny.values()) <= 1
+    assert effect("conv1.weight", lambda a: a[::-1].copy()) is not None  # by amounts, not scale
+    with_unknown = onnx.ModelProto()
+    with_unknown.CopyFrom(original)
+    with_unknown.graph.initializer.append(onnx.numpy_helper.from_array(np.ones(2, np.float32), "x"))
+    changed = onnx.ModelProto()
+    changed.CopyFrom(with_unknown)
+    matrix._edit(changed, "x", lambda a: a * 2)
+    assert float64_effect(module, with_unknown, changed, reference, kind) is None
+    below = rows.MissRow("m", "bias", "b", 0, 3, 0.1, effect=0.5)
+    above = rows.MissRow("m", "bias", "b", 0, 3, 0.1, effect=3.0)
+    assert below.below_resolution and not above.below_resolution
+    assert "below float32 resolution" in below.missed_note() and "×3" in above.missed_note()
+
+
 def test_a_healthy_run_counts_as_a_miss_so_the_check_can_fail(smile_bundle):
     report = library_run(smile_bundle, batch_sizes=(1, 7))
     miss = matrix._miss("smile_cnn", "scale", "nothing changed", report)

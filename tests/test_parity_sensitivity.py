@@ -18,6 +18,8 @@ from onnxedge.runtime.parity.rounding import (
     FLOOR,
     FLOOR_ULPS,
     GUARD,
+    SPREAD,
+    SPREAD_FACTOR,
     Judge,
     Rounding,
     reference_rounding,
@@ -108,7 +110,13 @@ def test_the_command_line_takes_and_reports_the_rounding_factor(bundle_copy, tmp
     assert row["tolerances"]["rounding_factor"] == 100
     logits = row["bound"]["logits"]
     assert logits["passed"] is False and logits["decided_by"] == FLOAT32
-    assert logits["judge"]["rounding"]["float32_error"] > 0 and logits["judge"]["factor"] == 100
+    rounding = logits["judge"]["rounding"]
+    assert rounding["float32_error"] > 0 and logits["judge"]["factor"] == 100
+    assert logits["judge"]["float32_bound"] == pytest.approx(100 * rounding["float32_error"])
+    # the export measured the spread of PyTorch's float32 kernels, at least the one run's error:
+    # no bound is below 20 times it
+    assert rounding["spread"] >= rounding["float32_error"]
+    assert logits["judge"]["least"] == pytest.approx(SPREAD_FACTOR * rounding["spread"])
     assert logits["judge"]["floor"] == pytest.approx(
         FLOOR_ULPS * _EPS32 * logits["judge"]["rounding"]["rms"]
     )
@@ -145,10 +153,41 @@ def test_each_of_the_three_bounds_can_decide_and_fail():
     exact = Judge(guard, Rounding(1e-12, 1.0, 2), 10)
     assert exact.check(expected + 1e-5, expected).decided_by == FLOOR
     assert not exact.check(expected + 2e-5, expected)
-    # guard: a rounding larger than the fixed tolerance at the output's size is capped by it
-    coarse = Judge(guard, Rounding(1e-3, 1.0, 2), 10)
-    capped = coarse.check(expected + 5e-3, expected)
+    # guard: 100 x a rounding of 2e-6 is more than the fixed tolerance at the output's size
+    # (1.1e-4), which caps it, as it is above 20 x the rounding (4e-5)
+    coarse = Judge(guard, Rounding(2e-6, 1.0, 2), 100)
+    capped = coarse.check(expected + 5e-4, expected)
     assert not capped and capped.decided_by == GUARD and capped.bound == pytest.approx(1.1e-4)
+
+
+def test_no_bound_is_below_twenty_times_the_spread_of_pytorchs_kernels():
+    """Where PyTorch's own kernels disagree by nearly the fixed tolerance, the guard would fail
+    every float32 engine, and where the one run was lucky its rounding would be too tight: the
+    bound is at least SPREAD_FACTOR x the spread (the one run's error where none was measured),
+    and never more than the factor's own multiple of it."""
+    guard = Tolerance(1e-5, 1e-4)
+    expected = np.array([[1.0], [-1.0]])
+    judge = Judge(guard, Rounding(1e-5, 1.0, 2), 100)  # guard 1.1e-4 < 20 x 1e-5
+    assert judge.least == pytest.approx(SPREAD_FACTOR * 1e-5)
+    inside = judge.check(expected + 1.5e-4, expected)
+    assert inside and inside.decided_by == SPREAD and inside.bound == pytest.approx(2e-4)
+    assert not judge.check(expected + 3e-4, expected)
+    # a lucky run (2e-8) and a spread of 1e-6: 100 x 2e-8 = 2e-6 is below 20 x 1e-6
+    lucky = Judge(Tolerance(1.0, 1.0), Rounding(2e-8, 1.0, 2, spread=1e-6), 100)
+    assert lucky.float32_bound == pytest.approx(2e-6)
+    assert lucky.check(expected + 1.9e-5, expected).decided_by == SPREAD
+    assert not lucky.check(expected + 2.1e-5, expected)
+    # never above the factor's own multiple
+    small = Judge(guard, Rounding(1e-5, 1.0, 2), 5)
+    assert small.least == pytest.approx(5e-5)
+    assert small.check(expected + 4e-5, expected) and not small.check(expected + 6e-5, expected)
+
+
+def test_the_spread_is_at_least_the_one_run():
+    one_run = reference_rounding([np.array([[1.0]])], [np.array([[1.0 + 1e-6]])])
+    assert one_run.spread is None and one_run.scale == pytest.approx(1e-6)
+    spread = reference_rounding([np.array([[1.0]])], [np.array([[1.0 + 1e-6]])], 4e-6)
+    assert spread.scale == pytest.approx(4e-6)
 
 
 def test_the_guard_takes_a_small_element_at_the_outputs_size():

@@ -224,7 +224,7 @@ def test_long_modules_finds_a_module_over_the_limit(tmp_path, lines, long):
 
 # A tracker's issue number in a comment or docstring ("Issue" or "issue", a number): the code
 # should say what it does instead.
-ISSUE_NUMBER = re.compile(r"\b[Ii]ssue #?[0-9]+")
+ISSUE_NUMBER = re.compile(r"\b[Ii]ssues? #?[0-9]+")
 CODE_PLACES = ("Makefile", "export", "runtime", "models", "tests", ".ci")
 
 
@@ -253,7 +253,10 @@ def test_issue_numbers_finds_one(tmp_path):
     named = "Iss" + "ue 12"  # not written out, so that this file passes its own check
     _write(tmp_path, {"Makefile": f"# {named}: train\nall:\n", "pkg/a.py": "# the issue\n"})
     _write(tmp_path, {"pkg/b.py": f'"""Fixed ({named.lower()})."""\n'})
+    both = "Iss" + "ues 11 and 14"
+    _write(tmp_path, {"pkg/c.py": f"# as {both.lower()} found\n"})
     assert issue_numbers(tmp_path, ["Makefile", "pkg"]) == [
         f"Makefile:1: # {named}: train",
         f'pkg/b.py:1: """Fixed ({named.lower()})."""',
+        f"pkg/c.py:1: # as {both.lower()} found",
     ]

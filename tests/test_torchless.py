@@ -111,4 +111,8 @@ def test_base_requirements_have_no_export_side():
     assert base and not base & export_side, base
     assert export_side <= export, export
     assert {"numpy", "onnx", "pillow", "click"} <= base
-    assert base & {"onnxruntime", "onnxruntime-gpu"}
+    # The plain onnxruntime by default (a CPU-only device does not download the GPU build); the
+    # GPU build only through the cuda extra.
+    assert "onnxruntime" in base and "onnxruntime-gpu" not in base
+    cuda = {name for req, name in names.items() if re.search(r"extra\s*==\s*['\"]cuda", req)}
+    assert "onnxruntime-gpu" in cuda

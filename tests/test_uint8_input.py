@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from cli_assertions import unwrap
 from click.testing import CliRunner
 
 from onnxedge.runtime.bundle.reader import Bundle
@@ -48,7 +49,7 @@ def pixels_bundle(trained_bundle: Path, data: Path, tmp_path_factory) -> Path:
     args += ["--fast-decode", "--calibration-size", 16]
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
-    lines = [line.split(" | ")[:2] for line in result.stdout.splitlines()]
+    lines = [line.split(" | ")[:2] for line in unwrap(result.stdout).splitlines()]
     want = [INT8, FP32_U8, INT8_U8, "decode-fast"]
     assert lines == [["PASSED", name] for name in want], result.stdout
     return out

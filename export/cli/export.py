@@ -17,7 +17,8 @@ from onnxedge.export.cli.preprocessing_options import (
     preprocessing_options,
     read_labels,
 )
-from onnxedge.runtime.cli.output import echo_progress, force_option, refuse_existing, verbosity
+from onnxedge.runtime.cli.heartbeat import Heartbeat
+from onnxedge.runtime.cli.output import force_option, refuse_existing, verbosity
 from onnxedge.runtime.deps import require_modules
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -68,8 +69,11 @@ gap_option = click.option(
     type=click.Choice(["dynamo", "torchscript"]),
     default="dynamo",
     show_default=True,
+    help="torch.onnx's exporter: dynamo (torch.export) or the older torchscript tracer.",
 )
-@click.option("--opset", type=int, default=18, show_default=True)
+@click.option(
+    "--opset", type=int, default=18, show_default=True, help="The ONNX opset to export to."
+)
 @click.option(
     "--dynamic-spatial",
     is_flag=True,
@@ -163,7 +167,8 @@ def export_cmd(
         golden_layers_budget_mb=golden_layers_budget,
         gap=gap,
     )
-    result = export_model(request, progress=echo_progress)
+    with Heartbeat.running() as heartbeat:
+        result = export_model(request, progress=heartbeat)
     for rewrite in result.rewrites:
         click.echo(f"rewrote {rewrite}")
     for step in result.verifications:

@@ -16,7 +16,8 @@ from onnxedge.export.cli.preprocessing_options import (
     preprocessing_options,
     read_labels,
 )
-from onnxedge.runtime.cli.output import echo_progress, force_option, refuse_existing
+from onnxedge.runtime.cli.heartbeat import Heartbeat
+from onnxedge.runtime.cli.output import force_option, refuse_existing
 from onnxedge.runtime.deps import require_modules
 
 REFERENCES = ("auto", "float64", "float32")
@@ -92,19 +93,20 @@ def import_cmd(
     require_modules("onnxscript", "onnx_ir", "onnxsim", needed_by="onnxedge import")
     from onnxedge.export.importer import import_bundle
 
-    result = import_bundle(
-        src,
-        out=out,
-        input_shape=input_shape,
-        preprocessing=preprocessing_from(params),
-        labels=labels,
-        output_kind=output_kind,
-        images=images,
-        reference=reference,
-        reference_budget_s=reference_budget,
-        golden_layers_budget_mb=golden_layers_budget if golden_layers else None,
-        progress=echo_progress,
-    )
+    with Heartbeat.running() as heartbeat:
+        result = import_bundle(
+            src,
+            out=out,
+            input_shape=input_shape,
+            preprocessing=preprocessing_from(params),
+            labels=labels,
+            output_kind=output_kind,
+            images=images,
+            reference=reference,
+            reference_budget_s=reference_budget,
+            golden_layers_budget_mb=golden_layers_budget if golden_layers else None,
+            progress=heartbeat,
+        )
     for rewrite in result.lowering.batch_rewrites:
         click.echo(f"batch: rewrote {rewrite}")
     for rewrite in result.rewrites:

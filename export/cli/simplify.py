@@ -8,13 +8,21 @@ from pathlib import Path
 import click
 
 from onnxedge.export.cli.export import gap_option
-from onnxedge.runtime.cli.output import echo_progress, force_option, refuse_existing, verbosity
+from onnxedge.runtime.cli.heartbeat import Heartbeat
+from onnxedge.runtime.cli.output import force_option, refuse_existing, verbosity
 from onnxedge.runtime.deps import require_modules
 
 
 @click.command("simplify")
 @click.argument("src", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "dst", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "-o",
+    "--out",
+    "dst",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The simplified model's file.",
+)
 @click.option("--no-onnxsim", is_flag=True, help="Only lower the GAP head; skip onnxsim.")
 @gap_option
 @force_option("a model")
@@ -34,7 +42,8 @@ def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool, gap: str, force: bool) 
     )
     from onnxedge.export.lowering import simplify_file
 
-    result = simplify_file(src, dst, simplify=not no_onnxsim, progress=echo_progress, gap=gap)
+    with Heartbeat.running() as heartbeat:
+        result = simplify_file(src, dst, simplify=not no_onnxsim, progress=heartbeat, gap=gap)
     for rewrite in result.rewrites:
         click.echo(f"rewrote {rewrite}")
     click.echo(f"{len(result.rewrites)} GAP rewrite(s); wrote {dst}")

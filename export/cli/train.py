@@ -41,10 +41,28 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: float) -
     help="The checkpoint to write (.safetensors), rewritten at each better epoch.",
 )
 @click.option("--attribute", default=None, help="CelebA attribute [default: Smiling].")
-@click.option("--model", "model_name", default="smile_cnn", show_default=True)
+@click.option(
+    "--model",
+    "model_name",
+    default="smile_cnn",
+    show_default=True,
+    help="The registered model to train (docs/ZOO.md lists them).",
+)
 @click.option("--head", default=None, help="GAP head: avgpool (default), adaptive or mean.")
-@click.option("--epochs", type=click.IntRange(min=1), default=12, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=12,
+    show_default=True,
+    help="Passes over the train split (fewer with early stopping).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Images per optimiser step.",
+)
 @click.option(
     "--lr",
     type=float,
@@ -53,8 +71,20 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: float) -
     callback=_finite_positive,
     help="Adam's learning rate (the peak of the one-cycle schedule).",
 )
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**63 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of the weights, the shuffling and the augmentation.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where PyTorch trains.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=0),

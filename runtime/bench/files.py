@@ -3,7 +3,8 @@
 preprocessing and inference, however that path overlaps them.
 
 1. Rows: mode ``from-files``, device ``cpu``, one per engine (ONNX Runtime's CPU EP, OpenVINO),
-   model and decode (``--decode``: exact and fast by default) of the run, at one batch size
+   model, decode (``--decode``: exact and fast by default) and, where ``--decode-pool`` names
+   them, decoding pool (processes, threads; else predict's default) of the run, at one batch size
    (``--images-batch-size``: predict's ``--batch-size``, default `DEFAULT_BATCH_SIZE`), which need
    not be among ``--batch-sizes``; the report sets each beside its model's model-only
    throughput at that batch size in the same run (`model_only_ratio`).
@@ -28,6 +29,7 @@ import numpy as np
 
 from onnxedge.runtime.bench.engines import FILES, ORT, AnyEngine, EngineInfo, SkippedEngine
 from onnxedge.runtime.bench.models import BenchModel
+from onnxedge.runtime.classifier.decode import pool_arguments
 from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.engines import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
@@ -40,8 +42,11 @@ FILES_ATOL = 1e-6
 class _FilesRunner:
     """2.: a pass over the files; 3.: `self_check`."""
 
-    def __init__(self, classifier: Any, paths: Sequence[str], batch_size: int) -> None:
+    def __init__(
+        self, classifier: Any, paths: Sequence[str], batch_size: int, pool: str | None
+    ) -> None:
         self._classifier = classifier
+        self._pool = pool_arguments(pool) if pool else {}
         self._paths = list(paths)
         self._batch = batch_size
         self._last: list[Any] = []
@@ -49,7 +54,9 @@ class _FilesRunner:
         self.extras: Mapping[str, Any] = {"files": len(self._paths)}
 
     def run(self) -> None:
-        self._last = list(self._classifier.predict_files(self._paths, batch_size=self._batch))
+        self._last = list(
+            self._classifier.predict_files(self._paths, batch_size=self._batch, **self._pool)
+        )
 
     def output(self) -> np.ndarray:
         if not self._last:
@@ -101,9 +108,15 @@ class FilesEngine:
     compare_with_reference = False  # 3.
 
     def __init__(
-        self, info: EngineInfo, classifier: Any, paths: Sequence[str], batch_size: int
+        self,
+        info: EngineInfo,
+        classifier: Any,
+        paths: Sequence[str],
+        batch_size: int,
+        pool: str | None = None,
     ) -> None:
         self.info = info
+        self._pool = pool
         self.batch_sizes = (batch_size,)
         self._classifier: Any = classifier
         self._paths = tuple(paths)
@@ -111,7 +124,7 @@ class FilesEngine:
     def prepare(self, x: np.ndarray) -> _FilesRunner:
         if self._classifier is None:
             raise OnnxEdgeError(f"{self.info.label} was closed")
-        return _FilesRunner(self._classifier, self._paths, int(x.shape[0]))
+        return _FilesRunner(self._classifier, self._paths, int(x.shape[0]), self._pool)
 
     def close(self) -> None:
         self._classifier = None
@@ -126,14 +139,21 @@ def files_engines(
     batch_size: int,
     threads: int,
     decodes: Sequence[str] = DECODES,
+    pools: Sequence[str] = (),
 ) -> list[AnyEngine]:
-    """One from-files engine per engine (``onnxruntime``, ``openvino``), model and decode, in
-    that order (module docstring)."""
+    """One from-files engine per engine (``onnxruntime``, ``openvino``), model, decode and pool
+    (``pools``, `POOLS`; none: predict's default pool, unnamed), in that order (module
+    docstring)."""
     out: list[AnyEngine] = []
     for engine in (e for e in (ONNXRUNTIME, OPENVINO) if e in engines):
         for model in models:
             for decode in decodes:
-                out.append(_files_engine(bundle, model, engine, decode, paths, batch_size, threads))
+                for pool in pools or (None,):
+                    out.append(
+                        _files_engine(
+                            bundle, model, engine, decode, paths, batch_size, threads, pool
+                        )
+                    )
     return out
 
 
@@ -145,6 +165,7 @@ def _files_engine(
     paths: Sequence[str],
     batch_size: int,
     threads: int,
+    pool: str | None = None,
 ) -> AnyEngine:
     from onnxedge.runtime.classifier.classifier import Classifier
 
@@ -162,7 +183,7 @@ def _files_engine(
             "model_only_variant": model.pixels_of or model.variant,
         },
         variant=model.variant,
-        decode=decode,
+        decode=f"{decode} {pool}" if pool else decode,
     )
     if not model.made_for("cpu"):
         return SkippedEngine(info, model.not_made_for("the CPU"), (batch_size,))
@@ -177,7 +198,7 @@ def _files_engine(
         return SkippedEngine(info, first_line(e), (batch_size,))
     settings = {**info.settings, "provider": classifier.provider}
     info = dataclasses.replace(info, settings=settings)
-    return FilesEngine(info, classifier, paths, batch_size)
+    return FilesEngine(info, classifier, paths, batch_size, pool)
 
 
 __all__ = ["FILES_ATOL", "FilesEngine", "files_engines"]

@@ -62,6 +62,7 @@ def benchmark(
                 batch_size=settings.images_batch_size,
                 threads=threads,
                 decodes=settings.images_decodes,
+                pools=settings.images_pools,
             )
         engines += tuned_engines(bundle, settings.tuned)  # --tuned: the chosen setups
         # An imported bundle has no PyTorch model: the report's one line says so (`no_peers`).

@@ -106,6 +106,8 @@ class BenchSettings:
     images: tuple[str, ...] = ()
     images_batch_size: int = 32
     images_decodes: tuple[str, ...] = DECODES  # --decode: one from-files row per decode
+    # --decode-pool: one from-files row per pool (`POOLS`) too; empty: predict's default pool.
+    images_pools: tuple[str, ...] = ()
     images_source: str = ""  # what the user gave (the folders), for the report
     # What the user asks of the figures (--target, --targets); none by default.
     targets: tuple[Target, ...] = ()
@@ -190,6 +192,7 @@ class BenchSettings:
                 "files": len(self.images),
                 "batch_size": self.images_batch_size,
                 "decodes": list(self.images_decodes),
+                "pools": list(self.images_pools) or ["predict's default"],
             }
             if self.images
             else None,

@@ -117,7 +117,9 @@ def run_benchmark(
         for engine in runnable:
             label = engine.info.label
             if on_progress:
-                on_progress(f"batch {batch} · {label} · warm-up", done, total)
+                # torch.compile's first call compiles (seconds to minutes): the bar says so.
+                note = getattr(engine, "warmup_note", "") or "warm-up"
+                on_progress(f"batch {batch} · {label} · {note}", done, total)
             runner: Runner | None = None
             warm = max(plan.warmup, getattr(engine, "min_warmup", 0))
             own_check = not getattr(engine, "compare_with_reference", True)

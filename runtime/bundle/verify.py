@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from onnxedge.runtime.bundle.hashing import sha256_bytes, sha256_file
 from onnxedge.runtime.bundle.manifest import TensorSpec
-from onnxedge.runtime.errors import BundleError, first_line
+from onnxedge.runtime.errors import BundleError, not_onnx
 
 if TYPE_CHECKING:
     import onnx
@@ -90,12 +90,18 @@ class Replaced(BundleError):
 
 @dataclasses.dataclass(frozen=True)
 class Generation:
-    """The bundle directory a reader opened, by identity (device, inode): the one its manifest
-    came from."""
+    """The bundle directory a reader opened, by identity (device, inode and change time): the one
+    its manifest came from. The change time tells a new directory that reuses a freed inode
+    number (a fast run of rewrites) from the one pinned; renaming a directory into place sets it,
+    and nothing writes into a bundle once it is there."""
 
     path: Path
     dev: int
     ino: int
+    ctime_ns: int = 0
+
+    def same(self, st: os.stat_result) -> bool:
+        return (st.st_dev, st.st_ino, st.st_ctime_ns) == (self.dev, self.ino, self.ctime_ns)
 
     @classmethod
     def pin(cls, path: Path) -> Generation:
@@ -104,14 +110,14 @@ class Generation:
             st = os.fstat(fd)
         finally:
             os.close(fd)
-        return cls(path, st.st_dev, st.st_ino)
+        return cls(path, st.st_dev, st.st_ino, st.st_ctime_ns)
 
     def replaced(self) -> bool:
         try:
             st = os.stat(self.path)
         except OSError:
             return True
-        return (st.st_dev, st.st_ino) != (self.dev, self.ino)
+        return not self.same(st)
 
     def read(
         self,
@@ -128,7 +134,7 @@ class Generation:
         fd = _open_dir(self.path)
         try:
             st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            if not self.same(st):
                 raise Replaced(_replaced_message(self.path))
             try:
                 member = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
@@ -214,7 +220,7 @@ def read_model(path: Path) -> onnx.ModelProto:
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError, and whatever else a garbage file raises
-        raise BundleError(f"{path} is not an ONNX model: protobuf says: {first_line(e)}") from None
+        raise BundleError(not_onnx(path, e)) from None
 
 
 def parse_model(data: bytes, display: Path) -> onnx.ModelProto:
@@ -224,9 +230,7 @@ def parse_model(data: bytes, display: Path) -> onnx.ModelProto:
     try:
         return onnx.load_model_from_string(data)
     except Exception as e:  # protobuf's DecodeError, and whatever else garbage raises
-        raise BundleError(
-            f"{display} is not an ONNX model: protobuf says: {first_line(e)}"
-        ) from None
+        raise BundleError(not_onnx(display, e)) from None
 
 
 # protobuf serialises at most 2 GiB; a model whose external data would pass that stays a file.

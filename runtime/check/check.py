@@ -33,7 +33,7 @@ from onnxedge.runtime.check.head import (
     tensor_ranks,
     walk_back,
 )
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.errors import OnnxEdgeError, first_line, not_onnx
 from onnxedge.runtime.lines import fit
 
 __all__ = ["CheckItem", "CheckReport", "GraphCycleError", "check_model", "check_path", "walk_back"]
@@ -89,10 +89,7 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     try:
         return onnx.load(str(path))
     except Exception as e:  # protobuf DecodeError, OSError, external-data errors
-        raise OnnxEdgeError(
-            f"{path} is not an ONNX model: expected a serialized ModelProto, "
-            f"protobuf says: {first_line(e)}"
-        ) from None
+        raise OnnxEdgeError(not_onnx(path, e)) from None
 
 
 def check_model(model: onnx.ModelProto, *, source: str = "<model>") -> CheckReport:

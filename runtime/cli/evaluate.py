@@ -113,14 +113,26 @@ def format_result(result: EvaluationResult | ClassesEvaluation) -> list[str]:
     required=True,
     help="CelebA's layout or class folders (see `onnxedge data info`).",
 )
-@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default="test",
+    show_default=True,
+    help="Which split of the data set to score.",
+)
 @click.option("--attribute", default=None, help="CelebA attribute [default: Smiling].")
 @json_option("The result as JSON (accuracy is a top-level key).")
 @classifier_options
 @engine_options
 @variant_option
 @tuned_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Images per inference call.",
+)
 @click.option(
     "--min-accuracy",
     type=click.FloatRange(0.0, 100.0),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from onnxedge.runtime.cli.heartbeat import Heartbeat
 from onnxedge.runtime.cli.options import THREADS
 from onnxedge.runtime.cli.output import json_file, json_option, verbosity, write_json
 from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE
@@ -64,6 +65,7 @@ from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALI
     type=click.Choice(CALIBRATION_METHODS),
     default="minmax",
     show_default=True,
+    help="How int8's activation ranges are set from the calibration images (docs/VARIANTS.md).",
 )
 @click.option(
     "--seed",
@@ -167,15 +169,12 @@ def optimize_cmd(
         uint8_input=uint8_input,
         fast_decode=fast_decode,
     )
-    result = optimize_bundle(request, progress=lambda msg: click.echo(msg, err=True))
+    with Heartbeat.running(echo=lambda msg: click.echo(msg, err=True)) as heartbeat:
+        result = optimize_bundle(request, progress=heartbeat)
     for outcome in result.outcomes:
         click.echo(outcome.line(verbose=verbosity() > 0))
     if result.decode_gate is not None:
-        d = result.decode_gate
-        what = "recorded in the manifest" if d.written else "not recorded: missed its gate"
-        verbose = verbosity() > 0
-        line = f"{d.gate.line(enforced=d.enforced, verbose=verbose)} | {d.gate.provider} | {what}"
-        click.echo(line)
+        click.echo(result.decode_gate.decode_line(verbose=verbosity() > 0))
     for name in result.dropped:
         click.echo(f"dropped {name}: made from a variant this run replaced", err=True)
     write_json(json_path, result.to_dict())

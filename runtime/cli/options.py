@@ -53,7 +53,61 @@ def usable_cores() -> int:
 THREADS = ThreadCount(1, MAX_THREADS)
 
 
-class FiniteFloatRange(click.FloatRange):
+# A bound at least this large is no limit a user meets (a seed's 2**63 - 1): left out of the text.
+_NO_LIMIT = 2**31
+
+
+def _bound(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class PlainRange:
+    """A click number range that describes itself in words, in help and in errors: ``at least
+    1``, ``0 to 1``, ``above 0, below 1``; not click's ``x>=1``, ``0<=x<=9223372036854775807``
+    or, for a float without limits, ``x<=None`` (nothing at all)."""
+
+    min: Any
+    max: Any
+    min_open: bool
+    max_open: bool
+
+    def _describe_range(self) -> str:
+        low = self.min if self.min is not None and abs(self.min) < _NO_LIMIT else None
+        high = self.max if self.max is not None and abs(self.max) < _NO_LIMIT else None
+        if low is not None and high is not None and not (self.min_open or self.max_open):
+            return f"{_bound(low)} to {_bound(high)}"
+        parts = []
+        if low is not None:
+            parts.append(f"{'above' if self.min_open else 'at least'} {_bound(low)}")
+        if high is not None:
+            parts.append(f"{'below' if self.max_open else 'at most'} {_bound(high)}")
+        return ", ".join(parts)
+
+    def fail(self, message: str, param: Any = None, ctx: Any = None) -> Any:
+        """click's ``5 is not in the range at least 10.`` said as ``expected a number at least
+        10, found 5``."""
+        value, sep, rest = message.partition(" is not in the range ")
+        if sep and rest == f"{self._describe_range()}.":
+            message = f"expected a number {rest[:-1]}, found {value}"
+        return super().fail(message, param, ctx)  # type: ignore[misc]
+
+
+def plain_range(kind: click.ParamType) -> click.ParamType:
+    """``kind`` as a `PlainRange` (a copy of the same class with the mixin), where it is a click
+    number range; anything else as it is."""
+    if not isinstance(kind, click.types._NumberRangeBase) or isinstance(kind, PlainRange):
+        return kind
+    cls = type(kind)
+    made = _PLAIN.setdefault(cls, type(f"Plain{cls.__name__}", (PlainRange, cls), {}))
+    plain = made.__new__(made)
+    plain.__dict__.update(vars(kind))
+    return plain
+
+
+_PLAIN: dict[type, type] = {}
+
+
+class FiniteFloatRange(PlainRange, click.FloatRange):
     """`click.FloatRange` for finite numbers only: NaN, ``inf`` and ``-inf`` are usage errors."""
 
     name = "finite float range"
@@ -67,12 +121,17 @@ class FiniteFloatRange(click.FloatRange):
 
 def finite_numbers(command: click.Command) -> click.Command:
     """Give every float option and argument of ``command`` (and of its subcommands) the
-    `FiniteFloatRange` of its range; returns the command. Idempotent."""
+    `FiniteFloatRange` of its range, and every number range its description in words
+    (`PlainRange`); returns the command. Idempotent."""
     for param in command.params:
         kind = param.type
         if isinstance(kind, FiniteFloatRange):
             continue
-        if isinstance(kind, click.FloatRange):
+        if isinstance(kind, click.types._NumberRangeBase) and not isinstance(
+            kind, click.FloatRange
+        ):
+            param.type = plain_range(kind)
+        elif isinstance(kind, click.FloatRange):
             param.type = FiniteFloatRange(
                 kind.min, kind.max, min_open=kind.min_open, max_open=kind.max_open, clamp=kind.clamp
             )

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import click
 
+from onnxedge.runtime.lines import one_line
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Where `--json -` writes: the real standard output while the text report goes to stderr.
@@ -64,7 +66,7 @@ class _Format(logging.Formatter):
         message = record.getMessage()
         if record.levelno >= logging.WARNING:
             kind = "error" if record.levelno >= logging.ERROR else "warning"
-            return f"onnxedge: {kind}: {message}"
+            return one_line(f"onnxedge: {kind}: {message}")
         return f"  {record.name}: {message}"
 
 
@@ -89,8 +91,9 @@ def verbosity_options(command: F) -> F:
 
 
 def warn(message: str) -> None:
-    """One warning line on stderr: ``onnxedge: warning: MESSAGE``."""
-    click.echo(f"onnxedge: warning: {message}", err=True)
+    """One warning line on stderr: ``onnxedge: warning: MESSAGE`` (a message of several lines
+    joined into one)."""
+    click.echo(one_line(f"onnxedge: warning: {message}"), err=True)
 
 
 def echo_progress(msg: str) -> None:

@@ -19,6 +19,7 @@ from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
 from onnxedge.runtime.cli.output import deprecated_alias, json_option, verbosity, write_json
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
+from onnxedge.runtime.lines import fit
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
     PARITY_PROVIDERS,
@@ -83,8 +84,9 @@ _NON_NEGATIVE = click.FloatRange(min=0.0)
     type=_NON_NEGATIVE,
     default=None,
     help="How many times PyTorch's own float32 rounding of the model an engine may be off "
-    "(under the tolerances as a guard) [default: 100 cpu and OpenVINO f32, 300 cuda; none with "
-    "TF32, bf16 or tolerances set by hand].",
+    "(under the tolerances as a guard, and never below 20 times the spread of PyTorch's "
+    "kernels) [default: 100 cpu and OpenVINO f32, 300 cuda; none with TF32, bf16 or "
+    "tolerances set by hand].",
 )
 @click.option(
     "--reference",
@@ -136,9 +138,10 @@ def parity_cmd(
     the bundle's golden layers (no torch needed), the same graph on --against PROVIDER, or
     PyTorch live (--reference live). The rows' verdicts and the exit status are unchanged.
 
-    --variant: check one of the models `onnxedge optimize` added instead of model.onnx, held to
-    the same tolerances (an int8 or fp16 model is not expected to meet fp32's: its accuracy is
-    gated by optimize); --localize --against fp32 shows where it departs from model.onnx.
+    --variant: check one of the models `onnxedge optimize` added instead of model.onnx. One in
+    fewer bits (int8, fp16) is judged as a variant, by its gate: probabilities within twice the
+    gate's largest error, labels agreeing at least as the gate asked (docs/PARITY.md); --localize
+    --against fp32 ranks its layers by their share of the error.
     """
     from onnxedge.runtime.parity.check import check_parity
 
@@ -170,6 +173,7 @@ def parity_cmd(
             f"model: {result.model.relative_to(result.bundle).as_posix()} "
             f"(variant {result.variant})"
         )
+        click.echo(fit(result.judged_as))
     click.echo(f"reference: {report.reference}")
     for line in report.lines(verbose=verbosity() > 0):
         click.echo(line)

@@ -21,13 +21,13 @@ import click
 
 from onnxedge.runtime.bundle.write import check_writable
 from onnxedge.runtime.classifier.classifier import FileResult
-from onnxedge.runtime.classifier.decode import MAX_DECODE_WORKERS
+from onnxedge.runtime.classifier.decode import DEFAULT_POOL_HELP, MAX_DECODE_PROCESSES
 from onnxedge.runtime.classifier.files import find_images
 from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, is_image_name
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import THREADS
-from onnxedge.runtime.cli.output import json_file, json_option
+from onnxedge.runtime.cli.output import force_option, json_file, json_option, refuse_existing
 from onnxedge.runtime.cli.ray_options import (
     check_ray_only,
     output_option,
@@ -80,7 +80,14 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
     type=THREADS,
     default=None,
     help="Threads decoding image files while the model runs; 1: one file after another "
-    f"[default: one per CPU, at most {MAX_DECODE_WORKERS}].",
+    "[default: --decode-processes].",
+)
+@click.option(
+    "--decode-processes",
+    type=click.IntRange(1, MAX_DECODE_PROCESSES),
+    default=None,
+    help="Processes decoding image files while the model runs (not with --decode-threads) "
+    f"[default: {DEFAULT_POOL_HELP}].",
 )
 @engine_options
 @variant_option
@@ -103,6 +110,7 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal).")
 @ray_options
 @output_option
+@force_option("the --output Parquet file")
 def predict_cmd(
     bundle: str,
     paths: tuple[str, ...],
@@ -112,6 +120,7 @@ def predict_cmd(
     threads: int | None,
     decode: str | None,
     decode_threads: int | None,
+    decode_processes: int | None,
     engine: str,
     precision: str,
     variant: str,
@@ -123,6 +132,7 @@ def predict_cmd(
     ray_address: str | None,
     ray_actors: int | None,
     output: Path | None,
+    force: bool,
 ) -> None:
     """Classify image files with BUNDLE's model: one line per file.
 
@@ -149,14 +159,19 @@ def predict_cmd(
         threads=threads,
     )  # fmt: skip
     check_engine_options(chosen["engine"], chosen["precision"])
+    if decode_threads is not None and decode_processes is not None:
+        raise click.UsageError("--decode-threads and --decode-processes: give one of them")
     check_ray_only(
         ray_address,
         ray_actors=(ray_actors, True),
         output=(output, True),
         decode_threads=(decode_threads, False),
+        decode_processes=(decode_processes, False),
         decode=(decode, False),
     )
     if ray_address is not None:
+        if output is not None:
+            refuse_existing(output, force, "the Parquet file")
         with _lines_into(json_file(json_path)):
             total, failed, ran_on = predict_on_ray_cmd(
                 bundle,
@@ -182,6 +197,7 @@ def predict_cmd(
         provider=provider,
         decode=decode,
         decode_threads=decode_threads,
+        decode_processes=decode_processes,
         max_pixels=max_pixels,
         **chosen,
     )

@@ -25,6 +25,7 @@ from onnxedge.runtime.parity.tolerances import (
     ToleranceOverrides,
     make_targets,
 )
+from onnxedge.runtime.parity.variant_judge import VariantBounds
 from onnxedge.runtime.variants.manifest import FP32, INT8, provider_for, variant_key
 
 # The bundle's models ``against`` runs on the CPU as the reference: ONNX files (a .ort file cannot
@@ -44,12 +45,29 @@ class ParityResult:
     bundle: Path
     localized: bool = False
     localizations: tuple[Any, ...] = ()  # `onnxedge.runtime.parity.localize.Localization`
+    # How the variant is judged: its bounds (`VariantBounds`) where it is judged as a variant,
+    # else None (fp32, or a variant in fewer bits whose manifest records no gate figures).
+    bounds: VariantBounds | None = None
+
+    @property
+    def judged_as(self) -> str:
+        """One line on how the rows were judged, for a variant."""
+        if self.bounds is not None:
+            return f"judged as a variant: {self.bounds.describe()}"
+        if self.variant == FP32:
+            return "judged as fp32: PyTorch's float32 rounding of the model"
+        return f"judged as fp32: the manifest records no gate figures for {self.variant}"
 
     def __bool__(self) -> bool:
         return bool(self.report)
 
     def to_dict(self) -> dict[str, Any]:
-        payload = {"variant": self.variant, **self.report.to_dict()}
+        payload = {
+            "variant": self.variant,
+            "judged_as": self.judged_as,
+            "variant_bounds": None if self.bounds is None else self.bounds.to_dict(),
+            **self.report.to_dict(),
+        }
         if self.localized:
             payload["localization"] = [loc.to_dict() for loc in self.localizations]
         return payload
@@ -122,6 +140,7 @@ def check_parity(
             checkpoint=checkpoint,
         )
     targets, not_for = _targets_for_variant(opened, variant, targets)
+    bounds = VariantBounds.of(opened.variants.get(variant))
     report = run_parity(
         opened,
         ref,
@@ -130,6 +149,7 @@ def check_parity(
         overrides=tolerances,
         required=require,
         model=model,
+        variant=bounds,
     )
     if not_for:  # the targets the variant is not made for, SKIPPED (FAILED where required)
         sizes = batch_sizes or ref.batch_sizes
@@ -149,6 +169,7 @@ def check_parity(
         bundle=opened.path,
         localized=localize is not None,
         localizations=found,
+        bounds=bounds,
     )
 
 

@@ -36,6 +36,7 @@ class ExposedTensor:
     op_type: str
     index: int  # position of its node in the graph's (topological) order, from 1
     depth: int  # the longest path from a graph input, in nodes (its node's own output: 1)
+    inputs: tuple[str, ...] = ()  # its node's inputs (graph inputs, initializers, tensors)
 
 
 def expose_intermediates(
@@ -68,7 +69,8 @@ def expose_intermediates(
             if not types.get(name) and name not in outputs:
                 unknown.append(name)
                 continue
-            tensors.append(ExposedTensor(name, node.name or f"#{i}", node.op_type, i, d))
+            inputs = tuple(x for x in node.input if x)
+            tensors.append(ExposedTensor(name, node.name or f"#{i}", node.op_type, i, d, inputs))
             if name not in outputs:
                 exposed.graph.output.append(
                     onnx.helper.make_tensor_value_info(name, types[name], None)

@@ -107,7 +107,24 @@ def load_golden(bundle: Bundle) -> Reference:
         logits_name=str(logits_name) if logits_name else None,
         seed=int(meta.get("seed", GOLDEN_SEED)),
         precision=_precision(path, meta),
+        float32_spread=_spread(path, meta),
     )
+
+
+def _spread(path: Path, meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The float32 spread the export measured (golden data made before it: None)."""
+    spread = meta.get("float32_spread")
+    if spread is None:
+        return None
+    values = [spread.get(k) for k in ("prob", "logits")] if isinstance(spread, dict) else []
+    if len(values) != 2 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values
+    ):
+        raise BundleError(
+            f"{path}: expected float32_spread as {{'prob': x, 'logits': y}} with numbers >= 0, "
+            f"found {spread!r}"
+        )
+    return dict(spread)
 
 
 def _precision(path: Path, meta: Mapping[str, Any]) -> str:

@@ -122,16 +122,12 @@ def golden_layer_reference(bundle: Bundle) -> GoldenLayerReference:
     try:
         return GoldenLayerReference(load_golden_layers(bundle))
     except NoGoldenLayers as e:
-        live = (
-            "use --reference live (torch is installed here)"
-            if module_available("torch")
-            else "install torch (pip install 'onnxedge[export]') and use --reference live"
+        live = "--reference live" + (
+            "" if module_available("torch") else " (needs torch: pip install 'onnxedge[export]')"
         )
         raise NoGoldenLayers(
-            f"cannot localize: {e}. Compare with another execution provider instead "
-            "(--against cpu, for a row on cuda), or a variant with another of the bundle's models "
-            "(--variant int8 --against fp32), re-export "
-            f"with --golden-layers (and a --golden-layers-budget that fits them), or {live}"
+            f"cannot localize: {e}; try --against cpu (a cuda row) or fp32 (a variant), "
+            f"re-export with --golden-layers, or {live}"
         ) from None
 
 

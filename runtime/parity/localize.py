@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 
 from onnxedge.runtime.bundle.outputs import (
+    BINARY_KINDS,
     PROBABILITIES,
     SIGMOID_PROBABILITY,
     centred_logits,
@@ -36,6 +37,7 @@ from onnxedge.runtime.bundle.outputs import (
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError, first_line
 from onnxedge.runtime.lines import fit
+from onnxedge.runtime.parity.error_share import ErrorShare, error_shares
 from onnxedge.runtime.parity.exposed import ExposedModel, run_exposed
 from onnxedge.runtime.parity.layer_compare import LayerResult, compare_layer, layer_tolerance
 from onnxedge.runtime.parity.layer_reference import LayerReference, describe_target
@@ -44,6 +46,7 @@ from onnxedge.runtime.parity.reference import Reference
 from onnxedge.runtime.parity.rounding import Judge
 from onnxedge.runtime.parity.rows import FAILED, PASSED, ParityRow
 from onnxedge.runtime.parity.tolerances import Target
+from onnxedge.runtime.parity.variant_judge import judge_variant, reduced_precision
 from onnxedge.runtime.variants.manifest import FP32
 
 LOCALIZE_WHEN = ("failed", "always")
@@ -73,8 +76,13 @@ class Localization:
     localizing_detail: str = ""
     unexposed: tuple[str, ...] = ()
     reason: str = ""  # why it could not be localized
+    # A variant in fewer bits: every compared tensor's share of the error, largest first
+    # (`onnxedge.runtime.parity.error_share`); empty for fp32, which names its first divergent.
+    shares: tuple[ErrorShare, ...] = ()
 
     def __bool__(self) -> bool:
+        if self.shares:
+            return self.shares[0].share > 0
         return self.first_divergent is not None
 
     @property
@@ -121,6 +129,10 @@ class Localization:
         head = f"{self.row.label} | batch {self.batch} | {self.row.tf32_label}"
         if self.reason:
             return f"{NOT_LOCALIZED} | {head} | {self.reason}"
+        if self.shares:
+            return f"{LOCALIZED if self else NOT_LOCALIZED} | {head} | {self._ranking()} | " + (
+                self.reproduction()
+            )
         first = self.first_divergent
         if first is None:
             compared = sum(1 for layer in self.layers if layer.compared)
@@ -133,8 +145,24 @@ class Localization:
         what = f"first divergent: {first.label()}, tensor {first.tensor.name!r}: {first.errors()}"
         return f"{LOCALIZED} | {head} | {what} | {self.reproduction()}"
 
+    def _ranking(self) -> str:
+        """The layers that add most of the error: ``largest share of the error: Conv 'c1'
+        (module conv1 ...) adds 0.11 of 0.27 error/scale (41%); then ... 30%, ... 12%``."""
+        top, *rest = self.shares
+        total = sum(s.added for s in self.shares)
+        if top.share <= 0:
+            return "no layer adds error: every tensor is as its reference"
+        text = (
+            f"largest share of the error: {top.layer.label()} adds {top.added:.2g} of "
+            f"{total:.2g} error/scale ({100 * top.share:.0f}%)"
+        )
+        then = [f"{s.layer.label()} {100 * s.share:.0f}%" for s in rest[:2] if s.share > 0]
+        return text + (f"; then {', '.join(then)}" if then else "")
+
     def table(self) -> list[str]:
         """Every exposed tensor in graph order, aligned for the terminal."""
+        if self.shares:
+            return self._share_table()
         header = ("#", "node", "op", "module", "max_abs", "max_rel", "err/scale", "tol", "status")
         rows = [header]
         for layer in self.layers:
@@ -154,11 +182,30 @@ class Localization:
                     layer.status.upper() if layer.failed else layer.status,
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        return [
-            "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows
-        ]
+        return _aligned(rows)
+
+    def _share_table(self) -> list[str]:
+        """A variant's compared tensors in graph order, with the error each adds and its share."""
+        header = ("#", "node", "op", "module", "max_abs", "err/scale", "added", "share")
+        by_tensor = {s.layer.tensor.name: s for s in self.shares}
+        rows = [header]
+        for layer in self.layers:
+            s = by_tensor.get(layer.tensor.name)
+            if s is None:
+                continue
+            rows.append(
+                (
+                    str(layer.tensor.index),
+                    layer.tensor.node,
+                    layer.tensor.op_type,
+                    str(layer.module) if layer.module else "-",
+                    f"{layer.max_abs_error:.2g}",
+                    f"{layer.scaled_error:.2g}",
+                    f"{s.added:.2g}",
+                    f"{100 * s.share:.0f}%",
+                )
+            )
+        return _aligned(rows)
 
     def lines(self) -> list[str]:
         """The status line, notes, and the table."""
@@ -207,11 +254,19 @@ class Localization:
                 "detail": self.reproduction(),
             },
             "first_divergent": None if first is None else first.to_dict(),
+            "ranking": [s.to_dict() for s in self.shares],
             "largest": [layer.tensor.name for layer in self.largest()],
             "layers": [layer.to_dict() for layer in self.layers],
             "unexposed": list(self.unexposed),
             "reason": self.reason,
         }
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -303,6 +358,7 @@ def localize_row(
         for t in exposed.tensors
     )
     status, detail = _judge_outputs(actual, inputs, batch, exposed, reference, row)
+    ranked = reduced_precision(exposed.bundle.variants.get(exposed.variant))
     return Localization(
         row=row,
         batch=batch,
@@ -311,6 +367,7 @@ def localize_row(
         localizing_run=status,
         localizing_detail=detail,
         unexposed=exposed.unexposed,
+        shares=error_shares(results) if ranked else (),
     )
 
 
@@ -336,8 +393,9 @@ def _modules(bundle: Bundle, exposed: ExposedModel) -> dict[str, ModuleRef]:
 
 def _row_judges(exposed: ExposedModel, row: ParityRow) -> dict[str, Judge]:
     """The tensors the row judges, with the row's judge for each: the output (probabilities or
-    logits, as its kind says) and the logits tensor."""
-    if row.prob_check is None or row.logits_check is None:
+    logits, as its kind says) and the logits tensor. A variant's row (judged as a variant) judges
+    none of its layers: they are ranked by their share of the error instead."""
+    if row.variant is not None or row.prob_check is None or row.logits_check is None:
         return {}
     logits = row.logits_check.judge
     sigmoid_or_softmax = exposed.kind in (SIGMOID_PROBABILITY, PROBABILITIES)
@@ -361,6 +419,19 @@ def _judge_outputs(
     if not np.array_equal(ref.inputs, inputs):
         return "", f"the layer reference's batch {batch} has other inputs than the parity one"
     kind = exposed.kind
+    if row.variant is not None:  # judged again as the variant's row was
+        threshold = exposed.bundle.threshold if kind in BINARY_KINDS else None
+        verdict = judge_variant(
+            row.variant.bounds,
+            probabilities(actual[exposed.output_name], kind),
+            ref.prob,
+            ref.kinds,
+            fp32_guard=row.tolerances.prob,
+            threshold=threshold,
+        )
+        if verdict.failures:
+            return FAILED, verdict.failures[0]
+        return PASSED, "within the variant's bounds"
     if row.prob_check is None or row.logits_check is None:
         return "", "the row has no bounds to judge by"
     checks = {

@@ -129,6 +129,9 @@ class Reference:
     # What the truth was computed in: float64 (PyTorch's float64 copy, onnx's float64 evaluator)
     # or float32 (an imported file under ONNX Runtime CPU), which widens parity's tolerances.
     precision: str = "float64"
+    # Each output's largest |float32 - float64| over PyTorch's float32 runs with several kernels
+    # ({"prob": ..., "logits": ..., "runs": [...]}); None where only the one run was made.
+    float32_spread: Mapping[str, Any] | None = None
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:

@@ -83,6 +83,9 @@ class ParityRow:
     required: bool = False
     engine: str = ONNXRUNTIME
     precision: str | None = None  # OpenVINO's inference precision; None for onnxruntime
+    # A variant in fewer bits judged as a variant (`onnxedge.runtime.parity.variant_judge.
+    # VariantVerdict`); None where the row is judged as fp32 is.
+    variant: Any = None
 
     def __bool__(self) -> bool:
         return self.status == PASSED
@@ -124,7 +127,9 @@ class ParityRow:
         )
         if not self.ran:
             return f"{head} | {self.reason}" if verbose else fit(f"{head} | {self.reason}")
-        if verbose:
+        if self.variant is not None:
+            parts = [head, self._variant_part(verbose)]
+        elif verbose:
             parts = [head, _describe("prob", self.prob), _describe("logits", self.logits)]
             parts += [
                 f"{name} bound {_bound(check)}"
@@ -140,10 +145,26 @@ class ParityRow:
             parts = [head, f"error/bound {ratios}"]
         if self.labels is not None:
             parts.append(f"labels {self.labels.agree}/{self.labels.total} agree")
+        if verbose and self.variant is not None:
+            parts.append(f"bound: {self.variant.bounds.describe()}")
         if verbose:
             return " | ".join([*parts, self.reason] if self.reason else parts)
         text = fit(" | ".join(parts))
         return f"{text}\n{fit(INDENT + self.reason)}" if self.reason else text
+
+    def _variant_part(self, verbose: bool) -> str:
+        """A variant's verdict: its probability error over the variant's bound on the real images
+        and which term decided (``gate`` or ``fp32``), or that the row has none; its logits are
+        not judged (the gate measured none)."""
+        c = self.variant.prob_check
+        if c is None:
+            return "no real images: labels only"
+        text = f"error/bound prob {c.ratio:.2g} {c.decided_by} on {self.variant.image_rows} images"
+        if verbose:
+            text += f" (max_abs {c.max_abs_error:.2g}, bound {c.bound:.2g})"
+            if self.logits is not None:
+                text += f" | logits max_abs {self.logits.max_abs_error:.2g} (not judged)"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -178,6 +199,7 @@ class ParityRow:
                 "prob": _comparison_dict(self.prob_vs_f32),
                 "logits": _comparison_dict(self.logits_vs_f32),
             },
+            "variant_judge": None if self.variant is None else self.variant.to_dict(),
         }
 
 
@@ -197,6 +219,8 @@ def _bound(check: BoundCheck) -> str:
     terms = [f"float32 {check.float32_bound:.2g}"] if check.float32_bound is not None else []
     terms += [f"floor {check.floor:.2g}"] if check.floor is not None else []
     terms.append(f"guard {check.guard}")
+    least = check.judge.least
+    terms += [f"spread {least:.2g}"] if least is not None else []
     return f"{check.bound:.2g} ({check.decided_by}: {', '.join(terms)}) ratio {check.ratio:.2g}"
 
 

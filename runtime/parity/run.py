@@ -31,6 +31,8 @@ from onnxedge.runtime.parity.report import ParityReport
 from onnxedge.runtime.parity.rounding import (
     FLOAT32,
     FLOOR,
+    SPREAD,
+    SPREAD_FACTOR,
     BoundCheck,
     Judge,
     Rounding,
@@ -45,6 +47,7 @@ from onnxedge.runtime.parity.rows import (
     top1_agreement,
 )
 from onnxedge.runtime.parity.tolerances import Target, ToleranceOverrides, Tolerances
+from onnxedge.runtime.parity.variant_judge import VariantBounds, judge_variant
 
 # onnxruntime's session config key for where a model loaded from bytes finds its external data.
 _EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
@@ -66,6 +69,7 @@ def run_parity(
     overrides: ToleranceOverrides | None = None,
     required: Sequence[str] = (),
     model: Path | None = None,
+    variant: VariantBounds | None = None,
 ) -> ParityReport:
     """Run ``model.onnx`` (or ``model``: a variant's ONNX file, `Bundle.variant_model`, verified
     by the caller) on every target at every batch size and compare with ``reference``.
@@ -82,7 +86,9 @@ def run_parity(
        their precision; an OpenVINO that cannot run here is SKIPPED as in 1.
     5. Each output is judged against PyTorch's own float32 rounding of the model over every
        batch the reference holds, whichever batches run, times the target's factor, with a
-       floor, under the target's tolerances as a guard (`onnxedge.runtime.parity.rounding`).
+       floor, under the target's tolerances as a guard (`onnxedge.runtime.parity.rounding`);
+       a variant in fewer bits with ``variant`` bounds, as a variant
+       (`onnxedge.runtime.parity.variant_judge`).
     """
     sizes = tuple(batch_sizes) if batch_sizes else reference.batch_sizes
     # The preprocessing check re-makes the structured rows of every batch the reference holds.
@@ -150,6 +156,7 @@ def run_parity(
                     threshold=bundle.threshold if kind in BINARY_KINDS else None,
                     required=is_required,
                     roundings=roundings,
+                    variant=variant,
                 )
             )
     return ParityReport(
@@ -214,6 +221,7 @@ def _run_row(
     threshold: float | None,
     required: bool,
     roundings: tuple[Rounding, Rounding] | None = None,
+    variant: VariantBounds | None = None,
 ) -> ParityRow:
     """One row. Probabilities come from the shipped output as its kind says (the output, or its
     sigmoid or softmax); softmax inputs are compared centred (`centred_logits`). Labels: at
@@ -250,6 +258,20 @@ def _run_row(
     logits_c = compare_arrays(
         logits, ref.logits, atol=tolerances.logits.atol, rtol=tolerances.logits.rtol
     )
+    if variant is not None and prob_c.shape_ok:
+        verdict = judge_variant(
+            variant, prob, ref.prob, ref.kinds, fp32_guard=tolerances.prob, threshold=threshold
+        )
+        return dataclasses.replace(
+            row,
+            status=FAILED if verdict.failures else PASSED,
+            prob=prob_c,
+            logits=logits_c,
+            labels=verdict.labels,
+            prob_check=verdict.prob_check,
+            variant=verdict,
+            reason="; ".join(verdict.failures),
+        )
     labels = None
     if prob_c.shape_ok:
         labels = (
@@ -302,14 +324,20 @@ def _roundings(reference: Reference, kind: str) -> tuple[Rounding, Rounding]:
     if kind == PROBABILITIES:
         logits = [centred_logits(x, kind) for x in logits]
         logits32 = [centred_logits(x, kind) for x in logits32]
-    prob = reference_rounding([b.prob for b in batches], [b.prob_f32 for b in batches])
-    return prob, reference_rounding(logits, logits32)
+    spread = reference.float32_spread or {}
+    prob = reference_rounding(
+        [b.prob for b in batches], [b.prob_f32 for b in batches], spread.get("prob")
+    )
+    return prob, reference_rounding(logits, logits32, spread.get("logits"))
 
 
 def _bound_name(check: BoundCheck) -> str:
     """The bound that decided, in words: ``the tolerance``, ``100x PyTorch's float32 rounding``."""
     if check.decided_by == FLOAT32:
         return f"{check.judge.factor:g}x PyTorch's float32 rounding"
+    if check.decided_by == SPREAD:
+        factor = min(float(check.judge.factor or SPREAD_FACTOR), SPREAD_FACTOR)
+        return f"{factor:g}x the spread of PyTorch's float32 kernels"
     return "the float32 floor" if check.decided_by == FLOOR else "the tolerance"
 
 

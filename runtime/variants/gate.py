@@ -98,19 +98,25 @@ class GateResult:
         return self.passed
 
     def summary(self, *, verbose: bool = True) -> str:
-        """The figures on one line (no verdict); without ``verbose`` the probability error's
-        largest value only (p99 and mean stay in -v and the JSON)."""
+        """The figures on one line (no verdict); without ``verbose`` shorter phrasing and the
+        probability error's largest value only (p99 and mean stay in -v and the JSON)."""
         bad = (
             f", {self.not_probabilities} outputs not probabilities"
             if self.not_probabilities
             else ""
         )
+        if not verbose:
+            return (
+                f"agreement {100 * self.agreement:.2f}% ({self.flips}/{self.images}) | "
+                f"accuracy {100 * self.accuracy:.2f}% vs fp32 {100 * self.fp32_accuracy:.2f}% "
+                f"(drop {self.accuracy_drop_pp:+.2f} pp) | |Δp| max {_g(self.max_prob_error)}{bad}"
+            )
         spread = f", p99 {_g(self.p99_prob_error)}, mean {_g(self.mean_prob_error)}"
         return (
             f"agreement {100 * self.agreement:.2f}% ({self.flips} of {self.images} differ) | "
             f"accuracy {100 * self.accuracy:.2f}% vs fp32 {100 * self.fp32_accuracy:.2f}% "
             f"(drop {self.accuracy_drop_pp:+.2f} pp) | |Δp| max {_g(self.max_prob_error)}"
-            f"{spread if verbose else ''}{bad}"
+            f"{spread}{bad}"
         )
 
     def line(self, *, enforced: bool = True, verbose: bool = True) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 from onnxedge.runtime.deps import module_available
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.lines import INDENT, LINE_WIDTH, fit
 from onnxedge.runtime.variants.gate import GateCriteria, GateResult
 from onnxedge.runtime.variants.quantize import DEFAULT_CALIBRATION_SIZE, Int8Config
 
@@ -55,6 +56,10 @@ class OptimizeRequest:
         Int8Config(calibration_method=self.calibration_method)  # checks the method
 
 
+# Execution providers by the short name a line without -v gives them.
+PROVIDER_SHORT = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda"}
+
+
 @dataclasses.dataclass(frozen=True)
 class VariantOutcome:
     """One variant: its gate, whether it was written, and why not."""
@@ -67,15 +72,27 @@ class VariantOutcome:
     reason: str = ""
 
     def line(self, *, verbose: bool = False) -> str:
-        """The variant's gate line, its provider and size; without ``verbose`` the probability
-        error's largest value only (p99 and mean in -v and the JSON)."""
-        text = (
-            self.gate.line(enforced=self.enforced, verbose=verbose)
-            + f" | {self.gate.provider} | {_size(self.bytes)}"
-        )
-        if not self.written:
-            text += f" | not written: {self.reason}"
-        return text
+        """The variant's gate line, its provider and size; without ``verbose`` shorter figures
+        (p99 and mean in -v and the JSON), the provider's short name, in lines of at most
+        `LINE_WIDTH` columns."""
+        return self._line(_size(self.bytes), verbose=verbose)
+
+    def decode_line(self, *, verbose: bool = False) -> str:
+        """`line` for the fast decode's gate: what became of it instead of a file size."""
+        what = "recorded in the manifest" if self.written else "not recorded: missed its gate"
+        return self._line(what, verbose=verbose, reason=False)
+
+    def _line(self, tail: str, *, verbose: bool, reason: bool = True) -> str:
+        provider = self.gate.provider
+        if not verbose:
+            provider = PROVIDER_SHORT.get(provider, provider)
+        head = self.gate.line(enforced=self.enforced, verbose=verbose)
+        tail = f"{provider} | {tail}"
+        if reason and not self.written:
+            tail += f" | not written: {self.reason}"
+        if verbose or len(head) + 3 + len(tail) <= LINE_WIDTH:
+            return f"{head} | {tail}"
+        return f"{fit(head)}\n{fit(INDENT + tail)}"
 
 
 @dataclasses.dataclass(frozen=True)

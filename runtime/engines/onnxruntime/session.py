@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -34,7 +35,16 @@ PROVIDERS = {
 def _ort() -> Any:
     import onnxruntime as ort  # imported here so that `onnxedge --help` stays fast
 
+    _check_one_build()
     return ort
+
+
+@functools.cache
+def _check_one_build() -> None:
+    """Once per process: not both onnxruntime and onnxruntime-gpu installed (`deps`)."""
+    from onnxedge.runtime.deps import check_one_onnxruntime
+
+    check_one_onnxruntime()
 
 
 _PRELOAD_LOCK = threading.Lock()
