@@ -1,0 +1,172 @@
+"""The fast decode's JPEG path through libjpeg-turbo's own API (`simplejpeg`), where it is
+installed: the same pixels as Pillow's ``Image.draft`` path, at about half the CPU a file.
+
+Pillow's fast decode (`onnxedge.runtime.classifier.preprocess.load_pixels` with ``fast``) spends
+about as much CPU in Python (opening the file, parsing its header and markers, the image object's
+bookkeeping) as libjpeg spends decoding at the reduced scale. simplejpeg decodes a JPEG held in
+memory in one C call, into a numpy array, with libjpeg-turbo's DCT scaling. Measured on the
+2-core AMD EPYC, 2,000 of ``data synth``'s 178x218 JPEGs into 64x64, the crop and the resize
+included: 0.18 ms of CPU a file against Pillow's 0.31 (docs/RUNTIME.md, "Where a file's time
+goes").
+
+`decode_scaled` takes a file only where the result is Pillow's, bit for bit (tested on every
+kind of file the tests make), and returns None for every other so that Pillow's path decides:
+
+1. a baseline or progressive JPEG in YCbCr or grayscale (not CMYK, YCCK or an unknown colour
+   space, which Pillow converts its own way);
+2. with no EXIF block (the orientation it may hold is applied by Pillow's path; a scan of the
+   markers before the image data, a few microseconds);
+3. within ``max_pixels`` and PIL's own decompression-bomb limit (Pillow's path words the refusal);
+4. large enough for a reduction (``scale``: the same 1/2, 1/4 or 1/8 that Pillow's ``draft``
+   picks, asked of libjpeg-turbo as the least size, so that it picks no scale in eighths that
+   Pillow cannot); the array it returns has exactly the size Pillow's would;
+5. that decodes without a warning (``strict``: truncated or corrupt data goes to Pillow's path,
+   which refuses it with its message).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import stat
+from typing import Any
+
+import numpy as np
+
+# 1.: the colour spaces whose conversion to RGB is libjpeg's in both decoders.
+_SAME_CONVERSION = ("YCbCr", "Gray")
+# JPEG markers: the start of the image, of the scan, and of the EXIF segment.
+_SOI, _SOS, _APP1 = 0xD8, 0xDA, 0xE1
+_EXIF = b"Exif\x00\x00"
+
+
+@functools.cache
+def simplejpeg_module() -> Any:
+    """simplejpeg, or None where it is not installed (`decode_scaled` is then never used)."""
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    return simplejpeg
+
+
+def available() -> bool:
+    """Whether the fast decode's JPEGs go through simplejpeg here."""
+    return simplejpeg_module() is not None
+
+
+def decode_scaled(
+    data: bytes, draft: Any, *, max_pixels: int | None, bomb_pixels: int | None
+) -> np.ndarray | None:
+    """A JPEG's RGB pixels [h, w, 3] at the reduction ``draft(width, height)`` gives (Pillow's
+    scale: 2, 4 or 8, or None for none), or None where Pillow's path must decode it (module
+    docstring). ``max_pixels`` and ``bomb_pixels`` (PIL's ``Image.MAX_IMAGE_PIXELS``) are the
+    limits above which Pillow's path refuses the file."""
+    module = simplejpeg_module()
+    if module is None or data[:2] != b"\xff" + bytes([_SOI]) or _has_exif(data):  # 2.
+        return None
+    try:
+        height, width, colorspace, _ = module.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    pixels = width * height
+    if colorspace not in _SAME_CONVERSION:  # 1.
+        return None
+    if any(limit is not None and pixels > limit for limit in (max_pixels, bomb_pixels)):  # 3.
+        return None
+    scale = draft(width, height)
+    if scale is None:  # 4.
+        return None
+    size = (-(-height // scale), -(-width // scale))
+    try:
+        array = module.decode_jpeg(
+            data, colorspace="RGB", min_height=size[0], min_width=size[1], strict=True
+        )
+    except ValueError:  # 5.
+        return None
+    return array if array.shape[:2] == size else None
+
+
+# The largest file `load_scaled` reads into memory at once; a larger one takes Pillow's path.
+MAX_BYTES = 32 * 2**20
+# The names `load_scaled` takes for JPEGs (a JPEG named otherwise takes Pillow's path).
+JPEG_NAMES = (".jpg", ".jpeg", ".jpe", ".jfif")
+
+
+def load_scaled(path: Any, side: int, max_pixels: int | None) -> np.ndarray | None:
+    """`decode_scaled` of the file at ``path`` with `draft_scale`'s reduction for ``side``: the
+    pixels Pillow's draft would give, or None where Pillow's path must take the file (simplejpeg
+    missing, not a path, not named as a JPEG, not a regular file, unreadable, larger than
+    `MAX_BYTES`, or the module
+    docstring's cases). With PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` set, always None (Pillow's
+    path refuses to run so)."""
+    from PIL import Image, ImageFile
+
+    if simplejpeg_module() is None or ImageFile.LOAD_TRUNCATED_IMAGES:
+        return None
+    if not isinstance(path, (str, os.PathLike)) or not str(path).lower().endswith(JPEG_NAMES):
+        return None
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read for ever
+            return None
+        with open(path, "rb") as file:
+            data = file.read(MAX_BYTES + 1)
+    except OSError:
+        return None  # Pillow's path says what is wrong
+    if len(data) > MAX_BYTES:
+        return None
+    return decode_scaled(
+        data,
+        lambda width, height: draft_scale(width, height, side),
+        max_pixels=max_pixels,
+        bomb_pixels=Image.MAX_IMAGE_PIXELS,
+    )
+
+
+def draft_scale(width: int, height: int, side: int) -> int | None:
+    """The largest reduction (8, 4 or 2) of a ``width`` x ``height`` JPEG that leaves its
+    shorter side at least ``side`` pixels and that Pillow's ``draft`` picks when asked for it;
+    None where there is none."""
+    for scale in (8, 4, 2):
+        if min(width, height) // scale >= side:
+            break
+    else:
+        return None
+    request = (width // scale, height // scale)
+    # Pillow picks the largest of 8, 4, 2 that its integer ratio allows; only that one is asked.
+    allowed = min(width // request[0], height // request[1])
+    return scale if max(s for s in (8, 4, 2, 1) if s <= allowed) == scale else None
+
+
+def _has_exif(data: bytes) -> bool:
+    """Whether an APP1 segment before the scan holds EXIF data (2.); a malformed marker chain
+    counts as EXIF, so that Pillow's path judges the file."""
+    at = 2
+    end = len(data)
+    while at + 4 <= end:
+        if data[at] != 0xFF:
+            return True
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == _SOS:
+            return False
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if length < 2:
+            return True
+        if marker == _APP1 and data[at + 4 : at + 10] == _EXIF:
+            return True
+        at += 2 + length
+    return True
+
+
+__all__ = [
+    "JPEG_NAMES",
+    "MAX_BYTES",
+    "available",
+    "decode_scaled",
+    "draft_scale",
+    "load_scaled",
+    "simplejpeg_module",
+]
