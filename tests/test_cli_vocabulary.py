@@ -15,6 +15,7 @@ from cli_assertions import assert_one_line_error
 from click.testing import CliRunner
 
 from onnxedge.runtime.cli import main
+from onnxedge.runtime.variants.manifest import VARIANTS
 
 # Old spellings kept one release as hidden aliases that warn.
 DEPRECATED = {"--provider", "--engine", "--openvino-precisions"}
@@ -36,6 +37,13 @@ PERCENTS = ("accuracy", "agreement")
 RAW_RANGE = re.compile(r"\bx\s*[<>]=?|[<>]=?\s*x\b|None\]|\d{10,}")
 # No line a user sees is longer (docs/CLI.md).
 MAX_LINE = 200
+# The fewest words that say what an option does ("PNG." does not).
+MIN_WORDS = 3
+
+
+def _names(text: str, name: str) -> bool:
+    """Whether ``text`` names ``name`` as a word of its own ("int8" is not in "int8-ort")."""
+    return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) is not None
 
 
 def all_commands() -> dict[str, click.Command]:
@@ -78,6 +86,12 @@ def violations(name: str, command: click.Command) -> list[str]:
     for param in options:
         if not param.hidden and not param.help and param.name not in ("help", "version"):
             found.append(f"{name}: {param.opts[0]} has no description")
+        elif not param.hidden and len((param.help or "").split()) < MIN_WORDS:
+            found.append(f"{name}: {param.opts[0]}'s description {param.help!r} is too short")
+        if not param.hidden and {"--variant", "--variants"} & set(param.opts):
+            unnamed = [v for v in VARIANTS if not _names(param.help or "", v)]
+            if unnamed:
+                found.append(f"{name}: {param.opts[0]}'s description leaves out {unnamed}")
     help_text = command.get_help(click.Context(command, info_name=name))
     for line in help_text.splitlines():
         if RAW_RANGE.search(line):
@@ -106,6 +120,8 @@ def test_every_command_speaks_the_vocabulary():
 @click.option("--out")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="A seed.")
 @click.option("--lr", type=float, help="A rate.")
+@click.option("--plot", help="PNG.")
+@click.option("--variant", help="fp32 or int8, or the ORT-format int8-ort.")
 def _broken(**kwargs):
     """A command that breaks every rule."""
 
@@ -120,6 +136,8 @@ def test_the_rules_fail_on_a_command_that_breaks_them():
     assert "writes --out but has no --force" in found
     assert "no -v" in found and "no -q" in found
     assert "--out has no description" in found
+    assert "--plot's description 'PNG.' is too short" in found
+    assert "--variant's description leaves out ['fp16', 'fp32-ort'," in found
     assert re.search(r"raw range text in its help: --seed .*A seed\.  \[0<=x<=922", found)
     assert "raw range text in its help: --lr" not in found  # a plain float shows none
 

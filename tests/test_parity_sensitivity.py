@@ -34,7 +34,7 @@ def layer_weights(bundle: Path) -> list[str]:
     return [n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
 
 
-def test_the_model_has_the_layers_the_issue_names(smile_bundle):
+def test_the_model_has_four_convolutions_and_a_linear_layer(smile_bundle):
     names = layer_weights(smile_bundle)
     assert len(names) == 5 and names[-1] == "fc.weight" and names[0] == "conv1.weight"
 

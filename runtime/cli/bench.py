@@ -281,7 +281,14 @@ def bench_progress(enabled: bool, heartbeat: bool = False) -> Iterator[ProgressF
     default=None,
     help="The report as a Markdown table.",
 )
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="PNG.")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A PNG of p50 latency and throughput against batch size, one line per engine "
+    "(needs matplotlib).",
+)
 @click.option(
     "--target",
     "target_list",

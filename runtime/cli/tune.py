@@ -25,6 +25,7 @@ from onnxedge.runtime.tune import (
     tune,
     write_tuning,
 )
+from onnxedge.runtime.variants.manifest import VARIANTS
 
 
 def _optional(callback):
@@ -91,8 +92,9 @@ def format_table(result: TuneResult) -> list[str]:
     "--variants",
     default=None,
     callback=_optional(variant_list()),
-    help="The bundle's models to consider, comma-separated [default: fp32 and every variant "
-    "whose gate passed, made for the CPU]; an ungated one is never a candidate.",
+    help=f"The bundle's models to consider, comma-separated: {', '.join(VARIANTS)} "
+    "[default: fp32 and every variant whose gate passed, made for the CPU]; an ungated one is "
+    "never a candidate.",
 )
 @click.option(
     "--threads",

@@ -22,7 +22,9 @@ def variant_option(command: F) -> F:
         default=FP32,
         show_default=True,
         help="Which of the bundle's models: fp32 (model.onnx) or a variant `onnxedge optimize` "
-        "added (int8, fp16 for the CUDA EP, the ORT-format fp32-ort and int8-ort).",
+        "added: int8; fp16 (the CUDA EP only); the ORT-format fp32-ort and int8-ort; "
+        "int8-conv1-fp32 and int8-pad4 (int8 with the first conv in float, or its input "
+        "padded to 4 channels); fp32-u8 and int8-u8 (taking uint8 pixels NHWC).",
     )(command)
 
 
