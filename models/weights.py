@@ -74,7 +74,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise OnnxEdgeError(
-            f"{path}: expected a state_dict mapping names to tensors, found {type(obj).__name__}"
+            f"{path}: expected a state_dict mapping names to tensors, {_found(obj)}"
         )
     return {str(k).removeprefix("module."): v for k, v in obj.items()}, "state_dict"
 
@@ -83,12 +83,23 @@ _GLOBAL = re.compile(r"(?:unsupported|Unsupported global:) (GLOBAL [\w.]+)")
 _REASON_CHARS = 60
 
 
+def _found(obj: object) -> str:
+    """What a checkpoint holds instead of a state_dict, and where its tensors belong."""
+    if not isinstance(obj, Mapping):
+        return f"found {type(obj).__name__}: save model.state_dict()"
+    keys = [repr(str(k))[:40] for k in list(obj)[:4]]
+    more = ", ..." if len(obj) > 4 else ""
+    *first, last = map(repr, _NESTED_KEYS)
+    nested = f"{', '.join(first)} or {last}"
+    return f"found a dict of {', '.join(keys)}{more}; put the tensors at the top or under {nested}"
+
+
 def _refused(e: Exception) -> str:
     """What torch.load(weights_only=True) refused, in a few words, without torch's advice on how
     to load the file anyway (weights_only=False runs whatever code the pickle holds)."""
     found = _GLOBAL.search(str(e))
     if found:
-        return f"a pickle of other objects ({found.group(1)}); not loaded"
+        return f"a pickle of other objects ({found.group(1)}), not loaded: save model.state_dict()"
     reason = first_line(e)
     if "weights_only" in reason or len(reason) > _REASON_CHARS:
         reason = type(e).__name__

@@ -4,6 +4,7 @@ not parse or cannot be measured as asked, and a MISSED target failing the run (-
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -314,6 +315,11 @@ def test_a_missed_target_fails_the_run_only_with_fail_on_miss(smile_bundle, tmp_
     passed = CliRunner().invoke(main, args)  # the same figures, without --fail-on-miss
     assert passed.exit_code == 0, passed.output
     assert f"MISSED | {unreachable} |" in passed.output
+    # Without -v every line fits 120 columns but a table row, a heading, the command typed and a
+    # warning (one line of at most 200 characters, docs/CLI.md).
+    whole = ("|", "#", "- Command:", "onnxedge: warning:")
+    long = [line for line in passed.output.splitlines() if len(line) > 120]
+    assert [line for line in long if not line.startswith(whole)] == []
 
     met_only = CliRunner().invoke(main, [*base, "--target", reachable, "--fail-on-miss"])
     assert met_only.exit_code == 0, met_only.output
@@ -347,3 +353,20 @@ def test_the_projects_targets_in_the_makefile_parse():
     assert len(texts) >= 3
     targets = [parse_target(t) for t in texts]
     assert {t.device for t in targets} == {"cpu", "cuda"}
+
+
+def test_markdown_for_a_terminal_breaks_prose_and_items_but_not_tables():
+    from onnxedge.runtime.lines import fit_markdown
+
+    item = "- SKIPPED | " + " ".join(["word"] * 40)
+    quote = "> **Warning:** " + " ".join(["busy"] * 40)
+    table = "| " + " | ".join(["cell"] * 40) + " |"
+    fitted = fit_markdown("\n".join(["# title", item, "", quote, table]), width=60)
+    lines = fitted.splitlines()
+    assert lines[0] == "# title" and table in lines and "" in lines
+    assert all(len(line) <= 60 for line in lines if line != table)
+    items = [line for line in lines if line.startswith("  word")]
+    quotes = [line for line in lines if line.startswith("> busy")]
+    assert items and quotes  # continuation lines stay in the list item and in the quote
+    joined = re.sub(r"\n(  |> )(?=word|busy)", " ", fitted)
+    assert joined == "\n".join(["# title", item, "", quote, table])  # nothing lost or moved

@@ -15,6 +15,7 @@ from cli_assertions import assert_one_line_error
 from click.testing import CliRunner
 
 from onnxedge.runtime.cli import main
+from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.variants.manifest import VARIANTS
 
 # Old spellings kept one release as hidden aliases that warn.
@@ -290,6 +291,18 @@ def test_a_cuda_ep_that_does_not_load_says_what_to_do(smile_bundle, tmp_path):
     if result.exit_code == 1:
         assert_one_line_error(result, "install onnxedge[cuda]", "--providers cpu")
         assert max(len(line) for line in result.output.splitlines()) <= 200
+
+
+def test_a_gpu_variant_asked_for_on_the_cpu_says_what_to_use_in_one_short_line():
+    from onnxedge.runtime.variants.manifest import VariantEntry, provider_for
+
+    fp16 = VariantEntry("fp16", "variants/fp16.onnx", "onnx", "fp16", ("cuda",), True, {})
+    with pytest.raises(OnnxEdgeError) as e:
+        provider_for({"fp16": fp16}, "fp16", "cpu")
+    line = f"onnxedge: error: {e.value}"
+    assert "use --variant fp32 or int8 here" in line and "made for the cuda" in line
+    assert len(line) <= MAX_LINE and "\n" not in line
+    assert provider_for({"fp16": fp16}, "fp16", "auto") == "cuda"
 
 
 def error_paths(tmp_path):

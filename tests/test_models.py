@@ -114,6 +114,27 @@ def test_full_pickle_is_refused(tmp_path):
     assert "weights_only" not in message and len(message) <= 160
 
 
+@pytest.mark.parametrize(
+    ("saved", "expected"),
+    [
+        (
+            {"epoch": 3, "weights": {}},
+            "found a dict of 'epoch', 'weights'; put the tensors at the top or under "
+            "'state_dict', 'model_state_dict' or 'model'",
+        ),
+        (
+            [1, 2],
+            "expected a state_dict mapping names to tensors, found list: save model.state_dict()",
+        ),
+    ],
+)
+def test_a_checkpoint_without_a_state_dict_says_where_the_tensors_belong(tmp_path, saved, expected):
+    torch.save(saved, tmp_path / "other.pt")
+    with pytest.raises(OnnxEdgeError) as e:
+        read_state_dict(tmp_path / "other.pt")
+    assert str(e.value).endswith(expected)
+
+
 class _RunsCode:
     def __reduce__(self):
         return (os.system, ("touch ran",))
@@ -129,7 +150,7 @@ def test_a_pickle_that_would_run_code_is_one_short_line_without_the_unsafe_advic
     message = str(e.value)
     assert message == (
         "evil.pt: expected a state_dict or a .safetensors file, found a pickle of other objects "
-        "(GLOBAL posix.system); not loaded"
+        "(GLOBAL posix.system), not loaded: save model.state_dict()"
     )
     assert not (tmp_path / "ran").exists()
 

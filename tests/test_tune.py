@@ -23,6 +23,7 @@ from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.tune import (
     TunedSetup,
+    TuneResult,
     TuneRow,
     TuneSettings,
     candidate_models,
@@ -305,3 +306,25 @@ def test_bench_tuned_adds_the_chosen_setup_as_a_row_at_each_batch_size(tuned_edg
     lines = [line for line in result.output.splitlines() if "tuning file ignored" in line]
     assert len(lines) == 1 and "CPU model" in lines[0]
     assert not [r for r in json.loads(out.read_text())["rows"] if "tuned" in r["label"]]
+
+
+def test_the_verdict_lines_fit_120_columns_without_verbose():
+    from onnxedge.runtime.cli.tune import format_table
+    from onnxedge.runtime.tune.candidates import Excluded
+
+    reason = "takes the decoded uint8 pixels (--uint8-input): timed from files by bench " * 2
+    result = TuneResult(
+        bundle=Path("edge"),
+        manifest_sha256="0" * 64,
+        machine={},
+        settings=TuneSettings(batch_sizes=(1,)),
+        rows=(),
+        excluded=(Excluded("fp32-u8", reason),),
+        default=TunedSetup(),
+        date="2026-12-05T00:00:00+00:00",
+    )
+    short = format_table(result)
+    assert all(len(line) <= 120 for line in "\n".join(short).splitlines())
+    assert "NO WINNER | batch 1 | no setup could be measured" in short
+    whole = format_table(result, width=None)  # -v: every line whole
+    assert f"not a candidate: fp32-u8: {reason}" in whole

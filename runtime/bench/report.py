@@ -38,11 +38,9 @@ class BenchReport:
         cores = self.machine.get("usable_cores") or 1
         if load and load[0] > BUSY_LOAD_PER_CORE * cores:
             out.append(
-                f"the machine was busy before the run (1-minute load {load[0]:g} on {cores} "
-                "usable cores): other jobs took CPU time from the engines, not necessarily in "
-                "equal shares, so these figures and ratios are not comparable with a run on a "
-                "quiet machine (on the development machine, contention slowed PyTorch's OpenMP "
-                "threads far more than ONNX Runtime's pool; see docs/BENCHMARKS.md)"
+                f"the machine was busy (1-minute load {load[0]:.2f} on {cores} usable cores "
+                "before the run): other jobs slow engines unequally; not comparable with a quiet "
+                "run (docs/BENCHMARKS.md)"
             )
         return out
 

@@ -46,6 +46,7 @@ from onnxedge.runtime.cli.output import (
 from onnxedge.runtime.cli.tuned_option import tuned_argument, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.lines import fit, fit_markdown
 
 # numpy's SeedSequence takes any non-negative integer; a negative seed is a usage error.
 _SEED = click.IntRange(min=0)
@@ -397,7 +398,8 @@ def bench_cmd(
     with bench_progress(show, heartbeat=not no_progress) as on_progress:
         report = benchmark(bundle, settings, command=command_line(), on_progress=on_progress)
 
-    markdown = render_markdown(report, verbose=verbosity() > 0)
+    verbose = verbosity() > 0
+    markdown = render_markdown(report, verbose=verbose)
     write_json(json_path, report.to_dict())
     if md_path is not None:
         atomic_write_bytes(md_path, markdown.encode())
@@ -405,9 +407,9 @@ def bench_cmd(
         from onnxedge.runtime.bench.plot import render_png
 
         atomic_write_bytes(plot_path, render_png(report))
-    click.echo(markdown)
+    click.echo(markdown if verbose else fit_markdown(markdown, keep=("|", "#", "- Command:")))
     for target in report.targets:
-        click.echo(str(target))
+        click.echo(str(target) if verbose else fit(str(target)))
     for warning in report.warnings:
         click.echo(f"onnxedge: warning: {warning}", err=True)
     if not report:

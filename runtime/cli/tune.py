@@ -13,9 +13,10 @@ from onnxedge.runtime.bundle.write import check_writable
 from onnxedge.runtime.cli.bench import bench_progress
 from onnxedge.runtime.cli.engine_options import engine_list
 from onnxedge.runtime.cli.options import positive_ints
-from onnxedge.runtime.cli.output import json_file, json_option, write_json
+from onnxedge.runtime.cli.output import json_file, json_option, verbosity, write_json
 from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.lines import LINE_WIDTH, fit
 from onnxedge.runtime.tune import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_SECONDS,
@@ -37,9 +38,9 @@ def _optional(callback):
     return parse
 
 
-def format_table(result: TuneResult) -> list[str]:
+def format_table(result: TuneResult, width: int | None = LINE_WIDTH) -> list[str]:
     """The table, one row per setup and batch size, the winners marked; then what was left
-    out, and one line per winner."""
+    out, and one line per winner, each broken to ``width`` columns (None: whole, as with -v)."""
     lines = [
         "| batch | setup | images/s | p50 ms | runs | vs default | status |",
         "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
@@ -56,21 +57,20 @@ def format_table(result: TuneResult) -> list[str]:
             + (f"{s.throughput:,.0f} | {s.p50_ms:.3f} | {s.runs}" if s else "- | - | -")
             + f" | {f'{row.vs_default:.2f}x' if row.vs_default else '-'} | {status} |"
         )
-    for e in result.excluded:
-        lines.append(f"not a candidate: {e.what}: {e.reason}")
+    verdicts = [f"not a candidate: {e.what}: {e.reason}" for e in result.excluded]
     default = result.default.describe()
     first = {(r.setup, r.batch_size): r for r in result.rows}
     for batch, row in result.winners.items():
         vs = first[row.setup, batch].vs_default  # the runoff has no default row to compare
         ratio = f", {vs:.2f}x {default} in the first pass" if vs else ""
-        lines.append(
+        verdicts.append(
             f"WINNER | batch {batch} | {row.setup.describe()} | "
             f"{row.stats.throughput:,.0f} images/s{ratio}"  # type: ignore[union-attr]
         )
     for batch in result.settings.batch_sizes:
         if batch not in result.winners:
-            lines.append(f"NO WINNER | batch {batch} | no setup could be measured")
-    return lines
+            verdicts.append(f"NO WINNER | batch {batch} | no setup could be measured")
+    return lines + [line if width is None else fit(line, width) for line in verdicts]
 
 
 @click.command("tune")
@@ -152,7 +152,7 @@ def tune_cmd(
     )
     with bench_progress(not no_progress and sys.stderr.isatty()) as on_progress:
         result = tune(bundle, settings, command=command_line(), on_progress=on_progress)
-    for line in format_table(result):
+    for line in format_table(result, width=None if verbosity() > 0 else LINE_WIDTH):
         click.echo(line)
     if not result:
         raise OnnxEdgeError(f"no setup of {bundle} could be measured; no tuning file written")

@@ -222,9 +222,8 @@ def _variant_model(bundle: Any, variant: str) -> Path:
     if entry is not None and entry.format != "onnx":
         source = variant.removesuffix("-ort")
         raise OnnxEdgeError(
-            f"parity --variant {variant}: {entry.file} is in the ORT format, whose graph parity "
-            "cannot copy to read the logits; check the ONNX model it was converted from "
-            f"(--variant {source})"
+            f"parity --variant {variant}: {entry.file} is in the ORT format, from which parity "
+            f"cannot read the logits; check the model it was converted from: --variant {source}"
         )
     return path
 

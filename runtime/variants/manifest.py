@@ -130,8 +130,7 @@ def provider_for(variants: Mapping[str, VariantEntry], variant: Any, provider: s
     if provider == "cpu":
         raise OnnxEdgeError(
             f"the {entry.name} variant is made for the {made_for} execution provider, not the "
-            "CPU: onnxruntime's CPU EP has no float16 kernels for its convolutions and runs it "
-            "slower than fp32; use --variant fp32 or int8 on the CPU"
+            "CPU, where onnxruntime runs it slower than fp32: use --variant fp32 or int8 here"
         )
     return entry.providers[0] if provider == "auto" else provider
 

@@ -87,8 +87,8 @@ _DERIVED = {INT8_ORT: INT8, INT8_U8: INT8}  # a variant made from another varian
 # The name of the fast decode's gate (`--fast-decode`) in reports; it is not a variant.
 DECODE_FAST = "decode-fast"
 FP16_ON_CPU = (
-    "fp16: gated on the CPU EP against fp32's numbers (no CUDA EP here); it is made for the "
-    "CUDA EP and not offered for the CPU EP, where it runs slower than fp32"
+    "fp16: gated on the CPU EP (no CUDA EP here); it is made for the CUDA EP: on the CPU EP it "
+    "runs slower than fp32"
 )
 
 
