@@ -10,9 +10,10 @@ import onnx
 from cli_assertions import assert_one_line_error
 from click.testing import CliRunner
 from onnx import TensorProto, helper
+from test_optimize import data, edge, trained_bundle  # noqa: F401 (fixtures)
 
 from onnxedge.runtime.cli import main
-from onnxedge.runtime.cli.inspect import _images
+from onnxedge.runtime.cli.inspect import _gate, _images
 
 
 def invoke(*args):
@@ -70,3 +71,33 @@ def test_inspect_something_that_is_not_a_model(tmp_path):
     path = tmp_path / "notes.onnx"
     path.write_text("not a model")
     assert_one_line_error(invoke("inspect", path), str(path))
+
+
+def test_inspect_a_bundle_with_variants_shows_each_with_its_gate(edge):  # noqa: F811
+    manifest = json.loads((edge / "manifest.json").read_text())
+    made = manifest["variants"]
+    assert {"int8", "fp16", "fp32-ort", "int8-ort"} <= set(made)
+    result = invoke("inspect", edge, "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)["bundle"]["variants"]
+    assert set(found) == set(made)
+    lines = result.stderr.splitlines()
+    assert all(len(line) <= 120 for line in lines), max(lines, key=len)
+    text = "\n".join(lines).replace("\n          ", " ")  # a long line wraps under its label
+    for name, entry in made.items():
+        gate = entry["gate"]
+        assert found[name]["gated"] is True and found[name]["file"] == entry["file"]
+        assert f"file      {entry['file']}  " in text
+        agreement = f"agreement {100 * gate['label_agreement']:.2f}%"
+        assert (
+            f"variant   {name}: {entry['file']}, {entry['precision']} for "
+            f"{','.join(entry['providers'])}, gate PASSED on {gate['images']} images"
+        ) in text
+        assert agreement in text.split(f"variant   {name}:")[1].splitlines()[0]
+    assert "variant   none" not in text
+
+
+def test_a_variant_written_without_its_gate_is_shown_as_such():
+    ungated = {"gated": False, "entry": {"gate": {"label_agreement": 0.9, "images": 30}}}
+    assert _gate(ungated) == "not gated (--no-gate) on 30 images: agreement 90.00%"
+    assert _gate({"gated": True, "entry": {}}) == "gate PASSED: no figures recorded"
