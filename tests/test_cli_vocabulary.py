@@ -224,6 +224,28 @@ def test_providers_list_for_one_classifier(given, expected):
     assert ctx.params["provider"] == expected
 
 
+# Arguments a command needs before an option is parsed, and a value each old spelling takes.
+NEEDS = {"predict": ["B", "x.jpg"], "evaluate": ["B", "--data", "D"]}
+OLD_VALUES = {"--provider": "cpu", "--engine": "onnxruntime", "--openvino-precisions": "f32"}
+
+
+def test_every_hidden_old_spelling_warns_once(capsys):
+    aliases = [
+        (name, cmd, opt)
+        for name, cmd in all_commands().items()
+        for param in cmd.params
+        if isinstance(param, click.Option) and param.hidden
+        for opt in param.opts
+    ]
+    assert {opt for *_, opt in aliases} == set(DEPRECATED)
+    assert len(aliases) >= 5  # --engine and --provider in several commands
+    for name, command, opt in aliases:
+        args = [*NEEDS.get(name, ["B"]), opt, OLD_VALUES[opt]]
+        command.make_context(name, args)
+        err = capsys.readouterr().err
+        assert err.count(f"onnxedge: warning: {opt} is deprecated") == 1, (name, opt, err)
+
+
 def test_provider_alias_warns_and_passes_its_value_on(capsys):
     from onnxedge.runtime.cli.predict import predict_cmd
 
