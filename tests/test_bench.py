@@ -293,6 +293,39 @@ def test_output_check_fails_an_engine_that_is_not_the_model():
     assert progress[-1][0] == progress[-1][1]  # the bar ends full
 
 
+def test_the_progress_says_when_a_warm_up_compiles(smile_bundle):
+    """torch.compile's warm-up (its first call compiles) is named as such in the progress bar
+    and the heartbeat, not shown as a plain warm-up."""
+    from onnxedge.models import peers
+
+    manifest = json.loads((smile_bundle / "manifest.json").read_text())
+    built = peers.build_peers(
+        manifest, peers=["eager", "compile"], devices=["cpu"], threads=_torch_threads()
+    )
+    by = {e.info.engine: e for e in built}
+    if isinstance(by["torch-compile"], SkippedEngine):
+        pytest.skip(f"no torch.compile peer here: {by['torch-compile'].reason}")
+    assert by["torch-compile"].warmup_note.startswith("compiling")
+    assert not by["torch-eager"].warmup_note
+
+    def model(x):
+        return x.mean(axis=(1, 2, 3))[:, None]
+
+    compiled = _FakeEngine(EngineInfo("torch-compile", PYTORCH, "cpu", E2E, "fake"), model)
+    compiled.warmup_note = by["torch-compile"].warmup_note
+    plain = _FakeEngine(EngineInfo(ORT, ORT, "cpu", E2E, "fake"), model)
+    said = []
+    settings = BenchSettings(batch_sizes=(1,), plan=TimingPlan(warmup=1, iters=2, seconds=None))
+    run_benchmark([plain, compiled], (3, 4, 4), settings, on_progress=lambda d, *_: said.append(d))
+    first = {}
+    for d in said:
+        first.setdefault(d.split(" · ")[1] if d.count(" · ") == 2 else "", d)
+    assert first["onnxruntime cpu end-to-end"].endswith(" · warm-up"), said
+    assert first["torch-compile cpu end-to-end"].endswith(
+        " · compiling (torch.compile's first call)"
+    ), said
+
+
 def test_inputs_are_fixed_per_seed_and_batch():
     a, b = make_input((3, 64, 64), 8, 0), make_input((3, 64, 64), 8, 0)
     assert a.dtype == np.float32 and a.shape == (8, 3, 64, 64)

@@ -1,11 +1,13 @@
 """The heartbeat of a command's slow steps (`onnxedge.runtime.cli.heartbeat`), driven by a fake
 clock: nothing for a short step, one line per ten seconds of a long one off a terminal, a
-spinner on one, and through a command (export) whose step is made slow."""
+spinner on one, and through the commands (export, optimize's calibration) whose step is made
+slow."""
 
 from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from test_optimize import data, trained_bundle  # noqa: F401 (fixtures)
 
 from onnxedge.runtime.cli import heartbeat as hb
 from onnxedge.runtime.cli import main
@@ -89,15 +91,12 @@ def test_quiet_shows_nothing():
 
 
 @pytest.mark.slow
-def test_export_says_what_it_is_doing_during_a_slow_step(monkeypatch, tmp_path):
-    """`onnxedge export` off a terminal (CliRunner's stderr is not one), its golden data made
-    slow by a fake clock that the step itself moves on: the command prints the line."""
-    pytest.importorskip("torch")
-    from onnxedge.export import golden
-
+def fake_clock(monkeypatch) -> tuple[Clock, list[hb.Heartbeat]]:
+    """Every heartbeat a command makes reads ``clock`` and is appended to the list; the thread
+    never ticks by itself (a test ticks the last heartbeat where its slow step runs)."""
     clock = Clock()
     beats: list[hb.Heartbeat] = []
-    monkeypatch.setattr(hb, "TICK_S", 3600.0)  # the thread never ticks by itself in this test
+    monkeypatch.setattr(hb, "TICK_S", 3600.0)
     real_init = hb.Heartbeat.__init__
 
     def init(self, **kwargs):
@@ -105,6 +104,16 @@ def test_export_says_what_it_is_doing_during_a_slow_step(monkeypatch, tmp_path):
         beats.append(self)
 
     monkeypatch.setattr(hb.Heartbeat, "__init__", init)
+    return clock, beats
+
+
+def test_export_says_what_it_is_doing_during_a_slow_step(monkeypatch, tmp_path):
+    """`onnxedge export` off a terminal (CliRunner's stderr is not one), its golden data made
+    slow by a fake clock that the step itself moves on: the command prints the line."""
+    pytest.importorskip("torch")
+    from onnxedge.export import golden
+
+    clock, beats = fake_clock(monkeypatch)
     real_make_golden = golden.make_golden
 
     def slow_make_golden(*args, **kwargs):
@@ -120,3 +129,24 @@ def test_export_says_what_it_is_doing_during_a_slow_step(monkeypatch, tmp_path):
     assert "onnxedge: still computing the golden data for `onnxedge parity` (12 s)" in (
         result.stderr
     )
+
+
+def test_optimize_says_it_is_still_calibrating(monkeypatch, tmp_path, trained_bundle, data):  # noqa: F811
+    """`onnxedge optimize --int8` off a terminal, its calibration made slow (25 s on the fake
+    clock, one tick): the line names the step and how long it has run."""
+    from onnxedge.runtime.variants import optimize
+
+    clock, beats = fake_clock(monkeypatch)
+    real_quantized = optimize._quantized
+
+    def slow_quantized(*args, **kwargs):
+        clock.now += 25
+        beats[-1].tick()
+        return real_quantized(*args, **kwargs)
+
+    monkeypatch.setattr(optimize, "_quantized", slow_quantized)
+    args = ["optimize", trained_bundle, "--data", data, "--int8", "--out", tmp_path / "edge"]
+    result = CliRunner().invoke(main, [*map(str, args), "--calibration-size", "8"])
+    assert result.exit_code == 0, result.output
+    still = [line for line in result.stderr.splitlines() if line.startswith("onnxedge: still")]
+    assert still == ["onnxedge: still int8: calibrating on 8 images of the train split (25 s)"]
