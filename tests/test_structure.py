@@ -260,3 +260,87 @@ def test_issue_numbers_finds_one(tmp_path):
         f'pkg/b.py:1: """Fixed ({named.lower()})."""',
         f"pkg/c.py:1: # as {both.lower()} found",
     ]
+
+
+# docs/ARCHITECTURE.md: the runtime's tree (a code block) and the table rows of models/ and export/.
+ARCHITECTURE = REPO / "docs" / "ARCHITECTURE.md"
+
+
+def runtime_tree_modules(text: str) -> set[str]:
+    """The .py files the runtime's tree in ``text`` lists, as paths below runtime/. A line's names
+    run up to two spaces (then its description); a folder ``x/`` holds the more indented lines
+    below it; ``a/b.py, c.py`` names b.py and c.py in a/; deeply indented lines continue a
+    description."""
+    block = text.split("## `runtime/`, one room per concern", 1)[1].split("```")[1]
+    folders: list[tuple[int, str]] = []
+    listed: set[str] = set()
+    for line in block.splitlines()[2:]:  # the fence's language (none) and "runtime/"
+        names = line.lstrip()
+        indent = len(line) - len(names)
+        if not names or indent >= 20:
+            continue
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        here = "/".join(folder for _, folder in folders)
+        for name in re.split(r",\s*", re.split(r"\s{2,}", names)[0]):
+            path = f"{here}/{name}".lstrip("/")
+            if name.endswith("/"):
+                folders.append((indent, name.rstrip("/")))
+            elif name.endswith(".py"):
+                listed.add(path)
+                here = path.rpartition("/")[0]  # "openvino/loader.py, runner.py"
+    return listed
+
+
+def table_row_modules(text: str, folder: str) -> set[str]:
+    """The ``x.py`` names in the row of ``folder`` in the first table (the folders')."""
+    row = next(line for line in text.splitlines() if line.startswith(f"| `{folder}/` |"))
+    return set(re.findall(r"`([\w/]+\.py)`", row))
+
+
+def test_architecture_lists_every_module_and_only_modules_that_exist():
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    runtime = REPO / "runtime"
+    files = [p for p in runtime.rglob("*.py") if "__pycache__" not in p.parts]
+    actual = {p.relative_to(runtime).as_posix() for p in files}
+    # A subpackage's __init__.py needs no line of its own (its folder has one).
+    needed = {name for name in actual if name.count("/") == 0 or not name.endswith("__init__.py")}
+    listed = runtime_tree_modules(text)
+    assert len(listed) > 100  # the parse found the tree
+    assert sorted(listed - actual) == [], "listed in docs/ARCHITECTURE.md, not in runtime/"
+    assert sorted(needed - listed) == [], "in runtime/, not listed in docs/ARCHITECTURE.md"
+    for folder in ("models", "export"):
+        files = {p.name for p in (REPO / folder).rglob("*.py") if p.name != "__init__.py"}
+        named = {name.rpartition("/")[2] for name in table_row_modules(text, folder)}
+        assert sorted(named - files) == [], f"listed in docs/ARCHITECTURE.md, not in {folder}/"
+        assert sorted(files - named) == [], f"in {folder}/, not listed in docs/ARCHITECTURE.md"
+
+
+def test_the_tree_parse_reads_folders_lists_and_continuations():
+    text = """## `runtime/`, one room per concern
+
+```
+runtime/
+  __init__.py                   the API
+  errors.py, deps.py            shared
+  bundle/                       the bundle
+    reader.py                     `Bundle.open`
+                                  a description that names fake.py
+  engines/                      engines
+    openvino/loader.py, runner.py
+  cli/                          the command
+    check.py, parity.py,
+    pack.py                       one module per command
+```
+"""
+    assert runtime_tree_modules(text) == {
+        "__init__.py",
+        "errors.py",
+        "deps.py",
+        "bundle/reader.py",
+        "engines/openvino/loader.py",
+        "engines/openvino/runner.py",
+        "cli/check.py",
+        "cli/parity.py",
+        "cli/pack.py",
+    }
