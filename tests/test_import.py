@@ -77,6 +77,23 @@ def bundles(files, tmp_path_factory) -> dict[str, Path]:
     return {name: root / name for name in made}
 
 
+def test_the_check_rows_fit_120_columns_without_verbose(files, tmp_path):
+    model = onnx.load(str(files["gray"]))
+    (gap,) = [node for node in model.graph.node if node.op_type == "GlobalAveragePool"]
+    gap.name = "global_average_pool_" + "of_the_features" * 6  # a long name, as exporters write
+    path = tmp_path / "long_names.onnx"
+    onnx.save(model, str(path))
+    short = invoke("import", path, "--out", tmp_path / "short")
+    assert short.exit_code == 0, short.output
+    assert "PASSED | gap_head |" in short.output
+    assert max(len(line) for line in short.output.splitlines() if "PASSED" in line) <= 120
+    whole = invoke("import", path, "--out", tmp_path / "whole", "-v")  # -v: one line each
+    assert any(
+        line.startswith("PASSED | gap_head |") and len(line) > 120
+        for line in whole.output.splitlines()
+    )
+
+
 # --- the batch made dynamic ------------------------------------------------------------------
 
 

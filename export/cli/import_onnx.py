@@ -17,7 +17,7 @@ from onnxedge.export.cli.preprocessing_options import (
     read_labels,
 )
 from onnxedge.runtime.cli.heartbeat import Heartbeat
-from onnxedge.runtime.cli.output import force_option, refuse_existing
+from onnxedge.runtime.cli.output import force_option, refuse_existing, verbosity
 from onnxedge.runtime.deps import require_modules
 
 REFERENCES = ("auto", "float64", "float32")
@@ -117,7 +117,7 @@ def import_cmd(
             f"verified {step.step} at batch {batches}: max abs error {step.max_abs_error:.3g}"
         )
     for item in result.lowering.check.items:
-        click.echo(str(item))
+        click.echo(item.line(verbose=verbosity() > 0))
     manifest = result.manifest
     click.echo(
         f"input {manifest['input']['name']!r} {manifest['input']['shape']}, output "
