@@ -59,8 +59,9 @@ def classifier_options(command: F) -> F:
             default="auto",
             show_default=True,
             callback=_providers,
-            help="Execution providers in the order tried: cuda,cpu (or auto): CUDA when it loads, "
-            "else the CPU; cpu; cuda.",
+            help="Execution providers in the order tried, comma-separated: cuda,cpu (the same as "
+            "auto: CUDA where it loads, else the CPU), cpu alone, or cuda alone (an error where "
+            "it does not load).",
         ),
         deprecated_alias("--provider", "--providers", "provider"),
     ):
