@@ -23,15 +23,15 @@ def fit(text: str, width: int = LINE_WIDTH, subsequent_indent: str = INDENT) -> 
 
 def fit_markdown(text: str, width: int = LINE_WIDTH, keep: tuple[str, ...] = ("|", "#")) -> str:
     """Markdown for a terminal: each paragraph, list item and quote longer than ``width`` broken
-    at spaces into lines that render the same (a list item's next lines indented by two spaces,
-    a quote's marked ``>``); a line starting with one of ``keep`` (a table row, a heading) stays
-    whole, as does a word longer than a line."""
+    at spaces into lines that render the same (a paragraph's and a list item's next lines
+    indented by two spaces, a quote's marked ``>``); a line starting with one of ``keep`` (a table
+    row, a heading) stays whole, as does a word longer than a line."""
     out = []
     for line in text.split("\n"):
         if len(line) <= width or line.startswith(keep):
             out.append(line)
             continue
-        indent = "  " if line.startswith("- ") else "> " if line.startswith("> ") else ""
+        indent = "> " if line.startswith("> ") else "  "
         out.append(fit(line, width, subsequent_indent=indent))
     return "\n".join(out)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -14,6 +15,12 @@ def assert_one_line_error(result: Any, *fragments: str) -> None:
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+def unwrap_markdown(output: str) -> str:
+    """Markdown broken for a terminal (`onnxedge.runtime.lines.fit_markdown`: a paragraph's and a
+    list item's next lines indented by two spaces, a quote's marked ``>``) joined back."""
+    return re.sub(r"(?<=[^\n])\n(?:  |> )", " ", output)
 
 
 def unwrap(output: str) -> str:

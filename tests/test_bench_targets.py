@@ -358,15 +358,17 @@ def test_the_projects_targets_in_the_makefile_parse():
 def test_markdown_for_a_terminal_breaks_prose_and_items_but_not_tables():
     from onnxedge.runtime.lines import fit_markdown
 
+    prose = "Throughput " + " ".join(["ratio"] * 30)
     item = "- SKIPPED | " + " ".join(["word"] * 40)
     quote = "> **Warning:** " + " ".join(["busy"] * 40)
     table = "| " + " | ".join(["cell"] * 40) + " |"
-    fitted = fit_markdown("\n".join(["# title", item, "", quote, table]), width=60)
+    fitted = fit_markdown("\n".join(["# title", prose, item, "", quote, table]), width=60)
     lines = fitted.splitlines()
     assert lines[0] == "# title" and table in lines and "" in lines
     assert all(len(line) <= 60 for line in lines if line != table)
     items = [line for line in lines if line.startswith("  word")]
     quotes = [line for line in lines if line.startswith("> busy")]
     assert items and quotes  # continuation lines stay in the list item and in the quote
-    joined = re.sub(r"\n(  |> )(?=word|busy)", " ", fitted)
-    assert joined == "\n".join(["# title", item, "", quote, table])  # nothing lost or moved
+    assert [line for line in lines if line.startswith("  ratio")]  # a paragraph's too
+    joined = re.sub(r"\n(  |> )(?=word|busy|ratio)", " ", fitted)
+    assert joined == "\n".join(["# title", prose, item, "", quote, table])  # nothing lost

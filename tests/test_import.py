@@ -11,7 +11,7 @@ import import_models as models
 import numpy as np
 import onnx
 import pytest
-from cli_assertions import assert_one_line_error
+from cli_assertions import assert_one_line_error, unwrap_markdown
 from click.testing import CliRunner
 from PIL import Image
 
@@ -378,7 +378,9 @@ def test_bench_says_there_are_no_pytorch_peers(bundles, name):
         "0",
     )
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.output.splitlines() if "PyTorch peers" in line]
+    lines = [
+        line for line in unwrap_markdown(result.output).splitlines() if "PyTorch peers" in line
+    ]
     assert lines == [
         f"- no PyTorch peers: the bundle was imported from ONNX ({name}.onnx), so there is no "
         "PyTorch model to time beside ONNX Runtime"
