@@ -130,7 +130,7 @@ def provider_for(variants: Mapping[str, VariantEntry], variant: Any, provider: s
     if provider == "cpu":
         raise OnnxEdgeError(
             f"the {entry.name} variant is made for the {made_for} execution provider, not the "
-            "CPU, where onnxruntime runs it slower than fp32: use --variant fp32 or int8 here"
+            "CPU, where fp32 is faster: use --variant fp32 or int8"
         )
     return entry.providers[0] if provider == "auto" else provider
 
