@@ -137,13 +137,14 @@ def files_engines(
     paths: Sequence[str],
     *,
     batch_size: int,
-    threads: int,
+    threads: int | None,
     decodes: Sequence[str] = DECODES,
     pools: Sequence[str] = (),
 ) -> list[AnyEngine]:
     """One from-files engine per engine (``onnxruntime``, ``openvino``), model, decode and pool
     (``pools``, `POOLS`; none: predict's default pool, unnamed), in that order (module
-    docstring)."""
+    docstring). ``threads``: the engine's threads as `onnxedge predict --threads` takes them
+    (None: predict's default, which runs concurrent batches on ONNX Runtime's CPU EP)."""
     out: list[AnyEngine] = []
     for engine in (e for e in (ONNXRUNTIME, OPENVINO) if e in engines):
         for model in models:
@@ -164,7 +165,7 @@ def _files_engine(
     decode: str,
     paths: Sequence[str],
     batch_size: int,
-    threads: int,
+    threads: int | None,
     pool: str | None = None,
 ) -> AnyEngine:
     from onnxedge.runtime.classifier.classifier import Classifier
@@ -181,6 +182,7 @@ def _files_engine(
             "batch_size": batch_size,
             "path": "Classifier.from_bundle(provider='cpu') + predict_files, as onnxedge predict",
             "model_only_variant": model.pixels_of or model.variant,
+            "threads": threads if threads is not None else "predict's default",
         },
         variant=model.variant,
         decode=f"{decode} {pool}" if pool else decode,

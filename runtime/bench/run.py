@@ -60,7 +60,7 @@ def benchmark(
                 [e for e in wanted if e != ONNXRUNTIME or "cpu" in settings.devices],
                 settings.images,
                 batch_size=settings.images_batch_size,
-                threads=threads,
+                threads=settings.threads,  # None, as predict's default, unless --threads
                 decodes=settings.images_decodes,
                 pools=settings.images_pools,
             )

@@ -39,9 +39,14 @@ from onnxedge.runtime.classifier.args import (
     check_max_pixels,
     check_threshold,
 )
-from onnxedge.runtime.classifier.decode import MAX_DECODE_PROCESSES, decode_pool
-from onnxedge.runtime.classifier.files import decode_window, image_loader, stream_files
-from onnxedge.runtime.classifier.loader import DEFAULT_BATCH_SIZE, load_classifier
+from onnxedge.runtime.classifier.decode import MAX_DECODE_PROCESSES, decode_pool, usable_cpus
+from onnxedge.runtime.classifier.files import (
+    concurrent_batches,
+    decode_window,
+    image_loader,
+    stream_files,
+)
+from onnxedge.runtime.classifier.loader import DEFAULT_BATCH_SIZE, file_runner, load_classifier
 from onnxedge.runtime.classifier.predictions import (
     FileResult,
     ModelOutputError,
@@ -103,6 +108,8 @@ class Classifier:
         self.session = session
         self.variant = FP32  # which of the bundle's models (`from_bundle`'s ``variant``)
         self.tuned: Any = None  # the `TunedChoice` where `from_bundle` was given ``tuned``
+        # A 1-thread session for `predict_files`' concurrent batches (`loader.OneThreadSession`)
+        self.one_thread: Any = None
         self.manifest = manifest
         self.path = path
         self.provider = provider
@@ -465,13 +472,15 @@ class Classifier:
         pool = decode_pool(threads, processes)
 
         load = image_loader(self.preprocessing, max_pixels=max_pixels, decode=self.decode)
+        runs = concurrent_batches(pool, usable_cpus(), one_thread=self.one_thread is not None)
+        runner = file_runner(self, runs)
 
         def predict_rows(batch: np.ndarray) -> list[Any]:
-            return self._prediction_rows(
-                self._outputs(self.model_input(batch), len(batch)), threshold
+            return runner._prediction_rows(
+                runner._outputs(runner.model_input(batch), len(batch)), threshold
             )
 
-        return stream_files(load, predict_rows, paths, batch_size, pool)
+        return stream_files(load, predict_rows, paths, batch_size, pool, runs)
 
 
 __all__ = [

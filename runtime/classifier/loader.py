@@ -4,7 +4,9 @@ documents the arguments)."""
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -115,4 +117,34 @@ def load_classifier(
         )
     classifier.variant = variant_key(variant)
     classifier.tuned = choice
+    if engine == ONNXRUNTIME and used == "CPUExecutionProvider" and threads is None:
+        classifier.one_thread = OneThreadSession(model)
     return classifier
+
+
+class OneThreadSession:
+    """The classifier's model in an ONNX Runtime CPU session of one intra-op thread, made at the
+    first call and kept: what `Classifier.predict_files` runs its concurrent batches on
+    (`onnxedge.runtime.classifier.files.concurrent_batches`). Holds the verified bytes."""
+
+    def __init__(self, model: Path | bytes) -> None:
+        self._model = model
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._session is None:
+                self._session, _ = session_for(self._model, "cpu", 1)
+            return self._session
+
+
+def file_runner(classifier: Any, runs: int) -> Any:
+    """What `predict_files` runs its batches on: the classifier itself for one batch at a time,
+    else a copy of it on its `OneThreadSession`."""
+    one_thread = getattr(classifier, "one_thread", None)
+    if runs <= 1 or one_thread is None:
+        return classifier
+    runner = copy.copy(classifier)
+    runner.session = one_thread()
+    return runner

@@ -1,0 +1,68 @@
+"""`predict_files` runs several batches at once on a one-thread session where files are decoded
+in processes and ONNX Runtime's CPU threads were left to the default: the same results, in the
+same order, as one batch at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from onnxedge.runtime.classifier import classifier as classifier_module
+from onnxedge.runtime.classifier import loader
+from onnxedge.runtime.classifier.classifier import Classifier
+from onnxedge.runtime.classifier.decode import DecodePool
+from onnxedge.runtime.classifier.files import MAX_CONCURRENT_BATCHES, concurrent_batches
+
+
+def test_several_batches_only_with_decoder_processes_two_cpus_and_a_one_thread_session():
+    processes, threads = DecodePool(1, processes=True), DecodePool(2)
+    assert concurrent_batches(processes, 2, one_thread=True) == 2
+    assert concurrent_batches(processes, 64, one_thread=True) == MAX_CONCURRENT_BATCHES
+    assert concurrent_batches(threads, 2, one_thread=True) == 1
+    assert concurrent_batches(processes, 1, one_thread=True) == 1
+    assert concurrent_batches(processes, 2, one_thread=False) == 1
+
+
+@pytest.fixture
+def photos(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(23):
+        path = tmp_path / f"{i:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    (tmp_path / "05.png").write_bytes(b"not a picture")  # a bad file keeps its place
+    return paths
+
+
+def test_concurrent_batches_give_one_batch_at_a_times_results_in_order(
+    smile_bundle, photos, monkeypatch
+):
+    monkeypatch.setattr(classifier_module, "usable_cpus", lambda: 3)
+    made = []
+    real = loader.session_for
+    monkeypatch.setattr(loader, "session_for", lambda *a, **k: made.append(a) or real(*a, **k))
+    clf = Classifier.from_bundle(smile_bundle, provider="cpu")
+    assert clf.one_thread is not None and len(made) == 1
+    serial = [r.to_dict() for r in clf.predict_files(photos, batch_size=4, decode_threads=1)]
+    assert len(made) == 1  # no second session where one batch runs at a time
+    runs = []
+    real_stream = classifier_module.stream_files
+    monkeypatch.setattr(
+        classifier_module,
+        "stream_files",
+        lambda *a: runs.append(a[-1]) or real_stream(*a),
+    )
+    concurrent = [r.to_dict() for r in clf.predict_files(photos, batch_size=4, decode_processes=1)]
+    assert runs == [3] and made[-1][1:] == ("cpu", 1)  # three batches, a 1-thread session
+    assert concurrent == serial
+    assert "error" in concurrent[5] and sum("error" in r for r in concurrent) == 1
+
+
+def test_threads_given_keep_one_batch_at_a_time(smile_bundle, photos, monkeypatch):
+    clf = Classifier.from_bundle(smile_bundle, provider="cpu", threads=2)
+    assert clf.one_thread is None
+    assert loader.file_runner(clf, 2) is clf
+    results = list(clf.predict_files(photos, batch_size=4, decode_processes=1))
+    assert len(results) == len(photos)
