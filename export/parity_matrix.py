@@ -31,12 +31,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import logging
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -54,17 +51,9 @@ from onnxedge.export.parity_rows import (
     AlarmRow,
     EngineVerdict,
     MissRow,
-    render,
-    splice,
+    write,
 )
-from onnxedge.export.zoo import (
-    EXPORTERS,
-    GOLDEN_BATCHES,
-    ZOO,
-    ZooEntry,
-    cpu_model,
-    load_average,
-)
+from onnxedge.export.zoo import EXPORTERS, GOLDEN_BATCHES, ZOO, ZooEntry, load_average
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
 log = logging.getLogger(__name__)
@@ -74,23 +63,32 @@ SMILE_BATCHES = (1, 2, 7, 64)
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 PREPROCESSINGS: dict[str, dict[str, Any]] = {"default": {}, "imagenet": IMAGENET}
 MISS_MODELS = ("smile_cnn", "squeezenet_v1_1", "regnety004", "mobilenetv3_small_w1")
+# Golden layers for the layer check: the largest golden batch whose layers fit this many MB as
+# float32 (a 224x224 zoo model's take 5-70 MB a row; the export's default, 5 MB, stores none).
+LAYERS_BUDGET_MB = 100.0
 
 
 def judge_bundle(bundle_dir: Path, *, engines: Sequence[str]) -> tuple[EngineVerdict, ...]:
+    """Each engine's verdict on the bundle, with the layer check where it has golden layers."""
     from onnxedge.runtime.bundle.reader import Bundle
     from onnxedge.runtime.parity import load_golden, make_targets, run_parity
+    from onnxedge.runtime.parity.layer_check import golden_layers_or_none, judge_layers
 
     bundle = Bundle.open(bundle_dir)
     reference = load_golden(bundle)
+    golden, _ = golden_layers_or_none(bundle)
     verdicts = []
     for engine in engines:
         targets = make_targets(["cpu"], engines=(engine,))
         report = run_parity(bundle, reference, targets=targets)
-        verdicts.append(_verdict(engine, report))
+        judged = judge_layers(bundle, report, golden=golden).report if golden else report
+        verdicts.append(_verdict(engine, judged, outputs=report))
     return tuple(verdicts)
 
 
-def _verdict(engine: str, report: Any) -> EngineVerdict:
+def _verdict(engine: str, report: Any, outputs: Any = None) -> EngineVerdict:
+    """``report`` (with the layer check, where it ran) as a verdict; ``outputs``: the report
+    of the outputs alone (default: ``report``)."""
     ran = [r for r in report.rows if r.ran]
     if not ran:
         reason = report.rows[0].reason if report.rows else "no rows"
@@ -107,6 +105,7 @@ def _verdict(engine: str, report: Any) -> EngineVerdict:
     reasons = "; ".join(f"batch {r.batch}: {r.reason}" for r in ran if r.reason)
     if report.preprocessing.status == "failed":
         reasons = f"preprocessing: {report.preprocessing.detail}; {reasons}"
+    checks = [r.layers for r in ran if r.layers is not None and r.layers.status != "not run"]
     return EngineVerdict(
         engine,
         status,
@@ -115,6 +114,8 @@ def _verdict(engine: str, report: Any) -> EngineVerdict:
         float32_multiple=max(multiples, default=0.0),
         old_judge=_old_judge(ran),
         reason=reasons,
+        layers_ratio=max((c.ratio for c in checks), default=None),
+        outputs_status="passed" if (outputs or report) else "failed",
     )
 
 
@@ -156,17 +157,19 @@ def export_entry(
         weights=weights,
         model_info={"factory": entry.factory},
         golden_batch_sizes=SMILE_BATCHES if entry is SMILE else GOLDEN_BATCHES,
-        golden_layers=False,
+        golden_layers_budget_mb=LAYERS_BUDGET_MB,
         gap=gap,
     )
 
 
 def regolden(bundle_dir: Path, out: Path, module: Any, overrides: dict[str, Any]) -> Path:
-    """A copy of the bundle whose preprocessing takes ``overrides`` and whose golden data is
-    made again with it (the graph is the same: preprocessing runs before it)."""
+    """A copy of the bundle whose preprocessing takes ``overrides`` and whose golden data and
+    golden layers are made again with it (the graph is the same: preprocessing runs before it)."""
     from onnxedge.export.golden import make_golden
+    from onnxedge.export.layers import make_golden_layers
     from onnxedge.runtime.bundle.hashing import sha256_file
     from onnxedge.runtime.parity import GOLDEN
+    from onnxedge.runtime.parity.layers import GOLDEN_LAYERS, layer_modules
 
     if out.exists():
         shutil.rmtree(out)
@@ -184,7 +187,19 @@ def regolden(bundle_dir: Path, out: Path, module: Any, overrides: dict[str, Any]
     (out / GOLDEN).write_bytes(golden.data)
     manifest["preprocessing"] = spec
     manifest["golden"] = golden.manifest_block()
-    manifest["files"][GOLDEN]["sha256"] = sha256_file(out / GOLDEN)
+    budget = (manifest["layers"].get("golden") or {}).get("budget_mb")
+    layers = make_golden_layers(
+        module, model, layer_modules(manifest), golden.inputs, budget_mb=budget
+    )
+    manifest["layers"] = layers.block
+    manifest["files"].pop(GOLDEN_LAYERS, None)
+    (out / GOLDEN_LAYERS).unlink(missing_ok=True)
+    if layers.data is not None:
+        (out / GOLDEN_LAYERS).write_bytes(layers.data)
+    for name in (GOLDEN, GOLDEN_LAYERS):
+        if (out / name).exists():
+            path = out / name
+            manifest["files"][name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
 
@@ -298,9 +313,15 @@ def miss_rows(
     from onnxedge.export.parity_effect import float64_effect
     from onnxedge.runtime.bundle.reader import Bundle
     from onnxedge.runtime.parity import load_golden, make_targets, run_parity
+    from onnxedge.runtime.parity.layer_check import golden_layers_or_none, judge_layers
 
     bundle = Bundle.open(bundle_dir)
     reference = load_golden(bundle)
+    golden, _ = golden_layers_or_none(bundle)
+
+    def with_layers(report: Any, model: Path | None = None, on: Any = bundle) -> Any:
+        return judge_layers(on, report, model=model, golden=golden).report if golden else report
+
     targets = make_targets(["cpu"])
     original = onnx.load(str(bundle.model_path))
     with tempfile.TemporaryDirectory(prefix="parity-matrix-") as tmp:
@@ -311,8 +332,8 @@ def miss_rows(
             path = Path(tmp) / "model.onnx"
             onnx.save(model, str(path))
             report = run_parity(bundle, reference, targets=targets, model=path)
-            miss = _miss(name, kind, target, report)
-            if not miss.caught and module is not None:
+            miss = _miss(name, kind, target, report, with_layers(report, path))
+            if not miss.caught_outputs and module is not None:
                 effects = float64_effect(
                     module, original, model, reference, bundle.manifest["output"]["kind"]
                 )
@@ -327,62 +348,34 @@ def miss_rows(
         manifest["preprocessing"] = shifted
         changed = dataclasses.replace(bundle, manifest=manifest, preprocessing=shifted)
         report = run_parity(changed, reference, targets=targets)
-        yield _miss(name, "mean", "preprocessing mean[0] + 0.1", report)
+        judged = with_layers(report, on=changed)
+        yield _miss(name, "mean", "preprocessing mean[0] + 0.1", report, judged)
 
 
-def _miss(name: str, kind: str, target: str, report: Any) -> MissRow:
-    rows = [r for r in report.rows if r.ran]
+def _miss(name: str, kind: str, target: str, report: Any, judged: Any = None) -> MissRow:
+    """``report``: the outputs alone; ``judged``: with the layer check (None: none ran)."""
     preprocessing_failed = report.preprocessing.status == "failed"
-    failed = sum(1 for r in rows if r.status == "failed" or preprocessing_failed)
+
+    def failed(rep: Any) -> int:
+        return sum(1 for r in rep.rows if r.ran and (r.status == "failed" or preprocessing_failed))
+
+    rows = [r for r in report.rows if r.ran]
     strengths = [
         max(c.ratio for c in (r.prob_check, r.logits_check) if c is not None) for r in rows
     ]
     weakest = np.inf if preprocessing_failed else min(strengths, default=0.0)
-    return MissRow(name, kind, target, failed, len(rows), float(weakest))
-
-
-# -- the report ----------------------------------------------------------------------------------
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def write(
-    args: argparse.Namespace,
-    alarms: Sequence[AlarmRow],
-    misses: Sequence[MissRow],
-    engines: Sequence[str],
-    load_before: float,
-    partial: str = "",
-) -> None:
-    """The matrix so far into ``args.out`` (and every figure into ``args.json``)."""
-    from onnxedge.runtime.bundle.write import atomic_write_bytes
-
-    command = "python -m onnxedge.export.parity_matrix " + shlex.join(args.argv)
-    text = render(
-        alarms,
-        misses,
-        engines=[e if e != "onnxruntime" else "onnxruntime cpu" for e in engines],
-        command=command.strip() + partial,
-        machine=f"{cpu_model()}; load average {load_before:.1f} before the run, "
-        f"{load_average():.1f} after",
-        date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-        commit=_commit(),
+    checks = [] if judged is None else [r.layers for r in judged.rows if r.layers is not None]
+    ratios = [c.ratio for c in checks if c.status != "not run"]
+    return MissRow(
+        name,
+        kind,
+        target,
+        failed(judged or report),
+        len(rows),
+        float(weakest),
+        outputs_failed=failed(report),
+        layers_ratio=min(ratios) if ratios else None,
     )
-    atomic_write_bytes(args.out, splice(args.out.read_text(), text).encode())
-    if args.json is not None:
-        figures = {
-            "false_alarms": [dataclasses.asdict(r) for r in alarms],
-            "misses": [dataclasses.asdict(m) for m in misses],
-        }
-        atomic_write_bytes(args.json, json.dumps(figures, indent=2, default=str).encode())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -445,8 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         write(args, alarms, misses, engines, load_before, partial)
     head = [r for r in alarms if r.gap == "head"]
     print(
-        f"wrote {args.out}: {sum(r.false_alarm for r in head)} false alarms of {len(head)}, "
-        f"{sum(not m.caught for m in misses)} misses of {len(misses)}"
+        f"wrote {args.out}: {sum(r.false_alarm for r in head)} false alarms of {len(head)} "
+        f"({sum(r.false_alarm_outputs for r in head)} with the outputs alone), "
+        f"{sum(not m.caught for m in misses)} misses of {len(misses)} "
+        f"({sum(not m.caught_outputs for m in misses)} with the outputs alone)"
     )
     return 0 if not any(r.false_alarm for r in head) and all(m.caught for m in misses) else 1
 

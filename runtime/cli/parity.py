@@ -101,6 +101,12 @@ _NON_NEGATIVE = click.FloatRange(min=0.0)
     default=None,
     help="With --reference live: the checkpoint the bundle was exported from.",
 )
+@click.option(
+    "--layers/--no-layers",
+    default=None,
+    help="Judge model.onnx's intermediate tensors against the bundle's golden layers too, each "
+    "within its layer bound [default: where the bundle has golden layers; not for --variant].",
+)
 @json_option("The report as JSON.")
 @variant_option
 @localize_options
@@ -119,6 +125,7 @@ def parity_cmd(
     rounding_factor: float | None,
     reference: str,
     checkpoint: Path | None,
+    layers: bool | None,
     json_path: Path | None,
     variant: str,
     localize: str | None,
@@ -132,6 +139,11 @@ def parity_cmd(
     provider or engine that cannot run here; a model that cannot load is FAILED). Exits 0 only if
     every row that ran passed (at least one did) and the preprocessing check did not fail; 1
     otherwise.
+
+    --layers (the default where the bundle has golden layers): a row also fails where an
+    intermediate tensor of model.onnx leaves its layer bound against the golden layers (run once
+    per provider, at their batch size), and names the first such layer; without golden layers a
+    line says so and the outputs alone are judged.
 
     --localize: for each failed row (--localize always: every row), the first layer whose output
     leaves its tolerance, by ONNX node and PyTorch module, and the table of every layer; against
@@ -166,6 +178,7 @@ def parity_cmd(
         variant=variant,
         localize=localize,
         against=against,
+        layers=layers,
     )
     report = result.report
     if result.variant != FP32:
@@ -175,6 +188,8 @@ def parity_cmd(
         )
         click.echo(fit(result.judged_as))
     click.echo(f"reference: {report.reference}")
+    if result.layers_line:
+        click.echo(fit(result.layers_line))
     for line in report.lines(verbose=verbosity() > 0):
         click.echo(line)
     if localize is not None:

@@ -15,6 +15,8 @@ from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity.golden import load_golden
+from onnxedge.runtime.parity.layer_check import golden_layers_or_none, judge_layers
+from onnxedge.runtime.parity.layer_reference import GoldenLayerReference
 from onnxedge.runtime.parity.reference import DEFAULT_BATCH_SIZES, Reference
 from onnxedge.runtime.parity.report import ParityReport
 from onnxedge.runtime.parity.rows import FAILED, SKIPPED, ParityRow
@@ -48,6 +50,11 @@ class ParityResult:
     # How the variant is judged: its bounds (`VariantBounds`) where it is judged as a variant,
     # else None (fp32, or a variant in fewer bits whose manifest records no gate figures).
     bounds: VariantBounds | None = None
+    # The layer check (`onnxedge.runtime.parity.layer_check`): whether the rows' intermediate
+    # tensors were judged, and one line saying what was judged or why nothing was ("" for a
+    # variant, which keeps its own judge).
+    layers_checked: bool = False
+    layers_line: str = ""
 
     @property
     def judged_as(self) -> str:
@@ -68,6 +75,8 @@ class ParityResult:
             "variant_bounds": None if self.bounds is None else self.bounds.to_dict(),
             **self.report.to_dict(),
         }
+        if self.layers_line:
+            payload["layers"] = {"checked": self.layers_checked, "line": self.layers_line}
         if self.localized:
             payload["localization"] = [loc.to_dict() for loc in self.localizations]
         return payload
@@ -88,6 +97,7 @@ def check_parity(
     variant: str = FP32,
     localize: str | None = None,
     against: str | None = None,
+    layers: bool | None = None,
 ) -> ParityResult:
     """Does BUNDLE's model compute under ONNX Runtime (and OpenVINO, in ``engines``) what the
     PyTorch model computed? One row per provider (or engine) x batch size, as `onnxedge parity`.
@@ -100,7 +110,10 @@ def check_parity(
     one of the models `onnxedge optimize` added, instead of model.onnx. ``localize``: ``failed``
     or ``always``: the first layer that leaves its tolerance, per failed (or every) row, against
     the golden layers, the same graph on the provider ``against``, another variant (``against``
-    ``fp32`` or ``int8``), or PyTorch live.
+    ``fp32`` or ``int8``), or PyTorch live. ``layers``: judge model.onnx's intermediate tensors
+    against the bundle's golden layers too (`onnxedge.runtime.parity.layer_check`): None where it
+    has them (else the outputs alone, and a line says why), True always (an error where it has
+    none), False never; a variant keeps its own judge (True is an error there).
     """
     if checkpoint is not None and reference != "live":
         raise OnnxEdgeError("a checkpoint is for the live reference (--reference live)")
@@ -123,6 +136,7 @@ def check_parity(
     )
     opened = Bundle.open(bundle)
     model = _variant_model(opened, variant)
+    golden_layers, no_layers = _golden_layers(opened, variant, layers)
     if reference == "live":
         ref = _live_reference(opened.manifest, batch_sizes, checkpoint)
     else:
@@ -155,6 +169,12 @@ def check_parity(
         sizes = batch_sizes or ref.batch_sizes
         skipped = [_not_run(t, why, sizes, tolerances, require) for t, why in not_for]
         report = dataclasses.replace(report, rows=(*[r for g in skipped for r in g], *report.rows))
+    layers_line = ""
+    if golden_layers is not None:
+        judgement = judge_layers(opened, report, golden=golden_layers)
+        report, layers_line = judgement.report, judgement.line
+    elif variant == FP32:
+        layers_line = f"layers: not checked, {no_layers}; outputs only"
     found: tuple[Any, ...] = ()
     if localize is not None:
         from onnxedge.runtime.parity.localize import localize as localize_rows
@@ -170,7 +190,31 @@ def check_parity(
         localized=localize is not None,
         localizations=found,
         bounds=bounds,
+        layers_checked=golden_layers is not None,
+        layers_line=layers_line,
     )
+
+
+def _golden_layers(
+    bundle: Any, variant: str, layers: bool | None
+) -> tuple[GoldenLayerReference | None, str]:
+    """The golden layers the rows' layers are judged against, or None and why not."""
+    if variant != FP32:
+        if layers:
+            raise OnnxEdgeError(
+                f"--layers judges model.onnx's layers against its golden layers; --variant "
+                f"{variant} is judged by its own bounds (leave --layers out)"
+            )
+        return None, "a variant is judged by its own bounds"
+    if layers is False:
+        return None, "--no-layers was given"
+    golden, why = golden_layers_or_none(bundle)
+    if golden is None and layers:
+        raise OnnxEdgeError(
+            f"--layers: {why}; re-export with --golden-layers (a --golden-layers-budget that fits "
+            "a golden batch), or leave --layers out"
+        )
+    return golden, why
 
 
 def _targets_for_variant(

@@ -95,11 +95,14 @@ class ExposedModel:
     variant: str = FP32
 
     @classmethod
-    def of(cls, bundle: Bundle, variant: str | None = None) -> ExposedModel:
+    def of(
+        cls, bundle: Bundle, variant: str | None = None, *, path: Path | None = None
+    ) -> ExposedModel:
         """``variant``: None or ``fp32`` for ``model.onnx``, else a variant's ONNX file
-        (`Bundle.variant_model` verifies it)."""
+        (`Bundle.variant_model` verifies it); ``path``: another file of ``model.onnx``'s graph
+        instead (a changed copy, as `make parity-matrix` makes)."""
         check_external_data(bundle)
-        path = bundle.variant_model(variant)
+        path = path or bundle.variant_model(variant)
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:

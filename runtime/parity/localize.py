@@ -358,6 +358,12 @@ def localize_row(
         for t in exposed.tensors
     )
     status, detail = _judge_outputs(actual, inputs, batch, exposed, reference, row)
+    if (
+        status == PASSED
+        and row.layers is not None
+        and any(r.failed for r in results if r.row_judge is None)
+    ):  # the row's layer check, judged again on this run
+        status, detail = FAILED, f"{detail}, a layer outside its bound"
     ranked = reduced_precision(exposed.bundle.variants.get(exposed.variant))
     return Localization(
         row=row,

@@ -86,6 +86,9 @@ class ParityRow:
     # A variant in fewer bits judged as a variant (`onnxedge.runtime.parity.variant_judge.
     # VariantVerdict`); None where the row is judged as fp32 is.
     variant: Any = None
+    # The layer check (`onnxedge.runtime.parity.layer_check.LayerCheck`): the row's intermediate
+    # tensors against the golden layers; None where they were not judged.
+    layers: Any = None
 
     def __bool__(self) -> bool:
         return self.status == PASSED
@@ -142,7 +145,11 @@ class ParityRow:
                 for name, check in (("prob", self.prob_check), ("logits", self.logits_check))
                 if check is not None
             )
+            if self.layers is not None:
+                ratios += f", {self.layers.part()}"
             parts = [head, f"error/bound {ratios}"]
+        if verbose and self.layers is not None and self.variant is None:
+            parts.append(self.layers.part(verbose=True))
         if self.labels is not None:
             parts.append(f"labels {self.labels.agree}/{self.labels.total} agree")
         if verbose and self.variant is not None:
@@ -200,6 +207,7 @@ class ParityRow:
                 "logits": _comparison_dict(self.logits_vs_f32),
             },
             "variant_judge": None if self.variant is None else self.variant.to_dict(),
+            "layers": None if self.layers is None else self.layers.to_dict(),
         }
 
 
