@@ -115,7 +115,7 @@ def _verdict(engine: str, report: Any, outputs: Any = None) -> EngineVerdict:
         old_judge=_old_judge(ran),
         reason=reasons,
         layers_ratio=max((c.ratio for c in checks), default=None),
-        outputs_status="passed" if (outputs or report) else "failed",
+        outputs_status="passed" if (report if outputs is None else outputs) else "failed",
     )
 
 
@@ -370,7 +370,7 @@ def _miss(name: str, kind: str, target: str, report: Any, judged: Any = None) ->
         name,
         kind,
         target,
-        failed(judged or report),
+        failed(report if judged is None else judged),
         len(rows),
         float(weakest),
         outputs_failed=failed(report),
