@@ -14,7 +14,9 @@ golden inputs.
    of the rewritten tensor it feeds.
 3. `capture_layers`: forward hooks on a float64 copy of the module catch the output of every
    module that made a tensor of the final graph (the last tensor of each module in graph order),
-   cloned (an in-place ReLU would overwrite it).
+   cloned (an in-place ReLU would overwrite it); `folded_biases` adds what onnxsim folded into a
+   convolution's bias (a hard sigmoid's ``+ 3``) to that convolution's output, so that the tensor
+   is compared with what the graph computes, not left out.
 4. `make_golden_layers`: the largest golden batch whose layers fit the budget (as float32), each
    layer verified against ONNX Runtime's CPU run of the final graph (a layer that does not match is
    left out with a warning: a wrong map must not make a bundle localize wrongly).
@@ -151,6 +153,45 @@ def capture_layers(
     return caught
 
 
+def folded_biases(
+    final: onnx.ModelProto, module: torch.nn.Module, outputs: Mapping[str, str]
+) -> dict[str, np.ndarray]:
+    """3. Tensor name -> what the simplifier folded into its bias: the output of a Conv or Gemm
+    whose weights are its module's, bit for bit, but whose bias is the module's plus a constant
+    (onnxsim folds a hard sigmoid's ``+ 3`` into the convolution before it), is the module's
+    output plus that constant per channel; the offset, shaped to add to it."""
+    params = dict(module.named_parameters())
+    inits = {i.name: i for i in final.graph.initializer}
+    tensors = set(outputs.values())
+    by_tensor = {t: name for name, t in outputs.items()}
+    offsets: dict[str, np.ndarray] = {}
+    for node in final.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or not node.output:
+            continue
+        tensor = node.output[0]
+        name = by_tensor.get(tensor) if tensor in tensors else None
+        if name is None:
+            continue
+        prefix = f"{name}." if name else ""  # "": the module itself
+        weight, bias = params.get(f"{prefix}weight"), params.get(f"{prefix}bias")
+        if weight is None or bias is None or node.input[1] not in inits:
+            continue
+        if node.input[2] not in inits:
+            continue
+        w = onnx.numpy_helper.to_array(inits[node.input[1]])
+        b = onnx.numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
+        ours = bias.detach().numpy()
+        if w.shape != tuple(weight.shape) or b.shape != ours.shape:
+            continue
+        if not np.array_equal(w, weight.detach().numpy().astype(np.float32)):
+            continue
+        offset = b - ours.astype(np.float32).astype(np.float64)
+        if np.any(offset != 0):
+            shape = (1, -1) + (1,) * (len(w.shape) - 2 if node.op_type == "Conv" else 0)
+            offsets[tensor] = offset.reshape(shape)
+    return offsets
+
+
 def float64_copy(module: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(module).double().eval()
 
@@ -203,6 +244,9 @@ def make_golden_layers(
         return GoldenLayersResult(None, block)
     batch = max(fitting)
     layers = capture_layers(module64, inputs[batch], outputs)
+    for tensor, offset in folded_biases(final, module64, outputs).items():
+        if tensor in layers:
+            layers[tensor] = layers[tensor] + offset
     layers, dropped = verified_layers(final, inputs[batch], layers)
     tensors = tuple(t for t in (o for n in final.graph.node for o in n.output) if t in layers)
     description = f"PyTorch {torch.__version__}, float64 copy of the module, stored as float32"
@@ -221,8 +265,14 @@ def live_layer_reference(
     caught with hooks on a float64 copy, on the parity reference's inputs, at any batch size."""
     module64 = float64_copy(module)
     outputs = module_outputs(final, layer_modules(manifest))
+    offsets = folded_biases(final, module64, outputs)
+
+    def compute(inputs: np.ndarray) -> dict[str, np.ndarray]:
+        layers = capture_layers(module64, inputs, outputs)
+        return {t: a + offsets[t] if t in offsets else a for t, a in layers.items()}
+
     return ComputedLayerReference(
-        lambda inputs: capture_layers(module64, inputs, outputs),
+        compute,
         reference,
         description=f"PyTorch {torch.__version__} live, float64 copy of the module",
     )

@@ -72,10 +72,11 @@ def test_a_layer_off_fails_the_row_whose_outputs_pass(bundle_copy):
         assert row.status == FAILED and row.prob_check and row.logits_check
         assert row.layers.status == FAILED and row.layers.ratio > 10
         assert row.reason.startswith("layer Conv 'node_conv2d' (module conv1 (Conv2d)) error/b")
-        assert f"at batch {row.layers.batch}" in row.reason
+        assert f"at batch {row.layers.batch}: error/scale" in row.reason
         short = row.line()
         assert all(len(line) <= LINE_WIDTH for line in short.splitlines()), short
-        assert f", layers {row.layers.ratio:.2g} |" in short.splitlines()[0]
+        assert f", {row.layers.part()} |" in short.splitlines()[0]
+        assert row.layers.part() == f"layers {row.layers.ratio:.0f}"  # a whole number from 100
         assert "layers: 13 tensors at batch 2, largest error/bound" in row.line(verbose=True)
         figures = json.loads(json.dumps(row.to_dict()))["layers"]
         assert figures["status"] == FAILED and figures["failed"][0]["module"]["module"] == "conv1"
@@ -138,3 +139,32 @@ def test_an_engine_that_cannot_run_the_exposed_graph_leaves_the_outputs_verdict(
     assert row.status == PASSED and row.layers.status == "not run"
     assert ", layers not checked |" in row.line()
     assert "the engine refused the exposed graph" in row.line(verbose=True)
+
+
+def test_a_bias_the_simplifier_folded_a_constant_into_is_compared_not_left_out():
+    """A convolution whose bias carries a folded ``+ 3`` (a hard sigmoid's, as onnxsim folds it):
+    its golden layer is the module's output plus 3, so the export keeps it; weights that differ
+    (a BatchNormalization folded in) are not taken for a folded bias."""
+    import torch
+
+    from onnxedge.export.layers import folded_biases
+
+    conv = torch.nn.Conv2d(2, 3, 1).double()
+    weight = conv.weight.detach().numpy().astype(np.float32)
+    bias = conv.bias.detach().numpy().astype(np.float32)
+
+    def graph(w, b):
+        return onnx.helper.make_model(
+            onnx.helper.make_graph(
+                [onnx.helper.make_node("Conv", ["x", "w", "b"], ["y"])],
+                "g",
+                [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 4, 4])],
+                [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
+                [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+            )
+        )
+
+    (offset,) = folded_biases(graph(weight, bias + 3), conv, {"": "y"}).values()
+    assert offset.shape == (1, 3, 1, 1) and np.allclose(offset, 3, atol=1e-6)
+    assert folded_biases(graph(weight, bias), conv, {"": "y"}) == {}
+    assert folded_biases(graph(weight * 2, bias + 3), conv, {"": "y"}) == {}

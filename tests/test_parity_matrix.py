@@ -52,6 +52,10 @@ def test_every_perturbation_of_smile_cnn_fails_every_batch_size(smile_bundle):
     for miss in misses:
         assert miss.rows == 4 and miss.caught, miss
         assert miss.weakest > 1
+    # The layer check ran on each (the default bundle has golden layers); a convolution's change
+    # leaves its own layer bound, a change of the final layer shows in the outputs only.
+    assert all(m.layers_ratio is not None and m.caught_outputs for m in misses)
+    assert all(m.layers_ratio > 1 for m in misses if m.target.startswith("conv"))
 
 
 def test_a_miss_is_measured_against_float32_resolution(smile_bundle):
@@ -145,3 +149,26 @@ def test_the_matrix_replaces_only_its_part_of_the_document():
     assert "**False alarms: 1 of 1 healthy exports**" in spliced and "export: boom" in spliced
     with pytest.raises(OnnxEdgeError, match="expected the markers"):
         rows.splice("no markers", text)
+
+
+def test_a_perturbation_the_outputs_miss_is_caught_by_the_layers(bundle_copy):
+    """conv1's channel 0 up 1% and conv2's weights on it down as much: the outputs are the same,
+    the layers are not. Counted as caught with the layer check and missed by the outputs alone."""
+    from test_parity_layers import rescale_channel
+
+    from onnxedge.runtime.bundle.reader import Bundle
+    from onnxedge.runtime.parity.layer_check import judge_layers
+
+    rescale_channel(bundle_copy)
+    report = library_run(bundle_copy, batch_sizes=(1, 7))
+    judged = judge_layers(Bundle.open(bundle_copy), report).report
+    miss = matrix._miss("smile_cnn", "scale", "conv1 channel 0", report, judged)
+    assert miss.rows == 2 and miss.caught and not miss.caught_outputs, miss
+    assert miss.outputs_failed == 0 and miss.layers_ratio > 1 and miss.weakest < 1
+    text = rows.render(
+        [], [miss], engines=["onnxruntime cpu"], command="c", machine="cpu", date="d", commit="x"
+    )
+    assert "**Misses: 0 of 1 perturbations with the layer check, 1 with the outputs alone**" in text
+    assert "| 1/1 | 0/1 |" in text and "caught by the layers only: conv1 channel 0" in text
+    alone = matrix._miss("smile_cnn", "scale", "conv1 channel 0", report)
+    assert not alone.caught and alone.layers_ratio is None

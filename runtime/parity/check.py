@@ -136,7 +136,7 @@ def check_parity(
     )
     opened = Bundle.open(bundle)
     model = _variant_model(opened, variant)
-    golden_layers, no_layers = _golden_layers(opened, variant, layers)
+    golden_layers, no_layers = _golden_layers(opened, variant, layers, tolerances)
     if reference == "live":
         ref = _live_reference(opened.manifest, batch_sizes, checkpoint)
     else:
@@ -196,9 +196,14 @@ def check_parity(
 
 
 def _golden_layers(
-    bundle: Any, variant: str, layers: bool | None
+    bundle: Any,
+    variant: str,
+    layers: bool | None,
+    overrides: ToleranceOverrides | None = None,
 ) -> tuple[GoldenLayerReference | None, str]:
-    """The golden layers the rows' layers are judged against, or None and why not."""
+    """The golden layers the rows' layers are judged against, or None and why not. Where the
+    tolerances or the rounding factor are set on the command line, the user decides how far the
+    outputs may be, and the layers are judged only where ``layers`` asks for it."""
     if variant != FP32:
         if layers:
             raise OnnxEdgeError(
@@ -208,6 +213,8 @@ def _golden_layers(
         return None, "a variant is judged by its own bounds"
     if layers is False:
         return None, "--no-layers was given"
+    if layers is None and overrides:
+        return None, "tolerances set on the command line judge the outputs alone (--layers: both)"
     golden, why = golden_layers_or_none(bundle)
     if golden is None and layers:
         raise OnnxEdgeError(

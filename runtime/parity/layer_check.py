@@ -17,10 +17,12 @@ So `judge_layers`:
    error over the reference's RMS within ``CREST x rtol`` of the row's logits tolerance, scaled by
    its depth (`onnxedge.runtime.parity.layer_compare`; the tolerance `parity --localize` uses
    and the export verifies the golden layers against);
-4. puts the result (`LayerCheck`) on each row of the target that ran and is judged as fp32 (a
-   variant in fewer bits keeps its own judge): a tensor outside its bound fails the row, and the
-   row names the first such layer. Where the exposed graph cannot run on the engine, the row says
-   so and keeps its outputs' verdict.
+4. puts the result (`LayerCheck`) on each row of the target that ran in float32 arithmetic and
+   is judged as fp32 (its tolerances carry a rounding factor: not TF32, bf16 or tolerances set by
+   hand, where the guard alone judges the outputs; not a variant in fewer bits, which keeps its
+   own judge): a tensor outside its bound fails the row, and the row names the first such layer.
+   Where the exposed graph cannot run on the engine, the row says so and keeps its outputs'
+   verdict.
 """
 
 from __future__ import annotations
@@ -93,13 +95,13 @@ class LayerCheck:
         if self.reason:
             return f"layers not checked: {self.reason}" if verbose else "layers not checked"
         if not verbose:
-            return f"layers {self.ratio:.2g}"
+            return f"layers {_ratio(self.ratio)}"
         worst = self.worst
         text = f"layers: {len(self.layers)} tensors at batch {self.batch}"
         if worst is None:
             return text
         return (
-            f"{text}, largest error/bound {layer_ratio(worst):.2g}: {worst.label()} "
+            f"{text}, largest error/bound {_ratio(layer_ratio(worst))}: {worst.label()} "
             f"{worst.errors()}"
         )
 
@@ -107,10 +109,10 @@ class LayerCheck:
         """Why the row fails on its layers: the first tensor (in graph order) outside its bound."""
         first = self.failed[0]
         count = len(self.failed)
-        more = f", {count} of {len(self.layers)} tensors outside" if count > 1 else ""
+        more = f", {count} of {len(self.layers)} outside" if count > 1 else ""
         return (
-            f"layer {first.label()} error/bound {layer_ratio(first):.2g} at batch {self.batch} "
-            f"(error/scale {first.scaled_error:.2g} > {first.tolerance:.2g}{more})"
+            f"layer {first.label()} error/bound {_ratio(layer_ratio(first))} at batch "
+            f"{self.batch}: error/scale {first.scaled_error:.2g} > {first.tolerance:.2g}{more}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +126,11 @@ class LayerCheck:
             "failed": [layer.to_dict() for layer in self.failed],
             "reason": self.reason,
         }
+
+
+def _ratio(value: float) -> str:
+    """An error/bound as printed: two digits, whole numbers from 100 (``0.0097``, ``260``)."""
+    return f"{value:.2g}" if value < 100 else f"{value:.0f}"
 
 
 def _json_float(value: float) -> float | None:
@@ -170,7 +177,7 @@ def judge_layers(
     checks: dict[tuple[Target, int], LayerCheck] = {}
     rows = []
     for row in report.rows:
-        if not row.ran or row.variant is not None or row.logits_check is None:
+        if not _float32_row(row):
             rows.append(row)
             continue
         target = Target(row.provider, row.tf32, engine=row.engine, precision=row.precision)
@@ -186,6 +193,17 @@ def judge_layers(
         "each target (--no-layers: outputs only)"
     )
     return LayerJudgement(dataclasses.replace(report, rows=tuple(rows)), True, line)
+
+
+def _float32_row(row: ParityRow) -> bool:
+    """4.: a row that ran and is judged as float32 arithmetic is (its tolerances carry a rounding
+    factor): not a variant in fewer bits, not TF32 or bf16, not tolerances set by hand."""
+    return (
+        row.ran
+        and row.variant is None
+        and row.logits_check is not None
+        and row.tolerances.rounding_factor is not None
+    )
 
 
 def with_layer_check(row: ParityRow, check: LayerCheck) -> ParityRow:

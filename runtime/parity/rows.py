@@ -11,7 +11,7 @@ import numpy as np
 from onnxedge.runtime.compare import Comparison
 from onnxedge.runtime.engines.base import ONNXRUNTIME
 from onnxedge.runtime.engines.onnxruntime.session import provider_name
-from onnxedge.runtime.lines import INDENT, fit
+from onnxedge.runtime.lines import INDENT, LINE_WIDTH, fit
 from onnxedge.runtime.parity.rounding import BoundCheck
 from onnxedge.runtime.parity.tolerances import Tolerance, Tolerances
 
@@ -145,8 +145,6 @@ class ParityRow:
                 for name, check in (("prob", self.prob_check), ("logits", self.logits_check))
                 if check is not None
             )
-            if self.layers is not None:
-                ratios += f", {self.layers.part()}"
             parts = [head, f"error/bound {ratios}"]
         if verbose and self.layers is not None and self.variant is None:
             parts.append(self.layers.part(verbose=True))
@@ -156,6 +154,11 @@ class ParityRow:
             parts.append(f"bound: {self.variant.bounds.describe()}")
         if verbose:
             return " | ".join([*parts, self.reason] if self.reason else parts)
+        if self.layers is not None and self.variant is None:
+            # The layer check's largest error/bound where the line fits (a failure is named below).
+            with_layers = [parts[0], f"{parts[1]}, {self.layers.part()}", *parts[2:]]
+            if len(" | ".join(with_layers)) <= LINE_WIDTH:
+                parts = with_layers
         text = fit(" | ".join(parts))
         return f"{text}\n{fit(INDENT + self.reason)}" if self.reason else text
 
