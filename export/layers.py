@@ -16,7 +16,8 @@ golden inputs.
    module that made a tensor of the final graph (the last tensor of each module in graph order),
    cloned (an in-place ReLU would overwrite it); `folded_biases` adds what onnxsim folded into a
    convolution's bias (a hard sigmoid's ``+ 3``) to that convolution's output, so that the tensor
-   is compared with what the graph computes, not left out.
+   is compared with what the graph computes, not left out, and records the scale of the module's
+   own output to judge it at (the constant would otherwise swamp a change of the convolution).
 4. `make_golden_layers`: the largest golden batch whose layers fit the budget (as float32), each
    layer verified against ONNX Runtime's CPU run of the final graph (a layer that does not match is
    left out with a warning: a wrong map must not make a bundle localize wrongly).
@@ -244,13 +245,17 @@ def make_golden_layers(
         return GoldenLayersResult(None, block)
     batch = max(fitting)
     layers = capture_layers(module64, inputs[batch], outputs)
+    scales = {}
     for tensor, offset in folded_biases(final, module64, outputs).items():
-        if tensor in layers:
+        if tensor in layers:  # judged at the scale of the module's own output
+            rms = float(np.sqrt(np.mean(np.square(layers[tensor]))))
+            scales.update({tensor: rms} if rms > 0 else {})
             layers[tensor] = layers[tensor] + offset
-    layers, dropped = verified_layers(final, inputs[batch], layers)
+    layers, dropped = verified_layers(final, inputs[batch], layers, scales)
+    scales = {t: v for t, v in scales.items() if t in layers}
     tensors = tuple(t for t in (o for n in final.graph.node for o in n.output) if t in layers)
     description = f"PyTorch {torch.__version__}, float64 copy of the module, stored as float32"
-    data = golden_layers_npz_bytes(tensors, {batch: layers}, reference=description)
+    data = golden_layers_npz_bytes(tensors, {batch: layers}, reference=description, scales=scales)
     block["golden"] = golden_block(GOLDEN_LAYERS, batch, len(tensors), data, budget_mb, dropped)
     return GoldenLayersResult(data, block)
 

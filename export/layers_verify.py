@@ -29,10 +29,14 @@ def bytes_per_row(layers: Mapping[str, np.ndarray]) -> int:
 
 
 def verified_layers(
-    final: onnx.ModelProto, inputs: np.ndarray, layers: Mapping[str, np.ndarray]
+    final: onnx.ModelProto,
+    inputs: np.ndarray,
+    layers: Mapping[str, np.ndarray],
+    scales: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """The layers that ONNX Runtime's CPU run of ``final`` matches within the CPU's layer
-    tolerance, and the names of those it does not."""
+    tolerance (at the scale ``scales`` gives a tensor, else its own RMS), and the names of those
+    it does not."""
     exposed, tensors, _ = expose_intermediates(final)
     session = make_session(exposed.SerializeToString())
     actual = run_exposed(session, final.graph.input[0].name, inputs)
@@ -43,9 +47,13 @@ def verified_layers(
     for name, array in layers.items():
         t = by_name.get(name)
         tolerance = layer_tolerance(rtol, t.depth if t else 1, max_depth)
-        if t is not None and compare_layer(t, actual[name], array, tolerance=tolerance).status == (
-            PASSED
-        ):
+        scale = (scales or {}).get(name)
+        result = (
+            None
+            if t is None
+            else compare_layer(t, actual[name], array, tolerance=tolerance, scale=scale)
+        )
+        if result is not None and result.status == PASSED:
             kept[name] = array
         else:
             log.warning("golden layers: %s does not match ONNX Runtime's value; left out", name)

@@ -249,6 +249,7 @@ def _check(
             expected[t.name],
             tolerance=layer_tolerance(rtol, t.depth, exposed.max_depth),
             module=modules.get(t.name),
+            scale=golden.scales.get(t.name),
         )
         for t in exposed.tensors
         if t.name in expected and t.name not in judged

@@ -64,6 +64,11 @@ class GoldenLayerReference:
     def tensors(self, batch: int) -> Mapping[str, np.ndarray]:
         return self.layers.batches[batch]
 
+    @property
+    def scales(self) -> Mapping[str, float]:
+        """The scale a tensor is judged at where not its own RMS (`GoldenLayers.scales`)."""
+        return self.layers.scales
+
 
 class ComputedLayerReference:
     """2. and 3.: layers computed on the parity reference's inputs (``compute``: inputs ->

@@ -24,6 +24,7 @@ The manifest's ``layers`` block (written by `onnxedge export`, read here without
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -96,6 +97,8 @@ class GoldenLayers:
     tensors: tuple[str, ...]
     inputs: Mapping[int, np.ndarray]  # batch size -> float32 [N, C, H, W]
     batches: Mapping[int, Mapping[str, np.ndarray]]  # batch size -> tensor -> array
+    # Tensor -> the scale it is judged at, where not its own RMS (3.: a folded constant).
+    scales: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:
@@ -107,6 +110,7 @@ def golden_layers_npz_bytes(
     batches: Mapping[int, Mapping[str, np.ndarray]],
     *,
     reference: str,
+    scales: Mapping[str, float] | None = None,
 ) -> bytes:
     """``golden_layers.npz`` (format version 2) for ``batches`` (batch size -> tensor -> array,
     every tensor of ``tensors`` in each; their inputs are the golden data's batches of those
@@ -120,6 +124,8 @@ def golden_layers_npz_bytes(
         "tensors": list(tensors),
         "reference": reference,
     }
+    if scales:
+        meta["scales"] = {t: float(scales[t]) for t in tensors if t in scales}
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(canonical_json(meta), dtype=np.uint8)}
     for size in sizes:
         for i, name in enumerate(tensors):
@@ -183,7 +189,19 @@ def load_golden_layers(bundle: Bundle) -> GoldenLayers:
         tensors=tensors,
         inputs=inputs,
         batches=batches,
+        scales=_scales(path, meta),
     )
+
+
+def _scales(path: Any, meta: Mapping[str, Any]) -> dict[str, float]:
+    scales = meta.get("scales", {})
+    if not isinstance(scales, Mapping) or not all(
+        isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in scales.values()
+    ):
+        raise BundleError(
+            f"{path}: expected positive scales by tensor in its meta, found {scales!r}"
+        )
+    return {str(t): float(v) for t, v in scales.items()}
 
 
 def _meta(path: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:

@@ -345,6 +345,7 @@ def localize_row(
         )
     actual = run_exposed(session, exposed.bundle.input.name, inputs)
     judged = _row_judges(exposed, row)
+    scales = getattr(layers, "scales", {})  # golden layers may judge a tensor at another scale
     rtol = row.tolerances.logits.rtol
     results = tuple(
         compare_layer(
@@ -354,6 +355,7 @@ def localize_row(
             tolerance=layer_tolerance(rtol, t.depth, exposed.max_depth),
             row_judge=judged.get(t.name),
             module=modules.get(t.name),
+            scale=scales.get(t.name),
         )
         for t in exposed.tensors
     )
