@@ -19,6 +19,8 @@
    every row, at every golden batch size, on the CPU EP. A miss is measured: its float64 effect
    on the batch sizes that passed, over PyTorch's float32 spread (`parity_effect`); at most 1,
    it is below float32 resolution, which no output check can catch.
+4. The layer check (`onnxedge.runtime.parity.layer_check`): every bundle is exported with golden
+   layers (`LAYERS_BUDGET_MB`), and 1. and 3. count each row with it and with the outputs alone.
 
 Trained weights: none are at hand (pytorchcv's need a download, and training smile_cnn is
 `make train`'s), so every model runs with random weights; ``--checkpoint`` adds smile_cnn with a

@@ -81,6 +81,9 @@ def test_a_layer_off_fails_the_row_whose_outputs_pass(bundle_copy):
         figures = json.loads(json.dumps(row.to_dict()))["layers"]
         assert figures["status"] == FAILED and figures["failed"][0]["module"]["module"] == "conv1"
         assert figures["failed"][0]["scaled_error"] > figures["failed"][0]["tolerance"]
+    localized = check_parity(bundle_copy, providers=CPU, batch_sizes=(2,), localize="failed")
+    (found,) = localized.localizations  # the localizing run judges the layers as the row did
+    assert found.reproduced is True and found.first_divergent.module.name == "conv1"
     cli = invoke("parity", bundle_copy, "--providers", "cpu")
     assert cli.exit_code == 1, cli.output
     assert "layer Conv 'node_conv2d' (module conv1 (Conv2d))" in unwrap(cli.output)
@@ -168,3 +171,23 @@ def test_a_bias_the_simplifier_folded_a_constant_into_is_compared_not_left_out()
     assert offset.shape == (1, 3, 1, 1) and np.allclose(offset, 3, atol=1e-6)
     assert folded_biases(graph(weight, bias), conv, {"": "y"}) == {}
     assert folded_biases(graph(weight * 2, bias + 3), conv, {"": "y"}) == {}
+
+
+def test_a_tensor_is_judged_at_the_scale_the_golden_layers_give_it():
+    """A folded ``+ 3`` around values of RMS 0.01: against its own RMS (about 3) an error of 1e-4
+    passes a tolerance of 1e-4, at its module's scale (0.01) it is 1e-2 of it and fails."""
+    from onnxedge.runtime.errors import BundleError
+    from onnxedge.runtime.parity.exposed import ExposedTensor
+    from onnxedge.runtime.parity.layer_compare import compare_layer
+    from onnxedge.runtime.parity.layers import _scales
+
+    tensor = ExposedTensor("t", "n", "Conv", 1, 1)
+    module = np.array([[0.01, -0.01, 0.01, -0.01]])
+    expected, actual = module + 3, module + 3 + 1e-4
+    own = compare_layer(tensor, actual, expected, tolerance=1e-4)
+    assert own.status == PASSED and own.scaled_error < 1e-4
+    at_module = compare_layer(tensor, actual, expected, tolerance=1e-4, scale=0.01)
+    assert at_module.status == FAILED and at_module.scaled_error == pytest.approx(1e-2)
+    assert _scales("f", {"scales": {"t": 0.5}}) == {"t": 0.5} and _scales("f", {}) == {}
+    with pytest.raises(BundleError, match="expected positive scales"):
+        _scales("f", {"scales": {"t": 0.0}})
