@@ -126,10 +126,14 @@ def module_outputs(final: onnx.ModelProto, modules: Mapping[str, ModuleRef]) -> 
 
 
 def capture_layers(
-    module: torch.nn.Module, inputs: np.ndarray, outputs: Mapping[str, str]
+    module: torch.nn.Module,
+    inputs: np.ndarray,
+    outputs: Mapping[str, str],
+    dtype: Any = np.float64,
 ) -> dict[str, np.ndarray]:
-    """3. Tensor name -> the float64 output of its module for ``inputs`` (``module`` is expected
-    to be a float64 eval-mode copy). Modules that return other than one tensor are skipped."""
+    """3. Tensor name -> the output of its module for ``inputs`` (``module`` is expected to be an
+    eval-mode copy in ``dtype``: float64, or float32 for PyTorch's own rounding). Modules that
+    return other than one tensor are skipped."""
     named = dict(module.named_modules())
     caught: dict[str, np.ndarray] = {}
 
@@ -147,7 +151,7 @@ def capture_layers(
     ]
     try:
         with torch.no_grad():
-            module(torch.from_numpy(np.asarray(inputs, dtype=np.float64)))
+            module(torch.from_numpy(np.asarray(inputs, dtype=dtype)))
     finally:
         for handle in handles:
             handle.remove()
@@ -245,17 +249,28 @@ def make_golden_layers(
         return GoldenLayersResult(None, block)
     batch = max(fitting)
     layers = capture_layers(module64, inputs[batch], outputs)
+    module32 = copy.deepcopy(module).float().eval()
+    float32 = capture_layers(module32, inputs[batch], outputs, np.float32)
+    errors = {  # PyTorch's own float32 rounding of each layer (before any folded constant)
+        t: float(np.max(np.abs(float32[t].astype(np.float64) - a)))
+        for t, a in layers.items()
+        if t in float32 and float32[t].shape == a.shape and a.size
+    }
+    errors = {t: e for t, e in errors.items() if np.isfinite(e)}
     scales = {}
     for tensor, offset in folded_biases(final, module64, outputs).items():
         if tensor in layers:  # judged at the scale of the module's own output
             rms = float(np.sqrt(np.mean(np.square(layers[tensor]))))
             scales.update({tensor: rms} if rms > 0 else {})
             layers[tensor] = layers[tensor] + offset
-    layers, dropped = verified_layers(final, inputs[batch], layers, scales)
+    layers, dropped = verified_layers(final, inputs[batch], layers, scales, errors)
     scales = {t: v for t, v in scales.items() if t in layers}
+    errors = {t: v for t, v in errors.items() if t in layers}
     tensors = tuple(t for t in (o for n in final.graph.node for o in n.output) if t in layers)
     description = f"PyTorch {torch.__version__}, float64 copy of the module, stored as float32"
-    data = golden_layers_npz_bytes(tensors, {batch: layers}, reference=description, scales=scales)
+    data = golden_layers_npz_bytes(
+        tensors, {batch: layers}, reference=description, scales=scales, float32_errors=errors
+    )
     block["golden"] = golden_block(GOLDEN_LAYERS, batch, len(tensors), data, budget_mb, dropped)
     return GoldenLayersResult(data, block)
 

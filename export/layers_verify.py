@@ -13,9 +13,9 @@ import onnx
 
 from onnxedge.runtime.engines.onnxruntime.session import make_session
 from onnxedge.runtime.parity.exposed import ExposedTensor, expose_intermediates, run_exposed
-from onnxedge.runtime.parity.layer_compare import compare_layer, layer_tolerance
+from onnxedge.runtime.parity.layer_compare import compare_layer, layer_bound, layer_tolerance
 from onnxedge.runtime.parity.rows import PASSED
-from onnxedge.runtime.parity.tolerances import DEFAULT_TOLERANCES
+from onnxedge.runtime.parity.tolerances import CPU_ROUNDING_FACTOR, DEFAULT_TOLERANCES
 
 __all__ = ["bytes_per_row", "golden_block", "verified_layers"]
 
@@ -33,10 +33,12 @@ def verified_layers(
     inputs: np.ndarray,
     layers: Mapping[str, np.ndarray],
     scales: Mapping[str, float] | None = None,
+    float32_errors: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The layers that ONNX Runtime's CPU run of ``final`` matches within the CPU's layer
-    tolerance (at the scale ``scales`` gives a tensor, else its own RMS), and the names of those
-    it does not."""
+    """The layers that ONNX Runtime's CPU run of ``final`` matches within the CPU's layer bound
+    (`layer_bound`: at the scale ``scales`` gives a tensor, else its own RMS, widened to the CPU
+    factor times PyTorch's own float32 error ``float32_errors`` where known), and the names of
+    those it does not."""
     exposed, tensors, _ = expose_intermediates(final)
     session = make_session(exposed.SerializeToString())
     actual = run_exposed(session, final.graph.input[0].name, inputs)
@@ -46,8 +48,14 @@ def verified_layers(
     kept, dropped = {}, []
     for name, array in layers.items():
         t = by_name.get(name)
-        tolerance = layer_tolerance(rtol, t.depth if t else 1, max_depth)
         scale = (scales or {}).get(name)
+        tolerance = layer_bound(
+            layer_tolerance(rtol, t.depth if t else 1, max_depth),
+            array,
+            scale=scale,
+            float32_error=(float32_errors or {}).get(name),
+            factor=CPU_ROUNDING_FACTOR,
+        )
         result = (
             None
             if t is None

@@ -13,10 +13,11 @@ So `judge_layers`:
 2. runs the exposed graph (`ExposedModel`: every intermediate tensor an output) once per target
    at the golden layers' batch (they hold one: a row of another batch size is judged there);
 3. compares every tensor the golden layers hold, except the ones the row judges itself (the
-   graph's output and the logits), with `compare_layer` against `layer_tolerance`: its largest
+   graph's output and the logits), with `compare_layer` against `layer_bound`: its largest
    error over the reference's RMS within ``CREST x rtol`` of the row's logits tolerance, scaled by
-   its depth (`onnxedge.runtime.parity.layer_compare`; the tolerance `parity --localize` uses
-   and the export verifies the golden layers against);
+   its depth (`layer_tolerance`, the tolerance `parity --localize` uses), or where wider, the
+   row's rounding factor times PyTorch's own float32 error at that tensor over its scale (the
+   golden layers record it; the export verifies them against the same bound);
 4. puts the result (`LayerCheck`) on each row of the target that ran in float32 arithmetic and
    is judged as fp32 (its tolerances carry a rounding factor: not TF32, bf16 or tolerances set by
    hand, where the guard alone judges the outputs; not a variant in fewer bits, which keeps its
@@ -36,7 +37,12 @@ from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 from onnxedge.runtime.parity.exposed import ExposedModel, run_exposed
 from onnxedge.runtime.parity.golden import NoGoldenData
-from onnxedge.runtime.parity.layer_compare import LayerResult, compare_layer, layer_tolerance
+from onnxedge.runtime.parity.layer_compare import (
+    LayerResult,
+    compare_layer,
+    layer_bound,
+    layer_tolerance,
+)
 from onnxedge.runtime.parity.layer_reference import GoldenLayerReference
 from onnxedge.runtime.parity.layers import (
     GOLDEN_LAYERS,
@@ -183,8 +189,8 @@ def judge_layers(
         target = Target(row.provider, row.tf32, engine=row.engine, precision=row.precision)
         batch = golden.batch_for(row.batch)
         if (target, batch) not in checks:
-            rtol = row.tolerances.logits.rtol
-            checks[(target, batch)] = _check(exposed, target, golden, batch, rtol, judged, modules)
+            judge = (row.tolerances.logits.rtol, row.tolerances.rounding_factor)
+            checks[(target, batch)] = _check(exposed, target, golden, batch, judge, judged, modules)
         rows.append(with_layer_check(row, checks[(target, batch)]))
     tensors = sum(1 for t in golden.layers.tensors if t not in judged)
     sizes = ", ".join(map(str, golden.layers.batch_sizes))
@@ -220,11 +226,13 @@ def _check(
     target: Target,
     golden: GoldenLayerReference,
     batch: int,
-    rtol: float,
+    judge: tuple[float, float | None],
     judged: set[str],
     modules: dict[str, ModuleRef],
 ) -> LayerCheck:
-    """2. and 3. for one target at ``batch``."""
+    """2. and 3. for one target at ``batch``; ``judge``: the row's relative logits tolerance and
+    rounding factor."""
+    rtol, factor = judge
     expected = golden.tensors(batch)
     made = {t.name for t in exposed.tensors} | set(exposed.unexposed)
     strange = sorted(set(expected) - made)
@@ -247,7 +255,13 @@ def _check(
             t,
             actual[t.name],
             expected[t.name],
-            tolerance=layer_tolerance(rtol, t.depth, exposed.max_depth),
+            tolerance=layer_bound(
+                layer_tolerance(rtol, t.depth, exposed.max_depth),
+                expected[t.name],
+                scale=golden.scales.get(t.name),
+                float32_error=golden.float32_errors.get(t.name),
+                factor=factor,
+            ),
             module=modules.get(t.name),
             scale=golden.scales.get(t.name),
         )

@@ -47,6 +47,31 @@ def layer_tolerance(rtol: float, depth: int, max_depth: int) -> float:
     return CREST * rtol * max(MIN_DEPTH_SHARE, min(share, 1.0))
 
 
+def layer_bound(
+    tolerance: float,
+    expected: Any,
+    *,
+    scale: float | None = None,
+    float32_error: float | None = None,
+    factor: float | None = None,
+) -> float:
+    """The layer check's bound on a tensor's error/scale: `layer_tolerance`, or where the golden
+    layers record PyTorch's own float32 error at the tensor (``float32_error``, absolute), at
+    least ``factor`` times that error over the tensor's scale (``scale``, else the RMS of
+    ``expected``): an engine may round ``factor`` times worse than PyTorch's float32 run of the
+    same model, as its outputs may (`onnxedge.runtime.parity.rounding`), however ill-conditioned
+    the model (random regnety004 with ImageNet's mean and std: PyTorch's kernels 7e-3 apart on
+    logits of RMS 40)."""
+    if float32_error is None or factor is None:
+        return tolerance
+    if scale is None:
+        e = np.asarray(expected, dtype=np.float64)
+        scale = float(np.sqrt(np.mean(np.square(e)))) if e.size else 0.0
+    if not scale > 0:
+        return tolerance
+    return max(tolerance, factor * float32_error / scale)
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerResult:
     """One tensor against its reference: its largest absolute and relative errors, its scale (the

@@ -69,6 +69,11 @@ class GoldenLayerReference:
         """The scale a tensor is judged at where not its own RMS (`GoldenLayers.scales`)."""
         return self.layers.scales
 
+    @property
+    def float32_errors(self) -> Mapping[str, float]:
+        """PyTorch's own float32 error at each tensor (`GoldenLayers.float32_errors`)."""
+        return self.layers.float32_errors
+
 
 class ComputedLayerReference:
     """2. and 3.: layers computed on the parity reference's inputs (``compute``: inputs ->

@@ -99,6 +99,9 @@ class GoldenLayers:
     batches: Mapping[int, Mapping[str, np.ndarray]]  # batch size -> tensor -> array
     # Tensor -> the scale it is judged at, where not its own RMS (3.: a folded constant).
     scales: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # Tensor -> PyTorch's own float32 error there, max |float32 - float64| (the layer check's
+    # rounding term, `layer_compare.layer_bound`); absent in golden layers written before it.
+    float32_errors: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:
@@ -111,6 +114,7 @@ def golden_layers_npz_bytes(
     *,
     reference: str,
     scales: Mapping[str, float] | None = None,
+    float32_errors: Mapping[str, float] | None = None,
 ) -> bytes:
     """``golden_layers.npz`` (format version 2) for ``batches`` (batch size -> tensor -> array,
     every tensor of ``tensors`` in each; their inputs are the golden data's batches of those
@@ -126,6 +130,9 @@ def golden_layers_npz_bytes(
     }
     if scales:
         meta["scales"] = {t: float(scales[t]) for t in tensors if t in scales}
+    if float32_errors:
+        errors = {t: float(float32_errors[t]) for t in tensors if t in float32_errors}
+        meta["float32_errors"] = errors
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(canonical_json(meta), dtype=np.uint8)}
     for size in sizes:
         for i, name in enumerate(tensors):
@@ -189,19 +196,21 @@ def load_golden_layers(bundle: Bundle) -> GoldenLayers:
         tensors=tensors,
         inputs=inputs,
         batches=batches,
-        scales=_scales(path, meta),
+        scales=_positive(path, meta, "scales", zero=False),
+        float32_errors=_positive(path, meta, "float32_errors", zero=True),
     )
 
 
-def _scales(path: Any, meta: Mapping[str, Any]) -> dict[str, float]:
-    scales = meta.get("scales", {})
-    if not isinstance(scales, Mapping) or not all(
-        isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in scales.values()
+def _positive(path: Any, meta: Mapping[str, Any], key: str, *, zero: bool) -> dict[str, float]:
+    """The meta's ``key``: finite numbers by tensor, positive (or zero where ``zero``)."""
+    values = meta.get(key, {})
+    if not isinstance(values, Mapping) or not all(
+        isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or (zero and v == 0))
+        for v in values.values()
     ):
-        raise BundleError(
-            f"{path}: expected positive scales by tensor in its meta, found {scales!r}"
-        )
-    return {str(t): float(v) for t, v in scales.items()}
+        what = "non-negative" if zero else "positive"
+        raise BundleError(f"{path}: expected {what} {key} by tensor in its meta, found {values!r}")
+    return {str(t): float(v) for t, v in values.items()}
 
 
 def _meta(path: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
