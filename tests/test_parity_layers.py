@@ -179,7 +179,7 @@ def test_a_tensor_is_judged_at_the_scale_the_golden_layers_give_it():
     from onnxedge.runtime.errors import BundleError
     from onnxedge.runtime.parity.exposed import ExposedTensor
     from onnxedge.runtime.parity.layer_compare import compare_layer
-    from onnxedge.runtime.parity.layers import _scales
+    from onnxedge.runtime.parity.layers import _positive
 
     tensor = ExposedTensor("t", "n", "Conv", 1, 1)
     module = np.array([[0.01, -0.01, 0.01, -0.01]])
@@ -188,6 +188,37 @@ def test_a_tensor_is_judged_at_the_scale_the_golden_layers_give_it():
     assert own.status == PASSED and own.scaled_error < 1e-4
     at_module = compare_layer(tensor, actual, expected, tolerance=1e-4, scale=0.01)
     assert at_module.status == FAILED and at_module.scaled_error == pytest.approx(1e-2)
-    assert _scales("f", {"scales": {"t": 0.5}}) == {"t": 0.5} and _scales("f", {}) == {}
+    assert _positive("f", {"scales": {"t": 0.5}}, "scales", zero=False) == {"t": 0.5}
+    assert _positive("f", {}, "scales", zero=False) == {}
     with pytest.raises(BundleError, match="expected positive scales"):
-        _scales("f", {"scales": {"t": 0.0}})
+        _positive("f", {"scales": {"t": 0.0}}, "scales", zero=False)
+
+
+def test_the_layer_bound_widens_to_the_rounding_factor_times_pytorchs_own_error():
+    """An ill-conditioned model rounds its layers as loosely as its outputs: the bound is at least
+    the factor times PyTorch's own float32 error at the tensor over its scale, never less than
+    the tolerance, and the tolerance alone where no factor applies (TF32, bf16)."""
+    from onnxedge.runtime.errors import BundleError
+    from onnxedge.runtime.parity.layer_compare import layer_bound
+    from onnxedge.runtime.parity.layers import _positive
+
+    e = np.array([[1.0, -1.0]])  # RMS 1
+    assert layer_bound(1e-4, e) == 1e-4
+    assert layer_bound(1e-4, e, float32_error=1e-5, factor=100) == pytest.approx(1e-3)
+    assert layer_bound(1e-4, e, float32_error=1e-8, factor=100) == 1e-4
+    assert layer_bound(1e-4, e, float32_error=1e-5, factor=None) == 1e-4
+    assert layer_bound(1e-4, e, scale=0.1, float32_error=1e-5, factor=100) == pytest.approx(1e-2)
+    meta = {"float32_errors": {"t": 0.0, "u": 1e-7}}
+    assert _positive("f", meta, "float32_errors", zero=True) == {"t": 0.0, "u": 1e-7}
+    with pytest.raises(BundleError, match="expected non-negative float32_errors"):
+        _positive("f", {"float32_errors": {"t": -1.0}}, "float32_errors", zero=True)
+
+
+def test_the_golden_layers_record_pytorchs_own_float32_error(smile_bundle):
+    from onnxedge.runtime.bundle.reader import Bundle
+    from onnxedge.runtime.parity.layers import load_golden_layers
+
+    layers = load_golden_layers(Bundle.open(smile_bundle))
+    assert set(layers.float32_errors) == set(layers.tensors)
+    assert all(0 <= e < 1e-4 for e in layers.float32_errors.values())
+    assert any(e > 0 for e in layers.float32_errors.values())
