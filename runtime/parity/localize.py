@@ -39,7 +39,12 @@ from onnxedge.runtime.errors import BundleError, OnnxEdgeError, first_line
 from onnxedge.runtime.lines import fit
 from onnxedge.runtime.parity.error_share import ErrorShare, error_shares
 from onnxedge.runtime.parity.exposed import ExposedModel, run_exposed
-from onnxedge.runtime.parity.layer_compare import LayerResult, compare_layer, layer_tolerance
+from onnxedge.runtime.parity.layer_compare import (
+    LayerResult,
+    compare_layer,
+    layer_bound,
+    layer_tolerance,
+)
 from onnxedge.runtime.parity.layer_reference import LayerReference, describe_target
 from onnxedge.runtime.parity.layers import ModuleRef, layer_modules
 from onnxedge.runtime.parity.reference import Reference
@@ -345,14 +350,23 @@ def localize_row(
         )
     actual = run_exposed(session, exposed.bundle.input.name, inputs)
     judged = _row_judges(exposed, row)
-    scales = getattr(layers, "scales", {})  # golden layers may judge a tensor at another scale
-    rtol = row.tolerances.logits.rtol
+    # Golden layers may judge a tensor at another scale, and record PyTorch's own float32 error
+    # at it: the bound is the layer check's (`layer_compare.layer_bound`).
+    scales = getattr(layers, "scales", {})
+    errors = getattr(layers, "float32_errors", {})
+    rtol, factor = row.tolerances.logits.rtol, row.tolerances.rounding_factor
     results = tuple(
         compare_layer(
             t,
             actual[t.name],
             expected.get(t.name),
-            tolerance=layer_tolerance(rtol, t.depth, exposed.max_depth),
+            tolerance=layer_bound(
+                layer_tolerance(rtol, t.depth, exposed.max_depth),
+                expected.get(t.name),
+                scale=scales.get(t.name),
+                float32_error=errors.get(t.name),
+                factor=factor,
+            ),
             row_judge=judged.get(t.name),
             module=modules.get(t.name),
             scale=scales.get(t.name),
@@ -362,9 +376,9 @@ def localize_row(
     status, detail = _judge_outputs(actual, inputs, batch, exposed, reference, row)
     if (
         status == PASSED
-        and row.layers is not None
+        and getattr(row.layers, "status", None) == FAILED
         and any(r.failed for r in results if r.row_judge is None)
-    ):  # the row's layer check, judged again on this run
+    ):  # the row failed its layer check: judged again on this run
         status, detail = FAILED, f"{detail}, a layer outside its bound"
     ranked = reduced_precision(exposed.bundle.variants.get(exposed.variant))
     return Localization(
