@@ -187,8 +187,9 @@ def render(
         "the outputs (each must fail at every golden batch size on the CPU EP). Per model and "
         "kind: how many were caught with the layer check and by the outputs alone, the weakest "
         "catch of the outputs (the smallest, over perturbations and batch sizes, of a row's "
-        "largest error over its bound; 1 is the edge) and of the layer check (the smallest, "
-        "over the perturbations, of the largest error over a layer bound). Each miss with its "
+        "largest error over its bound; 1 is the edge) and of the layer check where the outputs "
+        "alone missed (the smallest, over those perturbations, of the largest error over a "
+        "layer bound; – where the outputs missed none). Each miss with its "
         "effect: how far the perturbation moves the outputs in float64, over how far PyTorch's "
         "float32 kernels are from float64 (the spread), on the batch size where it moves them "
         "least of those that passed; at most ×1 it is below float32 resolution, which no output "
@@ -200,7 +201,9 @@ def render(
     ]
     for (model, kind), group in _groups(misses).items():
         weakest = min(group, key=lambda m: m.weakest)
-        ratios = [m.layers_ratio for m in group if m.layers_ratio is not None]
+        ratios = [
+            m.layers_ratio for m in group if m.layers_ratio is not None and not m.caught_outputs
+        ]
         layers = f"{min(ratios):.3g}" if ratios else "–"
         missed = [m.missed_note() for m in group if not m.caught]
         outputs = [m.missed_note() for m in group if m.caught and not m.caught_outputs]
