@@ -61,10 +61,14 @@ def default_decode_pool() -> DecodePool:
     decoder processes beside the process that runs the model, which measured as fast as threads
     or faster (docs/BENCHMARKS.md, "Decoder processes against threads"); on one CPU, the calling
     thread alone."""
-    cpus = usable_cpus()
-    if cpus <= 1:
+    if usable_cpus() <= 1:
         return DecodePool(1)
-    return DecodePool(max(1, cpus // 2), processes=True)
+    return DecodePool(default_decode_processes(), processes=True)
+
+
+def default_decode_processes() -> int:
+    """One decoder process per two CPUs this process may run on, at least one."""
+    return max(1, usable_cpus() // 2)
 
 
 DEFAULT_POOL_HELP = "one process per two CPUs; on one CPU, one file after another"
@@ -92,7 +96,7 @@ def pool_arguments(pool: str) -> dict[str, int]:
     """``predict_files``' arguments for the named pool (`POOLS`) at its default size: one
     process per two CPUs (as `default_decode_pool`), or one thread per CPU."""
     if pool == "processes":
-        return {"decode_processes": max(1, usable_cpus() // 2)}
+        return {"decode_processes": default_decode_processes()}
     if pool == "threads":
         return {"decode_threads": default_decode_workers()}
     raise ArgumentError(f"unknown decode pool {pool!r}; expected one of: {', '.join(POOLS)}")
@@ -149,6 +153,7 @@ __all__ = [
     "DecodePool",
     "decode_pool",
     "default_decode_pool",
+    "default_decode_processes",
     "default_decode_workers",
     "ordered_map",
     "pool_arguments",

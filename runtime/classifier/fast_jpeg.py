@@ -5,9 +5,9 @@ Pillow's fast decode (`onnxedge.runtime.classifier.preprocess.load_pixels` with 
 about as much CPU in Python (opening the file, parsing its header and markers, the image object's
 bookkeeping) as libjpeg spends decoding at the reduced scale. simplejpeg decodes a JPEG held in
 memory in one C call, into a numpy array, with libjpeg-turbo's DCT scaling. Measured on the
-2-core AMD EPYC, 2,000 of ``data synth``'s 178x218 JPEGs into 64x64, the crop and the resize
-included: 0.18 ms of CPU a file against Pillow's 0.31 (docs/RUNTIME.md, "Where a file's time
-goes").
+2-vCPU Intel Xeon (AMX), 2,000 of ``data synth``'s 178x218 JPEGs into 64x64, the crop and the
+resize included: 0.16 ms of CPU a file against Pillow's 0.26-0.31 (docs/RUNTIME.md, "Files to
+labels").
 
 `decode_scaled` takes a file only where the result is Pillow's, bit for bit (tested on every
 kind of file the tests make), and returns None for every other so that Pillow's path decides:

@@ -140,7 +140,7 @@ def concurrent_batches(pool: DecodePool, cpus: int, *, one_thread: bool) -> int:
     to the default), else 1 (one batch at a time, on the session's own threads). With one batch on
     two threads, every parallel operator waits for the thread that a decoder process holds
     back; two batches on one thread each do not wait for each other (docs/RUNTIME.md,
-    "Decoding in processes": fp32 +20%, int8 +8% on 2 CPUs)."""
+    "Decoding in processes": fp32 +15%, int8 +13% files to labels on 2 CPUs)."""
     if not pool.processes or cpus < 2 or not one_thread:
         return 1
     return min(cpus, MAX_CONCURRENT_BATCHES)
