@@ -40,6 +40,7 @@ from onnxedge.runtime.parity.golden import NoGoldenData
 from onnxedge.runtime.parity.layer_compare import (
     LayerResult,
     compare_layer,
+    json_float,
     layer_bound,
     layer_tolerance,
 )
@@ -127,7 +128,7 @@ class LayerCheck:
             "status": self.status,
             "batch": self.batch,
             "tensors": len(self.layers),
-            "ratio": _json_float(self.ratio),
+            "ratio": json_float(self.ratio),
             "worst": None if worst is None else worst.to_dict(),
             "failed": [layer.to_dict() for layer in self.failed],
             "reason": self.reason,
@@ -137,10 +138,6 @@ class LayerCheck:
 def _ratio(value: float) -> str:
     """An error/bound as printed: two digits, whole numbers from 100 (``0.0097``, ``260``)."""
     return f"{value:.2g}" if value < 100 else f"{value:.0f}"
-
-
-def _json_float(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -132,18 +132,19 @@ class LayerResult:
             "depth": self.tensor.depth,
             "shape": list(self.shape),
             "status": self.status,
-            "max_abs_error": _json_float(self.max_abs_error),
-            "max_rel_error": _json_float(self.max_rel_error),
-            "scale": _json_float(self.scale),
-            "scaled_error": _json_float(self.scaled_error),
+            "max_abs_error": json_float(self.max_abs_error),
+            "max_rel_error": json_float(self.max_rel_error),
+            "scale": json_float(self.scale),
+            "scaled_error": json_float(self.scaled_error),
             "tolerance": self.tolerance,
             "row_bound": None if self.row_judge is None else self.row_judge.to_dict(),
             "detail": self.detail,
         }
 
 
-def _json_float(value: float) -> float | None:
-    return value if math.isfinite(value) else None  # JSON has no inf or NaN
+def json_float(value: float) -> float | None:
+    """``value`` for JSON, which has no inf or NaN: None where it is not finite."""
+    return value if math.isfinite(value) else None
 
 
 def compare_layer(
