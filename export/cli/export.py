@@ -18,6 +18,7 @@ from onnxedge.export.cli.preprocessing_options import (
     read_labels,
 )
 from onnxedge.runtime.cli.heartbeat import Heartbeat
+from onnxedge.runtime.cli.options import SEED
 from onnxedge.runtime.cli.output import force_option, refuse_existing, verbosity
 from onnxedge.runtime.deps import require_modules
 from onnxedge.runtime.errors import OnnxEdgeError
@@ -87,7 +88,7 @@ gap_option = click.option(
 )
 @click.option(
     "--seed",
-    type=click.IntRange(0, 2**63 - 1),
+    type=SEED,
     default=0,
     show_default=True,
     help="Init seed without a checkpoint.",

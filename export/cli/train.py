@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from onnxedge.runtime.classifier.preprocess import DECODES, EXACT
+from onnxedge.runtime.cli.options import SEED
 from onnxedge.runtime.cli.output import force_option, json_option, refuse_existing, write_json
 from onnxedge.runtime.deps import require_modules
 
@@ -73,7 +74,7 @@ def _finite_positive(ctx: click.Context, param: click.Parameter, value: float) -
 )
 @click.option(
     "--seed",
-    type=click.IntRange(0, 2**63 - 1),
+    type=SEED,
     default=0,
     show_default=True,
     help="Seed of the weights, the shuffling and the augmentation.",

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from onnxedge.runtime.cli.options import SEED
 from onnxedge.runtime.cli.output import (
     echo_progress,
     force_option,
@@ -81,7 +82,7 @@ def data_group() -> None:
 )
 @click.option(
     "--seed",
-    type=click.IntRange(0, 2**63 - 1),
+    type=SEED,
     default=0,
     show_default=True,
     help="Seed of the drawing: the same seed draws the same bytes.",

@@ -52,6 +52,9 @@ def usable_cores() -> int:
 
 THREADS = ThreadCount(1, MAX_THREADS)
 
+# A seed of the export side and of `data synth`: what numpy's and PyTorch's generators take.
+SEED = click.IntRange(0, 2**63 - 1)
+
 
 # A bound at least this large is no limit a user meets (a seed's 2**63 - 1): left out of the text.
 _NO_LIMIT = 2**31
