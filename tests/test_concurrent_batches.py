@@ -52,7 +52,7 @@ def test_concurrent_batches_give_one_batch_at_a_times_results_in_order(
     monkeypatch.setattr(
         classifier_module,
         "stream_files",
-        lambda *a: runs.append(a[-1]) or real_stream(*a),
+        lambda *a: runs.append(a[5]) or real_stream(*a),
     )
     concurrent = [r.to_dict() for r in clf.predict_files(photos, batch_size=4, decode_processes=1)]
     assert runs == [3] and made[-1][1:] == ("cpu", 1)  # three batches, a 1-thread session

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from onnxedge.runtime.classifier.decode import (
     decode_pool,
     default_decode_pool,
     process_chunk,
+    usable_cpus,
 )
 from onnxedge.runtime.classifier.preprocess import ImageReadError
 from onnxedge.runtime.classifier.procpool import BROKEN, PARENT_POLL_S, process_map
@@ -144,9 +146,14 @@ def test_closing_early_stops_the_workers():
 def test_one_count_or_the_other_or_the_default():
     assert decode_pool(3, None) == DecodePool(3)
     assert decode_pool(None, 2) == DecodePool(2, processes=True)
+    assert decode_pool(None, None, 4) == DecodePool(4, processes=True, batches=True)
     assert decode_pool(None, None) == default_decode_pool()
-    with pytest.raises(ArgumentError, match="decode_threads or decode_processes, got both"):
+    both = r"got decode_threads \(2\) and decode_processes \(2\)$"
+    with pytest.raises(ArgumentError, match=both):
         decode_pool(2, 2)
+    both = r"got decode_processes \(2\) and batch_processes \(3\)$"
+    with pytest.raises(ArgumentError, match=both):
+        decode_pool(None, 2, 3)
 
 
 def test_a_chunk_is_a_quarter_of_a_batch_from_1_to_16():
@@ -158,7 +165,9 @@ def test_a_chunk_is_a_quarter_of_a_batch_from_1_to_16():
     [
         ({"decode_processes": 0}, "expected decode_processes from 1 to 64 or None, got 0"),
         ({"decode_processes": 65}, "expected decode_processes from 1 to 64 or None, got 65"),
-        ({"decode_processes": 2, "decode_threads": 2}, "got both"),
+        ({"decode_processes": 2, "decode_threads": 2}, "got decode_threads .2. and decode_pro"),
+        ({"batch_processes": 0}, "expected batch_processes from 1 to 64 or None, got 0"),
+        ({"batch_processes": 1, "decode_threads": 1}, "got decode_threads .1. and batch_pro"),
     ],
 )
 def test_decode_processes_is_checked_at_the_call(clf, kwargs, message):
@@ -169,27 +178,39 @@ def test_decode_processes_is_checked_at_the_call(clf, kwargs, message):
 # -- predict_files --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("processes,batch_size", [(1, 4), (2, 3), (3, 32)])
-def test_the_pixels_and_results_are_those_of_a_serial_decode(clf, tmp_path, processes, batch_size):
+def items_with_bad_ones(tmp_path: Path) -> tuple[list[Any], dict[int, str]]:
+    """40 CelebA-like files with bad ones among them and a folder that could not be listed
+    (an `ImageReadError` item); {position: expected error}."""
     paths, bad = with_bad_files(tmp_path, celeba_like(tmp_path / "faces", 40))
     unlisted = ImageReadError(tmp_path / "locked", "cannot list the directory: Permission denied")
     items = [*paths[:3], unlisted, *paths[3:]]
     bad = {(p if p < 3 else p + 1): message for p, message in bad.items()}
     bad[3] = "cannot list the directory"
+    return items, bad
+
+
+def assert_each_in_place(results: list[Any], items: list[Any], bad: dict[int, str]) -> None:
+    """Each item's result in its place: the bad ones with their error, the others predicted."""
+    assert [r.file for r in results] == [os.fspath(getattr(p, "path", p)) for p in items]
+    for position, result in enumerate(results):
+        if position in bad:
+            assert not result and bad[position] in result.error, (position, result)
+        else:
+            assert result and result.prediction is not None, (position, result)
+
+
+@pytest.mark.parametrize("processes,batch_size", [(1, 4), (2, 3), (3, 32)])
+def test_the_pixels_and_results_are_those_of_a_serial_decode(clf, tmp_path, processes, batch_size):
+    items, bad = items_with_bad_ones(tmp_path)
     serial_clf, serial_session = recording(clf)
     pool_clf, pool_session = recording(clf)
     serial = list(serial_clf.predict_files(items, batch_size=batch_size, decode_threads=1))
     pooled = list(pool_clf.predict_files(items, batch_size=batch_size, decode_processes=processes))
     assert pooled == serial  # files, errors, probabilities (exact floats), labels, in order
-    assert [r.file for r in pooled] == [os.fspath(getattr(p, "path", p)) for p in items]
     assert len(pool_session.batches) == len(serial_session.batches) > 1
     for mine, theirs in zip(pool_session.batches, serial_session.batches, strict=True):
         assert np.array_equal(mine, theirs)
-    for position, result in enumerate(pooled):
-        if position in bad:
-            assert not result and bad[position] in result.error, (position, result)
-        else:
-            assert result and result.prediction is not None, (position, result)
+    assert_each_in_place(pooled, items, bad)
 
 
 def test_fast_decoding_in_processes_gives_the_serial_fast_results(smile_bundle, tmp_path):
@@ -199,9 +220,11 @@ def test_fast_decoding_in_processes_gives_the_serial_fast_results(smile_bundle, 
     assert list(fast.predict_files(paths, batch_size=5, decode_processes=2)) == serial
 
 
-def test_a_consumer_that_stops_stops_the_workers(clf, tmp_path):
+@pytest.mark.parametrize("pool", [{"decode_processes": 2}, {"batch_processes": 2}])
+def test_a_consumer_that_stops_stops_the_workers(smile_bundle, tmp_path, pool):
+    clf = Classifier.from_bundle(smile_bundle, provider="cpu")  # batch processes need its recipe
     paths = celeba_like(tmp_path / "faces", 10) * 50
-    results = clf.predict_files(paths, batch_size=4, decode_processes=2)
+    results = clf.predict_files(paths, batch_size=4, **pool)
     assert next(results)
     assert multiprocessing.active_children()
     results.close()
@@ -271,14 +294,17 @@ def wait_until_gone(pids: list[int], seconds: float) -> list[int]:
 
 
 def start_predict(
-    smile_bundle: Path, tmp_path: Path, times: int = 500
+    smile_bundle: Path,
+    tmp_path: Path,
+    times: int = 500,
+    pool: tuple[str, ...] = ("--decode-processes", "2"),
 ) -> tuple[subprocess.Popen, Path]:
-    """`onnxedge predict` over the folder named ``times`` times (20 files each), started and
-    classifying: its first line written. Its stdout goes to ``tmp_path / "out.txt"`` (a file,
-    so that every line written can be counted afterwards)."""
+    """`onnxedge predict` over the folder named ``times`` times (20 files each) with the
+    ``pool`` options, started and classifying: its first line written. Its stdout goes to
+    ``tmp_path / "out.txt"`` (a file, so that every line written can be counted afterwards)."""
     folder = tmp_path / "faces"
     celeba_like(folder, 20)
-    args = ["predict", str(smile_bundle), *[str(folder)] * times, "--decode-processes", "2"]
+    args = ["predict", str(smile_bundle), *[str(folder)] * times, *pool]
     out = tmp_path / "out.txt"
     with out.open("w") as sink:
         proc = subprocess.Popen(
@@ -295,10 +321,18 @@ def start_predict(
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
-def test_a_real_ctrl_c_exits_130_and_leaves_no_worker(smile_bundle, tmp_path):
+@pytest.mark.parametrize(
+    "pool",
+    [
+        ("--decode-processes", "2"),
+        # predict's default on 2 CPUs or more: batch processes (tests/test_batch_processes.py)
+        pytest.param((), marks=pytest.mark.skipif(usable_cpus() < 2, reason="one CPU")),
+    ],
+)
+def test_a_real_ctrl_c_exits_130_and_leaves_no_worker(smile_bundle, tmp_path, pool):
     """SIGINT to the command and its workers at once, as a terminal's Ctrl-C sends it to the
     whole process group: exit 130, one line on stderr (no worker's traceback), no worker left."""
-    proc, out = start_predict(smile_bundle, tmp_path)
+    proc, out = start_predict(smile_bundle, tmp_path, pool=pool)
     try:
         workers = children_of(proc.pid)
         assert len(workers) >= 2

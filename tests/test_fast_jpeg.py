@@ -136,3 +136,60 @@ def test_what_is_not_a_regular_file_is_left_to_pillows_path_which_refuses_it(tmp
         assert not taken(path)
         with pytest.raises(ImageReadError, match="expected an image file"):
             load_pixels(path, SPEC, decode=FAST)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"channel_order": "BGR"},
+        {"crop": "none"},
+        {"interpolation": "bicubic", "resize": [48, 80]},
+        {"resize": [120, 120]},  # larger than the draft keeps of small files: Pillow resizes up
+    ],
+)
+def test_the_loaders_plan_gives_load_pixels_pixels_for_every_kind_of_file(tmp_path, changes):
+    """The pipeline's loader reads the spec once (`FastPlan`); its pixels are `load_pixels`'
+    for every kind of file, whichever path each takes, and its errors the same."""
+    from onnxedge.runtime.classifier.files import image_loader
+
+    spec = {**SPEC, **changes}
+    load = image_loader(spec, max_pixels=None, decode=FAST)
+    assert load.plan is not None
+    files = kinds(tmp_path)
+    (tmp_path / "text.jpg").write_text("not a picture")
+    for name, (path, _) in files.items():
+        assert np.array_equal(load(path), load_pixels(path, spec, decode=FAST)), name
+    with pytest.raises(ImageReadError, match="found no format PIL reads"):
+        load(tmp_path / "text.jpg")
+
+
+@pytest.mark.parametrize(
+    "changes", [{"color": "L"}, {"resize_mode": "letterbox"}, {"crop": "top-left"}]
+)
+def test_options_the_plan_does_not_cover_take_load_pixels(changes):
+    from onnxedge.runtime.classifier.fast_plan import fast_plan
+    from onnxedge.runtime.classifier.files import image_loader
+
+    assert fast_plan({**SPEC, **changes}) is None
+    assert image_loader({**SPEC, **changes}, max_pixels=None, decode=FAST).plan is None
+    assert image_loader(SPEC, max_pixels=None, decode="exact").plan is None
+
+
+def test_a_file_that_changes_size_while_read_takes_pillows_path(tmp_path, monkeypatch):
+    path = tmp_path / "face.jpg"
+    path.write_bytes(jpeg(photo((178, 218))))
+    assert taken(path)
+    import os
+
+    real = os.stat
+
+    class Grown:  # the size os.stat saw, one byte short of what is read
+        def __init__(self, status):
+            self.st_mode, self.st_size = status.st_mode, status.st_size - 1
+
+    monkeypatch.setattr(fast_jpeg.os, "stat", lambda p, *a, **k: Grown(real(p, *a, **k)))
+    assert not taken(path)
+    monkeypatch.setattr(fast_jpeg, "MAX_BYTES", real(path).st_size - 10)
+    monkeypatch.setattr(fast_jpeg.os, "stat", real)
+    assert not taken(path)  # over the limit before it is read

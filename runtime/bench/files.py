@@ -4,10 +4,12 @@ preprocessing and inference, however that path overlaps them.
 
 1. Rows: mode ``from-files``, device ``cpu``, one per engine (ONNX Runtime's CPU EP, OpenVINO),
    model, decode (``--decode``: exact and fast by default) and, where ``--decode-pool`` names
-   them, decoding pool (processes, threads; else predict's default) of the run, at one batch size
-   (``--images-batch-size``: predict's ``--batch-size``, default `DEFAULT_BATCH_SIZE`), which need
-   not be among ``--batch-sizes``; the report sets each beside its model's model-only
-   throughput at that batch size in the same run (`model_only_ratio`).
+   them, decoding pool (batches, processes, threads; else predict's default, which the row's
+   settings name) of the run, at one batch size (``--images-batch-size``: predict's
+   ``--batch-size``, default `DEFAULT_BATCH_SIZE`), which need not be among ``--batch-sizes``;
+   the report sets each beside its model's model-only throughput at that batch size in the
+   same run (`model_only_ratio`). ``batches`` where the classifier cannot have batch processes
+   (``--threads`` given) is a skipped row with the reason.
 2. One timed call is a whole pass over the files; the row's throughput is files / mean pass time
    (`LatencyStats.images_per_call`), its latencies are per pass.
 3. Checked before timing, instead of against the reference engine (whose input is random
@@ -198,9 +200,26 @@ def _files_engine(
         )
     except OnnxEdgeError as e:
         return SkippedEngine(info, first_line(e), (batch_size,))
-    settings = {**info.settings, "provider": classifier.provider}
+    try:
+        chosen = classifier.file_pool(**(pool_arguments(pool) if pool else {}))
+    except OnnxEdgeError as e:
+        return SkippedEngine(info, first_line(e), (batch_size,))
+    settings = {**info.settings, "provider": classifier.provider, "pool": describe_pool(chosen)}
     info = dataclasses.replace(info, settings=settings)
     return FilesEngine(info, classifier, paths, batch_size, pool)
 
 
-__all__ = ["FILES_ATOL", "FilesEngine", "files_engines"]
+def describe_pool(pool: Any) -> str:
+    """A `DecodePool` in words, for a row's settings: "2 batch processes", "1 decoder
+    process", "2 decoding threads"."""
+    if pool.batches:
+        kind, unit = "batch", "process"
+    elif pool.processes:
+        kind, unit = "decoder", "process"
+    else:
+        kind, unit = "decoding", "thread"
+    plural = unit if pool.workers == 1 else {"process": "processes", "thread": "threads"}[unit]
+    return f"{pool.workers} {kind} {plural}"
+
+
+__all__ = ["FILES_ATOL", "FilesEngine", "describe_pool", "files_engines"]

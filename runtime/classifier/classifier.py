@@ -26,27 +26,32 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.bundle.outputs import (
-    BINARY_KINDS,
-    PROBABILITIES,
-    SIGMOID_PROBABILITY,
-)
+from onnxedge.runtime.bundle.outputs import BINARY_KINDS, PROBABILITIES, SIGMOID_PROBABILITY
 from onnxedge.runtime.bundle.outputs import probabilities as output_probabilities
 from onnxedge.runtime.bundle.reader import Bundle, TensorSpec
 from onnxedge.runtime.classifier.args import (
     check_batch_size,
-    check_count,
     check_max_pixels,
     check_threshold,
 )
-from onnxedge.runtime.classifier.decode import MAX_DECODE_PROCESSES, decode_pool, usable_cpus
+from onnxedge.runtime.classifier.decode import (
+    DecodePool,
+    file_pool,
+    usable_cpus,
+)
 from onnxedge.runtime.classifier.files import (
     concurrent_batches,
     decode_window,
     image_loader,
     stream_files,
 )
-from onnxedge.runtime.classifier.loader import DEFAULT_BATCH_SIZE, file_runner, load_classifier
+from onnxedge.runtime.classifier.loader import (
+    DEFAULT_BATCH_SIZE,
+    BatchRows,
+    file_runner,
+    load_classifier,
+    prediction_rows,
+)
 from onnxedge.runtime.classifier.predictions import (
     FileResult,
     ModelOutputError,
@@ -67,16 +72,8 @@ from onnxedge.runtime.classifier.preprocess import (
     pads,
     trained_decode,
 )
-from onnxedge.runtime.classifier.session import (
-    PROVIDER_CHOICES,
-    check_external_data,
-    run_halving,
-)
-from onnxedge.runtime.engines import (
-    DEFAULT_PRECISION,
-    ONNXRUNTIME,
-)
-from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
+from onnxedge.runtime.classifier.session import PROVIDER_CHOICES, check_external_data, run_halving
+from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 from onnxedge.runtime.variants.manifest import FP32
 
@@ -110,6 +107,8 @@ class Classifier:
         self.tuned: Any = None  # the `TunedChoice` where `from_bundle` was given ``tuned``
         # A 1-thread session for `predict_files`' concurrent batches (`loader.OneThreadSession`)
         self.one_thread: Any = None
+        # What makes a batch process's own session (`loader.SessionRecipe`), where it can.
+        self.batch_session: Any = None
         self.manifest = manifest
         self.path = path
         self.provider = provider
@@ -436,6 +435,18 @@ class Classifier:
             results += self.predict_array(batch, threshold, batch_size=batch_size)
         return results
 
+    def file_pool(
+        self,
+        decode_threads: int | None = None,
+        decode_processes: int | None = None,
+        batch_processes: int | None = None,
+    ) -> DecodePool:
+        """The pool `predict_files` decodes with for these counts (1. there), checked
+        (`onnxedge.runtime.classifier.decode.file_pool`)."""
+        can = self.batch_session is not None
+        counts = (decode_threads, decode_processes, batch_processes)
+        return file_pool(*counts, batch_sessions=can, provider=self.provider)
+
     def predict_files(
         self,
         paths: Iterable[str | Path | ImageReadError],
@@ -445,15 +456,16 @@ class Classifier:
         max_pixels: int | None = MAX_PIXELS,
         decode_threads: int | None = None,
         decode_processes: int | None = None,
+        batch_processes: int | None = None,
     ) -> Generator[FileResult, None, None]:
         """One `FileResult` per path, in order, streamed: ``paths`` is consumed lazily, and
         memory stays bounded however many there are (`decode_window`).
 
-        1. Files are decoded and preprocessed by ``decode_threads`` threads (None: one per CPU,
-           at most `onnxedge.runtime.classifier.decode.MAX_DECODE_WORKERS`; 1: one after another in
-           the
-           calling thread) while the model runs on the previous batch. Each file goes through
-           `load_image` as in a serial run: the pixels, and so the results, are the same.
+        1. Files are decoded and preprocessed, each through `load_pixels` as in a serial run
+           (the same pixels, so the same results), by at most one of: ``batch_processes``
+           processes that each decode whole batches and run them on a 1-thread session of their
+           own, ``decode_processes`` processes decoding while the model runs here, or
+           ``decode_threads`` threads (1: the calling thread); none given: `file_pool`'s default.
         2. A file that cannot be used gets a result with its ``error`` and the others go on; so
            does one for which the model's output is not a probability (NaN, an infinity). An
            item that is already an `ImageReadError` (a directory `find_images` could not list)
@@ -465,22 +477,13 @@ class Classifier:
         batch_size = check_batch_size(batch_size)
         threshold = self._threshold(threshold)
         max_pixels = check_max_pixels(max_pixels)
-        threads = check_count(decode_threads, "decode_threads", optional=True, maximum=MAX_THREADS)
-        processes = check_count(
-            decode_processes, "decode_processes", optional=True, maximum=MAX_DECODE_PROCESSES
-        )
-        pool = decode_pool(threads, processes)
-
+        pool = self.file_pool(decode_threads, decode_processes, batch_processes)
         load = image_loader(self.preprocessing, max_pixels=max_pixels, decode=self.decode)
         runs = concurrent_batches(pool, usable_cpus(), one_thread=self.one_thread is not None)
         runner = file_runner(self, runs)
-
-        def predict_rows(batch: np.ndarray) -> list[Any]:
-            return runner._prediction_rows(
-                runner._outputs(runner.model_input(batch), len(batch)), threshold
-            )
-
-        return stream_files(load, predict_rows, paths, batch_size, pool, runs)
+        predict_rows = prediction_rows(runner, threshold)
+        batch_rows = BatchRows(self, threshold)
+        return stream_files(load, predict_rows, paths, batch_size, pool, runs, batch_rows)
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -50,19 +51,33 @@ def default_decode_workers() -> int:
 class DecodePool:
     """Who decodes the files of `Classifier.predict_files`: ``workers`` threads of this process
     (1: the calling thread, one file after another), or ``workers`` processes
-    (`onnxedge.runtime.classifier.procpool.process_map`) when ``processes``."""
+    (`onnxedge.runtime.classifier.procpool.process_map`) when ``processes``; with ``batches``
+    too, each of those processes decodes whole batches and runs them on a model session of its
+    own (`onnxedge.runtime.classifier.files.stream_files`, "batch processes")."""
 
     workers: int
     processes: bool = False
+    batches: bool = False
 
 
-def default_decode_pool() -> DecodePool:
-    """The pool `Classifier.predict_files` uses when given neither count (`DEFAULT_POOL_HELP`):
-    decoder processes beside the process that runs the model, which measured as fast as threads
-    or faster (docs/BENCHMARKS.md, "Decoder processes against threads"); on one CPU, the calling
-    thread alone."""
+# Batch processes one may ask for: each holds a session of the model and a batch's activations.
+MAX_BATCH_PROCESSES = 64
+
+
+def default_decode_pool(batch_sessions: bool = False) -> DecodePool:
+    """The pool `Classifier.predict_files` uses when given no count (`DEFAULT_POOL_HELP`). Where
+    the classifier can give each process a session of its own (``batch_sessions``: ONNX Runtime's
+    CPU EP with its threads left to the default) and processes are forked, one batch
+    process per CPU: every core decodes and runs the model, and none waits for another
+    (docs/RUNTIME.md, "Batch processes"); else decoder processes beside the process that runs
+    the model, which measured as fast as threads or faster (docs/BENCHMARKS.md, "Decoder
+    processes against threads"); on one CPU, the calling thread alone."""
+    from onnxedge.runtime.classifier.procpool import START_METHOD
+
     if usable_cpus() <= 1:
         return DecodePool(1)
+    if batch_sessions and START_METHOD == "fork":
+        return DecodePool(default_batch_processes(), processes=True, batches=True)
     return DecodePool(default_decode_processes(), processes=True)
 
 
@@ -71,16 +86,39 @@ def default_decode_processes() -> int:
     return max(1, usable_cpus() // 2)
 
 
-DEFAULT_POOL_HELP = "one process per two CPUs; on one CPU, one file after another"
+def default_batch_processes() -> int:
+    """One batch process per CPU this process may run on (at most `MAX_DECODE_WORKERS`: each
+    holds a batch's activations)."""
+    return default_decode_workers()
 
 
-def decode_pool(threads: int | None, processes: int | None) -> DecodePool:
-    """The pool for ``decode_threads`` / ``decode_processes`` (counts already checked): one of
-    them, or the default where neither is given; both is an `ArgumentError`."""
-    if threads is not None and processes is not None:
+DEFAULT_POOL_HELP = (
+    "on ONNX Runtime's CPU EP with its threads left to the default, one batch process per CPU; "
+    "else one "
+    "decoder process per two CPUs; on one CPU, one file after another"
+)
+
+
+def decode_pool(
+    threads: int | None, processes: int | None, batches: int | None = None
+) -> DecodePool:
+    """The pool for ``decode_threads`` / ``decode_processes`` / ``batch_processes`` (counts
+    already checked): one of them, or `default_decode_pool` where none is given (its
+    ``batch_sessions`` is then the caller's to pass: this gives decoder processes); more than one
+    is an `ArgumentError`."""
+    given = {
+        "decode_threads": threads,
+        "decode_processes": processes,
+        "batch_processes": batches,
+    }
+    named = [f"{k} ({v})" for k, v in given.items() if v is not None]
+    if len(named) > 1:
         raise ArgumentError(
-            f"expected decode_threads or decode_processes, got both ({threads} and {processes})"
+            "expected one of decode_threads, decode_processes and batch_processes, got "
+            + " and ".join(named)
         )
+    if batches is not None:
+        return DecodePool(batches, processes=True, batches=True)
     if processes is not None:
         return DecodePool(processes, processes=True)
     if threads is not None:
@@ -88,13 +126,54 @@ def decode_pool(threads: int | None, processes: int | None) -> DecodePool:
     return default_decode_pool()
 
 
+def file_pool(
+    decode_threads: int | None,
+    decode_processes: int | None,
+    batch_processes: int | None,
+    *,
+    batch_sessions: bool,
+    provider: str,
+) -> DecodePool:
+    """`Classifier.file_pool`: the counts checked (an `ArgumentError` for one out of range, more
+    than one, or batch processes where the classifier has no ``batch_sessions`` or processes
+    are not forked), then `decode_pool`, or `default_decode_pool` where none is given."""
+    from onnxedge.runtime.classifier.args import check_count
+    from onnxedge.runtime.classifier.procpool import START_METHOD
+    from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
+
+    threads = check_count(decode_threads, "decode_threads", optional=True, maximum=MAX_THREADS)
+    processes = check_count(
+        decode_processes, "decode_processes", optional=True, maximum=MAX_DECODE_PROCESSES
+    )
+    batches = check_count(
+        batch_processes, "batch_processes", optional=True, maximum=MAX_BATCH_PROCESSES
+    )
+    if threads is None and processes is None and batches is None:
+        return default_decode_pool(batch_sessions=batch_sessions)
+    pool = decode_pool(threads, processes, batches)
+    if pool.batches and (not batch_sessions or START_METHOD != "fork"):
+        found = (
+            f"processes started with {START_METHOD} on {sys.platform}"
+            if START_METHOD != "fork"
+            else f"one on {provider}, with its threads given, or not from from_bundle"
+        )
+        raise ArgumentError(
+            "expected a classifier from Classifier.from_bundle on ONNX Runtime's CPU EP with its "
+            f"threads left to the default, forked on Linux, for batch_processes; found {found}"
+        )
+    return pool
+
+
 # `pool_arguments`' names: the pools `Classifier.predict_files` can decode with.
-POOLS = ("processes", "threads")
+POOLS = ("batches", "processes", "threads")
 
 
 def pool_arguments(pool: str) -> dict[str, int]:
-    """``predict_files``' arguments for the named pool (`POOLS`) at its default size: one
-    process per two CPUs (as `default_decode_pool`), or one thread per CPU."""
+    """``predict_files``' arguments for the named pool (`POOLS`) at its default size: one batch
+    process per CPU, one decoder process per two CPUs (as `default_decode_pool`), or one thread
+    per CPU."""
+    if pool == "batches":
+        return {"batch_processes": default_batch_processes()}
     if pool == "processes":
         return {"decode_processes": default_decode_processes()}
     if pool == "threads":
@@ -147,14 +226,17 @@ def ordered_map(
 
 __all__ = [
     "DEFAULT_POOL_HELP",
+    "MAX_BATCH_PROCESSES",
     "MAX_DECODE_PROCESSES",
     "MAX_DECODE_WORKERS",
     "POOLS",
     "DecodePool",
     "decode_pool",
+    "default_batch_processes",
     "default_decode_pool",
     "default_decode_processes",
     "default_decode_workers",
+    "file_pool",
     "ordered_map",
     "pool_arguments",
     "process_chunk",

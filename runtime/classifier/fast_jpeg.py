@@ -72,7 +72,9 @@ def decode_scaled(
     pixels = width * height
     if colorspace not in _SAME_CONVERSION:  # 1.
         return None
-    if any(limit is not None and pixels > limit for limit in (max_pixels, bomb_pixels)):  # 3.
+    if (max_pixels is not None and pixels > max_pixels) or (
+        bomb_pixels is not None and pixels > bomb_pixels
+    ):  # 3.
         return None
     scale = draft(width, height)
     if scale is None:  # 4.
@@ -100,20 +102,23 @@ def load_scaled(path: Any, side: int, max_pixels: int | None) -> np.ndarray | No
     `MAX_BYTES`, or the module
     docstring's cases). With PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` set, always None (Pillow's
     path refuses to run so)."""
-    from PIL import Image, ImageFile
-
+    Image, ImageFile = _pil()
     if simplejpeg_module() is None or ImageFile.LOAD_TRUNCATED_IMAGES:
         return None
     if not isinstance(path, (str, os.PathLike)) or not str(path).lower().endswith(JPEG_NAMES):
         return None
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read for ever
+        status = os.stat(path)
+        # a FIFO would block the read for ever
+        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_BYTES:
             return None
-        with open(path, "rb") as file:
-            data = file.read(MAX_BYTES + 1)
+        with open(path, "rb", buffering=0) as file:
+            # the size it had, and a byte more to see whether it grew since (asking for
+            # MAX_BYTES would allocate that much for every file: 0.02 ms against 0.005)
+            data = file.read(status.st_size + 1)
     except OSError:
         return None  # Pillow's path says what is wrong
-    if len(data) > MAX_BYTES:
+    if len(data) != status.st_size:  # changed while being read: Pillow's path takes it
         return None
     return decode_scaled(
         data,
@@ -121,6 +126,14 @@ def load_scaled(path: Any, side: int, max_pixels: int | None) -> np.ndarray | No
         max_pixels=max_pixels,
         bomb_pixels=Image.MAX_IMAGE_PIXELS,
     )
+
+
+@functools.cache
+def _pil() -> tuple[Any, Any]:
+    """PIL's Image and ImageFile modules, imported once (not at every file)."""
+    from PIL import Image, ImageFile
+
+    return Image, ImageFile
 
 
 def draft_scale(width: int, height: int, side: int) -> int | None:

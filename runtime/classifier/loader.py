@@ -5,6 +5,7 @@ documents the arguments)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -118,8 +119,32 @@ def load_classifier(
     classifier.variant = variant_key(variant)
     classifier.tuned = choice
     if engine == ONNXRUNTIME and used == "CPUExecutionProvider" and threads is None:
+        # Not OpenVINO: its compile_model in a forked process waits for ever on an executor
+        # thread of the parent's that the fork did not copy (seen in the test suite).
+        classifier.batch_session = SessionRecipe(engine, model, precision)
         classifier.one_thread = OneThreadSession(model)
     return classifier
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionRecipe:
+    """How a batch process of `Classifier.predict_files` makes a session of its own: the
+    classifier's model (the verified bytes, or its verified path) on the same engine and CPU,
+    with one thread (the processes, one per CPU, are the parallelism); made where it is called,
+    after the fork, never shared with the process that holds the recipe. `load_classifier`
+    gives one to ONNX Runtime's CPU EP only (OpenVINO's compile hangs in a forked process)."""
+
+    engine: str
+    model: Path | bytes
+    precision: str = DEFAULT_PRECISION
+
+    def __call__(self) -> Any:
+        if self.engine == ONNXRUNTIME:
+            session, _ = session_for(self.model, "cpu", 1)
+            return session
+        return open_session(
+            self.engine, self.model, provider="cpu", threads=1, precision=self.precision
+        )
 
 
 class OneThreadSession:
@@ -137,6 +162,33 @@ class OneThreadSession:
             if self._session is None:
                 self._session, _ = session_for(self._model, "cpu", 1)
             return self._session
+
+
+class BatchRows:
+    """What a batch process of `Classifier.predict_files` classifies its batches with, made there
+    (`onnxedge.runtime.classifier.files.BatchWork`): a copy of the classifier on a session of
+    its own from the classifier's `SessionRecipe`, as a `PredictRows` at ``threshold``."""
+
+    def __init__(self, classifier: Any, threshold: float | None) -> None:
+        self._classifier = classifier
+        self._threshold = threshold
+
+    def __call__(self) -> Any:
+        worker = copy.copy(self._classifier)
+        worker.session = self._classifier.batch_session()
+        worker.one_thread = worker.batch_session = None
+        return prediction_rows(worker, self._threshold)
+
+
+def prediction_rows(classifier: Any, threshold: float | None) -> Any:
+    """The classifier's `PredictRows` at ``threshold``: a stacked batch of pixels -> per row
+    its `Prediction`, or why it has none."""
+
+    def rows(batch: Any) -> list[Any]:
+        raw = classifier._outputs(classifier.model_input(batch), len(batch))
+        return classifier._prediction_rows(raw, threshold)
+
+    return rows
 
 
 def file_runner(classifier: Any, runs: int) -> Any:

@@ -38,6 +38,7 @@ def predict(
     threads: int | None = None,
     decode_threads: int | None = None,
     decode_processes: int | None = None,
+    batch_processes: int | None = None,
     engine: str = ONNXRUNTIME,
     precision: str = DEFAULT_PRECISION,
     variant: str | None = None,
@@ -71,5 +72,6 @@ def predict(
         max_pixels=max_pixels,
         decode_threads=decode_threads,
         decode_processes=decode_processes,
+        batch_processes=batch_processes,
     )
     return FilePredictions(classifier=classifier, results=results)

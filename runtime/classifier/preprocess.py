@@ -73,7 +73,7 @@ EXACT = "exact"
 FAST = "fast"
 DECODES = (EXACT, FAST)
 
-_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 RESIZE_MODES = ("stretch", "pad-right", "letterbox")
 _ORIENTATION = 0x0112  # the EXIF tag
 _HIGH_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -185,9 +185,9 @@ def _upright_pixels(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
         raise OnnxEdgeError(f"unsupported preprocessing crop {crop!r}; expected center-square")
     height, width = (int(v) for v in spec["resize"])
     name = spec.get("interpolation", "bilinear")
-    if name not in _INTERPOLATIONS:
+    if name not in INTERPOLATIONS:
         raise OnnxEdgeError(
-            f"unsupported interpolation {name!r}; expected one of: {', '.join(_INTERPOLATIONS)}"
+            f"unsupported interpolation {name!r}; expected one of: {', '.join(INTERPOLATIONS)}"
         )
     resample = getattr(Image.Resampling, name.upper())
     (inner_w, inner_h), _ = resized_box(image.size, (height, width), spec)
@@ -331,7 +331,15 @@ def load_pixels(
             from PIL import Image
 
             return _upright_pixels(Image.fromarray(array), spec)
-    return _upright_pixels(open_image(path, max_pixels=max_pixels, draft_side=target), spec)
+    return pillow_pixels(path, spec, max_pixels=max_pixels, draft_side=target)
+
+
+def pillow_pixels(
+    path: Any, spec: Mapping[str, Any], *, max_pixels: int | None, draft_side: int | None
+) -> np.ndarray:
+    """`load_pixels` through Pillow alone (``draft_side``: `draft_side` for the fast decode,
+    None for the exact one)."""
+    return _upright_pixels(open_image(path, max_pixels=max_pixels, draft_side=draft_side), spec)
 
 
 def check_decode(decode: Any) -> str:

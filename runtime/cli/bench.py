@@ -206,8 +206,9 @@ def bench_progress(enabled: bool, heartbeat: bool = False) -> Iterator[ProgressF
     "pools",
     multiple=True,
     type=click.Choice(POOLS),
-    help="Who decodes the files of the from-files rows, one row each (repeatable): processes "
-    "(predict's --decode-processes), threads (--decode-threads) [default: predict's default].",
+    help="Who decodes the files of the from-files rows, one row each (repeatable): batches "
+    "(predict's --batch-processes), processes (--decode-processes), threads (--decode-threads) "
+    "[default: predict's default].",
 )
 @click.option(
     "--batch-sizes",

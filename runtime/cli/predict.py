@@ -21,7 +21,11 @@ import click
 
 from onnxedge.runtime.bundle.write import check_writable
 from onnxedge.runtime.classifier.classifier import FileResult
-from onnxedge.runtime.classifier.decode import DEFAULT_POOL_HELP, MAX_DECODE_PROCESSES
+from onnxedge.runtime.classifier.decode import (
+    DEFAULT_POOL_HELP,
+    MAX_BATCH_PROCESSES,
+    MAX_DECODE_PROCESSES,
+)
 from onnxedge.runtime.classifier.files import find_images
 from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, is_image_name
 from onnxedge.runtime.cli.classifier_options import classifier_options
@@ -86,8 +90,16 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
     "--decode-processes",
     type=click.IntRange(1, MAX_DECODE_PROCESSES),
     default=None,
-    help="Processes decoding image files while the model runs (not with --decode-threads) "
+    help="Processes decoding image files while the model runs here (not with --decode-threads) "
     f"[default: {DEFAULT_POOL_HELP}].",
+)
+@click.option(
+    "--batch-processes",
+    type=click.IntRange(1, MAX_BATCH_PROCESSES),
+    default=None,
+    help="Processes that each decode whole batches and run them on a 1-thread session of their "
+    "own (ONNX Runtime's CPU EP, --threads not given; not with the other two) [default: one "
+    "per CPU where that applies].",
 )
 @engine_options
 @variant_option
@@ -121,6 +133,7 @@ def predict_cmd(
     decode: str | None,
     decode_threads: int | None,
     decode_processes: int | None,
+    batch_processes: int | None,
     engine: str,
     precision: str,
     variant: str,
@@ -159,14 +172,26 @@ def predict_cmd(
         threads=threads,
     )  # fmt: skip
     check_engine_options(chosen["engine"], chosen["precision"])
-    if decode_threads is not None and decode_processes is not None:
-        raise click.UsageError("--decode-threads and --decode-processes: give one of them")
+    pools = {
+        "--decode-threads": decode_threads,
+        "--decode-processes": decode_processes,
+        "--batch-processes": batch_processes,
+    }
+    given = [name for name, count in pools.items() if count is not None]
+    if len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)}: give one of them")
+    if batch_processes is not None and chosen["threads"] is not None:
+        raise click.UsageError(
+            f"--batch-processes runs a 1-thread session in each process; found --threads "
+            f"{chosen['threads']} too (tuned or given): give one of them"
+        )
     check_ray_only(
         ray_address,
         ray_actors=(ray_actors, True),
         output=(output, True),
         decode_threads=(decode_threads, False),
         decode_processes=(decode_processes, False),
+        batch_processes=(batch_processes, False),
         decode=(decode, False),
     )
     if ray_address is not None:
@@ -198,6 +223,7 @@ def predict_cmd(
         decode=decode,
         decode_threads=decode_threads,
         decode_processes=decode_processes,
+        batch_processes=batch_processes,
         max_pixels=max_pixels,
         **chosen,
     )
