@@ -6,6 +6,7 @@ order, bad files in their place, and no process is left behind."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,11 @@ def test_bad_batch_processes_are_usage_errors(smile_bundle, tmp_path, args, mess
     result = predict(smile_bundle, tmp_path, *args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_batch_process_that_dies_is_one_error_and_the_others_stop(clf, tmp_path):
+    paths = celeba_like(tmp_path / "faces", 12)
+    dying = Classifier.from_bundle(clf.path, provider="cpu")
+    dying.batch_session = lambda: os.kill(os.getpid(), signal.SIGKILL)  # killed, out of memory
+    with pytest.raises(OnnxEdgeError, match=r"^expected the worker processes .* ended abruptly"):
+        list(dying.predict_files(paths, batch_size=4, batch_processes=2))

@@ -275,6 +275,28 @@ def test_decode_pool_gives_a_row_per_pool(smile_bundle, images, tmp_path):
     assert report["settings"]["images"]["pools"] == ["processes", "threads"]
 
 
+def test_batch_processes_with_threads_given_are_a_skipped_row_and_rows_name_their_pool(
+    smile_bundle, images, monkeypatch
+):
+    from onnxedge.runtime.bench.engines import SkippedEngine
+    from onnxedge.runtime.classifier import decode
+
+    monkeypatch.setattr(decode, "usable_cpus", lambda: 2)
+    bundle = Bundle.open(smile_bundle)
+    paths = [str(p) for p in sorted(images.glob("*.jpg"))]
+    kwargs = {"batch_size": 2, "decodes": ("fast",), "pools": ("batches", "processes")}
+    models = [m for m in bench_models(bundle) if m.variant == "fp32"]
+    given = files_engines(bundle.path, models, ["onnxruntime"], paths, threads=1, **kwargs)
+    assert isinstance(given[0], SkippedEngine)
+    assert "found one on CPUExecutionProvider, with its threads given" in given[0].reason
+    assert given[1].info.settings["pool"] == "1 decoder process"
+    default = files_engines(bundle.path, models, ["onnxruntime"], paths, threads=None, **kwargs)
+    assert [e.info.settings["pool"] for e in default] == ["2 batch processes", "1 decoder process"]
+    (row,) = files_engines(bundle.path, models, ["onnxruntime"], paths, threads=None, **{
+        **kwargs, "pools": ()})  # fmt: skip
+    assert row.info.settings["pool"] == "2 batch processes"  # predict's default, named
+
+
 def test_a_file_that_cannot_be_read_fails_the_row_untimed(smile_bundle, images, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -18,13 +18,14 @@ K sigmoid outputs (multi-label) are refused: a top label would not mean what it 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
-from onnxedge.runtime.check.head import producers_of, walk_back
 from onnxedge.runtime.errors import OnnxEdgeError
+
+if TYPE_CHECKING:  # the graph functions take a model; predict's path, which reads none, never
+    import onnx  # imports onnx (0.1-0.6 s, most of a command's start)
 
 SIGMOID_PROBABILITY = "sigmoid-probability"
 LOGIT = "logit"
@@ -77,6 +78,8 @@ def final_activation(model: onnx.ModelProto, output: str | None = None) -> onnx.
 
 def _last_op(model: onnx.ModelProto, output: str | None = None) -> onnx.NodeProto | None:
     """The first op upstream of the output that is not a reshape (None: a graph input)."""
+    from onnxedge.runtime.check.head import producers_of, walk_back
+
     name = output or model.graph.output[0].name
     return walk_back(name, producers_of(model.graph), set(), _PASS_THROUGH, stop=_FINAL)
 

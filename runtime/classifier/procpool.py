@@ -56,7 +56,7 @@ R = TypeVar("R")
 
 # 6.: what a worker that ended abruptly is.
 BROKEN = (
-    "expected the decoder processes to hand back the decoded files, found one ended abruptly "
+    "expected the worker processes to hand back the files they decode, found one ended abruptly "
     "(killed, or out of memory); --decode-threads decodes in threads instead"
 )
 
