@@ -276,6 +276,32 @@ def test_predict_and_evaluate_take_tuned(tuned_edge, data):  # noqa: F811
     assert len(lines) == 1 and "another bundle" in lines[0] and "variant fp32" in result.output
 
 
+def test_a_tuned_onnxruntime_choice_keeps_batch_processes_for_files(
+    tuned_edge,
+    data,  # noqa: F811
+    monkeypatch,
+):
+    """Tune's thread count is for the model alone: the classifier's own session takes it, and
+    files still go through batch processes of one thread each (docs/RUNTIME.md)."""
+    from onnxedge.runtime.classifier import decode
+
+    monkeypatch.setattr(decode, "usable_cpus", lambda: 2)
+    path = _write(tuned_edge, _hand_made(tuned_edge))
+    clf = Classifier.from_bundle(tuned_edge, tuned=path, batch_size=1)
+    assert clf.tuned and clf.variant == "int8-ort" and clf.file_pool().batches
+    assert not Classifier.from_bundle(tuned_edge, threads=1).file_pool().batches  # the user's
+    seen = []
+    real = Classifier.from_bundle.__func__
+    spy = classmethod(lambda c, *a, **k: seen.append(k) or real(c, *a, **k))
+    monkeypatch.setattr(Classifier, "from_bundle", spy)
+    images = data / "test" / "light"
+    result = _cli("predict", tuned_edge, images, f"--tuned={path}", "--batch-size", "1")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("\tsmiling") == len(list(images.iterdir()))
+    given = seen[-1]
+    assert (given["tuned"], given.get("threads"), given["batch_size"]) == (str(path), None, 1)
+
+
 def test_tuned_with_an_option_it_replaces_is_a_usage_error(tuned_edge, data):  # noqa: F811
     result = _cli("predict", tuned_edge, data / "test", "--tuned", "--variant", "int8")
     assert result.exit_code == 2 and "drop --variant" in result.output

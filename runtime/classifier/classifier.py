@@ -182,7 +182,8 @@ class Classifier:
            arguments (giving them too is an error). A file for another machine, engine version
            or bundle, a corrupt one, or one naming a variant the bundle lacks is ignored with
            one warning saying why, and the defaults run (`onnxedge.runtime.tune.choice`);
-           ``classifier.tuned`` says which.
+           ``classifier.tuned`` says which. Tune's threads are this session's: `predict_files`
+           still runs batch processes of one thread each on an ONNX Runtime CPU choice.
         6. ``decode``: how files become pixels, ``exact`` or ``fast`` (`load_pixels` in
            `onnxedge.runtime.classifier.preprocess`); None: the one the model was trained with
            (the manifest's ``preprocessing.decode``, ``exact`` where it names none). ``fast`` on

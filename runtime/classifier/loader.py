@@ -59,6 +59,7 @@ def load_classifier(
         check_threshold(threshold)
     bundle = Bundle.open(path)
     choice = None
+    threads_given = threads is not None  # by the caller: tune's are for its session alone
     if tuned is not None and tuned is not False:  # 5.
         from onnxedge.runtime.tune.choice import resolve_tuned
 
@@ -118,7 +119,7 @@ def load_classifier(
         )
     classifier.variant = variant_key(variant)
     classifier.tuned = choice
-    if engine == ONNXRUNTIME and used == "CPUExecutionProvider" and threads is None:
+    if engine == ONNXRUNTIME and used == "CPUExecutionProvider" and not threads_given:
         # Not OpenVINO: its compile_model in a forked process waits for ever on an executor
         # thread of the parent's that the fork did not copy (seen in the test suite).
         classifier.batch_session = SessionRecipe(engine, model, precision)

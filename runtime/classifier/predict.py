@@ -63,6 +63,7 @@ def predict(
         precision=precision,
         variant=variant,
         tuned=tuned,
+        batch_size=batch_size,  # the tuned choice for this batch size
         decode=decode,
     )
     results = classifier.predict_files(

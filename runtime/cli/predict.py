@@ -38,7 +38,7 @@ from onnxedge.runtime.cli.ray_options import (
     predict_on_ray_cmd,
     ray_options,
 )
-from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_option
+from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_argument, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.names import escape
@@ -167,10 +167,12 @@ def predict_cmd(
             f"--json {json_path}: expected a file for the JSON lines, found an image name; "
             "put --json after the images, or give --json - for standard output"
         )
-    chosen = apply_tuned(
-        bundle, tuned, batch_size, engine=engine, variant=variant, precision=precision,
-        threads=threads,
-    )  # fmt: skip
+    given = {"engine": engine, "variant": variant, "precision": precision, "threads": threads}
+    chosen = apply_tuned(bundle, tuned, batch_size, **given)
+    # A tuned choice that holds goes to the classifier as `tuned` (so that it knows its threads
+    # are tune's, not the user's: batch processes stay the files' default, "Batch processes").
+    # (--tuned with any of the options it replaces is a usage error: the library's defaults.)
+    local = {"tuned": tuned_argument(tuned)} if chosen != given else chosen
     check_engine_options(chosen["engine"], chosen["precision"])
     pools = {
         "--decode-threads": decode_threads,
@@ -180,10 +182,10 @@ def predict_cmd(
     given = [name for name, count in pools.items() if count is not None]
     if len(given) > 1:
         raise click.UsageError(f"{' and '.join(given)}: give one of them")
-    if batch_processes is not None and chosen["threads"] is not None:
+    if batch_processes is not None and threads is not None:
         raise click.UsageError(
             f"--batch-processes runs a 1-thread session in each process; found --threads "
-            f"{chosen['threads']} too (tuned or given): give one of them"
+            f"{threads} too: give one of them"
         )
     check_ray_only(
         ray_address,
@@ -225,7 +227,7 @@ def predict_cmd(
         decode_processes=decode_processes,
         batch_processes=batch_processes,
         max_pixels=max_pixels,
-        **chosen,
+        **local,
     )
     classifier, results = run.classifier, run.results
     if top_k is not None and classifier.threshold is not None:

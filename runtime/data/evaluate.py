@@ -198,11 +198,13 @@ def evaluate_bundle(
     batch_size: int = 64,
     threshold: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    tuned: bool | str | Path | None = None,
 ) -> EvaluationResult | ClassesEvaluation:
     """Classify ``split`` of ``data`` (a `Dataset`, or a folder `open_dataset` reads with
     ``attribute``) with the bundle's model on ``engine`` at ``precision`` (`Classifier.from_bundle`)
     and measure it; ``variant`` picks one of the bundle's models (None: ``model.onnx``),
-    ``decode`` how files become pixels (None: as the model was trained).
+    ``decode`` how files become pixels (None: as the model was trained), ``tuned`` the tuned
+    choice at ``batch_size`` instead of the engine, variant, precision and threads.
     ``progress(done, total)`` is called after each file. A K-class model (K logits or softmax
     probabilities) reads class folders named by its classes and gives a `ClassesEvaluation`."""
     classifier = Classifier.from_bundle(
@@ -213,6 +215,8 @@ def evaluate_bundle(
         precision=precision,
         variant=variant,
         decode=decode,
+        tuned=tuned,
+        batch_size=batch_size,
     )
     if classifier.output_kind not in BINARY_KINDS:
         if isinstance(data, Dataset):
