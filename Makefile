@@ -86,9 +86,15 @@ edge: $(STAMP)
 # make bench BENCH_TARGETS="--targets mine.toml"; add --fail-on-miss to fail on a MISSED one.
 # The int8 and OpenVINO ones need a bundle with the int8 variant and the
 # openvino extra: make bench BENCH_BUNDLE=build/smile_edge (elsewhere they are NOT MEASURED, with
-# the reason); BENCH_IMAGES=DIR adds the from-files rows (decode + preprocess + inference).
+# the reason); BENCH_IMAGES=DIR adds the from-files rows (decode + preprocess + inference,
+# --decode fast, batch 64) and FILES_TARGETS: files to labels against the same model's
+# throughput in the same run, set for a 2-core CPU with 178x218 JPEGs (docs/BENCHMARKS.md).
 BENCH_BUNDLE ?= $(OUT)
 BENCH_IMAGES ?=
+FILES_TARGETS ?= \
+	--target 'onnxruntime[from-files,int8]/onnxruntime[int8]>=0.6@64' \
+	--target 'openvino[from-files,int8]/openvino[int8]>=0.6@64' \
+	--target 'onnxruntime[from-files]/onnxruntime>=0.8@64'
 BENCH_TARGETS ?= \
 	--target 'onnxruntime/torch-eager>=3.5@64' \
 	--target 'onnxruntime/torch-eager>=3@1' \
@@ -102,7 +108,8 @@ BENCH_TARGETS ?= \
 	--target 'cuda:onnxruntime[device-resident]/torch-eager[device-resident]>=2@max'
 
 bench: $(STAMP)
-	$(BIN)/onnxedge bench $(BENCH_BUNDLE) $(BENCH_TARGETS) $(if $(BENCH_IMAGES),--images $(BENCH_IMAGES)) \
+	$(BIN)/onnxedge bench $(BENCH_BUNDLE) $(BENCH_TARGETS) \
+		$(if $(BENCH_IMAGES),--images $(BENCH_IMAGES) --decode fast --images-batch-size 64 $(FILES_TARGETS)) \
 		--json build/bench.json --markdown build/bench.md --plot build/bench.png
 
 # Not part of `make test`: real models (pytorchcv, random weights) and the hand-written families

@@ -347,12 +347,18 @@ def test_no_targets_no_verdicts(smile_bundle, tmp_path):
 def test_the_projects_targets_in_the_makefile_parse():
     """`make bench` passes the project's figures as BENCH_TARGETS; each must be a valid target."""
     lines = (ROOT / "Makefile").read_text().replace("\\\n", " ").splitlines()
-    (line,) = [ln for ln in lines if ln.startswith("BENCH_TARGETS")]
-    words = shlex.split(line.partition("=")[2])
-    texts = [words[i + 1] for i, w in enumerate(words) if w == "--target"]
-    assert len(texts) >= 3
-    targets = [parse_target(t) for t in texts]
+
+    def targets_of(name: str) -> list:
+        (line,) = [ln for ln in lines if ln.startswith(name)]
+        words = shlex.split(line.partition("=")[2])
+        return [parse_target(words[i + 1]) for i, w in enumerate(words) if w == "--target"]
+
+    targets = targets_of("BENCH_TARGETS")
+    assert len(targets) >= 3
     assert {t.device for t in targets} == {"cpu", "cuda"}
+    files = targets_of("FILES_TARGETS")  # with BENCH_IMAGES: files to labels / model only
+    assert len(files) == 3 and all(t.left.mode == "from-files" for t in files)
+    assert all(t.right.mode == "end-to-end" for t in files)
 
 
 def test_markdown_for_a_terminal_breaks_prose_and_items_but_not_tables():
