@@ -335,3 +335,21 @@ def test_max_pixels_is_a_parameter(tmp_path):
 def test_is_image_name():
     assert is_image_name("a/B.JPG") and is_image_name("x.tiff") and is_image_name("y.webp")
     assert not is_image_name("notes.txt") and not is_image_name("jpg")
+
+
+@pytest.mark.parametrize(
+    "mean,std",
+    [([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]), ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+     ([0.0, 0.5, 0.0], [1.0, 1.0, 0.5])],
+)  # fmt: skip
+def test_normalize_of_uint8_pixels_is_the_float32_formula_bit_for_bit(mean, std):
+    """uint8 pixels scaled plane by plane (a mean of 0 and a std of 1 skip their passes) give
+    ``(x * scale - mean) / std`` in float32, channels first, bit for bit."""
+    from onnxedge.runtime.classifier.preprocess import normalize
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    spec = {"scale": 1 / 255, "mean": mean, "std": std}
+    want = (pixels.astype(np.float32) * np.float32(1 / 255) - np.float32(mean)) / np.float32(std)
+    got = normalize(pixels, spec)
+    assert got.dtype == np.float32 and got.shape == (2, 3, 5, 7)
+    assert np.array_equal(got, np.moveaxis(want, -1, -3))

@@ -279,8 +279,10 @@ def normalize(pixels: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
         for c in range(len(mean)):
             plane = out[..., c, :, :]
             np.multiply(planar[..., c, :, :], scale, out=plane, dtype=np.float32)
-            np.subtract(plane, mean[c], out=plane)
-            np.divide(plane, std[c], out=plane)
+            if mean[c] != 0:  # x - 0 and x / 1 are x, bit for bit: two passes saved
+                np.subtract(plane, mean[c], out=plane)
+            if std[c] != 1:
+                np.divide(plane, std[c], out=plane)
         return out
     array = np.asarray(pixels, dtype=np.float32) * scale
     array = (array - mean) / std
