@@ -94,8 +94,7 @@ def default_batch_processes() -> int:
 
 DEFAULT_POOL_HELP = (
     "on ONNX Runtime's CPU EP with its threads left to the default, one batch process per CPU; "
-    "else one "
-    "decoder process per two CPUs; on one CPU, one file after another"
+    "else one decoder process per two CPUs; on one CPU, one file after another"
 )
 
 

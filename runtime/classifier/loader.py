@@ -122,7 +122,7 @@ def load_classifier(
     if engine == ONNXRUNTIME and used == "CPUExecutionProvider" and not threads_given:
         # Not OpenVINO: its compile_model in a forked process waits for ever on an executor
         # thread of the parent's that the fork did not copy (seen in the test suite).
-        classifier.batch_session = SessionRecipe(engine, model, precision)
+        classifier.batch_session = SessionRecipe(model)
         classifier.one_thread = OneThreadSession(model)
     return classifier
 
@@ -130,22 +130,16 @@ def load_classifier(
 @dataclasses.dataclass(frozen=True)
 class SessionRecipe:
     """How a batch process of `Classifier.predict_files` makes a session of its own: the
-    classifier's model (the verified bytes, or its verified path) on the same engine and CPU,
-    with one thread (the processes, one per CPU, are the parallelism); made where it is called,
-    after the fork, never shared with the process that holds the recipe. `load_classifier`
-    gives one to ONNX Runtime's CPU EP only (OpenVINO's compile hangs in a forked process)."""
+    classifier's model (the verified bytes, or its verified path) on ONNX Runtime's CPU EP with
+    one thread (the processes, one per CPU, are the parallelism); made where it is called, after
+    the fork, never shared with the process that holds the recipe. ONNX Runtime only: OpenVINO's
+    compile hangs in a forked process (`load_classifier`)."""
 
-    engine: str
     model: Path | bytes
-    precision: str = DEFAULT_PRECISION
 
     def __call__(self) -> Any:
-        if self.engine == ONNXRUNTIME:
-            session, _ = session_for(self.model, "cpu", 1)
-            return session
-        return open_session(
-            self.engine, self.model, provider="cpu", threads=1, precision=self.precision
-        )
+        session, _ = session_for(self.model, "cpu", 1)
+        return session
 
 
 class OneThreadSession:

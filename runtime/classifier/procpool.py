@@ -91,7 +91,7 @@ def process_map(
     try:
         with _sigint_blocked(), _gc_frozen():  # 2.: each submit may start a worker
             for part in source:
-                queue.append((part, pool.submit(_apply, part)))
+                queue.append((part, _submit(pool, part)))
                 if len(queue) >= window:
                     break
         while queue:
@@ -101,13 +101,22 @@ def process_map(
             except BrokenProcessPool:
                 raise OnnxEdgeError(BROKEN) from None
             for more in source:
-                queue.append((more, pool.submit(_apply, more)))
+                queue.append((more, _submit(pool, more)))
                 break
             yield from zip(part, results, strict=True)
     finally:  # 5.
         for _, future in queue:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _submit(pool: ProcessPoolExecutor, part: list[Any]) -> Future[list[Any]]:
+    """``part`` submitted to ``pool``; 6. where a worker has already ended abruptly (the pool
+    refuses new work before the future of the chunk it held has been waited for)."""
+    try:
+        return pool.submit(_apply, part)
+    except BrokenProcessPool:
+        raise OnnxEdgeError(BROKEN) from None
 
 
 def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:

@@ -84,7 +84,7 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
     type=THREADS,
     default=None,
     help="Threads decoding image files while the model runs; 1: one file after another "
-    "[default: --decode-processes].",
+    "[default: the pool --decode-processes names].",
 )
 @click.option(
     "--decode-processes",
