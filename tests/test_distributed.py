@@ -276,6 +276,8 @@ def test_ray_only_options_need_ray(smile_bundle, tmp_path):
     assert code == 2 and "--output applies with --ray only" in err
     code, _, err = run_cli("predict", smile_bundle, tmp_path, "--ray", "--decode-threads", "2")
     assert code == 2 and "--decode-threads applies without --ray only" in err
+    code, _, err = run_cli("predict", smile_bundle, tmp_path, "--ray", "--batch-processes", "2")
+    assert code == 2 and "--batch-processes applies without --ray only" in err
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
