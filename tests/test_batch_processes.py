@@ -41,9 +41,9 @@ class PidRecipe:
     def __init__(self, recipe: SessionRecipe, folder: Path) -> None:
         self.recipe, self.folder = recipe, folder
 
-    def __call__(self):
-        (self.folder / str(os.getpid())).touch()
-        return self.recipe()
+    def __call__(self, threads: int = 1):
+        (self.folder / str(os.getpid())).write_text(str(threads))
+        return self.recipe(threads)
 
 
 @pytest.mark.parametrize("processes,batch_size", [(1, 4), (2, 3), (3, 32)])
@@ -57,8 +57,10 @@ def test_the_results_are_those_of_a_serial_run(clf, tmp_path, processes, batch_s
     pooled = list(worker.predict_files(items, batch_size=batch_size, batch_processes=processes))
     assert pooled == serial  # files, errors, probabilities (exact floats), labels, in order
     assert_each_in_place(pooled, items, bad)
-    made = {int(p.name) for p in pids.iterdir()}
+    made = {int(p.name): int(p.read_text()) for p in pids.iterdir()}
     assert os.getpid() not in made and 1 <= len(made) <= processes  # a session per process
+    share = max(1, decode_module.usable_cpus() // processes)  # each its share of the CPUs
+    assert set(made.values()) == {share}
 
 
 def test_fast_decoding_in_batch_processes_gives_the_serial_fast_results(smile_bundle, tmp_path):
@@ -114,7 +116,7 @@ def test_an_engine_error_in_a_batch_process_comes_back_with_its_message(clf, tmp
     paths = celeba_like(tmp_path / "faces", 12)
     broken = Classifier.from_bundle(clf.path, provider="cpu")
 
-    def no_session():
+    def no_session(threads):
         raise OnnxEdgeError("cannot make the session: out of memory (a test)")
 
     broken.batch_session = no_session
@@ -173,6 +175,6 @@ def test_bad_batch_processes_are_usage_errors(smile_bundle, tmp_path, args, mess
 def test_a_batch_process_that_dies_is_one_error_and_the_others_stop(clf, tmp_path):
     paths = celeba_like(tmp_path / "faces", 12)
     dying = Classifier.from_bundle(clf.path, provider="cpu")
-    dying.batch_session = lambda: os.kill(os.getpid(), signal.SIGKILL)  # killed, out of memory
+    dying.batch_session = lambda threads: os.kill(os.getpid(), signal.SIGKILL)  # as out of memory
     with pytest.raises(OnnxEdgeError, match=r"^expected the worker processes .* ended abruptly"):
         list(dying.predict_files(paths, batch_size=4, batch_processes=2))

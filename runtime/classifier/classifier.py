@@ -11,9 +11,8 @@
 `Classifier.from_bundle` is the loader (bundle verified, external data confined to the bundle,
 session on the requested provider); `predict_array` runs a validated batch; `predict_images` and
 `predict_files` preprocess as the manifest says (`onnxedge.runtime.classifier.preprocess`). One
-classifier may
-be used from many threads at once: it holds no mutable state, and ONNX Runtime's ``run`` is
-thread-safe.
+classifier may be used from many threads at once: it holds no mutable state, and ONNX Runtime's
+``run`` is thread-safe.
 """
 
 from __future__ import annotations
@@ -105,9 +104,9 @@ class Classifier:
         self.session = session
         self.variant = FP32  # which of the bundle's models (`from_bundle`'s ``variant``)
         self.tuned: Any = None  # the `TunedChoice` where `from_bundle` was given ``tuned``
-        # A 1-thread session for `predict_files`' concurrent batches (`loader.OneThreadSession`)
+        # `predict_files`' 1-thread session for concurrent batches (`loader.OneThreadSession`)
+        # and what makes a batch process's own session (`loader.SessionRecipe`), where they can.
         self.one_thread: Any = None
-        # What makes a batch process's own session (`loader.SessionRecipe`), where it can.
         self.batch_session: Any = None
         self.manifest = manifest
         self.path = path
@@ -183,7 +182,7 @@ class Classifier:
            or bundle, a corrupt one, or one naming a variant the bundle lacks is ignored with
            one warning saying why, and the defaults run (`onnxedge.runtime.tune.choice`);
            ``classifier.tuned`` says which. Tune's threads are this session's: `predict_files`
-           still runs batch processes of one thread each on an ONNX Runtime CPU choice.
+           still runs batch processes on an ONNX Runtime CPU choice.
         6. ``decode``: how files become pixels, ``exact`` or ``fast`` (`load_pixels` in
            `onnxedge.runtime.classifier.preprocess`); None: the one the model was trained with
            (the manifest's ``preprocessing.decode``, ``exact`` where it names none). ``fast`` on
@@ -464,9 +463,10 @@ class Classifier:
 
         1. Files are decoded and preprocessed, each through `load_pixels` as in a serial run
            (the same pixels, so the same results), by at most one of: ``batch_processes``
-           processes that each decode whole batches and run them on a 1-thread session of their
-           own, ``decode_processes`` processes decoding while the model runs here, or
-           ``decode_threads`` threads (1: the calling thread); none given: `file_pool`'s default.
+           processes that each decode whole batches and run them on a session of their own
+           (their share of the CPUs as threads), ``decode_processes`` processes decoding while
+           the model runs here, or ``decode_threads`` threads (1: the calling thread); none
+           given: `file_pool`'s default.
         2. A file that cannot be used gets a result with its ``error`` and the others go on; so
            does one for which the model's output is not a probability (NaN, an infinity). An
            item that is already an `ImageReadError` (a directory `find_images` could not list)
@@ -483,7 +483,7 @@ class Classifier:
         runs = concurrent_batches(pool, usable_cpus(), one_thread=self.one_thread is not None)
         runner = file_runner(self, runs)
         predict_rows = prediction_rows(runner, threshold)
-        batch_rows = BatchRows(self, threshold)
+        batch_rows = BatchRows(self, threshold, max(1, usable_cpus() // pool.workers))
         return stream_files(load, predict_rows, paths, batch_size, pool, runs, batch_rows)
 
 

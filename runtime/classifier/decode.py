@@ -87,8 +87,9 @@ def default_decode_processes() -> int:
 
 
 def default_batch_processes() -> int:
-    """One batch process per CPU this process may run on (at most `MAX_DECODE_WORKERS`: each
-    holds a batch's activations)."""
+    """One batch process per CPU this process may run on, at most `MAX_DECODE_WORKERS` (each
+    holds a session and a batch's activations; on more CPUs each session takes its share of
+    them as threads: 8 processes of 8 threads on 64 CPUs)."""
     return default_decode_workers()
 
 

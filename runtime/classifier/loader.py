@@ -131,14 +131,15 @@ def load_classifier(
 class SessionRecipe:
     """How a batch process of `Classifier.predict_files` makes a session of its own: the
     classifier's model (the verified bytes, or its verified path) on ONNX Runtime's CPU EP with
-    one thread (the processes, one per CPU, are the parallelism); made where it is called, after
-    the fork, never shared with the process that holds the recipe. ONNX Runtime only: OpenVINO's
-    compile hangs in a forked process (`load_classifier`)."""
+    ``threads`` threads (1 where there is a process per CPU: the processes are the parallelism);
+    made where it is called, after the fork, never shared with the process that holds the
+    recipe. ONNX Runtime only: OpenVINO's compile hangs in a forked process
+    (`load_classifier`)."""
 
     model: Path | bytes
 
-    def __call__(self) -> Any:
-        session, _ = session_for(self.model, "cpu", 1)
+    def __call__(self, threads: int = 1) -> Any:
+        session, _ = session_for(self.model, "cpu", threads)
         return session
 
 
@@ -162,15 +163,17 @@ class OneThreadSession:
 class BatchRows:
     """What a batch process of `Classifier.predict_files` classifies its batches with, made there
     (`onnxedge.runtime.classifier.files.BatchWork`): a copy of the classifier on a session of
-    its own from the classifier's `SessionRecipe`, as a `PredictRows` at ``threshold``."""
+    its own from the classifier's `SessionRecipe` (``threads`` threads), as a `PredictRows` at
+    ``threshold``."""
 
-    def __init__(self, classifier: Any, threshold: float | None) -> None:
+    def __init__(self, classifier: Any, threshold: float | None, threads: int = 1) -> None:
         self._classifier = classifier
         self._threshold = threshold
+        self._threads = threads
 
     def __call__(self) -> Any:
         worker = copy.copy(self._classifier)
-        worker.session = self._classifier.batch_session()
+        worker.session = self._classifier.batch_session(self._threads)
         worker.one_thread = worker.batch_session = None
         return prediction_rows(worker, self._threshold)
 

@@ -97,9 +97,9 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
     "--batch-processes",
     type=click.IntRange(1, MAX_BATCH_PROCESSES),
     default=None,
-    help="Processes that each decode whole batches and run them on a 1-thread session of their "
-    "own (ONNX Runtime's CPU EP, --threads not given; not with the other two) [default: one "
-    "per CPU where that applies].",
+    help="Processes that each decode whole batches and run them on a session of their own, "
+    "with their share of the CPUs as threads (ONNX Runtime's CPU EP, --threads not given; not "
+    "with the other two) [default: one per CPU, at most 8, where that applies].",
 )
 @engine_options
 @variant_option
@@ -184,8 +184,8 @@ def predict_cmd(
         raise click.UsageError(f"{' and '.join(given)}: give one of them")
     if batch_processes is not None and threads is not None:
         raise click.UsageError(
-            f"--batch-processes runs a 1-thread session in each process; found --threads "
-            f"{threads} too: give one of them"
+            "--batch-processes sets each process's threads (its share of the CPUs); found "
+            f"--threads {threads} too: give one of them"
         )
     check_ray_only(
         ray_address,
