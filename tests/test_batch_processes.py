@@ -19,7 +19,6 @@ from test_decode_processes import (  # noqa: F401 (no_workers_left_behind: autou
     no_workers_left_behind,
 )
 
-from onnxedge.runtime.bench.files import describe_pool
 from onnxedge.runtime.classifier import decode as decode_module
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.classifier.decode import DecodePool, pool_arguments
@@ -135,10 +134,10 @@ def test_batch_work_sends_an_engine_error_as_one_that_pickles():
 
 
 def test_pools_in_words():
-    assert describe_pool(DecodePool(2, processes=True, batches=True)) == "2 batch processes"
-    assert describe_pool(DecodePool(1, processes=True)) == "1 decoder process"
-    assert describe_pool(DecodePool(2)) == "2 decoding threads"
-    assert describe_pool(DecodePool(1)) == "1 decoding thread"
+    assert DecodePool(2, processes=True, batches=True).describe() == "2 batch processes"
+    assert DecodePool(1, processes=True).describe() == "1 decoder process"
+    assert DecodePool(2).describe() == "2 decoding threads"
+    assert DecodePool(1).describe() == "1 decoding thread"
 
 
 # -- the command ----------------------------------------------------------------------------------

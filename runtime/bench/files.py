@@ -204,22 +204,9 @@ def _files_engine(
         chosen = classifier.file_pool(**(pool_arguments(pool) if pool else {}))
     except OnnxEdgeError as e:
         return SkippedEngine(info, first_line(e), (batch_size,))
-    settings = {**info.settings, "provider": classifier.provider, "pool": describe_pool(chosen)}
+    settings = {**info.settings, "provider": classifier.provider, "pool": chosen.describe()}
     info = dataclasses.replace(info, settings=settings)
     return FilesEngine(info, classifier, paths, batch_size, pool)
 
 
-def describe_pool(pool: Any) -> str:
-    """A `DecodePool` in words, for a row's settings: "2 batch processes", "1 decoder
-    process", "2 decoding threads"."""
-    if pool.batches:
-        kind, unit = "batch", "process"
-    elif pool.processes:
-        kind, unit = "decoder", "process"
-    else:
-        kind, unit = "decoding", "thread"
-    plural = unit if pool.workers == 1 else {"process": "processes", "thread": "threads"}[unit]
-    return f"{pool.workers} {kind} {plural}"
-
-
-__all__ = ["FILES_ATOL", "FilesEngine", "describe_pool", "files_engines"]
+__all__ = ["FILES_ATOL", "FilesEngine", "files_engines"]

@@ -59,6 +59,16 @@ class DecodePool:
     processes: bool = False
     batches: bool = False
 
+    def describe(self) -> str:
+        """The pool in words: "2 batch processes", "1 decoder process", "2 decoding threads"."""
+        if self.batches:
+            kind, unit, units = "batch", "process", "processes"
+        elif self.processes:
+            kind, unit, units = "decoder", "process", "processes"
+        else:
+            kind, unit, units = "decoding", "thread", "threads"
+        return f"{self.workers} {kind} {unit if self.workers == 1 else units}"
+
 
 # Batch processes one may ask for: each holds a session of the model and a batch's activations.
 MAX_BATCH_PROCESSES = 64
@@ -100,12 +110,15 @@ DEFAULT_POOL_HELP = (
 
 
 def decode_pool(
-    threads: int | None, processes: int | None, batches: int | None = None
+    threads: int | None,
+    processes: int | None,
+    batches: int | None = None,
+    *,
+    batch_sessions: bool = False,
 ) -> DecodePool:
     """The pool for ``decode_threads`` / ``decode_processes`` / ``batch_processes`` (counts
-    already checked): one of them, or `default_decode_pool` where none is given (its
-    ``batch_sessions`` is then the caller's to pass: this gives decoder processes); more than one
-    is an `ArgumentError`."""
+    already checked): one of them, or `default_decode_pool` (with ``batch_sessions``) where none
+    is given; more than one is an `ArgumentError`."""
     given = {
         "decode_threads": threads,
         "decode_processes": processes,
@@ -123,7 +136,7 @@ def decode_pool(
         return DecodePool(processes, processes=True)
     if threads is not None:
         return DecodePool(threads)
-    return default_decode_pool()
+    return default_decode_pool(batch_sessions)
 
 
 def file_pool(
@@ -148,9 +161,7 @@ def file_pool(
     batches = check_count(
         batch_processes, "batch_processes", optional=True, maximum=MAX_BATCH_PROCESSES
     )
-    if threads is None and processes is None and batches is None:
-        return default_decode_pool(batch_sessions=batch_sessions)
-    pool = decode_pool(threads, processes, batches)
+    pool = decode_pool(threads, processes, batches, batch_sessions=batch_sessions)
     if pool.batches and (not batch_sessions or START_METHOD != "fork"):
         found = (
             f"processes started with {START_METHOD} on {sys.platform}"

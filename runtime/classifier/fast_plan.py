@@ -10,7 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.classifier.preprocess import INTERPOLATIONS, draft_side, pads
+from onnxedge.runtime.classifier.preprocess import (
+    INTERPOLATIONS,
+    center_square,
+    draft_side,
+    pads,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,10 +37,8 @@ class FastPlan:
         from PIL import Image
 
         if self.crop:
-            height, width = array.shape[:2]
-            side = min(width, height)
-            left, top = (width - side) // 2, (height - side) // 2
-            array = array[top : top + side, left : left + side]
+            left, top, right, bottom = center_square(array.shape[1], array.shape[0])
+            array = array[top:bottom, left:right]
         image = Image.fromarray(array)
         if image.size != self.size:
             image = image.resize(self.size, resample=self.resample)

@@ -123,7 +123,7 @@ def load_classifier(
         # Not OpenVINO: its compile_model in a forked process waits for ever on an executor
         # thread of the parent's that the fork did not copy (seen in the test suite).
         classifier.batch_session = SessionRecipe(model)
-        classifier.one_thread = OneThreadSession(model)
+        classifier.one_thread = OneThreadSession(classifier.batch_session)
     return classifier
 
 
@@ -146,17 +146,18 @@ class SessionRecipe:
 class OneThreadSession:
     """The classifier's model in an ONNX Runtime CPU session of one intra-op thread, made at the
     first call and kept: what `Classifier.predict_files` runs its concurrent batches on
-    (`onnxedge.runtime.classifier.files.concurrent_batches`). Holds the verified bytes."""
+    (`onnxedge.runtime.classifier.files.concurrent_batches`), from the classifier's
+    `SessionRecipe`."""
 
-    def __init__(self, model: Path | bytes) -> None:
-        self._model = model
+    def __init__(self, recipe: SessionRecipe) -> None:
+        self._recipe = recipe
         self._session: Any = None
         self._lock = threading.Lock()
 
     def __call__(self) -> Any:
         with self._lock:
             if self._session is None:
-                self._session, _ = session_for(self._model, "cpu", 1)
+                self._session = self._recipe(1)
             return self._session
 
 

@@ -177,10 +177,7 @@ def _upright_pixels(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
         image = image.convert("L")
     crop = spec.get("crop", "none")
     if crop == "center-square":
-        width, height = image.size
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
+        image = image.crop(center_square(*image.size))
     elif crop != "none":
         raise OnnxEdgeError(f"unsupported preprocessing crop {crop!r}; expected center-square")
     height, width = (int(v) for v in spec["resize"])
@@ -202,6 +199,14 @@ def _upright_pixels(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
     elif order != "RGB":
         raise OnnxEdgeError(f"unsupported channel_order {order!r}; expected RGB or BGR")
     return pixels
+
+
+def center_square(width: int, height: int) -> tuple[int, int, int, int]:
+    """The ``center-square`` crop of a ``width`` x ``height`` image: the largest centred square,
+    as the box (left, top, right, bottom)."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
 
 
 def pads(spec: Mapping[str, Any]) -> bool:

@@ -13,7 +13,7 @@ from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.output import json_option, write_json
 from onnxedge.runtime.cli.ray_options import check_ray_only, evaluate_on_ray_cmd, ray_options
-from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_argument, tuned_option
+from onnxedge.runtime.cli.tuned_option import apply_tuned, classifier_settings, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.data import SPLITS
 from onnxedge.runtime.data.evaluate import ClassesEvaluation, EvaluationResult, evaluate_bundle
@@ -174,11 +174,10 @@ def evaluate_cmd(
     check_engine_options(chosen["engine"], chosen["precision"])
     check_ray_only(ray_address, ray_actors=(ray_actors, True), decode=(decode, False))
     run = functools.partial(evaluate_bundle, decode=decode)
-    settings = chosen
+    settings = classifier_settings(tuned, given, chosen)
     if ray_address is not None:  # the decode the model was trained with (--decode: local only)
         run = functools.partial(evaluate_on_ray_cmd, ray_address=ray_address, actors=ray_actors)
-    elif chosen != given:  # a tuned choice that holds: the classifier resolves it, as predict's
-        settings = {"tuned": tuned_argument(tuned)}
+        settings = chosen
     with _progress(not no_progress and sys.stderr.isatty()) as advance:
         result = run(
             bundle,

@@ -38,7 +38,7 @@ from onnxedge.runtime.cli.ray_options import (
     predict_on_ray_cmd,
     ray_options,
 )
-from onnxedge.runtime.cli.tuned_option import apply_tuned, tuned_argument, tuned_option
+from onnxedge.runtime.cli.tuned_option import apply_tuned, classifier_settings, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.names import escape
@@ -169,19 +169,16 @@ def predict_cmd(
         )
     given = {"engine": engine, "variant": variant, "precision": precision, "threads": threads}
     chosen = apply_tuned(bundle, tuned, batch_size, **given)
-    # A tuned choice that holds goes to the classifier as `tuned` (so that it knows its threads
-    # are tune's, not the user's: batch processes stay the files' default, "Batch processes").
-    # (--tuned with any of the options it replaces is a usage error: the library's defaults.)
-    local = {"tuned": tuned_argument(tuned)} if chosen != given else chosen
+    local = classifier_settings(tuned, given, chosen)
     check_engine_options(chosen["engine"], chosen["precision"])
     pools = {
         "--decode-threads": decode_threads,
         "--decode-processes": decode_processes,
         "--batch-processes": batch_processes,
     }
-    given = [name for name, count in pools.items() if count is not None]
-    if len(given) > 1:
-        raise click.UsageError(f"{' and '.join(given)}: give one of them")
+    named = [name for name, count in pools.items() if count is not None]
+    if len(named) > 1:
+        raise click.UsageError(f"{' and '.join(named)}: give one of them")
     if batch_processes is not None and threads is not None:
         raise click.UsageError(
             "--batch-processes sets each process's threads (its share of the CPUs); found "

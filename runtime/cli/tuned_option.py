@@ -68,10 +68,22 @@ def apply_tuned(bundle: str, tuned: str | None, batch_size: int, **current: Any)
     return {**current, **{k: getattr(choice.setup, k) for k in REPLACED}}
 
 
+def classifier_settings(
+    tuned: str | None, given: dict[str, Any], chosen: dict[str, Any]
+) -> dict[str, Any]:
+    """What a local run hands `Classifier.from_bundle`: ``{"tuned": ...}`` where a tuned choice
+    held (``chosen``, `apply_tuned`'s, differs from the options ``given``), so that the classifier
+    resolves it itself and knows its threads are tune's, not the user's (batch processes stay the
+    files' default, docs/RUNTIME.md); else ``chosen``. (--tuned with an option it replaces is a
+    usage error, so the library's defaults stand for them.)"""
+    return {"tuned": tuned_argument(tuned)} if chosen != given else chosen
+
+
 __all__ = [
     "BESIDE_THE_BUNDLE",
     "apply_tuned",
     "check_not_replaced",
+    "classifier_settings",
     "resolve_for",
     "tuned_argument",
     "tuned_option",
