@@ -244,13 +244,11 @@ class Classifier:
                 raise ValueError(f"{expected}, got a {found} (axis {axis} is {have})")
         if batch.dtype != np.dtype(spec.dtype):
             raise ValueError(f"{expected}, got a {found}")
-        if batch.dtype.kind in "fc" and batch.size:
-            nan = inf = 0
-            for start in range(0, len(batch), chunk):
-                part = batch[start : start + chunk]
-                nan += int(np.isnan(part).sum())
-                inf += int(np.isinf(part).sum())
-            if nan or inf:
+        if batch.dtype.kind in "fc" and batch.size:  # one pass; counted only where it fails
+            parts = [batch[start : start + chunk] for start in range(0, len(batch), chunk)]
+            if not all(np.isfinite(part).all() for part in parts):
+                nan = sum(int(np.isnan(part).sum()) for part in parts)
+                inf = sum(int(np.isinf(part).sum()) for part in parts)
                 raise ValueError(
                     f"{expected} with finite values, got {nan} NaN and {inf} inf values in a "
                     f"{found}"
