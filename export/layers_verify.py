@@ -34,10 +34,13 @@ def verified_layers(
     layers: Mapping[str, np.ndarray],
     scales: Mapping[str, float] | None = None,
     float32_errors: Mapping[str, float] | None = None,
+    sequence_errors: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """The layers that ONNX Runtime's CPU run of ``final`` matches within the CPU's layer bound
     (`layer_bound`: at the scale ``scales`` gives a tensor, else its own RMS, widened to the CPU
-    factor times PyTorch's own float32 error ``float32_errors`` where known), and the names of
+    factor times PyTorch's own float32 error ``float32_errors`` where known, and to
+    `SEQUENCE_FACTOR` times ``sequence_errors``, its error with global means summed in sequence),
+    and the names of
     those it does not."""
     exposed, tensors, _ = expose_intermediates(final)
     session = make_session(exposed.SerializeToString())
@@ -55,6 +58,7 @@ def verified_layers(
             scale=scale,
             float32_error=(float32_errors or {}).get(name),
             factor=CPU_ROUNDING_FACTOR,
+            sequence_error=(sequence_errors or {}).get(name),
         )
         result = (
             None

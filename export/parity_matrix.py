@@ -53,6 +53,7 @@ from onnxedge.export.parity_rows import (
     AlarmRow,
     EngineVerdict,
     MissRow,
+    splice,
     write,
 )
 from onnxedge.export.zoo import EXPORTERS, GOLDEN_BATCHES, ZOO, ZooEntry, load_average
@@ -392,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="trained smile_cnn")
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    try:  # before the run, not after its first model: the matrix is spliced into --out
+        splice(args.out.read_text(), "")
+    except (OSError, UnicodeDecodeError, OnnxEdgeError) as e:
+        parser.error(f"--out: expected a Markdown file with the matrix's markers, got {e}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from onnxedge.runtime.engines import OPENVINO, engine_unavailable_reason
 

@@ -11,7 +11,9 @@ from test_parity import library_run
 from onnxedge.export import parity_matrix as matrix
 from onnxedge.export import parity_rows as rows
 from onnxedge.export.zoo import ZooEntry
+from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.parity.layers import load_golden_layers
 
 TINY_SE = ZooEntry(
     "tiny_se",
@@ -23,16 +25,16 @@ TINY_SE = ZooEntry(
 
 
 def test_a_healthy_family_raises_no_false_alarm(tmp_path):
-    rows = [
-        row
-        for row, _ in matrix.alarm_rows(
+    made = list(
+        matrix.alarm_rows(
             TINY_SE,
             tmp_path,
             engines=["onnxruntime"],
             say=lambda _msg: None,
             exporters=[("dynamo", 18)],
         )
-    ]
+    )
+    rows = [row for row, _ in made]
     # Its squeeze-excitation means stay ReduceMean by default, so every mean is tried too.
     keys = [(r.preprocessing, r.gap) for r in rows]
     assert keys == [
@@ -43,6 +45,12 @@ def test_a_healthy_family_raises_no_false_alarm(tmp_path):
         (verdict,) = row.verdicts
         assert verdict.status == "passed" and verdict.ratio <= 1
         assert verdict.decided_by in ("float32", "floor") and verdict.float32_multiple > 0
+    # Its golden layers record the rounding of its means summed in sequence, where it is larger
+    # than the default run's: at the means and after them.
+    golden = load_golden_layers(Bundle.open(made[0][1]))
+    assert golden.sequence_errors and all(
+        e > golden.float32_errors[t] for t, e in golden.sequence_errors.items()
+    )
 
 
 def test_every_perturbation_of_smile_cnn_fails_every_batch_size(smile_bundle):
@@ -149,6 +157,19 @@ def test_the_matrix_replaces_only_its_part_of_the_document():
     assert "**False alarms: 1 of 1 healthy exports**" in spliced and "export: boom" in spliced
     with pytest.raises(OnnxEdgeError, match="expected the markers"):
         rows.splice("no markers", text)
+
+
+@pytest.mark.parametrize("content", [None, "a document without the markers\n"])
+def test_an_out_file_it_cannot_splice_into_is_refused_before_the_run(tmp_path, capsys, content):
+    out = tmp_path / "PARITY.md"
+    if content is not None:
+        out.write_text(content)
+    with pytest.raises(SystemExit) as stop:
+        matrix.main(["--out", str(out), "--bundles", str(tmp_path / "b"), "--only", "smile_cnn"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--out: expected a Markdown file with the matrix's markers" in err
+    assert not (tmp_path / "b").exists()  # nothing was exported
 
 
 def test_a_perturbation_the_outputs_miss_is_caught_by_the_layers(bundle_copy):

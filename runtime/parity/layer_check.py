@@ -258,6 +258,7 @@ def _check(
                 scale=golden.scales.get(t.name),
                 float32_error=golden.float32_errors.get(t.name),
                 factor=factor,
+                sequence_error=golden.sequence_errors.get(t.name),
             ),
             module=modules.get(t.name),
             scale=golden.scales.get(t.name),

@@ -74,6 +74,11 @@ class GoldenLayerReference:
         """PyTorch's own float32 error at each tensor (`GoldenLayers.float32_errors`)."""
         return self.layers.float32_errors
 
+    @property
+    def sequence_errors(self) -> Mapping[str, float]:
+        """The same with global means summed in sequence (`GoldenLayers.sequence_errors`)."""
+        return self.layers.sequence_errors
+
 
 class ComputedLayerReference:
     """2. and 3.: layers computed on the parity reference's inputs (``compute``: inputs ->

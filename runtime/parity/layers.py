@@ -102,6 +102,9 @@ class GoldenLayers:
     # Tensor -> PyTorch's own float32 error there, max |float32 - float64| (the layer check's
     # rounding term, `layer_compare.layer_bound`); absent in golden layers written before it.
     float32_errors: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # Tensor -> the same of PyTorch's float32 run whose global means are summed in sequence, where
+    # larger (`layer_compare.layer_bound`); absent in golden layers written before it.
+    sequence_errors: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:
@@ -115,6 +118,7 @@ def golden_layers_npz_bytes(
     reference: str,
     scales: Mapping[str, float] | None = None,
     float32_errors: Mapping[str, float] | None = None,
+    sequence_errors: Mapping[str, float] | None = None,
 ) -> bytes:
     """``golden_layers.npz`` (format version 2) for ``batches`` (batch size -> tensor -> array,
     every tensor of ``tensors`` in each; their inputs are the golden data's batches of those
@@ -133,6 +137,9 @@ def golden_layers_npz_bytes(
     if float32_errors:
         errors = {t: float(float32_errors[t]) for t in tensors if t in float32_errors}
         meta["float32_errors"] = errors
+    if sequence_errors:
+        errors = {t: float(sequence_errors[t]) for t in tensors if t in sequence_errors}
+        meta["sequence_errors"] = errors
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(canonical_json(meta), dtype=np.uint8)}
     for size in sizes:
         for i, name in enumerate(tensors):
@@ -198,6 +205,7 @@ def load_golden_layers(bundle: Bundle) -> GoldenLayers:
         batches=batches,
         scales=_positive(path, meta, "scales", zero=False),
         float32_errors=_positive(path, meta, "float32_errors", zero=True),
+        sequence_errors=_positive(path, meta, "sequence_errors", zero=True),
     )
 
 

@@ -354,6 +354,7 @@ def localize_row(
     # at it: the bound is the layer check's (`layer_compare.layer_bound`).
     scales = getattr(layers, "scales", {})
     errors = getattr(layers, "float32_errors", {})
+    in_sequence = getattr(layers, "sequence_errors", {})
     rtol, factor = row.tolerances.logits.rtol, row.tolerances.rounding_factor
     results = tuple(
         compare_layer(
@@ -366,6 +367,7 @@ def localize_row(
                 scale=scales.get(t.name),
                 float32_error=errors.get(t.name),
                 factor=factor,
+                sequence_error=in_sequence.get(t.name),
             ),
             row_judge=judged.get(t.name),
             module=modules.get(t.name),
