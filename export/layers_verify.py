@@ -40,8 +40,7 @@ def verified_layers(
     (`layer_bound`: at the scale ``scales`` gives a tensor, else its own RMS, widened to the CPU
     factor times PyTorch's own float32 error ``float32_errors`` where known, and to
     `SEQUENCE_FACTOR` times ``sequence_errors``, its error with global means summed in sequence),
-    and the names of
-    those it does not."""
+    and the names of those it does not."""
     exposed, tensors, _ = expose_intermediates(final)
     session = make_session(exposed.SerializeToString())
     actual = run_exposed(session, final.graph.input[0].name, inputs)

@@ -36,7 +36,8 @@ from onnxedge.runtime.parity.rows import FAILED, PASSED
 NO_REFERENCE = "no reference"
 CREST = 4.0
 # How much worse than PyTorch's float32 run with its global means summed in sequence an engine
-# may round a tensor (`layer_bound`; why 4: docs/PARITY.md, "The layer check's margin").
+# may round a tensor (`layer_bound`; why 4: docs/PARITY.md, "The layer check", its bound's third
+# term).
 SEQUENCE_FACTOR = 4.0
 MIN_DEPTH_SHARE = 0.25
 # Relative errors are counted where the reference is at least this fraction of its scale: next to
