@@ -10,7 +10,8 @@ channel counts, is nearer float64). Parity's bounds take their rounding from PyT
 runs, so with the default run alone a squeeze-excitation model's tensors after a large mean were
 held to less than ONNX Runtime rounds them (efficientnet_b0 with ImageNet's statistics at 0.996
 of a layer bound: docs/PARITY.md). `sequential_means` is one more float32 run for the golden
-data's spread and the golden layers' rounding: within it, a float32 mean over whole dimensions
+layers' rounding (`onnxedge.export.layers.float32_errors`; the outputs' spread does not take it):
+within it, a float32 mean over whole dimensions
 (``torch.mean``, ``Tensor.mean``, ``adaptive_avg_pool2d`` to 1 x 1, an ``avg_pool2d`` whose kernel
 covers the map) is `sequential_mean`; everything else, float64 included, runs as it would.
 """
@@ -18,6 +19,7 @@ covers the map) is `sequential_mean`; everything else, float64 included, runs as
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -50,9 +52,11 @@ def _pair(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
 
 
-def _global_mean(func: Any, args: tuple, kwargs: dict) -> tuple[list[int], bool] | None:
-    """The dimensions and keepdim of a global mean that ``func(*args, **kwargs)`` computes on a
-    float32 tensor, or None where it is not one."""
+def _global_mean(
+    func: Any, args: tuple, kwargs: dict
+) -> tuple[torch.Tensor, list[int], bool] | None:
+    """The float32 tensor, dimensions and keepdim of a global mean that ``func(*args, **kwargs)``
+    computes, or None where it is not one."""
     x = args[0] if args else kwargs.get("input")
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() < 2:
         return None
@@ -63,10 +67,10 @@ def _global_mean(func: Any, args: tuple, kwargs: dict) -> tuple[list[int], bool]
         if dim is None or kwargs.get("dtype") is not None or len(rest) > 2:
             return None
         dims = [dim] if isinstance(dim, int) else list(dim)
-        return (dims, bool(keepdim)) if dims else None
+        return (x, dims, bool(keepdim)) if dims else None
     if func is F.adaptive_avg_pool2d and x.dim() >= 3:
         size = rest[0] if rest else kwargs.get("output_size")
-        return ([-2, -1], True) if size is not None and _pair(size) == (1, 1) else None
+        return (x, [-2, -1], True) if size is not None and _pair(size) == (1, 1) else None
     if func is F.avg_pool2d and x.dim() >= 3:
         names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor")
         options = dict(zip(names, rest, strict=False)) | kwargs
@@ -74,7 +78,7 @@ def _global_mean(func: Any, args: tuple, kwargs: dict) -> tuple[list[int], bool]
         padding = _pair(options.get("padding", 0))
         divisor = options.get("divisor", options.get("divisor_override"))
         if kernel == tuple(x.shape[-2:]) and padding == (0, 0) and not divisor:
-            return [-2, -1], True
+            return x, [-2, -1], True
     return None
 
 
@@ -83,12 +87,8 @@ class _SequentialMeans(TorchFunctionMode):
         kwargs = kwargs or {}
         found = _global_mean(func, args, kwargs)
         if found is not None:
-            x = args[0] if args else kwargs["input"]
-            dims, keepdim = found
-            terms = 1
-            for d in dims:
-                terms *= x.shape[d]
-            if 1 < terms <= MAX_TERMS:
+            x, dims, keepdim = found
+            if 1 < math.prod(x.shape[d] for d in dims) <= MAX_TERMS:
                 return sequential_mean(x, dims, keepdim)
         return func(*args, **kwargs)
 
