@@ -13,7 +13,7 @@ import onnx
 
 from onnxedge.runtime.engines.onnxruntime.session import make_session
 from onnxedge.runtime.parity.exposed import ExposedTensor, expose_intermediates, run_exposed
-from onnxedge.runtime.parity.layer_compare import compare_layer, layer_bound, layer_tolerance
+from onnxedge.runtime.parity.layer_compare import TensorRecords, compare_layer, layer_tolerance
 from onnxedge.runtime.parity.rows import PASSED
 from onnxedge.runtime.parity.tolerances import CPU_ROUNDING_FACTOR, DEFAULT_TOLERANCES
 
@@ -47,17 +47,16 @@ def verified_layers(
     rtol = DEFAULT_TOLERANCES[("cpu", None)][1].rtol
     max_depth = max((t.depth for t in tensors), default=1)
     by_name: dict[str, ExposedTensor] = {t.name: t for t in tensors}
+    records = TensorRecords(scales or {}, float32_errors or {}, sequence_errors or {})
     kept, dropped = {}, []
     for name, array in layers.items():
         t = by_name.get(name)
-        scale = (scales or {}).get(name)
-        tolerance = layer_bound(
+        scale = records.scales.get(name)
+        tolerance = records.bound(
+            name,
             layer_tolerance(rtol, t.depth if t else 1, max_depth),
             array,
-            scale=scale,
-            float32_error=(float32_errors or {}).get(name),
-            factor=CPU_ROUNDING_FACTOR,
-            sequence_error=(sequence_errors or {}).get(name),
+            CPU_ROUNDING_FACTOR,
         )
         result = (
             None

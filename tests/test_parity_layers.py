@@ -214,6 +214,27 @@ def test_the_layer_bound_widens_to_the_rounding_factor_times_pytorchs_own_error(
         _positive("f", {"float32_errors": {"t": -1.0}}, "float32_errors", zero=True)
 
 
+def test_a_references_tensor_records_give_each_tensor_its_own_bound():
+    """`TensorRecords.bound` widens a tensor's bound by what the reference records of that tensor
+    alone (its scale, its float32 and in-sequence errors); a reference that records nothing, or
+    nothing of the tensor, leaves the tolerance as it is."""
+    from types import SimpleNamespace
+
+    from onnxedge.runtime.parity.layer_compare import TensorRecords
+
+    e = np.array([[1.0, -1.0]])  # RMS 1
+    golden = SimpleNamespace(
+        scales={"s": 0.1}, float32_errors={"t": 1e-5, "s": 1e-5}, sequence_errors={"q": 1e-3}
+    )
+    records = TensorRecords.of(golden)
+    assert records.bound("t", 1e-4, e, 100) == pytest.approx(1e-3)
+    assert records.bound("s", 1e-4, e, 100) == pytest.approx(1e-2)  # at its recorded scale
+    assert records.bound("q", 1e-4, e, 100) == pytest.approx(4e-3)  # SEQUENCE_FACTOR x 1e-3
+    assert records.bound("u", 1e-4, e, 100) == 1e-4  # nothing recorded of it
+    assert records.bound("t", 1e-4, e, None) == 1e-4  # no rounding factor (TF32, bf16)
+    assert TensorRecords.of(object()).bound("t", 1e-4, e, 100) == 1e-4
+
+
 def test_the_golden_layers_record_pytorchs_own_float32_error(smile_bundle):
     from onnxedge.runtime.bundle.reader import Bundle
     from onnxedge.runtime.parity.layers import load_golden_layers

@@ -39,9 +39,9 @@ from onnxedge.runtime.parity.exposed import ExposedModel, run_exposed
 from onnxedge.runtime.parity.golden import NoGoldenData
 from onnxedge.runtime.parity.layer_compare import (
     LayerResult,
+    TensorRecords,
     compare_layer,
     json_float,
-    layer_bound,
     layer_tolerance,
 )
 from onnxedge.runtime.parity.layer_reference import GoldenLayerReference
@@ -247,18 +247,14 @@ def _check(
         if isinstance(e, BundleError):
             raise
         return LayerCheck(batch, reason=str(e))
+    records = TensorRecords.of(golden)
     results = tuple(
         compare_layer(
             t,
             actual[t.name],
             expected[t.name],
-            tolerance=layer_bound(
-                layer_tolerance(rtol, t.depth, exposed.max_depth),
-                expected[t.name],
-                scale=golden.scales.get(t.name),
-                float32_error=golden.float32_errors.get(t.name),
-                factor=factor,
-                sequence_error=golden.sequence_errors.get(t.name),
+            tolerance=records.bound(
+                t.name, layer_tolerance(rtol, t.depth, exposed.max_depth), expected[t.name], factor
             ),
             module=modules.get(t.name),
             scale=golden.scales.get(t.name),

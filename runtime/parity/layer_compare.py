@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,38 @@ def layer_bound(
         return tolerance
     rounding = factor * (float32_error or 0.0)
     return max(tolerance, rounding / scale, SEQUENCE_FACTOR * (sequence_error or 0.0) / scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRecords:
+    """What a layer reference records of its tensors for `layer_bound`, by tensor name: the scale
+    a tensor is judged at where not its own RMS, PyTorch's own float32 error there, and that of
+    its float32 run with global means summed in sequence. Each mapping may be empty (golden
+    layers written before it, or a reference that is another engine's run)."""
+
+    scales: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    float32_errors: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    sequence_errors: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, layers: Any) -> TensorRecords:
+        """The records ``layers`` (golden layers, or any reference) holds; empty where none."""
+        return cls(
+            getattr(layers, "scales", None) or {},
+            getattr(layers, "float32_errors", None) or {},
+            getattr(layers, "sequence_errors", None) or {},
+        )
+
+    def bound(self, name: str, tolerance: float, expected: Any, factor: float | None) -> float:
+        """`layer_bound` of tensor ``name`` (reference ``expected``) with these records."""
+        return layer_bound(
+            tolerance,
+            expected,
+            scale=self.scales.get(name),
+            float32_error=self.float32_errors.get(name),
+            factor=factor,
+            sequence_error=self.sequence_errors.get(name),
+        )
 
 
 @dataclasses.dataclass(frozen=True)

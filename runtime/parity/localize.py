@@ -41,8 +41,8 @@ from onnxedge.runtime.parity.error_share import ErrorShare, error_shares
 from onnxedge.runtime.parity.exposed import ExposedModel, run_exposed
 from onnxedge.runtime.parity.layer_compare import (
     LayerResult,
+    TensorRecords,
     compare_layer,
-    layer_bound,
     layer_tolerance,
 )
 from onnxedge.runtime.parity.layer_reference import LayerReference, describe_target
@@ -352,26 +352,22 @@ def localize_row(
     judged = _row_judges(exposed, row)
     # Golden layers may judge a tensor at another scale, and record PyTorch's own float32 error
     # at it: the bound is the layer check's (`layer_compare.layer_bound`).
-    scales = getattr(layers, "scales", {})
-    errors = getattr(layers, "float32_errors", {})
-    in_sequence = getattr(layers, "sequence_errors", {})
+    records = TensorRecords.of(layers)
     rtol, factor = row.tolerances.logits.rtol, row.tolerances.rounding_factor
     results = tuple(
         compare_layer(
             t,
             actual[t.name],
             expected.get(t.name),
-            tolerance=layer_bound(
+            tolerance=records.bound(
+                t.name,
                 layer_tolerance(rtol, t.depth, exposed.max_depth),
                 expected.get(t.name),
-                scale=scales.get(t.name),
-                float32_error=errors.get(t.name),
-                factor=factor,
-                sequence_error=in_sequence.get(t.name),
+                factor,
             ),
             row_judge=judged.get(t.name),
             module=modules.get(t.name),
-            scale=scales.get(t.name),
+            scale=records.scales.get(t.name),
         )
         for t in exposed.tensors
     )
