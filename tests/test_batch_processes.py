@@ -23,7 +23,7 @@ from onnxedge.runtime.classifier import decode as decode_module
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.classifier.decode import DecodePool, pool_arguments
 from onnxedge.runtime.classifier.files import BatchWork, concurrent_batches
-from onnxedge.runtime.classifier.loader import SessionRecipe
+from onnxedge.runtime.classifier.loader import ONE_THREAD_RUN, SessionRecipe
 from onnxedge.runtime.classifier.predictions import ModelOutputError
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError
@@ -60,6 +60,63 @@ def test_the_results_are_those_of_a_serial_run(clf, tmp_path, processes, batch_s
     assert os.getpid() not in made and 1 <= len(made) <= processes  # a session per process
     share = max(1, decode_module.usable_cpus() // processes)  # each its share of the CPUs
     assert set(made.values()) == {share}
+
+
+class RunSizes:
+    """A `SessionRecipe` whose sessions append the batch size of each call to a file named after
+    the process that calls them."""
+
+    def __init__(self, recipe: SessionRecipe, folder: Path) -> None:
+        self.recipe, self.folder = recipe, folder
+
+    def __call__(self, threads: int = 1):
+        return RecordingSession(self.recipe(threads), self.folder / str(os.getpid()))
+
+
+class RecordingSession:
+    def __init__(self, session, log: Path) -> None:
+        self.session, self.log = session, log
+
+    def run(self, names, feeds):
+        with self.log.open("a") as f:
+            f.write(f"{len(next(iter(feeds.values())))}\n")
+        return self.session.run(names, feeds)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+def test_a_batch_process_calls_the_model_on_runs_of_one_thread_run_images(clf, tmp_path):
+    """A batch of 20 on a batch process's one thread is handed over whole and run 8, 8 and 4
+    images at a time (`ONE_THREAD_RUN`: a run's activations stay in the core's caches); the
+    results are still the serial run's, which calls the model on the whole batch."""
+    paths = celeba_like(tmp_path / "faces", 23)
+    serial = list(clf.predict_files(paths, batch_size=20, decode_threads=1))
+    logs = tmp_path / "runs"
+    logs.mkdir()
+    worker = Classifier.from_bundle(clf.path, provider="cpu")
+    worker.batch_session = RunSizes(worker.batch_session, logs)
+    processes = decode_module.usable_cpus()  # a thread each
+    got = list(worker.predict_files(paths, batch_size=20, batch_processes=processes))
+    assert got == serial
+    calls = sorted(log.read_text() for log in logs.iterdir())
+    assert ONE_THREAD_RUN == 8
+    assert calls in (["3\n", "8\n8\n4\n"], ["8\n8\n4\n3\n"])  # one process or two took them
+
+
+def test_prediction_rows_call_the_model_on_runs_of_the_size_given(clf, tmp_path):
+    """`prediction_rows` with a run size (the one-thread sessions of concurrent batches) gives
+    the rows of one call on the whole batch."""
+    import copy
+
+    from onnxedge.runtime.classifier.loader import prediction_rows
+
+    pixels = np.random.default_rng(0).integers(0, 256, (11, 64, 64, 3), dtype=np.uint8)
+    whole = prediction_rows(clf, None)(pixels)
+    spy = copy.copy(clf)
+    spy.session = RecordingSession(clf.session, tmp_path / "calls")
+    assert prediction_rows(spy, None, 4)(pixels) == whole
+    assert (tmp_path / "calls").read_text().split() == ["4", "4", "3"]
 
 
 def test_fast_decoding_in_batch_processes_gives_the_serial_fast_results(smile_bundle, tmp_path):

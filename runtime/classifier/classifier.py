@@ -46,6 +46,7 @@ from onnxedge.runtime.classifier.files import (
 )
 from onnxedge.runtime.classifier.loader import (
     DEFAULT_BATCH_SIZE,
+    ONE_THREAD_RUN,
     BatchRows,
     file_runner,
     load_classifier,
@@ -480,7 +481,8 @@ class Classifier:
         load = image_loader(self.preprocessing, max_pixels=max_pixels, decode=self.decode)
         runs = concurrent_batches(pool, usable_cpus(), one_thread=self.one_thread is not None)
         runner = file_runner(self, runs)
-        predict_rows = prediction_rows(runner, threshold)
+        one_thread_run = None if runner is self else ONE_THREAD_RUN  # `ONE_THREAD_RUN`
+        predict_rows = prediction_rows(runner, threshold, one_thread_run)
         batch_rows = BatchRows(self, threshold, max(1, usable_cpus() // pool.workers))
         return stream_files(load, predict_rows, paths, batch_size, pool, runs, batch_rows)
 

@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 # Images per ONNX Runtime call, for arrays as for files: smile_cnn's activations take about 0.6 MB
 # an image, so a call's memory stays bounded however large the batch handed in.
 DEFAULT_BATCH_SIZE = 32
+# Images per ONNX Runtime call where one thread classifies a batch (a batch process's session, or
+# a one-thread session of concurrent batches): on one thread a call costs more an image as it
+# grows, once its activations outgrow the core's caches (measured on the Intel Xeon, 1 thread,
+# ms of CPU an image at 8 against 32: smile_cnn 0.72-0.82 against 0.74-0.84 (0.80-0.88 at 64),
+# mobilenetv3_small 2.96 against 3.59, squeezenet 5.31 against 6.07, resnet18 about equal;
+# docs/RUNTIME.md, "Batch processes"). The batch itself is still decoded and handed over whole.
+ONE_THREAD_RUN = 8
 
 
 def load_classifier(
@@ -176,15 +183,17 @@ class BatchRows:
         worker = copy.copy(self._classifier)
         worker.session = self._classifier.batch_session(self._threads)
         worker.one_thread = worker.batch_session = None
-        return prediction_rows(worker, self._threshold)
+        run = ONE_THREAD_RUN if self._threads == 1 else None
+        return prediction_rows(worker, self._threshold, run)
 
 
-def prediction_rows(classifier: Any, threshold: float | None) -> Any:
+def prediction_rows(classifier: Any, threshold: float | None, run: int | None = None) -> Any:
     """The classifier's `PredictRows` at ``threshold``: a stacked batch of pixels -> per row
-    its `Prediction`, or why it has none."""
+    its `Prediction`, or why it has none; the model called on ``run`` images at a time (None:
+    the whole batch at once)."""
 
     def rows(batch: Any) -> list[Any]:
-        raw = classifier._outputs(classifier.model_input(batch), len(batch))
+        raw = classifier._outputs(classifier.model_input(batch), run or len(batch))
         return classifier._prediction_rows(raw, threshold)
 
     return rows
