@@ -481,7 +481,7 @@ class Classifier:
         load = image_loader(self.preprocessing, max_pixels=max_pixels, decode=self.decode)
         runs = concurrent_batches(pool, usable_cpus(), one_thread=self.one_thread is not None)
         runner = file_runner(self, runs)
-        one_thread_run = None if runner is self else ONE_THREAD_RUN  # `ONE_THREAD_RUN`
+        one_thread_run = None if runner is self else ONE_THREAD_RUN
         predict_rows = prediction_rows(runner, threshold, one_thread_run)
         batch_rows = BatchRows(self, threshold, max(1, usable_cpus() // pool.workers))
         return stream_files(load, predict_rows, paths, batch_size, pool, runs, batch_rows)

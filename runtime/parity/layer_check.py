@@ -257,7 +257,7 @@ def _check(
                 t.name, layer_tolerance(rtol, t.depth, exposed.max_depth), expected[t.name], factor
             ),
             module=modules.get(t.name),
-            scale=golden.scales.get(t.name),
+            scale=records.scales.get(t.name),
         )
         for t in exposed.tensors
         if t.name in expected and t.name not in judged
