@@ -22,6 +22,7 @@ from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_ses
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.variants import INT8_CONV1_FP32, INT8_PAD4
 from onnxedge.runtime.variants.first_conv import PadFirstConvChannels, first_conv_block
+from onnxedge.runtime.variants.graph import image_conv_weights
 
 CONV = """
 <ir_version: 8, opset_import: ["" : 18]>
@@ -79,6 +80,45 @@ def test_the_first_conv_block_is_the_conv_and_what_follows_it_up_to_the_next_con
     for i, node in enumerate(model.graph.node):
         node.name = f"n{i}"
     assert first_conv_block(model) == ["n0", "n1", "n2"]
+
+
+TWO_CONVS = """
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[N,3,5,5] x) => (float[N,2,5,5] y)
+<float[2,3,1,1] w1, float[2,2,1,1] w2, float[1] s, float[3,2,1,1] side>
+{
+  scaled = Mul (x, s)
+  h = Conv (scaled, w1)
+  r = Relu (h)
+  y = Conv (r, w2)
+  other = Conv (r, side)
+}
+"""
+
+
+def test_the_image_convs_are_those_the_input_reaches_without_another_product():
+    """Through in-graph scaling (and int8-pad4's Pad) to the first conv; not past it; not a
+    conv left in float (``skip``)."""
+    model, direct = _two_convs(TWO_CONVS), _two_convs(TWO_CONVS.replace("(scaled, w1)", "(x, w1)"))
+    assert image_conv_weights(model) == image_conv_weights(direct) == ["w1"]
+    assert image_conv_weights(model, skip=["n1"]) == []
+    padded = ir.to_proto(PadFirstConvChannels()(ir.from_proto(_model())).model)
+    assert [n.op_type for n in padded.graph.node][:2] == ["Pad", "Conv"]
+    assert image_conv_weights(padded) == ["w"]
+    no_initializer = onnx.parser.parse_model(TWO_CONVS)  # its weights are inputs, not constants
+    assert image_conv_weights(no_initializer) == []
+
+
+def _two_convs(text: str) -> onnx.ModelProto:
+    model = onnx.parser.parse_model(text)
+    for i, node in enumerate(model.graph.node):
+        node.name = f"n{i}"
+    shapes = {"w1": (2, 3, 1, 1), "w2": (2, 2, 1, 1), "s": (1,), "side": (3, 2, 1, 1)}
+    model.graph.initializer.extend(
+        onnx.numpy_helper.from_array(np.ones(shape, np.float32), name)
+        for name, shape in shapes.items()
+    )
+    return model
 
 
 def _optimize(*args: object):

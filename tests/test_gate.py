@@ -151,3 +151,29 @@ def test_optimize_lines_fit_120_columns_without_verbose_and_keep_every_figure_wi
     assert "missed: label agreement 99.00% < 99.50%" in failed.line().replace("\n    ", " ")
     decode = VariantOutcome("decode-fast", bad, written=False, bytes=0, enforced=True)
     assert decode.decode_line().endswith("not recorded: missed its gate")
+
+
+def test_the_kernels_error_is_against_the_exact_arithmetic_and_named_where_it_fails():
+    """An int8 variant's outputs beside those of its own file in exact arithmetic: the largest
+    difference is reported in every form, and a FAILED line names the kernels as the cause only
+    where they are more than `KERNEL_NOTE` from exact."""
+    from onnxedge.runtime.variants.gate import KERNEL_NOTE
+
+    fp32, variant, truth = _case(flip=5)
+    exact = fp32 + 0.001  # the file itself agrees: the kernels flipped the 5 labels
+    result = judge("int8", fp32, variant, truth, threshold=0.5, exact=exact)
+    assert not result and result.kernel_error == pytest.approx(np.abs(variant - exact).max())
+    assert result.kernel_error > KERNEL_NOTE
+    assert "kernels vs exact arithmetic |Δp| max 0.8" in result.summary()
+    assert result.to_dict()["kernel_prob_error"] == result.kernel_error
+    assert "this CPU's int8 kernels differ from the file's exact arithmetic" in result.line()
+    close = judge("int8", fp32, variant, truth, threshold=0.5, exact=variant + KERNEL_NOTE / 2)
+    assert not close and close.kernel_error == pytest.approx(KERNEL_NOTE / 2)
+    assert "int8 kernels" not in close.line()  # missed, but not because of the kernels
+    passed = judge("int8", fp32, fp32 + 0.001, truth, threshold=0.5, exact=fp32)
+    assert passed and "int8 kernels differ" not in passed.line()
+    plain = judge("fp16", fp32, variant, truth, threshold=0.5)
+    assert plain.kernel_error is None and plain.to_dict()["kernel_prob_error"] is None
+    assert "exact arithmetic" not in plain.line()
+    nan = judge("int8", fp32, np.full(N, np.nan), truth, threshold=0.5, exact=fp32)
+    assert math.isinf(nan.kernel_error) and nan.to_dict()["kernel_prob_error"] == "inf"

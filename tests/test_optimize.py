@@ -31,6 +31,7 @@ from onnxedge.runtime.cli import main
 from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 from onnxedge.runtime.errors import BundleError, OnnxEdgeError
 from onnxedge.runtime.variants import FP16, FP32_ORT, INT8, INT8_ORT, ORT_CONFIG
+from onnxedge.runtime.variants.gate import KERNEL_NOTE
 from onnxedge.runtime.variants.graph import operators, operators_config
 
 
@@ -164,6 +165,49 @@ def test_int8_weights_are_quantized_per_output_channel(edge):
     for weight, scale in weights.values():
         assert scale == weight[:1]  # one scale per output channel, not one per tensor
     assert "fc.weight" in dims and "fc.weight_quantized" not in dims  # the classifier: float
+
+
+def _largest_weights(path: Path) -> dict[str, int]:
+    model = onnx.load(str(path))
+    return {
+        i.name: int(np.abs(onnx.numpy_helper.to_array(i).astype(np.int32)).max())
+        for i in model.graph.initializer
+        if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4
+    }
+
+
+def test_the_image_conv_has_7_bit_weights_and_the_deeper_ones_8(edge):
+    """|w| <= 64 where pixels are multiplied (no 16-bit pair sum can saturate on AVX2), the full
+    8 bits elsewhere; the manifest names the 7-bit weights, and the gate reports the kernels
+    against the file's exact arithmetic for each int8 file (not for the ORT format's)."""
+    bundle = Bundle.open(edge)
+    assert _largest_weights(bundle.variant_model(INT8)) == {
+        "conv1.weight_quantized": 64,
+        "conv2.weight_quantized": 127,
+        "conv3.weight_quantized": 127,
+        "conv4.weight_quantized": 127,
+    }
+    manifest = json.loads((edge / MANIFEST).read_text())
+    assert manifest["variants"][INT8]["made"]["weights_7_bit"] == ["conv1.weight"]
+    gates = {name: entry["gate"] for name, entry in manifest["variants"].items()}
+    assert 0 <= gates[INT8]["kernel_prob_error"] < KERNEL_NOTE
+    assert gates[FP16]["kernel_prob_error"] is None and gates[INT8_ORT]["kernel_prob_error"] is None
+
+
+def test_without_the_7_bit_image_conv_its_weights_take_8_bits(trained_bundle, data, tmp_path):
+    from onnxedge.runtime.variants.quantize import Int8Config, quantize_int8
+    from onnxedge.runtime.variants.samples import load_inputs
+
+    bundle = Bundle.open(trained_bundle)
+    images = load_inputs(
+        sorted((data / "train").rglob("*.png")), bundle.preprocessing, what="calibration"
+    )
+    target = tmp_path / "int8.onnx"
+    info = quantize_int8(
+        bundle.model_path, target, images, Int8Config(image_conv_reduce_range=False)
+    )
+    assert info["weights_7_bit"] == []
+    assert set(_largest_weights(target).values()) == {127}
 
 
 def _activation_scales(path: Path) -> dict[str, float]:

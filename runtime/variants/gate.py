@@ -14,6 +14,13 @@ mean absolute probability error against fp32 are reported beside them. An output
 probability (NaN, an infinity, outside [0, 1]) counts as a disagreement, a wrong answer and an
 infinite error. `judge` is pure (arrays in, `GateResult` out), so each criterion is tested on
 arrays that miss it by a known amount.
+
+For an int8 variant the gate also reports how far this CPU's int8 kernels are from the same file
+in exact arithmetic (onnxruntime with its graph optimisations off, which runs every Q/DQ pair in
+float: the numbers a CPU with exact int8 dot products gives), as ``kernel_error``, the largest
+absolute probability difference. It is not a criterion (a CPU with VNNI always gives about 0, so
+it would judge nothing there), but where it is large the variant's numbers depend on the CPU that
+runs it, and a FAILED line says so.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ import numpy as np
 
 PASSED = "PASSED"
 _EPS = 1e-9  # far below one image in a billion, far above float rounding of a share
+# Above this |dp| between an int8 variant's kernels and its exact arithmetic, a FAILED line names
+# the kernels as a cause: rounding alone gave at most 3e-4 on the smile model (docs/VARIANTS.md).
+KERNEL_NOTE = 0.01
 FAILED = "FAILED"
 UNGATED = "UNGATED"
 
@@ -66,6 +76,8 @@ class GateResult:
     threshold: float | None  # None: a K-class model's label is its top class
     split: str = "test"
     provider: str = ""
+    # int8: the largest |dp| between this CPU's kernels and exact arithmetic (module docstring)
+    kernel_error: float | None = None
 
     @property
     def accuracy_drop_pp(self) -> float:
@@ -116,8 +128,13 @@ class GateResult:
             f"agreement {100 * self.agreement:.2f}% ({self.flips} of {self.images} differ) | "
             f"accuracy {100 * self.accuracy:.2f}% vs fp32 {100 * self.fp32_accuracy:.2f}% "
             f"(drop {self.accuracy_drop_pp:+.2f} pp) | |Δp| max {_g(self.max_prob_error)}"
-            f"{spread}{bad}"
+            f"{spread}{bad}{self._kernels()}"
         )
+
+    def _kernels(self) -> str:
+        if self.kernel_error is None:
+            return ""
+        return f" | kernels vs exact arithmetic |Δp| max {_g(self.kernel_error)}"
 
     def line(self, *, enforced: bool = True, verbose: bool = True) -> str:
         """``PASSED | int8 | …`` or ``FAILED | int8 | … | missed: …``; ``UNGATED`` when the gate
@@ -126,6 +143,12 @@ class GateResult:
         text = f"{status} | {self.variant} | {self.summary(verbose=verbose)}"
         if not self.passed:
             text += " | missed: " + "; ".join(self.misses)
+            if self.kernel_error is not None and self.kernel_error > KERNEL_NOTE:
+                text += (
+                    f" | this CPU's int8 kernels differ from the file's exact arithmetic by |Δp| "
+                    f"up to {_g(self.kernel_error)} (x86 without VNNI adds u8 x s8 products in "
+                    f"pairs into 16 bits, which saturate): on another CPU it may pass"
+                )
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +167,9 @@ class GateResult:
             "p99_prob_error": _json_float(self.p99_prob_error),
             "mean_prob_error": _json_float(self.mean_prob_error),
             "not_probabilities": self.not_probabilities,
+            "kernel_prob_error": (
+                None if self.kernel_error is None else _json_float(self.kernel_error)
+            ),
             "criteria": self.criteria.to_dict(),
             "misses": list(self.misses),
         }
@@ -174,10 +200,12 @@ def judge(
     criteria: GateCriteria | None = None,
     split: str = "test",
     provider: str = "",
+    exact: Sequence[float] | np.ndarray | None = None,
 ) -> GateResult:
     """Judge ``candidate``'s probabilities against ``fp32``'s on images whose true class indices
     are ``labels`` (1 positive), as the module docstring says: [N] (or [N, 1]) probabilities of
-    the positive class, or [N, K] class probabilities (K >= 2; the label is the top class)."""
+    the positive class, or [N, K] class probabilities (K >= 2; the label is the top class).
+    ``exact``: an int8 candidate's outputs in exact arithmetic, for its ``kernel_error``."""
     reference = np.asarray(fp32, dtype=np.float64)
     values = np.asarray(candidate, dtype=np.float64)
     classes = reference.shape[1] if reference.ndim == 2 else 1
@@ -201,6 +229,12 @@ def judge(
     label = np.where(valid, label, -1)  # invalid: the wrong label
     error = np.where(valid, np.abs(values - reference).max(axis=1), np.inf)
     agree = label == label_ref
+    kernel_error = None
+    if exact is not None:
+        exact = np.asarray(exact, dtype=np.float64).reshape(values.shape)
+        with np.errstate(invalid="ignore"):
+            kernel = np.abs(values - exact).max(axis=1)
+        kernel_error = float(np.where(np.isnan(kernel), np.inf, kernel).max())
     return GateResult(
         variant=variant,
         images=len(truth),
@@ -216,7 +250,8 @@ def judge(
         threshold=None if threshold is None else float(threshold),
         split=split,
         provider=provider,
+        kernel_error=kernel_error,
     )
 
 
-__all__ = ["FAILED", "PASSED", "UNGATED", "GateCriteria", "GateResult", "judge"]
+__all__ = ["FAILED", "KERNEL_NOTE", "PASSED", "UNGATED", "GateCriteria", "GateResult", "judge"]

@@ -1,10 +1,10 @@
-"""What the variant makers need to know about a graph: the head to keep in float, node names for
-the tools that select nodes by name, the operators a model uses, and the package versions a
-variant records."""
+"""What the variant makers need to know about a graph: the head to keep in float, the
+convolutions that read the image, node names for the tools that select nodes by name, the
+operators a model uses, and the package versions a variant records."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 
@@ -36,6 +36,41 @@ def head_node_names(model: onnx.ModelProto) -> list[str]:
     if not all(names):
         raise OnnxEdgeError("expected named nodes in the head (name_unnamed_nodes first)")
     return names
+
+
+# Ops whose int8 form multiplies activations by weights (onnxruntime's u8 x s8 kernels): where the
+# image's activations stop flowing unchanged in kind.
+_PRODUCT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def image_conv_weights(model: onnx.ModelProto, skip: Sequence[str] = ()) -> list[str]:
+    """The weight initializers of the convolutions that read the image: each Conv reached from
+    the model's (ONNX proto's) first input through ops other than `_PRODUCT_OPS` (a Pad of
+    ``int8-pad4``, in-graph scaling), in graph order, but those of the nodes named in ``skip``
+    (left in float) and convolutions whose weight is not an initializer.
+
+    Their activations are dense and span the whole uint8 range (pixels, not ReLU outputs), so
+    where onnxruntime's int8 kernels add u8 x s8 products in pairs into 16 bits (x86 without
+    VNNI: AVX2's VPMADDUBSW), two large pixels times two large weights of one sign saturate;
+    `quantize_int8` gives these weights 7 bits (`Int8Config.image_conv_reduce_range`).
+    """
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    reached = {graph.input[0].name}
+    weights = []
+    for node in graph.node:  # a valid ONNX graph lists its nodes in topological order
+        if not any(name in reached for name in node.input):
+            continue
+        if node.op_type not in _PRODUCT_OPS:
+            reached.update(node.output)
+        elif (
+            node.op_type == "Conv"
+            and node.name not in skip
+            and len(node.input) > 1
+            and node.input[1] in initializers
+        ):
+            weights.append(node.input[1])
+    return weights
 
 
 def name_unnamed_nodes(model: onnx.ModelProto) -> int:
@@ -111,6 +146,7 @@ def package_versions() -> dict[str, str | None]:
 
 __all__ = [
     "head_node_names",
+    "image_conv_weights",
     "name_unnamed_nodes",
     "operators",
     "operators_config",

@@ -335,13 +335,15 @@ def _gate(
                 log.info("no CUDA EP for fp16: %s", e)
                 say(FP16_ON_CPU)
         sessions[name] = _session(path, "cpu", request)
+        if _PRECISION[name] == "int8" and path.suffix == ".onnx":
+            sessions[_exact(name)] = _session(path, "cpu", request, optimized=False)
     outputs: dict[str, list[np.ndarray]] = {name: [] for name in sessions}
     labels: list[np.ndarray] = []
     test = data.split("test")
     for chunk in iter_chunks(test, source.preprocessing, what="test images (the gate)"):
         labels.append(chunk.labels)
         for name, (session, _) in sessions.items():
-            inputs = chunk.pixels if name in _PIXELS else chunk.inputs
+            inputs = chunk.pixels if name.removesuffix(_EXACT) in _PIXELS else chunk.inputs
             outputs[name].append(
                 _probabilities(session, source.input.name, inputs, source.output_kind)
             )
@@ -373,13 +375,31 @@ def _gate(
             threshold=source.threshold if source.output_kind in BINARY_KINDS else None,
             criteria=request.criteria,
             provider=sessions[name][1],
+            exact=np.concatenate(outputs[_exact(name)]) if _exact(name) in outputs else None,
         )
         for name in made
     }
 
 
-def _session(path: Path, provider: str, request: OptimizeRequest) -> tuple[Any, str]:
-    session = make_session(path, SessionConfig(provider=provider, threads=request.threads))
+# An int8 variant's file run in exact arithmetic, beside its own run (`gate.judge`'s ``exact``).
+_EXACT = " exact"
+
+
+def _exact(name: str) -> str:
+    return name + _EXACT
+
+
+def _session(
+    path: Path, provider: str, request: OptimizeRequest, *, optimized: bool = True
+) -> tuple[Any, str]:
+    """A session on ``path``; not ``optimized``: onnxruntime's graph optimisations off, so that
+    an int8 file's Q/DQ pairs run in float (its exact arithmetic), not in int8 kernels."""
+    config = SessionConfig(
+        provider=provider,
+        threads=request.threads,
+        graph_optimization="all" if optimized else "disable",
+    )
+    session = make_session(path, config)
     return session, session.get_providers()[0]
 
 
