@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.bundle.lock import bundle_lock
-from onnxedge.runtime.bundle.outputs import BINARY_KINDS, SIGMOID_PROBABILITY, probabilities
+from onnxedge.runtime.bundle.outputs import BINARY_KINDS
 from onnxedge.runtime.bundle.reader import (
     FORMAT_VERSION,
     MANIFEST,
@@ -43,9 +43,9 @@ from onnxedge.runtime.bundle.reader import (
 )
 from onnxedge.runtime.classifier.preprocess import FAST
 from onnxedge.runtime.data import Dataset, open_dataset
-from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
 from onnxedge.runtime.variants.gate import GateResult, judge
+from onnxedge.runtime.variants.gate_run import EXACT, exact_name, gate_probabilities, gate_session
 from onnxedge.runtime.variants.graph import operators_config
 from onnxedge.runtime.variants.manifest import (
     FP16,
@@ -72,7 +72,6 @@ from onnxedge.runtime.variants.samples import calibration_sample, iter_chunks, l
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-GATE_BATCH = 64
 _FIRST_CONV = (INT8_CONV1_FP32, INT8_PAD4)  # `first_conv`: int8 with the first conv dealt with
 _PIXELS = (FP32_U8, INT8_U8)  # variants that take uint8 pixels (`--uint8-input`)
 _PRECISION = (
@@ -336,23 +335,25 @@ def _gate(
                 say(FP16_ON_CPU)
         sessions[name] = _session(path, "cpu", request)
         if _PRECISION[name] == "int8" and path.suffix == ".onnx":
-            sessions[_exact(name)] = _session(path, "cpu", request, optimized=False)
+            sessions[exact_name(name)] = _session(path, "cpu", request, optimized=False)
     outputs: dict[str, list[np.ndarray]] = {name: [] for name in sessions}
     labels: list[np.ndarray] = []
     test = data.split("test")
     for chunk in iter_chunks(test, source.preprocessing, what="test images (the gate)"):
         labels.append(chunk.labels)
         for name, (session, _) in sessions.items():
-            inputs = chunk.pixels if name.removesuffix(_EXACT) in _PIXELS else chunk.inputs
+            inputs = chunk.pixels if name.removesuffix(EXACT) in _PIXELS else chunk.inputs
             outputs[name].append(
-                _probabilities(session, source.input.name, inputs, source.output_kind)
+                gate_probabilities(session, source.input.name, inputs, source.output_kind)
             )
     truth = np.concatenate(labels)
     reference = np.concatenate(outputs[FP32])
     gates = {}
     if request.fast_decode:  # fp32 on the fast decode's pixels, against fp32 on the exact ones
         fast = [
-            _probabilities(sessions[FP32][0], source.input.name, chunk.inputs, source.output_kind)
+            gate_probabilities(
+                sessions[FP32][0], source.input.name, chunk.inputs, source.output_kind
+            )
             for chunk in iter_chunks(
                 test, source.preprocessing, what="test images (the gate)", decode=FAST
             )
@@ -366,6 +367,7 @@ def _gate(
             criteria=request.criteria,
             provider=sessions[FP32][1],
         )
+    exact = {n: np.concatenate(outputs[exact_name(n)]) for n in made if exact_name(n) in outputs}
     return gates | {
         name: judge(
             name,
@@ -375,45 +377,16 @@ def _gate(
             threshold=source.threshold if source.output_kind in BINARY_KINDS else None,
             criteria=request.criteria,
             provider=sessions[name][1],
-            exact=np.concatenate(outputs[_exact(name)]) if _exact(name) in outputs else None,
+            exact=exact.get(name),
         )
         for name in made
     }
 
 
-# An int8 variant's file run in exact arithmetic, beside its own run (`gate.judge`'s ``exact``).
-_EXACT = " exact"
-
-
-def _exact(name: str) -> str:
-    return name + _EXACT
-
-
 def _session(
     path: Path, provider: str, request: OptimizeRequest, *, optimized: bool = True
 ) -> tuple[Any, str]:
-    """A session on ``path``; not ``optimized``: onnxruntime's graph optimisations off, so that
-    an int8 file's Q/DQ pairs run in float (its exact arithmetic), not in int8 kernels."""
-    config = SessionConfig(
-        provider=provider,
-        threads=request.threads,
-        graph_optimization="all" if optimized else "disable",
-    )
-    session = make_session(path, config)
-    return session, session.get_providers()[0]
-
-
-def _probabilities(
-    session: Any, input_name: str, inputs: np.ndarray, kind: str = SIGMOID_PROBABILITY
-) -> np.ndarray:
-    """The positive class's output [N] of a binary model; the K class probabilities [N, K] of a
-    K-class one (the softmax of its logits)."""
-    parts = []
-    for start in range(0, len(inputs), GATE_BATCH):
-        (out,) = session.run(None, {input_name: inputs[start : start + GATE_BATCH]})[:1]
-        out = np.asarray(out, dtype=np.float64).reshape(len(out), -1)
-        parts.append(out[:, 0] if kind in BINARY_KINDS else probabilities(out, kind))
-    return np.concatenate(parts)
+    return gate_session(path, provider, request.threads, optimized=optimized)
 
 
 def _decide(
