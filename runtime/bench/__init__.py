@@ -60,7 +60,6 @@ from onnxedge.runtime.bench.engines import (
 from onnxedge.runtime.bench.files import FILES_ATOL, FilesEngine, files_engines
 from onnxedge.runtime.bench.machine import (
     BUSY_LOAD_PER_CORE,
-    cpu_flags,
     default_threads,
     load_average,
     machine_info,
@@ -114,6 +113,7 @@ from onnxedge.runtime.bench.verdicts import (
     evaluate_target,
     evaluate_targets,
 )
+from onnxedge.runtime.engines.cpu import cpu_flags
 
 __all__ = [
     "BUSY_LOAD_PER_CORE",

@@ -37,20 +37,6 @@ def _cpuinfo() -> tuple[str | None, int | None]:
     return model, len(cores) or None
 
 
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (``avx512_vnni``, ``amx_int8``, ...) from /proc/cpuinfo; empty
-    where it does not exist."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
-
-
 def _usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))

@@ -23,9 +23,15 @@ from onnxedge.runtime.engines import (
     check_precision,
     open_session,
 )
+from onnxedge.runtime.engines.cpu import int8_pairs_saturate
 from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
 from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError
-from onnxedge.runtime.variants.manifest import provider_for, variant_key
+from onnxedge.runtime.variants.manifest import (
+    EIGHT_BIT_IMAGE_CONV,
+    made_with_8_bit_image_conv,
+    provider_for,
+    variant_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +130,8 @@ def load_classifier(
             "--fast-decode measures it",
             bundle.path,
         )
+    if made_with_8_bit_image_conv(bundle.variants, variant) and int8_pairs_saturate():
+        log.warning(EIGHT_BIT_IMAGE_CONV.format(path=bundle.path, variant=variant_key(variant)))
     classifier.variant = variant_key(variant)
     classifier.tuned = choice
     if engine == ONNXRUNTIME and used == "CPUExecutionProvider" and not threads_given:

@@ -8,7 +8,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from onnxedge.runtime.bench.machine import cpu_flags, machine_info, versions
+from onnxedge.runtime.bench.machine import machine_info, versions
+from onnxedge.runtime.engines.cpu import cpu_flags
 
 # The fields compared, in the order a difference is reported, with what each is called.
 FIELDS = {

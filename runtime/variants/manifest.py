@@ -119,6 +119,31 @@ def read_variants(
     return variants
 
 
+# Logged where an int8 model of `made_with_8_bit_image_conv` runs on a CPU whose int8 kernels
+# add in pairs into 16 bits (`onnxedge.runtime.engines.cpu.int8_pairs_saturate`).
+EIGHT_BIT_IMAGE_CONV = (
+    "{path}: the {variant} variant was quantised with 8-bit weights for the convolution that "
+    "reads the image, and this CPU has no VNNI, so its int8 kernels add products in pairs into "
+    '16 bits, which can saturate there and change labels (docs/VARIANTS.md, "int8 on x86 CPUs '
+    'without VNNI"); remake it: onnxedge optimize BUNDLE --data DIR --int8 --force'
+)
+
+
+def made_with_8_bit_image_conv(variants: Mapping[str, VariantEntry], variant: Any) -> bool:
+    """Whether ``variant`` is an int8 model whose quantisation (its own ``made`` block, or that
+    of the variant it was ``from``: int8-ort, int8-u8) predates the 7-bit weights of the
+    convolutions that read the image (no ``weights_7_bit``). False for anything else, and where
+    the chain breaks off."""
+    entry, seen = variants.get(variant_key(variant)), set()
+    while entry is not None and entry.precision == "int8" and entry.name not in seen:
+        seen.add(entry.name)
+        made = entry.block.get("made")
+        if isinstance(made, dict) and "quant_format" in made:
+            return "weights_7_bit" not in made
+        entry = variants.get(str(entry.block.get("from")))
+    return False
+
+
 def provider_for(variants: Mapping[str, VariantEntry], variant: Any, provider: str) -> str:
     """The provider to run ``variant`` on when ``provider`` (``auto``, ``cpu``, ``cuda``) is
     asked for: a variant made only for the GPU (fp16) is refused on the CPU EP, where it runs
@@ -145,6 +170,7 @@ def variant_key(variant: Any) -> str:
 
 
 __all__ = [
+    "EIGHT_BIT_IMAGE_CONV",
     "FORMATS",
     "FP16",
     "FP32",
@@ -159,6 +185,7 @@ __all__ = [
     "VARIANTS",
     "VARIANT_FILES",
     "VariantEntry",
+    "made_with_8_bit_image_conv",
     "provider_for",
     "read_variants",
     "variant_key",
