@@ -153,10 +153,10 @@ def test_optimize_lines_fit_120_columns_without_verbose_and_keep_every_figure_wi
     assert decode.decode_line().endswith("not recorded: missed its gate")
 
 
-def test_the_kernels_error_is_against_the_exact_arithmetic_and_named_where_it_fails():
-    """An int8 variant's outputs beside those of its own file in exact arithmetic: the largest
+def test_the_kernels_error_is_against_the_float_reference_and_named_where_it_fails():
+    """An int8 variant's outputs beside those of its own file's float reference: the largest
     difference is reported in every form, and a FAILED line names the kernels as the cause only
-    where they are more than `KERNEL_NOTE` from exact."""
+    where they are more than `KERNEL_NOTE` from it."""
     from onnxedge.runtime.variants.gate import KERNEL_NOTE
 
     fp32, variant, truth = _case(flip=5)
@@ -164,9 +164,9 @@ def test_the_kernels_error_is_against_the_exact_arithmetic_and_named_where_it_fa
     result = judge("int8", fp32, variant, truth, threshold=0.5, exact=exact)
     assert not result and result.kernel_error == pytest.approx(np.abs(variant - exact).max())
     assert result.kernel_error > KERNEL_NOTE
-    assert "kernels vs exact arithmetic |Δp| max 0.8" in result.summary()
+    assert "kernels vs float reference |Δp| max 0.8" in result.summary()
     assert result.to_dict()["kernel_prob_error"] == result.kernel_error
-    assert "this CPU's int8 kernels differ from the file's exact arithmetic" in result.line()
+    assert "this CPU's int8 kernels differ from the file's float reference" in result.line()
     close = judge("int8", fp32, variant, truth, threshold=0.5, exact=variant + KERNEL_NOTE / 2)
     assert not close and close.kernel_error == pytest.approx(KERNEL_NOTE / 2)
     assert "int8 kernels" not in close.line()  # missed, but not because of the kernels
@@ -174,6 +174,6 @@ def test_the_kernels_error_is_against_the_exact_arithmetic_and_named_where_it_fa
     assert passed and "int8 kernels differ" not in passed.line()
     plain = judge("fp16", fp32, variant, truth, threshold=0.5)
     assert plain.kernel_error is None and plain.to_dict()["kernel_prob_error"] is None
-    assert "exact arithmetic" not in plain.line()
+    assert "float reference" not in plain.line()
     nan = judge("int8", fp32, np.full(N, np.nan), truth, threshold=0.5, exact=fp32)
     assert math.isinf(nan.kernel_error) and nan.to_dict()["kernel_prob_error"] == "inf"

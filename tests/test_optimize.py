@@ -203,11 +203,35 @@ def test_without_the_7_bit_image_conv_its_weights_take_8_bits(trained_bundle, da
         sorted((data / "train").rglob("*.png")), bundle.preprocessing, what="calibration"
     )
     target = tmp_path / "int8.onnx"
-    info = quantize_int8(
-        bundle.model_path, target, images, Int8Config(image_conv_reduce_range=False)
-    )
+    info = quantize_int8(bundle.model_path, target, images, Int8Config(weights_7_bit="none"))
     assert info["weights_7_bit"] == []
     assert set(_largest_weights(target).values()) == {127}
+
+
+def test_all_weights_take_7_bits_where_asked(trained_bundle, data, tmp_path):
+    """``--int8-7-bit-weights all``: every conv's weights in [-64, 64], recorded as "all"."""
+    result = optimize(
+        trained_bundle,
+        "--data",
+        data,
+        "--int8",
+        "--int8-7-bit-weights",
+        "all",
+        "--out",
+        tmp_path / "out",
+    )
+    assert result.exit_code == 0, result.output
+    bundle = Bundle.open(tmp_path / "out")
+    assert set(_largest_weights(bundle.variant_model(INT8)).values()) == {64}
+    made = json.loads((tmp_path / "out" / MANIFEST).read_text())["variants"][INT8]["made"]
+    assert made["weights_7_bit"] == "all"
+
+
+def test_an_unknown_7_bit_choice_is_refused():
+    from onnxedge.runtime.variants.quantize import Int8Config
+
+    with pytest.raises(OnnxEdgeError, match="expected one of image, all, none, got 'some'"):
+        Int8Config(weights_7_bit="some")
 
 
 def _activation_scales(path: Path) -> dict[str, float]:

@@ -13,7 +13,11 @@ import click
 from onnxedge.runtime.cli.heartbeat import Heartbeat
 from onnxedge.runtime.cli.options import THREADS
 from onnxedge.runtime.cli.output import json_file, json_option, verbosity, write_json
-from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE
+from onnxedge.runtime.variants.quantize import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_SIZE,
+    WEIGHTS_7_BIT,
+)
 
 
 @click.command("optimize")
@@ -66,6 +70,15 @@ from onnxedge.runtime.variants.quantize import CALIBRATION_METHODS, DEFAULT_CALI
     default="minmax",
     show_default=True,
     help="How int8's activation ranges are set from the calibration images (docs/VARIANTS.md).",
+)
+@click.option(
+    "--int8-7-bit-weights",
+    "weights_7_bit",
+    type=click.Choice(WEIGHTS_7_BIT),
+    default="image",
+    show_default=True,
+    help="int8's weights in 7 bits, so that x86 CPUs without VNNI do not saturate their 16-bit "
+    "sums: the convolutions that read the image, all, or none (docs/VARIANTS.md).",
 )
 @click.option(
     "--seed",
@@ -121,6 +134,7 @@ def optimize_cmd(
     attribute: str | None,
     calibration_size: int,
     calibration_method: str,
+    weights_7_bit: str,
     seed: int,
     min_agreement: float,
     max_accuracy_drop: float,
@@ -161,6 +175,7 @@ def optimize_cmd(
         attribute=attribute,
         calibration_size=calibration_size,
         calibration_method=calibration_method,
+        weights_7_bit=weights_7_bit,
         seed=seed,
         gate=not no_gate,
         force=force,

@@ -15,12 +15,14 @@ probability (NaN, an infinity, outside [0, 1]) counts as a disagreement, a wrong
 infinite error. `judge` is pure (arrays in, `GateResult` out), so each criterion is tested on
 arrays that miss it by a known amount.
 
-For an int8 variant the gate also reports how far this CPU's int8 kernels are from the same file
-in exact arithmetic (onnxruntime with its graph optimisations off, which runs every Q/DQ pair in
-float: the numbers a CPU with exact int8 dot products gives), as ``kernel_error``, the largest
-absolute probability difference. It is not a criterion (a CPU with VNNI always gives about 0, so
-it would judge nothing there), but where it is large the variant's numbers depend on the CPU that
-runs it, and a FAILED line says so.
+For an int8 variant the gate also reports how far this CPU's int8 kernels are from the same file's
+float reference (onnxruntime with its graph optimisations off, which computes every Q/DQ pair in
+float as the file writes it), as ``kernel_error``, the largest absolute probability difference.
+It is not a criterion: a CPU with VNNI adds int8 products in 32 bits, so it would judge nothing
+there for saturation, and onnxruntime's fused int8 ops (QLinearAdd, QLinearSigmoid, ...) round
+otherwise than the float reference, so on models that have them it is not 0 even where nothing
+saturates. But where a variant misses its gate and this figure is large, the variant's numbers
+depend on the CPU's kernels, and the FAILED line says so.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 
 PASSED = "PASSED"
 _EPS = 1e-9  # far below one image in a billion, far above float rounding of a share
-# Above this |dp| between an int8 variant's kernels and its exact arithmetic, a FAILED line names
+# Above this |dp| between an int8 variant's kernels and its float reference, a FAILED line names
 # the kernels as a cause: rounding alone gave at most 3e-4 on the smile model (docs/VARIANTS.md).
 KERNEL_NOTE = 0.01
 FAILED = "FAILED"
@@ -76,7 +78,7 @@ class GateResult:
     threshold: float | None  # None: a K-class model's label is its top class
     split: str = "test"
     provider: str = ""
-    # int8: the largest |dp| between this CPU's kernels and exact arithmetic (module docstring)
+    # int8: the largest |dp| between this CPU's kernels and the float reference (module docstring)
     kernel_error: float | None = None
 
     @property
@@ -134,7 +136,7 @@ class GateResult:
     def _kernels(self) -> str:
         if self.kernel_error is None:
             return ""
-        return f" | kernels vs exact arithmetic |Δp| max {_g(self.kernel_error)}"
+        return f" | kernels vs float reference |Δp| max {_g(self.kernel_error)}"
 
     def line(self, *, enforced: bool = True, verbose: bool = True) -> str:
         """``PASSED | int8 | …`` or ``FAILED | int8 | … | missed: …``; ``UNGATED`` when the gate
@@ -145,9 +147,9 @@ class GateResult:
             text += " | missed: " + "; ".join(self.misses)
             if self.kernel_error is not None and self.kernel_error > KERNEL_NOTE:
                 text += (
-                    f" | this CPU's int8 kernels differ from the file's exact arithmetic by |Δp| "
-                    f"up to {_g(self.kernel_error)} (x86 without VNNI adds u8 x s8 products in "
-                    f"pairs into 16 bits, which saturate): on another CPU it may pass"
+                    f" | this CPU's int8 kernels differ from the file's float reference by |Δp| "
+                    f"up to {_g(self.kernel_error)}: its numbers depend on the CPU (x86 without "
+                    f"VNNI adds u8 x s8 products in pairs into 16 bits, which saturate)"
                 )
         return text
 
@@ -205,7 +207,7 @@ def judge(
     """Judge ``candidate``'s probabilities against ``fp32``'s on images whose true class indices
     are ``labels`` (1 positive), as the module docstring says: [N] (or [N, 1]) probabilities of
     the positive class, or [N, K] class probabilities (K >= 2; the label is the top class).
-    ``exact``: an int8 candidate's outputs in exact arithmetic, for its ``kernel_error``."""
+    ``exact``: an int8 candidate's outputs by its float reference, for its ``kernel_error``."""
     reference = np.asarray(fp32, dtype=np.float64)
     values = np.asarray(candidate, dtype=np.float64)
     classes = reference.shape[1] if reference.ndim == 2 else 1

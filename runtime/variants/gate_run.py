@@ -1,5 +1,5 @@
-"""What `optimize`'s gate runs: a session on each model (for an int8 file also one in its exact
-arithmetic, `gate.judge`'s ``exact``) and the probabilities it gives on the test split."""
+"""What `optimize`'s gate runs: a session on each model (for an int8 file also one on its float
+reference, `gate.judge`'s ``exact``) and the probabilities it gives on the test split."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from onnxedge.runtime.bundle.outputs import BINARY_KINDS, SIGMOID_PROBABILITY, p
 from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 
 GATE_BATCH = 64
-# The name under which the gate keeps an int8 variant's file run in exact arithmetic.
+# The name under which the gate keeps an int8 variant's file run by its float reference.
 EXACT = " exact"
 
 
@@ -24,8 +24,8 @@ def gate_session(
     path: Path, provider: str, threads: int | None, *, optimized: bool = True
 ) -> tuple[Any, str]:
     """A session on ``path`` and the provider it runs on; not ``optimized``: onnxruntime's graph
-    optimisations off, so that an int8 file's Q/DQ pairs run in float (its exact arithmetic), not
-    in int8 kernels."""
+    optimisations off, so that an int8 file's Q/DQ pairs run in float as written (its float
+    reference), not in int8 kernels."""
     config = SessionConfig(
         provider=provider, threads=threads, graph_optimization="all" if optimized else "disable"
     )

@@ -273,6 +273,7 @@ def _quantized(
 
     config = Int8Config(
         calibration_method=request.calibration_method,
+        weights_7_bit=request.weights_7_bit,
         keep_first_conv_float=name == INT8_CONV1_FP32,
     )
     first_conv: dict[str, Any] = {}

@@ -27,6 +27,7 @@ class OptimizeRequest:
     attribute: str | None = None
     calibration_size: int = DEFAULT_CALIBRATION_SIZE
     calibration_method: str = "minmax"
+    weights_7_bit: str = "image"  # `Int8Config.weights_7_bit`
     seed: int = 0
     gate: bool = True
     force: bool = False
@@ -53,7 +54,9 @@ class OptimizeRequest:
             raise OnnxEdgeError(
                 f"--calibration-size: expected at least 1, got {self.calibration_size}"
             )
-        Int8Config(calibration_method=self.calibration_method)  # checks the method
+        Int8Config(  # checks the method and the 7-bit weights
+            calibration_method=self.calibration_method, weights_7_bit=self.weights_7_bit
+        )
 
 
 # Execution providers by the short name a line without -v gives them.

@@ -17,16 +17,20 @@
 4. the result checked: ``onnx.checker``, a symbolic batch dim, and `onnxedge check`'s head check,
    which looks through the Q/DQ pairs to the ``GlobalAveragePool``;
 5. the weights of the convolutions that read the image (`image_conv_weights`) quantised to 7 bits
-   (``reduce_range`` for those tensors alone: int8 in [-64, 64]): on an x86 CPU without VNNI,
+   (``reduce_range`` for those tensors alone: int8 in [-64, 64]; ``weights_7_bit`` "all": every
+   weight, "none": none; the manifest's ``weights_7_bit`` lists them, or says "all"): on an x86
+   CPU without VNNI,
    onnxruntime's int8 kernels add u8 x s8 products in pairs into 16 bits (AVX2's VPMADDUBSW),
    which saturates where two bright pixels meet two large weights of one sign (255 x 127 x 2 >
    32767); with |w| <= 64 a pair stays within 255 x 128 = 32640. Measured on an AMD EPYC Zen 2
    (AVX2, no VNNI) with the trained smile model, 600 test faces: with 8-bit weights, 21 labels of
-   600 differed from fp32 (|dp| up to 0.996) while the same file in exact arithmetic (onnxruntime
+   600 differed from fp32 (|dp| up to 0.996) while the same file's float reference (onnxruntime
    with its graph optimisations off, the Q/DQ pairs run in float) differed in none; with the
-   first conv's weights in 7 bits, the kernels gave the exact arithmetic's numbers (|dp| <=
-   3e-4) and 1 label of 600 differed, at the same speed. Deeper convolutions read ReLU outputs,
-   sparse, and kept their 8 bits there (docs/VARIANTS.md).
+   first conv's weights in 7 bits, the kernels gave the float reference's numbers (|dp| <=
+   3e-4) and 1 label of 600 differed, at the same speed. Deeper convolutions keep 8 bits: in
+   models whose deeper convolutions read dense activations (MobileNetV2's linear bottlenecks)
+   they saturate too, and 7 bits everywhere would trade precision on every CPU for them
+   (measured on pytorchcv models: docs/VARIANTS.md).
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ CALIBRATION_BATCH = 16
 # TensorRT's entropy calibration has, it can clip. `quantize_static` does not pass bins on, so
 # the ranges are computed here and handed to it as a calibration cache.
 ENTROPY_BINS = 2048
+# 5.: the weights quantised to 7 bits: those of the convolutions that read the image (the
+# default), every weight (onnxruntime's reduce_range), or none.
+WEIGHTS_7_BIT = ("image", "all", "none")
 ENTROPY_QUANTIZED_BINS = 128
 
 
@@ -75,14 +82,19 @@ class Int8Config:
     # The first convolution (3 input channels) and its activation and pooling left in float too
     # (`first_conv`).
     keep_first_conv_float: bool = False
-    # 5. of the module docstring.
-    image_conv_reduce_range: bool = True
+    # 5. of the module docstring: which weights get 7 bits, one of `WEIGHTS_7_BIT`.
+    weights_7_bit: str = "image"
 
     def __post_init__(self) -> None:
         if self.calibration_method not in CALIBRATION_METHODS:
             raise OnnxEdgeError(
                 f"--calibration-method: expected one of {', '.join(CALIBRATION_METHODS)}, got "
                 f"{self.calibration_method!r}"
+            )
+        if self.weights_7_bit not in WEIGHTS_7_BIT:
+            raise OnnxEdgeError(
+                f"--int8-7-bit-weights: expected one of {', '.join(WEIGHTS_7_BIT)}, got "
+                f"{self.weights_7_bit!r}"
             )
         for name in ("activation_type", "weight_type"):
             if getattr(self, name) not in ("uint8", "int8"):
@@ -139,10 +151,14 @@ def quantize_int8(
             from onnxedge.runtime.variants.first_conv import first_conv_block  # needs onnx-ir
 
             excluded.extend(first_conv_block(model))
-        reduced = image_conv_weights(model, excluded) if config.image_conv_reduce_range else []
-        overrides = (  # 5.
-            {"TensorQuantOverrides": _reduce_range(reduced, config.per_channel)} if reduced else {}
-        )
+        reduced: list[str] | str = config.weights_7_bit  # 5.
+        overrides = {}
+        if reduced == "image":
+            reduced = image_conv_weights(model, excluded)
+            if reduced:
+                overrides = {"TensorQuantOverrides": _reduce_range(reduced, config.per_channel)}
+        elif reduced == "none":
+            reduced = []
         method = methods[config.calibration_method]
         try:  # 2.
             with _quiet_quantizer():
@@ -163,6 +179,7 @@ def quantize_int8(
                     weight_type=types[config.weight_type],
                     calibrate_method=method,
                     nodes_to_exclude=excluded,
+                    reduce_range=reduced == "all",
                     extra_options={"CalibTensorRangeSymmetric": False, **overrides},
                     **calibrated,
                 )
@@ -277,6 +294,7 @@ __all__ = [
     "CALIBRATION_METHODS",
     "DEFAULT_CALIBRATION_SIZE",
     "ENTROPY_BINS",
+    "WEIGHTS_7_BIT",
     "Int8Config",
     "calibration_batch",
     "check_quantized",
