@@ -149,7 +149,8 @@ class GateResult:
                 text += (
                     f" | this CPU's int8 kernels differ from the file's float reference by |Δp| "
                     f"up to {_g(self.kernel_error)}: its numbers depend on the CPU (x86 without "
-                    f"VNNI adds u8 x s8 products in pairs into 16 bits, which saturate)"
+                    f"VNNI adds u8 x s8 products in pairs into 16 bits, which saturate; "
+                    f"--int8-7-bit-weights all keeps them in range)"
                 )
         return text
 
