@@ -52,7 +52,7 @@ def image_conv_weights(model: onnx.ModelProto, skip: Sequence[str] = ()) -> list
     Their activations are dense and span the whole uint8 range (pixels, not ReLU outputs), so
     where onnxruntime's int8 kernels add u8 x s8 products in pairs into 16 bits (x86 without
     VNNI: AVX2's VPMADDUBSW), two large pixels times two large weights of one sign saturate;
-    `quantize_int8` gives these weights 7 bits (`Int8Config.image_conv_reduce_range`).
+    `quantize_int8` gives these weights 7 bits (`Int8Config.weights_7_bit`).
     """
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
