@@ -160,20 +160,22 @@ def test_the_kernels_error_is_against_the_float_reference_and_named_where_it_fai
     from onnxedge.runtime.variants.gate import KERNEL_NOTE
 
     fp32, variant, truth = _case(flip=5)
-    exact = fp32 + 0.001  # the file itself agrees: the kernels flipped the 5 labels
-    result = judge("int8", fp32, variant, truth, threshold=0.5, exact=exact)
-    assert not result and result.kernel_error == pytest.approx(np.abs(variant - exact).max())
+    by_float = fp32 + 0.001  # the file itself agrees: the kernels flipped the 5 labels
+    result = judge("int8", fp32, variant, truth, threshold=0.5, float_reference=by_float)
+    assert not result and result.kernel_error == pytest.approx(np.abs(variant - by_float).max())
     assert result.kernel_error > KERNEL_NOTE
     assert "kernels vs float reference |Δp| max 0.8" in result.summary()
     assert result.to_dict()["kernel_prob_error"] == result.kernel_error
     assert "this CPU's int8 kernels differ from the file's float reference" in result.line()
-    close = judge("int8", fp32, variant, truth, threshold=0.5, exact=variant + KERNEL_NOTE / 2)
+    close = judge(
+        "int8", fp32, variant, truth, threshold=0.5, float_reference=variant + KERNEL_NOTE / 2
+    )
     assert not close and close.kernel_error == pytest.approx(KERNEL_NOTE / 2)
     assert "int8 kernels" not in close.line()  # missed, but not because of the kernels
-    passed = judge("int8", fp32, fp32 + 0.001, truth, threshold=0.5, exact=fp32)
+    passed = judge("int8", fp32, fp32 + 0.001, truth, threshold=0.5, float_reference=fp32)
     assert passed and "int8 kernels differ" not in passed.line()
     plain = judge("fp16", fp32, variant, truth, threshold=0.5)
     assert plain.kernel_error is None and plain.to_dict()["kernel_prob_error"] is None
     assert "float reference" not in plain.line()
-    nan = judge("int8", fp32, np.full(N, np.nan), truth, threshold=0.5, exact=fp32)
+    nan = judge("int8", fp32, np.full(N, np.nan), truth, threshold=0.5, float_reference=fp32)
     assert math.isinf(nan.kernel_error) and nan.to_dict()["kernel_prob_error"] == "inf"

@@ -98,14 +98,14 @@ def test_the_classifier_warns_where_an_old_int8_runs_on_such_a_cpu(
 
 
 def test_parity_of_an_old_int8_on_such_a_cpu_says_so(old_edge, monkeypatch, caplog):
-    from onnxedge.runtime.parity import check
+    from onnxedge.runtime.classifier import loader
 
     caplog.set_level(logging.WARNING)
-    monkeypatch.setattr(check, "int8_pairs_saturate", lambda: True)
+    monkeypatch.setattr(loader, "int8_pairs_saturate", lambda: True)
     args = ["parity", str(old_edge), "--variant", "int8", "--providers", "cpu"]
     assert CliRunner().invoke(main, args).exit_code == 0
     assert "the int8 variant was quantised with 8-bit weights" in caplog.text
     caplog.clear()
-    monkeypatch.setattr(check, "int8_pairs_saturate", lambda: False)
+    monkeypatch.setattr(loader, "int8_pairs_saturate", lambda: False)
     assert CliRunner().invoke(main, args).exit_code == 0
     assert "8-bit weights" not in caplog.text

@@ -130,8 +130,7 @@ def load_classifier(
             "--fast-decode measures it",
             bundle.path,
         )
-    if made_with_8_bit_image_conv(bundle.variants, variant) and int8_pairs_saturate():
-        log.warning(EIGHT_BIT_IMAGE_CONV.format(path=bundle.path, variant=variant_key(variant)))
+    warn_if_8_bit_image_conv(bundle, variant)
     classifier.variant = variant_key(variant)
     classifier.tuned = choice
     if engine == ONNXRUNTIME and used == "CPUExecutionProvider" and not threads_given:
@@ -140,6 +139,14 @@ def load_classifier(
         classifier.batch_session = SessionRecipe(model)
         classifier.one_thread = OneThreadSession(classifier.batch_session)
     return classifier
+
+
+def warn_if_8_bit_image_conv(bundle: Bundle, variant: str | None) -> None:
+    """One warning where ``variant`` is an int8 model quantised before the image's convolution
+    got 7-bit weights and runs on a CPU whose int8 kernels add in pairs into 16 bits; what
+    `load_classifier` and `onnxedge parity --variant` both say."""
+    if made_with_8_bit_image_conv(bundle.variants, variant) and int8_pairs_saturate():
+        log.warning(EIGHT_BIT_IMAGE_CONV.format(path=bundle.path, variant=variant_key(variant)))
 
 
 @dataclasses.dataclass(frozen=True)

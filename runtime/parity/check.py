@@ -7,14 +7,13 @@ rows asked for; it returns a `ParityResult` and prints nothing.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.loader import warn_if_8_bit_image_conv
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
-from onnxedge.runtime.engines.cpu import int8_pairs_saturate
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.parity.golden import load_golden
 from onnxedge.runtime.parity.layer_check import golden_layers_or_none, judge_layers
@@ -30,21 +29,12 @@ from onnxedge.runtime.parity.tolerances import (
     make_targets,
 )
 from onnxedge.runtime.parity.variant_judge import VariantBounds
-from onnxedge.runtime.variants.manifest import (
-    EIGHT_BIT_IMAGE_CONV,
-    FP32,
-    INT8,
-    made_with_8_bit_image_conv,
-    provider_for,
-    variant_key,
-)
+from onnxedge.runtime.variants.manifest import FP32, INT8, provider_for, variant_key
 
 # The bundle's models ``against`` runs on the CPU as the reference: ONNX files (a .ort file cannot
 # be exposed) that the CPU EP runs as made (fp16 is made for the CUDA EP).
 REFERENCE_VARIANTS = (FP32, INT8)
 LOCALIZE_WHEN = ("failed", "always")
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,8 +277,7 @@ def _variant_model(bundle: Any, variant: str) -> Path:
             f"parity --variant {variant}: {entry.file} is in the ORT format, from which parity "
             f"cannot read the logits; check the model it was converted from: --variant {source}"
         )
-    if made_with_8_bit_image_conv(bundle.variants, variant) and int8_pairs_saturate():
-        log.warning(EIGHT_BIT_IMAGE_CONV.format(path=bundle.path, variant=variant))
+    warn_if_8_bit_image_conv(bundle, variant)
     return path
 
 

@@ -203,12 +203,13 @@ def judge(
     criteria: GateCriteria | None = None,
     split: str = "test",
     provider: str = "",
-    exact: Sequence[float] | np.ndarray | None = None,
+    float_reference: Sequence[float] | np.ndarray | None = None,
 ) -> GateResult:
     """Judge ``candidate``'s probabilities against ``fp32``'s on images whose true class indices
     are ``labels`` (1 positive), as the module docstring says: [N] (or [N, 1]) probabilities of
     the positive class, or [N, K] class probabilities (K >= 2; the label is the top class).
-    ``exact``: an int8 candidate's outputs by its float reference, for its ``kernel_error``."""
+    ``float_reference``: an int8 candidate's outputs by its float reference, for its
+    ``kernel_error``."""
     reference = np.asarray(fp32, dtype=np.float64)
     values = np.asarray(candidate, dtype=np.float64)
     classes = reference.shape[1] if reference.ndim == 2 else 1
@@ -233,10 +234,10 @@ def judge(
     error = np.where(valid, np.abs(values - reference).max(axis=1), np.inf)
     agree = label == label_ref
     kernel_error = None
-    if exact is not None:
-        exact = np.asarray(exact, dtype=np.float64).reshape(values.shape)
+    if float_reference is not None:
+        by_float = np.asarray(float_reference, dtype=np.float64).reshape(values.shape)
         with np.errstate(invalid="ignore"):
-            kernel = np.abs(values - exact).max(axis=1)
+            kernel = np.abs(values - by_float).max(axis=1)
         kernel_error = float(np.where(np.isnan(kernel), np.inf, kernel).max())
     return GateResult(
         variant=variant,

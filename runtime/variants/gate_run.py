@@ -1,5 +1,5 @@
 """What `optimize`'s gate runs: a session on each model (for an int8 file also one on its float
-reference, `gate.judge`'s ``exact``) and the probabilities it gives on the test split."""
+reference, `gate.judge`'s ``float_reference``) and the probabilities it gives on the test split."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_ses
 
 GATE_BATCH = 64
 # The name under which the gate keeps an int8 variant's file run by its float reference.
-EXACT = " exact"
+FLOAT_REFERENCE = " float reference"
 
 
-def exact_name(variant: str) -> str:
-    return variant + EXACT
+def float_reference_name(variant: str) -> str:
+    return variant + FLOAT_REFERENCE
 
 
 def gate_session(
@@ -46,4 +46,10 @@ def gate_probabilities(
     return np.concatenate(parts)
 
 
-__all__ = ["EXACT", "GATE_BATCH", "exact_name", "gate_probabilities", "gate_session"]
+__all__ = [
+    "FLOAT_REFERENCE",
+    "GATE_BATCH",
+    "float_reference_name",
+    "gate_probabilities",
+    "gate_session",
+]

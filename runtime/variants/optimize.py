@@ -45,7 +45,12 @@ from onnxedge.runtime.classifier.preprocess import FAST
 from onnxedge.runtime.data import Dataset, open_dataset
 from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
 from onnxedge.runtime.variants.gate import GateResult, judge
-from onnxedge.runtime.variants.gate_run import EXACT, exact_name, gate_probabilities, gate_session
+from onnxedge.runtime.variants.gate_run import (
+    FLOAT_REFERENCE,
+    float_reference_name,
+    gate_probabilities,
+    gate_session,
+)
 from onnxedge.runtime.variants.graph import operators_config
 from onnxedge.runtime.variants.manifest import (
     FP16,
@@ -336,14 +341,14 @@ def _gate(
                 say(FP16_ON_CPU)
         sessions[name] = _session(path, "cpu", request)
         if _PRECISION[name] == "int8" and path.suffix == ".onnx":
-            sessions[exact_name(name)] = _session(path, "cpu", request, optimized=False)
+            sessions[float_reference_name(name)] = _session(path, "cpu", request, optimized=False)
     outputs: dict[str, list[np.ndarray]] = {name: [] for name in sessions}
     labels: list[np.ndarray] = []
     test = data.split("test")
     for chunk in iter_chunks(test, source.preprocessing, what="test images (the gate)"):
         labels.append(chunk.labels)
         for name, (session, _) in sessions.items():
-            inputs = chunk.pixels if name.removesuffix(EXACT) in _PIXELS else chunk.inputs
+            inputs = chunk.pixels if name.removesuffix(FLOAT_REFERENCE) in _PIXELS else chunk.inputs
             outputs[name].append(
                 gate_probabilities(session, source.input.name, inputs, source.output_kind)
             )
@@ -368,7 +373,11 @@ def _gate(
             criteria=request.criteria,
             provider=sessions[FP32][1],
         )
-    exact = {n: np.concatenate(outputs[exact_name(n)]) for n in made if exact_name(n) in outputs}
+    by_float = {
+        n: np.concatenate(outputs[float_reference_name(n)])
+        for n in made
+        if float_reference_name(n) in outputs
+    }
     return gates | {
         name: judge(
             name,
@@ -378,7 +387,7 @@ def _gate(
             threshold=source.threshold if source.output_kind in BINARY_KINDS else None,
             criteria=request.criteria,
             provider=sessions[name][1],
-            exact=exact.get(name),
+            float_reference=by_float.get(name),
         )
         for name in made
     }
