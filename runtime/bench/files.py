@@ -153,14 +153,14 @@ def files_engines(
             for decode in decodes:
                 for pool in pools or (None,):
                     out.append(
-                        _files_engine(
+                        files_engine(
                             bundle, model, engine, decode, paths, batch_size, threads, pool
                         )
                     )
     return out
 
 
-def _files_engine(
+def files_engine(
     bundle: Path,
     model: BenchModel,
     engine: str,
@@ -170,6 +170,8 @@ def _files_engine(
     threads: int | None,
     pool: str | None = None,
 ) -> AnyEngine:
+    """One from-files engine: ``model`` on ``engine`` with the ``decode`` and ``pool`` (a name of
+    `POOLS`; None: predict's default), or a skipped one with the reason (module docstring)."""
     from onnxedge.runtime.classifier.classifier import Classifier
 
     info = EngineInfo(
@@ -209,4 +211,4 @@ def _files_engine(
     return FilesEngine(info, classifier, paths, batch_size, pool)
 
 
-__all__ = ["FILES_ATOL", "FilesEngine", "files_engines"]
+__all__ = ["FILES_ATOL", "FilesEngine", "files_engine", "files_engines"]

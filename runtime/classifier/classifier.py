@@ -157,6 +157,7 @@ class Classifier:
         tuned: bool | str | Path | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         decode: str | None = None,
+        for_files: bool = False,
     ) -> Classifier:
         """Open a bundle and build its session.
 
@@ -183,7 +184,10 @@ class Classifier:
            or bundle, a corrupt one, or one naming a variant the bundle lacks is ignored with
            one warning saying why, and the defaults run (`onnxedge.runtime.tune.choice`);
            ``classifier.tuned`` says which. Tune's threads are this session's: `predict_files`
-           still runs batch processes on an ONNX Runtime CPU choice.
+           still runs batch processes on an ONNX Runtime CPU choice. With ``for_files`` (the
+           classifier is for `predict_files`), the fastest from files where the tuning file
+           has it for the decode in use (`tune --images`): its engine and variant with the
+           default threads, and its decoding pool wherever `predict_files` is given none.
         6. ``decode``: how files become pixels, ``exact`` or ``fast`` (`load_pixels` in
            `onnxedge.runtime.classifier.preprocess`); None: the one the model was trained with
            (the manifest's ``preprocessing.decode``, ``exact`` where it names none). ``fast`` on
@@ -205,6 +209,7 @@ class Classifier:
             tuned=tuned,
             batch_size=batch_size,
             decode=decode,
+            for_files=for_files,
         )
 
     def _check_session(self) -> None:
@@ -444,6 +449,16 @@ class Classifier:
         (`onnxedge.runtime.classifier.decode.file_pool`)."""
         can = self.batch_session is not None
         counts = (decode_threads, decode_processes, batch_processes)
+        tuned = getattr(self.tuned, "files", None)
+        if tuned is not None and counts == (None, None, None):
+            names = ("decode_threads", "decode_processes", "batch_processes")
+            chosen = tuned.pool_arguments()
+            try:  # the pool `tune --images` chose, where this classifier can have it
+                return file_pool(
+                    *(chosen.get(n) for n in names), batch_sessions=can, provider=self.provider
+                )
+            except OnnxEdgeError as e:
+                log.warning("the tuned pool (%s) cannot run: %s", tuned.describe(), e)
         return file_pool(*counts, batch_sessions=can, provider=self.provider)
 
     def predict_files(

@@ -14,7 +14,12 @@ from typing import Any
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.bundle.verify import Replaced
 from onnxedge.runtime.classifier.args import check_batch_size, check_count, check_threshold
-from onnxedge.runtime.classifier.preprocess import FAST, check_decode, fast_decode_vouched
+from onnxedge.runtime.classifier.preprocess import (
+    FAST,
+    check_decode,
+    fast_decode_vouched,
+    trained_decode,
+)
 from onnxedge.runtime.classifier.session import cuda_missing, provider_key, session_for
 from onnxedge.runtime.engines import (
     DEFAULT_PRECISION,
@@ -60,6 +65,7 @@ def load_classifier(
     tuned: bool | str | Path | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     decode: str | None = None,
+    for_files: bool = False,
 ) -> Any:
     """``cls`` (`Classifier`) built from the bundle at ``path``, as `from_bundle` says."""
     provider_key(provider)
@@ -87,8 +93,14 @@ def load_classifier(
             raise ArgumentError(
                 f"tuned chooses the engine, variant, precision and threads; got {named} too"
             )
-        choice = resolve_tuned(bundle, tuned, check_batch_size(batch_size))
-        if choice:
+        files_decode = (decode or trained_decode(bundle.preprocessing)) if for_files else None
+        choice = resolve_tuned(
+            bundle, tuned, check_batch_size(batch_size), files_decode=files_decode
+        )
+        if choice.files is not None:  # predict's threads; `predict_files` takes its pool
+            variant, engine = choice.files.variant, choice.files.engine
+            precision = choice.files.precision
+        elif choice.setup is not None:
             setup = choice.setup
             variant, engine = setup.variant, setup.engine
             precision, threads = setup.precision, setup.threads

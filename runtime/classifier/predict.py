@@ -65,6 +65,7 @@ def predict(
         tuned=tuned,
         batch_size=batch_size,  # the tuned choice for this batch size
         decode=decode,
+        for_files=True,  # a tuning file's files winner, where it has one
     )
     results = classifier.predict_files(
         find_images(str(p) for p in paths),

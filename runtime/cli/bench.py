@@ -29,13 +29,18 @@ from onnxedge.runtime.bench import (
 )
 from onnxedge.runtime.bench.engines import VARIANTS
 from onnxedge.runtime.bundle.write import atomic_write_bytes, check_writable
-from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE
 from onnxedge.runtime.classifier.decode import POOLS
 from onnxedge.runtime.classifier.files import find_images
 from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.cli.engine_options import engine_list, precision_list
 from onnxedge.runtime.cli.heartbeat import Heartbeat
-from onnxedge.runtime.cli.options import THREADS, name_list, positive_ints, provider_list
+from onnxedge.runtime.cli.options import (
+    THREADS,
+    images_options,
+    name_list,
+    positive_ints,
+    provider_list,
+)
 from onnxedge.runtime.cli.output import (
     deprecated_alias,
     json_file,
@@ -74,11 +79,13 @@ def _variants(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return None if value is None else variant_list()(ctx, param, value)
 
 
-def _images(folders: tuple[Path, ...]) -> tuple[str, ...]:
-    """The image files under ``--images`` (predict's own walk, `find_images`): none is an
-    error, as is a folder that cannot be listed."""
+def image_files(folders: tuple[Path, ...], *, limit: int | None = None) -> tuple[str, ...]:
+    """The image files under ``--images`` (predict's own walk, `find_images`; the first
+    ``limit`` of them where given): none is an error, as is a folder that cannot be listed."""
     files: list[str] = []
     for item in find_images([str(f) for f in folders]):
+        if limit is not None and len(files) >= limit:
+            break
         if isinstance(item, str):
             files.append(item)
         else:
@@ -177,20 +184,9 @@ def bench_progress(enabled: bool, heartbeat: bool = False) -> Iterator[ProgressF
     "model.onnx; the others are what `onnxedge optimize` added; one the bundle lacks is an "
     "error) [default: fp32, and int8 where the bundle has it].",
 )
-@click.option(
-    "--images",
-    "image_dirs",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="A folder (or file) of images: adds from-files rows, decode + preprocess + inference "
-    "through predict's code, in images/s (repeatable).",
-)
-@click.option(
-    "--images-batch-size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_BATCH_SIZE,
-    show_default=True,
-    help="predict's --batch-size for the from-files rows.",
+@images_options(
+    "A folder (or file) of images: adds from-files rows, decode + preprocess + inference "
+    "through predict's code, in images/s (repeatable)."
 )
 @click.option(
     "--decode",
@@ -380,7 +376,7 @@ def bench_cmd(
             tf32=tf32,
             spinning=spinning,
             variants=variants,
-            images=_images(image_dirs) if image_dirs else (),
+            images=image_files(image_dirs) if image_dirs else (),
             images_batch_size=images_batch_size,
             images_decodes=tuple(dict.fromkeys(decodes)),
             images_pools=tuple(dict.fromkeys(pools)),

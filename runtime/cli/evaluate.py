@@ -170,11 +170,14 @@ def evaluate_cmd(
     With --ray, Ray Data reads and classifies the split; the figures are a local run's.
     """
     given = {"engine": engine, "variant": variant, "precision": precision, "threads": threads}
-    chosen = apply_tuned(bundle, tuned, batch_size, **given)
+    applied = apply_tuned(
+        bundle, tuned, batch_size, for_files=ray_address is None, decode=decode, **given
+    )
+    chosen = applied.chosen
     check_engine_options(chosen["engine"], chosen["precision"])
     check_ray_only(ray_address, ray_actors=(ray_actors, True), decode=(decode, False))
     run = functools.partial(evaluate_bundle, decode=decode)
-    settings = classifier_settings(tuned, given, chosen)
+    settings = classifier_settings(tuned, applied)
     if ray_address is not None:  # the decode the model was trained with (--decode: local only)
         run = functools.partial(evaluate_on_ray_cmd, ray_address=ray_address, actors=ray_actors)
         settings = chosen

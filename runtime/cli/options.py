@@ -232,3 +232,25 @@ def provider_list(
             f"not execution providers of onnxedge.runtime.engines.onnxruntime.session: {unknown}"
         )
     return name_list(choices, what="provider", default=default, allow_empty=allow_empty)
+
+
+def images_options(help: str) -> Callable[[Any], Any]:
+    """``--images DIR`` (repeatable; parameter ``image_dirs``) with ``help``, and
+    ``--images-batch-size``, for the commands that time predict's code on image files (bench,
+    tune)."""
+    from pathlib import Path
+
+    from onnxedge.runtime.classifier.loader import DEFAULT_BATCH_SIZE
+
+    images = click.option(
+        "--images", "image_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
+        help=help,
+    )  # fmt: skip
+    batch = click.option(
+        "--images-batch-size",
+        type=click.IntRange(min=1),
+        default=DEFAULT_BATCH_SIZE,
+        show_default=True,
+        help="predict's --batch-size for the image files.",
+    )
+    return lambda command: images(batch(command))

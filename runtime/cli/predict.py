@@ -168,8 +168,11 @@ def predict_cmd(
             "put --json after the images, or give --json - for standard output"
         )
     given = {"engine": engine, "variant": variant, "precision": precision, "threads": threads}
-    chosen = apply_tuned(bundle, tuned, batch_size, **given)
-    local = classifier_settings(tuned, given, chosen)
+    applied = apply_tuned(
+        bundle, tuned, batch_size, for_files=ray_address is None, decode=decode, **given
+    )
+    chosen = applied.chosen
+    local = classifier_settings(tuned, applied)
     check_engine_options(chosen["engine"], chosen["precision"])
     pools = {
         "--decode-threads": decode_threads,

@@ -10,9 +10,10 @@ import click
 
 from onnxedge.runtime.bench import command_line
 from onnxedge.runtime.bundle.write import check_writable
-from onnxedge.runtime.cli.bench import bench_progress
+from onnxedge.runtime.cli.bench import bench_progress, image_files
+from onnxedge.runtime.cli.classifier_options import DECODE_OPTION
 from onnxedge.runtime.cli.engine_options import engine_list
-from onnxedge.runtime.cli.options import positive_ints
+from onnxedge.runtime.cli.options import images_options, positive_ints
 from onnxedge.runtime.cli.output import json_file, json_option, verbosity, write_json
 from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError
@@ -20,6 +21,10 @@ from onnxedge.runtime.lines import LINE_WIDTH, fit
 from onnxedge.runtime.tune import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_SECONDS,
+    FILES_LIMIT,
+    FILES_MARGIN,
+    FILES_SECONDS,
+    FilesTune,
     TuneResult,
     TuneSettings,
     default_tuning_path,
@@ -70,7 +75,50 @@ def format_table(result: TuneResult, width: int | None = LINE_WIDTH) -> list[str
     for batch in result.settings.batch_sizes:
         if batch not in result.winners:
             verdicts.append(f"NO WINNER | batch {batch} | no setup could be measured")
+    if result.files is not None:
+        lines += ["", *_files_table(result.files)]
+        verdicts += _files_verdicts(result.files)
     return lines + [line if width is None else fit(line, width) for line in verdicts]
+
+
+def _files_table(files: FilesTune) -> list[str]:
+    """The files stage, one row per setup: files/s over whole passes through predict's code."""
+    lines = [
+        f"From files: {files.files} files of {files.source}, batch {files.batch_size}, "
+        f"{files.decode} decode",
+        "| setup | files/s | s/pass | passes | vs default | status |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    winner = files.winner
+    for row in files.rows:
+        s = row.stats
+        mark = " **winner**" if row is winner else ""
+        status = "ok" if row else f"{row.status.upper()}: {row.reason}"
+        lines.append(
+            f"| {row.setup.describe()}{mark} | "
+            + (f"{s.throughput:,.0f} | {s.mean_ms / 1000:.3f} | {s.runs}" if s else "- | - | -")
+            + f" | {f'{row.vs_default:.2f}x' if row.vs_default else '-'} | {status} |"
+        )
+    return lines
+
+
+def _files_verdicts(files: FilesTune) -> list[str]:
+    verdicts = [f"not timed from files: {e.what}: {e.reason}" for e in files.excluded]
+    winner, fastest = files.winner, files.fastest
+    where = f"from files, batch {files.batch_size}, {files.decode} decode"
+    if winner is None or fastest is None:
+        return [*verdicts, f"NO WINNER | {where} | no setup could be measured"]
+    ratio = f", {winner.vs_default:.2f}x {files.default.describe()}" if winner.vs_default else ""
+    if winner is not fastest:  # within the margin of predict's default: the default stays
+        ratio = (
+            f"; the fastest, {fastest.setup.describe()}, was {fastest.vs_default:.2f}x, "
+            f"within {FILES_MARGIN:.0%}"
+        )
+    return [
+        *verdicts,
+        f"WINNER | {where} | {winner.setup.describe()} | "
+        f"{winner.stats.throughput:,.0f} files/s{ratio}",  # type: ignore[union-attr]
+    ]
 
 
 @click.command("tune")
@@ -116,6 +164,25 @@ def format_table(result: TuneResult, width: int | None = LINE_WIDTH) -> list[str
     default=None,
     help="Where to write the tuning file [default: BUNDLE.tuning.json beside the bundle].",
 )
+@images_options(
+    "A folder (or file) of images: also time files to labels through predict's code with "
+    "the fastest models and each decoding pool, and write down the fastest (repeatable)."
+)
+@click.option(
+    "--images-limit",
+    type=click.IntRange(min=1),
+    default=FILES_LIMIT,
+    show_default=True,
+    help="Time at most this many of the files, the first in predict's order.",
+)
+@DECODE_OPTION
+@click.option(
+    "--files-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=FILES_SECONDS,
+    show_default=True,
+    help="Timed seconds per files setup (at least 3 passes over the files), in 2 rounds.",
+)
 @json_option("The result (the tuning file's contents) as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none anyway off a TTY).")
 def tune_cmd(
@@ -126,6 +193,11 @@ def tune_cmd(
     thread_counts: tuple[int, ...] | None,
     seconds: float,
     out: Path | None,
+    image_dirs: tuple[Path, ...],
+    images_batch_size: int,
+    images_limit: int,
+    decode: str | None,
+    files_seconds: float,
     json_path: Path | None,
     no_progress: bool,
 ) -> None:
@@ -139,16 +211,27 @@ def tune_cmd(
     tuning file (the winners and the full table, keyed by this machine and the bundle's
     manifest) is what predict, evaluate and bench --tuned run. Exits 1 when no setup could be
     measured.
+
+    With --images, the fastest models (and the uint8-input variants made from them) are also
+    timed from those files through predict's own code, with each decoding pool (batch
+    processes, decoder processes, decoding threads): the fastest model is not always the
+    fastest from files. predict and evaluate --tuned then run that winner with its pool.
     """
     out = out or default_tuning_path(bundle)
     for path in (out, json_file(json_path)):
         check_writable(path)
+    images = image_files(image_dirs, limit=images_limit) if image_dirs else ()
     settings = TuneSettings(
         batch_sizes=batch_sizes,
         engines=engines,
         variants=variants,
         threads=thread_counts,
         seconds=seconds,
+        images=images,
+        images_source=", ".join(map(str, image_dirs)),
+        images_batch_size=images_batch_size,
+        decode=decode,
+        files_seconds=files_seconds,
     )
     with bench_progress(not no_progress and sys.stderr.isatty()) as on_progress:
         result = tune(bundle, settings, command=command_line(), on_progress=on_progress)

@@ -4,6 +4,7 @@ on stderr saying why, and the defaults run."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -11,6 +12,7 @@ import click
 from click.core import ParameterSource
 
 from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.preprocess import trained_decode
 from onnxedge.runtime.tune import TunedChoice, resolve_tuned
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,8 +31,10 @@ def tuned_option(command: F) -> F:
         default=None,
         metavar="[FILE]",
         help="Run the engine, variant and threads `onnxedge tune` found fastest here for the "
-        "batch size in use, from FILE [default: BUNDLE.tuning.json]; a file for another machine "
-        "or bundle is ignored with the reason. Put it after BUNDLE, or write --tuned=FILE.",
+        "batch size in use (from files: its files winner with its decoding pool, where tune "
+        "--images measured one), from FILE [default: BUNDLE.tuning.json]; a file for another "
+        "machine or bundle is ignored with the reason. Put it after BUNDLE, or write "
+        "--tuned=FILE.",
     )(command)
 
 
@@ -48,39 +52,64 @@ def check_not_replaced(ctx: click.Context, names: Sequence[str] = REPLACED) -> N
         )
 
 
-def resolve_for(bundle: str, tuned: str, batch_size: int) -> TunedChoice | None:
-    """The tuned choice for ``bundle`` at ``batch_size``, its line on stderr."""
-    choice = resolve_tuned(Bundle.open(bundle), tuned_argument(tuned), batch_size)
+def resolve_for(
+    bundle: str, tuned: str, batch_size: int, *, for_files: bool = False, decode: str | None = None
+) -> TunedChoice | None:
+    """The tuned choice for ``bundle`` at ``batch_size`` (``for_files``: the files winner for
+    ``decode``, None: the bundle's trained decode, where there is one), its line on stderr."""
+    opened = Bundle.open(bundle)
+    files_decode = (decode or trained_decode(opened.preprocessing)) if for_files else None
+    choice = resolve_tuned(opened, tuned_argument(tuned), batch_size, files_decode=files_decode)
     if choice is not None:
         click.echo(f"onnxedge: {choice.line()}", err=True)
     return choice
 
 
-def apply_tuned(bundle: str, tuned: str | None, batch_size: int, **current: Any) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Tuned:
+    """`apply_tuned`'s answer: the command's engine, variant, precision and threads as they
+    stand (``chosen``), and whether a tuned choice held."""
+
+    chosen: dict[str, Any]
+    held: bool = False
+
+
+def apply_tuned(
+    bundle: str,
+    tuned: str | None,
+    batch_size: int,
+    *,
+    for_files: bool = False,
+    decode: str | None = None,
+    **current: Any,
+) -> Tuned:
     """``current`` (the command's engine, variant, precision and threads), replaced by the tuned
-    setup where --tuned was given and its file holds here (its line on stderr either way)."""
+    setup where --tuned was given and its file holds here (its line on stderr either way); from
+    files (``for_files``), the files winner's engine, variant and precision where the file has
+    one for the decode, the threads left to the default."""
     if tuned is None:
-        return current
+        return Tuned(current)
     check_not_replaced(click.get_current_context())
-    choice = resolve_for(bundle, tuned, batch_size)
-    if not choice or choice.setup is None:
-        return current
-    return {**current, **{k: getattr(choice.setup, k) for k in REPLACED}}
+    choice = resolve_for(bundle, tuned, batch_size, for_files=for_files, decode=decode)
+    if not choice:
+        return Tuned(current)
+    setup = choice.files if choice.files is not None else choice.setup
+    keys = [k for k in REPLACED if hasattr(setup, k)]
+    return Tuned({**current, **{k: getattr(setup, k) for k in keys}}, held=True)
 
 
-def classifier_settings(
-    tuned: str | None, given: dict[str, Any], chosen: dict[str, Any]
-) -> dict[str, Any]:
+def classifier_settings(tuned: str | None, applied: Tuned) -> dict[str, Any]:
     """What a local run hands `Classifier.from_bundle`: ``{"tuned": ...}`` where a tuned choice
-    held (``chosen``, `apply_tuned`'s, differs from the options ``given``), so that the classifier
-    resolves it itself and knows its threads are tune's, not the user's (batch processes stay the
-    files' default, docs/RUNTIME.md); else ``chosen``. (--tuned with an option it replaces is a
-    usage error, so the library's defaults stand for them.)"""
-    return {"tuned": tuned_argument(tuned)} if chosen != given else chosen
+    held, so that the classifier resolves it itself and knows its threads are tune's, not the
+    user's (batch processes stay the files' default, docs/RUNTIME.md) and takes a files winner's
+    pool; else the options as given. (--tuned with an option it replaces is a usage error, so
+    the library's defaults stand for them.)"""
+    return {"tuned": tuned_argument(tuned)} if applied.held else applied.chosen
 
 
 __all__ = [
     "BESIDE_THE_BUNDLE",
+    "Tuned",
     "apply_tuned",
     "check_not_replaced",
     "classifier_settings",

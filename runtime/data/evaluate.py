@@ -204,7 +204,8 @@ def evaluate_bundle(
     ``attribute``) with the bundle's model on ``engine`` at ``precision`` (`Classifier.from_bundle`)
     and measure it; ``variant`` picks one of the bundle's models (None: ``model.onnx``),
     ``decode`` how files become pixels (None: as the model was trained), ``tuned`` the tuned
-    choice at ``batch_size`` instead of the engine, variant, precision and threads.
+    choice at ``batch_size`` instead of the engine, variant, precision and threads (from files,
+    with its decoding pool, where `tune --images` measured one).
     ``progress(done, total)`` is called after each file. A K-class model (K logits or softmax
     probabilities) reads class folders named by its classes and gives a `ClassesEvaluation`."""
     classifier = Classifier.from_bundle(
@@ -217,6 +218,7 @@ def evaluate_bundle(
         decode=decode,
         tuned=tuned,
         batch_size=batch_size,
+        for_files=True,  # a tuning file's files winner, where it has one
     )
     if classifier.output_kind not in BINARY_KINDS:
         if isinstance(data, Dataset):

@@ -92,8 +92,8 @@ def candidate_models(
             excluded.append(
                 Excluded(
                     name,
-                    "takes the decoded uint8 pixels (--uint8-input): timed from files by "
-                    "bench --images, not on tune's float input",
+                    "takes the decoded uint8 pixels (--uint8-input): timed from files only "
+                    "(tune --images), not on the float input",
                 )
             )
         elif entry.providers and "cpu" not in [p.lower() for p in entry.providers]:

@@ -12,7 +12,10 @@ A tuning file is ignored (never an error, never another model) when:
    run here.
 
 The winner used is the one measured at the batch size nearest the one in use (on a log scale;
-the larger on a tie).
+the larger on a tie). For a run from files (``files_decode``: the decode in use), the files
+stage's winner (`tune --images`: model, engine and decoding pool, measured through predict's
+code) where the file has one for that decode, 4. applying to it too; else the model-only
+winner, the line saying why.
 """
 
 from __future__ import annotations
@@ -24,9 +27,14 @@ from pathlib import Path
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.engines import engine_unavailable_reason
 from onnxedge.runtime.errors import OnnxEdgeError
-from onnxedge.runtime.tune.file import default_tuning_path, manifest_sha256, read_tuning
+from onnxedge.runtime.tune.file import (
+    TuningFile,
+    default_tuning_path,
+    manifest_sha256,
+    read_tuning,
+)
 from onnxedge.runtime.tune.fingerprint import fingerprint_difference, machine_fingerprint
-from onnxedge.runtime.tune.setup import TunedSetup
+from onnxedge.runtime.tune.setup import FilesSetup, TunedSetup
 from onnxedge.runtime.variants.manifest import FP32
 
 TunedArg = bool | str | Path | None
@@ -42,16 +50,24 @@ class TunedChoice:
     setup: TunedSetup | None = None
     tuned_batch: int | None = None
     reason: str = ""
+    files: FilesSetup | None = None  # the files stage's winner, for a run from files
+    note: str = ""  # why a run from files has the model-only winner
 
     def __bool__(self) -> bool:
-        return self.setup is not None
+        return self.setup is not None or self.files is not None
 
     def line(self) -> str:
         """One line for the user: what runs, or why the file was ignored."""
+        if self.files is not None:
+            return (
+                f"tuned: {self.files.describe()} (fastest from files, {self.files.decode} "
+                f"decode, at batch {self.tuned_batch} in {self.path})"
+            )
         if self.setup is not None:
+            note = f"; {self.note}" if self.note else ""
             return (
                 f"tuned: {self.setup.describe()} (fastest at batch {self.tuned_batch} in "
-                f"{self.path})"
+                f"{self.path}{note})"
             )
         return f"tuning file ignored: {self.reason}; running the defaults"
 
@@ -65,20 +81,36 @@ def tuning_path(bundle: str | Path, tuned: TunedArg) -> Path | None:
     return Path(tuned)
 
 
-def resolve_tuned(bundle: Bundle, tuned: TunedArg, batch_size: int) -> TunedChoice | None:
-    """The tuned setup for ``bundle`` at ``batch_size``, or one ignored with the reason (module
-    docstring); None where no tuning was asked for."""
+def resolve_tuned(
+    bundle: Bundle, tuned: TunedArg, batch_size: int, *, files_decode: str | None = None
+) -> TunedChoice | None:
+    """The tuned setup for ``bundle`` at ``batch_size`` (for a run from files decoded as
+    ``files_decode``, the files winner where there is one), or one ignored with the reason
+    (module docstring); None where no tuning was asked for."""
     path = tuning_path(bundle.path, tuned)
     if path is None:
         return None
     try:
-        setup, tuned_batch = _choose(bundle, path, batch_size)
+        tuning = _holding(bundle, path)
+        files = tuning.files
+        if files_decode is not None and files is not None and files.decode == files_decode:
+            _check_runs(bundle, path, files.variant, files.engine, files.precision)
+            return TunedChoice(path, batch_size, tuned_batch=tuning.files_batch, files=files)
+        setup, tuned_batch = _choose(bundle, path, tuning, batch_size)
     except OnnxEdgeError as e:
         return TunedChoice(path, batch_size, reason=str(e))
-    return TunedChoice(path, batch_size, setup, tuned_batch)
+    note = ""
+    if files_decode is not None:
+        note = (
+            f"no files stage for the {files_decode} decode: tune --images measures one"
+            if tuning.files is None or tuning.files.decode == files_decode
+            else f"its files stage decoded {tuning.files.decode}, this run {files_decode}"
+        )
+    return TunedChoice(path, batch_size, setup, tuned_batch, note=note)
 
 
-def _choose(bundle: Bundle, path: Path, batch_size: int) -> tuple[TunedSetup, int]:
+def _holding(bundle: Bundle, path: Path) -> TuningFile:
+    """1. to 3.: the tuning file at ``path`` where it holds for this bundle and machine."""
     tuning = read_tuning(path)  # 1.
     here = manifest_sha256(bundle)
     if tuning.manifest_sha256 != here:  # 2.
@@ -89,22 +121,32 @@ def _choose(bundle: Bundle, path: Path, batch_size: int) -> tuple[TunedSetup, in
     difference = fingerprint_difference(tuning.machine, machine_fingerprint())
     if difference:  # 3.
         raise OnnxEdgeError(f"{path} was measured on another machine: {difference}")
+    return tuning
+
+
+def _choose(
+    bundle: Bundle, path: Path, tuning: TuningFile, batch_size: int
+) -> tuple[TunedSetup, int]:
     batch = nearest_batch(tuning.winners, batch_size)
     setup = tuning.winners[batch]
-    if setup.variant != FP32:  # 4.
-        entry = bundle.variants.get(setup.variant)
+    _check_runs(bundle, path, setup.variant, setup.engine, setup.precision)
+    return setup, batch
+
+
+def _check_runs(bundle: Bundle, path: Path, variant: str, engine: str, precision: str) -> None:
+    """4.: the variant is the bundle's and gated, the engine runs here."""
+    if variant != FP32:
+        entry = bundle.variants.get(variant)
         if entry is None:
             have = ", ".join([FP32, *bundle.variants])
             raise OnnxEdgeError(
-                f"{path} names the variant {setup.variant!r}, which {bundle.path} lacks "
-                f"(it has {have})"
+                f"{path} names the variant {variant!r}, which {bundle.path} lacks (it has {have})"
             )
         if not entry.gated:
-            raise OnnxEdgeError(f"{path} names the variant {setup.variant!r}, which is not gated")
-    reason = engine_unavailable_reason(setup.engine, setup.precision)
+            raise OnnxEdgeError(f"{path} names the variant {variant!r}, which is not gated")
+    reason = engine_unavailable_reason(engine, precision)
     if reason:
-        raise OnnxEdgeError(f"{path} names the engine {setup.engine}: {reason}")
-    return setup, batch
+        raise OnnxEdgeError(f"{path} names the engine {engine}: {reason}")
 
 
 def nearest_batch(winners: dict[int, TunedSetup] | object, batch_size: int) -> int:

@@ -7,7 +7,11 @@
      "machine": {"cpu": ..., "cpu_flags_sha256": ..., "usable_cores": ..., "onnxruntime": ...,
                  "openvino": ..., "isa": [...]},
      "winners": {"1": {"variant", "engine", "precision", "threads", "throughput"}, "64": {...}},
-     "rows": [...every setup at every batch size...], "excluded": [...], ...}
+     "rows": [...every setup at every batch size...], "excluded": [...], ...,
+     "files": {"batch_size": 64, "decode": "fast", "winner": {"variant", "engine", "precision",
+               "pool", "workers", "decode", "throughput"}, "rows": [...], ...}}
+
+``files`` is there only where `tune --images` timed files to labels (`onnxedge.runtime.tune.files`).
 
 Its default place is beside the bundle directory, ``<BUNDLE>.tuning.json``: a bundle's verified
 contents never change (a changed one has another manifest hash), so the file is kept outside it.
@@ -28,7 +32,7 @@ from onnxedge.runtime.bundle.reader import MANIFEST, Bundle
 from onnxedge.runtime.bundle.write import atomic_write_bytes
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.jsonlimits import MAX_BYTES, check_limits
-from onnxedge.runtime.tune.setup import TunedSetup
+from onnxedge.runtime.tune.setup import FilesSetup, TunedSetup
 
 TUNING_FORMAT = "onnxedge-tuning"
 TUNING_FORMAT_VERSION = 1
@@ -44,6 +48,8 @@ class TuningFile:
     machine: Mapping[str, Any]
     winners: Mapping[int, TunedSetup]
     date: str = ""
+    files: FilesSetup | None = None  # the fastest from files, where `tune --images` ran
+    files_batch: int | None = None  # the batch size it was measured at
 
 
 def default_tuning_path(bundle: str | Path) -> Path:
@@ -107,7 +113,26 @@ def read_tuning(path: str | Path) -> TuningFile:
             raise OnnxEdgeError(f"{path}: winners[{key!r}]: {e}") from None
     if not parsed:
         raise OnnxEdgeError(f"{path}: no winner at any batch size (every setup failed)")
-    return TuningFile(path, sha, machine, parsed, str(data.get("date", "")))
+    files, files_batch = _files_winner(path, data.get("files"))
+    return TuningFile(path, sha, machine, parsed, str(data.get("date", "")), files, files_batch)
+
+
+def _files_winner(path: Path, block: Any) -> tuple[FilesSetup | None, int | None]:
+    """The files stage's winner and its batch size; (None, None) where there was no files stage
+    or nothing in it could be measured."""
+    if block is None:
+        return None, None
+    if not isinstance(block, dict):
+        raise OnnxEdgeError(f"{path}: files: expected an object, found {type(block).__name__}")
+    winner, batch = block.get("winner"), block.get("batch_size")
+    if winner is None:
+        return None, None
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise OnnxEdgeError(f"{path}: files: expected batch_size >= 1, found {batch!r}")
+    try:
+        return FilesSetup.from_dict(winner), batch
+    except OnnxEdgeError as e:
+        raise OnnxEdgeError(f"{path}: files: winner: {e}") from None
 
 
 def manifest_sha256(bundle: Bundle) -> str:

@@ -13,6 +13,8 @@ fastest at each batch size.
    none.
 3. Every row is compared with ONNX Runtime on model.onnx with the default threads (what predict
    runs without ``--tuned``) at the same batch size, where that row was measured.
+4. With ``images``: the files stage (`onnxedge.runtime.tune.files`), the fastest models of 1.
+   and 2. timed from those files through predict's code with each decoding pool.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxedge.runtime.bench import (
-    BenchRow,
     BenchSettings,
-    LatencyStats,
     ProgressFn,
     TimingPlan,
     default_threads,
@@ -35,11 +35,14 @@ from onnxedge.runtime.bench import (
     sample_shape,
 )
 from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.preprocess import check_decode, trained_decode
 from onnxedge.runtime.engines import ONNXRUNTIME
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.tune.candidates import Candidates, Excluded, build_candidates
 from onnxedge.runtime.tune.file import manifest_sha256
+from onnxedge.runtime.tune.files import FILES_SECONDS, FilesTune, files_plan, tune_files
 from onnxedge.runtime.tune.fingerprint import machine_fingerprint
+from onnxedge.runtime.tune.rows import TuneRow, tune_rows
 from onnxedge.runtime.tune.setup import TunedSetup
 from onnxedge.runtime.variants.manifest import FP32
 
@@ -64,6 +67,13 @@ class TuneSettings:
     warmup: int = 3
     min_runs: int = DEFAULT_MIN_RUNS
     seed: int = 0
+    # 4.: the image files to time files to labels on (none: no files stage), their source in
+    # words, predict's batch size for them, and the decode (None: the bundle's trained one).
+    images: tuple[str, ...] = ()
+    images_source: str = ""
+    images_batch_size: int = 64
+    decode: str | None = None
+    files_seconds: float = FILES_SECONDS
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
@@ -71,6 +81,13 @@ class TuneSettings:
         if self.threads is not None and (not self.threads or min(self.threads) < 1):
             raise OnnxEdgeError(f"expected thread counts >= 1, found {list(self.threads)}")
         _ = self.plan  # TimingPlan checks the seconds, rounds, warm-up and runs
+        _ = files_plan(self.files_seconds)
+        if self.decode is not None:
+            check_decode(self.decode)
+        if self.images_batch_size < 1:
+            raise OnnxEdgeError(
+                f"expected an images batch size >= 1, found {self.images_batch_size}"
+            )
 
     @property
     def plan(self) -> TimingPlan:
@@ -89,7 +106,8 @@ class TuneSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **dataclasses.asdict(self),
+            **{k: v for k, v in dataclasses.asdict(self).items() if k != "images"},
+            "images": len(self.images),
             "timing": self.plan.to_dict(),
             "runoff": {
                 "who": f"the fastest {RUNOFF_MAX} setups within {RUNOFF_MARGIN:.0%} of the "
@@ -97,36 +115,6 @@ class TuneSettings:
                 "timing": self.runoff_plan.to_dict(),
             },
             "intra_op_spinning": True,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class TuneRow:
-    """One setup at one batch size: ``ok`` with its figures, or ``failed``/``skipped`` with the
-    reason; ``vs_default`` is its throughput over the default setup's (3.)."""
-
-    setup: TunedSetup
-    batch_size: int
-    status: str
-    reason: str = ""
-    check: str = ""
-    stats: LatencyStats | None = None
-    vs_default: float | None = None
-
-    def __bool__(self) -> bool:
-        return self.status == "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.setup.to_dict(),
-            "batch_size": self.batch_size,
-            "status": self.status,
-            "reason": self.reason,
-            "check": self.check,
-            "throughput": self.stats.throughput if self.stats else None,
-            "p50_ms": self.stats.p50_ms if self.stats else None,
-            "runs": self.stats.runs if self.stats else None,
-            "vs_default": self.vs_default,
         }
 
 
@@ -146,6 +134,7 @@ class TuneResult:
     command: str = ""
     load_average: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     runoff: tuple[TuneRow, ...] = ()  # 2.: the close setups timed again
+    files: FilesTune | None = None  # 4.
 
     def __bool__(self) -> bool:
         return bool(self.winners)
@@ -184,6 +173,7 @@ class TuneResult:
             "rows": [r.to_dict() for r in self.rows],
             "runoff": [r.to_dict() for r in self.runoff],
             "excluded": [e.to_dict() for e in self.excluded],
+            **({"files": self.files.to_dict()} if self.files is not None else {}),
         }
 
 
@@ -214,7 +204,7 @@ def tune(
     load_before = load_average()
     default = TunedSetup(FP32, ONNXRUNTIME, "f32", default_threads())
     try:
-        rows = _rows(
+        rows = tune_rows(
             run_benchmark(candidates.engines, shape, bench_settings, on_progress=on_progress),
             candidates.setups,
             default,
@@ -223,6 +213,20 @@ def tune(
     finally:
         for engine in candidates.engines:
             engine.close()
+    files = None
+    if settings.images:  # 4.
+        files = tune_files(
+            bundle,
+            rows,
+            settings.images,
+            source=settings.images_source,
+            batch_size=settings.images_batch_size,
+            decode=settings.decode or trained_decode(bundle.preprocessing),
+            plan=files_plan(settings.files_seconds),
+            shape=shape,
+            seed=settings.seed,
+            on_progress=on_progress,
+        )
     return TuneResult(
         bundle=bundle.path,
         manifest_sha256=manifest_sha256(bundle),
@@ -235,6 +239,7 @@ def tune(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command=command,
         load_average={"before": load_before, "after": load_average()},
+        files=files,
     )
 
 
@@ -276,39 +281,13 @@ def _runoff(
             seed=settings.seed,
         )
         engines = [engine_of[r.setup] for r in close]
-        timed = _rows(
+        timed = tune_rows(
             run_benchmark(engines, shape, bench_settings, on_progress=on_progress),
             candidates.setups,
             default,
         )
         checks = {r.setup: r.check for r in close}
         out += [dataclasses.replace(r, check=checks[r.setup]) if r else r for r in timed]
-    return tuple(out)
-
-
-def _rows(
-    rows: list[BenchRow], setups: Mapping[int, TunedSetup], default: TunedSetup
-) -> tuple[TuneRow, ...]:
-    """Bench's rows as tune's: each with its setup, and 3."""
-    baseline = {
-        r.batch_size: r.stats.throughput
-        for r in rows
-        if r and r.stats is not None and setups[id(r.info)] == default
-    }
-    out = []
-    for r in rows:
-        base = baseline.get(r.batch_size)
-        out.append(
-            TuneRow(
-                setup=setups[id(r.info)],
-                batch_size=r.batch_size,
-                status=r.status,
-                reason=r.reason,
-                check=r.check,
-                stats=r.stats,
-                vs_default=r.stats.throughput / base if r.stats is not None and base else None,
-            )
-        )
     return tuple(out)
 
 

@@ -1,5 +1,6 @@
 """What `onnxedge tune` chooses between: one of the bundle's models on one engine, at one
-inference precision, with one thread count (`TunedSetup`)."""
+inference precision, with one thread count (`TunedSetup`); and from files (`tune --images`),
+one of them on one engine with one decoding pool (`FilesSetup`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from onnxedge.runtime.classifier.decode import POOLS
 from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, check_engine
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.variants.manifest import FP32
@@ -48,4 +50,59 @@ class TunedSetup:
         return cls(variant=variant, engine=engine, precision=precision, threads=threads)
 
 
-__all__ = ["TunedSetup"]
+# `FilesSetup.pool` -> the `Classifier.predict_files` argument that sizes it.
+POOL_ARGUMENT = {
+    "batches": "batch_processes",
+    "processes": "decode_processes",
+    "threads": "decode_threads",
+}
+POOL_WORDS = {
+    "batches": ("batch process", "batch processes"),
+    "processes": ("decoder process", "decoder processes"),
+    "threads": ("decoding thread", "decoding threads"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FilesSetup:
+    """``variant`` on ``engine`` (predict's default threads) with ``workers`` of ``pool`` (a
+    name of `POOLS`), files decoded as ``decode``."""
+
+    variant: str = FP32
+    engine: str = ONNXRUNTIME
+    precision: str = DEFAULT_PRECISION
+    pool: str = "batches"
+    workers: int = 1
+    decode: str = "exact"
+
+    def describe(self) -> str:
+        """``onnxruntime int8-u8, 2 batch processes``."""
+        one, many = POOL_WORDS[self.pool]
+        return f"{self.engine} {self.variant}, {self.workers} {one if self.workers == 1 else many}"
+
+    def pool_arguments(self) -> dict[str, int]:
+        """The `Classifier.predict_files` argument for this pool."""
+        return {POOL_ARGUMENT[self.pool]: self.workers}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, block: Any) -> FilesSetup:
+        """A setup as a tuning file stores it; `OnnxEdgeError` saying what is wrong otherwise."""
+        if not isinstance(block, Mapping):
+            raise OnnxEdgeError(f"expected a setup object, found {type(block).__name__}")
+        strings = {k: block.get(k) for k in ("variant", "engine", "precision", "pool", "decode")}
+        wrong = [k for k, v in strings.items() if not isinstance(v, str)]
+        if wrong:
+            raise OnnxEdgeError(f"expected {', '.join(wrong)} as strings, found {dict(block)!r}")
+        check_engine(strings["engine"])
+        if strings["pool"] not in POOLS:
+            raise OnnxEdgeError(f"expected a pool of {', '.join(POOLS)}, found {strings['pool']!r}")
+        workers = block.get("workers")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise OnnxEdgeError(f"expected workers as an integer >= 1, found {workers!r}")
+        return cls(**strings, workers=workers)  # type: ignore[arg-type]
+
+
+__all__ = ["POOL_ARGUMENT", "FilesSetup", "TunedSetup"]
