@@ -28,16 +28,8 @@ import numpy as np
 from onnxedge.runtime.bundle.outputs import BINARY_KINDS, PROBABILITIES, SIGMOID_PROBABILITY
 from onnxedge.runtime.bundle.outputs import probabilities as output_probabilities
 from onnxedge.runtime.bundle.reader import Bundle, TensorSpec
-from onnxedge.runtime.classifier.args import (
-    check_batch_size,
-    check_max_pixels,
-    check_threshold,
-)
-from onnxedge.runtime.classifier.decode import (
-    DecodePool,
-    file_pool,
-    usable_cpus,
-)
+from onnxedge.runtime.classifier.args import check_batch_size, check_max_pixels, check_threshold
+from onnxedge.runtime.classifier.decode import DecodePool, file_pool, usable_cpus
 from onnxedge.runtime.classifier.files import (
     concurrent_batches,
     decode_window,
@@ -447,19 +439,10 @@ class Classifier:
     ) -> DecodePool:
         """The pool `predict_files` decodes with for these counts (1. there), checked
         (`onnxedge.runtime.classifier.decode.file_pool`)."""
-        can = self.batch_session is not None
         counts = (decode_threads, decode_processes, batch_processes)
-        tuned = getattr(self.tuned, "files", None)
-        if tuned is not None and counts == (None, None, None):
-            names = ("decode_threads", "decode_processes", "batch_processes")
-            chosen = tuned.pool_arguments()
-            try:  # the pool `tune --images` chose, where this classifier can have it
-                return file_pool(
-                    *(chosen.get(n) for n in names), batch_sessions=can, provider=self.provider
-                )
-            except OnnxEdgeError as e:
-                log.warning("the tuned pool (%s) cannot run: %s", tuned.describe(), e)
-        return file_pool(*counts, batch_sessions=can, provider=self.provider)
+        can = self.batch_session is not None
+        tuned = getattr(self.tuned, "files", None)  # `tune --images`' choice, if any
+        return file_pool(*counts, batch_sessions=can, provider=self.provider, tuned=tuned)
 
     def predict_files(
         self,

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from onnxedge.runtime.errors import ArgumentError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -146,10 +149,25 @@ def file_pool(
     *,
     batch_sessions: bool,
     provider: str,
+    tuned: Any = None,
 ) -> DecodePool:
     """`Classifier.file_pool`: the counts checked (an `ArgumentError` for one out of range, more
     than one, or batch processes where the classifier has no ``batch_sessions`` or processes
-    are not forked), then `decode_pool`, or `default_decode_pool` where none is given."""
+    are not forked), then `decode_pool`; where none is given, ``tuned``'s pool (a `FilesSetup`
+    of `onnxedge tune --images`; one this classifier cannot have is a warning), else
+    `default_decode_pool`."""
+    if tuned is not None and (decode_threads, decode_processes, batch_processes) == (None,) * 3:
+        chosen = tuned.pool_arguments()
+        try:
+            return file_pool(
+                chosen.get("decode_threads"),
+                chosen.get("decode_processes"),
+                chosen.get("batch_processes"),
+                batch_sessions=batch_sessions,
+                provider=provider,
+            )
+        except ArgumentError as e:
+            log.warning("the tuned pool (%s) cannot run: %s", tuned.describe(), e)
     from onnxedge.runtime.classifier.args import check_count
     from onnxedge.runtime.classifier.procpool import START_METHOD
     from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
