@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from test_uint8_input import data, pixels_bundle, trained_bundle  # noqa: F401 (fixtures)
 
 from onnxedge.runtime.bench import LatencyStats
-from onnxedge.runtime.bench import files as bench_files
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.classifier import decode as decode_module
 from onnxedge.runtime.classifier.classifier import Classifier
@@ -30,9 +29,11 @@ from onnxedge.runtime.tune import (
     files_models,
     read_tuning,
 )
+from onnxedge.runtime.tune import files as tune_files
 
 FAST = ["--batch-sizes", "4", "--threads", "1", "--seconds", "0.01", "--no-progress"]
 FILES = ["--images-batch-size", "4", "--images-limit", "12", "--files-seconds", "0.01"]
+# --files-seconds 0.01: each setup is its check run and 3 timed runs (2 rounds: 2 + 2)
 
 
 def _cli(*args: object):
@@ -109,23 +110,16 @@ def test_a_files_setup_with_other_outputs_fails_and_is_never_chosen(
     monkeypatch,
     two_cpus,
 ):
-    """The fastest setup by far (it decodes nothing) gives other probabilities: its check fails,
-    so it is a FAILED row and not the winner."""
-    real = bench_files.FilesEngine.prepare
+    """The fastest setup by far (it classifies nothing) gives other probabilities: its check
+    fails, so it is a FAILED row and not the winner."""
+    real = tune_files.run_predict
 
-    def prepare(self, x):
-        runner = real(self, x)
-        if self.info.variant == "int8" and "threads" in self.info.decode:
-            wrong = [
-                dataclasses.replace(
-                    r, prediction=dataclasses.replace(r.prediction, probability=0.5)
-                )
-                for r in runner._classifier.predict_files(runner._paths, batch_size=runner._batch)
-            ]
-            runner.run = lambda: setattr(runner, "_last", wrong)
-        return runner
+    def run_predict(bundle, setup, paths, batch_size):
+        if (setup.variant, setup.pool) == ("int8", "threads"):
+            return 0.001, [0.5] * len(paths)
+        return real(bundle, setup, paths, batch_size)
 
-    monkeypatch.setattr(bench_files.FilesEngine, "prepare", prepare)
+    monkeypatch.setattr(tune_files, "run_predict", run_predict)
     out = tmp_path / "t.json"
     result = _cli(
         "tune", pixels_bundle, *FAST, *FILES, "--engines", "onnxruntime", "--variants",
@@ -137,6 +131,26 @@ def test_a_files_setup_with_other_outputs_fails_and_is_never_chosen(
     assert bad[0]["status"] == "failed" and "differ from a serial decode" in bad[0]["reason"]
     assert (files["winner"]["variant"], files["winner"]["pool"]) != ("int8", "threads")
     assert (files["fastest"]["variant"], files["fastest"]["pool"]) != ("int8", "threads")
+    assert "FAILED: probabilities differ" in result.output
+
+
+def test_a_timed_run_is_the_predict_command_with_the_setups_options(pixels_bundle, data):  # noqa: F811
+    setup = FilesSetup("int8", "onnxruntime", "f32", "processes", 1, "fast")
+    paths = sorted(map(str, (data / "test" / "light").iterdir()))[:3]
+    command = tune_files.predict_command(Bundle.open(pixels_bundle), setup, paths, 4)
+    assert command[1:4] == ["-m", "onnxedge.runtime", "predict"]
+    tail = command[command.index("--") :]
+    assert tail == ["--", str(Bundle.open(pixels_bundle).path), *paths]
+    want = [("--variant", "int8"), ("--decode", "fast"), ("--engines", "onnxruntime"),
+            ("--decode-processes", "1"), ("--batch-size", "4"), ("--json", "-")]  # fmt: skip
+    for option, value in want:
+        assert command[command.index(option) + 1] == value
+    wall, probabilities = tune_files.run_predict(Bundle.open(pixels_bundle), setup, paths, 4)
+    assert wall > 0 and len(probabilities) == 3
+    # a command that fails is its reason, not figures
+    missing = [*paths, str(data / "nothing.jpg")]
+    _, outcome = tune_files.run_predict(Bundle.open(pixels_bundle), setup, missing, 4)
+    assert isinstance(outcome, str) and "exited 1" in outcome
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,12 @@ from onnxedge.runtime.bench.engines import (
     peer_modes,
     target_engines,
 )
-from onnxedge.runtime.bench.files import FILES_ATOL, FilesEngine, files_engine, files_engines
+from onnxedge.runtime.bench.files import (
+    FILES_ATOL,
+    FilesEngine,
+    files_engines,
+    serial_probabilities,
+)
 from onnxedge.runtime.bench.machine import (
     BUSY_LOAD_PER_CORE,
     default_threads,
@@ -178,7 +183,6 @@ __all__ = [
     "default_threads",
     "evaluate_target",
     "evaluate_targets",
-    "files_engine",
     "files_engines",
     "format_latency",
     "fp32_model",
@@ -197,6 +201,7 @@ __all__ = [
     "render_markdown",
     "run_benchmark",
     "sample_shape",
+    "serial_probabilities",
     "target_engines",
     "unique_targets",
     "versions",

@@ -67,8 +67,6 @@ class _FilesRunner:
 
     def self_check(self) -> tuple[bool, str]:
         """3.: (passed, what was found)."""
-        from onnxedge.runtime.classifier.preprocess import load_pixels
-
         got = self.output()
         failed = [r for r in self._last if not r]
         if failed or len(self._last) != len(self._paths):
@@ -77,15 +75,8 @@ class _FilesRunner:
                 f"{len(failed)} of {len(self._paths)} files not classified "
                 f"({len(self._last)} results){first}"
             )
-        clf = self._classifier
-        worst = 0.0
-        for start in range(0, len(self._paths), self._batch):
-            chunk = self._paths[start : start + self._batch]
-            pixels = [load_pixels(p, clf.preprocessing, decode=clf.decode) for p in chunk]
-            serial = clf.model_input(np.stack(pixels))
-            want = clf.probabilities(serial, batch_size=self._batch)
-            want = want if want.ndim == 1 else want.max(axis=1)
-            worst = max(worst, float(np.max(np.abs(got[start : start + len(chunk)] - want))))
+        want = serial_probabilities(self._classifier, self._paths, self._batch)
+        worst = float(np.max(np.abs(got - want)))
         if worst > FILES_ATOL:
             return False, (
                 f"probabilities differ from a serial decode of the same files: max abs error "
@@ -98,6 +89,22 @@ class _FilesRunner:
 
     def close(self) -> None:
         self._last = []
+
+
+def serial_probabilities(classifier: Any, paths: Sequence[str], batch_size: int) -> np.ndarray:
+    """3.'s reference: ``classifier``'s probability of each file (a K-class model's top one),
+    the files decoded one after another with `load_pixels` (its decode) and run in batches of
+    ``batch_size``."""
+    from onnxedge.runtime.classifier.preprocess import load_pixels
+
+    out = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        pixels = [load_pixels(p, classifier.preprocessing, decode=classifier.decode) for p in chunk]
+        batch = classifier.model_input(np.stack(pixels))
+        want = classifier.probabilities(batch, batch_size=batch_size)
+        out.append(want if want.ndim == 1 else want.max(axis=1))
+    return np.concatenate(out).astype(np.float64)
 
 
 def _probability(result: Any) -> float:
@@ -153,14 +160,14 @@ def files_engines(
             for decode in decodes:
                 for pool in pools or (None,):
                     out.append(
-                        files_engine(
+                        _files_engine(
                             bundle, model, engine, decode, paths, batch_size, threads, pool
                         )
                     )
     return out
 
 
-def files_engine(
+def _files_engine(
     bundle: Path,
     model: BenchModel,
     engine: str,
@@ -170,8 +177,6 @@ def files_engine(
     threads: int | None,
     pool: str | None = None,
 ) -> AnyEngine:
-    """One from-files engine: ``model`` on ``engine`` with the ``decode`` and ``pool`` (a name of
-    `POOLS`; None: predict's default), or a skipped one with the reason (module docstring)."""
     from onnxedge.runtime.classifier.classifier import Classifier
 
     info = EngineInfo(
@@ -211,4 +216,4 @@ def files_engine(
     return FilesEngine(info, classifier, paths, batch_size, pool)
 
 
-__all__ = ["FILES_ATOL", "FilesEngine", "files_engine", "files_engines"]
+__all__ = ["FILES_ATOL", "FilesEngine", "files_engines", "serial_probabilities"]

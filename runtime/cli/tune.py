@@ -82,11 +82,12 @@ def format_table(result: TuneResult, width: int | None = LINE_WIDTH) -> list[str
 
 
 def _files_table(files: FilesTune) -> list[str]:
-    """The files stage, one row per setup: files/s over whole passes through predict's code."""
+    """The files stage, one row per setup: files/s of whole onnxedge predict runs (wall time,
+    the command's start included)."""
     lines = [
         f"From files: {files.files} files of {files.source}, batch {files.batch_size}, "
         f"{files.decode} decode",
-        "| setup | files/s | s/pass | passes | vs default | status |",
+        "| setup | files/s | s/run | runs | vs default | status |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     winner = files.winner
@@ -181,7 +182,8 @@ def _files_verdicts(files: FilesTune) -> list[str]:
     type=click.FloatRange(min=0, min_open=True),
     default=FILES_SECONDS,
     show_default=True,
-    help="Timed seconds per files setup (at least 3 passes over the files), in 2 rounds.",
+    help="Timed seconds per files setup: whole onnxedge predict runs over the files (at least "
+    "3), in 2 rounds.",
 )
 @json_option("The result (the tuning file's contents) as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none anyway off a TTY).")
@@ -213,9 +215,10 @@ def tune_cmd(
     measured.
 
     With --images, the fastest models (and the uint8-input variants made from them) are also
-    timed from those files through predict's own code, with each decoding pool (batch
+    timed from those files as whole onnxedge predict runs, with each decoding pool (batch
     processes, decoder processes, decoding threads): the fastest model is not always the
-    fastest from files. predict and evaluate --tuned then run that winner with its pool.
+    fastest from files. The fastest, where 5% faster than predict's default, is what predict
+    and evaluate --tuned then run, with its pool.
     """
     out = out or default_tuning_path(bundle)
     for path in (out, json_file(json_path)):

@@ -1,10 +1,13 @@
 """`tune --images`: which model, engine and decoding pool turn image files into labels fastest
-here, measured through predict's own code (`Classifier.predict_files`), not on the model alone.
+here, timed as the user runs it: whole `onnxedge predict` commands over the files.
 
 The fastest model is not always the fastest from files: the decode takes CPU that the model
-would have had, and the pools share it out differently on each CPU (docs/BENCHMARKS.md, "Files
-to labels"; on an AMD EPYC Zen 2, OpenVINO int8 was the fastest model at batch 64 and ONNX
-Runtime fp32 the fastest from files).
+would have had, and the pools share it out differently on each CPU (docs/BENCHMARKS.md, "tune
+--images"). And a pass of `Classifier.predict_files` in a warm process leaves out what each
+command pays once (imports, verifying the bundle, the session or OpenVINO's compile, the
+pool's start): on the AMD EPYC Zen 2, OpenVINO int8-u8 with two decoding threads was 1.15x
+ONNX Runtime fp32's batch processes as such a pass over 1,024 files and 0.95x as a command over
+3,000.
 
 1. Models: on each engine, its `FILES_MODELS` fastest variants in the model-only pass at the
    batch size nearest ``images_batch_size`` (on a log scale), ONNX Runtime on fp32 (predict's
@@ -14,33 +17,40 @@ Runtime fp32 the fastest from files).
 2. Pools: each of `POOLS` at its default size (`pool_arguments`): batch processes, decoder
    processes, decoding threads. OpenVINO has no batch processes (its ``compile_model`` waits for
    ever in a forked child): left out with that reason.
-3. Timing is bench's from-files rows (`onnxedge.runtime.bench.files`): each setup first checked
-   (every file classified, each probability as a serial decode's), then whole passes over the
-   files, interleaved in rounds; a setup that fails its check or raises is a row with the reason
-   and is never chosen. Each pass starts its pool, as a predict run does.
+3. A timed run is `predict_command`: ``python -m onnxedge.runtime predict`` with the setup's
+   options over the files, its wall time from start to exit. Each setup's first run is its
+   check, not timed: exit 0, every file classified, each probability as the same model's on a
+   serial decode of the files (`serial_probabilities`, atol `FILES_ATOL`); a setup that fails
+   it (or times out after `FILES_TIMEOUT` s) is a row with the reason, never chosen. Then
+   ``seconds`` of runs a setup (at least `FILES_MIN_PASSES`), interleaved in `FILES_ROUNDS`
+   rounds.
 4. Every row is compared with ONNX Runtime on fp32 with predict's default pool (what
    ``predict`` runs without ``--tuned``). The winner is the fastest row where it is at least
-   `FILES_MARGIN` faster than that default, else the default itself: a pass excludes what a
-   command pays once (imports, the engine's start: about 0.15 s more for OpenVINO than for
-   ONNX Runtime on the AMD EPYC Zen 2), which a few percent over a run of a few thousand files
-   does not repay (docs/BENCHMARKS.md, "tune --images").
+   `FILES_MARGIN` faster than that default, else the default itself: commands of the same
+   setup vary by a few percent from run to run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from onnxedge.runtime.bench import (
+    FILES_ATOL,
     BenchModel,
-    BenchSettings,
+    LatencyStats,
     ProgressFn,
     TimingPlan,
     bench_models,
-    files_engine,
-    run_benchmark,
+    serial_probabilities,
 )
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.classifier.decode import (
@@ -48,16 +58,19 @@ from onnxedge.runtime.classifier.decode import (
     default_decode_pool,
     pool_arguments,
 )
+from onnxedge.runtime.classifier.preprocess import ImageReadError
 from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, OPENVINO
+from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.tune.candidates import Excluded
-from onnxedge.runtime.tune.rows import TuneRow, tune_rows
-from onnxedge.runtime.tune.setup import FilesSetup
+from onnxedge.runtime.tune.rows import TuneRow
+from onnxedge.runtime.tune.setup import POOL_ARGUMENT, FilesSetup
 from onnxedge.runtime.variants.manifest import FP32
 
 FILES_MODELS = 2  # 1.: the fastest variants of each engine taken on to the files
 FILES_LIMIT = 1024  # files timed by default: the first of the folder's, in predict's order
-FILES_SECONDS = 1.0  # timed seconds per setup (at least FILES_MIN_PASSES passes)
+FILES_SECONDS = 4.0  # timed seconds per setup (at least FILES_MIN_PASSES runs)
 FILES_MIN_PASSES = 3
+FILES_TIMEOUT = 600.0  # 3.: seconds one command may take
 FILES_ROUNDS = 2
 FILES_MARGIN = 0.05  # 4.: what the fastest must gain over predict's default to be chosen
 
@@ -118,7 +131,7 @@ class FilesTune:
 
 
 def files_plan(seconds: float = FILES_SECONDS) -> TimingPlan:
-    """3.: one warm-up pass, then ``seconds`` of passes (at least `FILES_MIN_PASSES`) in
+    """3.: the check's run untimed, then ``seconds`` of runs (at least `FILES_MIN_PASSES`) in
     `FILES_ROUNDS` interleaved rounds."""
     return TimingPlan(warmup=1, seconds=seconds, min_iters=FILES_MIN_PASSES, rounds=FILES_ROUNDS)
 
@@ -174,8 +187,6 @@ def tune_files(
     batch_size: int,
     decode: str,
     plan: TimingPlan,
-    shape: Sequence[int] = (1,),
-    seed: int = 0,
     on_progress: ProgressFn | None = None,
 ) -> FilesTune:
     """Time the files setups (module docstring) and return them with the winner."""
@@ -184,7 +195,6 @@ def tune_files(
     default = FilesSetup(
         FP32, ONNXRUNTIME, DEFAULT_PRECISION, default_pool, _workers(default_pool), decode
     )
-    engines, setups = [], {}
     if any(engine == OPENVINO for _, engine in chosen):  # 2.
         excluded.append(
             Excluded(
@@ -192,32 +202,165 @@ def tune_files(
                 "OpenVINO's compile_model waits for ever in a forked child",
             )
         )
-    for model, engine in chosen:
-        for pool in POOLS:
-            if engine == OPENVINO and pool == "batches":  # 2.
+    setups = [
+        FilesSetup(model.variant, engine, DEFAULT_PRECISION, pool, _workers(pool), decode)
+        for model, engine in chosen
+        for pool in POOLS
+        if not (engine == OPENVINO and pool == "batches")  # 2.
+    ]
+    total = len(setups) * (1 + plan.min_iters)
+    done = 0
+
+    def step(setup: FilesSetup) -> None:
+        nonlocal done
+        done += 1
+        if on_progress:
+            on_progress(f"from files: {setup.describe()}", min(done, total), total)
+
+    checked: dict[FilesSetup, tuple[str, str, float]] = {}  # 3.: status, check or reason, wall
+    references: dict[tuple[str, str], np.ndarray | str] = {}
+    for setup in setups:
+        key = (setup.variant, setup.engine)
+        if key not in references:
+            references[key] = _reference(bundle, setup, paths, batch_size)
+        checked[setup] = _check(bundle, setup, paths, batch_size, references[key])
+        step(setup)
+    walls: dict[FilesSetup, list[float]] = {s: [] for s in setups}
+    failed: dict[FilesSetup, str] = {}
+    for _ in range(plan.rounds):  # 3.: interleaved rounds
+        for setup in setups:
+            status, _, first = checked[setup]
+            if status != "ok" or setup in failed:
                 continue
-            built = files_engine(bundle.path, model, engine, decode, paths, batch_size, None, pool)
-            engines.append(built)
-            setups[id(built.info)] = FilesSetup(
-                model.variant, engine, DEFAULT_PRECISION, pool, _workers(pool), decode
+            runs = max(
+                math.ceil(plan.min_iters / plan.rounds),
+                math.ceil(plan.seconds / plan.rounds / max(first, 1e-3)),
             )
-    settings = BenchSettings(
-        providers=("cpu",), batch_sizes=(batch_size,), peers=(), plan=plan, seed=seed
-    )
-    try:
-        rows = run_benchmark(engines, shape, settings, on_progress=on_progress)  # 3.
-    finally:
-        for engine in engines:
-            engine.close()
+            for _ in range(runs):
+                wall, outcome = run_predict(bundle, setup, paths, batch_size)
+                if isinstance(outcome, str):
+                    failed[setup] = outcome
+                    break
+                walls[setup].append(wall)
+                step(setup)
+    rows = []
+    for setup in setups:
+        status, check, _ = checked[setup]
+        if status == "ok" and setup in failed:
+            status, check = "failed", failed[setup]
+        stats = None
+        if status == "ok":
+            stats = LatencyStats.from_seconds(
+                walls[setup], batch_size=batch_size, warmup=1, images_per_call=len(paths)
+            )
+        reason = "" if status == "ok" else check
+        rows.append(
+            TuneRow(setup, batch_size, status, reason, check if status == "ok" else "", stats)
+        )
+    base = next((r.stats.throughput for r in rows if r.stats and r.setup == default), None)
+    rows = [
+        dataclasses.replace(r, vs_default=r.stats.throughput / base) if r.stats and base else r
+        for r in rows
+    ]
     return FilesTune(
         files=len(paths),
         source=source,
         batch_size=batch_size,
         decode=decode,
-        rows=tune_rows(rows, setups, default),
+        rows=tuple(rows),
         excluded=tuple(excluded),
         default=default,
         plan=plan,
+    )
+
+
+def predict_command(
+    bundle: Bundle, setup: FilesSetup, paths: Sequence[str], batch_size: int
+) -> list[str]:
+    """3.: the `onnxedge predict` command a timed run is: the setup's engine, variant, decode
+    and pool, JSON lines on stdout, the files after ``--``."""
+    pool = "--" + POOL_ARGUMENT[setup.pool].replace("_", "-")
+    return [
+        sys.executable, "-m", "onnxedge.runtime", "predict",
+        "--providers", "cpu", "--engines", setup.engine, "--variant", setup.variant,
+        "--precision", setup.precision, "--decode", setup.decode, pool, str(setup.workers),
+        "--batch-size", str(batch_size), "--json", "-", "--no-progress",
+        "--", str(bundle.path), *map(str, paths),
+    ]  # fmt: skip
+
+
+def run_predict(
+    bundle: Bundle, setup: FilesSetup, paths: Sequence[str], batch_size: int
+) -> tuple[float, list[float] | str]:
+    """One timed run: (wall seconds, each file's probability in order), or the reason it
+    failed in place of the probabilities."""
+    command = predict_command(bundle, setup, paths, batch_size)
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=FILES_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return FILES_TIMEOUT, f"onnxedge predict took more than {FILES_TIMEOUT:.0f} s"
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        return wall, f"onnxedge predict exited {done.returncode}: {last}"
+    try:
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        probabilities = [float(line["probability"]) for line in lines]
+    except (ValueError, KeyError, TypeError) as e:
+        return wall, f"onnxedge predict wrote other output than one JSON line a file ({e})"
+    return wall, probabilities
+
+
+def _reference(
+    bundle: Bundle, setup: FilesSetup, paths: Sequence[str], batch_size: int
+) -> np.ndarray | str:
+    """3.: the model's probabilities on a serial decode, or why it could not run here."""
+    from onnxedge.runtime.classifier.classifier import Classifier
+
+    try:
+        classifier = Classifier.from_bundle(
+            bundle.path, "cpu", engine=setup.engine, variant=setup.variant, decode=setup.decode
+        )
+        return serial_probabilities(classifier, list(paths), batch_size)
+    except (OnnxEdgeError, ImageReadError) as e:
+        return first_line(e)
+
+
+def _check(
+    bundle: Bundle,
+    setup: FilesSetup,
+    paths: Sequence[str],
+    batch_size: int,
+    reference: np.ndarray | str,
+) -> tuple[str, str, float]:
+    """3.: (status, what the check found or why it failed, the run's wall seconds)."""
+    if isinstance(reference, str):
+        return "skipped", reference, 0.0
+    wall, outcome = run_predict(bundle, setup, paths, batch_size)
+    if isinstance(outcome, str):
+        return "failed", outcome, wall
+    if len(outcome) != len(paths):
+        return "failed", f"{len(outcome)} of {len(paths)} files classified", wall
+    worst = float(np.max(np.abs(np.asarray(outcome) - reference))) if outcome else 0.0
+    if not worst <= FILES_ATOL:
+        return (
+            "failed",
+            (
+                f"probabilities differ from a serial decode of the same files: max abs error "
+                f"{worst:.3g} > {FILES_ATOL:g}"
+            ),
+            wall,
+        )
+    return (
+        "ok",
+        (
+            f"PASSED: {len(paths)} files classified by onnxedge predict, probabilities as a serial "
+            f"decode's (max abs error {worst:.2g}, atol {FILES_ATOL:g})"
+        ),
+        wall,
     )
 
 
@@ -236,9 +379,12 @@ __all__ = [
     "FILES_MARGIN",
     "FILES_MODELS",
     "FILES_SECONDS",
+    "FILES_TIMEOUT",
     "FilesSetup",
     "FilesTune",
     "files_models",
     "files_plan",
+    "predict_command",
+    "run_predict",
     "tune_files",
 ]

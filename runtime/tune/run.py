@@ -223,8 +223,6 @@ def tune(
             batch_size=settings.images_batch_size,
             decode=settings.decode or trained_decode(bundle.preprocessing),
             plan=files_plan(settings.files_seconds),
-            shape=shape,
-            seed=settings.seed,
             on_progress=on_progress,
         )
     return TuneResult(
