@@ -17,7 +17,7 @@ ONNX Runtime fp32's batch processes as such a pass over 1,024 files and 0.95x as
 2. Pools: each of `POOLS` at its default size (`pool_arguments`): batch processes, decoder
    processes, decoding threads. OpenVINO has no batch processes (its ``compile_model`` waits for
    ever in a forked child): left out with that reason.
-3. A timed run is `predict_command`: ``python -m onnxedge.runtime predict`` with the setup's
+3. A timed run is `predict_command`: ``onnxedge predict`` (this interpreter's) with the setup's
    options over the files, its wall time from start to exit. Each setup's first run is its
    check, not timed: exit 0, every file classified, each probability as the same model's on a
    serial decode of the files (`serial_probabilities`, atol `FILES_ATOL`); a setup that fails
@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -281,12 +282,21 @@ def predict_command(
     and pool, JSON lines on stdout, the files after ``--``."""
     pool = "--" + POOL_ARGUMENT[setup.pool].replace("_", "-")
     return [
-        sys.executable, "-m", "onnxedge.runtime", "predict",
+        *onnxedge_command(), "predict",
         "--providers", "cpu", "--engines", setup.engine, "--variant", setup.variant,
         "--precision", setup.precision, "--decode", setup.decode, pool, str(setup.workers),
         "--batch-size", str(batch_size), "--json", "-", "--no-progress",
         "--", str(bundle.path), *map(str, paths),
     ]  # fmt: skip
+
+
+def onnxedge_command() -> list[str]:
+    """The ``onnxedge`` command of this interpreter: its console script beside it, else
+    ``python -m onnxedge.runtime``."""
+    script = Path(sys.executable).with_name("onnxedge")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", (__package__ or "").rpartition(".")[0]]
 
 
 def run_predict(
