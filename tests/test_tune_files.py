@@ -156,6 +156,12 @@ def test_a_timed_run_is_the_predict_command_with_the_setups_options(pixels_bundl
     missing = [*paths, str(data / "nothing.jpg")]
     _, outcome = tune_files.run_predict(Bundle.open(pixels_bundle), setup, missing, 4)
     assert isinstance(outcome, str) and "exited 1" in outcome
+    # one that cannot start (more names than a command line holds): the reason, no traceback
+    too_long = OSError(7, "Argument list too long")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tune_files.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(too_long))
+        _, outcome = tune_files.run_predict(Bundle.open(pixels_bundle), setup, paths, 4)
+    assert outcome == "cannot start onnxedge predict over 3 files: [Errno 7] Argument list too long"
 
 
 @pytest.mark.parametrize(

@@ -312,6 +312,8 @@ def run_predict(
         )
     except subprocess.TimeoutExpired:
         return FILES_TIMEOUT, f"onnxedge predict took more than {FILES_TIMEOUT:.0f} s"
+    except OSError as e:  # e.g. more file names than a command line holds: a smaller limit
+        return 0.0, f"cannot start onnxedge predict over {len(paths)} files: {e}"
     wall = time.perf_counter() - start
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
