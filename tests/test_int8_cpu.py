@@ -62,6 +62,19 @@ def test_a_quantisation_without_7_bit_weights_is_found_through_what_it_was_made_
     assert not made_with_8_bit_image_conv(loop, "a")
 
 
+@pytest.mark.parametrize(
+    ("weights_7_bit", "eight_bit"),
+    [("none", True), ([], False), ("all", False), (["conv1.weight"], False)],
+)
+def test_an_int8_made_with_8_bit_image_conv_weights_by_request_is_found(weights_7_bit, eight_bit):
+    """``--int8-7-bit-weights none`` records "none" where the image's conv is quantised (its 8
+    bits may saturate), ``[]`` where that conv stayed float (nothing to saturate)."""
+    made = {"quant_format": "QDQ", "weights_7_bit": weights_7_bit}
+    variants = {"int8": _entry("int8", made), "int8-u8": _entry("int8-u8", {}, "int8")}
+    assert made_with_8_bit_image_conv(variants, "int8") is eight_bit
+    assert made_with_8_bit_image_conv(variants, "int8-u8") is eight_bit
+
+
 @pytest.fixture
 def old_edge(edge: Path, tmp_path: Path) -> Path:  # noqa: F811
     """The edge bundle as an onnxedge before the 7-bit image conv wrote it (its int8's made

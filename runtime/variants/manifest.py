@@ -131,15 +131,16 @@ EIGHT_BIT_IMAGE_CONV = (
 
 def made_with_8_bit_image_conv(variants: Mapping[str, VariantEntry], variant: Any) -> bool:
     """Whether ``variant`` is an int8 model whose quantisation (its own ``made`` block, or that
-    of the variant it was ``from``: int8-ort, int8-u8) predates the 7-bit weights of the
-    convolutions that read the image (no ``weights_7_bit``). False for anything else, and where
-    the chain breaks off."""
+    of the variant it was ``from``: int8-ort, int8-u8) left the convolutions that read the image
+    in 8 bits: made before the 7-bit weights (no ``weights_7_bit``), or with
+    ``--int8-7-bit-weights none`` (``"none"``; ``[]`` where those convolutions stayed float).
+    False for anything else, and where the chain breaks off."""
     entry, seen = variants.get(variant_key(variant)), set()
     while entry is not None and entry.precision == "int8" and entry.name not in seen:
         seen.add(entry.name)
         made = entry.block.get("made")
         if isinstance(made, dict) and "quant_format" in made:
-            return "weights_7_bit" not in made
+            return made.get("weights_7_bit", "none") == "none"
         entry = variants.get(str(entry.block.get("from")))
     return False
 

@@ -156,8 +156,8 @@ def quantize_int8(
             reduced = image_conv_weights(model, excluded)
             if reduced:
                 overrides = {"TensorQuantOverrides": _reduce_range(reduced, config.per_channel)}
-        elif reduced == "none":
-            reduced = []
+        elif reduced == "none":  # "none" where an image conv is quantised: its 8 bits may saturate
+            reduced = "none" if image_conv_weights(model, excluded) else []
         method = methods[config.calibration_method]
         try:  # 2.
             with _quiet_quantizer():
