@@ -14,7 +14,7 @@ fastest at each batch size.
 3. Every row is compared with ONNX Runtime on model.onnx with the default threads (what predict
    runs without ``--tuned``) at the same batch size, where that row was measured.
 4. With ``images``: the files stage (`onnxedge.runtime.tune.files`), the fastest models of 1.
-   and 2. timed from those files through predict's code with each decoding pool.
+   and 2. timed from those files as whole `onnxedge predict` commands with each decoding pool.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from onnxedge.runtime.bench import (
     sample_shape,
 )
 from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.loader import DEFAULT_BATCH_SIZE
 from onnxedge.runtime.classifier.preprocess import check_decode, trained_decode
 from onnxedge.runtime.engines import ONNXRUNTIME
 from onnxedge.runtime.errors import OnnxEdgeError
@@ -71,7 +72,7 @@ class TuneSettings:
     # words, predict's batch size for them, and the decode (None: the bundle's trained one).
     images: tuple[str, ...] = ()
     images_source: str = ""
-    images_batch_size: int = 64
+    images_batch_size: int = DEFAULT_BATCH_SIZE  # predict's
     decode: str | None = None
     files_seconds: float = FILES_SECONDS
 
