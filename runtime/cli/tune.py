@@ -166,8 +166,8 @@ def _files_verdicts(files: FilesTune) -> list[str]:
     help="Where to write the tuning file [default: BUNDLE.tuning.json beside the bundle].",
 )
 @images_options(
-    "A folder (or file) of images: also time files to labels through predict's code with "
-    "the fastest models and each decoding pool, and write down the fastest (repeatable)."
+    "A folder (or file) of images: also time files to labels as onnxedge predict commands "
+    "with the fastest models and each decoding pool, and write down the fastest (repeatable)."
 )
 @click.option(
     "--images-limit",
