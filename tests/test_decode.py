@@ -435,3 +435,25 @@ def test_a_real_ctrl_c_stops_predict_at_once(smile_bundle, tmp_path):
     assert code == 130, err
     assert err.strip() == "onnxedge: interrupted"
     assert len(rest.splitlines()) + 1 < 10_000
+
+
+@pytest.mark.parametrize(
+    ("name", "argument", "words"),
+    [
+        ("batches", "batch_processes", "3 batch processes"),
+        ("processes", "decode_processes", "3 decoder processes"),
+        ("threads", "decode_threads", "3 decoding threads"),
+    ],
+)
+def test_a_pool_by_name_its_argument_and_its_words(name, argument, words):
+    from onnxedge.runtime.classifier.decode import DecodePool, decode_pool, pool_arguments
+    from onnxedge.runtime.errors import ArgumentError
+
+    pool = DecodePool.named(name, 3)
+    assert pool.name == name and pool.describe() == words
+    assert pool_arguments(name, 3) == {argument: 3}
+    # the argument predict_files takes gives the same pool back
+    counts = [pool_arguments(name, 3).get(a) for a in ("decode_threads", "decode_processes")]
+    assert decode_pool(*counts, pool_arguments(name, 3).get("batch_processes")) == pool
+    with pytest.raises(ArgumentError, match="unknown decode pool 'fibres'"):
+        DecodePool.named("fibres", 3)

@@ -62,6 +62,19 @@ class DecodePool:
     processes: bool = False
     batches: bool = False
 
+    @property
+    def name(self) -> str:
+        """Its kind as `POOLS` names it: batches, processes or threads."""
+        if self.batches:
+            return "batches"
+        return "processes" if self.processes else "threads"
+
+    @classmethod
+    def named(cls, name: str, workers: int) -> DecodePool:
+        """The pool of kind ``name`` (one of `POOLS`) with ``workers``."""
+        pool_arguments(name, workers)  # an unknown name: ArgumentError
+        return cls(workers, processes=name != "threads", batches=name == "batches")
+
     def describe(self) -> str:
         """The pool in words: "2 batch processes", "1 decoder process", "2 decoding threads"."""
         if self.batches:
@@ -193,21 +206,29 @@ def file_pool(
     return pool
 
 
-# `pool_arguments`' names: the pools `Classifier.predict_files` can decode with.
-POOLS = ("batches", "processes", "threads")
+# The pools `Classifier.predict_files` can decode with, by name, and the argument sizing each.
+POOL_ARGUMENTS = {
+    "batches": "batch_processes",
+    "processes": "decode_processes",
+    "threads": "decode_threads",
+}
+POOLS = tuple(POOL_ARGUMENTS)
 
 
-def pool_arguments(pool: str) -> dict[str, int]:
-    """``predict_files``' arguments for the named pool (`POOLS`) at its default size: one batch
-    process per CPU, one decoder process per two CPUs (as `default_decode_pool`), or one thread
-    per CPU."""
-    if pool == "batches":
-        return {"batch_processes": default_batch_processes()}
-    if pool == "processes":
-        return {"decode_processes": default_decode_processes()}
-    if pool == "threads":
-        return {"decode_threads": default_decode_workers()}
-    raise ArgumentError(f"unknown decode pool {pool!r}; expected one of: {', '.join(POOLS)}")
+def pool_arguments(pool: str, workers: int | None = None) -> dict[str, int]:
+    """``predict_files``' argument for the named pool (`POOLS`) with ``workers``, by default its
+    default size: one batch process per CPU, one decoder process per two CPUs (as
+    `default_decode_pool`), or one thread per CPU."""
+    if pool not in POOL_ARGUMENTS:
+        raise ArgumentError(f"unknown decode pool {pool!r}; expected one of: {', '.join(POOLS)}")
+    if workers is None:
+        sizes = {
+            "batches": default_batch_processes,
+            "processes": default_decode_processes,
+            "threads": default_decode_workers,
+        }
+        workers = sizes[pool]()
+    return {POOL_ARGUMENTS[pool]: workers}
 
 
 def process_chunk(batch_size: int) -> int:

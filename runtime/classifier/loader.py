@@ -14,12 +14,7 @@ from typing import Any
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.bundle.verify import Replaced
 from onnxedge.runtime.classifier.args import check_batch_size, check_count, check_threshold
-from onnxedge.runtime.classifier.preprocess import (
-    FAST,
-    check_decode,
-    fast_decode_vouched,
-    trained_decode,
-)
+from onnxedge.runtime.classifier.preprocess import FAST, check_decode, fast_decode_vouched
 from onnxedge.runtime.classifier.session import cuda_missing, provider_key, session_for
 from onnxedge.runtime.engines import (
     DEFAULT_PRECISION,
@@ -93,10 +88,8 @@ def load_classifier(
             raise ArgumentError(
                 f"tuned chooses the engine, variant, precision and threads; got {named} too"
             )
-        files_decode = (decode or trained_decode(bundle.preprocessing)) if for_files else None
-        choice = resolve_tuned(
-            bundle, tuned, check_batch_size(batch_size), files_decode=files_decode
-        )
+        size = check_batch_size(batch_size)
+        choice = resolve_tuned(bundle, tuned, size, for_files=for_files, decode=decode)
         if choice.files is not None:  # predict's threads; `predict_files` takes its pool
             variant, engine = choice.files.variant, choice.files.engine
             precision = choice.files.precision

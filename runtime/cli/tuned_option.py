@@ -12,7 +12,6 @@ import click
 from click.core import ParameterSource
 
 from onnxedge.runtime.bundle.reader import Bundle
-from onnxedge.runtime.classifier.preprocess import trained_decode
 from onnxedge.runtime.tune import TunedChoice, resolve_tuned
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,9 +56,8 @@ def resolve_for(
 ) -> TunedChoice | None:
     """The tuned choice for ``bundle`` at ``batch_size`` (``for_files``: the files winner for
     ``decode``, None: the bundle's trained decode, where there is one), its line on stderr."""
-    opened = Bundle.open(bundle)
-    files_decode = (decode or trained_decode(opened.preprocessing)) if for_files else None
-    choice = resolve_tuned(opened, tuned_argument(tuned), batch_size, files_decode=files_decode)
+    opened, how = Bundle.open(bundle), tuned_argument(tuned)
+    choice = resolve_tuned(opened, how, batch_size, for_files=for_files, decode=decode)
     if choice is not None:
         click.echo(f"onnxedge: {choice.line()}", err=True)
     return choice

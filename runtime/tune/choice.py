@@ -12,7 +12,7 @@ A tuning file is ignored (never an error, never another model) when:
    run here.
 
 The winner used is the one measured at the batch size nearest the one in use (on a log scale;
-the larger on a tie). For a run from files (``files_decode``: the decode in use), the files
+the larger on a tie). For a run from files (``for_files``, with the decode in use), the files
 stage's winner (`tune --images`: model, engine and decoding pool, measured through predict's
 code) where the file has one for that decode, 4. applying to it too; else the model-only
 winner, the line saying why.
@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 
 from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.preprocess import trained_decode
 from onnxedge.runtime.engines import engine_unavailable_reason
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.tune.file import (
@@ -82,14 +83,21 @@ def tuning_path(bundle: str | Path, tuned: TunedArg) -> Path | None:
 
 
 def resolve_tuned(
-    bundle: Bundle, tuned: TunedArg, batch_size: int, *, files_decode: str | None = None
+    bundle: Bundle,
+    tuned: TunedArg,
+    batch_size: int,
+    *,
+    for_files: bool = False,
+    decode: str | None = None,
 ) -> TunedChoice | None:
-    """The tuned setup for ``bundle`` at ``batch_size`` (for a run from files decoded as
-    ``files_decode``, the files winner where there is one), or one ignored with the reason
-    (module docstring); None where no tuning was asked for."""
+    """The tuned setup for ``bundle`` at ``batch_size`` (``for_files``: for a run from files
+    decoded as ``decode``, None being the bundle's trained decode, the files winner where there
+    is one), or one ignored with the reason (module docstring); None where no tuning was asked
+    for."""
     path = tuning_path(bundle.path, tuned)
     if path is None:
         return None
+    files_decode = (decode or trained_decode(bundle.preprocessing)) if for_files else None
     try:
         tuning = _holding(bundle, path)
         files = tuning.files
@@ -101,9 +109,9 @@ def resolve_tuned(
         return TunedChoice(path, batch_size, reason=str(e))
     note = ""
     if files_decode is not None:
-        note = (
+        note = (  # a files stage for this decode would have been returned above
             f"no files stage for the {files_decode} decode: tune --images measures one"
-            if tuning.files is None or tuning.files.decode == files_decode
+            if tuning.files is None
             else f"its files stage decoded {tuning.files.decode}, this run {files_decode}"
         )
     return TunedChoice(path, batch_size, setup, tuned_batch, note=note)

@@ -55,6 +55,7 @@ from onnxedge.runtime.bench import (
 )
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.classifier.decode import (
+    POOL_ARGUMENTS,
     POOLS,
     default_decode_pool,
     pool_arguments,
@@ -63,8 +64,8 @@ from onnxedge.runtime.classifier.preprocess import ImageReadError
 from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.tune.candidates import Excluded
-from onnxedge.runtime.tune.rows import TuneRow
-from onnxedge.runtime.tune.setup import POOL_ARGUMENT, FilesSetup
+from onnxedge.runtime.tune.rows import TuneRow, compared
+from onnxedge.runtime.tune.setup import FilesSetup
 from onnxedge.runtime.variants.manifest import FP32
 
 FILES_MODELS = 2  # 1.: the fastest variants of each engine taken on to the files
@@ -160,7 +161,8 @@ def files_models(
     taken = {v for v, _ in pairs}
     pixels = [n for n, e in bundle.variants.items() if "input" in e.block]
     excluded: list[Excluded] = []
-    for model in bench_models(bundle, pixels) if pixels else []:
+    models = {m.variant: m for m in (bench_models(bundle, pixels) if pixels else [])}
+    for model in models.values():
         entry = bundle.variants[model.variant]
         if not entry.gated:
             excluded.append(Excluded(model.variant, "not gated (written with --no-gate)"))
@@ -175,7 +177,8 @@ def files_models(
             )
         else:
             pairs += [(model.variant, e) for v, e in list(pairs) if v == model.pixels_of]
-    models = {m.variant: m for m in bench_models(bundle, list(dict.fromkeys(v for v, _ in pairs)))}
+    others = [v for v in dict.fromkeys(v for v, _ in pairs) if v not in models]
+    models.update((m.variant, m) for m in bench_models(bundle, others))  # each verified once
     return [(models[v], e) for v, e in pairs], excluded
 
 
@@ -192,10 +195,8 @@ def tune_files(
 ) -> FilesTune:
     """Time the files setups (module docstring) and return them with the winner."""
     chosen, excluded = files_models(bundle, model_rows, batch_size)
-    default_pool = _pool_name(default_decode_pool(batch_sessions=True))
-    default = FilesSetup(
-        FP32, ONNXRUNTIME, DEFAULT_PRECISION, default_pool, _workers(default_pool), decode
-    )
+    plain = default_decode_pool(batch_sessions=True)  # predict's pool without --tuned
+    default = FilesSetup(FP32, ONNXRUNTIME, DEFAULT_PRECISION, plain.name, plain.workers, decode)
     if any(engine == OPENVINO for _, engine in chosen):  # 2.
         excluded.append(
             Excluded(
@@ -258,17 +259,12 @@ def tune_files(
         rows.append(
             TuneRow(setup, batch_size, status, reason, check if status == "ok" else "", stats)
         )
-    base = next((r.stats.throughput for r in rows if r.stats and r.setup == default), None)
-    rows = [
-        dataclasses.replace(r, vs_default=r.stats.throughput / base) if r.stats and base else r
-        for r in rows
-    ]
     return FilesTune(
         files=len(paths),
         source=source,
         batch_size=batch_size,
         decode=decode,
-        rows=tuple(rows),
+        rows=compared(rows, default),
         excluded=tuple(excluded),
         default=default,
         plan=plan,
@@ -280,7 +276,7 @@ def predict_command(
 ) -> list[str]:
     """3.: the `onnxedge predict` command a timed run is: the setup's engine, variant, decode
     and pool, JSON lines on stdout, the files after ``--``."""
-    pool = "--" + POOL_ARGUMENT[setup.pool].replace("_", "-")
+    pool = "--" + POOL_ARGUMENTS[setup.pool].replace("_", "-")
     return [
         *onnxedge_command(), "predict",
         "--providers", "cpu", "--engines", setup.engine, "--variant", setup.variant,
@@ -374,12 +370,6 @@ def _check(
         ),
         wall,
     )
-
-
-def _pool_name(pool: Any) -> str:
-    if pool.batches:
-        return "batches"
-    return "processes" if pool.processes else "threads"
 
 
 def _workers(pool: str) -> int:

@@ -48,27 +48,26 @@ def tune_rows(
     rows: Sequence[BenchRow], setups: Mapping[int, Setup], default: Setup
 ) -> tuple[TuneRow, ...]:
     """Bench's rows as tune's, each with its setup (``setups``, by ``id`` of the row's
-    `EngineInfo`) and its throughput over ``default``'s at the same batch size."""
-    baseline = {
-        r.batch_size: r.stats.throughput
+    `EngineInfo`), compared with ``default`` (`compared`)."""
+    made = [
+        TuneRow(setups[id(r.info)], r.batch_size, r.status, r.reason, r.check, r.stats)
         for r in rows
-        if r and r.stats is not None and setups[id(r.info)] == default
+    ]
+    return compared(made, default)
+
+
+def compared(rows: Sequence[TuneRow], default: Setup) -> tuple[TuneRow, ...]:
+    """``rows``, each measured one with ``vs_default``: its throughput over ``default``'s row's
+    at the same batch size, where that was measured."""
+    baseline = {
+        r.batch_size: r.stats.throughput for r in rows if r and r.stats and r.setup == default
     }
-    out = []
-    for r in rows:
-        base = baseline.get(r.batch_size)
-        out.append(
-            TuneRow(
-                setup=setups[id(r.info)],
-                batch_size=r.batch_size,
-                status=r.status,
-                reason=r.reason,
-                check=r.check,
-                stats=r.stats,
-                vs_default=r.stats.throughput / base if r.stats is not None and base else None,
-            )
-        )
-    return tuple(out)
+    return tuple(
+        dataclasses.replace(r, vs_default=r.stats.throughput / baseline[r.batch_size])
+        if r.stats is not None and baseline.get(r.batch_size)
+        else r
+        for r in rows
+    )
 
 
-__all__ = ["Setup", "TuneRow", "tune_rows"]
+__all__ = ["Setup", "TuneRow", "compared", "tune_rows"]

@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from onnxedge.runtime.classifier.decode import POOLS
+from onnxedge.runtime.classifier.decode import POOLS, DecodePool, pool_arguments
 from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, check_engine
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.variants.manifest import FP32
@@ -50,19 +50,6 @@ class TunedSetup:
         return cls(variant=variant, engine=engine, precision=precision, threads=threads)
 
 
-# `FilesSetup.pool` -> the `Classifier.predict_files` argument that sizes it.
-POOL_ARGUMENT = {
-    "batches": "batch_processes",
-    "processes": "decode_processes",
-    "threads": "decode_threads",
-}
-POOL_WORDS = {
-    "batches": ("batch process", "batch processes"),
-    "processes": ("decoder process", "decoder processes"),
-    "threads": ("decoding thread", "decoding threads"),
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class FilesSetup:
     """``variant`` on ``engine`` (predict's default threads) with ``workers`` of ``pool`` (a
@@ -77,12 +64,12 @@ class FilesSetup:
 
     def describe(self) -> str:
         """``onnxruntime int8-u8, 2 batch processes``."""
-        one, many = POOL_WORDS[self.pool]
-        return f"{self.engine} {self.variant}, {self.workers} {one if self.workers == 1 else many}"
+        pool = DecodePool.named(self.pool, self.workers).describe()
+        return f"{self.engine} {self.variant}, {pool}"
 
     def pool_arguments(self) -> dict[str, int]:
         """The `Classifier.predict_files` argument for this pool."""
-        return {POOL_ARGUMENT[self.pool]: self.workers}
+        return pool_arguments(self.pool, self.workers)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,4 +92,4 @@ class FilesSetup:
         return cls(**strings, workers=workers)  # type: ignore[arg-type]
 
 
-__all__ = ["POOL_ARGUMENT", "FilesSetup", "TunedSetup"]
+__all__ = ["FilesSetup", "TunedSetup"]
