@@ -18,18 +18,19 @@
    which looks through the Q/DQ pairs to the ``GlobalAveragePool``;
 5. the weights of the convolutions that read the image (`image_conv_weights`) quantised to 7 bits
    (``reduce_range`` for those tensors alone: int8 in [-64, 64]; ``weights_7_bit`` "all": every
-   weight, "none": none; the manifest's ``weights_7_bit`` lists them, or says "all"): on an x86 CPU
+   weight, "none": none; the manifest's ``weights_7_bit`` lists them, or says "all", or "none" where
+   a convolution that reads the image is left in 8 bits, [] where none is quantised): on an x86 CPU
    without VNNI, onnxruntime's int8 kernels add u8 x s8 products in pairs into 16 bits (AVX2's
    VPMADDUBSW), which saturates where two bright pixels meet two large weights of one sign (255 x
    127 x 2 > 32767); with |w| <= 64 a pair stays within 255 x 128 = 32640. Measured on an AMD EPYC
-   Zen 2 (AVX2, no VNNI) with the trained smile model, 600 test faces: with 8-bit weights, 21
-   labels of 600 differed from fp32 (|dp| up to 0.996) while the same file's float reference
-   (onnxruntime with its graph optimisations off, the Q/DQ pairs run in float) differed in none;
-   with the first conv's weights in 7 bits, the kernels gave the float reference's numbers (|dp| <=
-   3e-4) and 1 label of 600 differed, at the same speed. Deeper convolutions keep 8 bits: in models
-   whose deeper convolutions read dense activations (MobileNetV2's linear bottlenecks) they
-   saturate too, and 7 bits everywhere would trade precision on every CPU for them (measured on
-   pytorchcv models: docs/VARIANTS.md).
+   Zen 2 (AVX2, no VNNI) with the trained smile model, 600 test faces: with 8-bit weights, 21 labels
+   of 600 differed from fp32 (|dp| up to 0.996) while the same file's float reference (onnxruntime
+   with its graph optimisations off, the Q/DQ pairs run in float) differed in none; with the first
+   conv's weights in 7 bits, the kernels gave the float reference's numbers (|dp| <= 3e-4) and 1
+   label of 600 differed, at the same speed. Deeper convolutions keep 8 bits: in models whose deeper
+   convolutions read dense activations (MobileNetV2's linear bottlenecks) they saturate too, and 7
+   bits everywhere would trade precision on every CPU for them (measured on pytorchcv models:
+   docs/VARIANTS.md).
 """
 
 from __future__ import annotations
@@ -152,12 +153,14 @@ def quantize_int8(
             excluded.extend(first_conv_block(model))
         reduced: list[str] | str = config.weights_7_bit  # 5.
         overrides = {}
-        if reduced == "image":
-            reduced = image_conv_weights(model, excluded)
-            if reduced:
-                overrides = {"TensorQuantOverrides": _reduce_range(reduced, config.per_channel)}
-        elif reduced == "none":  # "none" where an image conv is quantised: its 8 bits may saturate
-            reduced = "none" if image_conv_weights(model, excluded) else []
+        if reduced != "all":
+            image = image_conv_weights(model, excluded)
+            if reduced == "none":  # "none" where an image conv is in 8 bits, which may saturate
+                reduced = "none" if image else []
+            else:
+                reduced = image
+                if image:
+                    overrides = {"TensorQuantOverrides": _reduce_range(image, config.per_channel)}
         method = methods[config.calibration_method]
         try:  # 2.
             with _quiet_quantizer():
