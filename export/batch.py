@@ -100,7 +100,9 @@ class _BatchRule(RewriteRuleClassBase):
 
 class ReshapeToCopiedBatch(_BatchRule):
     """Case 1.: ``Reshape(x, [B, ...])`` where dim 0 of ``x`` is the batch → ``Reshape(x, [0,
-    ...])`` (0 copies the input's dim; ``allowzero=1`` would read it literally, so it is left)."""
+    ...])`` (0 copies the input's dim). ``allowzero=1`` (which torch's dynamo exporter writes on
+    every Reshape) would read that 0 literally, so it is dropped: the same where no other dim of
+    the shape is 0, as none is in a shape that does not empty the tensor."""
 
     def pattern(self, op, x, shape):
         return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["reshaped"])
@@ -114,15 +116,16 @@ class ReshapeToCopiedBatch(_BatchRule):
             return result.fail("the target shape is not a constant")
         if dims[0] != self.fixed:
             return result.fail(f"the target shape {dims} does not start with the batch")
-        if context.root.attributes.get_int("allowzero", 0):
-            return result.fail("allowzero=1 reads a 0 in the shape literally")
+        if context.root.attributes.get_int("allowzero", 0) and 0 in dims[1:]:
+            return result.fail(f"allowzero=1 and a 0 in {dims}: an empty tensor")
         return result
 
     def rewrite(self, op, x, shape, reshaped):
         node = reshaped.producer()
         dims = _const_ints(shape) or []
         new = [0, *dims[1:]]
-        self._report(node, f"shape {dims} -> {new}")
+        literal = node is not None and node.attributes.get_int("allowzero", 0) == 1
+        self._report(node, f"shape {dims} -> {new}" + (" (allowzero 1 -> 0)" if literal else ""))
         target = op.Constant(value=ir.tensor(np.asarray(new, dtype=np.int64)))
         return op.Reshape(x, target, _name=node.name if node is not None else None)
 
@@ -219,7 +222,8 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
     ``batch``, and rewrite the constants that pin it:
 
     1. ``Reshape`` to a constant shape starting with the fixed batch, of a tensor whose dim 0 is
-       the batch: that dim becomes 0 (copied from the input); ``[1, -1]`` becomes ``[0, -1]``.
+       the batch: that dim becomes 0 (copied from the input); ``[1, -1]`` becomes ``[0, -1]``,
+       and an ``allowzero=1`` is dropped.
     2. ``Flatten(axis=0)`` at a fixed batch of 1: ``axis=1``.
     3. ``Expand`` of a tensor without the batch to a constant shape starting with it: dim 0 of
        the shape becomes the fed batch, ``Shape(input)[0:1]``.

@@ -62,6 +62,37 @@ def fixed_batch_reshape(classes: int = 4, side: int = 32, seed: int = 0) -> onnx
     )
 
 
+def fixed_batch_dynamo_reshape(
+    classes: int = 4, side: int = 16, seed: int = 7, rest: tuple[int, ...] = (-1,)
+) -> onnx.ModelProto:
+    """As torch's dynamo exporter writes a model exported at batch 1 (pytorchcv's MobileNetV3:
+    ``x.view(x.size(0), -1)`` after a 1x1 convolution classifier): opset 18, a full-size
+    AveragePool, and ``Reshape(x, [1, *rest], allowzero=1)``, 1 being the traced batch."""
+    features = 6
+    rng = np.random.default_rng(seed)
+    head = rng.normal(0, 0.5, (classes, features, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("AveragePool", ["r"], ["p"], name="pool", kernel_shape=[side, side]),
+        helper.make_node("Conv", ["p", "head_w"], ["z"], name="classifier"),
+        helper.make_node("Reshape", ["z", "view_shape"], ["logits"], name="view", allowzero=1),
+    ]
+    inits = [
+        *_weights(seed, 3, features, classes)[:2],
+        _init("head_w", head),
+        _init("view_shape", np.array([1, *rest], dtype=np.int64)),
+    ]
+    output = [1, *rest] if 0 in rest else [1, classes]  # a literal 0 empties the tensor
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, output)],
+        inits,
+        opset=18,
+    )
+
+
 def softmax_dynamic_width(classes: int = 3, height: int = 48, seed: int = 1) -> onnx.ModelProto:
     """A text-line classifier: input ``[N, 3, 48, W]`` (W symbolic), a ReduceMean head, K softmax
     probabilities, as an OCR package ships its direction classifier."""

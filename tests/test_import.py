@@ -118,6 +118,33 @@ def test_a_fixed_batch_and_its_reshape_become_symbolic(files):
     assert verify_batch_step(original, result.model, 1)
 
 
+@pytest.mark.parametrize("rest", [(-1,), (4,)])
+def test_a_dynamo_reshape_with_allowzero_becomes_symbolic(rest):
+    """torch's dynamo exporter writes allowzero=1 on every Reshape: ``[1, -1]`` and ``[1, 4]``
+    (the traced batch and the classes) become ``[0, ...]`` with allowzero dropped."""
+    original = models.fixed_batch_dynamo_reshape(rest=rest)
+    result = make_batch_dynamic(original)
+    assert not result.pinned_by, result.pinned_by
+    assert result.rewrites == (
+        f"Reshape 'view': shape {[1, *rest]} -> {[0, *rest]} (allowzero 1 -> 0)",
+    )
+    (reshape,) = [n for n in result.model.graph.node if n.op_type == "Reshape"]
+    assert not [a for a in reshape.attribute if a.name == "allowzero" and a.i == 1]
+    x = np.random.default_rng(1).random((5, 3, 16, 16), dtype=np.float32)
+    rows = np.concatenate([run(original, x[i : i + 1]) for i in range(5)])
+    np.testing.assert_allclose(run(result.model, x), rows, rtol=0, atol=1e-6)
+    assert verify_batch_step(original, result.model, 1)
+
+
+def test_an_allowzero_reshape_with_a_literal_zero_is_left_and_named():
+    """A 0 in the shape with allowzero=1 is a literal zero (an empty tensor), not "copy this
+    dim": the rule leaves it, and the node is named as what pins the batch."""
+    original = models.fixed_batch_dynamo_reshape(rest=(0,))
+    result = make_batch_dynamic(original)
+    assert result.rewrites == ()
+    assert "Reshape node 'view'" in result.pinned_by
+
+
 def test_a_batch_that_cannot_be_made_dynamic_names_the_node(files):
     result = make_batch_dynamic(onnx.load(str(files["mixing"])))
     assert "ReduceMean node 'batch_mean'" in result.pinned_by
