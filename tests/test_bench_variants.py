@@ -6,6 +6,7 @@ serial decode before they are timed. Tiny iteration counts: no timing is asserte
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -253,7 +254,10 @@ def test_from_files_rows_run_predicts_code_on_every_file(smile_bundle, images, t
         "batch_size": 4,
         "decodes": ["exact", "fast"],
         "pools": ["predict's default"],
+        "unreadable": 0,
+        "unreadable_first": [],
     }
+    assert not report["warnings"] or "cannot be read" not in " ".join(report["warnings"])
     text = md.read_text()
     assert "## From image files (decode + preprocess + inference)" in text
     # beside no model-only row at batch 4 (not among --batch-sizes): n/a, never a made-up ratio
@@ -319,6 +323,41 @@ def test_a_file_that_cannot_be_read_fails_the_row_untimed(smile_bundle, images, 
     assert row.status == "failed" and row.stats is None
     assert row.reason.startswith("1 of 5 files not classified (5 results); first: ")
     assert "broken.jpg" in row.reason
+
+
+def test_bench_leaves_out_a_file_that_cannot_be_read_and_names_it(smile_bundle, images, tmp_path):
+    """One bad file in the folder does not cost the run its from-files rows: it is left out of
+    every row before timing (as predict writes an ERROR line for it and goes on) and named in
+    the report, its JSON and a warning."""
+    folder = tmp_path / "photos"
+    shutil.copytree(images, folder)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "b.json"
+    result = _bench(
+        smile_bundle, *SHORT, *CPU_ONLY, "--engines", "onnxruntime", "--images", folder,
+        "--images-batch-size", 4, "--decode", "exact", "--json", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    (row,) = [r for r in report["rows"] if r["mode"] == FILES]
+    assert row["status"] == "ok" and row["files"] == 6, row
+    assert row["check"].startswith("PASSED: 6 files classified")
+    images_settings = report["settings"]["images"]
+    assert images_settings["files"] == 6 and images_settings["unreadable"] == 1
+    (first,) = images_settings["unreadable_first"]
+    assert first.startswith(f"{folder / 'broken.jpg'}: expected an image file")
+    (warning,) = [w for w in report["warnings"] if w.startswith("--images:")]
+    assert warning.startswith("--images: 1 of 7 image files cannot be read and are left out")
+    assert "broken.jpg" in result.output
+
+
+def test_bench_with_no_readable_file_is_a_one_line_error(smile_bundle, tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "b.png").write_bytes(b"")
+    result = _bench(smile_bundle, *SHORT, *CPU_ONLY, "--images", tmp_path, "--decode", "exact")
+    assert_one_line_error(
+        result, "--images: expected image files that can be read, found none of 2 (first: "
+    )
 
 
 def test_from_files_pixels_that_change_fail_the_check(smile_bundle, images, monkeypatch):

@@ -315,6 +315,32 @@ def test_tune_refuses_a_folder_without_images(pixels_bundle, tmp_path):  # noqa:
     assert "Traceback" not in result.output and not (tmp_path / "t.json").exists()
 
 
+def test_tune_images_leaves_out_a_file_that_cannot_be_read(
+    pixels_bundle,  # noqa: F811
+    data,  # noqa: F811
+    tmp_path,
+    two_cpus,
+):
+    """A bad file among the images is left out and named, not a reason to skip every setup
+    (each setup's check would fail on it: predict writes an ERROR line for it)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for f in sorted((data / "test").rglob("*.png"))[:6]:
+        shutil.copy(f, folder / f"{f.parent.name}_{f.name}")
+    (folder / "000000_broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "t.json"
+    result = _cli(
+        "tune", pixels_bundle, *FAST, *FILES, "--engines", "onnxruntime", "--variants", "fp32",
+        "--images", folder, "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    files = json.loads(out.read_text())["files"]
+    assert files["files"] == 6 and files["unreadable"] == 1
+    assert "000000_broken.jpg: expected an image file" in files["unreadable_first"][0]
+    assert files["rows"] and all(r["status"] == "ok" for r in files["rows"]), files["rows"]
+    assert "1 of 7 image files cannot be read and are left out" in result.output
+
+
 def test_the_files_stage_is_left_out_without_images(files_tuned):
     tuning = _tuning(files_tuned)
     tuning.pop("files")

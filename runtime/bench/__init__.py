@@ -60,7 +60,9 @@ from onnxedge.runtime.bench.engines import (
 from onnxedge.runtime.bench.files import (
     FILES_ATOL,
     FilesEngine,
+    ReadableFiles,
     files_engines,
+    readable_files,
     serial_probabilities,
 )
 from onnxedge.runtime.bench.machine import (
@@ -166,6 +168,7 @@ __all__ = [
     "PeerBuilder",
     "ProgressFn",
     "Ratio",
+    "ReadableFiles",
     "Runner",
     "Side",
     "SkippedEngine",
@@ -198,6 +201,7 @@ __all__ = [
     "peer_info",
     "peer_modes",
     "read_targets_file",
+    "readable_files",
     "render_markdown",
     "run_benchmark",
     "sample_shape",

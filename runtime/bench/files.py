@@ -18,6 +18,9 @@ preprocessing and inference, however that path overlaps them.
    with `load_pixels` (the row's decode), in batches of the same size: a faster file path must
    not change the pixels. A row that fails its check is ``failed`` and not timed.
 4. An engine or model that cannot run here, or not on the CPU: a skipped row with the reason.
+5. Files that cannot be read (`readable_files`) are left out of every row before timing, and
+   the report says how many and which: a folder with one bad file still gets its rows, as
+   predict still classifies the other files.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 from onnxedge.runtime.bench.engines import FILES, ORT, AnyEngine, EngineInfo, SkippedEngine
 from onnxedge.runtime.bench.models import BenchModel
 from onnxedge.runtime.classifier.decode import pool_arguments
-from onnxedge.runtime.classifier.preprocess import DECODES
+from onnxedge.runtime.classifier.preprocess import DECODES, ImageReadError, load_pixels
 from onnxedge.runtime.engines import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
@@ -91,11 +94,64 @@ class _FilesRunner:
         self._last = []
 
 
+UNREADABLE_LISTED = 10  # 5.: the unreadable files a report names
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadableFiles:
+    """5.: the files every decode of the run reads, and those it cannot (file: reason)."""
+
+    files: tuple[str, ...] = ()
+    unreadable: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> str:
+        """One line on what was left out ("" where nothing was)."""
+        if not self.unreadable:
+            return ""
+        total = len(self.files) + len(self.unreadable)
+        path, reason = self.unreadable[0]
+        return (
+            f"{len(self.unreadable)} of {total} image files cannot be read and are left out "
+            f"(first: {path}: {reason})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unreadable": len(self.unreadable),
+            "unreadable_first": [f"{p}: {r}" for p, r in self.unreadable[:UNREADABLE_LISTED]],
+        }
+
+
+def readable_files(
+    paths: Sequence[str], preprocessing: Mapping[str, Any], decodes: Sequence[str]
+) -> ReadableFiles:
+    """5.: ``paths`` split into those that each of ``decodes`` reads with `load_pixels` and
+    those that one of them cannot (an `ImageReadError`: not an image, truncated, too large...).
+    A run times the files a user's predict would classify; one that fails would be an ``ERROR``
+    line there, and here it would fail every row's check (3.). An error where none is left."""
+    kept: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            for decode in decodes:
+                load_pixels(path, preprocessing, decode=decode)
+        except ImageReadError as e:
+            unreadable.append((path, e.reason))
+        else:
+            kept.append(path)
+    if unreadable and not kept:
+        path, reason = unreadable[0]
+        raise OnnxEdgeError(
+            f"--images: expected image files that can be read, found none of {len(paths)} "
+            f"(first: {path}: {reason})"
+        )
+    return ReadableFiles(tuple(kept), tuple(unreadable))
+
+
 def serial_probabilities(classifier: Any, paths: Sequence[str], batch_size: int) -> np.ndarray:
     """3.'s reference: ``classifier``'s probability of each file (a K-class model's top one),
     the files decoded one after another with `load_pixels` (its decode) and run in batches of
     ``batch_size``."""
-    from onnxedge.runtime.classifier.preprocess import load_pixels
 
     out = []
     for start in range(0, len(paths), batch_size):
@@ -216,4 +272,11 @@ def _files_engine(
     return FilesEngine(info, classifier, paths, batch_size, pool)
 
 
-__all__ = ["FILES_ATOL", "FilesEngine", "files_engines", "serial_probabilities"]
+__all__ = [
+    "FILES_ATOL",
+    "FilesEngine",
+    "ReadableFiles",
+    "files_engines",
+    "readable_files",
+    "serial_probabilities",
+]

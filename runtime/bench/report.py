@@ -42,6 +42,9 @@ class BenchReport:
                 "before the run): other jobs slow engines unequally; not comparable with a quiet "
                 "run (docs/BENCHMARKS.md)"
             )
+        unreadable = self.settings.readable_images.describe()
+        if unreadable:
+            out.append(f"--images: {unreadable}; the from-files rows time the others")
         return out
 
     @property

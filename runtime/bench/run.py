@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from onnxedge.runtime.bench.engines import AnyEngine
-from onnxedge.runtime.bench.files import files_engines
+from onnxedge.runtime.bench.files import files_engines, readable_files
 from onnxedge.runtime.bench.machine import load_average, machine_info, versions
 from onnxedge.runtime.bench.models import bench_models
 from onnxedge.runtime.bench.openvino import openvino_engines
@@ -33,6 +34,11 @@ def benchmark(
     """Open the bundle, build the engines, time them, and return the report."""
     settings = settings or BenchSettings()
     bundle = Bundle.open(bundle_path)
+    if settings.images:  # files.readable_files: a file that cannot be read is left out, named
+        readable = readable_files(settings.images, bundle.preprocessing, settings.images_decodes)
+        settings = dataclasses.replace(
+            settings, images=readable.files, images_unreadable=readable.unreadable
+        )
     manifest = bundle.manifest
     shape = sample_shape(bundle.input, bundle.preprocessing)
     threads = settings.resolved_threads

@@ -109,6 +109,9 @@ class BenchSettings:
     # --decode-pool: one from-files row per pool (`POOLS`) too; empty: predict's default pool.
     images_pools: tuple[str, ...] = ()
     images_source: str = ""  # what the user gave (the folders), for the report
+    # The files under --images that cannot be read, (file, reason): left out of ``images`` by
+    # `benchmark` (`files.readable_files`) and named in the report.
+    images_unreadable: tuple[tuple[str, str], ...] = ()
     # What the user asks of the figures (--target, --targets); none by default.
     targets: tuple[Target, ...] = ()
     # --tuned: batch size -> the setup a tuning file chose for it (`onnxedge.runtime.tune`),
@@ -160,6 +163,13 @@ class BenchSettings:
         )
 
     @property
+    def readable_images(self) -> Any:
+        """The files the from-files rows time and those left out (`files.ReadableFiles`)."""
+        from onnxedge.runtime.bench.files import ReadableFiles
+
+        return ReadableFiles(self.images, self.images_unreadable)
+
+    @property
     def resolved_engines(self) -> tuple[str, ...]:
         """The engines asked for, or every engine installed here (`installed_engines`)."""
         return self.engines if self.engines is not None else installed_engines()
@@ -193,6 +203,7 @@ class BenchSettings:
                 "batch_size": self.images_batch_size,
                 "decodes": list(self.images_decodes),
                 "pools": list(self.images_pools) or ["predict's default"],
+                **self.readable_images.to_dict(),
             }
             if self.images
             else None,

@@ -105,6 +105,8 @@ def _files_table(files: FilesTune) -> list[str]:
 
 def _files_verdicts(files: FilesTune) -> list[str]:
     verdicts = [f"not timed from files: {e.what}: {e.reason}" for e in files.excluded]
+    if files.readable.unreadable:
+        verdicts.append(f"not timed from files: {files.readable.describe()}")
     winner, fastest = files.winner, files.fastest
     where = f"from files, batch {files.batch_size}, {files.decode} decode"
     if winner is None or fastest is None:

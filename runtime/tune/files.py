@@ -17,7 +17,9 @@ ONNX Runtime fp32's batch processes as such a pass over 1,024 files and 0.95x as
 2. Pools: each of `POOLS` at its default size (`pool_arguments`): batch processes, decoder
    processes, decoding threads. OpenVINO has no batch processes (its ``compile_model`` waits for
    ever in a forked child): left out with that reason.
-3. A timed run is `predict_command`: ``onnxedge predict`` (this interpreter's) with the setup's
+3. The files that cannot be read (`readable_files`) are left out first and named: predict
+   would write an ``ERROR`` line for each, and every setup's check would fail on them.
+   A timed run is `predict_command`: ``onnxedge predict`` (this interpreter's) with the setup's
    options over the files, its wall time from start to exit. Each setup's first run is its
    check, not timed: exit 0, every file classified, each probability as the same model's on a
    serial decode of the files (`serial_probabilities`, atol `FILES_ATOL`); a setup that fails
@@ -49,8 +51,10 @@ from onnxedge.runtime.bench import (
     BenchModel,
     LatencyStats,
     ProgressFn,
+    ReadableFiles,
     TimingPlan,
     bench_models,
+    readable_files,
     serial_probabilities,
 )
 from onnxedge.runtime.bundle.reader import Bundle
@@ -89,6 +93,8 @@ class FilesTune:
     excluded: tuple[Excluded, ...]
     default: FilesSetup
     plan: TimingPlan
+    # 3.: the files timed and those left out
+    readable: ReadableFiles = dataclasses.field(default_factory=ReadableFiles)
 
     @property
     def fastest(self) -> TuneRow | None:
@@ -129,6 +135,7 @@ class FilesTune:
             ),
             "rows": [r.to_dict() for r in self.rows],
             "excluded": [e.to_dict() for e in self.excluded],
+            **self.readable.to_dict(),
         }
 
 
@@ -194,6 +201,8 @@ def tune_files(
     on_progress: ProgressFn | None = None,
 ) -> FilesTune:
     """Time the files setups (module docstring) and return them with the winner."""
+    readable = readable_files(paths, bundle.preprocessing, (decode,))  # 3.
+    paths = readable.files
     chosen, excluded = files_models(bundle, model_rows, batch_size)
     plain = default_decode_pool(batch_sessions=True)  # predict's pool without --tuned
     default = FilesSetup(FP32, ONNXRUNTIME, DEFAULT_PRECISION, plain.name, plain.workers, decode)
@@ -268,6 +277,7 @@ def tune_files(
         excluded=tuple(excluded),
         default=default,
         plan=plan,
+        readable=readable,
     )
 
 
