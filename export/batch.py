@@ -33,7 +33,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BATCH_DIM = "batch"
-_MAX_ROUNDS = 8  # rules and shape inference alternate until nothing changes (a chain of reshapes)
 # Ops whose output has no batch dim even when their input has one.
 _SHAPE_READERS = frozenset({"Shape", "Size"})
 _SLICE_INPUTS_OPSET = 10
@@ -230,8 +229,9 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
     4. ``Tile`` of such a tensor whose dim 0 is 1, repeated the fixed batch times: the same.
 
     Shape inference runs between rounds of the rules, so a reshape behind another one is seen
-    once the first is rewritten. ``rewrites`` holds what the latest call did; ``pinned_by`` the
-    first node that still turns a batch-sized input into a fixed dim 0 ("" where none does).
+    once the first is rewritten, until a round rewrites nothing. ``rewrites`` holds what the
+    latest call did; ``pinned_by`` the first node that still turns a batch-sized input into a
+    fixed dim 0 ("" where none does).
     """
 
     def __init__(self, fixed: int) -> None:
@@ -253,7 +253,11 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
             value.shape = ir.Shape([ir.SymbolicDim(BATCH_DIM), *list(value.shape)[1:]])
         declared = [value.shape for value in graph.outputs]
         rewrites: list[str] = []
-        for _ in range(_MAX_ROUNDS):
+        # Rules and shape inference alternate until a round rewrites nothing: each reshape of a
+        # chain (ShuffleNet's channel shuffles: 33 in a row) shows the batch behind it only once
+        # the one before is rewritten. A rewritten node matches no rule again, so the rounds are
+        # at most the nodes.
+        for _ in range(len(graph) + 1):
             _infer_shapes(model)
             before = len(rewrites)
             opset = model.graph.opset_imports.get("", 1)

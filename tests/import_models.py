@@ -93,6 +93,55 @@ def fixed_batch_dynamo_reshape(
     )
 
 
+def channel_shuffles(
+    shuffles: int = 12, classes: int = 3, side: int = 8, seed: int = 8
+) -> onnx.ModelProto:
+    """As torch's dynamo exporter writes ShuffleNet exported at batch 1: after each depthwise
+    convolution a channel shuffle, ``Reshape([1, 2, 3, H, W]) -> Transpose -> Reshape([1, 6, H,
+    W])`` (allowzero=1), each behind the previous one, then a GlobalAveragePool head."""
+    features = 6
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["h0"], name="conv", pads=[1] * 4)]
+    inits = [*_weights(seed, 3, features, classes)]
+    inits.append(_init("split_shape", np.array([1, 2, 3, side, side], dtype=np.int64)))
+    inits.append(_init("merge_shape", np.array([1, features, side, side], dtype=np.int64)))
+    for i in range(shuffles):
+        weight = rng.normal(0, 0.5, (features, 1, 3, 3)).astype(np.float32)
+        inits.append(_init(f"dw{i}_w", weight))
+        nodes += [
+            helper.make_node(
+                "Conv",
+                [f"h{i}", f"dw{i}_w"],
+                [f"d{i}"],
+                name=f"dw{i}",
+                group=features,
+                pads=[1] * 4,
+            ),
+            helper.make_node("Relu", [f"d{i}"], [f"r{i}"], name=f"relu{i}"),
+            helper.make_node(
+                "Reshape", [f"r{i}", "split_shape"], [f"s{i}"], name=f"split{i}", allowzero=1
+            ),
+            helper.make_node(
+                "Transpose", [f"s{i}"], [f"t{i}"], name=f"swap{i}", perm=[0, 2, 1, 3, 4]
+            ),
+            helper.make_node(
+                "Reshape", [f"t{i}", "merge_shape"], [f"h{i + 1}"], name=f"merge{i}", allowzero=1
+            ),
+        ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [f"h{shuffles}"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        inits,
+        opset=18,
+    )
+
+
 def softmax_dynamic_width(classes: int = 3, height: int = 48, seed: int = 1) -> onnx.ModelProto:
     """A text-line classifier: input ``[N, 3, 48, W]`` (W symbolic), a ReduceMean head, K softmax
     probabilities, as an OCR package ships its direction classifier."""

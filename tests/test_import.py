@@ -145,6 +145,24 @@ def test_an_allowzero_reshape_with_a_literal_zero_is_left_and_named():
     assert "Reshape node 'view'" in result.pinned_by
 
 
+def test_a_long_chain_of_channel_shuffles_is_freed_to_its_end():
+    """Each reshape of a channel shuffle reads the one before it, so each round of the rules
+    frees one more (shape inference shows the batch behind it only once the one before is
+    rewritten): ShuffleNet's 16 units took 33 rounds. Every one is rewritten, however many."""
+    shuffles = 12
+    original = models.channel_shuffles(shuffles=shuffles)
+    result = make_batch_dynamic(original)
+    assert not result.pinned_by, result.pinned_by
+    assert len(result.rewrites) == 2 * shuffles
+    assert result.rewrites[-1] == (
+        f"Reshape 'merge{shuffles - 1}': shape [1, 6, 8, 8] -> [0, 6, 8, 8] (allowzero 1 -> 0)"
+    )
+    x = np.random.default_rng(2).random((3, 3, 8, 8), dtype=np.float32)
+    rows = np.concatenate([run(original, x[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(run(result.model, x), rows, rtol=0, atol=1e-5)
+    assert verify_batch_step(original, result.model, 1)
+
+
 def test_a_batch_that_cannot_be_made_dynamic_names_the_node(files):
     result = make_batch_dynamic(onnx.load(str(files["mixing"])))
     assert "ReduceMean node 'batch_mean'" in result.pinned_by
