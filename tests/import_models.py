@@ -36,6 +36,15 @@ def _model(nodes, inputs, outputs, initializers, opset: int = OPSET) -> onnx.Mod
     return model
 
 
+def _gap_fc(features: str, out: str) -> list[onnx.NodeProto]:
+    """A GlobalAveragePool head: ``features`` pooled, flattened and through ``fc_w``/``fc_b``."""
+    return [
+        helper.make_node("GlobalAveragePool", [features], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], [out], name="fc", transB=1),
+    ]
+
+
 def save(model: onnx.ModelProto, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
@@ -129,9 +138,7 @@ def channel_shuffles(
             ),
         ]
     nodes += [
-        helper.make_node("GlobalAveragePool", [f"h{shuffles}"], ["g"], name="gap"),
-        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+        *_gap_fc(f"h{shuffles}", "logits"),
     ]
     return _model(
         nodes,
@@ -167,9 +174,7 @@ def grayscale_sigmoid(side: int = 28, seed: int = 2) -> onnx.ModelProto:
     nodes = [
         helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
-        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["z"], name="fc", transB=1),
+        *_gap_fc("r", "z"),
         helper.make_node("Sigmoid", ["z"], ["prob"], name="sigmoid"),
     ]
     return _model(
@@ -207,9 +212,7 @@ def batch_mixing(side: int = 16) -> onnx.ModelProto:
     nodes = [
         helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
         helper.make_node("ReduceMean", ["c"], ["b"], name="batch_mean", axes=[0], keepdims=1),
-        helper.make_node("GlobalAveragePool", ["b"], ["g"], name="gap"),
-        helper.make_node("Flatten", ["g"], ["f"], name="flatten", axis=1),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+        *_gap_fc("b", "logits"),
     ]
     return _model(
         nodes,
