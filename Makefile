@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 OUT    ?= build/smile_cnn
 STAMP  := $(VENV)/.onnxedge-installed
 
-.PHONY: export test check lint format parity bench zoo parity-matrix clean venv train edge docs
+.PHONY: export test check lint format parity bench zoo import-zoo parity-matrix clean venv train edge docs
 
 venv: $(STAMP)
 
@@ -119,6 +119,13 @@ ZOO_PYTORCHCV := pytorchcv==0.0.74
 zoo: $(STAMP)
 	$(PIP) install --quiet --no-deps '$(ZOO_PYTORCHCV)'
 	$(BIN)/python -m onnxedge.export.zoo --out docs/ZOO.md --bundles build/zoo
+
+# Not part of `make test`: the import route, as users bring models: pytorchcv's architectures
+# exported by torch.onnx.export itself at batch 1 (dynamo and torchscript), then `onnxedge
+# import` and `onnxedge parity`, into docs/IMPORT_ZOO.md; long (float64 references).
+import-zoo: $(STAMP)
+	$(PIP) install --quiet --no-deps '$(ZOO_PYTORCHCV)'
+	$(BIN)/python -m onnxedge.export.import_zoo --out docs/IMPORT_ZOO.md --bundles build/import_zoo
 
 # Not part of `make test`: parity's false alarms (every zoo model and smile_cnn, both exporters,
 # default and ImageNet preprocessing, the CPU EP and OpenVINO f32) and misses (perturbed layers,

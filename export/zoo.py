@@ -131,24 +131,48 @@ class ZooRow:
     p50_ms: float | None = None
 
 
+def build_entry(entry: ZooEntry) -> tuple[Any, Any]:
+    """The entry's module with its default initialisation from seed 0, and that provenance."""
+    from onnxedge.models.loader import build_module
+    from onnxedge.models.weights import seeded
+
+    return seeded(lambda: build_module(entry.factory, dict(entry.args)), 0)
+
+
+def cpu_parity(bundle_dir: Path) -> tuple[float | None, float | None, str]:
+    """`run_parity` of the bundle on the CPU EP at its golden batch sizes: the largest error of
+    the probabilities and of the logits over the rows that ran, and why it failed on one line
+    ("" where it passed): the summary and the first failed row's batch and reason."""
+    from onnxedge.runtime.bundle.reader import Bundle
+    from onnxedge.runtime.parity import load_golden, make_targets, run_parity
+
+    bundle = Bundle.open(bundle_dir)
+    parity = run_parity(bundle, load_golden(bundle), targets=make_targets(["cpu"]))
+    ran = [r for r in parity.rows if r.ran]
+    prob = max(r.prob.max_abs_error for r in ran) if ran else None
+    logits = max(r.logits.max_abs_error for r in ran) if ran else None
+    if parity:
+        return prob, logits, ""
+    failed = next((r for r in parity.rows if r.status == "failed"), None)  # a failed row is falsy
+    summary = parity.summary.removeprefix("parity: ")
+    why = f"{summary}; batch {failed.batch}: {failed.reason}" if failed is not None else summary
+    return prob, logits, " ".join(why.split())
+
+
 def run_entry(
     entry: ZooEntry, exporter: str, opset: int, out_dir: Path, say: Callable[[str], None]
 ) -> ZooRow:
     """Export, check, parity and bench one entry with one exporter (all steps timed)."""
     from onnxedge.export.pipeline import export_bundle
-    from onnxedge.models.loader import build_module
-    from onnxedge.models.weights import seeded
     from onnxedge.runtime.bench import BenchSettings, TimingPlan, benchmark
-    from onnxedge.runtime.bundle.reader import Bundle
     from onnxedge.runtime.check.check import check_path
-    from onnxedge.runtime.parity import load_golden, make_targets, run_parity
 
     row = ZooRow(entry, exporter, opset, "failed")
     seconds: dict[str, float] = {}
     step = "build"
     try:
         started = time.perf_counter()
-        module, provenance = seeded(lambda: build_module(entry.factory, dict(entry.args)), 0)
+        module, provenance = build_entry(entry)
         seconds["build"] = time.perf_counter() - started
 
         step = "export"
@@ -190,23 +214,11 @@ def run_entry(
         step = "parity"
         say(f"{entry.name} ({exporter}): parity")
         started = time.perf_counter()
-        bundle = Bundle.open(out)
-        parity = run_parity(bundle, load_golden(bundle), targets=make_targets(["cpu"]))
+        prob, logits, failure = cpu_parity(out)
         seconds["parity"] = time.perf_counter() - started
-        ran = [r for r in parity.rows if r.ran]
-        row = dataclasses.replace(
-            row,
-            parity_prob=max(r.prob.max_abs_error for r in ran) if ran else None,
-            parity_logits=max(r.logits.max_abs_error for r in ran) if ran else None,
-        )
-        if not parity:
-            failed = next((r for r in parity.rows if r.status == "failed"), None)
-            summary = parity.summary.removeprefix("parity: ")
-            raise OnnxEdgeError(
-                f"{summary}; batch {failed.batch}: {failed.reason}"
-                if failed is not None
-                else summary
-            )
+        row = dataclasses.replace(row, parity_prob=prob, parity_logits=logits)
+        if failure:
+            raise OnnxEdgeError(failure)
 
         step = "bench"
         say(f"{entry.name} ({exporter}): bench")
@@ -232,7 +244,7 @@ def run_entry(
         )
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
@@ -274,11 +286,11 @@ def render(rows: Sequence[ZooRow], *, command: str, machine: str, date: str) -> 
             f"| {r.entry.name} | {r.entry.source} ({r.entry.family}) | {r.exporter} {r.opset} "
             f"| {'×'.join(map(str, r.entry.input_shape))} "
             f"| {r.pool_before or '–'} → {r.pool_after or '–'} | {r.global_means or '–'} "
-            f"| {_fmt(s.get('export'), '.1f')} | {_fmt(s.get('check'), '.2f')} "
-            f"| {_fmt(s.get('parity'), '.1f')} | {_fmt(s.get('bench'), '.1f')} "
-            f"| {_fmt(r.max_error_vs_torch, '.1e')} "
-            f"| {_fmt(r.parity_prob, '.1e')} / {_fmt(r.parity_logits, '.1e')} "
-            f"| {_fmt(r.p50_ms, '.2f')} | {result} |"
+            f"| {fmt(s.get('export'), '.1f')} | {fmt(s.get('check'), '.2f')} "
+            f"| {fmt(s.get('parity'), '.1f')} | {fmt(s.get('bench'), '.1f')} "
+            f"| {fmt(r.max_error_vs_torch, '.1e')} "
+            f"| {fmt(r.parity_prob, '.1e')} / {fmt(r.parity_logits, '.1e')} "
+            f"| {fmt(r.p50_ms, '.2f')} | {result} |"
         )
     passed = sum(r.status == "passed" for r in rows)
     lines += ["", f"{passed} of {len(rows)} rows passed.", ""]
@@ -308,38 +320,48 @@ def load_average() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m onnxedge.export.zoo", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("docs/ZOO.md"), help="Markdown table")
-    parser.add_argument("--bundles", type=Path, default=Path("build/zoo"), help="bundle folder")
+def zoo_main(
+    argv: Sequence[str] | None,
+    name: str,
+    description: str | None,
+    entries: Sequence[Any],
+    run: Callable[[Any, str, int, Path, Callable[[str], None]], Any],
+    row_type: Callable[..., Any],
+    render_rows: Callable[..., str],
+) -> int:
+    """``python -m onnxedge.export.NAME``: every entry (``--only`` some) with each exporter
+    through ``run``, a skipped ``row_type`` where pytorchcv is missing, the table by
+    ``render_rows`` written atomically to ``--out`` (docs/NAME.md); exit 1 where a row failed."""
+    prog = f"python -m onnxedge.export.{name}"
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--out", type=Path, default=Path(f"docs/{name.upper()}.md"), help="table")
+    parser.add_argument("--bundles", type=Path, default=Path(f"build/{name}"), help="bundles")
     parser.add_argument("--only", default="", help="comma-separated entry names")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     only = {n.strip() for n in args.only.split(",") if n.strip()}
-    unknown = only - {e.name for e in ZOO}
+    unknown = only - {e.name for e in entries}
     if unknown:
         parser.error(f"unknown zoo entries: {', '.join(sorted(unknown))}")
-    entries = [e for e in ZOO if not only or e.name in only]
+    chosen = [e for e in entries if not only or e.name in only]
     has_pytorchcv = importlib.util.find_spec("pytorchcv") is not None
 
     def say(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr, flush=True)
 
     load_before = load_average()
-    rows: list[ZooRow] = []
-    for entry in entries:
+    rows: list[Any] = []
+    for entry in chosen:
         for exporter, opset in EXPORTERS:
             if entry.source == "pytorchcv" and not has_pytorchcv:
-                reason = "pytorchcv is not installed (make zoo installs it with --no-deps)"
-                rows.append(ZooRow(entry, exporter, opset, "skipped", reason))
+                reason = "pytorchcv is not installed (the Makefile installs it with --no-deps)"
+                rows.append(row_type(entry, exporter, opset, "skipped", reason))
                 continue
-            row = run_entry(entry, exporter, opset, args.bundles, say)
+            row = run(entry, exporter, opset, args.bundles, say)
             say(f"{entry.name} ({exporter}): {row.status.upper()} {row.reason}")
             rows.append(row)
-    command = "python -m onnxedge.export.zoo " + shlex.join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    text = render(
+    command = f"{prog} " + shlex.join(argv if argv is not None else sys.argv[1:])
+    text = render_rows(
         rows,
         command=command.strip(),
         machine=f"{cpu_model()}; load average {load_before:.1f} before the run, "
@@ -351,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_bytes(args.out, text.encode())
     print(f"wrote {args.out}: {sum(r.status == 'passed' for r in rows)} of {len(rows)} passed")
     return 0 if all(r.status != "failed" for r in rows) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return zoo_main(argv, "zoo", __doc__, ZOO, run_entry, ZooRow, render)
 
 
 if __name__ == "__main__":
