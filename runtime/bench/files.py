@@ -152,7 +152,6 @@ def serial_probabilities(classifier: Any, paths: Sequence[str], batch_size: int)
     """3.'s reference: ``classifier``'s probability of each file (a K-class model's top one),
     the files decoded one after another with `load_pixels` (its decode) and run in batches of
     ``batch_size``."""
-
     out = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
