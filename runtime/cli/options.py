@@ -244,7 +244,7 @@ def images_options(help: str) -> Callable[[Any], Any]:
 
     images = click.option(
         "--images", "image_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
-        help=help,
+        help=f"{help} A file that cannot be read is left out and named.",
     )  # fmt: skip
     batch = click.option(
         "--images-batch-size",
