@@ -155,7 +155,9 @@ def run_entry(
             row,
             batch_rewrites=len(imported.get("batch_rewrites") or ()),
             head="; ".join(r for r in result.rewrites if "GlobalAveragePool" in r),
-            reference=f"{result.reference.precision} ({result.reference.reason})",
+            reference=" ".join(
+                p for p in (result.reference.precision, f"({result.reference.reason})") if p != "()"
+            ),
         )
 
         step = "parity"
