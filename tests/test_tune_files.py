@@ -341,6 +341,29 @@ def test_tune_images_leaves_out_a_file_that_cannot_be_read(
     assert "1 of 7 image files cannot be read and are left out" in result.output
 
 
+def test_tune_with_no_readable_image_fails_before_the_model_stage(
+    pixels_bundle,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    from onnxedge.runtime.tune import run as tune_run
+
+    def model_stage(*args, **kwargs):
+        raise AssertionError("the model stage ran before the files were read")
+
+    monkeypatch.setattr(tune_run, "run_benchmark", model_stage)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "t.json"
+    result = _cli("tune", pixels_bundle, *FAST, "--images", folder, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(
+        "onnxedge: error: --images: expected image files that can be read, found none of 1"
+    )
+    assert "Traceback" not in result.output and not out.exists()
+
+
 def test_the_files_stage_is_left_out_without_images(files_tuned):
     tuning = _tuning(files_tuned)
     tuning.pop("files")

@@ -17,15 +17,15 @@ ONNX Runtime fp32's batch processes as such a pass over 1,024 files and 0.95x as
 2. Pools: each of `POOLS` at its default size (`pool_arguments`): batch processes, decoder
    processes, decoding threads. OpenVINO has no batch processes (its ``compile_model`` waits for
    ever in a forked child): left out with that reason.
-3. The files that cannot be read (`readable_files`) are left out first and named: predict
-   would write an ``ERROR`` line for each, and every setup's check would fail on them.
-   A timed run is `predict_command`: ``onnxedge predict`` (this interpreter's) with the setup's
-   options over the files, its wall time from start to exit. Each setup's first run is its
-   check, not timed: exit 0, every file classified, each probability as the same model's on a
-   serial decode of the files (`serial_probabilities`, atol `FILES_ATOL`); a setup that fails
-   it (or times out after `FILES_TIMEOUT` s) is a row with the reason, never chosen. Then
-   ``seconds`` of runs a setup (at least `FILES_MIN_PASSES`), interleaved in `FILES_ROUNDS`
-   rounds.
+3. The files that cannot be read (`readable_files`, found before the model stage) are left
+   out and named: predict would write an ``ERROR`` line for each, and every setup's check
+   would fail on them. A timed run is `predict_command`: ``onnxedge predict`` (this
+   interpreter's) with the setup's options over the files, its wall time from start to exit.
+   Each setup's first run is its check, not timed: exit 0, every file classified, each
+   probability as the same model's on a serial decode of the files (`serial_probabilities`,
+   atol `FILES_ATOL`); a setup that fails it (or times out after `FILES_TIMEOUT` s) is a row
+   with the reason, never chosen. Then ``seconds`` of runs a setup (at least
+   `FILES_MIN_PASSES`), interleaved in `FILES_ROUNDS` rounds.
 4. Every row is compared with ONNX Runtime on fp32 with predict's default pool (what
    ``predict`` runs without ``--tuned``). The winner is the fastest row where it is at least
    `FILES_MARGIN` faster than that default, else the default itself: commands of the same
@@ -54,7 +54,6 @@ from onnxedge.runtime.bench import (
     ReadableFiles,
     TimingPlan,
     bench_models,
-    readable_files,
     serial_probabilities,
 )
 from onnxedge.runtime.bundle.reader import Bundle
@@ -192,7 +191,7 @@ def files_models(
 def tune_files(
     bundle: Bundle,
     model_rows: Sequence[Any],
-    paths: Sequence[str],
+    images: ReadableFiles,
     *,
     source: str,
     batch_size: int,
@@ -200,9 +199,9 @@ def tune_files(
     plan: TimingPlan,
     on_progress: ProgressFn | None = None,
 ) -> FilesTune:
-    """Time the files setups (module docstring) and return them with the winner."""
-    readable = readable_files(paths, bundle.preprocessing, (decode,))  # 3.
-    paths = readable.files
+    """Time the files setups (module docstring) on ``images.files`` (`readable_files`: those
+    the decode reads) and return them with the winner."""
+    paths = images.files
     chosen, excluded = files_models(bundle, model_rows, batch_size)
     plain = default_decode_pool(batch_sessions=True)  # predict's pool without --tuned
     default = FilesSetup(FP32, ONNXRUNTIME, DEFAULT_PRECISION, plain.name, plain.workers, decode)
@@ -277,7 +276,7 @@ def tune_files(
         excluded=tuple(excluded),
         default=default,
         plan=plan,
-        readable=readable,
+        readable=images,
     )
 
 

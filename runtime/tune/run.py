@@ -31,6 +31,7 @@ from onnxedge.runtime.bench import (
     TimingPlan,
     default_threads,
     load_average,
+    readable_files,
     run_benchmark,
     sample_shape,
 )
@@ -189,6 +190,10 @@ def tune(
     settings = settings or TuneSettings()
     bundle = Bundle.open(bundle_path)
     shape = sample_shape(bundle.input, bundle.preprocessing)
+    decode = settings.decode or trained_decode(bundle.preprocessing)
+    # 4.: the files that cannot be read, found before the model stage (none readable: an error
+    # now, not after minutes of timing)
+    images = readable_files(settings.images, bundle.preprocessing, (decode,))
     candidates = build_candidates(
         bundle, variants=settings.variants, engines=settings.engines, threads=settings.threads
     )
@@ -219,10 +224,10 @@ def tune(
         files = tune_files(
             bundle,
             rows,
-            settings.images,
+            images,
             source=settings.images_source,
             batch_size=settings.images_batch_size,
-            decode=settings.decode or trained_decode(bundle.preprocessing),
+            decode=decode,
             plan=files_plan(settings.files_seconds),
             on_progress=on_progress,
         )
