@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onnxedge.runtime.bench.engines import PEERS, PROVIDER_DEVICE, VARIANTS
 from onnxedge.runtime.bench.machine import default_threads
@@ -17,6 +17,9 @@ from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.engines import OpenVinoConfig, check_engine, installed_engines
 from onnxedge.runtime.engines.onnxruntime.session import provider_name
 from onnxedge.runtime.errors import OnnxEdgeError
+
+if TYPE_CHECKING:
+    from onnxedge.runtime.bench.files import ReadableFiles
 
 DEFAULT_BATCH_SIZES = (1, 8, 64, 256)
 DEFAULT_PROVIDERS = ("cpu", "cuda")
@@ -163,8 +166,8 @@ class BenchSettings:
         )
 
     @property
-    def readable_images(self) -> Any:
-        """The files the from-files rows time and those left out (`files.ReadableFiles`)."""
+    def readable_images(self) -> ReadableFiles:
+        """The files the from-files rows time and those left out."""
         from onnxedge.runtime.bench.files import ReadableFiles
 
         return ReadableFiles(self.images, self.images_unreadable)
