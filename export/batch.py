@@ -28,6 +28,7 @@ __all__ = [
     "batch_rules",
     "fixed_batch",
     "make_batch_dynamic",
+    "name_batch_dim",
 ]
 
 log = logging.getLogger(__name__)
@@ -324,3 +325,34 @@ def make_batch_dynamic(model: onnx.ModelProto) -> BatchResult:
         rewrites=batch_pass.rewrites,
         pinned_by=batch_pass.pinned_by,
     )
+
+
+def _unnamed(dim: int | ir.SymbolicDim) -> bool:
+    """A dynamic dim without a name: a number below 1 (-1 as PaddlePaddle's converter writes it:
+    ONNX Runtime reads it as dynamic, ONNX's IR allows only sizes >= 0) or a dim with neither a
+    size nor a name."""
+    if isinstance(dim, int):
+        return dim < 1
+    return dim.value is None
+
+
+def name_batch_dim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """``model`` with every unnamed dynamic dim 0 of its image input and its outputs named: the
+    name one of them already has, else ``BATCH_DIM``; and what was named, one line each. The
+    input proto is not modified; a model with nothing to name is returned as it is."""
+    model_ir = ir.serde.deserialize_model(model)
+    graph = model_ir.graph
+    values = [v for v in graph.inputs if not v.is_initializer()] + list(graph.outputs)
+    shaped = [v for v in values if v.shape is not None and v.shape.rank() >= 1]
+    names = [v.shape[0].value for v in shaped if isinstance(v.shape[0], ir.SymbolicDim)]
+    name = next((n for n in names if n), BATCH_DIM)
+    named = []
+    for value in shaped:
+        dim = value.shape[0]
+        if _unnamed(dim):
+            value.shape = ir.Shape([ir.SymbolicDim(name), *list(value.shape)[1:]])
+            was = dim if isinstance(dim, int) else "unnamed"
+            named.append(f"{value.name!r}: dim 0 {was} -> {name!r}")
+    if not named:
+        return model, ()
+    return ir.serde.serialize_model(model_ir), tuple(named)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxedge.export.onnx_reference import OnnxReference
+from onnxedge.export.onnx_reference import FLOAT64, OnnxReference, disagreement
 from onnxedge.runtime.bundle.outputs import (
     LOGIT,
     LOGITS,
@@ -42,6 +42,7 @@ class ImportedGolden:
 
     data: bytes
     block: dict[str, Any]
+    disagreement: str = ""  # where the float64 reference and ONNX Runtime's float32 run differ
 
 
 def golden_rows(
@@ -125,7 +126,24 @@ def imported_golden(
         "reference": ref.description,
         "reference_precision": ref.precision,
     }
-    return ImportedGolden(data=golden_npz_bytes(reference, meta), block=block)
+    return ImportedGolden(
+        data=golden_npz_bytes(reference, meta),
+        block=block,
+        disagreement=_disagreement(batches, kind) if ref.precision == FLOAT64 else "",
+    )
+
+
+def _disagreement(batches: Mapping[int, ReferenceBatch], kind: str) -> str:
+    """`disagreement` of the float64 and float32 columns, batch by batch (a kernel that mixes
+    rows shows at one batch size and not another); "" where every batch agrees."""
+    for size, batch in sorted(batches.items()):
+        outputs = [("logits", batch.logits, batch.logits_f32)]
+        if kind not in (LOGIT, LOGITS):
+            outputs.insert(0, ("probabilities", batch.prob, batch.prob_f32))
+        found = disagreement(outputs, batch.kinds)
+        if found:
+            return f"at batch {size}, {found}"
+    return ""
 
 
 def imported_golden_layers(

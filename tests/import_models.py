@@ -206,6 +206,39 @@ def conv_classifier_nk11(classes: int = 5, side: int = 16, seed: int = 5) -> onn
     )
 
 
+def paddle_style(classes: int = 2, seed: int = 6) -> onnx.ModelProto:
+    """As PaddlePaddle's converter writes a classifier (RapidOCR's text-direction model): opset 11,
+    dim 0 written as the number -1, H and W as the name "?", a one-output BatchNormalization with
+    its ``momentum``, and softmax probabilities."""
+    features = 6
+    rng = np.random.default_rng(seed)
+    bn = {
+        "bn_scale": rng.uniform(0.5, 1.5, features),
+        "bn_bias": rng.normal(0, 0.2, features),
+        "bn_mean": rng.normal(0, 0.3, features),
+        "bn_var": rng.uniform(0.2, 2.0, features),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node(
+            "BatchNormalization", ["c", *bn], ["n"], name="bn", epsilon=1e-5, momentum=0.9
+        ),
+        helper.make_node("Relu", ["n"], ["r"], name="relu"),
+        *_gap_fc("r", "z"),
+        helper.make_node("Softmax", ["z"], ["prob"], name="softmax", axis=1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "?", "?"])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [-1, classes])],
+        [
+            *_weights(seed, 3, features, classes),
+            *(_init(k, v.astype(np.float32)) for k, v in bn.items()),
+        ],
+        opset=11,
+    )
+
+
 def batch_mixing(side: int = 16) -> onnx.ModelProto:
     """Batch fixed at 1 and a ReduceMean over dim 0 (the batch) that no rewrite can undo."""
     features, classes = 4, 2

@@ -15,8 +15,13 @@ from cli_assertions import assert_one_line_error, unwrap_markdown
 from click.testing import CliRunner
 from PIL import Image
 
-from onnxedge.export.batch import make_batch_dynamic
-from onnxedge.export.onnx_reference import cast_to_double, make_reference
+from onnxedge.export.batch import make_batch_dynamic, name_batch_dim
+from onnxedge.export.onnx_reference import (
+    cast_to_double,
+    disagreement,
+    make_reference,
+    reference_evaluator,
+)
 from onnxedge.export.verify import verify_batch_step
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.classifier.classifier import Classifier
@@ -48,13 +53,14 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "segmenter": models.segmenter,
         "detector": models.detector,
         "unknown_op": models.unknown_op,
+        "paddle": models.paddle_style,
     }
     return {name: models.save(make(), folder / f"{name}.onnx") for name, make in makers.items()}
 
 
 @pytest.fixture(scope="module")
 def bundles(files, tmp_path_factory) -> dict[str, Path]:
-    """The three good models imported once: fixed batch, pad-right OCR, grayscale."""
+    """The good models imported once: fixed batch, pad-right OCR, grayscale, PaddlePaddle's."""
     root = tmp_path_factory.mktemp("imported")
     made = {
         "fixed": [files["fixed"]],
@@ -70,6 +76,7 @@ def bundles(files, tmp_path_factory) -> dict[str, Path]:
             "0.5,0.5,0.5",
         ],
         "gray": [files["gray"], "--interpolation", "bicubic"],
+        "paddle": [files["paddle"], "--input-shape", "3,16,24"],
     }
     for name, args in made.items():
         result = invoke("import", *args, "--out", root / name)
@@ -226,6 +233,95 @@ def test_the_float64_copy_computes_in_float64(files):
     assert 0 < np.abs(out64 - out32).max() < 1e-4  # float32 rounding, not another model
 
 
+def test_the_float64_reference_of_an_opset_11_batch_norm_is_each_rows_own(files):
+    """onnx's own kernel for BatchNormalization 9-13 blends the batch's statistics into the
+    running ones (onnx/onnx#8442): a row's reference depended on the rows beside it and parity
+    failed a healthy graph (RapidOCR's text-direction classifier: labels 1 of 7 agreed)."""
+    original = onnx.load(str(files["paddle"]))
+    x = np.random.default_rng(2).random((5, 3, 16, 24), dtype=np.float32)
+    ref = make_reference(original, x[:1], outputs=["z"], choice="float64")
+    together = ref.run(x)
+    one_by_one = [ref.run(x[i : i + 1]) for i in range(5)]
+    alone = [np.concatenate(rows) for rows in zip(*one_by_one, strict=True)]
+    for batch, rows, f32 in zip(together, alone, ref.run_f32(x), strict=True):
+        np.testing.assert_allclose(batch, rows, rtol=1e-12, atol=1e-14)  # float64 sums only
+        np.testing.assert_allclose(batch, f32, atol=1e-5)
+
+
+def test_a_batch_norm_in_training_mode_has_no_float64_reference():
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2, 3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2, 3])
+    stats = [
+        onnx.numpy_helper.from_array(np.ones(2, dtype=np.float32), n) for n in ("s", "b", "m", "v")
+    ]
+    node = onnx.helper.make_node(
+        "BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "mean", "var"], name="bn"
+    )
+    graph = onnx.helper.make_graph([node], "g", [x], [y], stats)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 11)])
+    with pytest.raises(Exception, match="'bn' is in training mode"):
+        reference_evaluator(model).run(None, {"x": np.ones((2, 2, 3), dtype=np.float32)})
+
+
+def test_an_unnamed_dynamic_batch_takes_the_name_beside_it():
+    model = models.softmax_dynamic_width()
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = -1
+    named, lines = name_batch_dim(model)
+    assert lines == ("'prob': dim 0 -1 -> 'N'",)
+    assert named.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    assert name_batch_dim(named) == (named, ())  # nothing left to name: the same model
+
+
+def test_check_fails_a_batch_written_as_minus_one(files):
+    result = invoke("check", files["paddle"])
+    assert result.exit_code == 1
+    assert "FAILED | batch | input 'x': expected a symbolic dim 0, found -1" in result.output
+
+
+def test_disagreement_is_beyond_float32_rounding_only():
+    truth = np.random.default_rng(3).normal(0, 2, (7, 4))
+    kinds = ("zeros", "ones", "grey", "gradient-h", "gradient-v", "random", "random")
+    rounded = truth.astype(np.float32)
+    assert disagreement([("logits", truth, rounded)], kinds) == ""
+    moved = rounded.copy()
+    moved[5, 2] += 0.05 * np.sqrt(np.mean(truth**2))  # 5% of the RMS, in one element
+    found = disagreement([("logits", truth, moved)], kinds)
+    assert "logits" in found and "row 5 (random)" in found and "disagree" in found
+    moved[5, 2] = np.nan
+    assert "row 5 (random)" in disagreement([("logits", truth, moved)], kinds)
+
+
+@pytest.fixture
+def onnx_batch_norm(monkeypatch):
+    """The float64 reference through onnx's own kernels, BatchNormalization 9-13 as onnx 1.23
+    computes it (the batch's statistics blended in): a reference that is not the file's."""
+    from onnx.reference import ReferenceEvaluator
+
+    from onnxedge.export import onnx_reference
+
+    monkeypatch.setattr(onnx_reference, "reference_evaluator", ReferenceEvaluator)
+
+
+def test_a_reference_that_disagrees_with_onnxruntime_is_not_taken(files, tmp_path, onnx_batch_norm):
+    out = tmp_path / "paddle"
+    result = invoke("import", files["paddle"], "--input-shape", "3,16,24", "--out", out)
+    assert result.exit_code == 0, result.output
+    reference = json.loads((out / "manifest.json").read_text())["imported"]["reference"]
+    assert reference["precision"] == "float32"
+    assert "disagree beyond float32 rounding" in reference["reason"]
+    assert "taking ONNX Runtime's" in reference["reason"]
+    assert "disagree beyond float32 rounding" in result.output
+    assert invoke("parity", out, "--providers", "cpu").exit_code == 0
+
+
+def test_reference_float64_refuses_a_reference_that_disagrees(files, tmp_path, onnx_batch_norm):
+    out = tmp_path / "paddle"
+    args = ["--input-shape", "3,16,24", "--reference", "float64", "--out", out]
+    result = invoke("import", files["paddle"], *args)
+    assert_one_line_error(result, "--reference float64: at batch", "--reference float32")
+    assert not out.exists()
+
+
 def test_auto_takes_float32_where_float64_would_take_too_long(files):
     original = onnx.load(str(files["fixed"]))
     x = np.zeros((1, 3, 32, 32), dtype=np.float32)
@@ -331,6 +427,23 @@ def test_the_fixed_batch_bundle_records_each_step(bundles, files):
     assert manifest["labels"] == {"classes": ["class_0", "class_1", "class_2", "class_3"]}
 
 
+def test_a_batch_written_as_minus_one_is_named(bundles):
+    """PaddlePaddle's converter writes dim 0 as -1; the bundle's runtime takes only names or
+    sizes, so import names it (the bundle was refused by every command before)."""
+    manifest = json.loads((bundles["paddle"] / "manifest.json").read_text())
+    assert manifest["input"]["shape"] == ["batch", 3, "?", "?"]
+    assert manifest["output"]["shape"] == ["batch", 2]
+    assert manifest["imported"]["batch_rewrites"] == [
+        "'x': dim 0 -1 -> 'batch'",
+        "'prob': dim 0 -1 -> 'batch'",
+    ]
+    assert manifest["imported"]["reference"]["precision"] == "float64"
+    classifier = Classifier.from_bundle(bundles["paddle"], provider="cpu")
+    predictions = classifier.predict_array(np.zeros((3, 3, 16, 24), dtype=np.float32))
+    assert [p.label for p in predictions] == [predictions[0].label] * 3
+    assert predictions[0].label in ("class_0", "class_1")
+
+
 def test_golden_data_is_the_original_files(bundles, files):
     """The golden probabilities are the original file's, row by row at its fixed batch."""
     bundle = Bundle.open(bundles["fixed"])
@@ -342,7 +455,7 @@ def test_golden_data_is_the_original_files(bundles, files):
     np.testing.assert_allclose(batch.logits, rows, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["fixed", "ocr", "gray"])
+@pytest.mark.parametrize("name", ["fixed", "ocr", "gray", "paddle"])
 def test_parity_passes_on_each_imported_bundle(bundles, name):
     result = invoke("parity", bundles[name], "--providers", "cpu")
     assert result.exit_code == 0, result.output

@@ -141,7 +141,8 @@ def _check_batch(model: onnx.ModelProto) -> CheckItem:
     if not values:
         return CheckItem("batch", False, "the graph has no inputs or outputs")
     dims = [(kind, v.name, _dim0(v)) for kind, v in values]
-    bad = [(k, n, d) for k, n, d in dims if d.isdigit() or d.startswith("<")]
+    # A number is a fixed dim; -1, as PaddlePaddle's converter writes it, is not a name either.
+    bad = [(k, n, d) for k, n, d in dims if d.lstrip("-").isdigit() or d.startswith("<")]
     if bad:
         kind, name, dim = bad[0]
         return CheckItem("batch", False, f"{kind} {name!r}: expected a symbolic dim 0, found {dim}")
