@@ -266,9 +266,9 @@ def disagreement(
             return (
                 f"onnx's float64 evaluator and ONNX Runtime's float32 run of the original file "
                 f"disagree beyond float32 rounding: {name} {float(f32[worst]):.6g} against "
-                f"{float(truth[worst]):.6g} in row {row} ({kinds[row]}), over "
-                f"{AGREEMENT_RTOL:g} of the size (RMS {rms:.3g}); one of them computes the "
-                "file wrongly"
+                f"{float(truth[worst]):.6g} in row {row} ({kinds[row]}), {error[worst]:.3g} "
+                f"apart, over {bound[worst]:.3g} ({AGREEMENT_RTOL:g} of the size or of the RMS "
+                f"{rms:.3g}, plus {AGREEMENT_ATOL:g}); one of them computes the file wrongly"
             )
     return ""
 

@@ -33,7 +33,12 @@ SQUARE_CROP_64 = {
 
 # channel_order ("RGB" or "BGR", the order the model takes), resize_mode and pad_value are only
 # written where given, so a manifest without them reads as before.
-PREPROCESSING_KEYS = frozenset(SQUARE_CROP_64) | {"channel_order", "resize_mode", "pad_value"}
+PREPROCESSING_KEYS = frozenset(SQUARE_CROP_64) | {
+    "channel_order",
+    "resize_mode",
+    "pad_value",
+    "crop_fraction",  # what the center-square crop keeps of the shorter side (1: all of it)
+}
 CROPS = ("none", "center-square")
 CHANNEL_ORDERS = ("RGB", "BGR")
 COLORS = ("RGB", "L")  # three channels, or one (8-bit grayscale, PIL's "L")
@@ -70,6 +75,16 @@ def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, 
             what = "one number (grayscale)" if channels == 1 else "three numbers (R, G, B)"
             raise OnnxEdgeError(f"{key}: expected {what}, found {value!r}")
         spec[key] = [float(v) for v in value]
+    if "crop_fraction" in spec:
+        fraction = spec["crop_fraction"]
+        if not (isinstance(fraction, (int, float)) and 0.0 < fraction <= 1.0):
+            raise OnnxEdgeError(f"crop_fraction: expected a number in (0, 1], found {fraction!r}")
+        if spec["crop"] != "center-square":
+            raise OnnxEdgeError(
+                f"crop_fraction: expected crop center-square (what it is a fraction of), found "
+                f"crop {spec['crop']!r}"
+            )
+        spec["crop_fraction"] = float(fraction)
     if spec.get("channel_order", "RGB") not in CHANNEL_ORDERS:
         raise OnnxEdgeError(f"channel_order: expected RGB or BGR, found {spec['channel_order']!r}")
     if channels == 1 and spec.get("channel_order", "RGB") != "RGB":

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Sampler
 from onnxedge.runtime.classifier.preprocess import (
     FAST,
     ImageReadError,
+    crop_fraction,
     draft_side,
     open_image,
     preprocess_image,
@@ -31,11 +32,16 @@ from onnxedge.runtime.classifier.preprocess import (
 from onnxedge.runtime.data import Split
 
 
-def square_box(size: tuple[int, int], rng: np.random.Generator | None) -> tuple[int, int, int, int]:
-    """The largest square of an image of ``size`` (width, height): centred as the device crops it
-    (`preprocess_image`) when ``rng`` is None, else at a random offset along the long side."""
+def square_box(
+    size: tuple[int, int], rng: np.random.Generator | None, fraction: float = 1.0
+) -> tuple[int, int, int, int]:
+    """The square the device's crop keeps of an image of ``size`` (width, height), ``fraction``
+    of its shorter side (`center_square`): centred as the device crops it (`preprocess_image`)
+    when ``rng`` is None, else at a random offset."""
     width, height = size
     side = min(width, height)
+    if fraction != 1.0:
+        side = max(1, round(side * fraction))
     if rng is None:
         left, top = (width - side) // 2, (height - side) // 2
     else:
@@ -54,7 +60,7 @@ def training_image(
     if rng is None:
         return preprocess_image(image, spec)
     if spec.get("crop", "none") == "center-square":
-        image = image.crop(square_box(image.size, rng))
+        image = image.crop(square_box(image.size, rng, crop_fraction(spec)))
     array = preprocess_image(image, {**spec, "crop": "none"})
     if rng.random() < 0.5:
         array = array[:, :, ::-1]

@@ -146,6 +146,7 @@ def test_what_is_not_a_regular_file_is_left_to_pillows_path_which_refuses_it(tmp
         {"crop": "none"},
         {"interpolation": "bicubic", "resize": [48, 80]},
         {"resize": [120, 120]},  # larger than the draft keeps of small files: Pillow resizes up
+        {"resize": [48, 48], "crop_fraction": 0.875},  # the draft keeps 55 pixels, the crop 48
     ],
 )
 def test_the_loaders_plan_gives_load_pixels_pixels_for_every_kind_of_file(tmp_path, changes):

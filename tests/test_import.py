@@ -444,6 +444,18 @@ def test_a_batch_written_as_minus_one_is_named(bundles):
     assert predictions[0].label in ("class_0", "class_1")
 
 
+def test_a_crop_fraction_is_recorded_and_reproduced_by_parity(files, tmp_path):
+    out = tmp_path / "cropped"
+    args = ["--crop", "center-square", "--crop-fraction", "0.875", "--no-golden-layers"]
+    result = invoke("import", files["fixed"], *args, "--out", out)
+    assert result.exit_code == 0, result.output
+    spec = json.loads((out / "manifest.json").read_text())["preprocessing"]
+    assert (spec["crop"], spec["crop_fraction"]) == ("center-square", 0.875)
+    parity = invoke("parity", out, "--providers", "cpu")
+    assert parity.exit_code == 0, parity.output
+    assert "PASSED | preprocessing" in parity.output
+
+
 def test_golden_data_is_the_original_files(bundles, files):
     """The golden probabilities are the original file's, row by row at its fixed batch."""
     bundle = Bundle.open(bundles["fixed"])

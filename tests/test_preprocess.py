@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -17,6 +18,8 @@ from onnxedge.models.registry import SQUARE_CROP_64
 from onnxedge.runtime.classifier.preprocess import (
     MAX_PIXELS,
     ImageReadError,
+    center_square,
+    draft_side,
     is_image_name,
     load_image,
     preprocess_image,
@@ -134,6 +137,50 @@ def test_preprocess_crops_the_centred_square():
     # without the crop the red bands would reach the top rows
     uncropped = preprocess_image(image, {**SPEC, "crop": "none"})
     assert uncropped[0, 0].max() == 1.0
+
+
+def test_a_crop_fraction_keeps_that_much_of_the_shorter_side():
+    """``crop_fraction`` 0.875 with a resize to 224 is the geometry of Resize(256) then
+    CenterCrop(224): a 256x320 image keeps its centred 224x224."""
+    assert center_square(256, 320, 0.875) == (16, 48, 240, 272)
+    assert center_square(178, 218, 0.875) == (11, 31, 167, 187)
+    assert center_square(178, 218) == center_square(178, 218, 1.0) == (0, 20, 178, 198)
+    image = Image.new("RGB", (256, 320), RED)
+    image.paste((0, 255, 0), (16, 48, 240, 272))
+    spec = {**SPEC, "resize": [224, 224], "crop_fraction": 0.875}
+    array = preprocess_image(image, spec)
+    np.testing.assert_array_equal(array[0], 0.0)  # no red: only the centred 224x224 is kept
+    np.testing.assert_array_equal(array[1], 1.0)
+    assert preprocess_image(image, {**spec, "crop_fraction": 1.0})[0].max() == 1.0
+
+
+def test_a_crop_fraction_raises_what_the_draft_keeps():
+    """A JPEG decoded at a reduced scale must keep, after the crop, the model's side."""
+    spec = {**SPEC, "resize": [224, 224]}
+    assert draft_side(spec) == 224
+    assert draft_side({**spec, "crop_fraction": 0.875}) == 256
+    assert draft_side({**spec, "crop": "none", "crop_fraction": 0.875}) == 224
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"crop_fraction": 0.0}, "crop_fraction: expected a number in (0, 1], found 0.0"),
+        ({"crop_fraction": 1.5}, "found 1.5"),
+        ({"crop_fraction": "most"}, "found 'most'"),
+        ({"crop": "none", "crop_fraction": 0.9}, "expected crop center-square"),
+    ],
+)
+def test_a_crop_fraction_is_checked_where_a_bundle_is_made_and_read(changes, message):
+    from onnxedge.models.registry import image_preprocessing
+    from onnxedge.runtime.bundle.manifest import check_preprocessing
+    from onnxedge.runtime.errors import BundleError
+
+    with pytest.raises(OnnxEdgeError, match=re.escape(message)):
+        image_preprocessing(64, 64, **{"crop": "center-square", **changes})
+    if "crop_fraction" in changes and changes.get("crop") is None:
+        with pytest.raises(BundleError, match="crop_fraction as a number in"):
+            check_preprocessing({**SPEC, **changes}, "manifest.json")
 
 
 def test_preprocess_scale_mean_std_layout():

@@ -68,6 +68,7 @@ def import_cmd(
     resize_mode: str | None,
     pad_value: float | None,
     crop: str | None,
+    crop_fraction: float | None,
     interpolation: str | None,
     mean: tuple[float, ...] | None,
     std: tuple[float, ...] | None,

@@ -60,7 +60,7 @@ def read_labels(path: Path) -> list[str]:
 
 def preprocessing_options(input_shape_help: str) -> Callable[[Callable[..., Any]], Any]:
     """--input-shape (its help says when the command needs it), --labels, and the preprocessing:
-    --resize, --resize-mode, --pad-value, --crop, --interpolation, --mean, --std,
+    --resize, --resize-mode, --pad-value, --crop, --crop-fraction, --interpolation, --mean, --std,
     --channel-order."""
     options = [
         click.option(
@@ -98,6 +98,13 @@ def preprocessing_options(input_shape_help: str) -> Callable[[Callable[..., Any]
             type=click.Choice(CROPS),
             default=None,
             help="Preprocessing: crop before the resize (default: none; smile_cnn: center-square).",
+        ),
+        click.option(
+            "--crop-fraction",
+            type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+            default=None,
+            help="Preprocessing: what --crop center-square keeps of the shorter side (default 1; "
+            "0.875 with --resize 224,224 is Resize(256) then CenterCrop(224), timm's crop_pct).",
         ),
         click.option(
             "--interpolation",
@@ -169,6 +176,7 @@ PREPROCESSING_PARAMS = (
     "resize_mode",
     "pad_value",
     "crop",
+    "crop_fraction",
     "interpolation",
     "mean",
     "std",

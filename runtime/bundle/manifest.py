@@ -198,6 +198,9 @@ def check_preprocessing(spec: Any, source: str) -> Mapping[str, Any]:
             problems.append(f"decode exact or fast, found {spec.get('decode')!r}")
         if not _number(spec.get("scale", 1.0 / 255.0)):
             problems.append(f"scale as a number, found {spec.get('scale')!r}")
+        fraction = spec.get("crop_fraction", 1.0)
+        if not (_number(fraction) and 0 < fraction <= 1):
+            problems.append(f"crop_fraction as a number in (0, 1], found {fraction!r}")
         if not _number(spec.get("pad_value", 0.0)):
             problems.append(f"pad_value as a number, found {spec.get('pad_value')!r}")
         if spec.get("resize_mode", "stretch") not in RESIZE_MODES:

@@ -13,6 +13,7 @@ import numpy as np
 from onnxedge.runtime.classifier.preprocess import (
     INTERPOLATIONS,
     center_square,
+    crop_fraction,
     draft_side,
     pads,
 )
@@ -31,13 +32,14 @@ class FastPlan:
     resample: int
     crop: bool
     bgr: bool
+    fraction: float = 1.0  # what the crop keeps of the shorter side (`crop_fraction`)
 
     def pixels(self, array: np.ndarray) -> np.ndarray:
         """simplejpeg's RGB array [h, w, 3] -> the uint8 pixels `load_pixels` gives."""
         from PIL import Image
 
         if self.crop:
-            left, top, right, bottom = center_square(array.shape[1], array.shape[0])
+            left, top, right, bottom = center_square(array.shape[1], array.shape[0], self.fraction)
             array = array[top:bottom, left:right]
         image = Image.fromarray(array)
         if image.size != self.size:
@@ -65,7 +67,14 @@ def fast_plan(spec: Mapping[str, Any]) -> FastPlan | None:
         return None
     height, width = (int(v) for v in spec["resize"])
     resample = getattr(Image.Resampling, interpolation.upper())
-    return FastPlan(draft_side(spec), (width, height), resample, crop != "none", order == "BGR")
+    return FastPlan(
+        draft_side(spec),
+        (width, height),
+        resample,
+        crop != "none",
+        order == "BGR",
+        crop_fraction(spec),
+    )
 
 
 __all__ = ["FastPlan", "fast_plan"]
