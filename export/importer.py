@@ -397,7 +397,7 @@ def _inspect(
         raise OnnxEdgeError(
             f"{src}: expected the output as [N, K] (class scores per image), found {found[0]} "
             f"for an input of {batch} image(s)"
-            + (" (a segmenter or a detector?)" if np.ndim(out) > 2 else "")
+            + (" (a detector, a segmenter or a text recognizer?)" if np.ndim(out) > 2 else "")
         )
     if not np.issubdtype(np.asarray(out).dtype, np.floating):
         raise OnnxEdgeError(

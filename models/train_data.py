@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from onnxedge.runtime.classifier.crop import crop_fraction, draft_side
 from onnxedge.runtime.classifier.preprocess import (
     FAST,
     ImageReadError,
-    crop_fraction,
-    draft_side,
     open_image,
     preprocess_image,
 )

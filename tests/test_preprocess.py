@@ -15,11 +15,10 @@ import pytest
 from PIL import Image, ImageFile
 
 from onnxedge.models.registry import SQUARE_CROP_64
+from onnxedge.runtime.classifier.crop import center_square, draft_side
 from onnxedge.runtime.classifier.preprocess import (
     MAX_PIXELS,
     ImageReadError,
-    center_square,
-    draft_side,
     is_image_name,
     load_image,
     preprocess_image,

@@ -10,11 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.classifier.crop import center_square, crop_fraction, draft_side
 from onnxedge.runtime.classifier.preprocess import (
     INTERPOLATIONS,
-    center_square,
-    crop_fraction,
-    draft_side,
     pads,
 )
 

@@ -36,7 +36,6 @@ Decisions that the manifest does not spell out, the same on every path (see docs
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import stat
@@ -46,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.classifier.crop import center_square, crop_fraction, draft_side
 from onnxedge.runtime.classifier.fast_jpeg import draft_scale, load_scaled
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
@@ -200,18 +200,6 @@ def _upright_pixels(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
     elif order != "RGB":
         raise OnnxEdgeError(f"unsupported channel_order {order!r}; expected RGB or BGR")
     return pixels
-
-
-def center_square(width: int, height: int, fraction: float = 1.0) -> tuple[int, int, int, int]:
-    """The ``center-square`` crop of a ``width`` x ``height`` image: the centred square whose side
-    is ``fraction`` of the shorter side (1: the largest), as the box (left, top, right, bottom).
-    A fraction of 0.875 before a resize to 224 is the geometry of ``Resize(256)`` then
-    ``CenterCrop(224)`` (timm's ``crop_pct``), the crop taken before the resize."""
-    side = min(width, height)
-    if fraction != 1.0:
-        side = max(1, round(side * fraction))
-    left, top = (width - side) // 2, (height - side) // 2
-    return left, top, left + side, top + side
 
 
 def pads(spec: Mapping[str, Any]) -> bool:
@@ -382,22 +370,6 @@ def fast_decode_vouched(manifest: Mapping[str, Any]) -> bool:
     block = manifest.get("decodes")
     entry = block.get(FAST) if isinstance(block, Mapping) else None
     return isinstance(entry, Mapping) and entry.get("gated") is True
-
-
-def crop_fraction(spec: Mapping[str, Any]) -> float:
-    """What the ``center-square`` crop keeps of the shorter side (``crop_fraction``; 1 where the
-    manifest does not say)."""
-    return float(spec.get("crop_fraction", 1.0))
-
-
-def draft_side(spec: Mapping[str, Any]) -> int:
-    """The fewest pixels the shorter side of a file may keep when decoded at a reduced scale:
-    the model's larger side over what the crop keeps of it, so that neither the crop nor the
-    resize ever enlarges."""
-    side = max(int(v) for v in spec["resize"])
-    if spec.get("crop", "none") == "center-square":
-        return math.ceil(side / crop_fraction(spec))
-    return side
 
 
 def _draft(image: Any, side: int) -> None:
