@@ -129,17 +129,20 @@ def imported_golden(
     return ImportedGolden(
         data=golden_npz_bytes(reference, meta),
         block=block,
-        disagreement=_disagreement(batches, kind) if ref.precision == FLOAT64 else "",
+        disagreement=_disagreement(ref, batches, kind) if ref.precision == FLOAT64 else "",
     )
 
 
-def _disagreement(batches: Mapping[int, ReferenceBatch], kind: str) -> str:
-    """`disagreement` of the float64 and float32 columns, batch by batch (a kernel that mixes
-    rows shows at one batch size and not another); "" where every batch agrees."""
+def _disagreement(ref: OnnxReference, batches: Mapping[int, ReferenceBatch], kind: str) -> str:
+    """`disagreement` of the float64 and float32 columns, with ``ref``'s unfused float32 run as
+    the second sample, batch by batch (a kernel that mixes rows shows at one batch size and not
+    another); "" where every batch agrees."""
+    unfused = ref.run_f32_unfused or ref.run_f32
     for size, batch in sorted(batches.items()):
-        outputs = [("logits", batch.logits, batch.logits_f32)]
+        prob, logits = _outputs(unfused(batch.inputs), kind)
+        outputs = [("logits", batch.logits, batch.logits_f32, logits)]
         if kind not in (LOGIT, LOGITS):
-            outputs.insert(0, ("probabilities", batch.prob, batch.prob_f32))
+            outputs.insert(0, ("probabilities", batch.prob, batch.prob_f32, prob))
         found = disagreement(outputs, batch.kinds)
         if found:
             return f"at batch {size}, {found}"
