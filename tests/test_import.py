@@ -449,7 +449,7 @@ def test_a_batch_written_as_minus_one_is_named(bundles):
 
 def test_a_crop_fraction_is_recorded_and_reproduced_by_parity(files, tmp_path):
     out = tmp_path / "cropped"
-    args = ["--crop", "center-square", "--crop-fraction", "0.875", "--no-golden-layers"]
+    args = ["--crop-fraction", "0.875", "--no-golden-layers"]  # implies --crop center-square
     result = invoke("import", files["fixed"], *args, "--out", out)
     assert result.exit_code == 0, result.output
     spec = json.loads((out / "manifest.json").read_text())["preprocessing"]
@@ -457,6 +457,10 @@ def test_a_crop_fraction_is_recorded_and_reproduced_by_parity(files, tmp_path):
     parity = invoke("parity", out, "--providers", "cpu")
     assert parity.exit_code == 0, parity.output
     assert "PASSED | preprocessing" in parity.output
+    refused = invoke("import", files["fixed"], "--crop", "none", *args, "--out", tmp_path / "x")
+    assert_one_line_error(refused, "crop_fraction: expected crop center-square", "'none'")
+    bad = invoke("import", files["fixed"], "--crop-fraction", "1.5", "--out", tmp_path / "y")
+    assert bad.exit_code == 2 and "--crop-fraction" in bad.output
 
 
 def test_golden_data_is_the_original_files(bundles, files):

@@ -103,8 +103,9 @@ def preprocessing_options(input_shape_help: str) -> Callable[[Callable[..., Any]
             "--crop-fraction",
             type=click.FloatRange(min=0.0, max=1.0, min_open=True),
             default=None,
-            help="Preprocessing: what --crop center-square keeps of the shorter side (default 1; "
-            "0.875 with --resize 224,224 is Resize(256) then CenterCrop(224), timm's crop_pct).",
+            help="Preprocessing: crop the centred square that keeps this fraction of the "
+            "shorter side (implies --crop center-square; default 1; 0.875 with a 224x224 input "
+            "is Resize(256) then CenterCrop(224), timm's crop_pct).",
         ),
         click.option(
             "--interpolation",
@@ -188,6 +189,8 @@ def preprocessing_from(params: Mapping[str, Any]) -> dict[str, Any]:
     """The preprocessing keys the user set with `preprocessing_options`' options, for
     `onnxedge.models.registry.image_preprocessing` (lists where the options give tuples)."""
     given = {key: params.get(key) for key in PREPROCESSING_PARAMS}
+    if given["crop_fraction"] is not None and given["crop"] is None:
+        given["crop"] = "center-square"  # what the fraction is of
     return {
         key: list(value) if isinstance(value, tuple) else value
         for key, value in given.items()
