@@ -158,6 +158,44 @@ class ReduceMeanToGlobalAveragePool(_GapRule):
         return op.Flatten(pooled, axis=1, _name=f"{name}_flatten" if name else None)
 
 
+class ChannelsLastReduceMeanToGlobalAveragePool(_GapRule):
+    """``ReduceMean`` over H and W of an NCHW tensor transposed to NHWC (``Transpose(x, perm=[0,
+    2, 3, 1])``, then axes 1 and 2: Keras's ``GlobalAveragePooling2D`` as tf2onnx writes it) →
+    ``GlobalAveragePool(x)``: ``keepdims=0`` flattened to [N, C], as the mean gave; ``keepdims``
+    1 transposed back to [N, 1, 1, C]. The Transpose stays where something else reads it."""
+
+    def pattern(self, op, x):
+        nhwc = op.Transpose(x, _outputs=["nhwc"])
+        return op.ReduceMean(nhwc, _allow_other_inputs=True, _outputs=["mean"])
+
+    def check(self, context: MatchContext, x: ir.Value, nhwc: ir.Value, mean: ir.Value):
+        result = MatchResult()
+        node = context.root
+        if why := self._out_of_scope(node):
+            return result.fail(why)
+        transpose = nhwc.producer()
+        perm = transpose.attributes.get("perm") if transpose is not None else None
+        if perm is None or list(perm.as_ints()) != [0, 2, 3, 1]:
+            return result.fail("not a Transpose from NCHW to NHWC (perm [0, 2, 3, 1])")
+        axes = _reduce_axes(node)
+        if isinstance(axes, str):
+            return result.fail(axes)
+        if sorted(a % _POOLED_RANK for a in axes) != [1, 2] or any(not -4 <= a < 4 for a in axes):
+            return result.fail(f"axes {axes} are not exactly NHWC's spatial axes (1, 2)")
+        return _check_gap_dtype(context, x, result)
+
+    def rewrite(self, op, x: ir.Value, nhwc: ir.Value, mean: ir.Value):
+        node = mean.producer()
+        assert node is not None
+        name = node.name or None
+        pooled = op.GlobalAveragePool(x, _name=name)
+        if node.attributes.get_int("keepdims", 1):
+            self._report(node, "channels-last, keepdims=1, +Transpose")
+            return op.Transpose(pooled, perm=[0, 2, 3, 1], _name=f"{name}_nhwc" if name else None)
+        self._report(node, "channels-last, keepdims=0, +Flatten")
+        return op.Flatten(pooled, axis=1, _name=f"{name}_flatten" if name else None)
+
+
 def _reduce_axes(node: ir.Node) -> list[int] | str:
     """The axes of a ReduceMean node, or why they cannot be known statically."""
     if len(node.inputs) > 1 and node.inputs[1] is not None:  # opset >= 18
@@ -237,6 +275,7 @@ def gap_rules(
     return RewriteRuleSet(
         [
             ReduceMeanToGlobalAveragePool.rule(on_rewrite=on_rewrite, only=only),
+            ChannelsLastReduceMeanToGlobalAveragePool.rule(on_rewrite=on_rewrite, only=only),
             AveragePoolToGlobalAveragePool.rule(on_rewrite=on_rewrite, only=only),
         ]
     )
@@ -249,6 +288,9 @@ class CanonicalizeGapHeadPass(ir.passes.InPlacePass):
        axes given as an attribute (opset < 18) or an input (opset >= 18), negative or positive, in
        any order. ``keepdims`` 1 or absent → ``GlobalAveragePool(x)``; ``keepdims=0`` →
        ``Flatten(GlobalAveragePool(x), axis=1)``. A following Flatten/Reshape stays as it is.
+       The same over axes 1 and 2 of ``Transpose(x, perm=[0, 2, 3, 1])`` (an NHWC mean, as
+       tf2onnx writes Keras's GlobalAveragePooling2D) → ``GlobalAveragePool(x)``, flattened
+       (``keepdims=0``) or transposed back to NHWC.
     2. ``AveragePool`` whose ``kernel_shape`` equals the static spatial dims of its input, with no
        padding (pads zero; auto_pad NOTSET, VALID, or SAME_* with strides >= the dims, which pads
        nothing) and no dilation → ``GlobalAveragePool(x)``, whatever the strides and ceil_mode.

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 
 from onnxedge.export.import_golden import golden_rows, imported_golden, imported_golden_layers
+from onnxedge.export.interface import NCHW, NHWC, flatten_output, input_layout, nchw_input
 from onnxedge.export.lowering import LoweringResult, lower_graph
 from onnxedge.export.onnx_reference import (
     DEFAULT_BUDGET_S,
@@ -33,7 +34,7 @@ from onnxedge.export.onnx_reference import (
     make_reference,
 )
 from onnxedge.export.pipeline import io_spec, labels_for
-from onnxedge.export.verify import StepVerification, verify_output_flatten
+from onnxedge.export.verify import StepVerification, verify_input_layout, verify_output_flatten
 from onnxedge.models.registry import image_preprocessing
 from onnxedge.runtime.bundle.outputs import (
     LOGIT,
@@ -82,6 +83,7 @@ class ImportedModel:
     classes: int
     kind: str
     flatten: bool = False  # the output is [N, K, 1, 1]: flattened to [N, K] first
+    channels_last: onnx.ModelProto | None = None  # the file, where its input was NHWC
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +110,7 @@ def import_bundle(
     *,
     out: str | Path,
     input_shape: Sequence[int] | None = None,
+    input_layout: str = "auto",
     preprocessing: Mapping[str, Any] | None = None,
     labels: Sequence[str] | None = None,
     output_kind: str | None = None,
@@ -121,7 +124,9 @@ def import_bundle(
     """Make a bundle at ``out`` of the ONNX classifier ``src``.
 
     ``input_shape``: C, H, W, needed where the graph leaves H and W symbolic (and only agreeing
-    with it elsewhere). ``preprocessing``: keys that replace those of the default
+    with it elsewhere). ``input_layout``: ``NCHW``, ``NHWC`` (the input is then made NCHW,
+    `onnxedge.export.interface`) or ``auto`` (`input_layout`). ``preprocessing``: keys that replace
+    those of the default
     (`onnxedge.models.registry.image_preprocessing`: no crop, resize to H x W, scaled to [0, 1];
     one channel is grayscale). ``labels``: class names. ``output_kind``: ``probabilities``,
     ``logits`` or ``sigmoid``, where the graph does not say (an error where it says otherwise).
@@ -139,7 +144,7 @@ def import_bundle(
         )
     BundleWriter(out).check_target()  # before the slow part, not after it
     say(f"reading {src}")
-    found = _inspect(src, input_shape, output_kind)
+    found = _inspect(src, input_shape, output_kind, input_layout)
     channels, height, width = found.shape
     overrides = dict(preprocessing or {})
     if channels == 1:
@@ -158,12 +163,16 @@ def import_bundle(
     labels_block = labels_for(labels, found.classes)
 
     steps: tuple[StepVerification, ...] = ()
+    if found.channels_last is not None:
+        step = verify_input_layout(found.channels_last, found.model, (height, width))
+        step.raise_if_failed()
+        steps = (step,)
     if found.flatten:
         say("flattening the output [N, K, 1, 1] to [N, K]")
         flat = flatten_output(found.model)
         step = verify_output_flatten(found.model, flat)
         step.raise_if_failed()
-        found, steps = dataclasses.replace(found, model=flat), (step,)
+        found, steps = dataclasses.replace(found, model=flat), (*steps, step)
     named: tuple[str, ...] = ()
     if found.fixed_batch is None:  # dynamic: named where the file leaves it unnamed (-1, no name)
         from onnxedge.export.batch import name_batch_dim
@@ -226,6 +235,7 @@ def import_bundle(
             ),
             "opset": _opset(found.model),
             "fixed_batch": found.fixed_batch,
+            "input_layout": NCHW if found.channels_last is None else NHWC,
             "output_flattened": found.flatten,
             "batch_rewrites": list(lowering.batch_rewrites),
             "reference": {
@@ -259,27 +269,6 @@ def import_bundle(
         output_kind=found.kind,
         reference=ref,
     )
-
-
-def flatten_output(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` whose one output ``[N, K, 1, 1]`` (a 1x1 convolution classifier after the
-    pool, as SqueezeNet's) is followed by ``Flatten(axis=1)``: the output keeps its name and
-    becomes ``[N, K]``, the same numbers. An onnx_ir edit; ``model`` is not changed."""
-    import onnx_ir as ir
-
-    model_ir = ir.serde.deserialize_model(model)
-    graph = model_ir.graph
-    pooled = graph.outputs[0]
-    name = pooled.name
-    pooled.name = f"{name}_nk11"
-    node = ir.node("Flatten", inputs=[pooled], attributes={"axis": 1}, name=f"{name}_flatten")
-    flat = node.outputs[0]
-    flat.name, flat.dtype = name, pooled.dtype
-    dims = list(pooled.shape) if pooled.shape is not None else ["N", None]
-    flat.shape = ir.Shape(dims[:2])
-    graph.append(node)
-    graph.outputs[0] = flat
-    return ir.serde.serialize_model(model_ir)
 
 
 def _versions() -> dict[str, str]:
@@ -350,12 +339,13 @@ def _describe(value: onnx.ValueInfoProto) -> str:
 
 
 def _inspect(
-    src: Path, input_shape: Sequence[int] | None, output_kind: str | None
+    src: Path, input_shape: Sequence[int] | None, output_kind: str | None, layout: str = "auto"
 ) -> ImportedModel:
-    """Read ``src`` and say, in one line, why it is not a classifier onnxedge can import."""
+    """Read ``src`` and say, in one line, why it is not a classifier onnxedge can import; an
+    NHWC input is made NCHW (the file kept as ``channels_last`` for the step's verification)."""
     from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 
-    model = load_original(src)
+    model = original = load_original(src)
     data = src.read_bytes()
     inputs = graph_inputs(model.graph)
     if len(inputs) != 1:
@@ -369,6 +359,11 @@ def _inspect(
         raise OnnxEdgeError(
             f"{src}: expected a float32 image input [N, C, H, W], found input {_describe(image)}"
         )
+    channels_last = None
+    if input_layout(dims, layout) == NHWC:
+        channels_last, model = original, nchw_input(original)
+        (image,) = graph_inputs(model.graph)
+        dims = _dims(image)
     shape = _fed_shape(src, dims, input_shape)
     try:
         session = make_session(model.SerializeToString(), SessionConfig(provider="cpu"))
@@ -415,6 +410,7 @@ def _inspect(
         fixed_batch=fixed,
         classes=classes,
         kind=kind,
+        channels_last=channels_last,
     )
 
 

@@ -234,6 +234,25 @@ def verify_output_flatten(
     return _verify_step("output flattened to [N, K]", original, outputs, batches, 0.0, 0.0)
 
 
+def verify_input_layout(
+    original: onnx.ModelProto,
+    nchw: onnx.ModelProto,
+    spatial: Sequence[int],
+    *,
+    batches: Sequence[int] = (1, 2),
+) -> StepVerification:
+    """``nchw`` (the input made channels-first, `onnxedge.export.interface.nchw_input`) on random
+    NCHW images against ``original`` fed the same images channels-last, exactly (a transpose
+    changes no number). ``spatial``: H, W where the input leaves them symbolic."""
+    from onnxedge.export.interface import TO_NHWC
+
+    def outputs(feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        ((name, x),) = feeds.items()
+        return run_cpu(nchw, feeds), run_cpu(original, {name: x.transpose(TO_NHWC)})
+
+    return _verify_step("input made NCHW", nchw, outputs, batches, 0.0, 0.0, spatial)
+
+
 def verify_against_torch(
     module: Any,
     model: onnx.ModelProto,

@@ -239,6 +239,42 @@ def paddle_style(classes: int = 2, seed: int = 6) -> onnx.ModelProto:
     )
 
 
+def channels_last(head: str = "nchw", side: int = 20, seed: int = 7) -> onnx.ModelProto:
+    """As tf2onnx converts a Keras classifier: input ``[N, H, W, 3]`` (NHWC), a Transpose to NCHW
+    before the convolution, softmax probabilities from ``MatMul`` and ``Add`` (a Dense layer). The
+    head: ``nchw``, a ReduceMean over axes 2 and 3 (its transposes optimized away); ``nhwc``, a
+    Transpose back to NHWC and a ReduceMean over axes 1 and 2 (GlobalAveragePooling2D as
+    written)."""
+    features, classes = 5, 3
+    conv_w, conv_b, fc_w, fc_b = _weights(seed, 3, features, classes)
+    fc_w = _init("fc_w", numpy_helper.to_array(fc_w).T.copy())  # [features, classes]: MatMul's
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+    ]
+    if head == "nchw":
+        nodes.append(
+            helper.make_node("ReduceMean", ["r"], ["m"], name="gap", axes=[2, 3], keepdims=0)
+        )
+    else:
+        nodes += [
+            helper.make_node("Transpose", ["r"], ["rt"], name="to_nhwc", perm=[0, 2, 3, 1]),
+            helper.make_node("ReduceMean", ["rt"], ["m"], name="gap", axes=[1, 2], keepdims=0),
+        ]
+    nodes += [
+        helper.make_node("MatMul", ["m", "fc_w"], ["mm"], name="dense"),
+        helper.make_node("Add", ["mm", "fc_b"], ["z"], name="dense_bias"),
+        helper.make_node("Softmax", ["z"], ["prob"], name="softmax", axis=-1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["unk__0", side, side, 3])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["unk__0", classes])],
+        [conv_w, conv_b, fc_w, fc_b],
+    )
+
+
 def batch_mixing(side: int = 16) -> onnx.ModelProto:
     """Batch fixed at 1 and a ReduceMean over dim 0 (the batch) that no rewrite can undo."""
     features, classes = 4, 2

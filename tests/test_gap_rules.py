@@ -504,6 +504,51 @@ UNCHANGED_CASES = [
 ]
 
 
+# Case 1, channels-last: Keras's GlobalAveragePooling2D as tf2onnx writes it.
+CHANNELS_LAST_CASES = [
+    Case(
+        "nhwc-keep0",
+        _model(
+            "t = Transpose<perm=[0, 2, 3, 1]>(f)\ny = ReduceMean<axes=[1, 2], keepdims=0>(t)",
+            opset=13,
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "nhwc-op18-neg-keep1",
+        _model(
+            "t = Transpose<perm=[0, 2, 3, 1]>(f)\n"
+            "axes = Constant<value = int64[2] {-2, -3}>()\n"
+            "y = ReduceMean<keepdims=1>(t, axes)",
+            opset=18,
+            y="float[batch,1,1,4] y",
+        ),
+        ["Conv", "GlobalAveragePool", "Transpose"],
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CHANNELS_LAST_CASES, ids=lambda c: c.id)
+def test_a_channels_last_mean_becomes_global_average_pool(case: Case) -> None:
+    result = _check_case(case)
+    assert [r.rule for r in result.rewrites] == ["ChannelsLastReduceMeanToGlobalAveragePool"]
+
+
+@pytest.mark.parametrize(
+    "perm,axes",
+    [([0, 1, 3, 2], [1, 2]), ([0, 3, 1, 2], [1, 2])],
+    ids=["perm-0132", "perm-0312"],
+)
+def test_a_transposed_mean_that_is_not_over_h_and_w_is_left_alone(perm, axes) -> None:
+    body = f"t = Transpose<perm={perm}>(f)\nm = ReduceMean<axes={axes}, keepdims=0>(t)\n"
+    body += "y = Flatten<axis=1>(m)"
+    model = _model(body, opset=13, y="float[batch,N] y")
+    result = canonicalize_gap_head(model)
+    assert not result.modified
+
+
 @pytest.mark.parametrize("case", REDUCE_MEAN_CASES, ids=lambda c: c.id)
 def test_reduce_mean_becomes_global_average_pool(case: Case) -> None:
     result = _check_case(case)

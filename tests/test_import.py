@@ -16,17 +16,19 @@ from click.testing import CliRunner
 from PIL import Image
 
 from onnxedge.export.batch import make_batch_dynamic, name_batch_dim
+from onnxedge.export.interface import input_layout, nchw_input
 from onnxedge.export.onnx_reference import (
     cast_to_double,
     disagreement,
     make_reference,
     reference_evaluator,
 )
-from onnxedge.export.verify import verify_batch_step
+from onnxedge.export.verify import verify_batch_step, verify_input_layout
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
+from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.parity import golden_inputs, load_golden
 
 
@@ -54,13 +56,16 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "detector": models.detector,
         "unknown_op": models.unknown_op,
         "paddle": models.paddle_style,
+        "keras": models.channels_last,
+        "keras_nhwc_head": lambda: models.channels_last("nhwc"),
     }
     return {name: models.save(make(), folder / f"{name}.onnx") for name, make in makers.items()}
 
 
 @pytest.fixture(scope="module")
 def bundles(files, tmp_path_factory) -> dict[str, Path]:
-    """The good models imported once: fixed batch, pad-right OCR, grayscale, PaddlePaddle's."""
+    """The good models imported once: fixed batch, pad-right OCR, grayscale, PaddlePaddle's,
+    two of tf2onnx's channels-last ones."""
     root = tmp_path_factory.mktemp("imported")
     made = {
         "fixed": [files["fixed"]],
@@ -77,6 +82,8 @@ def bundles(files, tmp_path_factory) -> dict[str, Path]:
         ],
         "gray": [files["gray"], "--interpolation", "bicubic"],
         "paddle": [files["paddle"], "--input-shape", "3,16,24"],
+        "keras": [files["keras"]],
+        "keras_nhwc_head": [files["keras_nhwc_head"]],
     }
     for name, args in made.items():
         result = invoke("import", *args, "--out", root / name)
@@ -351,7 +358,7 @@ def test_an_output_of_n_k_1_1_is_flattened_and_verified(files, tmp_path):
 
 
 def test_the_flatten_check_fails_on_other_numbers(files):
-    from onnxedge.export.importer import flatten_output
+    from onnxedge.export.interface import flatten_output
     from onnxedge.export.verify import verify_output_flatten
 
     original = onnx.load(str(files["nk11"]))
@@ -463,6 +470,47 @@ def test_a_crop_fraction_is_recorded_and_reproduced_by_parity(files, tmp_path):
     assert bad.exit_code == 2 and "--crop-fraction" in bad.output
 
 
+@pytest.mark.parametrize("name", ["keras", "keras_nhwc_head"])
+def test_a_channels_last_input_is_made_channels_first(bundles, files, name):
+    """tf2onnx's Keras classifiers take NHWC; the bundle takes NCHW as every bundle does, the
+    file's Transpose cancelled, the head's mean (NCHW or NHWC) lowered, each step verified."""
+    manifest = json.loads((bundles[name] / "manifest.json").read_text())
+    assert manifest["input"]["shape"] == ["unk__0", 3, 20, 20]
+    assert manifest["imported"]["input_layout"] == "NHWC"
+    steps = {s["step"]: s for s in manifest["graph"]["verified_steps"]}
+    assert steps["input made NCHW"]["passed"] and steps["input made NCHW"]["max_abs_error"] == 0
+    assert manifest["graph"]["gap_rewrites"][0].startswith("ReduceMean 'gap' -> GlobalAveragePool")
+    assert "Transpose" not in manifest["graph"]["nodes"]
+    # predict's probabilities are the original file's on the same pixels, channels-last
+    x = np.random.default_rng(4).random((3, 3, 20, 20), dtype=np.float32)
+    expected = run(onnx.load(str(files[name])), x.transpose(0, 2, 3, 1))
+    classifier = Classifier.from_bundle(bundles[name], provider="cpu")
+    np.testing.assert_allclose(classifier.probabilities(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_layout_is_told_by_where_the_channels_are():
+    assert input_layout(["N", 224, 224, 3]) == "NHWC"
+    assert input_layout([1, 28, 28, 1]) == "NHWC"
+    assert input_layout(["N", 3, 224, 224]) == "NCHW"
+    assert input_layout(["N", 3, 8, 3]) == "NCHW"  # both could be channels: NCHW, as ONNX's
+    assert input_layout(["N", "H", "W", "C"]) == "NCHW"  # nothing says: ONNX's own
+    assert input_layout(["N", 3, 8, 3], "NHWC") == "NHWC"
+    with pytest.raises(OnnxEdgeError, match="--input-layout: expected one of auto, NCHW, NHWC"):
+        input_layout(["N", 3, 8, 8], "CHW")
+
+
+def test_the_layout_step_check_fails_on_a_model_that_differs(files):
+    other = models.channels_last(seed=8)
+    step = verify_input_layout(other, nchw_input(models.channels_last()), (20, 20))
+    assert not step and step.max_abs_error > 0
+
+
+def test_an_nhwc_file_read_as_nchw_is_refused_in_one_line(files, tmp_path):
+    result = invoke("import", files["keras"], "--input-layout", "NCHW", "--out", tmp_path / "k")
+    assert_one_line_error(result, "expected an image input with 1 (grayscale) or 3 channels")
+    assert not (tmp_path / "k").exists()
+
+
 def test_golden_data_is_the_original_files(bundles, files):
     """The golden probabilities are the original file's, row by row at its fixed batch."""
     bundle = Bundle.open(bundles["fixed"])
@@ -474,7 +522,7 @@ def test_golden_data_is_the_original_files(bundles, files):
     np.testing.assert_allclose(batch.logits, rows, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["fixed", "ocr", "gray", "paddle"])
+@pytest.mark.parametrize("name", ["fixed", "ocr", "gray", "paddle", "keras", "keras_nhwc_head"])
 def test_parity_passes_on_each_imported_bundle(bundles, name):
     result = invoke("parity", bundles[name], "--providers", "cpu")
     assert result.exit_code == 0, result.output

@@ -16,6 +16,7 @@ from onnxedge.export.cli.preprocessing_options import (
     preprocessing_options,
     read_labels,
 )
+from onnxedge.export.interface import LAYOUTS
 from onnxedge.runtime.cli.heartbeat import Heartbeat
 from onnxedge.runtime.cli.output import force_option, refuse_existing, verbosity
 from onnxedge.runtime.deps import require_modules
@@ -30,6 +31,15 @@ REFERENCES = ("auto", "float64", "float32")
 )
 @preprocessing_options(
     "C,H,W of one input image, where the graph leaves them symbolic (C 1 or 3).",
+)
+@click.option(
+    "--input-layout",
+    type=click.Choice(LAYOUTS),
+    default="auto",
+    show_default=True,
+    help="The input's layout: NCHW, or NHWC (TensorFlow's and Keras's, via tf2onnx: the bundle's "
+    "input is made NCHW, a Transpose put first, verified); auto: NHWC where only the last dim "
+    "is 1 or 3 channels.",
 )
 @click.option(
     "--output-kind",
@@ -63,6 +73,7 @@ def import_cmd(
     src: Path,
     out: Path,
     input_shape: tuple[int, int, int] | None,
+    input_layout: str,
     labels_file: Path | None,
     resize: tuple[int, int] | None,
     resize_mode: str | None,
@@ -99,6 +110,7 @@ def import_cmd(
             src,
             out=out,
             input_shape=input_shape,
+            input_layout=input_layout,
             preprocessing=preprocessing_from(params),
             labels=labels,
             output_kind=output_kind,
