@@ -104,6 +104,25 @@ class _GapRule(RewriteRuleClassBase):
         if self._on_rewrite is not None:
             self._on_rewrite(node, self.name, detail)
 
+    def _pool(self, op, x: ir.Value, mean: ir.Value, *, channels_last: bool = False):
+        """``GlobalAveragePool(x)`` in place of the ``ReduceMean`` giving ``mean``, in its
+        shape: ``keepdims=0`` flattened to [N, C] (Flatten needs no axes input, so it is the
+        same at every opset); ``keepdims`` 1 as it is, or transposed back to [N, 1, 1, C] where
+        the mean was channels-last."""
+        node = mean.producer()
+        assert node is not None
+        name = node.name or None
+        pooled = op.GlobalAveragePool(x, _name=name)
+        prefix = "channels-last, " if channels_last else ""
+        if not node.attributes.get_int("keepdims", 1):
+            self._report(node, f"{prefix}keepdims=0, +Flatten")
+            return op.Flatten(pooled, axis=1, _name=f"{name}_flatten" if name else None)
+        if not channels_last:
+            self._report(node, "keepdims=1")
+            return pooled
+        self._report(node, f"{prefix}keepdims=1, +Transpose")
+        return op.Transpose(pooled, perm=[0, 2, 3, 1], _name=f"{name}_nhwc" if name else None)
+
 
 class ReduceMeanToGlobalAveragePool(_GapRule):
     """``ReduceMean`` over H and W of a rank-4 NCHW tensor → ``GlobalAveragePool``.
@@ -145,17 +164,7 @@ class ReduceMeanToGlobalAveragePool(_GapRule):
         return _check_gap_dtype(context, x, result)
 
     def rewrite(self, op, x: ir.Value, mean: ir.Value):
-        node = mean.producer()
-        assert node is not None
-        name = node.name or None
-        pooled = op.GlobalAveragePool(x, _name=name)
-        if node.attributes.get_int("keepdims", 1):
-            self._report(node, "keepdims=1")
-            return pooled
-        # keepdims=0: [N, C, 1, 1] -> [N, C]. Flatten needs no axes input, so it is the same at
-        # every opset.
-        self._report(node, "keepdims=0, +Flatten")
-        return op.Flatten(pooled, axis=1, _name=f"{name}_flatten" if name else None)
+        return self._pool(op, x, mean)
 
 
 class ChannelsLastReduceMeanToGlobalAveragePool(_GapRule):
@@ -185,15 +194,7 @@ class ChannelsLastReduceMeanToGlobalAveragePool(_GapRule):
         return _check_gap_dtype(context, x, result)
 
     def rewrite(self, op, x: ir.Value, nhwc: ir.Value, mean: ir.Value):
-        node = mean.producer()
-        assert node is not None
-        name = node.name or None
-        pooled = op.GlobalAveragePool(x, _name=name)
-        if node.attributes.get_int("keepdims", 1):
-            self._report(node, "channels-last, keepdims=1, +Transpose")
-            return op.Transpose(pooled, perm=[0, 2, 3, 1], _name=f"{name}_nhwc" if name else None)
-        self._report(node, "channels-last, keepdims=0, +Flatten")
-        return op.Flatten(pooled, axis=1, _name=f"{name}_flatten" if name else None)
+        return self._pool(op, x, mean, channels_last=True)
 
 
 def _reduce_axes(node: ir.Node) -> list[int] | str:
