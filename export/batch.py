@@ -337,22 +337,26 @@ def _unnamed(dim: int | ir.SymbolicDim) -> bool:
 
 
 def name_batch_dim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...]]:
-    """``model`` with every unnamed dynamic dim 0 of its image input and its outputs named: the
-    name one of them already has, else ``BATCH_DIM``; and what was named, one line each. The
-    input proto is not modified; a model with nothing to name is returned as it is."""
+    """``model`` with one name for the dynamic dim 0 of its image input and its outputs, and what
+    was renamed, one line each. The name is the input's where it has one, else the first an
+    output has, else ``BATCH_DIM``; a dim 0 without a name (a number below 1, or neither a size
+    nor a name) or with another name (tf2onnx names the input's ``unk__16`` and the output's
+    ``unk__17``) takes it. The caller has seen the outputs follow the input's batch. The input
+    proto is not modified; a model with nothing to rename is returned as it is."""
     model_ir = ir.serde.deserialize_model(model)
     graph = model_ir.graph
-    values = [v for v in graph.inputs if not v.is_initializer()] + list(graph.outputs)
-    shaped = [v for v in values if v.shape is not None and v.shape.rank() >= 1]
+    (image,) = [v for v in graph.inputs if not v.is_initializer()]
+    shaped = [v for v in [image, *graph.outputs] if v.shape is not None and v.shape.rank() >= 1]
     names = [v.shape[0].value for v in shaped if isinstance(v.shape[0], ir.SymbolicDim)]
     name = next((n for n in names if n), BATCH_DIM)
-    named = []
+    renamed = []
     for value in shaped:
         dim = value.shape[0]
-        if _unnamed(dim):
+        if _unnamed(dim) or (isinstance(dim, ir.SymbolicDim) and dim.value != name):
             value.shape = ir.Shape([ir.SymbolicDim(name), *list(value.shape)[1:]])
-            was = dim if isinstance(dim, int) else "unnamed"
-            named.append(f"{value.name!r}: dim 0 {was} -> {name!r}")
-    if not named:
+            was = repr(dim.value) if isinstance(dim, ir.SymbolicDim) and dim.value else dim
+            was = "unnamed" if isinstance(was, ir.SymbolicDim) else was
+            renamed.append(f"{value.name!r}: dim 0 {was} -> {name!r}")
+    if not renamed:
         return model, ()
-    return ir.serde.serialize_model(model_ir), tuple(named)
+    return ir.serde.serialize_model(model_ir), tuple(renamed)

@@ -270,7 +270,8 @@ def channels_last(head: str = "nchw", side: int = 20, seed: int = 7) -> onnx.Mod
     return _model(
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["unk__0", side, side, 3])],
-        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["unk__0", classes])],
+        # tf2onnx names each dynamic dim anew: the output's batch is not the input's name
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["unk__1", classes])],
         [conv_w, conv_b, fc_w, fc_b],
     )
 

@@ -277,6 +277,8 @@ def test_an_unnamed_dynamic_batch_takes_the_name_beside_it():
     assert lines == ("'prob': dim 0 -1 -> 'N'",)
     assert named.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "N"
     assert name_batch_dim(named) == (named, ())  # nothing left to name: the same model
+    named.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "M"  # as tf2onnx names them
+    assert name_batch_dim(named)[1] == ("'prob': dim 0 'M' -> 'N'",)
 
 
 def test_check_fails_a_batch_written_as_minus_one(files):
@@ -477,6 +479,8 @@ def test_a_channels_last_input_is_made_channels_first(bundles, files, name):
     manifest = json.loads((bundles[name] / "manifest.json").read_text())
     assert manifest["input"]["shape"] == ["unk__0", 3, 20, 20]
     assert manifest["imported"]["input_layout"] == "NHWC"
+    assert manifest["output"]["shape"] == ["unk__0", 3]
+    assert manifest["imported"]["batch_rewrites"] == ["'prob': dim 0 'unk__1' -> 'unk__0'"]
     steps = {s["step"]: s for s in manifest["graph"]["verified_steps"]}
     assert steps["input made NCHW"]["passed"] and steps["input made NCHW"]["max_abs_error"] == 0
     assert manifest["graph"]["gap_rewrites"][0].startswith("ReduceMean 'gap' -> GlobalAveragePool")
@@ -486,6 +490,25 @@ def test_a_channels_last_input_is_made_channels_first(bundles, files, name):
     expected = run(onnx.load(str(files[name])), x.transpose(0, 2, 3, 1))
     classifier = Classifier.from_bundle(bundles[name], provider="cpu")
     np.testing.assert_allclose(classifier.probabilities(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_keras_model_converted_by_tf2onnx_is_imported_and_passes_parity(tmp_path):
+    """A file tf2onnx itself wrote (tests/foreign/README.md): NHWC, its output's batch named
+    apart from its input's. Both refused it before (32 channels; two batch names)."""
+    out = tmp_path / "keras"
+    src = Path(__file__).parent / "foreign" / "keras_small_tf2onnx.onnx"
+    result = invoke("import", src, "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "batch: rewrote 'output_0': dim 0 'unk__17' -> 'unk__16'" in result.output
+    assert "verified input made NCHW at batch 1, 2: max abs error 0" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["input"]["shape"] == ["unk__16", 3, 32, 32]
+    assert manifest["imported"]["input_layout"] == "NHWC"
+    assert manifest["imported"]["reference"]["precision"] == "float64"
+    assert "Transpose" not in manifest["graph"]["nodes"]
+    parity = invoke("parity", out, "--providers", "cpu")
+    assert parity.exit_code == 0, parity.output
+    assert "labels 64/64 agree" in parity.output
 
 
 def test_the_layout_is_told_by_where_the_channels_are():

@@ -615,19 +615,21 @@ def test_zero_tolerance_fails_so_the_tolerances_are_used(smile_bundle, tmp_path)
 
 
 @pytest.mark.parametrize(
-    ("actual", "expected", "agree", "flips"),
+    ("actual", "expected", "agree", "flips", "said"),
     [
-        ([0.9, 0.1], [0.9, 0.1], 2, []),
-        ([0.4, 0.1], [0.6, 0.1], 1, [0]),  # a flip far from 0.5 fails
-        ([0.499999, 0.1], [0.500001, 0.1], 1, []),  # a flip within the tolerance of 0.5 does not
+        ([0.9, 0.1], [0.9, 0.1], 2, [], "labels 2/2 agree"),
+        ([0.4, 0.1], [0.6, 0.1], 1, [0], "labels 1/2 agree"),  # a flip far from 0.5 fails
+        # a flip within the tolerance of 0.5 does not, and is said to be on a tie
+        ([0.499999, 0.1], [0.500001, 0.1], 1, [], "labels 1/2 agree (1 flip on ties)"),
     ],
 )
-def test_label_agreement(actual, expected, agree, flips):
+def test_label_agreement(actual, expected, agree, flips, said):
     labels = label_agreement(
         np.array(actual), np.array(expected), threshold=0.5, tolerance=Tolerance(1e-5, 1e-4)
     )
     assert (labels.agree, list(labels.flips_outside_tolerance)) == (agree, flips)
     assert bool(labels) == (not flips)
+    assert labels.describe() == said
 
 
 # --- the report ---------------------------------------------------------------------------------

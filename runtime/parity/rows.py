@@ -30,6 +30,15 @@ class LabelAgreement:
     def __bool__(self) -> bool:
         return not self.flips_outside_tolerance
 
+    def describe(self) -> str:
+        """``labels A/T agree``, and how many flips lie where the reference's own classes (or its
+        probability and the threshold) are within the bound of each other: ties, not failures."""
+        text = f"labels {self.agree}/{self.total} agree"
+        tied = self.total - self.agree - len(self.flips_outside_tolerance)
+        if tied:
+            text += f" ({tied} flip{'s' if tied != 1 else ''} on ties)"
+        return text
+
 
 def label_agreement(
     actual: np.ndarray, expected: np.ndarray, *, threshold: float, tolerance: Tolerance
@@ -149,7 +158,7 @@ class ParityRow:
         if verbose and self.layers is not None and self.variant is None:
             parts.append(self.layers.part(verbose=True))
         if self.labels is not None:
-            parts.append(f"labels {self.labels.agree}/{self.labels.total} agree")
+            parts.append(self.labels.describe())
         if verbose and self.variant is not None:
             parts.append(f"bound: {self.variant.bounds.describe()}")
         if verbose:
