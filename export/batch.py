@@ -354,8 +354,10 @@ def name_batch_dim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, 
         dim = value.shape[0]
         if _unnamed(dim) or (isinstance(dim, ir.SymbolicDim) and dim.value != name):
             value.shape = ir.Shape([ir.SymbolicDim(name), *list(value.shape)[1:]])
-            was = repr(dim.value) if isinstance(dim, ir.SymbolicDim) and dim.value else dim
-            was = "unnamed" if isinstance(was, ir.SymbolicDim) else was
+            if isinstance(dim, ir.SymbolicDim):
+                was = repr(dim.value) if dim.value else "unnamed"
+            else:
+                was = str(dim)
             renamed.append(f"{value.name!r}: dim 0 {was} -> {name!r}")
     if not renamed:
         return model, ()
