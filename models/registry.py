@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,6 +96,10 @@ def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, 
         )
     if "pad_value" in spec:
         spec["pad_value"] = float(spec["pad_value"])
+    scale = spec["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+        raise OnnxEdgeError(f"scale: expected a positive number, found {scale!r}")
+    spec["scale"] = float(scale)
     if 0.0 in spec["std"]:
         raise OnnxEdgeError(f"std: expected no zeros, found {spec['std']}")
     spec["resize"] = [int(v) for v in spec["resize"]]

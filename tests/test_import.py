@@ -534,6 +534,23 @@ def test_an_nhwc_file_read_as_nchw_is_refused_in_one_line(files, tmp_path):
     assert not (tmp_path / "k").exists()
 
 
+def test_scale_is_given_for_a_model_that_takes_0_to_255(files, tmp_path):
+    """Keras's applications rescale inside and take 0..255: ``--scale 1`` hands the pixels over
+    as they are (mean 0 and std 1 after it), recorded and reproduced by parity."""
+    out = tmp_path / "raw"
+    args = ["--scale", "1", "--mean", "0,0,0", "--std", "1,1,1", "--no-golden-layers"]
+    result = invoke("import", files["fixed"], *args, "--out", out)
+    assert result.exit_code == 0, result.output
+    spec = json.loads((out / "manifest.json").read_text())["preprocessing"]
+    assert spec["scale"] == 1.0
+    assert invoke("parity", out, "--providers", "cpu").exit_code == 0
+    image = Image.new("RGB", (32, 32), (255, 128, 0))
+    pixels = Classifier.from_bundle(out, provider="cpu").preprocess(image)
+    np.testing.assert_array_equal(pixels[:, 0, 0], [255.0, 128.0, 0.0])
+    zero = invoke("import", files["fixed"], "--scale", "0", "--out", tmp_path / "zero")
+    assert zero.exit_code == 2 and "--scale" in zero.output
+
+
 def test_golden_data_is_the_original_files(bundles, files):
     """The golden probabilities are the original file's, row by row at its fixed batch."""
     bundle = Bundle.open(bundles["fixed"])

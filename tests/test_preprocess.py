@@ -168,9 +168,12 @@ def test_a_crop_fraction_raises_what_the_draft_keeps():
         ({"crop_fraction": 1.5}, "found 1.5"),
         ({"crop_fraction": "most"}, "found 'most'"),
         ({"crop": "none", "crop_fraction": 0.9}, "expected crop center-square"),
+        ({"scale": 0}, "scale: expected a positive number, found 0"),
+        ({"scale": True}, "found True"),
+        ({"scale": float("nan")}, "found nan"),
     ],
 )
-def test_a_crop_fraction_is_checked_where_a_bundle_is_made_and_read(changes, message):
+def test_a_crop_fraction_and_a_scale_are_checked_where_a_bundle_is_made(changes, message):
     from onnxedge.models.registry import image_preprocessing
     from onnxedge.runtime.bundle.manifest import check_preprocessing
     from onnxedge.runtime.errors import BundleError

@@ -120,6 +120,7 @@ def export_cmd(
     crop: str | None,
     crop_fraction: float | None,
     interpolation: str | None,
+    scale: float | None,
     mean: tuple[float, ...] | None,
     std: tuple[float, ...] | None,
     channel_order: str | None,

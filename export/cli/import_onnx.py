@@ -81,6 +81,7 @@ def import_cmd(
     crop: str | None,
     crop_fraction: float | None,
     interpolation: str | None,
+    scale: float | None,
     mean: tuple[float, ...] | None,
     std: tuple[float, ...] | None,
     channel_order: str | None,

@@ -60,8 +60,8 @@ def read_labels(path: Path) -> list[str]:
 
 def preprocessing_options(input_shape_help: str) -> Callable[[Callable[..., Any]], Any]:
     """--input-shape (its help says when the command needs it), --labels, and the preprocessing:
-    --resize, --resize-mode, --pad-value, --crop, --crop-fraction, --interpolation, --mean, --std,
-    --channel-order."""
+    --resize, --resize-mode, --pad-value, --crop, --crop-fraction, --interpolation, --scale,
+    --mean, --std, --channel-order."""
     options = [
         click.option(
             "--input-shape", callback=numbers((3,), int, "3,224,224"), help=input_shape_help
@@ -114,10 +114,19 @@ def preprocessing_options(input_shape_help: str) -> Callable[[Callable[..., Any]
             help="Preprocessing: resize filter (default bilinear).",
         ),
         click.option(
+            "--scale",
+            type=click.FloatRange(min=0.0, min_open=True),
+            default=None,
+            metavar="FACTOR",
+            help="Preprocessing: what the 8-bit pixels are multiplied by before --mean and --std "
+            "(default 1/255, to [0, 1]; 1 for a model that takes 0..255 and rescales inside, "
+            "as Keras's applications do).",
+        ),
+        click.option(
             "--mean",
             callback=numbers((1, 3), float, "0.485,0.456,0.406"),
             help="Preprocessing: per-channel mean (three, or one for a grayscale input), "
-            "subtracted after scaling to [0, 1].",
+            "subtracted after --scale.",
         ),
         click.option(
             "--std",
@@ -179,6 +188,7 @@ PREPROCESSING_PARAMS = (
     "crop",
     "crop_fraction",
     "interpolation",
+    "scale",
     "mean",
     "std",
     "channel_order",
