@@ -707,6 +707,54 @@ def test_optimize_int8_gated_on_class_folders(bundles, tmp_path):
     assert invoke("evaluate", out, "--data", data, "--variant", "int8").exit_code == 0
 
 
+def test_int8_of_an_opset_11_model_is_made_at_opset_13(bundles, tmp_path):
+    """PaddlePaddle's converter writes opset 11, whose DequantizeLinear has no axis for
+    per-channel weights: the int8 model failed `onnx.checker` (RapidOCR's). It is now converted
+    to opset 13 first, checked, and recorded."""
+    data = _class_folders(tmp_path / "data", {"class_0": [0, 30], "class_1": [200, 240]})
+    out = tmp_path / "optimized"
+    args = ["--data", data, "--int8", "--no-gate", "--out", out]
+    result = invoke("optimize", bundles["paddle"], *args)
+    assert result.exit_code == 0, result.output
+    int8 = json.loads((out / "manifest.json").read_text())["variants"]["int8"]
+    assert int8["made"]["opset_upgraded_from"] == 11
+    model = onnx.load(str(out / int8["file"]))
+    assert {o.domain: o.version for o in model.opset_import}[""] >= 13
+    assert invoke("evaluate", out, "--data", data, "--variant", "int8").exit_code == 0
+
+
+def test_the_opset_upgrade_for_int8_is_checked(monkeypatch):
+    from onnx import version_converter
+
+    from onnxedge.runtime.variants import quantize
+
+    model = models.paddle_style()
+    images = np.random.default_rng(5).random((2, 3, 16, 24), dtype=np.float32)
+    assert quantize._opset(quantize._upgraded(model, images, "x")) == 13
+
+    real = version_converter.convert_version  # a converter that moved a weight on the way
+    monkeypatch.setattr(
+        version_converter, "convert_version", lambda m, opset: _bias_moved(real(m, opset))
+    )
+    with pytest.raises(OnnxEdgeError, match=r"converted from opset 11 to 13 .* computes otherwise"):
+        quantize._upgraded(model, images, "x")
+
+    def fails(m, opset):
+        raise RuntimeError("no adapter for Mystery")
+
+    monkeypatch.setattr(version_converter, "convert_version", fails)
+    with pytest.raises(OnnxEdgeError, match="cannot convert it: no adapter for Mystery"):
+        quantize._upgraded(model, images, "x")
+
+
+def _bias_moved(model: onnx.ModelProto) -> onnx.ModelProto:
+    bias = next(i for i in model.graph.initializer if i.name == "fc_b")
+    moved = onnx.numpy_helper.to_array(bias).copy()
+    moved[0] += 1  # one class's (the same on every class would leave the softmax as it was)
+    bias.CopyFrom(onnx.numpy_helper.from_array(moved.astype(np.float32), "fc_b"))
+    return model
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 

@@ -30,7 +30,11 @@
    label of 600 differed, at the same speed. Deeper convolutions keep 8 bits: in models whose deeper
    convolutions read dense activations (MobileNetV2's linear bottlenecks) they saturate too, and 7
    bits everywhere would trade precision on every CPU for them (measured on pytorchcv models:
-   docs/VARIANTS.md).
+   docs/VARIANTS.md);
+6. a model of an opset below 13 (PaddlePaddle's converter writes 11), whose DequantizeLinear has no
+   ``axis`` for per-channel weights, converted to opset 13 by onnx's version converter first,
+   checked to compute the same under ONNX Runtime on calibration images, and the manifest says so
+   (``opset_upgraded_from``); RapidOCR's text-direction classifier failed `onnxedge check` without.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ from onnxedge.runtime.variants.graph import (
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# DequantizeLinear takes an axis (per-channel weights) from this opset on; an older model is
+# converted to it first (6.).
+PER_CHANNEL_OPSET = 13
 DEFAULT_CALIBRATION_SIZE = 256
 CALIBRATION_BATCH = 16
 # The entropy calibrator's histogram. onnxruntime's defaults (128 bins for 128 quantised bins)
@@ -144,6 +151,10 @@ def quantize_int8(
                 f"onnxruntime's quantisation pre-processing failed on {source}: {first_line(e)}"
             ) from None
         model = onnx.load(str(prepared))
+        upgraded_from = _opset(model)
+        if upgraded_from < PER_CHANNEL_OPSET:  # 6.
+            model = _upgraded(model, calibration[:8], input_name)
+            onnx.save(model, str(prepared))
         if name_unnamed_nodes(model):
             onnx.save(model, str(prepared))
         excluded = head_node_names(model) if config.keep_head_float else []  # 3.
@@ -206,8 +217,49 @@ def quantize_int8(
         ),
         "kept_float": excluded,
         "weights_7_bit": reduced,
+        **({"opset_upgraded_from": upgraded_from} if upgraded_from < PER_CHANNEL_OPSET else {}),
         "versions": package_versions(),
     }
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _upgraded(model: onnx.ModelProto, images: np.ndarray, input_name: str) -> onnx.ModelProto:
+    """``model`` converted to opset `PER_CHANNEL_OPSET` by onnx's version converter, checked to
+    compute what it computed on ``images`` under ONNX Runtime (float32 rounding apart)."""
+    from onnx import version_converter
+
+    from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
+
+    found = _opset(model)
+    try:
+        upgraded = version_converter.convert_version(model, PER_CHANNEL_OPSET)
+    except Exception as e:
+        raise OnnxEdgeError(
+            f"int8: the model's opset {found} has no per-channel DequantizeLinear (opset "
+            f"{PER_CHANNEL_OPSET}), and onnx's version converter cannot convert it: "
+            f"{first_line(e)}"
+        ) from None
+    feeds = {input_name: np.ascontiguousarray(images, dtype=np.float32)}
+    before, after = (
+        make_session(m.SerializeToString(), SessionConfig(provider="cpu")).run(None, feeds)
+        for m in (model, upgraded)
+    )
+    for a, b in zip(after, before, strict=True):
+        if np.shape(a) != np.shape(b):
+            what = f"shape {list(np.shape(a))} where it was {list(np.shape(b))}"
+        elif not np.allclose(a, b, rtol=1e-5, atol=1e-6):
+            what = f"max abs error {np.max(np.abs(np.asarray(a, np.float64) - b)):.3g}"
+        else:
+            continue
+        raise OnnxEdgeError(
+            f"int8: the model converted from opset {found} to {PER_CHANNEL_OPSET} (for "
+            f"per-channel DequantizeLinear) computes otherwise: {what}"
+        )
+    log.info("int8: opset %d upgraded to %d for per-channel quantisation", found, PER_CHANNEL_OPSET)
+    return upgraded
 
 
 def _reduce_range(weights: list[str], per_channel: bool) -> dict[str, list[dict[str, Any]]]:
