@@ -1,7 +1,8 @@
 """The edits `onnxedge import` makes to a file's interface, each verified by the caller
 (`onnxedge.export.verify`): a channels-last image input made channels-first (`nchw_input`, for
-models exported from TensorFlow or Keras by tf2onnx, whose input is NHWC [N, H, W, C]), and an
-output [N, K, 1, 1] flattened to [N, K] (`flatten_output`).
+models exported from TensorFlow or Keras by tf2onnx, whose input is NHWC [N, H, W, C]), one
+output kept of several (`kept_output`), and an output [N, K, 1, 1] flattened to [N, K]
+(`flatten_output`).
 
 ONNX's convolutions are NCHW, so such a file transposes its input first; the bundle's runtime
 feeds NCHW, as every other bundle. `nchw_input` gives the graph a new NCHW input of the same name
@@ -30,6 +31,7 @@ __all__ = [
     "TO_NHWC",
     "flatten_output",
     "input_layout",
+    "kept_output",
     "nchw_input",
 ]
 
@@ -102,4 +104,16 @@ def flatten_output(model: onnx.ModelProto) -> onnx.ModelProto:
     flat.shape = ir.Shape(dims[:2])
     graph.append(node)
     graph.outputs[0] = flat
+    return ir.serde.serialize_model(model_ir)
+
+
+def kept_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """``model`` with only its output ``name``: the others, and the nodes only they needed, are
+    dropped (an onnx_ir edit; ``model`` is not changed)."""
+    model_ir = ir.serde.deserialize_model(model)
+    graph = model_ir.graph
+    (kept,) = [v for v in graph.outputs if v.name == name]
+    graph.outputs.clear()
+    graph.outputs.append(kept)
+    ir_common_passes.RemoveUnusedNodesPass()(model_ir)
     return ir.serde.serialize_model(model_ir)

@@ -253,6 +253,26 @@ def verify_input_layout(
     return _verify_step("input made NCHW", nchw, outputs, batches, 0.0, 0.0, spatial)
 
 
+def verify_kept_output(
+    several: onnx.ModelProto,
+    kept: onnx.ModelProto,
+    name: str,
+    spatial: Sequence[int],
+    *,
+    batches: Sequence[int] = (1, 2),
+) -> StepVerification:
+    """``kept`` (one output of ``several`` kept, `onnxedge.export.interface.kept_output`) against
+    that output of ``several`` on the same random inputs, exactly."""
+    names = [o.name for o in several.graph.output]
+
+    def outputs(feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return run_cpu(kept, feeds), [run_cpu(several, feeds)[names.index(name)]]
+
+    return _verify_step(
+        f"outputs other than {name!r} dropped", kept, outputs, batches, 0.0, 0.0, spatial
+    )
+
+
 def verify_against_torch(
     module: Any,
     model: onnx.ModelProto,

@@ -276,6 +276,29 @@ def channels_last(head: str = "nchw", side: int = 20, seed: int = 7) -> onnx.Mod
     )
 
 
+def logits_and_probabilities(classes: int = 3, side: int = 16, seed: int = 8) -> onnx.ModelProto:
+    """A classifier with two outputs, its logits and their softmax, as some exporters write one
+    (and a ReduceMax of the features beside them, which only the logits' consumers need not)."""
+    features = 4
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        *_gap_fc("r", "logits"),
+        helper.make_node("Softmax", ["logits"], ["prob"], name="softmax", axis=1),
+        helper.make_node("ReduceMax", ["r"], ["peak"], name="peak", axes=[2, 3], keepdims=0),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, side, side])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
+            helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", classes]),
+            helper.make_tensor_value_info("peak", TensorProto.FLOAT, ["N", features]),
+        ],
+        _weights(seed, 3, features, classes),
+    )
+
+
 def batch_mixing(side: int = 16) -> onnx.ModelProto:
     """Batch fixed at 1 and a ReduceMean over dim 0 (the batch) that no rewrite can undo."""
     features, classes = 4, 2

@@ -16,14 +16,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from onnxedge.export.batch import make_batch_dynamic, name_batch_dim
-from onnxedge.export.interface import input_layout, nchw_input
+from onnxedge.export.interface import input_layout, kept_output, nchw_input
 from onnxedge.export.onnx_reference import (
     cast_to_double,
     disagreement,
     make_reference,
     reference_evaluator,
 )
-from onnxedge.export.verify import verify_batch_step, verify_input_layout
+from onnxedge.export.verify import verify_batch_step, verify_input_layout, verify_kept_output
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.cli import main
@@ -58,6 +58,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "paddle": models.paddle_style,
         "keras": models.channels_last,
         "keras_nhwc_head": lambda: models.channels_last("nhwc"),
+        "two_heads": models.logits_and_probabilities,
     }
     return {name: models.save(make(), folder / f"{name}.onnx") for name, make in makers.items()}
 
@@ -509,6 +510,33 @@ def test_a_keras_model_converted_by_tf2onnx_is_imported_and_passes_parity(tmp_pa
     parity = invoke("parity", out, "--providers", "cpu")
     assert parity.exit_code == 0, parity.output
     assert "labels 64/64 agree" in parity.output
+
+
+def test_one_output_of_several_is_kept(files, tmp_path):
+    refused = invoke("import", files["two_heads"], "--out", tmp_path / "refused")
+    assert_one_line_error(refused, "found 3 outputs", "'peak' [2, 4]", "--output-name NAME")
+    unknown = invoke(
+        "import", files["two_heads"], "--output-name", "probs", "--out", tmp_path / "u"
+    )
+    assert_one_line_error(unknown, "--output-name 'probs': expected one of the file's outputs")
+    out = tmp_path / "kept"
+    result = invoke("import", files["two_heads"], "--output-name", "prob", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "verified outputs other than 'prob' dropped at batch 1, 2: max abs error 0" in (
+        result.output
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["output"]["name"] == "prob" and manifest["output"]["kind"] == "probabilities"
+    assert manifest["imported"]["outputs_dropped"] == ["logits", "peak"]
+    assert "ReduceMax" not in manifest["graph"]["nodes"]  # what only 'peak' needed is gone
+    assert invoke("parity", out, "--providers", "cpu").exit_code == 0
+
+
+def test_the_kept_output_step_check_fails_on_a_model_that_differs():
+    several = models.logits_and_probabilities()
+    other = kept_output(models.logits_and_probabilities(seed=9), "prob")
+    assert not verify_kept_output(several, other, "prob", (16, 16))
+    assert verify_kept_output(several, kept_output(several, "prob"), "prob", (16, 16))
 
 
 def test_the_layout_is_told_by_where_the_channels_are():

@@ -42,6 +42,13 @@ REFERENCES = ("auto", "float64", "float32")
     "is 1 or 3 channels.",
 )
 @click.option(
+    "--output-name",
+    default=None,
+    metavar="NAME",
+    help="The output that holds the class scores, where the file has several (the others, and "
+    "what only they need, are dropped; verified).",
+)
+@click.option(
     "--output-kind",
     type=click.Choice(["probabilities", "logits", "sigmoid"]),
     default=None,
@@ -74,6 +81,7 @@ def import_cmd(
     out: Path,
     input_shape: tuple[int, int, int] | None,
     input_layout: str,
+    output_name: str | None,
     labels_file: Path | None,
     resize: tuple[int, int] | None,
     resize_mode: str | None,
@@ -112,6 +120,7 @@ def import_cmd(
             out=out,
             input_shape=input_shape,
             input_layout=input_layout,
+            output_name=output_name,
             preprocessing=preprocessing_from(params),
             labels=labels,
             output_kind=output_kind,
