@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from onnxedge.runtime.classifier.crop import crop_fraction, draft_side
+from onnxedge.runtime.classifier.crop import center_square, crop_fraction, draft_side
 from onnxedge.runtime.classifier.preprocess import (
     FAST,
     ImageReadError,
@@ -38,14 +38,12 @@ def square_box(
     of its shorter side (`center_square`): centred as the device crops it (`preprocess_image`)
     when ``rng`` is None, else at a random offset."""
     width, height = size
-    side = min(width, height)
-    if fraction != 1.0:
-        side = max(1, round(side * fraction))
+    centred = center_square(width, height, fraction)
     if rng is None:
-        left, top = (width - side) // 2, (height - side) // 2
-    else:
-        left = int(rng.integers(0, width - side + 1))
-        top = int(rng.integers(0, height - side + 1))
+        return centred
+    side = centred[2] - centred[0]
+    left = int(rng.integers(0, width - side + 1))
+    top = int(rng.integers(0, height - side + 1))
     return left, top, left + side, top + side
 
 
