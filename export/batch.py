@@ -336,19 +336,22 @@ def _unnamed(dim: int | ir.SymbolicDim) -> bool:
     return dim.value is None
 
 
-def name_batch_dim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str, ...]]:
-    """``model`` with one name for the dynamic dim 0 of its image input and its outputs, and what
-    was renamed, one line each. The name is the input's where it has one, else the first an
-    output has, else ``BATCH_DIM``; a dim 0 without a name (a number below 1, or neither a size
-    nor a name) or with another name (tf2onnx names the input's ``unk__16`` and the output's
-    ``unk__17``) takes it. The caller has seen the outputs follow the input's batch. The input
-    proto is not modified; a model with nothing to rename is returned as it is."""
+def name_batch_dim(
+    model: onnx.ModelProto, symbol: str | None = None
+) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """``model`` with one name, ``symbol``, for the dynamic dim 0 of its inputs and outputs, and
+    what was renamed, one line each. ``symbol`` None: the name an input has, else the first an
+    output has, else ``BATCH_DIM``. A dim 0 without a name (a number below 1, or neither a size nor
+    a name) or with another name (tf2onnx names the input's ``unk__16`` and the output's
+    ``unk__17``; torch's exporters ``s0``) takes it; a fixed size is left (and `check` flags it).
+    The caller has seen the outputs follow the input's batch. The input proto is not modified; a
+    model with nothing to rename is returned as it is."""
     model_ir = ir.serde.deserialize_model(model)
     graph = model_ir.graph
-    (image,) = [v for v in graph.inputs if not v.is_initializer()]
-    shaped = [v for v in [image, *graph.outputs] if v.shape is not None and v.shape.rank() >= 1]
+    values = [v for v in graph.inputs if not v.is_initializer()] + list(graph.outputs)
+    shaped = [v for v in values if v.shape is not None and v.shape.rank() >= 1]
     names = [v.shape[0].value for v in shaped if isinstance(v.shape[0], ir.SymbolicDim)]
-    name = next((n for n in names if n), BATCH_DIM)
+    name = symbol or next((n for n in names if n), BATCH_DIM)
     renamed = []
     for value in shaped:
         dim = value.shape[0]

@@ -15,10 +15,10 @@ from collections.abc import Iterator, Sequence
 import onnx
 import onnx_ir as ir
 
+from onnxedge.export.batch import BATCH_DIM, name_batch_dim
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 
 EXPORTERS = ("dynamo", "torchscript")
-BATCH_DIM = "batch"
 SPATIAL_DIMS = ("height", "width")  # the input's H and W with --dynamic-spatial
 DEFAULT_OPSET = 18
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter builds opset 18 graphs and cannot go lower reliably
@@ -129,7 +129,7 @@ def export_module(
         raise OnnxEdgeError(
             f"the {exporter} exporter produced opset {actual} instead of the requested {opset}"
         )
-    model = unify_batch_dim(model)
+    model, _ = name_batch_dim(model, BATCH_DIM)  # torch names the output's apart (s0)
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -159,23 +159,10 @@ def rename_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
 
 
 def graph_opset(model: onnx.ModelProto) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return entry.version
-    raise OnnxEdgeError("the model imports no default-domain opset")
+    """`default_opset`, where the model imports one."""
+    from onnxedge.runtime.check.check import default_opset
 
-
-def unify_batch_dim(model: onnx.ModelProto, symbol: str = BATCH_DIM) -> onnx.ModelProto:
-    """Name dim 0 of every graph input and output ``symbol`` where it is dynamic.
-
-    Exporters sometimes give the output's batch dim another name (``s0``, ``unk__0``) or none; the
-    bundle promises one shared symbol. Static dims are left as they are (and `check` flags them).
-    """
-    ir_model = ir.from_proto(model)
-    values = [*ir_model.graph.inputs, *ir_model.graph.outputs]
-    for value in values:
-        shape = value.shape
-        if shape is None or len(shape) == 0 or isinstance(shape[0], int):
-            continue
-        value.shape = ir.Shape([ir.SymbolicDim(symbol), *shape[1:]])
-    return ir.to_proto(ir_model)
+    opset = default_opset(model)
+    if not opset:
+        raise OnnxEdgeError("the model imports no default-domain opset")
+    return opset

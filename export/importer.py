@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 from onnxedge.export.import_file import dropped_outputs, inspect_file, logits_name
 from onnxedge.export.import_golden import golden_rows, imported_golden, imported_golden_layers
 from onnxedge.export.interface import (
@@ -46,6 +44,7 @@ from onnxedge.export.verify import (
 from onnxedge.models.registry import image_preprocessing
 from onnxedge.runtime.bundle.reader import MODEL
 from onnxedge.runtime.bundle.write import BundleWriter
+from onnxedge.runtime.check.check import default_opset
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.parity import (
     DEFAULT_BATCH_SIZES,
@@ -204,7 +203,7 @@ def import_bundle(
     manifest: dict[str, Any] = {
         "model": src.stem,
         "exporter": "import",
-        "opset": _opset(lowering.model),
+        "opset": default_opset(lowering.model),
         **io,
         "preprocessing": spec,
         "labels": labels_block,
@@ -215,7 +214,7 @@ def import_bundle(
             "producer": " ".join(
                 p for p in (found.model.producer_name, found.model.producer_version) if p
             ),
-            "opset": _opset(found.model),
+            "opset": default_opset(found.model),
             "fixed_batch": found.fixed_batch,
             "input_layout": NCHW if found.channels_last is None else NHWC,
             "outputs_dropped": dropped_outputs(found),
@@ -258,10 +257,6 @@ def _versions() -> dict[str, str]:
     from onnxedge.export.pipeline import package_versions
 
     return {k: v for k, v in package_versions().items() if k != "torch"}
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 # --- golden data ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from onnxedge.export.onnx_reference import (
 )
 from onnxedge.export.verify import verify_batch_step, verify_input_layout, verify_kept_output
 from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.check.check import default_opset
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.cli import main
 from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
@@ -758,7 +759,7 @@ def test_the_opset_upgrade_for_int8_is_checked(monkeypatch):
 
     model = models.paddle_style()
     images = np.random.default_rng(5).random((2, 3, 16, 24), dtype=np.float32)
-    assert quantize._opset(quantize._upgraded(model, images, "x")) == 13
+    assert default_opset(quantize._upgraded(model, images, "x")) == 13
 
     real = version_converter.convert_version  # a converter that moved a weight on the way
     monkeypatch.setattr(

@@ -123,6 +123,11 @@ def graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     return [i for i in graph.input if i.name not in inits]
 
 
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's opset of the default domain (``""`` or ``ai.onnx``); 0 where it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def _dim0(value: onnx.ValueInfoProto) -> str:
     shape = value.type.tensor_type.shape
     if not value.type.HasField("tensor_type") or not shape.dim:

@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxedge.runtime.check.check import default_opset
+from onnxedge.runtime.compare import compare_arrays
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.variants.graph import (
     head_node_names,
@@ -151,7 +153,7 @@ def quantize_int8(
                 f"onnxruntime's quantisation pre-processing failed on {source}: {first_line(e)}"
             ) from None
         model = onnx.load(str(prepared))
-        upgraded_from = _opset(model)
+        upgraded_from = default_opset(model)
         if upgraded_from < PER_CHANNEL_OPSET:  # 6.
             model = _upgraded(model, calibration[:8], input_name)
             onnx.save(model, str(prepared))
@@ -222,10 +224,6 @@ def quantize_int8(
     }
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def _upgraded(model: onnx.ModelProto, images: np.ndarray, input_name: str) -> onnx.ModelProto:
     """``model`` converted to opset `PER_CHANNEL_OPSET` by onnx's version converter, checked to
     compute what it computed on ``images`` under ONNX Runtime (float32 rounding apart)."""
@@ -233,7 +231,7 @@ def _upgraded(model: onnx.ModelProto, images: np.ndarray, input_name: str) -> on
 
     from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 
-    found = _opset(model)
+    found = default_opset(model)
     try:
         upgraded = version_converter.convert_version(model, PER_CHANNEL_OPSET)
     except Exception as e:
@@ -248,16 +246,13 @@ def _upgraded(model: onnx.ModelProto, images: np.ndarray, input_name: str) -> on
         for m in (model, upgraded)
     )
     for a, b in zip(after, before, strict=True):
-        if np.shape(a) != np.shape(b):
-            what = f"shape {list(np.shape(a))} where it was {list(np.shape(b))}"
-        elif not np.allclose(a, b, rtol=1e-5, atol=1e-6):
-            what = f"max abs error {np.max(np.abs(np.asarray(a, np.float64) - b)):.3g}"
-        else:
-            continue
-        raise OnnxEdgeError(
-            f"int8: the model converted from opset {found} to {PER_CHANNEL_OPSET} (for "
-            f"per-channel DequantizeLinear) computes otherwise: {what}"
-        )
+        same = compare_arrays(a, b, atol=1e-6, rtol=1e-5)
+        if not same:
+            raise OnnxEdgeError(
+                f"int8: the model converted from opset {found} to {PER_CHANNEL_OPSET} (for "
+                "per-channel DequantizeLinear) computes otherwise: "
+                + (same.detail or f"max abs error {same.max_abs_error:.3g}")
+            )
     log.info("int8: opset %d upgraded to %d for per-channel quantisation", found, PER_CHANNEL_OPSET)
     return upgraded
 
