@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 OUT    ?= build/smile_cnn
 STAMP  := $(VENV)/.onnxedge-installed
 
-.PHONY: export test check lint format parity bench zoo import-zoo parity-matrix clean venv train edge docs
+.PHONY: export test check lint format parity bench zoo import-zoo testdata-zoo parity-matrix clean venv train edge docs
 
 venv: $(STAMP)
 
@@ -126,6 +126,12 @@ zoo: $(STAMP)
 import-zoo: $(STAMP)
 	$(PIP) install --quiet --no-deps '$(ZOO_PYTORCHCV)'
 	$(BIN)/python -m onnxedge.export.import_zoo --out docs/IMPORT_ZOO.md --bundles build/import_zoo
+
+# Not part of `make test` (its GoogLeNet row is): the classifiers the onnx package ships as test
+# data (onnx/backend/test/data/light), given random weights, through `onnxedge import` and
+# `onnxedge parity`, into docs/TESTDATA_ZOO.md; the fully connected heads must be refused.
+testdata-zoo: $(STAMP)
+	$(BIN)/python -m onnxedge.export.testdata_zoo --out docs/TESTDATA_ZOO.md --bundles build/testdata_zoo
 
 # Not part of `make test`: parity's false alarms (every zoo model and smile_cnn, both exporters,
 # default and ImageNet preprocessing, the CPU EP and OpenVINO f32) and misses (perturbed layers,

@@ -214,11 +214,13 @@ def _reduce_axes(node: ir.Node) -> list[int] | str:
 
 
 class AveragePoolToGlobalAveragePool(_GapRule):
-    """``AveragePool`` whose kernel is the whole static spatial extent → ``GlobalAveragePool``.
+    """``AveragePool`` with one window over the whole static spatial extent → GlobalAveragePool.
 
     Handles case 2. of :class:`CanonicalizeGapHeadPass`. With no padding and a kernel equal to the
     input's spatial dims the output is 1x1 whatever the strides and ceil_mode, and
-    count_include_pad has no padding to count.
+    count_include_pad has no padding to count. A padded one is the same mean where its only
+    window covers the map and the padding is left out of the divisor (count_include_pad 0): Caffe's
+    GoogLeNet pools its 6x6 map with a 7x7 kernel and pads [0, 0, 1, 1] (`_one_window`).
     """
 
     def pattern(self, op, x):
@@ -237,8 +239,8 @@ class AveragePoolToGlobalAveragePool(_GapRule):
         if not all(isinstance(d, int) for d in spatial):  # case 3.: dynamic H or W
             return result.fail(f"spatial dims {[str(d) for d in spatial]} are not all static")
         kernel = list(node.attributes.get_ints("kernel_shape", []))
-        if kernel != spatial:  # case 3.: partial pooling
-            return result.fail(f"kernel {kernel} does not cover the input's spatial dims {spatial}")
+        if len(kernel) != len(spatial):
+            return result.fail(f"kernel {kernel} does not match the spatial rank {len(spatial)}")
         dilations = list(node.attributes.get_ints("dilations", []))
         if any(d != 1 for d in dilations):
             return result.fail(f"dilations {dilations} are not all one")
@@ -246,23 +248,71 @@ class AveragePoolToGlobalAveragePool(_GapRule):
         if len(strides) != len(spatial):
             return result.fail(f"strides {strides} do not match the spatial rank {len(spatial)}")
         auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
+        pads = [0] * (2 * len(spatial))
         if auto_pad.startswith("SAME"):
+            if kernel != spatial:  # case 3.: SAME keeps the map's size
+                return result.fail(f"auto_pad={auto_pad} with kernel {kernel} on {spatial}")
             # SAME pads (ceil(d / s) - 1) * s + k - d = (ceil(d / s) - 1) * s here: zero iff s >= d.
             if any(s < d for s, d in zip(strides, spatial, strict=True)):
                 return result.fail(f"auto_pad={auto_pad} with strides {strides} pads the input")
-        elif auto_pad not in ("NOTSET", "VALID"):
+        elif auto_pad == "NOTSET":
+            pads = list(node.attributes.get_ints("pads", pads))
+        elif auto_pad != "VALID":
             return result.fail(f"unknown auto_pad={auto_pad}")
-        pads = list(node.attributes.get_ints("pads", []))
-        if any(pads):  # case 3.: padded pooling averages over the padding too
-            return result.fail(f"pads {pads} are not all zero")
+        if why := _one_window(
+            spatial,
+            kernel,
+            pads,
+            strides,
+            ceil_mode=bool(node.attributes.get_int("ceil_mode", 0)),
+            count_include_pad=bool(node.attributes.get_int("count_include_pad", 0)),
+        ):
+            return result.fail(why)  # case 3.: partial pooling, or padding averaged in
         return _check_gap_dtype(context, x, result)
 
     def rewrite(self, op, x: ir.Value, pooled: ir.Value):
         node = pooled.producer()
         assert node is not None
         kernel = node.attributes.get_ints("kernel_shape", [])
-        self._report(node, "kernel " + "x".join(str(k) for k in kernel))
+        detail = "kernel " + "x".join(str(k) for k in kernel)
+        pads = list(node.attributes.get_ints("pads", []))
+        if any(pads) and node.attributes.get_string("auto_pad", "NOTSET") == "NOTSET":
+            assert x.shape is not None
+            spatial = "x".join(str(d) for d in x.shape.dims[2:])
+            detail += f", pads {pads} outside the {spatial} map, not counted"
+        self._report(node, detail)
         return op.GlobalAveragePool(x, _name=node.name or None)
+
+
+def _one_window(
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    pads: Sequence[int],
+    strides: Sequence[int],
+    *,
+    ceil_mode: bool,
+    count_include_pad: bool,
+) -> str:
+    """Why an ``AveragePool`` of these attributes on a map of size ``spatial`` is not the map's
+    mean (``""``: it is). Along each axis of size d, with kernel k, pads b (begin) and e (end),
+    stride s: exactly one window, (d + b + e - k) / s rounded down (up with ceil_mode) + 1 = 1;
+    it covers the whole map, b >= 0 and k - b >= d; and it averages the map's d cells only, which
+    count_include_pad 1 breaks wherever the window reaches into the padding (k > d)."""
+    rank = len(spatial)
+    where = f"kernel {list(kernel)}, pads {list(pads)}, strides {list(strides)}"
+    if len(pads) != 2 * rank or any(p < 0 for p in pads):
+        return f"pads {list(pads)} are not {2 * rank} non-negative numbers"
+    for axis, (d, k, s) in enumerate(zip(spatial, kernel, strides, strict=True)):
+        begin, end = pads[axis], pads[axis + rank]
+        if k - begin < d:
+            return f"{where} do not cover the map {list(spatial)}"
+        span = d + begin + end - k
+        windows = (-(-span // s) if ceil_mode else span // s) + 1 if span >= 0 else 0
+        if windows != 1:
+            return f"{where} give {windows} windows along axis {axis + 2} of {list(spatial)}, not 1"
+        if count_include_pad and k != d:
+            return f"count_include_pad=1 averages the padding {list(pads)} in"
+    return ""
 
 
 def gap_rules(
@@ -294,10 +344,13 @@ class CanonicalizeGapHeadPass(ir.passes.InPlacePass):
        (``keepdims=0``) or transposed back to NHWC.
     2. ``AveragePool`` whose ``kernel_shape`` equals the static spatial dims of its input, with no
        padding (pads zero; auto_pad NOTSET, VALID, or SAME_* with strides >= the dims, which pads
-       nothing) and no dilation → ``GlobalAveragePool(x)``, whatever the strides and ceil_mode.
-    3. Everything else is left alone: partial or padded ``AveragePool``, ``AveragePool`` on a
-       dynamic H or W, ``ReduceMax``, ``ReduceMean`` over channels, over one spatial axis, over
-       non-constant axes, with empty axes, or on a tensor of unknown rank.
+       nothing) and no dilation → ``GlobalAveragePool(x)``, whatever the strides and ceil_mode;
+       and a padded one whose only window covers the whole map with the padding left out of the
+       mean (count_include_pad 0), as Caffe's GoogLeNet writes its head.
+    3. Everything else is left alone: partial ``AveragePool``, a padded one with more than one
+       window or the padding counted, ``AveragePool`` on a dynamic H or W, ``ReduceMax``,
+       ``ReduceMean`` over channels, over one spatial axis, over non-constant axes, with empty
+       axes, or on a tensor of unknown rank.
 
     The rules read shapes from the IR: run shape inference first (as
     :func:`canonicalize_gap_head` does), or nothing of unknown rank is rewritten. Axes constants

@@ -39,7 +39,10 @@ from onnxedge.export.zoo import (
     ZooEntry,
     build_entry,
     cpu_parity,
+    errors_cell,
     fmt,
+    result_cell,
+    table_row,
     zoo_main,
 )
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
@@ -202,7 +205,6 @@ def render(rows: Sequence[ImportRow], *, command: str, machine: str, date: str) 
     ]
     for r in rows:
         s = r.seconds
-        result = "PASSED" if r.status == "passed" else f"{r.status.upper()}: {r.reason}"
         cells = [
             r.entry.name,
             r.entry.family,
@@ -213,10 +215,10 @@ def render(rows: Sequence[ImportRow], *, command: str, machine: str, date: str) 
             fmt(s.get("export"), ".1f"),
             fmt(s.get("import"), ".1f"),
             fmt(s.get("parity"), ".1f"),
-            f"{fmt(r.parity_prob, '.1e')} / {fmt(r.parity_logits, '.1e')}",
-            result,
+            errors_cell(r),
+            result_cell(r),
         ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append(table_row(cells))
     passed = sum(r.status == "passed" for r in rows)
     lines += ["", f"{passed} of {len(rows)} rows passed.", ""]
     return "\n".join(lines)

@@ -360,6 +360,19 @@ def zoo_main(
             row = run(entry, exporter, opset, args.bundles, say)
             say(f"{entry.name} ({exporter}): {row.status.upper()} {row.reason}")
             rows.append(row)
+    return write_table(rows, prog, argv, render_rows, args.out, load_before)
+
+
+def write_table(
+    rows: Sequence[Any],
+    prog: str,
+    argv: Sequence[str] | None,
+    render_rows: Callable[..., str],
+    out: Path,
+    load_before: float,
+) -> int:
+    """A zoo runner's end: the table of ``rows`` by ``render_rows`` (with the command, the date
+    and the machine) written atomically to ``out``; the exit status, 1 where a row failed."""
     command = f"{prog} " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = render_rows(
         rows,
@@ -370,9 +383,25 @@ def zoo_main(
     )
     from onnxedge.runtime.bundle.write import atomic_write_bytes
 
-    atomic_write_bytes(args.out, text.encode())
-    print(f"wrote {args.out}: {sum(r.status == 'passed' for r in rows)} of {len(rows)} passed")
+    atomic_write_bytes(out, text.encode())
+    fine = sum(r.status != "failed" and r.status != "skipped" for r in rows)
+    print(f"wrote {out}: {fine} of {len(rows)} rows as expected")
     return 0 if all(r.status != "failed" for r in rows) else 1
+
+
+def result_cell(row: Any) -> str:
+    """A row's verdict: PASSED, or its status and why."""
+    return "PASSED" if row.status == "passed" else f"{row.status.upper()}: {row.reason}"
+
+
+def errors_cell(row: Any) -> str:
+    """Parity's largest errors of a row: probabilities / logits."""
+    return f"{fmt(row.parity_prob, '.1e')} / {fmt(row.parity_logits, '.1e')}"
+
+
+def table_row(cells: Sequence[str]) -> str:
+    """One Markdown table row of ``cells``, a ``|`` inside one escaped."""
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -335,6 +335,46 @@ AVERAGE_POOL_CASES = [
     ),
 ]
 
+
+# Case 2, padded: one window over the whole map, the padding left out of the mean (GoogLeNet's
+# head as Caffe2's converter wrote it: a 6x6 map, kernel 7x7, pads [0, 0, 1, 1]).
+_MAP_6X6 = "float[batch,3,6,6] x"
+PADDED_AVERAGE_POOL_CASES = [
+    Case(
+        "op9-googlenet-7x7-pads-end",
+        _model(
+            "p = AveragePool<kernel_shape=[7, 7], pads=[0, 0, 1, 1]>(f)\ny = Flatten<axis=1>(p)",
+            opset=9,
+            x=_MAP_6X6,
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op13-8x8-pads-both-ends-stride4",
+        _model(
+            "p = AveragePool<kernel_shape=[8, 8], pads=[1, 1, 1, 1], strides=[4, 4], "
+            "count_include_pad=0>(f)\ny = Flatten<axis=1>(p)",
+            opset=13,
+            x=_MAP_6X6,
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "op19-kernel-equal-pads-end-less-than-stride-count-pad",  # the window reaches no padding
+        _model(
+            "p = AveragePool<kernel_shape=[6, 6], pads=[0, 0, 1, 1], strides=[2, 2], "
+            "count_include_pad=1>(f)\ny = Flatten<axis=1>(p)",
+            opset=19,
+            ir_version=9,
+            x=_MAP_6X6,
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+]
+
 # Case 3: not a global average, left exactly as it is.
 UNCHANGED_CASES = [
     Case(
@@ -353,6 +393,51 @@ UNCHANGED_CASES = [
             "p = AveragePool<kernel_shape=[8, 8], pads=[1, 1, 1, 1]>(f)\ny = Flatten<axis=1>(p)",
             opset=13,
             y="float[batch,36] y",
+        ),
+        ["Conv", "AveragePool", "Flatten"],
+        0,
+    ),
+    Case(
+        "avgpool-padding-counted",  # count_include_pad=1: the mean of 36 cells over 49
+        _model(
+            "p = AveragePool<kernel_shape=[7, 7], pads=[0, 0, 1, 1], count_include_pad=1>(f)\n"
+            "y = Flatten<axis=1>(p)",
+            opset=13,
+            x=_MAP_6X6,
+        ),
+        ["Conv", "AveragePool", "Flatten"],
+        0,
+    ),
+    Case(
+        "avgpool-padded-two-windows",  # stride 1 over pads [1, 1, 1, 1]: 2x2 windows
+        _model(
+            "p = AveragePool<kernel_shape=[7, 7], pads=[1, 1, 1, 1]>(f)\ny = Flatten<axis=1>(p)",
+            opset=13,
+            x=_MAP_6X6,
+            y="float[batch,16] y",
+        ),
+        ["Conv", "AveragePool", "Flatten"],
+        0,
+    ),
+    Case(
+        "avgpool-padded-ceil-two-windows",  # ceil_mode rounds (6 + 1 - 6) / 2 up: two windows
+        _model(
+            "p = AveragePool<kernel_shape=[6, 6], pads=[0, 0, 1, 1], strides=[2, 2], "
+            "ceil_mode=1>(f)\ny = Flatten<axis=1>(p)",
+            opset=13,
+            x=_MAP_6X6,
+            y="float[batch,16] y",
+        ),
+        ["Conv", "AveragePool", "Flatten"],
+        0,
+    ),
+    Case(
+        "avgpool-padded-begin-misses-the-end",  # a 7x7 window from -2 stops before row 5
+        _model(
+            "p = AveragePool<kernel_shape=[7, 7], pads=[2, 2, 0, 0], strides=[7, 7]>(f)\n"
+            "y = Flatten<axis=1>(p)",
+            opset=13,
+            x=_MAP_6X6,
         ),
         ["Conv", "AveragePool", "Flatten"],
         0,
@@ -564,6 +649,19 @@ def test_full_average_pool_becomes_global_average_pool(case: Case) -> None:
     assert [(r.op_type, r.rule) for r in result.rewrites] == [
         ("AveragePool", "AveragePoolToGlobalAveragePool")
     ]
+
+
+@pytest.mark.parametrize("case", PADDED_AVERAGE_POOL_CASES, ids=lambda c: c.id)
+def test_a_padded_average_pool_with_one_window_over_the_map_becomes_global(case: Case) -> None:
+    result = _check_case(case)  # numerically equal to the original under ONNX Runtime
+    (rewrite,) = result.rewrites
+    assert rewrite.rule == "AveragePoolToGlobalAveragePool"
+    assert "not counted" in rewrite.detail or "pads" not in rewrite.detail
+
+
+def test_the_googlenet_head_names_its_padding() -> None:
+    (rewrite,) = canonicalize_gap_head(PADDED_AVERAGE_POOL_CASES[0].model).rewrites
+    assert rewrite.detail == "kernel 7x7, pads [0, 0, 1, 1] outside the 6x6 map, not counted"
 
 
 @pytest.mark.parametrize("case", UNCHANGED_CASES, ids=lambda c: c.id)
