@@ -128,11 +128,64 @@ class BatchNormalization(OpRun):
         return (y.astype(x.dtype),)
 
 
+class _CoercedTo2D(OpRun):
+    """Softmax, LogSoftmax and Hardmax as opsets 1 to 12 define them, in place of onnx's own.
+
+    Before opset 13 these ops coerce the input to 2-D, [d0 * ... * d(axis-1), d(axis) * ... *
+    d(n-1)], normalise each row and reshape back, and ``axis`` defaults to 1. onnx's reference
+    kernels (onnx 1.23) have one version, opset 13's: along ``axis`` alone, default -1. On a
+    Caffe2-era SqueezeNet (opset 9, its Softmax on the pooled [N, 1000, 1, 1]) they took the
+    softmax over the last axis, of size 1, and gave every class probability 1; import's
+    agreement check caught the float64 reference 0.999 away from ONNX Runtime's and fell back to
+    float32. `reference_evaluator` puts these in only for a model below opset 13.
+    """
+
+    op_domain = ""
+
+    def _run(self, x, **_attributes):
+        axis = next((a.i for a in self.onnx_node.attribute if a.name == "axis"), 1)
+        axis = axis + x.ndim if axis < 0 else axis
+        rows = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
+        return (self._rows(rows).reshape(x.shape).astype(x.dtype),)
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Softmax(_CoercedTo2D):
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        e = np.exp(rows - rows.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+class LogSoftmax(_CoercedTo2D):
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        shifted = rows - rows.max(axis=1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+class Hardmax(_CoercedTo2D):
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(rows)
+        out[np.arange(rows.shape[0]), rows.argmax(axis=1)] = 1  # the first of equal maxima
+        return out
+
+
+_COERCED_BEFORE_OPSET = 13  # when Softmax, LogSoftmax and Hardmax stopped coercing to 2-D
+_COERCED_OPS = (Softmax, LogSoftmax, Hardmax)
+
+
 def reference_evaluator(model: onnx.ModelProto) -> Any:
-    """onnx's `ReferenceEvaluator` on ``model``, with the kernels above in place of onnx's."""
+    """onnx's `ReferenceEvaluator` on ``model``, with the kernels above in place of onnx's (the
+    coerced-to-2-D ones only below opset 13)."""
     from onnx.reference import ReferenceEvaluator
 
-    return ReferenceEvaluator(model, new_ops=[BatchNormalization])
+    from onnxedge.runtime.check.check import default_opset
+
+    ops: list[type[OpRun]] = [BatchNormalization]
+    if default_opset(model) < _COERCED_BEFORE_OPSET:
+        ops.extend(_COERCED_OPS)
+    return ReferenceEvaluator(model, new_ops=ops)
 
 
 def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:

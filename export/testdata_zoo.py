@@ -8,7 +8,9 @@ are ties; so each file is
 1. given random weights (`random_weights`, seed 0): each ``ConstantOfShape`` becomes an
    initializer of its shape, scaled for the node that reads it (He's normal for a convolution's
    or a fully connected layer's weights, a batch norm's scale and variance near 1, small
-   biases, shifts and means), an onnx_ir rewrite of the graph, nothing else changed (at IR 3,
+   biases, shifts and means), then each convolution and fully connected layer scaled in turn
+   so that its output's RMS is 1 on a normal input (`_unit_rms`: outputs that do not saturate
+   the softmax), an onnx_ir rewrite of the graph, nothing else changed (at IR 3,
    as these files are, an initializer is a graph input too: Caffe2's files wrote real weights
    so);
 2. imported by `import_bundle` (what ``onnxedge import`` runs), ImageNet's mean and std;
@@ -37,6 +39,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as ir_common_passes
+import onnxruntime as ort
 
 from onnxedge.export.parity_matrix import IMAGENET
 from onnxedge.export.zoo import (
@@ -53,6 +56,7 @@ from onnxedge.runtime.errors import OnnxEdgeError, first_line
 SEED = 0
 _BIAS_STD = 0.01  # biases, shifts and means: small beside the activations
 _SCALE_RANGE = (0.5, 1.5)  # a batch norm's scale and variance, an affine's multiplier
+_CENTRED_INPUTS = 8  # normal inputs whose mean class scores the classifier's bias takes away
 _INITIALIZERS_APART_IR = 4  # before IR 4 every initializer is a graph input too
 
 
@@ -87,12 +91,15 @@ def light_folder() -> Path:
     return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 
-def random_weights(model: onnx.ModelProto, seed: int = SEED) -> onnx.ModelProto:
+def random_weights(
+    model: onnx.ModelProto, seed: int = SEED, *, unit_rms: bool = True
+) -> onnx.ModelProto:
     """1.: ``model`` with each ``ConstantOfShape`` of a constant shape replaced by an initializer
-    of random values of that shape (module docstring); an error where there is none."""
+    of random values of that shape (module docstring), with ``unit_rms`` then scaled layer by
+    layer (`_unit_rms`); an error where there is none."""
     rng = np.random.default_rng(seed)
     graph = ir.from_proto(model)
-    replaced = 0
+    drawn: dict[str, ir.Value] = {}
     shapes: list[ir.Value] = []
     for node in list(graph.graph):
         if node.op_type != "ConstantOfShape":
@@ -116,8 +123,8 @@ def random_weights(model: onnx.ModelProto, seed: int = SEED) -> onnx.ModelProto:
         graph.graph.register_initializer(new)
         if graph.ir_version < _INITIALIZERS_APART_IR:
             graph.graph.inputs.append(new)  # as Caffe2's converter wrote real weights
-        replaced += 1
-    if not replaced:
+        drawn[new.name] = new
+    if not drawn:
         raise OnnxEdgeError("expected weights written as ConstantOfShape, found none")
     for value in shapes:  # the shapes' initializers (and, at IR 3, graph inputs) left unread
         if not value.uses() and value.name in graph.graph.initializers:
@@ -125,7 +132,90 @@ def random_weights(model: onnx.ModelProto, seed: int = SEED) -> onnx.ModelProto:
                 graph.graph.inputs.remove(value)
             graph.graph.initializers.pop(value.name)
     ir_common_passes.RemoveUnusedNodesPass()(graph)
+    if unit_rms:
+        _unit_rms(graph, drawn, rng)
     return ir.to_proto(graph)
+
+
+def _unit_rms(model: ir.Model, drawn: dict[str, ir.Value], rng: np.random.Generator) -> None:
+    """Scale each convolution's and fully connected layer's drawn weights and bias, in graph
+    order, so that its output's RMS on a standard normal input is 1 (the idea of Mishkin and
+    Matas's LSUV initialisation): He's scale alone lets residual sums grow until the softmax
+    saturates (ResNet-50's logits reach 1e4, ShuffleNet's 1e6, every row one class). Measured
+    with ONNX Runtime on a copy of the graph whose weights are inputs fed as they are scaled."""
+    layers = []
+    for node in model.graph:  # topological order
+        if node.op_type not in ("Conv", "Gemm") or node.outputs[0].name is None:
+            continue
+        weight = _drawn_source(node.inputs[1], drawn) if len(node.inputs) > 1 else None
+        if weight is None:
+            continue
+        bias = _drawn_source(node.inputs[2], drawn) if len(node.inputs) > 2 else None
+        layers.append((node.outputs[0].name, weight, bias))
+    if not layers:
+        return
+    probe = ir.from_proto(ir.to_proto(model))  # a copy to measure on
+    named = {v.name: v for n in probe.graph for v in n.outputs if v.name}
+    for name, _, _ in layers:
+        probe.graph.outputs.append(named[name])
+    for name in drawn:  # plain inputs (at IR 3 ONNX Runtime feeds no initializer)
+        value = probe.graph.initializers.pop(name)
+        if value not in probe.graph.inputs:
+            probe.graph.inputs.append(value)
+    feeds = {}
+    for value in probe.graph.inputs:
+        if value.name in probe.graph.initializers or value.name in drawn:
+            continue
+        dims = [d if isinstance(d, int) else 1 for d in value.shape.dims]
+        feeds[value.name] = rng.standard_normal(dims).astype(np.float32)
+    weights = {name: value.const_value.numpy().copy() for name, value in drawn.items()}
+    options = ort.SessionOptions()  # the graph as written: no weight folded away
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(
+        ir.to_proto(probe).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    for index, (output, weight, bias) in enumerate(layers):
+        (y,) = session.run([output], {**feeds, **weights})
+        if index == len(layers) - 1 and bias is not None:  # the classifier: centred
+            y = _centre_classifier(session, output, feeds, weights, bias, rng)
+        rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+        if not np.isfinite(rms) or rms == 0:
+            continue
+        for name in filter(None, (weight, bias)):
+            weights[name] = (weights[name] / rms).astype(np.float32)
+    for name, value in drawn.items():
+        value.const_value = ir.tensor(weights[name], name=name)
+
+
+def _centre_classifier(session, output, feeds, weights, bias, rng) -> np.ndarray:
+    """The classifier's bias less each class's mean score over `_CENTRED_INPUTS` normal inputs,
+    and its output on the first of them after that. A random network scores every input alike
+    (its pooled features, after ReLUs, share one large mean): without this, every row of the
+    golden data has the same class and parity's label check compares one class with itself."""
+    outputs = [session.run([output], {**feeds, **weights})[0]]
+    for _ in range(_CENTRED_INPUTS - 1):
+        other = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in feeds.items()}
+        outputs.append(session.run([output], {**other, **weights})[0])
+    stacked = np.concatenate(outputs).astype(np.float64)  # [K, C, ...]
+    mean = stacked.mean(axis=tuple(a for a in range(stacked.ndim) if a != 1))
+    if mean.shape != weights[bias].shape:
+        return outputs[0]
+    weights[bias] = (weights[bias] - mean).astype(np.float32)
+    shape = (1, -1) + (1,) * (outputs[0].ndim - 2)
+    return outputs[0] - mean.reshape(shape)
+
+
+def _drawn_source(value: ir.Value | None, drawn: dict[str, ir.Value]) -> str | None:
+    """The name of the drawn weight ``value`` is, directly or through the Reshape or Unsqueeze
+    Caffe2's converter puts before a Gemm; None where it is not one."""
+    if value is None:
+        return None
+    if value.name in drawn and drawn[value.name] is value:
+        return value.name
+    producer = value.producer()
+    if producer is not None and producer.op_type in ("Reshape", "Unsqueeze"):
+        return _drawn_source(producer.inputs[0], drawn)
+    return None
 
 
 def _reader(value: ir.Value) -> tuple[str, int, ir.Node | None]:
@@ -184,7 +274,7 @@ def run_entry(
         started = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
         weighted = out_dir / f"{entry.name}-random.onnx"
-        onnx.save(random_weights(onnx.load(source)), weighted)
+        onnx.save(random_weights(onnx.load(source), unit_rms=not entry.refused), weighted)
         seconds["weights"] = time.perf_counter() - started
 
         step = "import"

@@ -185,9 +185,13 @@ def grayscale_sigmoid(side: int = 28, seed: int = 2) -> onnx.ModelProto:
     )
 
 
-def conv_classifier_nk11(classes: int = 5, side: int = 16, seed: int = 5) -> onnx.ModelProto:
+def conv_classifier_nk11(
+    classes: int = 5, side: int = 16, seed: int = 5, opset: int = OPSET
+) -> onnx.ModelProto:
     """Batch fixed at 1, a 1x1 convolution as the classifier after the pool and a Softmax over
-    the channels: the output is [1, K, 1, 1], as SqueezeNet's."""
+    the channels: the output is [1, K, 1, 1], as SqueezeNet's. Below opset 13 the Softmax has
+    no ``axis``, as Caffe2's converter wrote it (1 by default there: the [1, K] the input is
+    coerced to)."""
     features = 6
     rng = np.random.default_rng(seed)
     head = rng.normal(0, 0.5, (classes, features, 1, 1)).astype(np.float32)
@@ -196,13 +200,16 @@ def conv_classifier_nk11(classes: int = 5, side: int = 16, seed: int = 5) -> onn
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
         helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
         helper.make_node("Conv", ["g", "head_w"], ["z"], name="classifier"),
-        helper.make_node("Softmax", ["z"], ["prob"], name="softmax", axis=1),
+        helper.make_node("Softmax", ["z"], ["prob"], name="softmax", axis=1)
+        if opset >= 13
+        else helper.make_node("Softmax", ["z"], ["prob"], name="softmax"),
     ]
     return _model(
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
         [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, classes, 1, 1])],
         [*_weights(seed, 3, features, classes)[:2], _init("head_w", head)],
+        opset=opset,
     )
 
 

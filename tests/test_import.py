@@ -10,6 +10,7 @@ from pathlib import Path
 import import_models as models
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from cli_assertions import assert_one_line_error, unwrap_markdown
 from click.testing import CliRunner
@@ -51,6 +52,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "gray": models.grayscale_sigmoid,
         "mixing": models.batch_mixing,
         "nk11": models.conv_classifier_nk11,
+        "nk11_opset9": lambda: models.conv_classifier_nk11(opset=9),
         "two_inputs": models.two_inputs,
         "tokens": models.token_input,
         "segmenter": models.segmenter,
@@ -255,6 +257,40 @@ def test_the_float64_reference_of_an_opset_11_batch_norm_is_each_rows_own(files)
     for batch, rows, f32 in zip(together, alone, ref.run_f32(x), strict=True):
         np.testing.assert_allclose(batch, rows, rtol=1e-12, atol=1e-14)  # float64 sums only
         np.testing.assert_allclose(batch, f32, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax", "Hardmax"])
+@pytest.mark.parametrize("axis", [None, 1, -2, 0])
+def test_the_float64_reference_coerces_softmax_to_2d_below_opset_13(op, axis):
+    """Before opset 13 Softmax, LogSoftmax and Hardmax normalise the input coerced to 2-D at
+    ``axis`` (default 1); onnx's kernels (1.23) compute opset 13's, along ``axis`` alone
+    (default -1). Caffe2's SqueezeNet (opset 9): every class's probability 1."""
+    attributes = {} if axis is None else {"axis": axis}
+    node = onnx.helper.make_node(op, ["x"], ["y"], name="norm", **attributes)
+    x_info = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3, 4])
+    y_info = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3, 4])
+    graph = onnx.helper.make_graph([node], "g", [x_info], [y_info])
+    x = np.random.default_rng(4).normal(0, 2, (2, 3, 4)).astype(np.float32)
+    for opset in (11, 13):
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+        model.ir_version = 8
+        (want,) = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        ).run(None, {"x": x})
+        (got,) = reference_evaluator(model).run(None, {"x": x})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"opset {opset}")
+
+
+def test_a_caffe2_style_softmax_head_gets_the_float64_reference(files, tmp_path):
+    """Opset 9, a Softmax without ``axis`` on the pooled [1, K, 1, 1]: with onnx's kernel the
+    float64 reference gave 1 for every class, 0.8 away from ONNX Runtime's, and import fell
+    back to float32."""
+    out = tmp_path / "nk11_opset9"
+    result = invoke("import", files["nk11_opset9"], "--out", out)
+    assert result.exit_code == 0, result.output
+    reference = json.loads((out / "manifest.json").read_text())["imported"]["reference"]
+    assert reference["precision"] == "float64", reference
+    assert invoke("parity", out, "--providers", "cpu").exit_code == 0
 
 
 def test_a_batch_norm_in_training_mode_has_no_float64_reference():

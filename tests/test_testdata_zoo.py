@@ -73,11 +73,34 @@ def test_random_weights_replace_every_constant_of_shape() -> None:
 
 def test_random_weights_are_scaled_for_their_readers() -> None:
     model = onnx.parser.parse_model(_TINY.format(head=_GAP, fc_in=4))
-    weights = {
-        i.name: onnx.numpy_helper.to_array(i) for i in random_weights(model).graph.initializer
-    }
+    weighted = random_weights(model, unit_rms=False)
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in weighted.graph.initializer}
     assert weights["w"].std() == pytest.approx(np.sqrt(2 / 27), rel=0.5)  # He: fan-in 3x3x3
     assert np.abs(weights["b"]).max() < 0.1  # a bias: small
+
+
+def test_unit_rms_scales_each_layer_and_centres_the_classifier() -> None:
+    model = onnx.parser.parse_model(_TINY.format(head=_GAP, fc_in=4))
+    rng = np.random.default_rng(7)
+    inputs = [rng.standard_normal((1, 3, 6, 6)).astype(np.float32) for _ in range(32)]
+
+    def outputs(weighted: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray]:
+        for name in ("c", "logits"):  # the convolution's and the classifier's, to look at
+            weighted.graph.output.append(onnx.helper.make_tensor_value_info(name, 1, None))
+        session = ort.InferenceSession(
+            weighted.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        runs = [session.run(["c", "logits"], {"data_0": x}) for x in inputs]
+        return np.concatenate([c for c, _ in runs]), np.concatenate([z for _, z in runs])
+
+    conv, logits = outputs(random_weights(model))
+    assert np.sqrt(np.mean(conv**2)) == pytest.approx(1.0, rel=0.3)
+    assert np.sqrt(np.mean(logits**2)) == pytest.approx(1.0, rel=0.5)
+    # Centred: no class wins every input (without it the pooled ReLUs' mean picks one).
+    assert np.abs(logits.mean(axis=0)).max() < 0.5
+    assert len(set(logits.argmax(axis=1).tolist())) == 2
+    _, plain_logits = outputs(random_weights(model, unit_rms=False))
+    assert len(set(plain_logits.argmax(axis=1).tolist())) == 1
 
 
 def test_a_model_without_constant_of_shape_weights_is_an_error() -> None:
