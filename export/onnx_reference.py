@@ -128,6 +128,32 @@ class BatchNormalization(OpRun):
         return (y.astype(x.dtype),)
 
 
+class LRN(OpRun):
+    """LRN as the standard defines it, in place of onnx's own (onnx 1.23).
+
+    onnx's kernel loops over the batch axis where the standard sums squares over a window of
+    channels (onnx/onnx#7805, fixed after 1.23 by onnx/onnx#8331): only the first N channels of
+    a batch of N were normalised, so a row's reference depended on the batch size. Found on
+    the onnx package's GoogLeNet (`make testdata-zoo`): its float64 outputs 0.02 in probability
+    from ONNX Runtime's and OpenVINO's, which both follow the standard. For input (N, C, D1,
+    ..., Dk): the sum of squares over channels c - floor((size - 1) / 2) to c + ceil((size -
+    1) / 2) (clipped to [0, C - 1]), y = x / (bias + alpha / size * sum) ** beta.
+    """
+
+    op_domain = ""
+
+    def _run(self, x, alpha=1e-4, beta=0.75, bias=1.0, size=None):
+        channels = x.shape[1]
+        before, after = (size - 1) // 2, -(-(size - 1) // 2)
+        squares = np.square(x)
+        square_sum = np.zeros_like(x)
+        for c in range(channels):
+            lo, hi = max(0, c - before), min(channels - 1, c + after)
+            square_sum[:, c] = squares[:, lo : hi + 1].sum(axis=1)
+        y = x / (bias + (alpha / size) * square_sum) ** beta
+        return (y.astype(x.dtype),)
+
+
 class _CoercedTo2D(OpRun):
     """Softmax, LogSoftmax and Hardmax as opsets 1 to 12 define them, in place of onnx's own.
 
@@ -182,7 +208,7 @@ def reference_evaluator(model: onnx.ModelProto) -> Any:
 
     from onnxedge.runtime.check.check import default_opset
 
-    ops: list[type[OpRun]] = [BatchNormalization]
+    ops: list[type[OpRun]] = [BatchNormalization, LRN]
     if default_opset(model) < _COERCED_BEFORE_OPSET:
         ops.extend(_COERCED_OPS)
     return ReferenceEvaluator(model, new_ops=ops)

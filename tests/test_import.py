@@ -293,6 +293,29 @@ def test_a_caffe2_style_softmax_head_gets_the_float64_reference(files, tmp_path)
     assert invoke("parity", out, "--providers", "cpu").exit_code == 0
 
 
+@pytest.mark.parametrize("size", [3, 5])
+def test_the_float64_reference_of_lrn_sums_over_channels(size):
+    """onnx's own LRN kernel (1.23) loops over the batch, not the channels (onnx/onnx#7805):
+    with a batch of 1 only channel 0 was normalised, and GoogLeNet's float64 reference was 0.02
+    from every engine in probability."""
+    node = onnx.helper.make_node("LRN", ["x"], ["y"], size=size, alpha=0.02, beta=0.75, bias=1.5)
+    x_info = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 7, 4, 4])
+    y_info = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 7, 4, 4])
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph([node], "g", [x_info], [y_info]),
+        opset_imports=[onnx.helper.make_opsetid("", 9)],
+    )
+    model.ir_version = 8
+    x = np.random.default_rng(5).normal(0, 3, (3, 7, 4, 4)).astype(np.float32)
+    (want,) = ort.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run(None, {"x": x})
+    (together,) = reference_evaluator(model).run(None, {"x": x})
+    (alone,) = reference_evaluator(model).run(None, {"x": x[1:2]})
+    np.testing.assert_allclose(together, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(alone[0], together[1])  # each row its own
+
+
 def test_a_batch_norm_in_training_mode_has_no_float64_reference():
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2, 3])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2, 3])
