@@ -181,7 +181,7 @@ def _unit_rms(model: ir.Model, drawn: dict[str, ir.Value], rng: np.random.Genera
     for index, (output, weight, bias) in enumerate(layers):
         (y,) = session.run([output], {**feeds, **weights})
         if index == len(layers) - 1 and bias is not None:  # the classifier: centred
-            y = _centre_classifier(session, output, feeds, weights, bias, rng)
+            y = _centre_classifier(y, session, output, feeds, weights, bias, rng)
         rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
         if not np.isfinite(rms) or rms == 0:
             continue
@@ -191,12 +191,12 @@ def _unit_rms(model: ir.Model, drawn: dict[str, ir.Value], rng: np.random.Genera
         value.const_value = ir.tensor(weights[name], name=name)
 
 
-def _centre_classifier(session, output, feeds, weights, bias, rng) -> np.ndarray:
+def _centre_classifier(first, session, output, feeds, weights, bias, rng) -> np.ndarray:
     """The classifier's bias less each class's mean score over `_CENTRED_INPUTS` normal inputs,
     and its output on the first of them after that. A random network scores every input alike
     (its pooled features, after ReLUs, share one large mean): without this, every row of the
     golden data has the same class and parity's label check compares one class with itself."""
-    outputs = [session.run([output], {**feeds, **weights})[0]]
+    outputs = [first]  # the classifier's output on ``feeds``, already computed
     for _ in range(_CENTRED_INPUTS - 1):
         other = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in feeds.items()}
         outputs.append(session.run([output], {**other, **weights})[0])
