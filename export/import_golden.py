@@ -17,6 +17,7 @@ from onnxedge.export.onnx_reference import FLOAT64, OnnxReference, disagreement
 from onnxedge.runtime.bundle.outputs import (
     LOGIT,
     LOGITS,
+    centred_logits,
     probabilities,
 )
 from onnxedge.runtime.errors import OnnxEdgeError
@@ -114,6 +115,8 @@ def imported_golden(
         "reference_precision": ref.precision,
         "images": names,
     }
+    if ref.precision != FLOAT64 and ref.run_f32_unfused is not None:
+        meta["float32_spread"] = _float32_spread(ref, batches[max(batches)], kind)
     block = {
         "format": GOLDEN_FORMAT,
         "format_version": GOLDEN_VERSION,
@@ -131,6 +134,25 @@ def imported_golden(
         block=block,
         disagreement=_disagreement(ref, batches, kind) if ref.precision == FLOAT64 else "",
     )
+
+
+def _float32_spread(ref: OnnxReference, batch: ReferenceBatch, kind: str) -> dict[str, Any]:
+    """A float32 reference's own spread on ``batch`` (the largest): each output's largest
+    distance from ONNX Runtime's run without graph optimizations (other kernels, no fusions;
+    logits centred as parity compares them). Parity holds no engine nearer the reference than
+    `SPREAD_FACTOR` times it (`onnxedge.runtime.parity.rounding`)."""
+    assert ref.run_f32_unfused is not None
+    prob, logits = _outputs(ref.run_f32_unfused(batch.inputs), kind)
+
+    def worst(a: np.ndarray, b: np.ndarray) -> float:
+        d = np.abs(np.asarray(a, dtype=np.float64).reshape(b.shape) - b)
+        return float(d.max()) if np.isfinite(d).all() else float("inf")
+
+    return {
+        "prob": worst(prob, batch.prob),
+        "logits": worst(centred_logits(logits, kind), centred_logits(batch.logits, kind)),
+        "runs": ["ONNX Runtime CPU without graph optimizations"],
+    }
 
 
 def _disagreement(ref: OnnxReference, batches: Mapping[int, ReferenceBatch], kind: str) -> str:

@@ -191,7 +191,9 @@ def import_bundle(
                 f"--reference float64: {golden.disagreement} (--reference float32 takes ONNX "
                 "Runtime's)"
             )
-        ref = float32_reference(ref.run_f32, f"{golden.disagreement}; taking ONNX Runtime's")
+        ref = float32_reference(
+            ref.run_f32, f"{golden.disagreement}; taking ONNX Runtime's", ref.run_f32_unfused
+        )
         golden = imported_golden(ref, spec, rows, found.kind, lowering.model, skipped)
     say("computing the golden layers for `onnxedge parity --localize`")
     layers, layers_block = imported_golden_layers(

@@ -282,7 +282,9 @@ def make_reference(
             f"--reference: expected one of {', '.join(REFERENCE_CHOICES)}, found {choice!r}"
         )
     f32 = float32_reference(
-        onnxruntime_runner(model, outputs, fixed), "asked for (--reference float32)"
+        onnxruntime_runner(model, outputs, fixed),
+        "asked for (--reference float32)",
+        onnxruntime_runner(model, outputs, fixed, optimization="disable"),
     )
     run_f32 = f32.run_f32
     if choice == FLOAT32:
@@ -313,12 +315,15 @@ def make_reference(
         reason="",
         run=run64,
         run_f32=run_f32,
-        run_f32_unfused=onnxruntime_runner(model, outputs, fixed, optimization="disable"),
+        run_f32_unfused=f32.run_f32_unfused,
     )
 
 
-def float32_reference(run_f32: Runner, reason: str) -> OnnxReference:
-    """ONNX Runtime's CPU run of the original in float32 as the reference, for ``reason``."""
+def float32_reference(
+    run_f32: Runner, reason: str, run_f32_unfused: Runner | None = None
+) -> OnnxReference:
+    """ONNX Runtime's CPU run of the original in float32 as the reference, for ``reason``;
+    ``run_f32_unfused``, the same without graph optimizations, measures its spread."""
     from onnxedge.runtime.deps import onnxruntime_version
 
     return OnnxReference(
@@ -327,6 +332,7 @@ def float32_reference(run_f32: Runner, reason: str) -> OnnxReference:
         reason=reason,
         run=run_f32,
         run_f32=run_f32,
+        run_f32_unfused=run_f32_unfused,
     )
 
 

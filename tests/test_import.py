@@ -464,6 +464,7 @@ def test_reference_float32_is_recorded_in_the_manifest(files, tmp_path):
 
 def test_a_float32_reference_widens_the_tolerances_by_the_cpu_eps():
     from onnxedge.runtime.parity import Target
+    from onnxedge.runtime.parity.tolerances import ToleranceOverrides
 
     plain = Target("cuda", "off").tolerances()
     wide = Target("cuda", "off").tolerances(reference="float32")
@@ -471,6 +472,70 @@ def test_a_float32_reference_widens_the_tolerances_by_the_cpu_eps():
     # No float64 truth to measure the rounding against: the widened tolerances alone judge.
     assert plain.rounding_factor is not None and wide.rounding_factor is None
     assert "float32 reference" in wide.basis and "float32" not in plain.basis
+    # ... but no target is held nearer it than 20x its own spread; tolerances set by hand alone.
+    assert wide.spread_least and not plain.spread_least
+    hand = Target("cpu").tolerances(ToleranceOverrides(atol=1e-3), reference="float32")
+    assert not hand.spread_least and hand.rounding_factor is None
+
+
+def _shift_golden(bundle: Path, by: float, spread: float | None) -> None:
+    """Every logit of ``bundle``'s golden data (a sigmoid probability) moved by ``by``, its
+    probability with it, and the float32 spread in its meta set to ``spread`` (None: none)."""
+    from test_classifier import rehash
+
+    from onnxedge.runtime.parity import GOLDEN
+    from onnxedge.runtime.parity.npz import npz_bytes, read_npz
+    from onnxedge.runtime.parity.reference import canonical_json
+
+    arrays = read_npz(bundle / GOLDEN)
+    for key in [k for k in arrays if k.startswith("logits_b")]:
+        logits = arrays[key].astype(np.float64) + by
+        prob = 1 / (1 + np.exp(-logits))
+        dtype = arrays[key].dtype
+        arrays[key] = logits.astype(dtype)
+        arrays["prob" + key.removeprefix("logits")] = prob.astype(dtype)
+    meta = json.loads(arrays["meta"].tobytes())
+    meta.pop("float32_spread", None)
+    if spread is not None:
+        meta["float32_spread"] = {"prob": spread, "logits": spread, "runs": ["test"]}
+    arrays["meta"] = np.frombuffer(canonical_json(meta), np.uint8)
+    (bundle / GOLDEN).write_bytes(npz_bytes(arrays))
+    rehash(bundle, GOLDEN)
+
+
+def test_a_float32_reference_stores_its_spread_and_parity_holds_no_engine_nearer(files, tmp_path):
+    """ONNX Runtime's float32 run as the reference is itself off the truth by about its spread
+    (with and without graph optimizations, stored in the golden meta): an engine that differs
+    from it by less than 20x that spread passes though over the guard (OpenVINO f32 on
+    GoogLeNet at 2.6x the guard was a false alarm), and by more, or with no spread stored,
+    fails."""
+    import shutil
+
+    out = tmp_path / "b"
+    result = invoke("import", files["gray"], "--out", out, "--reference", "float32")
+    assert result.exit_code == 0, result.output
+    spread = load_golden(Bundle.open(out)).float32_spread
+    assert spread is not None and spread["runs"] == ["ONNX Runtime CPU without graph optimizations"]
+    assert all(spread[k] >= 0 and np.isfinite(spread[k]) for k in ("prob", "logits"))
+    float64 = tmp_path / "f64"
+    assert invoke("import", files["gray"], "--out", float64).exit_code == 0
+    assert load_golden(Bundle.open(float64)).float32_spread is None  # its rounding measures it
+    # The guard is about 2e-4 at a logit of 1; a spread of 1e-3 raises the bound to 2e-2.
+    for by, spread_set, passes in (
+        (1e-2, 1e-3, True),
+        (1e-2, None, False),
+        (5e-2, 1e-3, False),
+    ):
+        shifted = tmp_path / f"shifted-{by}-{spread_set}"
+        shutil.copytree(out, shifted)
+        _shift_golden(shifted, by, spread_set)
+        parity = invoke("parity", shifted, "--providers", "cpu")
+        assert (parity.exit_code == 0) is passes, (by, spread_set, parity.output)
+        if not passes:
+            assert "FAILED" in parity.output
+        if spread_set is not None:
+            bound = "20x the float32 reference's own spread" if not passes else "spread"
+            assert bound in parity.output, parity.output
 
 
 # --- the bundles -----------------------------------------------------------------------------

@@ -183,6 +183,31 @@ def test_no_bound_is_below_twenty_times_the_spread_of_pytorchs_kernels():
     assert small.check(expected + 4e-5, expected) and not small.check(expected + 6e-5, expected)
 
 
+def test_against_a_float32_reference_the_guard_is_raised_to_twenty_times_its_spread():
+    """A float32 reference has no float64 truth (no factor, no float32 bound, no floor), but
+    is itself off by about its spread: with `spread_least` the bound is max(guard, 20 x the
+    spread); without it (TF32, bf16, tolerances set by hand) or with no spread stored, the
+    guard alone."""
+    guard = Tolerance(2e-5, 2e-4)
+    expected = np.array([[0.5], [0.25]])
+    rounding = Rounding(0.0, 0.4, 2, spread=1e-4)
+    judge = Judge(guard, rounding, None, spread_least=True)
+    assert judge.least == pytest.approx(SPREAD_FACTOR * 1e-4)
+    assert judge.float32_bound is None and judge.floor is None
+    inside = judge.check(expected + 1.9e-3, expected)
+    assert inside and inside.decided_by == SPREAD and inside.bound == pytest.approx(2e-3)
+    outside = judge.check(expected + np.array([[0.0], [2.1e-3]]), expected)
+    assert not outside and outside.rows_outside == (1,)
+    for alone in (Judge(guard, rounding, None), Judge(guard, Rounding(0.0, 0.4, 2), None, True)):
+        assert alone.least is None
+        assert not alone.check(expected + 1.9e-3, expected)
+    # a spread below the guard leaves the guard to decide
+    small = Judge(guard, Rounding(0.0, 0.4, 2, spread=1e-7), None, spread_least=True)
+    decided = small.check(expected + 1e-4, expected)  # guard at 0.4: 1e-4
+    assert decided and decided.decided_by == GUARD
+    assert not small.check(expected + 1.3e-4, expected)
+
+
 def test_the_spread_is_at_least_the_one_run():
     one_run = reference_rounding([np.array([[1.0]])], [np.array([[1.0 + 1e-6]])])
     assert one_run.spread is None and one_run.scale == pytest.approx(1e-6)

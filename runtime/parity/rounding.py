@@ -25,7 +25,11 @@ sums of large terms included (a logit of 1 made of terms of 30 carries the round
      what PyTorch's own kernels disagree by, whatever the guard asks (a tolerance tighter than
      float32 gives the model would fail every float32 engine) and however lucky the one run was.
    Where the arithmetic is coarser than float32 (TF32, bf16) or the user set the tolerances, the
-   factor is None and the guard alone judges.
+   factor is None and the guard alone judges. Against a float32 reference (no float64 truth,
+   `spread_least`) the factor is None too, but the bound is ``max(least, guard)`` with
+   ``least = SPREAD_FACTOR * spread``, the spread of the reference's own float32 runs: a
+   reference that float32 moves by ``s`` cannot be matched nearer than that by another
+   float32 engine.
 3. A check (`BoundCheck`) says which of the three decided at the element nearest its bound.
 """
 
@@ -126,6 +130,7 @@ class Judge:
     guard: Tolerance
     rounding: Rounding | None = None
     factor: float | None = None
+    spread_least: bool = False  # the least bound without a factor (a float32 reference)
 
     @property
     def float32_bound(self) -> float | None:
@@ -135,10 +140,15 @@ class Judge:
 
     @property
     def least(self) -> float | None:
-        """2.: the least bound, ``SPREAD_FACTOR`` (at most the factor) times the spread."""
-        if self.factor is None or self.rounding is None:
+        """2.: the least bound, ``SPREAD_FACTOR`` (at most the factor) times the spread; without
+        a factor, ``SPREAD_FACTOR`` times the measured spread where `spread_least` asks for it."""
+        if self.rounding is None:
             return None
-        return min(self.factor, SPREAD_FACTOR) * self.rounding.scale
+        if self.factor is not None:
+            return min(self.factor, SPREAD_FACTOR) * self.rounding.scale
+        if self.spread_least and self.rounding.spread:
+            return SPREAD_FACTOR * self.rounding.spread
+        return None
 
     @property
     def floor(self) -> float | None:
@@ -147,13 +157,18 @@ class Judge:
         return FLOOR_ULPS * _EPS32 * self.rounding.rms
 
     def bounds(self, expected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The bound of each element and which term set it (an array of FLOAT32, FLOOR, GUARD)."""
+        """The bound of each element and which term set it (an array of FLOAT32, FLOOR, GUARD,
+        SPREAD)."""
         e = np.abs(np.asarray(expected, dtype=np.float64))
         scale = np.maximum(e, self.rounding.rms) if self.rounding is not None else e
         guard = self.guard.atol + self.guard.rtol * scale
         f32, floor, least = self.float32_bound, self.floor, self.least
-        if f32 is None or floor is None or least is None:
+        if least is None:
             return guard, np.full(e.shape, GUARD, dtype=object)
+        if f32 is None or floor is None:  # no factor: the guard, raised to the least
+            which = np.full(e.shape, GUARD, dtype=object)
+            which[guard < least] = SPREAD
+            return np.maximum(guard, least), which
         rounding = max(f32, floor)
         which = np.full(e.shape, FLOAT32 if f32 >= floor else FLOOR, dtype=object)
         which[guard < rounding] = GUARD
@@ -192,6 +207,7 @@ class Judge:
         return {
             "guard": dataclasses.asdict(self.guard),
             "factor": self.factor,
+            "spread_least": self.spread_least,
             "rounding": None if self.rounding is None else self.rounding.to_dict(),
             "float32_bound": self.float32_bound,
             "least": self.least,

@@ -287,7 +287,12 @@ def _run_row(
             ("logits", logits, ref.logits, tolerances.logits),
         )
     ):
-        judge = Judge(tolerance, roundings[i] if roundings else None, tolerances.rounding_factor)
+        judge = Judge(
+            tolerance,
+            roundings[i] if roundings else None,
+            tolerances.rounding_factor,
+            tolerances.spread_least,
+        )
         check = judge.check(actual, expected)
         checks.append(check)
         if check.detail.startswith("shape"):
@@ -335,8 +340,10 @@ def _bound_name(check: BoundCheck) -> str:
     """The bound that decided, in words: ``the tolerance``, ``100x PyTorch's float32 rounding``."""
     if check.decided_by == FLOAT32:
         return f"{check.judge.factor:g}x PyTorch's float32 rounding"
+    if check.decided_by == SPREAD and check.judge.factor is None:
+        return f"{SPREAD_FACTOR:g}x the float32 reference's own spread"
     if check.decided_by == SPREAD:
-        factor = min(float(check.judge.factor or SPREAD_FACTOR), SPREAD_FACTOR)
+        factor = min(float(check.judge.factor), SPREAD_FACTOR)
         return f"{factor:g}x the spread of PyTorch's float32 kernels"
     return "the float32 floor" if check.decided_by == FLOOR else "the tolerance"
 
