@@ -283,6 +283,7 @@ def test_batch_processes_with_threads_given_are_a_skipped_row_and_rows_name_thei
     smile_bundle, images, monkeypatch
 ):
     from onnxedge.runtime.bench.engines import SkippedEngine
+    from onnxedge.runtime.classifier import classifier as classifier_module
     from onnxedge.runtime.classifier import decode
 
     monkeypatch.setattr(decode, "usable_cpus", lambda: 2)
@@ -299,6 +300,13 @@ def test_batch_processes_with_threads_given_are_a_skipped_row_and_rows_name_thei
     (row,) = files_engines(bundle.path, models, ["onnxruntime"], paths, threads=None, **{
         **kwargs, "pools": ()})  # fmt: skip
     assert row.info.settings["pool"] == "2 batch processes"  # predict's default, named
+    assert "batches" not in row.info.settings  # batch processes run their own
+    monkeypatch.setattr(classifier_module, "usable_cpus", lambda: 2)
+    (decoder,) = files_engines(bundle.path, models, ["onnxruntime"], paths, threads=None, **{
+        **kwargs, "pools": ("processes",)})  # fmt: skip
+    assert decoder.info.settings["batches"] == (
+        "2 batches at once on one ONNX Runtime CPU session of 1 intra-op thread, 8 images a call"
+    )
 
 
 def test_a_file_that_cannot_be_read_fails_the_row_untimed(smile_bundle, images, tmp_path):

@@ -1,6 +1,7 @@
 """`predict_files` runs several batches at once on a one-thread session where files are decoded
-in processes and ONNX Runtime's CPU threads were left to the default: the same results, in the
-same order, as one batch at a time."""
+in processes and ONNX Runtime's CPU threads were left to the default, and on OpenVINO streams of
+one thread each where its threads were: the same results, in the same order, as one batch at a
+time."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from onnxedge.runtime.classifier import loader
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.classifier.decode import DecodePool
 from onnxedge.runtime.classifier.files import MAX_CONCURRENT_BATCHES, concurrent_batches
+from onnxedge.runtime.engines.openvino.loader import unavailable_reason
 
 
 def test_several_batches_only_with_decoder_processes_two_cpus_and_a_one_thread_session():
@@ -66,3 +68,39 @@ def test_threads_given_keep_one_batch_at_a_time(smile_bundle, photos, monkeypatc
     assert loader.file_runner(clf, 2) is clf
     results = list(clf.predict_files(photos, batch_size=4, decode_processes=1))
     assert len(results) == len(photos)
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason=f"openvino: {unavailable_reason()}")
+def test_openvino_runs_concurrent_batches_on_streams_of_one_thread(
+    smile_bundle, photos, monkeypatch
+):
+    """Each batch in flight on a stream of its own (a second compile, THROUGHPUT with as many
+    streams and threads as batches), the whole batch a call; the same results as one batch at
+    a time on the LATENCY compile."""
+    monkeypatch.setattr(classifier_module, "usable_cpus", lambda: 2)
+    clf = Classifier.from_bundle(smile_bundle, provider="cpu", engine="openvino")
+    assert isinstance(clf.one_thread, loader.OpenVinoStreams) and clf.one_thread.run is None
+    serial = [r.to_dict() for r in clf.predict_files(photos, batch_size=4, decode_threads=1)]
+    calls = []
+    real_rows = classifier_module.prediction_rows
+    monkeypatch.setattr(
+        classifier_module,
+        "prediction_rows",
+        lambda runner, threshold, run: (
+            calls.append((runner.session, run)) or real_rows(runner, threshold, run)
+        ),
+    )
+    concurrent = [r.to_dict() for r in clf.predict_files(photos, batch_size=4, decode_processes=1)]
+    assert concurrent == serial
+    ((session, run),) = calls
+    assert run is None and session is clf.one_thread(2) and session is not clf.session
+    effective = session.settings
+    assert effective["performance_hint"] == "THROUGHPUT"
+    assert effective["num_streams"] == effective["inference_num_threads"] >= 1
+    assert "THROUGHPUT" in session.describe()
+    described = clf.files_batches(DecodePool(1, processes=True))
+    assert described.startswith("2 batches at once on openvino CPU f32 (THROUGHPUT, ")
+    assert described.endswith("the whole batch a call") and clf.files_batches(DecodePool(2)) is None
+    # threads given: one batch at a time on the classifier's own compile
+    given = Classifier.from_bundle(smile_bundle, provider="cpu", engine="openvino", threads=2)
+    assert given.one_thread is None and loader.file_runner(given, 2) is given

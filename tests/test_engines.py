@@ -67,6 +67,18 @@ def test_config_sets_precision_and_hint_always_and_threads_when_given():
     }
 
 
+@pytest.mark.parametrize("streams", [0, -1, True, 2.0, 10**6])
+def test_config_refuses_bad_stream_counts(streams):
+    with pytest.raises(ValueError, match="expected streams from 1 to"):
+        OpenVinoConfig(streams=streams)
+
+
+def test_config_sets_streams_when_given():
+    props = OpenVinoConfig(threads=2, hint="THROUGHPUT", streams=2).properties()
+    assert props["NUM_STREAMS"] == 2 and props["PERFORMANCE_HINT"] == "THROUGHPUT"
+    assert "NUM_STREAMS" not in OpenVinoConfig(threads=2).properties()
+
+
 def test_unknown_engine_names_the_known_ones():
     with pytest.raises(OnnxEdgeError, match="unknown engine 'tensorrt'; expected one of: "):
         check_engine("tensorrt")

@@ -208,7 +208,8 @@ def files_engines(
     """One from-files engine per engine (``onnxruntime``, ``openvino``), model, decode and pool
     (``pools``, `POOLS`; none: predict's default pool, unnamed), in that order (module
     docstring). ``threads``: the engine's threads as `onnxedge predict --threads` takes them
-    (None: predict's default, which runs concurrent batches on ONNX Runtime's CPU EP)."""
+    (None: predict's default, which runs concurrent batches on ONNX Runtime's CPU EP and
+    OpenVINO)."""
     out: list[AnyEngine] = []
     for engine in (e for e in (ONNXRUNTIME, OPENVINO) if e in engines):
         for model in models:
@@ -267,6 +268,12 @@ def _files_engine(
     except OnnxEdgeError as e:
         return SkippedEngine(info, first_line(e), (batch_size,))
     settings = {**info.settings, "provider": classifier.provider, "pool": chosen.describe()}
+    try:
+        batches = classifier.files_batches(chosen)
+    except OnnxEdgeError as e:  # OpenVINO's compile of the streams
+        return SkippedEngine(info, first_line(e), (batch_size,))
+    if batches:
+        settings["batches"] = batches
     info = dataclasses.replace(info, settings=settings)
     return FilesEngine(info, classifier, paths, batch_size, pool)
 

@@ -38,7 +38,6 @@ from onnxedge.runtime.classifier.files import (
 )
 from onnxedge.runtime.classifier.loader import (
     DEFAULT_BATCH_SIZE,
-    ONE_THREAD_RUN,
     BatchRows,
     file_runner,
     load_classifier,
@@ -97,8 +96,9 @@ class Classifier:
         self.session = session
         self.variant = FP32  # which of the bundle's models (`from_bundle`'s ``variant``)
         self.tuned: Any = None  # the `TunedChoice` where `from_bundle` was given ``tuned``
-        # `predict_files`' 1-thread session for concurrent batches (`loader.OneThreadSession`)
-        # and what makes a batch process's own session (`loader.SessionRecipe`), where they can.
+        # `predict_files`' session for concurrent batches, each on one thread (ONNX Runtime:
+        # `loader.OneThreadSession`; OpenVINO: `loader.OpenVinoStreams`), and what makes a batch
+        # process's own session (`loader.SessionRecipe`), where they can.
         self.one_thread: Any = None
         self.batch_session: Any = None
         self.manifest = manifest
@@ -444,6 +444,13 @@ class Classifier:
         tuned = getattr(self.tuned, "files", None)  # `tune --images`' choice, if any
         return file_pool(*counts, batch_sessions=can, provider=self.provider, tuned=tuned)
 
+    def files_batches(self, pool: DecodePool) -> str | None:
+        """What `predict_files` with ``pool`` runs its batches on where it runs several at once
+        (``2 batches at once on ...``); None where it runs one at a time on this classifier's
+        session. OpenVINO's streams are compiled here if not yet."""
+        runs = concurrent_batches(pool, usable_cpus(), one_thread=self.one_thread is not None)
+        return self.one_thread.describe(runs) if runs > 1 else None
+
     def predict_files(
         self,
         paths: Iterable[str | Path | ImageReadError],
@@ -479,7 +486,7 @@ class Classifier:
         load = image_loader(self.preprocessing, max_pixels=max_pixels, decode=self.decode)
         runs = concurrent_batches(pool, usable_cpus(), one_thread=self.one_thread is not None)
         runner = file_runner(self, runs)
-        one_thread_run = None if runner is self else ONE_THREAD_RUN
+        one_thread_run = None if runner is self else getattr(self.one_thread, "run", None)
         predict_rows = prediction_rows(runner, threshold, one_thread_run)
         batch_rows = BatchRows(self, threshold, max(1, usable_cpus() // pool.workers))
         return stream_files(load, predict_rows, paths, batch_size, pool, runs, batch_rows)

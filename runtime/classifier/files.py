@@ -192,11 +192,12 @@ def concurrent_batches(pool: DecodePool, cpus: int, *, one_thread: bool) -> int:
     """How many batches `stream_files` runs at once, each on one engine thread: one per CPU
     (at most `MAX_CONCURRENT_BATCHES`) where files are decoded in decoder processes (not batch
     processes, which run their batches themselves) on 2 or more CPUs
-    and the classifier has a ``one_thread`` session (ONNX Runtime's CPU EP with its threads left
-    to the default), else 1 (one batch at a time, on the session's own threads). With one batch on
-    two threads, every parallel operator waits for the thread that a decoder process holds
-    back; two batches on one thread each do not wait for each other (docs/RUNTIME.md,
-    "Decoding in processes": fp32 +15%, int8 +13% files to labels on 2 CPUs)."""
+    and the classifier has a ``one_thread`` session (ONNX Runtime's CPU EP or OpenVINO, their
+    threads left to the default), else 1 (one batch at a time, on the session's own threads).
+    With one batch on two threads, every parallel operator waits for the thread that a decoder
+    process holds back; two batches on one thread each do not wait for each other
+    (docs/RUNTIME.md, "Decoding in processes": ONNX Runtime fp32 +15%, int8 +13% files to
+    labels on 2 CPUs; OpenVINO int8 on two streams +20%)."""
     if not pool.processes or pool.batches or cpus < 2 or not one_thread:
         return 1
     return min(cpus, MAX_CONCURRENT_BATCHES)

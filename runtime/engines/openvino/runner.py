@@ -45,9 +45,11 @@ class OpenVinoSession:
 
     def describe(self) -> str:
         e = self.compiled.effective
+        streams = e.get("num_streams")
+        more = f", {streams} streams" if isinstance(streams, int) and streams > 1 else ""
         return (
             f"openvino {e['device']} {e['inference_precision']} ({e['performance_hint']}, "
-            f"{e['inference_num_threads']} threads)"
+            f"{e['inference_num_threads']} threads{more})"
         )
 
     def get_inputs(self) -> list[PortInfo]:
