@@ -283,7 +283,6 @@ def test_batch_processes_with_threads_given_are_a_skipped_row_and_rows_name_thei
     smile_bundle, images, monkeypatch
 ):
     from onnxedge.runtime.bench.engines import SkippedEngine
-    from onnxedge.runtime.classifier import classifier as classifier_module
     from onnxedge.runtime.classifier import decode
 
     monkeypatch.setattr(decode, "usable_cpus", lambda: 2)
@@ -301,7 +300,6 @@ def test_batch_processes_with_threads_given_are_a_skipped_row_and_rows_name_thei
         **kwargs, "pools": ()})  # fmt: skip
     assert row.info.settings["pool"] == "2 batch processes"  # predict's default, named
     assert "batches" not in row.info.settings  # batch processes run their own
-    monkeypatch.setattr(classifier_module, "usable_cpus", lambda: 2)
     (decoder,) = files_engines(bundle.path, models, ["onnxruntime"], paths, threads=None, **{
         **kwargs, "pools": ("processes",)})  # fmt: skip
     assert decoder.info.settings["batches"] == (

@@ -13,7 +13,11 @@ from onnxedge.runtime.classifier import classifier as classifier_module
 from onnxedge.runtime.classifier import loader
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.classifier.decode import DecodePool
-from onnxedge.runtime.classifier.files import MAX_CONCURRENT_BATCHES, concurrent_batches
+from onnxedge.runtime.classifier.files import (
+    MAX_CONCURRENT_BATCHES,
+    concurrent_batches,
+    files_batches,
+)
 from onnxedge.runtime.engines.openvino.loader import unavailable_reason
 
 
@@ -98,9 +102,10 @@ def test_openvino_runs_concurrent_batches_on_streams_of_one_thread(
     assert effective["performance_hint"] == "THROUGHPUT"
     assert effective["num_streams"] == effective["inference_num_threads"] >= 1
     assert "THROUGHPUT" in session.describe()
-    described = clf.files_batches(DecodePool(1, processes=True))
+    described = files_batches(clf, DecodePool(1, processes=True), 2)
     assert described.startswith("2 batches at once on openvino CPU f32 (THROUGHPUT, ")
-    assert described.endswith("the whole batch a call") and clf.files_batches(DecodePool(2)) is None
+    assert described.endswith("the whole batch a call")
+    assert files_batches(clf, DecodePool(2), 2) is None
     # threads given: one batch at a time on the classifier's own compile
     given = Classifier.from_bundle(smile_bundle, provider="cpu", engine="openvino", threads=2)
     assert given.one_thread is None and loader.file_runner(given, 2) is given

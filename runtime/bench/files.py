@@ -34,7 +34,9 @@ import numpy as np
 
 from onnxedge.runtime.bench.engines import FILES, ORT, AnyEngine, EngineInfo, SkippedEngine
 from onnxedge.runtime.bench.models import BenchModel
+from onnxedge.runtime.classifier import decode as decode_module
 from onnxedge.runtime.classifier.decode import pool_arguments
+from onnxedge.runtime.classifier.files import files_batches
 from onnxedge.runtime.classifier.preprocess import DECODES, ImageReadError, load_pixels
 from onnxedge.runtime.engines import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
@@ -269,7 +271,7 @@ def _files_engine(
         return SkippedEngine(info, first_line(e), (batch_size,))
     settings = {**info.settings, "provider": classifier.provider, "pool": chosen.describe()}
     try:
-        batches = classifier.files_batches(chosen)
+        batches = files_batches(classifier, chosen, decode_module.usable_cpus())
     except OnnxEdgeError as e:  # OpenVINO's compile of the streams
         return SkippedEngine(info, first_line(e), (batch_size,))
     if batches:

@@ -444,13 +444,6 @@ class Classifier:
         tuned = getattr(self.tuned, "files", None)  # `tune --images`' choice, if any
         return file_pool(*counts, batch_sessions=can, provider=self.provider, tuned=tuned)
 
-    def files_batches(self, pool: DecodePool) -> str | None:
-        """What `predict_files` with ``pool`` runs its batches on where it runs several at once
-        (``2 batches at once on ...``); None where it runs one at a time on this classifier's
-        session. OpenVINO's streams are compiled here if not yet."""
-        runs = concurrent_batches(pool, usable_cpus(), one_thread=self.one_thread is not None)
-        return self.one_thread.describe(runs) if runs > 1 else None
-
     def predict_files(
         self,
         paths: Iterable[str | Path | ImageReadError],

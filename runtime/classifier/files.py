@@ -203,6 +203,15 @@ def concurrent_batches(pool: DecodePool, cpus: int, *, one_thread: bool) -> int:
     return min(cpus, MAX_CONCURRENT_BATCHES)
 
 
+def files_batches(classifier: Any, pool: DecodePool, cpus: int) -> str | None:
+    """What `Classifier.predict_files` with ``pool`` on ``cpus`` CPUs runs its batches on where
+    it runs several at once (``2 batches at once on ...``); None where it runs one at a time on
+    the classifier's session. OpenVINO's streams are compiled here if not yet."""
+    one_thread = classifier.one_thread
+    runs = concurrent_batches(pool, cpus, one_thread=one_thread is not None)
+    return one_thread.describe(runs) if runs > 1 else None
+
+
 # `concurrent_batches`' most: each batch in flight holds its decoded images and activations.
 MAX_CONCURRENT_BATCHES = 8
 
