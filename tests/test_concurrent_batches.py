@@ -109,3 +109,32 @@ def test_openvino_runs_concurrent_batches_on_streams_of_one_thread(
     # threads given: one batch at a time on the classifier's own compile
     given = Classifier.from_bundle(smile_bundle, provider="cpu", engine="openvino", threads=2)
     assert given.one_thread is None and loader.file_runner(given, 2) is given
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason=f"openvino: {unavailable_reason()}")
+def test_predicts_summary_names_the_session_concurrent_batches_ran_on(
+    smile_bundle, photos, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from onnxedge.runtime.cli import main
+    from onnxedge.runtime.cli import predict as predict_cli
+
+    for module in (classifier_module, predict_cli):
+        monkeypatch.setattr(module, "usable_cpus", lambda: 2)
+    folder = str(photos[0].parent)
+
+    def summary(*args: str) -> str:
+        result = CliRunner().invoke(main, ["predict", str(smile_bundle), folder, *args])
+        assert result.exit_code == 1, result.output  # 05.png is not a picture
+        return result.stderr.strip().splitlines()[-1]
+
+    ov = summary("--engines", "openvino", "--decode-processes", "1")
+    assert ov.startswith("23 files: 22 classified, 1 failed (openvino CPU f32 (LATENCY, ")
+    assert "; 2 batches at once on openvino CPU f32 (THROUGHPUT, " in ov
+    ort = summary("--decode-processes", "1")
+    assert ort.endswith(
+        "(CPUExecutionProvider; 2 batches at once on one ONNX Runtime CPU session of 1 intra-op "
+        "thread, 8 images a call)"
+    )
+    assert summary("--decode-threads", "1").endswith("(CPUExecutionProvider)")  # one at a time
