@@ -102,11 +102,18 @@ def test_predict_openvino_on_cuda_is_an_error(smile_bundle, images):
 
 
 @requires_openvino
-def test_evaluate_on_openvino_gives_the_same_metrics(smile_bundle, tmp_path):
+def test_evaluate_on_openvino_gives_the_same_metrics(smile_bundle, tmp_path, monkeypatch):
+    from onnxedge.runtime.classifier import classifier as classifier_module
+    from onnxedge.runtime.classifier import decode
+
+    for module in (classifier_module, decode):  # decoder processes, two batches at once
+        monkeypatch.setattr(module, "usable_cpus", lambda: 2)
     root = write_faces(tmp_path / "faces", count=40, seed=7, workers=1).out
     ort = evaluate_bundle(smile_bundle, root, split="test", provider="cpu")
     ov = evaluate_bundle(smile_bundle, root, split="test", engine="openvino")
-    assert ov.provider.startswith("openvino CPU f32")
+    assert ov.provider.startswith("openvino CPU f32 (LATENCY, ")
+    # the batches ran on the streams compile, and the result says so
+    assert "; 2 batches at once on openvino CPU f32 (THROUGHPUT, " in ov.provider
     assert (ov.accuracy, ov.confusion, ov.roc_auc) == (ort.accuracy, ort.confusion, ort.roc_auc)
     assert ov.evaluated == ort.evaluated > 0
 

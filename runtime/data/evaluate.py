@@ -231,7 +231,7 @@ def evaluate_bundle(
             dataset=dataset,
             split=split,
             classes=classifier.classes,
-            provider=classifier.provider,
+            provider=_ran_on(classifier),
             variant=classifier.variant,
             progress=progress,
         )
@@ -246,7 +246,7 @@ def evaluate_bundle(
         split=split,
         bundle_labels=classifier.labels,
         threshold=cut,
-        provider=classifier.provider,
+        provider=_ran_on(classifier),
         variant=classifier.variant,
         decode=classifier.decode,
         progress=progress,
@@ -369,3 +369,13 @@ def _data_block(dataset: Dataset) -> dict[str, Any]:
         "attribute": dataset.attribute,
         "listing_sha256": dataset.listing_sha256(),
     }
+
+
+def _ran_on(classifier: Classifier) -> str:
+    """The classifier's provider, and where `predict_files` runs several batches at once with
+    its default pool, the session they run on (as `onnxedge predict`'s summary says)."""
+    from onnxedge.runtime.classifier.decode import usable_cpus
+    from onnxedge.runtime.classifier.files import files_batches
+
+    batches = files_batches(classifier, classifier.file_pool(), usable_cpus())
+    return classifier.provider + (f"; {batches}" if batches else "")
