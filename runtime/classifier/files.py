@@ -197,7 +197,7 @@ def concurrent_batches(pool: DecodePool, cpus: int, *, one_thread: bool) -> int:
     With one batch on two threads, every parallel operator waits for the thread that a decoder
     process holds back; two batches on one thread each do not wait for each other
     (docs/RUNTIME.md, "Decoding in processes": ONNX Runtime fp32 +15%, int8 +13% files to
-    labels on 2 CPUs; OpenVINO int8 on two streams +20%)."""
+    labels on 2 CPUs; OpenVINO int8 on two streams +15-20%)."""
     if not pool.processes or pool.batches or cpus < 2 or not one_thread:
         return 1
     return min(cpus, MAX_CONCURRENT_BATCHES)
