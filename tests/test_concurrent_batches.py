@@ -79,11 +79,12 @@ def test_openvino_runs_concurrent_batches_on_streams_of_one_thread(
     smile_bundle, photos, monkeypatch
 ):
     """Each batch in flight on a stream of its own (a second compile, THROUGHPUT with as many
-    streams and threads as batches), the whole batch a call; the same results as one batch at
+    streams and threads as batches), STREAM_RUN images a call; the same results as one batch at
     a time on the LATENCY compile."""
     monkeypatch.setattr(classifier_module, "usable_cpus", lambda: 2)
     clf = Classifier.from_bundle(smile_bundle, provider="cpu", engine="openvino")
-    assert isinstance(clf.one_thread, loader.OpenVinoStreams) and clf.one_thread.run is None
+    assert isinstance(clf.one_thread, loader.OpenVinoStreams)
+    assert clf.one_thread.run == loader.STREAM_RUN == 32
     serial = [r.to_dict() for r in clf.predict_files(photos, batch_size=4, decode_threads=1)]
     calls = []
     real_rows = classifier_module.prediction_rows
@@ -97,14 +98,14 @@ def test_openvino_runs_concurrent_batches_on_streams_of_one_thread(
     concurrent = [r.to_dict() for r in clf.predict_files(photos, batch_size=4, decode_processes=1)]
     assert concurrent == serial
     ((session, run),) = calls
-    assert run is None and session is clf.one_thread(2) and session is not clf.session
+    assert run == 32 and session is clf.one_thread(2) and session is not clf.session
     effective = session.settings
     assert effective["performance_hint"] == "THROUGHPUT"
     assert effective["num_streams"] == effective["inference_num_threads"] >= 1
     assert "THROUGHPUT" in session.describe()
     described = files_batches(clf, DecodePool(1, processes=True), 2)
     assert described.startswith("2 batches at once on openvino CPU f32 (THROUGHPUT, ")
-    assert described.endswith("the whole batch a call")
+    assert described.endswith(", 32 images a call")
     assert files_batches(clf, DecodePool(2), 2) is None
     # threads given: one batch at a time on the classifier's own compile
     given = Classifier.from_bundle(smile_bundle, provider="cpu", engine="openvino", threads=2)

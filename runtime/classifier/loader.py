@@ -45,6 +45,11 @@ DEFAULT_BATCH_SIZE = 32
 # mobilenetv3_small 2.96 against 3.59, squeezenet 5.31 against 6.07, resnet18 about equal;
 # docs/RUNTIME.md, "Batch processes"). The batch itself is still decoded and handed over whole.
 ONE_THREAD_RUN = 8
+# Images per OpenVINO call on a stream of concurrent batches (`OpenVinoStreams`): measured on the
+# 2-vCPU AMD EPYC Zen 3, two streams of one thread, ms of CPU an image at 8 / 16 / 32 / 64:
+# smile_cnn int8 0.75 / 0.74 / 0.72 / 0.73, fp32 1.41 / 1.38 / 1.41 / 1.40. Two batches in flight
+# at 32 images a call hold the activations of one call of 64 on the LATENCY compile.
+STREAM_RUN = 32
 
 
 def load_classifier(
@@ -203,13 +208,13 @@ class OpenVinoStreams:
     """OpenVINO's counterpart of `OneThreadSession`: the classifier's model compiled again with
     ``runs`` streams of one thread each (`OpenVinoConfig.streams`), at the first call for that
     count and kept, so that each batch in flight runs on a stream of its own (an infer request
-    per calling thread, `OpenVinoSession`), the whole batch a call. With one stream of two
+    per calling thread, `OpenVinoSession`), `STREAM_RUN` images a call. With one stream of two
     threads (the LATENCY compile) every parallel operator waits for the thread a decoder
     process holds back; measured on the 2-core Zen 3 with int8 smile_cnn: 0.87 ms of CPU an
     image on two streams against 1.07 (docs/RUNTIME.md). Compiled in the process that runs the
     batches, never in a forked one (`load_classifier`)."""
 
-    run = None
+    run = STREAM_RUN
 
     def __init__(self, model: Path | bytes, precision: str) -> None:
         self._model = model
@@ -229,7 +234,7 @@ class OpenVinoStreams:
             return self._sessions[runs]
 
     def describe(self, runs: int) -> str:
-        return f"{runs} batches at once on {self(runs).describe()}, the whole batch a call"
+        return f"{runs} batches at once on {self(runs).describe()}, {self.run} images a call"
 
 
 class BatchRows:

@@ -14,9 +14,9 @@ Why these settings (measured figures: docs/BENCHMARKS.md):
    call. THROUGHPUT (several streams, requests in parallel) suits a server, not a device that
    classifies one batch at a time.
    Files to labels (`Classifier.predict_files`) runs several batches at once instead, on a
-   second compile with ``streams``: ``NUM_STREAMS`` streams of one thread each, one batch on
-   each (on the 2-core Zen 3, int8 smile_cnn: 0.87 ms of CPU an image against 1.07 with two
-   threads on one request, docs/RUNTIME.md).
+   second compile with ``streams``: ``NUM_STREAMS`` streams of one thread each, one batch in
+   flight on each (on the 2-core Zen 3, int8 smile_cnn: 0.87 ms of CPU an image against 1.07
+   with two threads on one request, docs/RUNTIME.md).
 4. ``ENABLE_CPU_PINNING`` off (the LATENCY hint turns it on): ONNX Runtime's pool is not pinned
    either, and a pinned thread cannot move off a core another process is using, which on a
    shared machine cost OpenVINO up to 1.5x at batch 1 (docs/BENCHMARKS.md).
