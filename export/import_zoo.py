@@ -42,6 +42,7 @@ from onnxedge.export.zoo import (
     errors_cell,
     fmt,
     result_cell,
+    run_lines,
     table_row,
     zoo_main,
 )
@@ -188,9 +189,7 @@ def render(rows: Sequence[ImportRow], *, command: str, machine: str, date: str) 
         "do not edit by hand. The seconds are wall-clock on the machine below, with whatever "
         "else ran on it.",
         "",
-        f"- command: `{command}`",
-        f"- date: {date}",
-        f"- machine: {machine}",
+        *run_lines(command, date, machine),
         "",
         "Columns: how many reshapes, flattens, expands or tiles import rewrote to free the "
         "batch; the head's rewrite to `GlobalAveragePool` (– where the export wrote one); the "

@@ -261,9 +261,7 @@ def render(rows: Sequence[ZooRow], *, command: str, machine: str, date: str) -> 
         "average is given): compare them within one table, and take latencies from "
         "`onnxedge bench` on a quiet machine.",
         "",
-        f"- command: `{command}`",
-        f"- date: {date}",
-        f"- machine: {machine}",
+        *run_lines(command, date, machine),
         "",
         "Columns: the head's pool as the exporter wrote it and after the lowering; how many "
         "`GlobalAveragePool` the shipped graph has (the default lowering rewrites the head's "
@@ -320,6 +318,43 @@ def load_average() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
+def zoo_arguments(
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str | None,
+    entries: Sequence[Any],
+    *,
+    out: Path,
+    bundles: Path,
+    more: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> tuple[argparse.Namespace, list[Any]]:
+    """A zoo runner's command line: ``--out``, ``--bundles``, ``--only`` (comma-separated entry
+    names, an unknown one a usage error) and what ``more`` adds; the arguments and the entries
+    chosen, in order."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--out", type=Path, default=out, help="table")
+    parser.add_argument("--bundles", type=Path, default=bundles, help="bundles")
+    parser.add_argument("--only", default="", help="comma-separated entry names")
+    if more is not None:
+        more(parser)
+    args = parser.parse_args(argv)
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+    unknown = only - {e.name for e in entries}
+    if unknown:
+        parser.error(f"unknown zoo entries: {', '.join(sorted(unknown))}")
+    return args, [e for e in entries if not only or e.name in only]
+
+
+def say(msg: str) -> None:
+    """A zoo runner's progress line on stderr."""
+    print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+def run_lines(command: str, date: str, machine: str) -> list[str]:
+    """The lines of a zoo table that say how it was made."""
+    return [f"- command: `{command}`", f"- date: {date}", f"- machine: {machine}"]
+
+
 def zoo_main(
     argv: Sequence[str] | None,
     name: str,
@@ -333,22 +368,12 @@ def zoo_main(
     through ``run``, a skipped ``row_type`` where pytorchcv is missing, the table by
     ``render_rows`` written atomically to ``--out`` (docs/NAME.md); exit 1 where a row failed."""
     prog = f"python -m onnxedge.export.{name}"
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--out", type=Path, default=Path(f"docs/{name.upper()}.md"), help="table")
-    parser.add_argument("--bundles", type=Path, default=Path(f"build/{name}"), help="bundles")
-    parser.add_argument("--only", default="", help="comma-separated entry names")
-    args = parser.parse_args(argv)
+    args, chosen = zoo_arguments(
+        argv, prog, description, entries, out=Path(f"docs/{name.upper()}.md"),
+        bundles=Path(f"build/{name}"),
+    )  # fmt: skip
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    only = {n.strip() for n in args.only.split(",") if n.strip()}
-    unknown = only - {e.name for e in entries}
-    if unknown:
-        parser.error(f"unknown zoo entries: {', '.join(sorted(unknown))}")
-    chosen = [e for e in entries if not only or e.name in only]
     has_pytorchcv = importlib.util.find_spec("pytorchcv") is not None
-
-    def say(msg: str) -> None:
-        print(f"  {msg}", file=sys.stderr, flush=True)
-
     load_before = load_average()
     rows: list[Any] = []
     for entry in chosen:
