@@ -35,6 +35,7 @@ from onnxedge.runtime.parity.layers import (
     GOLDEN_LAYERS,
     golden_layers_npz_bytes,
 )
+from onnxedge.runtime.parity.rounding import reference_rounding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,14 +144,10 @@ def _float32_spread(ref: OnnxReference, batch: ReferenceBatch, kind: str) -> dic
     `SPREAD_FACTOR` times it (`onnxedge.runtime.parity.rounding`)."""
     assert ref.run_f32_unfused is not None
     prob, logits = _outputs(ref.run_f32_unfused(batch.inputs), kind)
-
-    def worst(a: np.ndarray, b: np.ndarray) -> float:
-        d = np.abs(np.asarray(a, dtype=np.float64).reshape(b.shape) - b)
-        return float(d.max()) if np.isfinite(d).all() else float("inf")
-
-    return {
-        "prob": worst(prob, batch.prob),
-        "logits": worst(centred_logits(logits, kind), centred_logits(batch.logits, kind)),
+    logits, reference = centred_logits(logits, kind), centred_logits(batch.logits, kind)
+    return {  # the largest |difference|, inf where one is not finite
+        "prob": reference_rounding([batch.prob], [prob]).float32_error,
+        "logits": reference_rounding([reference], [logits]).float32_error,
         "runs": ["ONNX Runtime CPU without graph optimizations"],
     }
 
