@@ -40,6 +40,21 @@ def test_importing_the_api_loads_no_heavy_module(package):
     assert [m for m in HEAVY if m in resolved]
 
 
+# What predict and evaluate load only with --tuned (tune's resolution imports the benchmark).
+TUNING = ("onnxedge.runtime.tune", "onnxedge.runtime.bench")
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_command_loads_the_tuning_code_only_with_tuned(command):
+    module = f"onnxedge.runtime.cli.{command}"
+    loaded = _modules_after(f"import {module}")
+    assert module in loaded
+    assert not [m for m in TUNING if m in loaded], f"import {module} loaded the tuning code"
+    # the check sees the tuning code where --tuned resolves it
+    resolved = _modules_after(f"import {module}; from onnxedge.runtime.tune import resolve_tuned")
+    assert all(m in resolved for m in TUNING)
+
+
 @pytest.mark.parametrize("package", [onnxedge.runtime, onnxedge.export])
 def test_every_public_name_resolves(package):
     assert package.__all__ == sorted(set(package.__all__))

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
 from onnxedge.runtime.bundle.reader import Bundle
-from onnxedge.runtime.tune import TunedChoice, resolve_tuned
+
+if TYPE_CHECKING:
+    from onnxedge.runtime.tune import TunedChoice
 
 F = TypeVar("F", bound=Callable[..., Any])
 # What `--tuned` without a file gives: the tuning file beside the bundle.
@@ -55,7 +57,11 @@ def resolve_for(
     bundle: str, tuned: str, batch_size: int, *, for_files: bool = False, decode: str | None = None
 ) -> TunedChoice | None:
     """The tuned choice for ``bundle`` at ``batch_size`` (``for_files``: the files winner for
-    ``decode``, None: the bundle's trained decode, where there is one), its line on stderr."""
+    ``decode``, None: the bundle's trained decode, where there is one), its line on stderr.
+    The tuning code is imported here, not with the command, so that a run without --tuned does
+    not load it (with `onnxedge.runtime.bench`, about 55 ms of a one-file predict's 0.66 s)."""
+    from onnxedge.runtime.tune import resolve_tuned
+
     opened, how = Bundle.open(bundle), tuned_argument(tuned)
     choice = resolve_tuned(opened, how, batch_size, for_files=for_files, decode=decode)
     if choice is not None:
