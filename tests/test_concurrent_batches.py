@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from onnxedge.runtime.classifier import classifier as classifier_module
 from onnxedge.runtime.classifier import loader
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.classifier.decode import DecodePool
@@ -45,7 +44,7 @@ def photos(tmp_path):
 def test_concurrent_batches_give_one_batch_at_a_times_results_in_order(
     smile_bundle, photos, monkeypatch
 ):
-    monkeypatch.setattr(classifier_module, "usable_cpus", lambda: 3)
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 3)
     made = []
     real = loader.session_for
     monkeypatch.setattr(loader, "session_for", lambda *a, **k: made.append(a) or real(*a, **k))
@@ -54,9 +53,9 @@ def test_concurrent_batches_give_one_batch_at_a_times_results_in_order(
     serial = [r.to_dict() for r in clf.predict_files(photos, batch_size=4, decode_threads=1)]
     assert len(made) == 1  # no second session where one batch runs at a time
     runs = []
-    real_stream = classifier_module.stream_files
+    real_stream = loader.stream_files
     monkeypatch.setattr(
-        classifier_module,
+        loader,
         "stream_files",
         lambda *a: runs.append(a[5]) or real_stream(*a),
     )
@@ -81,15 +80,15 @@ def test_openvino_runs_concurrent_batches_on_streams_of_one_thread(
     """Each batch in flight on a stream of its own (a second compile, THROUGHPUT with as many
     streams and threads as batches), STREAM_RUN images a call; the same results as one batch at
     a time on the LATENCY compile."""
-    monkeypatch.setattr(classifier_module, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 2)
     clf = Classifier.from_bundle(smile_bundle, provider="cpu", engine="openvino")
     assert isinstance(clf.one_thread, loader.OpenVinoStreams)
     assert clf.one_thread.run == loader.STREAM_RUN == 32
     serial = [r.to_dict() for r in clf.predict_files(photos, batch_size=4, decode_threads=1)]
     calls = []
-    real_rows = classifier_module.prediction_rows
+    real_rows = loader.prediction_rows
     monkeypatch.setattr(
-        classifier_module,
+        loader,
         "prediction_rows",
         lambda runner, threshold, run: (
             calls.append((runner.session, run)) or real_rows(runner, threshold, run)
@@ -119,10 +118,8 @@ def test_predicts_summary_names_the_session_concurrent_batches_ran_on(
     from click.testing import CliRunner
 
     from onnxedge.runtime.cli import main
-    from onnxedge.runtime.cli import predict as predict_cli
 
-    for module in (classifier_module, predict_cli):
-        monkeypatch.setattr(module, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 2)
     folder = str(photos[0].parent)
 
     def summary(*args: str) -> str:

@@ -103,14 +103,14 @@ def test_predict_openvino_on_cuda_is_an_error(smile_bundle, images):
 
 @requires_openvino
 def test_evaluate_on_openvino_gives_the_same_metrics(smile_bundle, tmp_path, monkeypatch):
-    from onnxedge.runtime.classifier import classifier as classifier_module
-    from onnxedge.runtime.classifier import decode
+    from onnxedge.runtime.classifier import decode, loader
 
-    for module in (classifier_module, decode):  # decoder processes, two batches at once
+    for module in (loader, decode):  # decoder processes, two batches at once
         monkeypatch.setattr(module, "usable_cpus", lambda: 2)
     root = write_faces(tmp_path / "faces", count=40, seed=7, workers=1).out
     ort = evaluate_bundle(smile_bundle, root, split="test", provider="cpu")
-    ov = evaluate_bundle(smile_bundle, root, split="test", engine="openvino")
+    # batches of 2: more than one, so not the threads of a run of one batch
+    ov = evaluate_bundle(smile_bundle, root, split="test", engine="openvino", batch_size=2)
     assert ov.provider.startswith("openvino CPU f32 (LATENCY, ")
     # the batches ran on the streams compile, and the result says so
     assert "; 2 batches at once on openvino CPU f32 (THROUGHPUT, " in ov.provider

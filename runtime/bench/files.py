@@ -266,7 +266,8 @@ def _files_engine(
     except OnnxEdgeError as e:
         return SkippedEngine(info, first_line(e), (batch_size,))
     try:
-        chosen = classifier.file_pool(**(pool_arguments(pool) if pool else {}))
+        given = pool_arguments(pool) if pool else {}
+        chosen = classifier.file_pool(**given, files=len(paths), batch_size=batch_size)
     except OnnxEdgeError as e:
         return SkippedEngine(info, first_line(e), (batch_size,))
     settings = {**info.settings, "provider": classifier.provider, "pool": chosen.describe()}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +29,9 @@ from onnxedge.runtime.bundle.outputs import BINARY_KINDS, PROBABILITIES, SIGMOID
 from onnxedge.runtime.bundle.outputs import probabilities as output_probabilities
 from onnxedge.runtime.bundle.reader import Bundle, TensorSpec
 from onnxedge.runtime.classifier.args import check_batch_size, check_max_pixels, check_threshold
-from onnxedge.runtime.classifier.decode import DecodePool, file_pool, usable_cpus
-from onnxedge.runtime.classifier.files import (
-    concurrent_batches,
-    decode_window,
-    image_loader,
-    stream_files,
-)
-from onnxedge.runtime.classifier.loader import (
-    DEFAULT_BATCH_SIZE,
-    BatchRows,
-    file_runner,
-    load_classifier,
-    prediction_rows,
-)
+from onnxedge.runtime.classifier.decode import DecodePool, file_pool
+from onnxedge.runtime.classifier.files import FilesRun, decode_window
+from onnxedge.runtime.classifier.loader import DEFAULT_BATCH_SIZE, files_run, load_classifier
 from onnxedge.runtime.classifier.predictions import (
     FileResult,
     ModelOutputError,
@@ -436,13 +425,23 @@ class Classifier:
         decode_threads: int | None = None,
         decode_processes: int | None = None,
         batch_processes: int | None = None,
+        *,
+        files: int | None = None,
+        batch_size: int | None = None,
     ) -> DecodePool:
-        """The pool `predict_files` decodes with for these counts (1. there), checked
-        (`onnxedge.runtime.classifier.decode.file_pool`)."""
+        """The pool `predict_files` decodes with for these counts (1. there), checked, for
+        ``files`` in batches of ``batch_size`` where known (one batch or less: threads,
+        `onnxedge.runtime.classifier.decode.file_pool`)."""
         counts = (decode_threads, decode_processes, batch_processes)
-        can = self.batch_session is not None
-        tuned = getattr(self.tuned, "files", None)  # `tune --images`' choice, if any
-        return file_pool(*counts, batch_sessions=can, provider=self.provider, tuned=tuned)
+        can, tuned = self.batch_session is not None, getattr(self.tuned, "files", None)
+        return file_pool(
+            *counts,
+            batch_sessions=can,
+            provider=self.provider,
+            tuned=tuned,
+            files=files,
+            batch_size=batch_size,
+        )
 
     def predict_files(
         self,
@@ -454,16 +453,17 @@ class Classifier:
         decode_threads: int | None = None,
         decode_processes: int | None = None,
         batch_processes: int | None = None,
-    ) -> Generator[FileResult, None, None]:
+    ) -> FilesRun:
         """One `FileResult` per path, in order, streamed: ``paths`` is consumed lazily, and
-        memory stays bounded however many there are (`decode_window`).
+        memory stays bounded however many there are (`decode_window`). The generator returned
+        (`FilesRun`) says what ran them (``pool``, ``batches``) once it is known.
 
         1. Files are decoded and preprocessed, each through `load_pixels` as in a serial run
            (the same pixels, so the same results), by at most one of: ``batch_processes``
            processes that each decode whole batches and run them on a session of their own
            (their share of the CPUs as threads), ``decode_processes`` processes decoding while
            the model runs here, or ``decode_threads`` threads (1: the calling thread); none
-           given: `file_pool`'s default.
+           given: `file_pool`'s default (for paths that fit in one batch, threads).
         2. A file that cannot be used gets a result with its ``error`` and the others go on; so
            does one for which the model's output is not a probability (NaN, an infinity). An
            item that is already an `ImageReadError` (a directory `find_images` could not list)
@@ -475,14 +475,12 @@ class Classifier:
         batch_size = check_batch_size(batch_size)
         threshold = self._threshold(threshold)
         max_pixels = check_max_pixels(max_pixels)
-        pool = self.file_pool(decode_threads, decode_processes, batch_processes)
-        load = image_loader(self.preprocessing, max_pixels=max_pixels, decode=self.decode)
-        runs = concurrent_batches(pool, usable_cpus(), one_thread=self.one_thread is not None)
-        runner = file_runner(self, runs)
-        one_thread_run = None if runner is self else getattr(self.one_thread, "run", None)
-        predict_rows = prediction_rows(runner, threshold, one_thread_run)
-        batch_rows = BatchRows(self, threshold, max(1, usable_cpus() // pool.workers))
-        return stream_files(load, predict_rows, paths, batch_size, pool, runs, batch_rows)
+        counts = (decode_threads, decode_processes, batch_processes)
+        known = len(paths) if isinstance(paths, Sized) else None
+        pool = None  # none asked for, the number of paths unknown: `files_run` reads ahead
+        if known is not None or counts != (None, None, None):
+            pool = self.file_pool(*counts, files=known, batch_size=batch_size)
+        return files_run(self, paths, batch_size, threshold, max_pixels, pool)
 
 
 __all__ = [

@@ -150,6 +150,42 @@ def stream_files(
             yield from results
 
 
+class FilesRun(Generator[FileResult, None, None]):
+    """What `Classifier.predict_files` returns: its results as a generator (``start`` makes the
+    one that yields them), and what runs them once that is decided: ``pool`` (a `DecodePool`)
+    and ``batches`` (`files_batches`' words; None where batches run one at a time on the
+    classifier's session). ``now``: decided at once (paths whose number is known); else at the
+    first result, when the first batch's paths have been read (`files_run`)."""
+
+    def __init__(self, start: Callable[[], tuple[DecodePool, str | None, Generator]], now: bool):
+        self._start = start
+        self._results: Generator[FileResult, None, None] | None = None
+        self.pool: DecodePool | None = None
+        self.batches: str | None = None
+        if now:
+            self._begun()
+
+    def _begun(self) -> Generator[FileResult, None, None]:
+        if self._results is None:
+            self.pool, self.batches, self._results = self._start()
+        return self._results
+
+    def send(self, value: None) -> FileResult:
+        return self._begun().send(value)
+
+    def throw(self, *args: Any) -> FileResult:  # type: ignore[override]
+        return self._begun().throw(*args)
+
+    def close(self) -> None:
+        if self._results is None:  # never started: nothing to stop, nothing more to give
+            self._results = _no_results()
+        self._results.close()
+
+
+def _no_results() -> Generator[FileResult, None, None]:
+    yield from ()
+
+
 class BatchWork:
     """What a batch process does with a batch of items: decodes each, then classifies the
     images in one call of the `PredictRows` it made with ``make_rows`` at its first batch (its

@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import logging
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.bundle.verify import Replaced
 from onnxedge.runtime.classifier.args import check_batch_size, check_count, check_threshold
+from onnxedge.runtime.classifier.decode import usable_cpus
+from onnxedge.runtime.classifier.files import (
+    FilesRun,
+    concurrent_batches,
+    files_batches,
+    image_loader,
+    stream_files,
+)
 from onnxedge.runtime.classifier.preprocess import FAST, check_decode, fast_decode_vouched
 from onnxedge.runtime.classifier.session import cuda_missing, provider_key, session_for
 from onnxedge.runtime.engines import (
@@ -277,3 +287,40 @@ def file_runner(classifier: Any, runs: int) -> Any:
     runner = copy.copy(classifier)
     runner.session = one_thread(runs)
     return runner
+
+
+def files_run(
+    classifier: Any,
+    paths: Iterable[Any],
+    batch_size: int,
+    threshold: float | None,
+    max_pixels: int | None,
+    pool: Any,
+) -> FilesRun:
+    """`Classifier.predict_files` of its checked arguments and its ``pool`` (a `DecodePool`),
+    run at once; None where none was asked for and the number of paths is unknown: then the
+    first ``batch_size + 1`` paths are read at the first result, and `Classifier.file_pool`
+    chooses for them (one batch or fewer: `onnxedge.runtime.classifier.decode.one_batch_pool`,
+    threads)."""
+
+    def start() -> tuple[Any, str | None, Any]:
+        chosen, items = pool, paths
+        if chosen is None:
+            rest = iter(paths)
+            head = list(itertools.islice(rest, batch_size + 1))
+            files = len(head) if len(head) <= batch_size else None
+            chosen = classifier.file_pool(files=files, batch_size=batch_size)
+            items = itertools.chain(head, rest)
+        cpus = usable_cpus()
+        load = image_loader(
+            classifier.preprocessing, max_pixels=max_pixels, decode=classifier.decode
+        )
+        runs = concurrent_batches(chosen, cpus, one_thread=classifier.one_thread is not None)
+        runner = file_runner(classifier, runs)
+        run = None if runner is classifier else getattr(classifier.one_thread, "run", None)
+        rows = prediction_rows(runner, threshold, run)
+        batch_rows = BatchRows(classifier, threshold, max(1, cpus // chosen.workers))
+        results = stream_files(load, rows, items, batch_size, chosen, runs, batch_rows)
+        return chosen, files_batches(classifier, chosen, cpus), results
+
+    return FilesRun(start, now=pool is not None)

@@ -4,11 +4,11 @@ folders, one `FileResult` per file, streamed."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE, Classifier
-from onnxedge.runtime.classifier.files import find_images
+from onnxedge.runtime.classifier.files import FilesRun, find_images
 from onnxedge.runtime.classifier.predictions import FileResult
 from onnxedge.runtime.classifier.preprocess import MAX_PIXELS
 from onnxedge.runtime.engines import DEFAULT_PRECISION
@@ -18,11 +18,12 @@ from onnxedge.runtime.engines.base import ONNXRUNTIME
 @dataclasses.dataclass(frozen=True)
 class FilePredictions:
     """What `predict` returns: the classifier that runs (its provider, output kind, labels) and
-    its results, one `FileResult` per file in order, computed as they are iterated; closing
-    ``results`` (or an exception while iterating) stops the decoding."""
+    its results, one `FileResult` per file in order, computed as they are iterated (with what
+    ran them once known: `FilesRun`'s ``pool`` and ``batches``); closing ``results`` (or an
+    exception while iterating) stops the decoding."""
 
     classifier: Classifier
-    results: Generator[FileResult, None, None]
+    results: FilesRun
 
     def __iter__(self) -> Iterator[FileResult]:
         return self.results

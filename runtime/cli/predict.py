@@ -25,9 +25,8 @@ from onnxedge.runtime.classifier.decode import (
     DEFAULT_POOL_HELP,
     MAX_BATCH_PROCESSES,
     MAX_DECODE_PROCESSES,
-    usable_cpus,
 )
-from onnxedge.runtime.classifier.files import files_batches, find_images
+from onnxedge.runtime.classifier.files import find_images
 from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, is_image_name
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
@@ -242,8 +241,7 @@ def predict_cmd(
     with _lines_into(json_file(json_path)), _pil_limit(max_pixels), contextlib.closing(results):
         total, failed = _emit(results, as_json=as_json, show_progress=show_progress, top_k=top_k)
     # Where batches ran several at once, they ran on another session than the classifier's.
-    pool = classifier.file_pool(decode_threads, decode_processes, batch_processes)
-    batches = files_batches(classifier, pool, usable_cpus())
+    batches = results.batches
     _summary(paths, total, failed, classifier.provider + (f"; {batches}" if batches else ""))
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from onnxedge.runtime.bundle.outputs import BINARY_KINDS
 from onnxedge.runtime.classifier.classifier import Classifier
+from onnxedge.runtime.classifier.files import FilesRun
 from onnxedge.runtime.classifier.predictions import FileResult
 from onnxedge.runtime.data import Dataset, open_dataset
 from onnxedge.runtime.data.dataset import with_classes
@@ -225,13 +226,14 @@ def evaluate_bundle(
             dataset = with_classes(data, classifier.classes)
         else:
             dataset = open_dataset(data, attribute, classes=classifier.classes)
+        run = classifier.predict_files(dataset.split(split).paths, batch_size=batch_size)
         return classes_evaluation_of(
-            classifier.predict_files(dataset.split(split).paths, batch_size=batch_size),
+            run,
             bundle=bundle,
             dataset=dataset,
             split=split,
             classes=classifier.classes,
-            provider=_ran_on(classifier),
+            provider=_ran_on(classifier, run),
             variant=classifier.variant,
             progress=progress,
         )
@@ -246,7 +248,7 @@ def evaluate_bundle(
         split=split,
         bundle_labels=classifier.labels,
         threshold=cut,
-        provider=_ran_on(classifier),
+        provider=_ran_on(classifier, results),
         variant=classifier.variant,
         decode=classifier.decode,
         progress=progress,
@@ -371,11 +373,8 @@ def _data_block(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def _ran_on(classifier: Classifier) -> str:
-    """The classifier's provider, and where `predict_files` runs several batches at once with
-    its default pool, the session they run on (as `onnxedge predict`'s summary says)."""
-    from onnxedge.runtime.classifier.decode import usable_cpus
-    from onnxedge.runtime.classifier.files import files_batches
-
-    batches = files_batches(classifier, classifier.file_pool(), usable_cpus())
-    return classifier.provider + (f"; {batches}" if batches else "")
+def _ran_on(classifier: Classifier, run: FilesRun) -> str:
+    """The classifier's provider, and where ``run`` (`predict_files` of the split's paths, its
+    pool known at the call) runs several batches at once, the session they run on (as
+    `onnxedge predict`'s summary says)."""
+    return classifier.provider + (f"; {run.batches}" if run.batches else "")
