@@ -161,9 +161,11 @@ def one_batch_pool() -> DecodePool:
     threads, one per CPU (`default_decode_workers`), the batch run on the classifier's own
     session. A pool of processes pays off over many batches, not one: starting it (forking,
     a session in each batch process, OpenVINO's second compile for its streams) costs more
-    than the decoding it would share (`onnxedge predict` of one file, int8, the 2-core Zen 3,
-    four runs each: OpenVINO 0.67-0.84 s against 0.79-0.98 before; ONNX Runtime 0.53-0.60
-    against 0.51-0.64, no change to see)."""
+    than the decoding it would share, and one batch process decodes a whole batch alone
+    (`onnxedge predict`, the 2-core Zen 3: one file, int8, OpenVINO 0.67-0.84 s against
+    0.79-0.98 before, ONNX Runtime 0.53-0.60 against 0.51-0.64; 16 photos of 4000x3000, exact
+    decode, 1.72-1.86 s against 3.41-3.51 on ONNX Runtime, 1.98-2.02 against 3.49-3.85 on
+    OpenVINO)."""
     return DecodePool(default_decode_workers())
 
 
