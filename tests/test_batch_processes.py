@@ -22,7 +22,7 @@ from test_decode_processes import (  # noqa: F401 (no_workers_left_behind: autou
 from onnxedge.runtime.classifier import decode as decode_module
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.classifier.decode import DecodePool, pool_arguments
-from onnxedge.runtime.classifier.files import BatchWork, concurrent_batches
+from onnxedge.runtime.classifier.files import BatchWork, concurrent_batches, shared_tail
 from onnxedge.runtime.classifier.loader import ONE_THREAD_RUN, SessionRecipe
 from onnxedge.runtime.classifier.predictions import ModelOutputError
 from onnxedge.runtime.cli import main
@@ -89,8 +89,9 @@ class RecordingSession:
 def test_a_batch_process_calls_the_model_on_runs_of_one_thread_run_images(clf, tmp_path):
     """A batch of 20 on a batch process's one thread is handed over whole and run 8, 8 and 4
     images at a time (`ONE_THREAD_RUN`: a run's activations stay in the core's caches); the
-    results are still the serial run's, which calls the model on the whole batch."""
-    paths = celeba_like(tmp_path / "faces", 23)
+    last two batches (20 and 3) are shared out in smaller ones (`shared_tail`); the results are
+    still the serial run's, which calls the model on whole batches."""
+    paths = celeba_like(tmp_path / "faces", 43)
     serial = list(clf.predict_files(paths, batch_size=20, decode_threads=1))
     logs = tmp_path / "runs"
     logs.mkdir()
@@ -99,9 +100,13 @@ def test_a_batch_process_calls_the_model_on_runs_of_one_thread_run_images(clf, t
     processes = decode_module.usable_cpus()  # a thread each
     got = list(worker.predict_files(paths, batch_size=20, batch_processes=processes))
     assert got == serial
-    calls = sorted(log.read_text() for log in logs.iterdir())
+    logged = [log.read_text() for log in logs.iterdir()]
     assert ONE_THREAD_RUN == 8
-    assert calls in (["3\n", "8\n8\n4\n"], ["8\n8\n4\n3\n"])  # one process or two took them
+    assert any("8\n8\n4\n" in log for log in logged)  # the first batch, in one process
+    tail = [len(b) for b in shared_tail(iter([[0] * 20, [0] * 3]), 2 * processes)]
+    assert sum(tail) == 23 and max(tail) <= 8  # here each piece is one call
+    calls = sorted(int(n) for log in logged for n in log.split())
+    assert calls == sorted([8, 8, 4, *tail])
 
 
 def test_prediction_rows_call_the_model_on_runs_of_the_size_given(clf, tmp_path):
@@ -234,3 +239,23 @@ def test_a_batch_process_that_dies_is_one_error_and_the_others_stop(clf, tmp_pat
     dying.batch_session = lambda threads: os.kill(os.getpid(), signal.SIGKILL)  # as out of memory
     with pytest.raises(OnnxEdgeError, match=r"^expected the worker processes .* ended abruptly"):
         list(dying.predict_files(paths, batch_size=4, batch_processes=2))
+
+
+@pytest.mark.parametrize(
+    "sizes,parts,shared",
+    [
+        ([], 4, []),
+        ([3], 4, [1, 1, 1]),  # never an empty batch
+        ([20, 3], 4, [6, 6, 6, 5]),
+        ([20, 20, 3], 4, [20, 6, 6, 6, 5]),  # only the last two are shared out
+        ([20, 20, 20], 2, [20, 20, 20]),  # ending on a full batch: the last two, in 2
+        ([8, 8, 8, 8], 4, [8, 8, 4, 4, 4, 4]),
+        ([5, 2], 1, [5, 2]),  # never larger than a batch
+    ],
+)
+def test_the_last_two_batches_are_shared_out(sizes, parts, shared):
+    items = iter(range(sum(sizes)))
+    batches = [[next(items) for _ in range(n)] for n in sizes]
+    out = list(shared_tail(iter(batches), parts))
+    assert [len(b) for b in out] == shared
+    assert [i for b in out for i in b] == list(range(sum(sizes)))  # every item, in order
