@@ -1,22 +1,26 @@
-"""A run of one batch or fewer files, with no pool asked for, decodes on threads of the calling
-process and runs its batch on the classifier's own session (`one_batch_pool`): no decoder or
-batch process is started, and OpenVINO compiles no streams. More files, or a pool asked for,
-take the pool as before. `predict_files` says which ran (`FilesRun`)."""
+"""A run of one batch or fewer files, or of large files, with no pool asked for, decodes on
+threads of the calling process and runs its batches on the classifier's own session
+(`threads_pool`): no decoder or batch process is started, and OpenVINO compiles no streams.
+More files of the usual size, or a pool asked for, take the pool as before. `predict_files` says
+which ran (`FilesRun`)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_classifier import write_images
+from PIL import Image
 
 from onnxedge.runtime.classifier import files as files_module
 from onnxedge.runtime.classifier import loader
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.classifier.decode import (
+    LARGE_FILE_BYTES,
     DecodePool,
     default_decode_pool,
     default_decode_workers,
-    one_batch_pool,
+    large_files,
+    threads_pool,
 )
 from onnxedge.runtime.classifier.files import FilesRun
 from onnxedge.runtime.engines.openvino.loader import unavailable_reason
@@ -24,7 +28,11 @@ from onnxedge.runtime.engines.openvino.loader import unavailable_reason
 
 @pytest.fixture
 def photos(tmp_path):
-    return [str(p) for p in write_images(tmp_path)]  # 5 PNGs of 5 sizes
+    """5 small PNGs (flat colours, a few hundred bytes each) of 5 sizes."""
+    paths = [str(tmp_path / f"{i}.png") for i in range(5)]
+    for i, path in enumerate(paths):
+        Image.new("RGB", (40 + 30 * i, 60), (50 * i, 120, 200 - 40 * i)).save(path)
+    return paths
 
 
 @pytest.fixture
@@ -49,9 +57,9 @@ def no_processes(monkeypatch):
 
 def test_the_pool_for_files_that_fit_in_one_batch_is_threads(smile_bundle, two_cpus):
     clf = Classifier.from_bundle(smile_bundle, provider="cpu")
-    assert one_batch_pool() == DecodePool(default_decode_workers()) == DecodePool(2)
-    assert clf.file_pool(files=4, batch_size=4) == one_batch_pool()
-    assert clf.file_pool(files=0, batch_size=4) == one_batch_pool()
+    assert threads_pool() == DecodePool(default_decode_workers()) == DecodePool(2)
+    assert clf.file_pool(files=4, batch_size=4) == threads_pool()
+    assert clf.file_pool(files=0, batch_size=4) == threads_pool()
     assert clf.file_pool(files=5, batch_size=4) == default_decode_pool(True)
     assert clf.file_pool() == default_decode_pool(True)  # the number unknown
     assert clf.file_pool(decode_processes=1, files=1, batch_size=4) == DecodePool(1, True)
@@ -128,3 +136,43 @@ def test_predict_of_one_file_on_openvino_compiles_no_streams(
     assert many.exit_code == 0, many.output
     assert "; 2 batches at once on openvino CPU f32 (THROUGHPUT, " in many.stderr
     assert compiled and set(compiled) == {2}
+
+
+def large(folder, count):
+    """``count`` PNGs of noise, each larger than `LARGE_FILE_BYTES`."""
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    paths = []
+    for i in range(count):
+        path = folder / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (120, 120, 3), dtype=np.uint8)).save(path)
+        assert path.stat().st_size > LARGE_FILE_BYTES
+        paths.append(str(path))
+    return paths
+
+
+def test_large_files_are_the_ones_that_average_the_size(tmp_path, photos):
+    big = large(tmp_path / "big", 2)
+    assert large_files(big) and not large_files(photos) and not large_files([])
+    # what is not a file there is left out of the mean, not counted as 0 bytes
+    assert large_files([*big, str(tmp_path / "missing.jpg"), 42])
+    assert not large_files([str(tmp_path / "missing.jpg")])
+    assert not large_files(photos + big[:1])  # the mean, not any one file
+
+
+def test_large_files_are_decoded_by_threads_over_several_batches(
+    smile_bundle, photos, tmp_path, two_cpus, no_processes
+):
+    big = large(tmp_path / "big", 5)
+    clf = Classifier.from_bundle(smile_bundle, provider="cpu")
+    serial = [r.to_dict() for r in clf.predict_files(big, batch_size=2, decode_threads=1)]
+    run = clf.predict_files(big, batch_size=2)  # three batches
+    assert run.pool == threads_pool() and run.batches is None
+    assert [r.to_dict() for r in run] == serial and no_processes == []
+    lazy = clf.predict_files(iter(big), batch_size=2)
+    assert [r.to_dict() for r in lazy] == serial and lazy.pool == threads_pool()
+    # the same number of small files takes the processes; a pool asked for is kept
+    assert clf.predict_files(photos, batch_size=2).pool == default_decode_pool(True)
+    asked = clf.predict_files(big, batch_size=2, batch_processes=2)
+    assert asked.pool == DecodePool(2, processes=True, batches=True)
+    asked.close()

@@ -267,7 +267,9 @@ def _files_engine(
         return SkippedEngine(info, first_line(e), (batch_size,))
     try:
         given = pool_arguments(pool) if pool else {}
-        chosen = classifier.file_pool(**given, files=len(paths), batch_size=batch_size)
+        chosen = classifier.file_pool(
+            **given, files=len(paths), batch_size=batch_size, sample=paths[:batch_size]
+        )
     except OnnxEdgeError as e:
         return SkippedEngine(info, first_line(e), (batch_size,))
     settings = {**info.settings, "provider": classifier.provider, "pool": chosen.describe()}

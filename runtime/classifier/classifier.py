@@ -17,6 +17,7 @@ classifier may be used from many threads at once: it holds no mutable state, and
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sized
@@ -425,23 +426,15 @@ class Classifier:
         decode_threads: int | None = None,
         decode_processes: int | None = None,
         batch_processes: int | None = None,
-        *,
-        files: int | None = None,
-        batch_size: int | None = None,
+        **run: Any,
     ) -> DecodePool:
-        """The pool `predict_files` decodes with for these counts (1. there), checked, for
-        ``files`` in batches of ``batch_size`` where known (one batch or less: threads,
-        `onnxedge.runtime.classifier.decode.file_pool`)."""
+        """The pool `predict_files` decodes with for these counts (1. there), checked; ``run``:
+        the number of ``files`` and the ``batch_size`` where known, and the first batch's paths
+        (``sample``): for one batch or less, or large files, threads
+        (`onnxedge.runtime.classifier.decode.file_pool`)."""
         counts = (decode_threads, decode_processes, batch_processes)
         can, tuned = self.batch_session is not None, getattr(self.tuned, "files", None)
-        return file_pool(
-            *counts,
-            batch_sessions=can,
-            provider=self.provider,
-            tuned=tuned,
-            files=files,
-            batch_size=batch_size,
-        )
+        return file_pool(*counts, batch_sessions=can, provider=self.provider, tuned=tuned, **run)
 
     def predict_files(
         self,
@@ -479,7 +472,8 @@ class Classifier:
         known = len(paths) if isinstance(paths, Sized) else None
         pool = None  # none asked for, the number of paths unknown: `files_run` reads ahead
         if known is not None or counts != (None, None, None):
-            pool = self.file_pool(*counts, files=known, batch_size=batch_size)
+            first = list(itertools.islice(paths, batch_size)) if known is not None else []
+            pool = self.file_pool(*counts, files=known, batch_size=batch_size, sample=first)
         return files_run(self, paths, batch_size, threshold, max_pixels, pool)
 
 

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -119,10 +119,15 @@ def default_batch_processes() -> int:
     return default_decode_workers()
 
 
+# The mean size of the first batch's files from which, where no pool is asked for, threads
+# decode them (`threads_pool`, `large_files`).
+LARGE_FILE_BYTES = 32 * 1024
+
+
 DEFAULT_POOL_HELP = (
     "on ONNX Runtime's CPU EP with its threads left to the default, one batch process per CPU; "
     "else one decoder process per two CPUs; on one CPU, one file after another; files that "
-    "fit in one batch, a thread per CPU"
+    f"fit in one batch, or of {LARGE_FILE_BYTES // 1024} KB or more on average, a thread per CPU"
 )
 
 
@@ -156,10 +161,23 @@ def decode_pool(
     return default_decode_pool(batch_sessions)
 
 
-def one_batch_pool() -> DecodePool:
-    """The pool for a run of one batch or less where none is asked for: the calling process's
-    threads, one per CPU (`default_decode_workers`), the batch run on the classifier's own
-    session. A pool of processes pays off over many batches, not one: starting it (forking,
+def threads_pool() -> DecodePool:
+    """The pool for a run of one batch or less, or of large files (`large_files`), where none
+    is asked for: the calling process's threads, one per CPU (`default_decode_workers`), the
+    batches run one at a time on the classifier's own session.
+
+    Large files: decoding them is C work with the GIL released, which threads share as well
+    as processes do, without their hand-overs or their coarser shares; a single decoder
+    process (OpenVINO's default on 2 CPUs) was the bottleneck. `onnxedge predict`, int8, the
+    2-core Zen 3, the default pool against ``--decode-threads 2``: 600 JPEGs of 400x300 (32 KB
+    each), fast decode, OpenVINO 1.40-1.47 s against 1.15-1.17, ONNX Runtime 1.02-1.16
+    against 1.00-1.03; 300 of 640x480 (77 KB) OpenVINO 1.06-1.09 against 0.85-0.86 (fast),
+    1.37-1.53 against 1.07-1.10 (exact), ONNX Runtime the same; 40 of 1600x1200 (480 KB)
+    and of 4000x3000 (3 MB), both engines and decodes, threads faster by 8-50%. CelebA's
+    178x218 JPEGs (10 KB) stay with the processes, measured faster there
+    (docs/BENCHMARKS.md, "Decoder processes against threads").
+
+    One batch: a pool of processes pays off over many batches, not one: starting it (forking,
     a session in each batch process, OpenVINO's second compile for its streams) costs more
     than the decoding it would share, and one batch process decodes a whole batch alone
     (`onnxedge predict`, the 2-core Zen 3: one file, int8, OpenVINO 0.67-0.84 s against
@@ -179,16 +197,20 @@ def file_pool(
     tuned: Any = None,
     files: int | None = None,
     batch_size: int | None = None,
+    sample: Sequence[Any] = (),
 ) -> DecodePool:
     """`Classifier.file_pool`: the counts checked (an `ArgumentError` for one out of range, more
     than one, or batch processes where the classifier has no ``batch_sessions`` or processes
-    are not forked), then `decode_pool`; where none is given, `one_batch_pool` for ``files``
+    are not forked), then `decode_pool`; where none is given, `threads_pool` for ``files``
     (where known) that fit in one batch of ``batch_size``, else ``tuned``'s pool (a `FilesSetup`
-    of `onnxedge tune --images`; one this classifier cannot have is a warning), else
-    `default_decode_pool`."""
+    of `onnxedge tune --images`, measured on the user's files; one this classifier cannot have
+    is a warning), else `threads_pool` where the ``sample`` (the first batch's paths) are
+    `large_files`, else `default_decode_pool`."""
     none_given = (decode_threads, decode_processes, batch_processes) == (None,) * 3
     if none_given and files is not None and batch_size is not None and files <= batch_size:
-        return one_batch_pool()
+        return threads_pool()
+    if tuned is None and none_given and large_files(sample):
+        return threads_pool()
     if tuned is not None and none_given:
         chosen = tuned.pool_arguments()
         try:
@@ -224,6 +246,19 @@ def file_pool(
             f"threads left to the default, forked on Linux, for batch_processes; found {found}"
         )
     return pool
+
+
+def large_files(paths: Sequence[Any]) -> bool:
+    """Whether the files of ``paths`` that are there average `LARGE_FILE_BYTES` or more (one
+    ``stat`` each; what is not a path or cannot be read is left out)."""
+    sizes = []
+    for path in paths:
+        if isinstance(path, (str, os.PathLike)):
+            try:
+                sizes.append(os.stat(path).st_size)
+            except (OSError, ValueError):
+                continue
+    return bool(sizes) and sum(sizes) >= LARGE_FILE_BYTES * len(sizes)
 
 
 # The pools `Classifier.predict_files` can decode with, by name, and the argument sizing each.
@@ -296,6 +331,7 @@ def ordered_map(
 
 __all__ = [
     "DEFAULT_POOL_HELP",
+    "LARGE_FILE_BYTES",
     "MAX_BATCH_PROCESSES",
     "MAX_DECODE_PROCESSES",
     "MAX_DECODE_WORKERS",
@@ -307,8 +343,9 @@ __all__ = [
     "default_decode_processes",
     "default_decode_workers",
     "file_pool",
-    "one_batch_pool",
+    "large_files",
     "ordered_map",
     "pool_arguments",
     "process_chunk",
+    "threads_pool",
 ]

@@ -300,8 +300,8 @@ def files_run(
     """`Classifier.predict_files` of its checked arguments and its ``pool`` (a `DecodePool`),
     run at once; None where none was asked for and the number of paths is unknown: then the
     first ``batch_size + 1`` paths are read at the first result, and `Classifier.file_pool`
-    chooses for them (one batch or fewer: `onnxedge.runtime.classifier.decode.one_batch_pool`,
-    threads)."""
+    chooses for them (one batch or fewer, or large files:
+    `onnxedge.runtime.classifier.decode.threads_pool`)."""
 
     def start() -> tuple[Any, str | None, Any]:
         chosen, items = pool, paths
@@ -309,7 +309,9 @@ def files_run(
             rest = iter(paths)
             head = list(itertools.islice(rest, batch_size + 1))
             files = len(head) if len(head) <= batch_size else None
-            chosen = classifier.file_pool(files=files, batch_size=batch_size)
+            chosen = classifier.file_pool(
+                files=files, batch_size=batch_size, sample=head[:batch_size]
+            )
             items = itertools.chain(head, rest)
         cpus = usable_cpus()
         load = image_loader(
