@@ -174,7 +174,7 @@ def threads_pool() -> DecodePool:
     against 1.00-1.03; 300 of 640x480 (77 KB) OpenVINO 1.06-1.09 against 0.85-0.86 (fast),
     1.37-1.53 against 1.07-1.10 (exact), ONNX Runtime the same; 40 of 1600x1200 (480 KB)
     and of 4000x3000 (3 MB), both engines and decodes, threads faster by 8-50%. CelebA's
-    178x218 JPEGs (10 KB) stay with the processes, measured faster there
+    178x218 JPEGs (6-10 KB) stay with the processes, measured faster there
     (docs/BENCHMARKS.md, "Decoder processes against threads").
 
     One batch: a pool of processes pays off over many batches, not one: starting it (forking,

@@ -153,8 +153,9 @@ class FilesRun(Generator[FileResult, None, None]):
     """What `Classifier.predict_files` returns: its results as a generator (``start`` makes the
     one that yields them), and what runs them once that is decided: ``pool`` (a `DecodePool`)
     and ``batches`` (`files_batches`' words; None where batches run one at a time on the
-    classifier's session). ``now``: decided at once (paths whose number is known); else at the
-    first result, when the first batch's paths have been read (`files_run`)."""
+    classifier's session). ``now``: decided at once (a pool asked for, or paths whose number
+    is known); else at the first result, when the first batch's paths have been read
+    (`onnxedge.runtime.classifier.loader.files_run`)."""
 
     def __init__(self, start: Callable[[], tuple[DecodePool, str | None, Generator]], now: bool):
         self._start = start
@@ -224,11 +225,12 @@ def shared_tail(batches: Iterator[list[Any]], parts: int) -> Iterator[list[Any]]
     items in ``parts`` (at least 1) batches of about the same size, none larger than a batch,
     so that the batch processes share the end of a run instead of one of them classifying the
     last full batch while the others, done, wait (`stream_files`, with twice as many parts as
-    processes). What that wait costs grows with the files: on the 2-core
-    Zen 3, 40 JPEGs of 4000x3000 in batches of 32 took 3.6-3.8 s as 4 batches of 10 against
-    5.3-5.6 as 32 and 8 (`onnxedge predict`, ONNX Runtime int8, exact decode, 3 runs each);
-    3,000 small files lose at most half a batch's time either way. Two batches of paths are
-    held back."""
+    processes). What that wait costs grows with the files: on the 2-core Zen 3, 40 JPEGs of
+    4000x3000 in batches of 32 on 2 batch processes (the default for them then; large files
+    now take threads, `decode.large_files`) took 3.6-3.8 s as 4 batches of 10 against 5.3-5.6
+    as 32 and 8 (`onnxedge predict`, ONNX Runtime int8, exact decode, 3 runs each); 3,000
+    small files lose at most half a batch's time either way. Two batches of paths are held
+    back."""
     held: list[list[Any]] = []
     for batch in batches:
         held.append(batch)
