@@ -371,3 +371,23 @@ def test_the_files_stage_is_left_out_without_images(files_tuned):
     assert read_tuning(path).files is None
     clf = Classifier.from_bundle(files_tuned, tuned=path, for_files=True, batch_size=4)
     assert clf.tuned.files is None and "no files stage for the exact decode" in clf.tuned.line()
+
+
+def test_the_default_each_row_is_compared_with_is_predicts_pool_for_those_files(tmp_path, two_cpus):
+    """tune's baseline is the pool predict would take without --tuned: batch processes for
+    many small files, threads for one batch or fewer, or for large ones (`large_files`)."""
+    from PIL import Image
+
+    small, large = [], []
+    rng = np.random.default_rng(3)
+    for i in range(10):
+        small.append(str(tmp_path / f"s{i}.png"))
+        Image.new("RGB", (30, 30), (i, 2 * i, 3 * i)).save(small[-1])
+        large.append(str(tmp_path / f"l{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (120, 120, 3), dtype=np.uint8)).save(large[-1])
+    assert tune_files.default_setup(small, 4, "fast") == FilesSetup(
+        "fp32", "onnxruntime", "f32", "batches", 2, "fast"
+    )
+    threads = FilesSetup("fp32", "onnxruntime", "f32", "threads", 2, "fast")
+    assert tune_files.default_setup(small, 10, "fast") == threads  # one batch
+    assert tune_files.default_setup(large, 4, "fast") == threads

@@ -60,7 +60,7 @@ from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.classifier.decode import (
     POOL_ARGUMENTS,
     POOLS,
-    default_decode_pool,
+    file_pool,
     pool_arguments,
 )
 from onnxedge.runtime.classifier.preprocess import ImageReadError
@@ -203,8 +203,7 @@ def tune_files(
     the decode reads) and return them with the winner."""
     paths = images.files
     chosen, excluded = files_models(bundle, model_rows, batch_size)
-    plain = default_decode_pool(batch_sessions=True)  # predict's pool without --tuned
-    default = FilesSetup(FP32, ONNXRUNTIME, DEFAULT_PRECISION, plain.name, plain.workers, decode)
+    default = default_setup(paths, batch_size, decode)
     if any(engine == OPENVINO for _, engine in chosen):  # 2.
         excluded.append(
             Excluded(
@@ -381,6 +380,23 @@ def _check(
     )
 
 
+def default_setup(paths: Sequence[str], batch_size: int, decode: str) -> FilesSetup:
+    """4.: what ``predict`` runs on ``paths`` without ``--tuned``: ONNX Runtime fp32 with
+    `file_pool`'s pool for them (threads for one batch or fewer, or for large files; else batch
+    processes where processes are forked)."""
+    pool = file_pool(
+        None,
+        None,
+        None,
+        batch_sessions=True,
+        provider="CPUExecutionProvider",
+        files=len(paths),
+        batch_size=batch_size,
+        sample=paths[:batch_size],
+    )
+    return FilesSetup(FP32, ONNXRUNTIME, DEFAULT_PRECISION, pool.name, pool.workers, decode)
+
+
 def _workers(pool: str) -> int:
     return next(iter(pool_arguments(pool).values()))
 
@@ -393,6 +409,7 @@ __all__ = [
     "FILES_TIMEOUT",
     "FilesSetup",
     "FilesTune",
+    "default_setup",
     "files_models",
     "files_plan",
     "predict_command",
