@@ -17,10 +17,9 @@ classifier may be used from many threads at once: it holds no mutable state, and
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -469,12 +468,7 @@ class Classifier:
         threshold = self._threshold(threshold)
         max_pixels = check_max_pixels(max_pixels)
         counts = (decode_threads, decode_processes, batch_processes)
-        known = len(paths) if isinstance(paths, Sized) else None
-        pool = None  # none asked for, the number of paths unknown: `files_run` reads ahead
-        if known is not None or counts != (None, None, None):
-            first = list(itertools.islice(paths, batch_size)) if known is not None else []
-            pool = self.file_pool(*counts, files=known, batch_size=batch_size, sample=first)
-        return files_run(self, paths, batch_size, threshold, max_pixels, pool)
+        return files_run(self, paths, batch_size, threshold, max_pixels, counts)
 
 
 __all__ = [

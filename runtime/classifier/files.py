@@ -181,6 +181,11 @@ class FilesRun(Generator[FileResult, None, None]):
             self._results = _no_results()
         self._results.close()
 
+    def ran_on(self, provider: str) -> str:
+        """``provider`` (the classifier's), and where batches ran several at once, the session
+        they ran on: what `onnxedge predict`'s summary and `evaluate`'s result name."""
+        return provider + (f"; {self.batches}" if self.batches else "")
+
 
 def _no_results() -> Generator[FileResult, None, None]:
     yield from ()

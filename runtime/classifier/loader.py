@@ -9,7 +9,7 @@ import dataclasses
 import itertools
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from pathlib import Path
 from typing import Any
 
@@ -295,24 +295,29 @@ def files_run(
     batch_size: int,
     threshold: float | None,
     max_pixels: int | None,
-    pool: Any,
+    counts: tuple[int | None, int | None, int | None],
 ) -> FilesRun:
-    """`Classifier.predict_files` of its checked arguments and its ``pool`` (a `DecodePool`),
-    run at once; None where none was asked for and the number of paths is unknown: then the
-    first ``batch_size + 1`` paths are read at the first result, and `Classifier.file_pool`
-    chooses for them (one batch or fewer, or large files:
-    `onnxedge.runtime.classifier.decode.threads_pool`)."""
+    """`Classifier.predict_files` of its checked arguments (``counts``: its decode threads,
+    decode processes and batch processes). `Classifier.file_pool` chooses the pool for the
+    counts, the number of paths and the first batch's paths (one batch or fewer, or large
+    files: `onnxedge.runtime.classifier.decode.threads_pool`): at the call where a pool is
+    asked for (its counts checked there) or ``paths`` has a length; else at the first result,
+    from the first ``batch_size + 1`` paths read then."""
+    known = len(paths) if isinstance(paths, Sized) else None
+    now = known is not None or counts != (None, None, None)
 
     def start() -> tuple[Any, str | None, Any]:
-        chosen, items = pool, paths
-        if chosen is None:
+        items, files = paths, known
+        if now:
+            sample = list(itertools.islice(paths, batch_size)) if known is not None else []
+        else:
             rest = iter(paths)
-            head = list(itertools.islice(rest, batch_size + 1))
-            files = len(head) if len(head) <= batch_size else None
-            chosen = classifier.file_pool(
-                files=files, batch_size=batch_size, sample=head[:batch_size]
-            )
-            items = itertools.chain(head, rest)
+            sample = list(itertools.islice(rest, batch_size + 1))
+            files = len(sample) if len(sample) <= batch_size else None
+            items = itertools.chain(sample, rest)
+        chosen = classifier.file_pool(
+            *counts, files=files, batch_size=batch_size, sample=sample[:batch_size]
+        )
         cpus = usable_cpus()
         load = image_loader(
             classifier.preprocessing, max_pixels=max_pixels, decode=classifier.decode
@@ -325,4 +330,4 @@ def files_run(
         results = stream_files(load, rows, items, batch_size, chosen, runs, batch_rows)
         return chosen, files_batches(classifier, chosen, cpus), results
 
-    return FilesRun(start, now=pool is not None)
+    return FilesRun(start, now=now)

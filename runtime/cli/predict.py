@@ -240,9 +240,7 @@ def predict_cmd(
     # reader that goes away (`| head`) is an OSError on stdout: one line, exit 1 (`onnxedge`).
     with _lines_into(json_file(json_path)), _pil_limit(max_pixels), contextlib.closing(results):
         total, failed = _emit(results, as_json=as_json, show_progress=show_progress, top_k=top_k)
-    # Where batches ran several at once, they ran on another session than the classifier's.
-    batches = results.batches
-    _summary(paths, total, failed, classifier.provider + (f"; {batches}" if batches else ""))
+    _summary(paths, total, failed, results.ran_on(classifier.provider))
 
 
 def _summary(paths: Iterable[str], total: int, failed: int, provider: str) -> None:

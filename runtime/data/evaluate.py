@@ -20,7 +20,6 @@ import numpy as np
 
 from onnxedge.runtime.bundle.outputs import BINARY_KINDS
 from onnxedge.runtime.classifier.classifier import Classifier
-from onnxedge.runtime.classifier.files import FilesRun
 from onnxedge.runtime.classifier.predictions import FileResult
 from onnxedge.runtime.data import Dataset, open_dataset
 from onnxedge.runtime.data.dataset import with_classes
@@ -233,7 +232,7 @@ def evaluate_bundle(
             dataset=dataset,
             split=split,
             classes=classifier.classes,
-            provider=_ran_on(classifier, run),
+            provider=run.ran_on(classifier.provider),
             variant=classifier.variant,
             progress=progress,
         )
@@ -248,7 +247,7 @@ def evaluate_bundle(
         split=split,
         bundle_labels=classifier.labels,
         threshold=cut,
-        provider=_ran_on(classifier, results),
+        provider=results.ran_on(classifier.provider),
         variant=classifier.variant,
         decode=classifier.decode,
         progress=progress,
@@ -371,10 +370,3 @@ def _data_block(dataset: Dataset) -> dict[str, Any]:
         "attribute": dataset.attribute,
         "listing_sha256": dataset.listing_sha256(),
     }
-
-
-def _ran_on(classifier: Classifier, run: FilesRun) -> str:
-    """The classifier's provider, and where ``run`` (`predict_files` of the split's paths, its
-    pool known at the call) runs several batches at once, the session they run on (as
-    `onnxedge predict`'s summary says)."""
-    return classifier.provider + (f"; {run.batches}" if run.batches else "")
