@@ -11,16 +11,18 @@ The Python API, one function per command, each returning its result object::
 | (Python only) | `export_bundle` (an ``nn.Module``) | `ExportResult` |
 | ``onnxedge export`` | `export_model` (with `ExportRequest`) | `ExportResult` |
 | ``onnxedge simplify`` | `simplify_file` | `LoweringResult` |
-| ``onnxedge import`` | `import_bundle` (an ONNX file; no torch needed) | `ImportResult` |
+| ``onnxedge import`` | `import_bundle` (an ONNX file; onnx_ir, no torch) | `ImportResult` |
 | ``onnxedge train`` | `train` (with `TrainConfig`) | `TrainResult` |
 
 Its names are imported on first use, so the CLI's modules under this package load where the
-export dependencies (torch, onnxscript, onnxsim) are not installed. The device side is
-`onnxedge.runtime`.
+export dependencies (torch, onnxscript, onnx_ir, onnxsim: ``pip install 'onnxedge[export]'``) are
+not installed; a name whose dependencies are missing is a ``ModuleNotFoundError`` that says what
+to install. The device side is `onnxedge.runtime`.
 """
 
 from __future__ import annotations
 
+from onnxedge.runtime.deps import EXPORT_EXTRA_HINT
 from onnxedge.runtime.lazy_api import lazy_names
 
 # name -> the module that defines it, or "module:attribute" where the name differs.
@@ -40,4 +42,4 @@ _API = {
 
 __all__ = sorted(_API)
 
-__getattr__, __dir__ = lazy_names("onnxedge.export", _API, globals())
+__getattr__, __dir__ = lazy_names("onnxedge.export", _API, globals(), install=EXPORT_EXTRA_HINT)

@@ -22,6 +22,7 @@ import onnx_ir.passes.common as ir_common_passes
 from onnxscript.rewriter import RewriteRuleSet
 from onnxscript.rewriter.rules.common import no_op_transpose_rule, transpose_transpose_rule
 
+from onnxedge.export.layouts import LAYOUTS, NCHW, NHWC, TO_NHWC
 from onnxedge.runtime.errors import OnnxEdgeError
 
 __all__ = [
@@ -35,9 +36,6 @@ __all__ = [
     "nchw_input",
 ]
 
-NCHW, NHWC = "NCHW", "NHWC"
-LAYOUTS = ("auto", NCHW, NHWC)
-TO_NHWC = (0, 2, 3, 1)  # the Transpose from the bundle's NCHW to the original's NHWC
 _CHANNELS = (1, 3)
 
 

@@ -24,7 +24,7 @@ from onnxedge.runtime.classifier.classifier import (
     check_external_data,
 )
 from onnxedge.runtime.classifier.preprocess import ImageReadError, load_image
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.errors import ArgumentError, BundleError, OnnxEdgeError
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,9 @@ def test_cuda_that_cannot_load_says_what_to_do(smile_bundle):
 
 
 def test_unknown_provider(smile_bundle):
-    with pytest.raises(OnnxEdgeError, match="unknown provider 'tpu'; expected one of: auto, cpu"):
-        Classifier.from_bundle(smile_bundle, provider="tpu")
+    for provider in ("tpu", None, 3):  # a ValueError for Python callers, as RUNTIME.md says
+        with pytest.raises(ArgumentError, match=r"unknown provider .*; expected one of: auto, cpu"):
+            Classifier.from_bundle(smile_bundle, provider=provider)
 
 
 def test_hash_mismatch_is_refused_before_a_session(bundle_copy):

@@ -53,3 +53,79 @@ def test_progress_lines_only_with_verbose(smile_bundle, tmp_path):
     verbose = CliRunner().invoke(main, ["-v", *args, "--force"])  # s.onnx exists now
     assert verbose.exit_code == 0, verbose.output
     assert "  lowering the GAP head to GlobalAveragePool" in verbose.stderr.splitlines()
+
+
+def _without_onnx_ir(monkeypatch):
+    """As on a device without the export extra: importing onnx_ir fails, and the modules that
+    import it are imported again."""
+    monkeypatch.setitem(sys.modules, "onnx_ir", None)  # `import onnx_ir` raises ImportError
+    for name in list(sys.modules):
+        if name.startswith("onnxedge.export."):
+            monkeypatch.delitem(sys.modules, name)
+
+
+def test_import_without_onnx_ir_is_listed_and_says_what_to_install(monkeypatch):
+    _without_onnx_ir(monkeypatch)
+    help_result = CliRunner().invoke(main, ["--help"])
+    assert help_result.exit_code == 0, help_result.output
+    assert re.search(r"^  import\b", help_result.output, re.M)
+    own_help = CliRunner().invoke(main, ["import", "--help"])  # its options load without it
+    assert own_help.exit_code == 0 and "--input-layout [auto|NCHW|NHWC]" in own_help.output
+    result = CliRunner().invoke(main, ["import", "x.onnx", "--out", "y"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        "onnxedge: error: onnxedge import needs onnx_ir, not installed here; install with: pip "
+        "install 'onnxedge[export]'\n"
+    )
+
+
+def test_a_command_whose_module_cannot_load_is_one_line_not_a_traceback(monkeypatch, tmp_path):
+    (tmp_path / "broken_command_module.py").write_text("import not_a_real_package_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(COMMANDS, "broken", "broken_command_module:cmd")
+    help_result = CliRunner().invoke(main, ["--help"])
+    assert help_result.exit_code == 0, help_result.output
+    assert re.search(r"^  broken\s+\(unavailable: onnxedge broken needs", help_result.output, re.M)
+    for args in (["broken"], ["broken", "a", "--any-option", "-v"], ["broken", "--help"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert result.stderr == (
+            "onnxedge: error: onnxedge broken needs not_a_real_package_xyz, not installed here; "
+            "install with: pip install --force-reinstall onnxedge\n"
+        ), args
+
+
+def test_an_export_command_missing_a_dependency_names_the_export_extra():
+    from onnxedge.runtime.cli import _unavailable
+    from onnxedge.runtime.errors import OnnxEdgeError
+
+    command = _unavailable(
+        "import", "onnxedge.export.cli.import_onnx", ModuleNotFoundError("no", name="onnx_ir.x")
+    )
+    try:
+        command.callback(args=("a",))
+    except OnnxEdgeError as e:
+        assert str(e) == (
+            "onnxedge import needs onnx_ir, not installed here; install with: pip install "
+            "'onnxedge[export]'"
+        )
+    else:
+        raise AssertionError("the stand-in command ran")
+
+
+def test_the_export_api_names_what_to_install_where_a_dependency_is_missing(monkeypatch):
+    import onnxedge.export
+
+    _without_onnx_ir(monkeypatch)
+    monkeypatch.delitem(vars(onnxedge.export), "import_bundle", raising=False)
+    try:
+        onnxedge.export.import_bundle  # noqa: B018
+    except ModuleNotFoundError as e:
+        assert str(e) == (
+            "onnxedge.export.import_bundle needs onnx_ir, not installed here; install with: "
+            "pip install 'onnxedge[export]'"
+        )
+        assert e.name == "onnx_ir"
+    else:
+        raise AssertionError("import_bundle loaded without onnx_ir")

@@ -16,7 +16,7 @@ from onnxedge.export.cli.preprocessing_options import (
     preprocessing_options,
     read_labels,
 )
-from onnxedge.export.interface import LAYOUTS
+from onnxedge.export.layouts import LAYOUTS
 from onnxedge.runtime.cli.heartbeat import Heartbeat
 from onnxedge.runtime.cli.output import force_option, refuse_existing, verbosity
 from onnxedge.runtime.deps import require_modules

@@ -21,7 +21,7 @@ from onnxedge.runtime.engines.onnxruntime.session import (
     available_providers,
     make_session,
 )
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 def provider_key(provider: Any) -> str:
     key = provider.strip().lower() if isinstance(provider, str) else None
     if key not in PROVIDER_CHOICES:
-        raise OnnxEdgeError(
+        raise ArgumentError(
             f"unknown provider {provider!r}; expected one of: {', '.join(PROVIDER_CHOICES)}"
         )
     return key

@@ -25,7 +25,7 @@ import click
 
 from onnxedge.runtime.cli.options import finite_numbers
 from onnxedge.runtime.cli.output import verbosity_options, warn
-from onnxedge.runtime.deps import check_one_onnxruntime, module_available
+from onnxedge.runtime.deps import EXPORT_EXTRA_HINT, check_one_onnxruntime, module_available
 from onnxedge.runtime.errors import OnnxEdgeError, first_line
 from onnxedge.runtime.lines import one_line
 
@@ -62,9 +62,13 @@ class LazyGroup(click.Group):
         if target is None or not module_available(target.partition(":")[0]):
             return None
         module_name, _, attr = target.partition(":")
+        try:
+            command = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, OnnxEdgeError) as e:  # a dependency missing, or two onnxruntimes
+            command = _unavailable(cmd_name, module_name, e)
         # NaN and the infinities refused by every float option, whoever wrote the command; -v
         # and -q taken after the subcommand as well as before it.
-        return _with_verbosity(finite_numbers(getattr(importlib.import_module(module_name), attr)))
+        return _with_verbosity(finite_numbers(command))
 
     def invoke(self, ctx: click.Context) -> Any:
         previous = _on_sigterm()
@@ -90,6 +94,37 @@ class LazyGroup(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _unavailable(name: str, module: str, error: Exception) -> click.Command:
+    """What stands for command ``name`` whose ``module`` cannot be imported here: listed by
+    ``--help`` with the reason, and one error line (exit 1) when run, instead of a traceback of
+    the import (a device install without the export extra's onnx_ir for ``import``)."""
+    if isinstance(error, ImportError) and error.name:
+        install = EXPORT_EXTRA_HINT if module.startswith("onnxedge.export.") else REINSTALL
+        reason = (
+            f"onnxedge {name} needs {error.name.partition('.')[0]}, not installed here; "
+            f"install with: {install}"
+        )
+    else:
+        reason = f"onnxedge {name} cannot load here: {first_line(error)}"
+
+    def fail(args: tuple[str, ...]) -> None:
+        raise OnnxEdgeError(reason)
+
+    return click.Command(
+        name,
+        callback=fail,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        help=f"(Unavailable: {reason}.)",
+        short_help=f"(unavailable: {reason})",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
+
+
+# How to put back a base dependency that is missing (a damaged install).
+REINSTALL = "pip install --force-reinstall onnxedge"
 
 
 def _with_verbosity(command: click.Command) -> click.Command:

@@ -1,4 +1,4 @@
-"""The engine options that predict, parity and evaluate share (``--engine``, ``--precision``),
+"""The engine options that predict, parity and evaluate share (``--engines``, ``--precision``),
 and bench's ``--engines`` / ``--openvino-precisions`` callbacks, as reusable click pieces.
 
 ``--precision`` is OpenVINO's inference precision: f32 (the default, computing what ONNX
@@ -64,7 +64,7 @@ def check_engine_options(engine: str, precision: str) -> None:
     if engine == ONNXRUNTIME and precision != DEFAULT_PRECISION:
         raise click.UsageError(
             f"--precision {precision} is OpenVINO's inference precision; onnxruntime runs the "
-            "model as stored (add --engine openvino)"
+            "model as stored (add --engines openvino)"
         )
 
 
