@@ -26,7 +26,7 @@ SPATIAL_OPS = {"AveragePool", "ReduceMean"}
 CASES = [
     ("depthwise_silu", "dynamo", 18, (3, 64, 64), "into the classifier (Conv"),
     ("depthwise_silu", "torchscript", 17, (3, 48, 80), "into the classifier (Conv"),
-    ("squeeze_excite", "dynamo", 18, (3, 40, 56), "ReduceMean not lowered to GlobalAveragePool"),
+    ("squeeze_excite", "dynamo", 18, (3, 40, 56), "ReduceMean(s) not lowered to GlobalAveragePool"),
     (
         "mobilenetv3_like",
         "dynamo",

@@ -194,3 +194,30 @@ def test_reducemax_over_space_is_a_pool_over_channels_is_not(head, found):
     line = gap_line(model_with(head))
     assert not line
     assert found in line.detail
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "ReduceMean"])
+def test_the_other_global_means_are_counted_and_the_list_says_how_many_it_leaves_out(op):
+    """Eight squeeze-excitation pools: the line names six, and says there are two more."""
+    pool = (
+        "se{i} = GlobalAveragePool (feat{p})"
+        if op == "GlobalAveragePool"
+        else "se{i} = ReduceMean <keepdims = 1> (feat{p}, axes)"
+    )
+    blocks = "\n    ".join(
+        f"{pool.format(i=i, p=i - 1)}\n    feat{i} = Mul (feat{i - 1}, se{i})" for i in range(1, 9)
+    )
+    head = (
+        "axes = Constant <value = int64[2] {2, 3}> ()\n    feat0_ = Identity (feat)\n    "
+        + blocks.replace("feat0,", "feat0_,").replace("(feat0)", "(feat0_)")
+        + "\n    pooled = GlobalAveragePool (feat8)\n    logits4 = Conv (pooled, cls_w8)\n"
+        "    y = Flatten (logits4)"
+    )
+    line = gap_line(model_with(head))
+    assert line, line
+    if op == "GlobalAveragePool":  # and the template's own SE pool
+        assert "9 other GlobalAveragePool(s) inside the network (not the head): " in line.detail
+        assert " and 3 more" in line.detail
+    else:
+        assert "8 spatial ReduceMean(s) not lowered to GlobalAveragePool: #8, #10, " in line.detail
+        assert line.detail.endswith(" and 2 more")

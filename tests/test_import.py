@@ -860,6 +860,24 @@ def test_optimize_int8_gated_on_class_folders(bundles, tmp_path):
     assert invoke("evaluate", out, "--data", data, "--variant", "int8").exit_code == 0
 
 
+def test_the_fast_decode_of_a_k_class_bundle_is_gated_by_its_top_class(bundles, tmp_path):
+    """A K-class bundle has class names, not a threshold: the decode's gate judges top classes
+    as the variants' gates do (it was refused: "a logits model has class names, not a
+    threshold")."""
+    data = _class_folders(tmp_path / "data", {"class_0": [0, 30], "class_2": [220]})
+    for split in ("train", "test"):  # JPEGs too, which the fast decode reads its own way
+        for level in (60, 180):
+            name = data / split / "class_1" / f"{level}.jpg"
+            name.parent.mkdir(exist_ok=True)
+            Image.fromarray(np.full((80, 300, 3), level, dtype=np.uint8)).save(name)
+    out = tmp_path / "optimized"
+    result = invoke("optimize", bundles["ocr"], "--data", data, "--fast-decode", "--out", out)
+    assert result.exit_code == 0, result.output
+    (line,) = [x for x in result.output.splitlines() if "| decode-fast |" in x]
+    assert line.startswith("PASSED | decode-fast | agreement 100.00% (0/5)"), line
+    assert "fast" in json.loads((out / "manifest.json").read_text())["decodes"]
+
+
 def test_int8_of_an_opset_11_model_is_made_at_opset_13(bundles, tmp_path):
     """PaddlePaddle's converter writes opset 11, whose DequantizeLinear has no axis for
     per-channel weights: the int8 model failed `onnx.checker` (RapidOCR's). It is now converted

@@ -265,20 +265,23 @@ def _other_means(
         return ""
     text = ""
     if others:
-        names = ", ".join(_node_label(n, index) for n in others[:_GLOBAL_MEAN_LISTED])
-        more = (
-            f" and {len(others) - _GLOBAL_MEAN_LISTED} more"
-            if len(others) > _GLOBAL_MEAN_LISTED
-            else ""
-        )
         text += (
             f"; {len(others)} other GlobalAveragePool(s) inside the network (not the head): "
-            f"{names}{more}"
+            f"{_listed(others, index)}"
         )
     if unlowered:
-        names = ", ".join(_node_label(n, index) for n in unlowered[:_GLOBAL_MEAN_LISTED])
-        text += f"; spatial ReduceMean not lowered to GlobalAveragePool: {names}"
+        text += (
+            f"; {len(unlowered)} spatial ReduceMean(s) not lowered to GlobalAveragePool: "
+            f"{_listed(unlowered, index)}"
+        )
     return text
+
+
+def _listed(nodes: list[onnx.NodeProto], index: dict[int, int]) -> str:
+    """The first `_GLOBAL_MEAN_LISTED` of ``nodes`` by name, and how many more there are."""
+    names = ", ".join(_node_label(n, index) for n in nodes[:_GLOBAL_MEAN_LISTED])
+    more = len(nodes) - _GLOBAL_MEAN_LISTED
+    return f"{names} and {more} more" if more > 0 else names
 
 
 def _describe(node: onnx.NodeProto) -> str:

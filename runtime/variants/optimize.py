@@ -369,7 +369,7 @@ def _gate(
             reference,
             np.concatenate(fast),
             truth,
-            threshold=source.threshold,
+            threshold=source.threshold if source.output_kind in BINARY_KINDS else None,
             criteria=request.criteria,
             provider=sessions[FP32][1],
         )
