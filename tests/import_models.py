@@ -213,6 +213,28 @@ def conv_classifier_nk11(
     )
 
 
+def classifier_before_pool(classes: int = 3, side: int = 24, seed: int = 11) -> onnx.ModelProto:
+    """SqueezeNet's head: a 1x1 convolution to K channels and a ReLU before the pool, nothing
+    linear after it (pool, Flatten: K logits), dynamic batch."""
+    features = 8
+    rng = np.random.default_rng(seed)
+    head = rng.normal(0, 0.5, (classes, features, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "head_w"], ["z"], name="classifier"),
+        helper.make_node("Relu", ["z"], ["zr"], name="classifier_relu"),
+        helper.make_node("GlobalAveragePool", ["zr"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["logits"], name="flatten", axis=1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        [*_weights(seed, 3, features, classes)[:2], _init("head_w", head)],
+    )
+
+
 def paddle_style(classes: int = 2, seed: int = 6) -> onnx.ModelProto:
     """As PaddlePaddle's converter writes a classifier (RapidOCR's text-direction model): opset 11,
     dim 0 written as the number -1, H and W as the name "?", a one-output BatchNormalization with

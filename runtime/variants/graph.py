@@ -14,15 +14,19 @@ from onnxedge.runtime.errors import OnnxEdgeError
 
 def head_node_names(model: onnx.ModelProto) -> list[str]:
     """The classifier (the linear layer nearest the first output, as `onnxedge check` finds it)
-    and every node between it and that output (the Sigmoid, a Reshape), by name."""
+    and every node between it and that output (the Sigmoid, a Reshape), by name. Where the pool
+    feeds the output with no linear layer after it (SqueezeNet: a 1x1 Conv to the classes, a
+    ReLU, the pool, a Flatten), the classifier is the Conv, Gemm or MatMul before the pool
+    (`_classifier_before_pool`), and the head runs from it through the pool to the output."""
     graph = model.graph
     head = find_head(graph, tensor_ranks(model))
-    if head.classifier is None:
-        raise OnnxEdgeError(
-            "expected a classifier (Gemm, MatMul or 1x1 Conv) between the pool and the output; "
-            "found none, so there is no head to keep in float"
-        )
     producers = {out: node for node in graph.node for out in node.output if out}
+    classifier = head.classifier or _classifier_before_pool(head.pools, producers)
+    if classifier is None:
+        raise OnnxEdgeError(
+            "expected a classifier (Gemm, MatMul or 1x1 Conv) after the pool, or a Conv, Gemm "
+            "or MatMul before its only pool; found none, so there is no head to keep in float"
+        )
     names: list[str] = []
     stack, seen = [head.output], set()
     while stack:
@@ -31,11 +35,31 @@ def head_node_names(model: onnx.ModelProto) -> list[str]:
             continue
         seen.add(id(node))
         names.append(node.name)
-        if node is not head.classifier:
+        if node is not classifier:
             stack.extend(i for i in node.input if i)
     if not all(names):
         raise OnnxEdgeError("expected named nodes in the head (name_unnamed_nodes first)")
     return names
+
+
+def _classifier_before_pool(
+    pools: Sequence[onnx.NodeProto], producers: dict[str, onnx.NodeProto]
+) -> onnx.NodeProto | None:
+    """The nearest of `_PRODUCT_OPS` on the path that feeds the head's only pool, followed
+    through the first input of each node (a ReLU, a Dropout, a BatchNormalization); None where
+    there are several pools or the path ends first."""
+    if len(pools) != 1:
+        return None
+    node = pools[0]
+    for _ in range(_MOST_BEFORE_POOL):
+        node = producers.get(node.input[0]) if node.input else None
+        if node is None or node.op_type in _PRODUCT_OPS:
+            return node
+    return None
+
+
+# How far back `_classifier_before_pool` looks: a classifier's own activation and normalization.
+_MOST_BEFORE_POOL = 8
 
 
 # Ops whose int8 form multiplies activations by weights (onnxruntime's u8 x s8 kernels): where the

@@ -1,0 +1,80 @@
+"""The int8 and fp16 variants of a model whose classifier comes before the pool (SqueezeNet: a
+1x1 Conv to the classes, a ReLU, the pool, a Flatten), which `onnxedge check` passes: the head
+they keep in float is that Conv and what follows it. They were refused ("expected a classifier
+between the pool and the output")."""
+
+from __future__ import annotations
+
+import json
+
+import import_models as models
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import helper
+from PIL import Image
+
+from onnxedge.runtime.cli import main
+from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.variants.graph import head_node_names
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_the_head_runs_from_the_conv_before_the_pool_to_the_output():
+    names = head_node_names(models.classifier_before_pool())
+    assert sorted(names) == ["classifier", "classifier_relu", "flatten", "gap"]
+
+
+def test_a_pool_with_nothing_linear_before_or_after_it_is_still_refused():
+    model = models.classifier_before_pool()
+    graph = model.graph
+    # the pool reads the image itself: no Conv, Gemm or MatMul anywhere on its path
+    (gap,) = [n for n in graph.node if n.op_type == "GlobalAveragePool"]
+    gap.input[0] = "x"
+    keep = {"gap", "flatten"}
+    nodes = [n for n in graph.node if n.name in keep]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.output[0].CopyFrom(helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, None))
+    with pytest.raises(OnnxEdgeError, match=r"expected a classifier .* found none"):
+        head_node_names(model)
+
+
+def _class_folders(root, classes=3, per_class=3, side=24):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for k in range(classes):
+            folder = root / split / f"class_{k}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_int8_and_fp16_of_a_squeezenet_head_are_made_with_that_head_in_float(tmp_path):
+    source = models.save(models.classifier_before_pool(), tmp_path / "squeeze.onnx")
+    bundle = tmp_path / "bundle"
+    result = invoke("import", source, "--out", bundle, "--reference", "float32")
+    assert result.exit_code == 0, result.output
+    check = invoke("check", bundle)
+    assert check.exit_code == 0, check.output
+    data = _class_folders(tmp_path / "data")
+    out = tmp_path / "optimized"
+    args = ["--data", data, "--int8", "--fp16", "--calibration-size", 4, "--no-gate"]
+    result = invoke("optimize", bundle, *args, "--out", out)
+    assert result.exit_code == 0, result.output
+    variants = json.loads((out / "manifest.json").read_text())["variants"]
+    head = ["classifier", "classifier_relu", "flatten", "gap"]
+    assert sorted(variants["int8"]["made"]["kept_float"]) == head
+    assert sorted(variants["fp16"]["made"]["kept_float32"]["nodes"]) == head
+    int8 = onnx.load(str(out / variants["int8"]["file"]))
+    (classifier,) = [n for n in int8.graph.node if n.name == "classifier"]
+    assert classifier.op_type == "Conv"  # in float, not a QLinearConv
+    assert any("Quant" in n.op_type for n in int8.graph.node)  # the rest is quantised
+    evaluated = invoke("evaluate", out, "--data", data, "--variant", "int8")  # fp16: CUDA only
+    assert evaluated.exit_code == 0, evaluated.output
