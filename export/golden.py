@@ -40,6 +40,7 @@ from onnxedge.runtime.bundle.outputs import (
     SIGMOID_PROBABILITY,
     centred_logits,
     logits_tensor,
+    manifest_kind,
     probabilities,
 )
 from onnxedge.runtime.errors import OnnxEdgeError
@@ -300,11 +301,17 @@ def live_reference(
 
     Its inputs are made with the registered model's preprocessing (the model's own, not the
     manifest's), so a bundle whose manifest states another one fails the preprocessing check.
+    A bundle of a factory (``--model file.py:factory``) has no preprocessing but the one its
+    export was given, the manifest's.
     """
     from onnxedge.models import get_model_spec
 
     module = module_from_manifest(manifest, checkpoint)
-    spec = get_model_spec(str(manifest.get("model")))
+    if isinstance(manifest.get("factory"), str):
+        name, preprocessing = str(manifest["factory"]), manifest.get("preprocessing") or {}
+    else:
+        spec = get_model_spec(str(manifest.get("model")))
+        name, preprocessing = spec.name, spec.preprocessing
     golden = manifest.get("golden", {})
     seed = int(golden.get("seed", GOLDEN_SEED)) if isinstance(golden, Mapping) else GOLDEN_SEED
     weights = manifest.get("weights", {})
@@ -313,11 +320,14 @@ def live_reference(
         if weights.get("source") == "checkpoint"
         else f"seed {weights.get('seed')}"
     )
+    logits_name = golden.get("logits") if isinstance(golden, Mapping) else None
     return compute_reference(
         module,
-        spec.preprocessing,
+        preprocessing,
         batch_sizes=batch_sizes,
         seed=seed,
         source="live",
-        description=f"live: {spec.name} ({origin}) in PyTorch {torch.__version__}, float64",
+        description=f"live: {name} ({origin}) in PyTorch {torch.__version__}, float64",
+        logits_name=logits_name if isinstance(logits_name, str) else None,
+        output_kind=manifest_kind(manifest.get("output")),
     )

@@ -275,25 +275,21 @@ def module_from_manifest(
     manifest: Mapping[str, Any], checkpoint: str | Path | None = None
 ) -> torch.nn.Module:
     """The torch module a bundle was exported from, in eval mode: the registered model and head
-    its manifest names, with the weights its ``weights`` block records.
+    its manifest names, or the factory it records (``onnxedge export --model
+    path/to/file.py:factory`` or ``pkg.module:factory``, called again with its ``model_args``
+    as the code is now, a file path read from the working directory as at the export), with
+    the weights its ``weights`` block records.
 
     1. ``{"source": "seed", "seed": N}``: the seeded initialisation (`seeded`); passing a
        ``checkpoint`` is an error. A bundle exported with another torch may initialise
        differently: that is logged as a warning.
     2. ``{"source": "checkpoint", "sha256": ...}``: ``checkpoint`` is required, and its sha256
        must be the manifest's, checked before the file is read.
-    3. A model not in the registry, no ``weights`` block, an unknown source, a seed that is not an
-       integer, a checkpoint block without a sha256, or no ``checkpoint`` where one is needed:
-       `CannotRebuild`.
+    3. A model neither in the registry nor a factory that loads here, no ``weights`` block, an
+       unknown source, a seed that is not an integer, a checkpoint block without a sha256, or
+       no ``checkpoint`` where one is needed: `CannotRebuild`.
     """
-    name = manifest.get("model")
-    try:
-        spec = get_model_spec(str(name))
-    except OnnxEdgeError:
-        raise CannotRebuild(
-            f"model {name!r} is not in onnxedge's registry, so it cannot be rebuilt in PyTorch"
-        ) from None
-    head = spec.resolve_head(manifest.get("head"))
+    build = _builder(manifest)
     weights = manifest.get("weights")
     if not isinstance(weights, Mapping):
         raise CannotRebuild(
@@ -313,7 +309,7 @@ def module_from_manifest(
                 f"--checkpoint given, but this bundle's weights come from seed {seed}, not a "
                 "checkpoint; leave out --checkpoint"
             )
-        module, _ = seeded(lambda: spec.build(head), seed)
+        module, _ = seeded(build, seed)
         _warn_on_other_torch(manifest)
     elif source == "checkpoint":
         expected = weights.get("sha256")
@@ -336,7 +332,7 @@ def module_from_manifest(
                 f"checkpoint {checkpoint} is not the one this bundle was exported from: expected "
                 f"sha256 {expected[:16]}…, found {found[:16]}…"
             )
-        module = spec.build(head)
+        module = build()
         load_checkpoint(module, checkpoint)
     else:
         raise CannotRebuild(
@@ -344,6 +340,49 @@ def module_from_manifest(
             f"'checkpoint', found {source!r}"
         )
     return module.eval()
+
+
+def _builder(manifest: Mapping[str, Any]) -> Any:
+    """What builds the module `module_from_manifest` rebuilds, its weights aside: the
+    registered model's spec with the manifest's head, or the recorded factory (`CannotRebuild`
+    where it does not load here)."""
+    name = manifest.get("model")
+    factory = manifest.get("factory")
+    if isinstance(factory, str):
+        from onnxedge.models.loader import build_module, load_factory
+
+        args = manifest.get("model_args")
+        if not isinstance(args, Mapping):
+            raise CannotRebuild(
+                f"the manifest records the factory {factory!r} but not the arguments it was "
+                "called with (model_args), so the module cannot be rebuilt"
+            )
+        try:
+            load_factory(factory)
+        except OnnxEdgeError as e:
+            raise CannotRebuild(
+                f"the bundle was exported from the factory {factory!r}, which does not load "
+                f"here: {first_line(e)}"
+            ) from None
+
+        def build() -> torch.nn.Module:
+            try:
+                return build_module(factory, args)
+            except OnnxEdgeError as e:  # the factory raised, or no longer returns a module
+                raise CannotRebuild(
+                    f"the bundle was exported from the factory {factory!r}, which fails here: "
+                    f"{first_line(e)}"
+                ) from None
+
+        return build
+    try:
+        spec = get_model_spec(str(name))
+    except OnnxEdgeError:
+        raise CannotRebuild(
+            f"model {name!r} is not in onnxedge's registry, so it cannot be rebuilt in PyTorch"
+        ) from None
+    head = spec.resolve_head(manifest.get("head"))
+    return lambda: spec.build(head)
 
 
 def _warn_on_other_torch(manifest: Mapping[str, Any]) -> None:

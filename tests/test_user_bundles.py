@@ -5,6 +5,7 @@ parity fails on such a bundle when the model changed."""
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -256,3 +257,48 @@ def test_a_factory_with_a_checkpoint_and_its_usage_errors(user_dir, tmp_path):
     typo = CliRunner().invoke(main, ["export", "--model", "smile_cn", "--out", str(tmp_path / "d")])
     assert typo.exit_code == 1 and "unknown model 'smile_cn'" in typo.output
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow
+def test_the_live_reference_rebuilds_the_factory_and_fails_when_its_code_changed(tmp_path):
+    """``--reference live`` (and bench's PyTorch peers) rebuild a factory's bundle from the
+    factory and its model_args, seeded as at the export, and judge the K logits as logits (it
+    was refused: "not in onnxedge's registry"). The factory is called as its code is now: a
+    changed model is a failed row, and a factory that does not load is why no live reference."""
+    folder = tmp_path / "user"
+    folder.mkdir()
+    (folder / "zoo_of_mine.py").write_text(textwrap.dedent(USER_MODEL))
+    bundle = tmp_path / "b"
+    export(folder, bundle, "birds", "--input-shape", "3,48,64", "--seed", "3")
+    args = ["parity", str(bundle), "--reference", "live", "--batch-sizes", "1,2"]
+    args += ["--providers", "cpu"]
+    live = CliRunner().invoke(main, args)
+    assert live.exit_code == 0, live.output
+    assert f"reference: live: {folder / 'zoo_of_mine.py'}:birds (seed 3) in PyTorch" in live.output
+    assert "parity: 2 passed, 0 failed" in live.output
+
+    changed = USER_MODEL + textwrap.dedent(
+        """
+        _birds = birds
+
+
+        def birds(**kw):  # the same model, its last bias nudged
+            import torch
+
+            model = _birds(**kw)
+            with torch.no_grad():
+                list(model.parameters())[-1].add_(0.01)
+            return model
+        """
+    )
+    (folder / "zoo_of_mine.py").write_text(changed)
+    for name in [n for n in sys.modules if n.startswith("onnxedge_user_zoo_of_mine")]:
+        del sys.modules[name]  # loaded again, as by a new command
+    failed = CliRunner().invoke(main, args)
+    assert failed.exit_code == 1, failed.output
+    assert "FAILED | cpu | batch 1 |" in failed.output
+
+    (folder / "zoo_of_mine.py").unlink()
+    gone = CliRunner().invoke(main, args)
+    assert gone.exit_code == 1
+    assert "which does not load here: expected a Python file for --model" in gone.output

@@ -142,7 +142,8 @@ def golden_layer_reference(bundle: Bundle) -> GoldenLayerReference:
         )
         raise NoGoldenLayers(
             f"cannot localize: {e}; try --against cpu (a cuda row) or fp32 (a variant), "
-            f"re-export with --golden-layers, or {live}"
+            f"re-export with --golden-layers (a --golden-layers-budget that fits a golden row), "
+            f"or {live}"
         ) from None
 
 
