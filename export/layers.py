@@ -114,12 +114,20 @@ def carry_modules(modules: Mapping[str, ModuleRef], final: onnx.ModelProto) -> d
 
 
 def module_outputs(final: onnx.ModelProto, modules: Mapping[str, ModuleRef]) -> dict[str, str]:
-    """Module name -> the tensor its hook output is: the last one of the module in graph order."""
+    """Module name -> the tensor its hook output is: the last one in graph order that the module
+    or a module inside it made. A residual unit that adds and then calls its own ReLU module
+    (pytorchcv's ``ResUnit``: ``self.activ(body + identity)``) returns the ReLU's tensor, not
+    the Add it made itself; the Add is then no module's output and has no reference (it was
+    compared with the ReLU's output, and localized as the first divergent layer)."""
     last: dict[str, str] = {}
     for node in final.graph.node:
         for output in node.output:
-            if output in modules:
-                last[modules[output].name] = output
+            ref = modules.get(output)
+            if ref is None:
+                continue
+            parts = ref.name.split(".")
+            for end in range(len(parts), 0, -1):  # the module, and each module around it
+                last[".".join(parts[:end])] = output
     return last
 
 

@@ -635,6 +635,40 @@ def test_the_module_map_names_nested_modules_and_hooks_clone_in_place_outputs():
     assert (caught[outputs["0.conv"]] < 0).any()  # the conv's own output, not the ReLU's
 
 
+def test_a_unit_that_adds_then_calls_its_own_relu_module_returns_the_relus_tensor():
+    """pytorchcv's ResUnit: ``self.activ(body(x) + x)``. The unit's hook output is the ReLU's
+    tensor; the Add the unit made itself is no module's output (it was compared with the ReLU's
+    output, and `--localize` named it as the first divergent layer)."""
+    import torch
+    from torch import nn
+
+    from onnxedge.export.exporter import export_module
+    from onnxedge.export.layers import capture_layers, module_outputs, tensor_modules
+
+    class ResUnit(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Conv2d(3, 3, 3, padding=1)
+            self.activ = nn.ReLU()
+
+        def forward(self, x):
+            return self.activ(self.body(x) + x)
+
+    torch.manual_seed(0)
+    module = nn.Sequential(ResUnit(), nn.Flatten(), nn.Linear(3 * 8 * 8, 1)).eval()
+    exported = export_module(module, (3, 8, 8))
+    modules = tensor_modules(exported, module)
+    outputs = module_outputs(exported, modules)
+    (add,) = [n.output[0] for n in exported.graph.node if n.op_type == "Add"]
+    (relu,) = [n.output[0] for n in exported.graph.node if n.op_type == "Relu"]
+    assert str(modules[add]) == "0 (ResUnit)"  # made by the unit itself
+    assert outputs["0"] == outputs["0.activ"] == relu
+    assert add not in outputs.values()
+    x = np.random.default_rng(0).normal(size=(2, 3, 8, 8))
+    caught = capture_layers(module.double(), x, outputs)
+    assert add not in caught and (caught[relu] >= 0).all()
+
+
 # --- variants: parity --variant, and int8 against fp32 -----------------------------------------
 
 
