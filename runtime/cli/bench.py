@@ -45,6 +45,7 @@ from onnxedge.runtime.cli.output import (
     deprecated_alias,
     json_file,
     json_option,
+    refuse_over_inputs,
     verbosity,
     write_json,
 )
@@ -355,6 +356,8 @@ def bench_cmd(
         from onnxedge.runtime.bench.plot import require_matplotlib
 
         require_matplotlib()
+    refuse_over_inputs(md_path, "--markdown")
+    refuse_over_inputs(plot_path, "--plot")
     for path in (json_file(json_path), md_path, plot_path):
         check_writable(path)
     plan = TimingPlan(

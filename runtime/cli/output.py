@@ -112,6 +112,7 @@ def json_option(help_text: str, *, text_to_stderr: bool = True) -> Callable[[F],
     def decorate(command: F) -> F:
         @functools.wraps(command)
         def run(*args: Any, **kwargs: Any) -> Any:
+            refuse_over_inputs(kwargs.get("json_path"), "--json")
             if not text_to_stderr or kwargs.get("json_path") != "-":
                 return command(*args, **kwargs)
             _JSON_STDOUT.append(sys.stdout)
@@ -133,6 +134,38 @@ def json_option(help_text: str, *, text_to_stderr: bool = True) -> Callable[[F],
         )(run)  # type: ignore[return-value]
 
     return decorate
+
+
+# The parameters of the commands that name what they write; every other path is read.
+OUTPUT_PARAMS = frozenset({"json_path", "out", "output", "md_path", "plot_path", "dst"})
+
+
+def refuse_over_inputs(target: str | Path | None, option: str) -> None:
+    """Before any work: a usage error (exit 2) where ``target`` (what ``option`` writes) is a
+    file the command reads: a path argument or option of the running command (not one of
+    `OUTPUT_PARAMS`), or a file inside a directory one names (a bundle's manifest.json or
+    model.onnx, a data set's list files). Such a write would replace an input with the report
+    about it, and leave the bundle or data set broken."""
+    ctx = click.get_current_context(silent=True)
+    if target is None or str(target) == "-" or ctx is None:
+        return
+    written = Path(target).resolve()
+    if not written.is_file():
+        return
+    for param in ctx.command.params:
+        if param.name in OUTPUT_PARAMS or not isinstance(param.type, click.Path):
+            continue
+        values = ctx.params.get(param.name or "")
+        for value in values if isinstance(values, (list, tuple)) else (values,):
+            if not isinstance(value, (str, Path)) or str(value) == "-":
+                continue
+            read = Path(value).resolve()
+            if written == read or (read.is_dir() and written.is_relative_to(read)):
+                raise click.UsageError(
+                    f"{option} {target}: expected a file outside what this command reads, found "
+                    f"{'that input' if written == read else f'a file inside {value}'}; "
+                    "write it elsewhere"
+                )
 
 
 def write_json(json_path: str | Path | None, payload: Any) -> None:

@@ -16,7 +16,13 @@ from onnxedge.runtime.cli.localize import (
     localize_options,
 )
 from onnxedge.runtime.cli.options import name_list, positive_ints, provider_list
-from onnxedge.runtime.cli.output import deprecated_alias, json_option, verbosity, write_json
+from onnxedge.runtime.cli.output import (
+    deprecated_alias,
+    json_option,
+    refuse_over_inputs,
+    verbosity,
+    write_json,
+)
 from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.lines import fit
@@ -160,6 +166,7 @@ def parity_cmd(
     if checkpoint is not None and reference != "live":
         raise click.UsageError("--checkpoint is for --reference live")
     check_localize_options(localize, against, plot_path, variant=variant_key(variant))
+    refuse_over_inputs(plot_path, "--plot")
     if OPENVINO not in (*engines, *require) and precisions != ("f32",):
         raise click.UsageError(
             "--precision is OpenVINO's inference precision (add --engines openvino)"

@@ -14,7 +14,13 @@ from onnxedge.runtime.cli.bench import bench_progress, image_files
 from onnxedge.runtime.cli.classifier_options import DECODE_OPTION
 from onnxedge.runtime.cli.engine_options import engine_list
 from onnxedge.runtime.cli.options import images_options, positive_ints
-from onnxedge.runtime.cli.output import json_file, json_option, verbosity, write_json
+from onnxedge.runtime.cli.output import (
+    json_file,
+    json_option,
+    refuse_over_inputs,
+    verbosity,
+    write_json,
+)
 from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.lines import LINE_WIDTH, fit
@@ -222,6 +228,7 @@ def tune_cmd(
     fastest from files. The fastest, where 5% faster than predict's default, is what predict
     and evaluate --tuned then run, with its pool.
     """
+    refuse_over_inputs(out, "--out")
     out = out or default_tuning_path(bundle)
     for path in (out, json_file(json_path)):
         check_writable(path)

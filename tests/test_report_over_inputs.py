@@ -1,0 +1,69 @@
+"""A report (``--json FILE``, tune's ``--out``, bench's ``--markdown`` and ``--plot``) written
+over a file the command reads is refused before any work, exit 2, the file left as it was: it
+replaced a bundle's manifest.json or model.onnx, or a data set's list, with the report about
+it, and the next command found the bundle broken."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from onnxedge.runtime.cli import main
+
+
+@pytest.fixture(scope="module")
+def inputs(smile_bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    shutil.copytree(smile_bundle, root / "B")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / "x.png")
+    return root
+
+
+CASES = [
+    ("check", "{B}", "--json", "{B}/model.onnx"),
+    ("inspect", "{B}", "--json", "{B}/manifest.json"),
+    ("parity", "{B}", "--providers", "cpu", "--json", "{B}/golden.npz"),
+    ("predict", "{B}", "{root}/x.png", "--json", "{B}/manifest.json"),
+    ("predict", "{B}", "{root}/x.png", "--json", "{root}/x.png.json", "--json", "{root}/x.png"),
+    ("tune", "{B}", "--seconds", "0.05", "--batch-sizes", "1", "--out", "{B}/manifest.json"),
+    ("bench", "{B}", "--peers", "none", "--iters", "1", "--markdown", "{B}/golden.npz"),
+    ("check", "{B}/model.onnx", "--json", "{B}/model.onnx"),
+]
+
+
+@pytest.mark.parametrize("args", CASES, ids=[f"{c[0]}-{c[-2]}" for c in CASES])
+def test_a_report_over_an_input_is_refused_and_the_input_kept(inputs, args):
+    argv = [a.format(B=inputs / "B", root=inputs) for a in args]
+    target = argv[-1]
+    before = open(target, "rb").read()
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2, result.output
+    assert f"{argv[-2]} {target}: expected a file outside what this command reads, found " in (
+        result.output.replace("\n", " ")
+    )
+    assert open(target, "rb").read() == before
+    check = CliRunner().invoke(main, ["check", str(inputs / "B")])
+    assert check.exit_code == 0, check.output
+
+
+def test_a_new_report_inside_the_bundle_folder_is_written(inputs, tmp_path):
+    report = inputs / "B" / "check.json"
+    result = CliRunner().invoke(main, ["check", str(inputs / "B"), "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    assert report.is_file()
+    report.unlink()
+
+
+def test_a_data_sets_list_is_not_replaced_by_data_info(tmp_path):
+    data = tmp_path / "ds"
+    made = CliRunner().invoke(main, ["data", "synth", "--out", str(data), "--count", "10"])
+    assert made.exit_code == 0, made.output
+    listing = next(data.rglob("list_attr_celeba.txt"))
+    before = listing.read_bytes()
+    result = CliRunner().invoke(main, ["data", "info", str(data), "--json", str(listing)])
+    assert result.exit_code == 2, result.output
+    assert listing.read_bytes() == before
