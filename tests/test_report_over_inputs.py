@@ -6,6 +6,7 @@ it, and the next command found the bundle broken."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,13 +40,13 @@ CASES = [
 def test_a_report_over_an_input_is_refused_and_the_input_kept(inputs, args):
     argv = [a.format(B=inputs / "B", root=inputs) for a in args]
     target = argv[-1]
-    before = open(target, "rb").read()
+    before = Path(target).read_bytes()
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 2, result.output
     assert f"{argv[-2]} {target}: expected a file outside what this command reads, found " in (
         result.output.replace("\n", " ")
     )
-    assert open(target, "rb").read() == before
+    assert Path(target).read_bytes() == before
     check = CliRunner().invoke(main, ["check", str(inputs / "B")])
     assert check.exit_code == 0, check.output
 
