@@ -95,6 +95,7 @@ def import_bundle(
     golden_batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     golden_layers_budget_mb: float | None = DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
     progress: Progress | None = None,
+    replace: bool = True,
 ) -> ImportResult:
     """Make a bundle at ``out`` of the ONNX classifier ``src``.
 
@@ -110,7 +111,8 @@ def import_bundle(
     or ``float32`` (`onnxedge.export.onnx_reference.make_reference`).
     ``golden_layers_budget_mb``: golden layers for `onnxedge parity --localize`, every tensor of
     the bundle's graph in float64 for the largest golden batch that fits (None: none stored);
-    only with a float64 reference.
+    only with a float64 reference. ``replace``: False where ``out`` must still be missing or
+    empty when the bundle is written (`BundleWriter`'s 4.: ``--force`` not given).
     """
     say = progress or (lambda _msg: None)
     src = Path(src)
@@ -238,7 +240,7 @@ def import_bundle(
     }
     data = lowering.model.SerializeToString(deterministic=True)
     say(f"writing the bundle to {out}")
-    with BundleWriter(out) as writer:
+    with BundleWriter(out, replace=replace) as writer:
         writer.write_bytes(MODEL, data)
         writer.write_bytes(GOLDEN, golden.data)
         manifest["golden"] = {"file": GOLDEN, **golden.block}

@@ -89,6 +89,7 @@ class ExportRequest:
     golden_layers: bool = True  # `--golden-layers/--no-golden-layers`
     golden_layers_budget_mb: float = DEFAULT_GOLDEN_LAYERS_BUDGET_MB
     gap: str | None = None  # `--gap head|all`; None: the lowering's default (head)
+    replace: bool = True  # False: `--force` not given (`BundleWriter`'s 4.)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +144,7 @@ def export_bundle(
     golden_layers_budget_mb: float = DEFAULT_GOLDEN_LAYERS_BUDGET_MB,
     progress: Progress | None = None,
     gap: str | None = None,
+    replace: bool = True,
 ) -> ExportResult:
     """Export an ``nn.Module`` image classifier to a bundle directory, written atomically.
 
@@ -162,6 +164,8 @@ def export_bundle(
     ``golden_layers``: also store golden layers (`onnxedge.export.layers`), for the largest golden
     batch that fits ``golden_layers_budget_mb``; the map from tensors to modules is stored always.
     ``gap``: ``head`` lowers the classifier head's global mean only, ``all`` every one.
+    ``replace``: False where ``out`` must still be missing or empty when the bundle is written
+    (`BundleWriter`'s 4.: ``--force`` not given).
     """
     from onnxedge.export.golden import make_golden
     from onnxedge.export.layers import carry_modules, make_golden_layers, tensor_modules
@@ -251,7 +255,7 @@ def export_bundle(
     }
     data = lowering.model.SerializeToString(deterministic=True)
     say(f"writing the bundle to {out}")
-    with BundleWriter(out) as writer:
+    with BundleWriter(out, replace=replace) as writer:
         writer.write_bytes(MODEL, data)  # its sha256 goes into the manifest's "files"
         writer.write_bytes(GOLDEN, golden.data)
         manifest["golden"] = golden.manifest_block()
@@ -351,6 +355,7 @@ def export_model(request: ExportRequest, progress: Progress | None = None) -> Ex
         model_info=info,
         progress=say,
         gap=request.gap,
+        replace=request.replace,
     )
 
 

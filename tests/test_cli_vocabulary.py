@@ -257,8 +257,13 @@ def test_provider_alias_warns_and_passes_its_value_on(capsys):
 def test_predict_refuses_an_image_name_as_its_json_file(smile_bundle, tmp_path):
     image = tmp_path / "a.jpg"
     image.write_bytes(b"not touched")
-    result = invoke("predict", smile_bundle, "--json", image, tmp_path)
+    (tmp_path / "more").mkdir()
+    result = invoke("predict", smile_bundle, "--json", image, tmp_path / "more")
     assert result.exit_code == 2 and "found an image name" in result.output
+    assert image.read_bytes() == b"not touched"
+    # where the folder holding it is an input too, it is refused as a file of the inputs
+    result = invoke("predict", smile_bundle, "--json", image, tmp_path)
+    assert result.exit_code == 2 and "expected a file outside what this command" in result.output
     assert image.read_bytes() == b"not touched"
 
 

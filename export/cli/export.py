@@ -169,6 +169,7 @@ def export_cmd(
         golden_layers=golden_layers,
         golden_layers_budget_mb=golden_layers_budget,
         gap=gap,
+        replace=force,
     )
     with Heartbeat.running() as heartbeat:
         result = export_model(request, progress=heartbeat)

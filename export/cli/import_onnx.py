@@ -129,6 +129,7 @@ def import_cmd(
             reference_budget_s=reference_budget,
             golden_layers_budget_mb=golden_layers_budget if golden_layers else None,
             progress=heartbeat,
+            replace=force,
         )
     for rewrite in result.lowering.batch_rewrites:
         click.echo(f"batch: rewrote {rewrite}")

@@ -72,7 +72,7 @@ def pack_bundle(
     manifest = copy.deepcopy(dict(bundle.manifest))
     if not golden:
         _without_golden(manifest, bundle.path)
-    with BundleWriter(out) as writer:
+    with BundleWriter(out, replace=force) as writer:
         for name in bundle.manifest["files"]:  # 1.
             if name not in dropped:
                 writer.write_bytes(name, bundle.file(name).read_bytes())

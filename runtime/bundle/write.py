@@ -125,10 +125,17 @@ class BundleWriter:
     3. Under the lock, temporary directories that a killed writer left beside ``out`` are
        removed: no live writer can own them then. (The lock is flock(2): the kernel releases it
        when its holder dies. Where fcntl is missing, neither 2. nor 3. applies.)
+    4. ``replace=False`` (a command without ``--force``, which refused an existing ``out``
+       before its work): an ``out`` that holds anything once the lock is held is refused, so
+       that of two runs started together the second fails instead of replacing the first's
+       bundle.
     """
 
-    def __init__(self, out: str | Path, *, lock_timeout: float | None = None) -> None:
+    def __init__(
+        self, out: str | Path, *, lock_timeout: float | None = None, replace: bool = True
+    ) -> None:
         self.out = Path(out)
+        self.replace = replace
         if self.out.is_symlink() and self.out.is_dir():
             self.out = self.out.resolve()  # replace the directory it points to, keep the link
         self.lock_timeout = lock_wait() if lock_timeout is None else lock_timeout
@@ -154,7 +161,7 @@ class BundleWriter:
             _check_owner(self.out)
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.mkdtemp(prefix=_temp_prefix(self.out, "probe"), dir=self.out.parent)
+            probe = tempfile.mkdtemp(prefix=temp_prefix(self.out, "probe"), dir=self.out.parent)
             with contextlib.suppress(FileNotFoundError):  # a writer holding the lock cleaned up
                 os.rmdir(probe)
         except OSError as e:
@@ -168,9 +175,11 @@ class BundleWriter:
             self._lock = _TargetLock(self.out, self.lock_timeout)
         try:
             self.check_target()  # again: another writer may have finished meanwhile
-            _remove_stale_temporaries(self.out)
+            if not self.replace:  # 4.
+                refuse_written_meanwhile(self.out)
+            remove_stale_temporaries(self.out)
             self._tmp = Path(
-                tempfile.mkdtemp(prefix=_temp_prefix(self.out, "tmp"), dir=self.out.parent)
+                tempfile.mkdtemp(prefix=temp_prefix(self.out, "tmp"), dir=self.out.parent)
             )
         except OSError as e:
             self._release()
@@ -251,20 +260,30 @@ class BundleWriter:
             self._lock = None
 
 
+def refuse_written_meanwhile(out: Path) -> None:
+    """4. of `BundleWriter`: an error where ``out`` holds anything now (the caller holds its
+    lock; it was missing or empty when the command started)."""
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        raise OnnxEdgeError(
+            f"{out} exists: another run wrote it while this one worked; give --force to "
+            "replace it, or another path"
+        )
+
+
 def _replaceable(path: Path) -> bool:
     if path.is_dir():
         return not any(path.iterdir()) or (path / MANIFEST).is_file()
     return False
 
 
-def _temp_prefix(out: Path, kind: str) -> str:
+def temp_prefix(out: Path, kind: str) -> str:
     return f".{out.name}.onnxedge-{kind}-"
 
 
 _TEMP_KINDS = ("tmp", "old", "probe")
 
 
-def _remove_stale_temporaries(out: Path) -> None:
+def remove_stale_temporaries(out: Path) -> None:
     """3. of `BundleWriter`: the temporary directories of writers to ``out`` that died (mkdtemp's
     names: the prefix and 8 random characters)."""
     pattern = re.compile(
@@ -272,7 +291,7 @@ def _remove_stale_temporaries(out: Path) -> None:
     )
     for entry in out.parent.iterdir():
         if pattern.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
-            log.info("removing %s, left by an export to %s that did not finish", entry, out)
+            log.info("removing %s, left by a writer to %s that did not finish", entry, out)
             shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -313,7 +332,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     if _exchange(tmp, out):  # one step: the path names the old bundle, then the new one
         shutil.rmtree(tmp, ignore_errors=True)  # what was the old one
         return
-    old = Path(tempfile.mkdtemp(prefix=_temp_prefix(out, "old"), dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=temp_prefix(out, "old"), dir=out.parent))
     os.rmdir(old)
     os.rename(out, old)
     try:

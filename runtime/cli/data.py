@@ -17,7 +17,7 @@ from onnxedge.runtime.cli.output import (
     refuse_existing,
     write_json,
 )
-from onnxedge.runtime.data.synth_style import DEFAULT_STYLE, FaceStyle
+from onnxedge.runtime.data.synth_style import DEFAULT_STYLE, MAX_FACES, FaceStyle
 from onnxedge.runtime.names import escape, json_safe
 
 # `FaceStyle`'s fields that `data synth` takes as options: option, type, help (the default is
@@ -75,7 +75,7 @@ def data_group() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory to create.")
 @click.option(
     "--count",
-    type=click.IntRange(min=10),
+    type=click.IntRange(min=10, max=MAX_FACES),
     default=6000,
     show_default=True,
     help="How many faces to draw (split 80/10/10 into train, val and test).",
@@ -114,7 +114,13 @@ def synth_cmd(
             echo_progress(f"{done}/{total} faces drawn")
 
     result = write_faces(
-        out, count=count, seed=seed, workers=workers, progress=progress, style=FaceStyle(**style)
+        out,
+        count=count,
+        seed=seed,
+        workers=workers,
+        progress=progress,
+        style=FaceStyle(**style),
+        replace=force,
     )
     splits = ", ".join(f"{name} {n}" for name, n in result.splits.items())
     click.echo(

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.data.synth_style import DEFAULT_STYLE, FaceStyle
+from onnxedge.runtime.data.synth_style import DEFAULT_STYLE, MAX_FACES, FaceStyle
 from onnxedge.runtime.errors import OnnxEdgeError
 
 log = logging.getLogger(__name__)
@@ -398,28 +398,58 @@ def write_faces(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     style: FaceStyle = DEFAULT_STYLE,
+    replace: bool = True,
 ) -> SynthResult:
     """Draw ``count`` faces into ``out`` in CelebA's layout, atomically: the set is drawn in a
     temporary directory beside ``out`` and renamed into place, so ``out`` is a complete set or
     absent. An existing ``out`` is replaced only if it is empty or an earlier synthetic set (it
     holds `MARKER`); anything else is refused. ``progress(done, count)`` is called as faces are
     drawn; ``workers`` processes draw them (None: one per CPU, at most 4); ``style`` says how
-    (`FaceStyle`; the default draws the set `make train` uses)."""
+    (`FaceStyle`; the default draws the set `make train` uses). The directory is made with the
+    umask's permissions (a temporary directory's 0700 otherwise). Two runs on one ``out`` take
+    turns (`bundle_lock`); with ``replace`` False (``--force`` not given) one that finds ``out``
+    written by the other meanwhile fails instead of replacing it."""
     out = Path(out)
     style.check()
-    if count < 10:
+    if not 10 <= count <= MAX_FACES:
         raise OnnxEdgeError(
-            f"--count: expected at least 10 faces (train, val and test), got {count}"
+            f"--count: expected 10 (train, val and test) to {MAX_FACES:,} faces, got {count}"
         )
     if not 0 <= seed < 2**63:
         raise OnnxEdgeError(f"--seed: expected an integer in [0, 2**63), got {seed}")
+    from onnxedge.runtime.bundle.lock import bundle_lock
+    from onnxedge.runtime.bundle.write import refuse_written_meanwhile, remove_stale_temporaries
+
+    _check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with bundle_lock(out):
+        _check_replaceable(out)  # again: another run may have written it meanwhile
+        if not replace:
+            refuse_written_meanwhile(out)
+        remove_stale_temporaries(out)  # of a run killed outright (out of memory)
+        return _write_set(out, count, seed, workers, progress, style)
+
+
+def _check_replaceable(out: Path) -> None:
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MARKER).is_file())):
         raise OnnxEdgeError(
             f"--out: expected a new directory, an empty one or an earlier synthetic set, found "
             f"{'a file' if not out.is_dir() else 'a directory with other files'} at {out}"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+
+
+def _write_set(
+    out: Path,
+    count: int,
+    seed: int,
+    workers: int | None,
+    progress: Callable[[int, int], None] | None,
+    style: FaceStyle,
+) -> SynthResult:
+    """`write_faces` once ``out`` is checked and its lock held."""
+    from onnxedge.runtime.bundle.write import temp_prefix
+
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out, "tmp"), dir=out.parent))
     try:
         images = tmp / "img_align_celeba"
         images.mkdir()
@@ -443,6 +473,9 @@ def write_faces(
             "style": style.to_dict(),
         }
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 otherwise
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

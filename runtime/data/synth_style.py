@@ -72,3 +72,7 @@ class FaceStyle:
 
 
 DEFAULT_STYLE = FaceStyle()
+
+# The most faces `onnxedge data synth` draws: five times CelebA's 202,599 (about 6 GB of JPEGs).
+# Its lists are built in memory, so a count of 10**10 grew to 23 GB before the kernel killed it.
+MAX_FACES = 1_000_000
