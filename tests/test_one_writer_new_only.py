@@ -83,6 +83,6 @@ def test_data_synth_count_is_bounded(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert f"expected a number 10 to {MAX_FACES}, found" in result.output.replace("\n", " ")
-    with pytest.raises(OnnxEdgeError, match="--count: expected 10 .* to 1,000,000 faces"):
+    with pytest.raises(OnnxEdgeError, match=r"--count: expected 10 .* to 1,000,000 faces"):
         write_faces(out, count=MAX_FACES + 1)
     assert not Path(out).exists()
