@@ -27,7 +27,7 @@ from onnxedge.runtime.bundle.outputs import (
     output_kind_of,
 )
 from onnxedge.runtime.check.check import graph_inputs
-from onnxedge.runtime.errors import OnnxEdgeError, first_line, not_onnx
+from onnxedge.runtime.errors import OnnxEdgeError, first_line, found_at, not_onnx
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def dropped_outputs(found: ImportedModel) -> list[str]:
 def load_original(src: Path) -> onnx.ModelProto:
     """The file as a ModelProto, its external data loaded only from inside its folder."""
     if not src.is_file():
-        raise OnnxEdgeError(f"expected an ONNX file, found nothing at {src}")
+        raise OnnxEdgeError(f"expected an ONNX file, found {found_at(src)}")
     try:
         model = onnx.load(str(src), load_external_data=False)
     except Exception as e:  # protobuf DecodeError and friends

@@ -38,7 +38,7 @@ from onnxedge.runtime.bundle.write import BundleWriter
 from onnxedge.runtime.check.check import CheckReport, graph_inputs
 from onnxedge.runtime.check.head import find_head, tensor_ranks
 from onnxedge.runtime.deps import onnxruntime_version, package_version
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.errors import OnnxEdgeError, first_line, found_at
 from onnxedge.runtime.parity import DEFAULT_BATCH_SIZES, GOLDEN
 from onnxedge.runtime.parity.layers import DEFAULT_GOLDEN_LAYERS_BUDGET_MB, GOLDEN_LAYERS
 
@@ -281,7 +281,7 @@ def export_model(request: ExportRequest, progress: Progress | None = None) -> Ex
     say = progress or (lambda _msg: None)
     check_opset(request.exporter, request.opset)
     if request.checkpoint is not None and not Path(request.checkpoint).is_file():
-        raise OnnxEdgeError(f"expected a checkpoint file, found nothing at {request.checkpoint}")
+        raise OnnxEdgeError(f"expected a checkpoint file, found {found_at(request.checkpoint)}")
     # A checkpoint from `onnxedge train` says its head, labels and preprocessing; what the request
     # sets explicitly still wins.
     trained = read_checkpoint_info(request.checkpoint) if request.checkpoint else None

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.errors import OnnxEdgeError, first_line, found_at
 
 
 def is_factory_reference(model: str) -> bool:
@@ -107,7 +107,7 @@ def _import(name: str) -> Any:
 def _import_file(path_text: str) -> Any:
     path = Path(path_text).expanduser()
     if not path.is_file():
-        raise OnnxEdgeError(f"expected a Python file for --model, found nothing at {path}")
+        raise OnnxEdgeError(f"expected a Python file for --model, found {found_at(path)}")
     resolved = path.resolve()
     # One module name per file, so that two user files named model.py do not replace each other.
     digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]

@@ -206,6 +206,15 @@ def _record_failures(
         failed.add(str(split.paths[index]))
 
 
+def _finite(probs: torch.Tensor, where: str) -> torch.Tensor:
+    """``probs``, or an `OnnxEdgeError` where the model's outputs are NaN or infinite: weights
+    that diverged (a learning rate far too large). The loss would fail on them with torch's
+    "all elements of input should be between 0 and 1" and a traceback."""
+    if not bool(torch.isfinite(probs).all()):
+        raise OnnxEdgeError(f"training diverged: the model's outputs are not finite {where}")
+    return probs
+
+
 def _evaluate(
     model: nn.Module, loader: DataLoader, device: torch.device, failed: set[str], split: Split
 ) -> tuple[float, float]:
@@ -218,7 +227,7 @@ def _evaluate(
             if not ok.any():
                 continue
             images, labels = images[ok].to(device), labels[ok].to(device)
-            probs = model(images)
+            probs = _finite(model(images), f"on the {split.name} split")
             loss_sum += float(nn.functional.binary_cross_entropy(probs, labels, reduction="sum"))
             correct += int(((probs >= 0.5) == (labels >= 0.5)).sum())
             seen += len(labels)
@@ -286,7 +295,7 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
                 continue
             images, labels = images[ok].to(device), labels[ok].to(device)
             optimizer.zero_grad(set_to_none=True)
-            probs = model(images)
+            probs = _finite(model(images), f"at step {steps + 1} (epoch {epoch}); lower --lr")
             loss = nn.functional.binary_cross_entropy(probs, labels)
             loss.backward()
             optimizer.step()

@@ -19,7 +19,7 @@ import torch
 
 from onnxedge.models.registry import get_model_spec
 from onnxedge.runtime.bundle.hashing import sha256_file
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.errors import OnnxEdgeError, first_line, found_at
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """Read tensors from a safetensors file or a torch state_dict; returns (tensors, format)."""
     path = Path(path)
     if not path.is_file():
-        raise OnnxEdgeError(f"expected a checkpoint file, found nothing at {path}")
+        raise OnnxEdgeError(f"expected a checkpoint file, found {found_at(path)}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -247,7 +247,7 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo | None:
     if path.suffix != ".safetensors":
         return None
     if not path.is_file():
-        raise OnnxEdgeError(f"expected a checkpoint file, found nothing at {path}")
+        raise OnnxEdgeError(f"expected a checkpoint file, found {found_at(path)}")
     from safetensors import safe_open
 
     try:
@@ -325,7 +325,7 @@ def module_from_manifest(
                 f"{weights.get('path')!r} (sha256 {expected[:12]}…)"
             )
         if not Path(checkpoint).is_file():
-            raise OnnxEdgeError(f"expected a checkpoint file, found nothing at {checkpoint}")
+            raise OnnxEdgeError(f"expected a checkpoint file, found {found_at(checkpoint)}")
         found = sha256_file(checkpoint)
         if found != expected:
             raise OnnxEdgeError(

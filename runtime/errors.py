@@ -5,6 +5,10 @@ Anything else that escapes is a bug in onnxedge and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+
 
 class OnnxEdgeError(Exception):
     """Bad input from the user: a message that says what was expected and what was found."""
@@ -37,3 +41,30 @@ def not_onnx(path: object, e: BaseException) -> str:
     reason = first_line(e)
     prefix = "Error parsing message with type 'onnx.ModelProto': "
     return f"{path} is not an ONNX model: protobuf says: {reason.removeprefix(prefix)}"
+
+
+def found_at(path: str | os.PathLike[str]) -> str:
+    """What is at ``path``, for an error that expected a file there ("expected an ONNX file,
+    found ..."): ``nothing at P``, ``a directory at P``, ``a named pipe at P``, ``a loop of
+    symbolic links at P``, ``a symbolic link to nothing at P``, ``a device at P``, ``a file at
+    P`` (a file, but not one the caller takes). Nothing is opened (a named pipe would block)."""
+    shown = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"a loop of symbolic links at {shown}"
+        if os.path.islink(path):
+            return f"a symbolic link to nothing at {shown}"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"nothing at {shown}"
+        return f"{shown}, which cannot be read ({e.strerror or e})"
+    if stat.S_ISDIR(mode):
+        return f"a directory at {shown}"
+    if stat.S_ISFIFO(mode):
+        return f"a named pipe at {shown}"
+    if stat.S_ISSOCK(mode):
+        return f"a socket at {shown}"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return f"a device at {shown}"
+    return f"a file at {shown}"

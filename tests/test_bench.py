@@ -575,7 +575,7 @@ def test_plot_without_matplotlib_fails_before_running(smile_bundle, tmp_path):
     ("args", "code", "message"),
     [
         (["--iters", "3", "--seconds", "1"], 2, "not both"),
-        (["--batch-sizes", "0,8"], 2, "integers >= 1"),
+        (["--batch-sizes", "0,8"], 2, "integers of at least 1"),
         (["--batch-sizes", "a"], 2, "comma-separated integers"),
         (["--peers", "jax"], 2, "unknown peer 'jax'"),
         (["--providers", "tpu"], 2, "unknown provider 'tpu'"),

@@ -115,7 +115,7 @@ def _thread_options() -> list[tuple[str, click.Option]]:
         subs = command.commands.items() if isinstance(command, click.Group) else [(name, command)]
         for sub_name, sub in subs:
             for param in sub.params:
-                if isinstance(param, click.Option) and "threads" in (param.name or ""):
+                if isinstance(param, click.Option) and "thread" in (param.name or ""):
                     found.append((f"{name} {sub_name}" if sub_name != name else name, param))
     return found
 
@@ -123,10 +123,26 @@ def _thread_options() -> list[tuple[str, click.Option]]:
 def test_every_threads_option_is_bounded_as_sessions_are():
     """Found from the group, so a new command's --threads cannot forget the bound."""
     options = _thread_options()
-    assert {"predict", "bench", "evaluate", "optimize"} <= {name for name, _ in options}
+    assert {"predict", "bench", "evaluate", "optimize", "tune"} <= {name for name, _ in options}
     for name, option in options:
+        if (name, option.name) in THREAD_LISTS:  # comma-separated: their callback bounds them
+            continue
         assert isinstance(option.type, click.IntRange), (name, option.name)
         assert (option.type.min, option.type.max) == (1, MAX_THREADS), (name, option.name)
+
+
+# Options that take several thread counts; `test_thread_lists_are_bounded` runs each.
+THREAD_LISTS = {("tune", "thread_counts")}
+
+
+def test_thread_lists_are_bounded(smile_bundle):
+    """tune --threads 100000 was a traceback (the session's ValueError)."""
+    for value in (str(MAX_THREADS + 1), f"1,{MAX_THREADS + 1}", "0"):
+        result = CliRunner().invoke(main, ["tune", str(smile_bundle), "--threads", value])
+        assert result.exit_code == 2, result.output
+        assert f"expected comma-separated integers from 1 to {MAX_THREADS} such as" in (
+            result.output.replace("\n", " ")
+        )
 
 
 @pytest.mark.parametrize("command", ["predict", "bench", "evaluate"])

@@ -52,13 +52,16 @@ def test_accepted(args, parsed):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--sizes", "0,8"), "expected comma-separated integers >= 1 such as 1,8,64, found 0"),
+        (
+            ("--sizes", "0,8"),
+            "expected comma-separated integers of at least 1 such as 1,8,64, found 0",
+        ),
         (("--sizes", "-3"), "found -3"),
         (
             ("--sizes", "8,two"),
-            "expected comma-separated integers >= 1 such as 1,8,64, found 'two'",
+            "expected comma-separated integers of at least 1 such as 1,8,64, found 'two'",
         ),
-        (("--sizes", " , "), "expected at least one integer >= 1"),
+        (("--sizes", " , "), "expected at least one of the integers of at least 1"),
         (("--providers", "tpu"), "unknown provider 'tpu'; expected some of: cpu, cuda"),
         (("--providers", "tensorrt"), "unknown provider 'tensorrt'; expected some of: cpu, cuda"),
         (("--providers", ","), "expected a comma-separated list of providers: cpu, cuda"),

@@ -211,3 +211,21 @@ def test_early_stopping_does_not_take_the_plateau_for_convergence(
     monkeypatch.setattr("onnxedge.models.train.PLATEAU_EXIT_LOSS", 10.0)  # every loss "left"
     stopped = train(_config(tiny_faces, tmp_path / "b.safetensors", **frozen))
     assert stopped.stopped.startswith("early stop") and len(stopped.history) == 2
+
+
+def test_a_learning_rate_that_diverges_is_one_line_not_a_traceback(tiny_faces, tmp_path):
+    """--lr 1e30 made the weights NaN and torch's loss raised "all elements of input should be
+    between 0 and 1" with a traceback."""
+    out = tmp_path / "m.safetensors"
+    result = CliRunner().invoke(
+        main,
+        ["train", "--data", str(tiny_faces), "--out", str(out), "--epochs", "2", "--lr", "1e30",
+         "--batch-size", "8", "--workers", "0"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "onnxedge: error: training diverged: the model's outputs are not finite at step" in (
+        result.output
+    )
+    assert "lower --lr" in result.output
+    assert not out.exists()

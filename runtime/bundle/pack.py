@@ -22,7 +22,7 @@ from typing import Any
 from onnxedge.runtime.bundle.manifest import MANIFEST
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.bundle.write import BundleWriter
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import OnnxEdgeError, found_at
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +63,18 @@ def pack_bundle(
     out = Path(out)
     if out.resolve() == bundle.path.resolve():
         raise OnnxEdgeError(f"--out {out}: expected another directory than the bundle, found it")
-    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
+    if out.resolve().is_relative_to(bundle.path.resolve()):  # it would change what it copies
         raise OnnxEdgeError(
-            f"--out {out}: expected a new or empty directory, found one that exists "
+            f"--out {out}: expected a directory outside the bundle {bundle.path}, found one "
+            "inside it"
+        )
+    if out.exists() and not out.is_dir():
+        raise OnnxEdgeError(
+            f"--out {out}: expected a new or empty directory, found {found_at(out)}"
+        )
+    if out.exists() and not force and any(out.iterdir()):
+        raise OnnxEdgeError(
+            f"--out {out}: expected a new or empty directory, found one that holds files "
             "(--force replaces a bundle there)"
         )
     dropped = () if golden else golden_files(bundle.manifest)

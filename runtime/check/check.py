@@ -33,7 +33,7 @@ from onnxedge.runtime.check.head import (
     tensor_ranks,
     walk_back,
 )
-from onnxedge.runtime.errors import OnnxEdgeError, first_line, not_onnx
+from onnxedge.runtime.errors import OnnxEdgeError, first_line, found_at, not_onnx
 from onnxedge.runtime.lines import fit
 
 __all__ = ["CheckItem", "CheckReport", "GraphCycleError", "check_model", "check_path", "walk_back"]
@@ -85,11 +85,16 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     """Load an ONNX file, or fail with one line that says what was found instead."""
     path = Path(path)
     if not path.is_file():
-        raise OnnxEdgeError(f"expected an ONNX file, found nothing at {path}")
+        raise OnnxEdgeError(f"expected an ONNX file, found {found_at(path)}")
+    if path.stat().st_size == 0:
+        raise OnnxEdgeError(f"expected an ONNX file, found an empty file at {path}")
     try:
-        return onnx.load(str(path))
+        model = onnx.load(str(path))
     except Exception as e:  # protobuf DecodeError, OSError, external-data errors
         raise OnnxEdgeError(not_onnx(path, e)) from None
+    if not model.HasField("graph"):  # bytes that happen to parse as an empty ModelProto
+        raise OnnxEdgeError(f"{path} is not an ONNX model: it parses, but holds no graph")
+    return model
 
 
 def check_model(model: onnx.ModelProto, *, source: str = "<model>") -> CheckReport:

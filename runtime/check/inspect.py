@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,10 @@ def inspect_path(path: str | Path) -> Inspection:
             }
             for name, v in bundle.variants.items()
         },
-        "golden": {k: golden[k] for k in ("file", "batch_sizes", "seed", "images") if k in golden},
+        "golden": (
+            {k: golden[k] for k in ("file", "batch_sizes", "seed", "images") if k in golden}
+            if isinstance(golden, Mapping)
+            else {"error": f"expected an object, found {type(golden).__name__} {golden!r:.40}"}
+        ),
     }
     return dataclasses.replace(found, bundle=summary)

@@ -51,7 +51,9 @@ def inspect_cmd(target: str, json_path: str | None) -> None:
         for name, size in found.bundle["files"].items():
             lines.append(f"file      {escape(name)}  {size / 1e6:.2f} MB")
         golden = found.bundle["golden"]
-        if golden:
+        if "error" in golden:
+            lines.append(f"golden    the manifest's golden block: {golden['error']}")
+        elif golden:
             lines.append(
                 f"golden    {golden.get('file')}: batch sizes {golden.get('batch_sizes')}, "
                 f"{_images(golden.get('images'))}"

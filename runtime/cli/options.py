@@ -160,22 +160,38 @@ def split_commas(value: str | Sequence[str] | None) -> list[str]:
 def positive_ints(
     ctx: click.Context, param: click.Parameter, value: str | tuple[str, ...] | None
 ) -> tuple[int, ...]:
-    """Comma-separated integers >= 1, such as ``1,8,64``; at least one."""
+    """Comma-separated integers of at least 1, such as ``1,8,64``; at least one."""
+    return _ints_from_one(value, None)
+
+
+def positive_ints_up_to(maximum: int) -> Callback:
+    """`positive_ints` of at most ``maximum`` each (thread counts: `MAX_THREADS`)."""
+
+    def parse(
+        ctx: click.Context, param: click.Parameter, value: str | tuple[str, ...] | None
+    ) -> tuple[int, ...]:
+        return _ints_from_one(value, maximum)
+
+    return parse
+
+
+def _ints_from_one(value: str | tuple[str, ...] | None, maximum: int | None) -> tuple[int, ...]:
+    what = "integers of at least 1" if maximum is None else f"integers from 1 to {maximum}"
     sizes = []
     for item in split_commas(value):
         try:
             size = int(item)
         except ValueError:
             raise click.BadParameter(
-                f"expected comma-separated integers >= 1 such as 1,8,64, found {item!r}"
+                f"expected comma-separated {what} such as 1,8,64, found {item!r}"
             ) from None
-        if size < 1:
+        if size < 1 or (maximum is not None and size > maximum):
             raise click.BadParameter(
-                f"expected comma-separated integers >= 1 such as 1,8,64, found {size}"
+                f"expected comma-separated {what} such as 1,8,64, found {size}"
             )
         sizes.append(size)
     if not sizes:
-        raise click.BadParameter("expected at least one integer >= 1, such as 1,8,64")
+        raise click.BadParameter(f"expected at least one of the {what}, such as 1,8,64")
     return tuple(dict.fromkeys(sizes))
 
 

@@ -13,7 +13,7 @@ from onnxedge.runtime.bundle.write import check_writable
 from onnxedge.runtime.cli.bench import bench_progress, image_files
 from onnxedge.runtime.cli.classifier_options import DECODE_OPTION
 from onnxedge.runtime.cli.engine_options import engine_list
-from onnxedge.runtime.cli.options import images_options, positive_ints
+from onnxedge.runtime.cli.options import images_options, positive_ints, positive_ints_up_to
 from onnxedge.runtime.cli.output import (
     json_file,
     json_option,
@@ -22,6 +22,7 @@ from onnxedge.runtime.cli.output import (
     write_json,
 )
 from onnxedge.runtime.cli.variant_options import variant_list
+from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.lines import LINE_WIDTH, fit
 from onnxedge.runtime.tune import (
@@ -157,7 +158,7 @@ def _files_verdicts(files: FilesTune) -> list[str]:
     "--threads",
     "thread_counts",
     default=None,
-    callback=_optional(positive_ints),
+    callback=_optional(positive_ints_up_to(MAX_THREADS)),
     help="Thread counts to try, comma-separated [default: 1, half the physical cores, all].",
 )
 @click.option(
