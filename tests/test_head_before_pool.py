@@ -78,3 +78,24 @@ def test_int8_and_fp16_of_a_squeezenet_head_are_made_with_that_head_in_float(tmp
     assert any("Quant" in n.op_type for n in int8.graph.node)  # the rest is quantised
     evaluated = invoke("evaluate", out, "--data", data, "--variant", "int8")  # fp16: CUDA only
     assert evaluated.exit_code == 0, evaluated.output
+
+
+def test_a_gate_on_a_few_images_is_warned_about_and_a_fraction_is_refused(tmp_path, caplog):
+    source = models.save(models.classifier_before_pool(), tmp_path / "squeeze.onnx")
+    bundle = tmp_path / "bundle"
+    assert invoke("import", source, "--out", bundle, "--reference", "float32").exit_code == 0
+    data = _class_folders(tmp_path / "data")
+    args = ["optimize", bundle, "--data", data, "--int8", "--calibration-size", 4]
+    fraction = invoke(*args, "--min-agreement", "0.995", "--out", tmp_path / "o")
+    assert fraction.exit_code == 2, fraction.output
+    assert "expected a percent such as 97" in fraction.output
+    assert "give 99.5 for 99.5%" in fraction.output
+    assert not (tmp_path / "o").exists()
+    result = invoke(
+        *args, "--min-agreement", "0", "--max-accuracy-drop", "100", "--out", tmp_path / "o"
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{data}: the gates judge only 9 test images, each 11.11% of the label agreement; 200 or "
+        "more make a gate's verdict mean more"
+    ) in caplog.text

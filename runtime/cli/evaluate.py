@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
+from onnxedge.runtime.cli.options import percent_not_fraction
 from onnxedge.runtime.cli.output import json_option, write_json
 from onnxedge.runtime.cli.ray_options import check_ray_only, evaluate_on_ray_cmd, ray_options
 from onnxedge.runtime.cli.tuned_option import apply_tuned, classifier_settings, tuned_option
@@ -18,17 +18,6 @@ from onnxedge.runtime.cli.variant_options import variant_option
 from onnxedge.runtime.data import SPLITS
 from onnxedge.runtime.data.evaluate import ClassesEvaluation, EvaluationResult, evaluate_bundle
 from onnxedge.runtime.names import escape
-
-
-def _percent_option(ctx: click.Context, param: click.Parameter, value: float | None) -> Any:
-    """A percent, as every accuracy figure of the commands is; a fraction (above 0, at most 1)
-    is refused, so that ``0.97`` (meant as 97%) is not taken as a 0.97% gate."""
-    if value is not None and 0 < value <= 1:
-        raise click.BadParameter(
-            f"expected a percent such as 97 (accuracy figures are percents), found {value:g}; "
-            f"give {100 * value:g} for {100 * value:g}%"
-        )
-    return value
 
 
 def _percent(value: float | None) -> str:
@@ -137,7 +126,7 @@ def format_result(result: EvaluationResult | ClassesEvaluation) -> list[str]:
     "--min-accuracy",
     type=click.FloatRange(0.0, 100.0),
     default=None,
-    callback=_percent_option,
+    callback=percent_not_fraction,
     help="Exit 1 when the accuracy is below this percent, such as 97 (a gate for scripts and CI).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal).")

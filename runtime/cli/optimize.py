@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from onnxedge.runtime.cli.heartbeat import Heartbeat
-from onnxedge.runtime.cli.options import THREADS
+from onnxedge.runtime.cli.options import THREADS, percent_not_fraction
 from onnxedge.runtime.cli.output import json_file, json_option, verbosity, write_json
 from onnxedge.runtime.variants.quantize import (
     CALIBRATION_METHODS,
@@ -90,6 +90,7 @@ from onnxedge.runtime.variants.quantize import (
 @click.option(
     "--min-agreement",
     type=click.FloatRange(0.0, 100.0),
+    callback=percent_not_fraction,
     default=99.5,
     show_default=True,
     help="Gate: label agreement with fp32, in percent.",

@@ -270,3 +270,15 @@ def images_options(help: str) -> Callable[[Any], Any]:
         help="predict's --batch-size for the image files.",
     )
     return lambda command: images(batch(command))
+
+
+def percent_not_fraction(ctx: click.Context, param: click.Parameter, value: float | None) -> Any:
+    """A percent, as every accuracy and agreement figure of the commands is (``--min-accuracy``,
+    ``--min-agreement``); a fraction (above 0, at most 1) is refused, so that ``0.97`` (meant as
+    97%) is not taken as a 0.97% gate, which nothing fails."""
+    if value is not None and 0 < value <= 1:
+        raise click.BadParameter(
+            f"expected a percent such as 97 (accuracy figures are percents), found {value:g}; "
+            f"give {100 * value:g} for {100 * value:g}%"
+        )
+    return value

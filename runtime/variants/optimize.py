@@ -76,6 +76,9 @@ from onnxedge.runtime.variants.samples import calibration_sample, iter_chunks, l
 
 log = logging.getLogger(__name__)
 
+# Fewer test images than this: the gate's verdict is a warning's matter (a few images' labels).
+FEW_GATE_IMAGES = 200
+
 Progress = Callable[[str], None]
 _FIRST_CONV = (INT8_CONV1_FP32, INT8_PAD4)  # `first_conv`: int8 with the first conv dealt with
 _PIXELS = (FP32_U8, INT8_U8)  # variants that take uint8 pixels (`--uint8-input`)
@@ -114,6 +117,16 @@ def _optimize(request: OptimizeRequest, out: Path, say: Progress) -> OptimizeRes
     test = data.split("test")
     if len(test) == 0:
         raise OnnxEdgeError(f"{data.root}: the test split is empty; the gates need held-out images")
+    if len(test) < FEW_GATE_IMAGES and request.gate:
+        log.warning(
+            "%s: the gates judge only %d test image%s, each %.2f%% of the label agreement; %d "
+            "or more make a gate's verdict mean more",
+            data.root,
+            len(test),
+            "" if len(test) == 1 else "s",
+            100 / len(test),
+            FEW_GATE_IMAGES,
+        )
 
     with tempfile.TemporaryDirectory(prefix="onnxedge-optimize-") as tmp:
         work = Path(tmp)
