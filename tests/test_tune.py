@@ -274,6 +274,7 @@ def test_predict_and_evaluate_take_tuned(tuned_edge, data):  # noqa: F811
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "tuning file ignored" in line]
     assert len(lines) == 1 and "another bundle" in lines[0] and "variant fp32" in result.output
+    assert lines[0].startswith("onnxedge: warning: tuning file ignored: ")  # a warning's format
 
 
 def test_a_tuned_onnxruntime_choice_keeps_batch_processes_for_files(
@@ -331,6 +332,7 @@ def test_bench_tuned_adds_the_chosen_setup_as_a_row_at_each_batch_size(tuned_edg
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "tuning file ignored" in line]
     assert len(lines) == 1 and "CPU model" in lines[0]
+    assert lines[0].startswith("onnxedge: warning: tuning file ignored: ")
     assert not [r for r in json.loads(out.read_text())["rows"] if "tuned" in r["label"]]
 
 

@@ -49,7 +49,7 @@ from onnxedge.runtime.cli.output import (
     verbosity,
     write_json,
 )
-from onnxedge.runtime.cli.tuned_option import tuned_argument, tuned_option
+from onnxedge.runtime.cli.tuned_option import say_tuned, tuned_argument, tuned_option
 from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.lines import fit, fit_markdown
@@ -109,8 +109,8 @@ def _tuned_setups(bundle: str, tuned: str | None, batch_sizes: tuple[int, ...]) 
 
     opened = Bundle.open(bundle)
     choices = [resolve_tuned(opened, tuned_argument(tuned), b) for b in batch_sizes]
-    for line in dict.fromkeys(c.line() for c in choices if c is not None):
-        click.echo(f"onnxedge: {line}", err=True)
+    for choice in {c.line(): c for c in choices if c is not None}.values():
+        say_tuned(choice)
     return {c.batch_size: c.setup for c in choices if c}
 
 

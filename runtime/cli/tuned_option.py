@@ -12,6 +12,7 @@ import click
 from click.core import ParameterSource
 
 from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.cli.output import warn
 
 if TYPE_CHECKING:
     from onnxedge.runtime.tune import TunedChoice
@@ -65,8 +66,17 @@ def resolve_for(
     opened, how = Bundle.open(bundle), tuned_argument(tuned)
     choice = resolve_tuned(opened, how, batch_size, for_files=for_files, decode=decode)
     if choice is not None:
-        click.echo(f"onnxedge: {choice.line()}", err=True)
+        say_tuned(choice)
     return choice
+
+
+def say_tuned(choice: Any) -> None:
+    """A `TunedChoice`'s line on stderr: what runs (``onnxedge: tuned: ...``), or a warning
+    where the file was ignored (``onnxedge: warning: tuning file ignored: ...``)."""
+    if choice:
+        click.echo(f"onnxedge: {choice.line()}", err=True)
+    else:
+        warn(choice.line())
 
 
 @dataclasses.dataclass(frozen=True)
