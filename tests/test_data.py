@@ -228,6 +228,26 @@ def test_split_class_folders(tmp_path):
     assert data.labels == {"threshold": 0.5, "positive": "b", "negative": "a"}
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_a_loop_of_links_beside_the_class_folders_is_left_out_with_a_warning(
+    tmp_path, caplog, split
+):
+    """One entry whose kind cannot be told stopped the whole data set: data info, evaluate and
+    train failed with "Too many levels of symbolic links"."""
+    folders = {"a": 10, "b": 10}
+    if split:
+        folders = {f"{s}/{c}": 3 for s in ("train", "val", "test") for c in ("a", "b")}
+    root = _folders(tmp_path, folders)
+    where = root / "train" if split else root
+    (where / "x1").symlink_to(where / "x2")
+    (where / "x2").symlink_to(where / "x1")
+    data = open_dataset(root)
+    assert data.class_names == ("a", "b")
+    assert f"{where / 'x1'}: not a class folder, left out (Too many levels of symbolic links)" in (
+        caplog.text
+    )
+
+
 def test_hashed_class_folders_split_80_10_10_by_file_name(tmp_path):
     root = _folders(tmp_path, {"smiling": 150, "not_smiling": 150})
     data = open_dataset(root)

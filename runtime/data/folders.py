@@ -15,11 +15,14 @@ other folders, split folders whose class folders differ, no class folder at all.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
 from onnxedge.runtime.classifier.preprocess import IMAGE_EXTENSIONS, is_image_name
 from onnxedge.runtime.data.dataset import SPLITS, DataError, Dataset, Split
+
+log = logging.getLogger(__name__)
 
 
 def has_split_folders(root: Path) -> bool:
@@ -100,7 +103,18 @@ def _subfolders(path: Path) -> list[str]:
         entries = sorted(os.scandir(path), key=lambda e: e.name)
     except OSError as e:
         raise DataError(f"{path}: cannot list: {e.strerror or e}") from None
-    return [e.name for e in entries if not e.name.startswith(".") and e.is_dir()]
+    return [e.name for e in entries if not e.name.startswith(".") and _is_folder(e)]
+
+
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is a folder (a class or a split); an entry that cannot be told (a loop
+    of symbolic links) is not one, and a warning names it, instead of one bad entry stopping
+    the whole data set."""
+    try:
+        return entry.is_dir()
+    except OSError as e:
+        log.warning("%s: not a class folder, left out (%s)", entry.path, e.strerror or e)
+        return False
 
 
 def _images(folder: Path) -> list[Path]:
