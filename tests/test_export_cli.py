@@ -199,3 +199,24 @@ def test_a_graph_that_fails_the_check_writes_no_bundle(tmp_path, monkeypatch):
     with pytest.raises(OnnxEdgeError, match="fails onnxedge check, no bundle written: FAILED"):
         export_model(ExportRequest(out=tmp_path / "b"))
     assert not (tmp_path / "b").exists()
+
+
+def test_an_opset_onnx_does_not_know_is_refused_before_the_export(tmp_path, monkeypatch):
+    """--opset 99999 ran the whole export and failed at its end."""
+    import onnx
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the export ran")
+
+    monkeypatch.setattr(pipeline, "export_bundle", no_export)
+    newest = onnx.defs.onnx_opset_version()
+    for opset, message in [
+        (99999, f"expected an opset from 7 to {newest} (the newest onnx"),
+        (newest + 1, f"found {newest + 1}"),
+        (3, "expected a number at least 7, found 3"),
+    ]:
+        args = ["export", "--opset", str(opset), "--out", str(tmp_path / "b")]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+    assert not (tmp_path / "b").exists()

@@ -73,7 +73,12 @@ gap_option = click.option(
     help="torch.onnx's exporter: dynamo (torch.export) or the older torchscript tracer.",
 )
 @click.option(
-    "--opset", type=int, default=18, show_default=True, help="The ONNX opset to export to."
+    "--opset",
+    type=click.IntRange(min=7),
+    default=18,
+    show_default=True,
+    callback=lambda ctx, param, value: _known_opset(value),
+    help="The ONNX opset to export to (7 to the installed onnx's newest).",
 )
 @click.option(
     "--dynamic-spatial",
@@ -181,3 +186,17 @@ def export_cmd(
         click.echo(item.line(verbose=verbosity() > 0))
     click.echo(f"output {result.manifest['output']['name']!r}: {result.output_kind}")
     echo_written(result.out, result.manifest)
+
+
+def _known_opset(opset: int) -> int:
+    """``--opset`` refused before the export where the installed onnx does not know it (99999
+    ran the whole export and failed at its end); onnx is imported only when export runs."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise click.BadParameter(
+            f"expected an opset from 7 to {newest} (the newest onnx {onnx.__version__} knows), "
+            f"found {opset}"
+        )
+    return opset
