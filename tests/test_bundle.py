@@ -160,6 +160,14 @@ def test_bundle_open_refuses_a_changed_file(tmp_path):
         ({"preprocessing": {"resize": [64]}}, r"expected preprocessing with resize as \[height"),
         ({"preprocessing": {"resize": [64, 64], "std": [1, 0, 1]}}, "std without zeros"),
         ({"preprocessing": None}, "expected preprocessing with a mapping"),
+        (
+            {"preprocessing": {"resize": [64, 64], "dtype": "int64"}},
+            "expected preprocessing with dtype float32, found 'int64'",
+        ),
+        (
+            {"labels": {"threshold": 0.5, "positive": 5, "negative": "no"}},
+            "expected labels' positive as a class name",
+        ),
     ],
 )
 def test_bundle_open_refuses_a_malformed_manifest(smile_bundle, tmp_path, change, message):

@@ -93,6 +93,12 @@ def check_labels(labels: Any, kind: str, output: TensorSpec, source: str) -> Non
             raise BundleError(
                 f"{source}: expected labels with a threshold in [0, 1], found {labels!r}"
             )
+        for side in ("positive", "negative"):  # the words predict prints
+            if side in labels and not isinstance(labels[side], str):
+                raise BundleError(
+                    f"{source}: expected labels' {side} as a class name (text), found "
+                    f"{labels[side]!r}"
+                )
         return
     classes = output.shape[-1] if output.shape else None
     names = labels.get("classes") if isinstance(labels, dict) else None
@@ -194,6 +200,8 @@ def check_preprocessing(spec: Any, source: str) -> Mapping[str, Any]:
                 problems.append(f"{key} as {what}, found {value!r}")
             elif key == "std" and 0 in value:
                 problems.append(f"std without zeros, found {value!r}")
+        if spec.get("dtype", "float32") != "float32":  # what preprocess makes, always
+            problems.append(f"dtype float32, found {spec.get('dtype')!r}")
         if spec.get("decode", "exact") not in ("exact", "fast"):  # preprocess.DECODES
             problems.append(f"decode exact or fast, found {spec.get('decode')!r}")
         if not _number(spec.get("scale", 1.0 / 255.0)):
