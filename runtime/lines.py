@@ -44,5 +44,22 @@ MAX_LINE = 200
 def one_line(text: str) -> str:
     """``text`` on one line: a library's message that ends in a newline or spreads over several
     (protobuf's, onnxruntime's) joined with single spaces. Nothing is cut: a path the user gave
-    stays whole, however long."""
-    return " ".join(text.split())
+    stays whole, however long. A path's bytes outside UTF-8 (Python's surrogate escapes, which
+    printed as ``\udcff``) are shown as predict shows them in its lines, ``\377``."""
+    return " ".join(_undecodable_as_octal(text).split())
+
+
+def _undecodable_as_octal(text: str) -> str:
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    raw = text.encode("utf-8", "surrogateescape")
+    parts = []
+    while raw:
+        try:
+            parts.append(raw.decode("utf-8"))
+            break
+        except UnicodeDecodeError as e:
+            parts.append(raw[: e.start].decode("utf-8"))
+            parts.append("".join(f"\\{b:03o}" for b in raw[e.start : e.end]))
+            raw = raw[e.end :]
+    return "".join(parts)

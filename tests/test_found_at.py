@@ -56,3 +56,12 @@ def test_pack_into_its_own_bundle_or_onto_a_file_is_refused(smile_bundle, bundle
     onto = CliRunner().invoke(main, ["pack", str(smile_bundle), "--out", str(tmp_path / "x.jpg")])
     assert_one_line_error(onto, f"expected a new or empty directory, found a file at {tmp_path}")
     assert (tmp_path / "x.jpg").read_bytes() == b"a photo"
+
+
+def test_a_path_outside_utf8_is_shown_as_predict_shows_it(tmp_path):
+    """A name's bytes outside UTF-8 printed as Python's surrogate escape (``\\udcff``)."""
+
+    name = os.fsdecode(b"no\xffthere.onnx")
+    result = CliRunner().invoke(main, ["check", str(tmp_path / name)])
+    assert_one_line_error(result, f"found nothing at {tmp_path}/no\\377there.onnx")
+    assert "\\udcff" not in result.output
