@@ -283,7 +283,7 @@ def make_reference(
         )
     f32 = float32_reference(
         onnxruntime_runner(model, outputs, fixed),
-        "asked for (--reference float32)",
+        "asked for with --reference float32",
         onnxruntime_runner(model, outputs, fixed, optimization="disable"),
     )
     run_f32 = f32.run_f32

@@ -86,13 +86,23 @@ def build_module(reference: str, args: Mapping[str, Any] | None = None) -> Any:
     except Exception as e:
         call = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise OnnxEdgeError(
-            f"{reference}({call}) raised {type(e).__name__}: {first_line(e)}"
+            f"{reference}({call}) raised {type(e).__name__}{_where(e)}: {first_line(e)}"
         ) from None
     if not isinstance(module, torch.nn.Module):
         raise OnnxEdgeError(
             f"{reference} returned a {type(module).__name__}; expected a torch.nn.Module"
         )
     return module
+
+
+def _where(e: BaseException) -> str:
+    """`` at FILE:LINE`` of the line that raised ``e`` (a bare ``assert`` says nothing else)."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    if not frames or frames[-1].filename == __file__:  # the call itself failed (a wrong argument)
+        return ""
+    return f" at {frames[-1].filename}:{frames[-1].lineno}"
 
 
 def _import(name: str) -> Any:

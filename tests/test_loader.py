@@ -83,7 +83,7 @@ def test_a_file_factory_builds_with_its_siblings_importable(user_file):
         (
             "{file}:broken",
             {"width": 3},
-            r"broken\(width=3\) raised ValueError: width must be even$",
+            r"broken\(width=3\) raised ValueError at .*my_model.py:\d+: width must be even$",
         ),
         ("{file}:tiny", {"colour": "red"}, r"tiny\(colour='red'\) raised TypeError: .*colour"),
         ("{dir}/absent.py:f", {}, r"expected a Python file for --model, found nothing at"),

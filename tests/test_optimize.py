@@ -506,17 +506,17 @@ def test_calibration_batches_are_of_one_size(count, batch):
 def test_fp16_is_gated_on_the_cuda_ep_where_it_loads(trained_bundle, data, tmp_path, monkeypatch):
     """Where a CUDA session opens, fp16 is gated on it, not on the CPU (a stand-in session: the
     CPU's, reporting the CUDA EP, so the test runs without a GPU)."""
-    from onnxedge.runtime.variants import optimize as module
+    from onnxedge.runtime.variants import gate_run as module
 
     asked = []
-    real = module._session
+    real = module.gate_session
 
-    def session(path, provider, request):
+    def session(path, provider, threads, *, optimized=True):
         asked.append((Path(path).name, provider))
-        made, used = real(path, "cpu", request)
+        made, used = real(path, "cpu", threads, optimized=optimized)
         return made, "CUDAExecutionProvider" if provider == "cuda" else used
 
-    monkeypatch.setattr(module, "_session", session)
+    monkeypatch.setattr(module, "gate_session", session)
     result = optimize(trained_bundle, "--data", data, "--fp16", "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert ("fp16.onnx", "cuda") in asked and ("fp16.onnx", "cpu") not in asked

@@ -145,6 +145,10 @@ def export_cmd(
     from onnxedge.models.loader import is_factory_reference
 
     factory = is_factory_reference(model_name)
+    if factory and input_shape is None:  # a usage error: the command line lacks an option
+        raise click.UsageError(f"--model {model_name} (a factory) needs --input-shape C,H,W")
+    if factory and head is not None:
+        raise click.UsageError("--head applies to registered models; pass --model-arg instead")
     if not factory:
         from onnxedge.models import get_model_spec
 

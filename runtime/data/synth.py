@@ -42,12 +42,22 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.data.synth_draw import (
+    HEIGHT,
+    WIDTH,
+    Canvas,
+    arc_points,
+    background,
+    label_curvature,
+    light_ramp,
+    mouth_curve,
+    shade,
+)
 from onnxedge.runtime.data.synth_style import DEFAULT_STYLE, MAX_FACES, FaceStyle
 from onnxedge.runtime.errors import OnnxEdgeError
 
 log = logging.getLogger(__name__)
 
-WIDTH, HEIGHT = 178, 218  # CelebA's aligned crops
 SYNTH_VERSION = 4  # bumped whenever the drawing changes, so a set records what drew it
 MARKER = "synth.json"  # what `write_faces` writes next to CelebA's files; readers ignore it
 
@@ -114,114 +124,6 @@ class SynthResult:
 # -- drawing ---------------------------------------------------------------------------------------
 
 
-class _Canvas:
-    """PIL drawing in face coordinates: rotation about the face centre, then supersampling."""
-
-    def __init__(
-        self, image: Any, centre: tuple[float, float], angle: float, supersample: int
-    ) -> None:
-        from PIL import ImageDraw
-
-        self.draw = ImageDraw.Draw(image)
-        self.supersample = supersample
-        self.cx, self.cy = centre
-        self.cos, self.sin = math.cos(angle), math.sin(angle)
-
-    def _xy(self, x: float, y: float) -> tuple[float, float]:
-        dx, dy = x - self.cx, y - self.cy
-        rx = self.cx + dx * self.cos - dy * self.sin
-        ry = self.cy + dx * self.sin + dy * self.cos
-        return rx * self.supersample, ry * self.supersample
-
-    def polygon(self, points: list[tuple[float, float]], fill: Any) -> None:
-        self.draw.polygon([self._xy(x, y) for x, y in points], fill=_rgb(fill))
-
-    def line(self, points: list[tuple[float, float]], fill: Any, width: float) -> None:
-        w = max(1, round(width * self.supersample))
-        xy = [self._xy(x, y) for x, y in points]
-        self.draw.line(xy, fill=_rgb(fill), width=w, joint="curve")
-        for end in (xy[0], xy[-1]):  # round caps
-            r = w / 2
-            self.draw.ellipse((end[0] - r, end[1] - r, end[0] + r, end[1] + r), fill=_rgb(fill))
-
-    def ellipse(
-        self, x: float, y: float, rx: float, ry: float, fill: Any, *, start: float = 0.0,
-        stop: float = 2 * math.pi, n: int = 40,
-    ) -> None:  # fmt: skip
-        self.polygon(_arc(x, y, rx, ry, start, stop, n), fill)
-
-    def outline(self, x: float, y: float, rx: float, ry: float, fill: Any, width: float) -> None:
-        points = _arc(x, y, rx, ry, 0.0, 2 * math.pi, 40)
-        self.line([*points, points[0]], fill, width)
-
-
-def _arc(
-    x: float, y: float, rx: float, ry: float, start: float, stop: float, n: int
-) -> list[tuple[float, float]]:
-    return [
-        (x + rx * math.cos(t), y + ry * math.sin(t)) for t in np.linspace(start, stop, n).tolist()
-    ]
-
-
-def _rgb(colour: Any) -> tuple[int, int, int]:
-    r, g, b = (round(min(255.0, max(0.0, float(v)))) for v in colour)
-    return r, g, b
-
-
-def _shade(colour: Any, factor: float) -> np.ndarray:
-    return np.clip(np.asarray(colour, dtype=np.float64) * factor, 0, 255)
-
-
-def _mouth_curve(
-    x: float, y: float, half_width: float, sag: float, n: int = 17
-) -> list[tuple[float, float]]:
-    """A parabola through the corners (x ± half_width, y - sag/2) and the middle (x, y + sag/2):
-    ``sag > 0`` lifts the corners (a smile), ``sag < 0`` drops them."""
-    ts = np.linspace(-1.0, 1.0, n)
-    return [(x + t * half_width, y + sag / 2 - sag * t * t) for t in ts.tolist()]
-
-
-def _curvature(rng: np.random.Generator, style: FaceStyle) -> float:
-    sign = 1.0 if rng.random() < 0.5 else -1.0
-    if rng.random() < style.near_fraction:
-        return sign * rng.uniform(style.min_curvature, style.near_limit)
-    return sign * rng.uniform(style.near_limit, 1.0)
-
-
-def _ramp(width: int, height: int, theta: float) -> np.ndarray:
-    """float32 [height, width]: the signed distance from the centre along the direction theta."""
-    xs = (np.arange(width, dtype=np.float32) - width / 2) * np.float32(math.cos(theta))
-    ys = (np.arange(height, dtype=np.float32) - height / 2) * np.float32(math.sin(theta))
-    return ys[:, None] + xs[None, :]
-
-
-def _background(rng: np.random.Generator, width: int, height: int, supersample: int) -> Any:
-    from PIL import Image
-
-    a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    theta = rng.uniform(0, 2 * math.pi)
-    t = _ramp(width, height, theta)
-    t = (t - t.min()) / max(float(np.ptp(t)), 1e-9)
-    pixels = a.astype(np.float32) + (b - a).astype(np.float32) * t[..., None]
-    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
-    canvas = _Canvas(image, (0.0, 0.0), 0.0, supersample)
-    for _ in range(int(rng.integers(3, 13))):
-        colour = rng.uniform(0, 255, 3)
-        x, y = rng.uniform(-20, WIDTH + 20), rng.uniform(-20, HEIGHT + 20)
-        kind = rng.integers(3)
-        if kind == 0:
-            canvas.ellipse(x, y, rng.uniform(5, 45), rng.uniform(5, 45), colour)
-        elif kind == 1:
-            w, h, angle = rng.uniform(5, 60), rng.uniform(5, 60), rng.uniform(0, math.pi)
-            corners = [(-w, -h), (w, -h), (w, h), (-w, h)]
-            c, s = math.cos(angle), math.sin(angle)
-            canvas.polygon([(x + u * c - v * s, y + u * s + v * c) for u, v in corners], colour)
-        else:
-            x2, y2 = rng.uniform(-20, WIDTH + 20), rng.uniform(-20, HEIGHT + 20)
-            canvas.line([(x, y), (x2, y2)], colour, rng.uniform(1, 6))
-    return image
-
-
 def draw_face(seed: int, index: int, style: FaceStyle = DEFAULT_STYLE) -> tuple[bytes, Face]:
     """One face as JPEG bytes, and what was drawn; the same (seed, index, style) gives the same
     bytes."""
@@ -229,7 +131,7 @@ def draw_face(seed: int, index: int, style: FaceStyle = DEFAULT_STYLE) -> tuple[
 
     rng = np.random.default_rng([seed, index])
     big = (WIDTH * style.supersample, HEIGHT * style.supersample)
-    image = _background(rng, *big, style.supersample)
+    image = background(rng, *big, style.supersample)
 
     # 1. The face: CelebA's aligned crops put the eyes near y = 112 and the mouth near y = 150.
     scale = rng.uniform(0.85, 1.15)
@@ -237,7 +139,7 @@ def draw_face(seed: int, index: int, style: FaceStyle = DEFAULT_STYLE) -> tuple[
     cy = 122 + float(np.clip(rng.normal(0, 5), -12, 12))
     rx = style.face_half_size[0] * scale * rng.uniform(0.9, 1.1)
     ry = style.face_half_size[1] * scale * rng.uniform(0.92, 1.08)
-    canvas = _Canvas(image, (cx, cy), math.radians(rng.uniform(-12, 12)), style.supersample)
+    canvas = Canvas(image, (cx, cy), math.radians(rng.uniform(-12, 12)), style.supersample)
 
     pale = rng.random() < 0.15
     skin = _SKIN[0] if pale else _SKIN[int(rng.integers(1, len(_SKIN)))]
@@ -255,16 +157,16 @@ def draw_face(seed: int, index: int, style: FaceStyle = DEFAULT_STYLE) -> tuple[
     canvas.polygon(
         [(cx - 0.42 * rx, cy + 0.6 * ry), (cx + 0.42 * rx, cy + 0.6 * ry),
          (cx + 0.5 * rx, cy + 1.3 * ry), (cx - 0.5 * rx, cy + 1.3 * ry)],
-        _shade(skin, 0.88),
+        shade(skin, 0.88),
     )  # fmt: skip
     for side in (-1, 1):  # ears
         canvas.ellipse(
-            cx + side * rx * 0.97, cy + 0.02 * ry, rx * 0.16, ry * 0.2, _shade(skin, 0.93)
+            cx + side * rx * 0.97, cy + 0.02 * ry, rx * 0.16, ry * 0.2, shade(skin, 0.93)
         )
     canvas.ellipse(cx, cy, rx, ry, skin)
     if hair_style != "bald":
         fringe = cy - ry * rng.uniform(0.38, 0.62)
-        cap = _arc(cx, cy - 0.02 * ry, rx * 1.07, ry * 1.08, math.pi, 2 * math.pi, 30)
+        cap = arc_points(cx, cy - 0.02 * ry, rx * 1.07, ry * 1.08, math.pi, 2 * math.pi, 30)
         wave = rng.uniform(0, 4)
         xs = np.linspace(cx + rx * 1.07, cx - rx * 1.07, 9).tolist()
         edge = [(x, fringe + wave * math.sin(i * 1.3)) for i, x in enumerate(xs)]
@@ -272,7 +174,7 @@ def draw_face(seed: int, index: int, style: FaceStyle = DEFAULT_STYLE) -> tuple[
 
     # The expression: its strength grows with |curvature|, so a face near the decision line
     # looks neutral and only its mouth tells (see `FaceStyle.expression`).
-    curvature = _curvature(rng, style)
+    curvature = label_curvature(rng, style)
     smile, frown = max(curvature, 0.0) * style.expression, max(-curvature, 0.0) * style.expression
     if smile > 0:  # raised cheeks
         blush = skin + (np.array([235.0, 95.0, 105.0]) - skin) * min(1.0, 0.55 * smile)
@@ -300,12 +202,12 @@ def draw_face(seed: int, index: int, style: FaceStyle = DEFAULT_STYLE) -> tuple[
             (ex - side * eye_r * 1.5, by + side * brow_tilt * 10 + knit),
             (ex + side * eye_r * 1.6, by - 2),
         ]
-        canvas.line(brow, _shade(hair, 0.8), rng.uniform(1.5, 3.5))
+        canvas.line(brow, shade(hair, 0.8), rng.uniform(1.5, 3.5))
     nose_y = cy + ry * rng.uniform(0.18, 0.28)
     nose_w = rx * rng.uniform(0.1, 0.16)
     canvas.line(
         [(cx, eye_y + eye_r), (cx + nose_w * 0.3, nose_y), (cx - nose_w, nose_y + 1)],
-        _shade(skin, 0.72), rng.uniform(1.0, 2.0),
+        shade(skin, 0.72), rng.uniform(1.0, 2.0),
     )  # fmt: skip
     glasses = rng.random() < 0.15
     if glasses:
@@ -320,21 +222,21 @@ def draw_face(seed: int, index: int, style: FaceStyle = DEFAULT_STYLE) -> tuple[
     mouth_y = cy + ry * rng.uniform(0.5, 0.6)
     half_width = rx * rng.uniform(*style.mouth_half_width)
     sag = curvature * half_width * style.sag  # corners this far above (below) the middle
-    lip = np.clip(_shade(skin, rng.uniform(0.45, 0.7)) + np.array([45.0, -8.0, -8.0]), 0, 255)
-    parting = _shade(lip, rng.uniform(0.35, 0.6))
+    lip = np.clip(shade(skin, rng.uniform(0.45, 0.7)) + np.array([45.0, -8.0, -8.0]), 0, 255)
+    parting = shade(lip, rng.uniform(0.35, 0.6))
     thickness = rng.uniform(*style.lip_thickness)
     mouth_open = rng.random() < 0.3
     gap = ry * rng.uniform(0.05, 0.11) if mouth_open else 0.0
     # Upper lip, (the opening), lower lip: bands that all bend as the curvature says.
-    top = _mouth_curve(cx, mouth_y - thickness / 2, half_width * 0.96, sag)
-    middle = _mouth_curve(cx, mouth_y, half_width, sag)
-    low = _mouth_curve(cx, mouth_y + gap, half_width * (0.92 if mouth_open else 1.0), sag * 1.1)
-    bottom = _mouth_curve(cx, mouth_y + gap + thickness / 2, half_width * 0.9, sag * 1.1)
+    top = mouth_curve(cx, mouth_y - thickness / 2, half_width * 0.96, sag)
+    middle = mouth_curve(cx, mouth_y, half_width, sag)
+    low = mouth_curve(cx, mouth_y + gap, half_width * (0.92 if mouth_open else 1.0), sag * 1.1)
+    bottom = mouth_curve(cx, mouth_y + gap + thickness / 2, half_width * 0.9, sag * 1.1)
     canvas.polygon([*top, *reversed(bottom)], lip)
     if mouth_open:
         canvas.polygon([*middle, *reversed(low)], (70, 20, 25))
         if rng.random() < 0.6:
-            teeth = _mouth_curve(cx, mouth_y + gap * 0.3, half_width * 0.8, sag)
+            teeth = mouth_curve(cx, mouth_y + gap * 0.3, half_width * 0.8, sag)
             canvas.line(teeth, (235, 232, 222), gap * 0.45)
     else:
         canvas.line(middle, parting, rng.uniform(0.8, 1.6))
@@ -342,7 +244,7 @@ def draw_face(seed: int, index: int, style: FaceStyle = DEFAULT_STYLE) -> tuple[
     # 4. The picture: reduce, light, blur, noise, JPEG.
     image = image.resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS)
     pixels = np.asarray(image, dtype=np.float64)
-    ramp = _ramp(WIDTH, HEIGHT, rng.uniform(0, 2 * math.pi)) / HEIGHT
+    ramp = light_ramp(WIDTH, HEIGHT, rng.uniform(0, 2 * math.pi)) / HEIGHT
     light = rng.uniform(0.7, 1.25) * (1 + rng.uniform(0, 0.8) * ramp)
     pixels = pixels * light[..., None] + rng.normal(0, rng.uniform(0, 7), pixels.shape)
     image = Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), "RGB")

@@ -8,8 +8,9 @@ bundle with those that passed, atomically.
 2. Made in a temporary directory: int8 (`quantize`), fp16 (`fp16`), the ORT format of fp32 and of
    int8 (`ortformat`; int8's from this run's int8, or from the bundle's when only ``--ort`` is
    asked for).
-3. Gated (`gate`): fp32 and every variant run by onnxruntime on the test split, decoded once; fp16
-   on the CUDA EP where it loads, else on the CPU against fp32's numbers. A variant that misses
+3. Gated (`gate_run.run_gates`, `gate.judge`): fp32 and every variant run by onnxruntime on the
+   test split, decoded once; fp16 on the CUDA EP where it loads, else on the CPU against fp32's
+   numbers. A variant that misses
    its gate is not written (nor int8-ort when int8 missed); with ``gate=False`` it is written and
    marked ungated, its figures recorded all the same.
 4. Written (`BundleWriter`): the source bundle's files, verified, then the variants; the manifest
@@ -43,18 +44,12 @@ from onnxedge.runtime.bundle.reader import (
 )
 from onnxedge.runtime.classifier.preprocess import FAST
 from onnxedge.runtime.data import Dataset, open_dataset
-from onnxedge.runtime.errors import OnnxEdgeError, ProviderUnavailable
-from onnxedge.runtime.variants.gate import GateResult, judge
-from onnxedge.runtime.variants.gate_run import (
-    FLOAT_REFERENCE,
-    float_reference_name,
-    gate_probabilities,
-    gate_session,
-)
+from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.variants.gate import GateResult
+from onnxedge.runtime.variants.gate_run import DECODE_FAST, run_gates
 from onnxedge.runtime.variants.graph import operators_config
 from onnxedge.runtime.variants.manifest import (
     FP16,
-    FP32,
     FP32_ORT,
     FP32_U8,
     INT8,
@@ -72,7 +67,7 @@ from onnxedge.runtime.variants.optimize_result import (
     VariantOutcome,
 )
 from onnxedge.runtime.variants.quantize import Int8Config
-from onnxedge.runtime.variants.samples import calibration_sample, iter_chunks, load_inputs
+from onnxedge.runtime.variants.samples import calibration_sample, load_inputs
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +86,6 @@ _PROVIDERS = {INT8: ["cpu"], FP16: ["cuda"], FP32_ORT: ["cpu"], INT8_ORT: ["cpu"
     n: ["cpu"] for n in (*_FIRST_CONV, *_PIXELS)
 }
 _DERIVED = {INT8_ORT: INT8, INT8_U8: INT8}  # a variant made from another variant
-# The name of the fast decode's gate (`--fast-decode`) in reports; it is not a variant.
-DECODE_FAST = "decode-fast"
-FP16_ON_CPU = (
-    "fp16: gated on the CPU EP (no CUDA EP here); it is made for the CUDA EP: on the CPU EP it "
-    "runs slower than fp32"
-)
 
 
 def optimize_bundle(request: OptimizeRequest, progress: Progress | None = None) -> OptimizeResult:
@@ -132,7 +121,17 @@ def _optimize(request: OptimizeRequest, out: Path, say: Progress) -> OptimizeRes
         work = Path(tmp)
         made = _make_variants(request, source, data, wanted, work, say)  # 2.
         say(f"gating on the test split ({len(test)} images)")
-        gates = _gate(request, source, data, made, say)  # 3.
+        gates = run_gates(  # 3.
+            source,
+            data.split("test"),
+            made,
+            request.criteria,
+            threads=request.threads,
+            fast_decode=request.fast_decode,
+            int8=[n for n, p in _PRECISION.items() if p == "int8"],
+            pixels=_PIXELS,
+            say=say,
+        )
         outcomes = _decide(request, made, gates)
         decode_gate = None
         if request.fast_decode:
@@ -332,84 +331,6 @@ def _data_block(data: Dataset) -> dict[str, Any]:
         "attribute": data.attribute,
         "listing_sha256": data.listing_sha256(),
     }
-
-
-def _gate(
-    request: OptimizeRequest,
-    source: Bundle,
-    data: Dataset,
-    made: Mapping[str, Mapping[str, Any]],
-    say: Progress,
-) -> dict[str, GateResult]:
-    """3.: fp32 and each variant on the test split; the gate of each variant."""
-    sessions: dict[str, tuple[Any, str]] = {FP32: _session(source.model_path, "cpu", request)}
-    for name, entry in made.items():
-        path = Path(entry["_path"])
-        if name == FP16:
-            try:
-                sessions[name] = _session(path, "cuda", request)
-                continue
-            except ProviderUnavailable as e:
-                log.info("no CUDA EP for fp16: %s", e)
-                say(FP16_ON_CPU)
-        sessions[name] = _session(path, "cpu", request)
-        if _PRECISION[name] == "int8" and path.suffix == ".onnx":
-            sessions[float_reference_name(name)] = _session(path, "cpu", request, optimized=False)
-    outputs: dict[str, list[np.ndarray]] = {name: [] for name in sessions}
-    labels: list[np.ndarray] = []
-    test = data.split("test")
-    for chunk in iter_chunks(test, source.preprocessing, what="test images (the gate)"):
-        labels.append(chunk.labels)
-        for name, (session, _) in sessions.items():
-            inputs = chunk.pixels if name.removesuffix(FLOAT_REFERENCE) in _PIXELS else chunk.inputs
-            outputs[name].append(
-                gate_probabilities(session, source.input.name, inputs, source.output_kind)
-            )
-    truth = np.concatenate(labels)
-    reference = np.concatenate(outputs[FP32])
-    gates = {}
-    if request.fast_decode:  # fp32 on the fast decode's pixels, against fp32 on the exact ones
-        fast = [
-            gate_probabilities(
-                sessions[FP32][0], source.input.name, chunk.inputs, source.output_kind
-            )
-            for chunk in iter_chunks(
-                test, source.preprocessing, what="test images (the gate)", decode=FAST
-            )
-        ]
-        gates[DECODE_FAST] = judge(
-            DECODE_FAST,
-            reference,
-            np.concatenate(fast),
-            truth,
-            threshold=source.threshold if source.output_kind in BINARY_KINDS else None,
-            criteria=request.criteria,
-            provider=sessions[FP32][1],
-        )
-    by_float = {
-        n: np.concatenate(outputs[float_reference_name(n)])
-        for n in made
-        if float_reference_name(n) in outputs
-    }
-    return gates | {
-        name: judge(
-            name,
-            reference,
-            np.concatenate(outputs[name]),
-            truth,
-            threshold=source.threshold if source.output_kind in BINARY_KINDS else None,
-            criteria=request.criteria,
-            provider=sessions[name][1],
-            float_reference=by_float.get(name),
-        )
-        for name in made
-    }
-
-
-def _session(
-    path: Path, provider: str, request: OptimizeRequest, *, optimized: bool = True
-) -> tuple[Any, str]:
-    return gate_session(path, provider, request.threads, optimized=optimized)
 
 
 def _decide(
