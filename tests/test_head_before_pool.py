@@ -44,6 +44,23 @@ def test_a_pool_with_nothing_linear_before_or_after_it_is_still_refused():
         head_node_names(model)
 
 
+def test_no_classifier_is_found_across_a_residual_join_before_the_pool():
+    """A residual Add (two branches joined) before the pool is where the walk stops: taking one
+    branch's Conv as the classifier would make the whole network the head, kept in float."""
+    model = models.classifier_before_pool()
+    graph = model.graph
+    nodes = {n.name: n for n in graph.node}
+    nodes["classifier"].output[0] = "branch"
+    join = helper.make_node("Add", ["branch", "r"], ["z"], name="join")
+    graph.node.insert(list(graph.node).index(nodes["classifier_relu"]), join)
+    # the residual adds the 8-channel features: the classifier now keeps 8 channels
+    (head_w,) = [i for i in graph.initializer if i.name == "head_w"]
+    head_w.CopyFrom(onnx.numpy_helper.from_array(np.ones((8, 8, 1, 1), np.float32), "head_w"))
+    onnx.checker.check_model(model)
+    with pytest.raises(OnnxEdgeError, match=r"expected a classifier .* found none"):
+        head_node_names(model)
+
+
 def _class_folders(root, classes=3, per_class=3, side=24):
     rng = np.random.default_rng(0)
     for split in ("train", "test"):

@@ -8,7 +8,13 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 
-from onnxedge.runtime.check.head import find_head, tensor_ranks
+from onnxedge.runtime.check.head import (
+    constant_tensors,
+    find_head,
+    producers_of,
+    tensor_ranks,
+    walk_back,
+)
 from onnxedge.runtime.errors import OnnxEdgeError
 
 
@@ -20,8 +26,8 @@ def head_node_names(model: onnx.ModelProto) -> list[str]:
     (`_classifier_before_pool`), and the head runs from it through the pool to the output."""
     graph = model.graph
     head = find_head(graph, tensor_ranks(model))
-    producers = {out: node for node in graph.node for out in node.output if out}
-    classifier = head.classifier or _classifier_before_pool(head.pools, producers)
+    producers = producers_of(graph)
+    classifier = head.classifier or _classifier_before_pool(graph, head.pools, producers)
     if classifier is None:
         raise OnnxEdgeError(
             "expected a classifier (Gemm, MatMul or 1x1 Conv) after the pool, or a Conv, Gemm "
@@ -43,23 +49,25 @@ def head_node_names(model: onnx.ModelProto) -> list[str]:
 
 
 def _classifier_before_pool(
-    pools: Sequence[onnx.NodeProto], producers: dict[str, onnx.NodeProto]
+    graph: onnx.GraphProto,
+    pools: Sequence[onnx.NodeProto],
+    producers: dict[str, onnx.NodeProto],
 ) -> onnx.NodeProto | None:
-    """The nearest of `_PRODUCT_OPS` on the path that feeds the head's only pool, followed
-    through the first input of each node (a ReLU, a Dropout, a BatchNormalization); None where
-    there are several pools or the path ends first."""
-    if len(pools) != 1:
+    """The nearest of `_PRODUCT_OPS` upstream of the head's only pool, through the classifier's
+    own activation, normalization and a bias or scale (`walk_back`: never across an op that joins
+    two branches, a residual Add or a Concat); None where there are several pools or the walk
+    ends at anything else."""
+    if len(pools) != 1 or not pools[0].input:
         return None
-    node = pools[0]
-    for _ in range(_MOST_BEFORE_POOL):
-        node = producers.get(node.input[0]) if node.input else None
-        if node is None or node.op_type in _PRODUCT_OPS:
-            return node
-    return None
+    node = walk_back(
+        pools[0].input[0], producers, constant_tensors(graph), _BEFORE_POOL, stop=_PRODUCT_OPS
+    )
+    return node if node is not None and node.op_type in _PRODUCT_OPS else None
 
 
-# How far back `_classifier_before_pool` looks: a classifier's own activation and normalization.
-_MOST_BEFORE_POOL = 8
+# What `_classifier_before_pool` walks through: a classifier's activation and normalization.
+_BEFORE_POOL = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Dropout", "BatchNormalization")
+_BEFORE_POOL += ("Identity", "Add", "Mul")  # an Add or Mul only with one data input
 
 
 # Ops whose int8 form multiplies activations by weights (onnxruntime's u8 x s8 kernels): where the
