@@ -51,12 +51,31 @@ def test_a_report_over_an_input_is_refused_and_the_input_kept(inputs, args):
     assert check.exit_code == 0, check.output
 
 
-def test_a_new_report_inside_the_bundle_folder_is_written(inputs, tmp_path):
+def test_a_report_inside_the_bundle_folder_is_written_and_written_again(inputs, tmp_path):
     report = inputs / "B" / "check.json"
-    result = CliRunner().invoke(main, ["check", str(inputs / "B"), "--json", str(report)])
-    assert result.exit_code == 0, result.output
-    assert report.is_file()
+    for _ in range(2):  # the second time over the first run's report, which nothing reads
+        result = CliRunner().invoke(main, ["check", str(inputs / "B"), "--json", str(report)])
+        assert result.exit_code == 0, result.output
+        assert report.is_file()
     report.unlink()
+
+
+def test_a_report_in_the_folder_predict_reads_is_written_again_but_not_over_an_image(inputs):
+    photos = inputs / "photos"
+    photos.mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photos / "a.png")
+    report = photos / "preds.json"
+    try:
+        for _ in range(2):
+            argv = ["predict", str(inputs / "B"), str(photos), "--json", str(report), "--force"]
+            result = CliRunner().invoke(main, argv)
+            assert result.exit_code == 0, result.output
+        over = CliRunner().invoke(
+            main, ["predict", str(inputs / "B"), str(photos), "--json", str(photos / "a.png")]
+        )
+        assert over.exit_code == 2 and "a file inside" in over.output
+    finally:
+        shutil.rmtree(photos)
 
 
 def test_a_data_sets_list_is_not_replaced_by_data_info(tmp_path):

@@ -160,12 +160,37 @@ def refuse_over_inputs(target: str | Path | None, option: str) -> None:
             if not isinstance(value, (str, Path)) or str(value) == "-":
                 continue
             read = Path(value).resolve()
-            if written == read or (read.is_dir() and written.is_relative_to(read)):
+            inside = read.is_dir() and written.is_relative_to(read) and _read_inside(read, written)
+            if written == read or inside:
                 raise click.UsageError(
                     f"{option} {target}: expected a file outside what this command reads, found "
                     f"{'that input' if written == read else f'a file inside {value}'}; "
                     "write it elsewhere"
                 )
+
+
+# What a command reads inside a folder it is given, besides a bundle's listed files: models,
+# golden data, a data set's lists, and images.
+_READ_SUFFIXES = (".onnx", ".ort", ".npz", ".txt", ".csv", ".config")
+
+
+def _read_inside(folder: Path, file: Path) -> bool:
+    """Whether a command given ``folder`` may read ``file`` in it: a bundle's manifest and the
+    files it lists, a synthetic set's marker, a model, golden data, a list, an image. A report
+    written there before (check.json) is none of them, and may be written again."""
+    from onnxedge.runtime.bundle.manifest import MANIFEST
+    from onnxedge.runtime.classifier.preprocess import is_image_name
+    from onnxedge.runtime.data.synth import MARKER
+
+    if file.name in (MANIFEST, MARKER) or file.suffix.lower() in _READ_SUFFIXES:
+        return True
+    if is_image_name(file):
+        return True
+    try:
+        listed = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(listed, dict) and file.relative_to(folder).as_posix() in listed
 
 
 def write_json(json_path: str | Path | None, payload: Any) -> None:
