@@ -118,7 +118,11 @@ def module_outputs(final: onnx.ModelProto, modules: Mapping[str, ModuleRef]) -> 
     or a module inside it made. A residual unit that adds and then calls its own ReLU module
     (pytorchcv's ``ResUnit``: ``self.activ(body + identity)``) returns the ReLU's tensor, not
     the Add it made itself; the Add is then no module's output and has no reference (it was
-    compared with the ReLU's output, and localized as the first divergent layer)."""
+    compared with the ReLU's output, and localized as the first divergent layer).
+
+    A tensor that is the output of several modules (a unit and the module it ends with) is kept
+    once, under the innermost of them, which made it: one hook catches it, and its name is
+    that of the module whose weights made it (`folded_biases` reads them)."""
     last: dict[str, str] = {}
     for node in final.graph.node:
         for output in node.output:
@@ -128,7 +132,11 @@ def module_outputs(final: onnx.ModelProto, modules: Mapping[str, ModuleRef]) -> 
             parts = ref.name.split(".")
             for end in range(len(parts), 0, -1):  # the module, and each module around it
                 last[".".join(parts[:end])] = output
-    return last
+    innermost: dict[str, str] = {}
+    for name, tensor in last.items():
+        if tensor not in innermost or name.count(".") > innermost[tensor].count("."):
+            innermost[tensor] = name
+    return {name: tensor for name, tensor in last.items() if innermost[tensor] == name}
 
 
 # --- 3.: the hooks ------------------------------------------------------------------------------

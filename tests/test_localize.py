@@ -662,11 +662,36 @@ def test_a_unit_that_adds_then_calls_its_own_relu_module_returns_the_relus_tenso
     (add,) = [n.output[0] for n in exported.graph.node if n.op_type == "Add"]
     (relu,) = [n.output[0] for n in exported.graph.node if n.op_type == "Relu"]
     assert str(modules[add]) == "0 (ResUnit)"  # made by the unit itself
-    assert outputs["0"] == outputs["0.activ"] == relu
+    assert outputs["0.activ"] == relu and "0" not in outputs  # one module (hook) a tensor
     assert add not in outputs.values()
     x = np.random.default_rng(0).normal(size=(2, 3, 8, 8))
     caught = capture_layers(module.double(), x, outputs)
     assert add not in caught and (caught[relu] >= 0).all()
+
+
+def test_a_bias_folded_into_a_conv_inside_a_container_is_found():
+    """onnxsim folds a constant added after a convolution into its bias; the offset is found by
+    the Conv's own module, also where a container's output is that Conv's tensor (a Sequential
+    ending with it), and the tensor is caught by one hook."""
+    import onnx
+    import torch
+    from torch import nn
+
+    from onnxedge.export.exporter import export_module
+    from onnxedge.export.layers import folded_biases, module_outputs, tensor_modules
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)), nn.ReLU()).eval()
+    exported = export_module(module, (3, 8, 8))
+    (conv,) = [n for n in exported.graph.node if n.op_type == "Conv"]
+    (bias,) = [i for i in exported.graph.initializer if i.name == conv.input[2]]
+    folded = onnx.numpy_helper.to_array(bias) + np.float32(3)
+    bias.CopyFrom(onnx.numpy_helper.from_array(folded, bias.name))
+    outputs = module_outputs(exported, tensor_modules(exported, module))
+    assert [n for n, t in outputs.items() if t == conv.output[0]] == ["0.0"]
+    offsets = folded_biases(exported, module, outputs)
+    assert list(offsets) == [conv.output[0]]
+    np.testing.assert_allclose(offsets[conv.output[0]].ravel(), 3.0, rtol=1e-6)
 
 
 # --- variants: parity --variant, and int8 against fp32 -----------------------------------------
