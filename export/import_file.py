@@ -26,7 +26,7 @@ from onnxedge.runtime.bundle.outputs import (
     final_activation,
     output_kind_of,
 )
-from onnxedge.runtime.check.check import graph_inputs
+from onnxedge.runtime.check.check import graph_inputs, refuse_graphless
 from onnxedge.runtime.errors import OnnxEdgeError, first_line, found_at, not_onnx
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ def load_original(src: Path) -> onnx.ModelProto:
         model = onnx.load(str(src), load_external_data=False)
     except Exception as e:  # protobuf DecodeError and friends
         raise OnnxEdgeError(not_onnx(src, e)) from None
-    if not model.graph.node and not model.graph.output:
-        raise OnnxEdgeError(f"{src} is not an ONNX model: it parses, but holds no graph")
+    refuse_graphless(model, src)
     _check_external_data(model, src)
     try:
         onnx.load_external_data_for_model(model, str(src.parent))

@@ -39,7 +39,9 @@ def test_what_is_not_a_model_file_is_named(tmp_path, command):
     os.mkfifo(tmp_path / "pipe.onnx")
     (tmp_path / "empty.onnx").write_bytes(b"")
     (tmp_path / "blank.onnx").write_bytes(b"\x08\x07")  # ir_version 7 and nothing else
+    (tmp_path / "hollow.onnx").write_bytes(b"\x08\x07\x3a\x00")  # and an empty graph
     for name, found in [
+        ("hollow.onnx", "is not an ONNX model: it parses, but holds no graph"),
         ("pipe.onnx", "expected an ONNX file, found a named pipe at"),
         ("empty.onnx", "expected an ONNX file, found an empty file at"),
         ("blank.onnx", "is not an ONNX model: it parses, but holds no graph"),

@@ -92,9 +92,15 @@ def load_model(path: str | Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf DecodeError, OSError, external-data errors
         raise OnnxEdgeError(not_onnx(path, e)) from None
-    if not model.HasField("graph"):  # bytes that happen to parse as an empty ModelProto
-        raise OnnxEdgeError(f"{path} is not an ONNX model: it parses, but holds no graph")
+    refuse_graphless(model, path)
     return model
+
+
+def refuse_graphless(model: onnx.ModelProto, path: str | Path) -> None:
+    """Bytes that happen to parse as a ModelProto (protobuf reads many) but hold no graph: no
+    node and no output, whether the graph field is absent or empty, are not a model."""
+    if not model.graph.node and not model.graph.output:
+        raise OnnxEdgeError(f"{path} is not an ONNX model: it parses, but holds no graph")
 
 
 def check_model(model: onnx.ModelProto, *, source: str = "<model>") -> CheckReport:
