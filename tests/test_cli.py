@@ -96,6 +96,19 @@ def test_a_command_whose_module_cannot_load_is_one_line_not_a_traceback(monkeypa
         ), args
 
 
+def test_a_broken_import_inside_onnxedge_keeps_its_traceback(monkeypatch, tmp_path):
+    """An onnxedge module that imports one of onnxedge's that is gone is a bug of onnxedge, not
+    a dependency to install: it is raised as it is (errors.py), not turned into install advice."""
+    (tmp_path / "bug_command_module.py").write_text(
+        "from onnxedge.runtime import no_such_module_xyz\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(COMMANDS, "bug", "bug_command_module:cmd")
+    result = CliRunner().invoke(main, ["bug"])
+    assert isinstance(result.exception, ImportError), result.output
+    assert "install with" not in result.output
+
+
 def test_an_export_command_missing_a_dependency_names_the_export_extra():
     from onnxedge.runtime.cli import _unavailable
     from onnxedge.runtime.errors import OnnxEdgeError

@@ -64,7 +64,11 @@ class LazyGroup(click.Group):
         module_name, _, attr = target.partition(":")
         try:
             command = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, OnnxEdgeError) as e:  # a dependency missing, or two onnxruntimes
+        except ImportError as e:  # a dependency missing; onnxedge's own import is a bug
+            if (e.name or "onnxedge").partition(".")[0] == "onnxedge":
+                raise
+            command = _unavailable(cmd_name, module_name, e)
+        except OnnxEdgeError as e:  # two onnxruntimes
             command = _unavailable(cmd_name, module_name, e)
         # NaN and the infinities refused by every float option, whoever wrote the command; -v
         # and -q taken after the subcommand as well as before it.
@@ -100,7 +104,7 @@ def _unavailable(name: str, module: str, error: Exception) -> click.Command:
     """What stands for command ``name`` whose ``module`` cannot be imported here: listed by
     ``--help`` with the reason, and one error line (exit 1) when run, instead of a traceback of
     the import (a device install without the export extra's onnx_ir for ``import``)."""
-    if isinstance(error, ImportError) and error.name:
+    if isinstance(error, ModuleNotFoundError) and error.name:
         install = EXPORT_EXTRA_HINT if module.startswith("onnxedge.export.") else REINSTALL
         reason = (
             f"onnxedge {name} needs {error.name.partition('.')[0]}, not installed here; "
