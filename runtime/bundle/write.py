@@ -242,7 +242,7 @@ class BundleWriter:
                 for path in (p for p in tmp.rglob("*") if p.is_file()):
                     with open(path, "rb") as f:
                         os.fsync(f.fileno())
-                _move_into_place(tmp, self.out)
+                move_into_place(tmp, self.out)
             except OSError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise OnnxEdgeError(
@@ -316,7 +316,10 @@ def _check_owner(out: Path) -> None:
         )
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
+def move_into_place(tmp: Path, out: Path) -> None:
+    """Directory ``tmp`` (made beside ``out``) renamed to ``out``: a new one with mode 0755, or in
+    place of an existing one with its mode and owner, swapped in one step where the system can
+    (Linux's RENAME_EXCHANGE), so a reader finds the old or the new whole, never a mix."""
     if not out.exists():
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 suits secrets, not shared artifacts
         os.rename(tmp, out)

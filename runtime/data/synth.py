@@ -307,8 +307,9 @@ def write_faces(
     absent. An existing ``out`` is replaced only if it is empty or an earlier synthetic set (it
     holds `MARKER`); anything else is refused. ``progress(done, count)`` is called as faces are
     drawn; ``workers`` processes draw them (None: one per CPU, at most 4); ``style`` says how
-    (`FaceStyle`; the default draws the set `make train` uses). The directory is made with the
-    umask's permissions (a temporary directory's 0700 otherwise). Two runs on one ``out`` take
+    (`FaceStyle`; the default draws the set `make train` uses). The set is moved into place as a
+    bundle is (`move_into_place`: mode 0755 when new, else the old set's mode and owner; the old
+    set whole until one swap replaces it). Two runs on one ``out`` take
     turns (`bundle_lock`); with ``replace`` False (``--force`` not given) one that finds ``out``
     written by the other meanwhile fails instead of replacing it."""
     out = Path(out)
@@ -349,7 +350,7 @@ def _write_set(
     style: FaceStyle,
 ) -> SynthResult:
     """`write_faces` once ``out`` is checked and its lock held."""
-    from onnxedge.runtime.bundle.write import temp_prefix
+    from onnxedge.runtime.bundle.write import move_into_place, temp_prefix
 
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out, "tmp"), dir=out.parent))
     try:
@@ -375,12 +376,7 @@ def _write_set(
             "style": style.to_dict(),
         }
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 otherwise
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        move_into_place(tmp, out)  # as a bundle: the old set stays whole until the swap
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
