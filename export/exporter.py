@@ -25,7 +25,19 @@ DYNAMO_MIN_OPSET = 18  # the dynamo exporter builds opset 18 graphs and cannot g
 TORCHSCRIPT_OPSETS = range(9, 21)
 
 
+def check_known_opset(opset: int) -> None:
+    """An opset the installed onnx does not know is refused before any work (99999 ran the whole
+    export and failed at its end)."""
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise OnnxEdgeError(
+            f"expected an opset from 7 to {newest} (the newest onnx {onnx.__version__} knows), "
+            f"found {opset}"
+        )
+
+
 def check_opset(exporter: str, opset: int) -> None:
+    check_known_opset(opset)
     if exporter not in EXPORTERS:
         raise OnnxEdgeError(
             f"unknown exporter {exporter!r}; expected one of: {', '.join(EXPORTERS)}"

@@ -219,4 +219,6 @@ def test_an_opset_onnx_does_not_know_is_refused_before_the_export(tmp_path, monk
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2, result.output
         assert message in result.output
+    with pytest.raises(OnnxEdgeError, match=f"expected an opset from 7 to {newest}"):
+        pipeline.export_model(pipeline.ExportRequest(out=tmp_path / "b", opset=99999))
     assert not (tmp_path / "b").exists()

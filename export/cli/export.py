@@ -193,14 +193,12 @@ def export_cmd(
 
 
 def _known_opset(opset: int) -> int:
-    """``--opset`` refused before the export where the installed onnx does not know it (99999
-    ran the whole export and failed at its end); onnx is imported only when export runs."""
-    import onnx
+    """``--opset`` refused as a usage error before the export where the installed onnx does not
+    know it (`check_known_opset`, which the library's export also calls)."""
+    from onnxedge.export.exporter import check_known_opset
 
-    newest = onnx.defs.onnx_opset_version()
-    if opset > newest:
-        raise click.BadParameter(
-            f"expected an opset from 7 to {newest} (the newest onnx {onnx.__version__} knows), "
-            f"found {opset}"
-        )
+    try:
+        check_known_opset(opset)
+    except OnnxEdgeError as e:
+        raise click.BadParameter(str(e)) from None
     return opset
