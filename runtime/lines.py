@@ -52,14 +52,6 @@ def one_line(text: str) -> str:
 def _undecodable_as_octal(text: str) -> str:
     if not any("\udc80" <= c <= "\udcff" for c in text):
         return text
-    raw = text.encode("utf-8", "surrogateescape")
-    parts = []
-    while raw:
-        try:
-            parts.append(raw.decode("utf-8"))
-            break
-        except UnicodeDecodeError as e:
-            parts.append(raw[: e.start].decode("utf-8"))
-            parts.append("".join(f"\\{b:03o}" for b in raw[e.start : e.end]))
-            raw = raw[e.end :]
-    return "".join(parts)
+    from onnxedge.runtime.names import name_bytes, octal, utf8_runs
+
+    return "".join(part + octal(bad) for part, bad in utf8_runs(name_bytes(text)))

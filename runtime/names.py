@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 _NAMED = {
@@ -57,23 +58,30 @@ def is_utf8(name: str | bytes) -> bool:
 def escape(name: str | bytes) -> str:
     """``name`` as text that holds no control character and no byte outside valid UTF-8 (the
     module docstring's rules); `unescape` reverses it."""
-    raw = name_bytes(name)
-    parts: list[str] = []
+    return "".join(_escape_text(text) + octal(bad) for text, bad in utf8_runs(name_bytes(name)))
+
+
+def utf8_runs(raw: bytes) -> Iterator[tuple[str, bytes]]:
+    """``raw`` as runs of (valid UTF-8 text, the bytes after it that are not UTF-8, or b"")."""
     while raw:
         try:
             text, raw = raw.decode("utf-8"), b""
         except UnicodeDecodeError as e:
             text = raw[: e.start].decode("utf-8")
             bad, raw = raw[e.start : e.end], raw[e.end :]
-            parts.append(_escape_text(text) + "".join(f"\\{b:03o}" for b in bad))
+            yield text, bad
             continue
-        parts.append(_escape_text(text))
-    return "".join(parts)
+        yield text, b""
+
+
+def octal(data: bytes) -> str:
+    """Each byte as ``\\ooo``, as predict's lines show bytes outside UTF-8."""
+    return "".join(f"\\{b:03o}" for b in data)
 
 
 def _escape_text(text: str) -> str:
     return _UNNAMED.sub(
-        lambda m: _NAMED.get(m.group()) or "".join(f"\\{b:03o}" for b in m.group().encode()),
+        lambda m: _NAMED.get(m.group()) or octal(m.group().encode()),
         text,
     )
 
@@ -118,4 +126,14 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-__all__ = ["escape", "is_utf8", "json_name", "json_safe", "name_bytes", "text", "unescape"]
+__all__ = [
+    "escape",
+    "is_utf8",
+    "json_name",
+    "json_safe",
+    "name_bytes",
+    "octal",
+    "text",
+    "unescape",
+    "utf8_runs",
+]
