@@ -61,7 +61,7 @@ def test_accepted(args, parsed):
             ("--sizes", "8,two"),
             "expected comma-separated integers of at least 1 such as 1,8,64, found 'two'",
         ),
-        (("--sizes", " , "), "expected at least one of the integers of at least 1"),
+        (("--sizes", " , "), "expected at least one integer of at least 1, such as 1,8,64"),
         (("--providers", "tpu"), "unknown provider 'tpu'; expected some of: cpu, cuda"),
         (("--providers", "tensorrt"), "unknown provider 'tensorrt'; expected some of: cpu, cuda"),
         (("--providers", ","), "expected a comma-separated list of providers: cpu, cuda"),

@@ -103,8 +103,11 @@ def test_a_resize_mode_that_pads_is_refused(trained_bundle, tmp_path):
         add_uint8_input(trained_bundle / "model.onnx", tmp_path / "u8.onnx", spec)
 
 
-def test_a_fast_decode_that_misses_its_gate_is_not_recorded(trained_bundle, data, tmp_path):
+def test_a_fast_decode_that_misses_its_gate_is_not_recorded(
+    trained_bundle, data, tmp_path, monkeypatch
+):
     """With the fast decode's outputs made to disagree, the gate fails and nothing is written."""
+    from onnxedge.runtime.variants import gate_run
     from onnxedge.runtime.variants import optimize as optimize_module
     from onnxedge.runtime.variants.gate import GateCriteria
 
@@ -118,7 +121,7 @@ def test_a_fast_decode_that_misses_its_gate_is_not_recorded(trained_bundle, data
         fast_decode=True,
         criteria=GateCriteria(min_agreement=1.0, max_accuracy_drop_pp=0.0),
     )
-    real = optimize_module.iter_chunks
+    real = gate_run.iter_chunks
 
     def flipped(*args, **kwargs):  # the fast pixels inverted: every label flips
         for chunk in real(*args, **kwargs):
@@ -126,11 +129,8 @@ def test_a_fast_decode_that_misses_its_gate_is_not_recorded(trained_bundle, data
                 chunk = type(chunk)(1.0 - chunk.inputs, chunk.labels, chunk.pixels)
             yield chunk
 
-    optimize_module.iter_chunks = flipped
-    try:
-        result = optimize_module.optimize_bundle(request)
-    finally:
-        optimize_module.iter_chunks = real
+    monkeypatch.setattr(gate_run, "iter_chunks", flipped)
+    result = optimize_module.optimize_bundle(request)
     assert not result and result.decode_gate is not None and not result.decode_gate.written
     assert [o.name for o in result.missed] == ["decode-fast"]
     assert not (tmp_path / "out" / "manifest.json").exists()

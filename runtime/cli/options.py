@@ -176,7 +176,8 @@ def positive_ints_up_to(maximum: int) -> Callback:
 
 
 def _ints_from_one(value: str | tuple[str, ...] | None, maximum: int | None) -> tuple[int, ...]:
-    what = "integers of at least 1" if maximum is None else f"integers from 1 to {maximum}"
+    each = "of at least 1" if maximum is None else f"from 1 to {maximum}"
+    what = f"integers {each}"
     sizes = []
     for item in split_commas(value):
         try:
@@ -191,7 +192,7 @@ def _ints_from_one(value: str | tuple[str, ...] | None, maximum: int | None) -> 
             )
         sizes.append(size)
     if not sizes:
-        raise click.BadParameter(f"expected at least one of the {what}, such as 1,8,64")
+        raise click.BadParameter(f"expected at least one integer {each}, such as 1,8,64")
     return tuple(dict.fromkeys(sizes))
 
 

@@ -70,7 +70,7 @@ def resolve_for(
     return choice
 
 
-def say_tuned(choice: Any) -> None:
+def say_tuned(choice: TunedChoice) -> None:
     """A `TunedChoice`'s line on stderr: what runs (``onnxedge: tuned: ...``), or a warning
     where the file was ignored (``onnxedge: warning: tuning file ignored: ...``)."""
     if choice:

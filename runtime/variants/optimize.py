@@ -123,7 +123,7 @@ def _optimize(request: OptimizeRequest, out: Path, say: Progress) -> OptimizeRes
         say(f"gating on the test split ({len(test)} images)")
         gates = run_gates(  # 3.
             source,
-            data.split("test"),
+            test,
             made,
             request.criteria,
             threads=request.threads,
