@@ -195,8 +195,10 @@ def export_cmd(
 def _known_opset(opset: int) -> int:
     """``--opset`` refused as a usage error before the export where the installed onnx does not
     know it (`check_known_opset`, which the library's export also calls)."""
-    from onnxedge.export.exporter import check_known_opset
-
+    try:
+        from onnxedge.export.exporter import check_known_opset
+    except ImportError:  # the export side is not installed: the command says what to install
+        return opset
     try:
         check_known_opset(opset)
     except OnnxEdgeError as e:
