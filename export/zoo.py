@@ -187,7 +187,7 @@ def run_entry(
             opset=opset,
             name=entry.name,
             weights=provenance,
-            model_info={"factory": entry.factory},
+            model_info={"factory": entry.factory, "model_args": dict(entry.args)},
             golden_batch_sizes=GOLDEN_BATCHES,
         )
         seconds["export"] = time.perf_counter() - started

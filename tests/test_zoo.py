@@ -21,6 +21,16 @@ def test_a_zoo_row_and_a_failed_one(tmp_path, monkeypatch):
     assert row.global_means == 1  # the head's: the three SE blocks' means stay ReduceMean
     assert row.max_error_vs_torch is not None and row.max_error_vs_torch < 1e-5
     assert row.parity_logits is not None and row.p50_ms is not None and row.p50_ms > 0
+    # the bundle can be checked against its model live: the factory and its arguments recorded
+    from click.testing import CliRunner
+
+    from onnxedge.runtime.cli import main
+
+    live = CliRunner().invoke(
+        main,
+        ["parity", str(tmp_path / "tiny_se-dynamo"), "--reference", "live", "--providers", "cpu"],
+    )
+    assert live.exit_code == 0, live.output
 
     broken = zoo.ZooEntry("broken", "onnxedge.models.families:no_such_net", (3, 32, 32), "none")
     failed = zoo.run_entry(broken, "dynamo", 18, tmp_path, lambda _msg: None)
