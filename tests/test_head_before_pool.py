@@ -29,6 +29,21 @@ def test_the_head_runs_from_the_conv_before_the_pool_to_the_output():
     assert sorted(names) == ["classifier", "classifier_relu", "flatten", "gap"]
 
 
+@pytest.mark.parametrize("activation", ["HardSwish", "PRelu", "Elu", "Tanh", "Clip"])
+def test_the_classifiers_own_activation_of_any_kind_is_walked_through(activation):
+    model = models.classifier_before_pool()
+    (node,) = [n for n in model.graph.node if n.name == "classifier_relu"]
+    node.op_type = activation
+    model.opset_import[0].version = max(14, model.opset_import[0].version)  # HardSwish: 14
+    if activation == "PRelu":
+        slope = onnx.numpy_helper.from_array(np.full((3, 1, 1), 0.1, np.float32), "slope")
+        model.graph.initializer.append(slope)
+        node.input.append("slope")
+    onnx.checker.check_model(model)
+    names = head_node_names(model)
+    assert sorted(names) == ["classifier", "classifier_relu", "flatten", "gap"]
+
+
 def test_a_pool_with_nothing_linear_before_or_after_it_is_still_refused():
     model = models.classifier_before_pool()
     graph = model.graph

@@ -82,6 +82,8 @@ _ELEMENTWISE: dict[str, tuple[int, ...] | None] = {
     "LayerNormalization": (0,),
     **dict.fromkeys(("Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Sum", "Mean"), None),
 }
+# The activations and normalizations of one data input (a classifier's own, before a pool).
+ACTIVATIONS = frozenset(op for op, positions in _ELEMENTWISE.items() if positions == (0,))
 # 3. Linear layers: the classifier and pre-logits layers.
 _LINEAR = ("Gemm", "MatMul", "Conv")
 # Ops that reduce H and W (ReduceMean/ReduceMax/ReduceSum only when their axes are spatial).

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import onnx
 
 from onnxedge.runtime.check.head import (
+    ACTIVATIONS,
     constant_tensors,
     find_head,
     producers_of,
@@ -65,9 +66,11 @@ def _classifier_before_pool(
     return node if node is not None and node.op_type in _PRODUCT_OPS else None
 
 
-# What `_classifier_before_pool` walks through: a classifier's activation and normalization.
-_BEFORE_POOL = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Dropout", "BatchNormalization")
-_BEFORE_POOL += ("Identity", "Add", "Mul")  # an Add or Mul only with one data input
+# What `_classifier_before_pool` walks through: a classifier's activation and normalization, a
+# cast, Q/DQ pairs, and an Add or Mul of one data input (a bias, a scale; `walk_back` stops at one
+# that joins two branches).
+_BEFORE_POOL = ACTIVATIONS | {"Identity", "Cast", "Dropout", "QuantizeLinear", "DequantizeLinear"}
+_BEFORE_POOL |= {"Add", "Mul"}
 
 
 # Ops whose int8 form multiplies activations by weights (onnxruntime's u8 x s8 kernels): where the
