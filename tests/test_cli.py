@@ -109,6 +109,24 @@ def test_a_broken_import_inside_onnxedge_keeps_its_traceback(monkeypatch, tmp_pa
     assert "install with" not in result.output
 
 
+def test_a_dependency_that_fails_to_load_without_a_module_name_is_one_line(monkeypatch, tmp_path):
+    """A dependency's own ImportError with no module name (torch's "Failed to load PyTorch C
+    extensions", a missing shared library) is the command's one line, and --help still works."""
+    (tmp_path / "nameless_command_module.py").write_text(
+        "raise ImportError('libfoo.so: cannot open shared object file')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(COMMANDS, "nameless", "nameless_command_module:cmd")
+    help_result = CliRunner().invoke(main, ["--help"])
+    assert help_result.exit_code == 0, help_result.output
+    result = CliRunner().invoke(main, ["nameless"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        "onnxedge: error: onnxedge nameless cannot load here: libfoo.so: cannot open shared "
+        "object file\n"
+    )
+
+
 def test_an_export_command_missing_a_dependency_names_the_export_extra():
     from onnxedge.runtime.cli import _unavailable
     from onnxedge.runtime.errors import OnnxEdgeError

@@ -65,7 +65,7 @@ class LazyGroup(click.Group):
         try:
             command = getattr(importlib.import_module(module_name), attr)
         except ImportError as e:  # a dependency missing; onnxedge's own import is a bug
-            if (e.name or "onnxedge").partition(".")[0] == "onnxedge":
+            if e.name and e.name.partition(".")[0] == "onnxedge":
                 raise
             command = _unavailable(cmd_name, module_name, e)
         except OnnxEdgeError as e:  # two onnxruntimes
