@@ -120,9 +120,10 @@ def module_outputs(final: onnx.ModelProto, modules: Mapping[str, ModuleRef]) -> 
     the Add it made itself; the Add is then no module's output and has no reference (it was
     compared with the ReLU's output, and localized as the first divergent layer).
 
-    A tensor that is the output of several modules (a unit and the module it ends with) is kept
-    once, under the innermost of them, which made it: one hook catches it, and its name is
-    that of the module whose weights made it (`folded_biases` reads them)."""
+    A tensor can be the output of several modules (a unit and the module it ends with): each is
+    kept, since the innermost may return more than the tensor (a tuple, which no hook takes) where
+    the one around it returns the tensor alone; `capture_layers` catches it once, `folded_biases`
+    reads the innermost's weights."""
     last: dict[str, str] = {}
     for node in final.graph.node:
         for output in node.output:
@@ -132,11 +133,7 @@ def module_outputs(final: onnx.ModelProto, modules: Mapping[str, ModuleRef]) -> 
             parts = ref.name.split(".")
             for end in range(len(parts), 0, -1):  # the module, and each module around it
                 last[".".join(parts[:end])] = output
-    innermost: dict[str, str] = {}
-    for name, tensor in last.items():
-        if tensor not in innermost or name.count(".") > innermost[tensor].count("."):
-            innermost[tensor] = name
-    return {name: tensor for name, tensor in last.items() if innermost[tensor] == name}
+    return last
 
 
 # --- 3.: the hooks ------------------------------------------------------------------------------
@@ -156,7 +153,8 @@ def capture_layers(
 
     def hook(tensor: str) -> Any:
         def catch(_module: Any, _args: Any, out: Any) -> None:
-            if isinstance(out, torch.Tensor):
+            # the innermost module's hook runs first; those around it return the same tensor
+            if isinstance(out, torch.Tensor) and tensor not in caught:
                 caught[tensor] = out.detach().clone().numpy()
 
         return catch
@@ -185,7 +183,10 @@ def folded_biases(
     params = dict(module.named_parameters())
     inits = {i.name: i for i in final.graph.initializer}
     tensors = set(outputs.values())
-    by_tensor = {t: name for name, t in outputs.items()}
+    by_tensor: dict[str, str] = {}  # the innermost module of each tensor: its weights made it
+    for name, t in outputs.items():
+        if t not in by_tensor or name.count(".") > by_tensor[t].count("."):
+            by_tensor[t] = name
     offsets: dict[str, np.ndarray] = {}
     for node in final.graph.node:
         if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or not node.output:

@@ -662,7 +662,7 @@ def test_a_unit_that_adds_then_calls_its_own_relu_module_returns_the_relus_tenso
     (add,) = [n.output[0] for n in exported.graph.node if n.op_type == "Add"]
     (relu,) = [n.output[0] for n in exported.graph.node if n.op_type == "Relu"]
     assert str(modules[add]) == "0 (ResUnit)"  # made by the unit itself
-    assert outputs["0.activ"] == relu and "0" not in outputs  # one module (hook) a tensor
+    assert outputs["0"] == outputs["0.activ"] == relu
     assert add not in outputs.values()
     x = np.random.default_rng(0).normal(size=(2, 3, 8, 8))
     caught = capture_layers(module.double(), x, outputs)
@@ -672,7 +672,7 @@ def test_a_unit_that_adds_then_calls_its_own_relu_module_returns_the_relus_tenso
 def test_a_bias_folded_into_a_conv_inside_a_container_is_found():
     """onnxsim folds a constant added after a convolution into its bias; the offset is found by
     the Conv's own module, also where a container's output is that Conv's tensor (a Sequential
-    ending with it), and the tensor is caught by one hook."""
+    ending with it)."""
     import onnx
     import torch
     from torch import nn
@@ -688,10 +688,46 @@ def test_a_bias_folded_into_a_conv_inside_a_container_is_found():
     folded = onnx.numpy_helper.to_array(bias) + np.float32(3)
     bias.CopyFrom(onnx.numpy_helper.from_array(folded, bias.name))
     outputs = module_outputs(exported, tensor_modules(exported, module))
-    assert [n for n, t in outputs.items() if t == conv.output[0]] == ["0.0"]
+    assert sorted(n for n, t in outputs.items() if t == conv.output[0]) == ["0", "0.0"]
     offsets = folded_biases(exported, module, outputs)
     assert list(offsets) == [conv.output[0]]
     np.testing.assert_allclose(offsets[conv.output[0]].ravel(), 3.0, rtol=1e-6)
+
+
+def test_a_tensor_whose_innermost_module_returns_a_tuple_is_caught_by_the_one_around_it():
+    """A wrapper that returns the first of its inner module's tuple: the tensor's innermost
+    module returns a tuple (no hook takes it), the wrapper returns the tensor alone."""
+    import torch
+    from torch import nn
+
+    from onnxedge.export.exporter import export_module
+    from onnxedge.export.layers import capture_layers, module_outputs, tensor_modules
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return torch.tanh(self.conv(x)), x
+
+    class First(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pair = Pair()
+
+        def forward(self, x):
+            return self.pair(x)[0]
+
+    torch.manual_seed(0)
+    module = nn.Sequential(First(), nn.Flatten(), nn.Linear(3 * 4 * 4, 1)).eval()
+    exported = export_module(module, (3, 4, 4))
+    outputs = module_outputs(exported, tensor_modules(exported, module))
+    (tanh,) = [n.output[0] for n in exported.graph.node if n.op_type == "Tanh"]
+    assert outputs["0.pair"] == outputs["0"] == tanh
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4))
+    caught = capture_layers(module.double(), x, outputs)
+    assert tanh in caught and np.abs(caught[tanh]).max() < 1
 
 
 # --- variants: parity --variant, and int8 against fp32 -----------------------------------------
