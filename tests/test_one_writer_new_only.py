@@ -83,6 +83,19 @@ def test_data_synth_is_made_readable_keeps_a_sets_mode_and_leaves_no_temporary(t
         os.umask(umask)
 
 
+def test_data_synth_refuses_to_replace_a_set_of_another_user(tmp_path, monkeypatch):
+    """The new set would take the old one's owner, which this user cannot give (and the old set,
+    swapped aside, could not be removed): refused before anything is drawn."""
+    out = tmp_path / "faces"
+    write_faces(out, count=10, seed=1)
+    before = (out / MARKER).read_bytes()
+    monkeypatch.setattr(os, "geteuid", lambda: out.stat().st_uid + 1)
+    with pytest.raises(OnnxEdgeError, match=r"belongs to another user .* the new set would not"):
+        write_faces(out, count=10, seed=2)
+    assert (out / MARKER).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"]
+
+
 def test_data_synth_count_is_bounded(tmp_path):
     out = tmp_path / "faces"
     args = ["data", "synth", "--out", str(out), "--count", str(MAX_FACES + 1)]

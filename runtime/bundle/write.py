@@ -158,7 +158,7 @@ class BundleWriter:
                 "onnxedge bundle, found other files"
             )
         if self.out.exists():
-            _check_owner(self.out)
+            check_owner(self.out)
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             probe = tempfile.mkdtemp(prefix=temp_prefix(self.out, "probe"), dir=self.out.parent)
@@ -298,28 +298,29 @@ def remove_stale_temporaries(out: Path) -> None:
 # Locks this thread holds, by lock file: `bundle_lock` inside `bundle_lock` (a command that locks
 # its whole run, then writes with `BundleWriter`) takes the same lock once, not twice (flock
 # locks per open file, so a second open would wait for itself).
-def _check_owner(out: Path) -> None:
-    """1. of `BundleWriter`: an existing target this user could not give the same owner and
-    group to is refused (root can give any)."""
+def check_owner(out: Path, what: str = "bundle") -> None:
+    """1. of `BundleWriter` (and of `data synth`'s set, ``what``): an existing target this user
+    could not give the same owner and group to is refused (root can give any)."""
     if not hasattr(os, "geteuid") or os.geteuid() == 0:
         return
     st = out.stat()
     if st.st_uid != os.geteuid():
         raise OnnxEdgeError(
             f"refusing to replace {out}: it belongs to another user (uid {st.st_uid}), and the "
-            "new bundle would not; remove it or choose another --out"
+            f"new {what} would not; remove it or choose another --out"
         )
     if st.st_gid not in (os.getegid(), *os.getgroups()):
         raise OnnxEdgeError(
             f"refusing to replace {out}: it belongs to group {st.st_gid}, which this user cannot "
-            "give the new bundle; remove it or choose another --out"
+            f"give the new {what}; remove it or choose another --out"
         )
 
 
 def move_into_place(tmp: Path, out: Path) -> None:
     """Directory ``tmp`` (made beside ``out``) renamed to ``out``: a new one with mode 0755, or in
     place of an existing one with its mode and owner, swapped in one step where the system can
-    (Linux's RENAME_EXCHANGE), so a reader finds the old or the new whole, never a mix."""
+    (Linux's RENAME_EXCHANGE), so a reader finds the old or the new whole, never a mix. The
+    caller has refused an ``out`` of another owner (`check_owner`) before its work."""
     if not out.exists():
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 suits secrets, not shared artifacts
         os.rename(tmp, out)

@@ -339,6 +339,10 @@ def _check_replaceable(out: Path) -> None:
             f"--out: expected a new directory, an empty one or an earlier synthetic set, found "
             f"{'a file' if not out.is_dir() else 'a directory with other files'} at {out}"
         )
+    if out.is_dir():
+        from onnxedge.runtime.bundle.write import check_owner
+
+        check_owner(out, "set")  # its owner and group go to the new set (`move_into_place`)
 
 
 def _write_set(
