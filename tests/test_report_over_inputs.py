@@ -21,6 +21,8 @@ def inputs(smile_bundle, tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
     shutil.copytree(smile_bundle, root / "B")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / "x.png")
+    for tuning in (root / "t.json", root / "B.tuning.json"):  # what --tuned reads (any bytes)
+        tuning.write_text('{"format": "onnxedge-tuning"}\n')
     return root
 
 
@@ -33,6 +35,8 @@ CASES = [
     ("tune", "{B}", "--seconds", "0.05", "--batch-sizes", "1", "--out", "{B}/manifest.json"),
     ("bench", "{B}", "--peers", "none", "--iters", "1", "--markdown", "{B}/golden.npz"),
     ("check", "{B}/model.onnx", "--json", "{B}/model.onnx"),
+    ("predict", "{B}", "{root}/x.png", "--tuned={root}/t.json", "--json", "{root}/t.json"),
+    ("predict", "{B}", "{root}/x.png", "--tuned", "--json", "{B}.tuning.json"),
 ]
 
 

@@ -138,6 +138,9 @@ def json_option(help_text: str, *, text_to_stderr: bool = True) -> Callable[[F],
 
 # The parameters of the commands that name what they write; every other path is read.
 OUTPUT_PARAMS = frozenset({"json_path", "out", "output", "md_path", "plot_path", "dst"})
+# Files read that are not a click.Path option: `--tuned [FILE]` (without FILE, the tuning file
+# beside the bundle).
+READ_FILE_PARAMS = frozenset({"tuned"})
 
 
 def refuse_over_inputs(target: str | Path | None, option: str) -> None:
@@ -153,9 +156,14 @@ def refuse_over_inputs(target: str | Path | None, option: str) -> None:
     if not written.is_file():
         return
     for param in ctx.command.params:
-        if param.name in OUTPUT_PARAMS or not isinstance(param.type, click.Path):
+        read_file = param.name in READ_FILE_PARAMS
+        if param.name in OUTPUT_PARAMS or not (isinstance(param.type, click.Path) or read_file):
             continue
         values = ctx.params.get(param.name or "")
+        if param.name == "tuned" and values is not None and "\0" in str(values):
+            from onnxedge.runtime.tune.file import default_tuning_path  # --tuned without FILE
+
+            values = default_tuning_path(ctx.params.get("bundle") or ".")
         for value in values if isinstance(values, (list, tuple)) else (values,):
             if not isinstance(value, (str, Path)) or str(value) == "-":
                 continue
