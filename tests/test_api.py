@@ -163,3 +163,63 @@ def test_predict_walks_folders_and_streams_results(smile_bundle, tmp_path):
     assert [bool(r) for r in results] == [True, True, False]
     assert results[0].prediction is not None and results[1].prediction is not None
     assert results[2].error and results[2].prediction is None
+
+
+def test_a_single_path_or_image_where_several_are_expected_is_a_type_error(smile_bundle, tmp_path):
+    """A str is iterable: predict(B, "photo.jpg") classified "p", "h", ... and walked "/" as a
+    folder; a single Path or PIL image failed deep inside the loop."""
+    from onnxedge.runtime import Classifier, predict
+
+    classifier = Classifier.from_bundle(smile_bundle, provider="cpu")
+    image = Image.new("RGB", (8, 8))
+    for call, single in [
+        (lambda: predict(smile_bundle, "/photo.jpg"), "a single str '/photo.jpg'"),
+        (lambda: classifier.predict_files(tmp_path / "a.jpg"), "a single PosixPath"),
+        (lambda: classifier.predict_images(image), "a single Image"),
+    ]:
+        with pytest.raises(TypeError, match=f"expected an iterable of .*, got {single}.*; wrap"):
+            call()
+    with pytest.raises(TypeError, match="expected an iterable of paths, got int"):
+        classifier.predict_files(3)  # at the call, not at the first result
+
+
+@pytest.mark.parametrize("pool", [{}, {"decode_threads": 2}, {"batch_processes": 2}])
+def test_an_item_that_is_not_a_path_is_an_error_result_and_the_others_go_on(
+    smile_bundle, tmp_path, pool
+):
+    from onnxedge.runtime import Classifier, predict
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(good)
+    items = [str(good), None, 3, bytes(good)] * 3
+    classifier = Classifier.from_bundle(smile_bundle, provider="cpu")
+    results = list(classifier.predict_files(items, batch_size=2, **pool))
+    assert [r.error is None for r in results] == [True, False, False, True] * 3
+    assert results[1].file == "None" and results[1].error == "expected a file path, got NoneType"
+    assert results[2].error == "expected a file path, got int"
+    through = list(predict(smile_bundle, [bytes(good), None], provider="cpu"))
+    assert through[0].file == str(good) and through[0].error is None  # bytes: a path, decoded
+    assert through[1].error == "expected a file path, got NoneType"
+
+
+def test_a_pil_image_that_cannot_be_used_is_an_image_read_error(smile_bundle, tmp_path):
+    from onnxedge.runtime import Classifier
+    from onnxedge.runtime.classifier.preprocess import ImageReadError
+
+    classifier = Classifier.from_bundle(smile_bundle, provider="cpu")
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "n.jpg", quality=90)
+    data = (tmp_path / "n.jpg").read_bytes()
+    (tmp_path / "half.jpg").write_bytes(data[: len(data) // 2])
+    closed = Image.open(tmp_path / "n.jpg")
+    closed.load()
+    closed.close()
+    for image, message in [
+        (Image.new("RGB", (0, 0)), "expected an image with pixels, found 0x0"),
+        (Image.open(tmp_path / "half.jpg"), "half.jpg: cannot use the image: image file is trunc"),
+        (closed, "n.jpg: cannot use the image: Operation on closed image"),
+    ]:
+        with pytest.raises(ImageReadError, match=message):
+            classifier.predict_images([image])
+    (premultiplied,) = classifier.predict_images([Image.new("La", (8, 8))])  # PIL: La to LA only
+    assert 0 <= premultiplied.probability <= 1

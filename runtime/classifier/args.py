@@ -6,6 +6,8 @@ command line's options make them: a bad value is an `ArgumentError` (a `ValueErr
 from __future__ import annotations
 
 import numbers
+import os
+from collections.abc import Iterable
 from typing import Any
 
 from onnxedge.runtime.errors import ArgumentError
@@ -39,6 +41,24 @@ def check_count(
         also = " or None" if optional else ""
         raise ArgumentError(f"expected {what} {bound}{also}, got {value!r}")
     return int(value)
+
+
+def check_several(items: Any, what: str) -> Any:
+    """``items`` where it is an iterable of ``what``; a single path (a str, bytes or Path, which
+    would be taken character by character: '/' walked as a folder) or a single PIL image is a
+    TypeError that says to wrap it in a list, as is anything not iterable."""
+    single = isinstance(items, (str, bytes, os.PathLike)) or (
+        hasattr(items, "mode") and hasattr(items, "size")
+    )
+    if single or not isinstance(items, Iterable):
+        shown = f" {os.fsdecode(items)!r}" if isinstance(items, (str, bytes, os.PathLike)) else ""
+        advice = "; wrap it in a list" if single else ""
+        raise TypeError(
+            f"expected an iterable of {what}, got a single {type(items).__name__}{shown}{advice}"
+            if single
+            else f"expected an iterable of {what}, got {type(items).__name__}"
+        )
+    return items
 
 
 def check_batch_size(batch_size: Any) -> int:

@@ -28,7 +28,12 @@ import numpy as np
 from onnxedge.runtime.bundle.outputs import BINARY_KINDS, PROBABILITIES, SIGMOID_PROBABILITY
 from onnxedge.runtime.bundle.outputs import probabilities as output_probabilities
 from onnxedge.runtime.bundle.reader import Bundle, TensorSpec
-from onnxedge.runtime.classifier.args import check_batch_size, check_max_pixels, check_threshold
+from onnxedge.runtime.classifier.args import (
+    check_batch_size,
+    check_max_pixels,
+    check_several,
+    check_threshold,
+)
 from onnxedge.runtime.classifier.decode import DecodePool, file_pool
 from onnxedge.runtime.classifier.files import FilesRun, decode_window
 from onnxedge.runtime.classifier.loader import DEFAULT_BATCH_SIZE, files_run, load_classifier
@@ -409,7 +414,7 @@ class Classifier:
         max_pixels = check_max_pixels(max_pixels)
         results: list[Prediction] = []
         chunk: list[np.ndarray] = []
-        for image in images:
+        for image in check_several(images, "paths or PIL images"):
             chunk.append(self._batch_item(image, max_pixels))
             if len(chunk) >= batch_size:
                 batch = self.model_input(np.stack(chunk))
@@ -468,6 +473,7 @@ class Classifier:
         threshold = self._threshold(threshold)
         max_pixels = check_max_pixels(max_pixels)
         counts = (decode_threads, decode_processes, batch_processes)
+        paths = check_several(paths, "paths")
         return files_run(self, paths, batch_size, threshold, max_pixels, counts)
 
 

@@ -283,6 +283,8 @@ MAX_CONCURRENT_BATCHES = 8
 def _as_item(path: str | Path | ImageReadError) -> Item:
     if isinstance(path, ImageReadError):
         return os.fspath(path.path), path.reason
+    if not isinstance(path, (str, bytes, os.PathLike)):  # an error result; the others go on
+        return repr(path)[:120], f"expected a file path, got {type(path).__name__}"
     return path
 
 
@@ -329,7 +331,7 @@ def find_images(paths: Iterable[str]) -> Iterator[str | ImageReadError]:
     4. A directory that cannot be listed is yielded as an `ImageReadError`.
     """
     for given in paths:
-        if os.path.isdir(given):
+        if isinstance(given, (str, bytes, os.PathLike)) and os.path.isdir(given):
             yield from _walk(given)
         else:
             yield given

@@ -4,9 +4,11 @@ folders, one `FileResult` per file, streamed."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from onnxedge.runtime.classifier.args import check_several
 from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE, Classifier
 from onnxedge.runtime.classifier.files import FilesRun, find_images
 from onnxedge.runtime.classifier.predictions import FileResult
@@ -69,7 +71,10 @@ def predict(
         for_files=True,  # a tuning file's files winner, where it has one
     )
     results = classifier.predict_files(
-        find_images(str(p) for p in paths),
+        find_images(
+            os.fsdecode(p) if isinstance(p, (str, bytes, os.PathLike)) else p
+            for p in check_several(paths, "paths")
+        ),
         batch_size=batch_size,
         threshold=threshold,
         max_pixels=max_pixels,

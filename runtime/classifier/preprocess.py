@@ -116,7 +116,8 @@ def to_rgb(image: Any) -> Any:
             gray = np.where(transparent, np.uint8(255), gray)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if mode == "P" or mode in _WITH_ALPHA or has_trns:  # 3.
-        rgba = image.convert("RGBA")
+        # PIL converts premultiplied La to nothing but LA
+        rgba = (image.convert("LA") if mode == "La" else image).convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")  # 4.
@@ -161,8 +162,17 @@ def image_pixels(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
     """A PIL image -> uint8 array [h, w, C] as ``spec`` says, before the scaling and the padding:
     EXIF orientation, `to_rgb`, the crop, the resize and the channel order. [h, w] is the model's
     size unless its ``resize_mode`` pads (`pads`). `finish` of it is `preprocess_image`'s array,
-    bit for bit."""
-    return _upright_pixels(to_rgb(exif_upright(image)), spec)
+    bit for bit. An empty, closed or truncated image (PIL reads a file lazily) is an
+    `ImageReadError` naming it (its file, where it has one), not PIL's exception."""
+    name = getattr(image, "filename", "") or f"<PIL image {image.mode} {image.size}>"
+    if 0 in tuple(image.size):
+        raise ImageReadError(name, "expected an image with pixels, found {}x{}".format(*image.size))
+    try:
+        return _upright_pixels(to_rgb(exif_upright(image)), spec)
+    except OnnxEdgeError:
+        raise
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's: truncated, closed, a mode it lacks
+        raise ImageReadError(name, f"cannot use the image: {first_line(e)}") from None
 
 
 def _upright_pixels(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
