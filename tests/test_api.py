@@ -146,6 +146,27 @@ def test_check_parity_refuses_arguments_that_do_not_go_together(smile_bundle, tm
         check_parity(smile_bundle, localize="sometimes")
 
 
+def test_check_parity_refuses_what_it_would_have_misread(smile_bundle):
+    """A typo in ``reference`` ran the golden check as if asked for; a str of providers was read
+    letter by letter; a batch size of 0 was looked up in the golden data; a negative or NaN
+    tolerance failed every row with a bound of 1e+299."""
+    from onnxedge.runtime import check_parity
+    from onnxedge.runtime.errors import ArgumentError
+    from onnxedge.runtime.parity import ToleranceOverrides
+
+    for kwargs, message in [
+        ({"reference": "Live"}, "reference: expected one of golden, live, got 'Live'"),
+        ({"providers": "cpu"}, r"providers: expected a sequence such as \('cpu',\), got a str"),
+        ({"batch_sizes": [0]}, "expected a batch size of at least 1, got 0"),
+    ]:
+        with pytest.raises(ArgumentError, match=message):
+            check_parity(smile_bundle, **kwargs)
+    for value in (-1.0, float("nan"), "1e-3", True):
+        with pytest.raises(ArgumentError, match="atol: expected a finite number of at least 0"):
+            ToleranceOverrides(atol=value)
+    assert ToleranceOverrides(atol=0, rtol=1e-3, rounding_factor=2.0)
+
+
 def test_predict_walks_folders_and_streams_results(smile_bundle, tmp_path):
     from onnxedge.runtime import FilePredictions, predict
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.args import check_batch_size
 from onnxedge.runtime.classifier.loader import warn_if_8_bit_image_conv
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError, first_line
 from onnxedge.runtime.parity.golden import load_golden
 from onnxedge.runtime.parity.layer_check import golden_layers_or_none, judge_layers
 from onnxedge.runtime.parity.layer_reference import GoldenLayerReference
@@ -35,6 +36,7 @@ from onnxedge.runtime.variants.manifest import FP32, INT8, provider_for, variant
 # be exposed) that the CPU EP runs as made (fp16 is made for the CUDA EP).
 REFERENCE_VARIANTS = (FP32, INT8)
 LOCALIZE_WHEN = ("failed", "always")
+REFERENCES = ("golden", "live")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +118,14 @@ def check_parity(
     has them (else the outputs alone, and a line says why), True always (an error where it has
     none), False never; a variant keeps its own judge (True is an error there).
     """
+    for name, names in (("providers", providers), ("engines", engines), ("require", require)):
+        if isinstance(names, str):  # taken letter by letter: "no tolerances for provider 'c'"
+            raise ArgumentError(f"{name}: expected a sequence such as ({names!r},), got a str")
+    batch_sizes = tuple(check_batch_size(b) for b in batch_sizes)  # empty: the reference's
+    if reference not in REFERENCES:  # a typo ran the golden check as if asked for
+        raise ArgumentError(
+            f"reference: expected one of {', '.join(REFERENCES)}, got {reference!r}"
+        )
     if checkpoint is not None and reference != "live":
         raise OnnxEdgeError("a checkpoint is for the live reference (--reference live)")
     if localize is not None and localize not in LOCALIZE_WHEN:

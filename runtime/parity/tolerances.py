@@ -4,12 +4,14 @@ there; why these numbers: docs/PARITY.md."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
 from onnxedge.runtime.engines.onnxruntime.session import SessionConfig
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError
 
 PARITY_PROVIDERS = ("cpu", "cuda")
 TF32_SETTINGS = ("off", "on")
@@ -93,6 +95,23 @@ class ToleranceOverrides:
     logit_atol: float | None = None
     logit_rtol: float | None = None
     rounding_factor: float | None = None  # --rounding-factor
+
+    def __post_init__(self) -> None:
+        """Each a finite real number >= 0, or None: a negative or NaN tolerance failed every row
+        with a bound of 1e+299, and a string was taken."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ArgumentError(
+                    f"{field.name}: expected a finite number of at least 0 or None, got {value!r}"
+                )
 
     def __bool__(self) -> bool:
         return any(v is not None for v in dataclasses.astuple(self))
