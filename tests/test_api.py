@@ -244,3 +244,18 @@ def test_a_pil_image_that_cannot_be_used_is_an_image_read_error(smile_bundle, tm
             classifier.predict_images([image])
     (premultiplied,) = classifier.predict_images([Image.new("La", (8, 8))])  # PIL: La to LA only
     assert 0 <= premultiplied.probability <= 1
+
+
+def test_arrays_far_outside_the_preprocessings_range_are_warned_about_once(smile_bundle, caplog):
+    """float32 pixels 0..255 where the bundle scales by 1/255 ran and gave a confident answer."""
+    from onnxedge.runtime import Classifier
+
+    classifier = Classifier.from_bundle(smile_bundle, provider="cpu")
+    fine = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    with caplog.at_level("WARNING"):
+        classifier.predict_array(fine)
+        assert not caplog.records
+        classifier.predict_array(fine * 255)
+        classifier.predict_array(fine * 255)
+    (record,) = caplog.records
+    assert "where the bundle's preprocessing makes pixels into [0, 1]" in record.getMessage()

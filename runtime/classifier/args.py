@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+import numpy as np
 
 from onnxedge.runtime.errors import ArgumentError
 
@@ -59,6 +61,31 @@ def check_several(items: Any, what: str) -> Any:
             else f"expected an iterable of {what}, got {type(items).__name__}"
         )
     return items
+
+
+def pixel_range(spec: Mapping[str, Any]) -> tuple[float, float]:
+    """The least and the largest value the manifest's preprocessing ``spec`` makes of pixels 0
+    and 255 (``scale``, then ``(x - mean) / std``), over its channels."""
+    scale = float(spec.get("scale", 1.0 / 255.0))
+    mean = np.asarray(spec.get("mean", [0.0]), dtype=np.float64).reshape(-1)
+    std = np.asarray(spec.get("std", [1.0]), dtype=np.float64).reshape(-1)
+    ends = np.concatenate([(0.0 - mean) / std, (255.0 * scale - mean) / std])
+    return float(ends.min()), float(ends.max())
+
+
+def out_of_range(least: float, largest: float, spec: Mapping[str, Any]) -> str | None:
+    """Where a float batch's values (``least`` .. ``largest``) lie beyond what ``spec`` makes of
+    pixels by more than that span (pixels 0..255 not scaled, or scaled twice): a line saying
+    so; else None. The model would run on them and give a confident, wrong answer."""
+    low, high = pixel_range(spec)
+    span = high - low
+    if low - span <= least and largest <= high + span:
+        return None
+    return (
+        f"input values from {least:.4g} to {largest:.4g}, where the bundle's preprocessing makes "
+        f"pixels into [{low:.4g}, {high:.4g}]: pass images (predict_images, preprocess), or "
+        "scale the arrays as its manifest says"
+    )
 
 
 def check_batch_size(batch_size: Any) -> int:

@@ -33,6 +33,7 @@ from onnxedge.runtime.classifier.args import (
     check_max_pixels,
     check_several,
     check_threshold,
+    out_of_range,
 )
 from onnxedge.runtime.classifier.decode import DecodePool, file_pool
 from onnxedge.runtime.classifier.files import FilesRun, decode_window
@@ -103,6 +104,7 @@ class Classifier:
         # C] for a variant with the preprocessing in its graph, `optimize --uint8-input`).
         self.input_spec: TensorSpec = input_spec or spec.input
         self.takes_pixels = self.input_spec.dtype == "uint8"
+        self._range_warned = False  # `out_of_range` said once
         self.output_spec: TensorSpec = spec.output
         self.preprocessing: Mapping[str, Any] = spec.preprocessing
         self.labels: Mapping[str, Any] = spec.labels
@@ -245,6 +247,12 @@ class Classifier:
                     f"{expected} with finite values, got {nan} NaN and {inf} inf values in a "
                     f"{found}"
                 )
+            if not self._range_warned and batch.dtype.kind == "f":  # once a classifier
+                ends = min(float(p.min()) for p in parts), max(float(p.max()) for p in parts)
+                line = out_of_range(*ends, self.preprocessing)
+                self._range_warned = line is not None
+                if line:
+                    log.warning("%s", line)
         return batch
 
     def _outputs(self, batch: Any, batch_size: int) -> np.ndarray:
