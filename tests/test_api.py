@@ -259,3 +259,19 @@ def test_arrays_far_outside_the_preprocessings_range_are_warned_about_once(smile
         classifier.predict_array(fine * 255)
     (record,) = caplog.records
     assert "where the bundle's preprocessing makes pixels into [0, 1]" in record.getMessage()
+
+
+def test_a_bundle_path_that_is_none_empty_or_a_file_is_one_line(smile_bundle, tmp_path):
+    """ "" opened the current folder; None raised pathlib's TypeError; a file was "no directory"."""
+    from onnxedge.runtime import Bundle, write_faces
+    from onnxedge.runtime.errors import ArgumentError, BundleError
+
+    for path, message in [
+        ("", "expected a bundle directory's path, got ''"),
+        (None, "expected a bundle directory's path, got None"),
+        (smile_bundle / "model.onnx", "expected a bundle directory, found a file at"),
+    ]:
+        with pytest.raises(BundleError, match=re.escape(message)):
+            Bundle.open(path)
+    with pytest.raises(ArgumentError, match="expected workers of at least 1 or None, got 0"):
+        write_faces(tmp_path / "faces", count=10, workers=0)

@@ -23,6 +23,7 @@ hashes can appear in them.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ from onnxedge.runtime.bundle.verify import (
     verify_model,
 )
 from onnxedge.runtime.bundle.write import BundleWriter, atomic_write_bytes
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.errors import BundleError, OnnxEdgeError, found_at
 from onnxedge.runtime.jsonlimits import load_json
 from onnxedge.runtime.variants.manifest import FP32, VariantEntry, read_variants, variant_key
 
@@ -113,9 +114,11 @@ class Bundle:
         `BundleError` (one line). Everything is read from one generation of the bundle
         (`Generation`): where another run replaces the bundle meanwhile, the reading starts
         again on the new one, a few times at most."""
+        if not isinstance(path, (str, os.PathLike)) or str(path) == "":  # "" would be the cwd
+            raise BundleError(f"expected a bundle directory's path, got {path!r}")
         path = Path(path)
         if not path.is_dir():
-            raise BundleError(f"expected a bundle directory, found no directory at {path}")
+            raise BundleError(f"expected a bundle directory, found {found_at(path)}")
         for _ in range(_OPEN_TRIES - 1):
             try:
                 return cls._open(path)

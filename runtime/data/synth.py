@@ -320,6 +320,9 @@ def write_faces(
         )
     if not 0 <= seed < 2**63:
         raise OnnxEdgeError(f"--seed: expected an integer in [0, 2**63), got {seed}")
+    from onnxedge.runtime.classifier.args import check_count
+
+    workers = check_count(workers, "workers", optional=True)  # 0 was taken as None
     from onnxedge.runtime.bundle.lock import bundle_lock
     from onnxedge.runtime.bundle.write import refuse_written_meanwhile, remove_stale_temporaries
 
