@@ -275,3 +275,19 @@ def test_a_bundle_path_that_is_none_empty_or_a_file_is_one_line(smile_bundle, tm
             Bundle.open(path)
     with pytest.raises(ArgumentError, match="expected workers of at least 1 or None, got 0"):
         write_faces(tmp_path / "faces", count=10, workers=0)
+
+
+def test_columns_of_paths_are_several_paths(smile_bundle, tmp_path):
+    """A pandas Series has ``mode`` and ``size`` (it was taken for one PIL image); a pyarrow
+    array yields scalars (they were error results); numpy yields np.str_ (kept as str)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from onnxedge.runtime import check_parity, predict
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(good)
+    for column in (pd.Series([str(good)]), pa.array([str(good)]), np.array([str(good)])):
+        (result,) = predict(smile_bundle, column, provider="cpu")
+        assert result.error is None and type(result.file) is str and result.file == str(good)
+    assert check_parity(smile_bundle, providers=["cpu"], batch_sizes=None)  # the reference's

@@ -114,7 +114,7 @@ class Bundle:
         `BundleError` (one line). Everything is read from one generation of the bundle
         (`Generation`): where another run replaces the bundle meanwhile, the reading starts
         again on the new one, a few times at most."""
-        if not isinstance(path, (str, os.PathLike)) or str(path) == "":  # "" would be the cwd
+        if not isinstance(path, (str, os.PathLike)) or os.fspath(path) == "":  # "" would be the cwd
             raise BundleError(f"expected a bundle directory's path, got {path!r}")
         path = Path(path)
         if not path.is_dir():

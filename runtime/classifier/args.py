@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,8 +50,9 @@ def check_several(items: Any, what: str) -> Any:
     """``items`` where it is an iterable of ``what``; a single path (a str, bytes or Path, which
     would be taken character by character: '/' walked as a folder) or a single PIL image is a
     TypeError that says to wrap it in a list, as is anything not iterable."""
+    pil = sys.modules.get("PIL.Image")  # loaded where a PIL image can have been made
     single = isinstance(items, (str, bytes, os.PathLike)) or (
-        hasattr(items, "mode") and hasattr(items, "size")
+        pil is not None and isinstance(items, pil.Image)
     )
     if single or not isinstance(items, Iterable):
         shown = f" {os.fsdecode(items)!r}" if isinstance(items, (str, bytes, os.PathLike)) else ""
@@ -70,14 +72,16 @@ def pixel_range(spec: Mapping[str, Any]) -> tuple[float, float]:
     mean = np.asarray(spec.get("mean", [0.0]), dtype=np.float64).reshape(-1)
     std = np.asarray(spec.get("std", [1.0]), dtype=np.float64).reshape(-1)
     ends = np.concatenate([(0.0 - mean) / std, (255.0 * scale - mean) / std])
+    if spec.get("resize_mode") in ("letterbox", "pad-right"):  # padded after the normalization
+        ends = np.append(ends, float(spec.get("pad_value", 0.0)))
     return float(ends.min()), float(ends.max())
 
 
-def out_of_range(least: float, largest: float, spec: Mapping[str, Any]) -> str | None:
-    """Where a float batch's values (``least`` .. ``largest``) lie beyond what ``spec`` makes of
-    pixels by more than that span (pixels 0..255 not scaled, or scaled twice): a line saying
-    so; else None. The model would run on them and give a confident, wrong answer."""
-    low, high = pixel_range(spec)
+def out_of_range(least: float, largest: float, expected: tuple[float, float]) -> str | None:
+    """Where a float batch's values (``least`` .. ``largest``) lie beyond the ``expected``
+    `pixel_range` by more than its span (pixels 0..255 not scaled, or scaled twice): a line
+    saying so; else None. The model would run on them and give a confident, wrong answer."""
+    low, high = expected
     span = high - low
     if low - span <= least and largest <= high + span:
         return None

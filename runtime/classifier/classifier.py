@@ -34,6 +34,7 @@ from onnxedge.runtime.classifier.args import (
     check_several,
     check_threshold,
     out_of_range,
+    pixel_range,
 )
 from onnxedge.runtime.classifier.decode import DecodePool, file_pool
 from onnxedge.runtime.classifier.files import FilesRun, decode_window
@@ -107,6 +108,7 @@ class Classifier:
         self._range_warned = False  # `out_of_range` said once
         self.output_spec: TensorSpec = spec.output
         self.preprocessing: Mapping[str, Any] = spec.preprocessing
+        self._pixel_range = pixel_range(self.preprocessing)  # what `out_of_range` allows
         self.labels: Mapping[str, Any] = spec.labels
         self.output_kind = spec.output_kind
         self.classes: tuple[str, ...] = spec.classes
@@ -247,9 +249,9 @@ class Classifier:
                     f"{expected} with finite values, got {nan} NaN and {inf} inf values in a "
                     f"{found}"
                 )
-            if not self._range_warned and batch.dtype.kind == "f":  # once a classifier
+            if not self._range_warned and batch.dtype.kind == "f":  # said once a classifier
                 ends = min(float(p.min()) for p in parts), max(float(p.max()) for p in parts)
-                line = out_of_range(*ends, self.preprocessing)
+                line = out_of_range(*ends, self._pixel_range)
                 self._range_warned = line is not None
                 if line:
                     log.warning("%s", line)

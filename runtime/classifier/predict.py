@@ -7,6 +7,7 @@ import dataclasses
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from onnxedge.runtime.classifier.args import check_several
 from onnxedge.runtime.classifier.classifier import DEFAULT_BATCH_SIZE, Classifier
@@ -58,6 +59,7 @@ def predict(
     ``variant``, ``tuned`` and ``decode`` are `Classifier.from_bundle`'s; the rest
     `Classifier.predict_files`'.
     """
+    paths = check_several(paths, "paths")  # before the model is loaded
     classifier = Classifier.from_bundle(
         bundle,
         provider=provider,
@@ -71,10 +73,7 @@ def predict(
         for_files=True,  # a tuning file's files winner, where it has one
     )
     results = classifier.predict_files(
-        find_images(
-            os.fsdecode(p) if isinstance(p, (str, bytes, os.PathLike)) else p
-            for p in check_several(paths, "paths")
-        ),
+        find_images(_path_text(p) for p in paths),
         batch_size=batch_size,
         threshold=threshold,
         max_pixels=max_pixels,
@@ -83,3 +82,10 @@ def predict(
         batch_processes=batch_processes,
     )
     return FilePredictions(classifier=classifier, results=results)
+
+
+def _path_text(item: Any) -> Any:
+    """A path as text (a pyarrow scalar's value, bytes decoded as the file system does); any
+    other item as it is, for `predict_files` to report."""
+    item = item.as_py() if hasattr(item, "as_py") else item
+    return str(os.fsdecode(item)) if isinstance(item, (str, bytes, os.PathLike)) else item

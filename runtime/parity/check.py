@@ -121,7 +121,7 @@ def check_parity(
     for name, names in (("providers", providers), ("engines", engines), ("require", require)):
         if isinstance(names, str):  # taken letter by letter: "no tolerances for provider 'c'"
             raise ArgumentError(f"{name}: expected a sequence such as ({names!r},), got a str")
-    batch_sizes = tuple(check_batch_size(b) for b in batch_sizes)  # empty: the reference's
+    batch_sizes = tuple(check_batch_size(b) for b in batch_sizes or ())  # none: the reference's
     if reference not in REFERENCES:  # a typo ran the golden check as if asked for
         raise ArgumentError(
             f"reference: expected one of {', '.join(REFERENCES)}, got {reference!r}"
