@@ -141,6 +141,9 @@ OUTPUT_PARAMS = frozenset({"json_path", "out", "output", "md_path", "plot_path",
 # Files read that are not a click.Path option: `--tuned [FILE]` (without FILE, the tuning file
 # beside the bundle).
 READ_FILE_PARAMS = frozenset({"tuned"})
+# What `--tuned` without a file gives (`onnxedge.runtime.cli.tuned_option`): the tuning file beside
+# the bundle. Here, where `refuse_over_inputs` reads it, since tuned_option imports this module.
+BESIDE_THE_BUNDLE = "\0beside"
 
 
 def refuse_over_inputs(target: str | Path | None, option: str) -> None:
@@ -160,7 +163,7 @@ def refuse_over_inputs(target: str | Path | None, option: str) -> None:
         if param.name in OUTPUT_PARAMS or not (isinstance(param.type, click.Path) or read_file):
             continue
         values = ctx.params.get(param.name or "")
-        if param.name == "tuned" and values is not None and "\0" in str(values):
+        if param.name == "tuned" and values == BESIDE_THE_BUNDLE:
             from onnxedge.runtime.tune.file import default_tuning_path  # --tuned without FILE
 
             values = default_tuning_path(ctx.params.get("bundle") or ".")

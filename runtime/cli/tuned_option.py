@@ -12,14 +12,12 @@ import click
 from click.core import ParameterSource
 
 from onnxedge.runtime.bundle.reader import Bundle
-from onnxedge.runtime.cli.output import warn
+from onnxedge.runtime.cli.output import BESIDE_THE_BUNDLE, warn
 
 if TYPE_CHECKING:
     from onnxedge.runtime.tune import TunedChoice
 
 F = TypeVar("F", bound=Callable[..., Any])
-# What `--tuned` without a file gives: the tuning file beside the bundle.
-BESIDE_THE_BUNDLE = "\0beside"
 # The options a tuned setup replaces: given with --tuned, they are a usage error.
 REPLACED = ("engine", "variant", "precision", "threads")
 
