@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -217,6 +218,39 @@ def test_a_report_through_a_link_or_to_a_device_keeps_them(tmp_path):
     atomic_write_bytes(tmp_path / "alias.json", b"new")
     assert (tmp_path / "alias.json").is_symlink() and real.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.json", "null.json", "real.json"]
+
+
+def test_predicts_json_lines_through_a_link_or_to_a_device_keep_them(tmp_path):
+    """predict streams its ``--json`` lines into its own file, not through
+    `atomic_write_bytes`: it must keep a device and a link as the other reports do (it renamed
+    a temporary file over them, and as root over /dev/null itself)."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from onnxedge.runtime.cli import main
+
+    out = write_tiny_bundle(tmp_path / "b")
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "x.png")
+    null = tmp_path / "null.json"
+    null.symlink_to(os.devnull)
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    (tmp_path / "alias.json").symlink_to(real)
+    for report in (null, tmp_path / "alias.json"):
+        result = CliRunner().invoke(
+            main, ["predict", str(out), str(tmp_path / "x.png"), "--json", str(report)]
+        )
+        assert result.exit_code == 0, result.output
+    assert null.is_symlink() and Path(os.devnull).is_char_device()
+    assert (tmp_path / "alias.json").is_symlink()
+    assert json.loads(real.read_text())["file"].endswith("x.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "alias.json",
+        "b",
+        "null.json",
+        "real.json",
+        "x.png",
+    ]
 
 
 def test_other_packages_warnings_are_debug_lines_and_ours_are_shown(caplog, capsys, monkeypatch):

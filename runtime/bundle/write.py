@@ -14,8 +14,9 @@ import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from onnxedge.runtime.bundle.hashing import sha256_bytes, sha256_file
 from onnxedge.runtime.bundle.lock import _holds, _TargetLock, lock_wait
@@ -37,7 +38,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     A symbolic link is kept: the file it points to is replaced. A path that is not a regular
     file (``/dev/stdout``, a named pipe, a device) is written as it is, in place: replacing it
     would put a regular file where the device was."""
+    with atomic_file(path, "wb") as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A file open for writing (``mode``: ``w`` for text in UTF-8, ``wb``) whose contents take
+    ``path``'s place only when the block ends without an error, as `atomic_write_bytes` says: a
+    temporary file beside the target renamed over it, the file a link points to replaced, and a
+    path that is not a regular file (a device, a pipe) written in place as the block writes."""
     path = Path(path)
+    encoding = None if "b" in mode else "utf-8"
     if path.is_dir():
         raise OnnxEdgeError(f"cannot write {path}: expected a file name, found a directory")
     try:
@@ -46,9 +58,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
         try:
-            with open(path, "wb") as f:
-                f.write(data)
+            f = open(path, mode, encoding=encoding)  # noqa: SIM115 (closed below, errors worded)
         except OSError as e:
+            raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
+        try:
+            with f:
+                yield f
+        except OSError as e:
+            if e.filename is not None:
+                raise
             raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
         return
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
@@ -58,8 +76,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except OSError as e:
         raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
             f.flush()
             os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 suits secrets, not shared artifacts
             os.fsync(f.fileno())
@@ -67,6 +85,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if e.filename is not None and e.filename != tmp:  # not this file's: another's error
+            raise
         raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         with contextlib.suppress(OSError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
@@ -260,19 +259,18 @@ def _summary(paths: Iterable[str], total: int, failed: int, provider: str) -> No
 
 @contextlib.contextmanager
 def _lines_into(path: Path | None) -> Iterator[None]:
-    """Standard output into ``path`` while the block runs (None: left as it is), written to a
-    temporary file beside it and renamed into place only when the block ends without error."""
+    """Standard output into ``path`` while the block runs (None: left as it is), as the other
+    commands write their reports (`atomic_file`): into a temporary file beside it, renamed into
+    place only when the block ends without error; a device or a pipe written in place, a link
+    kept."""
     if path is None:
         yield
         return
+    from onnxedge.runtime.bundle.write import atomic_file
+
     check_writable(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as out, contextlib.redirect_stdout(out):
-            yield
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as out, contextlib.redirect_stdout(out):
+        yield
 
 
 @contextlib.contextmanager
