@@ -310,6 +310,17 @@ def test_tuned_with_an_option_it_replaces_is_a_usage_error(tuned_edge, data):  #
         Classifier.from_bundle(tuned_edge, tuned=True, variant="int8")
 
 
+def test_tuned_given_an_image_or_a_folder_is_a_usage_error(tmp_path):
+    """``predict B --tuned a.jpg b.jpg`` took a.jpg for the tuning file and dropped it from the
+    run with a warning (exit 0); an image or a folder is never a tuning file."""
+    (tmp_path / "imgs").mkdir()
+    for given in (tmp_path / "a.jpg", tmp_path / "imgs"):
+        result = _cli("predict", tmp_path / "b", "--tuned", given, tmp_path / "b.jpg")
+        assert result.exit_code == 2, result.output
+        assert "expected a tuning file, found a" in result.output
+        assert "put --tuned after the images" in result.output
+
+
 def test_bench_tuned_adds_the_chosen_setup_as_a_row_at_each_batch_size(tuned_edge, tmp_path):
     path = _write(tuned_edge, _hand_made(tuned_edge))
     out = tmp_path / "b.json"

@@ -30,12 +30,30 @@ def tuned_option(command: F) -> F:
         flag_value=BESIDE_THE_BUNDLE,
         default=None,
         metavar="[FILE]",
+        callback=_not_an_input,
         help="Run the engine, variant and threads `onnxedge tune` found fastest here for the "
         "batch size in use (from files: its files winner with its decoding pool, where tune "
         "--images measured one), from FILE [default: BUNDLE.tuning.json]; a file for another "
-        "machine or bundle is ignored with the reason. Put it after BUNDLE, or write "
-        "--tuned=FILE.",
+        "machine or bundle is ignored with the reason. Put it last, or write --tuned=FILE.",
     )(command)
+
+
+def _not_an_input(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A usage error where FILE is an image or a folder: ``predict B --tuned a.jpg b.jpg``
+    takes ``a.jpg`` for the tuning file, which would drop it from the run with a warning."""
+    from pathlib import Path
+
+    from onnxedge.runtime.classifier.preprocess import is_image_name
+
+    if value is None or value == BESIDE_THE_BUNDLE:
+        return value
+    found = "a folder" if Path(value).is_dir() else "an image" if is_image_name(value) else None
+    if found:
+        raise click.BadParameter(
+            f"expected a tuning file, found {found} ({value}); put --tuned after the images, "
+            "or write --tuned=FILE"
+        )
+    return value
 
 
 def tuned_argument(tuned: str | None) -> bool | str | None:
