@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -259,6 +261,20 @@ def test_hashed_class_folders_split_80_10_10_by_file_name(tmp_path):
     for name, split in data.splits.items():
         assert all(hashed_split(p.name) == name for p in split.paths)
     assert open_dataset(root).listing_sha256() == data.listing_sha256()
+
+
+def test_a_file_name_that_is_not_utf8_is_hashed_into_a_split(tmp_path):
+    """HOSTILE.md: a name that is not UTF-8 is hashed over its bytes, not a crash (it was a
+    UnicodeEncodeError in data info, evaluate, train and optimize); a UTF-8 name keeps its
+    split."""
+    root = _folders(tmp_path, {"smiling": 4, "not_smiling": 4})
+    odd = os.fsdecode(b"caf\xe9.png")
+    (root / "smiling" / odd).write_bytes((root / "smiling" / "img000.png").read_bytes())
+    data = open_dataset(root)
+    assert any(odd in {p.name for p in s.paths} for s in data.splits.values())
+    # a UTF-8 name's split is what it was: its bytes are the same
+    bucket = int.from_bytes(hashlib.sha256("café.png".encode()).digest()[:8], "big") % 10
+    assert hashed_split("café.png") == ("train" if bucket < 8 else "val" if bucket == 8 else "test")
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,8 @@ def has_split_folders(root: Path) -> bool:
 def hashed_split(file_name: str) -> str:
     """train, val or test for a file name: the first 8 bytes of its sha256 modulo 10, 0-7 train,
     8 val, 9 test."""
-    bucket = int.from_bytes(hashlib.sha256(file_name.encode()).digest()[:8], "big") % 10
+    # the name's bytes as the system gave them: one that is not UTF-8 (surrogate-escaped) too
+    bucket = int.from_bytes(hashlib.sha256(os.fsencode(file_name)).digest()[:8], "big") % 10
     return "train" if bucket < 8 else ("val" if bucket == 8 else "test")
 
 
