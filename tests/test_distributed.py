@@ -235,6 +235,32 @@ def test_uri_run_to_parquet_has_the_local_rows(smile_bundle, mixed, tmp_path, ra
     assert json.loads(pq.read_schema(out).metadata[b"classes"]) == ["not smiling", "smiling"]
 
 
+def test_a_name_that_is_not_utf8_runs_on_ray_as_locally(smile_bundle, tmp_path, ray_cluster):
+    """A file name outside UTF-8 was a pyarrow traceback and no rows at all; now the lines are
+    the local run's, and the Parquet file holds the name escaped with its raw bytes."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    good_image(folder / "ok.png", 1)
+    good_image(folder / os.fsdecode(b"caf\xe9.png"), 2)
+    args = ["predict", smile_bundle, folder, "--providers", "cpu"]
+    local, on_ray = run_cli(*args), run_cli(*args, "--ray")
+    assert local[0] == on_ray[0] == 0, on_ray[2]
+    assert on_ray[1] == local[1] and "caf\\351.png" in local[1]
+    out = tmp_path / "scores.parquet"
+    assert run_cli(*args, "--ray", "--output", out)[0] == 0
+    rows = {r["file"]: r["file_bytes"] for r in pq.read_table(out).to_pylist()}
+    assert rows == {
+        f"{folder}/caf\\351.png": os.fsencode(folder) + b"/caf\xe9.png",
+        f"{folder}/ok.png": None,
+    }
+
+
+def test_output_is_named_as_parquet(smile_bundle, tmp_path):
+    code, _, err = run_cli("predict", smile_bundle, tmp_path, "--ray", "--output", "x.csv")
+    assert code == 2 and "expected a Parquet file name (.parquet, .pq), found 'x.csv'" in err
+
+
 def test_predictor_takes_paths_bytes_or_arrays_without_ray(smile_bundle, tmp_path):
     files = [str(good_image(tmp_path / f"{i}.png", i)) for i in range(3)]
     predictor = BundlePredictor(str(smile_bundle), provider="cpu", batch_size=2)

@@ -61,15 +61,30 @@ def ray_options(command: F) -> F:
     return command
 
 
+# The names --output takes: what it writes is Parquet whatever the name says.
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
 def output_option(command: F) -> F:
     """``--output FILE.parquet`` (parameter ``output``), for ``predict --ray``."""
     return click.option(
         "--output",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
+        callback=_parquet_name,
         help="With --ray: write the rows to this Parquet file (file, error, probability, label, "
         "and positive or class_index and probabilities) instead of printing them.",
     )(command)
+
+
+def _parquet_name(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A usage error for a FILE not named .parquet (``scores.csv`` got Parquet's bytes)."""
+    if value is not None and value.suffix.lower() not in PARQUET_SUFFIXES:
+        raise click.BadParameter(
+            f"expected a Parquet file name ({', '.join(PARQUET_SUFFIXES)}), found {value.name!r}: "
+            "the rows are written as Parquet only"
+        )
+    return value
 
 
 def check_ray_only(ray_address: str | None, **given: Any) -> None:

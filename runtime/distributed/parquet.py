@@ -13,17 +13,21 @@ from typing import Any
 
 from onnxedge.runtime.classifier.predictions import FileResult
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.names import escape, is_utf8, name_bytes, text
 
 ROWS_PER_GROUP = 8192
 
 
 def schema(k_classes: bool) -> Any:
-    """file, error (null when classified), probability and label (null when not); a model with
-    one output adds positive, a K-class model class_index and probabilities (one per class)."""
+    """file (`names.escape`d where the name is not UTF-8, with its raw bytes in file_bytes, null
+    for the others), error (null when classified), probability and label (null when not); a
+    model with one output adds positive, a K-class model class_index and probabilities (one per
+    class)."""
     import pyarrow as pa
 
     fields = [
         pa.field("file", pa.string(), nullable=False),
+        pa.field("file_bytes", pa.binary()),
         pa.field("error", pa.string()),
         pa.field("probability", pa.float64()),
         pa.field("label", pa.string()),
@@ -40,9 +44,11 @@ def schema(k_classes: bool) -> Any:
 
 def _row(result: FileResult, k_classes: bool) -> dict[str, Any]:
     p = result.prediction
+    utf8 = is_utf8(result.file)
     row: dict[str, Any] = {
-        "file": result.file,
-        "error": result.error,
+        "file": result.file if utf8 else escape(result.file),
+        "file_bytes": None if utf8 else name_bytes(result.file),
+        "error": None if result.error is None else text(result.error),
         "probability": None if p is None else p.probability,
         "label": None if p is None else p.label,
     }

@@ -38,6 +38,7 @@ from onnxedge.runtime.distributed.predictor import ERROR, PATH, BundlePredictor,
 from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, check_precision
 from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.names import name_bytes, text
 from onnxedge.runtime.variants.manifest import variant_key
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,13 @@ class RayRun:
         ray = self.ray
         # Absolute: an actor's working directory is not the driver's. The rows keep the names
         # as given (`results` takes them from ``items``).
+        # As bytes: a name that is not UTF-8 is no pyarrow string (the predictor decodes them).
         paths = [
-            os.fspath(i.path) if isinstance(i, ImageReadError) else _absolute(i) for i in items
+            name_bytes(os.fspath(i.path) if isinstance(i, ImageReadError) else _absolute(i))
+            for i in items
         ]
-        errors = [i.reason if isinstance(i, ImageReadError) else "" for i in items]
+        # what is wrong with a file already refused (its row takes the reason from ``items``)
+        errors = [text(i.reason) if isinstance(i, ImageReadError) else "" for i in items]
         cpus = cluster_cpus(ray)
         per_block = min(
             MAX_ROWS_PER_BLOCK, max(self.batch_size, math.ceil(len(items) / (4 * cpus)))
@@ -143,7 +147,7 @@ class RayRun:
             pa.table(
                 {
                     INDEX: pa.array(range(start, min(start + per_block, len(items))), pa.int64()),
-                    PATH: pa.array(paths[start : start + per_block], pa.string()),
+                    PATH: pa.array(paths[start : start + per_block], pa.binary()),
                     ERROR: pa.array(errors[start : start + per_block], pa.string()),
                 }
             )
@@ -189,7 +193,9 @@ class RayRun:
             )
 
     def _result(self, item: str | ImageReadError, row: dict[str, Any]) -> FileResult:
-        name = os.fspath(item.path) if isinstance(item, ImageReadError) else str(item)
+        if isinstance(item, ImageReadError):
+            return FileResult(file=os.fspath(item.path), error=item.reason)
+        name = str(item)
         if row[ERROR]:
             return FileResult(file=name, error=str(row[ERROR]))
         return FileResult(name, prediction_of(row, self.threshold, self.bundle.classes))

@@ -24,6 +24,7 @@ dict of numpy arrays to a batch dict, with the local run's preprocessing and num
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -132,8 +133,11 @@ class BundlePredictor:
             )
         todo = [i for i in range(n) if not errors[i]]
         spec, limit = self.classifier.preprocessing, self.max_pixels
+        values = batch[column]
+        if column == PATH:  # a path as bytes (`RayRun`'s, for names that are not UTF-8) or str
+            values = [os.fsdecode(v) if isinstance(v, bytes) else v for v in values]
         decoded = ordered_map(
-            lambda i: decode(batch[column][i], spec, limit),
+            lambda i: decode(values[i], spec, limit),
             todo,
             workers=self.threads or 1,
             ahead=2 * (self.threads or 1),
