@@ -97,6 +97,17 @@ def test_fast_decode_on_a_gated_bundle_is_not_warned_about(pixels_bundle, caplog
     assert "not gated" not in caplog.text
 
 
+def test_parity_of_a_pixels_variant_is_refused_naming_its_source(pixels_bundle):
+    """parity fed the golden data's floats to a model of uint8 pixels: FAILED on every row,
+    with "the manifest records no gate figures" beside a passed gate."""
+    result = CliRunner().invoke(
+        main, ["parity", str(pixels_bundle), "--variant", FP32_U8, "--providers", "cpu"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "takes the decoded uint8 pixels" in result.output
+    assert result.output.rstrip().endswith("--variant fp32")
+
+
 def test_a_resize_mode_that_pads_is_refused(trained_bundle, tmp_path):
     spec = {**Bundle.open(trained_bundle).preprocessing, "resize_mode": "letterbox"}
     with pytest.raises(OnnxEdgeError, match="resize_mode 'letterbox', which pads"):
@@ -135,3 +146,12 @@ def test_a_fast_decode_that_misses_its_gate_is_not_recorded(
     assert [o.name for o in result.missed] == ["decode-fast"]
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert json.dumps(result.to_dict())  # its figures are reported all the same
+
+
+def test_bench_of_a_pixels_variant_without_images_is_a_usage_error(tmp_path):
+    """Without --images a -u8 variant has no row: alone, a StopIteration traceback; beside
+    fp32, silently left out."""
+    for variants in ("fp32-u8", "fp32,INT8-u8"):
+        result = CliRunner().invoke(main, ["bench", str(tmp_path), "--variants", variants])
+        assert result.exit_code == 2, result.output
+        assert "expected --images DIR with them, found none" in result.output

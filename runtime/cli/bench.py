@@ -53,6 +53,7 @@ from onnxedge.runtime.cli.tuned_option import say_tuned, tuned_argument, tuned_o
 from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.lines import fit, fit_markdown
+from onnxedge.runtime.variants.manifest import FP32_U8, INT8_U8
 
 # numpy's SeedSequence takes any non-negative integer; a negative seed is a usage error.
 _SEED = click.IntRange(min=0)
@@ -352,6 +353,12 @@ def bench_cmd(
     """
     if iters is not None and seconds is not None:
         raise click.UsageError("give --iters or --seconds, not both")
+    pixels_only = [v for v in variants or () if v in (FP32_U8, INT8_U8)]
+    if pixels_only and not image_dirs:
+        raise click.UsageError(
+            f"--variants {', '.join(pixels_only)}: expected --images DIR with them, found none "
+            "(a model that takes the decoded uint8 pixels is timed from image files only)"
+        )
     if plot_path is not None:
         from onnxedge.runtime.bench.plot import require_matplotlib
 
@@ -418,6 +425,8 @@ def bench_cmd(
             labels = by_reason.setdefault(r.reason, [])
             if r.info.label not in labels:
                 labels.append(r.info.label)
+        if not by_reason:
+            raise OnnxEdgeError("no engine could be measured: the run made no rows")
         reason, labels = next(iter(by_reason.items()))
         more = f" (and {len(by_reason) - 1} other reasons)" if len(by_reason) > 1 else ""
         raise OnnxEdgeError(f"no engine could be measured: {', '.join(labels)}: {reason}{more}")

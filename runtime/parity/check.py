@@ -30,7 +30,14 @@ from onnxedge.runtime.parity.tolerances import (
     make_targets,
 )
 from onnxedge.runtime.parity.variant_judge import VariantBounds
-from onnxedge.runtime.variants.manifest import FP32, INT8, provider_for, variant_key
+from onnxedge.runtime.variants.manifest import (
+    FP32,
+    FP32_U8,
+    INT8,
+    INT8_U8,
+    provider_for,
+    variant_key,
+)
 
 # The bundle's models ``against`` runs on the CPU as the reference: ONNX files (a .ort file cannot
 # be exposed) that the CPU EP runs as made (fp16 is made for the CUDA EP).
@@ -286,6 +293,14 @@ def _variant_model(bundle: Any, variant: str) -> Path:
         raise OnnxEdgeError(
             f"parity --variant {variant}: {entry.file} is in the ORT format, from which parity "
             f"cannot read the logits; check the model it was converted from: --variant {source}"
+        )
+    if variant in (FP32_U8, INT8_U8):
+        source = variant.removesuffix("-u8")
+        raise OnnxEdgeError(
+            f"parity --variant {variant}: expected a model of the float input the golden data "
+            f"holds, found one that takes the decoded uint8 pixels [N, H, W, C] (its gate "
+            f"compared it with fp32 on real images); check the model it was made from: "
+            f"--variant {source}"
         )
     warn_if_8_bit_image_conv(bundle, variant)
     return path
