@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 
 
@@ -29,10 +30,18 @@ class BundleError(OnnxEdgeError):
     """A bundle directory is missing, incomplete, or does not match its manifest."""
 
 
+# Lines of a library's message that only say where in its sources it was raised (OpenVINO's
+# "Exception from src/inference/src/cpp/core.cpp:84:", one per frame, before the reason).
+_WHERE_RAISED = re.compile(r"(Exception from|Check '.*' failed at) \S+:\d+:?")
+
+
 def first_line(e: BaseException) -> str:
-    """The first line of an exception's message, for one-line error reports."""
+    """The first line of an exception's message that says something, for one-line error
+    reports: lines naming only the source file a library raised it in are passed over."""
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    said = [line for line in lines if not _WHERE_RAISED.fullmatch(line)]
+    return (said or lines or [type(e).__name__])[0]
 
 
 def not_onnx(path: object, e: BaseException) -> str:

@@ -179,6 +179,35 @@ def test_openvino_runs_the_int8_variant_and_skips_the_ort_format(edge, tmp_path)
     assert skipped["reason"] == "OpenVINO reads ONNX files, not the ORT format"
 
 
+@requires_openvino
+def test_a_classifier_on_openvino_refuses_an_ort_variant_naming_its_source(edge):
+    """OpenVINO's reader tried every frontend on a .ort file and its message was cut to
+    "Exception from src/inference/src/cpp/core.cpp:84:"."""
+    from onnxedge.runtime.classifier.classifier import Classifier
+    from onnxedge.runtime.errors import OnnxEdgeError
+
+    with pytest.raises(OnnxEdgeError, match=r"ORT format; use --variant fp32 \("):
+        Classifier.from_bundle(edge, engine="openvino", variant="fp32-ort")
+
+
+def test_a_librarys_message_starts_where_it_says_something():
+    from onnxedge.runtime.errors import first_line
+
+    openvino = (
+        "Exception from src/inference/src/cpp/core.cpp:84:\n"
+        "Exception from src/inference/src/model_reader.cpp:148:\n"
+        "Unable to read the model: x.ort Please check that model format\n\n"
+    )
+    assert first_line(RuntimeError(openvino)) == (
+        "Unable to read the model: x.ort Please check that model format"
+    )
+    assert first_line(RuntimeError("Check 'rank' failed at src/core/a.cpp:9:\nbad rank")) == (
+        "bad rank"
+    )
+    assert first_line(RuntimeError("one\ntwo")) == "one"
+    assert first_line(RuntimeError("")) == "RuntimeError"
+
+
 # ------------------------------------------------------------------------------------------------
 # Targets and ratios over variants, from made-up rows
 

@@ -129,6 +129,13 @@ def load_classifier(
                 cuda_missing(variant_key(variant), provider_key(provider), e)
             ) from None
     else:  # 3.
+        entry = bundle.variants.get(variant_key(variant))
+        if entry is not None and entry.format != "onnx":  # OpenVINO reads ONNX, not .ort
+            raise OnnxEdgeError(
+                f"{engine} cannot run the {entry.name} variant: expected an ONNX model, found "
+                f"{entry.file} in ONNX Runtime's ORT format; use --variant "
+                f"{entry.name.removesuffix('-ort')} (the model it was converted from)"
+            )
         session = open_session(
             engine, model, provider=provider, threads=threads, precision=precision
         )
