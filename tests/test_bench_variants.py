@@ -301,6 +301,19 @@ def test_decode_pool_gives_a_row_per_pool(smile_bundle, images, tmp_path):
         "--decode-pool", "threads", "--json", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    # the one vocabulary's comma list gives the same rows (it was refused: BENCHMARKS.md's
+    # `--decode exact,fast`)
+    comma = tmp_path / "c.json"
+    again = _bench(
+        smile_bundle, *SHORT, *CPU_ONLY, "--engines", "onnxruntime", "--images", images,
+        "--images-batch-size", 4, "--decode", "fast", "--decode-pool", "processes,threads",
+        "--json", comma,
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert [(r["mode"], r["engine"]) for r in json.loads(comma.read_text())["rows"]] == [
+        (r["mode"], r["engine"]) for r in json.loads(out.read_text())["rows"]
+    ]
+    assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     rows = [r for r in report["rows"] if r["mode"] == FILES]
     assert [r["decode"] for r in rows] == ["fast processes", "fast threads"]

@@ -194,19 +194,20 @@ def bench_progress(enabled: bool, heartbeat: bool = False) -> Iterator[ProgressF
     "--decode",
     "decodes",
     multiple=True,
-    type=click.Choice(DECODES),
-    default=DECODES,
-    show_default=True,
-    help="How the from-files rows decode the files, one row each (repeatable): exact, fast.",
+    callback=name_list(DECODES, what="decode", default=DECODES),
+    metavar="LIST",
+    help="How the from-files rows decode the files, one row each, comma-separated (or the "
+    "option repeated): exact, fast [default: exact,fast].",
 )
 @click.option(
     "--decode-pool",
     "pools",
     multiple=True,
-    type=click.Choice(POOLS),
-    help="Who decodes the files of the from-files rows, one row each (repeatable): batches "
-    "(predict's --batch-processes), processes (--decode-processes), threads (--decode-threads) "
-    "[default: predict's default].",
+    callback=name_list(POOLS, what="decoding pool", allow_empty=True),
+    metavar="LIST",
+    help="Who decodes the files of the from-files rows, one row each, comma-separated (or the "
+    "option repeated): batches (predict's --batch-processes), processes (--decode-processes), "
+    "threads (--decode-threads) [default: predict's default].",
 )
 @click.option(
     "--batch-sizes",

@@ -216,7 +216,7 @@ def name_list(
     def parse(
         ctx: click.Context, param: click.Parameter, value: str | tuple[str, ...] | None
     ) -> tuple[str, ...]:
-        if value is None and default is not None:
+        if value in (None, ()) and default is not None:  # (): absent, with multiple=True
             return tuple(default)
         names = tuple(dict.fromkeys(n.lower() for n in split_commas(value)))
         if allow_none and names == ("none",):
