@@ -11,6 +11,7 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import onnx
 import onnx_ir as ir
@@ -96,12 +97,13 @@ def export_module(
     try:
         with _quiet_exporter(), torch.no_grad():
             if exporter == "dynamo":
+                dims = (_dynamo_dims(dynamic_spatial),)
                 program = torch.onnx.export(
-                    module,
+                    _global_means_as_means(module, example, dims),
                     (example,),
                     input_names=[input_name],
                     output_names=[output_name],
-                    dynamic_shapes=(_dynamo_dims(dynamic_spatial),),
+                    dynamic_shapes=dims,
                     opset_version=opset,
                     dynamo=True,
                     optimize=True,
@@ -144,6 +146,31 @@ def export_module(
     model, _ = name_batch_dim(model, BATCH_DIM)  # torch names the output's apart (s0)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _global_means_as_means(module: Any, example: Any, dims: tuple[Any, ...]) -> Any:
+    """``module`` as a torch.export program whose ``adaptive_avg_pool2d`` to 1x1 is a plain mean
+    over H and W, or ``module`` itself where torch.export cannot take it (torch.onnx.export then
+    tries its own ways). torch's own decomposition restores the input's memory format after the
+    mean with an ``as_strided``; on a channels-last map (a LayerNorm over channels through
+    permutes, as ConvNeXt's) the exporter writes that as a Gather over computed indices between
+    the pool and the classifier, which nothing recognises as the head (the values are the
+    mean's: a [N, C, 1, 1] map has one order whatever its strides)."""
+    import torch
+
+    aten = torch.ops.aten
+
+    def global_mean(x: Any, output_size: Sequence[int]) -> Any:
+        if list(output_size) == [1, 1]:
+            return torch.mean(x, dim=(-2, -1), keepdim=True)
+        return aten._adaptive_avg_pool2d.default(x, output_size)
+
+    try:
+        program = torch.export.export(module, (example,), dynamic_shapes=dims)
+        return program.run_decompositions({aten.adaptive_avg_pool2d.default: global_mean})
+    except Exception as e:  # any failure: torch.onnx.export's own strategies run
+        logging.getLogger(__name__).debug("torch.export.export: %s", first_line(e))
+        return module
 
 
 def _dynamo_dims(dynamic_spatial: bool) -> dict[int, object]:

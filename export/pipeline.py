@@ -148,13 +148,13 @@ def export_bundle(
 ) -> ExportResult:
     """Export an ``nn.Module`` image classifier to a bundle directory, written atomically.
 
-    The module takes ``[batch, *input_shape]`` (C, H, W; C = 3) and returns ``[batch, K]``: one
-    sigmoid probability, one logit, K logits or K softmax probabilities (`onnxedge.runtime.
-    outputs`). The steps: torch.onnx.export (``exporter``, ``opset``, default 18), the full ONNX
-    check, onnxsim and the GAP lowering, each verified under ONNX Runtime; the graph against
-    PyTorch (also at a second H x W with ``dynamic_spatial``); `onnxedge check`; golden data for
-    `onnxedge parity` (``golden_inputs``: a directory of images, or preprocessed float32 inputs
-    [N, C, H, W], added to the synthetic ones); the manifest.
+    The module takes ``[batch, *input_shape]`` (C, H, W; C = 3, or 1 for grayscale) and returns
+    ``[batch, K]``: one sigmoid probability, one logit, K logits or K softmax probabilities
+    (`onnxedge.runtime.outputs`). The steps: torch.onnx.export (``exporter``, ``opset``, default
+    18), the full ONNX check, onnxsim and the GAP lowering, each verified under ONNX Runtime;
+    the graph against PyTorch (also at a second H x W with ``dynamic_spatial``); `onnxedge
+    check`; golden data for `onnxedge parity` (``golden_inputs``: a directory of images, or
+    preprocessed float32 inputs [N, C, H, W], added to the synthetic ones); the manifest.
 
     ``labels``: class names (K of them; for one output, the negative and the positive class), or
     the manifest's labels block. ``preprocessing``: keys that replace those of the default
@@ -174,7 +174,15 @@ def export_bundle(
     shape = _input_shape(input_shape)
     opset = DEFAULT_OPSET if opset is None else int(opset)
     check_opset(exporter, opset)
-    spec = image_preprocessing(shape[1], shape[2], **dict(preprocessing or {}))
+    overrides = dict(preprocessing or {})
+    if shape[0] == 1:  # a grayscale model: PIL's "L" pixels, as import takes one
+        overrides.setdefault("color", "L")
+    spec = image_preprocessing(shape[1], shape[2], **overrides)
+    if (spec["color"] == "L") != (shape[0] == 1):
+        raise OnnxEdgeError(
+            f"the model takes {shape[0]} channel(s); expected preprocessing color "
+            f"{'L' if shape[0] == 1 else 'RGB'}, found {spec['color']}"
+        )
     if not dynamic_spatial and list(spec["resize"]) != list(shape[1:]):
         raise OnnxEdgeError(
             f"the preprocessing resizes to {spec['resize']}, the model's input is {list(shape)}: "
@@ -374,10 +382,10 @@ def _input_shape(shape: Sequence[int]) -> tuple[int, int, int]:
         raise OnnxEdgeError(f"expected the input shape as C, H, W (three integers), found {dims}")
     if any(d < 1 for d in dims):
         raise OnnxEdgeError(f"expected a positive input shape C, H, W, found {list(dims)}")
-    if dims[0] != 3:
+    if dims[0] not in (1, 3):
         raise OnnxEdgeError(
-            f"expected 3 input channels (RGB images, as the runtime preprocesses them), found "
-            f"input shape {list(dims)}"
+            f"expected 3 input channels (RGB images) or 1 (grayscale), as the runtime "
+            f"preprocesses them, found input shape {list(dims)}"
         )
     return dims  # type: ignore[return-value]
 

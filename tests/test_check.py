@@ -183,3 +183,37 @@ def test_simplify_output_must_be_a_file(tmp_path):
     onnx.save(elsewhere_model(), str(src))
     result = CliRunner().invoke(main, ["simplify", str(src), "-o", str(tmp_path)])
     assert result.exit_code == 2 and "is a directory" in result.output
+
+
+def test_a_channels_last_map_before_an_adaptive_pool_exports_a_lowerable_head():
+    """A LayerNorm over channels through permutes (ConvNeXt's) leaves the last map channels-last;
+    torch's decomposition of AdaptiveAvgPool2d(1) then restored that layout with an as_strided,
+    which the dynamo exporter wrote as a Gather over computed indices between the pool and the
+    classifier: no head any check or lowering recognised. The export now writes a plain mean."""
+    import torch
+    from torch import nn
+
+    from onnxedge.export.gap import canonicalize_gap_head
+
+    class ChannelNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = nn.LayerNorm(8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), ChannelNorm(), nn.ReLU())
+    module = nn.Sequential(body, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, 2)).eval()
+    exported = export_module(module, (3, 16, 16))
+    assert "Gather" not in {n.op_type for n in exported.graph.node}
+    lowered = canonicalize_gap_head(exported).model
+    result = check_model(lowered)
+    assert result.passed, [str(c) for c in result.items]
+    import onnxruntime as ort
+
+    x = torch.rand(3, 3, 16, 16)
+    session = ort.InferenceSession(lowered.SerializeToString(), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": x.numpy()})
+    np.testing.assert_allclose(out, module(x).detach().numpy(), atol=1e-5)

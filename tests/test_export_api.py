@@ -167,7 +167,7 @@ class _FlattenLinear(nn.Module):
             r"expected the model's output as \[batch, K\].*found \[2, 3, 8, 8\]",
         ),
         (_FlattenLinear(), (3, 16, 16), r"the model rejects an input of shape \[2, 3, 16, 16\]: "),
-        (_FlattenLinear(), (1, 8, 8), r"expected 3 input channels"),
+        (_FlattenLinear(), (2, 8, 8), r"expected 3 input channels \(RGB images\) or 1"),
         (_FlattenLinear(), (3, 8), r"expected the input shape as C, H, W"),
         (families.squeeze_excite(num_classes=3, final="sigmoid"), (3, 32, 32), "multi-label"),
         (families.squeeze_excite(num_classes=1, final="softmax"), (3, 32, 32), "always 1"),
@@ -189,3 +189,39 @@ def test_labels_must_match_the_outputs():
         labels_for(["a", "b", "c"], 1)
     with pytest.raises(OnnxEdgeError, match="distinct class names, found 'a' twice"):
         labels_for(["a", "b", "a"], 3)
+
+
+def test_a_grayscale_model_exports_with_one_channel_pixels(tmp_path):
+    """C = 1 was refused as "RGB images, as the runtime preprocesses them", though the runtime
+    takes PIL's "L" pixels and `onnxedge import` makes such bundles."""
+    from PIL import Image
+
+    from onnxedge.runtime.classifier.classifier import Classifier
+    from onnxedge.runtime import check_parity
+
+    torch.manual_seed(0)
+    module = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(1),
+        nn.Linear(4, 2),
+    ).eval()
+    out = tmp_path / "b"
+    export_bundle(module, input_shape=(1, 16, 16), out=out, golden_layers=False)
+    spec = Bundle.open(out).manifest["preprocessing"]
+    assert (spec["color"], spec["mean"], spec["std"]) == ("L", [0.0], [1.0])
+    image = tmp_path / "g.png"
+    Image.new("RGB", (20, 24), (200, 40, 90)).save(image)  # made grayscale by the preprocessing
+    clf = Classifier.from_bundle(out, provider="cpu")
+    x = clf.preprocess(image)
+    assert x.shape == (1, 16, 16)
+    with torch.no_grad():
+        expected = torch.softmax(module(torch.from_numpy(x[None])), 1)[0].numpy()
+    np.testing.assert_allclose(clf.predict_images([image])[0].probabilities, expected, atol=1e-5)
+    parity = check_parity(out, providers=["cpu"])
+    assert parity and {r.status for r in parity.report.rows} == {"passed"}
+    with pytest.raises(OnnxEdgeError, match=r"1 channel.*expected preprocessing color L"):
+        export_bundle(
+            module, input_shape=(1, 16, 16), out=tmp_path / "c", preprocessing={"color": "RGB"}
+        )

@@ -252,8 +252,8 @@ def test_a_factory_with_a_checkpoint_and_its_usage_errors(user_dir, tmp_path):
     assert no_shape.exit_code == 2 and "needs --input-shape C,H,W" in no_shape.output
     head = CliRunner().invoke(main, [*base, "--input-shape", "3,32,32", "--head", "mean"])
     assert head.exit_code == 2 and "--head applies to registered models" in head.output
-    grey = CliRunner().invoke(main, [*base, "--input-shape", "1,32,32"])
-    assert grey.exit_code == 1 and "expected 3 input channels" in grey.output
+    two = CliRunner().invoke(main, [*base, "--input-shape", "2,32,32"])
+    assert two.exit_code == 1 and "expected 3 input channels (RGB images) or 1" in two.output
     typo = CliRunner().invoke(main, ["export", "--model", "smile_cn", "--out", str(tmp_path / "d")])
     assert typo.exit_code == 1 and "unknown model 'smile_cn'" in typo.output
     assert not (tmp_path / "c").exists()

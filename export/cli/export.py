@@ -60,7 +60,7 @@ gap_option = click.option(
     help="Keyword argument for the factory (repeatable); VALUE is a Python literal, else a string.",
 )
 @preprocessing_options(
-    "C,H,W of one input image (needed with a factory; C must be 3).",
+    "C,H,W of one input image (needed with a factory; C is 3, or 1 for grayscale).",
 )
 @click.option(
     "--head", default=None, help="smile_cnn's GAP head: avgpool (default), adaptive, mean."
