@@ -294,3 +294,14 @@ def test_threads_above_the_usable_cores_warn_once(tmp_path, monkeypatch):
         main, ["predict", str(out), str(tmp_path / "x.png"), "--threads", "2"]
     )
     assert "usable core" not in result.stderr
+    # -q: errors only on stderr (the warning and the summary were printed), the rows the same
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "y.png")
+    args = ["predict", str(out), str(tmp_path / "y.png"), "--threads", "3"]
+    loud, quiet = CliRunner().invoke(main, args), CliRunner().invoke(main, ["-q", *args])
+    assert quiet.exit_code == loud.exit_code == 0 and quiet.stdout == loud.stdout
+    assert "usable core" in loud.stderr and "1 file: 1 classified" in loud.stderr
+    assert quiet.stderr == ""
+    broken = CliRunner().invoke(main, ["-q", *args, str(tmp_path / "x.png")])
+    assert broken.exit_code == 1 and broken.stderr == ""  # the ERROR row is a result

@@ -47,6 +47,7 @@ from onnxedge.runtime.cli.output import (
     json_option,
     refuse_over_inputs,
     verbosity,
+    warn,
     write_json,
 )
 from onnxedge.runtime.cli.tuned_option import say_tuned, tuned_argument, tuned_option
@@ -419,7 +420,7 @@ def bench_cmd(
     for target in report.targets:
         click.echo(str(target) if verbose else fit(str(target)))
     for warning in report.warnings:
-        click.echo(f"onnxedge: warning: {warning}", err=True)
+        warn(warning)
     if not report:
         by_reason: dict[str, list[str]] = {}
         for r in report.rows:

@@ -12,7 +12,7 @@ import click
 
 from onnxedge.runtime.cli.heartbeat import Heartbeat
 from onnxedge.runtime.cli.options import THREADS, percent_not_fraction
-from onnxedge.runtime.cli.output import json_file, json_option, verbosity, write_json
+from onnxedge.runtime.cli.output import json_file, json_option, note, verbosity, write_json
 from onnxedge.runtime.variants.quantize import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_SIZE,
@@ -192,11 +192,11 @@ def optimize_cmd(
     if result.decode_gate is not None:
         click.echo(result.decode_gate.decode_line(verbose=verbosity() > 0))
     for name in result.dropped:
-        click.echo(f"dropped {name}: made from a variant this run replaced", err=True)
+        note(f"dropped {name}: made from a variant this run replaced")
     write_json(json_path, result.to_dict())
     written = [o.name for o in result.outcomes if o.written]
     if result.written:
-        click.echo(f"wrote {result.out} with {', '.join(written)}", err=True)
+        note(f"wrote {result.out} with {', '.join(written)}")
     if result.missed:
         names = ", ".join(o.name for o in result.missed)
         click.echo(

@@ -34,10 +34,11 @@ class ThreadCount(click.IntRange):
         cores = usable_cores()
         if count > cores and (param is None or param.name == "threads"):
             name = param.opts[0] if param is not None and param.opts else "threads"
-            click.echo(
-                f"onnxedge: warning: {name} {count} is more than the {cores} usable core"
-                f"{'s' if cores != 1 else ''}; the threads share them and run slower",
-                err=True,
+            from onnxedge.runtime.cli.output import warn
+
+            warn(
+                f"{name} {count} is more than the {cores} usable core"
+                f"{'s' if cores != 1 else ''}; the threads share them and run slower"
             )
         return count
 

@@ -92,8 +92,16 @@ def verbosity_options(command: F) -> F:
 
 def warn(message: str) -> None:
     """One warning line on stderr: ``onnxedge: warning: MESSAGE`` (a message of several lines
-    joined into one)."""
-    click.echo(one_line(f"onnxedge: warning: {message}"), err=True)
+    joined into one); none with ``-q`` (errors only)."""
+    if verbosity() >= 0:
+        click.echo(one_line(f"onnxedge: warning: {message}"), err=True)
+
+
+def note(message: str) -> None:
+    """A line on stderr about the run, beside its results (predict's summary, what a command
+    wrote, which tuned setup runs); none with ``-q`` (errors only)."""
+    if verbosity() >= 0:
+        click.echo(message, err=True)
 
 
 def echo_progress(msg: str) -> None:

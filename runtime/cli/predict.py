@@ -30,7 +30,13 @@ from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, is_image_name
 from onnxedge.runtime.cli.classifier_options import classifier_options
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import THREADS
-from onnxedge.runtime.cli.output import force_option, json_file, json_option, refuse_existing
+from onnxedge.runtime.cli.output import (
+    force_option,
+    json_file,
+    json_option,
+    note,
+    refuse_existing,
+)
 from onnxedge.runtime.cli.ray_options import (
     check_ray_only,
     output_option,
@@ -248,10 +254,9 @@ def _summary(paths: Iterable[str], total: int, failed: int, provider: str) -> No
         raise OnnxEdgeError(
             "expected image files, found none in: " + ", ".join(escape(p) for p in paths)
         )
-    click.echo(
+    note(
         f"{total} file{'s' if total != 1 else ''}: {total - failed} classified, {failed} failed "
-        f"({provider})",
-        err=True,
+        f"({provider})"
     )
     if failed:
         sys.exit(1)

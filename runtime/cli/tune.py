@@ -17,6 +17,7 @@ from onnxedge.runtime.cli.options import images_options, positive_ints, positive
 from onnxedge.runtime.cli.output import (
     json_file,
     json_option,
+    note,
     refuse_over_inputs,
     verbosity,
     write_json,
@@ -258,4 +259,4 @@ def tune_cmd(
         write_tuning(data, json_file(json_path))
     else:
         write_json(json_path, data)
-    click.echo(f"wrote {out}", err=True)
+    note(f"wrote {out}")

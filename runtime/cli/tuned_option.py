@@ -12,7 +12,7 @@ import click
 from click.core import ParameterSource
 
 from onnxedge.runtime.bundle.reader import Bundle
-from onnxedge.runtime.cli.output import BESIDE_THE_BUNDLE, warn
+from onnxedge.runtime.cli.output import BESIDE_THE_BUNDLE, note, warn
 
 if TYPE_CHECKING:
     from onnxedge.runtime.tune import TunedChoice
@@ -90,7 +90,7 @@ def say_tuned(choice: TunedChoice) -> None:
     """A `TunedChoice`'s line on stderr: what runs (``onnxedge: tuned: ...``), or a warning
     where the file was ignored (``onnxedge: warning: tuning file ignored: ...``)."""
     if choice:
-        click.echo(f"onnxedge: {choice.line()}", err=True)
+        note(f"onnxedge: {choice.line()}")
     else:
         warn(choice.line())
 
