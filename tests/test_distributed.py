@@ -304,6 +304,8 @@ def test_ray_only_options_need_ray(smile_bundle, tmp_path):
     assert code == 2 and "--decode-threads applies without --ray only" in err
     code, _, err = run_cli("predict", smile_bundle, tmp_path, "--ray", "--batch-processes", "2")
     assert code == 2 and "--batch-processes applies without --ray only" in err
+    code, _, err = run_cli("predict", smile_bundle, tmp_path, "--force")  # was accepted silently
+    assert code == 2 and "--force replaces the --output file; found no --output" in err
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])

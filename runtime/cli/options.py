@@ -30,6 +30,13 @@ class ThreadCount(click.IntRange):
     the cores and run slower (decoding threads, which wait on files, are not warned about)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "," in value:  # a list: only tune tries several
+            self.fail(
+                f"expected one thread count from 1 to {MAX_THREADS}, found {value!r} (a list of "
+                "counts to try is onnxedge tune's)",
+                param,
+                ctx,
+            )
         count = super().convert(value, param, ctx)
         cores = usable_cores()
         if count > cores and (param is None or param.name == "threads"):

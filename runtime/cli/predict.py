@@ -201,6 +201,8 @@ def predict_cmd(
         batch_processes=(batch_processes, False),
         decode=(decode, False),
     )
+    if force and output is None:
+        raise click.UsageError("--force replaces the --output file; found no --output")
     if ray_address is not None:
         if output is not None:
             refuse_existing(output, force, "the Parquet file")
