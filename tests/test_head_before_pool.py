@@ -131,3 +131,47 @@ def test_a_gate_on_a_few_images_is_warned_about_and_a_fraction_is_refused(tmp_pa
         f"{data}: the gates judge only 9 test images, each 11.11% of the label agreement; 200 or "
         "more make a gate's verdict mean more"
     ) in caplog.text
+
+
+def test_a_flatten_by_the_batchs_size_keeps_only_the_head_in_float(tmp_path):
+    """``x.view(x.size(0), -1)`` after the classifier, as every pytorchcv model does, exported
+    by torchscript with a dynamic batch: the Reshape's shape is Shape -> Gather -> Unsqueeze ->
+    Concat. Those int64 nodes were taken into the head kept in float32, and the fp16
+    conversion's graph then failed onnx.checker (SSA), so a default `optimize` wrote nothing."""
+    import torch
+    from torch import nn
+
+    from onnxedge.runtime.variants.fp16 import convert_fp16
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.output = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.output(self.pool(self.body(x)))
+            return x.view(x.size(0), -1)
+
+    torch.manual_seed(0)
+    source = tmp_path / "m.onnx"
+    torch.onnx.export(
+        Net().eval(), (torch.zeros(1, 3, 16, 16),), str(source), dynamo=False, opset_version=17,
+        input_names=["input"], output_names=["logits"],
+        dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}},
+    )  # fmt: skip
+    model = onnx.load(str(source))
+    ops = {n.name: n.op_type for n in model.graph.node}
+    assert {"Shape", "Gather", "Concat"} <= set(ops.values())
+    assert sorted(ops[n] for n in head_node_names(model)) == ["Conv", "Reshape"]
+    made = convert_fp16(source, tmp_path / "fp16.onnx")
+    assert len(made["kept_float32"]["nodes"]) == 2
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32)
+    runs = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        for p in (source, tmp_path / "fp16.onnx")
+    ]
+    np.testing.assert_allclose(runs[1], runs[0], atol=1e-2)

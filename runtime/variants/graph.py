@@ -19,6 +19,13 @@ from onnxedge.runtime.check.head import (
 from onnxedge.runtime.errors import OnnxEdgeError
 
 
+# Ops whose inputs from this index on are shapes, axes or indices, not the data the head computes:
+# a Reshape's target shape is made of Shape, Gather, Unsqueeze and Concat nodes where a model
+# flattens with ``x.view(x.size(0), -1)`` (every pytorchcv model exported by torchscript), and
+# keeping those int64 nodes "in float32" broke the fp16 conversion's graph.
+_DATA_INPUTS = {"Reshape": 1, "Expand": 1, "Unsqueeze": 1, "Squeeze": 1, "Tile": 1, "Slice": 1}
+
+
 def head_node_names(model: onnx.ModelProto) -> list[str]:
     """The classifier (the linear layer nearest the first output, as `onnxedge check` finds it)
     and every node between it and that output (the Sigmoid, a Reshape), by name. Where the pool
@@ -43,7 +50,8 @@ def head_node_names(model: onnx.ModelProto) -> list[str]:
         seen.add(id(node))
         names.append(node.name)
         if node is not classifier:
-            stack.extend(i for i in node.input if i)
+            data = node.input[: _DATA_INPUTS.get(node.op_type, len(node.input))]
+            stack.extend(i for i in data if i)
     if not all(names):
         raise OnnxEdgeError("expected named nodes in the head (name_unnamed_nodes first)")
     return names
