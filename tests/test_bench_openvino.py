@@ -181,3 +181,30 @@ def test_unknown_engine_is_a_usage_error(smile_bundle):
     result = _bench(smile_bundle, *SHORT, "--engines", "onnxruntime,tvm")
     assert result.exit_code == 2
     assert "unknown engine 'tvm'; expected some of: onnxruntime, openvino" in result.output
+
+
+@requires_openvino
+def test_an_input_read_straight_by_a_cast_keeps_its_name():
+    """A compiled port may carry two names (the input's and the Cast's output, fused): the
+    session took whichever OpenVINO gave, and a model with float32 inputs and float16 inside
+    (what a converter with keep_io_types writes, and the fp16 variant) could not be fed."""
+    from onnx import TensorProto, helper
+
+    from onnxedge.runtime.engines.openvino.runner import OpenVinoSession
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["input"], ["half"], to=TensorProto.FLOAT16),
+            helper.make_node("Relu", ["half"], ["relu"]),
+            helper.make_node("Cast", ["relu"], ["prob"], to=TensorProto.FLOAT),
+        ],
+        "cast_in",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = OpenVinoSession(loader.compile_model(model.SerializeToString()))
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    assert [o.name for o in session.get_outputs()] == ["prob"]
+    x = np.array([[-1.0, 0.5, 2.0]], dtype=np.float32)
+    np.testing.assert_array_equal(session.run(None, {"input": x})[0], [[0.0, 0.5, 2.0]])

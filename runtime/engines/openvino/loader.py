@@ -165,6 +165,11 @@ class Compiled:
     model: Any  # openvino.CompiledModel
     config: OpenVinoConfig
     effective: dict[str, Any]
+    # The names of the model's inputs and outputs as read, before compiling: a compiled port may
+    # carry more than one (an input read straight by a Cast also takes the Cast's output name),
+    # and its `get_any_name` is then another than the ONNX file's.
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
 
 
 def compile_model(
@@ -190,6 +195,7 @@ def compile_model(
         graph = core.read_model(source)
     except Exception as e:  # OpenVINO raises RuntimeError and its own types
         raise OnnxEdgeError(f"openvino cannot read {model}: {first_line(e)}") from None
+    names = tuple(p.get_any_name() for p in graph.inputs)
     for name in extra_outputs:
         try:
             graph.add_outputs(name)
@@ -210,7 +216,8 @@ def compile_model(
             f"asked OpenVINO for {config.precision} inference, it compiled {model} for {got}"
         )
     log.info("openvino compiled %s: %s", model, effective)
-    return Compiled(compiled, config, effective)
+    outputs = tuple(p.get_any_name() for p in graph.outputs)
+    return Compiled(compiled, config, effective, names, outputs)
 
 
 # OpenVINO's element type names -> the names PRECISIONS uses.

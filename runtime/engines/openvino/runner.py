@@ -21,10 +21,16 @@ from onnxedge.runtime.engines.base import PortInfo
 from onnxedge.runtime.engines.openvino.loader import Compiled
 
 
-def _port_info(port: Any) -> PortInfo:
+def _port_info(port: Any, named: str | None = None) -> PortInfo:
+    """A port's name (``named``, the model's own, where the port carries it), shape and dtype."""
     shape = port.get_partial_shape()
     dims = tuple(d.get_length() if d.is_static else None for d in shape)
-    return PortInfo(port.get_any_name(), dims, np.dtype(port.get_element_type().to_dtype()))
+    name = named if named in port.get_names() else port.get_any_name()
+    return PortInfo(name, dims, np.dtype(port.get_element_type().to_dtype()))
+
+
+def _named(count: int, names: Sequence[str]) -> list[str | None]:
+    return list(names) if len(names) == count else [None] * count
 
 
 class OpenVinoSession:
@@ -33,8 +39,11 @@ class OpenVinoSession:
     def __init__(self, compiled: Compiled) -> None:
         self.compiled = compiled
         model = compiled.model
-        self._inputs = [_port_info(p) for p in model.inputs]
-        self._outputs = [_port_info(p) for p in model.outputs]
+        ins, outs = model.inputs, model.outputs
+        named_ins = _named(len(ins), compiled.input_names)
+        named_outs = _named(len(outs), compiled.output_names)
+        self._inputs = [_port_info(p, n) for p, n in zip(ins, named_ins, strict=True)]
+        self._outputs = [_port_info(p, n) for p, n in zip(outs, named_outs, strict=True)]
         self._output_ports = {name: p for p in model.outputs for name in p.get_names()}
         self._local = threading.local()
 
