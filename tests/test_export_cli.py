@@ -222,3 +222,13 @@ def test_an_opset_onnx_does_not_know_is_refused_before_the_export(tmp_path, monk
     with pytest.raises(OnnxEdgeError, match=f"expected an opset from 7 to {newest}"):
         pipeline.export_model(pipeline.ExportRequest(out=tmp_path / "b", opset=99999))
     assert not (tmp_path / "b").exists()
+
+
+def test_a_labels_file_saved_with_a_byte_order_mark_names_its_classes(tmp_path):
+    """Windows' Notepad starts a UTF-8 file with a BOM: it stayed in the first class name,
+    and evaluate and optimize then refused that class's folder."""
+    from onnxedge.export.cli.preprocessing_options import read_labels
+
+    path = tmp_path / "labels.txt"
+    path.write_bytes("\ufeffcat\r\ndog\r\n".encode())
+    assert read_labels(path) == ["cat", "dog"]

@@ -48,7 +48,7 @@ def numbers(counts: tuple[int, ...], kind: type, example: str) -> Callable[..., 
 def read_labels(path: Path) -> list[str]:
     """Class names from a text file, one a line (blank lines and surrounding spaces ignored)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Notepad) is no name
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else e
         raise OnnxEdgeError(f"--labels: cannot read {path}: {reason}") from None

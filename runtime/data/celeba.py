@@ -186,7 +186,7 @@ def _read_partition(path: Path) -> dict[str, int]:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no field
     except UnicodeDecodeError as e:
         raise DataError(
             f"{path}: expected a text file, found bytes that are not UTF-8 ({e.reason})"
