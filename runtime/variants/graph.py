@@ -18,7 +18,6 @@ from onnxedge.runtime.check.head import (
 )
 from onnxedge.runtime.errors import OnnxEdgeError
 
-
 # Ops whose inputs from this index on are shapes, axes or indices, not the data the head computes:
 # a Reshape's target shape is made of Shape, Gather, Unsqueeze and Concat nodes where a model
 # flattens with ``x.view(x.size(0), -1)`` (every pytorchcv model exported by torchscript), and
