@@ -196,8 +196,8 @@ def test_a_grayscale_model_exports_with_one_channel_pixels(tmp_path):
     takes PIL's "L" pixels and `onnxedge import` makes such bundles."""
     from PIL import Image
 
-    from onnxedge.runtime.classifier.classifier import Classifier
     from onnxedge.runtime import check_parity
+    from onnxedge.runtime.classifier.classifier import Classifier
 
     torch.manual_seed(0)
     module = nn.Sequential(
