@@ -150,3 +150,9 @@ def test_optimize_says_it_is_still_calibrating(monkeypatch, tmp_path, trained_bu
     assert result.exit_code == 0, result.output
     still = [line for line in result.stderr.splitlines() if line.startswith("onnxedge: still")]
     assert still == ["onnxedge: still int8: calibrating on 8 images of the train split (25 s)"]
+    assert "int8: calibrating on 8 images" in result.stderr.splitlines()[0]  # each step's line
+    # -q: errors only (the steps' lines and 'wrote' were printed), the results the same
+    args[-1] = tmp_path / "quiet"
+    quiet = CliRunner().invoke(main, ["-q", *map(str, args), "--calibration-size", "8"])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == "" and quiet.stdout == result.stdout

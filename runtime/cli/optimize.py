@@ -185,7 +185,7 @@ def optimize_cmd(
         uint8_input=uint8_input,
         fast_decode=fast_decode,
     )
-    with Heartbeat.running(echo=lambda msg: click.echo(msg, err=True)) as heartbeat:
+    with Heartbeat.running(echo=note) as heartbeat:  # progress: none with -q
         result = optimize_bundle(request, progress=heartbeat)
     for outcome in result.outcomes:
         click.echo(outcome.line(verbose=verbosity() > 0))
