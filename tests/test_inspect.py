@@ -73,6 +73,27 @@ def test_inspect_something_that_is_not_a_model(tmp_path):
     assert_one_line_error(invoke("inspect", path), str(path))
 
 
+def test_a_files_external_data_counts_in_its_size_and_missing_is_said_so(tmp_path):
+    """inspect FILE counted the .onnx file alone (a dynamo export keeps its weights beside it);
+    missing weights were "not an ONNX model: protobuf says ..." in check and inspect."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 256])
+    w = onnx.numpy_helper.from_array(np.ones((256, 256), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path, save_as_external_data=True, location="m.onnx.data")
+    result = invoke("inspect", path, "--json", "-")
+    assert result.exit_code == 0, result.output
+    size = json.loads(result.stdout)["size_bytes"]
+    assert size == path.stat().st_size + (tmp_path / "m.onnx.data").stat().st_size
+    (tmp_path / "m.onnx.data").unlink()
+    for command in ("inspect", "check"):
+        result = invoke(command, path)
+        assert_one_line_error(result, f"{path}: cannot read its external data: ")
+        assert "not an ONNX model" not in result.output
+
+
 def test_inspect_a_bundle_with_variants_shows_each_with_its_gate(edge):  # noqa: F811
     manifest = json.loads((edge / "manifest.json").read_text())
     made = manifest["variants"]

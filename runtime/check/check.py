@@ -89,10 +89,14 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     if path.stat().st_size == 0:
         raise OnnxEdgeError(f"expected an ONNX file, found an empty file at {path}")
     try:
-        model = onnx.load(str(path))
-    except Exception as e:  # protobuf DecodeError, OSError, external-data errors
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf DecodeError, OSError
         raise OnnxEdgeError(not_onnx(path, e)) from None
     refuse_graphless(model, path)
+    try:  # an ONNX file whose weights are elsewhere is one; missing weights are another error
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except Exception as e:
+        raise OnnxEdgeError(f"{path}: cannot read its external data: {first_line(e)}") from None
     return model
 
 

@@ -80,11 +80,27 @@ def inspect_model(model: onnx.ModelProto, *, path: str, size_bytes: int) -> Insp
     )
 
 
+def _with_external_data(path: Path) -> int:
+    """The bytes of the file at ``path`` and of the external data files it names (a dynamo
+    export's weights are mostly there)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    tensors = [*model.graph.initializer]
+    tensors += [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    files = {ExternalDataInfo(t).location for t in tensors if uses_external_data(t)}
+    return path.stat().st_size + sum(
+        (path.parent / name).stat().st_size for name in files if (path.parent / name).is_file()
+    )
+
+
 def inspect_path(path: str | Path) -> Inspection:
     """Inspect a ``.onnx`` file, or a bundle directory (`Bundle.open`, which verifies it)."""
     path = Path(path)
     if not path.is_dir():
-        return inspect_model(load_model(path), path=str(path), size_bytes=path.stat().st_size)
+        model = load_model(path)
+        return inspect_model(model, path=str(path), size_bytes=_with_external_data(path))
     from onnxedge.runtime.bundle.reader import Bundle
 
     bundle = Bundle.open(path)
