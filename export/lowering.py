@@ -100,8 +100,26 @@ def _make_batch_dynamic(
             f"{len(batch.rewrites)} node(s)) it no longer computes the original at batch "
             f"{batch_size}: max abs error {worst.max_abs_error:.3g}"
             + (f" ({worst.detail})" if worst.detail else "")
+            + _foreign_ops(model)
         )
     return batch.model, batch.rewrites, step
+
+
+def _foreign_ops(model: onnx.ModelProto) -> str:
+    """Where the graph holds ops outside the ONNX standard (ONNX Runtime's ``com.microsoft``
+    FusedConv of a graph it saved after optimizing it), which shape inference cannot follow to
+    the node that pins the batch: the words that say so, else ""."""
+    foreign = sorted(
+        {f"{n.domain} {n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")}
+    )
+    if not foreign:
+        return ""
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    return (
+        f"; the graph holds ops outside the ONNX standard ({shown}), which shape inference "
+        "cannot follow to the node that fixes the batch: import the model as exported, before "
+        "a runtime optimized it, or give it a dynamic batch"
+    )
 
 
 def simplify_file(

@@ -1033,3 +1033,39 @@ def test_grayscale_is_pils_luma_of_the_rgb_image():
     np.testing.assert_array_equal(
         array, (luma * np.float32(1 / 255) - np.float32(0.5)) / np.float32(0.25)
     )
+
+
+def test_a_graph_onnxruntime_optimized_names_its_foreign_ops_when_its_batch_stays(tmp_path):
+    """A fixed batch behind com.microsoft FusedConv (a graph ONNX Runtime saved after its
+    optimizations): shape inference cannot reach the Reshape to [1, -1], and the refusal said
+    only "rewrote 0 node(s) ... max abs error inf", naming nothing."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = onnx.numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    shape = onnx.numpy_helper.from_array(np.array([1, -1], np.int64), "shape")
+    fc = onnx.numpy_helper.from_array(rng.standard_normal((2, 4, 1, 1)).astype(np.float32), "fc")
+    nodes = [  # the classifier a 1x1 Conv after the pool, flattened to [1, -1]
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Conv", ["p", "fc"], ["k"]),
+        helper.make_node("Reshape", ["k", "shape"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])], [w, shape, fc],
+    )  # fmt: skip
+    plain = tmp_path / "plain.onnx"
+    made = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(made, plain)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    assert any(n.domain == "com.microsoft" for n in optimized.graph.node)
+    result = invoke("import", tmp_path / "optimized.onnx", "--out", tmp_path / "b")
+    assert_one_line_error(result, "the input's batch is fixed at 1")
+    assert "ops outside the ONNX standard (com.microsoft FusedConv)" in result.output
+    assert invoke("import", plain, "--out", tmp_path / "c").exit_code == 0  # the graph as made
