@@ -73,7 +73,12 @@ def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, 
     for key in ("mean", "std"):
         value = spec[key]
         if not (isinstance(value, (list, tuple)) and len(value) == channels):
-            what = "one number (grayscale)" if channels == 1 else "three numbers (R, G, B)"
+            what = (
+                "one number (grayscale)"
+                if channels == 1
+                else "three numbers, one per channel in the model's channel order (R, G, B; "
+                "B, G, R with channel_order BGR)"
+            )
             raise OnnxEdgeError(f"{key}: expected {what}, found {value!r}")
         spec[key] = [float(v) for v in value]
     if "crop_fraction" in spec:

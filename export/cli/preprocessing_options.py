@@ -125,14 +125,14 @@ def preprocessing_options(input_shape_help: str) -> Callable[[Callable[..., Any]
         click.option(
             "--mean",
             callback=numbers((1, 3), float, "0.485,0.456,0.406"),
-            help="Preprocessing: per-channel mean (three, or one for a grayscale input), "
-            "subtracted after --scale.",
+            help="Preprocessing: per-channel mean (three, in the model's channel order: B, G, R "
+            "with --channel-order BGR; or one for a grayscale input), subtracted after --scale.",
         ),
         click.option(
             "--std",
             callback=numbers((1, 3), float, "0.229,0.224,0.225"),
-            help="Preprocessing: per-channel std (three, or one for a grayscale input), divided "
-            "by after the mean.",
+            help="Preprocessing: per-channel std (three, in the model's channel order, as --mean; "
+            "or one for a grayscale input), divided by after the mean.",
         ),
         click.option(
             "--channel-order",
