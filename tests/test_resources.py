@@ -305,3 +305,24 @@ def test_threads_above_the_usable_cores_warn_once(tmp_path, monkeypatch):
     assert quiet.stderr == ""
     broken = CliRunner().invoke(main, ["-q", *args, str(tmp_path / "x.png")])
     assert broken.exit_code == 1 and broken.stderr == ""  # the ERROR row is a result
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line_and_130(monkeypatch, capsys):
+    """The console script imported the CLI (numpy, the engines: about half a second) before any
+    handler ran, so an early Ctrl-C was a 30-frame traceback of the import."""
+    import importlib.abc
+
+    from onnxedge.runtime import __main__ as entry
+
+    class Interrupted(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "onnxedge.runtime.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "onnxedge.runtime.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    with pytest.raises(SystemExit) as stopped:
+        entry.main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "onnxedge: interrupted\n"
