@@ -194,6 +194,11 @@ def test_decode_names_are_checked():
         check_decode("quick")
     with pytest.raises(ValueError, match="unknown decode"):
         load_pixels("x.jpg", SPEC, decode="quick")
+    # an error a user can cause (README): an OnnxEdgeError too, not a bare ValueError
+    from onnxedge.runtime.errors import OnnxEdgeError
+
+    with pytest.raises(OnnxEdgeError, match="unknown decode 'quick'"):
+        check_decode("quick")
 
 
 def test_the_default_decode_is_the_one_the_model_was_trained_with():

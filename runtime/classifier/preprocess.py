@@ -47,7 +47,7 @@ import numpy as np
 
 from onnxedge.runtime.classifier.crop import center_square, crop_fraction, draft_side
 from onnxedge.runtime.classifier.fast_jpeg import draft_scale, load_scaled
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -353,9 +353,10 @@ def pillow_pixels(
 
 
 def check_decode(decode: Any) -> str:
-    """``decode`` if it is one of `DECODES`, else a `ValueError` naming them."""
+    """``decode`` if it is one of `DECODES`, else an `ArgumentError` (a `ValueError` and an
+    `OnnxEdgeError`) naming them."""
     if decode not in DECODES:
-        raise ValueError(f"unknown decode {decode!r}; expected one of: {', '.join(DECODES)}")
+        raise ArgumentError(f"unknown decode {decode!r}; expected one of: {', '.join(DECODES)}")
     return str(decode)
 
 
