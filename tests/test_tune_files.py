@@ -301,6 +301,10 @@ def test_predict_tuned_runs_the_files_winner(files_tuned, data, two_cpus):  # no
         sorted(images.iterdir()), batch_size=4
     )
     assert np.allclose(probabilities, [r.prediction.probability for r in want], atol=5e-5)
+    # a pool given wins over the winner's, and the line says so (it named the winner's pool)
+    result = _cli("predict", files_tuned, images, f"--tuned={path}", "--decode-processes", "1")
+    assert result.exit_code == 0, result.output
+    assert "; --decode-processes 1 as given decodes, not tune's pool" in result.output
     result = _cli("evaluate", files_tuned, "--data", data, "--tuned", path)
     assert result.exit_code == 0, result.output
     assert "variant int8" in result.output and "fastest from files" in result.output

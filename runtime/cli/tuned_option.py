@@ -90,9 +90,22 @@ def say_tuned(choice: TunedChoice) -> None:
     """A `TunedChoice`'s line on stderr: what runs (``onnxedge: tuned: ...``), or a warning
     where the file was ignored (``onnxedge: warning: tuning file ignored: ...``)."""
     if choice:
-        note(f"onnxedge: {choice.line()}")
+        given = _pool_given() if choice.files is not None else None
+        instead = f"; {given} as given decodes, not tune's pool" if given else ""
+        note(f"onnxedge: {choice.line()}{instead}")
     else:
         warn(choice.line())
+
+
+def _pool_given() -> str | None:
+    """The decoding pool option given on the command line (it wins over a files winner's)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    for name in ("decode_threads", "decode_processes", "batch_processes"):
+        if name in ctx.params and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            return f"--{name.replace('_', '-')} {ctx.params[name]}"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
