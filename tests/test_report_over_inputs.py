@@ -71,13 +71,19 @@ def test_a_report_in_the_folder_predict_reads_is_written_again_but_not_over_an_i
     report = photos / "preds.json"
     try:
         for _ in range(2):
-            argv = ["predict", str(inputs / "B"), str(photos), "--json", str(report), "--force"]
+            argv = ["predict", str(inputs / "B"), str(photos), "--json", str(report)]
             result = CliRunner().invoke(main, argv)
             assert result.exit_code == 0, result.output
         over = CliRunner().invoke(
             main, ["predict", str(inputs / "B"), str(photos), "--json", str(photos / "a.png")]
         )
         assert over.exit_code == 2 and "a file inside" in over.output
+        # nor a new file named as an image, which the next run's walk would take for one
+        made = CliRunner().invoke(
+            main, ["predict", str(inputs / "B"), str(photos), "--json", str(photos / "p.jpg")]
+        )
+        assert made.exit_code == 2 and "a file inside" in made.output
+        assert not (photos / "p.jpg").exists()
     finally:
         shutil.rmtree(photos)
 

@@ -164,7 +164,8 @@ def refuse_over_inputs(target: str | Path | None, option: str) -> None:
     if target is None or str(target) == "-" or ctx is None:
         return
     written = Path(target).resolve()
-    if not written.is_file():
+    # a file to be made is an input only where the next run's walk takes it: named as an image
+    if not written.is_file() and (written.exists() or not _image_name(written)):
         return
     for param in ctx.command.params:
         read_file = param.name in READ_FILE_PARAMS
@@ -186,6 +187,12 @@ def refuse_over_inputs(target: str | Path | None, option: str) -> None:
                     f"{'that input' if written == read else f'a file inside {value}'}; "
                     "write it elsewhere"
                 )
+
+
+def _image_name(path: Path) -> bool:
+    from onnxedge.runtime.classifier.preprocess import is_image_name
+
+    return is_image_name(path)
 
 
 # What a command reads inside a folder it is given, besides a bundle's listed files: models,
