@@ -160,3 +160,25 @@ def test_the_export_api_names_what_to_install_where_a_dependency_is_missing(monk
         assert e.name == "onnx_ir"
     else:
         raise AssertionError("import_bundle loaded without onnx_ir")
+
+
+def test_simplify_refuses_to_write_over_a_bundles_listed_file(smile_bundle, tmp_path):
+    """``simplify B/model.onnx --out B/model.onnx --force`` wrote over the bundle's model, and
+    every command then refused the bundle as changed."""
+    import shutil
+
+    from onnxedge.runtime.bundle.reader import Bundle
+
+    bundle = tmp_path / "b"
+    shutil.copytree(smile_bundle, bundle)
+    model = bundle / "model.onnx"
+    result = CliRunner().invoke(
+        main, ["simplify", str(model), "--out", str(model), "--force", "--no-onnxsim"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "expected a file outside a bundle's listed files, found model.onnx" in result.output
+    Bundle.open(bundle)  # still whole
+    beside = CliRunner().invoke(
+        main, ["simplify", str(model), "--out", str(bundle / "copy.onnx"), "--no-onnxsim"]
+    )
+    assert beside.exit_code == 0, beside.output  # a file the bundle does not list is written
