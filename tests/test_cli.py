@@ -176,7 +176,13 @@ def test_simplify_refuses_to_write_over_a_bundles_listed_file(smile_bundle, tmp_
         main, ["simplify", str(model), "--out", str(model), "--force", "--no-onnxsim"]
     )
     assert result.exit_code == 2, result.output
-    assert "expected a file outside a bundle's listed files, found model.onnx" in result.output
+    assert "expected a file outside a bundle's own files, found model.onnx" in result.output
+    over_manifest = CliRunner().invoke(
+        main, ["simplify", str(model), "-o", str(bundle / "manifest.json"), "--force"]
+    )  # the manifest lists every file but itself
+    assert over_manifest.exit_code == 2 and "found manifest.json of the bundle" in (
+        over_manifest.output
+    )
     Bundle.open(bundle)  # still whole
     beside = CliRunner().invoke(
         main, ["simplify", str(model), "--out", str(bundle / "copy.onnx"), "--no-onnxsim"]

@@ -9,7 +9,12 @@ import click
 
 from onnxedge.export.cli.export import gap_option
 from onnxedge.runtime.cli.heartbeat import Heartbeat
-from onnxedge.runtime.cli.output import force_option, refuse_existing, verbosity
+from onnxedge.runtime.cli.output import (
+    force_option,
+    refuse_a_bundles_file,
+    refuse_existing,
+    verbosity,
+)
 from onnxedge.runtime.deps import require_modules
 
 
@@ -34,7 +39,7 @@ def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool, gap: str, force: bool) 
     is 1 when it does not pass the check (for example a model without a GAP head).
     """
     refuse_existing(dst, force, "the model")
-    _refuse_a_bundles_file(dst)
+    refuse_a_bundles_file(dst, "--out")
     require_modules(
         "onnxscript",
         "onnx_ir",
@@ -55,26 +60,3 @@ def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool, gap: str, force: bool) 
     if not result.check:
         click.echo(f"FAILED | {dst} was written, but it does not pass onnxedge check", err=True)
         sys.exit(1)
-
-
-def _refuse_a_bundles_file(dst: Path) -> None:
-    """A usage error where ``dst`` is a file a bundle's manifest lists (its model.onnx): written
-    over, every command refuses the bundle as changed; a bundle is made whole by export, import
-    or optimize."""
-    import json
-
-    from onnxedge.runtime.bundle.manifest import MANIFEST
-
-    folder = dst.resolve().parent
-    for bundle in (folder, *folder.parents):
-        try:
-            listed = json.loads((bundle / MANIFEST).read_text(encoding="utf-8")).get("files")
-        except (OSError, ValueError, AttributeError):
-            continue
-        name = dst.resolve().relative_to(bundle).as_posix()
-        if isinstance(listed, dict) and name in listed:
-            raise click.UsageError(
-                f"--out {dst}: expected a file outside a bundle's listed files, found {name} of "
-                f"the bundle {bundle}; write it elsewhere"
-            )
-        return

@@ -12,7 +12,13 @@ import click
 
 from onnxedge.runtime.classifier.preprocess import DECODES, EXACT
 from onnxedge.runtime.cli.options import SEED
-from onnxedge.runtime.cli.output import force_option, json_option, refuse_existing, write_json
+from onnxedge.runtime.cli.output import (
+    force_option,
+    json_option,
+    refuse_a_bundles_file,
+    refuse_existing,
+    write_json,
+)
 from onnxedge.runtime.deps import require_modules
 
 # The choices of `onnxedge.models.train` (INITS, SCHEDULES), here so that --help needs no torch.
@@ -184,6 +190,7 @@ def train_cmd(
     plateau. Deterministic on the CPU for a seed.
     """
     refuse_existing(out, force, "the checkpoint")
+    refuse_a_bundles_file(out, "--out")
     require_modules("torch", "safetensors", needed_by="onnxedge train")
     from onnxedge.models.train import TrainConfig, train
 

@@ -219,6 +219,29 @@ def _read_inside(folder: Path, file: Path) -> bool:
     return isinstance(listed, dict) and file.relative_to(folder).as_posix() in listed
 
 
+def refuse_a_bundles_file(target: str | Path, option: str) -> None:
+    """Before any work: a usage error where ``target`` (a model or a checkpoint ``option``
+    writes) is a bundle's manifest or a file it lists (its model.onnx, a variant): written over,
+    every command refuses the bundle as changed; a bundle is made whole by export, import or
+    optimize. The nearest folder above ``target`` holding a manifest is the bundle."""
+    from onnxedge.runtime.bundle.manifest import MANIFEST
+
+    written = Path(target).resolve()
+    for folder in written.parents:
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        listed = manifest.get("files") if isinstance(manifest, dict) else None
+        name = written.relative_to(folder).as_posix()
+        if isinstance(listed, dict) and (name == MANIFEST or name in listed):
+            raise click.UsageError(
+                f"{option} {target}: expected a file outside a bundle's own files, found {name} "
+                f"of the bundle {folder}; write it elsewhere"
+            )
+        return
+
+
 def write_json(json_path: str | Path | None, payload: Any) -> None:
     """Write ``payload`` as indented JSON where ``--json`` said: nothing for None, stdout for
     ``-``, else FILE atomically."""
