@@ -261,6 +261,24 @@ def test_output_is_named_as_parquet(smile_bundle, tmp_path):
     assert code == 2 and "expected a Parquet file name (.parquet, .pq), found 'x.csv'" in err
 
 
+def test_parquet_through_a_link_keeps_the_link_and_a_device_is_written_in_place(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from onnxedge.runtime.classifier.predictions import FileResult
+    from onnxedge.runtime.distributed.parquet import write_results
+
+    rows = [FileResult("a.png", error="not an image"), FileResult("b.png", error="empty")]
+    real = tmp_path / "real.parquet"
+    real.write_bytes(b"old")
+    alias = tmp_path / "alias.parquet"
+    alias.symlink_to(real.name)
+    assert write_results(alias, rows, classes=("no", "yes"), k_classes=False) == (2, 2)
+    assert alias.is_symlink() and os.readlink(alias) == real.name
+    assert pq.read_table(real).column("file").to_pylist() == ["a.png", "b.png"]
+    assert write_results("/dev/null", rows, classes=("no", "yes"), k_classes=False) == (2, 2)
+    assert Path("/dev/null").is_char_device()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.parquet", "real.parquet"]
+
+
 def test_predictor_takes_paths_bytes_or_arrays_without_ray(smile_bundle, tmp_path):
     files = [str(good_image(tmp_path / f"{i}.png", i)) for i in range(3)]
     predictor = BundlePredictor(str(smile_bundle), provider="cpu", batch_size=2)

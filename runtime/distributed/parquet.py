@@ -74,10 +74,17 @@ def write_results(
     if path.is_dir():
         raise OnnxEdgeError(f"cannot write {path}: expected a file name, found a directory")
     table_schema = schema(k_classes).with_metadata({"classes": json.dumps(list(classes))})
+    # as the reports are written (`bundle.write.atomic_file`): a link keeps pointing, the file
+    # it points to replaced; a device or a pipe is written in place
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    in_place = target.exists() and not target.is_file()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if in_place:
+            tmp = str(target)
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            os.close(fd)
     except OSError as e:
         raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
     total = failed = 0
@@ -93,11 +100,13 @@ def write_results(
                     rows = []
             if rows or total == 0:
                 writer.write_table(pa.Table.from_pylist(rows, schema=table_schema))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        if not in_place:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if not in_place:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
     return total, failed
 
