@@ -97,3 +97,32 @@ def test_a_data_sets_list_is_not_replaced_by_data_info(tmp_path):
     result = CliRunner().invoke(main, ["data", "info", str(data), "--json", str(listing)])
     assert result.exit_code == 2, result.output
     assert listing.read_bytes() == before
+
+
+def test_a_plot_inside_the_bundle_is_written_and_written_again(inputs):
+    plot = inputs / "B" / "layers.png"  # named as an image, but no walk looks in a bundle
+    pytest.importorskip("matplotlib")
+    try:
+        for _ in range(2):
+            argv = ["parity", str(inputs / "B"), "--providers", "cpu", "--localize", "always"]
+            argv += ["--batch-sizes", "1", "--plot", str(plot)]
+            result = CliRunner().invoke(main, argv)
+            assert result.exit_code == 0, result.output
+            assert plot.is_file()
+    finally:
+        plot.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("command", ["info", "evaluate"])
+def test_a_report_named_as_an_image_inside_a_data_set_is_refused(smile_bundle, tmp_path, command):
+    data = tmp_path / "ds"
+    made = CliRunner().invoke(main, ["data", "synth", "--out", str(data), "--count", "10"])
+    assert made.exit_code == 0, made.output
+    images = next(data.rglob("*.jpg")).parent
+    new = images / "report.jpg"
+    argv = (
+        ["data", "info", data] if command == "info" else ["evaluate", smile_bundle, "--data", data]
+    )
+    result = CliRunner().invoke(main, [*map(str, argv), "--json", str(new)])
+    assert result.exit_code == 2 and "a file inside" in result.output, result.output
+    assert not new.exists()

@@ -303,6 +303,8 @@ def test_threads_above_the_usable_cores_warn_once(tmp_path, monkeypatch):
     assert quiet.exit_code == loud.exit_code == 0 and quiet.stdout == loud.stdout
     assert "usable core" in loud.stderr and "1 file: 1 classified" in loud.stderr
     assert quiet.stderr == ""
+    after = CliRunner().invoke(main, [*args, "-q"])  # -q after --threads: eager, it counts first
+    assert after.exit_code == 0 and after.stdout == loud.stdout and after.stderr == ""
     broken = CliRunner().invoke(main, ["-q", *args, str(tmp_path / "x.png")])
     assert broken.exit_code == 1 and broken.stderr == ""  # the ERROR row is a result
 

@@ -77,6 +77,7 @@ def verbosity_options(command: F) -> F:
         "--quiet",
         count=True,
         expose_value=False,
+        is_eager=True,  # counted before other options' callbacks, which may warn
         callback=configure_logging,
         help="Less log output: errors only.",
     )(command)
@@ -85,6 +86,7 @@ def verbosity_options(command: F) -> F:
         "--verbose",
         count=True,
         expose_value=False,
+        is_eager=True,
         callback=configure_logging,
         help="More log output (-v info, -vv debug and other packages' lines).",
     )(command)
@@ -202,16 +204,17 @@ _READ_SUFFIXES = (".onnx", ".ort", ".npz", ".txt", ".csv", ".config")
 
 def _read_inside(folder: Path, file: Path) -> bool:
     """Whether a command given ``folder`` may read ``file`` in it: a bundle's manifest and the
-    files it lists, a synthetic set's marker, a model, golden data, a list, an image. A report
-    written there before (check.json) is none of them, and may be written again."""
+    files it lists, a synthetic set's marker, a model, golden data, a list, an image outside a
+    bundle. A report written there before (check.json, a bundle's layers.png) is none of them,
+    and may be written again."""
     from onnxedge.runtime.bundle.manifest import MANIFEST
     from onnxedge.runtime.classifier.preprocess import is_image_name
     from onnxedge.runtime.data.synth import MARKER
 
     if file.name in (MANIFEST, MARKER) or file.suffix.lower() in _READ_SUFFIXES:
         return True
-    if is_image_name(file):
-        return True
+    if not (folder / MANIFEST).is_file():  # images are walked for in folders, not in bundles
+        return is_image_name(file)
     try:
         listed = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files") or {}
     except (OSError, ValueError, AttributeError):
