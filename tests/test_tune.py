@@ -318,7 +318,7 @@ def test_tuned_given_an_image_or_a_folder_is_a_usage_error(tmp_path):
         result = _cli("predict", tmp_path / "b", "--tuned", given, tmp_path / "b.jpg")
         assert result.exit_code == 2, result.output
         assert "expected a tuning file, found a" in result.output
-        assert "put --tuned after the images" in result.output
+        assert "put --tuned last, or write --tuned=FILE" in result.output
 
 
 def test_bench_tuned_adds_the_chosen_setup_as_a_row_at_each_batch_size(tuned_edge, tmp_path):

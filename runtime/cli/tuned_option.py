@@ -50,8 +50,8 @@ def _not_an_input(ctx: click.Context, param: click.Parameter, value: str | None)
     found = "a folder" if Path(value).is_dir() else "an image" if is_image_name(value) else None
     if found:
         raise click.BadParameter(
-            f"expected a tuning file, found {found} ({value}); put --tuned after the images, "
-            "or write --tuned=FILE"
+            f"expected a tuning file, found {found} ({value}); put --tuned last, or write "
+            "--tuned=FILE"
         )
     return value
 
