@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import helper
+from onnx import TensorProto, helper
 from PIL import Image
 
 from onnxedge.runtime.cli import main
@@ -42,6 +42,53 @@ def test_the_classifiers_own_activation_of_any_kind_is_walked_through(activation
     onnx.checker.check_model(model)
     names = head_node_names(model)
     assert sorted(names) == ["classifier", "classifier_relu", "flatten", "gap"]
+
+
+@pytest.mark.parametrize(
+    ("op", "extra", "attrs"),
+    [
+        ("ReduceMean", ["axis"], {}),  # opset 18: axes are an input, here a Constant node
+        ("Add", ["n_float"], {}),  # the batch size, taken from the image's shape, as a float
+        ("Mul", ["ones"], {}),  # ones made by ConstantOfShape at the shape of the logits
+    ],
+)
+def test_shapes_axes_and_indices_in_the_head_are_not_walked_into(op, extra, attrs):
+    """An op after the classifier whose other input is an axis or a shape computed from the
+    image's shape: the walk took the Shape node, and through it the backbone, for the head
+    (kept in float32 by the variants), and int64 nodes kept "in float32" broke fp16."""
+    model = models.classifier_before_pool()
+    model.opset_import[0].version = 18
+    graph = model.graph
+    one = onnx.numpy_helper.from_array(np.ones(1, np.float32))
+    axis = onnx.numpy_helper.from_array(np.array([1], np.int64))
+    graph.node.extend(
+        [
+            helper.make_node("Shape", ["r"], ["r_shape"], name="shape"),
+            helper.make_node("Slice", ["r_shape", "zero", "one"], ["n"], name="dims"),
+            helper.make_node("Constant", [], ["axis"], name="axis", value=axis),
+            helper.make_node("Cast", ["n"], ["n_float"], name="n_float", to=TensorProto.FLOAT),
+            helper.make_node("Shape", ["logits"], ["logits_shape"], name="logits_shape"),
+            helper.make_node(
+                "ConstantOfShape",
+                ["logits_shape"],
+                ["ones"],
+                name="ones",
+                value=one,
+            ),
+            helper.make_node(op, ["logits", *extra], ["out"], name="last", **attrs),
+        ]
+    )
+    graph.initializer.extend(
+        onnx.numpy_helper.from_array(np.array([v], np.int64), name)
+        for name, v in (("zero", 0), ("one", 1))
+    )
+    del graph.output[:]
+    shape = ["N", 1] if op == "ReduceMean" else ["N", 3]
+    graph.output.append(helper.make_tensor_value_info("out", TensorProto.FLOAT, shape))
+    onnx.checker.check_model(model, full_check=True)
+    names = set(head_node_names(model))
+    assert {"classifier", "classifier_relu", "flatten", "gap", "last"} <= names
+    assert not names & {"conv", "relu", "shape", "dims", "axis", "logits_shape"}, names
 
 
 def test_a_pool_with_nothing_linear_before_or_after_it_is_still_refused():

@@ -4,6 +4,7 @@ operators a model uses, and the package versions a variant records."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
@@ -21,8 +22,31 @@ from onnxedge.runtime.errors import OnnxEdgeError
 # Ops whose inputs from this index on are shapes, axes or indices, not the data the head computes:
 # a Reshape's target shape is made of Shape, Gather, Unsqueeze and Concat nodes where a model
 # flattens with ``x.view(x.size(0), -1)`` (every pytorchcv model exported by torchscript), and
-# keeping those int64 nodes "in float32" broke the fp16 conversion's graph.
+# keeping those int64 nodes "in float32" broke the fp16 conversion's graph. The reductions take
+# their axes as an input (ReduceSum from opset 13, the others from 18). Beyond these, the walk
+# stops at every tensor shape inference types as other than floating point (`_not_float`): a
+# shape, an index, an axis computed from the image's shape (Shape, then the backbone, was taken).
 _DATA_INPUTS = {"Reshape": 1, "Expand": 1, "Unsqueeze": 1, "Squeeze": 1, "Tile": 1, "Slice": 1}
+_DATA_INPUTS |= {"Resize": 1, "Pad": 1, "Split": 1, "Gather": 1, "ConstantOfShape": 0, "Shape": 0}
+_REDUCTIONS = ("Mean", "Sum", "Max", "Min", "Prod", "L1", "L2", "LogSum", "LogSumExp", "SumSquare")
+_DATA_INPUTS |= {f"Reduce{r}": 1 for r in _REDUCTIONS}
+_FLOATS = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+    onnx.TensorProto.DOUBLE,
+}
+
+
+def _not_float(model: onnx.ModelProto) -> set[str]:
+    """The tensors shape inference types as other than floating point (an unknown type is taken
+    for data)."""
+    graph = model.graph
+    with contextlib.suppress(Exception):  # inference only helps: the walk has `_DATA_INPUTS`
+        graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    typed = (*graph.input, *graph.value_info, *graph.output)
+    found = {v.name for v in typed if v.type.tensor_type.elem_type not in (0, *_FLOATS)}
+    return found | {i.name for i in graph.initializer if i.data_type not in _FLOATS}
 
 
 def head_node_names(model: onnx.ModelProto) -> list[str]:
@@ -42,8 +66,10 @@ def head_node_names(model: onnx.ModelProto) -> list[str]:
         )
     names: list[str] = []
     stack, seen = [head.output], set()
+    not_float = _not_float(model)
     while stack:
-        node = producers.get(stack.pop())
+        tensor = stack.pop()
+        node = None if tensor in not_float else producers.get(tensor)
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
