@@ -14,6 +14,8 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -120,8 +122,10 @@ def _import_file(path_text: str) -> Any:
         raise OnnxEdgeError(f"expected a Python file for --model, found {found_at(path)}")
     resolved = path.resolve()
     # One module name per file, so that two user files named model.py do not replace each other.
-    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
-    name = f"onnxedge_user_{resolved.stem}_{digest}"
+    # (the path's bytes, any name the system allows; the stem in word characters only)
+    digest = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", resolved.stem.encode("ascii", "replace").decode("ascii"))
+    name = f"onnxedge_user_{stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, resolved)

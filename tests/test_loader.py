@@ -3,6 +3,7 @@ literal `--model-arg` values, and every way it can go wrong is one line naming w
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import pytest
@@ -102,3 +103,14 @@ def test_a_file_that_fails_to_import_is_one_line(tmp_path):
     path.write_text("import torch\nraise RuntimeError('no GPU here')\n")
     with pytest.raises(OnnxEdgeError, match=r"cannot import .*bad.py: RuntimeError: no GPU here"):
         load_factory(f"{path}:f")
+
+
+def test_a_file_whose_name_is_not_utf8_loads(tmp_path):
+    folder = tmp_path / os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not UTF-8
+    folder.mkdir()
+    path = folder / os.fsdecode(b"m\xe9-1.py")
+    path.write_text("from torch import nn\n\ndef f():\n    return nn.Linear(2, 1)\n")
+    model = build_module(f"{path}:f", {})
+    assert isinstance(model, nn.Linear)
+    assert type(model).__module__ == "torch.nn.modules.linear"
+    assert load_factory(f"{path}:f").__module__.startswith("onnxedge_user_m__1_")
