@@ -26,6 +26,10 @@ The Python API, one function per command, each returning its result object::
 | ``onnxedge inspect`` | `inspect_path` | `Inspection` |
 
 Errors a user can cause raise `OnnxEdgeError` (its message is one line); nothing here prints.
+Its kinds: `ArgumentError` (also a `ValueError`: an argument the function does not take),
+`BundleError`, `ImageReadError` (one image; ``reason`` without the file's name),
+`ProviderUnavailable` and its `EngineUnavailable`, `ModelOutputError`. `load_pixels` and
+`load_image` are the file-to-pixels steps of `Classifier`, with `MAX_PIXELS` their limit.
 The names are imported on first use (module ``__getattr__``), so ``import onnxedge.runtime`` stays
 cheap: it loads neither onnxruntime nor onnx nor torch. The export side is `onnxedge.export`.
 """
@@ -38,6 +42,15 @@ from onnxedge.runtime.lazy_api import lazy_names
 # must not be a subpackage's, which would shadow it once the subpackage is imported).
 _API = {
     "OnnxEdgeError": "onnxedge.runtime.errors",
+    "ArgumentError": "onnxedge.runtime.errors",
+    "BundleError": "onnxedge.runtime.errors",
+    "ImageReadError": "onnxedge.runtime.errors",
+    "ProviderUnavailable": "onnxedge.runtime.errors",
+    "EngineUnavailable": "onnxedge.runtime.engines.base",
+    "ModelOutputError": "onnxedge.runtime.classifier.predictions",
+    "load_pixels": "onnxedge.runtime.classifier.preprocess",
+    "load_image": "onnxedge.runtime.classifier.preprocess",
+    "MAX_PIXELS": "onnxedge.runtime.classifier.preprocess",
     "Bundle": "onnxedge.runtime.bundle.reader",
     "TensorSpec": "onnxedge.runtime.bundle.manifest",
     "Classifier": "onnxedge.runtime.classifier.classifier",

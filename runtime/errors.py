@@ -30,6 +30,21 @@ class BundleError(OnnxEdgeError):
     """A bundle directory is missing, incomplete, or does not match its manifest."""
 
 
+class ImageReadError(OnnxEdgeError):
+    """One image file that cannot be used; ``reason`` says what was expected and what was found.
+    The message names the file on one line (`names.shown`); ``path`` is the name as given."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        from onnxedge.runtime.names import shown
+
+        name = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+        if ("\0" if isinstance(name, str) else b"\0") in name:  # no path: bytes of a file?
+            name = name[:40] + ("..." if isinstance(name, str) else b"...")  # type: ignore[operator]
+        super().__init__(f"{shown(name)}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 # Lines of a library's message that only say where in its sources it was raised (OpenVINO's
 # "Exception from src/inference/src/cpp/core.cpp:84:", one per frame, before the reason).
 _WHERE_RAISED = re.compile(r"(Exception from|Check '.*' failed at) \S+:\d+:?")
@@ -68,6 +83,8 @@ def found_at(path: str | os.PathLike[str]) -> str:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return f"nothing at {shown}"
         return f"{shown}, which cannot be read ({e.strerror or e})"
+    except ValueError:  # a NUL byte, a lone surrogate: no file has such a name
+        return f"{shown!r}, which no file name can be"
     if stat.S_ISDIR(mode):
         return f"a directory at {shown}"
     if stat.S_ISFIFO(mode):

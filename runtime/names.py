@@ -61,6 +61,16 @@ def escape(name: str | bytes) -> str:
     return "".join(_escape_text(text) + octal(bad) for text, bad in utf8_runs(name_bytes(name)))
 
 
+def shown(name: str | bytes) -> str:
+    """``name`` for a message: as it is where it is valid UTF-8 without control characters, else
+    `escape`d (one line, and bytes shown as predict's lines show them)."""
+    if is_utf8(name):
+        plain = name_bytes(name).decode("utf-8")
+        if not _UNNAMED.search(plain.replace("\\", "")):
+            return plain
+    return escape(name)
+
+
 def utf8_runs(raw: bytes) -> Iterator[tuple[str, bytes]]:
     """``raw`` as runs of (valid UTF-8 text, the bytes after it that are not UTF-8, or b"")."""
     while raw:

@@ -167,6 +167,12 @@ def test_the_kernels_error_is_against_the_float_reference_and_named_where_it_fai
     assert "kernels vs float reference |Δp| max 0.8" in result.summary()
     assert result.to_dict()["kernel_prob_error"] == result.kernel_error
     assert "this CPU's int8 kernels differ from the file's float reference" in result.line()
+    assert "--int8-7-bit-weights all keeps them in range" in result.line()
+    every = judge(
+        "int8", fp32, variant, truth, threshold=0.5, float_reference=by_float, weights_7_bit="all"
+    )  # the remedy already taken is not offered again
+    assert "--int8-7-bit-weights" not in every.line()
+    assert "every weight is in 7 bits already" in every.line()
     close = judge(
         "int8", fp32, variant, truth, threshold=0.5, float_reference=variant + KERNEL_NOTE / 2
     )

@@ -122,3 +122,21 @@ def test_parity_of_an_old_int8_on_such_a_cpu_says_so(old_edge, monkeypatch, capl
     monkeypatch.setattr(loader, "int8_pairs_saturate", lambda: False)
     assert CliRunner().invoke(main, args).exit_code == 0
     assert "8-bit weights" not in caplog.text
+
+
+def test_a_weight_quantised_per_tensor_is_not_a_warning_but_others_are(caplog):
+    """onnxruntime warns once per 1-D weight it quantises per tensor (every unfused BatchNorm of a
+    DenseNet): 11 lines of `optimize` a user can do nothing about; they go to the debug log."""
+    import logging
+
+    from onnxedge.runtime.variants.quantize import _quiet_quantizer
+
+    quiet = caplog.at_level(logging.DEBUG, logger="onnxedge.runtime.variants.quantize")
+    with caplog.at_level(logging.DEBUG), quiet, _quiet_quantizer():
+        logging.warning("Axis 1 is out-of-range for weight 'features.4.bn1.weight' with rank 1")
+        logging.warning("something else the quantiser says")
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == ["something else the quantiser says"]
+    assert any("quantised per tensor" in r.getMessage() for r in caplog.records)
+    logging.warning("Axis 1 is out-of-range for weight 'w' with rank 1")  # outside: as it is
+    assert caplog.records[-1].levelno == logging.WARNING

@@ -186,9 +186,14 @@ def test_predict_gives_class_names_top_k_and_probabilities(birds_bundle, images)
     refused = CliRunner().invoke(
         main, ["predict", str(birds_bundle), str(images), "--threshold", "0.3"]
     )
-    assert refused.exit_code == 1 and "a threshold applies to a model with one output" in (
+    # a usage error (exit 2), as --top-k on a model with one output is
+    assert refused.exit_code == 2 and "a threshold applies to a model with one output" in (
         refused.output
     )
+    with pytest.raises(ValueError, match="a threshold applies to a model with one output"):
+        Classifier.from_bundle(birds_bundle, provider="cpu", threshold=0.3)
+    with pytest.raises(ValueError, match="expected k of at least 1 or None, got 0"):
+        expected[0].top(0)
 
 
 @pytest.mark.slow

@@ -61,7 +61,7 @@ from onnxedge.runtime.classifier.preprocess import (
 )
 from onnxedge.runtime.classifier.session import PROVIDER_CHOICES, check_external_data, run_halving
 from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.errors import ArgumentError, BundleError, OnnxEdgeError
 from onnxedge.runtime.variants.manifest import FP32
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ class Classifier:
         # `predict_files`' session for concurrent batches, each on one thread (ONNX Runtime:
         # `loader.OneThreadSession`; OpenVINO: `loader.OpenVinoStreams`), and what makes a batch
         # process's own session (`loader.SessionRecipe`), where they can.
-        self.one_thread: Any = None
-        self.batch_session: Any = None
+        self.one_thread, self.batch_session = None, None  # type: Any, Any
         self.manifest = manifest
         self.path = path
         self.provider = provider
@@ -126,7 +125,7 @@ class Classifier:
         classes, which take none."""
         if self.output_kind not in BINARY_KINDS:
             if threshold is not None:
-                raise OnnxEdgeError(
+                raise ArgumentError(
                     f"a threshold applies to a model with one output; this one gives "
                     f"{len(self.classes)} class probabilities ({self.output_kind})"
                 )
@@ -387,7 +386,7 @@ class Classifier:
         if isinstance(image, (str, bytes, os.PathLike)):
             return load_pixels(image, self.preprocessing, max_pixels=max_pixels, decode=self.decode)
         if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
-            return image_pixels(image, self.preprocessing)
+            return image_pixels(image, self.preprocessing, max_pixels=max_pixels)
         raise TypeError(f"expected a file path or a PIL image, got {type(image).__name__}")
 
     def model_input(self, batch: np.ndarray) -> np.ndarray:
@@ -448,7 +447,8 @@ class Classifier:
         (`onnxedge.runtime.classifier.decode.file_pool`)."""
         counts = (decode_threads, decode_processes, batch_processes)
         can, tuned = self.batch_session is not None, getattr(self.tuned, "files", None)
-        return file_pool(*counts, batch_sessions=can, provider=self.provider, tuned=tuned, **run)
+        run.setdefault("why_not", getattr(self, "no_batch_sessions", "one built on a session"))
+        return file_pool(*counts, batch_sessions=can, tuned=tuned, **run)
 
     def predict_files(
         self,

@@ -193,19 +193,19 @@ def file_pool(
     batch_processes: int | None,
     *,
     batch_sessions: bool,
-    provider: str,
     tuned: Any = None,
     files: int | None = None,
     batch_size: int | None = None,
     sample: Sequence[Any] = (),
+    why_not: str = "one built on a session",
 ) -> DecodePool:
     """`Classifier.file_pool`: the counts checked (an `ArgumentError` for one out of range, more
-    than one, or batch processes where the classifier has no ``batch_sessions`` or processes
-    are not forked), then `decode_pool`; where none is given, `threads_pool` for ``files``
-    (where known) that fit in one batch of ``batch_size``, else ``tuned``'s pool (a `FilesSetup`
-    of `onnxedge tune --images`, measured on the user's files; one this classifier cannot have
-    is a warning), else `threads_pool` where the ``sample`` (the first batch's paths) are
-    `large_files`, else `default_decode_pool`."""
+    than one, or batch processes where the classifier has no ``batch_sessions``, ``why_not``,
+    or processes are not forked), then `decode_pool`; where none is given, `threads_pool` for
+    ``files`` (where known) that fit in one batch of ``batch_size``, else ``tuned``'s pool (a
+    `FilesSetup` of `onnxedge tune --images`, measured on the user's files; one this classifier
+    cannot have is a warning), else `threads_pool` where the ``sample`` (the first batch's
+    paths) are `large_files`, else `default_decode_pool`."""
     none_given = (decode_threads, decode_processes, batch_processes) == (None,) * 3
     if none_given and files is not None and batch_size is not None and files <= batch_size:
         return threads_pool()
@@ -219,7 +219,7 @@ def file_pool(
                 chosen.get("decode_processes"),
                 chosen.get("batch_processes"),
                 batch_sessions=batch_sessions,
-                provider=provider,
+                why_not=why_not,
             )
         except ArgumentError as e:
             log.warning("the tuned pool (%s) cannot run: %s", tuned.describe(), e)
@@ -239,7 +239,7 @@ def file_pool(
         found = (
             f"processes started with {START_METHOD} on {sys.platform}"
             if START_METHOD != "fork"
-            else f"one on {provider}, with its threads given, or not from from_bundle"
+            else why_not
         )
         raise ArgumentError(
             "expected a classifier from Classifier.from_bundle on ONNX Runtime's CPU EP with its "

@@ -102,8 +102,8 @@ class _Decode:
         try:
             image = self.load(item)
         except ImageReadError as e:
-            return os.fspath(item), e.reason
-        return os.fspath(item), image
+            return os.fsdecode(item), e.reason
+        return os.fsdecode(item), image  # a str name for bytes too (surrogate escapes kept)
 
 
 def stream_files(
@@ -282,7 +282,7 @@ MAX_CONCURRENT_BATCHES = 8
 
 def _as_item(path: str | Path | ImageReadError) -> Item:
     if isinstance(path, ImageReadError):
-        return os.fspath(path.path), path.reason
+        return os.fsdecode(path.path), path.reason
     if not isinstance(path, (str, bytes, os.PathLike)):  # an error result; the others go on
         return repr(path)[:120], f"expected a file path, got {type(path).__name__}"
     return path

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import itertools
 import logging
+import os
 import threading
 from collections.abc import Iterable, Sized
 from pathlib import Path
@@ -86,6 +87,10 @@ def load_classifier(
     threads = check_count(threads, "threads", optional=True, maximum=MAX_THREADS)
     if threshold is not None:
         check_threshold(threshold)
+    if not (tuned is None or isinstance(tuned, (bool, str, os.PathLike))):
+        raise ArgumentError(
+            f"expected tuned as True, False, None or a tuning file's path, got {tuned!r}"
+        )
     bundle = Bundle.open(path)
     choice = None
     threads_given = threads is not None  # by the caller: tune's are for its session alone
@@ -160,6 +165,11 @@ def load_classifier(
     warn_if_8_bit_image_conv(bundle, variant)
     classifier.variant = variant_key(variant)
     classifier.tuned = choice
+    classifier.no_batch_sessions = (  # why batch processes cannot run it, where they cannot
+        "an OpenVINO classifier" if engine != ONNXRUNTIME
+        else f"one on {used}" if used != "CPUExecutionProvider"
+        else "one with its threads given"
+    )  # fmt: skip
     if engine == ONNXRUNTIME and used == "CPUExecutionProvider" and not threads_given:
         # Not OpenVINO: its compile_model in a forked process waits for ever on an executor
         # thread of the parent's that the fork did not copy (seen in the test suite).

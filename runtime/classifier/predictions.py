@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError
 from onnxedge.runtime.names import json_name, json_safe, text
 
 
@@ -32,7 +32,10 @@ class Prediction:
     classes: tuple[str, ...] = ()
 
     def top(self, k: int | None = None) -> list[tuple[str, float]]:
-        """The ``k`` most probable classes (all with None), most probable first."""
+        """The ``k`` most probable classes (all with None; ``k`` at least 1), most probable
+        first."""
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ArgumentError(f"expected k of at least 1 or None, got {k!r}")
         order = sorted(range(len(self.probabilities)), key=lambda i: -self.probabilities[i])
         return [(self.classes[i], self.probabilities[i]) for i in order[:k]]
 

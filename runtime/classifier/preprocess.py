@@ -45,9 +45,10 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.classifier.args import check_max_pixels
 from onnxedge.runtime.classifier.crop import center_square, crop_fraction, draft_side
 from onnxedge.runtime.classifier.fast_jpeg import draft_scale, load_scaled
-from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError, first_line
+from onnxedge.runtime.errors import ArgumentError, ImageReadError, OnnxEdgeError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +80,6 @@ RESIZE_MODES = ("stretch", "pad-right", "letterbox")
 _ORIENTATION = 0x0112  # the EXIF tag
 _HIGH_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _WITH_ALPHA = ("RGBA", "LA", "RGBa", "La", "PA")
-
-
-class ImageReadError(OnnxEdgeError):
-    """One image file that cannot be used; ``reason`` says what was expected and what was found."""
-
-    def __init__(self, path: Any, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 def to_rgb(image: Any) -> Any:
@@ -158,15 +150,20 @@ def preprocess_image(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
     return finish(image_pixels(image, spec), spec)
 
 
-def image_pixels(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
+def image_pixels(
+    image: Any, spec: Mapping[str, Any], *, max_pixels: int | None = None
+) -> np.ndarray:
     """A PIL image -> uint8 array [h, w, C] as ``spec`` says, before the scaling and the padding:
     EXIF orientation, `to_rgb`, the crop, the resize and the channel order. [h, w] is the model's
     size unless its ``resize_mode`` pads (`pads`). `finish` of it is `preprocess_image`'s array,
     bit for bit. An empty, closed or truncated image (PIL reads a file lazily) is an
-    `ImageReadError` naming it (its file, where it has one), not PIL's exception."""
+    `ImageReadError` naming it (its file, where it has one), not PIL's exception; so is one of
+    more than ``max_pixels`` pixels (None: no limit), refused before PIL decodes it."""
     name = getattr(image, "filename", "") or f"<PIL image {image.mode} {image.size}>"
     if 0 in tuple(image.size):
         raise ImageReadError(name, "expected an image with pixels, found {}x{}".format(*image.size))
+    if max_pixels is not None and image.size[0] * image.size[1] > max_pixels:
+        raise ImageReadError(name, _too_large(*image.size, max_pixels))
     try:
         return _upright_pixels(to_rgb(exif_upright(image)), spec)
     except OnnxEdgeError:
@@ -333,7 +330,7 @@ def load_pixels(
     the exact path. Where simplejpeg is installed, a plain JPEG named so is decoded by it
     (`onnxedge.runtime.classifier.fast_jpeg`): the same pixels, at about half the CPU.
     """
-    target = None
+    target, max_pixels = None, check_max_pixels(max_pixels)
     if check_decode(decode) == FAST:
         target = draft_side(spec)
         array = load_scaled(path, target, max_pixels)
@@ -472,6 +469,12 @@ def _check_regular_file(path: Any) -> None:
         raise ImageReadError(path, f"expected an image file, found {found}") from None
     except OSError as e:
         raise ImageReadError(path, f"cannot read: {e.strerror or e}") from None
+    except UnicodeEncodeError as e:  # a lone surrogate no file system gave
+        found = f"{e.object[e.start : e.end]!r}, which no file name holds ({e.reason})"
+        raise ImageReadError(path, f"expected a file name, found {found}") from None
+    except ValueError:  # a NUL byte: the bytes of a file given for its path?
+        found = "a NUL byte in it (an image held in memory goes in as a PIL image)"
+        raise ImageReadError(path, f"expected a file name, found {found}") from None
     if stat.S_ISDIR(st.st_mode):
         raise ImageReadError(path, "expected an image file, found a directory")
     if not stat.S_ISREG(st.st_mode):

@@ -26,7 +26,7 @@ import click
 from onnxedge.runtime.cli.options import finite_numbers
 from onnxedge.runtime.cli.output import verbosity_options, warn
 from onnxedge.runtime.deps import EXPORT_EXTRA_HINT, check_one_onnxruntime, module_available
-from onnxedge.runtime.errors import OnnxEdgeError, first_line
+from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError, first_line
 from onnxedge.runtime.lines import one_line
 
 # name -> "module:attribute" of the click command.
@@ -84,6 +84,8 @@ class LazyGroup(click.Group):
             finally:
                 sys.stdout.flush()  # what is still buffered fails here, not at exit
                 sys.stdout = stdout
+        except ArgumentError as e:  # an option's value the library refused: a usage error
+            raise click.UsageError(one_line(str(e))) from None
         except OnnxEdgeError as e:
             _fail(ctx, str(e))
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`Terminated`)

@@ -389,7 +389,6 @@ def default_setup(paths: Sequence[str], batch_size: int, decode: str) -> FilesSe
         None,
         None,
         batch_sessions=True,
-        provider="CPUExecutionProvider",
         files=len(paths),
         batch_size=batch_size,
         sample=paths[:batch_size],

@@ -80,6 +80,7 @@ class GateResult:
     provider: str = ""
     # int8: the largest |dp| between this CPU's kernels and the float reference (module docstring)
     kernel_error: float | None = None
+    weights_7_bit: Any = None  # int8: the quantiser's `Int8Config.weights_7_bit`, where known
 
     @property
     def accuracy_drop_pp(self) -> float:
@@ -146,11 +147,15 @@ class GateResult:
         if not self.passed:
             text += " | missed: " + "; ".join(self.misses)
             if self.kernel_error is not None and self.kernel_error > KERNEL_NOTE:
+                remedy = (  # every weight in 7 bits already: nothing saturates; the fused ops
+                    "every weight is in 7 bits already, so the rest is onnxruntime's fused int8 ops"
+                    if self.weights_7_bit == "all"
+                    else "--int8-7-bit-weights all keeps them in range"
+                )
                 text += (
                     f" | this CPU's int8 kernels differ from the file's float reference by |Δp| "
                     f"up to {_g(self.kernel_error)}: its numbers depend on the CPU (x86 without "
-                    f"VNNI adds u8 x s8 products in pairs into 16 bits, which saturate; "
-                    f"--int8-7-bit-weights all keeps them in range)"
+                    f"VNNI adds u8 x s8 products in pairs into 16 bits, which saturate; {remedy})"
                 )
         return text
 
@@ -204,12 +209,13 @@ def judge(
     split: str = "test",
     provider: str = "",
     float_reference: Sequence[float] | np.ndarray | None = None,
+    weights_7_bit: Any = None,
 ) -> GateResult:
     """Judge ``candidate``'s probabilities against ``fp32``'s on images whose true class indices
     are ``labels`` (1 positive), as the module docstring says: [N] (or [N, 1]) probabilities of
     the positive class, or [N, K] class probabilities (K >= 2; the label is the top class).
     ``float_reference``: an int8 candidate's outputs by its float reference, for its
-    ``kernel_error``."""
+    ``kernel_error``; ``weights_7_bit``: what its quantiser kept in 7 bits (the line's hint)."""
     reference = np.asarray(fp32, dtype=np.float64)
     values = np.asarray(candidate, dtype=np.float64)
     classes = reference.shape[1] if reference.ndim == 2 else 1
@@ -255,6 +261,7 @@ def judge(
         split=split,
         provider=provider,
         kernel_error=kernel_error,
+        weights_7_bit=weights_7_bit,
     )
 
 

@@ -140,6 +140,7 @@ def run_gates(
                 if float_reference_name(name) in outputs
                 else None
             ),
+            weights_7_bit=(made[name].get("made") or {}).get("weights_7_bit"),
         )
         for name in made
     }

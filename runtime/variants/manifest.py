@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from onnxedge.runtime.errors import BundleError, OnnxEdgeError
+from onnxedge.runtime.errors import ArgumentError, BundleError, OnnxEdgeError
 
 FP32 = "fp32"  # model.onnx itself
 INT8 = "int8"
@@ -166,7 +166,9 @@ def variant_key(variant: Any) -> str:
     if variant is None:
         return FP32
     if not isinstance(variant, str) or not variant.strip():
-        raise ValueError(f"expected a variant name such as {', '.join(VARIANTS)}, got {variant!r}")
+        raise ArgumentError(
+            f"expected a variant name such as {', '.join(VARIANTS)}, got {variant!r}"
+        )
     return variant.strip().lower()
 
 

@@ -320,20 +320,36 @@ def calibration_batch(count: int, largest: int = CALIBRATION_BATCH) -> int:
     return next(size for size in range(min(largest, count), 0, -1) if count % size == 0)
 
 
+class _PerTensorFallback(logging.Filter):
+    """onnxruntime's "Axis 1 is out-of-range for weight 'bn.weight' with rank 1": a 1-D weight
+    (an unfused BatchNorm's scale, DenseNet's and pre-activation ResNets') quantised per tensor
+    where per channel was asked. Nothing the user can act on: it goes to the log at debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "is out-of-range for weight" not in str(record.msg):
+            return True
+        log.debug("onnxruntime.quantization: %s (quantised per tensor)", record.getMessage())
+        return False
+
+
 @contextlib.contextmanager
 def _quiet_quantizer() -> Iterator[None]:
     """onnxruntime's quantiser logs its progress at INFO on the root logger (kept to warnings
-    unless onnxedge runs with -v) and its histogram calibrators print theirs to stdout, which
+    unless onnxedge runs with -v), and a 1-D weight it quantises per tensor at WARNING
+    (`_PerTensorFallback`: at debug); its histogram calibrators print theirs to stdout, which
     is the command's report: that goes to the log at debug level."""
     root = logging.getLogger()
     saved = root.level
     if saved < logging.WARNING and not log.isEnabledFor(logging.INFO):
         root.setLevel(logging.WARNING)
+    fallback = _PerTensorFallback()
+    root.addFilter(fallback)
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):
             yield
     finally:
+        root.removeFilter(fallback)
         root.setLevel(saved)
         for line in printed.getvalue().splitlines():
             log.debug("onnxruntime.quantization: %s", line)
