@@ -54,6 +54,7 @@ from onnxedge.models.weights import CheckpointInfo, write_checkpoint
 from onnxedge.runtime.classifier.preprocess import DECODES, EXACT
 from onnxedge.runtime.data import Dataset, Split, open_dataset
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.names import json_safe, shown, text
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class TrainResult:
             "best_val_accuracy": self.best_val_accuracy,
             "plateau_steps": self.plateau_steps,
             "stopped": self.stopped,
-            "failed_files": list(self.failed_files),
+            "failed_files": json_safe(list(self.failed_files)),  # escaped outside UTF-8
             "seconds": self.seconds,
             "history": [e.to_dict() for e in self.history],
         }
@@ -354,7 +355,7 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
             PLATEAU_EXIT_LOSS,
         )
     if failed:
-        log.warning("%d unreadable image(s) skipped, e.g. %s", len(failed), min(failed))
+        log.warning("%d unreadable image(s) skipped, e.g. %s", len(failed), shown(min(failed)))
     return TrainResult(
         checkpoint=config.out,
         history=tuple(history),
@@ -381,13 +382,13 @@ def _save(
         model=spec.name,
         head=head,
         attribute=data.attribute,
-        class_names=tuple(data.class_names),
-        labels=data.labels,
+        class_names=tuple(text(name) for name in data.class_names),  # escaped outside UTF-8
+        labels=json_safe(data.labels),
         preprocessing=_preprocessing(spec.preprocessing, config),
         epochs=len(history),
         best_epoch=best_epoch,
         best_val_accuracy=best.val_accuracy,
-        data=data.describe(),
+        data=json_safe(data.describe()),
         training={
             "recipe": "BCE on the sigmoid output, Adam, random square crop + horizontal flip"
             + (
@@ -422,7 +423,13 @@ def _init_sample(split: Split, preprocessing: Mapping[str, Any], size: int = 512
     data = SplitDataset(split, preprocessing, augment=False)
     step = max(1, len(split) // size)
     items = [data[i] for i in range(0, len(split), step)][:size]
-    return torch.stack([image for image, _, _, ok in items if ok])
+    images = [image for image, _, _, ok in items if ok]
+    if not images:  # the loop's own check comes after this sample
+        raise OnnxEdgeError(
+            f"no image of the train split could be read (none of the {len(items)} taken for "
+            "the initialisation and BatchNorm sample)"
+        )
+    return torch.stack(images)
 
 
 def _device(name: str) -> torch.device:
@@ -436,7 +443,10 @@ def _check_out(out: Path) -> None:
         raise OnnxEdgeError(f"--out: expected a file name ending in .safetensors, got {out}")
     if out.is_dir():
         raise OnnxEdgeError(f"--out: expected a file, found a directory at {out}")
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise OnnxEdgeError(f"--out: cannot write in {parent}")
+    # the folder is made with the first checkpoint (an empty one stayed where the run failed)
+    parent = (out.parent if str(out.parent) else Path(".")).absolute()
+    existing = next(p for p in (parent, *parent.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise OnnxEdgeError(f"--out: expected a folder at {existing}, found a file")
+    if not os.access(existing, os.W_OK):
+        raise OnnxEdgeError(f"--out: cannot write in {existing}")

@@ -178,6 +178,21 @@ def _replace_line(path: Path, number: int, text: str) -> None:
         (lambda r: _replace_line(r / PARTITION, 2, "000002.jpg 3"), ["line 2", "FILE 0|1|2"]),
         (lambda r: (r / PARTITION).unlink(), [PARTITION, "missing"]),
         (lambda r: (r / ATTRIBUTES).write_bytes(b"\xff\xfe"), ["not UTF-8"]),
+        # an attribute named twice: which column labels the images would be a guess
+        (lambda r: _replace_line(r / ATTRIBUTES, 2, "Smiling Smiling"), ["'Smiling' twice"]),
+        # values as int() reads them but CelebA never writes them; the bad one is named
+        (lambda r: _replace_line(r / ATTRIBUTES, 5, "000003.jpg 01"), ["line 5", "'01'"]),
+        (lambda r: _replace_line(r / ATTRIBUTES, 5, "000003.jpg \u0661"), ["'\u0661'"]),
+        # a form feed is not a line break: the line number is the editor's
+        (
+            lambda r: (r / ATTRIBUTES).write_text(
+                (r / ATTRIBUTES)
+                .read_text()
+                .replace("000002.jpg", "\f000002.jpg", 1)
+                .replace("000004.jpg -1", "000004.jpg 2", 1)
+            ),
+            ["line 6:", "'2'"],
+        ),
     ],
 )
 def test_celeba_malformed_is_one_clear_error(tmp_path, damage, fragments):
@@ -196,6 +211,13 @@ def test_celeba_unknown_attribute_names_the_close_match_and_the_known_ones(tmp_p
     with pytest.raises(DataError, match=r"unknown attribute 'Smilng' \(did you mean 'Smiling'\?\)"):
         open_dataset(root, attribute="Smilng")
     assert open_dataset(root, attribute="Young").class_names == ("not young", "young")
+    with pytest.raises(DataError, match=r"unknown attribute ''"):  # not silently Smiling
+        open_dataset(root, attribute="")
+    names = (*(f"A{i}" for i in range(39)), "Smiling")
+    many = _celeba(tmp_path / "many", _ROWS, names=names)
+    with pytest.raises(DataError) as caught:
+        open_dataset(many, attribute="Frowning")
+    assert str(caught.value).endswith("has: A0, A1, A2, A3, A4, A5, A6, A7 and 32 more")
 
 
 def test_celeba_single_class_attribute_is_refused(tmp_path):

@@ -103,3 +103,30 @@ def test_files_in_class_folders_that_cannot_be_read_are_counted_not_skipped(smil
     reasons = {os.path.basename(f.file): f.reason for f in result.failed}
     assert set(reasons) == {"gone.jpg", "pipe.jpg"}, reasons
     assert "symbolic link" in reasons["gone.jpg"] and "named pipe" in reasons["pipe.jpg"], reasons
+
+
+def test_class_names_are_escaped_once_on_every_line_of_the_report(smile_bundle, tmp_path):
+    """A class folder named with a newline split the report's first line in two, a byte outside
+    UTF-8 went out raw, and the positive class and the labels note escaped it twice."""
+    import os
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from onnxedge.runtime.cli import main
+
+    names = [os.fsdecode(b"not_sm\xe9iling"), "smi\nling"]
+    for i, label in enumerate(names):
+        folder = tmp_path / "test" / label
+        folder.mkdir(parents=True)
+        Image.new("RGB", (64, 64), (90 + 60 * i, 120, 150)).save(folder / "a.png")
+    args = ["evaluate", str(smile_bundle), "--data", str(tmp_path), "--providers", "cpu"]
+    result = CliRunner().invoke(main, args)
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "split      test: 2 images (not_sm\\351iling 1, smi\\nling 1), 2 evaluated, 0 failed"
+    ), lines[0]
+    assert "(positive: 'smi\\nling')" in result.stdout
+    note = next(line for line in lines if line.startswith("note:"))
+    assert note.endswith("the data's classes 'not_sm\\351iling' / 'smi\\nling'"), note
+    result.stdout.encode("utf-8")  # nothing outside UTF-8 went out

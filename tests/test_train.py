@@ -229,3 +229,62 @@ def test_a_learning_rate_that_diverges_is_one_line_not_a_traceback(tiny_faces, t
     )
     assert "lower --lr" in result.output
     assert not out.exists()
+
+
+def test_no_readable_training_image_is_one_line_and_makes_no_folder(tiny_faces, tmp_path):
+    """With the default BatchNorm the initialisation's sample came first: torch.stack([]) and a
+    traceback, and the --out folder made before the check stayed, empty."""
+    import shutil
+
+    root = Path(shutil.copytree(tiny_faces, tmp_path / "faces"))
+    for image in (root / IMAGES).iterdir():
+        image.write_bytes(b"")
+    out = tmp_path / "new" / "c.safetensors"
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(root), "--out", str(out), "--epochs", "1", "--workers", "0"]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip().startswith("onnxedge: error: no image of the train split could")
+    assert not (tmp_path / "new").exists()
+
+
+def _class_folders(faces: Path, root: Path) -> Path:
+    data = open_dataset(faces)
+    for split in data.splits.values():
+        for path, label in zip(split.paths, split.labels, strict=True):
+            folder = root / ("smiling" if label else "not_smiling")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / path.name).write_bytes(path.read_bytes())
+    return root
+
+
+def test_unreadable_names_are_escaped_in_the_lines_the_json_and_the_checkpoint(
+    tiny_faces, tmp_path
+):
+    import os
+
+    from onnxedge.runtime.data.folders import hashed_split
+
+    root = _class_folders(tiny_faces, tmp_path / "cf")
+    odd = [
+        next(n for i in range(99) if hashed_split(n := os.fsdecode(pattern % i)) == "train")
+        for pattern in (b"bad\nname%d.jpg", b"bad\xff%d.jpg")
+    ]
+    for name in odd:
+        (root / "smiling" / name).write_bytes(b"")
+    os.rename(root / "not_smiling", root / os.fsdecode(b"not_sm\xe9iling"))
+    out, report = tmp_path / "c.safetensors", tmp_path / "t.json"
+    args = ["train", "--data", root, "--out", out, "--epochs", "1", "--workers", "0"]
+    result = CliRunner().invoke(main, [*map(str, args), "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    listed = result.stderr.split("unreadable image(s):\n")[1].splitlines()[:2]
+    assert sorted(line.rsplit("/", 1)[1] for line in listed) == sorted(
+        [odd[0].replace("\n", "\\n"), odd[1].replace("\udcff", "\\377")]
+    )
+    raw = report.read_bytes()
+    raw.decode("utf-8")  # strict: no lone surrogate
+    failed = json.loads(raw)["failed_files"]
+    assert any(name.endswith("bad\\377" + odd[1][4:]) for name in failed), failed
+    info = read_checkpoint_info(out)
+    assert "not_sm\\351iling" in info.class_names
+    json.dumps(info.labels, ensure_ascii=False).encode("utf-8")  # no lone surrogate

@@ -65,7 +65,7 @@ def format_result(result: EvaluationResult | ClassesEvaluation) -> list[str]:
     if isinstance(result, ClassesEvaluation):
         return format_classes(result)
     negative, positive = (escape(name) for name in result.class_names)
-    counts = ", ".join(f"{name} {n}" for name, n in result.images.items())
+    counts = ", ".join(f"{escape(name)} {n}" for name, n in result.images.items())
     (tn, fp), (fn, tp) = result.confusion
     corner = "true \\ predicted"
     width = max(len(negative), len(positive), len(corner))
@@ -74,7 +74,7 @@ def format_result(result: EvaluationResult | ClassesEvaluation) -> list[str]:
         f"split      {result.split}: {sum(result.images.values())} images ({counts}), "
         f"{result.evaluated} evaluated, {len(result.failed)} failed",
         f"accuracy   {_percent(result.accuracy)}",
-        f"precision  {_percent(result.precision)}   (positive: {positive!r})",
+        f"precision  {_percent(result.precision)}   (positive: '{positive}')",
         f"recall     {_percent(result.recall)}",
         f"roc_auc    {auc}",
         f"threshold  {result.threshold:g}   provider {result.provider}   variant {result.variant}"
@@ -86,8 +86,8 @@ def format_result(result: EvaluationResult | ClassesEvaluation) -> list[str]:
     ]
     if not result.labels_match:
         lines.append(
-            f"note: the bundle's labels are {result.bundle_labels[0]!r} / "
-            f"{result.bundle_labels[1]!r}; the data's classes {negative!r} / {positive!r}"
+            f"note: the bundle's labels are '{escape(result.bundle_labels[0])}' / "
+            f"'{escape(result.bundle_labels[1])}'; the data's classes '{negative}' / '{positive}'"
         )
     lines += [f"{escape(f.file)}\tERROR\t{escape(f.reason)}" for f in result.failed]
     return lines

@@ -7,14 +7,16 @@ train, val and test. Both are whitespace-separated (CelebA pads ``1`` to `` 1``)
 `read_celeba` checks, and refuses with one line naming the file and the line:
 
 1. a missing directory or file of the three;
-2. an attribute file whose count line is not a number or does not match its rows, a row with the
-   wrong number of fields or a value other than 1 / -1, a file listed twice;
+2. an attribute file whose count line is not a number or does not match its rows, an attribute
+   named twice, a row with the wrong number of fields or a value other than 1 / -1 (written so:
+   not ``01``), a file listed twice;
 3. an unknown attribute (the message lists the known ones, and a close match first);
 4. a partition line that is not ``FILE 0|1|2``, a file listed twice, an image it names that the
    attribute file does not list or that is not in ``img_align_celeba/``;
 5. an attribute with one value for every image (a single class) or a split with no image.
 
-Images in the attribute file or on disk but not in the partition file are left out (logged).
+Images in the attribute file but not in the partition file are left out (logged at info, `-v`);
+files on disk that neither lists are not read, and not counted.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def class_names(attribute: str) -> tuple[str, str]:
 def read_celeba(root: str | Path, attribute: str | None = None) -> Dataset:
     """Read CelebA's layout under ``root`` with ``attribute`` (default ``Smiling``) as the label."""
     root = Path(root)
-    attribute = attribute or DEFAULT_ATTRIBUTE
+    attribute = DEFAULT_ATTRIBUTE if attribute is None else attribute
     images = _images_dir(root)
     for name in (ATTRIBUTES, PARTITION):
         if not (root / name).is_file():
@@ -61,9 +63,8 @@ def read_celeba(root: str | Path, attribute: str | None = None) -> Dataset:
     if attribute not in names:
         close = difflib.get_close_matches(attribute, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(
-            f"unknown attribute {attribute!r}{hint}; {ATTRIBUTES} has: {', '.join(names)}"
-        )
+        listed = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        raise DataError(f"unknown attribute {attribute!r}{hint}; {ATTRIBUTES} has: {listed}")
     column = names.index(attribute)
     partition = _read_partition(root / PARTITION)
 
@@ -121,6 +122,10 @@ def _images_dir(root: Path) -> Path:
     return images
 
 
+# An attribute's values as CelebA writes them (and "+1"); nothing else is read as one of them.
+_VALUES = {"1": 1, "+1": 1, "-1": -1}
+
+
 def _read_attributes(path: Path) -> tuple[list[str], dict[str, list[int]]]:
     lines = _read_lines(path)
     if len(lines) < 2:
@@ -137,6 +142,9 @@ def _read_attributes(path: Path) -> tuple[list[str], dict[str, list[int]]]:
     names = lines[1].split()
     if not names:
         raise DataError(f"{path} line 2: expected the attribute names, found an empty line")
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:  # which column labels the images would be a guess
+        raise DataError(f"{path} line 2: expected each attribute once, found {twice!r} twice")
     rows: dict[str, list[int]] = {}
     for number, line in enumerate(lines[2:], start=3):
         fields = line.split()
@@ -150,16 +158,12 @@ def _read_attributes(path: Path) -> tuple[list[str], dict[str, list[int]]]:
         file, *values = fields
         if file in rows:
             raise DataError(f"{path} line {number}: {file} is listed twice")
-        try:
-            parsed = [int(v) for v in values]
-        except ValueError:
-            parsed = []
-        if len(parsed) != len(values) or any(v not in (1, -1) for v in parsed):
-            bad = next(v for v in values if v not in ("1", "-1", "+1"))
+        bad = next((v for v in values if v not in _VALUES), None)  # not int(): "01", "١"
+        if bad is not None:
             raise DataError(
                 f"{path} line {number}: expected attribute values 1 or -1, found {bad!r}"
             )
-        rows[file] = parsed
+        rows[file] = [_VALUES[v] for v in values]
     if count != len(rows):
         raise DataError(f"{path}: line 1 says {count} images, the file lists {len(rows)}")
     return names, rows
@@ -186,7 +190,8 @@ def _read_partition(path: Path) -> dict[str, int]:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no field
+        # a BOM is no field; lines end at \n, \r\n or \r only (a form feed is not one)
+        return path.read_text(encoding="utf-8-sig").split("\n")  # \r\n, \r read as \n
     except UnicodeDecodeError as e:
         raise DataError(
             f"{path}: expected a text file, found bytes that are not UTF-8 ({e.reason})"
