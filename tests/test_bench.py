@@ -293,6 +293,34 @@ def test_output_check_fails_an_engine_that_is_not_the_model():
     assert progress[-1][0] == progress[-1][1]  # the bar ends full
 
 
+def test_a_low_precision_engines_check_is_at_the_outputs_scale():
+    """int8 engines compared on K-class logits: 0.01 of a logit of 20 is rounding (OpenVINO's
+    int8 against ONNX Runtime's was 'failed, not timed' at 0.2); an engine computing something
+    else is off by the output's own scale, and still fails."""
+    from onnxedge.runtime.bench.models import LOW_PRECISION_ATOL, scaled_atol
+
+    assert scaled_atol(LOW_PRECISION_ATOL, [[0.2, 0.9]]) == LOW_PRECISION_ATOL  # probabilities
+    assert scaled_atol(LOW_PRECISION_ATOL, [[-20.0, 3.0, np.inf]]) == pytest.approx(0.2)
+
+    def logits(x):
+        return 20 * np.stack([x.mean(axis=(1, 2, 3)), -x.mean(axis=(1, 2, 3))], axis=1)
+
+    def int8(name, fn):
+        engine = _FakeEngine(EngineInfo(name, ORT, "cpu", E2E, "fake"), fn)
+        engine.check_atol, engine.reference_key = LOW_PRECISION_ATOL, "int8"
+        return engine
+
+    reference = int8("ort-int8", logits)
+    rounded = int8("openvino-int8", lambda x: logits(x) + 0.05)
+    other = int8("broken-int8", lambda x: logits(x)[:, ::-1])
+    settings = BenchSettings(batch_sizes=(2,), plan=TimingPlan(warmup=1, iters=2, seconds=None))
+    rows = {
+        r.info.engine: r for r in run_benchmark([reference, rounded, other], (3, 4, 4), settings)
+    }
+    assert rows["openvino-int8"].status != "failed", rows["openvino-int8"].reason
+    assert rows["broken-int8"].status == "failed" and "output differs" in rows["broken-int8"].reason
+
+
 def test_the_progress_says_when_a_warm_up_compiles(smile_bundle):
     """torch.compile's warm-up (its first call compiles) is named as such in the progress bar
     and the heartbeat, not shown as a plain warm-up."""

@@ -31,6 +31,18 @@ from onnxedge.runtime.variants.manifest import FP32, FP32_U8, INT8, INT8_U8, var
 LOW_PRECISION_ATOL = 1e-2
 
 
+def scaled_atol(atol: float, reference: Any) -> float:
+    """`LOW_PRECISION_ATOL` for an output of the scale of ``reference``: ``atol`` times its
+    largest magnitude where that is above 1 (logits: 0.2 of a K-class model's logit of 20 is
+    rounding, while 0.01 of a probability is not); ``atol`` itself for probabilities. An engine
+    that computes something else is off by the output's own scale, and still fails."""
+    import numpy as np
+
+    values = np.asarray(reference, dtype=np.float64)
+    largest = float(np.max(np.abs(values), initial=0.0, where=np.isfinite(values)))
+    return atol * max(1.0, largest)
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchModel:
     """One of the bundle's models as the benchmark runs it (module docstring, 3.)."""

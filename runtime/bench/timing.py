@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.bench.engines import AnyEngine, Engine, EngineInfo, Runner, SkippedEngine
+from onnxedge.runtime.bench.models import scaled_atol
 from onnxedge.runtime.bench.settings import UNTIMED_PER_ROUND, BenchSettings
 from onnxedge.runtime.bench.stats import LatencyStats
 from onnxedge.runtime.compare import compare_arrays
@@ -159,8 +160,10 @@ def run_benchmark(
                 check = "reference" if key == FP32 else f"reference for {key} models"
             else:
                 reference, reference_label = references[key]
-                # An engine computing in fewer bits (int8, bf16) states its own atol.
-                atol = getattr(engine, "check_atol", None) or settings.check_atol
+                # An engine computing in fewer bits (int8, bf16) states its own atol, at the
+                # output's scale (`scaled_atol`: logits are not probabilities).
+                low = getattr(engine, "check_atol", None)
+                atol = scaled_atol(low, reference) if low else settings.check_atol
                 cmp = compare_arrays(out, reference, atol=atol, rtol=settings.rtol)
                 if not cmp:
                     detail = cmp.detail or f"max abs error {cmp.max_abs_error:.3g}"
