@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -242,12 +244,19 @@ def _folders(root: Path, layout: dict[str, int]) -> Path:
     return root
 
 
-def test_split_class_folders(tmp_path):
+def test_split_class_folders(tmp_path, caplog):
     root = _folders(tmp_path, {f"{s}/{c}": 3 for s in ("train", "val", "test") for c in ("b", "a")})
     (root / "train" / "a" / "notes.txt").write_text("ignored")
     (root / "train" / "a" / ".hidden.png").write_text("ignored")
-    data = open_dataset(root)
+    shutil.copy(root / "train" / "b" / "img000.png", root / "train" / "b" / "saved.JFIF")
+    with caplog.at_level(logging.INFO, logger="onnxedge.runtime.data.folders"):
+        data = open_dataset(root)
     assert data.layout == "class-folders" and data.class_names == ("a", "b")
+    assert len(data.split("train").paths) == 7  # the .jfif is a JPEG's name, taken as one
+    left_out = [r.getMessage() for r in caplog.records if "not named as images" in r.getMessage()]
+    assert left_out == [
+        f"{root / 'train' / 'a'}: 1 entries not named as images left out, e.g. notes.txt"
+    ]
     assert data.split("val").labels == (0, 0, 0, 1, 1, 1)
     assert data.labels == {"threshold": 0.5, "positive": "b", "negative": "a"}
 

@@ -60,6 +60,8 @@ MAX_PIXELS = 64_000_000
 IMAGE_EXTENSIONS = (
     ".jpg",
     ".jpeg",
+    ".jpe",
+    ".jfif",  # a browser's name for a JPEG saved from the web
     ".png",
     ".bmp",
     ".gif",

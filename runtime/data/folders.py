@@ -21,6 +21,7 @@ from pathlib import Path
 
 from onnxedge.runtime.classifier.preprocess import IMAGE_EXTENSIONS, is_image_name
 from onnxedge.runtime.data.dataset import SPLITS, DataError, Dataset, Split
+from onnxedge.runtime.names import escape
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,10 @@ def _images(folder: Path) -> list[Path]:
     # listed, so that evaluate reports it as a failed file (the image reader refuses it without
     # opening anything that could block) rather than leaving it out unseen, as predict does.
     found = [folder / n for n in names if not n.startswith(".") and is_image_name(n)]
+    others = [n for n in names if not n.startswith(".") and not is_image_name(n)]
+    if others:  # notes, a labels file: not images, but said, so that none goes unseen
+        log.info("%s: %d entries not named as images left out, e.g. %s", folder, len(others),
+                 escape(others[0]))  # fmt: skip
     if not found:
         raise DataError(
             f"class folder {folder} holds no image file; expected files ending in "
