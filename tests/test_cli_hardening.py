@@ -222,3 +222,23 @@ def test_pil_warnings_about_a_damaged_file_stay_out_of_the_output(smile_bundle, 
     assert result.exit_code == 1
     assert len(result.stdout.splitlines()) == 2 and "\tERROR\t" in result.stdout.splitlines()[0]
     assert result.stderr.strip() == "2 files: 1 classified, 1 failed (CPUExecutionProvider)"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data", "synth", "--out", "", "--count", "10"],
+        ["export", "--out", ""],
+        ["train", "--data", ".", "--out", ""],
+        ["check", ""],
+        ["predict", "b", ""],
+    ],
+    ids=["synth-out", "export-out", "train-out", "check", "predict"],
+)
+def test_an_empty_path_is_a_usage_error(args):
+    """``--out ""`` was the current folder: ". exists: give --force to replace the bundle"."""
+    from onnxedge.runtime.cli import main
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "expected a path, found an empty string" in result.output

@@ -179,6 +179,10 @@ def _replace_line(path: Path, number: int, text: str) -> None:
         ),
         (lambda r: _replace_line(r / PARTITION, 2, "000002.jpg 3"), ["line 2", "FILE 0|1|2"]),
         (lambda r: (r / PARTITION).unlink(), [PARTITION, "missing"]),
+        (
+            lambda r: (shutil.rmtree(r / IMAGES), (r / IMAGES).write_text("x")),
+            [f"needs the directory {IMAGES}/; found a file at"],
+        ),
         (lambda r: (r / ATTRIBUTES).write_bytes(b"\xff\xfe"), ["not UTF-8"]),
         # an attribute named twice: which column labels the images would be a guess
         (lambda r: _replace_line(r / ATTRIBUTES, 2, "Smiling Smiling"), ["'Smiling' twice"]),

@@ -14,6 +14,7 @@ was found.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -130,10 +131,20 @@ class FiniteFloatRange(PlainRange, click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+class NonEmptyPath(click.Path):
+    """A `click.Path` that refuses an empty string (``--out ""`` was the current folder: ". exists:
+    give --force to replace the bundle"), as a usage error."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value == "":
+            self.fail("expected a path, found an empty string", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def finite_numbers(command: click.Command) -> click.Command:
     """Give every float option and argument of ``command`` (and of its subcommands) the
-    `FiniteFloatRange` of its range, and every number range its description in words
-    (`PlainRange`); returns the command. Idempotent."""
+    `FiniteFloatRange` of its range, every number range its description in words
+    (`PlainRange`), and every path `NonEmptyPath`; returns the command. Idempotent."""
     for param in command.params:
         kind = param.type
         if isinstance(kind, FiniteFloatRange):
@@ -148,6 +159,9 @@ def finite_numbers(command: click.Command) -> click.Command:
             )
         elif isinstance(kind, click.types.FloatParamType):
             param.type = FiniteFloatRange()
+        elif isinstance(kind, click.Path) and not isinstance(kind, NonEmptyPath):
+            param.type = copy.copy(kind)
+            param.type.__class__ = NonEmptyPath
     for sub in getattr(command, "commands", {}).values():
         finite_numbers(sub)
     return command

@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 from onnxedge.runtime.data.dataset import SPLITS, DataError, Dataset, Split
+from onnxedge.runtime.errors import found_at
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,9 @@ def read_celeba(root: str | Path, attribute: str | None = None) -> Dataset:
 def _images_dir(root: Path) -> Path:
     images = root / IMAGES
     if not images.is_dir():
-        raise DataError(f"{root}: CelebA's layout needs the directory {IMAGES}/; it is missing")
+        raise DataError(
+            f"{root}: CelebA's layout needs the directory {IMAGES}/; found {found_at(images)}"
+        )
     nested = images / IMAGES  # the archive unpacked into a folder of its own name
     if nested.is_dir() and not any(n.endswith(".jpg") for n in os.listdir(images)):
         return nested
