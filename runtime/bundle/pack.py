@@ -84,7 +84,7 @@ def pack_bundle(
     with BundleWriter(out, replace=force) as writer:
         for name in bundle.manifest["files"]:  # 1.
             if name not in dropped:
-                writer.write_bytes(name, bundle.file(name).read_bytes())
+                writer.write_bytes(name, bundle.read_bytes(name))  # the bytes it verified
         writer.manifest.update({k: v for k, v in manifest.items() if k != "files"})
         files = {name: entry["bytes"] for name, entry in writer.files.items()}
     files[MANIFEST] = (out / MANIFEST).stat().st_size

@@ -14,6 +14,7 @@ from typing import Any
 import onnx
 
 from onnxedge.runtime.check.check import check_model, load_model
+from onnxedge.runtime.errors import BundleError, found_at
 
 # The manifest's top-level keys shown as its summary (the rest: `onnxedge inspect --json`'s
 # "manifest" holds them all).
@@ -112,6 +113,12 @@ def inspect_path(path: str | Path) -> Inspection:
     manifest = bundle.manifest
     golden = manifest.get("golden") or {}
     files = manifest.get("files") or {}
+    absent = [name for name in files if not (path / name).is_file()]
+    if absent:  # it was left out of the listing, and the bundle called whole
+        raise BundleError(
+            f"{path / 'manifest.json'} lists {absent[0]}: expected a file, found "
+            f"{found_at(path / absent[0])}" + (f" ({len(absent)} such)" if len(absent) > 1 else "")
+        )
     summary = {
         "manifest": {k: manifest[k] for k in SUMMARY_KEYS if k in manifest},
         "output_kind": bundle.output_kind,

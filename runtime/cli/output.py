@@ -122,7 +122,10 @@ def json_option(help_text: str, *, text_to_stderr: bool = True) -> Callable[[F],
     def decorate(command: F) -> F:
         @functools.wraps(command)
         def run(*args: Any, **kwargs: Any) -> Any:
-            refuse_over_inputs(kwargs.get("json_path"), "--json")
+            report = kwargs.get("json_path")
+            refuse_over_inputs(report, "--json")
+            if report is not None and str(report) != "-":  # any bundle's, read here or not
+                refuse_a_bundles_file(report, "--json")
             if not text_to_stderr or kwargs.get("json_path") != "-":
                 return command(*args, **kwargs)
             _JSON_STDOUT.append(sys.stdout)

@@ -30,6 +30,13 @@ def pack_cmd(bundle: Path, out: Path, no_golden: bool, force: bool, json_path: P
     """
     from onnxedge.runtime.bundle.pack import pack_bundle
 
+    if json_path is not None and str(json_path) != "-":
+        report = Path(json_path).resolve()
+        if report == out.resolve() or report.is_relative_to(out.resolve()):
+            raise click.UsageError(  # the new bundle replaces the folder, or holds a stray file
+                f"--json {json_path}: expected a file outside the bundle --out makes, found one "
+                f"inside {out}; write it elsewhere"
+            )
     result = pack_bundle(bundle, out, golden=not no_golden, force=force)
     for name, size in result.files.items():
         click.echo(f"{size:>12,}  {name}")

@@ -18,6 +18,7 @@ from onnxedge.runtime.cli.output import (
     json_file,
     json_option,
     note,
+    refuse_a_bundles_file,
     refuse_over_inputs,
     verbosity,
     write_json,
@@ -231,6 +232,8 @@ def tune_cmd(
     and evaluate --tuned then run, with its pool.
     """
     refuse_over_inputs(out, "--out")
+    if out is not None:
+        refuse_a_bundles_file(out, "--out")  # another bundle's model (simplify refuses so too)
     out = out or default_tuning_path(bundle)
     for path in (out, json_file(json_path)):
         check_writable(path)

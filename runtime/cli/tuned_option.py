@@ -62,8 +62,16 @@ def tuned_argument(tuned: str | None) -> bool | str | None:
 
 
 def check_not_replaced(ctx: click.Context, names: Sequence[str] = REPLACED) -> None:
-    """A usage error for an option --tuned replaces, given on the command line with it."""
-    given = [f"--{n}" for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    """A usage error for an option --tuned replaces, given on the command line with it (named
+    as it was typed: ``--engines``, or its deprecated ``--engine``, which passes its value on
+    as the option's default)."""
+    options = {p.name: p for p in ctx.command.params}
+    given = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        typed = options.get(name if source == ParameterSource.COMMANDLINE else f"_alias_{name}")
+        if source in (ParameterSource.COMMANDLINE, ParameterSource.DEFAULT_MAP):
+            given.append(typed.opts[0] if typed is not None and typed.opts else f"--{name}")
     if given:
         raise click.UsageError(
             f"--tuned chooses the engine, variant, precision and threads; drop {', '.join(given)}"

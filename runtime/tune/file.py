@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 from onnxedge.runtime.bundle.hashing import sha256_file
 from onnxedge.runtime.bundle.reader import MANIFEST, Bundle
 from onnxedge.runtime.bundle.write import atomic_write_bytes
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import OnnxEdgeError, first_line, found_at
 from onnxedge.runtime.jsonlimits import MAX_BYTES, check_limits
 from onnxedge.runtime.tune.setup import FilesSetup, TunedSetup
 
@@ -69,12 +70,16 @@ def read_tuning(path: str | Path) -> TuningFile:
     """The tuning file at ``path``; `OnnxEdgeError` saying what is wrong with it otherwise."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_BYTES:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):  # a pipe would block the read, a device never end it
+            raise OnnxEdgeError(f"expected a tuning file, found {found_at(path)}")
+        with open(path, "rb") as file:
+            raw = file.read(MAX_BYTES + 1)  # however large it says it is, or has become
+        if len(raw) > MAX_BYTES:
             raise OnnxEdgeError(
-                f"{path}: expected a tuning file of at most {MAX_BYTES:,} bytes, found "
-                f"{path.stat().st_size:,}"
+                f"{path}: expected a tuning file of at most {MAX_BYTES:,} bytes, found more"
             )
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise OnnxEdgeError(f"no tuning file at {path} (make one with onnxedge tune)") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -84,6 +89,8 @@ def read_tuning(path: str | Path) -> TuningFile:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise OnnxEdgeError(f"{path} is not JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:  # an integer of more digits than Python reads
+        raise OnnxEdgeError(f"{path} is not JSON a reader takes ({first_line(e)})") from None
     if not isinstance(data, dict) or data.get("format") != TUNING_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise OnnxEdgeError(f"{path}: expected format {TUNING_FORMAT!r}, found {found!r}")

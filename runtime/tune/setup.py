@@ -8,8 +8,16 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from onnxedge.runtime.classifier.decode import POOLS, DecodePool, pool_arguments
-from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, check_engine
+from onnxedge.runtime.classifier.decode import (
+    MAX_BATCH_PROCESSES,
+    MAX_DECODE_PROCESSES,
+    POOLS,
+    DecodePool,
+    pool_arguments,
+)
+from onnxedge.runtime.classifier.preprocess import DECODES
+from onnxedge.runtime.engines import DEFAULT_PRECISION, ONNXRUNTIME, check_engine, check_precision
+from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.variants.manifest import FP32
 
@@ -43,10 +51,9 @@ class TunedSetup:
         if not isinstance(variant, str) or not isinstance(engine, str):
             raise OnnxEdgeError(f"expected a variant and an engine, found {dict(block)!r}")
         check_engine(engine)
-        if not isinstance(precision, str):
-            raise OnnxEdgeError(f"expected a precision, found {precision!r}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise OnnxEdgeError(f"expected threads as an integer >= 1, found {threads!r}")
+        _check_precision(engine, precision)
+        if not _count(threads, MAX_THREADS):
+            raise OnnxEdgeError(f"expected threads from 1 to {MAX_THREADS}, found {threads!r}")
         return cls(variant=variant, engine=engine, precision=precision, threads=threads)
 
 
@@ -84,12 +91,36 @@ class FilesSetup:
         if wrong:
             raise OnnxEdgeError(f"expected {', '.join(wrong)} as strings, found {dict(block)!r}")
         check_engine(strings["engine"])
+        _check_precision(strings["engine"], strings["precision"])
         if strings["pool"] not in POOLS:
             raise OnnxEdgeError(f"expected a pool of {', '.join(POOLS)}, found {strings['pool']!r}")
+        if strings["decode"] not in DECODES:
+            found = strings["decode"]
+            raise OnnxEdgeError(f"expected decode {' or '.join(DECODES)}, found {found!r}")
         workers = block.get("workers")
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise OnnxEdgeError(f"expected workers as an integer >= 1, found {workers!r}")
+        if not _count(workers, MAX_WORKERS):
+            raise OnnxEdgeError(f"expected workers from 1 to {MAX_WORKERS}, found {workers!r}")
         return cls(**strings, workers=workers)  # type: ignore[arg-type]
+
+
+# The most decoding workers a files setup may name: as many as the pools take (threads and
+# processes alike), so that a file's number is refused when it is read, not when it runs.
+MAX_WORKERS = min(MAX_THREADS, MAX_DECODE_PROCESSES, MAX_BATCH_PROCESSES)
+
+
+def _count(value: Any, most: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and 1 <= value <= most
+
+
+def _check_precision(engine: str, precision: Any) -> None:
+    """A precision ``engine`` runs (`check_precision`), as a reason for the file to be ignored
+    (not the command line's ``--precision``, which the user never gave)."""
+    if not isinstance(precision, str):
+        raise OnnxEdgeError(f"expected a precision, found {precision!r}")
+    try:
+        check_precision(engine, precision)
+    except (OnnxEdgeError, ValueError):
+        raise OnnxEdgeError(f"expected a precision {engine} runs, found {precision!r}") from None
 
 
 __all__ = ["FilesSetup", "TunedSetup"]
