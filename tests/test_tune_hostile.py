@@ -136,3 +136,25 @@ def test_the_deprecated_engine_option_with_tuned_is_named_as_typed(bundles):
         result = invoke("predict", b, b / "x.png", typed, "openvino", "--tuned")
         assert result.exit_code == 2, result.output
         assert result.output.rstrip().endswith(f"drop {typed}"), result.output
+
+
+def test_a_tuning_files_types_are_read_strictly_and_its_values_cut_in_the_warning(bundles):
+    from onnxedge.runtime.tune.choice import REASON_CHARS, resolve_tuned
+    from onnxedge.runtime.tune.file import TUNING_FORMAT, TUNING_FORMAT_VERSION
+
+    b, _ = bundles
+    path = b.parent / "t.json"
+    base = {"format": TUNING_FORMAT, "format_version": TUNING_FORMAT_VERSION}
+    for version in (True, 1.0):
+        path.write_text(json.dumps({**base, "format_version": version}))
+        with pytest.raises(OnnxEdgeError, match="expected format_version"):
+            read_tuning(path)
+    for key in (" 32 ", "3_2", "\u0663\u0662"):
+        winners = {key: SETUP}
+        path.write_text(json.dumps({**base, "bundle": {"manifest_sha256": "x"}, "machine": {},
+                                    "winners": winners}))  # fmt: skip
+        with pytest.raises(OnnxEdgeError, match="expected batch sizes >= 1"):
+            read_tuning(path)
+    path.write_text(json.dumps({"format": "x" * 100_000}))
+    choice = resolve_tuned(Bundle.open(b), str(path), 1)
+    assert not choice.setup and len(choice.reason) <= len(str(path)) + REASON_CHARS + 3

@@ -82,6 +82,11 @@ def tuning_path(bundle: str | Path, tuned: TunedArg) -> Path | None:
     return Path(tuned)
 
 
+# How much of why a tuning file is ignored its warning shows beyond the file's path (a value in
+# the file can be any length; CLI.md: no line over 200 characters beyond the paths it names).
+REASON_CHARS = 200
+
+
 def resolve_tuned(
     bundle: Bundle,
     tuned: TunedArg,
@@ -105,8 +110,10 @@ def resolve_tuned(
             _check_runs(bundle, path, files.variant, files.engine, files.precision)
             return TunedChoice(path, batch_size, tuned_batch=tuning.files_batch, files=files)
         setup, tuned_batch = _choose(bundle, path, tuning, batch_size)
-    except OnnxEdgeError as e:
-        return TunedChoice(path, batch_size, reason=str(e))
+    except OnnxEdgeError as e:  # the file's values cut, not its path: one warning line
+        reason, most = str(e), len(str(path)) + REASON_CHARS
+        reason = reason if len(reason) <= most else reason[:most] + "..."
+        return TunedChoice(path, batch_size, reason=reason)
     note = ""
     if files_decode is not None:
         note = (  # a files stage for this decode would have been returned above

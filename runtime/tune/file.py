@@ -94,7 +94,8 @@ def read_tuning(path: str | Path) -> TuningFile:
     if not isinstance(data, dict) or data.get("format") != TUNING_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise OnnxEdgeError(f"{path}: expected format {TUNING_FORMAT!r}, found {found!r}")
-    if data.get("format_version") != TUNING_FORMAT_VERSION:
+    version = data.get("format_version")
+    if type(version) is not int or version != TUNING_FORMAT_VERSION:  # not true, not 1.0
         raise OnnxEdgeError(
             f"{path}: expected format_version {TUNING_FORMAT_VERSION}, found "
             f"{data.get('format_version')!r}"
@@ -108,7 +109,7 @@ def read_tuning(path: str | Path) -> TuningFile:
     parsed = {}
     for key, block in winners.items():
         try:
-            batch = int(key)
+            batch = int(key) if key.isascii() and key.isdigit() else 0  # not " 32 ", "3_2"
             if batch < 1:
                 raise ValueError
             parsed[batch] = TunedSetup.from_dict(block)
