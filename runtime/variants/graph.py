@@ -38,12 +38,17 @@ _FLOATS = {
 }
 
 
-def _not_float(model: onnx.ModelProto) -> set[str]:
-    """The tensors shape inference types as other than floating point (an unknown type is taken
-    for data)."""
-    graph = model.graph
-    with contextlib.suppress(Exception):  # inference only helps: the walk has `_DATA_INPUTS`
-        graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+def _inferred(model: onnx.ModelProto) -> onnx.GraphProto:
+    """The graph with what shape inference tells of its tensors (the graph as it is where
+    inference fails: it only helps here, the walk has `_DATA_INPUTS`)."""
+    with contextlib.suppress(Exception):
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    return model.graph
+
+
+def _not_float(graph: onnx.GraphProto) -> set[str]:
+    """The tensors of an `_inferred` graph typed as other than floating point (an unknown type
+    is taken for data)."""
     typed = (*graph.input, *graph.value_info, *graph.output)
     found = {v.name for v in typed if v.type.tensor_type.elem_type not in (0, *_FLOATS)}
     return found | {i.name for i in graph.initializer if i.data_type not in _FLOATS}
@@ -56,7 +61,8 @@ def head_node_names(model: onnx.ModelProto) -> list[str]:
     ReLU, the pool, a Flatten), the classifier is the Conv, Gemm or MatMul before the pool
     (`_classifier_before_pool`), and the head runs from it through the pool to the output."""
     graph = model.graph
-    head = find_head(graph, tensor_ranks(model))
+    inferred = _inferred(model)  # once, for the ranks and the types
+    head = find_head(graph, tensor_ranks(inferred))
     producers = producers_of(graph)
     classifier = head.classifier or _classifier_before_pool(graph, head.pools, producers)
     if classifier is None:
@@ -66,7 +72,7 @@ def head_node_names(model: onnx.ModelProto) -> list[str]:
         )
     names: list[str] = []
     stack, seen = [head.output], set()
-    not_float = _not_float(model)
+    not_float = _not_float(inferred)
     while stack:
         tensor = stack.pop()
         node = None if tensor in not_float else producers.get(tensor)
