@@ -119,8 +119,9 @@ def check_two_classes(names: tuple[str, ...], where: str) -> None:
 def with_classes(data: Dataset, classes: Sequence[str]) -> Dataset:
     """``data`` relabelled for a model of K ``classes`` (a K-class bundle's class names): each
     class folder must be named as one of them, and its images take that class's index. Folders
-    for only some of the classes are fine (an evaluation of a subset); a folder that names no
-    class is an error listing the classes."""
+    for only some of the classes are fine (an evaluation of a subset), two at least: a data set
+    of one class is refused when it is read. A folder that names no class is an error listing
+    the classes."""
     names = list(classes)
     unknown = [n for n in data.class_names if n not in names]
     if unknown:
