@@ -159,7 +159,7 @@ def finite_numbers(command: click.Command) -> click.Command:
             )
         elif isinstance(kind, click.types.FloatParamType):
             param.type = FiniteFloatRange()
-        elif isinstance(kind, click.Path) and not isinstance(kind, NonEmptyPath):
+        elif type(kind) is click.Path:  # a subclass keeps its own convert
             param.type = copy.copy(kind)
             param.type.__class__ = NonEmptyPath
     for sub in getattr(command, "commands", {}).values():
