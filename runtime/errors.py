@@ -10,6 +10,8 @@ import os
 import re
 import stat
 
+from onnxedge.runtime.names import shown
+
 
 class OnnxEdgeError(Exception):
     """Bad input from the user: a message that says what was expected and what was found."""
@@ -35,8 +37,6 @@ class ImageReadError(OnnxEdgeError):
     The message names the file on one line (`names.shown`); ``path`` is the name as given."""
 
     def __init__(self, path: object, reason: str) -> None:
-        from onnxedge.runtime.names import shown
-
         name = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
         if ("\0" if isinstance(name, str) else b"\0") in name:  # no path: bytes of a file?
             name = name[:40] + ("..." if isinstance(name, str) else b"...")  # type: ignore[operator]

@@ -96,6 +96,8 @@ def test_a_report_or_tuning_file_on_another_bundles_files_is_a_usage_error(bundl
         "tune", b, "--seconds", "0.05", "--batch-sizes", "1", "--out", other / "model.onnx"
     )
     assert tuned.exit_code == 2 and "found model.onnx of the bundle" in tuned.output
+    marked = invoke("bench", b, "--peers", "none", "--markdown", other / "manifest.json")
+    assert marked.exit_code == 2 and "found manifest.json of the bundle" in marked.output
     assert ((other / "manifest.json").read_bytes(), (other / "model.onnx").read_bytes()) == before
     inside = invoke("pack", b, "--out", tmp_path / "p", "--json", tmp_path / "p" / "pack.json")
     assert inside.exit_code == 2 and "inside" in inside.output

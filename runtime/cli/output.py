@@ -122,10 +122,7 @@ def json_option(help_text: str, *, text_to_stderr: bool = True) -> Callable[[F],
     def decorate(command: F) -> F:
         @functools.wraps(command)
         def run(*args: Any, **kwargs: Any) -> Any:
-            report = kwargs.get("json_path")
-            refuse_over_inputs(report, "--json")
-            if report is not None and str(report) != "-":  # any bundle's, read here or not
-                refuse_a_bundles_file(report, "--json")
+            refuse_over_inputs(kwargs.get("json_path"), "--json")
             if not text_to_stderr or kwargs.get("json_path") != "-":
                 return command(*args, **kwargs)
             _JSON_STDOUT.append(sys.stdout)
@@ -163,8 +160,9 @@ def refuse_over_inputs(target: str | Path | None, option: str) -> None:
     """Before any work: a usage error (exit 2) where ``target`` (what ``option`` writes) is a
     file the command reads: a path argument or option of the running command (not one of
     `OUTPUT_PARAMS`), or a file inside a directory one names (a bundle's manifest.json or
-    model.onnx, a data set's list files). Such a write would replace an input with the report
-    about it, and leave the bundle or data set broken."""
+    model.onnx, a data set's list files); or any bundle's own file (`refuse_a_bundles_file`).
+    Such a write would replace an input with the report about it, and leave the bundle or data
+    set broken."""
     ctx = click.get_current_context(silent=True)
     if target is None or str(target) == "-" or ctx is None:
         return
@@ -192,6 +190,7 @@ def refuse_over_inputs(target: str | Path | None, option: str) -> None:
                     f"{'that input' if written == read else f'a file inside {value}'}; "
                     "write it elsewhere"
                 )
+    refuse_a_bundles_file(target, option)  # any bundle's, read by this command or not
 
 
 def _image_name(path: Path) -> bool:

@@ -18,7 +18,6 @@ from onnxedge.runtime.cli.output import (
     json_file,
     json_option,
     note,
-    refuse_a_bundles_file,
     refuse_over_inputs,
     verbosity,
     write_json,
@@ -231,9 +230,7 @@ def tune_cmd(
     fastest from files. The fastest, where 5% faster than predict's default, is what predict
     and evaluate --tuned then run, with its pool.
     """
-    refuse_over_inputs(out, "--out")
-    if out is not None:
-        refuse_a_bundles_file(out, "--out")  # another bundle's model (simplify refuses so too)
+    refuse_over_inputs(out, "--out")  # another bundle's model too, as simplify refuses it
     out = out or default_tuning_path(bundle)
     for path in (out, json_file(json_path)):
         check_writable(path)
