@@ -275,7 +275,7 @@ def test_a_tuned_pool_the_classifier_cannot_have_falls_back_with_a_warning(
     ("winner", "reason"),
     [
         ({"pool": "fibres"}, "expected a pool of batches, processes, threads"),
-        ({"workers": 0}, "expected workers from 1 to 64, found 0"),
+        ({"workers": 0}, "expected workers from 1 to 64, got 0"),
         ({"variant": "int8-pad4"}, "names the variant 'int8-pad4', which"),
         ({"engine": "tensorrt"}, "tensorrt"),
     ],

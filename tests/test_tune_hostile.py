@@ -33,7 +33,7 @@ def invoke(*args: object):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"threads": 1025}, "expected threads from 1 to 1024, found 1025"),
+        ({"threads": 1025}, "expected threads from 1 to 1024, got 1025"),
         ({"threads": 10**9}, "expected threads from 1 to 1024"),
         ({"precision": "bogus"}, "expected a precision onnxruntime runs, found 'bogus'"),
         ({"precision": "bf16"}, "expected a precision onnxruntime runs, found 'bf16'"),

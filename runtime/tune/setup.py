@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from onnxedge.runtime.classifier.args import check_count
 from onnxedge.runtime.classifier.decode import (
     MAX_BATCH_PROCESSES,
     MAX_DECODE_PROCESSES,
@@ -52,8 +53,7 @@ class TunedSetup:
             raise OnnxEdgeError(f"expected a variant and an engine, found {dict(block)!r}")
         check_engine(engine)
         _check_precision(engine, precision)
-        if not _count(threads, MAX_THREADS):
-            raise OnnxEdgeError(f"expected threads from 1 to {MAX_THREADS}, found {threads!r}")
+        check_count(threads, "threads", maximum=MAX_THREADS)  # an ArgumentError: ignored
         return cls(variant=variant, engine=engine, precision=precision, threads=threads)
 
 
@@ -98,18 +98,13 @@ class FilesSetup:
             found = strings["decode"]
             raise OnnxEdgeError(f"expected decode {' or '.join(DECODES)}, found {found!r}")
         workers = block.get("workers")
-        if not _count(workers, MAX_WORKERS):
-            raise OnnxEdgeError(f"expected workers from 1 to {MAX_WORKERS}, found {workers!r}")
+        check_count(workers, "workers", maximum=MAX_WORKERS)
         return cls(**strings, workers=workers)  # type: ignore[arg-type]
 
 
 # The most decoding workers a files setup may name: as many as the pools take (threads and
 # processes alike), so that a file's number is refused when it is read, not when it runs.
 MAX_WORKERS = min(MAX_THREADS, MAX_DECODE_PROCESSES, MAX_BATCH_PROCESSES)
-
-
-def _count(value: Any, most: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and 1 <= value <= most
 
 
 def _check_precision(engine: str, precision: Any) -> None:
