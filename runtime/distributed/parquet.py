@@ -4,16 +4,12 @@ the whole new one)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from onnxedge.runtime.bundle.write import replacing_mode
+from onnxedge.runtime.bundle.write import atomic_file
 from onnxedge.runtime.classifier.predictions import FileResult
-from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.names import escape, is_utf8, name_bytes, text
 
 ROWS_PER_GROUP = 8192
@@ -71,44 +67,24 @@ def write_results(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if path.is_dir():
-        raise OnnxEdgeError(f"cannot write {path}: expected a file name, found a directory")
     table_schema = schema(k_classes).with_metadata({"classes": json.dumps(list(classes))})
-    # as the reports are written (`bundle.write.atomic_file`): a link keeps pointing, the file
-    # it points to replaced; a device or a pipe is written in place
-    target = Path(os.path.realpath(path)) if path.is_symlink() else path
-    in_place = target.exists() and not target.is_file()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if in_place:
-            tmp = str(target)
-        else:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-    except OSError as e:
-        raise OnnxEdgeError(f"cannot write {path}: {e.strerror or e}") from None
     total = failed = 0
-    try:
-        with pq.ParquetWriter(tmp, table_schema, compression="zstd") as writer:
-            rows: list[dict[str, Any]] = []
-            for result in results:
-                rows.append(_row(result, k_classes))
-                total += 1
-                failed += not result
-                if len(rows) >= ROWS_PER_GROUP:
-                    writer.write_table(pa.Table.from_pylist(rows, schema=table_schema))
-                    rows = []
-            if rows or total == 0:
+    # written as the reports are (`atomic_file`): renamed into place, a link kept pointing, a
+    # device or a pipe written in place
+    with (
+        atomic_file(path, "wb") as file,
+        pq.ParquetWriter(file, table_schema, compression="zstd") as writer,
+    ):
+        rows: list[dict[str, Any]] = []
+        for result in results:
+            rows.append(_row(result, k_classes))
+            total += 1
+            failed += not result
+            if len(rows) >= ROWS_PER_GROUP:
                 writer.write_table(pa.Table.from_pylist(rows, schema=table_schema))
-        if not in_place:
-            os.chmod(tmp, replacing_mode(target))
-            os.replace(tmp, target)
-    except BaseException:
-        if not in_place:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise
+                rows = []
+        if rows or total == 0:
+            writer.write_table(pa.Table.from_pylist(rows, schema=table_schema))
     return total, failed
 
 
