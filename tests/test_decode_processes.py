@@ -219,6 +219,46 @@ def test_fast_decoding_in_processes_gives_the_serial_fast_results(smile_bundle, 
     assert list(fast.predict_files(paths, batch_size=5, decode_processes=2)) == serial
 
 
+@pytest.mark.parametrize("threads", [1, None])  # one batch at a time; concurrent batches
+def test_decoder_processes_read_a_bounded_number_of_paths_ahead(
+    smile_bundle, tmp_path, monkeypatch, threads
+):
+    """Memory stays bounded however many paths there are: before the first result, at most the
+    decoding window (`process_window`: `PROCESS_WINDOW_BATCHES` batches) and the batches of
+    `stream_files` (the one being filled, those running and one waiting) are read."""
+    from onnxedge.runtime.classifier import loader
+    from onnxedge.runtime.classifier.files import PROCESS_WINDOW_BATCHES, process_window
+
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 2)
+    clf = Classifier.from_bundle(smile_bundle, provider="cpu", threads=threads)
+    paths = celeba_like(tmp_path / "faces", 6) * 400
+    source = _Counted(paths)
+    batch = 4
+    results = clf.predict_files(source, batch_size=batch, decode_processes=1)
+    assert next(results)
+    runs = 1 if threads else 2
+    window = process_window(batch, 1)
+    assert window == PROCESS_WINDOW_BATCHES * batch
+    assert window <= source.taken <= window + (runs + 2) * batch, source.taken
+    assert len(list(results)) == len(paths) - 1 and source.taken == len(paths)
+
+
+class _Counted:
+    """An iterator over ``items`` that counts how many were taken."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self._items = iter(items)
+        self.taken = 0
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> Any:
+        item = next(self._items)
+        self.taken += 1
+        return item
+
+
 @pytest.mark.parametrize("pool", [{"decode_processes": 2}, {"batch_processes": 2}])
 def test_a_consumer_that_stops_stops_the_workers(smile_bundle, tmp_path, pool):
     clf = Classifier.from_bundle(smile_bundle, provider="cpu")  # batch processes need its recipe

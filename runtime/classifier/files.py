@@ -145,7 +145,9 @@ def stream_files(
                 yield from _run_pending(predict_rows, pending)
             return
         run = functools.partial(_pending_results, predict_rows)
-        for _, results in ordered_map(run, batches, workers=runs, ahead=runs):
+        # a batch waiting beside those running: a thread whose batch ends first starts it at
+        # once instead of waiting for the batch before its own to be handed back
+        for _, results in ordered_map(run, batches, workers=runs, ahead=runs + 1):
             yield from results
 
 
@@ -313,9 +315,18 @@ def decode_window(batch_size: int, workers: int) -> int:
 
 
 def process_window(batch_size: int, workers: int) -> int:
-    """`decode_window` for decoder processes: the next batch, and two chunks per process, even
-    with one process (it decodes while the model runs)."""
-    return max(batch_size, 2 * workers * process_chunk(batch_size))
+    """`decode_window` for decoder processes: the next `PROCESS_WINDOW_BATCHES` batches, and at
+    least two chunks per process, even with one process (it decodes while the model runs)."""
+    return max(PROCESS_WINDOW_BATCHES * batch_size, 2 * workers * process_chunk(batch_size))
+
+
+# How many batches decoder processes decode ahead of the model (`process_window`). A decoder
+# that shares the CPUs with the model's threads runs ahead while they are busy and so is not
+# behind when they are done: on the 2-core Zen 3, OpenVINO int8 on two streams from 3,000 JPEGs,
+# 6 interleaved passes each, median 1,711 files/s against 1,621 with one batch ahead (and with
+# no batch waiting beside the running ones, `stream_files`); 12 KB a 64x64 image, so 2.3 MB at
+# batch 64 (docs/RUNTIME.md, "Decoding in processes").
+PROCESS_WINDOW_BATCHES = 3
 
 
 def find_images(paths: Iterable[str]) -> Iterator[str | ImageReadError]:
