@@ -237,10 +237,21 @@ def test_decoder_processes_read_a_bounded_number_of_paths_ahead(
     results = clf.predict_files(source, batch_size=batch, decode_processes=1)
     assert next(results)
     runs = 1 if threads else 2
-    window = process_window(batch, 1)
+    window = process_window(batch, 1, 64 * 64 * 3)  # the smile model's uint8 pixels
     assert window == PROCESS_WINDOW_BATCHES * batch
     assert window <= source.taken <= window + (runs + 2) * batch, source.taken
     assert len(list(results)) == len(paths) - 1 and source.taken == len(paths)
+
+
+def test_the_decoding_window_is_bounded_in_bytes():
+    from onnxedge.runtime.classifier.files import WINDOW_BYTES, process_window
+
+    assert process_window(64, 1, 64 * 64 * 3) == 3 * 64
+    assert process_window(64, 2, 224 * 224 * 3) == 3 * 64
+    assert process_window(256, 2, 224 * 224 * 3) == 256  # three would be 116 MB
+    assert WINDOW_BYTES < 2 * 256 * 224 * 224 * 3
+    assert process_window(64, 1, None) == 64  # a size not known: the next batch only
+    assert process_window(4, 8, 10**9) == 2 * 8 * 1  # two chunks a process, whatever the size
 
 
 class _Counted:

@@ -67,6 +67,13 @@ class FileLoader:
         read = load_image if pads(self.preprocessing) else load_pixels
         return read(path, self.preprocessing, max_pixels=self.max_pixels, decode=self.decode)
 
+    @property
+    def image_bytes(self) -> int:
+        """The most bytes an image of this loader holds: uint8 pixels [H, W, C], or the model's
+        float32 input [C, H, W] where the resize pads; C at most 3 (`process_window`)."""
+        height, width = (int(v) for v in self.preprocessing["resize"])
+        return height * width * 3 * (4 if pads(self.preprocessing) else 1)
+
 
 def image_loader(
     preprocessing: Mapping[str, Any], *, max_pixels: int | None, decode: str | None
@@ -132,7 +139,7 @@ def stream_files(
                 yield from results
         return
     if pool.processes:
-        ahead = process_window(batch_size, pool.workers)
+        ahead = process_window(batch_size, pool.workers, getattr(load, "image_bytes", None))
         chunk = process_chunk(batch_size)
         decoded = process_map(decode, items, workers=pool.workers, ahead=ahead, chunk=chunk)
     else:
@@ -314,10 +321,15 @@ def decode_window(batch_size: int, workers: int) -> int:
     return 0 if workers <= 1 else max(batch_size, 2 * workers)
 
 
-def process_window(batch_size: int, workers: int) -> int:
-    """`decode_window` for decoder processes: the next `PROCESS_WINDOW_BATCHES` batches, and at
-    least two chunks per process, even with one process (it decodes while the model runs)."""
-    return max(PROCESS_WINDOW_BATCHES * batch_size, 2 * workers * process_chunk(batch_size))
+def process_window(batch_size: int, workers: int, image_bytes: int | None = None) -> int:
+    """`decode_window` for decoder processes: the next `PROCESS_WINDOW_BATCHES` batches, as
+    many of them as hold at most `WINDOW_BYTES` of images of ``image_bytes`` each (at least one;
+    one where the size is not known), and at least two chunks per process, even with one
+    process (it decodes while the model runs)."""
+    batches = 1
+    if image_bytes:
+        batches = max(1, min(PROCESS_WINDOW_BATCHES, WINDOW_BYTES // (batch_size * image_bytes)))
+    return max(batches * batch_size, 2 * workers * process_chunk(batch_size))
 
 
 # How many batches decoder processes decode ahead of the model (`process_window`). A decoder
@@ -327,6 +339,9 @@ def process_window(batch_size: int, workers: int) -> int:
 # no batch waiting beside the running ones, `stream_files`); 12 KB a 64x64 image, so 2.3 MB at
 # batch 64 (docs/RUNTIME.md, "Decoding in processes").
 PROCESS_WINDOW_BATCHES = 3
+# The most memory `process_window`'s batches take where there are more than one: three batches
+# of 64 images of 224x224 (147 KB each), one of 256.
+WINDOW_BYTES = 64 * 2**20
 
 
 def find_images(paths: Iterable[str]) -> Iterator[str | ImageReadError]:
