@@ -233,28 +233,29 @@ def test_the_pixels_and_results_are_those_of_a_serial_decode(clf, tmp_path, thre
             assert result and result.prediction is not None, (position, result)
 
 
-def watch_load_pixels(monkeypatch, fail_at: int | None = None, raised=RuntimeError) -> list[str]:
-    """The file pipeline's `load_pixels` replaced by itself, noting the thread of each call (the
-    list returned); the ``fail_at``-th call raises ``raised`` instead."""
+def watch_loads(monkeypatch, fail_at: int | None = None, raised=RuntimeError) -> list[str]:
+    """The file pipeline's loader (`FileLoader`, whichever path a file takes in it) replaced by
+    itself, noting the thread of each call (the list returned); the ``fail_at``-th call raises
+    ``raised`` instead."""
     calls: list[str] = []
     lock = threading.Lock()
-    real = classifier_files.load_pixels
+    real = classifier_files.FileLoader.__call__
 
-    def spy(path, *args, **kwargs):
+    def spy(self, path, *args, **kwargs):
         with lock:
             calls.append(threading.current_thread().name)
             fail = len(calls) == fail_at
         if fail:
             raise raised("stop")
-        return real(path, *args, **kwargs)
+        return real(self, path, *args, **kwargs)
 
-    monkeypatch.setattr(classifier_files, "load_pixels", spy)
+    monkeypatch.setattr(classifier_files.FileLoader, "__call__", spy)
     return calls
 
 
 def test_files_are_decoded_in_the_pool(clf, tmp_path, monkeypatch):
     """Not in the thread that runs the model: the check that the pool is used at all."""
-    decoders = watch_load_pixels(monkeypatch)
+    decoders = watch_loads(monkeypatch)
     paths = celeba_like(tmp_path, 12)
     assert all(clf.predict_files(paths, batch_size=4, decode_threads=3))
     assert decoders and all(name.startswith(POOL) for name in decoders), decoders
@@ -317,7 +318,7 @@ def test_an_interrupt_or_a_bug_while_decoding_stops_every_thread(
     clf, tmp_path, monkeypatch, raised
 ):
     paths = celeba_like(tmp_path, 10) * 10
-    calls = watch_load_pixels(monkeypatch, fail_at=30, raised=raised)
+    calls = watch_loads(monkeypatch, fail_at=30, raised=raised)
     got = []
     with pytest.raises(raised):
         for result in clf.predict_files(paths, batch_size=4, decode_threads=3):
@@ -331,7 +332,7 @@ def test_a_consumer_that_stops_stops_the_decoding(clf, tmp_path, monkeypatch):
     """An interrupt in the caller's own code (say, Ctrl-C while it prints a line): closing the
     generator cancels what has not started."""
     paths = celeba_like(tmp_path, 8) * 50
-    calls = watch_load_pixels(monkeypatch)
+    calls = watch_loads(monkeypatch)
     results = clf.predict_files(paths, batch_size=4, decode_threads=2)
     assert next(results)
     results.close()

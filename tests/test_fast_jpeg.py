@@ -1,5 +1,6 @@
-"""The fast decode's simplejpeg path gives Pillow's draft pixels bit for bit, takes only the files
-it can give them for, and leaves every other file, and every bad one, to Pillow's path."""
+"""The simplejpeg path of both decodes gives Pillow's pixels bit for bit (the fast decode's at
+Pillow's draft scale, the exact one's at the full size), takes only the files it can give them
+for, and leaves every other file, and every bad one, to Pillow's path."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from test_fast_decode import jpeg, kinds, photo
 
 from onnxedge.models.registry import SQUARE_CROP_64
 from onnxedge.runtime.classifier import fast_jpeg
-from onnxedge.runtime.classifier.preprocess import DECODES, FAST, ImageReadError, load_pixels
+from onnxedge.runtime.classifier.preprocess import (
+    DECODES,
+    EXACT,
+    FAST,
+    ImageReadError,
+    load_pixels,
+)
 
 pytest.importorskip("simplejpeg", reason="the fast JPEG path needs simplejpeg (make venv has it)")
 
@@ -22,12 +29,15 @@ def pillow_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fast_jpeg, "simplejpeg_module", lambda: None)
 
 
-def taken(path, side: int = 64) -> bool:
+def taken(path, side: int | None = 64) -> bool:
+    """Whether simplejpeg takes the file: at the fast decode's scale for ``side``, or at the full
+    size (None, the exact decode)."""
     return fast_jpeg.load_scaled(path, side, None) is not None
 
 
+@pytest.mark.parametrize("decode", DECODES)
 def test_every_kind_of_file_gives_pillows_pixels_and_only_plain_jpegs_take_simplejpeg(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, decode
 ):
     files = kinds(tmp_path)
     more = {
@@ -40,12 +50,13 @@ def test_every_kind_of_file_gives_pillows_pixels_and_only_plain_jpegs_take_simpl
     for name, data in more.items():
         (tmp_path / name).write_bytes(data)
         files[name] = (tmp_path / name, True)
-    fast = {name: load_pixels(path, SPEC, decode=FAST) for name, (path, _) in files.items()}
-    assert {name for name, (path, _) in files.items() if taken(path)} == TAKEN | set(more)
+    side = 64 if decode == FAST else None
+    got = {name: load_pixels(path, SPEC, decode=decode) for name, (path, _) in files.items()}
+    assert {name for name, (path, _) in files.items() if taken(path, side)} == TAKEN | set(more)
     pillow_only(monkeypatch)
-    assert not any(taken(path) for path, _ in files.values())
+    assert not any(taken(path, side) for path, _ in files.values())
     for name, (path, _) in files.items():
-        assert np.array_equal(fast[name], load_pixels(path, SPEC, decode=FAST)), name
+        assert np.array_equal(got[name], load_pixels(path, SPEC, decode=decode)), name
 
 
 def test_a_jpeg_too_small_to_reduce_or_named_otherwise_takes_pillows_path(tmp_path):
@@ -54,6 +65,7 @@ def test_a_jpeg_too_small_to_reduce_or_named_otherwise_takes_pillows_path(tmp_pa
     unnamed = tmp_path / "photo.dat"
     unnamed.write_bytes(jpeg(photo((400, 300))))
     assert not taken(small) and not taken(unnamed)
+    assert taken(small, None)  # the exact decode takes it at its full size
     assert taken(tmp_path.joinpath("photo.dat").rename(tmp_path / "photo.JPEG"))
 
 
@@ -149,18 +161,26 @@ def test_what_is_not_a_regular_file_is_left_to_pillows_path_which_refuses_it(tmp
         {"resize": [48, 48], "crop_fraction": 0.875},  # the draft keeps 55 pixels, the crop 48
     ],
 )
-def test_the_loaders_plan_gives_load_pixels_pixels_for_every_kind_of_file(tmp_path, changes):
+@pytest.mark.parametrize("decode", DECODES)
+def test_the_loaders_plan_gives_load_pixels_pixels_for_every_kind_of_file(
+    tmp_path, monkeypatch, changes, decode
+):
     """The pipeline's loader reads the spec once (`FastPlan`); its pixels are `load_pixels`'
-    for every kind of file, whichever path each takes, and its errors the same."""
+    for every kind of file, whichever path each takes, and its errors the same; with the exact
+    decode, they are also Pillow's alone (simplejpeg not installed)."""
     from onnxedge.runtime.classifier.files import image_loader
 
     spec = {**SPEC, **changes}
-    load = image_loader(spec, max_pixels=None, decode=FAST)
+    load = image_loader(spec, max_pixels=None, decode=decode)
     assert load.plan is not None
     files = kinds(tmp_path)
     (tmp_path / "text.jpg").write_text("not a picture")
+    got = {name: load(path) for name, (path, _) in files.items()}
     for name, (path, _) in files.items():
-        assert np.array_equal(load(path), load_pixels(path, spec, decode=FAST)), name
+        assert np.array_equal(got[name], load_pixels(path, spec, decode=decode)), name
+    pillow_only(monkeypatch)
+    for name, (path, _) in files.items():
+        assert np.array_equal(got[name], load_pixels(path, spec, decode=decode)), name
     with pytest.raises(ImageReadError, match="found no format PIL reads"):
         load(tmp_path / "text.jpg")
 
@@ -174,7 +194,7 @@ def test_options_the_plan_does_not_cover_take_load_pixels(changes):
 
     assert fast_plan({**SPEC, **changes}) is None
     assert image_loader({**SPEC, **changes}, max_pixels=None, decode=FAST).plan is None
-    assert image_loader(SPEC, max_pixels=None, decode="exact").plan is None
+    assert image_loader({**SPEC, **changes}, max_pixels=None, decode=EXACT).plan is None
 
 
 def test_a_file_that_changes_size_while_read_takes_pillows_path(tmp_path, monkeypatch):

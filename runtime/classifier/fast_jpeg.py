@@ -1,13 +1,14 @@
-"""The fast decode's JPEG path through libjpeg-turbo's own API (`simplejpeg`), where it is
-installed: the same pixels as Pillow's ``Image.draft`` path, at about half the CPU a file.
+"""The JPEG path of both decodes through libjpeg-turbo's own API (`simplejpeg`), where it is
+installed: the same pixels as Pillow's, at less CPU a file. The fast decode asks it for the
+reduced scale of Pillow's ``Image.draft``, the exact decode for the full size.
 
-Pillow's fast decode (`onnxedge.runtime.classifier.preprocess.load_pixels` with ``fast``) spends
-about as much CPU in Python (opening the file, parsing its header and markers, the image object's
-bookkeeping) as libjpeg spends decoding at the reduced scale. simplejpeg decodes a JPEG held in
-memory in one C call, into a numpy array, with libjpeg-turbo's DCT scaling. Measured on the
-2-vCPU Intel Xeon (AMX), 2,000 of ``data synth``'s 178x218 JPEGs into 64x64, the crop and the
-resize included: 0.16 ms of CPU a file against Pillow's 0.26-0.31 (docs/RUNTIME.md, "Files to
-labels").
+Pillow spends about as much CPU in Python (opening the file, parsing its header and markers, the
+image object's bookkeeping) as libjpeg spends decoding at the reduced scale. simplejpeg decodes a
+JPEG held in memory in one C call, into a numpy array, with libjpeg-turbo's DCT scaling and its
+default IDCT and upsampling, as Pillow's decoder uses them. Measured on the 2-vCPU Intel Xeon
+(AMX), 2,000 of ``data synth``'s 178x218 JPEGs into 64x64, the crop and the resize included:
+0.16 ms of CPU a file against Pillow's 0.26-0.31 for the fast decode (docs/RUNTIME.md, "Files
+to labels"); on the 2-vCPU AMD EPYC Zen 3, 0.43 ms against 0.60 for the exact one.
 
 `decode_scaled` takes a file only where the result is Pillow's, bit for bit (tested on every
 kind of file the tests make), and returns None for every other so that Pillow's path decides:
@@ -17,9 +18,10 @@ kind of file the tests make), and returns None for every other so that Pillow's 
 2. with no EXIF block (the orientation it may hold is applied by Pillow's path; a scan of the
    markers before the image data, a few microseconds);
 3. within ``max_pixels`` and PIL's own decompression-bomb limit (Pillow's path words the refusal);
-4. large enough for a reduction (``scale``: the same 1/2, 1/4 or 1/8 that Pillow's ``draft``
-   picks, asked of libjpeg-turbo as the least size, so that it picks no scale in eighths that
-   Pillow cannot); the array it returns has exactly the size Pillow's would;
+4. for the fast decode, large enough for a reduction (``scale``: the same 1/2, 1/4 or 1/8 that
+   Pillow's ``draft`` picks, asked of libjpeg-turbo as the least size, so that it picks no scale
+   in eighths that Pillow cannot); for the exact one, any size (scale 1); the array it returns
+   has exactly the size Pillow's would;
 5. that decodes without a warning (``strict``: truncated or corrupt data goes to Pillow's path,
    which refuses it with its message).
 """
@@ -51,7 +53,7 @@ def simplejpeg_module() -> Any:
 
 
 def available() -> bool:
-    """Whether the fast decode's JPEGs go through simplejpeg here."""
+    """Whether plain JPEGs go through simplejpeg here (either decode)."""
     return simplejpeg_module() is not None
 
 
@@ -59,7 +61,8 @@ def decode_scaled(
     data: bytes, draft: Any, *, max_pixels: int | None, bomb_pixels: int | None
 ) -> np.ndarray | None:
     """A JPEG's RGB pixels [h, w, 3] at the reduction ``draft(width, height)`` gives (Pillow's
-    scale: 2, 4 or 8, or None for none), or None where Pillow's path must decode it (module
+    scale: 2, 4 or 8; 1 for the full size; None: Pillow's path), or None where Pillow's path must
+    decode it (module
     docstring). ``max_pixels`` and ``bomb_pixels`` (PIL's ``Image.MAX_IMAGE_PIXELS``) are the
     limits above which Pillow's path refuses the file."""
     module = simplejpeg_module()
@@ -95,9 +98,10 @@ MAX_BYTES = 32 * 2**20
 JPEG_NAMES = (".jpg", ".jpeg", ".jpe", ".jfif")
 
 
-def load_scaled(path: Any, side: int, max_pixels: int | None) -> np.ndarray | None:
-    """`decode_scaled` of the file at ``path`` with `draft_scale`'s reduction for ``side``: the
-    pixels Pillow's draft would give, or None where Pillow's path must take the file (simplejpeg
+def load_scaled(path: Any, side: int | None, max_pixels: int | None) -> np.ndarray | None:
+    """`decode_scaled` of the file at ``path`` with `draft_scale`'s reduction for ``side`` (the
+    fast decode; None: the full size, the exact decode): the pixels Pillow's path would give
+    (with its draft for ``side``), or None where Pillow's path must take the file (simplejpeg
     missing, not a path, not named as a JPEG, not a regular file, unreadable, larger than
     `MAX_BYTES`, or the module
     docstring's cases). With PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` set, always None (Pillow's
@@ -122,7 +126,7 @@ def load_scaled(path: Any, side: int, max_pixels: int | None) -> np.ndarray | No
         return None
     return decode_scaled(
         data,
-        lambda width, height: draft_scale(width, height, side),
+        (lambda width, height: 1) if side is None else _drafting(side),
         max_pixels=max_pixels,
         bomb_pixels=Image.MAX_IMAGE_PIXELS,
     )
@@ -134,6 +138,10 @@ def _pil() -> tuple[Any, Any]:
     from PIL import Image, ImageFile
 
     return Image, ImageFile
+
+
+def _drafting(side: int) -> Any:
+    return lambda width, height: draft_scale(width, height, side)
 
 
 def draft_scale(width: int, height: int, side: int) -> int | None:

@@ -1,4 +1,4 @@
-"""The fast decode's steps after simplejpeg, planned once for a preprocessing
+"""The steps after simplejpeg (either decode), planned once for a preprocessing
 (`onnxedge.runtime.classifier.files.FileLoader` runs them): `load_pixels`' pixels at about a fifth
 less CPU a file, where ``load_pixels`` reads and checks the spec again for every file."""
 
@@ -19,7 +19,8 @@ from onnxedge.runtime.classifier.preprocess import (
 
 @dataclasses.dataclass(frozen=True)
 class FastPlan:
-    """The fast decode's steps after simplejpeg for a preprocessing without options that need
+    """The steps after simplejpeg (the fast decode's reduced scale or the exact one's full size)
+    for a preprocessing without options that need
     `_upright_pixels`' checks (RGB, NCHW, a stretching resize, a known interpolation, RGB or BGR
     order), read from the spec once instead of for every file: the center-square crop as a
     slice of the decoded array, Pillow's resize, the channel order. The same pixels as

@@ -45,11 +45,11 @@ PredictRows = Callable[[np.ndarray], Sequence[Prediction | str]]
 class FileLoader:
     """How the pipeline reads a file (a `Load`): uint8 pixels, scaled a batch at a time
     (`Classifier.model_input`) or by the model itself; where the resize mode pads, each image has
-    its own size, so the model's input, image by image. With the fast decode and a plain
-    preprocessing, a JPEG simplejpeg takes goes through ``plan`` (`FastPlan`: the same pixels,
-    about a fifth less CPU a file than `load_pixels`' checks of the spec for every file), every
-    other file through Pillow's path. A plain value, so that a decoder process can be handed
-    it."""
+    its own size, so the model's input, image by image. With a plain preprocessing, a JPEG
+    simplejpeg takes goes through ``plan`` (`FastPlan`: the same pixels, about a fifth less CPU
+    a file than `load_pixels`' checks of the spec for every file), at the fast decode's reduced
+    scale or the exact one's full size; every other file through Pillow's path. A plain value,
+    so that a decoder process can be handed it."""
 
     preprocessing: Mapping[str, Any]
     max_pixels: int | None
@@ -58,11 +58,12 @@ class FileLoader:
 
     def __call__(self, path: str | Path) -> np.ndarray:
         if self.plan is not None:
-            array = load_scaled(path, self.plan.side, self.max_pixels)
+            side = self.plan.side if self.decode == FAST else None  # None: the full size
+            array = load_scaled(path, side, self.max_pixels)
             if array is not None:
                 return self.plan.pixels(array)
             return pillow_pixels(
-                path, self.preprocessing, max_pixels=self.max_pixels, draft_side=self.plan.side
+                path, self.preprocessing, max_pixels=self.max_pixels, draft_side=side
             )
         read = load_image if pads(self.preprocessing) else load_pixels
         return read(path, self.preprocessing, max_pixels=self.max_pixels, decode=self.decode)
@@ -80,8 +81,7 @@ def image_loader(
 ) -> Load:
     """`FileLoader` for these settings (``preprocessing`` copied into a plain dict)."""
     plain = _plain(preprocessing)
-    plan = fast_plan(plain) if decode == FAST else None
-    return FileLoader(plain, max_pixels, decode, plan)
+    return FileLoader(plain, max_pixels, decode, fast_plan(plain))
 
 
 def _plain(value: Any) -> Any:

@@ -329,17 +329,17 @@ def load_pixels(
     at least the model's size at that scale, then crops and resizes as ``exact`` does: about half
     the decode's and the resize's work for CelebA's 178x218 into 64x64, with pixels that differ
     slightly (gated: docs/RUNTIME.md). Every other file, and a JPEG too small to reduce, takes
-    the exact path. Where simplejpeg is installed, a plain JPEG named so is decoded by it
-    (`onnxedge.runtime.classifier.fast_jpeg`): the same pixels, at about half the CPU.
+    the exact path. Where simplejpeg is installed, a plain JPEG named so is decoded by it with
+    either decode (`onnxedge.runtime.classifier.fast_jpeg`): the same pixels as Pillow's, at
+    less CPU.
     """
-    target, max_pixels = None, check_max_pixels(max_pixels)
-    if check_decode(decode) == FAST:
-        target = draft_side(spec)
-        array = load_scaled(path, target, max_pixels)
-        if array is not None:
-            from PIL import Image
+    max_pixels = check_max_pixels(max_pixels)
+    target = draft_side(spec) if check_decode(decode) == FAST else None
+    array = load_scaled(path, target, max_pixels)
+    if array is not None:
+        from PIL import Image
 
-            return _upright_pixels(Image.fromarray(array), spec)
+        return _upright_pixels(Image.fromarray(array), spec)
     return pillow_pixels(path, spec, max_pixels=max_pixels, draft_side=target)
 
 
