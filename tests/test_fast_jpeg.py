@@ -214,3 +214,35 @@ def test_a_file_that_changes_size_while_read_takes_pillows_path(tmp_path, monkey
     monkeypatch.setattr(fast_jpeg, "MAX_BYTES", real(path).st_size - 10)
     monkeypatch.setattr(fast_jpeg.os, "stat", real)
     assert not taken(path)  # over the limit before it is read
+
+
+def test_simplejpeg_is_used_only_where_it_decodes_as_pillow_does(monkeypatch):
+    """A simplejpeg whose pixels are not Pillow's (a Pillow linked to another libjpeg) is not
+    used: every file then takes Pillow's path, and the exact decode stays Pillow's."""
+    import simplejpeg
+
+    assert fast_jpeg.agrees_with_pillow(simplejpeg)
+
+    class Otherwise:  # one pixel value off
+        @staticmethod
+        def decode_jpeg(data, **kwargs):
+            pixels = simplejpeg.decode_jpeg(data, **kwargs).copy()
+            pixels[0, 0, 0] ^= 1
+            return pixels
+
+    assert not fast_jpeg.agrees_with_pillow(Otherwise)
+
+    class Failing:
+        @staticmethod
+        def decode_jpeg(data, **kwargs):
+            raise ValueError("unsupported")
+
+    assert not fast_jpeg.agrees_with_pillow(Failing)
+    fast_jpeg.simplejpeg_module.cache_clear()
+    monkeypatch.setattr(fast_jpeg, "agrees_with_pillow", lambda module: False)
+    try:
+        assert fast_jpeg.simplejpeg_module() is None and not fast_jpeg.available()
+    finally:
+        fast_jpeg.simplejpeg_module.cache_clear()
+    monkeypatch.undo()
+    assert fast_jpeg.available()

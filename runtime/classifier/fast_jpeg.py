@@ -29,11 +29,14 @@ kind of file the tests make), and returns None for every other so that Pillow's 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import stat
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # 1.: the colour spaces whose conversion to RGB is libjpeg's in both decoders.
 _SAME_CONVERSION = ("YCbCr", "Gray")
@@ -44,12 +47,63 @@ _EXIF = b"Exif\x00\x00"
 
 @functools.cache
 def simplejpeg_module() -> Any:
-    """simplejpeg, or None where it is not installed (`decode_scaled` is then never used)."""
+    """simplejpeg, or None where it is not installed or decodes otherwise than this process's
+    Pillow (`agrees_with_pillow`); `decode_scaled` is then never used."""
     try:
         import simplejpeg
     except ImportError:
         return None
+    if not agrees_with_pillow(simplejpeg):
+        log.info(
+            "simplejpeg decodes JPEGs otherwise than Pillow's libjpeg here; every file takes "
+            "Pillow's path"
+        )
+        return None
     return simplejpeg
+
+
+def agrees_with_pillow(module: Any) -> bool:
+    """Whether ``module`` (simplejpeg) gives Pillow's pixels, bit for bit, for a few JPEGs made
+    here (4:2:0 and 4:4:4, baseline and progressive, grayscale, odd sizes) at the full size and
+    at Pillow's draft scales. Both wheels carry libjpeg-turbo (Pillow 13's 3.2, simplejpeg 1.9's
+    3.1), whose default IDCT and upsampling give the same numbers across its versions; a Pillow
+    linked to another libjpeg (IJG's 9 upsamples otherwise) would not, and then the exact decode
+    would no longer be the training transform's. About 10 ms, once a process."""
+    import io
+
+    from PIL import Image
+
+    rows, cols = np.mgrid[0:75, 0:101]
+    smooth = np.stack([rows * 3, cols * 2, (rows + cols) % 256], axis=-1)
+    noise = np.random.default_rng(0).integers(0, 40, smooth.shape)
+    picture = Image.fromarray(((smooth + noise) % 256).astype(np.uint8))
+    kinds = [
+        (picture, {"quality": 90}),
+        (picture, {"quality": 75, "progressive": True, "subsampling": 0}),
+        (picture.convert("L"), {"quality": 85}),
+    ]
+    for image, options in kinds:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", **options)
+        data = buffer.getvalue()
+        for scale in (1, 2, 4):
+            with Image.open(io.BytesIO(data)) as opened:
+                if scale > 1:
+                    opened.draft(opened.mode, (101 // scale, 75 // scale))
+                expected = np.asarray(opened.convert("RGB"))
+            try:
+                got = module.decode_jpeg(
+                    data,
+                    colorspace="RGB",
+                    min_height=expected.shape[0],
+                    min_width=expected.shape[1],
+                    strict=True,
+                )
+            except ValueError:
+                return False
+            if not np.array_equal(got, expected):
+                return False
+    return True
 
 
 def available() -> bool:
@@ -185,6 +239,7 @@ def _has_exif(data: bytes) -> bool:
 __all__ = [
     "JPEG_NAMES",
     "MAX_BYTES",
+    "agrees_with_pillow",
     "available",
     "decode_scaled",
     "draft_scale",

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.classifier import fast_jpeg
 from onnxedge.runtime.classifier.decode import DecodePool, ordered_map, process_chunk
 from onnxedge.runtime.classifier.fast_jpeg import load_scaled
 from onnxedge.runtime.classifier.fast_plan import FastPlan, fast_plan
@@ -81,6 +82,7 @@ def image_loader(
 ) -> Load:
     """`FileLoader` for these settings (``preprocessing`` copied into a plain dict)."""
     plain = _plain(preprocessing)
+    fast_jpeg.available()  # its check of simplejpeg, once here rather than in every worker
     return FileLoader(plain, max_pixels, decode, fast_plan(plain))
 
 
