@@ -238,6 +238,14 @@ def test_simplejpeg_is_used_only_where_it_decodes_as_pillow_does(monkeypatch):
             raise ValueError("unsupported")
 
     assert not fast_jpeg.agrees_with_pillow(Failing)
+    from PIL import Image
+
+    def no_jpeg_encoder(*args, **kwargs):
+        raise OSError("encoder jpeg not available")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Image.Image, "save", no_jpeg_encoder)
+        assert not fast_jpeg.agrees_with_pillow(simplejpeg)
     fast_jpeg.simplejpeg_module.cache_clear()
     monkeypatch.setattr(fast_jpeg, "agrees_with_pillow", lambda module: False)
     try:
