@@ -180,7 +180,7 @@ def load_scaled(path: Any, side: int | None, max_pixels: int | None) -> np.ndarr
         return None
     return decode_scaled(
         data,
-        (lambda width, height: 1) if side is None else _drafting(side),
+        lambda width, height: 1 if side is None else draft_scale(width, height, side),
         max_pixels=max_pixels,
         bomb_pixels=Image.MAX_IMAGE_PIXELS,
     )
@@ -192,10 +192,6 @@ def _pil() -> tuple[Any, Any]:
     from PIL import Image, ImageFile
 
     return Image, ImageFile
-
-
-def _drafting(side: int) -> Any:
-    return lambda width, height: draft_scale(width, height, side)
 
 
 def draft_scale(width: int, height: int, side: int) -> int | None:
