@@ -301,19 +301,6 @@ def test_predict_prints_the_same_lines_with_threads_or_processes(smile_bundle, t
     assert "ERROR\trefused as a decompression bomb" in pooled.stdout.splitlines()[5]
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--decode-processes", "0"], "--decode-processes"),
-        (["--decode-processes", "2", "--decode-threads", "2"], "give one of them"),
-    ],
-)
-def test_bad_decode_processes_are_usage_errors(smile_bundle, tmp_path, args, message):
-    result = predict(smile_bundle, tmp_path, *args)
-    assert result.exit_code == 2, result.output
-    assert message in result.output and "Traceback" not in result.output
-
-
 def children_of(pid: int) -> list[int]:
     """The processes whose parent is ``pid``, from /proc."""
     found = []

@@ -130,3 +130,84 @@ def test_class_names_are_escaped_once_on_every_line_of_the_report(smile_bundle, 
     note = next(line for line in lines if line.startswith("note:"))
     assert note.endswith("the data's classes 'not_sm\\351iling' / 'smi\\nling'"), note
     result.stdout.encode("utf-8")  # nothing outside UTF-8 went out
+
+
+def evaluate_cli(bundle, data, *args):
+    from click.testing import CliRunner
+
+    from onnxedge.runtime.cli import main
+
+    argv = ["evaluate", str(bundle), "--data", str(data), "--providers", "cpu", *map(str, args)]
+    return CliRunner().invoke(main, argv)
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        ["--decode-threads", "1"],
+        ["--decode-processes", "2"],
+        ["--batch-processes", "2"],
+    ],
+)
+def test_evaluate_takes_predicts_pools_and_reports_the_same(
+    smile_bundle, faces_with_a_bad_file, pool, monkeypatch
+):
+    """The pool options are predict's (one vocabulary) and reach `predict_files`; whichever
+    decodes, the report is the same, the bad file counted in it."""
+    default = evaluate_cli(smile_bundle, faces_with_a_bad_file, "--batch-size", 2)
+    asked = []
+    predict_files = Classifier.predict_files
+
+    def watched(self, paths, **kwargs):
+        asked.append(kwargs)
+        return predict_files(self, paths, **kwargs)
+
+    monkeypatch.setattr(Classifier, "predict_files", watched)
+    pooled = evaluate_cli(smile_bundle, faces_with_a_bad_file, "--batch-size", 2, *pool)
+    (kwargs,) = asked
+    assert kwargs[pool[0].removeprefix("--").replace("-", "_")] == int(pool[1]), kwargs
+    assert default.exit_code == pooled.exit_code == 0, pooled.output
+
+    def figures(output: str) -> list[str]:  # the provider line names what ran the batches
+        return [line for line in output.splitlines() if not line.startswith("threshold")]
+
+    assert figures(pooled.stdout) == figures(default.stdout)
+    assert "3 evaluated, 1 failed" in pooled.stdout
+
+
+def test_evaluate_max_pixels_refuses_larger_images(smile_bundle, faces_with_a_bad_file):
+    """--max-pixels below the faces' size: every file is a failed one saying why, and nothing
+    could be evaluated (exit 1); the library takes it as ``max_pixels``."""
+    result = evaluate_cli(smile_bundle, faces_with_a_bad_file, "--max-pixels", 1000)
+    assert result.exit_code == 1, result.output
+    assert "0 evaluated, 4 failed" in result.stdout
+    assert result.stdout.count("more than the limit of 1,000") == 3, result.stdout
+    library = evaluate_bundle(smile_bundle, faces_with_a_bad_file, provider="cpu", max_pixels=1000)
+    assert library.evaluated == 0 and len(library.failed) == 4
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--decode-threads", "2", "--batch-processes", "2"], "give one of them"),
+        (["--decode-processes", "2", "--decode-threads", "2"], "give one of them"),
+        (["--batch-processes", "2", "--threads", "1"], "--batch-processes sets each process"),
+        (["--decode-processes", "0"], "--decode-processes"),
+        (["--max-pixels", "0"], "--max-pixels"),
+        (["--decode-threads", "2", "--ray", "auto"], "--decode-threads applies without --ray"),
+    ],
+)
+def test_pool_usage_errors(smile_bundle, faces_with_a_bad_file, command, args, message):
+    """The same options, the same usage errors (exit 2), in predict and evaluate."""
+    from click.testing import CliRunner
+
+    from onnxedge.runtime.cli import main
+
+    if command == "predict":
+        argv = ["predict", str(smile_bundle), str(faces_with_a_bad_file), *args]
+        result = CliRunner().invoke(main, argv)
+    else:
+        result = evaluate_cli(smile_bundle, faces_with_a_bad_file, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

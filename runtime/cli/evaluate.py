@@ -8,7 +8,12 @@ from pathlib import Path
 
 import click
 
-from onnxedge.runtime.cli.classifier_options import classifier_options
+from onnxedge.runtime.cli.classifier_options import (
+    check_pools,
+    classifier_options,
+    files_options,
+    pil_limit,
+)
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
 from onnxedge.runtime.cli.options import percent_not_fraction
 from onnxedge.runtime.cli.output import json_option, write_json
@@ -129,6 +134,7 @@ def format_result(result: EvaluationResult | ClassesEvaluation) -> list[str]:
     callback=percent_not_fraction,
     help="Exit 1 when the accuracy is below this percent, such as 97 (a gate for scripts and CI).",
 )
+@files_options
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown only on a terminal).")
 @ray_options
 def evaluate_cmd(
@@ -147,6 +153,10 @@ def evaluate_cmd(
     batch_size: int,
     threshold: float | None,
     min_accuracy: float | None,
+    max_pixels: int,
+    decode_threads: int | None,
+    decode_processes: int | None,
+    batch_processes: int | None,
     no_progress: bool,
     ray_address: str | None,
     ray_actors: int | None,
@@ -164,13 +174,27 @@ def evaluate_cmd(
     )
     chosen = applied.chosen
     check_engine_options(chosen["engine"], chosen["precision"])
-    check_ray_only(ray_address, ray_actors=(ray_actors, True), decode=(decode, False))
-    run = functools.partial(evaluate_bundle, decode=decode)
+    check_pools(threads, decode_threads, decode_processes, batch_processes)
+    check_ray_only(
+        ray_address,
+        ray_actors=(ray_actors, True),
+        decode=(decode, False),
+        decode_threads=(decode_threads, False),
+        decode_processes=(decode_processes, False),
+        batch_processes=(batch_processes, False),
+    )
+    pools = {
+        "decode_threads": decode_threads,
+        "decode_processes": decode_processes,
+        "batch_processes": batch_processes,
+    }
+    run = functools.partial(evaluate_bundle, decode=decode, **pools)
     settings = classifier_settings(tuned, applied)
     if ray_address is not None:  # the decode the model was trained with (--decode: local only)
         run = functools.partial(evaluate_on_ray_cmd, ray_address=ray_address, actors=ray_actors)
         settings = chosen
-    with _progress(not no_progress and sys.stderr.isatty()) as advance:
+    bar = _progress(not no_progress and sys.stderr.isatty())
+    with pil_limit(max_pixels, warning_is_error=False), bar as advance:
         result = run(
             bundle,
             data_dir,
@@ -180,6 +204,7 @@ def evaluate_cmd(
             batch_size=batch_size,
             **settings,
             threshold=threshold,
+            max_pixels=max_pixels,
             progress=advance,
         )
     for line in format_result(result):

@@ -11,7 +11,6 @@ import contextlib
 import functools
 import json
 import sys
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,16 +19,15 @@ import click
 
 from onnxedge.runtime.bundle.write import check_writable
 from onnxedge.runtime.classifier.classifier import FileResult
-from onnxedge.runtime.classifier.decode import (
-    DEFAULT_POOL_HELP,
-    MAX_BATCH_PROCESSES,
-    MAX_DECODE_PROCESSES,
-)
 from onnxedge.runtime.classifier.files import find_images
-from onnxedge.runtime.classifier.preprocess import MAX_PIXELS, is_image_name
-from onnxedge.runtime.cli.classifier_options import classifier_options
+from onnxedge.runtime.classifier.preprocess import is_image_name
+from onnxedge.runtime.cli.classifier_options import (
+    check_pools,
+    classifier_options,
+    files_options,
+    pil_limit,
+)
 from onnxedge.runtime.cli.engine_options import check_engine_options, engine_options
-from onnxedge.runtime.cli.options import THREADS
 from onnxedge.runtime.cli.output import (
     force_option,
     json_file,
@@ -84,38 +82,10 @@ def format_result(result: FileResult, *, as_json: bool, top_k: int | None = None
     help="Images per ONNX Runtime call.",
 )
 @classifier_options
-@click.option(
-    "--decode-threads",
-    type=THREADS,
-    default=None,
-    help="Threads decoding image files while the model runs; 1: one file after another "
-    "[default: the pool --decode-processes names].",
-)
-@click.option(
-    "--decode-processes",
-    type=click.IntRange(1, MAX_DECODE_PROCESSES),
-    default=None,
-    help="Processes decoding image files while the model runs here (not with --decode-threads) "
-    f"[default: {DEFAULT_POOL_HELP}].",
-)
-@click.option(
-    "--batch-processes",
-    type=click.IntRange(1, MAX_BATCH_PROCESSES),
-    default=None,
-    help="Processes that each decode whole batches and run them on a session of their own, "
-    "with their share of the CPUs as threads (ONNX Runtime's CPU EP, --threads not given; not "
-    "with the other two) [default: one per CPU, at most 8, where that applies].",
-)
 @engine_options
 @variant_option
 @tuned_option
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=MAX_PIXELS,
-    show_default=True,
-    help="Refuse images larger than this (decompression bombs).",
-)
+@files_options
 @json_option("One JSON object per line instead of text.", text_to_stderr=False)
 @click.option(
     "--top-k",
@@ -179,19 +149,7 @@ def predict_cmd(
     chosen = applied.chosen
     local = classifier_settings(tuned, applied)
     check_engine_options(chosen["engine"], chosen["precision"])
-    pools = {
-        "--decode-threads": decode_threads,
-        "--decode-processes": decode_processes,
-        "--batch-processes": batch_processes,
-    }
-    named = [name for name, count in pools.items() if count is not None]
-    if len(named) > 1:
-        raise click.UsageError(f"{' and '.join(named)}: give one of them")
-    if batch_processes is not None and threads is not None:
-        raise click.UsageError(
-            "--batch-processes sets each process's threads (its share of the CPUs); found "
-            f"--threads {threads} too: give one of them"
-        )
+    check_pools(threads, decode_threads, decode_processes, batch_processes)
     check_ray_only(
         ray_address,
         ray_actors=(ray_actors, True),
@@ -245,7 +203,7 @@ def predict_cmd(
     show_progress = not no_progress and sys.stderr.isatty()
     # closing: on an error or Ctrl-C the decoding threads stop before the command exits. A
     # reader that goes away (`| head`) is an OSError on stdout: one line, exit 1 (`onnxedge`).
-    with _lines_into(json_file(json_path)), _pil_limit(max_pixels), contextlib.closing(results):
+    with _lines_into(json_file(json_path)), pil_limit(max_pixels), contextlib.closing(results):
         total, failed = _emit(results, as_json=as_json, show_progress=show_progress, top_k=top_k)
     _summary(paths, total, failed, results.ran_on(classifier.provider))
 
@@ -278,24 +236,6 @@ def _lines_into(path: Path | None) -> Iterator[None]:
     check_writable(path)
     with atomic_file(path) as out, contextlib.redirect_stdout(out):
         yield
-
-
-@contextlib.contextmanager
-def _pil_limit(max_pixels: int) -> Iterator[None]:
-    """PIL's own decompression-bomb guard, for the duration of the command: its warning (above
-    ``Image.MAX_IMAGE_PIXELS``) becomes an error for that file, and a ``--max-pixels`` above its
-    limit raises the limit so that the option governs. Both are restored afterwards."""
-    from PIL import Image
-
-    saved = Image.MAX_IMAGE_PIXELS
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        if saved is not None and max_pixels > saved:
-            Image.MAX_IMAGE_PIXELS = max_pixels
-        try:
-            yield
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _emit(

@@ -21,6 +21,7 @@ import numpy as np
 from onnxedge.runtime.bundle.outputs import BINARY_KINDS
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.classifier.predictions import FileResult
+from onnxedge.runtime.classifier.preprocess import MAX_PIXELS
 from onnxedge.runtime.data import Dataset, open_dataset
 from onnxedge.runtime.data.dataset import with_classes
 from onnxedge.runtime.names import json_name, json_safe, text
@@ -199,13 +200,18 @@ def evaluate_bundle(
     threshold: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     tuned: bool | str | Path | None = None,
+    max_pixels: int | None = MAX_PIXELS,
+    decode_threads: int | None = None,
+    decode_processes: int | None = None,
+    batch_processes: int | None = None,
 ) -> EvaluationResult | ClassesEvaluation:
     """Classify ``split`` of ``data`` (a `Dataset`, or a folder `open_dataset` reads with
     ``attribute``) with the bundle's model on ``engine`` at ``precision`` (`Classifier.from_bundle`)
     and measure it; ``variant`` picks one of the bundle's models (None: ``model.onnx``),
     ``decode`` how files become pixels (None: as the model was trained), ``tuned`` the tuned
     choice at ``batch_size`` instead of the engine, variant, precision and threads (from files,
-    with its decoding pool, where `tune --images` measured one).
+    with its decoding pool, where `tune --images` measured one). ``max_pixels`` and the pool
+    (``decode_threads``, ``decode_processes``, ``batch_processes``) are `predict_files`' own.
     ``progress(done, total)`` is called after each file. A K-class model (K logits or softmax
     probabilities) reads class folders named by its classes and gives a `ClassesEvaluation`."""
     classifier = Classifier.from_bundle(
@@ -220,12 +226,18 @@ def evaluate_bundle(
         batch_size=batch_size,
         for_files=True,  # a tuning file's files winner, where it has one
     )
+    files: dict[str, Any] = {
+        "max_pixels": max_pixels,
+        "decode_threads": decode_threads,
+        "decode_processes": decode_processes,
+        "batch_processes": batch_processes,
+    }
     if classifier.output_kind not in BINARY_KINDS:
         if isinstance(data, Dataset):
             dataset = with_classes(data, classifier.classes)
         else:
             dataset = open_dataset(data, attribute, classes=classifier.classes)
-        run = classifier.predict_files(dataset.split(split).paths, batch_size=batch_size)
+        run = classifier.predict_files(dataset.split(split).paths, batch_size=batch_size, **files)
         return classes_evaluation_of(
             run,
             bundle=bundle,
@@ -239,7 +251,7 @@ def evaluate_bundle(
     dataset = data if isinstance(data, Dataset) else open_dataset(data, attribute)
     chosen = dataset.split(split)
     cut = classifier.threshold if threshold is None else float(threshold)
-    results = classifier.predict_files(chosen.paths, batch_size=batch_size, threshold=cut)
+    results = classifier.predict_files(chosen.paths, batch_size=batch_size, threshold=cut, **files)
     return evaluation_of(
         results,
         bundle=bundle,
