@@ -133,3 +133,12 @@ def test_a_bundle_packed_without_golden_data_packs_again_and_keeps_its_reason(
     assert f"from {smile_bundle};" in reason
     with pytest.raises(BundleError, match="has no golden data"):
         load_golden(Bundle.open(tmp_path / "b"))
+
+
+def test_an_empty_out_folder_takes_the_bundle_without_force(smile_bundle, tmp_path):
+    """What the docs' --force row says of pack: an empty folder holds nothing to replace."""
+    out = tmp_path / "empty"
+    out.mkdir()
+    result = invoke("pack", smile_bundle, "--out", out, "--no-golden")
+    assert result.exit_code == 0, result.output
+    assert (out / "manifest.json").is_file()
