@@ -122,8 +122,10 @@ def check_pools(
     decode_threads: int | None,
     decode_processes: int | None,
     batch_processes: int | None,
+    ray_address: str | None,
 ) -> None:
-    """A usage error for more than one pool, or ``--batch-processes`` with ``--threads``."""
+    """A usage error for more than one pool, a pool with ``--ray`` (an actor decodes on its
+    ``--threads``), or ``--batch-processes`` with ``--threads``."""
     pools = {
         "--decode-threads": decode_threads,
         "--decode-processes": decode_processes,
@@ -132,6 +134,8 @@ def check_pools(
     named = [name for name, count in pools.items() if count is not None]
     if len(named) > 1:
         raise click.UsageError(f"{' and '.join(named)}: give one of them")
+    if named and ray_address is not None:
+        raise click.UsageError(f"{named[0]} applies without --ray only")
     if batch_processes is not None and threads is not None:
         raise click.UsageError(
             "--batch-processes sets each process's threads (its share of the CPUs); found "

@@ -174,15 +174,8 @@ def evaluate_cmd(
     )
     chosen = applied.chosen
     check_engine_options(chosen["engine"], chosen["precision"])
-    check_pools(threads, decode_threads, decode_processes, batch_processes)
-    check_ray_only(
-        ray_address,
-        ray_actors=(ray_actors, True),
-        decode=(decode, False),
-        decode_threads=(decode_threads, False),
-        decode_processes=(decode_processes, False),
-        batch_processes=(batch_processes, False),
-    )
+    check_pools(threads, decode_threads, decode_processes, batch_processes, ray_address)
+    check_ray_only(ray_address, ray_actors=(ray_actors, True), decode=(decode, False))
     pools = {
         "decode_threads": decode_threads,
         "decode_processes": decode_processes,

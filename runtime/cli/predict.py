@@ -149,15 +149,9 @@ def predict_cmd(
     chosen = applied.chosen
     local = classifier_settings(tuned, applied)
     check_engine_options(chosen["engine"], chosen["precision"])
-    check_pools(threads, decode_threads, decode_processes, batch_processes)
+    check_pools(threads, decode_threads, decode_processes, batch_processes, ray_address)
     check_ray_only(
-        ray_address,
-        ray_actors=(ray_actors, True),
-        output=(output, True),
-        decode_threads=(decode_threads, False),
-        decode_processes=(decode_processes, False),
-        batch_processes=(batch_processes, False),
-        decode=(decode, False),
+        ray_address, ray_actors=(ray_actors, True), output=(output, True), decode=(decode, False)
     )
     if force and output is None:
         raise click.UsageError("--force replaces the --output file; found no --output")
