@@ -19,6 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from onnxedge.export.arguments import (
+    check_budget,
+    check_golden_batch_sizes,
+    check_names,
+    check_overrides,
+    check_shape,
+)
 from onnxedge.export.import_file import dropped_outputs, inspect_file, logits_name
 from onnxedge.export.import_golden import golden_rows, imported_golden, imported_golden_layers
 from onnxedge.export.interface import (
@@ -115,6 +122,15 @@ def import_bundle(
     empty when the bundle is written (`BundleWriter`'s 4.: ``--force`` not given).
     """
     say = progress or (lambda _msg: None)
+    if input_shape is not None:
+        input_shape = check_shape(input_shape)
+    labels = check_names(labels)
+    golden_batch_sizes = check_golden_batch_sizes(golden_batch_sizes)
+    reference_budget_s = check_budget(reference_budget_s, "reference_budget_s")
+    golden_layers_budget_mb = check_budget(
+        golden_layers_budget_mb, "golden_layers_budget_mb", optional=True
+    )
+    overrides = check_overrides(preprocessing)
     src = Path(src)
     if images is not None and not Path(images).is_dir():
         raise OnnxEdgeError(
@@ -124,7 +140,6 @@ def import_bundle(
     say(f"reading {src}")
     found = inspect_file(src, input_shape, output_kind, input_layout, output_name)
     channels, height, width = found.shape
-    overrides = dict(preprocessing or {})
     if channels == 1:
         overrides.setdefault("color", "L")
     spec = image_preprocessing(height, width, **overrides)

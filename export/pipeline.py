@@ -19,6 +19,13 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxedge.export.arguments import (
+    check_budget,
+    check_golden_batch_sizes,
+    check_names,
+    check_overrides,
+    check_shape,
+)
 from onnxedge.export.exporter import (
     DEFAULT_OPSET,
     check_opset,
@@ -171,10 +178,13 @@ def export_bundle(
     from onnxedge.export.layers import carry_modules, make_golden_layers, tensor_modules
 
     say = progress or (lambda _msg: None)
-    shape = _input_shape(input_shape)
+    shape = _input_shape(check_shape(input_shape))
     opset = DEFAULT_OPSET if opset is None else int(opset)
     check_opset(exporter, opset)
-    overrides = dict(preprocessing or {})
+    labels = check_names(labels)
+    golden_batch_sizes = check_golden_batch_sizes(golden_batch_sizes)
+    golden_layers_budget_mb = check_budget(golden_layers_budget_mb, "golden_layers_budget_mb")
+    overrides = check_overrides(preprocessing)
     if shape[0] == 1:  # a grayscale model: PIL's "L" pixels, as import takes one
         overrides.setdefault("color", "L")
     spec = image_preprocessing(shape[1], shape[2], **overrides)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +44,14 @@ PREPROCESSING_KEYS = frozenset(SQUARE_CROP_64) | {
 CROPS = ("none", "center-square")
 CHANNEL_ORDERS = ("RGB", "BGR")
 COLORS = ("RGB", "L")  # three channels, or one (8-bit grayscale, PIL's "L")
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _size(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, Any]:
@@ -80,6 +89,8 @@ def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, 
                 "B, G, R with channel_order BGR)"
             )
             raise OnnxEdgeError(f"{key}: expected {what}, found {value!r}")
+        if not all(_real(v) for v in value):
+            raise OnnxEdgeError(f"{key}: expected finite numbers, found {value!r}")
         spec[key] = [float(v) for v in value]
     if "crop_fraction" in spec:
         fraction = spec["crop_fraction"]
@@ -100,6 +111,8 @@ def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, 
             f"resize_mode: expected one of {', '.join(RESIZE_MODES)}, found {spec['resize_mode']!r}"
         )
     if "pad_value" in spec:
+        if not _real(spec["pad_value"]):
+            raise OnnxEdgeError(f"pad_value: expected a finite number, found {spec['pad_value']!r}")
         spec["pad_value"] = float(spec["pad_value"])
     scale = spec["scale"]
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
@@ -107,7 +120,12 @@ def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, 
     spec["scale"] = float(scale)
     if 0.0 in spec["std"]:
         raise OnnxEdgeError(f"std: expected no zeros, found {spec['std']}")
-    spec["resize"] = [int(v) for v in spec["resize"]]
+    resize = spec["resize"]
+    if not (isinstance(resize, (list, tuple)) and len(resize) == 2 and all(map(_size, resize))):
+        raise OnnxEdgeError(
+            f"resize: expected [height, width], two integers >= 1, found {resize!r}"
+        )
+    spec["resize"] = [int(v) for v in resize]
     return spec
 
 

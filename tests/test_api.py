@@ -151,16 +151,23 @@ def test_check_parity_refuses_what_it_would_have_misread(smile_bundle):
     letter by letter; a batch size of 0 was looked up in the golden data; a negative or NaN
     tolerance failed every row with a bound of 1e+299."""
     from onnxedge.runtime import check_parity
-    from onnxedge.runtime.errors import ArgumentError
+    from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError
     from onnxedge.runtime.parity import ToleranceOverrides
 
     for kwargs, message in [
         ({"reference": "Live"}, "reference: expected one of golden, live, got 'Live'"),
         ({"providers": "cpu"}, r"providers: expected a sequence such as \('cpu',\), got a str"),
         ({"batch_sizes": [0]}, "expected a batch size of at least 1, got 0"),
+        ({"providers": None}, "providers: expected a sequence of names, got None"),
+        ({"precisions": 3}, "precisions: expected a sequence of names, got 3"),
+        # an against without localize was ignored
+        ({"against": "int8"}, "against \\('int8'\\) goes with localize; got localize None"),
     ]:
         with pytest.raises(ArgumentError, match=message):
             check_parity(smile_bundle, **kwargs)
+    # an unknown engine ran nothing: a falsy "nothing ran" result instead of the reason
+    with pytest.raises(OnnxEdgeError, match="unknown engine 'onnx'; expected one of: onnxrun"):
+        check_parity(smile_bundle, engines=["onnx"])
     for value in (-1.0, float("nan"), "1e-3", True):
         with pytest.raises(ArgumentError, match="atol: expected a finite number of at least 0"):
             ToleranceOverrides(atol=value)

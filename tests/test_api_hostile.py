@@ -85,6 +85,8 @@ def test_a_pil_image_over_max_pixels_is_refused_before_it_is_decoded(clf, tmp_pa
         ({"variant": 3}, "expected a variant name such as"),
         ({"tuned": 1}, "expected tuned as True, False, None or a tuning file's path, got 1"),
         ({"tuned": 2.5}, "expected tuned as True, False, None or a tuning file's path"),
+        ({"batch_size": 0}, "expected a batch size of at least 1, got 0"),  # with no tuned too
+        ({"batch_size": 2.5, "tuned": True}, "expected a batch size of at least 1, got 2.5"),
     ],
 )
 def test_arguments_of_the_wrong_kind_are_refused_before_the_bundle_is_read(
@@ -114,3 +116,23 @@ def test_the_error_kinds_and_file_steps_are_public():
     assert issubclass(api.EngineUnavailable, api.ProviderUnavailable)
     assert issubclass(api.ArgumentError, ValueError)
     assert api.load_pixels is load_pixels and api.MAX_PIXELS == 64_000_000
+
+
+@pytest.mark.parametrize(
+    ("spec", "found"),
+    [
+        (None, "found None"),
+        ({}, "found resize None"),
+        ({"resize": "64,64"}, "found resize '64,64'"),
+        ({"resize": [64, 0]}, r"found resize \[64, 0\]"),
+        ({"resize": [64.0, 64.0]}, r"found resize \[64.0, 64.0\]"),
+    ],
+)
+@pytest.mark.parametrize("decode", ["exact", "fast"])
+def test_a_spec_without_its_resize_is_an_argument_error_not_a_key_error(good, spec, found, decode):
+    """`load_image` and `load_pixels` take a manifest's preprocessing from the caller: None was an
+    AttributeError, a spec without ``resize`` a KeyError, deep inside the decode."""
+    for load in (api.load_image, load_pixels):
+        with pytest.raises(ArgumentError, match=f"with resize \\[height, width\\], {found}$"):
+            load(good[0], spec, decode=decode)
+    assert load_pixels(good[0], {"resize": (32, 48)}, decode=decode).shape == (32, 48, 3)

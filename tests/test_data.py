@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from onnxedge.runtime.data import DataError, detect_layout, open_dataset
 from onnxedge.runtime.data.celeba import ATTRIBUTES, IMAGES, PARTITION
 from onnxedge.runtime.data.folders import hashed_split
 from onnxedge.runtime.data.synth import CELEBA_ATTRIBUTES, MARKER, draw_face, write_faces
-from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,23 @@ def test_face_style_refuses_what_cannot_be_drawn(tmp_path, style, fragment):
     with pytest.raises(OnnxEdgeError) as e:
         write_faces(tmp_path / "x", count=10, seed=0, workers=1, style=FaceStyle(**style))
     assert fragment in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [  # each was a TypeError ('<=' not supported, seed must be integer) or an AttributeError
+        ({"count": "20"}, "expected 10 (train, val and test) to 1,000,000 faces, got '20'"),
+        ({"count": None}, "expected 10 (train, val and test) to 1,000,000 faces, got None"),
+        ({"seed": 2.5}, "--seed: expected an integer in [0, 2**63), got 2.5"),
+        ({"seed": "1"}, "--seed: expected an integer in [0, 2**63), got '1'"),
+        ({"style": None}, "expected style as a FaceStyle, got None"),
+    ],
+)
+def test_write_faces_refuses_arguments_of_the_wrong_kind(tmp_path, arguments, fragment):
+    with pytest.raises(OnnxEdgeError) as e:
+        write_faces(tmp_path / "x", **{"count": 10, "workers": 1, **arguments})
+    assert fragment in str(e.value)
     assert not (tmp_path / "x").exists()
 
 
@@ -219,6 +237,10 @@ def test_celeba_unknown_attribute_names_the_close_match_and_the_known_ones(tmp_p
     assert open_dataset(root, attribute="Young").class_names == ("not young", "young")
     with pytest.raises(DataError, match=r"unknown attribute ''"):  # not silently Smiling
         open_dataset(root, attribute="")
+    for wrong in (3, ["Smiling"]):  # 3 was a TypeError ('int' object is not iterable)
+        expected = f"expected attribute as a CelebA attribute's name, got {wrong!r}"
+        with pytest.raises(ArgumentError, match=re.escape(expected)):
+            open_dataset(root, attribute=wrong)
     names = (*(f"A{i}" for i in range(39)), "Smiling")
     many = _celeba(tmp_path / "many", _ROWS, names=names)
     with pytest.raises(DataError) as caught:

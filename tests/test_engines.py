@@ -88,6 +88,9 @@ def test_unknown_engine_names_the_known_ones():
 def test_onnxruntime_takes_no_precision(model):
     with pytest.raises(OnnxEdgeError, match="precision 'bf16' is an OpenVINO setting"):
         open_session("onnxruntime", model, precision="bf16")
+    # a typo was called an OpenVINO setting, as if openvino would take it
+    with pytest.raises(OnnxEdgeError, match="unknown OpenVINO precision 'fp32'; expected one of"):
+        open_session("onnxruntime", model, precision="fp32")
 
 
 def test_onnxruntime_session_satisfies_the_protocol_unwrapped(model):

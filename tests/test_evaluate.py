@@ -186,6 +186,18 @@ def test_evaluate_max_pixels_refuses_larger_images(smile_bundle, faces_with_a_ba
     assert library.evaluated == 0 and len(library.failed) == 4
 
 
+@pytest.mark.parametrize("threshold", ["0.5", True, 1.5, float("nan")])
+def test_evaluate_refuses_a_threshold_predict_refuses(tmp_path, threshold):
+    """As `predict` does, before the bundle is read: "0.5" was a ValueError from float() and True
+    was taken as 1.0."""
+    from onnxedge.runtime import ArgumentError
+
+    with pytest.raises(
+        ArgumentError, match=f"expected a threshold in \\[0, 1\\], got {threshold!r}"
+    ):
+        evaluate_bundle(tmp_path / "no bundle", tmp_path / "no data", threshold=threshold)
+
+
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 @pytest.mark.parametrize(
     "args,message",

@@ -13,6 +13,7 @@ from onnxedge.runtime.bench.machine import default_threads
 from onnxedge.runtime.bench.models import LOW_PRECISION_ATOL
 from onnxedge.runtime.bench.stats import PERCENTILE_METHOD, THROUGHPUT_DEFINITION
 from onnxedge.runtime.bench.targets import Target, check_targets_fit
+from onnxedge.runtime.classifier.args import check_kinds
 from onnxedge.runtime.classifier.preprocess import DECODES
 from onnxedge.runtime.engines import OpenVinoConfig, check_engine, installed_engines
 from onnxedge.runtime.engines.onnxruntime.session import provider_name
@@ -29,6 +30,15 @@ UNTIMED_PER_ROUND = 1
 MIN_RUNS_TO_JUDGE = 10
 
 
+# `check_kinds`: the fields' kinds, before their values are checked.
+_PLAN_KINDS = {"iters": "int?", "seconds": "number?"}
+_PLAN_KINDS |= dict.fromkeys(("warmup", "min_iters", "rounds", "max_iters"), "int")
+_KINDS = {"batch_sizes": "ints", "threads": "int?", "seed": "int", "images_batch_size": "int"}
+_KINDS |= dict.fromkeys(("providers", "peers", "openvino_precisions", "images_decodes"), "names")
+_KINDS |= {"engines": "names?", "variants": "names?", "images_pools": "names"}
+_KINDS |= {"images": "several", "atol": "number", "rtol": "number", "tf32_atol": "number"}
+
+
 @dataclasses.dataclass(frozen=True)
 class TimingPlan:
     """How many runs: a fixed count (``iters``) or a time budget per engine x batch (``seconds``,
@@ -42,6 +52,7 @@ class TimingPlan:
     max_iters: int = 100_000
 
     def __post_init__(self) -> None:
+        check_kinds(self, _PLAN_KINDS)
         if (self.iters is None) == (self.seconds is None):
             raise OnnxEdgeError("expected exactly one of --iters and --seconds")
         if self.iters is not None and self.iters < 1:
@@ -122,6 +133,7 @@ class BenchSettings:
     tuned: Mapping[int, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_kinds(self, _KINDS)
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise OnnxEdgeError(f"expected batch sizes >= 1, found {list(self.batch_sizes)}")
         unknown = [p for p in self.peers if p not in PEERS]

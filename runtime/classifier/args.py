@@ -98,3 +98,40 @@ def check_batch_size(batch_size: Any) -> int:
 
 def check_max_pixels(max_pixels: Any) -> int | None:
     return check_count(max_pixels, "max_pixels", optional=True)
+
+
+def is_integer(value: Any) -> bool:
+    """An integer, numpy's included; not a bool (``True`` is 1 to Python, not a count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _several(value: Any) -> bool:  # a str is iterable, and was taken letter by letter
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes))
+
+
+_KINDS = {
+    "int": ("an integer", is_integer),
+    "number": ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+    "ints": (
+        "a sequence of integers, such as (1, 64)",
+        lambda v: _several(v) and all(map(is_integer, v)),
+    ),
+    "names": (
+        "a sequence of names (str), such as a list",
+        lambda v: _several(v) and all(isinstance(x, str) for x in v),
+    ),
+    "several": ("a sequence, such as a list", _several),
+}
+
+
+def check_kinds(settings: Any, kinds: Mapping[str, str]) -> None:
+    """Each of ``settings``' fields named in ``kinds`` of its kind (`_KINDS`; ``?`` after it:
+    or None), else an `ArgumentError` naming the field: the checks of a settings object's
+    values then compare numbers with numbers, and a str of names is not read letter by letter."""
+    for name, kind in kinds.items():
+        value = getattr(settings, name)
+        if value is None and kind.endswith("?"):
+            continue
+        expected, fits = _KINDS[kind.rstrip("?")]
+        if not fits(value):
+            raise ArgumentError(f"{name}: expected {expected}, found {value!r}")

@@ -6,8 +6,29 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
+
+from onnxedge.runtime.errors import ArgumentError
+
+
+def target_size(spec: Any) -> tuple[int, int]:
+    """``spec``'s ``resize`` as (height, width): a preprocessing spec (a manifest's) names it as
+    two positive integers, else an `ArgumentError` that says so (not a KeyError deep inside)."""
+    resize = spec.get("resize") if isinstance(spec, Mapping) else None
+    if not (
+        isinstance(resize, (list, tuple))
+        and len(resize) == 2
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in resize)
+        and min(resize) > 0
+    ):
+        found = f"resize {resize!r}" if isinstance(spec, Mapping) else repr(spec)
+        raise ArgumentError(
+            f"expected a preprocessing spec (a manifest's) with resize [height, width], "
+            f"found {found}"
+        )
+    return int(resize[0]), int(resize[1])
 
 
 def center_square(width: int, height: int, fraction: float = 1.0) -> tuple[int, int, int, int]:
@@ -32,10 +53,10 @@ def draft_side(spec: Mapping[str, Any]) -> int:
     """The fewest pixels the shorter side of a file may keep when decoded at a reduced scale:
     the model's larger side over what the crop keeps of it, so that neither the crop nor the
     resize ever enlarges."""
-    side = max(int(v) for v in spec["resize"])
+    side = max(target_size(spec))
     if spec.get("crop", "none") == "center-square":
         return math.ceil(side / crop_fraction(spec))
     return side
 
 
-__all__ = ["center_square", "crop_fraction", "draft_side"]
+__all__ = ["center_square", "crop_fraction", "draft_side", "target_size"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxedge.runtime.classifier.crop import center_square, crop_fraction, draft_side
+from onnxedge.runtime.classifier.crop import center_square, crop_fraction, draft_side, target_size
 from onnxedge.runtime.classifier.preprocess import (
     INTERPOLATIONS,
     pads,
@@ -64,7 +64,7 @@ def fast_plan(spec: Mapping[str, Any]) -> FastPlan | None:
         or order not in ("RGB", "BGR")
     ):
         return None
-    height, width = (int(v) for v in spec["resize"])
+    height, width = target_size(spec)
     resample = getattr(Image.Resampling, interpolation.upper())
     return FastPlan(
         draft_side(spec),

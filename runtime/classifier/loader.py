@@ -87,6 +87,7 @@ def load_classifier(
     threads = check_count(threads, "threads", optional=True, maximum=MAX_THREADS)
     if threshold is not None:
         check_threshold(threshold)
+    size = check_batch_size(batch_size)
     if not (tuned is None or isinstance(tuned, (bool, str, os.PathLike))):
         raise ArgumentError(
             f"expected tuned as True, False, None or a tuning file's path, got {tuned!r}"
@@ -108,7 +109,6 @@ def load_classifier(
             raise ArgumentError(
                 f"tuned chooses the engine, variant, precision and threads; got {named} too"
             )
-        size = check_batch_size(batch_size)
         choice = resolve_tuned(bundle, tuned, size, for_files=for_files, decode=decode)
         if choice.files is not None:  # predict's threads; `predict_files` takes its pool
             variant, engine = choice.files.variant, choice.files.engine

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.classifier.args import check_max_pixels
-from onnxedge.runtime.classifier.crop import center_square, crop_fraction, draft_side
+from onnxedge.runtime.classifier.crop import center_square, crop_fraction, draft_side, target_size
 from onnxedge.runtime.classifier.fast_jpeg import draft_scale, load_scaled
 from onnxedge.runtime.errors import ArgumentError, ImageReadError, OnnxEdgeError, first_line
 
@@ -178,6 +178,7 @@ def _upright_pixels(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
     """`image_pixels` of an image already upright and RGB (`open_image`'s)."""
     from PIL import Image
 
+    height, width = target_size(spec)
     color = spec.get("color", "RGB")
     if color not in ("RGB", "L"):
         raise OnnxEdgeError(f"unsupported preprocessing color {color!r}; expected RGB or L")
@@ -190,7 +191,6 @@ def _upright_pixels(image: Any, spec: Mapping[str, Any]) -> np.ndarray:
         image = image.crop(center_square(*image.size, crop_fraction(spec)))
     elif crop != "none":
         raise OnnxEdgeError(f"unsupported preprocessing crop {crop!r}; expected center-square")
-    height, width = (int(v) for v in spec["resize"])
     name = spec.get("interpolation", "bilinear")
     if name not in INTERPOLATIONS:
         raise OnnxEdgeError(
@@ -222,7 +222,7 @@ def finish(pixels: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
     `normalize`, then the padding where ``resize_mode`` pads (``pad_value``, after the
     normalisation)."""
     array = normalize(pixels, spec)
-    height, width = (int(v) for v in spec["resize"])
+    height, width = target_size(spec)
     inner_h, inner_w = array.shape[-2:]
     if (inner_w, inner_h) == (width, height):
         return array

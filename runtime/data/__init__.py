@@ -28,6 +28,7 @@ from onnxedge.runtime.data.dataset import (
     with_classes,
 )
 from onnxedge.runtime.data.folders import has_split_folders, read_class_folders
+from onnxedge.runtime.errors import ArgumentError
 
 LAYOUTS = ("celeba", "class-folders", "class-folders-hashed")
 
@@ -55,6 +56,8 @@ def open_dataset(
     ``attribute`` is the CelebA attribute to classify (None: ``Smiling``); class folders name
     their classes, so an attribute there is an error rather than silently ignored.
     """
+    if attribute is not None and not isinstance(attribute, str):  # 3: a TypeError in the reader
+        raise ArgumentError(f"expected attribute as a CelebA attribute's name, got {attribute!r}")
     root = Path(root)
     layout = detect_layout(root)
     if layout == "celeba":

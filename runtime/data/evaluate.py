@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from onnxedge.runtime.bundle.outputs import BINARY_KINDS
+from onnxedge.runtime.classifier.args import check_threshold
 from onnxedge.runtime.classifier.classifier import Classifier
 from onnxedge.runtime.classifier.predictions import FileResult
 from onnxedge.runtime.classifier.preprocess import MAX_PIXELS
@@ -214,6 +215,8 @@ def evaluate_bundle(
     (``decode_threads``, ``decode_processes``, ``batch_processes``) are `predict_files`' own.
     ``progress(done, total)`` is called after each file. A K-class model (K logits or softmax
     probabilities) reads class folders named by its classes and gives a `ClassesEvaluation`."""
+    if threshold is not None:  # before the bundle is read; True and "0.5" are not thresholds
+        threshold = check_threshold(threshold)
     classifier = Classifier.from_bundle(
         bundle,
         provider=provider,
@@ -250,7 +253,7 @@ def evaluate_bundle(
         )
     dataset = data if isinstance(data, Dataset) else open_dataset(data, attribute)
     chosen = dataset.split(split)
-    cut = classifier.threshold if threshold is None else float(threshold)
+    cut = classifier.threshold if threshold is None else threshold
     results = classifier.predict_files(chosen.paths, batch_size=batch_size, threshold=cut, **files)
     return evaluation_of(
         results,

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxedge.runtime.classifier.args import check_count, is_integer
 from onnxedge.runtime.data.synth_draw import (
     HEIGHT,
     WIDTH,
@@ -313,15 +314,15 @@ def write_faces(
     turns (`bundle_lock`); with ``replace`` False (``--force`` not given) one that finds ``out``
     written by the other meanwhile fails instead of replacing it."""
     out = Path(out)
+    if not isinstance(style, FaceStyle):
+        raise OnnxEdgeError(f"expected style as a FaceStyle, got {style!r}")
     style.check()
-    if not 10 <= count <= MAX_FACES:
+    if not (is_integer(count) and 10 <= count <= MAX_FACES):  # "10", None: were TypeErrors
         raise OnnxEdgeError(
-            f"--count: expected 10 (train, val and test) to {MAX_FACES:,} faces, got {count}"
+            f"--count: expected 10 (train, val and test) to {MAX_FACES:,} faces, got {count!r}"
         )
-    if not 0 <= seed < 2**63:
-        raise OnnxEdgeError(f"--seed: expected an integer in [0, 2**63), got {seed}")
-    from onnxedge.runtime.classifier.args import check_count
-
+    if not (is_integer(seed) and 0 <= seed < 2**63):
+        raise OnnxEdgeError(f"--seed: expected an integer in [0, 2**63), got {seed!r}")
     workers = check_count(workers, "workers", optional=True)  # 0 was taken as None
     from onnxedge.runtime.bundle.lock import bundle_lock
     from onnxedge.runtime.bundle.write import refuse_written_meanwhile, remove_stale_temporaries

@@ -45,12 +45,13 @@ def installed_engines() -> tuple[str, ...]:
 def check_precision(engine: str, precision: str) -> str:
     """``precision`` for ``engine``: OpenVINO takes one of `PRECISIONS`; ONNX Runtime runs the
     model as stored, so anything but the default is a usage error there."""
-    if check_engine(engine) == ONNXRUNTIME and precision != DEFAULT_PRECISION:
+    engine = check_engine(engine)
+    OpenVinoConfig(precision=precision)  # validates the name: a typo is not "an OpenVINO setting"
+    if engine == ONNXRUNTIME and precision != DEFAULT_PRECISION:
         raise OnnxEdgeError(
             f"precision {precision!r} is an OpenVINO setting; onnxruntime runs the model at the "
             "precision it is stored in (choose the engine openvino, or a variant of the bundle)"
         )
-    OpenVinoConfig(precision=precision)  # validates the name
     return precision
 
 

@@ -7,14 +7,14 @@ rows asked for; it returns a `ParityResult` and prints nothing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from onnxedge.runtime.bundle.reader import Bundle
 from onnxedge.runtime.classifier.args import check_batch_size
 from onnxedge.runtime.classifier.loader import warn_if_8_bit_image_conv
-from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO
+from onnxedge.runtime.engines.base import ONNXRUNTIME, OPENVINO, check_engine
 from onnxedge.runtime.errors import ArgumentError, OnnxEdgeError, first_line
 from onnxedge.runtime.parity.golden import load_golden
 from onnxedge.runtime.parity.layer_check import golden_layers_or_none, judge_layers
@@ -125,9 +125,12 @@ def check_parity(
     has them (else the outputs alone, and a line says why), True always (an error where it has
     none), False never; a variant keeps its own judge (True is an error there).
     """
-    for name, names in (("providers", providers), ("engines", engines), ("require", require)):
+    sequences = {"providers": providers, "engines": engines, "precisions": precisions}
+    for name, names in {**sequences, "require": require}.items():
         if isinstance(names, str):  # taken letter by letter: "no tolerances for provider 'c'"
             raise ArgumentError(f"{name}: expected a sequence such as ({names!r},), got a str")
+        if not isinstance(names, Iterable):
+            raise ArgumentError(f"{name}: expected a sequence of names, got {names!r}")
     batch_sizes = tuple(check_batch_size(b) for b in batch_sizes or ())  # none: the reference's
     if reference not in REFERENCES:  # a typo ran the golden check as if asked for
         raise ArgumentError(
@@ -139,9 +142,11 @@ def check_parity(
         raise OnnxEdgeError(
             f"localize: expected one of {', '.join(LOCALIZE_WHEN)}, got {localize!r}"
         )
+    if against is not None and localize is None:  # it would be ignored
+        raise ArgumentError(f"against ({against!r}) goes with localize; got localize None")
     variant = variant_key(variant)
     tolerances = tolerances or ToleranceOverrides()
-    engines = tuple(engines)
+    engines = tuple(check_engine(e) for e in engines)  # an unknown one would run nothing
     if OPENVINO in require:
         engines = (*engines, OPENVINO)
     if OPENVINO not in engines and tuple(precisions) != ("f32",):

@@ -36,6 +36,7 @@ from onnxedge.runtime.bench import (
     sample_shape,
 )
 from onnxedge.runtime.bundle.reader import Bundle
+from onnxedge.runtime.classifier.args import check_kinds
 from onnxedge.runtime.classifier.loader import DEFAULT_BATCH_SIZE
 from onnxedge.runtime.classifier.preprocess import check_decode, trained_decode
 from onnxedge.runtime.engines import ONNXRUNTIME
@@ -58,6 +59,12 @@ RUNOFF_FACTOR = 3  # the runoff's timed seconds per setup, in multiples of the f
 RUNOFF_ROUNDS = 4
 
 
+# `check_kinds`: the fields' kinds, before their values are checked.
+_KINDS = {"batch_sizes": "ints", "engines": "names?", "variants": "names?", "threads": "ints?"}
+_KINDS |= {"seconds": "number", "files_seconds": "number", "images": "several"}
+_KINDS |= dict.fromkeys(("rounds", "warmup", "min_runs", "seed", "images_batch_size"), "int")
+
+
 @dataclasses.dataclass(frozen=True)
 class TuneSettings:
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
@@ -78,6 +85,7 @@ class TuneSettings:
     files_seconds: float = FILES_SECONDS
 
     def __post_init__(self) -> None:
+        check_kinds(self, _KINDS)
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise OnnxEdgeError(f"expected batch sizes >= 1, found {list(self.batch_sizes)}")
         if self.threads is not None and (not self.threads or min(self.threads) < 1):
