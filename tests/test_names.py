@@ -128,3 +128,18 @@ def test_a_listing_hash_is_over_the_names_bytes(tmp_path):
         os.path.join(os.fsencode(b_root / "test" / "no"), b"bad\xff\xfd.png"),
     )
     assert open_dataset(b_root).listing_sha256() != a
+
+
+def test_the_lines_that_say_what_was_written_keep_a_name_on_one_line(smile_bundle, tmp_path):
+    """`pack`'s and the other commands' "wrote X" lines printed a folder named with a newline
+    raw, as two lines; the bench report's command did too, inside its Markdown bullet."""
+    from onnxedge.runtime.bench.report import command_line
+
+    out = tmp_path / "two\nlines"
+    result = CliRunner().invoke(main, ["pack", str(smile_bundle), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    *sizes, line = result.output.splitlines()  # a line a file, then what was packed where
+    assert sizes and not any(s.startswith("lines") for s in sizes)
+    assert line.startswith("packed ") and f"into {tmp_path}/two\\nlines: " in line
+    assert (out / "manifest.json").is_file()  # the folder has its real name
+    assert command_line(["bench", "b\nx", "--iters", "2"]) == "onnxedge bench 'b\\nx' --iters 2"

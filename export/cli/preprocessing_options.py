@@ -13,6 +13,7 @@ import click
 
 from onnxedge.models.registry import CHANNEL_ORDERS, CROPS, RESIZE_MODES
 from onnxedge.runtime.errors import OnnxEdgeError
+from onnxedge.runtime.names import shown
 from onnxedge.runtime.parity.layers import DEFAULT_GOLDEN_LAYERS_BUDGET_MB
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
@@ -221,6 +222,6 @@ def echo_written(out: Path, manifest: Mapping[str, Any]) -> None:
     files = ["model.onnx", "golden.npz", *([stored["file"]] if stored["file"] else [])]
     sizes = {name: entry["bytes"] / 1e6 for name, entry in manifest["files"].items()}
     click.echo(
-        f"wrote {out}/{', '.join(files)} and manifest.json "
+        f"wrote {shown(out)}/{', '.join(files)} and manifest.json "
         f"({sum(sizes.values()):.1f} MB, model.onnx {sizes['model.onnx']:.1f} MB)"
     )

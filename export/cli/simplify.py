@@ -16,6 +16,7 @@ from onnxedge.runtime.cli.output import (
     verbosity,
 )
 from onnxedge.runtime.deps import require_modules
+from onnxedge.runtime.names import shown
 
 
 @click.command("simplify")
@@ -52,11 +53,13 @@ def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool, gap: str, force: bool) 
         result = simplify_file(src, dst, simplify=not no_onnxsim, progress=heartbeat, gap=gap)
     for rewrite in result.rewrites:
         click.echo(f"rewrote {rewrite}")
-    click.echo(f"{len(result.rewrites)} GAP rewrite(s); wrote {dst}")
+    click.echo(f"{len(result.rewrites)} GAP rewrite(s); wrote {shown(dst)}")
     for step in result.verifications:
         click.echo(f"verified {step.step}: max abs error {step.max_abs_error:.3g}")
     for item in result.check.items:
         click.echo(item.line(verbose=verbosity() > 0))
     if not result.check:
-        click.echo(f"FAILED | {dst} was written, but it does not pass onnxedge check", err=True)
+        click.echo(
+            f"FAILED | {shown(dst)} was written, but it does not pass onnxedge check", err=True
+        )
         sys.exit(1)

@@ -20,7 +20,7 @@ from onnxedge.runtime.cli.output import (
     write_json,
 )
 from onnxedge.runtime.deps import require_modules
-from onnxedge.runtime.names import escape
+from onnxedge.runtime.names import escape, shown
 
 # The choices of `onnxedge.models.train` (INITS, SCHEDULES), here so that --help needs no torch.
 INITS = ("kaiming", "pytorch", "data")
@@ -232,7 +232,7 @@ def train_cmd(
         click.echo(f"skipped {len(result.failed_files)} unreadable image(s):", err=True)
         for name in result.failed_files:
             click.echo(f"  {escape(name)}", err=True)  # one line each, as predict's
-    click.echo(f"wrote {result.checkpoint}")
+    click.echo(f"wrote {shown(result.checkpoint)}")
     write_json(json_path, result.to_dict())
 
 

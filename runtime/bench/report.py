@@ -80,5 +80,7 @@ class BenchReport:
 def command_line(argv: Sequence[str] | None = None) -> str:
     import shlex
 
+    from onnxedge.runtime.names import shown
+
     args = list(sys.argv[1:] if argv is None else argv)
-    return shlex.join(["onnxedge", *args])
+    return shlex.join(["onnxedge", *map(shown, args)])  # one line, whatever the names

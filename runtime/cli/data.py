@@ -18,7 +18,7 @@ from onnxedge.runtime.cli.output import (
     write_json,
 )
 from onnxedge.runtime.data.synth_style import DEFAULT_STYLE, MAX_FACES, FaceStyle
-from onnxedge.runtime.names import escape, json_safe
+from onnxedge.runtime.names import escape, json_safe, shown
 
 # `FaceStyle`'s fields that `data synth` takes as options: option, type, help (the default is
 # the field's).
@@ -124,7 +124,7 @@ def synth_cmd(
     )
     splits = ", ".join(f"{name} {n}" for name, n in result.splits.items())
     click.echo(
-        f"wrote {result.count} synthetic faces to {result.out} (seed {seed}; {splits}; "
+        f"wrote {result.count} synthetic faces to {shown(result.out)} (seed {seed}; {splits}; "
         f"{result.smiling} smiling, {result.near} near the decision line)"
     )
 

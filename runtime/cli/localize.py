@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from onnxedge.runtime.names import shown
 from onnxedge.runtime.parity import PARITY_PROVIDERS
 from onnxedge.runtime.parity.check import REFERENCE_VARIANTS
 from onnxedge.runtime.variants.manifest import FP32
@@ -79,6 +80,6 @@ def echo_localizations(found: tuple[Any, ...], *, when: str, plot: Path | None) 
 
         if any(loc.layers for loc in found):
             atomic_write_bytes(plot, render_png(found))
-            click.echo(f"wrote {plot}")
+            click.echo(f"wrote {shown(plot)}")
         else:
-            click.echo(f"--plot: nothing localized, {plot} not written")
+            click.echo(f"--plot: nothing localized, {shown(plot)} not written")

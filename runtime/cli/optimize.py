@@ -13,6 +13,7 @@ import click
 from onnxedge.runtime.cli.heartbeat import Heartbeat
 from onnxedge.runtime.cli.options import THREADS, percent_not_fraction
 from onnxedge.runtime.cli.output import json_file, json_option, note, verbosity, write_json
+from onnxedge.runtime.names import shown
 from onnxedge.runtime.variants.quantize import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_SIZE,
@@ -196,7 +197,7 @@ def optimize_cmd(
     write_json(json_path, result.to_dict())
     written = [o.name for o in result.outcomes if o.written]
     if result.written:
-        note(f"wrote {result.out} with {', '.join(written)}")
+        note(f"wrote {shown(result.out)} with {', '.join(written)}")
     if result.missed:
         names = ", ".join(o.name for o in result.missed)
         click.echo(

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from onnxedge.runtime.cli.output import json_option, write_json
+from onnxedge.runtime.names import shown
 
 
 @click.command("pack")
@@ -41,5 +42,5 @@ def pack_cmd(bundle: Path, out: Path, no_golden: bool, force: bool, json_path: P
     for name, size in result.files.items():
         click.echo(f"{size:>12,}  {name}")
     left = f"; left out: {', '.join(result.left_out)}" if result.left_out else ""
-    click.echo(f"packed {bundle} into {out}: {result.total_bytes:,} bytes{left}")
+    click.echo(f"packed {shown(bundle)} into {shown(out)}: {result.total_bytes:,} bytes{left}")
     write_json(json_path, result.to_dict())

@@ -26,6 +26,7 @@ from onnxedge.runtime.cli.variant_options import variant_list
 from onnxedge.runtime.engines.onnxruntime.session import MAX_THREADS
 from onnxedge.runtime.errors import OnnxEdgeError
 from onnxedge.runtime.lines import LINE_WIDTH, fit
+from onnxedge.runtime.names import shown
 from onnxedge.runtime.tune import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_SECONDS,
@@ -259,4 +260,4 @@ def tune_cmd(
         write_tuning(data, json_file(json_path))
     else:
         write_json(json_path, data)
-    note(f"wrote {out}")
+    note(f"wrote {shown(out)}")
