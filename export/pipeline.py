@@ -332,7 +332,8 @@ def export_model(request: ExportRequest, progress: Progress | None = None) -> Ex
                 f"expected --model {trained.model}, found {request.model!r}"
             )
         spec = get_model_spec(request.model)
-        head = spec.resolve_head(request.head or (trained.head if trained else None))
+        chosen = trained.head if request.head is None and trained else request.head
+        head = spec.resolve_head(chosen)
         if request.model_args:
             raise OnnxEdgeError(
                 f"--model-arg applies to a factory (module:factory), not the registered "

@@ -144,7 +144,7 @@ class ModelSpec:
 
     def resolve_head(self, head: str | None) -> str:
         """The head to use: ``head``, or the default when None; an unknown name is an error."""
-        head = head or self.default_head
+        head = self.default_head if head is None else head  # "" was taken as the default
         if head not in self.heads:
             raise OnnxEdgeError(
                 f"unknown head {head!r} for model {self.name!r}; expected one of: "

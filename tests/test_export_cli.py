@@ -110,6 +110,7 @@ def test_refuses_to_overwrite_a_directory_that_is_not_a_bundle(tmp_path):
     [
         (["--model", "resnet50"], ["unknown model 'resnet50'", "smile_cnn"]),
         (["--head", "max"], ["unknown head 'max'", "avgpool, adaptive, mean"]),
+        (["--head", ""], ["unknown head ''", "avgpool, adaptive, mean"]),  # not the default
         (["--opset", "17"], ["dynamo exporter needs opset >= 18", "--opset 17"]),
         (["--checkpoint", "absent.safetensors"], ["expected a checkpoint file", "absent"]),
     ],
