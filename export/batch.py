@@ -276,11 +276,47 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
 
 def _infer_shapes(model: ir.Model) -> None:
     """Forget the shapes of every node output (they held the fixed batch), graph outputs too, so
-    that a pinned batch shows there, and infer them anew from the symbolic input."""
-    for node in model.graph:
-        for value in node.outputs:
-            value.shape = None
-    ir_common_passes.ShapeInferencePass(strict_mode=False)(model)
+    that a pinned batch shows there, and infer them anew from the symbolic input.
+
+    ONNX's shape inference computes a ``Resize``'s output dims from its constant scales only where
+    the input's are numbers: a symbolic batch comes out as a new unknown (``unk__0``), and so
+    does every dim 0 after it, so that the rules no longer see the batch behind an upsampling
+    (HRNet's, residual attention's, octave convolutions'; `_keeps_batch`). Such an output takes
+    the batch, and inference runs again from it, until no ``Resize`` is left to settle."""
+    settled: dict[ir.Value, ir.Shape] = {}
+    for _ in range(len(model.graph) + 1):
+        for node in model.graph:
+            for value in node.outputs:
+                value.shape = settled.get(value)
+        ir_common_passes.ShapeInferencePass(strict_mode=False)(model)
+        newly = {
+            out: ir.Shape([ir.SymbolicDim(BATCH_DIM), *list(out.shape)[1:]])
+            for node in model.graph
+            if _keeps_batch(node)
+            for out in node.outputs[:1]
+            if out.shape is not None and out.shape.rank() >= 1 and not _is_batch(out)
+        }
+        if not newly:
+            return
+        settled.update(newly)
+
+
+def _keeps_batch(node: ir.Node) -> bool:
+    """A ``Resize`` or ``Upsample`` of a tensor whose dim 0 is the batch by constant scales whose
+    first is 1: its output's dim 0 is the batch too."""
+    if node.op_type not in ("Resize", "Upsample") or node.domain not in ("", "ai.onnx"):
+        return False
+    if not node.inputs or not _is_batch(node.inputs[0]):
+        return False
+    if node.op_type == "Upsample" and "scales" in node.attributes:  # opset 7-8
+        scales = list(node.attributes["scales"].as_floats())
+    else:  # Resize (X, roi, scales, sizes) from opset 11, (X, scales) before; Upsample 9
+        inputs = list(node.inputs)
+        index = 2 if node.op_type == "Resize" and len(inputs) > 2 else 1
+        value = inputs[index] if index < len(inputs) else None
+        tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+        scales = np.asarray(tensor.numpy()).reshape(-1).tolist() if tensor is not None else []
+    return bool(scales) and scales[0] == 1.0
 
 
 def _pinning_node(model: ir.Model) -> str:

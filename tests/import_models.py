@@ -412,3 +412,42 @@ def unknown_op() -> onnx.ModelProto:
     )
     model.ir_version = 8
     return model
+
+
+def upsampled_branch(
+    op: str = "Resize", opset: int = OPSET, by: str = "scales", side: int = 16, seed: int = 12
+) -> onnx.ModelProto:
+    """Batch fixed at 1, a branch pooled to half size and upsampled back (``op`` by constant
+    ``scales`` [1, 1, 2, 2], or by constant ``sizes`` that fix the batch too) and added to the
+    features, as HRNet, residual attention and octave convolutions do; then ``Reshape(x,
+    [1, -1])`` before the classifier. ONNX's shape inference loses a symbolic batch at the
+    upsampling, so the reshape behind it did not show the batch."""
+    features, classes = 8, 3
+    scales = _init("scales", np.array([1, 1, 2, 2], np.float32))
+    if op == "Upsample" or opset < 11:  # Upsample-9 and Resize-10: (X, scales)
+        up_inputs, extra = ["half", "scales"], [scales]
+    elif by == "scales":  # Resize from opset 11: (X, roi, scales, sizes)
+        up_inputs, extra = ["half", "", "scales"], [scales]
+    else:
+        sizes = np.array([1, features, side, side], np.int64)
+        up_inputs, extra = ["half", "", "", "sizes"], [_init("sizes", sizes)]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node(
+            "AveragePool", ["r"], ["half"], name="down", kernel_shape=[2, 2], strides=[2, 2]
+        ),
+        helper.make_node(op, up_inputs, ["up"], name="up", mode="nearest"),
+        helper.make_node("Add", ["r", "up"], ["sum"], name="merge"),
+        helper.make_node("AveragePool", ["sum"], ["p"], name="pool", kernel_shape=[side, side]),
+        helper.make_node("Reshape", ["p", "flat_shape"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+    ]
+    inits = [*_weights(seed, 3, features, classes), _init("flat_shape", np.array([1, -1])), *extra]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        inits,
+        opset=opset,
+    )

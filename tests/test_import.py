@@ -181,6 +181,29 @@ def test_a_long_chain_of_channel_shuffles_is_freed_to_its_end():
     assert verify_batch_step(original, result.model, 1)
 
 
+@pytest.mark.parametrize(("op", "opset"), [("Resize", 13), ("Resize", 10), ("Upsample", 9)])
+def test_a_reshape_behind_an_upsampling_is_freed(op, opset):
+    """ONNX's shape inference turns a symbolic batch into a new unknown at a Resize by constant
+    scales, so the reshape behind it did not show the batch and import failed at batch 2
+    (pytorchcv's HRNet, residual attention and octave ResNets): the upsampling keeps the batch
+    where its first scale is 1."""
+    original = models.upsampled_branch(op, opset)
+    result = make_batch_dynamic(original)
+    assert not result.pinned_by, result.pinned_by
+    assert result.rewrites == ("Reshape 'flatten': shape [1, -1] -> [0, -1]",)
+    x = np.random.default_rng(3).random((3, 3, 16, 16), dtype=np.float32)
+    rows = np.concatenate([run(original, x[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(run(result.model, x), rows, rtol=0, atol=1e-6)
+    assert verify_batch_step(original, result.model, 1)
+
+
+def test_an_upsampling_to_constant_sizes_is_named_as_what_pins_the_batch():
+    """Sizes fix dim 0 at the traced batch: the Resize is not taken as keeping the batch, and
+    it is the node named."""
+    result = make_batch_dynamic(models.upsampled_branch(by="sizes"))
+    assert result.pinned_by.startswith("Resize node 'up' (output 'up' has dim 0 fixed at 1")
+
+
 def test_a_batch_that_cannot_be_made_dynamic_names_the_node(files):
     result = make_batch_dynamic(onnx.load(str(files["mixing"])))
     assert "ReduceMean node 'batch_mean'" in result.pinned_by
