@@ -52,6 +52,7 @@ WEIGHTS = {
     "cls_w8": (5, 8, 1, 1),
     "fc_x": (5, 576),
     "fc_c": (5, 192),
+    "fc_g": (5, 6),
 }
 
 
@@ -116,6 +117,26 @@ def test_layernorm_written_out_after_the_pool_is_walked_through():
     assert line, line
     assert "into the classifier (Gemm #" in line.detail
     assert "(ReduceMean, Sub, Mul, Sqrt, Div)" in line.detail  # the channel means, walked
+
+
+@pytest.mark.parametrize("axis", [1, -1, 0])
+def test_a_constant_selection_of_features_is_walked_through_along_them_only(axis):
+    """CondenseNet's ``index_select`` of the pooled features before its classifier, a Gather of
+    constant indices: walked through like a reshape (it stopped the walk, and import refused
+    the model). Along axis 0 it would pick images of the batch: that stops the walk."""
+    head = f"""
+    pooled = GlobalAveragePool (feat)
+    flat = Flatten (pooled)
+    idx = Constant <value = int64[6] {{0, 2, 3, 5, 6, 7}}> ()
+    picked = Gather <axis = {axis}> (flat, idx)
+    y = Gemm <transB = 1> (picked, {"fc_w8" if axis == 0 else "fc_g"}, fc_b)
+    """
+    line = gap_line(model_with(head))
+    if axis == 0:
+        assert not line and "reached Gather node #" in line.detail and "a Gather" in line.detail
+    else:
+        assert line, line
+        assert "into the classifier (Gemm #" in line.detail
 
 
 def test_a_3x3_conv_after_the_pool_is_not_a_pre_logits_layer():

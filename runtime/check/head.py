@@ -5,7 +5,8 @@ on the way to the output, the classifier after it, and the pre-logits layers bet
 walk, so a branch that joins again, as hard-swish ``x * relu6(x + 3) / 6`` does, is followed on
 both sides) and stops on each path at the first op that pools over H and W. On the way it accepts
 
-1. shape-only ops (flatten, reshape, squeeze, transpose, concat, cast, identity, dropout) and the
+1. shape-only ops (flatten, reshape, squeeze, transpose, concat, cast, identity, dropout, a
+   Gather of constant indices along an axis other than the batch) and the
    QuantizeLinear/DequantizeLinear pairs of a quantised graph, of which only the data input is
    followed (a Reshape's shape input is not);
 2. activations and elementwise arithmetic (ReLU, hard-swish as one op or as Add/Clip/Mul/Div,
@@ -334,12 +335,22 @@ def _follow(
         positions = SHAPE_OPS[op]
     elif op in _ELEMENTWISE:
         positions = _ELEMENTWISE[op]
-    elif op in _REDUCE:  # a reduction over the channels (LayerNorm written out): not a pool
-        positions = (0,)
+    elif op in _REDUCE or (op == "Gather" and _selects_features(node, ranks, constants)):
+        positions = (0,)  # a reduction over the channels (LayerNorm written out): not a pool
     else:
         return Stop(node, node.output[0], f"a {op}")
     chosen = _pick(node.input, positions)
     return [i for i in chosen if i and i not in constants]
+
+
+def _selects_features(node: onnx.NodeProto, ranks: dict[str, int], constants: set[str]) -> bool:
+    """A Gather of constant indices along an axis other than the batch: a fixed selection of
+    features or channels (CondenseNet's ``index_select`` before its classifier)."""
+    if len(node.input) < 2 or node.input[1] not in constants:
+        return False
+    axis = int(_attr(node, "axis") or 0)
+    rank = ranks.get(node.input[0])
+    return axis != 0 and (axis > 0 or (rank is not None and axis + rank > 0))
 
 
 def _pick(names: Iterable[str], positions: tuple[int, ...] | None) -> list[str]:
