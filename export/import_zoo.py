@@ -86,6 +86,13 @@ IMPORT_ZOO: tuple[ZooEntry, ...] = (
     _pytorchcv("hardnet", "hardnet39ds", "harmonic dense blocks"),
     _pytorchcv("peleenet", "peleenet", "two-way dense layers"),
     _pytorchcv("regnet", "regnetx002", "grouped convs"),
+    # Added 2026-12-07: an upsampling (Resize by scales) before the flatten, which hid the batch
+    # from import's reshape rules; and a Gather of the pooled features before the classifier.
+    _pytorchcv("octresnet", "octresnet10_ad2", "octave convs: pooled and upsampled branches"),
+    _pytorchcv("hrnet", "hrnet_w18_small_v1", "high-resolution branches, upsampled"),
+    _pytorchcv("resattnet", "resattnet56", "residual attention: hourglass masks"),
+    _pytorchcv("fishnet", "fishnet99", "fish body: upsampled and downsampled again"),
+    _pytorchcv("condensenet", "condensenet74_c4_g4", "learned group convs, index_select head"),
 )
 
 
