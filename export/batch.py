@@ -201,8 +201,40 @@ class TileToRunTimeBatch(_ToRunTimeBatch):
     second = "repeats"
 
 
+class ResizeToRunTimeBatch(_BatchRule):
+    """Case 5.: ``Resize(x, roi, scales, sizes)`` to constant sizes that start with the fixed
+    batch, where dim 0 of ``x`` is the batch (``F.interpolate(size=...)`` traced at batch 1:
+    SCNet's) → dim 0 of the sizes ``Shape(image)[0:1]``; the other sizes and every attribute
+    stay."""
+
+    def pattern(self, op, x):
+        return op.Resize(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["resized"]
+        )
+
+    def check(self, context: MatchContext, x, resized) -> MatchResult:
+        match = MatchResult()
+        if not _is_batch(x):
+            return match.fail(f"dim 0 of {x.name!r} is not the batch")
+        inputs = list(context.root.inputs)
+        dims = _const_ints(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else None
+        if dims is None or not dims or dims[0] != self.fixed:
+            return match.fail(f"the sizes {dims} are not constant or do not start with the batch")
+        return match
+
+    def rewrite(self, op, x, resized):
+        node = resized.producer()
+        assert node is not None
+        _, roi, scales, sizes = list(node.inputs)[:4]
+        dims = _const_ints(sizes) or []
+        rest = op.Constant(value=ir.tensor(np.asarray(dims[1:], dtype=np.int64)))
+        target = op.Concat(self._batch_of_input(op), rest, axis=0)
+        self._report(node, f"sizes {dims} -> [batch, {', '.join(map(str, dims[1:]))}]")
+        return op.Resize(x, roi, scales, target, _name=node.name, **dict(node.attributes))
+
+
 def batch_rules(fixed: int, image: ir.Value, rewrites: list[str], opset: int) -> RewriteRuleSet:
-    """The rule set of `MakeBatchDynamicPass` (cases 1. to 4.) for a graph of ``opset``; each
+    """The rule set of `MakeBatchDynamicPass` (cases 1. to 5.) for a graph of ``opset``; each
     rewrite is appended to ``rewrites``."""
     return RewriteRuleSet(
         [
@@ -212,6 +244,7 @@ def batch_rules(fixed: int, image: ir.Value, rewrites: list[str], opset: int) ->
                 FlattenAtAxisZero,
                 ExpandToRunTimeBatch,
                 TileToRunTimeBatch,
+                ResizeToRunTimeBatch,
             )
         ]
     )
@@ -228,6 +261,8 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
     3. ``Expand`` of a tensor without the batch to a constant shape starting with it: dim 0 of
        the shape becomes the fed batch, ``Shape(input)[0:1]``.
     4. ``Tile`` of such a tensor whose dim 0 is 1, repeated the fixed batch times: the same.
+    5. ``Resize`` of a tensor whose dim 0 is the batch to constant sizes that start with the
+       fixed batch: the same for the sizes.
 
     Shape inference runs between rounds of the rules, so a reshape behind another one is seen
     once the first is rewritten, until a round rewrites nothing. ``rewrites`` holds what the

@@ -93,6 +93,7 @@ IMPORT_ZOO: tuple[ZooEntry, ...] = (
     _pytorchcv("resattnet", "resattnet56", "residual attention: hourglass masks"),
     _pytorchcv("fishnet", "fishnet99", "fish body: upsampled and downsampled again"),
     _pytorchcv("condensenet", "condensenet74_c4_g4", "learned group convs, index_select head"),
+    _pytorchcv("scnet", "scnet50", "self-calibrated convs: upsampled to constant sizes"),
 )
 
 

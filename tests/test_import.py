@@ -197,11 +197,22 @@ def test_a_reshape_behind_an_upsampling_is_freed(op, opset):
     assert verify_batch_step(original, result.model, 1)
 
 
-def test_an_upsampling_to_constant_sizes_is_named_as_what_pins_the_batch():
-    """Sizes fix dim 0 at the traced batch: the Resize is not taken as keeping the batch, and
-    it is the node named."""
-    result = make_batch_dynamic(models.upsampled_branch(by="sizes"))
-    assert result.pinned_by.startswith("Resize node 'up' (output 'up' has dim 0 fixed at 1")
+def test_an_upsampling_to_constant_sizes_follows_the_batch():
+    """``F.interpolate(size=...)`` traced at batch 1 writes sizes [1, C, H, W], which pinned the
+    batch (pytorchcv's SCNet): dim 0 of the sizes becomes the fed batch, attributes kept."""
+    original = models.upsampled_branch(by="sizes")
+    result = make_batch_dynamic(original)
+    assert not result.pinned_by, result.pinned_by
+    assert result.rewrites == (
+        "Resize 'up': sizes [1, 8, 16, 16] -> [batch, 8, 16, 16]",
+        "Reshape 'flatten': shape [1, -1] -> [0, -1]",
+    )
+    (resize,) = [n for n in result.model.graph.node if n.op_type == "Resize"]
+    assert [(a.name, a.s) for a in resize.attribute] == [("mode", b"nearest")]
+    x = np.random.default_rng(4).random((3, 3, 16, 16), dtype=np.float32)
+    rows = np.concatenate([run(original, x[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(run(result.model, x), rows, rtol=0, atol=1e-6)
+    assert verify_batch_step(original, result.model, 1)
 
 
 def test_a_batch_that_cannot_be_made_dynamic_names_the_node(files):
