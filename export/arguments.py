@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from onnxedge.runtime.classifier.args import is_integer
+from onnxedge.runtime.classifier.args import is_integer, is_several
 from onnxedge.runtime.errors import ArgumentError
 
 
 def check_golden_batch_sizes(sizes: Any) -> tuple[int, ...]:
     """One or more batch sizes, each an integer >= 1."""
-    several = isinstance(sizes, Iterable) and not isinstance(sizes, (str, bytes))
-    values = tuple(sizes) if several else ()
+    values = tuple(sizes) if is_several(sizes) else ()
     if not values or not all(is_integer(v) and v >= 1 for v in values):
         raise ArgumentError(
             f"golden_batch_sizes: expected one or more integers >= 1, such as (1, 2, 7), "
@@ -42,7 +41,7 @@ def check_names(labels: Any) -> Any:
     and is a sequence or a manifest's labels block (a mapping)."""
     if labels is None or isinstance(labels, Mapping):
         return labels
-    if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
+    if not is_several(labels):
         raise ArgumentError(
             f"labels: expected a sequence of class names, such as ('negative', 'positive'), "
             f"found {labels!r}"
@@ -64,7 +63,7 @@ def check_overrides(preprocessing: Any) -> dict[str, Any]:
 
 def check_shape(shape: Any, what: str = "input_shape") -> tuple[int, ...]:
     """C, H, W as integers (a str such as "3,64,64" was read character by character)."""
-    if isinstance(shape, (str, bytes)) or not isinstance(shape, Iterable):
+    if not is_several(shape):
         raise ArgumentError(f"{what}: expected C, H, W as three integers, found {shape!r}")
     dims = tuple(shape)
     if not all(is_integer(d) for d in dims):

@@ -97,6 +97,13 @@ class _BatchRule(RewriteRuleClassBase):
         bound = [op.Constant(value=ir.tensor(np.asarray([v], dtype=np.int64))) for v in (0, 1)]
         return op.Slice(shape, *bound)
 
+    def _fed_batch_then(self, op, node: ir.Node | None, what: str, dims: list[int]):
+        """``dims`` with dim 0 the fed batch: ``Concat(Shape(image)[0:1], dims[1:])``; the
+        rewrite of ``node``'s ``what`` reported."""
+        rest = op.Constant(value=ir.tensor(np.asarray(dims[1:], dtype=np.int64)))
+        self._report(node, f"{what} {dims} -> [batch, {', '.join(map(str, dims[1:]))}]")
+        return op.Concat(self._batch_of_input(op), rest, axis=0)
+
 
 class ReshapeToCopiedBatch(_BatchRule):
     """Case 1.: ``Reshape(x, [B, ...])`` where dim 0 of ``x`` is the batch → ``Reshape(x, [0,
@@ -179,10 +186,7 @@ class _ToRunTimeBatch(_BatchRule):
 
     def rewrite(self, op, x, counts, result):
         node = result.producer()
-        dims = _const_ints(counts) or []
-        rest = op.Constant(value=ir.tensor(np.asarray(dims[1:], dtype=np.int64)))
-        target = op.Concat(self._batch_of_input(op), rest, axis=0)
-        self._report(node, f"{self.second} {dims} -> [batch, {', '.join(map(str, dims[1:]))}]")
+        target = self._fed_batch_then(op, node, self.second, _const_ints(counts) or [])
         make = getattr(op, self.op_type)
         return make(x, target, _name=node.name if node is not None else None)
 
@@ -226,10 +230,7 @@ class ResizeToRunTimeBatch(_BatchRule):
         node = resized.producer()
         assert node is not None
         _, roi, scales, sizes = list(node.inputs)[:4]
-        dims = _const_ints(sizes) or []
-        rest = op.Constant(value=ir.tensor(np.asarray(dims[1:], dtype=np.int64)))
-        target = op.Concat(self._batch_of_input(op), rest, axis=0)
-        self._report(node, f"sizes {dims} -> [batch, {', '.join(map(str, dims[1:]))}]")
+        target = self._fed_batch_then(op, node, "sizes", _const_ints(sizes) or [])
         return op.Resize(x, roi, scales, target, _name=node.name, **dict(node.attributes))
 
 

@@ -336,7 +336,7 @@ def _follow(
     elif op in _ELEMENTWISE:
         positions = _ELEMENTWISE[op]
     elif op in _REDUCE or (op == "Gather" and _selects_features(node, ranks, constants)):
-        positions = (0,)  # a reduction over the channels (LayerNorm written out): not a pool
+        positions = (0,)  # over the channels (LayerNorm written out), or a choice of them
     else:
         return Stop(node, node.output[0], f"a {op}")
     chosen = _pick(node.input, positions)

@@ -105,7 +105,8 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _several(value: Any) -> bool:  # a str is iterable, and was taken letter by letter
+def is_several(value: Any) -> bool:
+    """An iterable that is not one str or bytes (which would be taken letter by letter)."""
     return isinstance(value, Iterable) and not isinstance(value, (str, bytes))
 
 
@@ -114,13 +115,13 @@ _KINDS = {
     "number": ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
     "ints": (
         "a sequence of integers, such as (1, 64)",
-        lambda v: _several(v) and all(map(is_integer, v)),
+        lambda v: is_several(v) and all(map(is_integer, v)),
     ),
     "names": (
         "a sequence of names (str), such as a list",
-        lambda v: _several(v) and all(isinstance(x, str) for x in v),
+        lambda v: is_several(v) and all(isinstance(x, str) for x in v),
     ),
-    "several": ("a sequence, such as a list", _several),
+    "several": ("a sequence, such as a list", is_several),
 }
 
 
