@@ -14,6 +14,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from onnxedge.runtime.classifier.args import is_integer
 from onnxedge.runtime.classifier.preprocess import RESIZE_MODES
 from onnxedge.runtime.errors import OnnxEdgeError
 
@@ -48,10 +49,6 @@ COLORS = ("RGB", "L")  # three channels, or one (8-bit grayscale, PIL's "L")
 
 def _real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _size(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, Any]:
@@ -121,7 +118,11 @@ def image_preprocessing(height: int, width: int, **overrides: Any) -> dict[str, 
     if 0.0 in spec["std"]:
         raise OnnxEdgeError(f"std: expected no zeros, found {spec['std']}")
     resize = spec["resize"]
-    if not (isinstance(resize, (list, tuple)) and len(resize) == 2 and all(map(_size, resize))):
+    if not (
+        isinstance(resize, (list, tuple))
+        and len(resize) == 2
+        and all(is_integer(v) and v >= 1 for v in resize)
+    ):
         raise OnnxEdgeError(
             f"resize: expected [height, width], two integers >= 1, found {resize!r}"
         )

@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from onnxedge.runtime.classifier.args import is_integer
 from onnxedge.runtime.errors import ArgumentError
 
 
@@ -20,8 +20,7 @@ def target_size(spec: Any) -> tuple[int, int]:
     if not (
         isinstance(resize, (list, tuple))
         and len(resize) == 2
-        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in resize)
-        and min(resize) > 0
+        and all(is_integer(v) and v > 0 for v in resize)
     ):
         found = f"resize {resize!r}" if isinstance(spec, Mapping) else repr(spec)
         raise ArgumentError(
