@@ -60,8 +60,8 @@ def test_import_bundle_refuses_arguments_of_the_wrong_kind(tmp_path, arguments, 
     assert not (tmp_path / "b").exists()
 
 
-def test_what_the_checks_let_through_still_exports(tmp_path):
-    """The same checks take what they should: numpy integers, a tuple of sizes, None budget."""
+def test_the_checks_take_numpy_integers_lists_and_none():
+    """What the checks let through: numpy integers, a list of dims, a None budget where optional."""
     import numpy as np
 
     from onnxedge.export.arguments import check_budget, check_golden_batch_sizes, check_shape
