@@ -34,6 +34,7 @@ from onnxedge.runtime.parity import (
 )
 from onnxedge.runtime.parity import reference as parity_reference
 from onnxedge.runtime.parity import run as parity_run
+from onnxedge.runtime.parity.rows import top1_agreement
 
 # Where a GPU might be, the CUDA rows may run: the no-GPU expectations are checked only without one.
 NO_GPU = not Path("/dev/nvidiactl").exists()
@@ -777,3 +778,100 @@ def test_find_logits_tensor_on_a_cycle_is_an_error_not_a_hang():
     )
     with pytest.raises(OnnxEdgeError, match="come from a Sigmoid, found Relu node"):
         parity.find_logits_tensor(relu)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "flips"),
+    [
+        (None, [0]),  # 0.1 from the threshold: outside the tolerance
+        ([0.05, 0.05], [0]),  # and outside a bound of 0.05
+        ([0.15, 0.05], []),  # within a bound of 0.15: a probability may cross 0.5 there
+    ],
+)
+def test_label_agreement_ties_within_the_rows_bounds(bounds, flips):
+    labels = label_agreement(
+        np.array([0.4, 0.1]),
+        np.array([0.6, 0.1]),
+        threshold=0.5,
+        tolerance=Tolerance(1e-5, 1e-4),
+        bounds=None if bounds is None else np.array(bounds),
+    )
+    assert list(labels.flips_outside_tolerance) == flips
+
+
+@pytest.mark.parametrize(
+    ("bounds", "flips"),
+    [
+        (None, [0]),  # the lead of 0.2 is over twice the tolerance
+        ([[0.09, 0.1]], [0]),  # and over the two classes' bounds together
+        ([[0.1, 0.1]], []),  # within them: both moved less than their bounds, and swapped
+    ],
+)
+def test_top1_agreement_ties_within_the_rows_bounds(bounds, flips):
+    labels = top1_agreement(
+        np.array([[0.4, 0.6]]),
+        np.array([[0.6, 0.4]]),
+        tolerance=Tolerance(1e-5, 1e-4),
+        bounds=None if bounds is None else np.array(bounds),
+    )
+    assert list(labels.flips_outside_tolerance) == flips
+
+
+class _Fixed:
+    """An engine session whose run returns fixed arrays."""
+
+    def __init__(self, array):
+        self._array = np.asarray(array, dtype=np.float32)
+
+    def run(self, names, feeds):
+        return [self._array]
+
+
+def _softmax(logits):
+    e = np.exp(logits - np.max(logits, axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    ("engine_logits", "status", "reason"),
+    [
+        # The engine flips the top class as PyTorch's own float32 run does (random weights, large
+        # logits): within the rounding bounds, a tie, not a failure (menet108_8x1_g3 at batch 64).
+        ([[0.6, 1.0]], parity_run.PASSED, ""),
+        # Far beyond where float32 went (20 times its spread): the row fails on its logits.
+        ([[-50.0, 50.0]], parity_run.FAILED, "logits outside"),
+    ],
+)
+def test_a_top1_flip_that_float32_itself_makes_is_a_tie(engine_logits, status, reason):
+    logits64 = np.array([[1.0, 0.6]])
+    logits32 = np.array([[0.6, 1.0]])
+    ref = parity_reference.ReferenceBatch(
+        inputs=np.zeros((1, 3, 4, 4), np.float32),
+        kinds=("random",),
+        prob=_softmax(logits64),
+        logits=logits64,
+        prob_f32=_softmax(logits32).astype(np.float32),
+        logits_f32=logits32.astype(np.float32),
+    )
+    roundings = (
+        parity.rounding.reference_rounding([ref.prob], [ref.prob_f32]),
+        parity.rounding.reference_rounding([ref.logits], [ref.logits_f32]),
+    )
+    engine = _Fixed(engine_logits)
+    row = parity_run._run_row(
+        Target("cpu"),
+        parity_run._Sessions(engine, engine, None),
+        ref,
+        input_name="x",
+        logits_name="logits",
+        tolerances=parity.tolerances.Tolerances(
+            Tolerance(1e-5, 1e-4), Tolerance(1e-5, 1e-4), "default for cpu", rounding_factor=100.0
+        ),
+        kind="logits",
+        threshold=None,
+        required=True,
+        roundings=roundings,
+    )
+    assert row.status == status, row.reason
+    assert row.reason.startswith(reason)
+    assert row.labels.agree == 0 and not row.labels.flips_outside_tolerance

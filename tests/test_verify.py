@@ -103,3 +103,43 @@ def test_verify_atol_is_relative_to_the_output_scale():
         OnnxEdgeError, match=r"a real change changed the model.s output.*exceeds atol 0.009"
     ):
         step.raise_if_failed()
+
+
+def _simplified_to(monkeypatch, text: str, fixed_output: list[int]) -> onnx.ModelProto:
+    """simplify_model of the graph ``text``, onnxsim made to give its output ``fixed_output``."""
+    import onnxsim
+
+    from onnxedge.export.simplify import simplify_model
+
+    def settles(m, **kwargs):
+        out = onnx.ModelProto()
+        out.CopyFrom(m)
+        dims = out.graph.output[0].type.tensor_type.shape.dim
+        for dim, value in zip(dims, fixed_output, strict=True):
+            dim.dim_value = value
+        return out, True
+
+    monkeypatch.setattr(onnxsim, "simplify", settles)
+    return simplify_model(onnx.helper.make_model(onnx.parser.parse_graph(text)))
+
+
+def test_simplify_may_settle_an_output_dim_of_a_graph_with_fixed_inputs(monkeypatch):
+    # torch's TorchScript exporter at batch 1 may leave the output [Gemm1154_dim_0, 1000]
+    # (efficientnet_edge_small_b): with every input dim fixed, onnxsim's 1 is no change.
+    text = "g (float[1, 4] x) => (float[Gemm_dim_0, 4] y) { y = Relu (x) }"
+    simplified = _simplified_to(monkeypatch, text, [1, 4])
+    assert [d.dim_value for d in simplified.graph.output[0].type.tensor_type.shape.dim] == [1, 4]
+
+
+@pytest.mark.parametrize(
+    ("text", "fixed_output"),
+    [
+        # The input's batch is symbolic: an output dim of the graph's own naming may hang on it.
+        ("g (float[N, 4] x) => (float[Gemm_dim_0, 4] y) { y = Relu (x) }", [1, 4]),
+        # A number changed is a change, fixed inputs or not.
+        ("g (float[1, 4] x) => (float[1, 4] y) { y = Relu (x) }", [2, 4]),
+    ],
+)
+def test_simplify_settling_other_output_dims_is_refused(monkeypatch, text, fixed_output):
+    with pytest.raises(OnnxEdgeError, match=r"onnxsim changed the graph's input/output dims"):
+        _simplified_to(monkeypatch, text, fixed_output)

@@ -41,22 +41,39 @@ class LabelAgreement:
 
 
 def label_agreement(
-    actual: np.ndarray, expected: np.ndarray, *, threshold: float, tolerance: Tolerance
+    actual: np.ndarray,
+    expected: np.ndarray,
+    *,
+    threshold: float,
+    tolerance: Tolerance,
+    bounds: np.ndarray | None = None,
 ) -> LabelAgreement:
+    """The labels at ``threshold``. A flip counts only where the reference probability lies
+    farther from the threshold than the tolerance and, where given, than ``bounds`` (the row's
+    bound on each probability's error, `Judge.bounds`: a probability within its bound can cross
+    the threshold only where the reference lies that close to it)."""
     a = np.asarray(actual, dtype=np.float64).reshape(-1)
     e = np.asarray(expected, dtype=np.float64).reshape(-1)
     flipped = (a >= threshold) != (e >= threshold)
     near = np.abs(e - threshold) <= tolerance.atol + tolerance.rtol * np.abs(e)
+    if bounds is not None:
+        near |= np.abs(e - threshold) <= np.asarray(bounds, dtype=np.float64).reshape(-1)
     bad = tuple(int(i) for i in np.flatnonzero(flipped & ~near))
     return LabelAgreement(int((~flipped).sum()), int(a.size), bad)
 
 
 def top1_agreement(
-    actual: np.ndarray, expected: np.ndarray, *, tolerance: Tolerance
+    actual: np.ndarray,
+    expected: np.ndarray,
+    *,
+    tolerance: Tolerance,
+    bounds: np.ndarray | None = None,
 ) -> LabelAgreement:
     """The top-1 classes of actual against reference probabilities [N, K]. A row whose top class
     changed counts as a flip only where the reference's top class leads the new one by more than
-    twice the tolerance (a near tie may go either way)."""
+    twice the tolerance (a near tie may go either way) and, where ``bounds`` [N, K] is given (the
+    row's bound on each probability's error, `Judge.bounds`), by more than the two classes'
+    bounds together: within them the two may swap without either leaving its bound."""
     a = np.asarray(actual, dtype=np.float64).reshape(len(expected), -1)
     e = np.asarray(expected, dtype=np.float64).reshape(len(expected), -1)
     rows = np.arange(len(e))
@@ -64,6 +81,9 @@ def top1_agreement(
     flipped = top_a != top_e
     lead = e[rows, top_e] - e[rows, top_a]
     near = lead <= 2 * (tolerance.atol + tolerance.rtol * np.abs(e[rows, top_e]))
+    if bounds is not None:
+        b = np.asarray(bounds, dtype=np.float64).reshape(e.shape)
+        near |= lead <= b[rows, top_e] + b[rows, top_a]
     bad = tuple(int(i) for i in np.flatnonzero(flipped & ~near))
     return LabelAgreement(int((~flipped).sum()), len(e), bad)
 

@@ -272,13 +272,6 @@ def _run_row(
             variant=verdict,
             reason="; ".join(verdict.failures),
         )
-    labels = None
-    if prob_c.shape_ok:
-        labels = (
-            label_agreement(prob, ref.prob, threshold=threshold, tolerance=tolerances.prob)
-            if threshold is not None
-            else top1_agreement(prob, ref.prob, tolerance=tolerances.prob)
-        )
     checks = []
     failures = []
     for i, (name, actual, expected, tolerance) in enumerate(
@@ -300,6 +293,18 @@ def _run_row(
         elif not check:
             rows = _rows(check.rows_outside, ref.kinds)
             failures.append(f"{name} outside {_bound_name(check)} in rows {rows}")
+    labels = None
+    if prob_c.shape_ok:
+        # A flip is a tie where the reference's classes (or its probability and the threshold)
+        # lie within the bound the prob check allowed each: the float32 spread may be that wide.
+        bounds = checks[0].judge.bounds(np.asarray(ref.prob, dtype=np.float64))[0]
+        labels = (
+            label_agreement(
+                prob, ref.prob, threshold=threshold, tolerance=tolerances.prob, bounds=bounds
+            )
+            if threshold is not None
+            else top1_agreement(prob, ref.prob, tolerance=tolerances.prob, bounds=bounds)
+        )
     if labels is not None and not labels:
         failures.append(f"labels flipped in rows {list(labels.flips_outside_tolerance)}")
     return dataclasses.replace(
