@@ -234,8 +234,54 @@ class ResizeToRunTimeBatch(_BatchRule):
         return op.Resize(x, roi, scales, target, _name=node.name, **dict(node.attributes))
 
 
+class ConcatOfRunTimeBatch(_BatchRule):
+    """Case 6.: ``Concat`` along an axis other than the batch of a tensor whose dim 0 is the
+    batch and a constant whose dim 0 is the fixed batch, each of its rows the same
+    (``torch.zeros_like(x)`` traced at batch 1: 1-bit WRN's shortcut) → the constant's first row
+    expanded to the fed batch, ``Expand(c[:1], [Shape(image)[0:1], ...])``."""
+
+    def pattern(self, op, x):
+        return op.Concat(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["joined"]
+        )
+
+    def _constants(self, node: ir.Node) -> dict[int, np.ndarray]:
+        """The inputs of ``node`` to expand, by position: constants whose rows are one row."""
+        found = {}
+        for index, value in enumerate(node.inputs):
+            tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+            array = np.asarray(tensor.numpy()) if tensor is not None else None
+            if array is None or array.ndim < 2 or array.shape[0] != self.fixed:
+                continue
+            if (array == array[:1]).all():
+                found[index] = array[:1]
+        return found
+
+    def check(self, context: MatchContext, x, joined) -> MatchResult:
+        match = MatchResult()
+        node = context.root
+        inputs = list(node.inputs)
+        rank = inputs[0].shape.rank() if inputs[0] is not None and inputs[0].shape else None
+        if rank is None or node.attributes.get_int("axis", 0) % rank == 0:
+            return match.fail("not a concatenation along a known axis other than the batch")
+        if not any(_is_batch(v) for v in inputs):
+            return match.fail("no input's dim 0 is the batch")
+        if not self._constants(node):
+            return match.fail("no constant input of the fixed batch with one row repeated")
+        return match
+
+    def rewrite(self, op, x, joined):
+        node = joined.producer()
+        assert node is not None
+        inputs = list(node.inputs)
+        for index, row in self._constants(node).items():
+            target = self._fed_batch_then(op, node, "constant input", list(row.shape))
+            inputs[index] = op.Expand(op.Constant(value=ir.tensor(row)), target)
+        return op.Concat(*inputs, _name=node.name, **dict(node.attributes))
+
+
 def batch_rules(fixed: int, image: ir.Value, rewrites: list[str], opset: int) -> RewriteRuleSet:
-    """The rule set of `MakeBatchDynamicPass` (cases 1. to 5.) for a graph of ``opset``; each
+    """The rule set of `MakeBatchDynamicPass` (cases 1. to 6.) for a graph of ``opset``; each
     rewrite is appended to ``rewrites``."""
     return RewriteRuleSet(
         [
@@ -246,6 +292,7 @@ def batch_rules(fixed: int, image: ir.Value, rewrites: list[str], opset: int) ->
                 ExpandToRunTimeBatch,
                 TileToRunTimeBatch,
                 ResizeToRunTimeBatch,
+                ConcatOfRunTimeBatch,
             )
         ]
     )
@@ -264,6 +311,8 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
     4. ``Tile`` of such a tensor whose dim 0 is 1, repeated the fixed batch times: the same.
     5. ``Resize`` of a tensor whose dim 0 is the batch to constant sizes that start with the
        fixed batch: the same for the sizes.
+    6. ``Concat`` (not along dim 0) of such a tensor and a constant whose dim 0 is the fixed
+       batch, its rows alike: the constant's one row expanded to the fed batch.
 
     Shape inference runs between rounds of the rules, so a reshape behind another one is seen
     once the first is rewritten, until a round rewrites nothing. ``rewrites`` holds what the
@@ -357,7 +406,9 @@ def _keeps_batch(node: ir.Node) -> bool:
 
 def _pinning_node(model: ir.Model) -> str:
     """The first node (in graph order) that reads a tensor whose dim 0 is the batch and writes one
-    whose dim 0 is a fixed number, described for a user; "" where none does."""
+    whose dim 0 is a fixed number and no other dim the batch (``Unsqueeze(x, [0])`` of a stack,
+    FractalNet's columns, moves the batch to dim 1 and keeps it), described for a user; "" where
+    none does."""
     for index, node in enumerate(model.graph):
         if node.op_type in _SHAPE_READERS:
             continue
@@ -365,7 +416,9 @@ def _pinning_node(model: ir.Model) -> str:
             continue
         for out in node.outputs:
             shape = out.shape
-            if shape is not None and shape.rank() >= 1 and isinstance(shape[0], int):
+            if shape is None or shape.rank() < 1 or not isinstance(shape[0], int):
+                continue
+            if all(str(dim) != BATCH_DIM for dim in shape):
                 label = node.name or f"#{index}"
                 return (
                     f"{node.op_type} node {label!r} (output {out.name!r} has dim 0 fixed at "

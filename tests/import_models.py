@@ -451,3 +451,72 @@ def upsampled_branch(
         inits,
         opset=opset,
     )
+
+
+def padded_shortcut(
+    batch: int = 1, axis: int = 1, rows: str = "zeros", side: int = 8, seed: int = 13
+) -> onnx.ModelProto:
+    """Batch fixed at ``batch``, the features concatenated along ``axis`` with a constant of
+    the same shape (``torch.cat((x, torch.zeros_like(x)), dim=1)`` traced: 1-bit WRN's
+    shortcut; ``rows`` "zeros", or "different": each row of the constant its own), then the
+    pool, ``Reshape(x, [batch, -1])`` and the classifier. Along axis 0 the rows are averaged
+    back to ``batch`` after the Concat."""
+    features, classes = 4, 3
+    rng = np.random.default_rng(seed)
+    shape = (batch, features, side, side)
+    constant = np.zeros(shape, np.float32)
+    if rows == "different":
+        constant += np.arange(batch, dtype=np.float32).reshape(-1, 1, 1, 1)
+    width = 2 * features if axis == 1 else features
+    mix = helper.make_node("ReduceMean", ["joined"], ["mixed"], name="mix", axes=[0])
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Concat", ["r", "pad"], ["joined"], name="join", axis=axis),
+        mix if axis == 0 else helper.make_node("Identity", ["joined"], ["mixed"], name="same"),
+        helper.make_node("AveragePool", ["mixed"], ["p"], name="pool", kernel_shape=[side] * 2),
+        helper.make_node("Reshape", ["p", "flat_shape"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wide_w", "fc_b"], ["logits"], name="fc", transB=1),
+    ]
+    inits = [
+        *_weights(seed, 3, features, classes)[:2],
+        _init("fc_b", rng.normal(0, 0.1, classes).astype(np.float32)),
+        _init("wide_w", rng.normal(0, 0.5, (classes, width)).astype(np.float32)),
+        _init("pad", constant),
+        _init("flat_shape", np.array([batch, -1])),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
+        inits,
+    )
+
+
+def stacked_columns(side: int = 8, seed: int = 14) -> onnx.ModelProto:
+    """Batch fixed at 1, two columns stacked along a new dim 0 and averaged over it
+    (``torch.stack(columns).mean(0)``: FractalNet's join), which moves the batch to dim 1 and
+    back; then the pool, ``Reshape(x, [1, -1])`` and the classifier."""
+    features, classes = 4, 3
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Unsqueeze", ["c", "axis0"], ["col1"], name="stack1"),
+        helper.make_node("Unsqueeze", ["r", "axis0"], ["col2"], name="stack2"),
+        helper.make_node("Concat", ["col1", "col2"], ["cols"], name="columns", axis=0),
+        helper.make_node("ReduceMean", ["cols"], ["joined"], name="join", axes=[0], keepdims=0),
+        helper.make_node("AveragePool", ["joined"], ["p"], name="pool", kernel_shape=[side] * 2),
+        helper.make_node("Reshape", ["p", "flat_shape"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
+    ]
+    inits = [
+        *_weights(seed, 3, features, classes),
+        _init("axis0", np.array([0])),
+        _init("flat_shape", np.array([1, -1])),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        inits,
+    )

@@ -136,6 +136,15 @@ def test_a_fixed_batch_and_its_reshape_become_symbolic(files):
     assert verify_batch_step(original, result.model, 1)
 
 
+def _runs_as_the_original(original, result, shape, *, seed: int, atol: float) -> None:
+    """``result``'s model on a batch of ``shape`` gives the original's rows, each run at the
+    original's fixed batch of 1, and passes the batch step's own check."""
+    x = np.random.default_rng(seed).random(shape, dtype=np.float32)
+    rows = np.concatenate([run(original, x[i : i + 1]) for i in range(shape[0])])
+    np.testing.assert_allclose(run(result.model, x), rows, rtol=0, atol=atol)
+    assert verify_batch_step(original, result.model, 1)
+
+
 @pytest.mark.parametrize("rest", [(-1,), (4,)])
 def test_a_dynamo_reshape_with_allowzero_becomes_symbolic(rest):
     """torch's dynamo exporter writes allowzero=1 on every Reshape: ``[1, -1]`` and ``[1, 4]``
@@ -148,10 +157,7 @@ def test_a_dynamo_reshape_with_allowzero_becomes_symbolic(rest):
     )
     (reshape,) = [n for n in result.model.graph.node if n.op_type == "Reshape"]
     assert not [a for a in reshape.attribute if a.name == "allowzero" and a.i == 1]
-    x = np.random.default_rng(1).random((5, 3, 16, 16), dtype=np.float32)
-    rows = np.concatenate([run(original, x[i : i + 1]) for i in range(5)])
-    np.testing.assert_allclose(run(result.model, x), rows, rtol=0, atol=1e-6)
-    assert verify_batch_step(original, result.model, 1)
+    _runs_as_the_original(original, result, (5, 3, 16, 16), seed=1, atol=1e-6)
 
 
 def test_an_allowzero_reshape_with_a_literal_zero_is_left_and_named():
@@ -175,10 +181,7 @@ def test_a_long_chain_of_channel_shuffles_is_freed_to_its_end():
     assert result.rewrites[-1] == (
         f"Reshape 'merge{shuffles - 1}': shape [1, 6, 8, 8] -> [0, 6, 8, 8] (allowzero 1 -> 0)"
     )
-    x = np.random.default_rng(2).random((3, 3, 8, 8), dtype=np.float32)
-    rows = np.concatenate([run(original, x[i : i + 1]) for i in range(3)])
-    np.testing.assert_allclose(run(result.model, x), rows, rtol=0, atol=1e-5)
-    assert verify_batch_step(original, result.model, 1)
+    _runs_as_the_original(original, result, (3, 3, 8, 8), seed=2, atol=1e-5)
 
 
 @pytest.mark.parametrize(("op", "opset"), [("Resize", 13), ("Resize", 10), ("Upsample", 9)])
@@ -191,10 +194,7 @@ def test_a_reshape_behind_an_upsampling_is_freed(op, opset):
     result = make_batch_dynamic(original)
     assert not result.pinned_by, result.pinned_by
     assert result.rewrites == ("Reshape 'flatten': shape [1, -1] -> [0, -1]",)
-    x = np.random.default_rng(3).random((3, 3, 16, 16), dtype=np.float32)
-    rows = np.concatenate([run(original, x[i : i + 1]) for i in range(3)])
-    np.testing.assert_allclose(run(result.model, x), rows, rtol=0, atol=1e-6)
-    assert verify_batch_step(original, result.model, 1)
+    _runs_as_the_original(original, result, (3, 3, 16, 16), seed=3, atol=1e-6)
 
 
 def test_an_upsampling_to_constant_sizes_follows_the_batch():
@@ -209,10 +209,46 @@ def test_an_upsampling_to_constant_sizes_follows_the_batch():
     )
     (resize,) = [n for n in result.model.graph.node if n.op_type == "Resize"]
     assert [(a.name, a.s) for a in resize.attribute] == [("mode", b"nearest")]
-    x = np.random.default_rng(4).random((3, 3, 16, 16), dtype=np.float32)
-    rows = np.concatenate([run(original, x[i : i + 1]) for i in range(3)])
-    np.testing.assert_allclose(run(result.model, x), rows, rtol=0, atol=1e-6)
-    assert verify_batch_step(original, result.model, 1)
+    _runs_as_the_original(original, result, (3, 3, 16, 16), seed=4, atol=1e-6)
+
+
+def test_a_constant_concatenated_with_the_features_follows_the_batch():
+    """``torch.cat((x, torch.zeros_like(x)), dim=1)`` traced at batch 1 leaves a constant of
+    batch 1 in the Concat, which pinned the batch (pytorchcv's 1-bit WRN): the constant's row is
+    expanded to the fed batch."""
+    original = models.padded_shortcut()
+    result = make_batch_dynamic(original)
+    assert not result.pinned_by, result.pinned_by
+    assert result.rewrites == (
+        "Concat 'join': constant input [1, 4, 8, 8] -> [batch, 4, 8, 8]",
+        "Reshape 'flatten': shape [1, -1] -> [0, -1]",
+    )
+    _runs_as_the_original(original, result, (3, 3, 8, 8), seed=5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("batch", "axis", "rows"),
+    [
+        (1, 0, "zeros"),  # along the batch: the constant is a row of its own
+        (2, 1, "different"),  # each row of the constant its own: no one row to expand
+    ],
+)
+def test_a_concatenated_constant_that_cannot_follow_the_batch_pins_it(batch, axis, rows):
+    result = make_batch_dynamic(models.padded_shortcut(batch=batch, axis=axis, rows=rows))
+    assert not [r for r in result.rewrites if r.startswith("Concat")]
+    if axis:  # along axis 0 the Concat's dim 0 is no number to name it by
+        assert result.pinned_by.startswith("Concat node 'join'"), result.pinned_by
+
+
+def test_a_stack_that_moves_the_batch_to_dim_1_does_not_pin_it():
+    """``torch.stack(columns).mean(0)`` (pytorchcv's FractalNet) unsqueezes dim 0: its output's
+    dim 0 is a number, but the batch is still there, at dim 1. It was named as the node that
+    pins the batch, and import stopped there."""
+    original = models.stacked_columns()
+    result = make_batch_dynamic(original)
+    assert not result.pinned_by, result.pinned_by
+    assert result.rewrites == ("Reshape 'flatten': shape [1, -1] -> [0, -1]",)
+    _runs_as_the_original(original, result, (3, 3, 8, 8), seed=6, atol=1e-6)
 
 
 def test_a_batch_that_cannot_be_made_dynamic_names_the_node(files):
