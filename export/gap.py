@@ -10,31 +10,33 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as ir_common_passes
-from onnxscript.rewriter import MatchContext, MatchResult, RewriteRuleClassBase, RewriteRuleSet
 
+from onnxedge.export.gap_rules import (
+    AveragePoolToGlobalAveragePool,
+    ChannelsLastReduceMeanToGlobalAveragePool,
+    ReduceMeanToGlobalAveragePool,
+    gap_rules,
+)
 from onnxedge.runtime.errors import OnnxEdgeError
 
 __all__ = [
     "GAP_SCOPES",
+    "AveragePoolToGlobalAveragePool",
     "CanonicalizeGapHeadPass",
+    "ChannelsLastReduceMeanToGlobalAveragePool",
     "GapResult",
     "GapRewrite",
+    "ReduceMeanToGlobalAveragePool",
     "canonicalize_gap_head",
     "gap_rules",
 ]
 
 logger = logging.getLogger(__name__)
-
-# Called by a rule once its replacement is built: (original node, rule name, detail for humans).
-RewriteCallback = Callable[[ir.Node, str, str], None]
-
-_POOLED_RANK = 4  # NCHW: the only rank at which a ReduceMean is taken to be a spatial average
 
 # Which global means become GlobalAveragePool: only the classifier head's (the one `onnxedge
 # check` names), or every one (squeeze-excitation blocks too). ONNX Runtime's CPU
@@ -42,10 +44,6 @@ _POOLED_RANK = 4  # NCHW: the only rank at which a ReduceMean is taken to be a s
 GAP_HEAD, GAP_ALL = "head", "all"
 GAP_SCOPES = (GAP_HEAD, GAP_ALL)
 DEFAULT_GAP_SCOPE = GAP_HEAD
-
-# GlobalAveragePool's type constraint T; bfloat16 joins at opset 22.
-_GAP_DTYPES = frozenset({ir.DataType.FLOAT16, ir.DataType.FLOAT, ir.DataType.DOUBLE})
-_GAP_BFLOAT16_OPSET = 22
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,264 +72,6 @@ class GapResult:
         return bool(self.rewrites)
 
 
-def _check_gap_dtype(context: MatchContext, x: ir.Value, result: MatchResult) -> MatchResult:
-    dtype = x.dtype
-    if dtype is None:
-        return result.fail(f"element type of {x.name!r} is unknown")
-    opset = context.model.graph.opset_imports.get("", 0)
-    if dtype in _GAP_DTYPES or (dtype == ir.DataType.BFLOAT16 and opset >= _GAP_BFLOAT16_OPSET):
-        return result
-    return result.fail(f"GlobalAveragePool (opset {opset}) does not accept {dtype.name}")
-
-
-class _GapRule(RewriteRuleClassBase):
-    """Shared plumbing: report each applied rewrite to the owner of the rule set."""
-
-    def __init__(
-        self, on_rewrite: RewriteCallback | None = None, only: frozenset[str] | None = None
-    ) -> None:
-        super().__init__()
-        self._on_rewrite = on_rewrite
-        self._only = only  # the output tensors of the means to rewrite; None: every one
-
-    def _out_of_scope(self, node: ir.Node) -> str:
-        """Why ``node`` is not to be rewritten whatever its form (``""``: it may be)."""
-        if self._only is None or node.outputs[0].name in self._only:
-            return ""
-        return "not the classifier head's pool (the lowering's scope is the head)"
-
-    def _report(self, node: ir.Node, detail: str) -> None:
-        if self._on_rewrite is not None:
-            self._on_rewrite(node, self.name, detail)
-
-    def _pool(self, op, x: ir.Value, mean: ir.Value, *, channels_last: bool = False):
-        """``GlobalAveragePool(x)`` in place of the ``ReduceMean`` giving ``mean``, in its
-        shape: ``keepdims=0`` flattened to [N, C] (Flatten needs no axes input, so it is the
-        same at every opset); ``keepdims`` 1 as it is, or transposed back to [N, 1, 1, C] where
-        the mean was channels-last."""
-        node = mean.producer()
-        assert node is not None
-        name = node.name or None
-        pooled = op.GlobalAveragePool(x, _name=name)
-        prefix = "channels-last, " if channels_last else ""
-        if not node.attributes.get_int("keepdims", 1):
-            self._report(node, f"{prefix}keepdims=0, +Flatten")
-            return op.Flatten(pooled, axis=1, _name=f"{name}_flatten" if name else None)
-        if not channels_last:
-            self._report(node, "keepdims=1")
-            return pooled
-        self._report(node, f"{prefix}keepdims=1, +Transpose")
-        return op.Transpose(pooled, perm=[0, 2, 3, 1], _name=f"{name}_nhwc" if name else None)
-
-
-class ReduceMeanToGlobalAveragePool(_GapRule):
-    """``ReduceMean`` over H and W of a rank-4 NCHW tensor → ``GlobalAveragePool``.
-
-    Handles case 1. of :class:`CanonicalizeGapHeadPass`: axes as an attribute (opset < 18) or as
-    a constant input (opset >= 18), negative or positive, in any order; ``keepdims`` 1 or absent
-    gives ``GlobalAveragePool(x)``, ``keepdims=0`` gives ``Flatten(GlobalAveragePool(x), axis=1)``.
-    Only rank 4 is accepted: a ``ReduceMean`` over the last axis of a rank-3 tensor is a
-    LayerNorm-style mean, not a pooling head, and must stay recognisable to other fusions.
-    """
-
-    def pattern(self, op, x):
-        # The axes input (opset >= 18) is optional, so it is read from the node in `check`.
-        return op.ReduceMean(x, _allow_other_inputs=True, _outputs=["mean"])
-
-    def check(self, context: MatchContext, x: ir.Value, mean: ir.Value) -> MatchResult:
-        result = MatchResult()
-        node = context.root
-        if why := self._out_of_scope(node):
-            return result.fail(why)
-        if x.shape is None:  # case 1. needs the rank to normalise negative axes
-            return result.fail(f"rank of {x.name!r} is unknown, so its axes cannot be normalised")
-        rank = x.shape.rank()
-        if rank != _POOLED_RANK:
-            return result.fail(f"input has rank {rank}, not 4 (NCHW)")
-        axes = _reduce_axes(node)
-        if isinstance(axes, str):
-            return result.fail(axes)
-        if not axes:
-            # Empty axes: reduce everything (N and C too), or an identity with noop_with_empty_axes.
-            if node.attributes.get_int("noop_with_empty_axes", 0):
-                return result.fail("empty axes with noop_with_empty_axes=1 is an identity")
-            return result.fail("empty axes reduce over all axes, including N and C")
-        if any(not -rank <= a < rank for a in axes):
-            return result.fail(f"axes {axes} out of range for rank {rank}")
-        normalised = sorted(a % rank for a in axes)
-        if normalised != [2, 3]:  # case 3.: channels, one spatial axis, or N as well
-            return result.fail(f"axes {axes} are not exactly the spatial axes (2, 3)")
-        return _check_gap_dtype(context, x, result)
-
-    def rewrite(self, op, x: ir.Value, mean: ir.Value):
-        return self._pool(op, x, mean)
-
-
-class ChannelsLastReduceMeanToGlobalAveragePool(_GapRule):
-    """``ReduceMean`` over H and W of an NCHW tensor transposed to NHWC (``Transpose(x, perm=[0,
-    2, 3, 1])``, then axes 1 and 2: Keras's ``GlobalAveragePooling2D`` as tf2onnx writes it) →
-    ``GlobalAveragePool(x)``: ``keepdims=0`` flattened to [N, C], as the mean gave; ``keepdims``
-    1 transposed back to [N, 1, 1, C]. The Transpose stays where something else reads it."""
-
-    def pattern(self, op, x):
-        nhwc = op.Transpose(x, _outputs=["nhwc"])
-        return op.ReduceMean(nhwc, _allow_other_inputs=True, _outputs=["mean"])
-
-    def check(self, context: MatchContext, x: ir.Value, nhwc: ir.Value, mean: ir.Value):
-        result = MatchResult()
-        node = context.root
-        if why := self._out_of_scope(node):
-            return result.fail(why)
-        transpose = nhwc.producer()
-        perm = transpose.attributes.get("perm") if transpose is not None else None
-        if perm is None or list(perm.as_ints()) != [0, 2, 3, 1]:
-            return result.fail("not a Transpose from NCHW to NHWC (perm [0, 2, 3, 1])")
-        axes = _reduce_axes(node)
-        if isinstance(axes, str):
-            return result.fail(axes)
-        if sorted(a % _POOLED_RANK for a in axes) != [1, 2] or any(not -4 <= a < 4 for a in axes):
-            return result.fail(f"axes {axes} are not exactly NHWC's spatial axes (1, 2)")
-        return _check_gap_dtype(context, x, result)
-
-    def rewrite(self, op, x: ir.Value, nhwc: ir.Value, mean: ir.Value):
-        return self._pool(op, x, mean, channels_last=True)
-
-
-def _reduce_axes(node: ir.Node) -> list[int] | str:
-    """The axes of a ReduceMean node, or why they cannot be known statically."""
-    if len(node.inputs) > 1 and node.inputs[1] is not None:  # opset >= 18
-        axes_value = node.inputs[1]
-        if axes_value.is_graph_input():
-            return f"axes {axes_value.name!r} is a graph input, so it can change at run time"
-        tensor = ir.convenience.get_const_tensor(axes_value)
-        if tensor is None:  # case 3.: non-constant axes
-            return f"axes {axes_value.name!r} is not a constant"
-        return [int(a) for a in np.asarray(tensor.numpy()).reshape(-1)]
-    axes_attr = node.attributes.get("axes")  # opset < 18
-    if axes_attr is None:
-        return []
-    return list(axes_attr.as_ints())
-
-
-class AveragePoolToGlobalAveragePool(_GapRule):
-    """``AveragePool`` with one window over the whole static spatial extent → GlobalAveragePool.
-
-    Handles case 2. of :class:`CanonicalizeGapHeadPass`. With no padding and a kernel equal to the
-    input's spatial dims the output is 1x1 whatever the strides and ceil_mode, and
-    count_include_pad has no padding to count. A padded one is the same mean where its only
-    window covers the map and the padding is left out of the divisor (count_include_pad 0): Caffe's
-    GoogLeNet pools its 6x6 map with a 7x7 kernel and pads [0, 0, 1, 1] (`_one_window`).
-    """
-
-    def pattern(self, op, x):
-        return op.AveragePool(x, _outputs=["pooled"])
-
-    def check(self, context: MatchContext, x: ir.Value, pooled: ir.Value) -> MatchResult:
-        result = MatchResult()
-        node = context.root
-        if why := self._out_of_scope(node):
-            return result.fail(why)
-        if x.shape is None:
-            return result.fail(f"shape of {x.name!r} is unknown")
-        spatial = list(x.shape.dims[2:])
-        if not spatial:
-            return result.fail(f"input has rank {x.shape.rank()}, no spatial axes")
-        if not all(isinstance(d, int) for d in spatial):  # case 3.: dynamic H or W
-            return result.fail(f"spatial dims {[str(d) for d in spatial]} are not all static")
-        kernel = list(node.attributes.get_ints("kernel_shape", []))
-        if len(kernel) != len(spatial):
-            return result.fail(f"kernel {kernel} does not match the spatial rank {len(spatial)}")
-        dilations = list(node.attributes.get_ints("dilations", []))
-        if any(d != 1 for d in dilations):
-            return result.fail(f"dilations {dilations} are not all one")
-        strides = list(node.attributes.get_ints("strides", [1] * len(spatial)))
-        if len(strides) != len(spatial):
-            return result.fail(f"strides {strides} do not match the spatial rank {len(spatial)}")
-        auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
-        pads = [0] * (2 * len(spatial))
-        if auto_pad.startswith("SAME"):
-            if kernel != spatial:  # case 3.: SAME keeps the map's size
-                return result.fail(f"auto_pad={auto_pad} with kernel {kernel} on {spatial}")
-            # SAME pads (ceil(d / s) - 1) * s + k - d = (ceil(d / s) - 1) * s here: zero iff s >= d.
-            if any(s < d for s, d in zip(strides, spatial, strict=True)):
-                return result.fail(f"auto_pad={auto_pad} with strides {strides} pads the input")
-        elif auto_pad == "NOTSET":
-            pads = list(node.attributes.get_ints("pads", pads))
-        elif auto_pad != "VALID":
-            return result.fail(f"unknown auto_pad={auto_pad}")
-        if why := _one_window(
-            spatial,
-            kernel,
-            pads,
-            strides,
-            ceil_mode=bool(node.attributes.get_int("ceil_mode", 0)),
-            count_include_pad=bool(node.attributes.get_int("count_include_pad", 0)),
-        ):
-            return result.fail(why)  # case 3.: partial pooling, or padding averaged in
-        return _check_gap_dtype(context, x, result)
-
-    def rewrite(self, op, x: ir.Value, pooled: ir.Value):
-        node = pooled.producer()
-        assert node is not None
-        kernel = node.attributes.get_ints("kernel_shape", [])
-        detail = "kernel " + "x".join(str(k) for k in kernel)
-        pads = list(node.attributes.get_ints("pads", []))
-        if any(pads) and node.attributes.get_string("auto_pad", "NOTSET") == "NOTSET":
-            assert x.shape is not None
-            spatial = "x".join(str(d) for d in x.shape.dims[2:])
-            detail += f", pads {pads} outside the {spatial} map, not counted"
-        self._report(node, detail)
-        return op.GlobalAveragePool(x, _name=node.name or None)
-
-
-def _one_window(
-    spatial: Sequence[int],
-    kernel: Sequence[int],
-    pads: Sequence[int],
-    strides: Sequence[int],
-    *,
-    ceil_mode: bool,
-    count_include_pad: bool,
-) -> str:
-    """Why an ``AveragePool`` of these attributes on a map of size ``spatial`` is not the map's
-    mean (``""``: it is). Along each axis of size d, with kernel k, pads b (begin) and e (end),
-    stride s: exactly one window, (d + b + e - k) / s rounded down (up with ceil_mode) + 1 = 1;
-    it covers the whole map, b >= 0 and k - b >= d; and it averages the map's d cells only, which
-    count_include_pad 1 breaks wherever the window reaches into the padding (k > d)."""
-    rank = len(spatial)
-    where = f"kernel {list(kernel)}, pads {list(pads)}, strides {list(strides)}"
-    if len(pads) != 2 * rank or any(p < 0 for p in pads):
-        return f"pads {list(pads)} are not {2 * rank} non-negative numbers"
-    for axis, (d, k, s) in enumerate(zip(spatial, kernel, strides, strict=True)):
-        begin, end = pads[axis], pads[axis + rank]
-        if k - begin < d:
-            return f"{where} do not cover the map {list(spatial)}"
-        span = d + begin + end - k
-        windows = (-(-span // s) if ceil_mode else span // s) + 1 if span >= 0 else 0
-        if windows != 1:
-            return f"{where} give {windows} windows along axis {axis + 2} of {list(spatial)}, not 1"
-        if count_include_pad and k != d:
-            return f"count_include_pad=1 averages the padding {list(pads)} in"
-    return ""
-
-
-def gap_rules(
-    *, on_rewrite: RewriteCallback | None = None, only: frozenset[str] | None = None
-) -> RewriteRuleSet:
-    """The rule set of :class:`CanonicalizeGapHeadPass` (cases 1. and 2.).
-
-    ``on_rewrite`` is called with (original node, rule name, detail) for each rewrite; ``only``:
-    the output tensors of the means that may be rewritten (None: every one).
-    """
-    return RewriteRuleSet(
-        [
-            ReduceMeanToGlobalAveragePool.rule(on_rewrite=on_rewrite, only=only),
-            ChannelsLastReduceMeanToGlobalAveragePool.rule(on_rewrite=on_rewrite, only=only),
-            AveragePoolToGlobalAveragePool.rule(on_rewrite=on_rewrite, only=only),
-        ]
-    )
-
-
 class CanonicalizeGapHeadPass(ir.passes.InPlacePass):
     """Rewrite every global spatial average into ``GlobalAveragePool``.
 
@@ -341,7 +81,9 @@ class CanonicalizeGapHeadPass(ir.passes.InPlacePass):
        ``Flatten(GlobalAveragePool(x), axis=1)``. A following Flatten/Reshape stays as it is.
        The same over axes 1 and 2 of ``Transpose(x, perm=[0, 2, 3, 1])`` (an NHWC mean, as
        tf2onnx writes Keras's GlobalAveragePooling2D) → ``GlobalAveragePool(x)``, flattened
-       (``keepdims=0``) or transposed back to NHWC.
+       (``keepdims=0``) or transposed back to NHWC; and of a tensor computed from such
+       Transposes by elementwise ops alone (jax2onnx's residual blocks) →
+       ``GlobalAveragePool`` of it transposed back to NCHW.
     2. ``AveragePool`` whose ``kernel_shape`` equals the static spatial dims of its input, with no
        padding (pads zero; auto_pad NOTSET, VALID, or SAME_* with strides >= the dims, which pads
        nothing) and no dilation → ``GlobalAveragePool(x)``, whatever the strides and ceil_mode;

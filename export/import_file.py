@@ -55,6 +55,7 @@ class ImportedModel:
     flatten: bool = False  # the output is [N, K, 1, 1]: flattened to [N, K] first
     channels_last: onnx.ModelProto | None = None  # the file, where its input was NHWC
     several_outputs: onnx.ModelProto | None = None  # before `kept_output`, where it had several
+    annotations_dropped: tuple[str, ...] = ()  # value_info the graph contradicts, dropped
 
 
 def dropped_outputs(found: ImportedModel) -> list[str]:
@@ -87,6 +88,56 @@ def load_original(src: Path) -> onnx.ModelProto:
     except Exception as e:
         raise OnnxEdgeError(f"{src} is not a valid ONNX model: {first_line(e)}") from None
     return model
+
+
+def drop_contradicted_annotations(
+    model: onnx.ModelProto,
+) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """``model`` without the shape annotations (``value_info``) of intermediate tensors that its
+    own graph contradicts, and one line for each: a converter that moved a layout without
+    updating them (jax2onnx's residual blocks) leaves annotations ONNX Runtime merges leniently
+    but strict shape inference, and so `onnxedge check`, refuses. They describe, they do not
+    compute: the graph is unchanged, and each later step is still verified against it. An
+    annotation shape inference does not reach is kept."""
+    if not model.graph.value_info:
+        return model, ()
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(bare)
+    except Exception:  # left to the checker, which says why
+        return model, ()
+    computed = {v.name: v for v in inferred.graph.value_info}
+    keep, dropped = [], []
+    for value in model.graph.value_info:
+        other = computed.get(value.name)
+        if other is not None and _contradicts(value.type, other.type):
+            dropped.append(f"{_describe(value)}, computed {_describe(other).split(' ', 1)[1]}")
+        else:
+            keep.append(value)
+    if not dropped:
+        return model, ()
+    del bare.graph.value_info[:]
+    bare.graph.value_info.extend(keep)
+    return bare, tuple(dropped)
+
+
+def _contradicts(annotated: onnx.TypeProto, computed: onnx.TypeProto) -> bool:
+    """Whether two tensor types cannot both hold: element types, ranks or fixed dims differ."""
+    if not (annotated.HasField("tensor_type") and computed.HasField("tensor_type")):
+        return False
+    a, b = annotated.tensor_type, computed.tensor_type
+    if a.elem_type and b.elem_type and a.elem_type != b.elem_type:
+        return True
+    if not (a.HasField("shape") and b.HasField("shape")):
+        return False
+    if len(a.shape.dim) != len(b.shape.dim):
+        return True
+    return any(
+        x.HasField("dim_value") and y.HasField("dim_value") and x.dim_value != y.dim_value
+        for x, y in zip(a.shape.dim, b.shape.dim, strict=True)
+    )
 
 
 def _check_external_data(model: onnx.ModelProto, src: Path) -> None:
@@ -132,7 +183,8 @@ def inspect_file(
     NHWC input is made NCHW (the file kept as ``channels_last`` for the step's verification)."""
     from onnxedge.runtime.engines.onnxruntime.session import SessionConfig, make_session
 
-    model = original = load_original(src)
+    model, dropped = drop_contradicted_annotations(load_original(src))
+    original = model
     data = src.read_bytes()
     inputs = graph_inputs(model.graph)
     if len(inputs) != 1:
@@ -210,6 +262,7 @@ def inspect_file(
         kind=kind,
         channels_last=channels_last,
         several_outputs=several,
+        annotations_dropped=dropped,
     )
 
 

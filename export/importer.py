@@ -177,6 +177,8 @@ def import_bundle(
 
         model, named = name_batch_dim(found.model)
         found = dataclasses.replace(found, model=model)
+    for line in found.annotations_dropped:
+        log.info("import: dropped the shape annotation %s", line)
     lowering = lower_graph(found.model, dynamic_batch=found.fixed_batch is not None, progress=say)
     lowering = dataclasses.replace(
         lowering,
@@ -237,6 +239,7 @@ def import_bundle(
             "fixed_batch": found.fixed_batch,
             "input_layout": NCHW if found.channels_last is None else NHWC,
             "outputs_dropped": dropped_outputs(found),
+            "annotations_dropped": list(found.annotations_dropped),
             "output_flattened": found.flatten,
             "batch_rewrites": list(lowering.batch_rewrites),
             "reference": {

@@ -634,6 +634,67 @@ def test_a_transposed_mean_that_is_not_over_h_and_w_is_left_alone(perm, axes) ->
     assert not result.modified
 
 
+# Case 1, channels-last by elementwise ops: jax2onnx's residual block, added and activated in
+# NHWC after each Conv's Transpose back.
+_NHWC_T = "Transpose<perm=[0, 2, 3, 1]>"
+ELEMENTWISE_CHANNELS_LAST_CASES = [
+    Case(
+        "residual-relu-keep0",
+        _model(
+            f"a = {_NHWC_T}(f)\ng = Relu(f)\nb = {_NHWC_T}(g)\ns = Add(a, b)\nr = Relu(s)\n"
+            "y = ReduceMean<axes=[1, 2], keepdims=0>(r)",
+            opset=13,
+        ),
+        [
+            *("Conv", "Transpose", "Relu", "Transpose", "Add", "Relu", "Transpose"),
+            *("GlobalAveragePool", "Flatten"),
+        ],
+        1,
+    ),
+    Case(
+        "bias-clip-op18-keep1",
+        _model(
+            f"a = {_NHWC_T}(f)\nb = Add(a, bias)\nc = Clip(b, lo, hi)\n"
+            "axes = Constant<value = int64[2] {2, -3}>()\ny = ReduceMean<keepdims=1>(c, axes)",
+            opset=18,
+            y="float[batch,1,1,4] y",
+            inits=(
+                "float[4] bias = {0.5, -1.0, 0.25, 2.0}",
+                "float lo = {0.0}",
+                "float hi = {6.0}",
+            ),
+        ),
+        ["Conv", "Transpose", "Add", "Clip", "Transpose", "GlobalAveragePool", "Transpose"],
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", ELEMENTWISE_CHANNELS_LAST_CASES, ids=lambda c: c.id)
+def test_a_mean_of_channels_last_elementwise_ops_becomes_global_average_pool(case: Case) -> None:
+    result = _check_case(case)  # numerically equal to the original under ONNX Runtime
+    (rewrite,) = result.rewrites
+    assert rewrite.rule == "ElementwiseChannelsLastReduceMeanToGlobalAveragePool"
+    assert rewrite.detail.startswith("channels-last by elementwise ops, +Transpose to NCHW")
+
+
+@pytest.mark.parametrize(
+    "body,extra",
+    [
+        (f"a = {_NHWC_T}(f)\ns = Add(a, z)\nr = Relu(s)", "float[batch,8,8,4] z"),
+        ("t = Transpose<perm=[0, 3, 1, 2]>(f)\nr = Relu(t)", ""),
+        ("r = Relu(f)", ""),
+        (f"a = {_NHWC_T}(f)\nm = MaxPool<kernel_shape=[1, 1]>(a)\nr = Relu(m)", ""),
+    ],
+    ids=["an-operand-of-unknown-layout", "another-perm", "nchw-no-transpose", "not-elementwise"],
+)
+def test_a_mean_over_axes_1_and_2_not_known_to_be_channels_last_is_left_alone(body, extra):
+    body += "\nm2 = ReduceMean<axes=[1, 2], keepdims=0>(r)\ny = Flatten<axis=1>(m2)"
+    model = _model(body, opset=13, y="float[batch,N] y", extra_inputs=extra)
+    result = canonicalize_gap_head(model)
+    assert not result.modified
+
+
 @pytest.mark.parametrize("case", REDUCE_MEAN_CASES, ids=lambda c: c.id)
 def test_reduce_mean_becomes_global_average_pool(case: Case) -> None:
     result = _check_case(case)

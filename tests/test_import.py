@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from onnxedge.export.batch import make_batch_dynamic, name_batch_dim
+from onnxedge.export.import_file import drop_contradicted_annotations
 from onnxedge.export.interface import input_layout, kept_output, nchw_input
 from onnxedge.export.onnx_reference import (
     cast_to_double,
@@ -705,6 +706,60 @@ def test_a_keras_model_converted_by_tf2onnx_is_imported_and_passes_parity(tmp_pa
     parity = invoke("parity", out, "--providers", "cpu")
     assert parity.exit_code == 0, parity.output
     assert "labels 64/64 agree" in parity.output
+
+
+def test_a_jax_model_converted_by_jax2onnx_is_imported_and_passes_parity(tmp_path):
+    """A file jax2onnx wrote (tests/foreign/README.md): NHWC, every Conv inside a Transpose pair,
+    a residual block added and its ReLU taken in NHWC before the mean over axes 1 and 2, and
+    a shape annotation its layout pass left stale. Import refused it before: onnx.checker
+    failed on the annotations, then the NHWC mean was not lowered."""
+    out = tmp_path / "jax"
+    src = Path(__file__).parent / "foreign" / "jax_resnet_jax2onnx.onnx"
+    result = invoke("import", src, "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (
+        "annotations: dropped 1 shape annotation(s) (value_info) the graph contradicts: "
+        "'relu_out_1' float ['B', 32, 32, 8], computed float ['B', 8, 32, 32]"
+    ) in result.output
+    assert (
+        "rewrote ReduceMean 'ReduceMean_0' -> GlobalAveragePool (channels-last by elementwise "
+        "ops, +Transpose to NCHW, keepdims=0, +Flatten)"
+    ) in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["imported"]["annotations_dropped"]) == 1
+    assert manifest["imported"]["input_layout"] == "NHWC"
+    assert "ReduceMean" not in manifest["graph"]["nodes"]
+    assert manifest["check"]["passed"]
+    parity = invoke("parity", out, "--providers", "cpu")
+    assert parity.exit_code == 0, parity.output
+    # predict's probabilities are the original file's on the same pixels, channels-last
+    x = np.random.default_rng(5).random((3, 3, 32, 32), dtype=np.float32)
+    expected = run(onnx.load(str(src)), x.transpose(0, 2, 3, 1))
+    classifier = Classifier.from_bundle(out, provider="cpu")
+    np.testing.assert_allclose(classifier.probabilities(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_only_the_annotations_the_graph_contradicts_are_dropped(files):
+    model = onnx.load(str(files["gray"]))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    assert inferred.graph.value_info  # every intermediate annotated, correctly
+    same, dropped = drop_contradicted_annotations(inferred)
+    assert same is inferred and dropped == ()
+    stale = onnx.ModelProto()
+    stale.CopyFrom(inferred)
+    first, second = stale.graph.value_info[0], stale.graph.value_info[1]
+    first.type.tensor_type.shape.dim[1].dim_value += 1  # a fixed dim that cannot hold
+    del second.type.tensor_type.shape.dim[-1]  # a rank that cannot hold
+    third = stale.graph.value_info[2]
+    third.type.tensor_type.shape.dim[0].dim_param = "other"  # a name: it may hold
+    cleaned, dropped = drop_contradicted_annotations(stale)
+    assert [line.split(" ", 1)[0] for line in dropped] == [repr(first.name), repr(second.name)]
+    assert {v.name for v in cleaned.graph.value_info} == {
+        v.name for v in inferred.graph.value_info
+    } - {first.name, second.name}
+    onnx.checker.check_model(cleaned, full_check=True)
+    with pytest.raises(onnx.shape_inference.InferenceError):
+        onnx.checker.check_model(stale, full_check=True)
 
 
 def test_one_output_of_several_is_kept(files, tmp_path):

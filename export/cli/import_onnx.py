@@ -131,6 +131,13 @@ def import_cmd(
             progress=heartbeat,
             replace=force,
         )
+    dropped = result.manifest["imported"]["annotations_dropped"]
+    if dropped:
+        more = f" and {len(dropped) - 3} more" if len(dropped) > 3 else ""
+        click.echo(
+            f"annotations: dropped {len(dropped)} shape annotation(s) (value_info) the graph "
+            f"contradicts: {'; '.join(dropped[:3])}{more}"
+        )
     for rewrite in result.lowering.batch_rewrites:
         click.echo(f"batch: rewrote {rewrite}")
     for rewrite in result.rewrites:
