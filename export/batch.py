@@ -19,6 +19,13 @@ import onnx_ir as ir
 import onnx_ir.passes.common as ir_common_passes
 from onnxscript.rewriter import MatchContext, MatchResult, RewriteRuleClassBase, RewriteRuleSet
 
+from onnxedge.export.batch_shapes import (
+    BATCH_DIM,
+    const_ints,
+    infer_shapes,
+    is_batch,
+    pinning_node,
+)
 from onnxedge.runtime.errors import OnnxEdgeError
 
 __all__ = [
@@ -33,9 +40,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BATCH_DIM = "batch"
-# Ops whose output has no batch dim even when their input has one.
-_SHAPE_READERS = frozenset({"Shape", "Size"})
 _SLICE_INPUTS_OPSET = 10
 
 
@@ -59,19 +63,6 @@ def fixed_batch(model: onnx.ModelProto) -> int | None:
     if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
         return int(dims[0].dim_value)
     return None
-
-
-def _is_batch(value: ir.Value | None) -> bool:
-    """Whether dim 0 of ``value`` is the symbolic batch (as shape inference propagated it)."""
-    shape = value.shape if value is not None else None
-    return shape is not None and shape.rank() >= 1 and str(shape[0]) == BATCH_DIM
-
-
-def _const_ints(value: ir.Value | None) -> list[int] | None:
-    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
-    if tensor is None:
-        return None
-    return [int(v) for v in np.asarray(tensor.numpy()).reshape(-1)]
 
 
 class _BatchRule(RewriteRuleClassBase):
@@ -116,9 +107,9 @@ class ReshapeToCopiedBatch(_BatchRule):
 
     def check(self, context: MatchContext, x, shape, reshaped) -> MatchResult:
         result = MatchResult()
-        if not _is_batch(x):
+        if not is_batch(x):
             return result.fail(f"dim 0 of {x.name!r} is not the batch")
-        dims = _const_ints(shape)
+        dims = const_ints(shape)
         if dims is None or not dims:
             return result.fail("the target shape is not a constant")
         if dims[0] != self.fixed:
@@ -129,7 +120,7 @@ class ReshapeToCopiedBatch(_BatchRule):
 
     def rewrite(self, op, x, shape, reshaped):
         node = reshaped.producer()
-        dims = _const_ints(shape) or []
+        dims = const_ints(shape) or []
         new = [0, *dims[1:]]
         literal = node is not None and node.attributes.get_int("allowzero", 0) == 1
         self._report(node, f"shape {dims} -> {new}" + (" (allowzero 1 -> 0)" if literal else ""))
@@ -150,7 +141,7 @@ class FlattenAtAxisZero(_BatchRule):
             return result.fail("axis is not 0")
         if self.fixed != 1:
             return result.fail(f"a fixed batch of {self.fixed}: axis=0 mixes the rows")
-        if not _is_batch(x):
+        if not is_batch(x):
             return result.fail(f"dim 0 of {x.name!r} is not the batch")
         return result
 
@@ -173,12 +164,12 @@ class _ToRunTimeBatch(_BatchRule):
 
     def check(self, context: MatchContext, x, counts, result) -> MatchResult:
         match = MatchResult()
-        dims = _const_ints(counts)
+        dims = const_ints(counts)
         if dims is None or not dims:
             return match.fail(f"the {self.second} are not a constant")
         if dims[0] != self.fixed:
             return match.fail(f"{self.second} {dims} do not start with the batch")
-        if _is_batch(x):
+        if is_batch(x):
             return match.fail(f"dim 0 of {x.name!r} is already the batch")
         if x.shape is not None and x.shape.rank() == len(dims) and x.shape[0] != 1:
             return match.fail(f"dim 0 of {x.name!r} is not 1")
@@ -186,7 +177,7 @@ class _ToRunTimeBatch(_BatchRule):
 
     def rewrite(self, op, x, counts, result):
         node = result.producer()
-        target = self._fed_batch_then(op, node, self.second, _const_ints(counts) or [])
+        target = self._fed_batch_then(op, node, self.second, const_ints(counts) or [])
         make = getattr(op, self.op_type)
         return make(x, target, _name=node.name if node is not None else None)
 
@@ -218,10 +209,10 @@ class ResizeToRunTimeBatch(_BatchRule):
 
     def check(self, context: MatchContext, x, resized) -> MatchResult:
         match = MatchResult()
-        if not _is_batch(x):
+        if not is_batch(x):
             return match.fail(f"dim 0 of {x.name!r} is not the batch")
         inputs = list(context.root.inputs)
-        dims = _const_ints(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else None
+        dims = const_ints(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else None
         if dims is None or not dims or dims[0] != self.fixed:
             return match.fail(f"the sizes {dims} are not constant or do not start with the batch")
         return match
@@ -230,7 +221,7 @@ class ResizeToRunTimeBatch(_BatchRule):
         node = resized.producer()
         assert node is not None
         _, roi, scales, sizes = list(node.inputs)[:4]
-        target = self._fed_batch_then(op, node, "sizes", _const_ints(sizes) or [])
+        target = self._fed_batch_then(op, node, "sizes", const_ints(sizes) or [])
         return op.Resize(x, roi, scales, target, _name=node.name, **dict(node.attributes))
 
 
@@ -264,7 +255,7 @@ class ConcatOfRunTimeBatch(_BatchRule):
         rank = inputs[0].shape.rank() if inputs[0] is not None and inputs[0].shape else None
         if rank is None or node.attributes.get_int("axis", 0) % rank == 0:
             return match.fail("not a concatenation along a known axis other than the batch")
-        if not any(_is_batch(v) for v in inputs):
+        if not any(is_batch(v) for v in inputs):
             return match.fail("no input's dim 0 is the batch")
         if not self._constants(node):
             return match.fail("no constant input of the fixed batch with one row repeated")
@@ -344,87 +335,19 @@ class MakeBatchDynamicPass(ir.passes.InPlacePass):
         # the one before is rewritten. A rewritten node matches no rule again, so the rounds are
         # at most the nodes.
         for _ in range(len(graph) + 1):
-            _infer_shapes(model)
+            infer_shapes(model)
             before = len(rewrites)
             opset = model.graph.opset_imports.get("", 1)
             batch_rules(self.fixed, image, rewrites, opset).apply_to_model(model)
             if len(rewrites) == before:
                 break
-        _infer_shapes(model)
+        infer_shapes(model)
         self.rewrites = tuple(rewrites)
-        self.pinned_by = _pinning_node(model)
+        self.pinned_by = pinning_node(model)
         # A rewrite may have replaced a graph output by a new value: restored by position.
         for value, shape in zip(graph.outputs, declared, strict=True):
             value.shape = shape
         return ir.passes.PassResult(model, modified=True)
-
-
-def _infer_shapes(model: ir.Model) -> None:
-    """Forget the shapes of every node output (they held the fixed batch), graph outputs too, so
-    that a pinned batch shows there, and infer them anew from the symbolic input.
-
-    ONNX's shape inference computes a ``Resize``'s output dims from its constant scales only where
-    the input's are numbers: a symbolic batch comes out as a new unknown (``unk__0``), and so
-    does every dim 0 after it, so that the rules no longer see the batch behind an upsampling
-    (HRNet's, residual attention's, octave convolutions'; `_keeps_batch`). Such an output takes
-    the batch, and inference runs again from it, until no ``Resize`` is left to settle."""
-    settled: dict[ir.Value, ir.Shape] = {}
-    for _ in range(len(model.graph) + 1):
-        for node in model.graph:
-            for value in node.outputs:
-                value.shape = settled.get(value)
-        ir_common_passes.ShapeInferencePass(strict_mode=False)(model)
-        newly = {
-            out: ir.Shape([ir.SymbolicDim(BATCH_DIM), *list(out.shape)[1:]])
-            for node in model.graph
-            if _keeps_batch(node)
-            for out in node.outputs[:1]
-            if out.shape is not None and out.shape.rank() >= 1 and not _is_batch(out)
-        }
-        if not newly:
-            return
-        settled.update(newly)
-
-
-def _keeps_batch(node: ir.Node) -> bool:
-    """A ``Resize`` or ``Upsample`` of a tensor whose dim 0 is the batch by constant scales whose
-    first is 1: its output's dim 0 is the batch too."""
-    if node.op_type not in ("Resize", "Upsample") or node.domain not in ("", "ai.onnx"):
-        return False
-    if not node.inputs or not _is_batch(node.inputs[0]):
-        return False
-    if node.op_type == "Upsample" and "scales" in node.attributes:  # opset 7-8
-        scales = list(node.attributes["scales"].as_floats())
-    else:  # Resize (X, roi, scales, sizes) from opset 11, (X, scales) before; Upsample 9
-        inputs = list(node.inputs)
-        index = 2 if node.op_type == "Resize" and len(inputs) > 2 else 1
-        value = inputs[index] if index < len(inputs) else None
-        tensor = ir.convenience.get_const_tensor(value) if value is not None else None
-        scales = np.asarray(tensor.numpy()).reshape(-1).tolist() if tensor is not None else []
-    return bool(scales) and scales[0] == 1.0
-
-
-def _pinning_node(model: ir.Model) -> str:
-    """The first node (in graph order) that reads a tensor whose dim 0 is the batch and writes one
-    whose dim 0 is a fixed number and no other dim the batch (``Unsqueeze(x, [0])`` of a stack,
-    FractalNet's columns, moves the batch to dim 1 and keeps it), described for a user; "" where
-    none does."""
-    for index, node in enumerate(model.graph):
-        if node.op_type in _SHAPE_READERS:
-            continue
-        if not any(_is_batch(v) and v.shape.rank() >= 2 for v in node.inputs if v is not None):
-            continue
-        for out in node.outputs:
-            shape = out.shape
-            if shape is None or shape.rank() < 1 or not isinstance(shape[0], int):
-                continue
-            if all(str(dim) != BATCH_DIM for dim in shape):
-                label = node.name or f"#{index}"
-                return (
-                    f"{node.op_type} node {label!r} (output {out.name!r} has dim 0 fixed at "
-                    f"{shape[0]}, shape {[str(d) for d in shape]})"
-                )
-    return ""
 
 
 def make_batch_dynamic(model: onnx.ModelProto) -> BatchResult:

@@ -520,3 +520,35 @@ def stacked_columns(side: int = 8, seed: int = 14) -> onnx.ModelProto:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
         inits,
     )
+
+
+def squeeze_excitation(width: int = 4, side: int = 8, seed: int = 15) -> onnx.ModelProto:
+    """Batch fixed at 1, a squeeze-excitation gate as jax2onnx writes it at a fixed batch: the
+    mean ``[1, 4, 1, 1]`` flattened by ``Reshape(s, [-1, width])``, a Dense and a Sigmoid, then
+    ``Reshape(gate, [1, 4, 1, 1])`` back (the traced batch) and the product; then the pool and the
+    classifier. With ``width`` 4 the -1 is the batch; with 2 it is twice the batch."""
+    features, classes = 4, 3
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("ReduceMean", ["r"], ["s"], name="squeeze", axes=[2, 3]),
+        helper.make_node("Reshape", ["s", "flat_shape"], ["sf"], name="se_flatten"),
+        helper.make_node("MatMul", ["sf", "se_w"], ["sm"], name="se_dense"),
+        helper.make_node("Sigmoid", ["sm"], ["gate"], name="se_gate"),
+        helper.make_node("Reshape", ["gate", "gate_shape"], ["gr"], name="se_back"),
+        helper.make_node("Mul", ["r", "gr"], ["e"], name="excite"),
+        *_gap_fc("e", "logits"),
+    ]
+    inits = [
+        *_weights(seed, 3, features, classes),
+        _init("se_w", rng.normal(0, 0.5, (width, width)).astype(np.float32)),
+        _init("flat_shape", np.array([-1, width])),
+        _init("gate_shape", np.array([1, features, 1, 1])),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
+        inits,
+    )

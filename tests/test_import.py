@@ -252,6 +252,20 @@ def test_a_stack_that_moves_the_batch_to_dim_1_does_not_pin_it():
     _runs_as_the_original(original, result, (3, 3, 8, 8), seed=6, atol=1e-6)
 
 
+def test_a_flatten_to_minus_one_carries_the_batch_to_the_reshape_that_pins_it():
+    """jax2onnx at a fixed batch of 1 flattens its squeeze-excitation's mean with ``Reshape(s,
+    [-1, 4])`` and reshapes the gate back to ``[1, 4, 1, 1]``. ONNX's shape inference makes the
+    -1 a new unknown, so the second Reshape was not seen to read the batch: nothing was
+    rewritten, nothing named, and the batch step failed at batch 2."""
+    original = models.squeeze_excitation()
+    result = make_batch_dynamic(original)
+    assert not result.pinned_by, result.pinned_by
+    assert result.rewrites == ("Reshape 'se_back': shape [1, 4, 1, 1] -> [0, 4, 1, 1]",)
+    _runs_as_the_original(original, result, (3, 3, 8, 8), seed=7, atol=1e-6)
+    # [-1, 2] of [batch, 4, 1, 1] is [2 * batch, 2]: its -1 is not the batch, nothing rewritten
+    assert make_batch_dynamic(models.squeeze_excitation(width=2)).rewrites == ()
+
+
 def test_a_batch_that_cannot_be_made_dynamic_names_the_node(files):
     result = make_batch_dynamic(onnx.load(str(files["mixing"])))
     assert "ReduceMean node 'batch_mean'" in result.pinned_by
