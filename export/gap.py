@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
 
 import onnx
 import onnx_ir as ir
@@ -83,7 +82,9 @@ class CanonicalizeGapHeadPass(ir.passes.InPlacePass):
        tf2onnx writes Keras's GlobalAveragePooling2D) → ``GlobalAveragePool(x)``, flattened
        (``keepdims=0``) or transposed back to NHWC; and of a tensor computed from such
        Transposes by elementwise ops alone (jax2onnx's residual blocks) →
-       ``GlobalAveragePool`` of it transposed back to NCHW.
+       ``GlobalAveragePool`` of it transposed back to NCHW. ``ReduceSum`` over the same axes
+       divided by the map's static H x W (``Div`` by it, ``Mul`` by its reciprocal: Flax
+       Linen's mean as jax2onnx writes it) → the same.
     2. ``AveragePool`` whose ``kernel_shape`` equals the static spatial dims of its input, with no
        padding (pads zero; auto_pad NOTSET, VALID, or SAME_* with strides >= the dims, which pads
        nothing) and no dilation → ``GlobalAveragePool(x)``, whatever the strides and ceil_mode;
@@ -92,12 +93,14 @@ class CanonicalizeGapHeadPass(ir.passes.InPlacePass):
     3. Everything else is left alone: partial ``AveragePool``, a padded one with more than one
        window or the padding counted, ``AveragePool`` on a dynamic H or W, ``ReduceMax``,
        ``ReduceMean`` over channels, over one spatial axis, over non-constant axes, with empty
-       axes, or on a tensor of unknown rank.
+       axes, or on a tensor of unknown rank; a mean over axes 1 and 2 of a tensor not known to
+       be channels-last; a ``ReduceSum`` divided by anything but the map's cells.
 
     The rules read shapes from the IR: run shape inference first (as
-    :func:`canonicalize_gap_head` does), or nothing of unknown rank is rewritten. Axes constants
-    and initializers left without users are removed. ``rewrites`` holds what the latest call did.
-    ``only``: the output tensors of the means that may be rewritten (None: every one).
+    :func:`canonicalize_gap_head` does), or nothing of unknown rank is rewritten. Nodes and
+    initializers left without users (the axes, a sum's divisor, a Transpose to NHWC) are
+    removed. ``rewrites`` holds what the latest call did. ``only``: the output tensors of the
+    means that may be rewritten (None: every one).
     """
 
     def __init__(self, only: frozenset[str] | None = None) -> None:
@@ -108,15 +111,14 @@ class CanonicalizeGapHeadPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         labels = _node_labels(model)
         rewrites: list[GapRewrite] = []
-        axes_values: list[ir.Value] = []
 
         def record(node: ir.Node, rule: str, detail: str) -> None:
             label = labels.get(node) or f"{node.op_type}#?"
             rewrites.append(GapRewrite(label, node.op_type, rule, detail))
-            axes_values.extend(v for v in node.inputs[1:] if v is not None)
 
         gap_rules(on_rewrite=record, only=self._only).apply_to_model(model)
-        _remove_dead_constants(axes_values)
+        if rewrites:  # the axes, a sum's divisor, a Transpose to NHWC: dropped once unread
+            ir_common_passes.RemoveUnusedNodesPass()(model)
         for rewrite in rewrites:
             logger.info("%s", rewrite)
         self.rewrites = tuple(rewrites)
@@ -130,24 +132,6 @@ def _node_labels(model: ir.Model) -> dict[ir.Node, str]:
         for index, node in enumerate(graph):
             labels[node] = node.name or f"{node.op_type}#{index}"
     return labels
-
-
-def _remove_dead_constants(values: Sequence[ir.Value]) -> None:
-    """Drop the Constant nodes and initializers behind ``values`` that lost their last user."""
-    for value in values:
-        if value.uses() or value.is_graph_output() or value.is_graph_input():
-            continue
-        producer = value.producer()
-        if producer is not None:
-            if (
-                producer.op_type == "Constant"
-                and producer.domain in ("", "ai.onnx")
-                and producer.graph is not None
-                and not any(out.uses() or out.is_graph_output() for out in producer.outputs)
-            ):
-                producer.graph.remove(producer, safe=True)
-        elif value.is_initializer() and value.graph is not None and value.name:
-            value.graph.initializers.pop(value.name, None)
 
 
 @dataclasses.dataclass(frozen=True)

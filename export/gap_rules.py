@@ -63,23 +63,27 @@ class _GapRule(RewriteRuleClassBase):
         if self._on_rewrite is not None:
             self._on_rewrite(node, self.name, detail)
 
-    def _pool(self, op, x: ir.Value, mean: ir.Value, *, channels_last: bool | str = False):
-        """``GlobalAveragePool(x)`` in place of the ``ReduceMean`` giving ``mean``, in its
-        shape: ``keepdims=0`` flattened to [N, C] (Flatten needs no axes input, so it is the
-        same at every opset); ``keepdims`` 1 as it is, or transposed back to [N, 1, 1, C] where
-        the mean was channels-last (a string: how it was, for the report)."""
+    def _pool(
+        self, op, x: ir.Value, mean: ir.Value, *, channels_last: bool | str = False, how: str = ""
+    ):
+        """``GlobalAveragePool(x)`` in place of the reduction giving ``mean``, in its shape:
+        ``keepdims=0`` flattened to [N, C] (Flatten needs no axes input, so it is the same at
+        every opset); ``keepdims`` 1 as it is, or transposed back to [N, 1, 1, C] where the mean
+        was channels-last (a string: how it was, for the report). ``how``: the report's first
+        words (a sum's divisor)."""
         node = mean.producer()
         assert node is not None
         name = node.name or None
         pooled = op.GlobalAveragePool(x, _name=name)
-        prefix = ""
+        words = [how] if how else []
         if channels_last:
-            prefix = (channels_last if isinstance(channels_last, str) else "channels-last") + ", "
+            words.append(channels_last if isinstance(channels_last, str) else "channels-last")
+        prefix = "".join(f"{w}, " for w in words)
         if not node.attributes.get_int("keepdims", 1):
             self._report(node, f"{prefix}keepdims=0, +Flatten")
             return op.Flatten(pooled, axis=1, _name=f"{name}_flatten" if name else None)
         if not channels_last:
-            self._report(node, "keepdims=1")
+            self._report(node, f"{prefix}keepdims=1")
             return pooled
         self._report(node, f"{prefix}keepdims=1, +Transpose")
         return op.Transpose(pooled, perm=[0, 2, 3, 1], _name=f"{name}_nhwc" if name else None)
@@ -186,6 +190,101 @@ class ElementwiseChannelsLastReduceMeanToGlobalAveragePool(_GapRule):
         nchw = op.Transpose(t, perm=[0, 3, 1, 2], _name=name)
         how = "channels-last by elementwise ops, +Transpose to NCHW"
         return self._pool(op, nchw, mean, channels_last=how)
+
+
+class ReduceSumDivToGlobalAveragePool(_GapRule):
+    """``ReduceSum`` over H and W divided by the map's H x W (``Div`` by the count, as Flax
+    Linen's ``x.mean(axis=(1, 2))`` reaches jax2onnx, or ``x.sum((2, 3)) / (h * w)`` in torch) →
+    ``GlobalAveragePool``: of an NCHW tensor (axes 2 and 3), or of a channels-last one (axes 1
+    and 2, `channels_last_source`) transposed back to NCHW; flattened (``keepdims=0``) or in the
+    sum's shape. The divisor is one constant equal to H x W, both static."""
+
+    _sign = "/"
+
+    def pattern(self, op, x, count):
+        total = op.ReduceSum(x, _allow_other_inputs=True, _outputs=["total"])
+        return op.Div(total, count, _outputs=["mean"])
+
+    def _by_count(self, value: float, cells: int) -> bool:
+        return bool(np.isclose(value, cells, rtol=1e-6, atol=0))
+
+    def check(self, context: MatchContext, x: ir.Value, count: ir.Value, total, mean):
+        result = MatchResult()
+        node = total.producer()
+        if why := self._out_of_scope(node):
+            return result.fail(why)
+        if why := _sum_layout(node, x):
+            return result.fail(why)
+        cells = _cells(node, x)
+        if cells is None:
+            return result.fail(f"H and W of {x.name!r} are not static")
+        tensor = ir.convenience.get_const_tensor(count)
+        if tensor is None or np.asarray(tensor.numpy()).size != 1:
+            return result.fail(f"the divisor {count.name!r} is not one constant")
+        value = float(np.asarray(tensor.numpy()).reshape(-1)[0])
+        if not self._by_count(value, cells):
+            return result.fail(f"the divisor {value:g} is not the map's {cells} cells")
+        return _check_gap_dtype(context, x, result)
+
+    def rewrite(self, op, x: ir.Value, count: ir.Value, total: ir.Value, mean: ir.Value):
+        node = total.producer()
+        assert node is not None
+        value = float(np.asarray(ir.convenience.get_const_tensor(count).numpy()).reshape(-1)[0])
+        how = f"{self._sign} {value:g} after it"
+        if _nhwc_spatial_axes(node):  # NCHW: axes 2 and 3
+            return self._pool(op, x, total, how=how)
+        producer = x.producer()
+        if producer is not None and producer.op_type == "Transpose":  # the one to NHWC: undone
+            nchw = producer.inputs[0]
+        else:
+            nchw = op.Transpose(
+                x, perm=[0, 3, 1, 2], _name=f"{node.name}_nchw" if node.name else None
+            )
+        return self._pool(
+            op, nchw, total, channels_last="channels-last, +Transpose to NCHW", how=how
+        )
+
+
+class ReduceSumMulToGlobalAveragePool(ReduceSumDivToGlobalAveragePool):
+    """The same times one constant equal to 1 / (H x W) (``Mul``, either operand order)."""
+
+    _sign = "*"
+
+    def pattern(self, op, x, count):
+        total = op.ReduceSum(x, _allow_other_inputs=True, _outputs=["total"])
+        return op.Mul(total, count, _outputs=["mean"])
+
+    def _by_count(self, value: float, cells: int) -> bool:
+        return bool(np.isclose(value * cells, 1.0, rtol=1e-6, atol=0))
+
+
+def _sum_layout(node: ir.Node, x: ir.Value) -> str:
+    """Why the ReduceSum ``node`` of ``x`` is not over H and W of an NCHW tensor, or of a
+    channels-last one (``""``: it is)."""
+    if x.shape is None or x.shape.rank() != _POOLED_RANK:
+        return f"{x.name!r} is not known to be of rank 4"
+    if node.attributes.get_int("noop_with_empty_axes", 0):
+        return "noop_with_empty_axes=1"
+    axes = _reduce_axes(node)
+    if isinstance(axes, str):
+        return axes
+    if sorted(a % _POOLED_RANK for a in axes) == [2, 3] and all(-4 <= a < 4 for a in axes):
+        return ""
+    if _nhwc_spatial_axes(node):
+        return f"axes {axes} are not the spatial axes of NCHW (2, 3) or of NHWC (1, 2)"
+    source = channels_last_source(x)
+    return source if isinstance(source, str) else ""
+
+
+def _cells(node: ir.Node, x: ir.Value) -> int | None:
+    """H x W of the map the sum reduces, where both are static."""
+    assert x.shape is not None
+    axes = _reduce_axes(node)
+    assert not isinstance(axes, str)
+    dims = [x.shape[a % _POOLED_RANK] for a in axes]
+    if not all(isinstance(d, int) for d in dims):
+        return None
+    return int(np.prod(dims))
 
 
 def _nhwc_spatial_axes(node: ir.Node) -> str:
@@ -376,6 +475,9 @@ def gap_rules(
             ElementwiseChannelsLastReduceMeanToGlobalAveragePool.rule(
                 on_rewrite=on_rewrite, only=only
             ),
+            ReduceSumDivToGlobalAveragePool.rule(on_rewrite=on_rewrite, only=only),
+            ReduceSumMulToGlobalAveragePool.rule(on_rewrite=on_rewrite, only=only),
             AveragePoolToGlobalAveragePool.rule(on_rewrite=on_rewrite, only=only),
-        ]
+        ],
+        commute=True,  # a Mul's constant on either side
     )

@@ -695,6 +695,88 @@ def test_a_mean_over_axes_1_and_2_not_known_to_be_channels_last_is_left_alone(bo
     assert not result.modified
 
 
+# Case 1, a sum over H and W divided by their cells: Flax Linen's mean as jax2onnx writes it
+# (ReduceSum takes its axes as an input from opset 13).
+_AXES_23 = "int64[2] axes23 = {2, 3}"
+_AXES_12 = "int64[2] axes12 = {1, 2}"
+SUM_CASES = [
+    Case(
+        "nchw-sum-div-keep0",
+        _model(
+            "s = ReduceSum<keepdims=0>(f, axes23)\ny = Div(s, cells)",
+            opset=13,
+            inits=(_AXES_23, "float cells = {64.0}"),
+        ),
+        ["Conv", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "nchw-reciprocal-times-sum-keep1",
+        _model(
+            "s = ReduceSum<keepdims=1>(f, axes23)\ny = Mul(inverse, s)",
+            opset=13,
+            y="float[batch,4,1,1] y",
+            inits=(_AXES_23, "float[1] inverse = {0.015625}"),
+        ),
+        ["Conv", "GlobalAveragePool"],
+        1,
+    ),
+    Case(
+        "nhwc-relu-sum-div-keep0",
+        _model(
+            f"a = {_NHWC_T}(f)\nr = Relu(a)\ns = ReduceSum<keepdims=0>(r, axes12)\n"
+            "y = Div(s, cells)",
+            opset=13,
+            inits=(_AXES_12, "float cells = {64.0}"),
+        ),
+        ["Conv", "Transpose", "Relu", "Transpose", "GlobalAveragePool", "Flatten"],
+        1,
+    ),
+    Case(
+        "nhwc-transposed-sum-div-keep1",
+        _model(
+            f"a = {_NHWC_T}(f)\ns = ReduceSum<keepdims=1>(a, axes12)\ny = Div(s, cells)",
+            opset=13,
+            y="float[batch,1,1,4] y",
+            inits=(_AXES_12, "float cells = {64.0}"),
+        ),
+        ["Conv", "GlobalAveragePool", "Transpose"],
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", SUM_CASES, ids=lambda c: c.id)
+def test_a_sum_over_h_and_w_divided_by_their_cells_becomes_global_average_pool(case):
+    result = _check_case(case)  # numerically equal to the original under ONNX Runtime
+    (rewrite,) = result.rewrites
+    assert rewrite.op_type == "ReduceSum"
+    assert rewrite.detail.startswith(("/ 64 after it, ", "* 0.015625 after it, "))
+    names = {i.name for i in result.model.graph.initializer}
+    assert not names & {"cells", "inverse", "axes23", "axes12"}  # gone with their last user
+
+
+@pytest.mark.parametrize(
+    "body,inits",
+    [
+        ("s = ReduceSum<keepdims=0>(f, axes23)\ny = Div(s, cells)", "float cells = {32.0}"),
+        ("s = ReduceSum<keepdims=0>(f, axes23)\ny = Mul(s, cells)", "float cells = {64.0}"),
+        (
+            "s = ReduceSum<keepdims=0>(f, axes23)\ny = Div(s, cells)",
+            "float[4] cells = {64, 64, 64, 64}",
+        ),
+        (
+            "r = Relu(f)\ns = ReduceSum<keepdims=0>(r, axes12)\ny = Div(s, cells)",
+            "float cells = {64.0}",
+        ),
+    ],
+    ids=["divided-by-half-the-cells", "times-the-cells", "a-divisor-per-channel", "nchw-axes-1-2"],
+)
+def test_a_sum_that_is_not_the_mean_of_the_map_is_left_alone(body, inits):
+    model = _model(body, opset=13, y="float[batch,N] y", inits=(_AXES_23, _AXES_12, inits))
+    assert not canonicalize_gap_head(model).modified
+
+
 @pytest.mark.parametrize("case", REDUCE_MEAN_CASES, ids=lambda c: c.id)
 def test_reduce_mean_becomes_global_average_pool(case: Case) -> None:
     result = _check_case(case)

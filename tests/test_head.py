@@ -86,6 +86,17 @@ def test_mobilenetv3_head_with_written_hard_swish_passes():
     assert not head.stops
 
 
+def test_a_pooling_head_names_a_string_attribute_as_written():
+    """jax2onnx writes ``auto_pad`` on its pools; the line showed it as ``b'VALID'``."""
+    head = MOBILENETV3_HEAD.replace(
+        "pooled = GlobalAveragePool (feat)",
+        'pooled = AveragePool <kernel_shape = [16, 12], auto_pad = "VALID"> (feat)',
+    )
+    line = gap_line(model_with(head))
+    assert not line
+    assert "with AveragePool (kernel_shape=[16, 12], auto_pad=VALID);" in line.detail, line.detail
+
+
 def test_the_head_pool_still_spelled_reducemean_fails_and_the_se_pool_is_not_blamed():
     head = MOBILENETV3_HEAD.replace(
         "pooled = GlobalAveragePool (feat)",

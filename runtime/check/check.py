@@ -300,6 +300,11 @@ def _listed(nodes: list[onnx.NodeProto], index: dict[int, int]) -> str:
 
 
 def _describe(node: onnx.NodeProto) -> str:
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    parts = [f"{k}={list(v) if isinstance(v, (list, tuple)) else v}" for k, v in attrs.items()]
+    """The node's attributes as a user reads them: ``auto_pad=VALID``, not ``b'VALID'``."""
+    parts = []
+    for attr in node.attribute:
+        value = onnx.helper.get_attribute_value(attr)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        parts.append(f"{attr.name}={list(value) if isinstance(value, (list, tuple)) else value}")
     return f" ({', '.join(parts)})" if parts else ""
