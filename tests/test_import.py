@@ -753,6 +753,26 @@ def test_a_jax_model_converted_by_jax2onnx_is_imported_and_passes_parity(tmp_pat
     np.testing.assert_allclose(classifier.probabilities(x), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_flax_linen_model_whose_mean_is_a_sum_and_a_division_is_imported(tmp_path):
+    """Flax Linen's ``x.mean(axis=(1, 2))`` reaches jax2onnx as ``ReduceSum`` over NHWC's H and
+    W, then ``Div`` by their 576 cells (tests/foreign/README.md). Import refused it: check
+    found a ReduceSum pooling into the classifier."""
+    out = tmp_path / "linen"
+    src = Path(__file__).parent / "foreign" / "flax_linen_jax2onnx.onnx"
+    result = invoke("import", src, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (
+        "rewrote ReduceSum 'node_ReduceSum_35' -> GlobalAveragePool (/ 576 after it, "
+        "channels-last, +Transpose to NCHW, keepdims=0, +Flatten)"
+    ) in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["output"]["kind"] == "sigmoid-probability"
+    assert "ReduceSum" not in manifest["graph"]["nodes"]  # its GroupNorm divides: Div stays
+    assert "GlobalAveragePool" in manifest["graph"]["nodes"]
+    parity = invoke("parity", out, "--providers", "cpu")
+    assert parity.exit_code == 0, parity.output
+
+
 def test_only_the_annotations_the_graph_contradicts_are_dropped(files):
     model = onnx.load(str(files["gray"]))
     inferred = onnx.shape_inference.infer_shapes(model)
