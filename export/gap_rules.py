@@ -18,12 +18,14 @@ RewriteCallback = Callable[[ir.Node, str, str], None]
 _POOLED_RANK = 4  # NCHW: the only rank at which a ReduceMean is taken to be a spatial average
 _NHWC = [0, 2, 3, 1]  # the perm of a Transpose from NCHW to NHWC
 # Ops whose output is laid out as their full-size operands: a channels-last operand gives a
-# channels-last output (broadcast constants and per-channel parameters aside).
+# channels-last output (broadcast constants and per-channel parameters aside; a quantized graph's
+# QuantizeLinear/DequantizeLinear pairs, per tensor or along an axis, too).
 _ELEMENTWISE = frozenset(
     {
         *("Identity", "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Clip", "Sigmoid"),
         *("HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf", "Softplus", "Mish", "Neg", "Abs"),
         *("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean"),
+        *("QuantizeLinear", "DequantizeLinear"),
     }
 )
 _WALK_LIMIT = 256  # values looked at before the layout is called unknown

@@ -667,6 +667,20 @@ ELEMENTWISE_CHANNELS_LAST_CASES = [
         ["Conv", "Transpose", "Add", "Clip", "Transpose", "GlobalAveragePool", "Transpose"],
         1,
     ),
+    Case(  # tf2onnx's int8 TFLite route: the Transpose moves int8, a QDQ pair around it
+        "qdq-transposed-int8-keep0",
+        _model(
+            f"q = QuantizeLinear(f, scale, zero)\nt = {_NHWC_T}(q)\n"
+            "d = DequantizeLinear(t, scale, zero)\ny = ReduceMean<axes=[1, 2], keepdims=0>(d)",
+            opset=13,
+            inits=("float scale = {0.05}", "int8 zero = {3}"),
+        ),
+        [
+            *("Conv", "QuantizeLinear", "Transpose", "DequantizeLinear", "Transpose"),
+            *("GlobalAveragePool", "Flatten"),
+        ],
+        1,
+    ),
 ]
 
 
