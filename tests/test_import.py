@@ -773,6 +773,29 @@ def test_a_flax_linen_model_whose_mean_is_a_sum_and_a_division_is_imported(tmp_p
     assert parity.exit_code == 0, parity.output
 
 
+def test_an_int8_tflite_model_converted_by_tf2onnx_is_imported_and_passes_parity(tmp_path):
+    """A Keras model quantized to int8 by the TFLite converter, then converted by tf2onnx
+    (tests/foreign/README.md): every tensor in a QuantizeLinear/DequantizeLinear pair, the head's
+    mean reads one. Import refused it: the mean was not seen to be channels-last through the
+    pair; then the lowering's check failed by one quantization step (ONNX Runtime's extended
+    optimizations fuse the new GlobalAveragePool into an int8 QLinearGlobalAveragePool, which
+    the ReduceMean never was); and its quantized Softmax output was taken for logits."""
+    out = tmp_path / "tflite"
+    src = Path(__file__).parent / "foreign" / "keras_int8_tflite_tf2onnx.onnx"
+    result = invoke("import", src, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "-> GlobalAveragePool (channels-last by elementwise ops" in result.output
+    assert "verified GAP lowering at batch 1, 5: max abs error 0\n" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["output"]["kind"] == "probabilities"
+    parity = invoke("parity", out, "--providers", "cpu")
+    assert parity.exit_code == 0, parity.output
+    x = np.random.default_rng(6).random((3, 3, 32, 32), dtype=np.float32)
+    expected = run(onnx.load(str(src)), x.transpose(0, 2, 3, 1))  # the file's own int8 rounding
+    classifier = Classifier.from_bundle(out, provider="cpu")
+    np.testing.assert_allclose(classifier.probabilities(x), expected, rtol=0, atol=1 / 256)
+
+
 def test_only_the_annotations_the_graph_contradicts_are_dropped(files):
     model = onnx.load(str(files["gray"]))
     inferred = onnx.shape_inference.infer_shapes(model)

@@ -41,6 +41,24 @@ def test_kind_from_the_last_op(op, k, kind):
     assert logits_tensor(model, kind) == ("x" if op in ("Sigmoid", "Softmax") else "out")
 
 
+@pytest.mark.parametrize("op,kind", [("Softmax", "probabilities"), ("Relu", "logits")])
+def test_a_quantized_output_is_told_apart_through_its_qdq_pair(op, kind):
+    """An int8 TFLite model through tf2onnx rounds its Softmax's probabilities to uint8 and back
+    before the output: they were taken for logits, and predict took their softmax again."""
+    model = onnx.parser.parse_model(
+        f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x) => (float[N, 4] out) <float s = {{0.00390625}}, uint8 z = {{0}}> {{
+            y = {op} (x)
+            q = QuantizeLinear (y, s, z)
+            out = DequantizeLinear (q, s, z)
+        }}
+        """
+    )
+    assert output_kind_of(model, 4) == kind
+    assert logits_tensor(model, kind) == ("x" if op == "Softmax" else "out")
+
+
 @pytest.mark.parametrize(
     "op,k,message", [("Sigmoid", 3, "multi-label"), ("Softmax", 1, "always 1")]
 )

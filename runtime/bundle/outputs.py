@@ -41,9 +41,14 @@ OUTPUT_NAMES = {
     PROBABILITIES: "probabilities",
 }
 
-# Ops that may sit between the final activation and the graph output without changing values.
-# Cast: an fp16 variant keeps float32 outputs by a Cast after its final activation.
-_PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"}
+# Ops that may sit between the final activation and the graph output without changing what the
+# values are. Cast: an fp16 variant keeps float32 outputs by a Cast after its final activation.
+# QuantizeLinear/DequantizeLinear: a quantized graph rounds its probabilities to int8 and back
+# (an int8 TFLite model through tf2onnx: Softmax, then a QDQ pair, then the output).
+_PASS_THROUGH = {
+    *("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"),
+    *("QuantizeLinear", "DequantizeLinear"),
+}
 _FINAL = {"Sigmoid", "Softmax", "LogSoftmax"}
 
 
