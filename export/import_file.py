@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from onnxedge.export.annotations import drop_contradicted_annotations
 from onnxedge.export.interface import NHWC, input_layout, kept_output, nchw_input
 from onnxedge.runtime.bundle.outputs import (
     LOGIT,
@@ -88,56 +89,6 @@ def load_original(src: Path) -> onnx.ModelProto:
     except Exception as e:
         raise OnnxEdgeError(f"{src} is not a valid ONNX model: {first_line(e)}") from None
     return model
-
-
-def drop_contradicted_annotations(
-    model: onnx.ModelProto,
-) -> tuple[onnx.ModelProto, tuple[str, ...]]:
-    """``model`` without the shape annotations (``value_info``) of intermediate tensors that its
-    own graph contradicts, and one line for each: a converter that moved a layout without
-    updating them (jax2onnx's residual blocks) leaves annotations ONNX Runtime merges leniently
-    but strict shape inference, and so `onnxedge check`, refuses. They describe, they do not
-    compute: the graph is unchanged, and each later step is still verified against it. An
-    annotation shape inference does not reach is kept."""
-    if not model.graph.value_info:
-        return model, ()
-    bare = onnx.ModelProto()
-    bare.CopyFrom(model)
-    del bare.graph.value_info[:]
-    try:
-        inferred = onnx.shape_inference.infer_shapes(bare)
-    except Exception:  # left to the checker, which says why
-        return model, ()
-    computed = {v.name: v for v in inferred.graph.value_info}
-    keep, dropped = [], []
-    for value in model.graph.value_info:
-        other = computed.get(value.name)
-        if other is not None and _contradicts(value.type, other.type):
-            dropped.append(f"{_describe(value)}, computed {_describe(other).split(' ', 1)[1]}")
-        else:
-            keep.append(value)
-    if not dropped:
-        return model, ()
-    del bare.graph.value_info[:]
-    bare.graph.value_info.extend(keep)
-    return bare, tuple(dropped)
-
-
-def _contradicts(annotated: onnx.TypeProto, computed: onnx.TypeProto) -> bool:
-    """Whether two tensor types cannot both hold: element types, ranks or fixed dims differ."""
-    if not (annotated.HasField("tensor_type") and computed.HasField("tensor_type")):
-        return False
-    a, b = annotated.tensor_type, computed.tensor_type
-    if a.elem_type and b.elem_type and a.elem_type != b.elem_type:
-        return True
-    if not (a.HasField("shape") and b.HasField("shape")):
-        return False
-    if len(a.shape.dim) != len(b.shape.dim):
-        return True
-    return any(
-        x.HasField("dim_value") and y.HasField("dim_value") and x.dim_value != y.dim_value
-        for x, y in zip(a.shape.dim, b.shape.dim, strict=True)
-    )
 
 
 def _check_external_data(model: onnx.ModelProto, src: Path) -> None:

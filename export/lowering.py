@@ -13,6 +13,7 @@ from pathlib import Path
 
 import onnx
 
+from onnxedge.export.annotations import drop_contradicted_annotations
 from onnxedge.export.simplify import simplify_model
 from onnxedge.export.verify import StepVerification, verify_batch_step, verify_onnx_step
 from onnxedge.runtime.bundle.write import atomic_write_bytes
@@ -32,6 +33,7 @@ class LoweringResult:
     check: CheckReport
     batch_rewrites: tuple[str, ...] = ()  # what made a fixed batch symbolic (`dynamic_batch`)
     gap_scope: str = ""  # which global means the lowering rewrote: head or all
+    annotations_dropped: tuple[str, ...] = ()  # value_info the graph contradicts (simplify_file)
 
 
 def lower_graph(
@@ -130,12 +132,15 @@ def simplify_file(
     progress: Progress | None = None,
     gap: str | None = None,
 ) -> LoweringResult:
-    """onnxsim and the GAP lowering for any ONNX model; the result is written atomically."""
+    """onnxsim and the GAP lowering for any ONNX model, its shape annotations that the graph
+    contradicts dropped first (`drop_contradicted_annotations`); the result is written
+    atomically."""
     model = load_model(src)
     try:
         onnx.checker.check_model(model, full_check=False)
     except Exception as e:
         raise OnnxEdgeError(f"{src} is not a valid ONNX model: {first_line(e)}") from None
+    model, dropped = drop_contradicted_annotations(model)
     result = lower_graph(model, simplify=simplify, progress=progress, gap=gap)
     atomic_write_bytes(dst, result.model.SerializeToString(deterministic=True))
-    return result
+    return dataclasses.replace(result, annotations_dropped=dropped)

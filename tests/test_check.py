@@ -178,6 +178,23 @@ def test_simplify_feeds_every_input_with_its_own_type(tmp_path):
     assert dst.is_file()
 
 
+def test_simplify_drops_the_annotations_a_jax2onnx_file_contradicts(tmp_path):
+    """jax2onnx leaves a shape annotation in the layout before its transpose pass
+    (tests/foreign/README.md); simplify wrote a file that failed the check on it."""
+    from pathlib import Path
+
+    src = Path(__file__).parent / "foreign" / "jax_resnet_jax2onnx.onnx"
+    dst = tmp_path / "out.onnx"
+    result = CliRunner().invoke(main, ["simplify", str(src), "-o", str(dst)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
+        "annotations: dropped 1 shape annotation(s) (value_info) the graph contradicts: "
+        "'relu_out_1' float ['B', 32, 32, 8], computed float ['B', 8, 32, 32]\n"
+    ), result.output
+    assert "PASSED | onnx |" in result.output
+    onnx.checker.check_model(onnx.load(str(dst)), full_check=True)
+
+
 def test_simplify_output_must_be_a_file(tmp_path):
     src = tmp_path / "elsewhere.onnx"
     onnx.save(elsewhere_model(), str(src))

@@ -16,8 +16,8 @@ from cli_assertions import assert_one_line_error, unwrap_markdown
 from click.testing import CliRunner
 from PIL import Image
 
+from onnxedge.export.annotations import drop_contradicted_annotations
 from onnxedge.export.batch import make_batch_dynamic, name_batch_dim
-from onnxedge.export.import_file import drop_contradicted_annotations
 from onnxedge.export.interface import input_layout, kept_output, nchw_input
 from onnxedge.export.onnx_reference import (
     cast_to_double,

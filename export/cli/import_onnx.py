@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from onnxedge.export.annotations import dropped_line
 from onnxedge.export.cli.preprocessing_options import (
     echo_written,
     golden_images_option,
@@ -131,13 +132,8 @@ def import_cmd(
             progress=heartbeat,
             replace=force,
         )
-    dropped = result.manifest["imported"]["annotations_dropped"]
-    if dropped:
-        more = f" and {len(dropped) - 3} more" if len(dropped) > 3 else ""
-        click.echo(
-            f"annotations: dropped {len(dropped)} shape annotation(s) (value_info) the graph "
-            f"contradicts: {'; '.join(dropped[:3])}{more}"
-        )
+    if line := dropped_line(result.manifest["imported"]["annotations_dropped"]):
+        click.echo(line)
     for rewrite in result.lowering.batch_rewrites:
         click.echo(f"batch: rewrote {rewrite}")
     for rewrite in result.rewrites:

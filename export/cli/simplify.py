@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from onnxedge.export.annotations import dropped_line
 from onnxedge.export.cli.export import gap_option
 from onnxedge.runtime.cli.heartbeat import Heartbeat
 from onnxedge.runtime.cli.output import (
@@ -51,6 +52,8 @@ def simplify_cmd(src: Path, dst: Path, no_onnxsim: bool, gap: str, force: bool) 
 
     with Heartbeat.running() as heartbeat:
         result = simplify_file(src, dst, simplify=not no_onnxsim, progress=heartbeat, gap=gap)
+    if line := dropped_line(result.annotations_dropped):
+        click.echo(line)
     for rewrite in result.rewrites:
         click.echo(f"rewrote {rewrite}")
     click.echo(f"{len(result.rewrites)} GAP rewrite(s); wrote {shown(dst)}")
