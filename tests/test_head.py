@@ -86,6 +86,36 @@ def test_mobilenetv3_head_with_written_hard_swish_passes():
     assert not head.stops
 
 
+def test_a_qoperator_quantized_head_is_named_with_what_to_do_instead():
+    """ONNX Runtime's QOperator format ends in com.microsoft's QGemm; the line said only that no
+    classifier was found."""
+    helper = onnx.helper
+    graph = helper.make_graph(
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            helper.make_node(
+                "QGemm", ["q", "s", "z", "w", "s", "z"], ["y"], domain="com.microsoft"
+            ),
+        ],
+        "qoperator",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 2])],
+        [
+            helper.make_tensor("s", onnx.TensorProto.FLOAT, [], [0.1]),
+            helper.make_tensor("z", onnx.TensorProto.UINT8, [], [128]),
+            helper.make_tensor("w", onnx.TensorProto.UINT8, [2, 4], [128] * 8),
+        ],
+    )
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+    line = gap_line(helper.make_model(graph, opset_imports=opsets))
+    assert not line
+    assert "it reached QGemm node" in line.detail
+    assert line.detail.endswith(
+        "(a graph quantized in ONNX Runtime's QOperator format: import the float model and make "
+        "its int8 variant with onnxedge optimize, or quantize with quant_format=QuantFormat.QDQ)"
+    )
+
+
 def test_a_pooling_head_names_a_string_attribute_as_written():
     """jax2onnx writes ``auto_pad`` on its pools; the line showed it as ``b'VALID'``."""
     head = MOBILENETV3_HEAD.replace(

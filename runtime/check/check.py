@@ -198,6 +198,22 @@ def _check_gap_head(model: onnx.GraphProto | onnx.ModelProto) -> CheckItem:
     return _judge_head(head, graph, index, ranks)
 
 
+# ONNX Runtime's QOperator format of a quantized graph (com.microsoft ops and QLinearConv): its
+# head is a QLinearGlobalAveragePool and a QGemm, which no check or engine of onnxedge reads as
+# one; the QDQ format, as onnxedge's own int8 variants, keeps the float ops between Q/DQ pairs.
+_QOPERATOR_OPS = frozenset(
+    {
+        *("QGemm", "QLinearMatMul", "QLinearConv", "QLinearGlobalAveragePool"),
+        *("QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearSoftmax", "QLinearConcat"),
+        *("QLinearAveragePool", "QLinearLeakyRelu"),
+    }
+)
+_QOPERATOR_HINT = (
+    " (a graph quantized in ONNX Runtime's QOperator format: import the float model and make "
+    "its int8 variant with onnxedge optimize, or quantize with quant_format=QuantFormat.QDQ)"
+)
+
+
 def _judge_head(
     head: Head, graph: onnx.GraphProto, index: dict[int, int], ranks: dict[str, int]
 ) -> CheckItem:
@@ -228,7 +244,8 @@ def _judge_head(
                 False,
                 f"walking back from output {head.output!r} found no classifier op: it reached "
                 f"{stop.node.op_type} node {label(stop.node)} ({stop.why}); expected a Gemm, "
-                "MatMul or 1x1 Conv classifier after a GlobalAveragePool",
+                "MatMul or 1x1 Conv classifier after a GlobalAveragePool"
+                + (_QOPERATOR_HINT if stop.node.op_type in _QOPERATOR_OPS else ""),
             )
         return CheckItem(
             "gap_head",
