@@ -237,14 +237,12 @@ class ReduceSumDivToGlobalAveragePool(_GapRule):
             return self._pool(op, x, total, how=how)
         producer = x.producer()
         if producer is not None and producer.op_type == "Transpose":  # the one to NHWC: undone
-            nchw = producer.inputs[0]
+            nchw, layout = producer.inputs[0], "channels-last"
         else:
-            nchw = op.Transpose(
-                x, perm=[0, 3, 1, 2], _name=f"{node.name}_nchw" if node.name else None
-            )
-        return self._pool(
-            op, nchw, total, channels_last="channels-last, +Transpose to NCHW", how=how
-        )
+            name = f"{node.name}_nchw" if node.name else None
+            nchw = op.Transpose(x, perm=[0, 3, 1, 2], _name=name)
+            layout = "channels-last, +Transpose to NCHW"
+        return self._pool(op, nchw, total, channels_last=layout, how=how)
 
 
 class ReduceSumMulToGlobalAveragePool(ReduceSumDivToGlobalAveragePool):

@@ -766,6 +766,8 @@ def test_a_sum_over_h_and_w_divided_by_their_cells_becomes_global_average_pool(c
     (rewrite,) = result.rewrites
     assert rewrite.op_type == "ReduceSum"
     assert rewrite.detail.startswith(("/ 64 after it, ", "* 0.015625 after it, "))
+    added = result.model.graph.node[-3:]  # a Transpose to NCHW only where none is undone
+    assert ("+Transpose to NCHW" in rewrite.detail) == (added[0].op_type == "Transpose")
     names = {i.name for i in result.model.graph.initializer}
     assert not names & {"cells", "inverse", "axes23", "axes12"}  # gone with their last user
 
