@@ -35,7 +35,7 @@ def drop_contradicted_annotations(
     for value in model.graph.value_info:
         other = computed.get(value.name)
         if other is not None and _contradicts(value.type, other.type):
-            dropped.append(f"{value.name!r} {_type(value.type)}, computed {_type(other.type)}")
+            dropped.append(f"{describe_value(value)}, computed {_type(other)}")
         else:
             keep.append(value)
     if not dropped:
@@ -62,16 +62,27 @@ def _contradicts(annotated: onnx.TypeProto, computed: onnx.TypeProto) -> bool:
     )
 
 
-def _type(value: onnx.TypeProto) -> str:
-    """``float ['B', 16, 64, 64]``: a tensor type as the lines show it."""
+def value_dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    """A value's dims: numbers, symbols by their names, "?" where neither is given."""
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in value.type.tensor_type.shape.dim
+    ]
+
+
+def describe_value(value: onnx.ValueInfoProto) -> str:
+    """``'x' float ['B', 3, 64, 64]``: a value as the lines show it."""
+    return f"{value.name!r} {_type(value)}"
+
+
+def _type(value: onnx.ValueInfoProto) -> str:
     import onnx
 
-    tensor = value.tensor_type
-    dtype = onnx.TensorProto.DataType.Name(tensor.elem_type).lower() if tensor.elem_type else "?"
-    dims = [
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim
-    ]
-    return f"{dtype} {dims}"
+    if not value.type.HasField("tensor_type"):
+        return f"non-tensor {value_dims(value)}"
+    elem = value.type.tensor_type.elem_type
+    dtype = onnx.TensorProto.DataType.Name(elem).lower() if elem else "untyped"
+    return f"{dtype} {value_dims(value)}"
 
 
 def dropped_line(dropped: tuple[str, ...] | list[str], shown: int = 3) -> str:

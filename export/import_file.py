@@ -17,7 +17,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxedge.export.annotations import drop_contradicted_annotations
+from onnxedge.export.annotations import (
+    describe_value,
+    drop_contradicted_annotations,
+    value_dims,
+)
 from onnxedge.export.interface import NHWC, input_layout, kept_output, nchw_input
 from onnxedge.runtime.bundle.outputs import (
     LOGIT,
@@ -108,21 +112,6 @@ def _check_external_data(model: onnx.ModelProto, src: Path) -> None:
             )
 
 
-def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
-    return [
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-        for d in value.type.tensor_type.shape.dim
-    ]
-
-
-def _describe(value: onnx.ValueInfoProto) -> str:
-    elem = value.type.tensor_type.elem_type
-    dtype = onnx.TensorProto.DataType.Name(elem).lower() if elem else "untyped"
-    if not value.type.HasField("tensor_type"):
-        dtype = "non-tensor"
-    return f"{value.name!r} {dtype} {_dims(value)}"
-
-
 def inspect_file(
     src: Path,
     input_shape: Sequence[int] | None,
@@ -139,21 +128,22 @@ def inspect_file(
     data = src.read_bytes()
     inputs = graph_inputs(model.graph)
     if len(inputs) != 1:
-        listing = ", ".join(_describe(v) for v in inputs) or "none"
+        listing = ", ".join(describe_value(v) for v in inputs) or "none"
         raise OnnxEdgeError(
             f"{src}: expected one image input [N, C, H, W], found {len(inputs)} inputs: {listing}"
         )
     (image,) = inputs
-    dims = _dims(image)
+    dims = value_dims(image)
     if image.type.tensor_type.elem_type != _FLOAT32 or len(dims) != 4:
         raise OnnxEdgeError(
-            f"{src}: expected a float32 image input [N, C, H, W], found input {_describe(image)}"
+            f"{src}: expected a float32 image input [N, C, H, W], found input "
+            f"{describe_value(image)}"
         )
     channels_last = None
     if input_layout(dims, layout) == NHWC:
         channels_last, model = original, nchw_input(original)
         (image,) = graph_inputs(model.graph)
-        dims = _dims(image)
+        dims = value_dims(image)
     several = None
     if output_name is not None:
         names = [o.name for o in model.graph.output]
@@ -201,7 +191,7 @@ def inspect_file(
         )
     classes = int(np.shape(out)[1])
     kind = _output_kind(src, model, classes, output_kind)
-    log.info("import: input %s, output %s, kind %s", _describe(image), found[0], kind)
+    log.info("import: input %s, output %s, kind %s", describe_value(image), found[0], kind)
     return ImportedModel(
         model=model,
         flatten=pooled,
