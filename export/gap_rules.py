@@ -163,7 +163,7 @@ class ChannelsLastReduceMeanToGlobalAveragePool(_GapRule):
 
 class ElementwiseChannelsLastReduceMeanToGlobalAveragePool(_GapRule):
     """``ReduceMean`` over axes 1 and 2 of a tensor computed from Transposes to NHWC by
-    elementwise ops alone (`channels_last_source`: jax2onnx wraps every Conv in a Transpose pair
+    elementwise ops alone (`_not_channels_last`: jax2onnx wraps every Conv in a Transpose pair
     and adds a residual block's branches, then its ReLU, in NHWC) → ``GlobalAveragePool`` of the
     tensor transposed back to NCHW; ``keepdims=0`` flattened to [N, C], ``keepdims`` 1
     transposed back to [N, 1, 1, C]."""
@@ -181,9 +181,8 @@ class ElementwiseChannelsLastReduceMeanToGlobalAveragePool(_GapRule):
         producer = t.producer()
         if producer is not None and producer.op_type == "Transpose":
             return result.fail("a Transpose's own output (ChannelsLastReduceMean's case)")
-        source = channels_last_source(t)
-        if isinstance(source, str):
-            return result.fail(source)
+        if why := _not_channels_last(t):
+            return result.fail(why)
         return _check_gap_dtype(context, t, result)
 
     def rewrite(self, op, t: ir.Value, mean: ir.Value):
@@ -198,7 +197,7 @@ class ReduceSumDivToGlobalAveragePool(_GapRule):
     """``ReduceSum`` over H and W divided by the map's H x W (``Div`` by the count, as Flax
     Linen's ``x.mean(axis=(1, 2))`` reaches jax2onnx, or ``x.sum((2, 3)) / (h * w)`` in torch) →
     ``GlobalAveragePool``: of an NCHW tensor (axes 2 and 3), or of a channels-last one (axes 1
-    and 2, `channels_last_source`) transposed back to NCHW; flattened (``keepdims=0``) or in the
+    and 2, `_not_channels_last`) transposed back to NCHW; flattened (``keepdims=0``) or in the
     sum's shape. The divisor is one constant equal to H x W, both static."""
 
     _sign = "/"
@@ -272,8 +271,7 @@ def _sum_layout(node: ir.Node, x: ir.Value) -> str:
         return ""
     if _nhwc_spatial_axes(node):
         return f"axes {axes} are not the spatial axes of NCHW (2, 3) or of NHWC (1, 2)"
-    source = channels_last_source(x)
-    return source if isinstance(source, str) else ""
+    return _not_channels_last(x)
 
 
 def _cells(node: ir.Node, x: ir.Value) -> int | None:
@@ -298,14 +296,13 @@ def _nhwc_spatial_axes(node: ir.Node) -> str:
     return ""
 
 
-def channels_last_source(value: ir.Value) -> ir.Node | str:
-    """The Transpose from NCHW to NHWC (perm [0, 2, 3, 1]) nearest ``value`` where ``value`` is
-    one or is computed from such Transposes by elementwise ops alone, every non-constant operand
-    on the way leading to one; else why its layout is not known to be channels-last."""
+def _not_channels_last(value: ir.Value) -> str:
+    """Why ``value`` is not known to be channels-last (``""``: it is, being a Transpose from NCHW
+    to NHWC, perm [0, 2, 3, 1], or computed from such Transposes by elementwise ops alone, every
+    non-constant operand on the way leading to one)."""
     if value.shape is not None and value.shape.rank() != _POOLED_RANK:
         return f"input has rank {value.shape.rank()}, not 4"
-    nearest: ir.Node | None = None
-    queue, seen = [value], {value}
+    queue, seen, transposes = [value], {value}, 0
     while queue:
         if len(seen) > _WALK_LIMIT:
             return f"more than {_WALK_LIMIT} values between {value.name!r} and its layout"
@@ -317,7 +314,7 @@ def channels_last_source(value: ir.Value) -> ir.Node | str:
             perm = node.attributes.get("perm")
             if perm is None or list(perm.as_ints()) != _NHWC:
                 return "not a Transpose from NCHW to NHWC (perm [0, 2, 3, 1])"
-            nearest = nearest or node
+            transposes += 1
         elif _elementwise(node):
             for operand in _operands(node):
                 if operand not in seen:
@@ -325,8 +322,7 @@ def channels_last_source(value: ir.Value) -> ir.Node | str:
                     queue.append(operand)
         else:
             return f"{current.name!r} comes from a {node.op_type}, not a Transpose to NHWC"
-    assert nearest is not None
-    return nearest
+    return "" if transposes else f"{value.name!r} is computed from constants alone"
 
 
 def _elementwise(node: ir.Node) -> bool:

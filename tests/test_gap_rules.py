@@ -709,6 +709,23 @@ def test_a_mean_over_axes_1_and_2_not_known_to_be_channels_last_is_left_alone(bo
     assert not result.modified
 
 
+def test_a_mean_over_axes_1_and_2_of_constants_alone_is_left_alone():
+    """The walk back from the mean found no Transpose at all (a Relu of a constant): it failed an
+    assertion inside the lowering instead of leaving the mean as it is."""
+    cells = ", ".join(["1.5"] * 64)
+    model = onnx.parser.parse_model(
+        f"""
+        <ir_version: 8, opset_import: ["" : 13]>
+        g (float[N, 4] x) => (float[N, 4] y) <float[1, 4, 4, 4] c = {{{cells}}}> {{
+            r = Relu(c)
+            m = ReduceMean<axes=[1, 2], keepdims=0>(r)
+            y = Add(x, m)
+        }}
+        """
+    )
+    assert not canonicalize_gap_head(model, "all").modified
+
+
 # Case 1, a sum over H and W divided by their cells: Flax Linen's mean as jax2onnx writes it
 # (ReduceSum takes its axes as an input from opset 13).
 _AXES_23 = "int64[2] axes23 = {2, 3}"
